@@ -1,0 +1,5 @@
+if(IMGD_SANITIZE)
+  string(REPLACE ";" "," _san "${IMGD_SANITIZE}")
+  add_compile_options(-fsanitize=${_san} -fno-sanitize-recover=all -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=${_san})
+endif()

@@ -1,0 +1,21 @@
+# Warning set from STYLE B3. Every -Wno- carries its reason.
+set(IMGD_C_WARNINGS
+  -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+  -Wmissing-declarations -Wold-style-definition -Wpointer-arith -Wcast-qual -Wcast-align
+  -Wwrite-strings -Wundef -Wvla -Wformat=2 -Wformat-security -Wnull-dereference
+  -Wdouble-promotion -Wimplicit-fallthrough -Wredundant-decls -Wconversion
+  # Sign conversions between size_t and int are pervasive and checked by explicit range
+  # checks where the value comes from input.
+  -Wno-sign-conversion
+  -Werror=implicit-function-declaration -Werror=implicit-int
+  -Werror=incompatible-pointer-types -Werror=return-type)
+if(CMAKE_C_COMPILER_ID MATCHES "Clang")
+  list(APPEND IMGD_C_WARNINGS -Wmissing-variable-declarations -Wcomma)
+endif()
+
+function(imgd_warnings target)
+  target_compile_options(${target} PRIVATE ${IMGD_C_WARNINGS})
+  if(IMGD_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+endfunction()

@@ -1,0 +1,320 @@
+/*
+ * imgd — a universal image-model worker.
+ *
+ * This header is the whole public C API. Today it covers the foundation: opening any
+ * weight file people download (safetensors, PyTorch zip checkpoints read through a
+ * restricted unpickler that never executes code, GGUF, diffusers folders), reading its
+ * tensors zero-copy, converting it to safetensors, and inspecting it.
+ *
+ * Conventions
+ *   - Every call that can fail returns an imgd_status; outputs go through out-parameters
+ *     that are written only on success (exceptions are documented on the call).
+ *   - imgd_last_error() gives a thread-local message for the last failing call on the
+ *     calling thread: it names the file, the field, what was expected and how to fix it.
+ *   - Parameter structs come with an imgd_<x>_params_default() initializer.
+ *   - Handles are opaque; each has a matching _free that accepts NULL.
+ *
+ * Minimal usage: list the tensors of a file.
+ *
+ *     imgd_weights *w = NULL;
+ *     imgd_open_params op = imgd_open_params_default();
+ *     if (imgd_weights_open("model.safetensors", &op, &w) != IMGD_OK) {
+ *         fprintf(stderr, "%s\n", imgd_last_error());
+ *         return 1;
+ *     }
+ *     for (size_t i = 0; i < imgd_weights_tensor_count(w); i++) {
+ *         imgd_tensor_info t;
+ *         imgd_weights_tensor(w, i, &t);
+ *         printf("%s %s\n", t.name, imgd_dtype_name(t.dtype));
+ *     }
+ *     imgd_weights_free(w);
+ */
+#ifndef IMGD_H
+#define IMGD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgd_version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#    ifdef IMGD_BUILD
+#        define IMGD_API __declspec(dllexport)
+#    else
+#        define IMGD_API __declspec(dllimport)
+#    endif
+#else
+#    define IMGD_API __attribute__((visibility("default")))
+#endif
+
+#define IMGD_DEPRECATED(since, msg) __attribute__((deprecated("since " #since ": " msg)))
+
+/* ---------------------------------------------------------------------------------- */
+/* Status and errors                                                                   */
+/* ---------------------------------------------------------------------------------- */
+
+/* Result of every call that can fail. Append-only; values never change meaning. */
+typedef enum imgd_status {
+    IMGD_OK            = 0,
+    IMGD_E_INVALID_ARG = 1,  /* a parameter is out of range; the message names it */
+    IMGD_E_NOMEM       = 2,  /* host or device allocation failed */
+    IMGD_E_IO          = 3,  /* open/read/write/mmap failed; the message has errno text */
+    IMGD_E_FORMAT      = 4,  /* file is malformed; the message names file, field and fix */
+    IMGD_E_UNSUPPORTED = 5,  /* valid but not supported (yet) */
+    IMGD_E_TOO_LARGE   = 6,  /* a configured cap was hit */
+    IMGD_E_CANCELLED   = 7,  /* a progress callback or cancel flag stopped the call */
+    IMGD_E_DEVICE      = 8,  /* backend/driver error (CUDA, oneDNN) */
+    IMGD_E_INTERNAL    = 9,  /* a bug: please report */
+    IMGD_E_UNSAFE      = 10, /* the file would run code on load (pickle global outside
+                                the allow-list); nothing was executed */
+    IMGD_STATUS_COUNT
+} imgd_status;
+
+/* Static snake_case name of a status ("invalid_argument", "unsafe", ...); also the HTTP
+ * error code. Unknown values give "unknown". Safe from any thread. Since: 0.1 */
+IMGD_API const char *imgd_status_name(imgd_status status);
+
+/* Message of the last failing imgd call on this thread, or "" when none failed.
+ * Valid until the next imgd call on this thread. Safe from any thread. Since: 0.1 */
+IMGD_API const char *imgd_last_error(void);
+
+/* Runtime version string, e.g. "0.1.0". Safe from any thread. Since: 0.1 */
+IMGD_API const char *imgd_version(void);
+
+/* ---------------------------------------------------------------------------------- */
+/* Logging                                                                             */
+/* ---------------------------------------------------------------------------------- */
+
+typedef enum imgd_log_level {
+    IMGD_LOG_DEBUG = 0,
+    IMGD_LOG_INFO  = 1,
+    IMGD_LOG_WARN  = 2,
+    IMGD_LOG_ERROR = 3,
+    IMGD_LOG_LEVEL_COUNT
+} imgd_log_level;
+
+/* A log sink. `line` is one complete JSON object (no trailing newline), borrowed for the
+ * duration of the call. May be called from any imgd thread. */
+typedef void (*imgd_log_fn)(imgd_log_level level, const char *line, void *user);
+
+/* Sets the process-wide log sink (NULL restores the default: JSON lines on stderr) and
+ * the minimum level. Not thread-safe: call before starting other threads. Since: 0.1 */
+IMGD_API void imgd_log_set(imgd_log_fn fn, void *user);
+IMGD_API void imgd_log_level_set(imgd_log_level level);
+
+/* Progress callback for long calls: `done` of `total` units (bytes for hashing and
+ * conversion). Return false to cancel (the call then returns IMGD_E_CANCELLED). */
+typedef bool (*imgd_progress_fn)(uint64_t done, uint64_t total, void *user);
+
+/* ---------------------------------------------------------------------------------- */
+/* Element types and file formats                                                      */
+/* ---------------------------------------------------------------------------------- */
+
+/* Element type of a stored tensor. Append-only. Quantized types are GGUF block formats. */
+typedef enum imgd_dtype {
+    IMGD_DTYPE_F32     = 0,
+    IMGD_DTYPE_F16     = 1,
+    IMGD_DTYPE_BF16    = 2,
+    IMGD_DTYPE_F64     = 3,
+    IMGD_DTYPE_I64     = 4,
+    IMGD_DTYPE_I32     = 5,
+    IMGD_DTYPE_I16     = 6,
+    IMGD_DTYPE_I8      = 7,
+    IMGD_DTYPE_U8      = 8,
+    IMGD_DTYPE_BOOL    = 9,
+    IMGD_DTYPE_F8_E4M3 = 10,
+    IMGD_DTYPE_F8_E5M2 = 11,
+    IMGD_DTYPE_Q4_0    = 12,
+    IMGD_DTYPE_Q4_1    = 13,
+    IMGD_DTYPE_Q5_0    = 14,
+    IMGD_DTYPE_Q5_1    = 15,
+    IMGD_DTYPE_Q8_0    = 16,
+    IMGD_DTYPE_Q4_K    = 17,
+    IMGD_DTYPE_Q5_K    = 18,
+    IMGD_DTYPE_Q6_K    = 19,
+    IMGD_DTYPE_Q2_K    = 20,
+    IMGD_DTYPE_Q3_K    = 21,
+    IMGD_DTYPE_Q8_1    = 22,
+    IMGD_DTYPE_U16     = 23,
+    IMGD_DTYPE_U32     = 24,
+    IMGD_DTYPE_U64     = 25,
+    IMGD_DTYPE_COUNT
+} imgd_dtype;
+
+/* Canonical upper-case name as safetensors spells it ("F32", "BF16", "Q4_K", ...).
+ * Safe from any thread. Since: 0.1 */
+IMGD_API const char *imgd_dtype_name(imgd_dtype dtype);
+
+/* Parses a dtype name, case-insensitive ("f16", "BF16", "q8_0"). Returns
+ * IMGD_E_INVALID_ARG for an unknown name; *out is written only on success. Since: 0.1 */
+IMGD_API imgd_status imgd_dtype_parse(const char *name, imgd_dtype *out);
+
+/* Container a weights handle was read from. Append-only. */
+typedef enum imgd_format {
+    IMGD_FORMAT_SAFETENSORS = 1,
+    IMGD_FORMAT_CKPT        = 2, /* PyTorch zip checkpoint: .ckpt .pt .pth .bin */
+    IMGD_FORMAT_GGUF        = 3,
+    IMGD_FORMAT_DIFFUSERS   = 4, /* a diffusers folder or one of its component folders */
+    IMGD_FORMAT_COUNT
+} imgd_format;
+
+/* "safetensors", "ckpt", "gguf", "diffusers". Safe from any thread. Since: 0.1 */
+IMGD_API const char *imgd_format_name(imgd_format format);
+
+/* ---------------------------------------------------------------------------------- */
+/* Weights: any model file, opened and validated                                       */
+/* ---------------------------------------------------------------------------------- */
+
+typedef struct imgd_weights imgd_weights;
+
+#define IMGD_MAX_DIMS 8
+
+typedef struct imgd_open_params {
+    uint64_t    header_size_max;  /* bytes; cap on a safetensors/GGUF header or a pickle,
+                                     0 = default (100 MiB) */
+    uint64_t    pickle_ops_max;   /* cap on executed pickle opcodes, 0 = default (50 M) */
+    uint64_t    inflate_size_max; /* bytes; cap on one deflated zip entry once inflated,
+                                     0 = default (64 GiB) */
+    const char *variant;          /* diffusers weight variant ("fp16"); NULL = prefer the
+                                     plain files and fall back to any variant. Copied. */
+} imgd_open_params;
+
+/* Defaults for imgd_open_params. Safe from any thread. Since: 0.1 */
+IMGD_API imgd_open_params imgd_open_params_default(void);
+
+/* Opens a weight file or a diffusers folder, detects the container from its content
+ * (not its extension), validates every length, offset, dtype and span, and returns a
+ * handle whose tensors are zero-copy views of the memory-mapped file where the layout
+ * allows (safetensors, GGUF, stored checkpoint entries) and owned copies otherwise.
+ *
+ * path:   borrowed. params: borrowed, NULL = defaults. out: written only on success,
+ *         owned by the caller; free with imgd_weights_free().
+ * Returns IMGD_OK; IMGD_E_INVALID_ARG (NULL path/out); IMGD_E_IO (cannot open/map);
+ * IMGD_E_FORMAT (malformed: the message names file, field and fix); IMGD_E_UNSAFE
+ * (a pickle names a global outside the allow-list: nothing was executed);
+ * IMGD_E_UNSUPPORTED (recognised but unreadable, e.g. a legacy non-zip torch file);
+ * IMGD_E_TOO_LARGE (a cap in params was hit); IMGD_E_NOMEM. On failure nothing is kept.
+ * Thread-safety: safe from any thread; handles are independent. Since: 0.1 */
+IMGD_API imgd_status imgd_weights_open(const char *path, const imgd_open_params *params,
+                                       imgd_weights **out);
+
+/* Frees a handle and unmaps its file; every pointer obtained from it becomes invalid.
+ * NULL is a no-op. Since: 0.1 */
+IMGD_API void imgd_weights_free(imgd_weights *w);
+
+/* Container the handle was read from. Cannot fail. Since: 0.1 */
+IMGD_API imgd_format imgd_weights_format(const imgd_weights *w);
+
+/* Number of tensors. Cannot fail. Since: 0.1 */
+IMGD_API size_t imgd_weights_tensor_count(const imgd_weights *w);
+
+/* One tensor's description. name and data are borrowed: valid until
+ * imgd_weights_free(w). shape is in row-major (PyTorch) order, outermost first. */
+typedef struct imgd_tensor_info {
+    const char *name;                 /* UTF-8, unique within the handle */
+    const void *data;                 /* raw little-endian bytes in the stored dtype */
+    uint64_t    nbytes;               /* size of data in bytes */
+    int64_t     shape[IMGD_MAX_DIMS]; /* unused dims are 1 */
+    int32_t     n_dims;               /* 0 (scalar) .. IMGD_MAX_DIMS */
+    imgd_dtype  dtype;
+} imgd_tensor_info;
+
+/* Describes tensor i (0 <= i < count). Returns IMGD_E_INVALID_ARG when i is out of
+ * range; *out is written only on success. Safe from any thread. Since: 0.1 */
+IMGD_API imgd_status imgd_weights_tensor(const imgd_weights *w, size_t i, imgd_tensor_info *out);
+
+/* Looks a tensor up by exact name (O(1) average). Returns IMGD_E_INVALID_ARG when there
+ * is no such tensor. Since: 0.1 */
+IMGD_API imgd_status imgd_weights_find(const imgd_weights *w, const char *name,
+                                       imgd_tensor_info *out);
+
+/* Number of metadata entries (safetensors __metadata__, GGUF key/values as text,
+ * checkpoint non-tensor values, diffusers config files). Cannot fail. Since: 0.1 */
+IMGD_API size_t imgd_weights_meta_count(const imgd_weights *w);
+
+/* Metadata entry i; key and value are borrowed until imgd_weights_free(w). Returns
+ * IMGD_E_INVALID_ARG when i is out of range. Since: 0.1 */
+IMGD_API imgd_status imgd_weights_meta(const imgd_weights *w, size_t i, const char **key,
+                                       const char **value);
+
+/* Value of metadata key, or NULL when absent (a getter: absence is not an error). */
+IMGD_API const char *imgd_weights_meta_find(const imgd_weights *w, const char *key);
+
+/* ---------------------------------------------------------------------------------- */
+/* Convert: any readable input to safetensors                                          */
+/* ---------------------------------------------------------------------------------- */
+
+typedef struct imgd_convert_params {
+    imgd_open_params open;     /* how to open the input */
+    imgd_progress_fn progress; /* may be NULL; bytes written of total */
+    void            *user;     /* passed to progress */
+    int32_t          dtype;    /* target for floating-point tensors: an imgd_dtype among
+                                  F32/F16/BF16, or -1 = keep each tensor's dtype
+                                  (quantized tensors are dequantized to F32) */
+    bool             prune_ema; /* drop EMA copies (model_ema.*) */
+} imgd_convert_params;
+
+/* Defaults for imgd_convert_params (keep dtypes, no pruning). Since: 0.1 */
+IMGD_API imgd_convert_params imgd_convert_params_default(void);
+
+typedef struct imgd_convert_result {
+    uint64_t tensors;       /* tensors written */
+    uint64_t tensors_pruned; /* tensors dropped by prune_ema */
+    uint64_t bytes;         /* size of the output file */
+} imgd_convert_result;
+
+/* Converts `in` (any format imgd_weights_open reads) to a safetensors file at `out`:
+ * metadata carried over, streaming writer, 8-byte aligned header. The output is written
+ * to a temporary file beside `out`, read back and verified (same-dtype tensors
+ * byte-exact, converted ones equal to a fresh conversion) and only then renamed into
+ * place, so `out` is never left half-written. result may be NULL.
+ * Returns the statuses of imgd_weights_open for the input, IMGD_E_INVALID_ARG (bad
+ * dtype, in == out), IMGD_E_IO (cannot write), IMGD_E_CANCELLED, IMGD_E_INTERNAL
+ * (verification failed). On failure `out` is untouched. Safe from any thread. Since: 0.1 */
+IMGD_API imgd_status imgd_convert(const char *in, const char *out,
+                                  const imgd_convert_params *params,
+                                  imgd_convert_result *result);
+
+/* ---------------------------------------------------------------------------------- */
+/* Inspect and hash                                                                    */
+/* ---------------------------------------------------------------------------------- */
+
+typedef struct imgd_inspect_params {
+    imgd_open_params open;     /* how to open the input */
+    imgd_progress_fn progress; /* may be NULL; bytes hashed of total */
+    void            *user;
+    bool             hash;     /* compute sha256 and the AutoV2 short hash */
+} imgd_inspect_params;
+
+/* Defaults for imgd_inspect_params (no hashing). Since: 0.1 */
+IMGD_API imgd_inspect_params imgd_inspect_params_default(void);
+
+/* Builds the inspect report of `path` as one JSON object:
+ *   format, path, tensors, parameters, bytes, dtypes {dtype: count}, metadata {k: v},
+ *   safe (bool), error (string or null), status (imgd_status_name), and with
+ *   params->hash: sha256, autov2 (first 10 hex digits of the file's sha256).
+ * Unlike other calls, *json_out is also written when the file itself is invalid or
+ * unsafe (the report then carries `error`, and `safe` is false for IMGD_E_UNSAFE); the
+ * return value is the file's status. *json_out is NULL only for IMGD_E_INVALID_ARG,
+ * IMGD_E_NOMEM and IMGD_E_CANCELLED. Free it with imgd_string_free(). Since: 0.1 */
+IMGD_API imgd_status imgd_inspect(const char *path, const imgd_inspect_params *params,
+                                  char **json_out);
+
+/* Streams the whole file through sha256. hex_out receives 64 lower-case hex digits and a
+ * NUL. progress may be NULL. Returns IMGD_E_IO, IMGD_E_CANCELLED or IMGD_OK. Since: 0.1 */
+IMGD_API imgd_status imgd_file_sha256(const char *path, imgd_progress_fn progress, void *user,
+                                      char hex_out[65]);
+
+/* Frees a string returned by imgd. NULL is a no-op. Since: 0.1 */
+IMGD_API void imgd_string_free(char *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IMGD_H */

@@ -1,0 +1,5 @@
+#include "base/base.h"
+
+const char *imgd_version(void) {
+    return IMGD_VERSION_STRING;
+}

@@ -1,0 +1,12 @@
+/* PLACEHOLDER: being written. */
+#include "base/error.h"
+#include "formats/weights.h"
+
+imgd_status imgd_gguf_read(const char *name, const uint8_t *data, uint64_t size,
+                           const imgd_open_limits *lim, imgd_weights *w) {
+    IMGD_UNUSED(data);
+    IMGD_UNUSED(size);
+    IMGD_UNUSED(lim);
+    IMGD_UNUSED(w);
+    return imgd_fail(IMGD_E_UNSUPPORTED, "%s: GGUF not yet readable", name);
+}
