@@ -289,12 +289,13 @@ typedef struct imgd_inspect_params {
     imgd_progress_fn progress; /* may be NULL; bytes hashed of total */
     void            *user;
     bool             hash;     /* compute sha256 and the AutoV2 short hash */
+    bool             text;     /* a human-readable text report instead of JSON */
 } imgd_inspect_params;
 
 /* Defaults for imgd_inspect_params (no hashing). Since: 0.1 */
 IMGD_API imgd_inspect_params imgd_inspect_params_default(void);
 
-/* Builds the inspect report of `path` as one JSON object:
+/* Builds the inspect report of `path` (as text when params->text) or as one JSON object:
  *   format, path, tensors, parameters, bytes, dtypes {dtype: count}, metadata {k: v},
  *   safe (bool), error (string or null), status (imgd_status_name), and with
  *   params->hash: sha256, autov2 (first 10 hex digits of the file's sha256).
