@@ -172,8 +172,10 @@ static imgd_status render_text(const summary *s, imgd_buf *b) {
                                      s->format ? imgd_format_name(s->format) : "unknown");
     if (st == IMGD_OK)
         st = imgd_buf_printf(b, "safe:        %s\n",
-                             s->safe ? "yes (loading runs no code)"
-                                     : "NO: the file would run code when loaded; refused");
+                             s->safe                        ? "yes (loading runs no code)"
+                             : s->status == IMGD_E_UNSAFE ? "NO: the file would run code when "
+                                                              "loaded; it was refused, nothing ran"
+                                                            : "unknown: the file could not be read");
     if (s->status != IMGD_OK) return st == IMGD_OK ? imgd_buf_printf(b, "error:       %s\n", s->error) : st;
     human_count(s->parameters, "", pc, sizeof pc);
     human_count(s->bytes, "B", bc, sizeof bc);

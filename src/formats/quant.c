@@ -1,11 +1,278 @@
-/* PLACEHOLDER: being written. */
+/* GGML block quantization formats: dequantization to f32.
+ *
+ * Each function below mirrors ggml's reference dequantize_row_<type> (ggml-quants.c) for
+ * one block, with the same arithmetic order so results are bit-identical. Blocks are
+ * read byte by byte (little-endian), never through a struct cast, so the source may sit
+ * at any address. Layouts (ggml-common.h), offsets in bytes:
+ *
+ *   Q4_0  18: d f16 @0, qs[16] @2                  x = (nibble - 8) * d
+ *   Q4_1  20: d @0, m @2, qs[16] @4                x = nibble * d + m
+ *   Q5_0  22: d @0, qh[4] @2, qs[16] @6            x = (nibble | hbit << 4) - 16) * d
+ *   Q5_1  24: d @0, m @2, qh[4] @4, qs[16] @8      x = (nibble | hbit << 4) * d + m
+ *   Q8_0  34: d @0, qs[32] int8 @2                 x = q * d
+ *   Q8_1  36: d @0, s @2 (d * sum q), qs[32] @4    x = q * d
+ *   Q2_K  84: scales[16] @0, qs[64] @16, d @80, dmin @82
+ *   Q3_K 110: hmask[32] @0, qs[64] @32, scales[12] @96, d @108
+ *   Q4_K 144: d @0, dmin @2, scales[12] @4, qs[128] @16
+ *   Q5_K 176: d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48
+ *   Q6_K 210: ql[128] @0, qh[64] @128, scales[16] int8 @192, d @208
+ *
+ * In a block of 32, low nibbles are elements 0..15 and high nibbles 16..31. */
 #include "formats/quant.h"
 
 #include "base/error.h"
+#include "formats/dtype.h"
+
+#define QK 32   /* elements per block of the legacy formats */
+#define QK_K 256 /* elements per super-block of the k-quants */
+
+static float half_at(const uint8_t *p) {
+    return imgd_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+}
+
+/* ---- 32-element formats ------------------------------------------------------------ */
+
+static void deq_q4_0(const uint8_t *b, float *y) {
+    const float    d  = half_at(b);
+    const uint8_t *qs = b + 2;
+    for (int j = 0; j < QK / 2; j++) {
+        const int x0 = (qs[j] & 0x0F) - 8;
+        const int x1 = (qs[j] >> 4) - 8;
+        y[j]          = (float)x0 * d;
+        y[j + QK / 2] = (float)x1 * d;
+    }
+}
+
+static void deq_q4_1(const uint8_t *b, float *y) {
+    const float    d  = half_at(b);
+    const float    m  = half_at(b + 2);
+    const uint8_t *qs = b + 4;
+    for (int j = 0; j < QK / 2; j++) {
+        const int x0 = qs[j] & 0x0F;
+        const int x1 = qs[j] >> 4;
+        y[j]          = (float)x0 * d + m;
+        y[j + QK / 2] = (float)x1 * d + m;
+    }
+}
+
+static uint32_t le32_at(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void deq_q5_0(const uint8_t *b, float *y) {
+    const float    d  = half_at(b);
+    const uint32_t qh = le32_at(b + 2);
+    const uint8_t *qs = b + 6;
+    for (int j = 0; j < QK / 2; j++) {
+        const int xh0 = (int)(((qh >> j) << 4) & 0x10);
+        const int xh1 = (int)((qh >> (j + 12)) & 0x10);
+        const int x0  = ((qs[j] & 0x0F) | xh0) - 16;
+        const int x1  = ((qs[j] >> 4) | xh1) - 16;
+        y[j]          = (float)x0 * d;
+        y[j + QK / 2] = (float)x1 * d;
+    }
+}
+
+static void deq_q5_1(const uint8_t *b, float *y) {
+    const float    d  = half_at(b);
+    const float    m  = half_at(b + 2);
+    const uint32_t qh = le32_at(b + 4);
+    const uint8_t *qs = b + 8;
+    for (int j = 0; j < QK / 2; j++) {
+        const int xh0 = (int)(((qh >> j) << 4) & 0x10);
+        const int xh1 = (int)((qh >> (j + 12)) & 0x10);
+        const int x0  = (qs[j] & 0x0F) | xh0;
+        const int x1  = (qs[j] >> 4) | xh1;
+        y[j]          = (float)x0 * d + m;
+        y[j + QK / 2] = (float)x1 * d + m;
+    }
+}
+
+static void deq_q8_0(const uint8_t *b, float *y) {
+    const float d = half_at(b);
+    for (int j = 0; j < QK; j++) y[j] = (float)(int8_t)b[2 + j] * d;
+}
+
+/* ggml has no dequantize_row_q8_1 (Q8_1 is an activation format); the value is q * d and
+ * the stored sum s is redundant. */
+static void deq_q8_1(const uint8_t *b, float *y) {
+    const float d = half_at(b);
+    for (int j = 0; j < QK; j++) y[j] = (float)(int8_t)b[4 + j] * d;
+}
+
+/* ---- k-quants (256-element super-blocks) -------------------------------------------- */
+
+static void deq_q2_k(const uint8_t *b, float *y) {
+    const uint8_t *scales = b;
+    const uint8_t *q      = b + 16;
+    const float    d      = half_at(b + 80);
+    const float    min    = half_at(b + 82);
+    int            is     = 0;
+    for (int n = 0; n < QK_K; n += 128) {
+        int shift = 0;
+        for (int j = 0; j < 4; j++) {
+            for (int half = 0; half < 2; half++) {
+                const uint8_t sc = scales[is++];
+                const float   dl = d * (float)(sc & 0xF);
+                const float   ml = min * (float)(sc >> 4);
+                for (int l = 0; l < 16; l++)
+                    *y++ = dl * (float)((q[l + 16 * half] >> shift) & 3) - ml;
+            }
+            shift += 2;
+        }
+        q += 32;
+    }
+}
+
+/* The sixteen 6-bit Q3_K scales: low 4 bits in bytes 0..7 (low nibble for 0..7, high
+ * nibble for 8..15), high 2 bits in bytes 8..11 (byte 8 + j%4, bit pair j/4). Same as
+ * ggml's kmask1/kmask2 shuffle, written per byte. */
+static int q3_k_scale(const uint8_t *s, int j) {
+    const int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
+    const int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | (hi << 4)) - 32;
+}
+
+static void deq_q3_k(const uint8_t *b, float *y) {
+    const uint8_t *hm     = b;
+    const uint8_t *q      = b + 32;
+    const uint8_t *scales = b + 96;
+    const float    d_all  = half_at(b + 108);
+    uint8_t        m      = 1;
+    int            is     = 0;
+    for (int n = 0; n < QK_K; n += 128) {
+        int shift = 0;
+        for (int j = 0; j < 4; j++) {
+            for (int half = 0; half < 2; half++) {
+                const float dl = d_all * (float)q3_k_scale(scales, is++);
+                for (int l = 16 * half; l < 16 * half + 16; l++) {
+                    const int v = ((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4);
+                    *y++        = dl * (float)v;
+                }
+            }
+            shift += 2;
+            m = (uint8_t)(m << 1);
+        }
+        q += 32;
+    }
+}
+
+/* ggml get_scale_min_k4: eight 6-bit scales and mins packed into 12 bytes. */
+static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+static void deq_q4_k(const uint8_t *b, float *y) {
+    const float    d      = half_at(b);
+    const float    min    = half_at(b + 2);
+    const uint8_t *scales = b + 4;
+    const uint8_t *q      = b + 16;
+    int            is     = 0;
+    uint8_t        sc, m;
+    for (int j = 0; j < QK_K; j += 64) {
+        scale_min_k4(is + 0, scales, &sc, &m);
+        const float d1 = d * (float)sc;
+        const float m1 = min * (float)m;
+        scale_min_k4(is + 1, scales, &sc, &m);
+        const float d2 = d * (float)sc;
+        const float m2 = min * (float)m;
+        for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0xF) - m1;
+        for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+        q += 32;
+        is += 2;
+    }
+}
+
+static void deq_q5_k(const uint8_t *b, float *y) {
+    const float    d      = half_at(b);
+    const float    min    = half_at(b + 2);
+    const uint8_t *scales = b + 4;
+    const uint8_t *qh     = b + 16;
+    const uint8_t *ql     = b + 48;
+    int            is     = 0;
+    uint8_t        sc, m;
+    unsigned       u1 = 1, u2 = 2;
+    for (int j = 0; j < QK_K; j += 64) {
+        scale_min_k4(is + 0, scales, &sc, &m);
+        const float d1 = d * (float)sc;
+        const float m1 = min * (float)m;
+        scale_min_k4(is + 1, scales, &sc, &m);
+        const float d2 = d * (float)sc;
+        const float m2 = min * (float)m;
+        for (int l = 0; l < 32; l++)
+            *y++ = d1 * (float)((ql[l] & 0xF) + ((qh[l] & u1) ? 16 : 0)) - m1;
+        for (int l = 0; l < 32; l++)
+            *y++ = d2 * (float)((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - m2;
+        ql += 32;
+        is += 2;
+        u1 <<= 2;
+        u2 <<= 2;
+    }
+}
+
+static void deq_q6_k(const uint8_t *b, float *y) {
+    const uint8_t *ql = b;
+    const uint8_t *qh = b + 128;
+    const uint8_t *sc = b + 192; /* int8 */
+    const float    d  = half_at(b + 208);
+    for (int n = 0; n < QK_K; n += 128) {
+        for (int l = 0; l < 32; l++) {
+            const int is = l / 16;
+            const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l]         = d * (float)(int8_t)sc[is + 0] * (float)q1;
+            y[l + 32]    = d * (float)(int8_t)sc[is + 2] * (float)q2;
+            y[l + 64]    = d * (float)(int8_t)sc[is + 4] * (float)q3;
+            y[l + 96]    = d * (float)(int8_t)sc[is + 6] * (float)q4;
+        }
+        y += 128;
+        ql += 64;
+        qh += 32;
+        sc += 8;
+    }
+}
+
+/* ---- dispatch ---------------------------------------------------------------------- */
+
+typedef void (*deq_fn)(const uint8_t *block, float *y);
+
+/* One row per supported dtype; block sizes must equal the dtype traits table (checked
+ * at run time below and by tests/unit/test_quant.c). */
+static const struct {
+    imgd_dtype dt;
+    uint32_t   block_elems, block_bytes;
+    deq_fn     fn;
+} k_deq[] = {
+    {IMGD_DTYPE_Q4_0, QK, 18, deq_q4_0},    {IMGD_DTYPE_Q4_1, QK, 20, deq_q4_1},
+    {IMGD_DTYPE_Q5_0, QK, 22, deq_q5_0},    {IMGD_DTYPE_Q5_1, QK, 24, deq_q5_1},
+    {IMGD_DTYPE_Q8_0, QK, 34, deq_q8_0},    {IMGD_DTYPE_Q8_1, QK, 36, deq_q8_1},
+    {IMGD_DTYPE_Q2_K, QK_K, 84, deq_q2_k},  {IMGD_DTYPE_Q3_K, QK_K, 110, deq_q3_k},
+    {IMGD_DTYPE_Q4_K, QK_K, 144, deq_q4_k}, {IMGD_DTYPE_Q5_K, QK_K, 176, deq_q5_k},
+    {IMGD_DTYPE_Q6_K, QK_K, 210, deq_q6_k},
+};
 
 imgd_status imgd_quant_dequantize(imgd_dtype dt, const void *src, uint64_t n_blocks, float *dst) {
-    IMGD_UNUSED(src);
-    IMGD_UNUSED(n_blocks);
-    IMGD_UNUSED(dst);
-    return imgd_fail(IMGD_E_UNSUPPORTED, "dequantization of %s not implemented", imgd_dtype_name(dt));
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(k_deq); i++) {
+        if (k_deq[i].dt != dt) continue;
+        const imgd_dtype_traits *t = imgd_dtype_traits_of(dt);
+        IMGD_ASSERT(t->block_bytes == k_deq[i].block_bytes &&
+                    t->block_elems == k_deq[i].block_elems);
+        const uint8_t *p = src;
+        for (uint64_t b = 0; b < n_blocks; b++) {
+            k_deq[i].fn(p, dst);
+            p += k_deq[i].block_bytes;
+            dst += k_deq[i].block_elems;
+        }
+        return IMGD_OK;
+    }
+    return imgd_fail(IMGD_E_UNSUPPORTED, "dequantization of %s is not supported",
+                     imgd_dtype_name(dt));
 }
