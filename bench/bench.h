@@ -1,0 +1,15 @@
+/* Shared pieces of imgd-bench: timing, JSON-line output, the bench table. */
+#ifndef IMGD_BENCH_H
+#define IMGD_BENCH_H
+
+#include <stdint.h>
+
+double bench_now(void);
+
+/* Prints {"bench":b,"metric":m,"value":v,"unit":u[,"vs":vs,"ratio":r]} on stdout. */
+void bench_emit(const char *bench, const char *metric, double value, const char *unit,
+                const char *vs, double ratio);
+
+int bench_formats(int argc, char **argv);
+
+#endif

@@ -1,0 +1,44 @@
+/* imgd-bench: measures what users feel; one JSON object per line. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+
+double bench_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void bench_emit(const char *bench, const char *metric, double value, const char *unit,
+                const char *vs, double ratio) {
+    printf("{\"bench\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"", bench, metric,
+           value, unit);
+    if (vs) printf(",\"vs\":\"%s\",\"ratio\":%.4f", vs, ratio);
+    printf("}\n");
+    fflush(stdout);
+}
+
+typedef struct bench_row {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *doc;
+} bench_row;
+
+static const bench_row k_benches[] = {
+    {"formats", bench_formats,
+     "open + validate + touch every tensor of a generated multi-GB safetensors file vs a plain\n"
+     "      read() of it [--size-mb N (default 2048)] [--dir D] [--tensors N] [--repeat R]"},
+};
+
+int main(int argc, char **argv) {
+    if (argc >= 2) {
+        for (size_t i = 0; i < sizeof k_benches / sizeof k_benches[0]; i++)
+            if (strcmp(argv[1], k_benches[i].name) == 0) return k_benches[i].fn(argc - 2, argv + 2);
+    }
+    fprintf(stderr, "usage: imgd-bench NAME [options]\n");
+    for (size_t i = 0; i < sizeof k_benches / sizeof k_benches[0]; i++)
+        fprintf(stderr, "  %s\n      %s\n", k_benches[i].name, k_benches[i].doc);
+    return 2;
+}
