@@ -281,6 +281,73 @@ IMGD_API imgd_status imgd_convert(const char *in, const char *out,
                                   imgd_convert_result *result);
 
 /* ---------------------------------------------------------------------------------- */
+/* Detection: what a model is, from names, shapes and metadata alone                   */
+/* ---------------------------------------------------------------------------------- */
+
+/* What kind of file a model is. Append-only. */
+typedef enum imgd_model_kind {
+    IMGD_KIND_UNKNOWN      = 0,
+    IMGD_KIND_CHECKPOINT   = 1, /* denoiser + VAE (+ text encoders) in one file or folder */
+    IMGD_KIND_UNET         = 2, /* a denoiser alone (UNet or transformer) */
+    IMGD_KIND_VAE          = 3,
+    IMGD_KIND_TEXT_ENCODER = 4,
+    IMGD_KIND_LORA         = 5,
+    IMGD_KIND_LYCORIS      = 6,
+    IMGD_KIND_EMBEDDING    = 7,
+    IMGD_KIND_CONTROLNET   = 8,
+    IMGD_KIND_T2I_ADAPTER  = 9,
+    IMGD_KIND_HYPERNETWORK = 10,
+    IMGD_KIND_UPSCALER     = 11,
+    IMGD_KIND_TAESD        = 12,
+    IMGD_KIND_COUNT
+} imgd_model_kind;
+
+/* Model family (for adapters: the family of the base they fit). Append-only. */
+typedef enum imgd_family {
+    IMGD_FAMILY_NONE         = 0, /* no family applies (e.g. an upscaler) */
+    IMGD_FAMILY_UNKNOWN      = 1,
+    IMGD_FAMILY_SD1          = 2,
+    IMGD_FAMILY_SD2          = 3,
+    IMGD_FAMILY_SDXL         = 4,
+    IMGD_FAMILY_SDXL_REFINER = 5,
+    IMGD_FAMILY_SD3          = 6,
+    IMGD_FAMILY_FLUX_DEV     = 7,
+    IMGD_FAMILY_FLUX_SCHNELL = 8,
+    IMGD_FAMILY_PIXART       = 9,
+    IMGD_FAMILY_KOLORS       = 10,
+    IMGD_FAMILY_HUNYUAN_DIT  = 11,
+    IMGD_FAMILY_COGVIDEOX    = 12,
+    IMGD_FAMILY_WAN          = 13,
+    IMGD_FAMILY_COUNT
+} imgd_family;
+
+/* "checkpoint", "lora", ... / "sd1", "sdxl_refiner", ... ("null" for IMGD_FAMILY_NONE). */
+IMGD_API const char *imgd_model_kind_name(imgd_model_kind kind);
+IMGD_API const char *imgd_family_name(imgd_family family);
+
+typedef struct imgd_model_info imgd_model_info;
+
+/* Detects what `w` is: kind, family, variants, layout, capabilities, the architecture
+ * config inferred from shapes, components present and missing, resource needs and the
+ * evidence behind each decision. Reads names, shapes and metadata only (plus a .yaml
+ * beside a single file, when present). An unrecognised input is not an error: it gives
+ * kind IMGD_KIND_UNKNOWN with the closest candidates. out: owned by the caller, free with
+ * imgd_model_info_free(). Returns IMGD_OK, IMGD_E_INVALID_ARG or IMGD_E_NOMEM.
+ * Thread-safety: safe from any thread for distinct outputs; w is only read. Since: 0.1 */
+IMGD_API imgd_status imgd_model_detect(const imgd_weights *w, imgd_model_info **out);
+
+/* Frees a detection result; NULL is a no-op. Since: 0.1 */
+IMGD_API void imgd_model_info_free(imgd_model_info *mi);
+
+/* Getters; cannot fail. Since: 0.1 */
+IMGD_API imgd_model_kind imgd_model_info_kind(const imgd_model_info *mi);
+IMGD_API imgd_family     imgd_model_info_family(const imgd_model_info *mi);
+
+/* The detection result as the JSON object `inspect --json` reports under "model".
+ * Free with imgd_string_free(). Returns IMGD_OK or IMGD_E_NOMEM. Since: 0.1 */
+IMGD_API imgd_status imgd_model_info_json(const imgd_model_info *mi, char **json_out);
+
+/* ---------------------------------------------------------------------------------- */
 /* Inspect and hash                                                                    */
 /* ---------------------------------------------------------------------------------- */
 
@@ -290,6 +357,7 @@ typedef struct imgd_inspect_params {
     void            *user;
     bool             hash;     /* compute sha256 and the AutoV2 short hash */
     bool             text;     /* a human-readable text report instead of JSON */
+    bool             explain;  /* text report: list the evidence behind each decision */
 } imgd_inspect_params;
 
 /* Defaults for imgd_inspect_params (no hashing). Since: 0.1 */

@@ -1,21 +1,14 @@
 #include "base/json.h"
 
-#include <pthread.h>
 #include <string.h>
 
 #include "base/alloc.h"
 #include "base/error.h"
 
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-
-static void init_hooks(void) {
-    cJSON_Hooks h = {imgd_malloc, imgd_free};
-    cJSON_InitHooks(&h);
-}
-
-void imgd_json_init(void) {
-    pthread_once(&g_once, init_hooks);
-}
+/* cJSON keeps its allocator in process-wide state shared with every other user of the
+ * shared library in the process (the application included). Installing imgd's allocator
+ * there would make an application's cJSON_Delete free with the wrong allocator, so imgd
+ * leaves cJSON's hooks alone; JSON documents are size-capped before parsing instead. */
 
 /* Depth check before handing the text to cJSON (whose own limit is a compile-time 1000),
  * skipping string contents. Also finds escaped NULs (\u0000), which cJSON would accept
@@ -46,7 +39,6 @@ static int depth_ok(const char *s, size_t len, int depth_max) {
 
 imgd_status imgd_json_parse(const char *what, const char *text, size_t len, size_t size_max,
                             int depth_max, cJSON **out) {
-    imgd_json_init();
     if (len > size_max)
         return imgd_fail(IMGD_E_TOO_LARGE, "%s: JSON of %zu bytes exceeds the cap of %zu", what, len,
                          size_max);

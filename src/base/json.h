@@ -1,4 +1,4 @@
-/* JSON parsing through cJSON with imgd's allocator and explicit caps. */
+/* JSON parsing through cJSON with explicit size and depth caps. */
 #ifndef IMGD_BASE_JSON_H
 #define IMGD_BASE_JSON_H
 
@@ -11,8 +11,5 @@
  * len > size_max or nesting exceeds depth_max. Free the result with cJSON_Delete. */
 imgd_status imgd_json_parse(const char *what, const char *text, size_t len, size_t size_max,
                             int depth_max, cJSON **out);
-
-/* Installs imgd's allocator into cJSON (idempotent, thread-safe). */
-void imgd_json_init(void);
 
 #endif

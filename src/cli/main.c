@@ -44,6 +44,7 @@ static int cmd_inspect(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) json = true;
         else if (strcmp(argv[i], "--hash") == 0) p.hash = true;
+        else if (strcmp(argv[i], "--explain") == 0) p.explain = true;
         else if (strcmp(argv[i], "--variant") == 0 && i + 1 < argc) p.open.variant = argv[++i];
         else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "imgd inspect: unknown option '%s' (see imgd help)\n", argv[i]);
@@ -141,9 +142,10 @@ static int cmd_version(int argc, char **argv) {
 }
 
 static const cmd_row k_cmds[] = {
-    {"inspect", cmd_inspect, "imgd inspect PATH [--json] [--hash] [--variant V]",
-     "what a weight file or diffusers folder is: format, tensors, parameters, dtypes,\n"
-     "      metadata, safety verdict; --hash adds sha256 and the AutoV2 short hash"},
+    {"inspect", cmd_inspect, "imgd inspect PATH [--json] [--hash] [--explain] [--variant V]",
+     "what a model file or diffusers folder is: format, tensors, parameters, dtypes, metadata,\n"
+     "      safety verdict, and what model it is (kind, family, config, needs); --hash adds\n"
+     "      sha256 and the AutoV2 short hash; --explain lists the evidence behind each decision"},
     {"convert", cmd_convert, "imgd convert IN OUT.safetensors [--dtype f32|f16|bf16] [--prune-ema]",
      "any readable weights (.ckpt/.pt/.bin, GGUF, safetensors, diffusers) to a verified\n"
      "      safetensors file; metadata carried over"},

@@ -22,8 +22,7 @@ static const char *const k_stems[] = {"diffusion_pytorch_model", "model", "pytor
 static const char *const k_exts[]  = {"safetensors", "bin"};
 
 /* Config files kept as metadata when present in a folder. */
-static const char *const k_configs[] = {"config.json", "scheduler_config.json",
-                                        "tokenizer_config.json", "model_index.json"};
+static const char *const k_configs[] = {"config.json", "scheduler_config.json"};
 
 /* ---- file discovery --------------------------------------------------------------- */
 

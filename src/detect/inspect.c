@@ -11,6 +11,7 @@
 #include "base/error.h"
 #include "base/map.h"
 #include "base/sha256.h"
+#include "detect/detect.h"
 #include "formats/dtype.h"
 #include "formats/weights.h"
 
@@ -82,6 +83,7 @@ typedef struct summary {
     uint64_t    tensors, parameters, bytes, file_bytes;
     uint64_t    dtype_count[IMGD_DTYPE_COUNT];
     const imgd_weights *w;
+    imgd_model_info    *mi;
     bool        hashed;
     char        sha256[65];
 } summary;
@@ -146,6 +148,10 @@ static imgd_status render_json(const summary *s, imgd_buf *b) {
         st = imgd_buf_printf(b, "},\"safe\":%s,\"status\":\"%s\",\"error\":",
                              s->safe ? "true" : "false", imgd_status_name(s->status));
     if (st == IMGD_OK) st = s->error ? imgd_buf_json_str(b, s->error) : imgd_buf_puts(b, "null");
+    if (st == IMGD_OK && s->mi) {
+        st = imgd_buf_puts(b, ",\"model\":");
+        if (st == IMGD_OK) st = imgd_detect_render_json(s->mi, b);
+    }
     if (st == IMGD_OK && s->hashed)
         st = imgd_buf_printf(b, ",\"sha256\":\"%s\",\"autov2\":\"%.10s\"", s->sha256, s->sha256);
     else if (st == IMGD_OK && s->status == IMGD_OK)
@@ -166,7 +172,21 @@ static void human_count(uint64_t v, const char *unit, char *out, size_t cap) {
     else snprintf(out, cap, "%.2f%s%s", x, sfx[k], unit);
 }
 
-static imgd_status render_text(const summary *s, imgd_buf *b) {
+static imgd_status render_model_text(const imgd_model_info *mi, bool explain, imgd_buf *b) {
+    imgd_status st = imgd_buf_printf(b, "kind:        %s\nfamily:      %s\nlayout:      %s\n",
+                                     imgd_model_kind_name(mi->kind), imgd_family_name(mi->family),
+                                     mi->layout ? mi->layout : "unknown");
+    if (st == IMGD_OK && mi->candidates)
+        st = imgd_buf_printf(b, "closest:     %s\n", mi->candidates);
+    if (st == IMGD_OK && explain) {
+        st = imgd_buf_puts(b, "evidence:\n");
+        for (int32_t i = 0; i < mi->n_evidence && st == IMGD_OK; i++)
+            st = imgd_buf_printf(b, "  - %s\n", mi->evidence[i]);
+    }
+    return st;
+}
+
+static imgd_status render_text(const summary *s, bool explain, imgd_buf *b) {
     char        pc[32], bc[32];
     imgd_status st = imgd_buf_printf(b, "file:        %s\nformat:      %s\n", s->path,
                                      s->format ? imgd_format_name(s->format) : "unknown");
@@ -194,6 +214,7 @@ static imgd_status render_text(const summary *s, imgd_buf *b) {
         st = imgd_buf_printf(b, "  %s: %.*s%s\n", s->w->meta_k[i], (int)IMGD_MIN(l, (size_t)100), v,
                              (l > 100 || v[l]) ? " …" : "");
     }
+    if (st == IMGD_OK && s->mi) st = render_model_text(s->mi, explain, b);
     if (st == IMGD_OK && s->hashed)
         st = imgd_buf_printf(b, "sha256:      %s\nautov2:      %.10s\n", s->sha256, s->sha256);
     return st;
@@ -211,7 +232,12 @@ imgd_status imgd_inspect(const char *path, const imgd_inspect_params *p, char **
     if (s.status == IMGD_E_INVALID_ARG || s.status == IMGD_E_NOMEM) return s.status;
     if (s.status == IMGD_OK) {
         summarise(w, &s);
-        s.safe = true;
+        s.safe         = true;
+        imgd_status ds = imgd_model_detect(w, &s.mi);
+        if (ds != IMGD_OK) {
+            imgd_weights_free(w);
+            return ds;
+        }
     } else {
         snprintf(err, sizeof err, "%s", imgd_last_error());
         s.error  = err;
@@ -226,7 +252,8 @@ imgd_status imgd_inspect(const char *path, const imgd_inspect_params *p, char **
     }
     imgd_buf b;
     imgd_buf_init(&b, REPORT_MAX);
-    if (st == IMGD_OK) st = params.text ? render_text(&s, &b) : render_json(&s, &b);
+    if (st == IMGD_OK) st = params.text ? render_text(&s, params.explain, &b) : render_json(&s, &b);
+    imgd_model_info_free(s.mi);
     imgd_weights_free(w);
     if (st != IMGD_OK) {
         imgd_buf_free(&b);
