@@ -20,9 +20,10 @@ static const char *const k_pred_names[] = {"unknown", "epsilon", "v_prediction",
                                            "ambiguous"};
 _Static_assert(IMGD_ARRAY_LEN(k_pred_names) == IMGD_PRED_COUNT, "prediction names");
 
+/* Appends ,"key":[names of set bits] (no leading comma when first). */
 static imgd_status flags(imgd_buf *b, const char *key, uint32_t bits,
-                         const char *const *names, int n) {
-    imgd_status st = imgd_buf_printf(b, ",\"%s\":[", key);
+                         const char *const *names, int n, bool first_in_object) {
+    imgd_status st = imgd_buf_printf(b, "%s\"%s\":[", first_in_object ? "" : ",", key);
     bool        first = true;
     for (int i = 0; i < n && st == IMGD_OK; i++) {
         if (!(bits & (1u << i))) continue;
@@ -176,10 +177,10 @@ static imgd_status needs_json(imgd_buf *b, const imgd_model_info *mi) {
 
 static imgd_status components_json(imgd_buf *b, const imgd_model_info *mi) {
     imgd_status st = imgd_buf_puts(b, ",\"components\":{");
-    if (st == IMGD_OK) st = flags(b, "present", mi->present, k_comp_names, IMGD_COMP_COUNT);
+    if (st == IMGD_OK) st = flags(b, "present", mi->present, k_comp_names, IMGD_COMP_COUNT, true);
     uint32_t missing = mi->needed & ~mi->present;
     if (mi->kind != IMGD_KIND_CHECKPOINT && mi->kind != IMGD_KIND_UNET) missing = 0;
-    if (st == IMGD_OK) st = flags(b, "missing", missing, k_comp_names, IMGD_COMP_COUNT);
+    if (st == IMGD_OK) st = flags(b, "missing", missing, k_comp_names, IMGD_COMP_COUNT, false);
     return st == IMGD_OK ? imgd_buf_puts(b, "}") : st;
 }
 
@@ -217,14 +218,14 @@ static imgd_status render(imgd_buf *b, const imgd_model_info *mi) {
     if (st == IMGD_OK)
         st = mi->family == IMGD_FAMILY_NONE ? imgd_buf_puts(b, "null")
                                             : imgd_buf_printf(b, "\"%s\"", imgd_family_name(mi->family));
-    if (st == IMGD_OK) st = flags(b, "variants", mi->variants, k_variant_names, IMGD_VARIANT_COUNT);
+    if (st == IMGD_OK) st = flags(b, "variants", mi->variants, k_variant_names, IMGD_VARIANT_COUNT, false);
     if (st == IMGD_OK) st = imgd_buf_puts(b, ",\"layout\":");
     if (st == IMGD_OK) st = imgd_buf_json_str(b, mi->layout ? mi->layout : "unknown");
     if (st == IMGD_OK) st = imgd_buf_puts(b, ",\"subtype\":");
     if (st == IMGD_OK) st = mi->subtype ? imgd_buf_json_str(b, mi->subtype) : imgd_buf_puts(b, "null");
     if (st == IMGD_OK)
         st = imgd_buf_printf(b, ",\"prediction\":\"%s\"", k_pred_names[mi->prediction]);
-    if (st == IMGD_OK) st = flags(b, "capabilities", mi->capabilities, k_cap_names, IMGD_CAP_COUNT);
+    if (st == IMGD_OK) st = flags(b, "capabilities", mi->capabilities, k_cap_names, IMGD_CAP_COUNT, false);
     if (st == IMGD_OK) st = config_json(b, mi);
     if (st == IMGD_OK) st = components_json(b, mi);
     if (st == IMGD_OK) st = needs_json(b, mi);
