@@ -169,6 +169,15 @@ static bool vae_ldm_name(const imgd_vae_config *c, const char *in, char *out, im
     return true;
 }
 
+/* diffusers < 0.14 named the VAE mid-block attention query/key/value/proj_attn. */
+static void diffusers_vae_legacy(char *s) {
+    if (!strstr(s, "mid_block.attentions.")) return;
+    sub(s, ".query.", ".to_q.");
+    sub(s, ".key.", ".to_k.");
+    sub(s, ".value.", ".to_v.");
+    sub(s, ".proj_attn.", ".to_out.0.");
+}
+
 /* ---- text encoders: open_clip -> transformers ------------------------------------- */
 
 static bool openclip_name(const char *in, char *out) {
@@ -259,21 +268,29 @@ static imgd_status map_one(imgd_keymap *km, const imgd_view *v, const imgd_model
     char                out[NAME_CAP], name[NAME_CAP + 64];
     imgd_km_op          op = IMGD_KM_SAME;
     bool                ok = true;
+    const char *component = r->component;
     switch (r->kind) {
     case 0:
-        if (!mi->has_unet) return IMGD_OK;
-        ok = unet_ldm_name(v, r->prefix, &mi->unet, in, out) ||
-             (strcmp(r->component, "controlnet") == 0 && controlnet_extra(in, out));
+        if (mi->has_dit && !mi->has_unet) { /* SD3 MMDiT under model.diffusion_model. */
+            component = "transformer";
+            ok        = snprintf(out, NAME_CAP, "%s", in) > 0;
+            break;
+        }
+        ok = mi->has_unet && (unet_ldm_name(v, r->prefix, &mi->unet, in, out) ||
+                              (strcmp(r->component, "controlnet") == 0 && controlnet_extra(in, out)));
         break;
     case 1: ok = mi->has_vae && vae_ldm_name(&mi->vae, in, out, &op); break;
     case 3: return map_openclip(km, t, idx, r->component, in);
-    default: ok = snprintf(out, NAME_CAP, "%s", in) > 0; break;
+    default:
+        ok = snprintf(out, NAME_CAP, "%s", in) > 0;
+        if (strcmp(component, "vae") == 0) diffusers_vae_legacy(out);
+        break;
     }
     if (!ok || strstr(in, "position_ids")) {
         unmapped(km, t->name);
         return IMGD_OK;
     }
-    snprintf(name, sizeof name, "%s.%s", r->component, out);
+    snprintf(name, sizeof name, "%s.%s", component, out);
     return put(km, name, idx, op, 0, 0);
 }
 

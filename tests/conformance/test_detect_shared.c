@@ -6,6 +6,8 @@
 #include <zlib.h>
 
 #include "base/alloc.h"
+#include "detect/keymap.h"
+#include "formats/dtype.h"
 #include "header_only.h"
 #include "test.h"
 #include "util.h"
@@ -116,6 +118,56 @@ static const char *want_family(const cJSON *label, const char *kind) {
 
 static int g_cases, g_right;
 
+/* Canonical names of the SD 1.5 single file and the SD 1.5 folder, compared at the end. */
+static imgd_keymap     *g_km_single, *g_km_folder;
+static imgd_weights    *g_w_single, *g_w_folder;
+
+static void check_keymap(const char *file, imgd_weights *w, imgd_model_info *mi, bool *kept) {
+    imgd_model_kind k = imgd_model_info_kind(mi);
+    if (k != IMGD_KIND_CHECKPOINT && k != IMGD_KIND_UNET && k != IMGD_KIND_VAE &&
+        k != IMGD_KIND_TEXT_ENCODER && k != IMGD_KIND_CONTROLNET)
+        return;
+    imgd_keymap *km = NULL;
+    CHECK_MSG(imgd_keymap_build(w, mi, &km) == IMGD_OK, "%s: %s", file, imgd_last_error());
+    if (!km) return;
+    printf("%-40s %5zu canonical, %3zu unmapped%s%s\n", file, km->n, km->n_unmapped,
+           km->n_unmapped ? " e.g. " : "", km->n_unmapped ? km->unmapped_example[0] : "");
+    if (strcmp(file, "ckpt_sd15_pruned_emaonly.json.gz") == 0) {
+        g_km_single = km;
+        g_w_single  = w;
+        *kept       = true;
+    } else if (strcmp(file, "folder_sd15_diffusers.json.gz") == 0) {
+        g_km_folder = km;
+        g_w_folder  = w;
+        *kept       = true;
+    } else {
+        imgd_keymap_free(km);
+    }
+}
+
+/* Every canonical UNet/VAE/text-encoder name of the folder exists in the single file with
+ * the same shape (the safety checker is folder-only). */
+static void check_single_vs_folder(void) {
+    if (!g_km_single || !g_km_folder) return;
+    size_t same = 0, missing = 0;
+    for (size_t i = 0; i < g_km_folder->n; i++) {
+        const imgd_km_entry *e = &g_km_folder->e[i];
+        if (strncmp(e->canonical, "safety_checker", 14) == 0) continue;
+        const imgd_km_entry *s = imgd_keymap_find(g_km_single, e->canonical);
+        const imgd_wtensor  *a = s ? &g_w_single->t[s->src] : NULL, *b = &g_w_folder->t[e->src];
+        uint64_t             na = 0, nb = 0;
+        if (a) {
+            imgd_shape_numel(a->n_dims, a->shape, &na);
+            imgd_shape_numel(b->n_dims, b->shape, &nb);
+        }
+        if (a && na == nb) same++;
+        else if (missing++ < 5) fprintf(stderr, "  single file lacks '%s'\n", e->canonical);
+    }
+    printf("sd15 single file vs folder: %zu canonical tensors match, %zu missing\n", same, missing);
+    CHECK_EQ_INT(missing, 0);
+    CHECK(same >= 1100);
+}
+
 static void run_case(const char *corpus, const char *file, const char *tmp) {
     char path[4096], target[4096];
     snprintf(path, sizeof path, "%s/%s", corpus, file);
@@ -147,8 +199,10 @@ static void run_case(const char *corpus, const char *file, const char *tmp) {
     } else {
         CHECK_MSG(0, "%s: %s", file, imgd_last_error());
     }
+    bool kept = false;
+    if (mi) check_keymap(file, w, mi, &kept);
     imgd_model_info_free(mi);
-    imgd_weights_free(w);
+    if (!kept) imgd_weights_free(w);
     cJSON_Delete(c);
 }
 
@@ -171,6 +225,11 @@ static void test_detect_shared_corpus_labels(void) {
     }
     if (d) closedir(d);
     printf("shared corpus detection accuracy: %d/%d\n", g_right, g_cases);
+    check_single_vs_folder();
+    imgd_keymap_free(g_km_single);
+    imgd_keymap_free(g_km_folder);
+    imgd_weights_free(g_w_single);
+    imgd_weights_free(g_w_folder);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
     CHECK(g_cases >= 20);
