@@ -12,6 +12,14 @@ set(IMGD_C_WARNINGS
 if(CMAKE_C_COMPILER_ID MATCHES "Clang")
   list(APPEND IMGD_C_WARNINGS -Wmissing-variable-declarations -Wcomma)
 endif()
+if(CMAKE_C_COMPILER_ID STREQUAL "GNU")
+  # gcc 12's -Wmaybe-uninitialized depends on inlining at -O2 and reports out-parameters
+  # that are set on every IMGD_OK path (it cannot see that imgd_fail() never returns
+  # IMGD_OK), so a Debug build passes and the RelWithDebInfo test build fails. It stays a
+  # visible warning; clang's flow-based -Wsometimes-uninitialized (an error in the fuzz
+  # build) still catches the real cases.
+  list(APPEND IMGD_C_WARNINGS -Wno-error=maybe-uninitialized)
+endif()
 
 function(imgd_warnings target)
   target_compile_options(${target} PRIVATE ${IMGD_C_WARNINGS})
