@@ -13,6 +13,7 @@
 #include "bench.h"
 #include "base/alloc.h"
 #include "imgd.h"
+#include "base/text.h"
 
 typedef struct opts {
     uint64_t    size_mb;
@@ -67,7 +68,7 @@ static int generate(const char *path, const opts *o) {
     len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"%s\":\"%s\"}", mk[0], mv[0]);
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
-        snprintf(names + 32 * i, 32, "blocks.%d.weight", i);
+        imgd_fmt(names + 32 * i, 32, "blocks.%d.weight", i);
         uint64_t nb = (uint64_t)rows[i] * row_bytes;
         len += (size_t)snprintf(h + len, cap - len,
                                 ",\"%s\":{\"dtype\":\"F16\",\"shape\":[%d,256],\"data_offsets\":[%llu,%llu]}",
@@ -157,7 +158,7 @@ int bench_formats(int argc, char **argv) {
         return 2;
     }
     char path[4096];
-    snprintf(path, sizeof path, "%s/imgd-bench-formats-%ld.safetensors", o.dir, (long)getpid());
+    imgd_fmt(path, sizeof path, "%s/imgd-bench-formats-%ld.safetensors", o.dir, (long)getpid());
     double t0 = bench_now();
     if (generate(path, &o) != 0) {
         fprintf(stderr, "imgd-bench: cannot write %s: %s\n", path, strerror(errno));

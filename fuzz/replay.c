@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "base/alloc.h"
+#include "base/text.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -53,7 +54,7 @@ int main(int argc, char **argv) {
         while ((e = readdir(d)) != NULL) {
             if (e->d_name[0] == '.') continue;
             char p[4096];
-            snprintf(p, sizeof p, "%s/%s", argv[i], e->d_name);
+            imgd_fmt(p, sizeof p, "%s/%s", argv[i], e->d_name);
             errors += run_file(p);
             files++;
         }

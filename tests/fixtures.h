@@ -6,6 +6,7 @@
 
 #include "formats/safetensors.h"
 #include "util.h"
+#include "base/text.h"
 
 /* Writes a safetensors file with tensors named names[0..n) of shape [rows, 4] F32 whose
  * values are seed + index. Returns 0 on success. */
@@ -38,7 +39,7 @@ static inline void fx_mkdir(const char *path) {
 
 static inline int fx_write_text(const char *dir, const char *file, const char *text) {
     char p[1024];
-    snprintf(p, sizeof p, "%s/%s", dir, file);
+    imgd_fmt(p, sizeof p, "%s/%s", dir, file);
     return tu_write_file(p, text, strlen(text));
 }
 
@@ -46,7 +47,7 @@ static inline int fx_write_text(const char *dir, const char *file, const char *t
 static inline void fx_rmtree(const char *path) {
     char cmd[1200];
     if (strncmp(path, tu_tmpdir(), strlen(tu_tmpdir())) != 0) return;
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    imgd_fmt(cmd, sizeof cmd, "rm -rf '%s'", path);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", path);
 }
 

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/text.h"
+
 /* Directory for temporary files ($IMGD_TEST_TMP, else /tmp). */
 static inline const char *tu_tmpdir(void) {
     const char *d = getenv("IMGD_TEST_TMP");
@@ -16,7 +18,7 @@ static inline const char *tu_tmpdir(void) {
 
 /* Builds "<tmpdir>/<pid>-<name>" into out. */
 static inline void tu_tmp_path(char *out, size_t cap, const char *name) {
-    snprintf(out, cap, "%s/%ld-%s", tu_tmpdir(), (long)getpid(), name);
+    imgd_fmt(out, cap, "%s/%ld-%s", tu_tmpdir(), (long)getpid(), name);
 }
 
 static inline int tu_write_file(const char *path, const void *data, size_t n) {
@@ -31,7 +33,7 @@ static inline const char *tu_shared_dir(void) {
     const char *d = getenv("IMGD_SHARED_DIR");
     if (!d || !*d) d = "../shared";
     char probe[4096];
-    snprintf(probe, sizeof probe, "%s/conformance/README.md", d);
+    imgd_fmt(probe, sizeof probe, "%s/conformance/README.md", d);
     return access(probe, R_OK) == 0 ? d : NULL;
 }
 

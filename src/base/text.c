@@ -1,5 +1,7 @@
 #include "base/text.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -115,4 +117,17 @@ void imgd_strmap_free(imgd_strmap *m) {
     imgd_free(m->keys);
     imgd_free(m->vals);
     memset(m, 0, sizeof *m);
+}
+
+bool imgd_fmt(char *dst, size_t cap, const char *fmt, ...) {
+    if (!cap) return false;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(dst, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        dst[0] = '\0';
+        return false;
+    }
+    return (size_t)n < cap;
 }

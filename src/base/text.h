@@ -10,6 +10,11 @@
  * and contains no NUL. */
 bool imgd_utf8_valid(const char *s, size_t n);
 
+/* snprintf into a fixed buffer: true when the whole result fit (on truncation the
+ * buffer holds the NUL-terminated prefix). Used for names and messages where a
+ * truncated result is harmless (a lookup that then misses) or checked by the caller. */
+bool imgd_fmt(char *dst, size_t cap, const char *fmt, ...) IMGD_PRINTF(3, 4);
+
 /* FNV-1a over a NUL-terminated string. */
 uint64_t imgd_str_hash(const char *s);
 

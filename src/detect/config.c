@@ -9,6 +9,7 @@
 #include "base/json.h"
 #include "base/map.h"
 #include "detect/detect.h"
+#include "base/text.h"
 
 static cJSON *meta_json(const imgd_weights *w, const char *key) {
     const char *s = imgd_weights_meta_find(w, key);
@@ -62,7 +63,7 @@ static void from_diffusers(const imgd_weights *w, imgd_model_info *mi) {
     cJSON_Delete(j);
     for (int32_t i = 0; i < mi->n_te; i++) {
         char key[64];
-        snprintf(key, sizeof key, "%s/config.json", mi->te[i].component);
+        imgd_fmt(key, sizeof key, "%s/config.json", mi->te[i].component);
         j = meta_json(w, key);
         if (!j && mi->n_te == 1) j = meta_json(w, "config.json");
         if (j) te_from_json(j, &mi->te[i]);

@@ -14,6 +14,7 @@
 #include "detect/detect.h"
 #include "formats/dtype.h"
 #include "formats/weights.h"
+#include "base/text.h"
 
 #define REPORT_MAX (256u << 20)
 
@@ -168,8 +169,8 @@ static void human_count(uint64_t v, const char *unit, char *out, size_t cap) {
         x /= 1000.0;
         k++;
     }
-    if (k == 0) snprintf(out, cap, "%llu%s", (unsigned long long)v, unit);
-    else snprintf(out, cap, "%.2f%s%s", x, sfx[k], unit);
+    if (k == 0) imgd_fmt(out, cap, "%llu%s", (unsigned long long)v, unit);
+    else imgd_fmt(out, cap, "%.2f%s%s", x, sfx[k], unit);
 }
 
 static imgd_status render_model_text(const imgd_model_info *mi, bool explain, imgd_buf *b) {
@@ -239,7 +240,7 @@ imgd_status imgd_inspect(const char *path, const imgd_inspect_params *p, char **
             return ds;
         }
     } else {
-        snprintf(err, sizeof err, "%s", imgd_last_error());
+        imgd_fmt(err, sizeof err, "%s", imgd_last_error());
         s.error  = err;
         s.format = guess_format(path);
         /* A checkpoint that failed to parse was never shown to be free of code. */

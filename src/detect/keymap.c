@@ -9,6 +9,7 @@
 
 #include "base/alloc.h"
 #include "base/error.h"
+#include "base/text.h"
 
 #define NAME_CAP 512
 
@@ -81,29 +82,29 @@ static bool unet_ldm_name(const imgd_view *v, const char *P, const imgd_unet_con
                                                               : rest;
             return snprintf(out, NAME_CAP, "down_blocks.%ld.downsamplers.0.conv.%s", b, r) > 0;
         }
-        snprintf(out, NAME_CAP, "down_blocks.%ld.%s.%ld.%s", b, j == 0 ? "resnets" : "attentions", l,
+        imgd_fmt(out, NAME_CAP, "down_blocks.%ld.%s.%ld.%s", b, j == 0 ? "resnets" : "attentions", l,
                  rest);
     } else if (sscanf(in, "middle_block.%ld.%n", &j, &n) == 1 && n > 0) {
         rest = in + n;
-        if (j == 1) snprintf(out, NAME_CAP, "mid_block.attentions.0.%s", rest);
-        else snprintf(out, NAME_CAP, "mid_block.resnets.%ld.%s", j / 2, rest);
+        if (j == 1) imgd_fmt(out, NAME_CAP, "mid_block.attentions.0.%s", rest);
+        else imgd_fmt(out, NAME_CAP, "mid_block.resnets.%ld.%s", j / 2, rest);
     } else if (sscanf(in, "output_blocks.%ld.%ld.%n", &i, &j, &n) == 2 && n > 0) {
         rest = in + n;
         long b = i / (L + 1), l = i % (L + 1);
-        if (j == 0) snprintf(out, NAME_CAP, "up_blocks.%ld.resnets.%ld.%s", b, l, rest);
+        if (j == 0) imgd_fmt(out, NAME_CAP, "up_blocks.%ld.resnets.%ld.%s", b, l, rest);
         else if (j == 1 && ldm_is_attn(v, P, "output", i))
-            snprintf(out, NAME_CAP, "up_blocks.%ld.attentions.%ld.%s", b, l, rest);
-        else snprintf(out, NAME_CAP, "up_blocks.%ld.upsamplers.0.%s", b, rest); /* "conv." kept */
+            imgd_fmt(out, NAME_CAP, "up_blocks.%ld.attentions.%ld.%s", b, l, rest);
+        else imgd_fmt(out, NAME_CAP, "up_blocks.%ld.upsamplers.0.%s", b, rest); /* "conv." kept */
     } else if (strncmp(in, "time_embed.", 11) == 0) {
-        snprintf(out, NAME_CAP, "%s", in);
+        imgd_fmt(out, NAME_CAP, "%s", in);
         sub(out, "time_embed.0.", "time_embedding.linear_1.");
         sub(out, "time_embed.2.", "time_embedding.linear_2.");
     } else if (strncmp(in, "label_emb.0.", 12) == 0) {
-        snprintf(out, NAME_CAP, "%s", in);
+        imgd_fmt(out, NAME_CAP, "%s", in);
         sub(out, "label_emb.0.0.", "add_embedding.linear_1.");
         sub(out, "label_emb.0.2.", "add_embedding.linear_2.");
     } else if (strncmp(in, "out.", 4) == 0) {
-        snprintf(out, NAME_CAP, "%s", in);
+        imgd_fmt(out, NAME_CAP, "%s", in);
         sub(out, "out.0.", "conv_norm_out.");
         sub(out, "out.2.", "conv_out.");
     } else {
@@ -138,15 +139,15 @@ static bool vae_ldm_name(const imgd_vae_config *c, const char *in, char *out, im
     int  n = 0;
     *op    = IMGD_KM_SAME;
     if (sscanf(in, "encoder.down.%ld.block.%ld.%n", &i, &j, &n) == 2 && n > 0)
-        snprintf(out, NAME_CAP, "encoder.down_blocks.%ld.resnets.%ld.%s", i, j, in + n);
+        imgd_fmt(out, NAME_CAP, "encoder.down_blocks.%ld.resnets.%ld.%s", i, j, in + n);
     else if (sscanf(in, "encoder.down.%ld.downsample.conv.%n", &i, &n) == 1 && n > 0)
-        snprintf(out, NAME_CAP, "encoder.down_blocks.%ld.downsamplers.0.conv.%s", i, in + n);
+        imgd_fmt(out, NAME_CAP, "encoder.down_blocks.%ld.downsamplers.0.conv.%s", i, in + n);
     else if (sscanf(in, "decoder.up.%ld.block.%ld.%n", &i, &j, &n) == 2 && n > 0)
-        snprintf(out, NAME_CAP, "decoder.up_blocks.%ld.resnets.%ld.%s", c->n_levels - 1 - i, j, in + n);
+        imgd_fmt(out, NAME_CAP, "decoder.up_blocks.%ld.resnets.%ld.%s", c->n_levels - 1 - i, j, in + n);
     else if (sscanf(in, "decoder.up.%ld.upsample.conv.%n", &i, &n) == 1 && n > 0)
-        snprintf(out, NAME_CAP, "decoder.up_blocks.%ld.upsamplers.0.conv.%s", c->n_levels - 1 - i, in + n);
+        imgd_fmt(out, NAME_CAP, "decoder.up_blocks.%ld.upsamplers.0.conv.%s", c->n_levels - 1 - i, in + n);
     else if (strstr(in, ".mid.")) {
-        snprintf(out, NAME_CAP, "%s", in);
+        imgd_fmt(out, NAME_CAP, "%s", in);
         sub(out, ".mid.block_1.", ".mid_block.resnets.0.");
         sub(out, ".mid.block_2.", ".mid_block.resnets.1.");
         if (strstr(out, ".mid.attn_1.")) {
@@ -160,7 +161,7 @@ static bool vae_ldm_name(const imgd_vae_config *c, const char *in, char *out, im
         }
     } else if (strncmp(in, "encoder.", 8) == 0 || strncmp(in, "decoder.", 8) == 0 ||
                strncmp(in, "quant_conv.", 11) == 0 || strncmp(in, "post_quant_conv.", 16) == 0) {
-        snprintf(out, NAME_CAP, "%s", in);
+        imgd_fmt(out, NAME_CAP, "%s", in);
         sub(out, ".norm_out.", ".conv_norm_out.");
     } else {
         return false;
@@ -184,7 +185,7 @@ static bool openclip_name(const char *in, char *out) {
     long i = 0;
     int  n = 0;
     if (sscanf(in, "transformer.resblocks.%ld.%n", &i, &n) == 1 && n > 0) {
-        snprintf(out, NAME_CAP, "text_model.encoder.layers.%ld.%s", i, in + n);
+        imgd_fmt(out, NAME_CAP, "text_model.encoder.layers.%ld.%s", i, in + n);
         sub(out, ".ln_1.", ".layer_norm1.");
         sub(out, ".ln_2.", ".layer_norm2.");
         sub(out, ".mlp.c_fc.", ".mlp.fc1.");
@@ -214,7 +215,7 @@ static imgd_status map_openclip(imgd_keymap *km, const imgd_wtensor *t, size_t i
         int64_t                  rows  = t->shape[0] / 3;
         static const char *const qkv[] = {"q_proj", "k_proj", "v_proj"};
         for (int k = 0; k < 3; k++) {
-            snprintf(name, sizeof name, "%s.text_model.encoder.layers.%ld.self_attn.%s.%s", comp, i,
+            imgd_fmt(name, sizeof name, "%s.text_model.encoder.layers.%ld.self_attn.%s.%s", comp, i,
                      qkv[k], w ? "weight" : "bias");
             imgd_status st = put(km, name, idx, IMGD_KM_ROWS, rows * k, rows * (k + 1));
             if (st != IMGD_OK) return st;
@@ -229,7 +230,7 @@ static imgd_status map_openclip(imgd_keymap *km, const imgd_wtensor *t, size_t i
         unmapped(km, t->name);
         return IMGD_OK;
     }
-    snprintf(name, sizeof name, "%s.%s", comp, out);
+    imgd_fmt(name, sizeof name, "%s.%s", comp, out);
     return put(km, name, idx, strcmp(in, "text_projection") == 0 ? IMGD_KM_TRANSPOSE : IMGD_KM_SAME,
                0, 0);
 }
@@ -290,7 +291,7 @@ static imgd_status map_one(imgd_keymap *km, const imgd_view *v, const imgd_model
         unmapped(km, t->name);
         return IMGD_OK;
     }
-    snprintf(name, sizeof name, "%s.%s", component, out);
+    imgd_fmt(name, sizeof name, "%s.%s", component, out);
     return put(km, name, idx, op, 0, 0);
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "detect/detect.h"
+#include "base/text.h"
 
 #define T(...) imgd_view_get(v, __VA_ARGS__)
 
@@ -25,7 +26,7 @@ static int32_t default_groups(const int32_t *widths, int32_t n) {
 
 static void unet_attention(const imgd_view *v, const char *blk, imgd_unet_config *c, int32_t *depth) {
     char p[512];
-    snprintf(p, sizeof p, "%stransformer_blocks.", blk);
+    imgd_fmt(p, sizeof p, "%stransformer_blocks.", blk);
     *depth = imgd_view_index_count(v, p);
     const imgd_wtensor *pi = T("%sproj_in.weight", blk);
     c->linear_proj         = pi && pi->n_dims == 2;
@@ -41,7 +42,7 @@ static bool unet_ldm(const imgd_view *v, const char *P, imgd_unet_config *c) {
     c->out_channels   = dim(T("%sout.2.weight", P), 0);
     c->time_embed_dim = dim(T("%stime_embed.0.weight", P), 0);
     char    pre[512];
-    snprintf(pre, sizeof pre, "%sinput_blocks.", P);
+    imgd_fmt(pre, sizeof pre, "%sinput_blocks.", P);
     int32_t n = imgd_view_index_count(v, pre), level = 0, in_level = 0;
     for (int32_t i = 1; i < n && level < IMGD_MAX_LEVELS; i++) {
         if (T("%sinput_blocks.%d.0.op.weight", P, i) || T("%sinput_blocks.%d.0.conv.weight", P, i)) {
@@ -55,14 +56,14 @@ static bool unet_ldm(const imgd_view *v, const char *P, imgd_unet_config *c) {
         c->widths[level] = dim(o, 0);
         in_level++;
         char blk[512];
-        snprintf(blk, sizeof blk, "%sinput_blocks.%d.1.", P, i);
+        imgd_fmt(blk, sizeof blk, "%sinput_blocks.%d.1.", P, i);
         if (T("%sproj_in.weight", blk)) unet_attention(v, blk, c, &c->attn_depth[level]);
     }
     if (level == 0) c->layers_per_block = in_level;
     c->n_levels  = level + 1;
     c->mid_depth = -1;
     char blk[512];
-    snprintf(blk, sizeof blk, "%smiddle_block.1.", P);
+    imgd_fmt(blk, sizeof blk, "%smiddle_block.1.", P);
     if (T("%sproj_in.weight", blk)) unet_attention(v, blk, c, &c->mid_depth);
     c->adm_in_channels = dim(T("%slabel_emb.0.0.weight", P), 1);
     return c->n_levels > 0 && c->widths[0] > 0;
@@ -76,20 +77,20 @@ static bool unet_diffusers(const imgd_view *v, const char *P, imgd_unet_config *
     c->out_channels   = dim(T("%sconv_out.weight", P), 0);
     c->time_embed_dim = dim(T("%stime_embedding.linear_1.weight", P), 0);
     char pre[512];
-    snprintf(pre, sizeof pre, "%sdown_blocks.", P);
+    imgd_fmt(pre, sizeof pre, "%sdown_blocks.", P);
     c->n_levels = imgd_view_index_count(v, pre);
     if (c->n_levels > IMGD_MAX_LEVELS) return false;
     for (int32_t l = 0; l < c->n_levels; l++) {
         c->widths[l] = dim(T("%sdown_blocks.%d.resnets.0.conv2.weight", P, l), 0);
-        snprintf(pre, sizeof pre, "%sdown_blocks.%d.resnets.", P, l);
+        imgd_fmt(pre, sizeof pre, "%sdown_blocks.%d.resnets.", P, l);
         if (l == 0) c->layers_per_block = imgd_view_index_count(v, pre);
         char blk[512];
-        snprintf(blk, sizeof blk, "%sdown_blocks.%d.attentions.0.", P, l);
+        imgd_fmt(blk, sizeof blk, "%sdown_blocks.%d.attentions.0.", P, l);
         if (T("%sproj_in.weight", blk)) unet_attention(v, blk, c, &c->attn_depth[l]);
     }
     c->mid_depth = -1;
     char blk[512];
-    snprintf(blk, sizeof blk, "%smid_block.attentions.0.", P);
+    imgd_fmt(blk, sizeof blk, "%smid_block.attentions.0.", P);
     if (T("%sproj_in.weight", blk)) unet_attention(v, blk, c, &c->mid_depth);
     c->adm_in_channels = dim(T("%sadd_embedding.linear_1.weight", P), 1);
     c->encoder_hid_dim = dim(T("%sencoder_hid_proj.weight", P), 1);
@@ -126,12 +127,12 @@ static bool vae_ldm(const imgd_view *v, const char *P, imgd_vae_config *c) {
     c->has_decoder = T("%sdecoder.conv_in.weight", P) && T("%sdecoder.up.0.block.0.conv1.weight", P);
     if (!c->has_encoder && !c->has_decoder) return false;
     const char *side = c->has_encoder ? "encoder.down" : "decoder.up";
-    snprintf(pre, sizeof pre, "%s%s.", P, side);
+    imgd_fmt(pre, sizeof pre, "%s%s.", P, side);
     c->n_levels = imgd_view_index_count(v, pre);
     if (c->n_levels > IMGD_MAX_LEVELS) return false;
     for (int32_t l = 0; l < c->n_levels; l++)
         c->widths[l] = dim(T("%s%s.%d.block.0.conv2.weight", P, side, l), 0);
-    snprintf(pre, sizeof pre, "%s%s.0.block.", P, side);
+    imgd_fmt(pre, sizeof pre, "%s%s.0.block.", P, side);
     c->layers_per_block = imgd_view_index_count(v, pre) - (c->has_encoder ? 0 : 1);
     c->mid_attention    = T("%sencoder.mid.attn_1.q.weight", P) || T("%sdecoder.mid.attn_1.q.weight", P);
     if (c->has_encoder) {
@@ -152,23 +153,23 @@ static bool vae_diffusers(const imgd_view *v, const char *P, imgd_vae_config *c)
     c->has_decoder = T("%sdecoder.up_blocks.0.resnets.0.conv1.weight", P) != NULL;
     if (!c->has_encoder && !c->has_decoder) return false;
     if (c->has_encoder) {
-        snprintf(pre, sizeof pre, "%sencoder.down_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%sencoder.down_blocks.", P);
         c->n_levels = imgd_view_index_count(v, pre);
         if (c->n_levels > IMGD_MAX_LEVELS) return false;
         for (int32_t l = 0; l < c->n_levels; l++)
             c->widths[l] = dim(T("%sencoder.down_blocks.%d.resnets.0.conv2.weight", P, l), 0);
-        snprintf(pre, sizeof pre, "%sencoder.down_blocks.0.resnets.", P);
+        imgd_fmt(pre, sizeof pre, "%sencoder.down_blocks.0.resnets.", P);
         c->layers_per_block = imgd_view_index_count(v, pre);
         c->in_channels      = dim(T("%sencoder.conv_in.weight", P), 1);
         c->latent_channels  = dim(T("%sencoder.conv_out.weight", P), 0) / 2;
     } else {
-        snprintf(pre, sizeof pre, "%sdecoder.up_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%sdecoder.up_blocks.", P);
         c->n_levels = imgd_view_index_count(v, pre);
         if (c->n_levels > IMGD_MAX_LEVELS) return false;
         for (int32_t l = 0; l < c->n_levels; l++)
             c->widths[c->n_levels - 1 - l] =
                 dim(T("%sdecoder.up_blocks.%d.resnets.0.conv2.weight", P, l), 0);
-        snprintf(pre, sizeof pre, "%sdecoder.up_blocks.0.resnets.", P);
+        imgd_fmt(pre, sizeof pre, "%sdecoder.up_blocks.0.resnets.", P);
         c->layers_per_block = imgd_view_index_count(v, pre) - 1;
     }
     if (c->has_decoder) {
@@ -209,7 +210,7 @@ static bool te_clip_hf(const imgd_view *v, const char *P, imgd_te_config *c) {
     const imgd_wtensor *tok = T("%stext_model.embeddings.token_embedding.weight", P);
     if (!tok) return false;
     char pre[512];
-    snprintf(pre, sizeof pre, "%stext_model.encoder.layers.", P);
+    imgd_fmt(pre, sizeof pre, "%stext_model.encoder.layers.", P);
     c->type           = IMGD_TE_CLIP_HF;
     c->vocab          = dim(tok, 0);
     c->hidden         = dim(tok, 1);
@@ -224,7 +225,7 @@ static bool te_openclip(const imgd_view *v, const char *P, imgd_te_config *c) {
     const imgd_wtensor *tok = T("%stoken_embedding.weight", P);
     if (!tok || !T("%stransformer.resblocks.0.attn.in_proj_weight", P)) return false;
     char pre[512];
-    snprintf(pre, sizeof pre, "%stransformer.resblocks.", P);
+    imgd_fmt(pre, sizeof pre, "%stransformer.resblocks.", P);
     c->type           = IMGD_TE_OPENCLIP;
     c->vocab          = dim(tok, 0);
     c->hidden         = dim(tok, 1);
@@ -242,7 +243,7 @@ static bool te_t5(const imgd_view *v, const char *P, imgd_te_config *c) {
     const imgd_wtensor *rel = T("%sencoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", P);
     if (!tok || !rel) return false;
     char pre[512];
-    snprintf(pre, sizeof pre, "%sencoder.block.", P);
+    imgd_fmt(pre, sizeof pre, "%sencoder.block.", P);
     c->type         = IMGD_TE_T5;
     c->vocab        = dim(tok, 0);
     c->hidden       = dim(tok, 1);
@@ -278,9 +279,9 @@ static bool dit_flux(const imgd_view *v, const char *P, imgd_dit_config *c) {
         c->pooled_dim  = dim(T("%svector_in.in_layer.weight", P), 1);
         c->head_dim    = dim(T("%sdouble_blocks.0.img_attn.norm.query_norm.scale", P), 0);
         c->guidance_embed = T("%sguidance_in.in_layer.weight", P) != NULL;
-        snprintf(pre, sizeof pre, "%sdouble_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%sdouble_blocks.", P);
         c->depth = imgd_view_index_count(v, pre);
-        snprintf(pre, sizeof pre, "%ssingle_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%ssingle_blocks.", P);
         c->depth_single = imgd_view_index_count(v, pre);
     } else if (T("%ssingle_transformer_blocks.0.proj_mlp.weight", P) ||
                T("%ssingle_transformer_blocks.0.attn.to_q.weight", P)) {
@@ -290,9 +291,9 @@ static bool dit_flux(const imgd_view *v, const char *P, imgd_dit_config *c) {
         c->pooled_dim  = dim(T("%stime_text_embed.text_embedder.linear_1.weight", P), 1);
         c->head_dim    = dim(T("%stransformer_blocks.0.attn.norm_q.weight", P), 0);
         c->guidance_embed = T("%stime_text_embed.guidance_embedder.linear_1.weight", P) != NULL;
-        snprintf(pre, sizeof pre, "%stransformer_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%stransformer_blocks.", P);
         c->depth = imgd_view_index_count(v, pre);
-        snprintf(pre, sizeof pre, "%ssingle_transformer_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%ssingle_transformer_blocks.", P);
         c->depth_single = imgd_view_index_count(v, pre);
     } else {
         return false;
@@ -307,7 +308,7 @@ static bool dit_mmdit(const imgd_view *v, const char *P, imgd_dit_config *c) {
     const imgd_wtensor *x = T("%sx_embedder.proj.weight", P);
     if (x && T("%sjoint_blocks.0.x_block.attn.qkv.weight", P)) {
         c->original_names = true;
-        snprintf(pre, sizeof pre, "%sjoint_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%sjoint_blocks.", P);
         c->pooled_dim = dim(T("%sy_embedder.mlp.0.weight", P), 1);
         const imgd_wtensor *pe = T("%spos_embed", P);
         uint64_t            n  = pe ? (uint64_t)dim(pe, 1) : 0, r = 0;
@@ -316,7 +317,7 @@ static bool dit_mmdit(const imgd_view *v, const char *P, imgd_dit_config *c) {
     } else if ((x = T("%spos_embed.proj.weight", P)) != NULL &&
                T("%stransformer_blocks.0.attn.add_q_proj.weight", P) &&
                T("%scontext_embedder.weight", P)) {
-        snprintf(pre, sizeof pre, "%stransformer_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%stransformer_blocks.", P);
         c->pooled_dim = dim(T("%stime_text_embed.text_embedder.linear_1.weight", P), 1);
     } else {
         return false;
@@ -339,19 +340,19 @@ static bool dit_other(const imgd_view *v, const char *P, imgd_dit_config *c) {
         c->type        = IMGD_DIT_PIXART;
         c->hidden      = dim(T("%sadaln_single.linear.weight", P), 1);
         c->context_dim = dim(T("%scaption_projection.linear_1.weight", P), 1);
-        snprintf(pre, sizeof pre, "%stransformer_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%stransformer_blocks.", P);
     } else if (T("%stext_embedding_padding", P) || T("%smlp_t5.0.weight", P) ||
                T("%stime_extra_emb.pooler.q_proj.weight", P)) {
         c->type = IMGD_DIT_HUNYUAN;
-        snprintf(pre, sizeof pre, "%sblocks.", P);
+        imgd_fmt(pre, sizeof pre, "%sblocks.", P);
     } else if (T("%spatch_embed.text_proj.weight", P) && T("%stransformer_blocks.0.norm1.linear.weight", P)) {
         c->type        = IMGD_DIT_COGVIDEOX;
         c->context_dim = dim(T("%spatch_embed.text_proj.weight", P), 1);
-        snprintf(pre, sizeof pre, "%stransformer_blocks.", P);
+        imgd_fmt(pre, sizeof pre, "%stransformer_blocks.", P);
     } else if (T("%spatch_embedding.weight", P) && T("%sblocks.0.self_attn.q.weight", P)) {
         c->type   = IMGD_DIT_WAN;
         c->hidden = dim(T("%spatch_embedding.weight", P), 0);
-        snprintf(pre, sizeof pre, "%sblocks.", P);
+        imgd_fmt(pre, sizeof pre, "%sblocks.", P);
     } else {
         return false;
     }

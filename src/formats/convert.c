@@ -10,6 +10,7 @@
 #include "formats/dtype.h"
 #include "formats/safetensors.h"
 #include "formats/weights.h"
+#include "base/text.h"
 
 #define CHUNK_ELEMS (1u << 20) /* elements converted per step (a multiple of 256) */
 
@@ -173,7 +174,7 @@ imgd_status imgd_convert(const char *in, const char *out, const imgd_convert_par
         st = imgd_fail(IMGD_E_NOMEM, "convert: out of memory");
         goto fail;
     }
-    snprintf(tmp, strlen(out) + 32, "%s.imgd-tmp-%ld", out, (long)getpid());
+    imgd_fmt(tmp, strlen(out) + 32, "%s.imgd-tmp-%ld", out, (long)getpid());
     size_t n_out = 0, pruned = 0;
     for (size_t i = 0; i < w->n; i++) {
         keep[i] = !(p.prune_ema && is_ema(w->t[i].name));

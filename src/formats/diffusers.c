@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/map.h"
 #include "formats/weights.h"
+#include "base/text.h"
 
 #define CONFIG_MAX (16u << 20)
 
@@ -44,12 +45,12 @@ static bool try_names(const char *dir, const char *stem, const char *ext, const 
     char cand[3][512];
     int  n = 0;
     if (v) {
-        snprintf(cand[n++], sizeof cand[0], "%s.%s.%s", stem, v, ext);
-        snprintf(cand[n++], sizeof cand[0], "%s.%s.index.%s.json", stem, ext, v);
-        snprintf(cand[n++], sizeof cand[0], "%s.%s.%s.index.json", stem, v, ext);
+        imgd_fmt(cand[n++], sizeof cand[0], "%s.%s.%s", stem, v, ext);
+        imgd_fmt(cand[n++], sizeof cand[0], "%s.%s.index.%s.json", stem, ext, v);
+        imgd_fmt(cand[n++], sizeof cand[0], "%s.%s.%s.index.json", stem, v, ext);
     } else {
-        snprintf(cand[n++], sizeof cand[0], "%s.%s", stem, ext);
-        snprintf(cand[n++], sizeof cand[0], "%s.%s.index.json", stem, ext);
+        imgd_fmt(cand[n++], sizeof cand[0], "%s.%s", stem, ext);
+        imgd_fmt(cand[n++], sizeof cand[0], "%s.%s.index.json", stem, ext);
     }
     for (int i = 0; i < n; i++) {
         if (exists_in(dir, cand[i])) {
@@ -181,7 +182,7 @@ static imgd_status keep_configs(const char *dir, const char *prefix, imgd_weight
         if (st == IMGD_OK) st = imgd_json_parse(p, text, strlen(text), CONFIG_MAX, 64, &j);
         if (st == IMGD_OK) {
             char key[600];
-            snprintf(key, sizeof key, "%s%s", prefix, k_configs[i]);
+            imgd_fmt(key, sizeof key, "%s%s", prefix, k_configs[i]);
             st = imgd_weights_meta_set(w, key, text);
         }
         cJSON_Delete(j);
@@ -227,7 +228,7 @@ static imgd_status read_component(const char *dir, const char *prefix, const img
     }
     if (st == IMGD_OK) {
         char key[600];
-        snprintf(key, sizeof key, "%simgd.weights_file", prefix);
+        imgd_fmt(key, sizeof key, "%simgd.weights_file", prefix);
         st = imgd_weights_meta_set(w, key, f.name);
     }
     if (st != IMGD_OK) {
@@ -259,7 +260,7 @@ static imgd_status read_pipeline(const char *dir, const imgd_open_limits *lim, i
         if (imgd_path_is_dir(sub)) {
             char prefix[512];
             bool none = false;
-            snprintf(prefix, sizeof prefix, "%s/", e->string);
+            imgd_fmt(prefix, sizeof prefix, "%s/", e->string);
             st = keep_configs(sub, prefix, w);
             if (st == IMGD_OK) st = read_component(sub, prefix, lim, w, &none);
             if (st == IMGD_OK && !none) with_weights++;

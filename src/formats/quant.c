@@ -7,7 +7,7 @@
  *
  *   Q4_0  18: d f16 @0, qs[16] @2                  x = (nibble - 8) * d
  *   Q4_1  20: d @0, m @2, qs[16] @4                x = nibble * d + m
- *   Q5_0  22: d @0, qh[4] @2, qs[16] @6            x = (nibble | hbit << 4) - 16) * d
+ *   Q5_0  22: d @0, qh[4] @2, qs[16] @6            x = ((nibble | hbit << 4) - 16) * d
  *   Q5_1  24: d @0, m @2, qh[4] @4, qs[16] @8      x = (nibble | hbit << 4) * d + m
  *   Q8_0  34: d @0, qs[32] int8 @2                 x = q * d
  *   Q8_1  36: d @0, s @2 (d * sum q), qs[32] @4    x = q * d
@@ -23,7 +23,7 @@
 #include "base/error.h"
 #include "formats/dtype.h"
 
-#define QK 32   /* elements per block of the legacy formats */
+#define QK   32  /* elements per block of the legacy formats */
 #define QK_K 256 /* elements per super-block of the k-quants */
 
 static float half_at(const uint8_t *p) {
@@ -36,8 +36,8 @@ static void deq_q4_0(const uint8_t *b, float *y) {
     const float    d  = half_at(b);
     const uint8_t *qs = b + 2;
     for (int j = 0; j < QK / 2; j++) {
-        const int x0 = (qs[j] & 0x0F) - 8;
-        const int x1 = (qs[j] >> 4) - 8;
+        const int x0  = (qs[j] & 0x0F) - 8;
+        const int x1  = (qs[j] >> 4) - 8;
         y[j]          = (float)x0 * d;
         y[j + QK / 2] = (float)x1 * d;
     }
@@ -48,8 +48,8 @@ static void deq_q4_1(const uint8_t *b, float *y) {
     const float    m  = half_at(b + 2);
     const uint8_t *qs = b + 4;
     for (int j = 0; j < QK / 2; j++) {
-        const int x0 = qs[j] & 0x0F;
-        const int x1 = qs[j] >> 4;
+        const int x0  = qs[j] & 0x0F;
+        const int x1  = qs[j] >> 4;
         y[j]          = (float)x0 * d + m;
         y[j + QK / 2] = (float)x1 * d + m;
     }
@@ -115,8 +115,9 @@ static void deq_q2_k(const uint8_t *b, float *y) {
                 const uint8_t sc = scales[is++];
                 const float   dl = d * (float)(sc & 0xF);
                 const float   ml = min * (float)(sc >> 4);
-                for (int l = 0; l < 16; l++)
+                for (int l = 0; l < 16; l++) {
                     *y++ = dl * (float)((q[l + 16 * half] >> shift) & 3) - ml;
+                }
             }
             shift += 2;
         }
@@ -205,10 +206,12 @@ static void deq_q5_k(const uint8_t *b, float *y) {
         scale_min_k4(is + 1, scales, &sc, &m);
         const float d2 = d * (float)sc;
         const float m2 = min * (float)m;
-        for (int l = 0; l < 32; l++)
+        for (int l = 0; l < 32; l++) {
             *y++ = d1 * (float)((ql[l] & 0xF) + ((qh[l] & u1) ? 16 : 0)) - m1;
-        for (int l = 0; l < 32; l++)
+        }
+        for (int l = 0; l < 32; l++) {
             *y++ = d2 * (float)((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - m2;
+        }
         ql += 32;
         is += 2;
         u1 <<= 2;

@@ -233,17 +233,17 @@ imgd_status imgd_weights_read_file(const char *path, const imgd_open_limits *lim
     imgd_map   *m  = NULL;
     imgd_status st = imgd_map_open(path, &m);
     if (st != IMGD_OK) return st;
-    imgd_format fmt;
-    st = sniff(path, m->data, m->size, &fmt);
+    imgd_format fmt = IMGD_FORMAT_SAFETENSORS;
+    st              = sniff(path, m->data, m->size, &fmt);
     if (st != IMGD_OK) {
         imgd_map_free(m);
         return st;
     }
     imgd_weights *w = NULL;
     st              = imgd_weights_new(fmt, path, &w);
-    if (st != IMGD_OK) {
+    if (st != IMGD_OK || !w) {
         imgd_map_free(m);
-        return st;
+        return st != IMGD_OK ? st : imgd_fail(IMGD_E_INTERNAL, "%s: no weights container", path);
     }
     w->file_bytes = m->size;
     const uint8_t *d = m->data;

@@ -11,6 +11,7 @@
 #include "header_only.h"
 #include "test.h"
 #include "util.h"
+#include "base/text.h"
 
 static char *read_gz(const char *path) {
     gzFile g = gzopen(path, "rb");
@@ -56,7 +57,7 @@ static int write_st(const char *path, const cJSON *metadata, const cJSON *tensor
 
 static void mkdirs_for(const char *path) {
     char p[4096];
-    snprintf(p, sizeof p, "%s", path);
+    imgd_fmt(p, sizeof p, "%s", path);
     for (char *s = p + 1; *s; s++) {
         if (*s != '/') continue;
         *s = 0;
@@ -70,13 +71,13 @@ static int materialise(const cJSON *c, const char *dir, char *out, size_t cap) {
     const cJSON *files = cJSON_GetObjectItem(c, "files");
     mkdir(dir, 0755);
     if (!files) {
-        snprintf(out, cap, "%s/model.safetensors", dir);
+        imgd_fmt(out, cap, "%s/model.safetensors", dir);
         return write_st(out, cJSON_GetObjectItem(c, "metadata"), cJSON_GetObjectItem(c, "tensors"));
     }
-    snprintf(out, cap, "%s", dir);
+    imgd_fmt(out, cap, "%s", dir);
     for (const cJSON *f = files->child; f; f = f->next) {
         char p[4096];
-        snprintf(p, sizeof p, "%s/%s", dir, f->string);
+        imgd_fmt(p, sizeof p, "%s/%s", dir, f->string);
         mkdirs_for(p);
         size_t l = strlen(f->string);
         if (l > 12 && strcmp(f->string + l - 12, ".safetensors") == 0) {
@@ -170,7 +171,7 @@ static void check_single_vs_folder(void) {
 
 static void run_case(const char *corpus, const char *file, const char *tmp) {
     char path[4096], target[4096];
-    snprintf(path, sizeof path, "%s/%s", corpus, file);
+    imgd_fmt(path, sizeof path, "%s/%s", corpus, file);
     char  *text = read_gz(path);
     cJSON *c    = text ? cJSON_Parse(text) : NULL;
     imgd_free(text);
@@ -180,7 +181,7 @@ static void run_case(const char *corpus, const char *file, const char *tmp) {
     const char  *kind  = want_kind(cJSON_GetObjectItem(label, "kind")->valuestring);
     const char  *fam   = want_family(label, kind);
     char         dir[4096];
-    snprintf(dir, sizeof dir, "%s/%s", tmp, file);
+    imgd_fmt(dir, sizeof dir, "%s/%s", tmp, file);
     CHECK(materialise(c, dir, target, sizeof target) == 0);
     imgd_weights    *w  = NULL;
     imgd_model_info *mi = NULL;
@@ -213,7 +214,7 @@ static void test_detect_shared_corpus_labels(void) {
         return;
     }
     char corpus[4096], tmp[4096], cmd[8300];
-    snprintf(corpus, sizeof corpus, "%s/detect-corpus", shared);
+    imgd_fmt(corpus, sizeof corpus, "%s/detect-corpus", shared);
     tu_tmp_path(tmp, sizeof tmp, "detect-shared");
     mkdir(tmp, 0755);
     DIR *d = opendir(corpus);
@@ -230,7 +231,7 @@ static void test_detect_shared_corpus_labels(void) {
     imgd_keymap_free(g_km_folder);
     imgd_weights_free(g_w_single);
     imgd_weights_free(g_w_folder);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    imgd_fmt(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
     CHECK(g_cases >= 20);
 }

@@ -6,6 +6,7 @@
 
 #include "test.h"
 #include "util.h"
+#include "base/text.h"
 
 static int g_files;
 
@@ -21,7 +22,7 @@ static void walk(const char *dir) {
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
         char p[4096];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        imgd_fmt(p, sizeof p, "%s/%s", dir, e->d_name);
         struct stat st;
         if (stat(p, &st) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
@@ -46,7 +47,7 @@ static void test_conformance_every_weight_file_opens(void) {
         return;
     }
     char root[4096];
-    snprintf(root, sizeof root, "%s/conformance", shared);
+    imgd_fmt(root, sizeof root, "%s/conformance", shared);
     g_files = 0;
     walk(root);
     printf("opened %d weight files under %s\n", g_files, root);
@@ -84,8 +85,8 @@ static void test_conformance_single_file_matches_folder_parameters(void) {
     };
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         char a[4096], b[4096];
-        snprintf(a, sizeof a, "%s/conformance/%s", shared, pairs[i][0]);
-        snprintf(b, sizeof b, "%s/conformance/%s", shared, pairs[i][1]);
+        imgd_fmt(a, sizeof a, "%s/conformance/%s", shared, pairs[i][0]);
+        imgd_fmt(b, sizeof b, "%s/conformance/%s", shared, pairs[i][1]);
         uint64_t pa = params_of(a), pb = params_of(b);
         CHECK_MSG(pa == pb && pa > 0, "%s has %llu parameters, %s has %llu", pairs[i][0],
                   (unsigned long long)pa, pairs[i][1], (unsigned long long)pb);

@@ -5,6 +5,7 @@
 #include "detect/keymap.h"
 #include "test.h"
 #include "util.h"
+#include "base/text.h"
 
 /* Bytes of canonical entry e of w, materialised (transposes copied into scratch). */
 static const uint8_t *canonical_bytes(const imgd_weights *w, const imgd_km_entry *e,
@@ -33,8 +34,8 @@ static void compare(const char *single, const char *folder, size_t want_min) {
         return;
     }
     char a[4096], b[4096];
-    snprintf(a, sizeof a, "%s/conformance/%s", shared, single);
-    snprintf(b, sizeof b, "%s/conformance/%s", shared, folder);
+    imgd_fmt(a, sizeof a, "%s/conformance/%s", shared, single);
+    imgd_fmt(b, sizeof b, "%s/conformance/%s", shared, folder);
     imgd_weights    *wa = NULL, *wb = NULL;
     imgd_model_info *ma = NULL, *mb = NULL;
     imgd_keymap     *ka = NULL, *kb = NULL;

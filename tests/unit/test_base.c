@@ -63,7 +63,7 @@ static void test_base_strmap_put_get_duplicate(void) {
     imgd_strmap_init(&m);
     char keys[300][16];
     for (int i = 0; i < 300; i++) {
-        snprintf(keys[i], sizeof keys[i], "k%d", i);
+        imgd_fmt(keys[i], sizeof keys[i], "k%d", i);
         CHECK_STATUS(imgd_strmap_put(&m, keys[i], (size_t)i, NULL), IMGD_OK);
     }
     size_t v = 0;
@@ -110,6 +110,7 @@ static void test_base_json_caps(void) {
     cJSON *j = NULL;
     CHECK_STATUS(imgd_json_parse("t", "{\"a\":[1]}", 9, 100, 2, &j), IMGD_OK);
     cJSON_Delete(j);
+    j = NULL;
     CHECK_STATUS(imgd_json_parse("t", "{\"a\":[[1]]}", 11, 100, 2, &j), IMGD_E_TOO_LARGE);
     CHECK_STATUS(imgd_json_parse("t", "{\"a\":1}", 7, 3, 8, &j), IMGD_E_TOO_LARGE);
     CHECK_STATUS(imgd_json_parse("t", "{\"a\":\"\\u0000\"}", 14, 100, 8, &j), IMGD_E_FORMAT);
@@ -162,10 +163,11 @@ static void test_base_alloc_counts_bytes(void) {
     uint64_t before = imgd_alloc_bytes_in_use();
     void    *p      = imgd_malloc(1000);
     CHECK(p != NULL);
+    if (!p) return;
     CHECK(imgd_alloc_bytes_in_use() >= before + 1000);
-    p = imgd_realloc(p, 10);
-    CHECK(p != NULL);
-    imgd_free(p);
+    void *q = imgd_realloc(p, 10);
+    CHECK(q != NULL);
+    imgd_free(q ? q : p);
     CHECK_EQ_INT(imgd_alloc_bytes_in_use(), before);
     size_t out;
     CHECK(!imgd_size_mul(SIZE_MAX / 2, 3, &out));

@@ -4,6 +4,7 @@
 #include "fixtures.h"
 #include "formats/dtype.h"
 #include "test.h"
+#include "base/text.h"
 
 static char g_in[512], g_out[512];
 
@@ -161,13 +162,13 @@ static void test_convert_conformance_checkpoint_to_f16(void) {
         return;
     }
     char in[1024];
-    snprintf(in, sizeof in, "%s/conformance/sd15-narrow/sd15-narrow.safetensors", shared);
+    imgd_fmt(in, sizeof in, "%s/conformance/sd15-narrow/sd15-narrow.safetensors", shared);
     imgd_convert_params p = imgd_convert_params_default();
     p.dtype               = IMGD_DTYPE_F16;
     imgd_convert_result r;
     CHECK_STATUS(imgd_convert(in, g_out, &p, &r), IMGD_OK);
     CHECK_EQ_INT(r.tensors, 1130);
-    snprintf(in, sizeof in, "%s/conformance/sd15-narrow/diffusers", shared);
+    imgd_fmt(in, sizeof in, "%s/conformance/sd15-narrow/diffusers", shared);
     CHECK_STATUS(imgd_convert(in, g_out, NULL, &r), IMGD_OK);
     CHECK_EQ_INT(r.tensors, 1130);
 }

@@ -2,11 +2,12 @@
 #include "fixtures.h"
 #include "formats/weights.h"
 #include "test.h"
+#include "base/text.h"
 
 static char g_root[512];
 
 static void sub(char *out, size_t cap, const char *rel) {
-    snprintf(out, cap, "%s/%s", g_root, rel);
+    imgd_fmt(out, cap, "%s/%s", g_root, rel);
 }
 
 static void make_pipeline(void) {
@@ -212,7 +213,7 @@ static void test_diffusers_reads_conformance_pipelines(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];
-        snprintf(path, sizeof path, "%s/conformance/%s", shared, cases[i].dir);
+        imgd_fmt(path, sizeof path, "%s/conformance/%s", shared, cases[i].dir);
         imgd_weights *w = NULL;
         CHECK_STATUS(imgd_weights_open(path, NULL, &w), IMGD_OK);
         if (!w) continue;
@@ -222,7 +223,7 @@ static void test_diffusers_reads_conformance_pipelines(void) {
         imgd_weights_free(w);
     }
     char path[1024];
-    snprintf(path, sizeof path, "%s/conformance/sd15-narrow-inpaint/unet", shared);
+    imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow-inpaint/unet", shared);
     imgd_weights    *w = NULL;
     imgd_tensor_info t;
     if (imgd_weights_open(path, NULL, &w) == IMGD_OK &&

@@ -5,6 +5,7 @@
 #include "formats/weights.h"
 #include "test.h"
 #include "util.h"
+#include "base/text.h"
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
@@ -25,6 +26,7 @@ static imgd_status parse_expect(size_t n, imgd_status want, const char *word) {
     imgd_open_limits_from(NULL, &lim);
     imgd_weights *w = NULL;
     CHECK_STATUS(imgd_weights_new(IMGD_FORMAT_SAFETENSORS, "t.safetensors", &w), IMGD_OK);
+    if (!w) return IMGD_E_NOMEM;
     imgd_status st = imgd_safetensors_read("t.safetensors", g_file, n, &lim, w);
     CHECK_STATUS(st, want);
     if (word && st != IMGD_OK)
@@ -49,6 +51,7 @@ static void test_safetensors_reads_two_tensors_zero_copy(void) {
     imgd_open_limits_from(NULL, &lim);
     imgd_weights *w = NULL;
     CHECK_STATUS(imgd_weights_new(IMGD_FORMAT_SAFETENSORS, "t", &w), IMGD_OK);
+    if (!w) return;
     CHECK_STATUS(imgd_safetensors_read("t", g_file, n, &lim, w), IMGD_OK);
     CHECK_EQ_INT(imgd_weights_tensor_count(w), 2);
     imgd_tensor_info t;
@@ -82,7 +85,7 @@ static void test_safetensors_accepts_every_dtype(void) {
     static const int         sizes[] = {8, 4, 2, 2, 8, 4, 2, 1, 1, 1, 1, 1};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         char h[256];
-        snprintf(h, sizeof h, "{\"t\":{\"dtype\":\"%s\",\"shape\":[2,3],\"data_offsets\":[0,%d]}}",
+        imgd_fmt(h, sizeof h, "{\"t\":{\"dtype\":\"%s\",\"shape\":[2,3],\"data_offsets\":[0,%d]}}",
                  names[i], 6 * sizes[i]);
         parse_expect(make(h, (size_t)(6 * sizes[i])), IMGD_OK, NULL);
     }
@@ -95,6 +98,7 @@ static void test_safetensors_writer_roundtrip_with_metadata(void) {
     const char   *mk[] = {"k1", "quote\"d"}, *mv[] = {"v1", "line\nbreak"};
     imgd_st_writer *wr = NULL;
     CHECK_STATUS(imgd_st_writer_open(path, e, 2, mk, mv, 2, &wr), IMGD_OK);
+    if (!wr) return;
     float    a[15];
     uint16_t b[5];
     for (int i = 0; i < 15; i++) a[i] = (float)i * 0.5f;
@@ -133,6 +137,7 @@ static void test_safetensors_writer_short_write_removes_file(void) {
     imgd_st_entry   e  = {"w", {4}, 1, IMGD_DTYPE_F32};
     imgd_st_writer *wr = NULL;
     CHECK_STATUS(imgd_st_writer_open(path, &e, 1, NULL, NULL, 0, &wr), IMGD_OK);
+    if (!wr) return;
     float x = 1;
     CHECK_STATUS(imgd_st_writer_write(wr, &x, 4), IMGD_OK);
     CHECK_STATUS(imgd_st_writer_close(wr), IMGD_E_INVALID_ARG);
@@ -176,6 +181,7 @@ static void test_safetensors_rejects_header_over_cap(void) {
     imgd_open_limits_from(&p, &lim);
     imgd_weights *w = NULL;
     CHECK_STATUS(imgd_weights_new(IMGD_FORMAT_SAFETENSORS, "t", &w), IMGD_OK);
+    if (!w) return;
     CHECK_STATUS(imgd_safetensors_read("t", g_file, n, &lim, w), IMGD_E_TOO_LARGE);
     imgd_weights_free(w);
 }
