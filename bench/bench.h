@@ -11,5 +11,6 @@ void bench_emit(const char *bench, const char *metric, double value, const char 
                 const char *vs, double ratio);
 
 int bench_formats(int argc, char **argv);
+int bench_engine(int argc, char **argv);
 
 #endif

@@ -1,0 +1,54 @@
+/* Backend registry (STYLE M5): one row per backend; names, docs and creation come from it. */
+#include "tensor/backend.h"
+
+#include <string.h>
+
+#include "base/error.h"
+#include "tensor/cpu/cpu.h"
+#include "tensor/ref.h"
+
+typedef struct backend_row {
+    const char *name;
+    imgd_status (*create)(const imgd_backend_params *params, imgd_backend **out);
+    const char *doc;
+} backend_row;
+
+static const backend_row k_backends[] = {
+    {"cpu", imgd_cpu_backend_new,
+     "oneDNN/OpenBLAS matmul and conv, vectorised threaded kernels for the rest"},
+    {"ref", imgd_ref_backend_new, "plain single-threaded reference kernels (the test oracle)"},
+};
+
+imgd_backend_params imgd_backend_params_default(void) {
+    imgd_backend_params p = {0, NULL, IMGD_CPU_MATH_AUTO, IMGD_CPU_GEMM_AUTO};
+    return p;
+}
+
+imgd_status imgd_backend_new(const char *name, const imgd_backend_params *params,
+                             imgd_backend **out) {
+    if (!name || !out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_backend_new: name or out NULL");
+    imgd_backend_params p = params ? *params : imgd_backend_params_default();
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(k_backends); i++)
+        if (strcmp(name, k_backends[i].name) == 0) return k_backends[i].create(&p, out);
+    return imgd_fail(IMGD_E_INVALID_ARG, "unknown backend '%s' (known: cpu, ref)", name);
+}
+
+void imgd_backend_free(imgd_backend *be) {
+    if (be) be->iface->free(be);
+}
+
+const char *imgd_backend_name(const imgd_backend *be) {
+    return be ? be->iface->name(be) : "none";
+}
+
+size_t imgd_backend_registry_count(void) {
+    return IMGD_ARRAY_LEN(k_backends);
+}
+
+const char *imgd_backend_registry_name(size_t i) {
+    return i < IMGD_ARRAY_LEN(k_backends) ? k_backends[i].name : NULL;
+}
+
+const char *imgd_backend_registry_doc(size_t i) {
+    return i < IMGD_ARRAY_LEN(k_backends) ? k_backends[i].doc : NULL;
+}

@@ -1,0 +1,107 @@
+/* Backends: the vtable every executor implements (STYLE M3) and the registry that creates
+ * one by name. Models use only imgd_backend_new/imgd_backend_free and never include a
+ * backend's own header (tensor/cpu/cpu.h, later tensor/cuda/cuda.h).
+ *
+ * Life of a graph on a backend:
+ *   imgd_graph_plan   -> supports_op for every executed node, then prepare (per-node state
+ *                        in node->backend_data, scratch sizes in node->scratch_bytes), then
+ *                        the planner assigns offsets;
+ *   imgd_graph_alloc  -> alloc (one buffer);
+ *   imgd_graph_compute-> run (data and scratch pointers already resolved);
+ *   imgd_graph_free   -> release, then buffer_free. */
+#ifndef IMGD_TENSOR_BACKEND_H
+#define IMGD_TENSOR_BACKEND_H
+
+#include "base/pool.h"
+#include "tensor/tensor.h"
+
+/* How the CPU backend computes matmul and conv2d. */
+typedef enum imgd_cpu_math {
+    IMGD_CPU_MATH_AUTO = 0, /* f32; bf16 only where it measured faster on this CPU */
+    IMGD_CPU_MATH_F32  = 1, /* f32 inputs, f32 accumulation */
+    IMGD_CPU_MATH_BF16 = 2, /* bf16 inputs, f32 accumulation; needs AVX-512-BF16 */
+    IMGD_CPU_MATH_COUNT
+} imgd_cpu_math;
+
+/* Which library runs matmul on the CPU. */
+typedef enum imgd_cpu_gemm {
+    IMGD_CPU_GEMM_AUTO     = 0, /* oneDNN (measured faster here; see bench engine) */
+    IMGD_CPU_GEMM_DNNL     = 1,
+    IMGD_CPU_GEMM_OPENBLAS = 2,
+    IMGD_CPU_GEMM_COUNT
+} imgd_cpu_gemm;
+
+typedef struct imgd_backend_params {
+    uint32_t   n_threads; /* compute threads, 0 = online CPUs; ignored when pool is set */
+    imgd_pool *pool;      /* borrowed pool to run on (must outlive the backend), or NULL
+                             to let the backend own one of n_threads */
+    imgd_cpu_math math;   /* cpu only */
+    imgd_cpu_gemm gemm;   /* cpu only */
+} imgd_backend_params;
+
+imgd_backend_params imgd_backend_params_default(void);
+
+/* The interface. A backend is {iface, ctx}; every member receives the backend. */
+struct imgd_backend_i {
+    /* Short static name ("cpu", "ref"). Required. */
+    const char *(*name)(const imgd_backend *be);
+
+    /* Allocates n bytes (n > 0) of memory the backend's kernels can address, aligned to
+     * IMGD_TENSOR_ALIGN, into *out. Required. Returns IMGD_OK or IMGD_E_NOMEM. */
+    imgd_status (*alloc)(imgd_backend *be, size_t n, void **out);
+
+    /* Releases memory from alloc; NULL is a no-op. Required. */
+    void (*buffer_free)(imgd_backend *be, void *p);
+
+    /* Whether node (op not NONE/VIEW) can run here with its dtypes and shapes. May be
+     * NULL: every op is supported. */
+    bool (*supports_op)(const imgd_backend *be, const imgd_tensor *node);
+
+    /* Called by imgd_graph_plan with the execution order fixed, before memory planning.
+     * May create per-node state in node->backend_data and set node->scratch_bytes.
+     * Weights' data is readable. May be NULL: no state and no scratch. On failure it must
+     * leave nothing behind (or leave what release frees). */
+    imgd_status (*prepare)(imgd_backend *be, imgd_graph *g);
+
+    /* Frees what prepare created and clears backend_data. May be NULL when prepare keeps
+     * no state. Called before re-planning and by imgd_graph_free. */
+    void (*release)(imgd_backend *be, imgd_graph *g);
+
+    /* Runs the executed nodes in order (imgd_graph_exec_node). Every tensor's data and
+     * every node's scratch pointer is resolved. Must not allocate. Polls
+     * imgd_graph_cancel_requested between nodes (IMGD_E_CANCELLED). Required. */
+    imgd_status (*run)(imgd_backend *be, imgd_graph *g);
+
+    /* Copies n bytes of backend memory at src (inside a buffer from alloc) to host memory
+     * dst. May be NULL: backend memory is host memory and is read directly (cpu, ref). A
+     * device backend (CUDA) implements it; imgd_graph_read_f32 then reads contiguous f32
+     * tensors through it. */
+    imgd_status (*read)(imgd_backend *be, const void *src, void *dst, size_t n);
+
+    /* Destroys the backend. Required. */
+    void (*free)(imgd_backend *be);
+};
+
+struct imgd_backend {
+    const struct imgd_backend_i *iface;
+    void                        *ctx;
+};
+
+/* Creates a registered backend by name ("cpu", "ref"). params may be NULL (defaults).
+ * out: written only on success; free with imgd_backend_free.
+ * Returns IMGD_OK, IMGD_E_INVALID_ARG (unknown name: the message lists the names),
+ * IMGD_E_UNSUPPORTED (e.g. bf16 math without AVX-512-BF16), IMGD_E_NOMEM. */
+imgd_status imgd_backend_new(const char *name, const imgd_backend_params *params,
+                             imgd_backend **out);
+
+/* Destroys a backend; NULL is a no-op. No graph may still use it. */
+void imgd_backend_free(imgd_backend *be);
+
+const char *imgd_backend_name(const imgd_backend *be);
+
+/* The registry, for tools and tests: count, and the i-th name and one-line doc. */
+size_t      imgd_backend_registry_count(void);
+const char *imgd_backend_registry_name(size_t i);
+const char *imgd_backend_registry_doc(size_t i);
+
+#endif

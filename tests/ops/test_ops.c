@@ -1,0 +1,716 @@
+/* Every op on every backend configuration against the reference backend (STYLE X2, the
+ * shape of ggml's test-backend-ops).
+ *
+ * A case is a row: the op it exercises, a build function, a vars string that both
+ * parameterises the build and names the case in output, and an NMSE tolerance (0 = the
+ * default for the case's type: 1e-7; f16/bf16 inputs are exact in f32 so share it). The
+ * graph is built twice from the same seed, once for "ref" and once for the backend under
+ * test, and the outputs compared: non-finite values are reported separately from NMSE.
+ *
+ *   test_ops [--op NAME] [--backend NAME] [--mode test|perf] [--vars SUBSTRING] [--list]
+ *
+ * Backend configurations: cpu (defaults), cpu-openblas (matmul through OpenBLAS),
+ * cpu-portable (no AVX-512 micro-kernels), cpu-bf16 (bf16 matmul/conv, AVX-512-BF16 only). */
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "base/alloc.h"
+#include "formats/dtype.h"
+#include "tensor/backend.h"
+#include "tensor/cpu/cpu.h"
+#include "tensor/ops.h"
+#include "test.h"
+#include "base/text.h"
+
+/* ---- case context -------------------------------------------------------------------- */
+
+#define BUFS_MAX 16
+
+typedef struct tctx {
+    imgd_graph *g;
+    const char *vars;
+    uint64_t    rng;
+    void       *bufs[BUFS_MAX];
+    int         n_bufs;
+} tctx;
+
+typedef imgd_tensor *(*build_fn)(tctx *c);
+
+typedef struct op_case {
+    const char *op; /* the op under test, for --op */
+    build_fn    build;
+    const char *vars;
+    double      nmse; /* 0 = default */
+} op_case;
+
+static float frand(tctx *c) {
+    c->rng ^= c->rng << 13;
+    c->rng ^= c->rng >> 7;
+    c->rng ^= c->rng << 17;
+    return (float)((double)(c->rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* Integer var `key` from "a=1,b=2", or def. */
+static int64_t vi(const tctx *c, const char *key, int64_t def) {
+    size_t      kl = strlen(key);
+    const char *p  = c->vars;
+    while (p && *p) {
+        if (strncmp(p, key, kl) == 0 && p[kl] == '=') return strtoll(p + kl + 1, NULL, 10);
+        p = strchr(p, ',');
+        if (p) p++;
+    }
+    return def;
+}
+
+static imgd_dtype vtype(const tctx *c, const char *key) {
+    size_t      kl = strlen(key);
+    const char *p  = c->vars;
+    while (p && *p) {
+        if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
+            char        name[16] = {0};
+            const char *e        = strchr(p + kl + 1, ',');
+            size_t      n        = e ? (size_t)(e - p - kl - 1) : strlen(p + kl + 1);
+            memcpy(name, p + kl + 1, n < 15 ? n : 15);
+            imgd_dtype dt = IMGD_DTYPE_F32;
+            (void)imgd_dtype_parse(name, &dt);
+            return dt;
+        }
+        p = strchr(p, ',');
+        if (p) p++;
+    }
+    return IMGD_DTYPE_F32;
+}
+
+/* Fills quantized blocks with random bytes and small finite f16 scales. */
+static void fill_quant(tctx *c, imgd_dtype dt, unsigned char *p, size_t bytes) {
+    for (size_t i = 0; i < bytes; i++) p[i] = (unsigned char)((frand(c) + 1.0f) * 127.9f);
+    size_t bb = imgd_dtype_traits_of(dt)->block_bytes;
+    for (size_t b = 0; b + bb <= bytes; b += bb) {
+        uint16_t d = imgd_f32_to_f16(0.01f + 0.01f * frand(c)), m = imgd_f32_to_f16(0.005f);
+        memcpy(p + b, &d, 2);
+        if (dt == IMGD_DTYPE_Q4_K) memcpy(p + b + 2, &m, 2);
+    }
+}
+
+/* A weight of random values in [lo, hi) with the given dtype and shape. */
+static imgd_tensor *rnd_range(tctx *c, imgd_dtype dt, float lo, float hi, int32_t nd,
+                              const int64_t *shape) {
+    uint64_t n = 1;
+    for (int32_t i = 0; i < nd; i++) n *= (uint64_t)shape[i];
+    uint64_t bytes = 0;
+    if (imgd_dtype_nbytes(dt, nd, shape, &bytes) != IMGD_OK || c->n_bufs == BUFS_MAX) return NULL;
+    unsigned char *buf = imgd_malloc((size_t)bytes + 1);
+    if (!buf) return NULL;
+    c->bufs[c->n_bufs++] = buf;
+    if (imgd_dtype_traits_of(dt)->is_quant) {
+        fill_quant(c, dt, buf, (size_t)bytes);
+    } else {
+        for (uint64_t i = 0; i < n; i++) {
+            float v = lo + (hi - lo) * (frand(c) + 1.0f) * 0.5f;
+            (void)imgd_dtype_from_f32(dt, &v, 1, buf + i * imgd_dtype_size(dt));
+        }
+    }
+    return imgd_graph_weight(c->g, NULL, dt, nd, shape, buf);
+}
+
+static imgd_tensor *rnd(tctx *c, imgd_dtype dt, int32_t nd, const int64_t *shape) {
+    return rnd_range(c, dt, -1.0f, 1.0f, nd, shape);
+}
+
+#define SHAPE(...)      ((const int64_t[]){__VA_ARGS__})
+#define NDIMS(...)      ((int32_t)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+#define RND(c, dt, ...) rnd((c), (dt), NDIMS(__VA_ARGS__), SHAPE(__VA_ARGS__))
+
+/* With perm=1 in vars: the same logical tensor made from a transposed allocation, so its
+ * last two dims are non-contiguous. */
+static imgd_tensor *maybe_strided(tctx *c, imgd_dtype dt, int32_t nd, const int64_t *shape) {
+    if (!vi(c, "perm", 0) || nd < 2) return rnd(c, dt, nd, shape);
+    int64_t s[IMGD_MAX_DIMS];
+    memcpy(s, shape, (size_t)nd * sizeof *s);
+    s[nd - 1] = shape[nd - 2];
+    s[nd - 2] = shape[nd - 1];
+    return imgd_op_transpose(c->g, rnd(c, dt, nd, s), -1, -2);
+}
+
+/* ---- builders: layout ------------------------------------------------------------------ */
+
+static imgd_tensor *b_cast(tctx *c) {
+    int64_t      shape[3] = {vi(c, "a", 3), vi(c, "b", 5), vi(c, "c", 7)};
+    imgd_tensor *x        = maybe_strided(c, vtype(c, "type"), 3, shape);
+    return imgd_op_cast(c->g, x, vtype(c, "to"));
+}
+
+static imgd_tensor *b_dequantize(tctx *c) {
+    imgd_tensor *w = RND(c, vtype(c, "type"), vi(c, "rows", 3), vi(c, "cols", 256));
+    return imgd_op_dequantize(c->g, w);
+}
+
+static imgd_tensor *b_concat(tctx *c) {
+    int32_t      axis = (int32_t)vi(c, "axis", 1), n = (int32_t)vi(c, "n", 2);
+    imgd_dtype   dt = vtype(c, "type");
+    imgd_tensor *s[4];
+    for (int32_t i = 0; i < n; i++) {
+        int64_t shape[4]                  = {2, 3, 4, 5};
+        shape[axis < 0 ? axis + 4 : axis] = 1 + i * 2;
+        s[i] = i == 0 ? maybe_strided(c, dt, 4, shape) : rnd(c, dt, 4, shape);
+    }
+    return imgd_op_concat(c->g, n, s, axis);
+}
+
+static imgd_tensor *b_pad(tctx *c) {
+    imgd_tensor *x         = maybe_strided(c, vtype(c, "type"), 4, SHAPE(2, 3, 5, 7));
+    int64_t      before[4] = {0, vi(c, "c0", 1), vi(c, "h0", 2), vi(c, "w0", 0)};
+    int64_t      after[4]  = {vi(c, "n1", 0), 0, vi(c, "h1", 1), vi(c, "w1", 3)};
+    return imgd_op_pad(c->g, x, before, after, (float)vi(c, "value", 0) * 0.5f);
+}
+
+static imgd_tensor *b_upsample(tctx *c) {
+    int64_t shape[4] = {vi(c, "n", 2), vi(c, "c", 5), vi(c, "h", 7), vi(c, "w", 9)};
+    return imgd_op_upsample_nearest2x(c->g, maybe_strided(c, vtype(c, "type"), 4, shape));
+}
+
+static imgd_tensor *b_avg_pool(tctx *c) {
+    imgd_tensor *x = RND(c, vtype(c, "type"), 2, 3, vi(c, "h", 9), vi(c, "w", 11));
+    return imgd_op_avg_pool2d(c->g, x, (int32_t)vi(c, "k", 2), (int32_t)vi(c, "s", 2),
+                              (int32_t)vi(c, "p", 0));
+}
+
+/* reshape of a permuted tensor (forces a copy), then narrow/split views consumed by cont */
+static imgd_tensor *b_views(tctx *c) {
+    imgd_tensor *x = RND(c, IMGD_DTYPE_F32, 2, 6, 10);
+    imgd_tensor *p = imgd_op_permute(c->g, x, (const int32_t[]){2, 0, 1}); /* [10, 2, 6] */
+    switch (vi(c, "kind", 0)) {
+    case 0: return imgd_op_reshape(c->g, p, 2, SHAPE(20, -1));
+    case 1: {
+        imgd_tensor *parts[3];
+        if (imgd_op_split(c->g, p, 2, 3, SHAPE(1, 2, 3), parts) != IMGD_OK) return NULL;
+        return imgd_op_cont(c->g, parts[vi(c, "piece", 1)]);
+    }
+    case 2: /* every other column of the 6x10 view of sample 1 */
+        return imgd_op_cont(c->g, imgd_op_view(c->g, x, 2, SHAPE(6, 5), SHAPE(10, 2), 60));
+    default: return imgd_op_cont(c->g, imgd_op_narrow(c->g, p, 0, 3, 4));
+    }
+}
+
+/* ---- builders: dense ------------------------------------------------------------------- */
+
+static imgd_tensor *b_matmul(tctx *c) {
+    int64_t    M = vi(c, "m", 7), N = vi(c, "n", 9), K = vi(c, "k", 11);
+    int64_t    ba = vi(c, "ba", 0), bb = vi(c, "bb", 0), bc = vi(c, "bc", 0);
+    bool       ta = vi(c, "ta", 0) != 0, tb = vi(c, "tb", 0) != 0;
+    imgd_dtype wt = vtype(c, "type");
+    int64_t    sa[4], sb[4];
+    int32_t    na = 0, nb = 0;
+    if (bc) sa[na++] = bc;
+    if (ba) sa[na++] = ba;
+    sa[na++] = ta ? K : M;
+    sa[na++] = ta ? M : K;
+    if (bb) sb[nb++] = bb;
+    sb[nb++]        = tb ? N : K;
+    sb[nb++]        = tb ? K : N;
+    imgd_tensor *a  = maybe_strided(c, IMGD_DTYPE_F32, na, sa);
+    imgd_tensor *b  = rnd(c, wt, nb, sb);
+    imgd_tensor *bs = vi(c, "bias", 0) ? RND(c, IMGD_DTYPE_F32, N) : NULL;
+    return imgd_op_matmul(c->g, a, b, ta, tb, bs);
+}
+
+static imgd_tensor *b_linear(tctx *c) {
+    int64_t      in = vi(c, "in", 40), out = vi(c, "out", 33);
+    imgd_tensor *x  = RND(c, IMGD_DTYPE_F32, vi(c, "b", 2), vi(c, "l", 77), in);
+    imgd_tensor *w  = RND(c, vtype(c, "type"), out, in);
+    imgd_tensor *bs = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, out) : NULL;
+    return imgd_op_linear(c->g, x, w, bs);
+}
+
+static imgd_tensor *b_conv2d(tctx *c) {
+    int64_t      n = vi(c, "n", 2), ch = vi(c, "c", 5), h = vi(c, "h", 17), w = vi(c, "w", 9);
+    int64_t      oc = vi(c, "oc", 7), k = vi(c, "k", 3), kw = vi(c, "kw", k);
+    int32_t      s = (int32_t)vi(c, "stride", 1), p = (int32_t)vi(c, "pad", (int32_t)(k / 2));
+    imgd_tensor *x  = RND(c, IMGD_DTYPE_F32, n, ch, h, w);
+    imgd_tensor *wt = RND(c, vtype(c, "type"), oc, ch, k, kw);
+    imgd_tensor *b  = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, oc) : NULL;
+    int32_t      pw = (int32_t)vi(c, "padw", p);
+    return imgd_op_conv2d_ex(c->g, x, wt, b, s, (int32_t)vi(c, "stridew", s), p, pw);
+}
+
+/* ---- builders: normalisation and attention ------------------------------------------------ */
+
+static imgd_tensor *b_group_norm(tctx *c) {
+    int64_t      ch  = vi(c, "c", 32);
+    imgd_tensor *x   = vi(c, "dims", 4) == 3 ? RND(c, vtype(c, "type"), vi(c, "n", 2), ch, 33)
+                                             : RND(c, vtype(c, "type"), vi(c, "n", 2), ch,
+                                                   vi(c, "h", 5), vi(c, "w", 7));
+    bool         aff = vi(c, "affine", 1) != 0;
+    imgd_tensor *gm  = aff ? RND(c, IMGD_DTYPE_F32, ch) : NULL;
+    imgd_tensor *bt  = aff ? RND(c, IMGD_DTYPE_F32, ch) : NULL;
+    return imgd_op_group_norm(c->g, x, (int32_t)vi(c, "g", 8), 1e-5f, gm, bt, vi(c, "silu", 0));
+}
+
+static imgd_tensor *b_layer_norm(tctx *c) {
+    int64_t      D   = vi(c, "d", 65);
+    imgd_tensor *x   = RND(c, vtype(c, "type"), 3, vi(c, "l", 77), D);
+    bool         aff = vi(c, "affine", 1) != 0;
+    imgd_tensor *gm  = aff ? RND(c, IMGD_DTYPE_F32, D) : NULL;
+    imgd_tensor *bt  = aff ? RND(c, IMGD_DTYPE_F32, D) : NULL;
+    return imgd_op_layer_norm(c->g, x, 1e-5f, gm, bt);
+}
+
+static imgd_tensor *b_rms_norm(tctx *c) {
+    int64_t      D = vi(c, "d", 33);
+    imgd_tensor *x = RND(c, vtype(c, "type"), 4, D);
+    return imgd_op_rms_norm(c->g, x, 1e-6f, vi(c, "affine", 1) ? RND(c, IMGD_DTYPE_F32, D) : NULL);
+}
+
+static imgd_tensor *b_softmax(tctx *c) {
+    imgd_tensor *x = RND(c, vtype(c, "type"), vi(c, "a", 5), vi(c, "d", 77));
+    return imgd_op_softmax(c->g, x, (float)vi(c, "scale100", 100) / 100.0f);
+}
+
+static imgd_tensor *b_attention(tctx *c) {
+    int64_t      B = vi(c, "b", 2), Lq = vi(c, "lq", 77), Lk = vi(c, "lk", Lq), H = vi(c, "h", 3);
+    int64_t      D = vi(c, "d", 40), Dv = vi(c, "dv", D);
+    imgd_dtype   dt = vtype(c, "type");
+    imgd_tensor *q, *k, *v, *mask = NULL;
+    if (vi(c, "proj", 0)) { /* q from a [B, L, H*D] projection reshaped: the usual layout */
+        q = imgd_op_reshape(c->g, RND(c, dt, B, Lq, H * D), 4, SHAPE(B, Lq, H, D));
+    } else if (vi(c, "perm", 0)) { /* q stored [B, H, Lq, D] and permuted into place */
+        q = imgd_op_permute(c->g, RND(c, dt, B, H, Lq, D), (const int32_t[]){0, 2, 1, 3});
+    } else {
+        q = RND(c, dt, B, Lq, H, D);
+    }
+    k = RND(c, dt, B, Lk, H, D);
+    v = RND(c, dt, B, Lk, H, Dv);
+    switch (vi(c, "mask", 0)) {
+    case 1: mask = rnd_range(c, IMGD_DTYPE_F32, -3.0f, 0.0f, 2, SHAPE(Lq, Lk)); break;
+    case 2: mask = rnd_range(c, IMGD_DTYPE_F32, -3.0f, 0.0f, 4, SHAPE(B, 1, 1, Lk)); break;
+    case 3: { /* causal, -inf above the diagonal (CLIP) */
+        float *m = imgd_malloc((size_t)(Lq * Lk) * sizeof *m);
+        if (!m || c->n_bufs == BUFS_MAX) return NULL;
+        c->bufs[c->n_bufs++] = m;
+        for (int64_t i = 0; i < Lq; i++)
+            for (int64_t j = 0; j < Lk; j++) m[i * Lk + j] = j > i ? -INFINITY : 0.0f;
+        mask = imgd_graph_weight(c->g, "causal", IMGD_DTYPE_F32, 2, SHAPE(Lq, Lk), m);
+        break;
+    }
+    default: break;
+    }
+    return imgd_op_attention(c->g, q, k, v, mask, 0.0f);
+}
+
+/* ---- builders: elementwise and embeddings -------------------------------------------------- */
+
+static imgd_tensor *b_unary(tctx *c) {
+    int64_t      shape[2] = {vi(c, "a", 3), vi(c, "b", 1001)};
+    imgd_tensor *x        = maybe_strided(c, vtype(c, "type"), 2, shape);
+    x                     = imgd_op_scale(c->g, x, 4.0f, 0.0f); /* exercise [-4, 4] */
+    switch (vi(c, "f", 0)) {
+    case 0: return imgd_op_gelu(c->g, x);
+    case 1: return imgd_op_gelu_tanh(c->g, x);
+    case 2: return imgd_op_quick_gelu(c->g, x);
+    case 3: return imgd_op_silu(c->g, x);
+    case 4: return imgd_op_clamp(c->g, x, -1.5f, 2.0f);
+    default: return imgd_op_scale(c->g, x, -0.75f, 0.25f);
+    }
+}
+
+static imgd_tensor *b_geglu(tctx *c) {
+    imgd_tensor *x = RND(c, vtype(c, "type"), 2, vi(c, "l", 77), 2 * vi(c, "d", 41));
+    return imgd_op_geglu(c->g, imgd_op_scale(c->g, x, 3.0f, 0.0f));
+}
+
+static imgd_tensor *b_binary(tctx *c) {
+    static const int64_t shapes[][5] = {
+        /* nd, dims...: pairs (a, b) by index */
+        {4, 2, 3, 5, 7},    {3, 3, 1, 1, 0},   {2, 5, 7, 0, 0},     {4, 2, 3, 5, 7},
+        {1, 1, 0, 0, 0},    {3, 4, 9, 6, 0},   {3, 2, 1, 7, 0},     {3, 1, 5, 1, 0},
+        {3, 2, 640, 33, 0}, {3, 2, 640, 1, 0}, {4, 2, 320, 17, 33}, {1, 33, 0, 0, 0},
+        {3, 4, 300, 77, 0}, {3, 4, 300, 1, 0},
+    };
+    int64_t sa = vi(c, "sa", 0), sb = vi(c, "sb", 1);
+    if (sa < 0 || sb < 0 || sa >= (int64_t)IMGD_ARRAY_LEN(shapes) ||
+        sb >= (int64_t)IMGD_ARRAY_LEN(shapes)) {
+        imgd_graph_fail(c->g, IMGD_E_INVALID_ARG, "b_binary: shape index out of range");
+        return NULL;
+    }
+    imgd_tensor *a = rnd(c, vtype(c, "type"), (int32_t)shapes[sa][0], &shapes[sa][1]);
+    imgd_tensor *b =
+        rnd_range(c, IMGD_DTYPE_F32, 0.5f, 2.0f, (int32_t)shapes[sb][0], &shapes[sb][1]);
+    switch (vi(c, "f", 0)) {
+    case 0: return imgd_op_add(c->g, a, b);
+    case 1: return imgd_op_sub(c->g, b, a);
+    case 2: return imgd_op_mul(c->g, a, b);
+    default: return imgd_op_div(c->g, a, b);
+    }
+}
+
+static imgd_tensor *b_timestep(tctx *c) {
+    imgd_tensor *t = rnd_range(c, IMGD_DTYPE_F32, 0.0f, 999.0f, 1, SHAPE(vi(c, "n", 3)));
+    return imgd_op_timestep_embedding(c->g, t, (int32_t)vi(c, "dim", 320), vi(c, "flip", 1),
+                                      (float)vi(c, "shift", 0), 10000.0f);
+}
+
+static imgd_tensor *b_rope(tctx *c) {
+    int64_t      L = vi(c, "l", 13), D = vi(c, "d", 16);
+    imgd_tensor *x = RND(c, vtype(c, "type"), 2, L, 3, D);
+    imgd_tensor *p = rnd_range(c, IMGD_DTYPE_F32, 0.0f, 64.0f, 1, SHAPE(L));
+    return imgd_op_rope(c->g, x, p, (imgd_rope_mode)vi(c, "mode", 0), (int32_t)vi(c, "nrot", 0),
+                        10000.0f);
+}
+
+/* ---- the case table ------------------------------------------------------------------------ */
+
+static const op_case k_cases[] = {
+    {"cast", b_cast, "type=f32,to=f16", 0},
+    {"cast", b_cast, "type=f16,to=f32,a=2,b=33,c=65", 0},
+    {"cast", b_cast, "type=bf16,to=f32,perm=1", 0},
+    {"cast", b_cast, "type=f32,to=bf16,perm=1", 0},
+    {"cast", b_cast, "type=f16,to=bf16,a=4,b=1,c=300", 0},
+    {"dequantize", b_dequantize, "type=q8_0,rows=3,cols=96", 0},
+    {"dequantize", b_dequantize, "type=q4_0,rows=17,cols=64", 0},
+    {"dequantize", b_dequantize, "type=q4_k,rows=5,cols=512", 0},
+    {"concat", b_concat, "axis=0", 0},
+    {"concat", b_concat, "axis=1,n=3,perm=1", 0},
+    {"concat", b_concat, "axis=2,type=f16", 0},
+    {"concat", b_concat, "axis=-1,n=4,type=bf16", 0},
+    {"pad", b_pad, "c0=1,h0=2,w1=3", 0},
+    {"pad", b_pad, "n1=1,h1=0,w0=4,value=3,type=f16,perm=1", 0},
+    {"upsample", b_upsample, "n=2,c=5,h=7,w=9", 0},
+    {"upsample", b_upsample, "n=1,c=3,h=4,w=33,type=f16", 0},
+    {"upsample", b_upsample, "n=1,c=2,h=5,w=3,perm=1", 0},
+    {"avg_pool2d", b_avg_pool, "k=2,s=2,p=0", 0},
+    {"avg_pool2d", b_avg_pool, "k=3,s=2,p=1,h=10,w=7", 0},
+    {"avg_pool2d", b_avg_pool, "k=3,s=1,p=1,type=f16", 0},
+    {"view", b_views, "kind=0", 0},
+    {"view", b_views, "kind=1,piece=1", 0},
+    {"view", b_views, "kind=1,piece=2", 0},
+    {"view", b_views, "kind=2", 0},
+    {"view", b_views, "kind=3", 0},
+    {"matmul", b_matmul, "m=7,n=9,k=11", 0},
+    {"matmul", b_matmul, "m=64,n=130,k=77,bias=1", 0},
+    {"matmul", b_matmul, "m=1,n=17,k=33", 0},
+    {"matmul", b_matmul, "m=13,n=1,k=5,bias=1", 0},
+    {"matmul", b_matmul, "m=5,n=6,k=7,ta=1", 0},
+    {"matmul", b_matmul, "m=5,n=6,k=7,tb=1,bias=1", 0},
+    {"matmul", b_matmul, "m=5,n=6,k=7,ta=1,tb=1", 0},
+    {"matmul", b_matmul, "m=9,n=10,k=12,ba=3", 0},
+    {"matmul", b_matmul, "m=9,n=10,k=12,ba=3,bc=2,bias=1", 0},
+    {"matmul", b_matmul, "m=9,n=10,k=12,bb=4", 0},
+    {"matmul", b_matmul, "m=9,n=10,k=12,ba=4,bb=4,tb=1", 0},
+    {"matmul", b_matmul, "m=8,n=10,k=12,ba=4,bc=2,bb=4", 0},
+    {"matmul", b_matmul, "m=7,n=9,k=11,ba=2,perm=1", 0},
+    {"matmul", b_matmul, "m=7,n=9,k=11,type=f16,bias=1", 0},
+    {"matmul", b_matmul, "m=7,n=9,k=11,type=bf16,tb=1", 0},
+    {"matmul", b_matmul, "m=16,n=16,k=0,bias=1", 0},
+    {"matmul", b_linear, "in=40,out=33", 0},
+    {"matmul", b_linear, "in=40,out=33,b=3,l=1", 0},
+    {"matmul", b_linear, "in=320,out=17,b=1,l=5,type=f16", 0},
+    {"matmul", b_linear, "in=64,out=19,type=q8_0", 0},
+    {"matmul", b_linear, "in=64,out=7,type=q4_0,bias=0", 0},
+    {"matmul", b_linear, "in=256,out=5,type=q4_k,l=3", 0},
+    {"conv2d", b_conv2d, "type=f16,n=2,c=5,h=17,w=9,k=3,stride=2", 0},
+    {"conv2d", b_conv2d, "n=2,c=5,h=17,w=9,k=3,stride=1", 0},
+    {"conv2d", b_conv2d, "n=1,c=19,h=8,w=8,oc=17,k=1,pad=0", 0},
+    {"conv2d", b_conv2d, "n=2,c=19,h=5,w=7,oc=17,k=1,pad=0,bias=0", 0},
+    {"conv2d", b_conv2d, "n=1,c=3,h=12,w=12,oc=4,k=4,stride=2,pad=1", 0},
+    {"conv2d", b_conv2d, "n=1,c=7,h=9,w=11,oc=5,k=5,pad=2,type=bf16", 0},
+    {"conv2d", b_conv2d, "n=3,c=4,h=9,w=9,oc=6,k=3,stride=2,pad=0,bias=0", 0},
+    {"conv2d", b_conv2d, "n=1,c=4,h=9,w=10,oc=6,k=3,kw=1,pad=1,padw=0,stridew=2", 0},
+    {"conv2d", b_conv2d, "n=1,c=33,h=16,w=16,oc=40,k=3,stride=1", 0},
+    {"group_norm", b_group_norm, "n=2,c=32,h=5,w=7,g=8", 0},
+    {"group_norm", b_group_norm, "n=2,c=32,h=5,w=7,g=8,silu=1", 0},
+    {"group_norm", b_group_norm, "n=1,c=6,h=3,w=3,g=3,affine=0,type=f16", 0},
+    {"group_norm", b_group_norm, "n=3,c=12,g=4,dims=3,silu=1", 0},
+    {"layer_norm", b_layer_norm, "d=65,l=77", 0},
+    {"layer_norm", b_layer_norm, "d=768,l=5,affine=0", 0},
+    {"layer_norm", b_layer_norm, "d=1,l=3,type=bf16", 0},
+    {"rms_norm", b_rms_norm, "d=33", 0},
+    {"rms_norm", b_rms_norm, "d=128,affine=0,type=f16", 0},
+    {"softmax", b_softmax, "a=5,d=77", 0},
+    {"softmax", b_softmax, "a=3,d=1000,scale100=300", 0},
+    {"softmax", b_softmax, "a=2,d=17,scale100=-50", 0},
+    {"attention", b_attention, "b=2,lq=77,h=3,d=40", 0},
+    {"attention", b_attention, "b=1,lq=64,h=2,d=64,proj=1", 0},
+    {"attention", b_attention, "b=1,lq=33,lk=100,h=2,d=80", 0},
+    {"attention", b_attention, "b=1,lq=20,lk=9,h=1,d=128", 0},
+    {"attention", b_attention, "b=2,lq=31,lk=29,h=3,d=17,dv=23", 0},
+    {"attention", b_attention, "b=1,lq=150,lk=300,h=2,d=40,perm=1", 0},
+    {"attention", b_attention, "b=2,lq=77,h=2,d=64,mask=3", 0},
+    {"attention", b_attention, "b=1,lq=40,lk=270,h=2,d=8,mask=1", 0},
+    {"attention", b_attention, "b=2,lq=5,lk=12,h=4,d=32,mask=2,type=f16", 0},
+    {"attention", b_attention, "b=1,lq=1,lk=1,h=1,d=1", 0},
+    {"gelu", b_unary, "f=0", 0},
+    {"gelu", b_unary, "f=0,type=f16,perm=1", 0},
+    {"gelu_tanh", b_unary, "f=1", 0},
+    {"quick_gelu", b_unary, "f=2,a=7,b=33", 0},
+    {"silu", b_unary, "f=3", 0},
+    {"silu", b_unary, "f=3,type=bf16,perm=1,a=9,b=10", 0},
+    {"clamp", b_unary, "f=4", 0},
+    {"scale", b_unary, "f=5", 0},
+    {"geglu", b_geglu, "l=77,d=41", 0},
+    {"geglu", b_geglu, "l=3,d=640,type=f16", 0},
+    {"add", b_binary, "f=0,sa=0,sb=1", 0},
+    {"add", b_binary, "f=0,sa=2,sb=3", 0},
+    {"add", b_binary, "f=0,sa=8,sb=9", 0},
+    {"add", b_binary, "f=0,sa=5,sb=4,type=f16", 0},
+    {"sub", b_binary, "f=1,sa=6,sb=7", 0},
+    {"mul", b_binary, "f=2,sa=0,sb=1", 0},
+    {"mul", b_binary, "f=2,sa=6,sb=7,type=bf16", 0},
+    {"div", b_binary, "f=3,sa=0,sb=1", 0},
+    {"div", b_binary, "f=3,sa=5,sb=5", 0},
+    {"timestep_embedding", b_timestep, "n=3,dim=320,flip=1,shift=0", 0},
+    {"timestep_embedding", b_timestep, "n=2,dim=33,flip=0,shift=1", 0},
+    {"rope", b_rope, "mode=0,l=13,d=16", 0},
+    {"rope", b_rope, "mode=1,l=7,d=24,nrot=16,type=f16", 0},
+    /* large enough to run threaded and cross every kernel's blocking */
+    {"cast", b_cast, "type=f16,to=f32,a=3,b=257,c=301,perm=1", 0},
+    {"dequantize", b_dequantize, "type=q4_k,rows=67,cols=1024", 0},
+    {"concat", b_concat, "axis=1,n=2,perm=1,big=1", 0},
+    {"upsample", b_upsample, "n=2,c=33,h=31,w=29", 0},
+    {"pad", b_pad, "c0=2,h0=1,w1=5,big=1", 0},
+    {"avg_pool2d", b_avg_pool, "k=2,s=2,p=0,h=130,w=66", 0},
+    {"matmul", b_matmul, "m=300,n=257,k=129,ba=3,bias=1", 0},
+    {"matmul", b_linear, "in=320,out=1280,b=2,l=77,type=f16", 0},
+    {"conv2d", b_conv2d, "n=2,c=35,h=33,w=31,oc=37,k=3,stride=1", 0},
+    {"conv2d", b_conv2d, "n=2,c=35,h=33,w=31,oc=37,k=3,stride=2,type=f16", 0},
+    {"conv2d", b_conv2d, "n=2,c=48,h=20,w=21,oc=40,k=1,pad=0", 0},
+    {"group_norm", b_group_norm, "n=2,c=64,h=33,w=31,g=32,silu=1", 0},
+    {"group_norm", b_group_norm, "n=1,c=8,h=67,w=65,g=2", 0},
+    {"layer_norm", b_layer_norm, "d=768,l=300", 0},
+    {"rms_norm", b_rms_norm, "d=3072", 0},
+    {"softmax", b_softmax, "a=64,d=1000", 0},
+    {"attention", b_attention, "b=2,lq=333,lk=517,h=3,d=40,proj=1", 0},
+    {"attention", b_attention, "b=1,lq=200,lk=77,h=5,d=64,mask=2", 0},
+    {"gelu", b_unary, "f=0,a=3,b=100003", 0},
+    {"silu", b_unary, "f=3,a=2,b=70001,perm=1", 0},
+    {"geglu", b_geglu, "l=300,d=640", 0},
+    {"add", b_binary, "f=0,sa=10,sb=11", 0},
+    {"mul", b_binary, "f=2,sa=12,sb=13", 0},
+    {"rope", b_rope, "mode=0,l=300,d=64", 0},
+};
+
+/* ---- backend configurations --------------------------------------------------------------- */
+
+typedef struct be_config {
+    const char   *name;
+    const char   *ops; /* comma-separated ops it runs, NULL = all */
+    imgd_cpu_math math;
+    imgd_cpu_gemm gemm;
+    bool          portable;
+    double        nmse_min; /* tolerance floor for this configuration */
+} be_config;
+
+static const be_config k_configs[] = {
+    {"cpu", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, false, 0},
+    {"cpu-openblas", "matmul", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_OPENBLAS, false, 0},
+    {"cpu-portable", "attention", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, true, 0},
+    {"cpu-bf16", "matmul,conv2d", IMGD_CPU_MATH_BF16, IMGD_CPU_GEMM_AUTO, false, 1e-4},
+};
+
+static bool in_list(const char *list, const char *op) {
+    if (!list) return true;
+    size_t      n = strlen(op);
+    const char *p = list;
+    while ((p = strstr(p, op)) != NULL) {
+        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0')) return true;
+        p += n;
+    }
+    return false;
+}
+
+static bool g_verbose;
+
+/* ---- running a case ------------------------------------------------------------------------ */
+
+typedef struct result {
+    float      *data;
+    size_t      n;
+    double      us; /* perf: microseconds per compute */
+    imgd_status st;
+} result;
+
+static void ctx_free(tctx *c) {
+    imgd_graph_free(c->g);
+    for (int i = 0; i < c->n_bufs; i++) imgd_free(c->bufs[i]);
+    memset(c, 0, sizeof *c);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static result run_on(const op_case *tc, uint64_t seed, imgd_backend *be, int reps) {
+    result       r = {NULL, 0, 0, IMGD_OK};
+    tctx         c = {.vars = tc->vars, .rng = seed * 2654435761u + 88172645463325252u};
+    imgd_tensor *out;
+    if ((r.st = imgd_graph_new(NULL, &c.g)) != IMGD_OK) return r;
+    out = tc->build(&c);
+    imgd_graph_output(c.g, out);
+    r.st = imgd_graph_plan(c.g, be, NULL);
+    if (r.st == IMGD_OK) r.st = imgd_graph_alloc(c.g, NULL, 0);
+    if (r.st == IMGD_OK) r.st = imgd_graph_compute(c.g);
+    if (r.st == IMGD_OK && reps > 0) {
+        double t0 = now_s();
+        for (int i = 0; i < reps && r.st == IMGD_OK; i++) r.st = imgd_graph_compute(c.g);
+        r.us = (now_s() - t0) * 1e6 / reps;
+    }
+    if (r.st == IMGD_OK) {
+        r.n    = (size_t)imgd_tensor_numel(out);
+        r.data = imgd_malloc(r.n * sizeof *r.data + 1);
+        r.st   = r.data ? imgd_graph_read_f32(c.g, out, r.data, r.n) : IMGD_E_NOMEM;
+    }
+    if (r.st != IMGD_OK) fprintf(stderr, "  %s: %s\n", imgd_status_name(r.st), imgd_last_error());
+    ctx_free(&c);
+    return r;
+}
+
+static bool compare(const char *label, const result *ref, const result *got, double tol) {
+    if (ref->n != got->n) {
+        printf("  %s: %zu values, reference has %zu\n", label, got->n, ref->n);
+        return false;
+    }
+    double num = 0, den = 0;
+    size_t bad_ref = 0, bad_got = 0;
+    for (size_t i = 0; i < ref->n; i++) {
+        double a = (double)ref->data[i], b = (double)got->data[i];
+        if (!isfinite(a))
+            bad_ref++;
+        else if (!isfinite(b))
+            bad_got++;
+        else {
+            num += (a - b) * (a - b);
+            den += a * a;
+        }
+    }
+    if (bad_ref) {
+        printf("  %s: reference has %zu non-finite values (bad case)\n", label, bad_ref);
+        return false;
+    }
+    if (bad_got) {
+        printf("  %s: %zu NaN/Inf values where the reference is finite\n", label, bad_got);
+        return false;
+    }
+    double nmse = den > 0 ? num / den : num;
+    if (g_verbose) printf("  %-72s NMSE %.3g\n", label, nmse);
+    if (nmse > tol) {
+        printf("  %s: NMSE %.3g > %.3g\n", label, nmse, tol);
+        return false;
+    }
+    return true;
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+typedef struct opts {
+    const char *op, *backend, *vars;
+    bool        perf, list;
+} opts;
+
+static int parse_args(int argc, char **argv, opts *o) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--list") == 0)
+            o->list = true;
+        else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0)
+            g_verbose = true;
+        else if (i + 1 < argc && (strcmp(a, "--op") == 0 || strcmp(a, "-o") == 0))
+            o->op = argv[++i];
+        else if (i + 1 < argc && (strcmp(a, "--backend") == 0 || strcmp(a, "-b") == 0))
+            o->backend = argv[++i];
+        else if (i + 1 < argc && strcmp(a, "--vars") == 0)
+            o->vars = argv[++i];
+        else if (i + 1 < argc && strcmp(a, "--mode") == 0)
+            o->perf = strcmp(argv[++i], "perf") == 0;
+        else {
+            fprintf(stderr,
+                    "usage: %s [--op NAME] [--backend NAME] [--mode test|perf] "
+                    "[--vars SUBSTRING] [--list] [--verbose]\n",
+                    argv[0]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static imgd_status make_backend(const be_config *cfg, imgd_backend **out) {
+    imgd_backend_params p = imgd_backend_params_default();
+    p.math                = cfg->math;
+    p.gemm                = cfg->gemm;
+    if (cfg->portable) (void)setenv("IMGD_CPU_NO_AVX512", "1", 1);
+    imgd_status st = imgd_backend_new("cpu", &p, out);
+    if (cfg->portable) (void)unsetenv("IMGD_CPU_NO_AVX512");
+    return st;
+}
+
+static bool case_selected(const opts *o, const op_case *tc) {
+    return (!o->op || strcmp(o->op, tc->op) == 0) && (!o->vars || strstr(tc->vars, o->vars));
+}
+
+/* Runs one case on every selected configuration; returns failures. */
+static int run_case(const opts *o, size_t ci, imgd_backend *ref, imgd_backend **bes) {
+    const op_case *tc      = &k_cases[ci];
+    int            failed  = 0;
+    result         r_ref   = {0};
+    bool           has_ref = false;
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) {
+        const be_config *cfg = &k_configs[k];
+        if (!bes[k] || !in_list(cfg->ops, tc->op)) continue;
+        if (!has_ref && !o->perf) {
+            r_ref   = run_on(tc, ci, ref, 0);
+            has_ref = true;
+        }
+        char label[256];
+        (void)imgd_fmt(label, sizeof label, "%s(%s) [%s]", tc->op, tc->vars, cfg->name);
+        result r  = run_on(tc, ci, bes[k], o->perf ? 20 : 0);
+        bool   ok = r.st == IMGD_OK &&
+                  (o->perf || (r_ref.st == IMGD_OK &&
+                               compare(label, &r_ref, &r,
+                                       IMGD_MAX(tc->nmse > 0 ? tc->nmse : 1e-7, cfg->nmse_min))));
+        if (o->perf && ok) printf("  %-70s %10.1f us\n", label, r.us);
+        if (!ok) {
+            printf("  FAIL %s\n", label);
+            failed++;
+        }
+        imgd_free(r.data);
+    }
+    imgd_free(r_ref.data);
+    return failed;
+}
+
+int main(int argc, char **argv) {
+    opts o = {0};
+    if (parse_args(argc, argv, &o) != 0) return 2;
+    if (o.list) {
+        for (size_t i = 0; i < IMGD_ARRAY_LEN(k_cases); i++)
+            printf("%s(%s)\n", k_cases[i].op, k_cases[i].vars);
+        return 0;
+    }
+    imgd_backend *ref = NULL, *bes[IMGD_ARRAY_LEN(k_configs)] = {NULL};
+    CHECK_STATUS(imgd_backend_new("ref", NULL, &ref), IMGD_OK);
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) {
+        if (o.backend && strcmp(o.backend, k_configs[k].name) != 0) continue;
+        if (k_configs[k].math == IMGD_CPU_MATH_BF16 && !imgd_cpu_has_bf16()) {
+            TEST_SKIP("%s: this CPU has no AVX-512-BF16", k_configs[k].name);
+            continue;
+        }
+        CHECK_STATUS(make_backend(&k_configs[k], &bes[k]), IMGD_OK);
+    }
+    int n_cases = 0, n_failed = 0;
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(k_cases) && ref; i++) {
+        if (!case_selected(&o, &k_cases[i])) continue;
+        int f = run_case(&o, i, ref, bes);
+        n_cases++;
+        n_failed += f;
+        if (f)
+            g_test_failed++;
+        else
+            g_test_passed++;
+    }
+    printf("%d cases, %d backend runs failed\n", n_cases, n_failed);
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) imgd_backend_free(bes[k]);
+    imgd_backend_free(ref);
+    TEST_END();
+}
