@@ -147,6 +147,8 @@ static bool lora_part(const imgd_wtensor *t, lora_scan *s) {
     return true;
 }
 
+/* Alpha from kohya metadata; else the first scalar .alpha tensor (the one place detection
+ * reads tensor bytes: a single element, only when the metadata does not state it). */
 static float lora_alpha(const imgd_view *v, imgd_model_info *mi) {
     const char *m = imgd_weights_meta_find(v->w, "ss_network_alpha");
     if (m) {

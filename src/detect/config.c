@@ -57,8 +57,13 @@ static void from_diffusers(const imgd_weights *w, imgd_model_info *mi) {
     j = meta_json(w, mi->vae_prefix && *mi->vae_prefix ? "vae/config.json" : "config.json");
     if (j && mi->has_vae) {
         const cJSON *sf = cJSON_GetObjectItemCaseSensitive(j, "scaling_factor");
+        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "shift_factor");
         if (json_int(j, "norm_num_groups")) mi->vae.groups = json_int(j, "norm_num_groups");
-        if (cJSON_IsNumber(sf)) mi->vae.scaling_factor = (float)sf->valuedouble;
+        if (cJSON_IsNumber(sf) && sf->valuedouble > 0) {
+            mi->vae.scaling_factor      = (float)sf->valuedouble;
+            mi->vae.shift_factor        = cJSON_IsNumber(sh) ? (float)sh->valuedouble : 0.0f;
+            mi->vae.scaling_from_config = true;
+        }
     }
     cJSON_Delete(j);
     for (int32_t i = 0; i < mi->n_te; i++) {

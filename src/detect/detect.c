@@ -209,6 +209,30 @@ static imgd_family lone_family(imgd_model_info *mi) {
     return IMGD_FAMILY_UNKNOWN;
 }
 
+/* A lone VAE's family from the scaling (and shift) factor its config.json states: the
+ * shapes of the SD and SDXL VAEs are the same, and so are those of SD3's and FLUX's. */
+static void vae_family_from_scaling(imgd_model_info *mi) {
+    static const struct {
+        float       scale;
+        imgd_family family;
+    } k[] = {
+        {0.18215f, IMGD_FAMILY_SD1},
+        {0.13025f, IMGD_FAMILY_SDXL},
+        {1.5305f, IMGD_FAMILY_SD3},
+        {0.3611f, IMGD_FAMILY_FLUX_DEV},
+    };
+    float s = mi->vae.scaling_factor;
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(k); i++) {
+        if (fabsf(s - k[i].scale) < 1e-4f) {
+            if (mi->family != k[i].family)
+                imgd_detect_note(mi, "scaling_factor %g in config.json: %s VAE", (double)s,
+                                 imgd_family_name(k[i].family));
+            mi->family = k[i].family;
+            return;
+        }
+    }
+}
+
 /* ---- variants, prediction, needs -------------------------------------------------- */
 
 static bool meta_has(const imgd_weights *w, const char *key, const char *needle) {
@@ -248,6 +272,12 @@ static void decide_variants(const imgd_view *v, imgd_model_info *mi) {
             mi->variants |= IMGD_VARIANT_INSTRUCT_PIX2PIX;
             imgd_detect_note(mi, "UNet takes 8 input channels: instruct-pix2pix");
         }
+    }
+    if (mi->has_dit && mi->dit.type == IMGD_DIT_FLUX && mi->dit.in_channels == 384) {
+        /* FLUX.1 Fill: packed latent (64) + packed masked image (64) + packed 8x8 mask (256) */
+        mi->variants |= IMGD_VARIANT_INPAINT;
+        imgd_detect_note(mi, "FLUX transformer takes 384 input channels (64 latent + 64 image + "
+                             "256 mask): FLUX.1 Fill inpainting");
     }
     if (mi->prediction == IMGD_PRED_V) mi->variants |= IMGD_VARIANT_V_PREDICTION;
     size_t ema = imgd_view_count_prefix(v, "model_ema.");
@@ -341,7 +371,7 @@ static void decide_kind(const imgd_view *v, imgd_model_info *mi) {
     }
     if (mi->has_vae) {
         mi->kind   = IMGD_KIND_VAE;
-        mi->layout = mi->vae_prefix && *mi->vae_prefix ? "ldm" : "vae";
+        mi->layout = mi->vae.ldm_names ? "ldm" : "diffusers";
         mi->family = lone_family(mi);
         return;
     }
@@ -399,7 +429,8 @@ imgd_status imgd_model_detect(const imgd_weights *w, imgd_model_info **out) {
     if (mi->kind == IMGD_KIND_CHECKPOINT || mi->kind == IMGD_KIND_UNET) decide_prediction(&v, mi);
     decide_variants(&v, mi);
     decide_needs(mi);
-    if (mi->has_vae) {
+    if (mi->kind == IMGD_KIND_VAE && mi->vae.scaling_from_config) vae_family_from_scaling(mi);
+    if (mi->has_vae && !mi->vae.scaling_from_config) {
         bool xl = mi->family == IMGD_FAMILY_SDXL || mi->family == IMGD_FAMILY_SDXL_REFINER;
         if (mi->family == IMGD_FAMILY_SD3) {
             mi->vae.scaling_factor = 1.5305f;

@@ -51,6 +51,8 @@ typedef struct imgd_vae_config {
         layers_per_block, groups;
     int32_t widths[IMGD_MAX_LEVELS];
     bool    has_encoder, has_decoder, has_quant_conv, mid_attention;
+    bool    ldm_names;           /* original LDM names (encoder.down.N...) */
+    bool    scaling_from_config; /* scaling/shift given by config.json, not a family default */
     float   scaling_factor, shift_factor;
 } imgd_vae_config;
 

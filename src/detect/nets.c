@@ -195,6 +195,7 @@ bool imgd_detect_vae(const imgd_view *v, const char *prefix, imgd_vae_config *c,
     c->base_channels  = c->widths[0];
     c->groups         = default_groups(c->widths, c->n_levels);
     c->scaling_factor = 0.18215f;
+    c->ldm_names      = ldm;
     imgd_detect_note(mi,
                      "vae (%s names at '%s%s'): %s%s, widths %d,%d,%d,%d, latent channels %d, %s "
                      "quant convs",
@@ -349,9 +350,19 @@ static bool dit_other(const imgd_view *v, const char *P, imgd_dit_config *c) {
         c->type        = IMGD_DIT_COGVIDEOX;
         c->context_dim = dim(T("%spatch_embed.text_proj.weight", P), 1);
         imgd_fmt(pre, sizeof pre, "%stransformer_blocks.", P);
-    } else if (T("%spatch_embedding.weight", P) && T("%sblocks.0.self_attn.q.weight", P)) {
-        c->type   = IMGD_DIT_WAN;
-        c->hidden = dim(T("%spatch_embedding.weight", P), 0);
+    } else if (T("%spatch_embedding.weight", P) &&
+               (T("%sblocks.0.self_attn.q.weight", P) || T("%sblocks.0.attn1.to_q.weight", P))) {
+        /* Wan: original names (self_attn.q, text_embedding) or diffusers
+         * (attn1.to_q, condition_embedder); patch_embedding is a Conv3d [hidden, in, t, h, w] */
+        const imgd_wtensor *pe = T("%spatch_embedding.weight", P);
+        c->type                = IMGD_DIT_WAN;
+        c->original_names      = T("%sblocks.0.self_attn.q.weight", P) != NULL;
+        c->hidden              = dim(pe, 0);
+        c->in_channels         = dim(pe, 1);
+        c->patch               = dim(pe, 3);
+        c->context_dim         = c->original_names
+                                     ? dim(T("%stext_embedding.0.weight", P), 1)
+                                     : dim(T("%scondition_embedder.text_embedder.linear_1.weight", P), 1);
         imgd_fmt(pre, sizeof pre, "%sblocks.", P);
     } else {
         return false;
