@@ -10,10 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bench.h"
 #include "base/alloc.h"
-#include "imgd.h"
 #include "base/text.h"
+#include "bench.h"
+#include "imgd.h"
 
 typedef struct opts {
     uint64_t    size_mb;
@@ -28,10 +28,14 @@ static int parse(int argc, char **argv, opts *o) {
     o->tensors = 1130;
     o->repeat  = 3;
     for (int i = 0; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--size-mb") == 0) o->size_mb = strtoull(argv[i + 1], NULL, 10);
-        else if (strcmp(argv[i], "--dir") == 0) o->dir = argv[i + 1];
-        else if (strcmp(argv[i], "--tensors") == 0) o->tensors = (int)strtol(argv[i + 1], NULL, 10);
-        else if (strcmp(argv[i], "--repeat") == 0) o->repeat = (int)strtol(argv[i + 1], NULL, 10);
+        if (strcmp(argv[i], "--size-mb") == 0)
+            o->size_mb = strtoull(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--dir") == 0)
+            o->dir = argv[i + 1];
+        else if (strcmp(argv[i], "--tensors") == 0)
+            o->tensors = (int)strtol(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--repeat") == 0)
+            o->repeat = (int)strtol(argv[i + 1], NULL, 10);
         else {
             fprintf(stderr, "imgd-bench formats: unknown option %s\n", argv[i]);
             return -1;
@@ -49,11 +53,11 @@ static int generate(const char *path, const opts *o) {
     const char *mk[1] = {"imgd.bench"}, *mv[1] = {"formats"};
     /* sizes: geometric-ish mix; every tensor [rows, 256] f16 */
     uint64_t row_bytes = 256 * 2, rows_total = total / row_bytes, used = 0;
-    int     *rows      = imgd_calloc((size_t)n, sizeof *rows);
+    int     *rows = imgd_calloc((size_t)n, sizeof *rows);
     if (!names || !rows) return -1;
     for (int i = 0; i < n; i++) {
-        uint64_t r = (i % 10 == 0) ? rows_total / (uint64_t)(n / 10 + 1) / 2
-                                   : rows_total / (uint64_t)n / 2;
+        uint64_t r =
+            (i % 10 == 0) ? rows_total / (uint64_t)(n / 10 + 1) / 2 : rows_total / (uint64_t)n / 2;
         if (r == 0) r = 1;
         if (used + r > rows_total) r = rows_total - used > 0 ? rows_total - used : 1;
         rows[i] = (int)r;
@@ -64,16 +68,16 @@ static int generate(const char *path, const opts *o) {
     if (!f) return -1;
     /* Build the header by hand the same way the writer does (benchmark writes quickly). */
     size_t cap = (size_t)n * 96 + 256, len = 0;
-    char  *h   = imgd_malloc(cap);
+    char  *h = imgd_malloc(cap);
     len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"%s\":\"%s\"}", mk[0], mv[0]);
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
         imgd_fmt(names + 32 * i, 32, "blocks.%d.weight", i);
         uint64_t nb = (uint64_t)rows[i] * row_bytes;
-        len += (size_t)snprintf(h + len, cap - len,
-                                ",\"%s\":{\"dtype\":\"F16\",\"shape\":[%d,256],\"data_offsets\":[%llu,%llu]}",
-                                names + 32 * i, rows[i], (unsigned long long)off,
-                                (unsigned long long)(off + nb));
+        len += (size_t)snprintf(
+            h + len, cap - len,
+            ",\"%s\":{\"dtype\":\"F16\",\"shape\":[%d,256],\"data_offsets\":[%llu,%llu]}",
+            names + 32 * i, rows[i], (unsigned long long)off, (unsigned long long)(off + nb));
         off += nb;
     }
     len += (size_t)snprintf(h + len, cap - len, "}");
@@ -154,7 +158,8 @@ static double time_open_touch(const char *path, uint64_t *sum, double *open_s) {
 int bench_formats(int argc, char **argv) {
     opts o;
     if (parse(argc, argv, &o) != 0) {
-        fprintf(stderr, "usage: imgd-bench formats [--size-mb N] [--dir D] [--tensors N] [--repeat R]\n");
+        fprintf(stderr,
+                "usage: imgd-bench formats [--size-mb N] [--dir D] [--tensors N] [--repeat R]\n");
         return 2;
     }
     char path[4096];
@@ -177,14 +182,16 @@ int bench_formats(int argc, char **argv) {
     }
     remove(path);
     if (s1 != s2) {
-        fprintf(stderr, "imgd-bench: checksums differ (%llu vs %llu): tensors do not cover the data\n",
+        fprintf(stderr,
+                "imgd-bench: checksums differ (%llu vs %llu): tensors do not cover the data\n",
                 (unsigned long long)s1, (unsigned long long)s2);
     }
     double gb = (double)(o.size_mb << 20) / 1e9;
     bench_emit("formats", "file_gb", gb, "GB", NULL, 0);
     bench_emit("formats", "read_s", best_read, "s", NULL, 0);
     bench_emit("formats", "open_validate_s", best_header, "s", NULL, 0);
-    bench_emit("formats", "open_validate_touch_s", best_open, "s", "plain_read", best_open / best_read);
+    bench_emit("formats", "open_validate_touch_s", best_open, "s", "plain_read",
+               best_open / best_read);
     bench_emit("formats", "open_touch_gb_per_s", gb / best_open, "GB/s", NULL, 0);
     return s1 == s2 ? 0 : 1;
 }

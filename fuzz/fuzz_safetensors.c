@@ -17,7 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (size_t i = 0; i < imgd_weights_tensor_count(w); i++) {
             imgd_tensor_info t;
             imgd_weights_tensor(w, i, &t);
-            if (t.nbytes) sink ^= ((const uint8_t *)t.data)[0] ^ ((const uint8_t *)t.data)[t.nbytes - 1];
+            if (t.nbytes)
+                sink ^= ((const uint8_t *)t.data)[0] ^ ((const uint8_t *)t.data)[t.nbytes - 1];
         }
         (void)sink;
     }

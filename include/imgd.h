@@ -175,13 +175,13 @@ typedef struct imgd_weights imgd_weights;
 #define IMGD_MAX_DIMS 8
 
 typedef struct imgd_open_params {
-    uint64_t    header_size_max;  /* bytes; cap on a safetensors/GGUF header or a pickle,
-                                     0 = default (100 MiB) */
-    uint64_t    pickle_ops_max;   /* cap on executed pickle opcodes, 0 = default (50 M) */
-    uint64_t    inflate_size_max; /* bytes; cap on one deflated zip entry once inflated,
-                                     0 = default (64 GiB) */
-    const char *variant;          /* diffusers weight variant ("fp16"); NULL = prefer the
-                                     plain files and fall back to any variant. Copied. */
+    uint64_t header_size_max;  /* bytes; cap on a safetensors/GGUF header or a pickle,
+                                  0 = default (100 MiB) */
+    uint64_t pickle_ops_max;   /* cap on executed pickle opcodes, 0 = default (50 M) */
+    uint64_t inflate_size_max; /* bytes; cap on one deflated zip entry once inflated,
+                                  0 = default (64 GiB) */
+    const char *variant;       /* diffusers weight variant ("fp16"); NULL = prefer the
+                                  plain files and fall back to any variant. Copied. */
 } imgd_open_params;
 
 /* Defaults for imgd_open_params. Safe from any thread. Since: 0.1 */
@@ -256,16 +256,16 @@ typedef struct imgd_convert_params {
     int32_t          dtype;    /* target for floating-point tensors: an imgd_dtype among
                                   F32/F16/BF16, or -1 = keep each tensor's dtype
                                   (quantized tensors are dequantized to F32) */
-    bool             prune_ema; /* drop EMA copies (model_ema.*) */
+    bool prune_ema;            /* drop EMA copies (model_ema.*) */
 } imgd_convert_params;
 
 /* Defaults for imgd_convert_params (keep dtypes, no pruning). Since: 0.1 */
 IMGD_API imgd_convert_params imgd_convert_params_default(void);
 
 typedef struct imgd_convert_result {
-    uint64_t tensors;       /* tensors written */
+    uint64_t tensors;        /* tensors written */
     uint64_t tensors_pruned; /* tensors dropped by prune_ema */
-    uint64_t bytes;         /* size of the output file */
+    uint64_t bytes;          /* size of the output file */
 } imgd_convert_result;
 
 /* Converts `in` (any format imgd_weights_open reads) to a safetensors file at `out`:
@@ -277,8 +277,7 @@ typedef struct imgd_convert_result {
  * dtype, in == out), IMGD_E_IO (cannot write), IMGD_E_CANCELLED, IMGD_E_INTERNAL
  * (verification failed). On failure `out` is untouched. Safe from any thread. Since: 0.1 */
 IMGD_API imgd_status imgd_convert(const char *in, const char *out,
-                                  const imgd_convert_params *params,
-                                  imgd_convert_result *result);
+                                  const imgd_convert_params *params, imgd_convert_result *result);
 
 /* ---------------------------------------------------------------------------------- */
 /* Detection: what a model is, from names, shapes and metadata alone                   */
@@ -355,9 +354,9 @@ typedef struct imgd_inspect_params {
     imgd_open_params open;     /* how to open the input */
     imgd_progress_fn progress; /* may be NULL; bytes hashed of total */
     void            *user;
-    bool             hash;     /* compute sha256 and the AutoV2 short hash */
-    bool             text;     /* a human-readable text report instead of JSON */
-    bool             explain;  /* text report: list the evidence behind each decision */
+    bool             hash;    /* compute sha256 and the AutoV2 short hash */
+    bool             text;    /* a human-readable text report instead of JSON */
+    bool             explain; /* text report: list the evidence behind each decision */
 } imgd_inspect_params;
 
 /* Defaults for imgd_inspect_params (no hashing). Since: 0.1 */

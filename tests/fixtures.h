@@ -4,9 +4,9 @@
 
 #include <sys/stat.h>
 
+#include "base/text.h"
 #include "formats/safetensors.h"
 #include "util.h"
-#include "base/text.h"
 
 /* Writes a safetensors file with tensors named names[0..n) of shape [rows, 4] F32 whose
  * values are seed + index. Returns 0 on success. */
@@ -22,7 +22,7 @@ static inline int fx_safetensors(const char *path, const char *const *names, int
         e[i].shape[0] = rows;
         e[i].shape[1] = 4;
     }
-    imgd_st_writer *wr = NULL;
+    imgd_st_writer *wr    = NULL;
     const char     *mk[1] = {meta_k}, *mv[1] = {meta_v};
     if (imgd_st_writer_open(path, e, (size_t)n, mk, mv, meta_k ? 1 : 0, &wr) != IMGD_OK) return -1;
     for (int i = 0; i < n; i++)

@@ -53,12 +53,14 @@ static inline void ho_add(ho_file *f, const char *name, const char *dtype, int32
     if (f->st == IMGD_OK) f->st = imgd_dtype_nbytes(dt, n_dims, shape, &nb);
     if (f->st == IMGD_OK && (f->n > 0 || f->n_meta > 0)) f->st = imgd_buf_puts(&f->header, ",");
     if (f->st == IMGD_OK) f->st = imgd_buf_json_str(&f->header, name);
-    if (f->st == IMGD_OK) f->st = imgd_buf_printf(&f->header, ":{\"dtype\":\"%s\",\"shape\":[", dtype);
+    if (f->st == IMGD_OK)
+        f->st = imgd_buf_printf(&f->header, ":{\"dtype\":\"%s\",\"shape\":[", dtype);
     for (int32_t d = 0; d < n_dims && f->st == IMGD_OK; d++)
         f->st = imgd_buf_printf(&f->header, d ? ",%lld" : "%lld", (long long)shape[d]);
     if (f->st == IMGD_OK)
-        f->st = imgd_buf_printf(&f->header, "],\"data_offsets\":[%llu,%llu]}",
-                                (unsigned long long)f->offset, (unsigned long long)(f->offset + nb));
+        f->st =
+            imgd_buf_printf(&f->header, "],\"data_offsets\":[%llu,%llu]}",
+                            (unsigned long long)f->offset, (unsigned long long)(f->offset + nb));
     f->offset += nb;
     f->n++;
 }

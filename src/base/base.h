@@ -7,11 +7,11 @@
 
 #include "imgd.h"
 
-#define IMGD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define IMGD_ARRAY_LEN(a)            (sizeof(a) / sizeof((a)[0]))
 #define IMGD_PRINTF(fmt_idx, va_idx) __attribute__((format(printf, fmt_idx, va_idx)))
-#define IMGD_UNUSED(x) ((void)(x))
-#define IMGD_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define IMGD_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define IMGD_UNUSED(x)               ((void)(x))
+#define IMGD_MIN(a, b)               ((a) < (b) ? (a) : (b))
+#define IMGD_MAX(a, b)               ((a) > (b) ? (a) : (b))
 
 /* Programmer invariants only (never input-derived): logs, then aborts; on in release. */
 #define IMGD_ASSERT(cond)                                                                          \

@@ -27,7 +27,8 @@ static int depth_ok(const char *s, size_t len, int depth_max) {
             }
             continue;
         }
-        if (c == '"') in_str = true;
+        if (c == '"')
+            in_str = true;
         else if (c == '{' || c == '[') {
             if (++depth > depth_max) return 0;
         } else if (c == '}' || c == ']') {
@@ -40,8 +41,8 @@ static int depth_ok(const char *s, size_t len, int depth_max) {
 imgd_status imgd_json_parse(const char *what, const char *text, size_t len, size_t size_max,
                             int depth_max, cJSON **out) {
     if (len > size_max)
-        return imgd_fail(IMGD_E_TOO_LARGE, "%s: JSON of %zu bytes exceeds the cap of %zu", what, len,
-                         size_max);
+        return imgd_fail(IMGD_E_TOO_LARGE, "%s: JSON of %zu bytes exceeds the cap of %zu", what,
+                         len, size_max);
     int scan = depth_ok(text, len, depth_max);
     if (scan == 0)
         return imgd_fail(IMGD_E_TOO_LARGE, "%s: JSON nesting deeper than %d levels", what,

@@ -49,8 +49,8 @@ size_t imgd_json_escape(char *out, size_t cap, const char *s) {
     return n;
 }
 
-void imgd_log_emit(imgd_log_level level, const char *component, const char *event,
-                   const char *fmt, ...) {
+void imgd_log_emit(imgd_log_level level, const char *component, const char *event, const char *fmt,
+                   ...) {
     char    msg[1024], esc[2048], line[2560];
     va_list ap;
     va_start(ap, fmt);

@@ -7,8 +7,8 @@
 extern imgd_log_level imgd_log_min_level;
 
 /* Emits one JSON-line event. Use IMGD_LOG so arguments are not evaluated when filtered. */
-void imgd_log_emit(imgd_log_level level, const char *component, const char *event,
-                   const char *fmt, ...) IMGD_PRINTF(4, 5);
+void imgd_log_emit(imgd_log_level level, const char *component, const char *event, const char *fmt,
+                   ...) IMGD_PRINTF(4, 5);
 
 #define IMGD_LOG(lvl, comp, event, ...)                                                            \
     do {                                                                                           \

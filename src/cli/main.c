@@ -23,7 +23,7 @@ typedef struct progress_state {
 } progress_state;
 
 static bool progress_tty(uint64_t done, uint64_t total, void *user) {
-    progress_state *p = user;
+    progress_state *p   = user;
     int             pct = total ? (int)(done * 100 / total) : 100;
     if (pct != p->last_pct) {
         fprintf(stderr, "\r%s %3d%% (%.2f / %.2f GB)", p->what, pct, (double)done / 1e9,
@@ -42,14 +42,19 @@ static int cmd_inspect(int argc, char **argv) {
     bool                json = false;
     p.text                   = true;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) json = true;
-        else if (strcmp(argv[i], "--hash") == 0) p.hash = true;
-        else if (strcmp(argv[i], "--explain") == 0) p.explain = true;
-        else if (strcmp(argv[i], "--variant") == 0 && i + 1 < argc) p.open.variant = argv[++i];
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else if (strcmp(argv[i], "--hash") == 0)
+            p.hash = true;
+        else if (strcmp(argv[i], "--explain") == 0)
+            p.explain = true;
+        else if (strcmp(argv[i], "--variant") == 0 && i + 1 < argc)
+            p.open.variant = argv[++i];
         else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "imgd inspect: unknown option '%s' (see imgd help)\n", argv[i]);
             return 2;
-        } else if (!path) path = argv[i];
+        } else if (!path)
+            path = argv[i];
         else {
             fprintf(stderr, "imgd inspect: one path at a time ('%s' is extra)\n", argv[i]);
             return 2;
@@ -82,7 +87,7 @@ static int cmd_inspect(int argc, char **argv) {
 /* ---- convert ---------------------------------------------------------------------- */
 
 static int cmd_convert(int argc, char **argv) {
-    imgd_convert_params p = imgd_convert_params_default();
+    imgd_convert_params p  = imgd_convert_params_default();
     const char         *in = NULL, *out = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
@@ -111,7 +116,8 @@ static int cmd_convert(int argc, char **argv) {
         }
     }
     if (!in || !out) {
-        fprintf(stderr, "imgd convert: usage: imgd convert IN OUT.safetensors [--dtype f32|f16|bf16] [--prune-ema]\n");
+        fprintf(stderr, "imgd convert: usage: imgd convert IN OUT.safetensors [--dtype "
+                        "f32|f16|bf16] [--prune-ema]\n");
         return 2;
     }
     progress_state prog = {"writing", -1};
@@ -126,7 +132,8 @@ static int cmd_convert(int argc, char **argv) {
     }
     printf("wrote %s: %llu tensors, %llu bytes, verified", out, (unsigned long long)r.tensors,
            (unsigned long long)r.bytes);
-    if (r.tensors_pruned) printf(" (%llu EMA tensors pruned)", (unsigned long long)r.tensors_pruned);
+    if (r.tensors_pruned)
+        printf(" (%llu EMA tensors pruned)", (unsigned long long)r.tensors_pruned);
     printf("\n");
     return 0;
 }

@@ -34,9 +34,9 @@ static imgd_family family_of_context(int32_t ctx) {
 
 /* Base family from kohya / modelspec metadata; UNKNOWN when absent. */
 static imgd_family family_of_metadata(const imgd_weights *w, imgd_model_info *mi) {
-    const char *b = imgd_weights_meta_find(w, "ss_base_model_version");
-    const char *a = imgd_weights_meta_find(w, "modelspec.architecture");
-    imgd_family f = IMGD_FAMILY_UNKNOWN;
+    const char *b   = imgd_weights_meta_find(w, "ss_base_model_version");
+    const char *a   = imgd_weights_meta_find(w, "modelspec.architecture");
+    imgd_family f   = IMGD_FAMILY_UNKNOWN;
     const char *src = b ? b : a;
     if (!src) return f;
     if (strstr(src, "sdxl") || strstr(src, "stable-diffusion-xl")) {
@@ -85,7 +85,7 @@ static int32_t rank_mode(const lora_scan *s) {
 
 /* Classifies one tensor name of a LoRA-like file. Returns true when it is a LoRA part. */
 static bool lora_part(const imgd_wtensor *t, lora_scan *s) {
-    const char *n = t->name;
+    const char *n    = t->name;
     bool        down = ends_with(n, ".lora_down.weight") || ends_with(n, ".lora_A.weight") ||
                 ends_with(n, ".lora.down.weight") || ends_with(n, "_lora.down.weight");
     bool part = down || ends_with(n, ".lora_up.weight") || ends_with(n, ".lora_B.weight") ||
@@ -123,20 +123,24 @@ static bool lora_part(const imgd_wtensor *t, lora_scan *s) {
         !s->proj_in_dims)
         s->proj_in_dims = t->n_dims;
     if (down || ends_with(n, ".lokr_w1") || ends_with(n, ".hada_w1_b")) {
-        bool is_te2 = strstr(n, "lora_te2_") || strstr(n, "text_encoder_2") ||
-                      strstr(n, "text_model_2");
-        bool is_te  = !is_te2 && (strstr(n, "lora_te") || strstr(n, "text_encoder") ||
-                                 strstr(n, "text_model"));
+        bool is_te2 =
+            strstr(n, "lora_te2_") || strstr(n, "text_encoder_2") || strstr(n, "text_model_2");
+        bool is_te = !is_te2 &&
+                     (strstr(n, "lora_te") || strstr(n, "text_encoder") || strstr(n, "text_model"));
         s->modules++;
-        if (is_te2) s->te2++;
-        else if (is_te) s->te++;
-        else s->unet++;
+        if (is_te2)
+            s->te2++;
+        else if (is_te)
+            s->te++;
+        else
+            s->unet++;
         if (down) {
             if (t->n_dims == 4 && t->shape[2] * t->shape[3] > 1) s->conv++;
             rank_add(s, (int32_t)t->shape[0]);
             int32_t in = t->n_dims >= 2 ? (int32_t)t->shape[1] : 0;
             if ((strstr(n, "attn2_to_k") || strstr(n, "attn2.to_k") ||
-                 strstr(n, "attn2.processor.to_k")) && !s->cross_dim)
+                 strstr(n, "attn2.processor.to_k")) &&
+                !s->cross_dim)
                 s->cross_dim = in;
             if ((strstr(n, "k_proj") || strstr(n, "self_attn_k")) && is_te && !s->te_width)
                 s->te_width = in;
@@ -171,7 +175,8 @@ static float lora_alpha(const imgd_view *v, imgd_model_info *mi) {
 /* Base family of a LoRA without metadata: block names, then widths, then topology. */
 static imgd_family lora_family_from_shapes(const lora_scan *s, imgd_model_info *mi) {
     if (s->flux_names) {
-        imgd_detect_note(mi, "FLUX block names (double/single blocks): fits FLUX.1 dev and schnell");
+        imgd_detect_note(mi,
+                         "FLUX block names (double/single blocks): fits FLUX.1 dev and schnell");
         return IMGD_FAMILY_FLUX_DEV;
     }
     if (s->sd3_names) {
@@ -192,9 +197,12 @@ static imgd_family lora_family_from_shapes(const lora_scan *s, imgd_model_info *
         return s->te_width == 1024 ? IMGD_FAMILY_SD2 : IMGD_FAMILY_SD1;
     }
     if (s->proj_in_dims) {
-        f = s->proj_in_dims == 4 ? IMGD_FAMILY_SD1 : s->level0_attn ? IMGD_FAMILY_SD2 : IMGD_FAMILY_SDXL;
-        imgd_detect_note(mi, "non-standard widths; proj_in is a %s and level-0 attention is %s: %s "
-                             "topology",
+        f = s->proj_in_dims == 4 ? IMGD_FAMILY_SD1
+            : s->level0_attn     ? IMGD_FAMILY_SD2
+                                 : IMGD_FAMILY_SDXL;
+        imgd_detect_note(mi,
+                         "non-standard widths; proj_in is a %s and level-0 attention is %s: %s "
+                         "topology",
                          s->proj_in_dims == 4 ? "1x1 conv" : "linear",
                          s->level0_attn ? "present" : "absent", imgd_family_name(f));
         return f;
@@ -215,32 +223,40 @@ static bool detect_lora(const imgd_view *v, imgd_model_info *mi) {
     for (size_t i = 0; i < v->w->n; i++) parts += lora_part(&v->w->t[i], &s);
     if (parts == 0 || parts * 10 < v->w->n * 9 || s.modules == 0) return false;
     imgd_adapter_info *a = &mi->adapter;
-    a->modules = s.modules;
-    a->unet_modules = s.unet;
-    a->te_modules   = s.te;
-    a->te2_modules  = s.te2;
-    a->conv_modules = s.conv;
-    a->rank         = rank_mode(&s);
-    a->cross_dim    = s.cross_dim;
-    a->te_width     = s.te_width;
-    a->te2_width    = s.te2_width;
-    a->alpha        = lora_alpha(v, mi);
-    const char *args = imgd_weights_meta_find(v->w, "ss_network_args");
-    if (s.loha) a->algo = "loha";
-    else if (s.lokr) a->algo = "lokr";
-    else if (s.full) a->algo = "full";
-    else if (s.conv > 0 || (args && strstr(args, "\"locon\""))) a->algo = "locon";
-    else a->algo = "lora";
+    a->modules           = s.modules;
+    a->unet_modules      = s.unet;
+    a->te_modules        = s.te;
+    a->te2_modules       = s.te2;
+    a->conv_modules      = s.conv;
+    a->rank              = rank_mode(&s);
+    a->cross_dim         = s.cross_dim;
+    a->te_width          = s.te_width;
+    a->te2_width         = s.te2_width;
+    a->alpha             = lora_alpha(v, mi);
+    const char *args     = imgd_weights_meta_find(v->w, "ss_network_args");
+    if (s.loha)
+        a->algo = "loha";
+    else if (s.lokr)
+        a->algo = "lokr";
+    else if (s.full)
+        a->algo = "full";
+    else if (s.conv > 0 || (args && strstr(args, "\"locon\"")))
+        a->algo = "locon";
+    else
+        a->algo = "lora";
     bool lycoris = strcmp(a->algo, "lora") != 0;
     mi->kind     = lycoris ? IMGD_KIND_LYCORIS : IMGD_KIND_LORA;
     mi->subtype  = a->algo;
     mi->layout   = s.kohya ? "kohya" : s.peft ? "peft" : s.diffusers_old ? "diffusers" : "lycoris";
-    imgd_detect_note(mi, "%zu of %zu tensors are %s parts (%d modules: %d unet, %d te, %d te2, %d conv), rank %d",
-                     parts, v->w->n, a->algo, s.modules, s.unet, s.te, s.te2, s.conv, a->rank);
+    imgd_detect_note(
+        mi,
+        "%zu of %zu tensors are %s parts (%d modules: %d unet, %d te, %d te2, %d conv), rank %d",
+        parts, v->w->n, a->algo, s.modules, s.unet, s.te, s.te2, s.conv, a->rank);
     imgd_family f = family_of_metadata(v->w, mi);
-    if (f == IMGD_FAMILY_UNKNOWN) f = lora_family_from_shapes(&s, mi);
+    if (f == IMGD_FAMILY_UNKNOWN)
+        f = lora_family_from_shapes(&s, mi);
     else if (s.cross_dim && family_of_context(s.cross_dim) != IMGD_FAMILY_UNKNOWN &&
-               family_of_context(s.cross_dim) != f) {
+             family_of_context(s.cross_dim) != f) {
         imgd_detect_note(mi, "warning: cross-attention width %d disagrees with the metadata",
                          s.cross_dim);
     }
@@ -251,8 +267,10 @@ static bool detect_lora(const imgd_view *v, imgd_model_info *mi) {
 /* ---- embeddings ------------------------------------------------------------------- */
 
 static imgd_family family_of_te_width(int32_t w) {
-    return w == 768 ? IMGD_FAMILY_SD1 : w == 1024 ? IMGD_FAMILY_SD2 : w == 1280 ? IMGD_FAMILY_SDXL
-                                                                                 : IMGD_FAMILY_UNKNOWN;
+    return w == 768    ? IMGD_FAMILY_SD1
+           : w == 1024 ? IMGD_FAMILY_SD2
+           : w == 1280 ? IMGD_FAMILY_SDXL
+                       : IMGD_FAMILY_UNKNOWN;
 }
 
 static bool detect_embedding(const imgd_view *v, imgd_model_info *mi) {
@@ -270,8 +288,10 @@ static bool detect_embedding(const imgd_view *v, imgd_model_info *mi) {
         mi->kind = IMGD_KIND_EMBEDDING;
         return true;
     }
-    if (e) how = "a1111";
-    else if ((e = T("emb_params")) != NULL) how = "a1111";
+    if (e)
+        how = "a1111";
+    else if ((e = T("emb_params")) != NULL)
+        how = "a1111";
     else if (v->w->n == 1 && v->w->t[0].n_dims >= 1 && v->w->t[0].n_dims <= 2 &&
              v->w->t[0].shape[v->w->t[0].n_dims - 1] >= 16) {
         e   = &v->w->t[0];
@@ -297,10 +317,11 @@ static bool detect_hypernetwork(const imgd_view *v, imgd_model_info *mi) {
     if (v->w->n == 0) return false;
     int32_t widths[8], nw = 0;
     for (size_t i = 0; i < v->w->n; i++) {
-        const char *n = v->w->t[i].name;
+        const char *n   = v->w->t[i].name;
         char       *end = NULL;
         long        k   = strtol(n, &end, 10);
-        if (end == n || (strncmp(end, ".0.linear.", 10) != 0 && strncmp(end, ".1.linear.", 10) != 0))
+        if (end == n ||
+            (strncmp(end, ".0.linear.", 10) != 0 && strncmp(end, ".1.linear.", 10) != 0))
             return false;
         bool seen = false;
         for (int j = 0; j < nw; j++) seen |= widths[j] == k;
@@ -313,8 +334,8 @@ static bool detect_hypernetwork(const imgd_view *v, imgd_model_info *mi) {
         imgd_family f = family_of_context(widths[j]);
         if (f != IMGD_FAMILY_UNKNOWN && f != IMGD_FAMILY_SDXL_REFINER) mi->family = f;
     }
-    imgd_detect_note(mi, "all tensors are '<width>.<0|1>.linear.N' (A1111 hypernetwork) for %d widths",
-                     nw);
+    imgd_detect_note(
+        mi, "all tensors are '<width>.<0|1>.linear.N' (A1111 hypernetwork) for %d widths", nw);
     return true;
 }
 
@@ -330,8 +351,10 @@ static imgd_family family_of_unet_shape(const imgd_unet_config *c) {
 
 static bool detect_controlnet(const imgd_view *v, imgd_model_info *mi) {
     const char *prefix = NULL;
-    if (T("control_model.input_hint_block.0.weight")) prefix = "control_model.";
-    else if (T("input_hint_block.0.weight") && T("zero_convs.0.0.weight")) prefix = "";
+    if (T("control_model.input_hint_block.0.weight"))
+        prefix = "control_model.";
+    else if (T("input_hint_block.0.weight") && T("zero_convs.0.0.weight"))
+        prefix = "";
     if (prefix) {
         mi->layout = "ldm";
     } else if (T("controlnet_cond_embedding.conv_in.weight")) {
@@ -355,10 +378,13 @@ static bool detect_controlnet(const imgd_view *v, imgd_model_info *mi) {
 
 static bool detect_t2i(const imgd_view *v, imgd_model_info *mi) {
     const imgd_wtensor *ci = NULL;
-    if (T("body.0.block1.weight") && (ci = T("conv_in.weight")) != NULL) mi->layout = "t2i";
-    else if (T("adapter.body.0.resnets.0.block1.weight") && (ci = T("adapter.conv_in.weight")) != NULL)
+    if (T("body.0.block1.weight") && (ci = T("conv_in.weight")) != NULL)
+        mi->layout = "t2i";
+    else if (T("adapter.body.0.resnets.0.block1.weight") &&
+             (ci = T("adapter.conv_in.weight")) != NULL)
         mi->layout = "diffusers";
-    else return false;
+    else
+        return false;
     mi->kind   = IMGD_KIND_T2I_ADAPTER;
     int32_t in = dim(ci, 1);
     /* pixel-unshuffle input: 8× for SD 1.x/2.x (3·64 or 1·64), 16× for SDXL (3·256) */
@@ -436,8 +462,7 @@ static bool detect_taesd(const imgd_view *v, imgd_model_info *mi) {
     mi->layout  = pre[0] ? pre : "taesd";
     mi->subtype = d && e ? "encoder+decoder" : d ? "decoder" : "encoder";
     mi->family  = latent == 16 ? IMGD_FAMILY_FLUX_DEV : IMGD_FAMILY_SD1;
-    imgd_detect_note(mi,
-                     "tiny autoencoder (%s), %d latent channels; %s", mi->subtype, latent,
+    imgd_detect_note(mi, "tiny autoencoder (%s), %d latent channels; %s", mi->subtype, latent,
                      latent == 16 ? "TAEF1 and TAESD3 share these shapes"
                                   : "TAESD and TAESDXL share these shapes (SD family assumed)");
     return true;

@@ -8,8 +8,8 @@
 #include "base/alloc.h"
 #include "base/json.h"
 #include "base/map.h"
-#include "detect/detect.h"
 #include "base/text.h"
+#include "detect/detect.h"
 
 static cJSON *meta_json(const imgd_weights *w, const char *key) {
     const char *s = imgd_weights_meta_find(w, key);
@@ -51,7 +51,7 @@ static void from_diffusers(const imgd_weights *w, imgd_model_info *mi) {
     const char *ukey = mi->denoiser_prefix && strcmp(mi->denoiser_prefix, "unet/") == 0
                            ? "unet/config.json"
                            : "config.json";
-    cJSON *j = meta_json(w, ukey);
+    cJSON      *j    = meta_json(w, ukey);
     if (j && mi->has_unet) unet_from_json(j, mi, ukey);
     cJSON_Delete(j);
     j = meta_json(w, mi->vae_prefix && *mi->vae_prefix ? "vae/config.json" : "config.json");
@@ -74,10 +74,11 @@ static void from_diffusers(const imgd_weights *w, imgd_model_info *mi) {
         if (j) te_from_json(j, &mi->te[i]);
         cJSON_Delete(j);
     }
-    j = meta_json(w, "scheduler/scheduler_config.json");
+    j               = meta_json(w, "scheduler/scheduler_config.json");
     const cJSON *pt = j ? cJSON_GetObjectItemCaseSensitive(j, "prediction_type") : NULL;
     if (cJSON_IsString(pt)) {
-        mi->prediction = strcmp(pt->valuestring, "v_prediction") == 0 ? IMGD_PRED_V : IMGD_PRED_EPSILON;
+        mi->prediction =
+            strcmp(pt->valuestring, "v_prediction") == 0 ? IMGD_PRED_V : IMGD_PRED_EPSILON;
         imgd_detect_note(mi, "prediction_type '%s' from scheduler/scheduler_config.json",
                          pt->valuestring);
     }
@@ -106,7 +107,7 @@ static bool yaml_value(const char *text, const char *key, char *out, size_t cap)
 }
 
 static void from_yaml(const char *path, imgd_model_info *mi) {
-    size_t len = strlen(path);
+    size_t      len = strlen(path);
     const char *dot = strrchr(path, '.');
     const char *sl  = strrchr(path, '/');
     if (!dot || (sl && dot < sl)) return;
@@ -121,7 +122,8 @@ static void from_yaml(const char *path, imgd_model_info *mi) {
         if (mi->has_unet && yaml_value(text, "num_heads", v, sizeof v) && to_i(v) > 0) {
             for (int i = 0; i < IMGD_MAX_LEVELS; i++) mi->unet.heads[i] = to_i(v);
             mi->unet.heads_from_config = true;
-        } else if (mi->has_unet && yaml_value(text, "num_head_channels", v, sizeof v) && to_i(v) > 0) {
+        } else if (mi->has_unet && yaml_value(text, "num_head_channels", v, sizeof v) &&
+                   to_i(v) > 0) {
             for (int i = 0; i < mi->unet.n_levels; i++)
                 mi->unet.heads[i] = IMGD_MAX(mi->unet.widths[i] / to_i(v), 1);
             mi->unet.heads_from_config = true;
@@ -147,7 +149,9 @@ static void unet_defaults(imgd_model_info *mi) {
 }
 
 void imgd_detect_apply_configs(const imgd_weights *w, const char *path, imgd_model_info *mi) {
-    if (w->format == IMGD_FORMAT_DIFFUSERS) from_diffusers(w, mi);
-    else if (path && *path) from_yaml(path, mi);
+    if (w->format == IMGD_FORMAT_DIFFUSERS)
+        from_diffusers(w, mi);
+    else if (path && *path)
+        from_yaml(path, mi);
     unet_defaults(mi);
 }

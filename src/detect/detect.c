@@ -1,6 +1,8 @@
 /* Model detection driver: wrapper stripping, component tables, kind / family / variant
  * decisions, capabilities, needs. Rules are rows of tables; each decision leaves an
  * evidence line. */
+#include "detect/detect.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,20 +11,19 @@
 #include "base/alloc.h"
 #include "base/error.h"
 #include "base/log.h"
-#include "detect/detect.h"
 #include "formats/dtype.h"
 
 /* ---- names ------------------------------------------------------------------------ */
 
 static const char *const k_kind_names[] = {
-    "unknown", "checkpoint", "unet",         "vae",      "text_encoder", "lora",  "lycoris",
-    "embedding", "controlnet", "t2i_adapter", "hypernetwork", "upscaler", "taesd",
+    "unknown",   "checkpoint", "unet",        "vae",          "text_encoder", "lora",  "lycoris",
+    "embedding", "controlnet", "t2i_adapter", "hypernetwork", "upscaler",     "taesd",
 };
 _Static_assert(IMGD_ARRAY_LEN(k_kind_names) == IMGD_KIND_COUNT, "kind names");
 
 static const char *const k_family_names[] = {
-    "null", "unknown", "sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux_dev", "flux_schnell",
-    "pixart", "kolors", "hunyuan_dit", "cogvideox", "wan",
+    "null",     "unknown",      "sd1",    "sd2",    "sdxl",        "sdxl_refiner", "sd3",
+    "flux_dev", "flux_schnell", "pixart", "kolors", "hunyuan_dit", "cogvideox",    "wan",
 };
 _Static_assert(IMGD_ARRAY_LEN(k_family_names) == IMGD_FAMILY_COUNT, "family names");
 
@@ -48,8 +49,8 @@ void imgd_detect_note(imgd_model_info *mi, const char *fmt, ...) {
 /* ---- wrappers --------------------------------------------------------------------- */
 
 /* Prefixes training frameworks wrap a state dict in; stripped when every tensor has one. */
-static const char *const k_wrappers[] = {"state_dict.", "module.", "_orig_mod.", "params_ema.",
-                                         "params.", "model_state_dict.", "ema."};
+static const char *const k_wrappers[] = {
+    "state_dict.", "module.", "_orig_mod.", "params_ema.", "params.", "model_state_dict.", "ema."};
 
 static const char *find_root(const imgd_weights *w) {
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_wrappers); k++) {
@@ -64,8 +65,8 @@ static const char *find_root(const imgd_weights *w) {
 
 /* Where a denoiser sits: LDM/SGM single files, diffusers folders, ComfyUI-style exports,
  * bare component files. */
-static const char *const k_denoisers[] = {"model.diffusion_model.", "unet/", "transformer/",
-                                          "diffusion_model.", "model.", ""};
+static const char *const k_denoisers[] = {"model.diffusion_model.", "unet/",  "transformer/",
+                                          "diffusion_model.",       "model.", ""};
 
 static const char *const k_vae_prefixes[] = {"first_stage_model.", "vae/", "vae.", ""};
 
@@ -93,9 +94,12 @@ static const char *const k_te_slots[] = {"text_encoder", "text_encoder_2", "text
 static void find_components(const imgd_view *v, imgd_model_info *mi) {
     for (size_t i = 0; i < IMGD_ARRAY_LEN(k_denoisers) && !mi->has_unet && !mi->has_dit; i++) {
         const char *p = k_denoisers[i];
-        if (imgd_detect_unet(v, p, &mi->unet, mi)) mi->has_unet = true;
-        else if (imgd_detect_dit(v, p, &mi->dit, mi)) mi->has_dit = true;
-        else continue;
+        if (imgd_detect_unet(v, p, &mi->unet, mi))
+            mi->has_unet = true;
+        else if (imgd_detect_dit(v, p, &mi->dit, mi))
+            mi->has_dit = true;
+        else
+            continue;
         mi->denoiser_prefix = p;
         bool original       = mi->has_unet ? mi->unet.ldm_names : mi->dit.original_names;
         mi->layout          = !original                                      ? "diffusers"
@@ -111,14 +115,14 @@ static void find_components(const imgd_view *v, imgd_model_info *mi) {
     for (size_t i = 0; i < IMGD_ARRAY_LEN(k_tes) && mi->n_te < IMGD_MAX_TE; i++) {
         imgd_te_config c;
         if (!imgd_detect_te(v, k_tes[i].prefix, &c, mi)) continue;
-        c.component          = k_te_slots[k_tes[i].slot];
-        mi->te[mi->n_te++]   = c;
+        c.component        = k_te_slots[k_tes[i].slot];
+        mi->te[mi->n_te++] = c;
         mi->present |= IMGD_COMP_TE1 << k_tes[i].slot;
     }
     if (mi->n_te == 0) { /* a bare text encoder file */
         imgd_te_config c;
         if (imgd_detect_te(v, "", &c, mi)) {
-            c.component      = "text_encoder";
+            c.component        = "text_encoder";
             mi->te[mi->n_te++] = c;
             mi->present |= IMGD_COMP_TE1;
         }
@@ -142,8 +146,9 @@ static imgd_family unet_family(const imgd_model_info *mi, imgd_model_info *out) 
                              u->adm_in_channels);
             return IMGD_FAMILY_SDXL_REFINER;
         }
-        imgd_detect_note(out, "label embedding (adm %d) with %d levels, no attention at level 0: "
-                              "SDXL topology",
+        imgd_detect_note(out,
+                         "label embedding (adm %d) with %d levels, no attention at level 0: "
+                         "SDXL topology",
                          u->adm_in_channels, u->n_levels);
         return IMGD_FAMILY_SDXL;
     }
@@ -169,8 +174,8 @@ static imgd_family dit_family(const imgd_dit_config *d, imgd_model_info *mi) {
     switch (d->type) {
     case IMGD_DIT_MMDIT: return IMGD_FAMILY_SD3;
     case IMGD_DIT_FLUX:
-        imgd_detect_note(mi, "%s: FLUX.1 %s", d->guidance_embed ? "guidance embedding present"
-                                                                : "no guidance embedding",
+        imgd_detect_note(mi, "%s: FLUX.1 %s",
+                         d->guidance_embed ? "guidance embedding present" : "no guidance embedding",
                          d->guidance_embed ? "dev" : "schnell");
         return d->guidance_embed ? IMGD_FAMILY_FLUX_DEV : IMGD_FAMILY_FLUX_SCHNELL;
     case IMGD_DIT_PIXART: return IMGD_FAMILY_PIXART;
@@ -248,7 +253,8 @@ static void decide_prediction(const imgd_view *v, imgd_model_info *mi) {
         return;
     }
     if (imgd_view_get(v, "v_pred") || meta_has(w, "modelspec.prediction_type", "v") ||
-        meta_has(w, "ss_v_parameterization", "True") || meta_has(w, "ss_v_parameterization", "true")) {
+        meta_has(w, "ss_v_parameterization", "True") ||
+        meta_has(w, "ss_v_parameterization", "true")) {
         mi->prediction = IMGD_PRED_V;
         imgd_detect_note(mi, "v-prediction marker (v_pred tensor or metadata)");
         return;
@@ -317,12 +323,17 @@ static void count_params(const imgd_view *v, imgd_model_info *mi) {
         mi->dtype_bytes[t->dtype] += t->nbytes;
         bool te = false;
         for (size_t j = 0; j < IMGD_ARRAY_LEN(k_tes); j++) te |= has_prefix(n, k_tes[j].prefix);
-        if (has_prefix(n, "model_ema.")) mi->params_other += k;
-        else if (te) mi->params_te += k;
-        else if (has_prefix(n, mi->vae_prefix)) mi->params_vae += k;
-        else if (has_prefix(n, mi->denoiser_prefix) || (mi->denoiser_prefix && !*mi->denoiser_prefix))
+        if (has_prefix(n, "model_ema."))
+            mi->params_other += k;
+        else if (te)
+            mi->params_te += k;
+        else if (has_prefix(n, mi->vae_prefix))
+            mi->params_vae += k;
+        else if (has_prefix(n, mi->denoiser_prefix) ||
+                 (mi->denoiser_prefix && !*mi->denoiser_prefix))
             mi->params_denoiser += k;
-        else mi->params_other += k;
+        else
+            mi->params_other += k;
     }
 }
 
@@ -340,7 +351,9 @@ static void decide_needs(imgd_model_info *mi) {
     case IMGD_FAMILY_KOLORS:
         mi->needed = IMGD_COMP_DENOISER | IMGD_COMP_VAE | IMGD_COMP_TE1 | IMGD_COMP_TE2;
         break;
-    case IMGD_FAMILY_SDXL_REFINER: mi->needed = IMGD_COMP_DENOISER | IMGD_COMP_VAE | IMGD_COMP_TE2; break;
+    case IMGD_FAMILY_SDXL_REFINER:
+        mi->needed = IMGD_COMP_DENOISER | IMGD_COMP_VAE | IMGD_COMP_TE2;
+        break;
     case IMGD_FAMILY_SD3:
         mi->needed = IMGD_COMP_DENOISER | IMGD_COMP_VAE | IMGD_COMP_TE1 | IMGD_COMP_TE2;
         break;
@@ -394,7 +407,8 @@ static void explain_unknown(const imgd_view *v, imgd_model_info *mi) {
     }
     if (imgd_view_count_prefix(v, "model.layers.") || imgd_view_count_substr(v, "lm_head")) {
         mi->candidates = "a language model (model.layers.N / lm_head), not an image model";
-    } else if (imgd_view_count_substr(v, "diffusion_model") || imgd_view_count_substr(v, "down_blocks")) {
+    } else if (imgd_view_count_substr(v, "diffusion_model") ||
+               imgd_view_count_substr(v, "down_blocks")) {
         mi->candidates = "an image denoiser with an unfamiliar layout (UNet-like names found)";
     } else {
         mi->candidates = "none of the known architectures matched (looked for UNet, DiT, VAE, text "
@@ -408,10 +422,10 @@ imgd_status imgd_model_detect(const imgd_weights *w, imgd_model_info **out) {
     imgd_model_info *mi = imgd_calloc(1, sizeof *mi);
     if (!mi) return imgd_fail(IMGD_E_NOMEM, "out of memory");
     imgd_arena_init(&mi->arena, 1u << 20);
-    imgd_view v      = {w, find_root(w)};
-    mi->root         = v.root;
-    mi->w_format     = w->format;
-    mi->layout       = "unknown";
+    imgd_view v         = {w, find_root(w)};
+    mi->root            = v.root;
+    mi->w_format        = w->format;
+    mi->layout          = "unknown";
     mi->denoiser_prefix = NULL;
     if (*v.root) imgd_detect_note(mi, "every tensor is wrapped in '%s'; stripped", v.root);
     if (w->n > 0 && !imgd_detect_adapters(&v, mi)) {

@@ -10,7 +10,7 @@
 #include "formats/weights.h"
 
 #define IMGD_MAX_LEVELS 8
-#define IMGD_MAX_TE 3
+#define IMGD_MAX_TE     3
 
 /* ---- view: the weights with a wrapper prefix stripped ----------------------------- */
 
@@ -39,16 +39,16 @@ typedef struct imgd_unet_config {
     int32_t adm_in_channels;             /* SDXL label embedding input; 0 = none */
     int32_t time_embed_dim;
     int32_t heads[IMGD_MAX_LEVELS]; /* attention heads per level (mid uses the last) */
-    int32_t groups;        /* GroupNorm groups */
-    int32_t encoder_hid_dim; /* Kolors-style text projection input; 0 = none */
+    int32_t groups;                 /* GroupNorm groups */
+    int32_t encoder_hid_dim;        /* Kolors-style text projection input; 0 = none */
     bool    linear_proj;
     bool    ldm_names;         /* original LDM/SGM names (input_blocks...) */
     bool    heads_from_config; /* heads given by config.json / yaml, not a default */
 } imgd_unet_config;
 
 typedef struct imgd_vae_config {
-    int32_t in_channels, out_channels, latent_channels, base_channels, n_levels,
-        layers_per_block, groups;
+    int32_t in_channels, out_channels, latent_channels, base_channels, n_levels, layers_per_block,
+        groups;
     int32_t widths[IMGD_MAX_LEVELS];
     bool    has_encoder, has_decoder, has_quant_conv, mid_attention;
     bool    ldm_names;           /* original LDM names (encoder.down.N...) */
@@ -84,14 +84,14 @@ typedef struct imgd_dit_config {
     imgd_dit_type type;
     int32_t       depth, depth_single, hidden, heads, head_dim, patch, in_channels, context_dim,
         pooled_dim, pos_embed_max;
-    bool          guidance_embed;
-    bool          original_names; /* BFL / SD3 reference names rather than diffusers */
+    bool guidance_embed;
+    bool original_names; /* BFL / SD3 reference names rather than diffusers */
 } imgd_dit_config;
 
 typedef struct imgd_adapter_info {
-    const char *algo;   /* "lora", "loha", "lokr", "locon", "ia3", "full", "glora" */
-    int32_t     rank;   /* most common rank; 0 = n/a */
-    float       alpha;  /* most common alpha; NAN when absent */
+    const char *algo;  /* "lora", "loha", "lokr", "locon", "ia3", "full", "glora" */
+    int32_t     rank;  /* most common rank; 0 = n/a */
+    float       alpha; /* most common alpha; NAN when absent */
     int32_t     modules, unet_modules, te_modules, te2_modules, conv_modules;
     int32_t     cross_dim; /* width of cross-attention keys it touches; 0 = unknown */
     int32_t     te_width, te2_width;
@@ -149,8 +149,8 @@ struct imgd_model_info {
     imgd_format     w_format;
     imgd_model_kind kind;
     imgd_family     family;
-    uint32_t        variants;     /* IMGD_VARIANT_* */
-    uint32_t        capabilities; /* IMGD_CAP_* */
+    uint32_t        variants;        /* IMGD_VARIANT_* */
+    uint32_t        capabilities;    /* IMGD_CAP_* */
     uint32_t        present, needed; /* IMGD_COMP_* */
     imgd_prediction prediction;
     const char     *layout;  /* "ldm", "diffusers", "bfl", "kohya", "peft", "a1111", ... */
@@ -158,12 +158,12 @@ struct imgd_model_info {
     const char     *root;    /* stripped wrapper prefix */
     const char     *denoiser_prefix, *vae_prefix;
 
-    bool             has_unet, has_vae, has_dit;
-    imgd_unet_config unet;
-    imgd_vae_config  vae;
-    imgd_dit_config  dit;
-    imgd_te_config   te[IMGD_MAX_TE];
-    int32_t          n_te;
+    bool                has_unet, has_vae, has_dit;
+    imgd_unet_config    unet;
+    imgd_vae_config     vae;
+    imgd_dit_config     dit;
+    imgd_te_config      te[IMGD_MAX_TE];
+    int32_t             n_te;
     imgd_adapter_info   adapter;
     imgd_embedding_info embedding;
     int32_t             upscale_factor; /* upscalers: 2, 4, ... */
@@ -186,8 +186,7 @@ bool imgd_detect_unet(const imgd_view *v, const char *prefix, imgd_unet_config *
                       imgd_model_info *mi);
 bool imgd_detect_vae(const imgd_view *v, const char *prefix, imgd_vae_config *c,
                      imgd_model_info *mi);
-bool imgd_detect_te(const imgd_view *v, const char *prefix, imgd_te_config *c,
-                    imgd_model_info *mi);
+bool imgd_detect_te(const imgd_view *v, const char *prefix, imgd_te_config *c, imgd_model_info *mi);
 bool imgd_detect_dit(const imgd_view *v, const char *prefix, imgd_dit_config *c,
                      imgd_model_info *mi);
 

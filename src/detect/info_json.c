@@ -8,8 +8,8 @@
 #include "detect/detect.h"
 #include "formats/dtype.h"
 
-static const char *const k_variant_names[] = {"inpaint", "instruct_pix2pix", "v_prediction", "ema",
-                                              "quantized", "pruned", "fp16", "bf16"};
+static const char *const k_variant_names[] = {
+    "inpaint", "instruct_pix2pix", "v_prediction", "ema", "quantized", "pruned", "fp16", "bf16"};
 _Static_assert(IMGD_ARRAY_LEN(k_variant_names) == IMGD_VARIANT_COUNT, "variant names");
 static const char *const k_cap_names[] = {"txt2img", "img2img", "inpaint", "control", "upscale"};
 _Static_assert(IMGD_ARRAY_LEN(k_cap_names) == IMGD_CAP_COUNT, "capability names");
@@ -21,9 +21,9 @@ static const char *const k_pred_names[] = {"unknown", "epsilon", "v_prediction",
 _Static_assert(IMGD_ARRAY_LEN(k_pred_names) == IMGD_PRED_COUNT, "prediction names");
 
 /* Appends ,"key":[names of set bits] (no leading comma when first). */
-static imgd_status flags(imgd_buf *b, const char *key, uint32_t bits,
-                         const char *const *names, int n, bool first_in_object) {
-    imgd_status st = imgd_buf_printf(b, "%s\"%s\":[", first_in_object ? "" : ",", key);
+static imgd_status flags(imgd_buf *b, const char *key, uint32_t bits, const char *const *names,
+                         int n, bool first_in_object) {
+    imgd_status st    = imgd_buf_printf(b, "%s\"%s\":[", first_in_object ? "" : ",", key);
     bool        first = true;
     for (int i = 0; i < n && st == IMGD_OK; i++) {
         if (!(bits & (1u << i))) continue;
@@ -41,8 +41,9 @@ static imgd_status ints(imgd_buf *b, const char *key, const int32_t *v, int n) {
 
 static imgd_status unet_json(imgd_buf *b, const imgd_unet_config *u) {
     imgd_status st = imgd_buf_printf(
-        b, "\"unet\":{\"in_channels\":%d,\"out_channels\":%d,\"model_channels\":%d,\"levels\":%d,"
-           "\"layers_per_block\":%d,",
+        b,
+        "\"unet\":{\"in_channels\":%d,\"out_channels\":%d,\"model_channels\":%d,\"levels\":%d,"
+        "\"layers_per_block\":%d,",
         u->in_channels, u->out_channels, u->model_channels, u->n_levels, u->layers_per_block);
     if (st == IMGD_OK) st = ints(b, "block_out_channels", u->widths, u->n_levels);
     if (st == IMGD_OK) st = imgd_buf_puts(b, ",");
@@ -61,17 +62,16 @@ static imgd_status unet_json(imgd_buf *b, const imgd_unet_config *u) {
 }
 
 static imgd_status vae_json(imgd_buf *b, const imgd_vae_config *v) {
-    imgd_status st = imgd_buf_printf(b,
-                                     "\"vae\":{\"latent_channels\":%d,\"in_channels\":%d,"
-                                     "\"out_channels\":%d,\"layers_per_block\":%d,\"encoder\":%s,"
-                                     "\"decoder\":%s,\"quant_conv\":%s,\"mid_attention\":%s,"
-                                     "\"norm_num_groups\":%d,\"scaling_factor\":%g,\"shift_factor\":%g,",
-                                     v->latent_channels, v->in_channels, v->out_channels,
-                                     v->layers_per_block, v->has_encoder ? "true" : "false",
-                                     v->has_decoder ? "true" : "false",
-                                     v->has_quant_conv ? "true" : "false",
-                                     v->mid_attention ? "true" : "false", v->groups,
-                                     (double)v->scaling_factor, (double)v->shift_factor);
+    imgd_status st =
+        imgd_buf_printf(b,
+                        "\"vae\":{\"latent_channels\":%d,\"in_channels\":%d,"
+                        "\"out_channels\":%d,\"layers_per_block\":%d,\"encoder\":%s,"
+                        "\"decoder\":%s,\"quant_conv\":%s,\"mid_attention\":%s,"
+                        "\"norm_num_groups\":%d,\"scaling_factor\":%g,\"shift_factor\":%g,",
+                        v->latent_channels, v->in_channels, v->out_channels, v->layers_per_block,
+                        v->has_encoder ? "true" : "false", v->has_decoder ? "true" : "false",
+                        v->has_quant_conv ? "true" : "false", v->mid_attention ? "true" : "false",
+                        v->groups, (double)v->scaling_factor, (double)v->shift_factor);
     if (st == IMGD_OK) st = ints(b, "block_out_channels", v->widths, v->n_levels);
     return st == IMGD_OK ? imgd_buf_puts(b, "}") : st;
 }
@@ -90,7 +90,7 @@ static imgd_status te_json(imgd_buf *b, const imgd_te_config *t) {
 }
 
 static imgd_status dit_json(imgd_buf *b, const imgd_dit_config *d) {
-    static const char *const types[] = {"", "mmdit", "flux", "pixart", "hunyuan_dit",
+    static const char *const types[] = {"",          "mmdit", "flux", "pixart", "hunyuan_dit",
                                         "cogvideox", "wan"};
     return imgd_buf_printf(b,
                            "\"transformer\":{\"type\":\"%s\",\"depth\":%d,\"depth_single\":%d,"
@@ -145,26 +145,27 @@ static imgd_status needs_json(imgd_buf *b, const imgd_model_info *mi) {
     uint64_t lat = (uint64_t)(px / 8) * (uint64_t)(px / 8);
     /* Activations: the widest UNet level holds ~12 live tensors of batch 2 (CFG); the VAE
      * decoder's first level ~4 tensors at full resolution. f32 on CPU, f16 on GPU. */
-    uint64_t c0 = mi->has_unet ? (uint64_t)mi->unet.model_channels
-                               : mi->has_dit ? (uint64_t)mi->dit.hidden / 4 : 0;
-    uint64_t act  = 2 * 12 * c0 * lat * 4;
-    uint64_t vdec = mi->has_vae ? 4 * (uint64_t)mi->vae.widths[0] * (uint64_t)px * (uint64_t)px * 4 : 0;
-    uint64_t cpu  = params * 4 + act + vdec;
-    uint64_t gpu  = params * 2 + act / 2 + vdec / 2;
-    imgd_status st = imgd_buf_printf(b,
-                                     ",\"needs\":{\"parameters\":{\"denoiser\":%llu,\"vae\":%llu,"
-                                     "\"text_encoders\":%llu,\"other\":%llu},\"weight_bytes\":%llu,"
-                                     "\"bytes_by_dtype\":{",
-                                     (unsigned long long)mi->params_denoiser,
-                                     (unsigned long long)mi->params_vae,
-                                     (unsigned long long)mi->params_te,
-                                     (unsigned long long)mi->params_other,
-                                     (unsigned long long)weights);
+    uint64_t c0  = mi->has_unet  ? (uint64_t)mi->unet.model_channels
+                   : mi->has_dit ? (uint64_t)mi->dit.hidden / 4
+                                 : 0;
+    uint64_t act = 2 * 12 * c0 * lat * 4;
+    uint64_t vdec =
+        mi->has_vae ? 4 * (uint64_t)mi->vae.widths[0] * (uint64_t)px * (uint64_t)px * 4 : 0;
+    uint64_t    cpu = params * 4 + act + vdec;
+    uint64_t    gpu = params * 2 + act / 2 + vdec / 2;
+    imgd_status st =
+        imgd_buf_printf(b,
+                        ",\"needs\":{\"parameters\":{\"denoiser\":%llu,\"vae\":%llu,"
+                        "\"text_encoders\":%llu,\"other\":%llu},\"weight_bytes\":%llu,"
+                        "\"bytes_by_dtype\":{",
+                        (unsigned long long)mi->params_denoiser, (unsigned long long)mi->params_vae,
+                        (unsigned long long)mi->params_te, (unsigned long long)mi->params_other,
+                        (unsigned long long)weights);
     bool first = true;
     for (int d = 0; d < IMGD_DTYPE_COUNT && st == IMGD_OK; d++) {
         if (!mi->dtype_bytes[d]) continue;
-        st    = imgd_buf_printf(b, "%s\"%s\":%llu", first ? "" : ",", imgd_dtype_name((imgd_dtype)d),
-                                (unsigned long long)mi->dtype_bytes[d]);
+        st = imgd_buf_printf(b, "%s\"%s\":%llu", first ? "" : ",", imgd_dtype_name((imgd_dtype)d),
+                             (unsigned long long)mi->dtype_bytes[d]);
         first = false;
     }
     if (st == IMGD_OK)
@@ -188,11 +189,11 @@ static imgd_status adapter_json(imgd_buf *b, const imgd_model_info *mi) {
     imgd_status st = IMGD_OK;
     if (mi->kind == IMGD_KIND_LORA || mi->kind == IMGD_KIND_LYCORIS) {
         const imgd_adapter_info *a = &mi->adapter;
-        st = imgd_buf_printf(b,
-                             ",\"adapter\":{\"algo\":\"%s\",\"rank\":%d,\"alpha\":", a->algo,
+        st = imgd_buf_printf(b, ",\"adapter\":{\"algo\":\"%s\",\"rank\":%d,\"alpha\":", a->algo,
                              a->rank);
         if (st == IMGD_OK)
-            st = isnan(a->alpha) ? imgd_buf_puts(b, "null") : imgd_buf_printf(b, "%g", (double)a->alpha);
+            st = isnan(a->alpha) ? imgd_buf_puts(b, "null")
+                                 : imgd_buf_printf(b, "%g", (double)a->alpha);
         if (st == IMGD_OK)
             st = imgd_buf_printf(b,
                                  ",\"modules\":%d,\"unet_modules\":%d,\"text_encoder_modules\":%d,"
@@ -202,10 +203,13 @@ static imgd_status adapter_json(imgd_buf *b, const imgd_model_info *mi) {
                                  a->conv_modules, a->cross_dim);
     } else if (mi->kind == IMGD_KIND_EMBEDDING) {
         const imgd_embedding_info *e = &mi->embedding;
-        st = imgd_buf_printf(b, ",\"embedding\":{\"vectors\":%d,\"width\":%d", e->vectors, e->width);
-        if (st == IMGD_OK && e->width_g) st = imgd_buf_printf(b, ",\"width_clip_g\":%d", e->width_g);
+        st =
+            imgd_buf_printf(b, ",\"embedding\":{\"vectors\":%d,\"width\":%d", e->vectors, e->width);
+        if (st == IMGD_OK && e->width_g)
+            st = imgd_buf_printf(b, ",\"width_clip_g\":%d", e->width_g);
         if (st == IMGD_OK) st = imgd_buf_puts(b, ",\"trigger\":");
-        if (st == IMGD_OK) st = e->trigger ? imgd_buf_json_str(b, e->trigger) : imgd_buf_puts(b, "null");
+        if (st == IMGD_OK)
+            st = e->trigger ? imgd_buf_json_str(b, e->trigger) : imgd_buf_puts(b, "null");
         if (st == IMGD_OK) st = imgd_buf_puts(b, "}");
     } else if (mi->kind == IMGD_KIND_UPSCALER) {
         st = imgd_buf_printf(b, ",\"upscale_factor\":%d", mi->upscale_factor);
@@ -214,18 +218,23 @@ static imgd_status adapter_json(imgd_buf *b, const imgd_model_info *mi) {
 }
 
 static imgd_status render(imgd_buf *b, const imgd_model_info *mi) {
-    imgd_status st = imgd_buf_printf(b, "{\"kind\":\"%s\",\"family\":", imgd_model_kind_name(mi->kind));
+    imgd_status st =
+        imgd_buf_printf(b, "{\"kind\":\"%s\",\"family\":", imgd_model_kind_name(mi->kind));
     if (st == IMGD_OK)
-        st = mi->family == IMGD_FAMILY_NONE ? imgd_buf_puts(b, "null")
-                                            : imgd_buf_printf(b, "\"%s\"", imgd_family_name(mi->family));
-    if (st == IMGD_OK) st = flags(b, "variants", mi->variants, k_variant_names, IMGD_VARIANT_COUNT, false);
+        st = mi->family == IMGD_FAMILY_NONE
+                 ? imgd_buf_puts(b, "null")
+                 : imgd_buf_printf(b, "\"%s\"", imgd_family_name(mi->family));
+    if (st == IMGD_OK)
+        st = flags(b, "variants", mi->variants, k_variant_names, IMGD_VARIANT_COUNT, false);
     if (st == IMGD_OK) st = imgd_buf_puts(b, ",\"layout\":");
     if (st == IMGD_OK) st = imgd_buf_json_str(b, mi->layout ? mi->layout : "unknown");
     if (st == IMGD_OK) st = imgd_buf_puts(b, ",\"subtype\":");
-    if (st == IMGD_OK) st = mi->subtype ? imgd_buf_json_str(b, mi->subtype) : imgd_buf_puts(b, "null");
+    if (st == IMGD_OK)
+        st = mi->subtype ? imgd_buf_json_str(b, mi->subtype) : imgd_buf_puts(b, "null");
     if (st == IMGD_OK)
         st = imgd_buf_printf(b, ",\"prediction\":\"%s\"", k_pred_names[mi->prediction]);
-    if (st == IMGD_OK) st = flags(b, "capabilities", mi->capabilities, k_cap_names, IMGD_CAP_COUNT, false);
+    if (st == IMGD_OK)
+        st = flags(b, "capabilities", mi->capabilities, k_cap_names, IMGD_CAP_COUNT, false);
     if (st == IMGD_OK) st = config_json(b, mi);
     if (st == IMGD_OK) st = components_json(b, mi);
     if (st == IMGD_OK) st = needs_json(b, mi);
@@ -247,7 +256,8 @@ imgd_status imgd_detect_render_json(const imgd_model_info *mi, imgd_buf *b) {
 }
 
 imgd_status imgd_model_info_json(const imgd_model_info *mi, char **json_out) {
-    if (!mi || !json_out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_model_info_json: NULL argument");
+    if (!mi || !json_out)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_model_info_json: NULL argument");
     imgd_buf b;
     imgd_buf_init(&b, 16u << 20);
     imgd_status st = render(&b, mi);

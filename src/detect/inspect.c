@@ -11,10 +11,10 @@
 #include "base/error.h"
 #include "base/map.h"
 #include "base/sha256.h"
+#include "base/text.h"
 #include "detect/detect.h"
 #include "formats/dtype.h"
 #include "formats/weights.h"
-#include "base/text.h"
 
 #define REPORT_MAX (256u << 20)
 
@@ -76,17 +76,17 @@ imgd_status imgd_file_sha256(const char *path, imgd_progress_fn progress, void *
 /* ---- summary ---------------------------------------------------------------------- */
 
 typedef struct summary {
-    const char *path;
-    imgd_format format; /* 0 when not recognised */
-    imgd_status status;
-    const char *error; /* NULL when status is OK */
-    bool        safe;
-    uint64_t    tensors, parameters, bytes, file_bytes;
-    uint64_t    dtype_count[IMGD_DTYPE_COUNT];
+    const char         *path;
+    imgd_format         format; /* 0 when not recognised */
+    imgd_status         status;
+    const char         *error; /* NULL when status is OK */
+    bool                safe;
+    uint64_t            tensors, parameters, bytes, file_bytes;
+    uint64_t            dtype_count[IMGD_DTYPE_COUNT];
     const imgd_weights *w;
     imgd_model_info    *mi;
-    bool        hashed;
-    char        sha256[65];
+    bool                hashed;
+    char                sha256[65];
 } summary;
 
 /* Best-effort container guess for a file that failed to open. */
@@ -122,13 +122,15 @@ static void summarise(const imgd_weights *w, summary *s) {
 
 static imgd_status render_json(const summary *s, imgd_buf *b) {
     imgd_status st = imgd_buf_puts(b, "{\"format\":");
-    if (st == IMGD_OK) st = s->format ? imgd_buf_json_str(b, imgd_format_name(s->format))
-                                      : imgd_buf_puts(b, "null");
+    if (st == IMGD_OK)
+        st = s->format ? imgd_buf_json_str(b, imgd_format_name(s->format))
+                       : imgd_buf_puts(b, "null");
     if (st == IMGD_OK) st = imgd_buf_puts(b, ",\"path\":");
     if (st == IMGD_OK) st = imgd_buf_json_str(b, s->path);
     if (st == IMGD_OK)
-        st = imgd_buf_printf(b, ",\"tensors\":%llu,\"parameters\":%llu,\"bytes\":%llu,"
-                                "\"file_bytes\":%llu,\"dtypes\":{",
+        st = imgd_buf_printf(b,
+                             ",\"tensors\":%llu,\"parameters\":%llu,\"bytes\":%llu,"
+                             "\"file_bytes\":%llu,\"dtypes\":{",
                              (unsigned long long)s->tensors, (unsigned long long)s->parameters,
                              (unsigned long long)s->bytes, (unsigned long long)s->file_bytes);
     bool first = true;
@@ -169,8 +171,10 @@ static void human_count(uint64_t v, const char *unit, char *out, size_t cap) {
         x /= 1000.0;
         k++;
     }
-    if (k == 0) imgd_fmt(out, cap, "%llu%s", (unsigned long long)v, unit);
-    else imgd_fmt(out, cap, "%.2f%s%s", x, sfx[k], unit);
+    if (k == 0)
+        imgd_fmt(out, cap, "%llu%s", (unsigned long long)v, unit);
+    else
+        imgd_fmt(out, cap, "%.2f%s%s", x, sfx[k], unit);
 }
 
 static imgd_status render_model_text(const imgd_model_info *mi, bool explain, imgd_buf *b) {
@@ -193,17 +197,19 @@ static imgd_status render_text(const summary *s, bool explain, imgd_buf *b) {
                                      s->format ? imgd_format_name(s->format) : "unknown");
     if (st == IMGD_OK)
         st = imgd_buf_printf(b, "safe:        %s\n",
-                             s->safe                        ? "yes (loading runs no code)"
+                             s->safe                      ? "yes (loading runs no code)"
                              : s->status == IMGD_E_UNSAFE ? "NO: the file would run code when "
-                                                              "loaded; it was refused, nothing ran"
-                                                            : "unknown: the file could not be read");
-    if (s->status != IMGD_OK) return st == IMGD_OK ? imgd_buf_printf(b, "error:       %s\n", s->error) : st;
+                                                            "loaded; it was refused, nothing ran"
+                                                          : "unknown: the file could not be read");
+    if (s->status != IMGD_OK)
+        return st == IMGD_OK ? imgd_buf_printf(b, "error:       %s\n", s->error) : st;
     human_count(s->parameters, "", pc, sizeof pc);
     human_count(s->bytes, "B", bc, sizeof bc);
     if (st == IMGD_OK)
-        st = imgd_buf_printf(b, "tensors:     %llu\nparameters:  %s (%llu)\nbytes:       %s (%llu)\ndtypes:     ",
-                             (unsigned long long)s->tensors, pc, (unsigned long long)s->parameters,
-                             bc, (unsigned long long)s->bytes);
+        st = imgd_buf_printf(
+            b, "tensors:     %llu\nparameters:  %s (%llu)\nbytes:       %s (%llu)\ndtypes:     ",
+            (unsigned long long)s->tensors, pc, (unsigned long long)s->parameters, bc,
+            (unsigned long long)s->bytes);
     for (int d = 0; d < IMGD_DTYPE_COUNT && st == IMGD_OK; d++)
         if (s->dtype_count[d])
             st = imgd_buf_printf(b, " %s×%llu", imgd_dtype_name((imgd_dtype)d),
@@ -222,14 +228,15 @@ static imgd_status render_text(const summary *s, bool explain, imgd_buf *b) {
 }
 
 imgd_status imgd_inspect(const char *path, const imgd_inspect_params *p, char **out) {
-    if (!path || !out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_inspect: path and out are required");
+    if (!path || !out)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_inspect: path and out are required");
     imgd_inspect_params params = p ? *p : imgd_inspect_params_default();
     summary             s;
     memset(&s, 0, sizeof s);
-    s.path           = path;
-    imgd_weights *w  = NULL;
-    char         err[1024];
-    s.status         = imgd_weights_open(path, &params.open, &w);
+    s.path          = path;
+    imgd_weights *w = NULL;
+    char          err[1024];
+    s.status = imgd_weights_open(path, &params.open, &w);
     if (s.status == IMGD_E_INVALID_ARG || s.status == IMGD_E_NOMEM) return s.status;
     if (s.status == IMGD_OK) {
         summarise(w, &s);
@@ -264,4 +271,3 @@ imgd_status imgd_inspect(const char *path, const imgd_inspect_params *p, char **
     if (s.status != IMGD_OK) imgd_fail(s.status, "%s", err);
     return s.status;
 }
-

@@ -69,7 +69,7 @@ static bool ldm_is_attn(const imgd_view *v, const char *P, const char *kind, lon
 /* Maps one LDM UNet name (after prefix P) to diffusers; false when it has no mapping. */
 static bool unet_ldm_name(const imgd_view *v, const char *P, const imgd_unet_config *c,
                           const char *in, char *out) {
-    long L = c->layers_per_block, i = 0, j = 0;
+    long        L = c->layers_per_block, i = 0, j = 0;
     int         n    = 0;
     const char *rest = in;
     if (sscanf(in, "input_blocks.%ld.%ld.%n", &i, &j, &n) == 2 && n > 0) {
@@ -77,24 +77,28 @@ static bool unet_ldm_name(const imgd_view *v, const char *P, const imgd_unet_con
         if (i == 0) return snprintf(out, NAME_CAP, "conv_in.%s", rest) > 0;
         long b = (i - 1) / (L + 1), l = (i - 1) % (L + 1);
         if (l == L) { /* Downsample: LDM "op" (or "conv"), diffusers "conv" */
-            const char *r = strncmp(rest, "op.", 3) == 0 ? rest + 3
+            const char *r = strncmp(rest, "op.", 3) == 0     ? rest + 3
                             : strncmp(rest, "conv.", 5) == 0 ? rest + 5
-                                                              : rest;
+                                                             : rest;
             return snprintf(out, NAME_CAP, "down_blocks.%ld.downsamplers.0.conv.%s", b, r) > 0;
         }
-        imgd_fmt(out, NAME_CAP, "down_blocks.%ld.%s.%ld.%s", b, j == 0 ? "resnets" : "attentions", l,
-                 rest);
+        imgd_fmt(out, NAME_CAP, "down_blocks.%ld.%s.%ld.%s", b, j == 0 ? "resnets" : "attentions",
+                 l, rest);
     } else if (sscanf(in, "middle_block.%ld.%n", &j, &n) == 1 && n > 0) {
         rest = in + n;
-        if (j == 1) imgd_fmt(out, NAME_CAP, "mid_block.attentions.0.%s", rest);
-        else imgd_fmt(out, NAME_CAP, "mid_block.resnets.%ld.%s", j / 2, rest);
+        if (j == 1)
+            imgd_fmt(out, NAME_CAP, "mid_block.attentions.0.%s", rest);
+        else
+            imgd_fmt(out, NAME_CAP, "mid_block.resnets.%ld.%s", j / 2, rest);
     } else if (sscanf(in, "output_blocks.%ld.%ld.%n", &i, &j, &n) == 2 && n > 0) {
-        rest = in + n;
+        rest   = in + n;
         long b = i / (L + 1), l = i % (L + 1);
-        if (j == 0) imgd_fmt(out, NAME_CAP, "up_blocks.%ld.resnets.%ld.%s", b, l, rest);
+        if (j == 0)
+            imgd_fmt(out, NAME_CAP, "up_blocks.%ld.resnets.%ld.%s", b, l, rest);
         else if (j == 1 && ldm_is_attn(v, P, "output", i))
             imgd_fmt(out, NAME_CAP, "up_blocks.%ld.attentions.%ld.%s", b, l, rest);
-        else imgd_fmt(out, NAME_CAP, "up_blocks.%ld.upsamplers.0.%s", b, rest); /* "conv." kept */
+        else
+            imgd_fmt(out, NAME_CAP, "up_blocks.%ld.upsamplers.0.%s", b, rest); /* "conv." kept */
     } else if (strncmp(in, "time_embed.", 11) == 0) {
         imgd_fmt(out, NAME_CAP, "%s", in);
         sub(out, "time_embed.0.", "time_embedding.linear_1.");
@@ -125,9 +129,12 @@ static bool controlnet_extra(const char *in, char *out) {
         return snprintf(out, NAME_CAP, "controlnet_mid_block.%s", in + 19) > 0;
     if (sscanf(in, "input_hint_block.%ld.%n", &a, &n) == 1 && n > 0) {
         /* convs at 0, 2, ..., 14: conv_in, blocks.0..5, conv_out */
-        if (a == 0) return snprintf(out, NAME_CAP, "controlnet_cond_embedding.conv_in.%s", in + n) > 0;
-        if (a == 14) return snprintf(out, NAME_CAP, "controlnet_cond_embedding.conv_out.%s", in + n) > 0;
-        return snprintf(out, NAME_CAP, "controlnet_cond_embedding.blocks.%ld.%s", a / 2 - 1, in + n) > 0;
+        if (a == 0)
+            return snprintf(out, NAME_CAP, "controlnet_cond_embedding.conv_in.%s", in + n) > 0;
+        if (a == 14)
+            return snprintf(out, NAME_CAP, "controlnet_cond_embedding.conv_out.%s", in + n) > 0;
+        return snprintf(out, NAME_CAP, "controlnet_cond_embedding.blocks.%ld.%s", a / 2 - 1,
+                        in + n) > 0;
     }
     return false;
 }
@@ -143,9 +150,11 @@ static bool vae_ldm_name(const imgd_vae_config *c, const char *in, char *out, im
     else if (sscanf(in, "encoder.down.%ld.downsample.conv.%n", &i, &n) == 1 && n > 0)
         imgd_fmt(out, NAME_CAP, "encoder.down_blocks.%ld.downsamplers.0.conv.%s", i, in + n);
     else if (sscanf(in, "decoder.up.%ld.block.%ld.%n", &i, &j, &n) == 2 && n > 0)
-        imgd_fmt(out, NAME_CAP, "decoder.up_blocks.%ld.resnets.%ld.%s", c->n_levels - 1 - i, j, in + n);
+        imgd_fmt(out, NAME_CAP, "decoder.up_blocks.%ld.resnets.%ld.%s", c->n_levels - 1 - i, j,
+                 in + n);
     else if (sscanf(in, "decoder.up.%ld.upsample.conv.%n", &i, &n) == 1 && n > 0)
-        imgd_fmt(out, NAME_CAP, "decoder.up_blocks.%ld.upsamplers.0.conv.%s", c->n_levels - 1 - i, in + n);
+        imgd_fmt(out, NAME_CAP, "decoder.up_blocks.%ld.upsamplers.0.conv.%s", c->n_levels - 1 - i,
+                 in + n);
     else if (strstr(in, ".mid.")) {
         imgd_fmt(out, NAME_CAP, "%s", in);
         sub(out, ".mid.block_1.", ".mid_block.resnets.0.");
@@ -267,9 +276,9 @@ static imgd_status map_one(imgd_keymap *km, const imgd_view *v, const imgd_model
                            const comp_row *r, size_t idx, const char *in) {
     const imgd_wtensor *t = &v->w->t[idx];
     char                out[NAME_CAP], name[NAME_CAP + 64];
-    imgd_km_op          op = IMGD_KM_SAME;
-    bool                ok = true;
-    const char *component = r->component;
+    imgd_km_op          op        = IMGD_KM_SAME;
+    bool                ok        = true;
+    const char         *component = r->component;
     switch (r->kind) {
     case 0:
         if (mi->has_dit && !mi->has_unet) { /* SD3 MMDiT under model.diffusion_model. */
@@ -277,8 +286,9 @@ static imgd_status map_one(imgd_keymap *km, const imgd_view *v, const imgd_model
             ok        = snprintf(out, NAME_CAP, "%s", in) > 0;
             break;
         }
-        ok = mi->has_unet && (unet_ldm_name(v, r->prefix, &mi->unet, in, out) ||
-                              (strcmp(r->component, "controlnet") == 0 && controlnet_extra(in, out)));
+        ok = mi->has_unet &&
+             (unet_ldm_name(v, r->prefix, &mi->unet, in, out) ||
+              (strcmp(r->component, "controlnet") == 0 && controlnet_extra(in, out)));
         break;
     case 1: ok = mi->has_vae && vae_ldm_name(&mi->vae, in, out, &op); break;
     case 3: return map_openclip(km, t, idx, r->component, in);
@@ -312,7 +322,8 @@ static const comp_row *row_of(const imgd_model_info *mi, const char *n, comp_row
     case IMGD_KIND_VAE:
         bare->component = "vae";
         bare->kind      = mi->layout && strcmp(mi->layout, "ldm") == 0 ? 1 : 5;
-        if (strstr(n, "down.0.block") || strstr(n, "up.0.block") || strstr(n, ".mid.")) bare->kind = 1;
+        if (strstr(n, "down.0.block") || strstr(n, "up.0.block") || strstr(n, ".mid."))
+            bare->kind = 1;
         return bare;
     case IMGD_KIND_TEXT_ENCODER:
         bare->component = "text_encoder";
@@ -337,8 +348,8 @@ imgd_status imgd_keymap_build(const imgd_weights *w, const imgd_model_info *mi, 
     size_t      rl = strlen(v.root);
     imgd_status st = IMGD_OK;
     for (size_t i = 0; i < w->n && st == IMGD_OK; i++) {
-        const char *n = w->t[i].name + rl;
-        comp_row    bare;
+        const char     *n = w->t[i].name + rl;
+        comp_row        bare;
         const comp_row *r = row_of(mi, n, &bare);
         if (!r) {
             unmapped(km, w->t[i].name);

@@ -12,10 +12,10 @@
 
 /* How the source tensor becomes the canonical one. */
 typedef enum imgd_km_op {
-    IMGD_KM_SAME = 0,    /* identical bytes and shape */
-    IMGD_KM_SQUEEZE,     /* [O, I, 1, 1] conv stored where the canonical module is [O, I] */
-    IMGD_KM_ROWS,        /* rows [row_begin, row_end) of a 2-D (or 1-D) tensor: fused qkv */
-    IMGD_KM_TRANSPOSE,   /* 2-D transpose (open_clip text_projection) */
+    IMGD_KM_SAME = 0,  /* identical bytes and shape */
+    IMGD_KM_SQUEEZE,   /* [O, I, 1, 1] conv stored where the canonical module is [O, I] */
+    IMGD_KM_ROWS,      /* rows [row_begin, row_end) of a 2-D (or 1-D) tensor: fused qkv */
+    IMGD_KM_TRANSPOSE, /* 2-D transpose (open_clip text_projection) */
     IMGD_KM_OP_COUNT
 } imgd_km_op;
 
@@ -29,7 +29,7 @@ typedef struct imgd_km_entry {
 typedef struct imgd_keymap {
     imgd_km_entry *e;
     size_t         n, alloc;
-    imgd_strmap    index;  /* canonical name -> entry */
+    imgd_strmap    index; /* canonical name -> entry */
     size_t         n_unmapped;
     const char    *unmapped_example[4];
     imgd_arena     arena;
@@ -38,8 +38,7 @@ typedef struct imgd_keymap {
 /* Builds the canonical map of w as detected in mi. Tensors that belong to no component
  * (schedule buffers, EMA copies, position_ids) are counted as unmapped, never dropped
  * silently. IMGD_E_UNSUPPORTED when the layout has no mapping (message says which). */
-imgd_status imgd_keymap_build(const imgd_weights *w, const imgd_model_info *mi,
-                              imgd_keymap **out);
+imgd_status imgd_keymap_build(const imgd_weights *w, const imgd_model_info *mi, imgd_keymap **out);
 const imgd_km_entry *imgd_keymap_find(const imgd_keymap *km, const char *canonical);
 void                 imgd_keymap_free(imgd_keymap *km);
 

@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "detect/detect.h"
 #include "base/text.h"
+#include "detect/detect.h"
 
 #define T(...) imgd_view_get(v, __VA_ARGS__)
 
@@ -24,10 +24,11 @@ static int32_t default_groups(const int32_t *widths, int32_t n) {
 
 /* ---- UNet ------------------------------------------------------------------------- */
 
-static void unet_attention(const imgd_view *v, const char *blk, imgd_unet_config *c, int32_t *depth) {
+static void unet_attention(const imgd_view *v, const char *blk, imgd_unet_config *c,
+                           int32_t *depth) {
     char p[512];
     imgd_fmt(p, sizeof p, "%stransformer_blocks.", blk);
-    *depth = imgd_view_index_count(v, p);
+    *depth                 = imgd_view_index_count(v, p);
     const imgd_wtensor *pi = T("%sproj_in.weight", blk);
     c->linear_proj         = pi && pi->n_dims == 2;
     const imgd_wtensor *k  = T("%stransformer_blocks.0.attn2.to_k.weight", blk);
@@ -41,11 +42,12 @@ static bool unet_ldm(const imgd_view *v, const char *P, imgd_unet_config *c) {
     c->in_channels    = dim(ci, 1);
     c->out_channels   = dim(T("%sout.2.weight", P), 0);
     c->time_embed_dim = dim(T("%stime_embed.0.weight", P), 0);
-    char    pre[512];
+    char pre[512];
     imgd_fmt(pre, sizeof pre, "%sinput_blocks.", P);
     int32_t n = imgd_view_index_count(v, pre), level = 0, in_level = 0;
     for (int32_t i = 1; i < n && level < IMGD_MAX_LEVELS; i++) {
-        if (T("%sinput_blocks.%d.0.op.weight", P, i) || T("%sinput_blocks.%d.0.conv.weight", P, i)) {
+        if (T("%sinput_blocks.%d.0.op.weight", P, i) ||
+            T("%sinput_blocks.%d.0.conv.weight", P, i)) {
             if (level == 0) c->layers_per_block = in_level;
             level++;
             in_level = 0;
@@ -123,8 +125,10 @@ bool imgd_detect_unet(const imgd_view *v, const char *prefix, imgd_unet_config *
 
 static bool vae_ldm(const imgd_view *v, const char *P, imgd_vae_config *c) {
     char pre[512];
-    c->has_encoder = T("%sencoder.conv_in.weight", P) && T("%sencoder.down.0.block.0.conv1.weight", P);
-    c->has_decoder = T("%sdecoder.conv_in.weight", P) && T("%sdecoder.up.0.block.0.conv1.weight", P);
+    c->has_encoder =
+        T("%sencoder.conv_in.weight", P) && T("%sencoder.down.0.block.0.conv1.weight", P);
+    c->has_decoder =
+        T("%sdecoder.conv_in.weight", P) && T("%sdecoder.up.0.block.0.conv1.weight", P);
     if (!c->has_encoder && !c->has_decoder) return false;
     const char *side = c->has_encoder ? "encoder.down" : "decoder.up";
     imgd_fmt(pre, sizeof pre, "%s%s.", P, side);
@@ -134,7 +138,8 @@ static bool vae_ldm(const imgd_view *v, const char *P, imgd_vae_config *c) {
         c->widths[l] = dim(T("%s%s.%d.block.0.conv2.weight", P, side, l), 0);
     imgd_fmt(pre, sizeof pre, "%s%s.0.block.", P, side);
     c->layers_per_block = imgd_view_index_count(v, pre) - (c->has_encoder ? 0 : 1);
-    c->mid_attention    = T("%sencoder.mid.attn_1.q.weight", P) || T("%sdecoder.mid.attn_1.q.weight", P);
+    c->mid_attention =
+        T("%sencoder.mid.attn_1.q.weight", P) || T("%sdecoder.mid.attn_1.q.weight", P);
     if (c->has_encoder) {
         c->in_channels     = dim(T("%sencoder.conv_in.weight", P), 1);
         c->latent_channels = dim(T("%sencoder.conv_out.weight", P), 0) / 2;
@@ -176,7 +181,7 @@ static bool vae_diffusers(const imgd_view *v, const char *P, imgd_vae_config *c)
         c->latent_channels = dim(T("%sdecoder.conv_in.weight", P), 1);
         c->out_channels    = dim(T("%sdecoder.conv_out.weight", P), 0);
     }
-    c->mid_attention  = T("%sencoder.mid_block.attentions.0.to_q.weight", P) ||
+    c->mid_attention = T("%sencoder.mid_block.attentions.0.to_q.weight", P) ||
                        T("%sdecoder.mid_block.attentions.0.to_q.weight", P) ||
                        T("%sdecoder.mid_block.attentions.0.query.weight", P);
     c->has_quant_conv = T("%squant_conv.weight", P) || T("%spost_quant_conv.weight", P);
@@ -241,7 +246,8 @@ static bool te_openclip(const imgd_view *v, const char *P, imgd_te_config *c) {
 static bool te_t5(const imgd_view *v, const char *P, imgd_te_config *c) {
     const imgd_wtensor *tok = T("%sshared.weight", P);
     if (!tok) tok = T("%sencoder.embed_tokens.weight", P);
-    const imgd_wtensor *rel = T("%sencoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", P);
+    const imgd_wtensor *rel =
+        T("%sencoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", P);
     if (!tok || !rel) return false;
     char pre[512];
     imgd_fmt(pre, sizeof pre, "%sencoder.block.", P);
@@ -274,11 +280,11 @@ static bool dit_flux(const imgd_view *v, const char *P, imgd_dit_config *c) {
     char pre[512];
     if (T("%sdouble_blocks.0.img_attn.qkv.weight", P)) { /* BFL original names */
         c->original_names = true;
-        c->hidden   = dim(T("%simg_in.weight", P), 0);
-        c->in_channels = dim(T("%simg_in.weight", P), 1);
-        c->context_dim = dim(T("%stxt_in.weight", P), 1);
-        c->pooled_dim  = dim(T("%svector_in.in_layer.weight", P), 1);
-        c->head_dim    = dim(T("%sdouble_blocks.0.img_attn.norm.query_norm.scale", P), 0);
+        c->hidden         = dim(T("%simg_in.weight", P), 0);
+        c->in_channels    = dim(T("%simg_in.weight", P), 1);
+        c->context_dim    = dim(T("%stxt_in.weight", P), 1);
+        c->pooled_dim     = dim(T("%svector_in.in_layer.weight", P), 1);
+        c->head_dim       = dim(T("%sdouble_blocks.0.img_attn.norm.query_norm.scale", P), 0);
         c->guidance_embed = T("%sguidance_in.in_layer.weight", P) != NULL;
         imgd_fmt(pre, sizeof pre, "%sdouble_blocks.", P);
         c->depth = imgd_view_index_count(v, pre);
@@ -286,11 +292,11 @@ static bool dit_flux(const imgd_view *v, const char *P, imgd_dit_config *c) {
         c->depth_single = imgd_view_index_count(v, pre);
     } else if (T("%ssingle_transformer_blocks.0.proj_mlp.weight", P) ||
                T("%ssingle_transformer_blocks.0.attn.to_q.weight", P)) {
-        c->hidden      = dim(T("%sx_embedder.weight", P), 0);
-        c->in_channels = dim(T("%sx_embedder.weight", P), 1);
-        c->context_dim = dim(T("%scontext_embedder.weight", P), 1);
-        c->pooled_dim  = dim(T("%stime_text_embed.text_embedder.linear_1.weight", P), 1);
-        c->head_dim    = dim(T("%stransformer_blocks.0.attn.norm_q.weight", P), 0);
+        c->hidden         = dim(T("%sx_embedder.weight", P), 0);
+        c->in_channels    = dim(T("%sx_embedder.weight", P), 1);
+        c->context_dim    = dim(T("%scontext_embedder.weight", P), 1);
+        c->pooled_dim     = dim(T("%stime_text_embed.text_embedder.linear_1.weight", P), 1);
+        c->head_dim       = dim(T("%stransformer_blocks.0.attn.norm_q.weight", P), 0);
         c->guidance_embed = T("%stime_text_embed.guidance_embedder.linear_1.weight", P) != NULL;
         imgd_fmt(pre, sizeof pre, "%stransformer_blocks.", P);
         c->depth = imgd_view_index_count(v, pre);
@@ -310,9 +316,9 @@ static bool dit_mmdit(const imgd_view *v, const char *P, imgd_dit_config *c) {
     if (x && T("%sjoint_blocks.0.x_block.attn.qkv.weight", P)) {
         c->original_names = true;
         imgd_fmt(pre, sizeof pre, "%sjoint_blocks.", P);
-        c->pooled_dim = dim(T("%sy_embedder.mlp.0.weight", P), 1);
+        c->pooled_dim          = dim(T("%sy_embedder.mlp.0.weight", P), 1);
         const imgd_wtensor *pe = T("%spos_embed", P);
-        uint64_t            n  = pe ? (uint64_t)dim(pe, 1) : 0, r = 0;
+        uint64_t            n = pe ? (uint64_t)dim(pe, 1) : 0, r = 0;
         while ((r + 1) * (r + 1) <= n) r++;
         c->pos_embed_max = (int32_t)r;
     } else if ((x = T("%spos_embed.proj.weight", P)) != NULL &&
@@ -346,7 +352,8 @@ static bool dit_other(const imgd_view *v, const char *P, imgd_dit_config *c) {
                T("%stime_extra_emb.pooler.q_proj.weight", P)) {
         c->type = IMGD_DIT_HUNYUAN;
         imgd_fmt(pre, sizeof pre, "%sblocks.", P);
-    } else if (T("%spatch_embed.text_proj.weight", P) && T("%stransformer_blocks.0.norm1.linear.weight", P)) {
+    } else if (T("%spatch_embed.text_proj.weight", P) &&
+               T("%stransformer_blocks.0.norm1.linear.weight", P)) {
         c->type        = IMGD_DIT_COGVIDEOX;
         c->context_dim = dim(T("%spatch_embed.text_proj.weight", P), 1);
         imgd_fmt(pre, sizeof pre, "%stransformer_blocks.", P);
@@ -385,7 +392,7 @@ bool imgd_detect_dit(const imgd_view *v, const char *prefix, imgd_dit_config *c,
     }
     if (!found) return false;
     if (c->head_dim > 0 && c->hidden > 0) c->heads = c->hidden / c->head_dim;
-    static const char *const names[] = {"", "MMDiT (SD3)", "FLUX", "PixArt", "Hunyuan-DiT",
+    static const char *const names[] = {"",          "MMDiT (SD3)", "FLUX", "PixArt", "Hunyuan-DiT",
                                         "CogVideoX", "Wan"};
     imgd_detect_note(mi,
                      "transformer %s at '%s%s': depth %d (+%d single), width %d, head dim %d, "

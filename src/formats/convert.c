@@ -7,10 +7,10 @@
 
 #include "base/alloc.h"
 #include "base/error.h"
+#include "base/text.h"
 #include "formats/dtype.h"
 #include "formats/safetensors.h"
 #include "formats/weights.h"
-#include "base/text.h"
 
 #define CHUNK_ELEMS (1u << 20) /* elements converted per step (a multiple of 256) */
 
@@ -55,9 +55,9 @@ static imgd_status emit_tensor(const imgd_wtensor *t, imgd_dtype dt, float *f32,
         return imgd_fail(IMGD_E_INTERNAL, "tensor '%s': bad shape", t->name);
     size_t out_sz = imgd_dtype_traits_of(dt)->block_bytes;
     for (uint64_t done = 0; done < numel; done += CHUNK_ELEMS) {
-        uint64_t    n  = IMGD_MIN(numel - done, (uint64_t)CHUNK_ELEMS);
+        uint64_t    n   = IMGD_MIN(numel - done, (uint64_t)CHUNK_ELEMS);
         const void *src = t->data + done / in->block_elems * in->block_bytes;
-        imgd_status st = imgd_dtype_to_f32(t->dtype, src, n, f32);
+        imgd_status st  = imgd_dtype_to_f32(t->dtype, src, n, f32);
         if (st == IMGD_OK) st = imgd_dtype_from_f32(dt, f32, n, out);
         if (st == IMGD_OK) st = sink(ctx, out, (size_t)n * out_sz);
         if (st != IMGD_OK) return imgd_fail_prefix(st, "tensor '%s'", t->name);
@@ -100,8 +100,8 @@ static imgd_status verify_sink(void *vctx, const void *data, size_t n) {
     return IMGD_OK;
 }
 
-static imgd_status verify(const char *tmp, const imgd_weights *in, const bool *keep,
-                          int32_t target, float *f32, uint8_t *buf) {
+static imgd_status verify(const char *tmp, const imgd_weights *in, const bool *keep, int32_t target,
+                          float *f32, uint8_t *buf) {
     imgd_weights *out = NULL;
     imgd_status   st  = imgd_weights_open(tmp, NULL, &out);
     if (st != IMGD_OK) return imgd_fail_prefix(IMGD_E_INTERNAL, "verification: cannot reread");
@@ -143,7 +143,8 @@ static imgd_status check_params(const char *in, const char *out, const imgd_conv
     if (!in || !out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_convert: in and out are required");
     if (p->dtype != -1 && p->dtype != IMGD_DTYPE_F32 && p->dtype != IMGD_DTYPE_F16 &&
         p->dtype != IMGD_DTYPE_BF16)
-        return imgd_fail(IMGD_E_INVALID_ARG, "convert: target dtype must be f32, f16 or bf16 (got %s)",
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "convert: target dtype must be f32, f16 or bf16 (got %s)",
                          imgd_dtype_name((imgd_dtype)p->dtype));
     if (same_file(in, out))
         return imgd_fail(IMGD_E_INVALID_ARG,
@@ -153,11 +154,11 @@ static imgd_status check_params(const char *in, const char *out, const imgd_conv
 
 imgd_status imgd_convert(const char *in, const char *out, const imgd_convert_params *params,
                          imgd_convert_result *result) {
-    imgd_convert_params p = params ? *params : imgd_convert_params_default();
+    imgd_convert_params p  = params ? *params : imgd_convert_params_default();
     imgd_status         st = check_params(in, out, &p);
     if (st != IMGD_OK) return st;
-    imgd_weights   *w = NULL;
-    imgd_st_writer *wr = NULL;
+    imgd_weights   *w    = NULL;
+    imgd_st_writer *wr   = NULL;
     imgd_st_entry  *ents = NULL;
     bool           *keep = NULL;
     float          *f32  = NULL;
@@ -192,8 +193,9 @@ imgd_status imgd_convert(const char *in, const char *out, const imgd_convert_par
     if (st != IMGD_OK) goto fail;
     write_ctx wc = {wr, p.progress, p.user, 0, imgd_st_writer_total(wr)};
     for (size_t i = 0; i < w->n && st == IMGD_OK; i++)
-        if (keep[i]) st = emit_tensor(&w->t[i], out_dtype(w->t[i].dtype, p.dtype), f32, buf,
-                                      write_sink, &wc);
+        if (keep[i])
+            st =
+                emit_tensor(&w->t[i], out_dtype(w->t[i].dtype, p.dtype), f32, buf, write_sink, &wc);
     uint64_t total = imgd_st_writer_total(wr);
     if (st != IMGD_OK) goto fail;
     st = imgd_st_writer_close(wr);

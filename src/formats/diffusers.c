@@ -12,8 +12,8 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/map.h"
-#include "formats/weights.h"
 #include "base/text.h"
+#include "formats/weights.h"
 
 #define CONFIG_MAX (16u << 20)
 
@@ -40,8 +40,7 @@ typedef struct found {
 } found;
 
 /* Tries the file names for one (stem, ext, variant); variant may be NULL. */
-static bool try_names(const char *dir, const char *stem, const char *ext, const char *v,
-                      found *f) {
+static bool try_names(const char *dir, const char *stem, const char *ext, const char *v, found *f) {
     char cand[3][512];
     int  n = 0;
     if (v) {
@@ -114,11 +113,11 @@ static imgd_status read_one(const char *dir, const char *file, const imgd_open_l
 /* Reads a sharded index: every shard once, every weight_map entry present. */
 static imgd_status read_sharded(const char *dir, const char *index, const imgd_open_limits *lim,
                                 imgd_weights *w) {
-    char       *path = imgd_path_join(dir, index), *text = NULL;
-    cJSON      *root = NULL;
-    const char **shards = NULL;
-    size_t      n_shards = 0, n_map = 0;
-    imgd_status st;
+    char        *path = imgd_path_join(dir, index), *text = NULL;
+    cJSON       *root     = NULL;
+    const char **shards   = NULL;
+    size_t       n_shards = 0, n_map = 0;
+    imgd_status  st;
     if (!path) return imgd_fail(IMGD_E_NOMEM, "out of memory");
     st = imgd_file_read_all(path, CONFIG_MAX, &text, NULL);
     if (st == IMGD_OK) st = imgd_json_parse(path, text, strlen(text), CONFIG_MAX, 32, &root);
@@ -155,8 +154,9 @@ static imgd_status read_sharded(const char *dir, const char *index, const imgd_o
     if (st != IMGD_OK) goto done;
     for (const cJSON *e = map->child; e; e = e->next) {
         if (imgd_strmap_get(&w->index, e->string, NULL)) continue;
-        st = imgd_fail(IMGD_E_FORMAT, "%s: tensor '%s' is listed for shard '%s' but not found in it",
-                       path, e->string, e->valuestring);
+        st =
+            imgd_fail(IMGD_E_FORMAT, "%s: tensor '%s' is listed for shard '%s' but not found in it",
+                      path, e->string, e->valuestring);
         goto done;
     }
     if (w->n - first != n_map)
@@ -176,7 +176,7 @@ static imgd_status keep_configs(const char *dir, const char *prefix, imgd_weight
     for (size_t i = 0; i < IMGD_ARRAY_LEN(k_configs); i++) {
         if (!exists_in(dir, k_configs[i])) continue;
         char       *p = imgd_path_join(dir, k_configs[i]), *text = NULL;
-        cJSON      *j = NULL;
+        cJSON      *j  = NULL;
         imgd_status st = p ? imgd_file_read_all(p, CONFIG_MAX, &text, NULL)
                            : imgd_fail(IMGD_E_NOMEM, "out of memory");
         if (st == IMGD_OK) st = imgd_json_parse(p, text, strlen(text), CONFIG_MAX, 64, &j);

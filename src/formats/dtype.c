@@ -69,8 +69,7 @@ bool imgd_shape_numel(int32_t n_dims, const int64_t *shape, uint64_t *out) {
     return true;
 }
 
-imgd_status imgd_dtype_nbytes(imgd_dtype dt, int32_t n_dims, const int64_t *shape,
-                              uint64_t *out) {
+imgd_status imgd_dtype_nbytes(imgd_dtype dt, int32_t n_dims, const int64_t *shape, uint64_t *out) {
     const imgd_dtype_traits *t = imgd_dtype_traits_of(dt);
     uint64_t                 n;
     for (int32_t i = 0; i < n_dims; i++)
@@ -120,7 +119,7 @@ uint16_t imgd_f32_to_f16(float f) {
     uint32_t x    = f32_to_bits(f);
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     uint32_t absx = x & 0x7fffffffu;
-    if (absx > 0x7f800000u) return (uint16_t)(sign | 0x7e00); /* NaN */
+    if (absx > 0x7f800000u) return (uint16_t)(sign | 0x7e00);  /* NaN */
     if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to >= 65520: inf */
     if (absx < 0x38800000u) {                                  /* subnormal or zero in f16 */
         if (absx < 0x33000000u) return sign;                   /* < 2^-25 rounds to 0 */
@@ -155,8 +154,10 @@ float imgd_f8e4m3_to_f32(uint8_t v) {
     uint32_t sign = v >> 7, exp = (v >> 3) & 0xf, man = v & 7;
     float    r;
     if (exp == 15 && man == 7) return NAN; /* e4m3fn: no infinities */
-    if (exp == 0) r = ldexpf((float)man, -9);
-    else r = ldexpf((float)(8 + man), (int)exp - 10);
+    if (exp == 0)
+        r = ldexpf((float)man, -9);
+    else
+        r = ldexpf((float)(8 + man), (int)exp - 10);
     return sign ? -r : r;
 }
 
@@ -199,8 +200,7 @@ imgd_status imgd_dtype_to_f32(imgd_dtype dt, const void *src, uint64_t n, float 
         for (uint64_t i = 0; i < n; i++) dst[i] = imgd_f8e5m2_to_f32(p[i]);
         break;
     default:
-        return imgd_fail(IMGD_E_UNSUPPORTED, "cannot convert %s to f32: not a float type",
-                         t->name);
+        return imgd_fail(IMGD_E_UNSUPPORTED, "cannot convert %s to f32: not a float type", t->name);
     }
     return IMGD_OK;
 }
@@ -223,8 +223,7 @@ imgd_status imgd_dtype_from_f32(imgd_dtype dt, const float *src, uint64_t n, voi
             p[2 * i + 1] = (uint8_t)(h >> 8);
         }
         break;
-    default:
-        return imgd_fail(IMGD_E_UNSUPPORTED, "cannot convert f32 to %s", imgd_dtype_name(dt));
+    default: return imgd_fail(IMGD_E_UNSUPPORTED, "cannot convert f32 to %s", imgd_dtype_name(dt));
     }
     return IMGD_OK;
 }

@@ -19,14 +19,13 @@ const imgd_dtype_traits *imgd_dtype_traits_of(imgd_dtype dt);
 /* Bytes of a tensor of `shape` (row-major, innermost last). For quantized types the
  * innermost dimension must be a multiple of the block size. IMGD_E_FORMAT on a negative
  * dim, a bad innermost dim or overflow (message says which, without a file name). */
-imgd_status imgd_dtype_nbytes(imgd_dtype dt, int32_t n_dims, const int64_t *shape,
-                              uint64_t *out);
+imgd_status imgd_dtype_nbytes(imgd_dtype dt, int32_t n_dims, const int64_t *shape, uint64_t *out);
 
 /* Number of elements; false on overflow or a negative dim. */
 bool imgd_shape_numel(int32_t n_dims, const int64_t *shape, uint64_t *out);
 
 float    imgd_f16_to_f32(uint16_t h);
-uint16_t imgd_f32_to_f16(float f);  /* round to nearest even, overflow to inf */
+uint16_t imgd_f32_to_f16(float f); /* round to nearest even, overflow to inf */
 float    imgd_bf16_to_f32(uint16_t h);
 uint16_t imgd_f32_to_bf16(float f); /* round to nearest even, NaN stays NaN */
 float    imgd_f8e4m3_to_f32(uint8_t v);

@@ -25,12 +25,11 @@ static const struct {
     const char *name;
     imgd_dtype  dt;
 } k_st_dtypes[] = {
-    {"F64", IMGD_DTYPE_F64},         {"F32", IMGD_DTYPE_F32},   {"F16", IMGD_DTYPE_F16},
-    {"BF16", IMGD_DTYPE_BF16},       {"I64", IMGD_DTYPE_I64},   {"I32", IMGD_DTYPE_I32},
-    {"I16", IMGD_DTYPE_I16},         {"I8", IMGD_DTYPE_I8},     {"U8", IMGD_DTYPE_U8},
-    {"BOOL", IMGD_DTYPE_BOOL},       {"F8_E4M3", IMGD_DTYPE_F8_E4M3},
-    {"F8_E5M2", IMGD_DTYPE_F8_E5M2}, {"U16", IMGD_DTYPE_U16},   {"U32", IMGD_DTYPE_U32},
-    {"U64", IMGD_DTYPE_U64},
+    {"F64", IMGD_DTYPE_F64},   {"F32", IMGD_DTYPE_F32},         {"F16", IMGD_DTYPE_F16},
+    {"BF16", IMGD_DTYPE_BF16}, {"I64", IMGD_DTYPE_I64},         {"I32", IMGD_DTYPE_I32},
+    {"I16", IMGD_DTYPE_I16},   {"I8", IMGD_DTYPE_I8},           {"U8", IMGD_DTYPE_U8},
+    {"BOOL", IMGD_DTYPE_BOOL}, {"F8_E4M3", IMGD_DTYPE_F8_E4M3}, {"F8_E5M2", IMGD_DTYPE_F8_E5M2},
+    {"U16", IMGD_DTYPE_U16},   {"U32", IMGD_DTYPE_U32},         {"U64", IMGD_DTYPE_U64},
 };
 
 /* ---- reader ----------------------------------------------------------------------- */
@@ -115,7 +114,8 @@ static imgd_status parse_entry(const char *name, const cJSON *e, span *s) {
         uint64_t v;
         if (!json_uint(d, &v))
             return imgd_fail(IMGD_E_FORMAT,
-                             "%s: tensor '%s' shape[%d] is not a non-negative integer", name, tn, k);
+                             "%s: tensor '%s' shape[%d] is not a non-negative integer", name, tn,
+                             k);
         s->shape[k] = (int64_t)v;
     }
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 || !json_uint(of->child, &s->begin) ||
@@ -142,9 +142,9 @@ static imgd_status check_spans(const char *name, span *sp, size_t n, uint64_t da
                              name, sp[i].item->string, (unsigned long long)sp[i].begin,
                              (unsigned long long)sp[i].end, (unsigned long long)data_size);
         if (sp[i].begin < pos)
-            return imgd_fail(IMGD_E_FORMAT, "%s: tensor '%s' span [%llu, %llu) overlaps another tensor",
-                             name, sp[i].item->string, (unsigned long long)sp[i].begin,
-                             (unsigned long long)sp[i].end);
+            return imgd_fail(
+                IMGD_E_FORMAT, "%s: tensor '%s' span [%llu, %llu) overlaps another tensor", name,
+                sp[i].item->string, (unsigned long long)sp[i].begin, (unsigned long long)sp[i].end);
         if (sp[i].begin > pos)
             return imgd_fail(IMGD_E_FORMAT,
                              "%s: gap of %llu unreferenced bytes before tensor '%s' at data offset "
@@ -187,7 +187,8 @@ imgd_status imgd_safetensors_read(const char *name, const uint8_t *data, uint64_
     span       *sp   = NULL;
     imgd_strmap seen;
     imgd_strmap_init(&seen);
-    imgd_status st = imgd_json_parse(name, hdr, (size_t)hlen, (size_t)lim->header_size_max, 64, &root);
+    imgd_status st =
+        imgd_json_parse(name, hdr, (size_t)hlen, (size_t)lim->header_size_max, 64, &root);
     if (st != IMGD_OK) goto done;
     if (!cJSON_IsObject(root)) {
         st = imgd_fail(IMGD_E_FORMAT, "%s: header is not a JSON object", name);
@@ -224,8 +225,8 @@ imgd_status imgd_safetensors_read(const char *name, const uint8_t *data, uint64_
     if (st != IMGD_OK) goto done;
     for (size_t i = 0; i < nt; i++) {
         const char *tn = sp[i].item->string;
-        st = imgd_weights_add(w, tn, strlen(tn), sp[i].dt, sp[i].n_dims, sp[i].shape,
-                              data + data_off + sp[i].begin, sp[i].end - sp[i].begin);
+        st             = imgd_weights_add(w, tn, strlen(tn), sp[i].dt, sp[i].n_dims, sp[i].shape,
+                                          data + data_off + sp[i].begin, sp[i].end - sp[i].begin);
         if (st != IMGD_OK) {
             st = imgd_fail_prefix(st, "%s", name);
             goto done;
@@ -289,13 +290,13 @@ static imgd_status build_header(const imgd_st_entry *e, size_t n, const char *co
 }
 
 imgd_status imgd_st_writer_open(const char *path, const imgd_st_entry *entries, size_t n,
-                                const char *const *meta_k, const char *const *meta_v,
-                                size_t n_meta, imgd_st_writer **out) {
+                                const char *const *meta_k, const char *const *meta_v, size_t n_meta,
+                                imgd_st_writer **out) {
     imgd_buf b;
     imgd_buf_init(&b, 0);
-    uint64_t       data_bytes = 0;
-    imgd_st_writer *wr        = NULL;
-    imgd_status    st = build_header(entries, n, meta_k, meta_v, n_meta, &b, &data_bytes);
+    uint64_t        data_bytes = 0;
+    imgd_st_writer *wr         = NULL;
+    imgd_status     st         = build_header(entries, n, meta_k, meta_v, n_meta, &b, &data_bytes);
     if (st != IMGD_OK) goto fail;
     wr = imgd_calloc(1, sizeof *wr);
     if (!wr || !(wr->path = imgd_strdup(path))) {

@@ -17,8 +17,8 @@ typedef struct imgd_st_writer imgd_st_writer;
  * computed, header padded with spaces to a multiple of 8 bytes. Metadata pairs are
  * written as __metadata__ (omitted when n_meta is 0). Strings are copied. */
 imgd_status imgd_st_writer_open(const char *path, const imgd_st_entry *entries, size_t n,
-                                const char *const *meta_k, const char *const *meta_v,
-                                size_t n_meta, imgd_st_writer **out);
+                                const char *const *meta_k, const char *const *meta_v, size_t n_meta,
+                                imgd_st_writer **out);
 
 /* Appends the next bytes of tensor data (tensors back to back, in entry order). Writing
  * more than the header declares is IMGD_E_INVALID_ARG. */

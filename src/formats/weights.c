@@ -20,8 +20,7 @@ void imgd_open_limits_from(const imgd_open_params *p, imgd_open_limits *out) {
     out->variant          = p ? p->variant : NULL;
 }
 
-static const char *const k_format_names[] = {"unknown", "safetensors", "ckpt", "gguf",
-                                             "diffusers"};
+static const char *const k_format_names[] = {"unknown", "safetensors", "ckpt", "gguf", "diffusers"};
 _Static_assert(IMGD_ARRAY_LEN(k_format_names) == IMGD_FORMAT_COUNT, "format names");
 
 const char *imgd_format_name(imgd_format f) {
@@ -153,8 +152,8 @@ imgd_status imgd_weights_own_buf(imgd_weights *w, void *buf) {
 }
 
 imgd_status imgd_weights_absorb(imgd_weights *dst, imgd_weights *src, const char *prefix) {
-    imgd_status st     = IMGD_OK;
-    size_t      plen   = strlen(prefix);
+    imgd_status st      = IMGD_OK;
+    size_t      plen    = strlen(prefix);
     char       *scratch = NULL;
     size_t      scap    = 0;
     /* Ownership first, so nothing leaks whatever fails below. */
@@ -172,7 +171,7 @@ imgd_status imgd_weights_absorb(imgd_weights *dst, imgd_weights *src, const char
         const imgd_wtensor *t   = &src->t[i];
         size_t              len = strlen(t->name);
         if (plen + len + 1 > scap) {
-            scap   = plen + len + 1;
+            scap     = plen + len + 1;
             char *ns = imgd_realloc(scratch, scap);
             if (!ns) {
                 st = imgd_fail(IMGD_E_NOMEM, "out of memory");
@@ -188,7 +187,7 @@ imgd_status imgd_weights_absorb(imgd_weights *dst, imgd_weights *src, const char
     for (size_t i = 0; i < src->n_meta && st == IMGD_OK; i++) {
         size_t len = strlen(src->meta_k[i]);
         if (plen + len + 1 > scap) {
-            scap   = plen + len + 1;
+            scap     = plen + len + 1;
             char *ns = imgd_realloc(scratch, scap);
             if (!ns) {
                 st = imgd_fail(IMGD_E_NOMEM, "out of memory");
@@ -209,10 +208,14 @@ imgd_status imgd_weights_absorb(imgd_weights *dst, imgd_weights *src, const char
 /* ---- opening ---------------------------------------------------------------------- */
 
 static imgd_status sniff(const char *path, const uint8_t *d, uint64_t n, imgd_format *out) {
-    if (n >= 4 && memcmp(d, "GGUF", 4) == 0) *out = IMGD_FORMAT_GGUF;
-    else if (n >= 4 && memcmp(d, "PK\x03\x04", 4) == 0) *out = IMGD_FORMAT_CKPT;
-    else if (n >= 4 && memcmp(d, "PK\x05\x06", 4) == 0) *out = IMGD_FORMAT_CKPT; /* empty zip */
-    else if (n >= 9 && d[8] == '{') *out = IMGD_FORMAT_SAFETENSORS;
+    if (n >= 4 && memcmp(d, "GGUF", 4) == 0)
+        *out = IMGD_FORMAT_GGUF;
+    else if (n >= 4 && memcmp(d, "PK\x03\x04", 4) == 0)
+        *out = IMGD_FORMAT_CKPT;
+    else if (n >= 4 && memcmp(d, "PK\x05\x06", 4) == 0)
+        *out = IMGD_FORMAT_CKPT; /* empty zip */
+    else if (n >= 9 && d[8] == '{')
+        *out = IMGD_FORMAT_SAFETENSORS;
     else if (n >= 2 && d[0] == 0x80 && d[1] <= 5)
         return imgd_fail(IMGD_E_UNSUPPORTED,
                          "%s: a legacy (pre-1.6, non-zip) PyTorch file; re-save it with "
@@ -245,7 +248,7 @@ imgd_status imgd_weights_read_file(const char *path, const imgd_open_limits *lim
         imgd_map_free(m);
         return st != IMGD_OK ? st : imgd_fail(IMGD_E_INTERNAL, "%s: no weights container", path);
     }
-    w->file_bytes = m->size;
+    w->file_bytes    = m->size;
     const uint8_t *d = m->data;
     uint64_t       n = m->size;
     st               = imgd_weights_own_map(w, m);
@@ -268,7 +271,8 @@ imgd_status imgd_weights_read_file(const char *path, const imgd_open_limits *lim
 
 imgd_status imgd_weights_open(const char *path, const imgd_open_params *params,
                               imgd_weights **out) {
-    if (!path || !out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_weights_open: path and out are required");
+    if (!path || !out)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_weights_open: path and out are required");
     imgd_open_limits lim;
     imgd_open_limits_from(params, &lim);
     if (imgd_path_is_dir(path)) {
@@ -315,7 +319,8 @@ imgd_status imgd_weights_tensor(const imgd_weights *w, size_t i, imgd_tensor_inf
 
 imgd_status imgd_weights_find(const imgd_weights *w, const char *name, imgd_tensor_info *out) {
     size_t i;
-    if (!w || !name || !out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_weights_find: NULL argument");
+    if (!w || !name || !out)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_weights_find: NULL argument");
     if (!imgd_strmap_get(&w->index, name, &i))
         return imgd_fail(IMGD_E_INVALID_ARG, "%s: no tensor named '%s'", w->path, name);
     fill_info(&w->t[i], out);

@@ -5,11 +5,11 @@
 
 #include "base/alloc.h"
 #include "base/error.h"
+#include "base/text.h"
 #include "formats/dtype.h"
 #include "tensor/backend.h"
 #include "tensor/plan.h"
 #include "tensor/tensor_impl.h"
-#include "base/text.h"
 
 /* ---- op names ------------------------------------------------------------------------- */
 

@@ -307,7 +307,7 @@ imgd_tensor *imgd_op_view(imgd_graph *g, imgd_tensor *x, int32_t n_dims, const i
 
 static imgd_tensor *concat_impl(imgd_graph *g, int32_t n, imgd_tensor *const *srcs, int32_t axis) {
     imgd_tensor *s[IMGD_TENSOR_SRC_MAX] = {0};
-    bool         same = true;
+    bool         same                   = true;
     for (int32_t i = 0; i < n; i++) {
         s[i] = srcs[i];
         if (!is_plain_float(s[i]->dtype) && !imgd_dtype_traits_of(s[i]->dtype)->is_quant)

@@ -6,12 +6,12 @@
 #include <zlib.h>
 
 #include "base/alloc.h"
+#include "base/text.h"
 #include "detect/keymap.h"
 #include "formats/dtype.h"
 #include "header_only.h"
 #include "test.h"
 #include "util.h"
-#include "base/text.h"
 
 static char *read_gz(const char *path) {
     gzFile g = gzopen(path, "rb");
@@ -97,7 +97,8 @@ static int materialise(const cJSON *c, const char *dir, char *out, size_t cap) {
 }
 
 static const char *want_kind(const char *k) {
-    static const char *const map[][2] = {{"pipeline", "checkpoint"},   {"transformer", "unet"},
+    static const char *const map[][2] = {{"pipeline", "checkpoint"},
+                                         {"transformer", "unet"},
                                          {"text-encoder", "text_encoder"},
                                          {"textual-inversion", "embedding"},
                                          {"t2i-adapter", "t2i_adapter"}};
@@ -112,7 +113,7 @@ static const char *want_family(const cJSON *label, const char *kind) {
     if (!cJSON_IsString(f)) return strcmp(kind, "unknown") == 0 ? "unknown" : "null";
     if (strcmp(f->valuestring, "flux1") == 0)
         return v && cJSON_IsString(v) && strcmp(v->valuestring, "schnell") == 0 ? "flux_schnell"
-                                                                                 : "flux_dev";
+                                                                                : "flux_dev";
     if (strcmp(f->valuestring, "sdxl-refiner") == 0) return "sdxl_refiner";
     return f->valuestring;
 }
@@ -120,8 +121,8 @@ static const char *want_family(const cJSON *label, const char *kind) {
 static int g_cases, g_right;
 
 /* Canonical names of the SD 1.5 single file and the SD 1.5 folder, compared at the end. */
-static imgd_keymap     *g_km_single, *g_km_folder;
-static imgd_weights    *g_w_single, *g_w_folder;
+static imgd_keymap  *g_km_single, *g_km_folder;
+static imgd_weights *g_w_single, *g_w_folder;
 
 static void check_keymap(const char *file, imgd_weights *w, imgd_model_info *mi, bool *kept) {
     imgd_model_kind k = imgd_model_info_kind(mi);
@@ -161,8 +162,10 @@ static void check_single_vs_folder(void) {
             imgd_shape_numel(a->n_dims, a->shape, &na);
             imgd_shape_numel(b->n_dims, b->shape, &nb);
         }
-        if (a && na == nb) same++;
-        else if (missing++ < 5) fprintf(stderr, "  single file lacks '%s'\n", e->canonical);
+        if (a && na == nb)
+            same++;
+        else if (missing++ < 5)
+            fprintf(stderr, "  single file lacks '%s'\n", e->canonical);
     }
     printf("sd15 single file vs folder: %zu canonical tensors match, %zu missing\n", same, missing);
     CHECK_EQ_INT(missing, 0);
@@ -194,7 +197,8 @@ static void run_case(const char *corpus, const char *file, const char *tmp) {
         } else {
             char *j = NULL;
             imgd_model_info_json(mi, &j);
-            CHECK_MSG(0, "%s: expected %s/%s, got %s/%s\n  %s", file, kind, fam, gk, gf, j ? j : "");
+            CHECK_MSG(0, "%s: expected %s/%s, got %s/%s\n  %s", file, kind, fam, gk, gf,
+                      j ? j : "");
             imgd_string_free(j);
         }
     } else {

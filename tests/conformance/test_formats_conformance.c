@@ -4,9 +4,9 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include "base/text.h"
 #include "test.h"
 #include "util.h"
-#include "base/text.h"
 
 static int g_files;
 

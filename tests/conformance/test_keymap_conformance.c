@@ -2,24 +2,26 @@
  * single-file and folder versions of each narrow model bit-identical, so every canonical
  * tensor of the single file must equal the folder's tensor of the same canonical name. */
 #include "base/alloc.h"
+#include "base/text.h"
 #include "detect/keymap.h"
 #include "test.h"
 #include "util.h"
-#include "base/text.h"
 
 /* Bytes of canonical entry e of w, materialised (transposes copied into scratch). */
 static const uint8_t *canonical_bytes(const imgd_weights *w, const imgd_km_entry *e,
                                       uint8_t *scratch, size_t cap, uint64_t *n) {
-    const imgd_wtensor *t = &w->t[e->src];
+    const imgd_wtensor *t  = &w->t[e->src];
     size_t              es = t->nbytes / (uint64_t)(t->shape[0] ? t->shape[0] : 1);
     if (t->n_dims >= 1 && e->op == IMGD_KM_ROWS) {
         *n = (uint64_t)(e->row_end - e->row_begin) * es;
         return t->data + (uint64_t)e->row_begin * es;
     }
-    if (e->op == IMGD_KM_TRANSPOSE && t->n_dims == 2 && t->nbytes <= cap && t->dtype == IMGD_DTYPE_F32) {
+    if (e->op == IMGD_KM_TRANSPOSE && t->n_dims == 2 && t->nbytes <= cap &&
+        t->dtype == IMGD_DTYPE_F32) {
         int64_t r = t->shape[0], c = t->shape[1];
         for (int64_t i = 0; i < r; i++)
-            for (int64_t j = 0; j < c; j++) memcpy(scratch + 4 * (j * r + i), t->data + 4 * (i * c + j), 4);
+            for (int64_t j = 0; j < c; j++)
+                memcpy(scratch + 4 * (j * r + i), t->data + 4 * (i * c + j), 4);
         *n = t->nbytes;
         return scratch;
     }
@@ -47,7 +49,7 @@ static void compare(const char *single, const char *folder, size_t want_min) {
     CHECK_STATUS(imgd_keymap_build(wa, ma, &ka), IMGD_OK);
     CHECK_STATUS(imgd_keymap_build(wb, mb, &kb), IMGD_OK);
     if (!ka || !kb) goto done;
-    size_t   cap     = 1 << 22, matched = 0, missing = 0, differ = 0;
+    size_t   cap = 1 << 22, matched = 0, missing = 0, differ = 0;
     uint8_t *scratch = imgd_malloc(cap);
     for (size_t i = 0; i < kb->n; i++) {
         const imgd_km_entry *eb = &kb->e[i];
@@ -98,7 +100,8 @@ static void test_keymap_sdxl_single_file_equals_folder(void) {
 }
 
 static void test_keymap_controlnet_single_file_equals_folder(void) {
-    compare("sd15-narrow/controlnet/control_narrow.safetensors", "sd15-narrow/controlnet/diffusers", 300);
+    compare("sd15-narrow/controlnet/control_narrow.safetensors", "sd15-narrow/controlnet/diffusers",
+            300);
 }
 
 int main(void) {

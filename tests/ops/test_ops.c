@@ -17,12 +17,12 @@
 #include <time.h>
 
 #include "base/alloc.h"
+#include "base/text.h"
 #include "formats/dtype.h"
 #include "tensor/backend.h"
 #include "tensor/cpu/cpu.h"
 #include "tensor/ops.h"
 #include "test.h"
-#include "base/text.h"
 
 /* ---- case context -------------------------------------------------------------------- */
 

@@ -6,9 +6,9 @@
 #include <zlib.h>
 
 #include "base/alloc.h"
+#include "base/text.h"
 #include "formats/weights.h"
 #include "test.h"
-#include "base/text.h"
 
 /* ---- a torch-style zip writer ---------------------------------------------------------- */
 

@@ -1,10 +1,10 @@
 /* imgd_convert: dtype conversion, EMA pruning, verification, never a half-written output. */
 #include <dirent.h>
 
+#include "base/text.h"
 #include "fixtures.h"
 #include "formats/dtype.h"
 #include "test.h"
-#include "base/text.h"
 
 static char g_in[512], g_out[512];
 
@@ -19,8 +19,8 @@ static bool exists(const char *p) {
 
 /* True when a temporary file of ours is left beside g_out. */
 static bool tmp_left(void) {
-    DIR *d = opendir(tu_tmpdir());
-    bool found = false;
+    DIR           *d     = opendir(tu_tmpdir());
+    bool           found = false;
     struct dirent *e;
     while (d && (e = readdir(d)) != NULL)
         if (strstr(e->d_name, "imgd-tmp")) found = true;
@@ -67,8 +67,8 @@ static void test_convert_to_f16_and_bf16_rounds_each_value(void) {
         CHECK_EQ_INT(t.nbytes, 5 * 4 * 2);
         const uint8_t *d = t.data;
         for (int j = 0; j < 20; j++) {
-            float    src = 0.25f + (float)(2000 + j);
-            uint16_t h   = (uint16_t)(d[2 * j] | d[2 * j + 1] << 8);
+            float    src  = 0.25f + (float)(2000 + j);
+            uint16_t h    = (uint16_t)(d[2 * j] | d[2 * j + 1] << 8);
             uint16_t want = k == 0 ? imgd_f32_to_f16(src) : imgd_f32_to_bf16(src);
             CHECK_EQ_INT(h, want);
         }
@@ -87,7 +87,8 @@ static void test_convert_prunes_ema(void) {
     imgd_weights    *b = NULL;
     imgd_tensor_info t;
     CHECK_STATUS(imgd_weights_open(g_out, NULL, &b), IMGD_OK);
-    if (b) CHECK_STATUS(imgd_weights_find(b, "model_ema.diffusion_model.w", &t), IMGD_E_INVALID_ARG);
+    if (b)
+        CHECK_STATUS(imgd_weights_find(b, "model_ema.diffusion_model.w", &t), IMGD_E_INVALID_ARG);
     imgd_weights_free(b);
 }
 
@@ -115,7 +116,7 @@ static void test_convert_bad_input_leaves_output_untouched(void) {
     tu_tmp_path(bad, sizeof bad, "bad-input.safetensors");
     tu_write_file(bad, "\xff\xff\xff\xff\xff\xff\xff\xff{}", 10);
     CHECK_STATUS(imgd_convert(bad, g_out, NULL, NULL), IMGD_E_FORMAT);
-    FILE *f = fopen(g_out, "rb");
+    FILE *f       = fopen(g_out, "rb");
     char  buf[16] = {0};
     CHECK(f && fread(buf, 1, sizeof buf, f) == 8 && memcmp(buf, "previous", 8) == 0);
     if (f) fclose(f);

@@ -6,11 +6,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/text.h"
 #include "detect/corpus_gen.h"
 #include "fixtures.h"
 #include "test.h"
 #include "util.h"
-#include "base/text.h"
 
 static double now_ms(void) {
     struct timespec ts;

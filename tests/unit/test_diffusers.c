@@ -1,8 +1,8 @@
 /* diffusers folders: pipelines, component folders, variants, sharded indexes. */
+#include "base/text.h"
 #include "fixtures.h"
 #include "formats/weights.h"
 #include "test.h"
-#include "base/text.h"
 
 static char g_root[512];
 
@@ -69,7 +69,7 @@ static void test_diffusers_variant_selects_fp16_files(void) {
     /* vae has no fp16 file: a clear error naming the variant. */
     CHECK_STATUS(imgd_weights_open(g_root, &p, &w), IMGD_E_INVALID_ARG);
     CHECK(strstr(imgd_last_error(), "fp16") != NULL);
-    char path[1024];
+    char        path[1024];
     const char *vn[] = {"decoder.conv_out.weight"};
     sub(path, sizeof path, "vae/diffusion_pytorch_model.fp16.safetensors");
     CHECK(fx_safetensors(path, vn, 1, 3, 5, NULL, NULL) == 0);
@@ -89,8 +89,9 @@ static void test_diffusers_falls_back_to_only_variant(void) {
     remove(path);
     imgd_weights *w = NULL;
     CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_OK);
-    if (w) CHECK_STR(imgd_weights_meta_find(w, "unet/imgd.weights_file"),
-                     "diffusion_pytorch_model.fp16.safetensors");
+    if (w)
+        CHECK_STR(imgd_weights_meta_find(w, "unet/imgd.weights_file"),
+                  "diffusion_pytorch_model.fp16.safetensors");
     imgd_weights_free(w);
 }
 

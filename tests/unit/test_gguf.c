@@ -6,11 +6,11 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/text.h"
 #include "formats/dtype.h"
 #include "formats/weights.h"
 #include "test.h"
 #include "util.h"
-#include "base/text.h"
 
 /* ggml type ids and GGUF value types, spelled out independently of the reader. */
 enum {

@@ -2,9 +2,9 @@
 #include <cjson/cJSON.h>
 #include <sys/wait.h>
 
+#include "base/text.h"
 #include "fixtures.h"
 #include "test.h"
-#include "base/text.h"
 
 static char g_file[512];
 

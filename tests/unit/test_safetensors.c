@@ -1,11 +1,11 @@
 /* safetensors reader and writer: valid files and hostile ones. */
 #include "base/alloc.h"
+#include "base/text.h"
 #include "formats/dtype.h"
 #include "formats/safetensors.h"
 #include "formats/weights.h"
 #include "test.h"
 #include "util.h"
-#include "base/text.h"
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
@@ -43,10 +43,10 @@ static void bad(const char *header, size_t data_len, const char *word) {
 /* ---- valid ------------------------------------------------------------------------ */
 
 static void test_safetensors_reads_two_tensors_zero_copy(void) {
-    size_t n = make("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
-                    "\"b\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[16,22]},"
-                    "\"__metadata__\":{\"format\":\"pt\"}}  ",
-                    22);
+    size_t           n = make("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+                                        "\"b\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[16,22]},"
+                                        "\"__metadata__\":{\"format\":\"pt\"}}  ",
+                              22);
     imgd_open_limits lim;
     imgd_open_limits_from(NULL, &lim);
     imgd_weights *w = NULL;
@@ -80,8 +80,8 @@ static void test_safetensors_accepts_empty_scalar_and_zero_size(void) {
 }
 
 static void test_safetensors_accepts_every_dtype(void) {
-    static const char *const names[] = {"F64", "F32", "F16",  "BF16",    "I64",     "I32",
-                                        "I16", "I8",  "U8",   "BOOL",    "F8_E4M3", "F8_E5M2"};
+    static const char *const names[] = {"F64", "F32", "F16", "BF16", "I64",     "I32",
+                                        "I16", "I8",  "U8",  "BOOL", "F8_E4M3", "F8_E5M2"};
     static const int         sizes[] = {8, 4, 2, 2, 8, 4, 2, 1, 1, 1, 1, 1};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         char h[256];
@@ -94,8 +94,8 @@ static void test_safetensors_accepts_every_dtype(void) {
 static void test_safetensors_writer_roundtrip_with_metadata(void) {
     char path[512];
     tu_tmp_path(path, sizeof path, "rt.safetensors");
-    imgd_st_entry e[2] = {{"w", {3, 5}, 2, IMGD_DTYPE_F32}, {"b\"q\\", {5}, 1, IMGD_DTYPE_BF16}};
-    const char   *mk[] = {"k1", "quote\"d"}, *mv[] = {"v1", "line\nbreak"};
+    imgd_st_entry   e[2] = {{"w", {3, 5}, 2, IMGD_DTYPE_F32}, {"b\"q\\", {5}, 1, IMGD_DTYPE_BF16}};
+    const char     *mk[] = {"k1", "quote\"d"}, *mv[] = {"v1", "line\nbreak"};
     imgd_st_writer *wr = NULL;
     CHECK_STATUS(imgd_st_writer_open(path, e, 2, mk, mv, 2, &wr), IMGD_OK);
     if (!wr) return;
@@ -162,7 +162,7 @@ static void test_safetensors_rejects_truncated_length(void) {
 }
 
 static void test_safetensors_rejects_header_past_eof(void) {
-    size_t n = make("{}", 0);
+    size_t n  = make("{}", 0);
     g_file[0] = 200;
     parse_expect(n, IMGD_E_FORMAT, "exceeds the file size");
 }
@@ -174,7 +174,7 @@ static void test_safetensors_rejects_huge_header_length(void) {
 }
 
 static void test_safetensors_rejects_header_over_cap(void) {
-    size_t           n = make("{\"__metadata__\":{\"a\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}}", 0);
+    size_t n = make("{\"__metadata__\":{\"a\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}}", 0);
     imgd_open_params p = imgd_open_params_default();
     p.header_size_max  = 16;
     imgd_open_limits lim;
@@ -200,7 +200,7 @@ static void test_safetensors_rejects_bad_utf8_header(void) {
 }
 
 static void test_safetensors_rejects_nul_in_header(void) {
-    size_t n = make("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
+    size_t n      = make("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
     g_file[8 + 3] = 0;
     parse_expect(n, IMGD_E_FORMAT, "UTF-8");
 }
@@ -286,7 +286,7 @@ static void test_safetensors_rejects_bad_metadata(void) {
 }
 
 static void test_safetensors_rejects_deep_nesting(void) {
-    char h[4096];
+    char   h[4096];
     size_t n = 0;
     h[n++]   = '{';
     h[n++]   = '"';
