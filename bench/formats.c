@@ -52,7 +52,7 @@ static int generate(const char *path, const opts *o) {
     char       *names = imgd_calloc((size_t)n, 32);
     const char *mk[1] = {"imgd.bench"}, *mv[1] = {"formats"};
     /* sizes: geometric-ish mix; every tensor [rows, 256] f16 */
-    uint64_t row_bytes = 256 * 2, rows_total = total / row_bytes, used = 0;
+    uint64_t row_bytes = (uint64_t)256 * 2, rows_total = total / row_bytes, used = 0;
     int     *rows = imgd_calloc((size_t)n, sizeof *rows);
     if (!names || !rows) return -1;
     for (int i = 0; i < n; i++) {
@@ -72,12 +72,13 @@ static int generate(const char *path, const opts *o) {
     len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"%s\":\"%s\"}", mk[0], mv[0]);
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
-        imgd_fmt(names + 32 * i, 32, "blocks.%d.weight", i);
+        imgd_fmt(names + (size_t)32 * i, 32, "blocks.%d.weight", i);
         uint64_t nb = (uint64_t)rows[i] * row_bytes;
         len += (size_t)snprintf(
             h + len, cap - len,
             ",\"%s\":{\"dtype\":\"F16\",\"shape\":[%d,256],\"data_offsets\":[%llu,%llu]}",
-            names + 32 * i, rows[i], (unsigned long long)off, (unsigned long long)(off + nb));
+            names + (size_t)32 * i, rows[i], (unsigned long long)off,
+            (unsigned long long)off + (unsigned long long)nb);
         off += nb;
     }
     len += (size_t)snprintf(h + len, cap - len, "}");
@@ -167,7 +168,7 @@ int bench_formats(int argc, char **argv) {
     double t0 = bench_now();
     if (generate(path, &o) != 0) {
         fprintf(stderr, "imgd-bench: cannot write %s: %s\n", path, strerror(errno));
-        remove(path);
+        (void)remove(path); /* best effort: the failure is already reported */
         return 1;
     }
     bench_emit("formats", "generate_s", bench_now() - t0, "s", NULL, 0);
@@ -180,7 +181,7 @@ int bench_formats(int argc, char **argv) {
         if (b < best_open) best_open = b;
         if (hdr < best_header) best_header = hdr;
     }
-    remove(path);
+    (void)remove(path); /* best effort: a temporary file */
     if (s1 != s2) {
         fprintf(stderr,
                 "imgd-bench: checksums differ (%llu vs %llu): tensors do not cover the data\n",

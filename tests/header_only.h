@@ -58,9 +58,9 @@ static inline void ho_add(ho_file *f, const char *name, const char *dtype, int32
     for (int32_t d = 0; d < n_dims && f->st == IMGD_OK; d++)
         f->st = imgd_buf_printf(&f->header, d ? ",%lld" : "%lld", (long long)shape[d]);
     if (f->st == IMGD_OK)
-        f->st =
-            imgd_buf_printf(&f->header, "],\"data_offsets\":[%llu,%llu]}",
-                            (unsigned long long)f->offset, (unsigned long long)(f->offset + nb));
+        f->st = imgd_buf_printf(&f->header, "],\"data_offsets\":[%llu,%llu]}",
+                                (unsigned long long)f->offset,
+                                (unsigned long long)f->offset + (unsigned long long)nb);
     f->offset += nb;
     f->n++;
 }

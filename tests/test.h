@@ -71,6 +71,18 @@ static int g_test_passed, g_test_failed, g_test_case_failed;
         }                                                                                          \
     } while (0)
 
+/* Like CHECK, but on failure jumps to the case's `done:` label (its cleanup), for setup
+ * steps whose failure (e.g. an injected allocation failure) leaves nothing to test. */
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: REQUIRE(%s) failed (%s)\n", __FILE__, __LINE__, #cond,         \
+                    imgd_last_error());                                                            \
+            g_test_case_failed = 1;                                                                \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
         g_test_case_failed = 0;                                                                    \

@@ -4,7 +4,7 @@
 
 #include "base/alloc.h"
 
-#define CHUNK_MIN (64 * 1024)
+#define CHUNK_MIN ((size_t)64 * 1024)
 
 struct imgd_arena_chunk {
     imgd_arena_chunk *next;

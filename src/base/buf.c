@@ -53,7 +53,7 @@ imgd_status imgd_buf_printf(imgd_buf *b, const char *fmt, ...) {
     imgd_status st = reserve(b, (size_t)n);
     if (st != IMGD_OK) return st;
     va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    (void)vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap); /* sized by the first pass */
     va_end(ap);
     b->len += (size_t)n;
     return IMGD_OK;

@@ -33,7 +33,7 @@ void imgd_error_clear(void) {
 imgd_status imgd_fail(imgd_status status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_msg, sizeof g_msg, fmt, ap);
+    (void)vsnprintf(g_msg, sizeof g_msg, fmt, ap); /* a truncated message is still useful */
     va_end(ap);
     return status;
 }
@@ -43,7 +43,7 @@ imgd_status imgd_fail_prefix(imgd_status status, const char *fmt, ...) {
     char    old[MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    (void)vsnprintf(prefix, sizeof prefix, fmt, ap); /* truncation is harmless */
     va_end(ap);
     memcpy(old, g_msg, sizeof old);
     size_t n = strlen(prefix);

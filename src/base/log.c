@@ -54,15 +54,17 @@ void imgd_log_emit(imgd_log_level level, const char *component, const char *even
     char    msg[1024], esc[2048], line[2560];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    (void)vsnprintf(msg, sizeof msg, fmt, ap); /* a long message is cut, not lost */
     va_end(ap);
     imgd_json_escape(esc, sizeof esc, msg);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-    snprintf(line, sizeof line,
-             "{\"ts\":%.3f,\"level\":\"%s\",\"component\":\"%s\",\"event\":\"%s\",\"msg\":\"%s\"}",
-             t, k_level_names[level], component, event, esc);
+    /* A line cut at sizeof line is still emitted. */
+    (void)snprintf(
+        line, sizeof line,
+        "{\"ts\":%.3f,\"level\":\"%s\",\"component\":\"%s\",\"event\":\"%s\",\"msg\":\"%s\"}", t,
+        k_level_names[level], component, event, esc);
     if (g_sink) {
         g_sink(level, line, g_sink_user);
     } else {

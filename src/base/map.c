@@ -86,20 +86,20 @@ imgd_status imgd_file_read_all(const char *path, size_t cap, char **out, size_t 
     size_t n = 0, alloc = 4096;
     char  *buf = imgd_malloc(alloc);
     if (!buf) {
-        fclose(f);
+        (void)fclose(f); /* opened for reading */
         return imgd_fail(IMGD_E_NOMEM, "%s: out of memory", path);
     }
     for (;;) {
         if (n + 1 >= alloc) {
             if (alloc > cap) {
                 imgd_free(buf);
-                fclose(f);
+                (void)fclose(f);
                 return imgd_fail(IMGD_E_TOO_LARGE, "%s: larger than %zu bytes", path, cap);
             }
             char *nb = imgd_realloc(buf, alloc * 2);
             if (!nb) {
                 imgd_free(buf);
-                fclose(f);
+                (void)fclose(f);
                 return imgd_fail(IMGD_E_NOMEM, "%s: out of memory", path);
             }
             buf = nb;
@@ -110,7 +110,7 @@ imgd_status imgd_file_read_all(const char *path, size_t cap, char **out, size_t 
         if (r == 0) break;
     }
     int err = ferror(f);
-    fclose(f);
+    (void)fclose(f); /* read errors were caught by ferror */
     if (err || n > cap) {
         imgd_free(buf);
         if (err) return imgd_fail(IMGD_E_IO, "%s: read error", path);

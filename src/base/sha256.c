@@ -16,7 +16,7 @@ static const uint32_t K[64] = {
 
 static void block(uint32_t h[8], const uint8_t *p) {
     uint32_t w[64];
-    for (int i = 0; i < 16; i++)
+    for (size_t i = 0; i < 16; i++)
         w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
                (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
     for (int i = 16; i < 64; i++) {
@@ -96,7 +96,7 @@ void imgd_sha256_final(imgd_sha256 *s, uint8_t digest[32]) {
     for (int i = 0; i < 8; i++) lb[i] = (uint8_t)(bits >> (56 - 8 * i));
     imgd_sha256_update(s, lb, 8);
     s->len = len;
-    for (int i = 0; i < 8; i++) {
+    for (size_t i = 0; i < 8; i++) {
         digest[4 * i]     = (uint8_t)(s->h[i] >> 24);
         digest[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
         digest[4 * i + 2] = (uint8_t)(s->h[i] >> 8);
@@ -106,7 +106,7 @@ void imgd_sha256_final(imgd_sha256 *s, uint8_t digest[32]) {
 
 void imgd_sha256_hex(const uint8_t digest[32], char hex[65]) {
     static const char d[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
+    for (size_t i = 0; i < 32; i++) {
         hex[2 * i]     = d[digest[i] >> 4];
         hex[2 * i + 1] = d[digest[i] & 15];
     }

@@ -40,7 +40,7 @@ void imgd_detect_note(imgd_model_info *mi, const char *fmt, ...) {
     char    buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    (void)vsnprintf(buf, sizeof buf, fmt, ap); /* a cut note is still evidence */
     va_end(ap);
     char *s = imgd_arena_strndup(&mi->arena, buf, strlen(buf));
     if (s) mi->evidence[mi->n_evidence++] = s;

@@ -148,7 +148,7 @@ static imgd_status needs_json(imgd_buf *b, const imgd_model_info *mi) {
     uint64_t c0  = mi->has_unet  ? (uint64_t)mi->unet.model_channels
                    : mi->has_dit ? (uint64_t)mi->dit.hidden / 4
                                  : 0;
-    uint64_t act = 2 * 12 * c0 * lat * 4;
+    uint64_t act = (uint64_t)2 * 12 * c0 * lat * 4;
     uint64_t vdec =
         mi->has_vae ? 4 * (uint64_t)mi->vae.widths[0] * (uint64_t)px * (uint64_t)px * 4 : 0;
     uint64_t    cpu = params * 4 + act + vdec;

@@ -96,7 +96,7 @@ static imgd_format guess_format(const char *path) {
     if (!f) return (imgd_format)0;
     uint8_t h[9] = {0};
     size_t  n    = fread(h, 1, sizeof h, f);
-    fclose(f);
+    (void)fclose(f); /* opened for reading */
     if (n >= 4 && memcmp(h, "GGUF", 4) == 0) return IMGD_FORMAT_GGUF;
     if (n >= 2 && h[0] == 'P' && h[1] == 'K') return IMGD_FORMAT_CKPT;
     if (n >= 2 && h[0] == 0x80) return IMGD_FORMAT_CKPT;

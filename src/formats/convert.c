@@ -205,7 +205,7 @@ imgd_status imgd_convert(const char *in, const char *out, const imgd_convert_par
         st = imgd_fail(IMGD_E_IO, "%s: cannot move the finished file into place: %s", out,
                        strerror(errno));
     if (st != IMGD_OK) {
-        remove(tmp);
+        (void)remove(tmp); /* best effort: the error is already set */
         goto fail;
     }
     if (result) {

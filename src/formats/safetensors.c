@@ -280,7 +280,7 @@ static imgd_status build_header(const imgd_st_entry *e, size_t n, const char *co
             st = imgd_buf_printf(b, d ? ",%lld" : "%lld", (long long)e[i].shape[d]);
         if (st == IMGD_OK)
             st = imgd_buf_printf(b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                                 (unsigned long long)(off + nb));
+                                 (unsigned long long)off + (unsigned long long)nb);
         off += nb;
     }
     if (st == IMGD_OK) st = imgd_buf_puts(b, "}");
@@ -360,8 +360,9 @@ imgd_status imgd_st_writer_close(imgd_st_writer *wr) {
 
 void imgd_st_writer_abort(imgd_st_writer *wr) {
     if (!wr) return;
-    if (wr->f) fclose(wr->f);
-    if (wr->path) remove(wr->path);
+    /* Best effort: the file is being discarded and the caller already has an error. */
+    if (wr->f) (void)fclose(wr->f);
+    if (wr->path) (void)remove(wr->path);
     imgd_free(wr->path);
     imgd_free(wr);
 }

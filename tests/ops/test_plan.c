@@ -114,38 +114,40 @@ static imgd_backend *backend(const char *name) {
 
 /* A chain of 100 scale ops on [1024] floats: 4 KiB per activation. */
 static void test_graph_chain_of_100_ops_plans_optimum_plus_one(void) {
-    imgd_backend *be = backend("cpu");
-    imgd_graph   *g  = NULL;
-    CHECK_STATUS(imgd_graph_new(NULL, &g), IMGD_OK);
+    imgd_backend *be  = backend("cpu");
+    imgd_graph   *g   = NULL;
+    void         *buf = NULL;
+    REQUIRE(be && imgd_graph_new(NULL, &g) == IMGD_OK);
     imgd_tensor *x = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 1, (const int64_t[]){1024});
     imgd_tensor *y = x;
     for (int i = 0; i < 100; i++) y = imgd_op_scale(g, y, 1.01f, 0.0f);
     imgd_graph_output(g, y);
     imgd_plan_info info = {0};
-    CHECK_STATUS(imgd_graph_plan(g, be, &info), IMGD_OK);
+    REQUIRE(imgd_graph_plan(g, be, &info) == IMGD_OK);
     CHECK_EQ_INT(info.n_nodes, 100);
     size_t S = 1024 * sizeof(float);
     CHECK_MSG(info.activation_bytes <= 2 * S + S, "planned %zu bytes, optimum %zu",
               info.activation_bytes, 2 * S);
     CHECK_EQ_INT(info.naive_bytes, 100 * S);
     /* the exact byte count is enough: a caller buffer of exactly that size works */
-    void *buf = NULL;
-    CHECK_STATUS(be->iface->alloc(be, info.activation_bytes, &buf), IMGD_OK);
+    REQUIRE(be->iface->alloc(be, info.activation_bytes, &buf) == IMGD_OK);
     CHECK_STATUS(imgd_graph_alloc(g, buf, info.activation_bytes - 1), IMGD_E_INVALID_ARG);
-    CHECK_STATUS(imgd_graph_alloc(g, buf, info.activation_bytes), IMGD_OK);
+    REQUIRE(imgd_graph_alloc(g, buf, info.activation_bytes) == IMGD_OK);
     float in[1024];
     for (int i = 0; i < 1024; i++) in[i] = (float)i;
     CHECK_STATUS(imgd_tensor_bind(x, in), IMGD_OK);
-    CHECK_STATUS(imgd_graph_compute(g), IMGD_OK);
+    REQUIRE(imgd_graph_compute(g) == IMGD_OK);
     const float *out = y->data;
     CHECK_NEAR(out[10], 10.0 * pow(1.01, 100), 1e-3);
+done:
     imgd_graph_free(g);
-    be->iface->buffer_free(be, buf);
+    if (buf) be->iface->buffer_free(be, buf);
     imgd_backend_free(be);
 }
 
 static imgd_graph *small_net(imgd_tensor **x, imgd_tensor **y, const float *w) {
     imgd_graph *g = NULL;
+    *x = *y = NULL;
     if (imgd_graph_new(NULL, &g) != IMGD_OK) return NULL;
     *x              = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 2, (const int64_t[]){4, 8});
     imgd_tensor *wt = imgd_graph_weight(g, "w", IMGD_DTYPE_F32, 2, (const int64_t[]){8, 8}, w);
@@ -162,12 +164,11 @@ static void test_graph_replay_never_allocates_and_tracks_inputs(void) {
     for (int i = 0; i < 64; i++) w[i] = (float)((i * 7) % 11) / 11.0f - 0.5f;
     for (int i = 0; i < 32; i++) in[i] = (float)i / 32.0f;
     imgd_tensor   *x = NULL, *y = NULL;
-    imgd_graph    *g = small_net(&x, &y, w);
-    imgd_plan_info info;
-    CHECK(g != NULL);
-    CHECK_STATUS(imgd_graph_plan(g, be, &info), IMGD_OK);
+    imgd_graph    *g    = small_net(&x, &y, w);
+    imgd_plan_info info = {0};
+    REQUIRE(be && g && imgd_graph_plan(g, be, &info) == IMGD_OK);
     CHECK_EQ_INT(info.n_nodes, 4); /* matmul, silu, add, layer_norm; gelu pruned */
-    CHECK_STATUS(imgd_graph_alloc(g, NULL, 0), IMGD_OK);
+    REQUIRE(imgd_graph_alloc(g, NULL, 0) == IMGD_OK);
     CHECK_STATUS(imgd_graph_compute(g), IMGD_E_INVALID_ARG); /* x not bound */
     CHECK_STATUS(imgd_tensor_bind(x, in), IMGD_OK);
     CHECK_STATUS(imgd_graph_compute(g), IMGD_OK);
@@ -181,6 +182,7 @@ static void test_graph_replay_never_allocates_and_tracks_inputs(void) {
     int same = 0;
     for (int i = 0; i < 32; i++) same += out1[i] == out2[i];
     CHECK(same < 32); /* new input, new result */
+done:
     imgd_graph_free(g);
     imgd_backend_free(be);
 }
@@ -192,15 +194,15 @@ static void test_graph_two_graphs_share_one_buffer(void) {
     for (int i = 0; i < 32; i++) in[i] = (float)i - 16.0f;
     imgd_tensor   *x1, *y1, *x2, *y2;
     imgd_graph    *g1 = small_net(&x1, &y1, w), *g2 = small_net(&x2, &y2, w);
-    imgd_plan_info i1, i2;
-    CHECK_STATUS(imgd_graph_plan(g1, be, &i1), IMGD_OK);
-    CHECK_STATUS(imgd_graph_plan(g2, be, &i2), IMGD_OK);
+    imgd_plan_info i1 = {0}, i2 = {0};
+    void          *buf = NULL;
+    REQUIRE(be && g1 && g2);
+    REQUIRE(imgd_graph_plan(g1, be, &i1) == IMGD_OK && imgd_graph_plan(g2, be, &i2) == IMGD_OK);
     size_t need =
         i1.activation_bytes > i2.activation_bytes ? i1.activation_bytes : i2.activation_bytes;
-    void *buf = NULL;
-    CHECK_STATUS(be->iface->alloc(be, need, &buf), IMGD_OK);
-    CHECK_STATUS(imgd_graph_alloc(g1, buf, need), IMGD_OK);
-    CHECK_STATUS(imgd_graph_alloc(g2, buf, need), IMGD_OK);
+    REQUIRE(be->iface->alloc(be, need, &buf) == IMGD_OK);
+    REQUIRE(imgd_graph_alloc(g1, buf, need) == IMGD_OK &&
+            imgd_graph_alloc(g2, buf, need) == IMGD_OK);
     CHECK_STATUS(imgd_tensor_bind(x1, in), IMGD_OK);
     CHECK_STATUS(imgd_tensor_bind(x2, in), IMGD_OK);
     float o1[32], o2[32];
@@ -212,9 +214,10 @@ static void test_graph_two_graphs_share_one_buffer(void) {
     for (int i = 0; i < 32; i++) diff += o1[i] != o2[i];
     CHECK_EQ_INT(diff, 0);
     CHECK_STATUS(imgd_graph_alloc(g1, (char *)buf + 8, need), IMGD_E_INVALID_ARG); /* misaligned */
+done:
     imgd_graph_free(g1);
     imgd_graph_free(g2);
-    be->iface->buffer_free(be, buf);
+    if (buf) be->iface->buffer_free(be, buf);
     imgd_backend_free(be);
 }
 
@@ -277,7 +280,7 @@ static void test_graph_shape_errors_name_the_problem(void) {
 static void test_graph_view_output_keeps_its_storage_alive(void) {
     imgd_backend *be = backend("cpu");
     imgd_graph   *g  = NULL;
-    CHECK_STATUS(imgd_graph_new(NULL, &g), IMGD_OK);
+    REQUIRE(be && imgd_graph_new(NULL, &g) == IMGD_OK);
     float        in[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
     imgd_tensor *x      = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 2, (const int64_t[]){3, 4});
     imgd_tensor *s      = imgd_op_scale(g, x, 2.0f, 0.0f);
@@ -286,14 +289,14 @@ static void test_graph_view_output_keeps_its_storage_alive(void) {
     for (int i = 0; i < 5; i++) t = imgd_op_scale(g, t, 1.0f, 1.0f); /* would reuse s's bytes */
     imgd_graph_output(g, v);
     imgd_graph_output(g, t);
-    CHECK_STATUS(imgd_graph_plan(g, be, NULL), IMGD_OK);
-    CHECK_STATUS(imgd_graph_alloc(g, NULL, 0), IMGD_OK);
+    REQUIRE(imgd_graph_plan(g, be, NULL) == IMGD_OK && imgd_graph_alloc(g, NULL, 0) == IMGD_OK);
     CHECK_STATUS(imgd_tensor_bind(x, in), IMGD_OK);
-    CHECK_STATUS(imgd_graph_compute(g), IMGD_OK);
+    REQUIRE(imgd_graph_compute(g) == IMGD_OK);
     float out[12];
     CHECK_STATUS(imgd_graph_read_f32(g, v, out, 12), IMGD_OK);
     CHECK_NEAR(out[1], 10.0, 0); /* v[0][1] = s[1][0] = 2 * 5 */
     CHECK_NEAR(out[11], 24.0, 0);
+done:
     imgd_graph_free(g);
     imgd_backend_free(be);
 }
@@ -305,13 +308,14 @@ static void test_graph_compute_honours_cancel_flag(void) {
     imgd_graph   *g = small_net(&x, &y, w);
     atomic_int    stop;
     atomic_init(&stop, 1);
-    CHECK_STATUS(imgd_graph_plan(g, be, NULL), IMGD_OK);
-    CHECK_STATUS(imgd_graph_alloc(g, NULL, 0), IMGD_OK);
+    REQUIRE(be && g && imgd_graph_plan(g, be, NULL) == IMGD_OK);
+    REQUIRE(imgd_graph_alloc(g, NULL, 0) == IMGD_OK);
     CHECK_STATUS(imgd_tensor_bind(x, in), IMGD_OK);
     imgd_graph_set_cancel(g, &stop);
     CHECK_STATUS(imgd_graph_compute(g), IMGD_E_CANCELLED);
     atomic_store(&stop, 0);
     CHECK_STATUS(imgd_graph_compute(g), IMGD_OK);
+done:
     imgd_graph_free(g);
     imgd_backend_free(be);
 }
@@ -323,17 +327,18 @@ static void test_graph_replans_on_another_backend(void) {
     for (int i = 0; i < 32; i++) in[i] = (float)(i % 7) - 3.0f;
     imgd_tensor *x, *y;
     imgd_graph  *g = small_net(&x, &y, w);
-    CHECK_STATUS(imgd_graph_plan(g, cpu, NULL), IMGD_OK);
-    CHECK_STATUS(imgd_graph_alloc(g, NULL, 0), IMGD_OK);
+    REQUIRE(cpu && ref && g && imgd_graph_plan(g, cpu, NULL) == IMGD_OK);
+    REQUIRE(imgd_graph_alloc(g, NULL, 0) == IMGD_OK);
     CHECK_STATUS(imgd_tensor_bind(x, in), IMGD_OK);
-    CHECK_STATUS(imgd_graph_compute(g), IMGD_OK);
+    REQUIRE(imgd_graph_compute(g) == IMGD_OK);
     CHECK_STATUS(imgd_graph_read_f32(g, y, o1, 32), IMGD_OK);
     CHECK_STATUS(imgd_graph_plan(g, ref, NULL), IMGD_OK);    /* releases the cpu plan */
     CHECK_STATUS(imgd_graph_compute(g), IMGD_E_INVALID_ARG); /* not allocated yet */
-    CHECK_STATUS(imgd_graph_alloc(g, NULL, 0), IMGD_OK);
-    CHECK_STATUS(imgd_graph_compute(g), IMGD_OK);
+    REQUIRE(imgd_graph_alloc(g, NULL, 0) == IMGD_OK);
+    REQUIRE(imgd_graph_compute(g) == IMGD_OK);
     CHECK_STATUS(imgd_graph_read_f32(g, y, o2, 32), IMGD_OK);
     for (int i = 0; i < 32; i++) CHECK_NEAR(o1[i], o2[i], 1e-5);
+done:
     imgd_graph_free(g);
     imgd_backend_free(cpu);
     imgd_backend_free(ref);

@@ -86,7 +86,7 @@ static void test_diffusers_falls_back_to_only_variant(void) {
     make_pipeline();
     char path[1024];
     sub(path, sizeof path, "unet/diffusion_pytorch_model.safetensors");
-    remove(path);
+    CHECK(remove(path) == 0);
     imgd_weights *w = NULL;
     CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_OK);
     if (w)
@@ -99,9 +99,9 @@ static void test_diffusers_reads_sharded_index(void) {
     make_pipeline();
     char path[1024];
     sub(path, sizeof path, "unet/diffusion_pytorch_model.safetensors");
-    remove(path);
+    CHECK(remove(path) == 0);
     sub(path, sizeof path, "unet/diffusion_pytorch_model.fp16.safetensors");
-    remove(path);
+    CHECK(remove(path) == 0);
     const char *a[] = {"a.weight", "a.bias"}, *b[] = {"b.weight"};
     sub(path, sizeof path, "unet/diffusion_pytorch_model-00001-of-00002.safetensors");
     CHECK(fx_safetensors(path, a, 2, 1, 0, NULL, NULL) == 0);
@@ -156,7 +156,7 @@ static void test_diffusers_rejects_config_without_weights(void) {
     make_pipeline();
     char path[1024];
     sub(path, sizeof path, "vae/diffusion_pytorch_model.safetensors");
-    remove(path);
+    CHECK(remove(path) == 0);
     imgd_weights *w = NULL;
     CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_E_FORMAT);
     CHECK(strstr(imgd_last_error(), "no weights") != NULL);

@@ -133,7 +133,7 @@ static void test_inspect_cli_convert_roundtrip(void) {
     imgd_fmt(args, sizeof args, "inspect --json '%s'", dst);
     CHECK_EQ_INT(run(args, out, sizeof out), 0);
     CHECK(strstr(out, "\"BF16\":1") != NULL);
-    remove(dst);
+    CHECK(remove(dst) == 0);
 }
 
 int main(void) {
@@ -143,6 +143,6 @@ int main(void) {
     RUN(test_inspect_text_report);
     RUN(test_inspect_cli_json_and_errors);
     RUN(test_inspect_cli_convert_roundtrip);
-    remove(g_file);
+    (void)remove(g_file); /* best-effort cleanup after the last case */
     TEST_END();
 }
