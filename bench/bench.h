@@ -12,5 +12,6 @@ void bench_emit(const char *bench, const char *metric, double value, const char 
 
 int bench_formats(int argc, char **argv);
 int bench_engine(int argc, char **argv);
+int bench_detect(int argc, char **argv);
 
 #endif

@@ -30,6 +30,9 @@ static const bench_row k_benches[] = {
     {"formats", bench_formats,
      "open + validate + touch every tensor of a generated multi-GB safetensors file vs a plain\n"
      "      read() of it [--size-mb N (default 2048)] [--dir D] [--tensors N] [--repeat R]"},
+    {"detect", bench_detect,
+     "open + detect every model of the generated detection corpus (real layouts, sparse\n"
+     "      real-size files) vs open alone [--repeat R (default 5)] [--dir D]"},
     {"engine", bench_engine,
      "GFLOP/s of the tensor engine's CPU backend (4096^3 sgemm, SD 1.5's 320->320 3x3 conv at\n"
      "      64x64 batch 2, attention 4096 tokens x 8 heads x 40) vs the measured oneDNN/OpenBLAS\n"

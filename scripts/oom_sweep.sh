@@ -8,7 +8,8 @@
 # something report IMGD_E_NOMEM), but it must not crash, leak, hang or trip a sanitizer.
 # Sanitizer reports exit with code 23 (set below); a signal shows as a code above 128;
 # a hang is killed after IMGD_OOM_TIMEOUT seconds (default 120). The test runs with the
-# environment, arguments and working folder that ctest would give it.
+# environment, arguments and working folder that ctest would give it. IMGD_OOM_JOBS runs
+# that many injection points at once (default: the number of CPUs).
 # Skips (exit 0) with a message when TEST_NAME is not built in BUILD_DIR.
 set -euo pipefail
 
@@ -70,14 +71,30 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:exitcode=$S
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=$SAN_EXIT"
 export LSAN_OPTIONS="exitcode=$SAN_EXIT"
 
-echo "oom_sweep: $exe, IMGD_FAIL_ALLOC_AT=1..$n"
+jobs_max=${IMGD_OOM_JOBS:-$(nproc 2>/dev/null || echo 2)}
+echo "oom_sweep: $exe, IMGD_FAIL_ALLOC_AT=1..$n ($jobs_max at a time)"
+
+# Runs every injection point, jobs_max at a time; each leaves its output and exit code.
+run_one() {
+    local i=$1 rc=0
+    IMGD_FAIL_ALLOC_AT=$i timeout -k 5 "$timeout_s" bash "$work/run.sh" >"$work/out.$i" 2>&1 || rc=$?
+    echo "$rc" >"$work/rc.$i"
+}
+running=0
+for ((i = 1; i <= n; i++)); do
+    run_one "$i" &
+    running=$((running + 1))
+    if ((running >= jobs_max)); then
+        wait -n || true
+        running=$((running - 1))
+    fi
+done
+wait || true
+
 pass=0 normal_fail=0 bad=0 bad_list=()
 for ((i = 1; i <= n; i++)); do
     log="$work/out.$i"
-    set +e
-    IMGD_FAIL_ALLOC_AT=$i timeout -k 5 "$timeout_s" bash "$work/run.sh" >"$log" 2>&1
-    rc=$?
-    set -e
+    rc=$(cat "$work/rc.$i" 2>/dev/null || echo 255)
     why=""
     if ((rc == SAN_EXIT)); then
         why="sanitizer report (exit $rc)"

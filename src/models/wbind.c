@@ -1,0 +1,234 @@
+/* Weight binding: canonical names to graph weights over the mapped file (see wbind.h). */
+#include "models/wbind.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/arena.h"
+#include "base/error.h"
+#include "base/text.h"
+#include "formats/dtype.h"
+#include "formats/weights.h"
+
+#define NAME_CAP 512
+
+struct imgd_wbind {
+    const imgd_weights    *w;
+    const imgd_model_info *mi;
+    imgd_keymap           *km;
+    imgd_arena             copies; /* transposed tensors */
+    imgd_strmap            copied; /* canonical -> pointer (as size_t) into copies */
+};
+
+imgd_status imgd_wbind_new(const imgd_weights *w, const imgd_model_info *mi, imgd_wbind **out) {
+    if (!w || !mi || !out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_wbind_new: NULL argument");
+    *out          = NULL;
+    imgd_wbind *b = imgd_calloc(1, sizeof *b);
+    if (!b) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    b->w  = w;
+    b->mi = mi;
+    imgd_arena_init(&b->copies, 0);
+    imgd_strmap_init(&b->copied);
+    imgd_status st = imgd_keymap_build(w, mi, &b->km);
+    if (st != IMGD_OK) {
+        imgd_wbind_free(b);
+        return st;
+    }
+    *out = b;
+    return IMGD_OK;
+}
+
+void imgd_wbind_free(imgd_wbind *b) {
+    if (!b) return;
+    imgd_keymap_free(b->km);
+    imgd_strmap_free(&b->copied);
+    imgd_arena_free(&b->copies);
+    imgd_free(b);
+}
+
+const imgd_weights *imgd_wbind_weights(const imgd_wbind *b) {
+    return b->w;
+}
+
+const imgd_model_info *imgd_wbind_info(const imgd_wbind *b) {
+    return b->mi;
+}
+
+bool imgd_wbind_has(const imgd_wbind *b, const char *canonical) {
+    return b && canonical && imgd_keymap_find(b->km, canonical) != NULL;
+}
+
+/* Canonical shape of an entry. */
+static int32_t entry_shape(const imgd_wbind *b, const imgd_km_entry *e, int64_t *shape) {
+    const imgd_wtensor *t = &b->w->t[e->src];
+    int32_t             n = t->n_dims;
+    for (int32_t i = 0; i < IMGD_MAX_DIMS; i++) shape[i] = i < n ? t->shape[i] : 1;
+    switch (e->op) {
+    case IMGD_KM_SQUEEZE:
+        while (n > 2 && shape[n - 1] == 1) n--;
+        break;
+    case IMGD_KM_ROWS: shape[0] = e->row_end - e->row_begin; break;
+    case IMGD_KM_TRANSPOSE:
+        if (n == 2) {
+            int64_t s = shape[0];
+            shape[0]  = shape[1];
+            shape[1]  = s;
+        }
+        break;
+    default: break;
+    }
+    return n;
+}
+
+int32_t imgd_wbind_shape(const imgd_wbind *b, const char *canonical, int64_t *shape) {
+    const imgd_km_entry *e = b && canonical ? imgd_keymap_find(b->km, canonical) : NULL;
+    if (!e) return -1;
+    return entry_shape(b, e, shape);
+}
+
+static void shape_str(int32_t n, const int64_t *s, char *out, size_t cap) {
+    size_t k = 0;
+    out[0]   = '\0';
+    for (int32_t i = 0; i < n && k + 24 < cap; i++) {
+        int m = snprintf(out + k, cap - k, "%s%lld", i ? ", " : "[", (long long)s[i]);
+        if (m < 0) break;
+        k += (size_t)m;
+    }
+    (void)imgd_fmt(out + k, cap - k, n ? "]" : "[]");
+}
+
+/* Data for the entry in its canonical layout (a view into the file, or a copy). */
+static const void *entry_data(imgd_wbind *b, const char *canonical, const imgd_km_entry *e,
+                              const int64_t *cshape, int32_t cn) {
+    const imgd_wtensor      *t  = &b->w->t[e->src];
+    const imgd_dtype_traits *tr = imgd_dtype_traits_of(t->dtype);
+    if (e->op == IMGD_KM_SAME || e->op == IMGD_KM_SQUEEZE) return t->data;
+    if (tr->is_quant) return NULL; /* rows / transposes of quantized blocks: not supported */
+    size_t es = tr->block_bytes;
+    if (e->op == IMGD_KM_ROWS) {
+        uint64_t row = 1;
+        for (int32_t i = 1; i < t->n_dims; i++) row *= (uint64_t)t->shape[i];
+        return t->data + (uint64_t)e->row_begin * row * es;
+    }
+    /* transpose: copy once */
+    size_t prev = 0;
+    if (imgd_strmap_get(&b->copied, canonical, &prev)) return (const void *)prev;
+    if (cn != 2) return NULL;
+    int64_t  r = cshape[0], c = cshape[1]; /* canonical [r, c] = source [c, r] */
+    uint8_t *d = imgd_arena_alloc(&b->copies, (size_t)(r * c) * es);
+    if (!d) return NULL;
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < c; j++)
+            memcpy(d + (size_t)(i * c + j) * es, t->data + (size_t)(j * r + i) * es, es);
+    char *key = imgd_arena_strndup(&b->copies, canonical, strlen(canonical));
+    if (!key || imgd_strmap_put(&b->copied, key, (size_t)d, NULL) != IMGD_OK) return NULL;
+    return d;
+}
+
+static imgd_tensor *bind(imgd_wbind *b, imgd_graph *g, const char *canonical, int32_t n_dims,
+                         const int64_t *shape, bool optional) {
+    if (!g || imgd_graph_status(g) != IMGD_OK) return NULL;
+    if (!b) {
+        (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "weight '%s': no weights bound", canonical);
+        return NULL;
+    }
+    const imgd_km_entry *e = imgd_keymap_find(b->km, canonical);
+    if (!e) {
+        if (!optional)
+            (void)imgd_graph_fail(g, IMGD_E_FORMAT,
+                                  "%s: tensor '%s' is missing (the model's detected layout has "
+                                  "no tensor for it; the file may be incomplete or another "
+                                  "architecture)",
+                                  b->w->path, canonical);
+        return NULL;
+    }
+    int64_t cs[IMGD_MAX_DIMS];
+    int32_t cn = entry_shape(b, e, cs);
+    if (n_dims > 0) {
+        bool ok = n_dims == cn;
+        for (int32_t i = 0; ok && i < n_dims; i++) ok = shape[i] < 0 || shape[i] == cs[i];
+        if (!ok) {
+            char want[160], got[160];
+            shape_str(n_dims, shape, want, sizeof want);
+            shape_str(cn, cs, got, sizeof got);
+            (void)imgd_graph_fail(g, IMGD_E_FORMAT,
+                                  "%s: tensor '%s' (stored as '%s') has shape %s but the "
+                                  "network built from the detected config expects %s",
+                                  b->w->path, canonical, b->w->t[e->src].name, got, want);
+            return NULL;
+        }
+    }
+    const void *data = entry_data(b, canonical, e, cs, cn);
+    if (!data) {
+        (void)imgd_graph_fail(
+            g, IMGD_E_UNSUPPORTED, "%s: tensor '%s' (stored as '%s', %s) cannot be bound: %s",
+            b->w->path, canonical, b->w->t[e->src].name, imgd_dtype_name(b->w->t[e->src].dtype),
+            imgd_dtype_traits_of(b->w->t[e->src].dtype)->is_quant
+                ? "fused or transposed quantized tensors are not supported"
+                : "out of memory");
+        return NULL;
+    }
+    return imgd_graph_weight(g, canonical, b->w->t[e->src].dtype, cn, cs, data);
+}
+
+imgd_tensor *imgd_wbind_get(imgd_wbind *b, imgd_graph *g, const char *canonical, int32_t n_dims,
+                            const int64_t *shape) {
+    return bind(b, g, canonical, n_dims, shape, false);
+}
+
+static imgd_tensor *vbind(imgd_wbind *b, imgd_graph *g, int32_t n_dims, const int64_t *shape,
+                          bool optional, const char *fmt, va_list ap) {
+    char name[NAME_CAP];
+    int  n = vsnprintf(name, sizeof name, fmt, ap);
+    if (n < 0 || (size_t)n >= sizeof name) {
+        if (g) (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "weight name too long: %.64s...", name);
+        return NULL;
+    }
+    return bind(b, g, name, n_dims, shape, optional);
+}
+
+imgd_tensor *imgd_wbind_getf(imgd_wbind *b, imgd_graph *g, int32_t n_dims, const int64_t *shape,
+                             const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    imgd_tensor *t = vbind(b, g, n_dims, shape, false, fmt, ap);
+    va_end(ap);
+    return t;
+}
+
+imgd_tensor *imgd_wbind_optf(imgd_wbind *b, imgd_graph *g, int32_t n_dims, const int64_t *shape,
+                             const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    imgd_tensor *t = vbind(b, g, n_dims, shape, true, fmt, ap);
+    va_end(ap);
+    return t;
+}
+
+imgd_status imgd_wbind_read_f32(const imgd_wbind *b, const char *canonical, float *dst, size_t n) {
+    const imgd_km_entry *e = b && canonical ? imgd_keymap_find(b->km, canonical) : NULL;
+    if (!e)
+        return imgd_fail(IMGD_E_FORMAT, "%s: tensor '%s' is missing", b ? b->w->path : "?",
+                         canonical ? canonical : "?");
+    const imgd_wtensor *t = &b->w->t[e->src];
+    if (imgd_dtype_traits_of(t->dtype)->is_quant || e->op == IMGD_KM_TRANSPOSE)
+        return imgd_fail(IMGD_E_UNSUPPORTED, "%s: tensor '%s': %s cannot be read on the host",
+                         b->w->path, canonical, imgd_dtype_name(t->dtype));
+    int64_t  cs[IMGD_MAX_DIMS];
+    int32_t  cn    = entry_shape(b, e, cs);
+    uint64_t numel = 1;
+    for (int32_t i = 0; i < cn; i++) numel *= (uint64_t)cs[i];
+    if (numel != n)
+        return imgd_fail(IMGD_E_FORMAT, "%s: tensor '%s' has %llu elements, expected %zu",
+                         b->w->path, canonical, (unsigned long long)numel, n);
+    size_t      es  = imgd_dtype_traits_of(t->dtype)->block_bytes;
+    const void *src = t->data;
+    if (e->op == IMGD_KM_ROWS) {
+        uint64_t row = 1;
+        for (int32_t i = 1; i < t->n_dims; i++) row *= (uint64_t)t->shape[i];
+        src = t->data + (uint64_t)e->row_begin * row * es;
+    }
+    return imgd_dtype_to_f32(t->dtype, src, n, dst);
+}
