@@ -179,6 +179,9 @@ imgd_tensor *imgd_wbind_get(imgd_wbind *b, imgd_graph *g, const char *canonical,
 }
 
 static imgd_tensor *vbind(imgd_wbind *b, imgd_graph *g, int32_t n_dims, const int64_t *shape,
+                          bool optional, const char *fmt, va_list ap) IMGD_PRINTF(6, 0);
+
+static imgd_tensor *vbind(imgd_wbind *b, imgd_graph *g, int32_t n_dims, const int64_t *shape,
                           bool optional, const char *fmt, va_list ap) {
     char name[NAME_CAP];
     int  n = vsnprintf(name, sizeof name, fmt, ap);
