@@ -223,6 +223,27 @@ static double min_d(double a, double b) {
     return a < b ? a : b;
 }
 
+/* The best of oneDNN's matmul primitive, dnnl_sgemm and OpenBLAS on a 4096^3 sgemm (three
+ * runs each after a warm-up), in GFLOP/s: the peak other benches compare against. */
+double bench_gemm_peak_gflops(uint32_t threads) {
+    const int64_t n = 4096;
+    if (threads) openblas_set_num_threads((int)threads);
+    peak_bufs pb;
+    if (peak_init(&pb, n) != 0) {
+        peak_free(&pb);
+        return 0;
+    }
+    double best = 1e30;
+    (void)time_prim(&pb);
+    for (int r = 0; r < 3; r++) {
+        best = min_d(best, time_prim(&pb));
+        best = min_d(best, time_dnnl(&pb));
+        best = min_d(best, time_openblas(&pb));
+    }
+    peak_free(&pb);
+    return 2.0 * (double)n * (double)n * (double)n * 1e-9 / best;
+}
+
 /* ---- the bench --------------------------------------------------------------------------- */
 
 typedef struct engine_case {

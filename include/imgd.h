@@ -381,6 +381,144 @@ IMGD_API imgd_status imgd_file_sha256(const char *path, imgd_progress_fn progres
 /* Frees a string returned by imgd. NULL is a no-op. Since: 0.1 */
 IMGD_API void imgd_string_free(char *s);
 
+/* ---------------------------------------------------------------------------------- */
+/* Generation (SD 1.x / 2.x today)                                                     */
+/* ---------------------------------------------------------------------------------- */
+
+/* Compute precision of matmul / convolution. AUTO: the fastest mode the backend runs well
+ * (bf16 on CPUs with AVX-512-BF16 where it measured faster, else f32). Conformance needs
+ * F32. */
+typedef enum imgd_precision {
+    IMGD_PRECISION_AUTO = 0,
+    IMGD_PRECISION_F32  = 1,
+    IMGD_PRECISION_BF16 = 2,
+    IMGD_PRECISION_F16  = 3,
+    IMGD_PRECISION_COUNT
+} imgd_precision;
+
+/* "auto", "f32", "bf16", "f16"; parse returns false for anything else. Since: 0.2 */
+IMGD_API const char *imgd_precision_name(imgd_precision p);
+IMGD_API bool        imgd_precision_parse(const char *s, imgd_precision *out);
+
+/* What the loader cannot read from shapes, or what the user wants instead. 0 / NULL =
+ * detected. Narrow or unusual files whose GroupNorm group count or attention head count
+ * differs from what detection assumes need these (the error says which to set). */
+typedef struct imgd_arch_override {
+    int32_t groups;        /* GroupNorm groups of the UNet and VAE (real SD: 32) */
+    int32_t unet_heads;    /* attention heads at every UNet level (SD1: 8) */
+    int32_t unet_head_dim; /* or: channels per head (SD2: 64); heads = width / head_dim */
+    int32_t te_heads;      /* text encoder attention heads (CLIP-L: 12) */
+    int32_t prediction;    /* 0 detected, 1 epsilon, 2 v-prediction */
+} imgd_arch_override;
+
+typedef struct imgd_load_params {
+    imgd_open_params open;
+    const char      *backend; /* "cpu" (default) or "ref" (reference kernels) */
+    uint32_t         threads; /* 0 = online CPUs */
+    imgd_precision   precision;
+    const char      *tokenizer_dir; /* vocab.json + merges.txt for single files; NULL: the
+                                       model's tokenizer/, $IMGD_TOKENIZER_DIR, then the
+                                       default location (README) */
+    const char *vae;                /* a separate VAE file/folder to use instead; NULL */
+    const char *unet;               /* a separate UNet file/folder (e.g. an inpainting UNet
+                                       with the base model's other parts); NULL */
+    imgd_arch_override arch;
+} imgd_load_params;
+
+/* Defaults for imgd_load_params. Since: 0.2 */
+IMGD_API imgd_load_params imgd_load_params_default(void);
+
+typedef struct imgd_model imgd_model;
+
+/* Opens, detects and prepares a model for generation (weights stay memory-mapped; nothing
+ * is copied until a network needs another dtype). IMGD_E_UNSUPPORTED names the detected
+ * kind/family when it cannot generate (yet); IMGD_E_FORMAT names a missing component and
+ * what to add. out: free with imgd_model_free(). Not thread-safe per model. Since: 0.2 */
+IMGD_API imgd_status imgd_model_load(const char *path, const imgd_load_params *params,
+                                     imgd_model **out);
+IMGD_API void        imgd_model_free(imgd_model *m);
+
+/* The detection result of a loaded model (borrowed; valid while m lives). Since: 0.2 */
+IMGD_API const imgd_model_info *imgd_model_get_info(const imgd_model *m);
+
+/* An 8-bit image: c = 1 (gray), 3 (RGB) or 4 (RGBA), rows of w * c bytes. */
+typedef struct imgd_image_u8 {
+    int32_t  w, h, c;
+    uint8_t *px;
+} imgd_image_u8;
+
+/* Seeds: CPU reproduces torch.randn with a CPU torch.Generator (diffusers, ComfyUI on CPU);
+ * PHILOX reproduces torch's CUDA generator (A1111 / ComfyUI on NVIDIA GPUs). */
+typedef enum imgd_rng_mode {
+    IMGD_RNG_MODE_CPU    = 0,
+    IMGD_RNG_MODE_PHILOX = 1
+} imgd_rng_mode;
+
+/* Called after every sampler step; return false to cancel (IMGD_E_CANCELLED). */
+typedef bool (*imgd_step_fn)(int32_t step, int32_t steps, double elapsed_s, void *user);
+
+/* Supplies the n random values of the next draw instead of the RNG (tests replaying a
+ * recorded run). Return false to fail the run. */
+typedef bool (*imgd_noise_fn)(float *out, size_t n, void *user);
+
+typedef struct imgd_gen_params {
+    const char   *prompt;   /* A1111 syntax: (word:1.3), (word), [word], \(, BREAK */
+    const char   *negative; /* NULL or "" = the empty prompt's embedding */
+    uint64_t      seed;
+    imgd_rng_mode rng;
+    const char   *sampler; /* euler, euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde,
+                              dpmpp_sde, ddim, ddpm, pndm, lcm, uni_pc */
+    const char *schedule;  /* default, normal, karras, exponential, sgm_uniform, simple,
+                              leading, trailing, linspace */
+    int32_t steps;
+    float   cfg;           /* classifier-free guidance scale; <= 1 disables CFG */
+    int32_t width, height; /* multiples of 8 */
+    int32_t batch;
+    int32_t clip_skip;               /* A1111 numbering: 1 = last layer, 2 = penultimate */
+    bool    clip_skip_positive_only; /* diffusers' behaviour: the negative prompt keeps
+                                        the last layer (A1111 skips both: false) */
+    const imgd_image_u8 *init;       /* img2img / inpaint source, resized to width x height */
+    float                strength;   /* img2img: fraction of the schedule re-run (0, 1] */
+    const imgd_image_u8 *mask;       /* inpaint: white = repaint */
+    int32_t              mask_blur;  /* pixels */
+    imgd_step_fn         on_step;
+    void                *user;
+    imgd_noise_fn        noise; /* NULL: the RNG of `rng` and `seed` */
+    void                *noise_user;
+} imgd_gen_params;
+
+/* Defaults: 20 steps, cfg 7.5, 512x512 (the model's native size), euler, default
+ * schedule, batch 1, clip_skip 1, strength 0.75, rng CPU. Since: 0.2 */
+IMGD_API imgd_gen_params imgd_gen_params_default(void);
+
+typedef struct imgd_gen_result {
+    int32_t        n;        /* images */
+    imgd_image_u8 *images;   /* RGB */
+    float         *pixels;   /* [n, 3, h, w] in [0, 1] before 8-bit rounding */
+    char          *infotext; /* A1111 "parameters" text of the first image */
+    double         t_encode_s, t_sample_s, t_decode_s, t_total_s;
+    int32_t        steps_run;
+} imgd_gen_result;
+
+/* Generates images. Returns IMGD_E_INVALID_ARG naming the bad field, IMGD_E_CANCELLED,
+ * IMGD_E_NOMEM, IMGD_E_FORMAT. out: free with imgd_gen_result_free(). Since: 0.2 */
+IMGD_API imgd_status imgd_generate(imgd_model *m, const imgd_gen_params *params,
+                                   imgd_gen_result **out);
+IMGD_API void        imgd_gen_result_free(imgd_gen_result *r);
+
+/* Reads a PNG, JPEG or WebP file (detected by content, not extension) into 8-bit pixels
+ * (c = 1, 3 or 4). Free out->px with imgd_image_u8_free(). IMGD_E_FORMAT names the file
+ * and what is wrong; IMGD_E_TOO_LARGE over 8192 x 8192. Since: 0.2 */
+IMGD_API imgd_status imgd_image_read(const char *path, imgd_image_u8 *out);
+IMGD_API void        imgd_image_u8_free(imgd_image_u8 *img);
+
+/* Writes img as PNG, JPEG or WebP by the path's extension (.png, .jpg/.jpeg, .webp), with
+ * `parameters` (A1111 infotext, may be NULL) embedded where hubs read it back: a PNG
+ * "parameters" text chunk, EXIF UserComment for JPEG and WebP. quality 1..100 for lossy
+ * formats (0 = 95). Written to a temporary file and renamed. Since: 0.2 */
+IMGD_API imgd_status imgd_image_write(const char *path, const imgd_image_u8 *img,
+                                      const char *parameters, int32_t quality);
+
 #ifdef __cplusplus
 }
 #endif

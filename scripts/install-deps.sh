@@ -6,7 +6,7 @@ IMGD_DEBIAN_PACKAGES=(
     build-essential cmake pkg-config git ca-certificates python3
     clang clang-format clang-tidy libclang-rt-14-dev
     llvm # llvm-symbolizer: readable ASan/UBSan stacks
-    zlib1g-dev libcjson-dev
+    zlib1g-dev libcjson-dev libutf8proc-dev
     libsqlite3-dev libpng-dev libjpeg-dev libwebp-dev libmicrohttpd-dev
     libcurl4-openssl-dev libdnnl-dev libopenblas-dev
 )

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "imgd.h"
 
 typedef int (*cmd_fn)(int argc, char **argv);
@@ -156,6 +157,10 @@ static const cmd_row k_cmds[] = {
     {"convert", cmd_convert, "imgd convert IN OUT.safetensors [--dtype f32|f16|bf16] [--prune-ema]",
      "any readable weights (.ckpt/.pt/.bin, GGUF, safetensors, diffusers) to a verified\n"
      "      safetensors file; metadata carried over"},
+    {"generate", imgd_cli_generate, NULL,
+     "txt2img / img2img / inpainting with an SD 1.x/2.x model in any layout; writes PNG\n"
+     "      (A1111 parameters chunk), JPEG or WebP by the -o extension; --batch N writes\n"
+     "      x.png, x-1.png, ...; --json prints paths and timings"},
     {"version", cmd_version, "imgd version", "print the version"},
     {"help", cmd_help, "imgd help", "this text"},
 };
@@ -165,7 +170,8 @@ static int cmd_help(int argc, char **argv) {
     (void)argv;
     printf("imgd %s — universal image-model worker\n\nusage:\n", imgd_version());
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
-        printf("  %s\n      %s\n", k_cmds[i].usage, k_cmds[i].doc);
+        printf("  %s\n      %s\n", k_cmds[i].usage ? k_cmds[i].usage : imgd_cli_generate_usage(),
+               k_cmds[i].doc);
     return 0;
 }
 

@@ -235,3 +235,96 @@ imgd_status imgd_wbind_read_f32(const imgd_wbind *b, const char *canonical, floa
     }
     return imgd_dtype_to_f32(t->dtype, src, n, dst);
 }
+
+/* ---- host-side reads and binder-owned constants ------------------------------------------ */
+
+imgd_status imgd_wbind_gather_rows_f32(const imgd_wbind *b, const char *canonical,
+                                       const int32_t *ids, size_t n, float *out) {
+    if (!b || !canonical || (n && (!ids || !out)))
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_wbind_gather_rows_f32: NULL argument");
+    const imgd_km_entry *e = imgd_keymap_find(b->km, canonical);
+    if (!e) return imgd_fail(IMGD_E_FORMAT, "%s: tensor '%s' is missing", b->w->path, canonical);
+    const imgd_wtensor      *t  = &b->w->t[e->src];
+    const imgd_dtype_traits *tr = imgd_dtype_traits_of(t->dtype);
+    int64_t                  cs[IMGD_MAX_DIMS];
+    int32_t                  cn = entry_shape(b, e, cs);
+    if (cn != 2 || t->n_dims != 2)
+        return imgd_fail(IMGD_E_FORMAT, "%s: tensor '%s' (stored as '%s') is not a 2-D table",
+                         b->w->path, canonical, t->name);
+    int64_t rows = cs[0], width = cs[1];
+    if (e->op == IMGD_KM_TRANSPOSE || (tr->is_quant && width % tr->block_elems != 0))
+        return imgd_fail(IMGD_E_UNSUPPORTED,
+                         "%s: tensor '%s' (%s): rows of a transposed or block-misaligned table "
+                         "cannot be gathered",
+                         b->w->path, canonical, imgd_dtype_name(t->dtype));
+    size_t         row_bytes = (size_t)(width / tr->block_elems) * tr->block_bytes;
+    const uint8_t *base      = t->data;
+    if (e->op == IMGD_KM_ROWS) base += (size_t)e->row_begin * row_bytes;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= rows)
+            return imgd_fail(IMGD_E_INVALID_ARG,
+                             "%s: row id %d at index %zu is outside '%s' (%lld rows)", b->w->path,
+                             ids[i], i, canonical, (long long)rows);
+        imgd_status st = imgd_dtype_to_f32(t->dtype, base + (size_t)ids[i] * row_bytes,
+                                           (uint64_t)width, out + i * (size_t)width);
+        if (st != IMGD_OK) return st;
+    }
+    return IMGD_OK;
+}
+
+/* A binder-owned constant: element count, then the values. */
+typedef struct const_blob {
+    size_t n;
+    float  v[];
+} const_blob;
+
+imgd_tensor *imgd_wbind_const_f32(imgd_wbind *b, imgd_graph *g, const char *key, int32_t n_dims,
+                                  const int64_t *shape, const float *data) {
+    if (!g || imgd_graph_status(g) != IMGD_OK) return NULL;
+    if (!b || !key || (n_dims > 0 && !shape) || n_dims < 0 || n_dims > IMGD_MAX_DIMS) {
+        (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "imgd_wbind_const_f32: bad argument");
+        return NULL;
+    }
+    char mkey[NAME_CAP];
+    if (!imgd_fmt(mkey, sizeof mkey, "const:%s", key)) {
+        (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "constant name too long: %.64s...", key);
+        return NULL;
+    }
+    size_t n = 1;
+    for (int32_t i = 0; i < n_dims; i++)
+        if (shape[i] < 0 || !imgd_size_mul(n, (size_t)shape[i], &n)) {
+            (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "constant '%s': bad shape", key);
+            return NULL;
+        }
+    size_t            prev = 0;
+    const const_blob *blob = NULL;
+    if (imgd_strmap_get(&b->copied, mkey, &prev)) {
+        blob = (const const_blob *)prev;
+        if (blob->n != n) {
+            (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG,
+                                  "constant '%s' exists with %zu elements, asked for %zu", key,
+                                  blob->n, n);
+            return NULL;
+        }
+    } else {
+        size_t bytes = 0;
+        if (!data) {
+            (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "constant '%s': no data", key);
+            return NULL;
+        }
+        const_blob *nb   = NULL;
+        char       *kcpy = NULL;
+        if (imgd_size_mul(n, sizeof(float), &bytes) &&
+            imgd_size_add(bytes, sizeof(const_blob), &bytes))
+            nb = imgd_arena_alloc(&b->copies, bytes);
+        if (nb) kcpy = imgd_arena_strndup(&b->copies, mkey, strlen(mkey));
+        if (!nb || !kcpy || imgd_strmap_put(&b->copied, kcpy, (size_t)nb, NULL) != IMGD_OK) {
+            (void)imgd_graph_fail(g, IMGD_E_NOMEM, "constant '%s': out of memory", key);
+            return NULL;
+        }
+        nb->n = n;
+        if (n) memcpy(nb->v, data, n * sizeof(float));
+        blob = nb;
+    }
+    return imgd_graph_weight(g, key, IMGD_DTYPE_F32, n_dims, shape, blob->v);
+}

@@ -54,4 +54,26 @@ imgd_status imgd_wbind_read_f32(const imgd_wbind *b, const char *canonical, floa
 const imgd_weights    *imgd_wbind_weights(const imgd_wbind *b);
 const imgd_model_info *imgd_wbind_info(const imgd_wbind *b);
 
+/* Gathers rows of a 2-D canonical tensor (an embedding table [rows, width]) as f32: row
+ * ids[i] goes to out[i * width .. (i + 1) * width), width = the tensor's second dim. The
+ * engine has no embedding op, so token embeddings are looked up on the host this way and
+ * fed to the graph as an input. Plain float dtypes and quantized types whose blocks tile a
+ * row (width a multiple of the block size) are read; fused-row views are honoured.
+ * Returns IMGD_OK; IMGD_E_INVALID_ARG (NULL argument, or an id outside [0, rows): the
+ * message names the index and the id; out is then partly written); IMGD_E_FORMAT (absent,
+ * or not 2-D); IMGD_E_UNSUPPORTED (transposed or a quantized row not block-aligned).
+ * Reads only; safe from any thread while no one binds. */
+imgd_status imgd_wbind_gather_rows_f32(const imgd_wbind *b, const char *canonical,
+                                       const int32_t *ids, size_t n, float *out);
+
+/* A constant f32 graph weight that the binder owns: the first call for `key` copies
+ * numel(shape) values of data into the binder's arena; later calls with the same key and
+ * the same element count reuse that copy (data is then ignored and may be NULL). For
+ * tensors a network computes rather than loads (attention masks). The copy lives until
+ * imgd_wbind_free, like every weight the binder hands out. A missing copy (data NULL),
+ * another element count for the same key or an allocation failure records a sticky error
+ * on g and returns NULL. key is copied. */
+imgd_tensor *imgd_wbind_const_f32(imgd_wbind *b, imgd_graph *g, const char *key, int32_t n_dims,
+                                  const int64_t *shape, const float *data);
+
 #endif

@@ -1,0 +1,8 @@
+/* Commands of the imgd CLI that live in their own files. */
+#ifndef IMGD_CLI_CLI_H
+#define IMGD_CLI_CLI_H
+
+int         imgd_cli_generate(int argc, char **argv);
+const char *imgd_cli_generate_usage(void);
+
+#endif

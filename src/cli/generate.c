@@ -1,0 +1,302 @@
+/* imgd generate: txt2img / img2img / inpainting from the command line. Uses only the
+ * public header. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "imgd.h"
+
+typedef struct gen_opts {
+    const char      *model, *out, *init, *mask, *tokenizer, *vae, *backend;
+    bool             json;
+    imgd_gen_params  p;
+    imgd_load_params lp;
+} gen_opts;
+
+static bool parse_int(const char *flag, const char *v, long lo, long hi, int32_t *out) {
+    char *end = NULL;
+    errno     = 0;
+    long x    = strtol(v, &end, 10);
+    if (errno || !end || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "imgd generate: %s '%s': expected an integer in %ld..%ld\n", flag, v, lo,
+                hi);
+        return false;
+    }
+    *out = (int32_t)x;
+    return true;
+}
+
+static bool parse_u64(const char *flag, const char *v, uint64_t *out) {
+    char *end            = NULL;
+    errno                = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || !end || *end || end == v || v[0] == '-') {
+        fprintf(stderr, "imgd generate: %s '%s': expected a non-negative integer\n", flag, v);
+        return false;
+    }
+    *out = (uint64_t)x;
+    return true;
+}
+
+static bool parse_float(const char *flag, const char *v, double lo, double hi, float *out) {
+    char *end = NULL;
+    errno     = 0;
+    double x  = strtod(v, &end);
+    if (errno || !end || *end || end == v || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "imgd generate: %s '%s': expected a number in %g..%g\n", flag, v, lo, hi);
+        return false;
+    }
+    *out = (float)x;
+    return true;
+}
+
+static const char k_usage[] =
+    "imgd generate -m MODEL -p PROMPT [-n NEGATIVE] [--seed N] [--rng cpu|philox]\n"
+    "      [--sampler euler|euler_ancestral|heun|dpmpp_2m|dpmpp_2m_sde|dpmpp_sde|ddim|ddpm|pndm|\n"
+    "      lcm|uni_pc] [--schedule default|normal|karras|exponential|sgm_uniform|simple|leading|\n"
+    "      trailing|linspace] [--steps N] [--cfg F] [-W PX -H PX] [--batch N] [--clip-skip N]\n"
+    "      [--clip-skip-mode a1111|diffusers]"
+    "      [--init IMG --strength F] [--mask IMG] [--mask-blur PX] [--tokenizer DIR] [--vae PATH]\n"
+    "      [--unet PATH]\n"
+    "      [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref] [--groups N]\n"
+    "      [--heads N | --head-dim N] [--te-heads N] [--prediction eps|v] [-o OUT.png] [--json]";
+
+/* Parses argv into o; returns 0, or 2 after printing what was wrong. */
+static int parse(int argc, char **argv, gen_opts *o) {
+    o->p   = imgd_gen_params_default();
+    o->lp  = imgd_load_params_default();
+    o->out = "out.png";
+    for (int i = 0; i < argc; i++) {
+        const char *a  = argv[i];
+        const char *v  = i + 1 < argc ? argv[i + 1] : NULL;
+        bool        ok = true, takes = true;
+#define IS(s) (strcmp(a, (s)) == 0)
+        if (IS("--json")) {
+            o->json = true;
+            takes   = false;
+        } else if (!v && a[0] == '-') {
+            fprintf(stderr, "imgd generate: %s needs a value\n", a);
+            return 2;
+        } else if (IS("-m") || IS("--model")) {
+            o->model = v;
+        } else if (IS("-p") || IS("--prompt")) {
+            o->p.prompt = v;
+        } else if (IS("-n") || IS("--negative")) {
+            o->p.negative = v;
+        } else if (IS("--seed")) {
+            ok = parse_u64(a, v, &o->p.seed);
+        } else if (IS("--rng")) {
+            if (strcmp(v, "cpu") == 0)
+                o->p.rng = IMGD_RNG_MODE_CPU;
+            else if (strcmp(v, "philox") == 0)
+                o->p.rng = IMGD_RNG_MODE_PHILOX;
+            else {
+                fprintf(stderr, "imgd generate: --rng '%s': expected cpu or philox\n", v);
+                ok = false;
+            }
+        } else if (IS("--sampler")) {
+            o->p.sampler = v;
+        } else if (IS("--schedule")) {
+            o->p.schedule = v;
+        } else if (IS("--steps")) {
+            ok = parse_int(a, v, 1, 1000, &o->p.steps);
+        } else if (IS("--cfg")) {
+            ok = parse_float(a, v, 0, 100, &o->p.cfg);
+        } else if (IS("-W") || IS("--width")) {
+            ok = parse_int(a, v, 8, 16384, &o->p.width);
+        } else if (IS("-H") || IS("--height")) {
+            ok = parse_int(a, v, 8, 16384, &o->p.height);
+        } else if (IS("--batch")) {
+            ok = parse_int(a, v, 1, 64, &o->p.batch);
+        } else if (IS("--clip-skip")) {
+            ok = parse_int(a, v, 1, 12, &o->p.clip_skip);
+        } else if (IS("--clip-skip-mode")) {
+            if (strcmp(v, "a1111") == 0)
+                o->p.clip_skip_positive_only = false;
+            else if (strcmp(v, "diffusers") == 0)
+                o->p.clip_skip_positive_only = true;
+            else {
+                fprintf(stderr,
+                        "imgd generate: --clip-skip-mode '%s': expected a1111 or diffusers\n", v);
+                ok = false;
+            }
+        } else if (IS("--init")) {
+            o->init = v;
+        } else if (IS("--strength")) {
+            ok = parse_float(a, v, 0, 1, &o->p.strength);
+        } else if (IS("--mask")) {
+            o->mask = v;
+        } else if (IS("--mask-blur")) {
+            ok = parse_int(a, v, 0, 256, &o->p.mask_blur);
+        } else if (IS("--tokenizer")) {
+            o->lp.tokenizer_dir = v;
+        } else if (IS("--unet")) {
+            o->lp.unet = v;
+        } else if (IS("--vae")) {
+            o->lp.vae = v;
+        } else if (IS("--backend")) {
+            o->lp.backend = v;
+        } else if (IS("--precision")) {
+            if (!imgd_precision_parse(v, &o->lp.precision)) {
+                fprintf(stderr,
+                        "imgd generate: --precision '%s': expected f32, bf16, f16 or auto\n", v);
+                ok = false;
+            }
+        } else if (IS("--threads")) {
+            int32_t t     = 0;
+            ok            = parse_int(a, v, 0, 1024, &t);
+            o->lp.threads = (uint32_t)t;
+        } else if (IS("--groups")) {
+            ok = parse_int(a, v, 1, 1024, &o->lp.arch.groups);
+        } else if (IS("--heads")) {
+            ok = parse_int(a, v, 1, 1024, &o->lp.arch.unet_heads);
+        } else if (IS("--head-dim")) {
+            ok = parse_int(a, v, 1, 4096, &o->lp.arch.unet_head_dim);
+        } else if (IS("--te-heads")) {
+            ok = parse_int(a, v, 1, 1024, &o->lp.arch.te_heads);
+        } else if (IS("--prediction")) {
+            if (strcmp(v, "eps") == 0 || strcmp(v, "epsilon") == 0)
+                o->lp.arch.prediction = 1;
+            else if (strcmp(v, "v") == 0 || strcmp(v, "v_prediction") == 0)
+                o->lp.arch.prediction = 2;
+            else {
+                fprintf(stderr, "imgd generate: --prediction '%s': expected eps or v\n", v);
+                ok = false;
+            }
+        } else if (IS("-o") || IS("--output")) {
+            o->out = v;
+        } else {
+            fprintf(stderr, "imgd generate: unknown option '%s'\nusage: %s\n", a, k_usage);
+            return 2;
+        }
+#undef IS
+        if (!ok) return 2;
+        if (takes) i++;
+    }
+    if (!o->model || !o->p.prompt) {
+        fprintf(stderr, "imgd generate: -m MODEL and -p PROMPT are required\nusage: %s\n", k_usage);
+        return 2;
+    }
+    if (o->mask && !o->init) {
+        fprintf(stderr, "imgd generate: --mask needs --init IMG (the image to inpaint)\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* Output path of image i of a batch: x.png, x-1.png, x-2.png, ... */
+static void out_path(const char *out, int32_t i, char *dst, size_t cap) {
+    if (i == 0) {
+        (void)snprintf(dst, cap, "%s", out);
+        return;
+    }
+    const char *dot   = strrchr(out, '.');
+    const char *slash = strrchr(out, '/');
+    if (!dot || (slash && dot < slash)) dot = out + strlen(out);
+    (void)snprintf(dst, cap, "%.*s-%d%s", (int)(dot - out), out, (int)i, dot);
+}
+
+typedef struct step_state {
+    bool   tty;
+    double t0;
+} step_state;
+
+static bool on_step(int32_t step, int32_t steps, double elapsed_s, void *user) {
+    step_state *s = user;
+    if (!s->tty) return true;
+    double rate = elapsed_s > 0 ? step / elapsed_s : 0;
+    double eta  = rate > 0 ? (steps - step) / rate : 0;
+    int    bar  = steps ? (int)(30.0 * step / steps) : 30;
+    fprintf(stderr, "\r[%.*s%*s] %d/%d  %.2f it/s  ETA %.0fs ", bar,
+            "==============================", 30 - bar, "", (int)step, (int)steps, rate, eta);
+    if (step >= steps) fputc('\n', stderr);
+    return true;
+}
+
+static int load_image(const char *flag, const char *path, imgd_image_u8 *img) {
+    if (imgd_image_read(path, img) != IMGD_OK) {
+        fprintf(stderr, "imgd generate: %s: %s\n", flag, imgd_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+int imgd_cli_generate(int argc, char **argv) {
+    gen_opts o;
+    memset(&o, 0, sizeof o);
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc;
+    imgd_image_u8 init = {0}, mask = {0};
+    if (o.init && load_image("--init", o.init, &init)) return 1;
+    if (o.mask && load_image("--mask", o.mask, &mask)) {
+        imgd_image_u8_free(&init);
+        return 1;
+    }
+    if (o.init) o.p.init = &init;
+    if (o.mask) o.p.mask = &mask;
+    step_state ss = {isatty(2) != 0, 0};
+    o.p.on_step   = on_step;
+    o.p.user      = &ss;
+
+    imgd_model      *m   = NULL;
+    imgd_gen_result *res = NULL;
+    struct timespec  t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (imgd_model_load(o.model, &o.lp, &m) != IMGD_OK) {
+        fprintf(stderr, "imgd generate: %s\n", imgd_last_error());
+        rc = 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double t_load = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    if (!rc && imgd_generate(m, &o.p, &res) != IMGD_OK) {
+        fprintf(stderr, "imgd generate: %s\n", imgd_last_error());
+        rc = 1;
+    }
+    for (int32_t i = 0; !rc && i < res->n; i++) {
+        char path[4096];
+        out_path(o.out, i, path, sizeof path);
+        if (imgd_image_write(path, &res->images[i], res->infotext, 0) != IMGD_OK) {
+            fprintf(stderr, "imgd generate: %s\n", imgd_last_error());
+            rc = 1;
+            break;
+        }
+        if (!o.json) fprintf(stderr, "wrote %s\n", path);
+    }
+    if (!rc && o.json) {
+        printf("{\"images\":[");
+        for (int32_t i = 0; i < res->n; i++) {
+            char path[4096];
+            out_path(o.out, i, path, sizeof path);
+            printf("%s\"", i ? "," : "");
+            for (const char *c = path; *c; c++) {
+                if (*c == '"' || *c == '\\')
+                    printf("\\%c", *c);
+                else if ((unsigned char)*c < 0x20)
+                    printf("\\u%04x", (unsigned)(unsigned char)*c);
+                else
+                    putchar(*c);
+            }
+            printf("\"");
+        }
+        printf("],\"seed\":%llu,\"steps\":%d,\"width\":%d,\"height\":%d,"
+               "\"timings\":{\"load_s\":%.4f,\"encode_s\":%.4f,\"sample_s\":%.4f,"
+               "\"decode_s\":%.4f,\"total_s\":%.4f,\"step_s\":%.4f}}\n",
+               (unsigned long long)o.p.seed, (int)res->steps_run, (int)o.p.width, (int)o.p.height,
+               t_load, res->t_encode_s, res->t_sample_s, res->t_decode_s, res->t_total_s,
+               res->steps_run ? res->t_sample_s / res->steps_run : 0.0);
+    }
+    imgd_gen_result_free(res);
+    imgd_model_free(m);
+    imgd_image_u8_free(&init);
+    imgd_image_u8_free(&mask);
+    return rc;
+}
+
+const char *imgd_cli_generate_usage(void) {
+    return k_usage;
+}

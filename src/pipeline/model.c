@@ -1,0 +1,288 @@
+/* imgd_model: a checkpoint opened, detected and bound for generation (SD 1.x / 2.x).
+ * Networks are built per request shape by the pipeline (sd.c); this file owns the files,
+ * the configs, the tokenizer and the backend. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/alloc.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "base/text.h"
+#include "pipeline/pipeline.h"
+
+imgd_load_params imgd_load_params_default(void) {
+    imgd_load_params p;
+    memset(&p, 0, sizeof p);
+    p.open      = imgd_open_params_default();
+    p.backend   = "cpu";
+    p.precision = IMGD_PRECISION_AUTO;
+    return p;
+}
+
+static const char *const k_precision_names[IMGD_PRECISION_COUNT] = {"auto", "f32", "bf16", "f16"};
+
+const char *imgd_precision_name(imgd_precision p) {
+    return (unsigned)p < IMGD_PRECISION_COUNT ? k_precision_names[p] : "unknown";
+}
+
+bool imgd_precision_parse(const char *s, imgd_precision *out) {
+    for (int i = 0; s && i < IMGD_PRECISION_COUNT; i++) {
+        if (strcmp(s, k_precision_names[i]) == 0) {
+            if (out) *out = (imgd_precision)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool is_dir(const char *p) {
+    struct stat st;
+    return p && stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool has_vocab(const char *dir) {
+    char        p[4096];
+    struct stat st;
+    return imgd_fmt(p, sizeof p, "%s/vocab.json", dir) && stat(p, &st) == 0 &&
+           imgd_fmt(p, sizeof p, "%s/merges.txt", dir) && stat(p, &st) == 0;
+}
+
+/* Where the CLIP tokenizer comes from, in order: the explicit folder; the model's own
+ * tokenizer/ (diffusers folders); $IMGD_TOKENIZER_DIR; a tokenizer/ folder beside a single
+ * file; $XDG_DATA_HOME/imgd/tokenizers/clip (default ~/.local/share/...); then
+ * /usr/local/share/imgd/tokenizers/clip and /usr/share/imgd/tokenizers/clip. */
+static imgd_status load_tokenizer(imgd_model *m, const char *path, const char *explicit_dir) {
+    char        cand[8][4096];
+    const char *why[8];
+    int         n = 0;
+    if (explicit_dir) {
+        if (!has_vocab(explicit_dir))
+            return imgd_fail(IMGD_E_INVALID_ARG,
+                             "--tokenizer %s: no vocab.json + merges.txt there (a CLIP tokenizer "
+                             "folder, e.g. a diffusers model's tokenizer/)",
+                             explicit_dir);
+        return imgd_clip_tok_load(explicit_dir, &m->tok);
+    }
+    if (is_dir(path) && imgd_fmt(cand[n], sizeof cand[n], "%s/tokenizer", path))
+        why[n++] = "the model's tokenizer/";
+    const char *env = getenv("IMGD_TOKENIZER_DIR");
+    if (env && *env && imgd_fmt(cand[n], sizeof cand[n], "%s", env))
+        why[n++] = "$IMGD_TOKENIZER_DIR";
+    if (!is_dir(path)) {
+        const char *slash = strrchr(path, '/');
+        int         dl    = slash ? (int)(slash - path) : 1;
+        if (imgd_fmt(cand[n], sizeof cand[n], "%.*s/tokenizer", dl, slash ? path : "."))
+            why[n++] = "tokenizer/ beside the file";
+    }
+    const char *xdg  = getenv("XDG_DATA_HOME");
+    const char *home = getenv("HOME");
+    if (xdg && *xdg && imgd_fmt(cand[n], sizeof cand[n], "%s/imgd/tokenizers/clip", xdg))
+        why[n++] = "$XDG_DATA_HOME/imgd/tokenizers/clip";
+    else if (home && *home &&
+             imgd_fmt(cand[n], sizeof cand[n], "%s/.local/share/imgd/tokenizers/clip", home))
+        why[n++] = "~/.local/share/imgd/tokenizers/clip";
+    if (imgd_fmt(cand[n], sizeof cand[n], "/usr/local/share/imgd/tokenizers/clip")) why[n++] = "";
+    if (imgd_fmt(cand[n], sizeof cand[n], "/usr/share/imgd/tokenizers/clip")) why[n++] = "";
+    for (int i = 0; i < n; i++) {
+        if (has_vocab(cand[i])) {
+            IMGD_LOG(IMGD_LOG_INFO, "pipeline", "tokenizer", "CLIP tokenizer from %s (%s)", cand[i],
+                     why[i][0] ? why[i] : "default location");
+            return imgd_clip_tok_load(cand[i], &m->tok);
+        }
+    }
+    char   list[4096];
+    size_t k = 0;
+    list[0]  = '\0';
+    for (int i = 0; i < n && k < sizeof list; i++) {
+        (void)imgd_fmt(list + k, sizeof list - k, "%s%s", i ? ", " : "", cand[i]);
+        k = strlen(list);
+    }
+    return imgd_fail(IMGD_E_FORMAT,
+                     "%s: no CLIP tokenizer found (looked in: %s). Give --tokenizer DIR (or set "
+                     "IMGD_TOKENIZER_DIR) to a folder with vocab.json and merges.txt, e.g. the "
+                     "tokenizer/ folder of the model's diffusers repository "
+                     "(runwayml/stable-diffusion-v1-5 or openai/clip-vit-large-patch14)",
+                     path, list);
+}
+
+/* Checks that the model is something this pipeline runs, with an error that says what
+ * it is instead. */
+static imgd_status check_runnable(const char *path, const imgd_model_info *mi) {
+    imgd_model_kind k = imgd_model_info_kind(mi);
+    imgd_family     f = imgd_model_info_family(mi);
+    if (k != IMGD_KIND_CHECKPOINT && k != IMGD_KIND_UNET)
+        return imgd_fail(IMGD_E_UNSUPPORTED,
+                         "%s is a %s (family %s), not a model that generates images; give a "
+                         "checkpoint or diffusers folder",
+                         path, imgd_model_kind_name(k), imgd_family_name(f));
+    if (f != IMGD_FAMILY_SD1 && f != IMGD_FAMILY_SD2)
+        return imgd_fail(IMGD_E_UNSUPPORTED,
+                         "%s is a %s %s; generation supports SD 1.x and 2.x so far", path,
+                         imgd_family_name(f), imgd_model_kind_name(k));
+    if (!mi->has_unet) return imgd_fail(IMGD_E_FORMAT, "%s: no UNet found", path);
+    if (!mi->has_vae)
+        return imgd_fail(IMGD_E_FORMAT,
+                         "%s has no VAE; give one with --vae FILE (e.g. "
+                         "vae-ft-mse-840000-ema-pruned.safetensors)",
+                         path);
+    if (mi->n_te < 1)
+        return imgd_fail(IMGD_E_FORMAT,
+                         "%s has no text encoder (a UNet-only file); use the full checkpoint "
+                         "or a diffusers folder",
+                         path);
+    return IMGD_OK;
+}
+
+/* Text-encoder heads: the override, else detection (config.json), else the family's. */
+static int32_t te_heads(const imgd_model_info *mi, const imgd_arch_override *o) {
+    if (o->te_heads > 0) return o->te_heads;
+    if (mi->te[0].heads > 0) return mi->te[0].heads;
+    return mi->te[0].hidden >= 64 ? mi->te[0].hidden / 64 : 1;
+}
+
+static imgd_status build_configs(imgd_model *m, const imgd_arch_override *o) {
+    const imgd_model_info *mi = m->mi;
+    imgd_status            st = imgd_clip_text_cfg_init(&m->te, &mi->te[0], te_heads(mi, o));
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "%s: text encoder", m->path);
+    st = imgd_unet_cfg_from_detect(m->unet_mi ? m->unet_mi : mi, &m->unet);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "%s: UNet", m->path);
+    if (o->groups > 0) m->unet.groups = o->groups;
+    if (o->unet_head_dim > 0) {
+        m->unet.head_dim = o->unet_head_dim;
+    } else if (o->unet_heads > 0) {
+        m->unet.head_dim = 0;
+        for (int i = 0; i < IMGD_MAX_LEVELS; i++) m->unet.heads[i] = o->unet_heads;
+    }
+    st = imgd_unet_cfg_check(&m->unet);
+    if (st != IMGD_OK)
+        return imgd_fail_prefix(st,
+                                "%s: UNet config (override with --groups / --heads / "
+                                "--head-dim)",
+                                m->path);
+    const imgd_model_info *vmi = m->vae_mi ? m->vae_mi : mi;
+    st = imgd_vae_cfg_init(&m->vae, &vmi->vae, o->groups > 0 ? o->groups : vmi->vae.groups);
+    if (st != IMGD_OK)
+        return imgd_fail_prefix(st, "%s: VAE config (override with --groups)", m->path);
+    m->vae_scale = vmi->vae.scaling_factor > 0 ? vmi->vae.scaling_factor : 0.18215f;
+    m->vae_shift = vmi->vae.shift_factor;
+    if (o->prediction == 1)
+        m->prediction = IMGD_PRED_EPSILON;
+    else if (o->prediction == 2)
+        m->prediction = IMGD_PRED_V;
+    else
+        m->prediction = mi->prediction == IMGD_PRED_V ? IMGD_PRED_V : IMGD_PRED_EPSILON;
+    return IMGD_OK;
+}
+
+static imgd_backend_params backend_params(const imgd_load_params *p) {
+    imgd_backend_params bp = imgd_backend_params_default();
+    bp.n_threads           = p->threads;
+    switch (p->precision) {
+    case IMGD_PRECISION_F32: bp.math = IMGD_CPU_MATH_F32; break;
+    case IMGD_PRECISION_BF16: bp.math = IMGD_CPU_MATH_BF16; break;
+    default: bp.math = IMGD_CPU_MATH_AUTO; break;
+    }
+    return bp;
+}
+
+/* Base name of the model for the infotext: file name without extension, or folder name. */
+static char *model_name(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    size_t e = n;
+    for (size_t i = n; i > b; i--) {
+        if (path[i - 1] == '.') {
+            e = i - 1;
+            break;
+        }
+    }
+    if (e == b) e = n;
+    char *s = imgd_malloc(e - b + 1);
+    if (!s) return NULL;
+    memcpy(s, path + b, e - b);
+    s[e - b] = '\0';
+    return s;
+}
+
+imgd_status imgd_model_load(const char *path, const imgd_load_params *params, imgd_model **out) {
+    if (!path || !out)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_model_load: path and out are required");
+    imgd_load_params lp = params ? *params : imgd_load_params_default();
+    if (lp.precision == IMGD_PRECISION_F16)
+        return imgd_fail(IMGD_E_UNSUPPORTED,
+                         "--precision f16: the CPU backend computes in f32 or bf16; use f32, "
+                         "bf16 or auto");
+    imgd_model *m = imgd_calloc(1, sizeof *m);
+    if (!m) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_status st = IMGD_OK;
+    m->path        = imgd_strdup(path);
+    m->name        = model_name(path);
+    if (!m->path || !m->name) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
+    if (st == IMGD_OK) st = imgd_weights_open(path, &lp.open, &m->w);
+    if (st == IMGD_OK) st = imgd_model_detect(m->w, &m->mi);
+    if (st == IMGD_OK && lp.vae) {
+        st = imgd_weights_open(lp.vae, &lp.open, &m->vae_w);
+        if (st == IMGD_OK) st = imgd_model_detect(m->vae_w, &m->vae_mi);
+        if (st == IMGD_OK && imgd_model_info_kind(m->vae_mi) != IMGD_KIND_VAE &&
+            !m->vae_mi->has_vae)
+            st = imgd_fail(IMGD_E_FORMAT, "--vae %s is a %s, not a VAE", lp.vae,
+                           imgd_model_kind_name(imgd_model_info_kind(m->vae_mi)));
+        if (st == IMGD_OK) m->mi->has_vae = true; /* the pipeline takes it from vae_w */
+    }
+    if (st == IMGD_OK && lp.unet) {
+        st = imgd_weights_open(lp.unet, &lp.open, &m->unet_w);
+        if (st == IMGD_OK) st = imgd_model_detect(m->unet_w, &m->unet_mi);
+        if (st == IMGD_OK && !m->unet_mi->has_unet)
+            st = imgd_fail(IMGD_E_FORMAT, "--unet %s is a %s, not a UNet", lp.unet,
+                           imgd_model_kind_name(imgd_model_info_kind(m->unet_mi)));
+        if (st == IMGD_OK && m->unet_mi->family != m->mi->family)
+            st = imgd_fail(IMGD_E_FORMAT, "--unet %s is a %s UNet but %s is %s", lp.unet,
+                           imgd_family_name(m->unet_mi->family), path,
+                           imgd_family_name(m->mi->family));
+    }
+    if (st == IMGD_OK) st = check_runnable(path, m->mi);
+    if (st == IMGD_OK) st = imgd_wbind_new(m->w, m->mi, &m->wb);
+    if (st == IMGD_OK && m->vae_w) st = imgd_wbind_new(m->vae_w, m->vae_mi, &m->vae_wb);
+    if (st == IMGD_OK && m->unet_w) st = imgd_wbind_new(m->unet_w, m->unet_mi, &m->unet_wb);
+    if (st == IMGD_OK) st = build_configs(m, &lp.arch);
+    if (st == IMGD_OK) st = load_tokenizer(m, path, lp.tokenizer_dir);
+    if (st == IMGD_OK) {
+        imgd_backend_params bp = backend_params(&lp);
+        st                     = imgd_backend_new(lp.backend ? lp.backend : "cpu", &bp, &m->be);
+    }
+    if (st != IMGD_OK) {
+        imgd_model_free(m);
+        return st;
+    }
+    IMGD_LOG(IMGD_LOG_INFO, "pipeline", "model_loaded", "%s: %s %s, UNet widths %d.., TE %d layers",
+             path, imgd_family_name(m->mi->family), imgd_model_kind_name(m->mi->kind),
+             (int)m->unet.widths[0], (int)m->te.layers);
+    *out = m;
+    return IMGD_OK;
+}
+
+void imgd_model_free(imgd_model *m) {
+    if (!m) return;
+    imgd_sd_graphs_free(m);
+    imgd_backend_free(m->be);
+    imgd_clip_tok_free(m->tok);
+    imgd_wbind_free(m->unet_wb);
+    imgd_wbind_free(m->vae_wb);
+    imgd_wbind_free(m->wb);
+    imgd_model_info_free(m->unet_mi);
+    imgd_model_info_free(m->vae_mi);
+    imgd_model_info_free(m->mi);
+    imgd_weights_free(m->unet_w);
+    imgd_weights_free(m->vae_w);
+    imgd_weights_free(m->w);
+    imgd_free(m->name);
+    imgd_free(m->path);
+    imgd_free(m);
+}
+
+const imgd_model_info *imgd_model_get_info(const imgd_model *m) {
+    return m ? m->mi : NULL;
+}

@@ -1,0 +1,51 @@
+/* The SD 1.x / 2.x pipeline's internals: the loaded model (imgd_model) and the graphs it
+ * keeps between requests of the same shape. Public entry points are in imgd.h
+ * (imgd_model_load, imgd_generate). */
+#ifndef IMGD_PIPELINE_PIPELINE_H
+#define IMGD_PIPELINE_PIPELINE_H
+
+#include "detect/detect.h"
+#include "models/clip_text.h"
+#include "models/tokenizer.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "models/wbind.h"
+#include "tensor/backend.h"
+#include "tensor/tensor.h"
+
+/* A planned, allocated graph kept for replay while requests keep its shape. */
+typedef struct imgd_sd_graph {
+    imgd_graph  *g;
+    int32_t      batch, h, w, len; /* the shape it was built for (len: context tokens) */
+    int32_t      variant;          /* what else distinguishes it (clip skip layer, ...) */
+    imgd_tensor *in[4];
+    imgd_tensor *out[4];
+} imgd_sd_graph;
+
+struct imgd_model {
+    char            *path, *name;
+    imgd_weights    *w, *vae_w, *unet_w; /* vae_w / unet_w: a separate --vae / --unet */
+    imgd_model_info *mi, *vae_mi, *unet_mi;
+    imgd_wbind      *wb, *vae_wb, *unet_wb;
+    imgd_clip_tok   *tok;
+    imgd_backend    *be;
+
+    imgd_clip_text_cfg te;
+    imgd_unet_cfg      unet;
+    imgd_vae_cfg       vae;
+    float              vae_scale, vae_shift;
+    imgd_prediction    prediction;
+
+    imgd_sd_graph g_te, g_unet, g_dec, g_enc;
+};
+
+/* The binder and prefix the VAE comes from (the --vae file, or the checkpoint's own). */
+imgd_wbind *imgd_sd_vae_bind(imgd_model *m);
+
+/* The binder the UNet comes from (the --unet file, or the checkpoint's own). */
+imgd_wbind *imgd_sd_unet_bind(imgd_model *m);
+
+/* Frees the kept graphs. */
+void imgd_sd_graphs_free(imgd_model *m);
+
+#endif
