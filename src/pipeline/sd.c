@@ -200,13 +200,13 @@ static imgd_status encode_prompts(imgd_model *m, const char *pos, const char *ne
 /* ---- VAE ---------------------------------------------------------------------------- */
 
 /* Latents above this many latent pixels are decoded in tiles (seams blended). */
-#define TILED_DECODE_PIXELS (96 * 96)
+#define TILED_DECODE_PIXELS ((int64_t)96 * 96)
 
 /* Decodes B latents [B, zc, h, w] (diffusion scale) into [B, 3, 8h, 8w] images in [0, 1]. */
 static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, int32_t h, int32_t w,
                               float *image) {
     int32_t zc = m->vae.latent_channels, S = imgd_vae_scale(&m->vae);
-    size_t  nl = (size_t)B * zc * h * w, ni = (size_t)B * 3 * (h * S) * (w * S);
+    size_t  nl = (size_t)B * zc * h * w, ni = (size_t)B * 3 * ((size_t)h * S) * ((size_t)w * S);
     float  *z = imgd_malloc(nl * sizeof *z);
     if (!z) return imgd_fail(IMGD_E_NOMEM, "out of memory decoding");
     for (size_t i = 0; i < nl; i++) z[i] = latents[i] / m->vae_scale + m->vae_shift;
