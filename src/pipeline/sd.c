@@ -538,7 +538,7 @@ static imgd_status infotext(const imgd_model *m, const imgd_gen_params *p, char 
     in.steps           = p->steps;
     in.sampler         = imgd_a1111_sampler_name(p->sampler ? p->sampler : "euler");
     in.schedule        = imgd_a1111_schedule_name(p->schedule ? p->schedule : "default");
-    in.cfg_scale       = p->cfg;
+    in.cfg_scale       = (double)p->cfg;
     in.seed            = p->seed;
     in.has_seed        = !p->noise;
     in.width           = p->width;
@@ -546,7 +546,7 @@ static imgd_status infotext(const imgd_model *m, const imgd_gen_params *p, char 
     in.model           = m->name;
     in.clip_skip       = p->clip_skip;
     in.rng             = p->rng == IMGD_RNG_MODE_CPU ? "CPU" : NULL;
-    if (p->init) in.denoising_strength = p->strength;
+    if (p->init) in.denoising_strength = (double)p->strength;
     if (p->mask) in.mask_blur = p->mask_blur;
     return imgd_a1111_parameters(&in, out);
 }

@@ -202,7 +202,7 @@ static imgd_status setup_multistep(imgd_sampler *s, const float *tab, const floa
     const bool                 unipc = p->kind == IMGD_SAMPLER_UNI_PC;
     imgd_schedule_spacing_timesteps(p->spacing, s->n_train, n, p->steps_offset, true, false, td);
     if (p->use_karras_sigmas) {
-        imgd_schedule_karras_f64(tab[0], tab[s->n_train - 1], n, sd);
+        imgd_schedule_karras_f64((double)tab[0], (double)tab[s->n_train - 1], n, sd);
         for (int32_t i = 0; i < n; i++) {
             td[i] = nearbyint(imgd_schedule_sigma_to_t(sd[i], logtab, (size_t)s->n_train));
         }
@@ -306,7 +306,8 @@ static imgd_status setup_comfy(imgd_sampler *s) {
         }
         float s0 = s->sig[0], smax = s->ktab[nt - 1];
         bool  max_denoise =
-            fabs((double)smax - (double)s0) <= 1e-5 * fmax(fabs(smax), fabs(s0)) || s0 > smax;
+            fabs((double)smax - (double)s0) <= 1e-5 * fmax(fabs((double)smax), fabs((double)s0)) ||
+            s0 > smax;
         s->init_sigma = max_denoise ? sqrtf(1.0f + s0 * s0) : s0;
         s->order      = 1;
     }

@@ -201,12 +201,12 @@ size_t imgd_schedule_np_arange(double start, double stop, double step, double *o
 }
 
 double imgd_schedule_np_interp(double x, const float *fp, size_t n) {
-    if (n == 0) return NAN;
+    if (n == 0) return (double)NAN;
     if (isnan(x)) return x;
-    if (x < 0.0) return fp[0];
-    if (x >= (double)(n - 1)) return fp[n - 1];
+    if (x < 0.0) return (double)fp[0];
+    if (x >= (double)(n - 1)) return (double)fp[n - 1];
     size_t j = (size_t)floor(x);
-    if ((double)j == x) return fp[j];
+    if ((double)j == x) return (double)fp[j];
     double slope = ((double)fp[j + 1] - (double)fp[j]) / 1.0;
     return slope * (x - (double)j) + (double)fp[j];
 }

@@ -118,7 +118,7 @@ static double run_case(const char *shared, imgd_model *m, const pcase *c, const 
                    c->golden);
     replay r = {0};
     CHECK_MSG(imgd_weights_open(gpath, NULL, &r.g) == IMGD_OK, "%s: %s", gpath, imgd_last_error());
-    if (!r.g) return INFINITY;
+    if (!r.g) return (double)INFINITY;
     r.initial            = !c->init;
     imgd_image_u8   init = {0}, mask = {0};
     imgd_gen_params p = imgd_gen_params_default();
@@ -142,7 +142,7 @@ static double run_case(const char *shared, imgd_model *m, const pcase *c, const 
     imgd_gen_result *res = NULL;
     imgd_status      st  = imgd_generate(m, &p, &res);
     CHECK_MSG(st == IMGD_OK, "%s (%s): %s", c->golden, layout, imgd_last_error());
-    double       mx = INFINITY, mean = INFINITY;
+    double       mx = (double)INFINITY, mean = (double)INFINITY;
     const float *ref = NULL;
     size_t       n   = 0;
     if (st == IMGD_OK && golden_f32(r.g, "image", &ref, &n)) {

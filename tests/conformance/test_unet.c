@@ -442,11 +442,15 @@ static void test_unet_inpaint_9ch(void) {
     float        t[B] = {999.0f, 250.5f};
     uint64_t     s    = 0x9e3779b97f4a7c15u;
     for (size_t i = 0; i < IMGD_ARRAY_LEN(x); i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
         x[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 4.0 - 2.0);
     }
     for (size_t i = 0; i < IMGD_ARRAY_LEN(ctx); i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
         ctx[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 10.0 - 5.0);
     }
     float *outs[2] = {NULL, NULL};

@@ -188,7 +188,7 @@ static double run_oracle(imgd_sampler_kind kind, imgd_schedule_kind sched, imgd_
     p.steps               = steps;
     p.prediction          = pred;
     imgd_sampler *s       = NULL;
-    double        err     = INFINITY;
+    double        err     = (double)INFINITY;
     float         x0[N_LAT], eps[N_LAT], x[N_LAT];
     oracle        o = {.x0 = x0, .pred = pred};
     if (imgd_sampler_new(&p, &s) != IMGD_OK) {

@@ -86,38 +86,60 @@ static void gen_linear(gen *g, const char *p, int64_t o, int64_t i, bool bias) {
 
 static void gen_resnet(gen *g, const char *p, int64_t cin, int64_t cout) {
     char s[128];
-    imgd_fmt(s, sizeof s, "%s.norm1", p), gen_norm(g, s, cin);
-    imgd_fmt(s, sizeof s, "%s.conv1", p), gen_conv(g, s, cout, cin, 3);
-    imgd_fmt(s, sizeof s, "%s.time_emb_proj", p), gen_linear(g, s, cout, TEMB, true);
-    imgd_fmt(s, sizeof s, "%s.norm2", p), gen_norm(g, s, cout);
-    imgd_fmt(s, sizeof s, "%s.conv2", p), gen_conv(g, s, cout, cout, 3);
-    if (cin != cout) imgd_fmt(s, sizeof s, "%s.conv_shortcut", p), gen_conv(g, s, cout, cin, 1);
+    (void)imgd_fmt(s, sizeof s, "%s.norm1", p);
+    gen_norm(g, s, cin);
+    (void)imgd_fmt(s, sizeof s, "%s.conv1", p);
+    gen_conv(g, s, cout, cin, 3);
+    (void)imgd_fmt(s, sizeof s, "%s.time_emb_proj", p);
+    gen_linear(g, s, cout, TEMB, true);
+    (void)imgd_fmt(s, sizeof s, "%s.norm2", p);
+    gen_norm(g, s, cout);
+    (void)imgd_fmt(s, sizeof s, "%s.conv2", p);
+    gen_conv(g, s, cout, cout, 3);
+    if (cin != cout) {
+        (void)imgd_fmt(s, sizeof s, "%s.conv_shortcut", p);
+        gen_conv(g, s, cout, cin, 1);
+    }
 }
 
 static void gen_attn(gen *g, const char *p, int64_t c, int64_t kv) {
     char s[128];
-    imgd_fmt(s, sizeof s, "%s.to_q", p), gen_linear(g, s, c, c, false);
-    imgd_fmt(s, sizeof s, "%s.to_k", p), gen_linear(g, s, c, kv, false);
-    imgd_fmt(s, sizeof s, "%s.to_v", p), gen_linear(g, s, c, kv, false);
-    imgd_fmt(s, sizeof s, "%s.to_out.0", p), gen_linear(g, s, c, c, true);
+    (void)imgd_fmt(s, sizeof s, "%s.to_q", p);
+    gen_linear(g, s, c, c, false);
+    (void)imgd_fmt(s, sizeof s, "%s.to_k", p);
+    gen_linear(g, s, c, kv, false);
+    (void)imgd_fmt(s, sizeof s, "%s.to_v", p);
+    gen_linear(g, s, c, kv, false);
+    (void)imgd_fmt(s, sizeof s, "%s.to_out.0", p);
+    gen_linear(g, s, c, c, true);
 }
 
 static void gen_transformer(gen *g, const char *p, int64_t c, int32_t depth) {
     char s[160];
-    imgd_fmt(s, sizeof s, "%s.norm", p), gen_norm(g, s, c);
-    imgd_fmt(s, sizeof s, "%s.proj_in", p), gen_linear(g, s, c, c, true);
+    (void)imgd_fmt(s, sizeof s, "%s.norm", p);
+    gen_norm(g, s, c);
+    (void)imgd_fmt(s, sizeof s, "%s.proj_in", p);
+    gen_linear(g, s, c, c, true);
     for (int32_t d = 0; d < depth; d++) {
         char b[128];
         imgd_fmt(b, sizeof b, "%s.transformer_blocks.%d", p, (int)d);
-        imgd_fmt(s, sizeof s, "%s.norm1", b), gen_norm(g, s, c);
-        imgd_fmt(s, sizeof s, "%s.attn1", b), gen_attn(g, s, c, c);
-        imgd_fmt(s, sizeof s, "%s.norm2", b), gen_norm(g, s, c);
-        imgd_fmt(s, sizeof s, "%s.attn2", b), gen_attn(g, s, c, CTX);
-        imgd_fmt(s, sizeof s, "%s.norm3", b), gen_norm(g, s, c);
-        imgd_fmt(s, sizeof s, "%s.ff.net.0.proj", b), gen_linear(g, s, 8 * c, c, true);
-        imgd_fmt(s, sizeof s, "%s.ff.net.2", b), gen_linear(g, s, c, 4 * c, true);
+        (void)imgd_fmt(s, sizeof s, "%s.norm1", b);
+        gen_norm(g, s, c);
+        (void)imgd_fmt(s, sizeof s, "%s.attn1", b);
+        gen_attn(g, s, c, c);
+        (void)imgd_fmt(s, sizeof s, "%s.norm2", b);
+        gen_norm(g, s, c);
+        (void)imgd_fmt(s, sizeof s, "%s.attn2", b);
+        gen_attn(g, s, c, CTX);
+        (void)imgd_fmt(s, sizeof s, "%s.norm3", b);
+        gen_norm(g, s, c);
+        (void)imgd_fmt(s, sizeof s, "%s.ff.net.0.proj", b);
+        gen_linear(g, s, 8 * c, c, true);
+        (void)imgd_fmt(s, sizeof s, "%s.ff.net.2", b);
+        gen_linear(g, s, c, 4 * c, true);
     }
-    imgd_fmt(s, sizeof s, "%s.proj_out", p), gen_linear(g, s, c, c, true);
+    (void)imgd_fmt(s, sizeof s, "%s.proj_out", p);
+    gen_linear(g, s, c, c, true);
 }
 
 /* Every parameter of UNet2DConditionModel for the config above, in diffusers names
@@ -174,7 +196,9 @@ static uint64_t g_rng = 0x243f6a8885a308d3u;
 static float nrand(void) { /* approximately N(0, 1): sum of 4 uniforms */
     float s = 0.0f;
     for (int i = 0; i < 4; i++) {
-        g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+        g_rng ^= g_rng << 13;
+        g_rng ^= g_rng >> 7;
+        g_rng ^= g_rng << 17;
         s += (float)((double)(g_rng >> 11) / 9007199254740992.0) - 0.5f;
     }
     return s * 1.732f;
@@ -253,11 +277,15 @@ static float *run_unet(fixture *f, const imgd_unet_cfg *cfg, const char *be_name
     static float x[B * CIN * HS * HS], ctx[B * L * CTX];
     uint64_t     s = 7;
     for (size_t i = 0; i < IMGD_ARRAY_LEN(x); i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
         x[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
     }
     for (size_t i = 0; i < IMGD_ARRAY_LEN(ctx); i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
         ctx[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 6.0 - 3.0);
     }
     imgd_backend *be  = NULL;
