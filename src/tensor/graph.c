@@ -513,3 +513,23 @@ imgd_status imgd_graph_read_f32(imgd_graph *g, const imgd_tensor *t, float *dst,
     }
     return IMGD_OK;
 }
+
+imgd_status imgd_host_buffer_alloc(const char *who, size_t n, void **out) {
+    size_t total;
+    if (!imgd_size_add(n, IMGD_TENSOR_ALIGN + sizeof(void *), &total))
+        return imgd_fail(IMGD_E_NOMEM, "%s: %zu bytes", who, n);
+    unsigned char *raw = imgd_malloc(total);
+    if (!raw) return imgd_fail(IMGD_E_NOMEM, "%s: cannot allocate %zu bytes", who, n);
+    uintptr_t a = ((uintptr_t)raw + sizeof(void *) + IMGD_TENSOR_ALIGN - 1) &
+                  ~(uintptr_t)(IMGD_TENSOR_ALIGN - 1);
+    memcpy((void *)(a - sizeof(void *)), &raw, sizeof raw);
+    *out = (void *)a;
+    return IMGD_OK;
+}
+
+void imgd_host_buffer_free(void *p) {
+    if (!p) return;
+    void *raw;
+    memcpy(&raw, (unsigned char *)p - sizeof(void *), sizeof raw);
+    imgd_free(raw);
+}

@@ -12,6 +12,7 @@
 #include "formats/quant.h"
 #include "tensor/ops.h"
 #include "tensor/ref_impl.h"
+#include "tensor/tensor_impl.h"
 
 /* ---- element access ------------------------------------------------------------------ */
 
@@ -263,27 +264,14 @@ static const char *ref_name(const imgd_backend *be) {
     return "ref";
 }
 
-/* Host memory aligned to IMGD_TENSOR_ALIGN; the original pointer sits just below. */
 static imgd_status ref_alloc(imgd_backend *be, size_t n, void **out) {
     IMGD_UNUSED(be);
-    size_t total;
-    if (!imgd_size_add(n, IMGD_TENSOR_ALIGN + sizeof(void *), &total))
-        return imgd_fail(IMGD_E_NOMEM, "ref: %zu bytes", n);
-    unsigned char *raw = imgd_malloc(total);
-    if (!raw) return imgd_fail(IMGD_E_NOMEM, "ref: cannot allocate %zu bytes", n);
-    uintptr_t a = ((uintptr_t)raw + sizeof(void *) + IMGD_TENSOR_ALIGN - 1) &
-                  ~(uintptr_t)(IMGD_TENSOR_ALIGN - 1);
-    memcpy((void *)(a - sizeof(void *)), &raw, sizeof raw);
-    *out = (void *)a;
-    return IMGD_OK;
+    return imgd_host_buffer_alloc("ref", n, out);
 }
 
 static void ref_buffer_free(imgd_backend *be, void *p) {
     IMGD_UNUSED(be);
-    if (!p) return;
-    void *raw;
-    memcpy(&raw, (unsigned char *)p - sizeof(void *), sizeof raw);
-    imgd_free(raw);
+    imgd_host_buffer_free(p);
 }
 
 static bool ref_supports(const imgd_backend *be, const imgd_tensor *n) {
