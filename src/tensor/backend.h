@@ -104,4 +104,9 @@ size_t      imgd_backend_registry_count(void);
 const char *imgd_backend_registry_name(size_t i);
 const char *imgd_backend_registry_doc(size_t i);
 
+/* Host memory aligned to IMGD_TENSOR_ALIGN for backends whose buffers live in host memory
+ * (cpu, ref); the original pointer sits just below. `who` names the backend in errors. */
+imgd_status imgd_host_buffer_alloc(const char *who, size_t n, void **out);
+void        imgd_host_buffer_free(void *p);
+
 #endif

@@ -41,9 +41,4 @@ imgd_tensor *imgd_graph_new_tensor(imgd_graph *g, imgd_dtype dtype, int32_t n_di
 /* Fills contiguous strides for t's shape. */
 void imgd_tensor_set_contiguous(imgd_tensor *t);
 
-/* Host memory aligned to IMGD_TENSOR_ALIGN for backends whose buffers live in host memory
- * (cpu, ref); the original pointer sits just below. `who` names the backend in errors. */
-imgd_status imgd_host_buffer_alloc(const char *who, size_t n, void **out);
-void        imgd_host_buffer_free(void *p);
-
 #endif

@@ -7,7 +7,6 @@
 #include "cpu_impl.h"
 #include "formats/dtype.h"
 #include "tensor/cpu/cpu.h"
-#include "tensor/tensor_impl.h"
 
 /* ---- kernel table ------------------------------------------------------------------------- */
 
