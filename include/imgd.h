@@ -519,6 +519,49 @@ IMGD_API void        imgd_image_u8_free(imgd_image_u8 *img);
 IMGD_API imgd_status imgd_image_write(const char *path, const imgd_image_u8 *img,
                                       const char *parameters, int32_t quality);
 
+/* ---------------------------------------------------------------------------------- */
+/* The worker: HTTP server, job queue                                                  */
+/* ---------------------------------------------------------------------------------- */
+
+typedef struct imgd_serve_params {
+    const char *const *model_dirs; /* folders whose files and diffusers folders are served;
+                                      model ids are paths relative to one of them */
+    size_t             n_model_dirs;
+    const char *const *models;    /* ids (or paths inside a model dir) loaded at start */
+    size_t             n_models;
+    const char        *host;      /* bind address; NULL = "127.0.0.1" */
+    const char        *state_dir; /* job database and results; NULL = "imgd-state" */
+    const char        *config_path; /* JSON config (auth keys, limits, per-model load
+                                       options; README "Worker"); NULL = none */
+    imgd_load_params   load;      /* how models are loaded (backend, threads, precision) */
+    size_t             body_max;  /* request body cap in bytes; 0 = 32 MiB */
+    int32_t            batch_max; /* requests of one model and shape run together; 0 = 4 */
+    int32_t            batch_wait_ms; /* wait this long for more requests to batch; 0 = 0 */
+    int32_t            queue_max; /* queued jobs before 503; 0 = 1000 */
+    uint32_t           conn_max;  /* simultaneous HTTP connections; 0 = 256 */
+    uint16_t           port;      /* 0 = any free port (imgd_server_port says which) */
+} imgd_serve_params;
+
+/* Defaults for imgd_serve_params. Since: 0.3 */
+IMGD_API imgd_serve_params imgd_serve_params_default(void);
+
+typedef struct imgd_server imgd_server;
+
+/* Opens the state directory (re-queueing jobs a previous run left unfinished), loads the
+ * listed models and starts serving HTTP on a background thread. Returns IMGD_E_IO (cannot
+ * listen, state dir unusable), IMGD_E_FORMAT (bad config: the message names the field),
+ * the statuses of imgd_model_load for listed models, IMGD_E_NOMEM. Strings in p are copied.
+ * Since: 0.3 */
+IMGD_API imgd_status imgd_server_start(const imgd_serve_params *p, imgd_server **out);
+
+/* The bound TCP port. Since: 0.3 */
+IMGD_API uint16_t imgd_server_port(const imgd_server *s);
+
+/* Graceful stop: stops accepting connections, lets the running batch finish (up to
+ * grace_s seconds, then cancels it; cancelled-by-shutdown jobs stay queued in the state
+ * directory and run after the next start), stops and frees. NULL is a no-op. Since: 0.3 */
+IMGD_API void imgd_server_stop(imgd_server *s, double grace_s);
+
 #ifdef __cplusplus
 }
 #endif

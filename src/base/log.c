@@ -8,6 +8,15 @@ imgd_log_level imgd_log_min_level = IMGD_LOG_INFO;
 
 static imgd_log_fn g_sink;
 static void       *g_sink_user;
+static _Thread_local char t_request_id[40];
+
+void imgd_log_request_id_set(const char *id) {
+    size_t n = 0;
+    if (id) {
+        for (; id[n] && n + 1 < sizeof t_request_id; n++) t_request_id[n] = id[n];
+    }
+    t_request_id[n] = '\0';
+}
 
 static const char *const k_level_names[] = {"debug", "info", "warn", "error"};
 _Static_assert(IMGD_ARRAY_LEN(k_level_names) == IMGD_LOG_LEVEL_COUNT, "log level names");
@@ -61,10 +70,16 @@ void imgd_log_emit(imgd_log_level level, const char *component, const char *even
     clock_gettime(CLOCK_REALTIME, &ts);
     double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     /* A line cut at sizeof line is still emitted. */
-    (void)snprintf(
-        line, sizeof line,
-        "{\"ts\":%.3f,\"level\":\"%s\",\"component\":\"%s\",\"event\":\"%s\",\"msg\":\"%s\"}", t,
-        k_level_names[level], component, event, esc);
+    char rid[64] = "";
+    if (t_request_id[0]) {
+        char rid_esc[48];
+        imgd_json_escape(rid_esc, sizeof rid_esc, t_request_id);
+        (void)snprintf(rid, sizeof rid, ",\"request_id\":\"%s\"", rid_esc);
+    }
+    (void)snprintf(line, sizeof line,
+                   "{\"ts\":%.3f,\"level\":\"%s\",\"component\":\"%s\",\"event\":\"%s\"%s,"
+                   "\"msg\":\"%s\"}",
+                   t, k_level_names[level], component, event, rid, esc);
     if (g_sink) {
         g_sink(level, line, g_sink_user);
     } else {

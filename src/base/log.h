@@ -16,6 +16,10 @@ void imgd_log_emit(imgd_log_level level, const char *component, const char *even
         imgd_log_emit((lvl), (comp), (event), __VA_ARGS__);                                        \
     } while (0)
 
+/* Sets (NULL clears) the calling thread's request id, added as "request_id" to every line
+ * this thread logs until cleared. The string is copied (up to 39 bytes). */
+void imgd_log_request_id_set(const char *id);
+
 /* Appends s to out as a JSON string body (no quotes), escaping as needed; truncates at
  * cap with a valid result. Returns bytes written (excluding NUL). */
 size_t imgd_json_escape(char *out, size_t cap, const char *s);

@@ -4,5 +4,7 @@
 
 int         imgd_cli_generate(int argc, char **argv);
 const char *imgd_cli_generate_usage(void);
+int         imgd_cli_serve(int argc, char **argv);
+const char *imgd_cli_serve_usage(void);
 
 #endif

@@ -161,6 +161,9 @@ static const cmd_row k_cmds[] = {
      "txt2img / img2img / inpainting with an SD 1.x/2.x model in any layout; writes PNG\n"
      "      (A1111 parameters chunk), JPEG or WebP by the -o extension; --batch N writes\n"
      "      x.png, x-1.png, ...; --json prints paths and timings"},
+    {"serve", imgd_cli_serve, NULL,
+     "the worker: HTTP API (/v1, A1111 /sdapi/v1, OpenAI images, RunPod) over a durable\n"
+     "      job queue in --state; models are paths under --models; SIGTERM stops gracefully"},
     {"version", cmd_version, "imgd version", "print the version"},
     {"help", cmd_help, "imgd help", "this text"},
 };
@@ -170,7 +173,10 @@ static int cmd_help(int argc, char **argv) {
     (void)argv;
     printf("imgd %s — universal image-model worker\n\nusage:\n", imgd_version());
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
-        printf("  %s\n      %s\n", k_cmds[i].usage ? k_cmds[i].usage : imgd_cli_generate_usage(),
+        printf("  %s\n      %s\n",
+               k_cmds[i].usage                           ? k_cmds[i].usage
+               : strcmp(k_cmds[i].name, "serve") == 0 ? imgd_cli_serve_usage()
+                                                         : imgd_cli_generate_usage(),
                k_cmds[i].doc);
     return 0;
 }

@@ -1,0 +1,160 @@
+/* imgd serve: the worker. Uses only the public header. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "imgd.h"
+
+#define SERVE_LIST_MAX 64
+
+static const char k_usage[] =
+    "imgd serve --models DIR... [--model ID]... [--host H] [--port P] [--state DIR]\n"
+    "      [--config FILE] [--batch-max N] [--batch-wait-ms MS] [--queue-max N]\n"
+    "      [--tokenizer DIR] [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref]\n"
+    "      [--grace S]";
+
+const char *imgd_cli_serve_usage(void) {
+    return k_usage;
+}
+
+static bool parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
+    char *end = NULL;
+    errno     = 0;
+    long x    = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || !end || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "imgd serve: %s '%s': expected an integer in %ld..%ld\n", flag,
+                v ? v : "", lo, hi);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+typedef struct serve_opts {
+    imgd_serve_params p;
+    const char       *dirs[SERVE_LIST_MAX];
+    const char       *models[SERVE_LIST_MAX];
+    double            grace_s;
+} serve_opts;
+
+/* Options that take a list: every following argument up to the next option. */
+static int take_list(int argc, char **argv, int i, const char **dst, size_t *n, const char *flag) {
+    int j = i + 1;
+    for (; j < argc && argv[j][0] != '-'; j++) {
+        if (*n == SERVE_LIST_MAX) {
+            fprintf(stderr, "imgd serve: at most %d values for %s\n", SERVE_LIST_MAX, flag);
+            return -1;
+        }
+        dst[(*n)++] = argv[j];
+    }
+    if (j == i + 1) {
+        fprintf(stderr, "imgd serve: %s needs a value\n", flag);
+        return -1;
+    }
+    return j - 1;
+}
+
+static int parse(int argc, char **argv, serve_opts *o) {
+    o->p       = imgd_serve_params_default();
+    o->grace_s = 30;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long        x = 0;
+#define IS(s) (strcmp(a, (s)) == 0)
+        if (IS("--models")) {
+            if ((i = take_list(argc, argv, i, o->dirs, &o->p.n_model_dirs, a)) < 0) return 2;
+            continue;
+        }
+        if (IS("--model")) {
+            if ((i = take_list(argc, argv, i, o->models, &o->p.n_models, a)) < 0) return 2;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "imgd serve: %s: unknown option or missing value\nusage: %s\n", a,
+                    k_usage);
+            return 2;
+        }
+        if (IS("--host")) {
+            o->p.host = v;
+        } else if (IS("--port")) {
+            if (!parse_long(a, v, 0, 65535, &x)) return 2;
+            o->p.port = (uint16_t)x;
+        } else if (IS("--state")) {
+            o->p.state_dir = v;
+        } else if (IS("--config")) {
+            o->p.config_path = v;
+        } else if (IS("--batch-max")) {
+            if (!parse_long(a, v, 1, 16, &x)) return 2;
+            o->p.batch_max = (int32_t)x;
+        } else if (IS("--batch-wait-ms")) {
+            if (!parse_long(a, v, 0, 60000, &x)) return 2;
+            o->p.batch_wait_ms = (int32_t)x;
+        } else if (IS("--queue-max")) {
+            if (!parse_long(a, v, 1, 1000000, &x)) return 2;
+            o->p.queue_max = (int32_t)x;
+        } else if (IS("--tokenizer")) {
+            o->p.load.tokenizer_dir = v;
+        } else if (IS("--backend")) {
+            o->p.load.backend = v;
+        } else if (IS("--precision")) {
+            if (!imgd_precision_parse(v, &o->p.load.precision)) {
+                fprintf(stderr, "imgd serve: --precision '%s': expected f32, bf16, f16 or auto\n",
+                        v);
+                return 2;
+            }
+        } else if (IS("--threads")) {
+            if (!parse_long(a, v, 0, 4096, &x)) return 2;
+            o->p.load.threads = (uint32_t)x;
+        } else if (IS("--grace")) {
+            if (!parse_long(a, v, 0, 86400, &x)) return 2;
+            o->grace_s = (double)x;
+        } else {
+            fprintf(stderr, "imgd serve: unknown option '%s'\nusage: %s\n", a, k_usage);
+            return 2;
+        }
+#undef IS
+        i++;
+    }
+    if (o->p.n_model_dirs == 0 && o->p.n_models == 0) {
+        fprintf(stderr, "imgd serve: give --models DIR (folders of models to serve) or --model "
+                        "FILE\nusage: %s\n",
+                k_usage);
+        return 2;
+    }
+    o->p.model_dirs = o->dirs;
+    o->p.models     = o->models;
+    return 0;
+}
+
+int imgd_cli_serve(int argc, char **argv) {
+    serve_opts o;
+    memset(&o, 0, sizeof o);
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc;
+    /* SIGTERM/SIGINT end the wait below; SIGPIPE from a closed client must not kill us. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    imgd_server *srv = NULL;
+    imgd_status  st  = imgd_server_start(&o.p, &srv);
+    if (st != IMGD_OK) {
+        fprintf(stderr, "imgd serve: %s\n", imgd_last_error());
+        return 1;
+    }
+    printf("imgd serve: listening on http://%s:%u\n", o.p.host ? o.p.host : "127.0.0.1",
+           (unsigned)imgd_server_port(srv));
+    fflush(stdout);
+    int sig = 0;
+    (void)sigwait(&set, &sig);
+    fprintf(stderr, "imgd serve: %s: stopping (grace %.0f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            o.grace_s);
+    imgd_server_stop(srv, o.grace_s);
+    return 0;
+}

@@ -1,0 +1,709 @@
+/* Compatibility layers, so existing clients work unchanged: AUTOMATIC1111's /sdapi/v1,
+ * OpenAI's images API and RunPod's serverless test API. Each translates its request into a
+ * native request (validated against the model's schema like any other), submits it as a
+ * job, and translates the stored result back. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/alloc.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "base/text.h"
+#include "service/service_impl.h"
+
+#define SYNC_WAIT_S 3600.0
+
+/* ---- shared ------------------------------------------------------------------------------- */
+
+static const cJSON *get(const cJSON *o, const char *k) {
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
+
+/* Copies member k of src to dst under name as (when present and not null). */
+static bool copy_member(cJSON *dst, const cJSON *src, const char *k, const char *as) {
+    const cJSON *v = get(src, k);
+    if (!v || cJSON_IsNull(v)) return true;
+    cJSON *d = cJSON_Duplicate(v, true);
+    if (!d) return false;
+    cJSON_DeleteItemFromObjectCaseSensitive(dst, as);
+    cJSON_AddItemToObject(dst, as, d);
+    return true;
+}
+
+/* Prepares, charges and submits a translated request; on failure resp holds the problem. */
+static bool submit(imgd_server *s, const imgd_http_req *req, cJSON *native, const char *api,
+                   const imgd_auth_result *who, char id[40], imgd_http_resp *resp) {
+    char model_id[SVC_ID_MAX];
+    if (!svc_request_prepare(s, native, model_id, sizeof model_id, resp)) return false;
+    const cJSON *bs = get(native, "batch_size");
+    int32_t      n  = cJSON_IsNumber(bs) ? (int32_t)bs->valuedouble : 1;
+    return svc_take_images(s, who, n, resp) &&
+           svc_job_submit(s, req, native, model_id, api, who->name, id, resp);
+}
+
+/* The finished job's stored result (parsed) or NULL with a problem in resp. */
+static cJSON *wait_result(imgd_server *s, const char *id, imgd_http_resp *resp) {
+    if (!svc_job_wait(s, id, SYNC_WAIT_S)) {
+        imgd_http_problem(resp, 504, "still-running", "The job is still running", id, NULL,
+                          "poll /v1/jobs/{id}");
+        return NULL;
+    }
+    imgd_job_rec *rec = NULL;
+    if (imgd_jobstore_get(s->js, id, &rec) != IMGD_OK) {
+        imgd_http_problem(resp, 500, "store", "The job vanished", imgd_last_error(), NULL, NULL);
+        return NULL;
+    }
+    cJSON *res = NULL;
+    if (rec->state == IMGD_JOB_SUCCEEDED && rec->result_json) {
+        res = cJSON_Parse(rec->result_json);
+        if (!res) imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+    } else {
+        cJSON       *err = rec->error_json ? cJSON_Parse(rec->error_json) : NULL;
+        const cJSON *d   = err ? get(err, "detail") : NULL;
+        const cJSON *hs  = err ? get(err, "status") : NULL;
+        int32_t      st  = cJSON_IsNumber(hs) ? (int32_t)hs->valuedouble : 500;
+        if (st < 400 || st > 599) st = 409;
+        imgd_http_problem(resp, st, "job-failed", "The job did not succeed",
+                          cJSON_IsString(d) ? d->valuestring : imgd_job_state_name(rec->state),
+                          NULL, NULL);
+        cJSON_Delete(err);
+    }
+    imgd_job_rec_free(rec);
+    return res;
+}
+
+/* ---- AUTOMATIC1111 /sdapi/v1 ---------------------------------------------------------------- */
+
+typedef struct a1111_sampler {
+    const char *name;     /* as A1111 lists it */
+    const char *alias;    /* k-diffusion alias */
+    const char *sampler;  /* ours */
+    const char *schedule; /* implied schedule ("" = from the scheduler field) */
+} a1111_sampler;
+
+static const a1111_sampler k_a1111_samplers[] = {
+    {"Euler a", "k_euler_a", "euler_ancestral", ""},
+    {"Euler", "k_euler", "euler", ""},
+    {"Heun", "k_heun", "heun", ""},
+    {"DPM++ 2M", "k_dpmpp_2m", "dpmpp_2m", ""},
+    {"DPM++ SDE", "k_dpmpp_sde", "dpmpp_sde", ""},
+    {"DPM++ 2M SDE", "k_dpmpp_2m_sde", "dpmpp_2m_sde", ""},
+    {"DPM++ 2M Karras", "k_dpmpp_2m_ka", "dpmpp_2m", "karras"},
+    {"DPM++ SDE Karras", "k_dpmpp_sde_ka", "dpmpp_sde", "karras"},
+    {"DPM++ 2M SDE Karras", "k_dpmpp_2m_sde_ka", "dpmpp_2m_sde", "karras"},
+    {"DPM++ 2M SDE Exponential", "k_dpmpp_2m_sde_exp", "dpmpp_2m_sde", "exponential"},
+    {"DDIM", "ddim", "ddim", ""},
+    {"DDPM", "ddpm", "ddpm", ""},
+    {"PLMS", "plms", "pndm", ""},
+    {"LCM", "k_lcm", "lcm", ""},
+    {"UniPC", "unipc", "uni_pc", ""},
+};
+
+typedef struct a1111_scheduler {
+    const char *name, *label, *schedule;
+} a1111_scheduler;
+
+static const a1111_scheduler k_a1111_schedulers[] = {
+    {"automatic", "Automatic", ""},        {"uniform", "Uniform", "normal"},
+    {"karras", "Karras", "karras"},        {"exponential", "Exponential", "exponential"},
+    {"sgm_uniform", "SGM Uniform", "sgm_uniform"}, {"simple", "Simple", "simple"},
+    {"normal", "Normal", "normal"},
+};
+
+static bool a1111_sampler_map(const char *name, const char *sched, cJSON *native,
+                              imgd_http_resp *resp) {
+    const a1111_sampler *hit = NULL;
+    for (size_t i = 0; i < sizeof k_a1111_samplers / sizeof k_a1111_samplers[0] && !hit; i++) {
+        if (strcmp(name, k_a1111_samplers[i].name) == 0 ||
+            strcmp(name, k_a1111_samplers[i].alias) == 0 ||
+            strcmp(name, k_a1111_samplers[i].sampler) == 0)
+            hit = &k_a1111_samplers[i];
+    }
+    if (!hit) {
+        char detail[256];
+        (void)imgd_fmt(detail, sizeof detail, "sampler_name '%s' is not available", name);
+        imgd_http_problem(resp, 422, "validation", "Unknown sampler", detail, "/sampler_name",
+                          "GET /sdapi/v1/samplers lists the names");
+        return false;
+    }
+    const char *schedule = hit->schedule[0] ? hit->schedule : NULL;
+    if (!schedule && sched) {
+        for (size_t i = 0; i < sizeof k_a1111_schedulers / sizeof k_a1111_schedulers[0]; i++) {
+            if (strcasecmp(sched, k_a1111_schedulers[i].name) == 0 ||
+                strcasecmp(sched, k_a1111_schedulers[i].label) == 0)
+                schedule = k_a1111_schedulers[i].schedule[0] ? k_a1111_schedulers[i].schedule
+                                                              : NULL;
+        }
+    }
+    /* A1111's "Automatic": Karras for the DPM++ family, its uniform schedule otherwise. */
+    if (!schedule) schedule = strncmp(hit->sampler, "dpmpp", 5) == 0 ? "karras" : "normal";
+    return cJSON_AddStringToObject(native, "sampler", hit->sampler) &&
+           cJSON_AddStringToObject(native, "schedule", schedule);
+}
+
+/* A1111 txt2img/img2img body -> native request. */
+static cJSON *a1111_translate(imgd_server *s, const cJSON *a, bool img2img, imgd_http_resp *resp) {
+    cJSON *n = cJSON_CreateObject();
+    if (!n) return NULL;
+    bool ok = copy_member(n, a, "prompt", "prompt") &&
+              copy_member(n, a, "negative_prompt", "negative_prompt") &&
+              copy_member(n, a, "seed", "seed") && copy_member(n, a, "steps", "steps") &&
+              copy_member(n, a, "cfg_scale", "cfg_scale") && copy_member(n, a, "width", "width") &&
+              copy_member(n, a, "height", "height");
+    if (!get(n, "prompt")) ok = ok && cJSON_AddStringToObject(n, "prompt", "");
+    int32_t bs = 1, it = 1;
+    if (cJSON_IsNumber(get(a, "batch_size"))) bs = (int32_t)get(a, "batch_size")->valuedouble;
+    if (cJSON_IsNumber(get(a, "n_iter"))) it = (int32_t)get(a, "n_iter")->valuedouble;
+    if (bs < 1) bs = 1;
+    if (it < 1) it = 1;
+    ok = ok && cJSON_AddNumberToObject(n, "batch_size", (double)bs * it);
+    const cJSON *ov = get(a, "override_settings");
+    const cJSON *cs = ov ? get(ov, "CLIP_stop_at_last_layers") : NULL;
+    if (ok && cJSON_IsNumber(cs)) ok = cJSON_AddNumberToObject(n, "clip_skip", cs->valuedouble);
+    const cJSON *ck = ov ? get(ov, "sd_model_checkpoint") : NULL;
+    pthread_mutex_lock(&s->mu);
+    char current[SVC_ID_MAX];
+    (void)imgd_fmt(current, sizeof current, "%s", s->current);
+    pthread_mutex_unlock(&s->mu);
+    if (ok && cJSON_IsString(ck)) ok = cJSON_AddStringToObject(n, "model", ck->valuestring);
+    else if (ok && current[0]) ok = cJSON_AddStringToObject(n, "model", current);
+    const cJSON *sn = get(a, "sampler_name");
+    if (!cJSON_IsString(sn)) sn = get(a, "sampler_index");
+    const cJSON *sc = get(a, "scheduler");
+    if (ok && !a1111_sampler_map(cJSON_IsString(sn) ? sn->valuestring : "Euler",
+                                 cJSON_IsString(sc) ? sc->valuestring : NULL, n, resp)) {
+        cJSON_Delete(n);
+        return NULL;
+    }
+    if (ok && img2img) {
+        const cJSON *ii = get(a, "init_images");
+        const cJSON *i0 = cJSON_IsArray(ii) ? cJSON_GetArrayItem(ii, 0) : NULL;
+        if (!cJSON_IsString(i0)) {
+            cJSON_Delete(n);
+            imgd_http_problem(resp, 422, "validation", "init_images is required",
+                              "img2img needs init_images: [base64 image]", "/init_images",
+                              "send one base64 PNG/JPEG/WebP in init_images");
+            return NULL;
+        }
+        ok = cJSON_AddStringToObject(n, "init_image", i0->valuestring) &&
+             copy_member(n, a, "denoising_strength", "strength") &&
+             copy_member(n, a, "mask", "mask_image") && copy_member(n, a, "mask_blur", "mask_blur");
+        if (ok && !get(n, "strength")) ok = cJSON_AddNumberToObject(n, "strength", 0.75);
+    }
+    if (!ok) {
+        cJSON_Delete(n);
+        imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return NULL;
+    }
+    return n;
+}
+
+static void a1111_generate(imgd_server *s, const imgd_http_req *req, bool img2img,
+                           imgd_http_resp *resp) {
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) return;
+    cJSON *body = svc_parse_body(req, resp);
+    if (!body) return;
+    cJSON *native = cJSON_IsObject(body) ? a1111_translate(s, body, img2img, resp) : NULL;
+    if (!cJSON_IsObject(body))
+        imgd_http_problem(resp, 422, "validation", "Expected a JSON object", NULL, "", NULL);
+    char id[40];
+    if (!native || !submit(s, req, native, "sdapi", &who, id, resp)) {
+        cJSON_Delete(native);
+        cJSON_Delete(body);
+        return;
+    }
+    cJSON *res = wait_result(s, id, resp);
+    if (!res) {
+        cJSON_Delete(native);
+        cJSON_Delete(body);
+        return;
+    }
+    cJSON *out    = cJSON_CreateObject();
+    cJSON *images = out ? cJSON_AddArrayToObject(out, "images") : NULL;
+    const cJSON *im;
+    cJSON_ArrayForEach(im, get(res, "images")) {
+        const cJSON *b = get(im, "b64");
+        if (images && cJSON_IsString(b))
+            cJSON_AddItemToArray(images, cJSON_CreateString(b->valuestring));
+    }
+    if (out) cJSON_AddItemToObject(out, "parameters", cJSON_Duplicate(body, true));
+    /* info: a JSON string, as A1111 returns it */
+    cJSON *info = cJSON_CreateObject();
+    if (info) {
+        const cJSON *seed = get(native, "seed");
+        double       sd   = cJSON_IsNumber(seed) ? seed->valuedouble : 0;
+        (void)copy_member(info, native, "prompt", "prompt");
+        (void)copy_member(info, native, "negative_prompt", "negative_prompt");
+        (void)cJSON_AddNumberToObject(info, "seed", sd);
+        cJSON *all = cJSON_AddArrayToObject(info, "all_seeds");
+        int    k   = cJSON_GetArraySize(get(res, "images"));
+        for (int i = 0; all && i < k; i++) cJSON_AddItemToArray(all, cJSON_CreateNumber(sd));
+        (void)copy_member(info, native, "steps", "steps");
+        (void)copy_member(info, native, "cfg_scale", "cfg_scale");
+        (void)copy_member(info, native, "width", "width");
+        (void)copy_member(info, native, "height", "height");
+        (void)copy_member(info, native, "model", "sd_model_name");
+        const cJSON *sn = get(body, "sampler_name");
+        (void)cJSON_AddStringToObject(info, "sampler_name",
+                                      cJSON_IsString(sn) ? sn->valuestring : "Euler");
+        cJSON *its = cJSON_AddArrayToObject(info, "infotexts");
+        const cJSON *t = get(res, "infotext");
+        for (int i = 0; its && i < k; i++)
+            cJSON_AddItemToArray(its, cJSON_CreateString(cJSON_IsString(t) ? t->valuestring : ""));
+        (void)cJSON_AddStringToObject(info, "job", id);
+        char *txt = cJSON_PrintUnformatted(info);
+        if (txt && out) (void)cJSON_AddStringToObject(out, "info", txt);
+        cJSON_free(txt);
+        cJSON_Delete(info);
+    }
+    svc_send_json(resp, 200, out);
+    cJSON_Delete(res);
+    cJSON_Delete(native);
+    cJSON_Delete(body);
+}
+
+static void a1111_sd_models(imgd_server *s, imgd_http_resp *resp) {
+    cJSON *list = svc_models_list(s);
+    cJSON *out  = cJSON_CreateArray();
+    const cJSON *m;
+    cJSON_ArrayForEach(m, list) {
+        const cJSON *sv = get(m, "servable");
+        if (!cJSON_IsTrue(sv) || !out) continue;
+        const char *id = get(m, "id")->valuestring;
+        cJSON      *o  = cJSON_CreateObject();
+        if (!o) continue;
+        cJSON_AddItemToArray(out, o);
+        (void)cJSON_AddStringToObject(o, "title", id);
+        char name[SVC_ID_MAX];
+        (void)imgd_fmt(name, sizeof name, "%s", id);
+        char *dot = strrchr(name, '.');
+        if (dot && !strchr(dot, '/')) *dot = '\0';
+        (void)cJSON_AddStringToObject(o, "model_name", name);
+        (void)cJSON_AddNullToObject(o, "hash");
+        (void)cJSON_AddNullToObject(o, "sha256");
+        (void)cJSON_AddStringToObject(o, "filename", id);
+        (void)cJSON_AddNullToObject(o, "config");
+    }
+    cJSON_Delete(list);
+    svc_send_json(resp, 200, out);
+}
+
+static void a1111_samplers(imgd_http_resp *resp) {
+    cJSON *out = cJSON_CreateArray();
+    for (size_t i = 0; out && i < sizeof k_a1111_samplers / sizeof k_a1111_samplers[0]; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o) continue;
+        cJSON_AddItemToArray(out, o);
+        (void)cJSON_AddStringToObject(o, "name", k_a1111_samplers[i].name);
+        cJSON *al = cJSON_AddArrayToObject(o, "aliases");
+        if (al) cJSON_AddItemToArray(al, cJSON_CreateString(k_a1111_samplers[i].alias));
+        cJSON *op = cJSON_AddObjectToObject(o, "options");
+        if (op && k_a1111_samplers[i].schedule[0])
+            (void)cJSON_AddStringToObject(op, "scheduler", k_a1111_samplers[i].schedule);
+    }
+    svc_send_json(resp, 200, out);
+}
+
+static void a1111_schedulers(imgd_http_resp *resp) {
+    cJSON *out = cJSON_CreateArray();
+    for (size_t i = 0; out && i < sizeof k_a1111_schedulers / sizeof k_a1111_schedulers[0]; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o) continue;
+        cJSON_AddItemToArray(out, o);
+        (void)cJSON_AddStringToObject(o, "name", k_a1111_schedulers[i].name);
+        (void)cJSON_AddStringToObject(o, "label", k_a1111_schedulers[i].label);
+    }
+    svc_send_json(resp, 200, out);
+}
+
+static void a1111_options(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp) {
+    if (strcmp(req->method, "POST") == 0) {
+        cJSON *body = svc_parse_body(req, resp);
+        if (!body) return;
+        const cJSON *ck = get(body, "sd_model_checkpoint");
+        if (cJSON_IsString(ck)) {
+            if (svc_model_load(s, ck->valuestring) != IMGD_OK) {
+                imgd_http_problem(resp, 422, "model-load", "The checkpoint could not be loaded",
+                                  imgd_last_error(), "/sd_model_checkpoint",
+                                  "GET /sdapi/v1/sd-models lists the titles");
+                cJSON_Delete(body);
+                return;
+            }
+            pthread_mutex_lock(&s->mu);
+            (void)imgd_fmt(s->current, sizeof s->current, "%s", ck->valuestring);
+            pthread_mutex_unlock(&s->mu);
+        }
+        cJSON_Delete(body);
+        imgd_http_json(resp, 200, "null");
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    pthread_mutex_lock(&s->mu);
+    const char *cur = s->current[0] ? s->current : svc_model_single_loaded(s);
+    if (o) (void)cJSON_AddStringToObject(o, "sd_model_checkpoint", cur ? cur : "");
+    pthread_mutex_unlock(&s->mu);
+    if (o) (void)cJSON_AddNumberToObject(o, "CLIP_stop_at_last_layers", 1);
+    if (o) (void)cJSON_AddStringToObject(o, "samples_format", "png");
+    svc_send_json(resp, 200, o);
+}
+
+static void a1111_progress(imgd_server *s, imgd_http_resp *resp) {
+    svc_live lv;
+    bool     running = false;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < SVC_BATCH_MAX && !running; i++) {
+        if (s->live[i].active) {
+            lv      = s->live[i];
+            running = true;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    size_t counts[IMGD_JOB_STATE_COUNT] = {0};
+    (void)imgd_jobstore_count(s->js, counts);
+    double prog = 0, eta = 0;
+    if (running && lv.steps > 0) {
+        prog = (double)lv.step / lv.steps;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double el = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - lv.t_start;
+        if (lv.step > 0) eta = el / lv.step * (lv.steps - lv.step);
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        (void)cJSON_AddNumberToObject(o, "progress", prog);
+        (void)cJSON_AddNumberToObject(o, "eta_relative", eta);
+        cJSON *st = cJSON_AddObjectToObject(o, "state");
+        if (st) {
+            (void)cJSON_AddBoolToObject(st, "skipped", false);
+            (void)cJSON_AddBoolToObject(st, "interrupted", false);
+            (void)cJSON_AddStringToObject(st, "job", running ? lv.id : "");
+            (void)cJSON_AddNumberToObject(
+                st, "job_count", (double)(counts[IMGD_JOB_QUEUED] + counts[IMGD_JOB_RUNNING]));
+            (void)cJSON_AddNumberToObject(st, "sampling_step", running ? lv.step : 0);
+            (void)cJSON_AddNumberToObject(st, "sampling_steps", running ? lv.steps : 0);
+        }
+        (void)cJSON_AddNullToObject(o, "current_image");
+        (void)cJSON_AddNullToObject(o, "textinfo");
+    }
+    svc_send_json(resp, 200, o);
+}
+
+static bool route_a1111(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp) {
+    const char *p    = req->path + strlen("/sdapi/v1/");
+    bool        post = strcmp(req->method, "POST") == 0, getm = strcmp(req->method, "GET") == 0;
+    imgd_auth_result who;
+    if (strcmp(p, "txt2img") == 0 && post) {
+        resp->route = "/sdapi/v1/txt2img";
+        a1111_generate(s, req, false, resp);
+    } else if (strcmp(p, "img2img") == 0 && post) {
+        resp->route = "/sdapi/v1/img2img";
+        a1111_generate(s, req, true, resp);
+    } else if (!svc_auth_request(s, req, resp, &who)) {
+        resp->route = "/sdapi/v1/(auth)";
+    } else if (strcmp(p, "sd-models") == 0 && getm) {
+        resp->route = "/sdapi/v1/sd-models";
+        a1111_sd_models(s, resp);
+    } else if (strcmp(p, "samplers") == 0 && getm) {
+        resp->route = "/sdapi/v1/samplers";
+        a1111_samplers(resp);
+    } else if (strcmp(p, "schedulers") == 0 && getm) {
+        resp->route = "/sdapi/v1/schedulers";
+        a1111_schedulers(resp);
+    } else if (strcmp(p, "loras") == 0 && getm) {
+        resp->route = "/sdapi/v1/loras";
+        imgd_http_json(resp, 200, "[]");
+    } else if (strcmp(p, "options") == 0 && (getm || post)) {
+        resp->route = "/sdapi/v1/options";
+        a1111_options(s, req, resp);
+    } else if (strcmp(p, "progress") == 0 && getm) {
+        resp->route = "/sdapi/v1/progress";
+        a1111_progress(s, resp);
+    } else if (strcmp(p, "interrupt") == 0 && post) {
+        resp->route = "/sdapi/v1/interrupt";
+        pthread_mutex_lock(&s->mu);
+        s->interrupt_all = true;
+        pthread_mutex_unlock(&s->mu);
+        imgd_http_json(resp, 200, "null");
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* ---- OpenAI images -------------------------------------------------------------------------- */
+
+static void openai_error(imgd_http_resp *resp, int32_t status, const char *message,
+                         const char *param, const char *code) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = o ? cJSON_AddObjectToObject(o, "error") : NULL;
+    if (e) {
+        (void)cJSON_AddStringToObject(e, "message", message);
+        (void)cJSON_AddStringToObject(e, "type", status == 429   ? "rate_limit_error"
+                                                 : status >= 500 ? "server_error"
+                                                                 : "invalid_request_error");
+        if (param) (void)cJSON_AddStringToObject(e, "param", param);
+        else (void)cJSON_AddNullToObject(e, "param");
+        if (code) (void)cJSON_AddStringToObject(e, "code", code);
+        else (void)cJSON_AddNullToObject(e, "code");
+    }
+    char retry[24];
+    (void)imgd_fmt(retry, sizeof retry, "%s", resp->retry_after);
+    svc_send_json(resp, status, o);
+    (void)imgd_fmt(resp->retry_after, sizeof resp->retry_after, "%s", retry);
+}
+
+/* Rewrites a problem response into OpenAI's error shape. */
+static void openai_from_problem(imgd_http_resp *resp) {
+    cJSON       *p  = resp->body.data ? cJSON_Parse(resp->body.data) : NULL;
+    const cJSON *d  = p ? get(p, "detail") : NULL;
+    const cJSON *pt = p ? get(p, "pointer") : NULL;
+    char         param[256] = "";
+    if (cJSON_IsString(pt) && pt->valuestring[0] == '/')
+        (void)imgd_fmt(param, sizeof param, "%s", pt->valuestring + 1);
+    char msg[1024];
+    (void)imgd_fmt(msg, sizeof msg, "%s", cJSON_IsString(d) ? d->valuestring : "request failed");
+    cJSON_Delete(p);
+    openai_error(resp, resp->status, msg, param[0] ? param : NULL, NULL);
+}
+
+static void openai_generations(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp) {
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) {
+        openai_from_problem(resp);
+        return;
+    }
+    cJSON *b = svc_parse_body(req, resp);
+    if (!b) {
+        openai_from_problem(resp);
+        return;
+    }
+    const cJSON *prompt = get(b, "prompt");
+    if (!cJSON_IsObject(b) || !cJSON_IsString(prompt)) {
+        cJSON_Delete(b);
+        openai_error(resp, 400, "prompt is required and must be a string", "prompt", NULL);
+        return;
+    }
+    cJSON *n  = cJSON_CreateObject();
+    bool   ok = n && cJSON_AddStringToObject(n, "prompt", prompt->valuestring);
+    const cJSON *num = get(b, "n");
+    if (ok && num) ok = copy_member(n, b, "n", "batch_size");
+    const cJSON *size = get(b, "size");
+    if (ok && cJSON_IsString(size)) {
+        int w = 0, h = 0;
+        char tail;
+        if (sscanf(size->valuestring, "%dx%d%c", &w, &h, &tail) != 2 || w <= 0 || h <= 0) {
+            cJSON_Delete(n);
+            cJSON_Delete(b);
+            openai_error(resp, 400, "size must look like 512x512", "size", NULL);
+            return;
+        }
+        ok = cJSON_AddNumberToObject(n, "width", w) && cJSON_AddNumberToObject(n, "height", h);
+    }
+    /* "model": one of ours, else the single loaded model (clients send e.g. "dall-e-2") */
+    const cJSON *model = get(b, "model");
+    if (ok && cJSON_IsString(model)) {
+        int32_t hs;
+        char    detail[512];
+        pthread_mutex_lock(&s->mu);
+        svc_model *sm = svc_model_find(s, model->valuestring, &hs, detail, sizeof detail);
+        pthread_mutex_unlock(&s->mu);
+        if (sm) ok = cJSON_AddStringToObject(n, "model", model->valuestring);
+    }
+    const cJSON *rf  = get(b, "response_format");
+    bool         url = cJSON_IsString(rf) && strcmp(rf->valuestring, "url") == 0;
+    if (cJSON_IsString(rf) && !url && strcmp(rf->valuestring, "b64_json") != 0) {
+        cJSON_Delete(n);
+        cJSON_Delete(b);
+        openai_error(resp, 400, "response_format must be url or b64_json", "response_format",
+                     NULL);
+        return;
+    }
+    cJSON_Delete(b);
+    char id[40];
+    if (!ok) {
+        cJSON_Delete(n);
+        openai_error(resp, 500, "out of memory", NULL, NULL);
+        return;
+    }
+    if (!submit(s, req, n, "openai", &who, id, resp)) {
+        cJSON_Delete(n);
+        openai_from_problem(resp);
+        return;
+    }
+    char *ptext = imgd_strdup(get(n, "prompt")->valuestring);
+    cJSON_Delete(n);
+    cJSON *res = wait_result(s, id, resp);
+    if (!res) {
+        imgd_free(ptext);
+        openai_from_problem(resp);
+        return;
+    }
+    cJSON *out  = cJSON_CreateObject();
+    cJSON *data = NULL;
+    if (out) {
+        (void)cJSON_AddNumberToObject(out, "created", (double)(svc_now_ms() / 1000));
+        data = cJSON_AddArrayToObject(out, "data");
+    }
+    const cJSON *im;
+    int          i = 0;
+    cJSON_ArrayForEach(im, get(res, "images")) {
+        cJSON *d = cJSON_CreateObject();
+        if (!d || !data) {
+            cJSON_Delete(d);
+            continue;
+        }
+        cJSON_AddItemToArray(data, d);
+        if (url) {
+            char u[256];
+            (void)imgd_fmt(u, sizeof u, "%s/v1/jobs/%s/images/%d", req->base_url, id, i);
+            (void)cJSON_AddStringToObject(d, "url", u);
+        } else {
+            const cJSON *b64 = get(im, "b64");
+            (void)cJSON_AddStringToObject(d, "b64_json", cJSON_IsString(b64) ? b64->valuestring
+                                                                             : "");
+        }
+        (void)cJSON_AddStringToObject(d, "revised_prompt", ptext ? ptext : "");
+        i++;
+    }
+    imgd_free(ptext);
+    cJSON_Delete(res);
+    svc_send_json(resp, 200, out);
+}
+
+/* ---- RunPod serverless (local test API) ----------------------------------------------------- */
+
+static const char *runpod_status(imgd_job_state st) {
+    switch (st) {
+        case IMGD_JOB_QUEUED: return "IN_QUEUE";
+        case IMGD_JOB_RUNNING: return "IN_PROGRESS";
+        case IMGD_JOB_SUCCEEDED: return "COMPLETED";
+        case IMGD_JOB_FAILED: return "FAILED";
+        case IMGD_JOB_CANCELLED: return "CANCELLED";
+        default: return "FAILED";
+    }
+}
+
+static cJSON *runpod_job(const imgd_job_rec *rec) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    (void)cJSON_AddStringToObject(o, "id", rec->id);
+    (void)cJSON_AddStringToObject(o, "status", runpod_status(rec->state));
+    if (rec->started_ms)
+        (void)cJSON_AddNumberToObject(o, "delayTime", (double)(rec->started_ms - rec->created_ms));
+    if (rec->finished_ms && rec->started_ms)
+        (void)cJSON_AddNumberToObject(o, "executionTime",
+                                      (double)(rec->finished_ms - rec->started_ms));
+    if (rec->result_json) {
+        cJSON *r = cJSON_Parse(rec->result_json);
+        if (r) cJSON_AddItemToObject(o, "output", r);
+    }
+    if (rec->error_json) {
+        cJSON       *e = cJSON_Parse(rec->error_json);
+        const cJSON *d = e ? get(e, "detail") : NULL;
+        (void)cJSON_AddStringToObject(o, "error", cJSON_IsString(d) ? d->valuestring : "failed");
+        cJSON_Delete(e);
+    }
+    return o;
+}
+
+static void runpod_submit(imgd_server *s, const imgd_http_req *req, bool sync,
+                          imgd_http_resp *resp) {
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) return;
+    cJSON *b = svc_parse_body(req, resp);
+    if (!b) return;
+    cJSON *input = cJSON_IsObject(b) ? cJSON_DetachItemFromObjectCaseSensitive(b, "input") : NULL;
+    cJSON_Delete(b);
+    if (!cJSON_IsObject(input)) {
+        cJSON_Delete(input);
+        imgd_http_problem(resp, 400, "validation", "Missing input",
+                          "RunPod requests carry the job in {\"input\": {...}}", "/input",
+                          "wrap the generation request: {\"input\": {\"prompt\": \"...\"}}");
+        return;
+    }
+    char id[40];
+    bool ok = submit(s, req, input, "runpod", &who, id, resp);
+    cJSON_Delete(input);
+    if (!ok) return;
+    if (sync) (void)svc_job_wait(s, id, 90.0); /* RunPod's runsync waits about 90 s */
+    imgd_job_rec *rec = NULL;
+    if (imgd_jobstore_get(s->js, id, &rec) != IMGD_OK) {
+        imgd_http_problem(resp, 500, "store", "The job vanished", imgd_last_error(), NULL, NULL);
+        return;
+    }
+    svc_send_json(resp, 200, runpod_job(rec));
+    imgd_job_rec_free(rec);
+}
+
+static void runpod_status_or_cancel(imgd_server *s, const imgd_http_req *req, const char *id,
+                                    bool cancel, imgd_http_resp *resp) {
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) return;
+    if (cancel) (void)imgd_jobstore_cancel(s->js, id, NULL);
+    imgd_job_rec *rec = NULL;
+    imgd_status   st  = strlen(id) == IMGD_JOB_ID_LEN ? imgd_jobstore_get(s->js, id, &rec)
+                                                      : IMGD_E_NOT_FOUND;
+    if (st != IMGD_OK) {
+        imgd_http_problem(resp, 404, "job-not-found", "No such job", id, NULL, NULL);
+        return;
+    }
+    svc_send_json(resp, 200, runpod_job(rec));
+    imgd_job_rec_free(rec);
+}
+
+static void runpod_health(imgd_server *s, imgd_http_resp *resp) {
+    size_t c[IMGD_JOB_STATE_COUNT] = {0};
+    (void)imgd_jobstore_count(s->js, c);
+    cJSON *o    = cJSON_CreateObject();
+    cJSON *jobs = o ? cJSON_AddObjectToObject(o, "jobs") : NULL;
+    cJSON *wk   = o ? cJSON_AddObjectToObject(o, "workers") : NULL;
+    if (jobs) {
+        (void)cJSON_AddNumberToObject(jobs, "completed", (double)c[IMGD_JOB_SUCCEEDED]);
+        (void)cJSON_AddNumberToObject(jobs, "failed", (double)c[IMGD_JOB_FAILED]);
+        (void)cJSON_AddNumberToObject(jobs, "inProgress", (double)c[IMGD_JOB_RUNNING]);
+        (void)cJSON_AddNumberToObject(jobs, "inQueue", (double)c[IMGD_JOB_QUEUED]);
+        (void)cJSON_AddNumberToObject(jobs, "retried", 0);
+    }
+    if (wk) {
+        (void)cJSON_AddNumberToObject(wk, "idle", c[IMGD_JOB_RUNNING] ? 0 : 1);
+        (void)cJSON_AddNumberToObject(wk, "running", c[IMGD_JOB_RUNNING] ? 1 : 0);
+    }
+    svc_send_json(resp, 200, o);
+}
+
+static bool route_runpod(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp) {
+    const char *p    = req->path;
+    bool        post = strcmp(req->method, "POST") == 0, getm = strcmp(req->method, "GET") == 0;
+    if (strcmp(p, "/run") == 0 && post) {
+        resp->route = "/run";
+        runpod_submit(s, req, false, resp);
+    } else if (strcmp(p, "/runsync") == 0 && post) {
+        resp->route = "/runsync";
+        runpod_submit(s, req, true, resp);
+    } else if (strncmp(p, "/status/", 8) == 0 && (getm || post)) {
+        resp->route = "/status/{id}";
+        runpod_status_or_cancel(s, req, p + 8, false, resp);
+    } else if (strncmp(p, "/cancel/", 8) == 0 && post) {
+        resp->route = "/cancel/{id}";
+        runpod_status_or_cancel(s, req, p + 8, true, resp);
+    } else if (strcmp(p, "/health") == 0 && getm) {
+        resp->route = "/health";
+        runpod_health(s, resp);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+bool svc_route_compat(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp) {
+    if (strncmp(req->path, "/sdapi/v1/", 10) == 0) return route_a1111(s, req, resp);
+    if (strcmp(req->path, "/v1/images/generations") == 0 && strcmp(req->method, "POST") == 0) {
+        resp->route = "/v1/images/generations";
+        openai_generations(s, req, resp);
+        return true;
+    }
+    return route_runpod(s, req, resp);
+}

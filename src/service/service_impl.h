@@ -1,0 +1,138 @@
+/* Internals shared by the worker's files: the server object, its models and the helpers
+ * the route files call. Only src/service/ includes this. */
+#ifndef IMGD_SERVICE_SERVICE_IMPL_H
+#define IMGD_SERVICE_SERVICE_IMPL_H
+
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "imgd.h"
+#include "service/auth.h"
+#include "service/http.h"
+#include "service/jobstore.h"
+#include "service/metrics.h"
+
+#define SVC_MODELS_MAX  32
+#define SVC_BATCH_MAX   16
+#define SVC_ID_MAX      512
+
+/* A model under a model directory, as detected (loaded or not). */
+typedef struct svc_model {
+    char        id[SVC_ID_MAX];   /* path relative to its model dir */
+    char        path[PATH_MAX];   /* resolved absolute path */
+    char        family[32];       /* imgd_family_name */
+    char        kind[32];
+    imgd_model *m;                /* NULL when not loaded */
+    double      load_s;
+    int64_t     loaded_ms, last_used_ms;
+    cJSON      *schema;           /* generation request schema (owned) */
+} svc_model;
+
+/* One running job's live progress. */
+typedef struct svc_live {
+    char    id[40];
+    int32_t step, steps;
+    double  t_start;   /* monotonic seconds */
+    bool    active;
+} svc_live;
+
+struct imgd_server {
+    imgd_serve_params p;         /* strings below are owned copies */
+    char            **dirs;      /* resolved model dirs */
+    size_t            n_dirs;
+    char             *state_dir;
+    cJSON            *config;    /* parsed --config or NULL */
+    imgd_jobstore    *js;
+    imgd_auth        *auth;
+    imgd_http        *http;
+    imgd_svc_metrics  metrics;
+
+    pthread_mutex_t mu;          /* guards everything below */
+    pthread_cond_t  cv_work;     /* scheduler: something to do */
+    pthread_cond_t  cv_event;    /* waiters: a job progressed or finished */
+    uint64_t        event_seq;
+    svc_model       models[SVC_MODELS_MAX];
+    size_t          n_models;    /* detected models we have seen (loaded or not) */
+    svc_live        live[SVC_BATCH_MAX];
+    char            current[SVC_ID_MAX]; /* model of the last job (A1111 "checkpoint") */
+    bool            stopping, hard_stop, interrupt_all;
+    pthread_t       sched;
+    bool            sched_started;
+    pthread_mutex_t engine_mu;   /* held while the engine runs (generate, load, unload) */
+    double          t_started;
+};
+
+/* ---- models (service_models.c) ------------------------------------------------------------ */
+
+/* Resolves a model id to a path inside one of the model dirs (no escaping them). On failure
+ * fills status/type/detail for a problem response and returns false. */
+bool svc_model_resolve(imgd_server *s, const char *id, char *path, size_t cap, int32_t *http_status,
+                       char *detail, size_t detail_cap);
+/* Finds (detecting on first sight) the model entry for id; NULL with a detail on failure.
+ * Call with s->mu held. */
+svc_model *svc_model_find(imgd_server *s, const char *id, int32_t *http_status, char *detail,
+                          size_t detail_cap);
+/* Loads (under engine_mu, s->mu NOT held). IMGD_OK when already loaded. */
+imgd_status svc_model_load(imgd_server *s, const char *id);
+imgd_status svc_model_unload(imgd_server *s, const char *id);
+/* The only loaded model's id when exactly one is loaded, else NULL (s->mu held). */
+const char *svc_model_single_loaded(imgd_server *s);
+/* JSON array of every model under the dirs with detection results and load state. */
+cJSON *svc_models_list(imgd_server *s);
+cJSON *svc_model_json(imgd_server *s, const svc_model *sm);
+/* Per-model load options from the config ("models": {"ID": {...}}). */
+imgd_load_params svc_model_load_params(imgd_server *s, const char *id);
+void             svc_models_free(imgd_server *s);
+
+/* ---- requests (service_request.c) --------------------------------------------------------- */
+
+/* Validates a native generation request (already parsed) for its model, applies defaults,
+ * fixes the seed when -1, and fills model_id (the model it names or the single loaded one).
+ * On failure writes a problem into resp and returns false. */
+bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
+                         imgd_http_resp *resp);
+/* Submits a prepared request as a job. On failure writes a problem and returns false. */
+bool svc_job_submit(imgd_server *s, const imgd_http_req *hr, cJSON *req, const char *model_id,
+                    const char *api, const char *key_name, char id_out[40], imgd_http_resp *resp);
+/* Waits until the job finishes (or timeout_s passes: false). */
+bool svc_job_wait(imgd_server *s, const char *id, double timeout_s);
+/* Builds gen params from a stored request; the strings and images live in *hold. */
+typedef struct svc_gen_hold {
+    cJSON        *req;
+    imgd_image_u8 init, mask;
+} svc_gen_hold;
+imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
+                                  svc_gen_hold *hold);
+void        svc_gen_hold_free(svc_gen_hold *hold);
+/* Encodes a result as the stored native result JSON text. */
+imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp,
+                            const char *format, char **out);
+
+/* ---- scheduler (service_sched.c) ------------------------------------------------------------ */
+
+imgd_status svc_sched_start(imgd_server *s);
+void        svc_sched_stop(imgd_server *s);
+void        svc_wake(imgd_server *s);
+/* Live progress of a job (false when it is not running now). */
+bool svc_live_get(imgd_server *s, const char *id, svc_live *out);
+
+/* ---- routes ----------------------------------------------------------------------------- */
+
+void svc_route(void *app, const imgd_http_req *req, imgd_http_resp *resp);
+/* Compatibility layers (service_compat.c): true when the path was theirs. */
+bool svc_route_compat(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp);
+/* Shared by native and compat routes. */
+bool svc_auth_request(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp,
+                      imgd_auth_result *who);
+/* Charges n images to the caller's daily quota; false with a 429/400 written when over. */
+bool svc_take_images(imgd_server *s, const imgd_auth_result *who, int32_t n,
+                     imgd_http_resp *resp);
+cJSON *svc_parse_body(const imgd_http_req *req, imgd_http_resp *resp);
+cJSON *svc_job_json(imgd_server *s, const imgd_job_rec *rec, bool with_result);
+void   svc_send_json(imgd_http_resp *resp, int32_t status, cJSON *doc); /* frees doc */
+int64_t svc_now_ms(void);
+
+#endif

@@ -1,0 +1,327 @@
+/* Native generation requests: validation against the model's schema, submission as a job,
+ * waiting for it, and the translation of a stored request into imgd_gen_params and of a
+ * result into the stored result JSON. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "base/alloc.h"
+#include "base/base64.h"
+#include "base/buf.h"
+#include "base/error.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/text.h"
+#include "pipeline/image.h"
+#include "service/schema.h"
+#include "service/service_impl.h"
+
+int64_t svc_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- prepare and submit ------------------------------------------------------------------- */
+
+static uint32_t random_seed(void) {
+    uint32_t v = 0;
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) v = (uint32_t)svc_now_ms();
+    return v;
+}
+
+bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
+                         imgd_http_resp *resp) {
+    if (!cJSON_IsObject(req)) {
+        imgd_http_problem(resp, 400, "invalid-request", "The request must be a JSON object",
+                          "the body is JSON but not an object", "", "send {\"prompt\": \"...\"}");
+        return false;
+    }
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(req, "model");
+    pthread_mutex_lock(&s->mu);
+    const char *id = NULL;
+    if (cJSON_IsString(jm)) {
+        id = jm->valuestring;
+    } else if (jm && !cJSON_IsNull(jm)) {
+        pthread_mutex_unlock(&s->mu);
+        imgd_http_problem(resp, 400, "invalid-request", "Invalid model",
+                          "model: expected a string (a model id)", "/model",
+                          "GET /v1/models lists the ids");
+        return false;
+    } else {
+        id = svc_model_single_loaded(s);
+        if (!id) {
+            pthread_mutex_unlock(&s->mu);
+            imgd_http_problem(resp, 400, "model-required", "Which model?",
+                              "the request names no model, and not exactly one model is loaded",
+                              "/model", "add \"model\": an id from GET /v1/models");
+            return false;
+        }
+    }
+    int32_t    hs;
+    char       detail[768];
+    svc_model *sm = svc_model_find(s, id, &hs, detail, sizeof detail);
+    if (!sm) {
+        pthread_mutex_unlock(&s->mu);
+        imgd_http_problem(resp, hs, hs == 404 ? "model-not-found" : "bad-model", "Model unusable",
+                          detail, "/model", "GET /v1/models lists the models this worker serves");
+        return false;
+    }
+    (void)imgd_fmt(model_id, cap, "%s", sm->id);
+    sm->last_used_ms = svc_now_ms();
+    imgd_schema_violation v;
+    bool                  ok = imgd_schema_validate(sm->schema, req, &v);
+    imgd_status           st = ok ? imgd_schema_apply_defaults(sm->schema, req) : IMGD_OK;
+    pthread_mutex_unlock(&s->mu);
+    if (!ok) {
+        imgd_http_problem(resp, 400, "validation", "The request does not match the model's schema",
+                          v.detail, v.pointer, v.hint);
+        return false;
+    }
+    if (st != IMGD_OK) {
+        imgd_http_problem(resp, 500, "internal", "Out of memory", imgd_last_error(), NULL, NULL);
+        return false;
+    }
+    /* The stored request is complete and reproducible: model and a fixed seed. */
+    cJSON *seed = cJSON_GetObjectItemCaseSensitive(req, "seed");
+    if (!cJSON_IsNumber(seed) || seed->valuedouble < 0) {
+        cJSON *ns = cJSON_CreateNumber((double)random_seed());
+        if (!ns || (seed ? !cJSON_ReplaceItemInObjectCaseSensitive(req, "seed", ns)
+                         : !cJSON_AddItemToObject(req, "seed", ns))) {
+            cJSON_Delete(ns);
+            imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+            return false;
+        }
+    }
+    if (!cJSON_GetObjectItemCaseSensitive(req, "model") &&
+        !cJSON_AddStringToObject(req, "model", model_id)) {
+        imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return false;
+    }
+    return true;
+}
+
+static char *batch_key(const cJSON *req) {
+    /* Requests that may share a sampling loop: same model, size, steps, sampler, schedule,
+     * and plain txt2img (img2img/inpaint run alone). */
+    if (cJSON_GetObjectItemCaseSensitive(req, "init_image")) return NULL;
+    char        key[768];
+    const char *fields[] = {"model", "width", "height", "steps", "sampler", "schedule", "rng"};
+    size_t      n        = 0;
+    key[0]               = '\0';
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, fields[i]);
+        char         part[600];
+        if (cJSON_IsString(v))
+            (void)imgd_fmt(part, sizeof part, "%s|", v->valuestring);
+        else if (cJSON_IsNumber(v))
+            (void)imgd_fmt(part, sizeof part, "%.17g|", v->valuedouble);
+        else
+            (void)imgd_fmt(part, sizeof part, "-|");
+        size_t pl = strlen(part);
+        if (n + pl >= sizeof key) return NULL;
+        memcpy(key + n, part, pl + 1);
+        n += pl;
+    }
+    return imgd_strdup(key);
+}
+
+bool svc_job_submit(imgd_server *s, const imgd_http_req *hr, cJSON *req, const char *model_id,
+                    const char *api, const char *key_name, char id_out[40], imgd_http_resp *resp) {
+    size_t counts[IMGD_JOB_STATE_COUNT] = {0};
+    if (imgd_jobstore_count(s->js, counts) == IMGD_OK &&
+        counts[IMGD_JOB_QUEUED] >= (size_t)s->p.queue_max) {
+        (void)imgd_fmt(resp->retry_after, sizeof resp->retry_after, "5");
+        char detail[160];
+        (void)imgd_fmt(detail, sizeof detail, "%zu jobs are queued, the most this worker accepts",
+                       counts[IMGD_JOB_QUEUED]);
+        imgd_http_problem(resp, 503, "queue-full", "The queue is full", detail, NULL,
+                          "retry after a few seconds");
+        return false;
+    }
+    char *text = cJSON_PrintUnformatted(req);
+    if (!text) {
+        imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return false;
+    }
+    imgd_job_rec rec;
+    memset(&rec, 0, sizeof rec);
+    rec.model        = (char *)model_id;
+    rec.api          = (char *)api;
+    rec.key_name     = (char *)key_name;
+    rec.request_json = text;
+    rec.batch_key    = batch_key(req);
+    const cJSON *pr  = cJSON_GetObjectItemCaseSensitive(req, "priority");
+    rec.priority     = cJSON_IsNumber(pr) ? (int32_t)pr->valuedouble : 0;
+    const cJSON *st_ = cJSON_GetObjectItemCaseSensitive(req, "steps");
+    rec.steps        = cJSON_IsNumber(st_) ? (int32_t)st_->valuedouble : 0;
+    const cJSON *to  = cJSON_GetObjectItemCaseSensitive(req, "timeout_s");
+    if (cJSON_IsNumber(to) && to->valuedouble > 0)
+        rec.deadline_ms = svc_now_ms() + (int64_t)(to->valuedouble * 1000.0);
+    imgd_status st = imgd_jobstore_submit(s->js, &rec);
+    cJSON_free(text);
+    imgd_free(rec.batch_key);
+    if (st != IMGD_OK) {
+        imgd_http_problem(resp, 500, "store", "The job could not be stored", imgd_last_error(),
+                          NULL, "check the state directory's disk space and permissions");
+        return false;
+    }
+    memcpy(id_out, rec.id, sizeof rec.id);
+    IMGD_LOG(IMGD_LOG_INFO, "service", "job_accepted", "job %s model %s api %s peer %s", rec.id,
+             model_id, api, hr && hr->peer ? hr->peer : "");
+    svc_wake(s);
+    return true;
+}
+
+bool svc_job_wait(imgd_server *s, const char *id, double timeout_s) {
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    double t  = (double)end.tv_sec + (double)end.tv_nsec * 1e-9 + timeout_s;
+    end.tv_sec  = (time_t)t;
+    end.tv_nsec = (long)((t - (double)end.tv_sec) * 1e9);
+    for (;;) {
+        imgd_job_rec *rec = NULL;
+        pthread_mutex_lock(&s->mu);
+        uint64_t seq = s->event_seq;
+        pthread_mutex_unlock(&s->mu);
+        if (imgd_jobstore_get(s->js, id, &rec) != IMGD_OK) return false;
+        bool done = imgd_job_state_finished(rec->state);
+        imgd_job_rec_free(rec);
+        if (done) return true;
+        pthread_mutex_lock(&s->mu);
+        int rc = 0;
+        while (s->event_seq == seq && rc == 0 && !s->hard_stop)
+            rc = pthread_cond_timedwait(&s->cv_event, &s->mu, &end);
+        bool stop = s->hard_stop;
+        pthread_mutex_unlock(&s->mu);
+        if (rc != 0 || stop) return false;
+    }
+}
+
+/* ---- stored request -> gen params ----------------------------------------------------------- */
+
+static const char *jstr(const cJSON *o, const char *k, const char *dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : dflt;
+}
+
+static double jnum(const cJSON *o, const char *k, double dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+static imgd_status decode_image(const cJSON *o, const char *k, imgd_image_u8 *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!cJSON_IsString(v)) return IMGD_OK;
+    uint8_t    *bytes = NULL;
+    size_t      n     = 0;
+    imgd_status st    = imgd_base64_decode_data_url(v->valuestring, strlen(v->valuestring), &bytes,
+                                                    &n);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "%s", k);
+    imgd_image img;
+    st = imgd_image_decode(bytes, n, k, NULL, &img);
+    imgd_free(bytes);
+    if (st != IMGD_OK) return st;
+    out->w  = img.w;
+    out->h  = img.h;
+    out->c  = img.c;
+    out->px = img.px;
+    return IMGD_OK;
+}
+
+imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
+                                  svc_gen_hold *hold) {
+    memset(hold, 0, sizeof *hold);
+    imgd_status st = imgd_json_parse("stored request", request_json, strlen(request_json),
+                                     (size_t)1 << 30, 64, &hold->req);
+    if (st != IMGD_OK) return st;
+    const cJSON *r = hold->req;
+    *gp            = imgd_gen_params_default();
+    gp->prompt     = jstr(r, "prompt", "");
+    gp->negative   = jstr(r, "negative_prompt", NULL);
+    gp->seed       = (uint64_t)jnum(r, "seed", 0);
+    gp->rng        = strcmp(jstr(r, "rng", "cpu"), "philox") == 0 ? IMGD_RNG_MODE_PHILOX
+                                                                   : IMGD_RNG_MODE_CPU;
+    gp->sampler    = jstr(r, "sampler", gp->sampler);
+    gp->schedule   = jstr(r, "schedule", gp->schedule);
+    gp->steps      = (int32_t)jnum(r, "steps", gp->steps);
+    gp->cfg        = (float)jnum(r, "cfg_scale", gp->cfg);
+    gp->width      = (int32_t)jnum(r, "width", gp->width);
+    gp->height     = (int32_t)jnum(r, "height", gp->height);
+    gp->batch      = (int32_t)jnum(r, "batch_size", gp->batch);
+    gp->clip_skip  = (int32_t)jnum(r, "clip_skip", gp->clip_skip);
+    gp->strength   = (float)jnum(r, "strength", gp->strength);
+    gp->mask_blur  = (int32_t)jnum(r, "mask_blur", gp->mask_blur);
+    st             = decode_image(r, "init_image", &hold->init);
+    if (st == IMGD_OK) st = decode_image(r, "mask_image", &hold->mask);
+    if (st != IMGD_OK) {
+        svc_gen_hold_free(hold);
+        return st;
+    }
+    if (hold->init.px) gp->init = &hold->init;
+    if (hold->mask.px) gp->mask = &hold->mask;
+    return IMGD_OK;
+}
+
+void svc_gen_hold_free(svc_gen_hold *hold) {
+    cJSON_Delete(hold->req);
+    imgd_image_u8_free(&hold->init);
+    imgd_image_u8_free(&hold->mask);
+    memset(hold, 0, sizeof *hold);
+}
+
+/* ---- result -> stored JSON ------------------------------------------------------------------ */
+
+static imgd_status add_image(imgd_buf *b, const imgd_image_u8 *im, const char *infotext,
+                             imgd_image_format fmt, const char *fmt_name, uint64_t seed,
+                             int32_t index) {
+    imgd_image img = {.w = im->w, .h = im->h, .c = im->c, .px = im->px};
+    imgd_image_save_params sp = imgd_image_save_params_default();
+    sp.format                 = fmt;
+    sp.parameters             = infotext;
+    uint8_t    *enc           = NULL;
+    size_t      n             = 0;
+    char       *b64           = NULL;
+    imgd_status st            = imgd_image_encode(&img, &sp, &enc, &n);
+    if (st == IMGD_OK) st = imgd_base64_encode(enc, n, &b64, NULL);
+    imgd_free(enc);
+    if (st == IMGD_OK)
+        st = imgd_buf_printf(b,
+                             "%s{\"b64\":\"%s\",\"seed\":%llu,\"index\":%d,\"format\":\"%s\","
+                             "\"width\":%d,\"height\":%d}",
+                             index ? "," : "", b64, (unsigned long long)seed, (int)index, fmt_name,
+                             (int)im->w, (int)im->h);
+    imgd_free(b64);
+    return st;
+}
+
+imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp,
+                            const char *format, char **out) {
+    imgd_image_format fmt;
+    char              path[32];
+    (void)imgd_fmt(path, sizeof path, "x.%s", format ? format : "png");
+    imgd_status st = imgd_image_format_from_path(path, &fmt);
+    if (st != IMGD_OK) return st;
+    imgd_buf b;
+    imgd_buf_init(&b, (size_t)1 << 31);
+    st = imgd_buf_puts(&b, "{\"images\":[");
+    for (int32_t i = 0; st == IMGD_OK && i < r->n; i++)
+        st = add_image(&b, &r->images[i], r->infotext, fmt, format ? format : "png", gp->seed, i);
+    if (st == IMGD_OK)
+        st = imgd_buf_printf(&b,
+                             "],\"timings\":{\"encode_s\":%.6f,\"sample_s\":%.6f,"
+                             "\"decode_s\":%.6f,\"total_s\":%.6f},\"steps_run\":%d,"
+                             "\"infotext\":",
+                             r->t_encode_s, r->t_sample_s, r->t_decode_s, r->t_total_s,
+                             (int)r->steps_run);
+    if (st == IMGD_OK) st = imgd_buf_json_str(&b, r->infotext ? r->infotext : "");
+    if (st == IMGD_OK) st = imgd_buf_puts(&b, "}");
+    if (st != IMGD_OK) {
+        imgd_buf_free(&b);
+        return st;
+    }
+    *out = imgd_buf_take(&b);
+    return IMGD_OK;
+}

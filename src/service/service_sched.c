@@ -1,0 +1,286 @@
+/* The scheduler: one thread that owns the engine. It claims queued jobs from the store
+ * (a batch of jobs with equal batch keys at a time), loads their model when needed, runs
+ * them, reports progress at every step and stores each result before anyone sees it. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/alloc.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "base/text.h"
+#include "service/service_impl.h"
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void svc_wake(imgd_server *s) {
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void notify(imgd_server *s) {
+    pthread_mutex_lock(&s->mu);
+    s->event_seq++;
+    pthread_cond_broadcast(&s->cv_event);
+    pthread_mutex_unlock(&s->mu);
+}
+
+bool svc_live_get(imgd_server *s, const char *id, svc_live *out) {
+    bool found = false;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < SVC_BATCH_MAX && !found; i++) {
+        if (s->live[i].active && strcmp(s->live[i].id, id) == 0) {
+            *out  = s->live[i];
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return found;
+}
+
+/* ---- one job ------------------------------------------------------------------------------ */
+
+typedef struct step_ctx {
+    imgd_server *s;
+    size_t       slot;
+    const char  *id;
+    int64_t      deadline_ms;
+    bool         timed_out;
+} step_ctx;
+
+static bool on_step(int32_t step, int32_t steps, double elapsed_s, void *user) {
+    (void)elapsed_s;
+    step_ctx    *c = user;
+    imgd_server *s = c->s;
+    (void)imgd_jobstore_progress(s->js, c->id, step, steps);
+    pthread_mutex_lock(&s->mu);
+    s->live[c->slot].step  = step;
+    s->live[c->slot].steps = steps;
+    s->event_seq++;
+    pthread_cond_broadcast(&s->cv_event);
+    bool stop = s->hard_stop || s->interrupt_all;
+    pthread_mutex_unlock(&s->mu);
+    if (c->deadline_ms > 0 && svc_now_ms() > c->deadline_ms) {
+        c->timed_out = true;
+        return false;
+    }
+    return !stop && !imgd_jobstore_cancel_requested(s->js, c->id);
+}
+
+static char *error_json(int32_t status, const char *type, const char *title, const char *detail) {
+    imgd_buf b;
+    imgd_buf_init(&b, 1u << 16);
+    imgd_status st = imgd_buf_printf(&b, "{\"type\":\"https://imgd.dev/problems/%s\",\"title\":",
+                                      type);
+    if (st == IMGD_OK) st = imgd_buf_json_str(&b, title);
+    if (st == IMGD_OK) st = imgd_buf_printf(&b, ",\"status\":%d,\"detail\":", (int)status);
+    if (st == IMGD_OK) st = imgd_buf_json_str(&b, detail);
+    if (st == IMGD_OK) st = imgd_buf_puts(&b, "}");
+    if (st != IMGD_OK) {
+        imgd_buf_free(&b);
+        return NULL;
+    }
+    return imgd_buf_take(&b);
+}
+
+static void fail_job(imgd_server *s, const char *id, int32_t status, const char *type,
+                     const char *title, const char *detail) {
+    char *ej = error_json(status, type, title, detail);
+    if (imgd_jobstore_finish(s->js, id, IMGD_JOB_FAILED, NULL, ej) != IMGD_OK)
+        IMGD_LOG(IMGD_LOG_ERROR, "sched", "store_failed", "job %s: %s", id, imgd_last_error());
+    imgd_free(ej);
+    imgd_svc_metrics_error(&s->metrics, type);
+    IMGD_LOG(IMGD_LOG_WARN, "sched", "job_failed", "job %s: %s", id, detail);
+}
+
+static imgd_model *model_for(imgd_server *s, const char *id) {
+    imgd_model *m = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_models; i++) {
+        if (strcmp(s->models[i].id, id) == 0) {
+            m                          = s->models[i].m;
+            s->models[i].last_used_ms = svc_now_ms();
+        }
+    }
+    if (m) (void)imgd_fmt(s->current, sizeof s->current, "%s", id);
+    pthread_mutex_unlock(&s->mu);
+    return m;
+}
+
+static void run_job(imgd_server *s, imgd_job_rec *rec, size_t slot, uint64_t *images,
+                    uint64_t *steps, double *sample_s) {
+    imgd_log_request_id_set(rec->id);
+    imgd_gen_params gp;
+    svc_gen_hold    hold;
+    imgd_status     st = svc_request_to_params(rec->request_json, &gp, &hold);
+    if (st != IMGD_OK) {
+        fail_job(s, rec->id, 400, "bad-input", "The request's images cannot be used",
+                 imgd_last_error());
+        return;
+    }
+    const char *model_id = rec->model ? rec->model : "";
+    st                   = svc_model_load(s, model_id);
+    if (st != IMGD_OK) {
+        fail_job(s, rec->id, 422, "model-load", "The model could not be loaded", imgd_last_error());
+        svc_gen_hold_free(&hold);
+        return;
+    }
+    step_ctx ctx = {s, slot, rec->id, rec->deadline_ms, false};
+    gp.on_step   = on_step;
+    gp.user      = &ctx;
+    pthread_mutex_lock(&s->mu);
+    svc_live *lv = &s->live[slot];
+    memset(lv, 0, sizeof *lv);
+    (void)imgd_fmt(lv->id, sizeof lv->id, "%s", rec->id);
+    lv->steps   = gp.steps;
+    lv->t_start = mono_s();
+    lv->active  = true;
+    pthread_mutex_unlock(&s->mu);
+
+    imgd_gen_result *r = NULL;
+    pthread_mutex_lock(&s->engine_mu);
+    imgd_model *m = model_for(s, model_id);
+    st            = m ? imgd_generate(m, &gp, &r)
+                      : imgd_fail(IMGD_E_INTERNAL, "model '%s' was unloaded", model_id);
+    pthread_mutex_unlock(&s->engine_mu);
+
+    pthread_mutex_lock(&s->mu);
+    bool shutting = s->hard_stop;
+    pthread_mutex_unlock(&s->mu);
+    if (st == IMGD_OK) {
+        char       *res = NULL;
+        const char *fmt = "png";
+        const cJSON *of = cJSON_GetObjectItemCaseSensitive(hold.req, "output_format");
+        if (cJSON_IsString(of)) fmt = of->valuestring;
+        st = svc_result_json(r, &gp, fmt, &res);
+        if (st == IMGD_OK) st = imgd_jobstore_finish(s->js, rec->id, IMGD_JOB_SUCCEEDED, res, NULL);
+        if (st != IMGD_OK)
+            fail_job(s, rec->id, 500, "store", "The result could not be stored", imgd_last_error());
+        imgd_free(res);
+        *images += (uint64_t)r->n;
+        *steps += (uint64_t)r->steps_run;
+        *sample_s += r->t_sample_s;
+        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_done", "job %s: %d image(s) in %.3f s", rec->id,
+                 (int)r->n, r->t_total_s);
+    } else if (st == IMGD_E_CANCELLED && ctx.timed_out) {
+        fail_job(s, rec->id, 504, "timeout", "The job ran past its timeout",
+                 "timeout_s passed while it was running; raise timeout_s or lower steps");
+    } else if (st == IMGD_E_CANCELLED && shutting) {
+        (void)imgd_jobstore_release(s->js, rec->id); /* runs again after the restart */
+        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_requeued", "job %s: stopped by shutdown", rec->id);
+    } else if (st == IMGD_E_CANCELLED) {
+        char *ej = error_json(499, "cancelled", "Cancelled", "the job was cancelled");
+        (void)imgd_jobstore_finish(s->js, rec->id, IMGD_JOB_CANCELLED, NULL, ej);
+        imgd_free(ej);
+        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_cancelled", "job %s", rec->id);
+    } else {
+        bool user = st == IMGD_E_INVALID_ARG || st == IMGD_E_FORMAT || st == IMGD_E_UNSUPPORTED;
+        fail_job(s, rec->id, user ? 422 : 500, user ? "generation" : "internal",
+                 "Generation failed", imgd_last_error());
+    }
+    imgd_gen_result_free(r);
+    svc_gen_hold_free(&hold);
+    pthread_mutex_lock(&s->mu);
+    s->live[slot].active = false;
+    pthread_mutex_unlock(&s->mu);
+    imgd_log_request_id_set(NULL);
+}
+
+/* ---- the loop ----------------------------------------------------------------------------- */
+
+static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
+    uint64_t images = 0, steps = 0;
+    double   sample_s = 0;
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&s->mu);
+        bool stop = s->hard_stop;
+        pthread_mutex_unlock(&s->mu);
+        if (stop) {
+            (void)imgd_jobstore_release(s->js, recs[i]->id);
+        } else {
+            run_job(s, recs[i], i, &images, &steps, &sample_s);
+        }
+        notify(s);
+    }
+    imgd_svc_metrics_batch(&s->metrics, n, images, steps, sample_s);
+}
+
+/* Waits on cv_work until woken or ms pass; returns false when stopping. */
+static bool idle_wait(imgd_server *s, int32_t ms) {
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += ms / 1000;
+    end.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (!s->stopping) (void)pthread_cond_timedwait(&s->cv_work, &s->mu, &end);
+    bool go = !s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return go;
+}
+
+static void *sched_main(void *arg) {
+    imgd_server *s       = arg;
+    bool         idle    = true;
+    int64_t      last_gc = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        bool stop          = s->stopping;
+        s->interrupt_all   = false;
+        pthread_mutex_unlock(&s->mu);
+        if (stop) break;
+        int64_t now = svc_now_ms();
+        (void)imgd_jobstore_expire(s->js, now, NULL);
+        if (now - last_gc > 600000) {
+            (void)imgd_jobstore_gc(s->js, now - (int64_t)24 * 3600 * 1000, NULL);
+            last_gc = now;
+        }
+        size_t counts[IMGD_JOB_STATE_COUNT] = {0};
+        (void)imgd_jobstore_count(s->js, counts);
+        if (counts[IMGD_JOB_QUEUED] == 0) {
+            idle = true;
+            if (!idle_wait(s, 500)) break;
+            continue;
+        }
+        /* After idling, give concurrent clients a moment to fill a batch. */
+        if (idle && s->p.batch_wait_ms > 0 && counts[IMGD_JOB_QUEUED] < (size_t)s->p.batch_max)
+            (void)idle_wait(s, s->p.batch_wait_ms);
+        idle                = false;
+        imgd_job_rec **recs = NULL;
+        size_t         n    = 0;
+        if (imgd_jobstore_claim_batch(s->js, NULL, s->p.batch_max, &recs, &n) != IMGD_OK) {
+            IMGD_LOG(IMGD_LOG_ERROR, "sched", "claim_failed", "%s", imgd_last_error());
+            if (!idle_wait(s, 1000)) break;
+            continue;
+        }
+        if (n > 0) run_batch(s, recs, n);
+        imgd_job_rec_list_free(recs, n);
+    }
+    return NULL;
+}
+
+imgd_status svc_sched_start(imgd_server *s) {
+    if (pthread_create(&s->sched, NULL, sched_main, s) != 0)
+        return imgd_fail(IMGD_E_NOMEM, "cannot start the scheduler thread");
+    s->sched_started = true;
+    return IMGD_OK;
+}
+
+void svc_sched_stop(imgd_server *s) {
+    if (!s->sched_started) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+    (void)pthread_join(s->sched, NULL);
+    s->sched_started = false;
+}
