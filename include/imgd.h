@@ -72,6 +72,8 @@ typedef enum imgd_status {
     IMGD_E_INTERNAL    = 9,  /* a bug: please report */
     IMGD_E_UNSAFE      = 10, /* the file would run code on load (pickle global outside
                                 the allow-list); nothing was executed */
+    IMGD_E_NOT_FOUND = 11,   /* the named object (job id, model id) does not exist */
+    IMGD_E_AUTH      = 12,   /* missing or unknown API key (HTTP 401); never names the key */
     IMGD_STATUS_COUNT
 } imgd_status;
 

@@ -12,8 +12,9 @@
 static _Thread_local char g_msg[MSG_MAX];
 
 static const char *const k_status_names[] = {
-    "ok",        "invalid_argument", "out_of_memory", "io_error",       "bad_format", "unsupported",
-    "too_large", "cancelled",        "device_error",  "internal_error", "unsafe",
+    "ok",          "invalid_argument", "out_of_memory", "io_error",     "bad_format",
+    "unsupported", "too_large",        "cancelled",     "device_error", "internal_error",
+    "unsafe",      "not_found",        "unauthorized",
 };
 _Static_assert(IMGD_ARRAY_LEN(k_status_names) == IMGD_STATUS_COUNT, "status name table");
 
