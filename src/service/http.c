@@ -213,8 +213,9 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, imgd_http_resp *r,
     } else {
         size_t len = r->body.len;
         char  *txt = imgd_buf_take(&r->body);
-        mr = MHD_create_response_from_buffer(len, txt ? txt : (char *)"", txt ? MHD_RESPMEM_MUST_FREE
-                                                                        : MHD_RESPMEM_PERSISTENT);
+        static char empty[1];
+        mr = txt ? MHD_create_response_from_buffer_with_free_callback(len, txt, imgd_free)
+                 : MHD_create_response_from_buffer(0, empty, MHD_RESPMEM_PERSISTENT);
         if (!mr) {
             imgd_free(txt);
             return MHD_NO;

@@ -1,5 +1,8 @@
 /* The worker's life: configuration, start (state, models, scheduler, HTTP) and a graceful
  * stop. */
+/* realpath() is XSI. */
+#define _XOPEN_SOURCE 700
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "base/alloc.h"
@@ -38,7 +39,7 @@ static bool submit(imgd_server *s, const imgd_http_req *req, cJSON *native, cons
     char model_id[SVC_ID_MAX];
     if (!svc_request_prepare(s, native, model_id, sizeof model_id, resp)) return false;
     const cJSON *bs = get(native, "batch_size");
-    int32_t      n  = cJSON_IsNumber(bs) ? (int32_t)bs->valuedouble : 1;
+    int32_t      n  = bs && cJSON_IsNumber(bs) ? (int32_t)bs->valuedouble : 1;
     return svc_take_images(s, who, n, resp) &&
            svc_job_submit(s, req, native, model_id, api, who->name, id, resp);
 }
@@ -63,7 +64,7 @@ static cJSON *wait_result(imgd_server *s, const char *id, imgd_http_resp *resp) 
         cJSON       *err = rec->error_json ? cJSON_Parse(rec->error_json) : NULL;
         const cJSON *d   = err ? get(err, "detail") : NULL;
         const cJSON *hs  = err ? get(err, "status") : NULL;
-        int32_t      st  = cJSON_IsNumber(hs) ? (int32_t)hs->valuedouble : 500;
+        int32_t      st  = hs && cJSON_IsNumber(hs) ? (int32_t)hs->valuedouble : 500;
         if (st < 400 || st > 599) st = 409;
         imgd_http_problem(resp, st, "job-failed", "The job did not succeed",
                           cJSON_IsString(d) ? d->valuestring : imgd_job_state_name(rec->state),
@@ -161,7 +162,7 @@ static cJSON *a1111_translate(imgd_server *s, const cJSON *a, bool img2img, imgd
     ok = ok && cJSON_AddNumberToObject(n, "batch_size", (double)bs * it);
     const cJSON *ov = get(a, "override_settings");
     const cJSON *cs = ov ? get(ov, "CLIP_stop_at_last_layers") : NULL;
-    if (ok && cJSON_IsNumber(cs)) ok = cJSON_AddNumberToObject(n, "clip_skip", cs->valuedouble);
+    if (ok && cs && cJSON_IsNumber(cs)) ok = cJSON_AddNumberToObject(n, "clip_skip", cs->valuedouble);
     const cJSON *ck = ov ? get(ov, "sd_model_checkpoint") : NULL;
     pthread_mutex_lock(&s->mu);
     char current[SVC_ID_MAX];
@@ -234,7 +235,7 @@ static void a1111_generate(imgd_server *s, const imgd_http_req *req, bool img2im
     cJSON *info = cJSON_CreateObject();
     if (info) {
         const cJSON *seed = get(native, "seed");
-        double       sd   = cJSON_IsNumber(seed) ? seed->valuedouble : 0;
+        double       sd   = seed && cJSON_IsNumber(seed) ? seed->valuedouble : 0;
         (void)copy_member(info, native, "prompt", "prompt");
         (void)copy_member(info, native, "negative_prompt", "negative_prompt");
         (void)cJSON_AddNumberToObject(info, "seed", sd);

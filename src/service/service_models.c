@@ -1,4 +1,7 @@
 /* The worker's models: ids under model directories, detection, load and unload. */
+/* realpath() is XSI. */
+#define _XOPEN_SOURCE 700
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>

@@ -148,21 +148,27 @@ bool svc_job_submit(imgd_server *s, const imgd_http_req *hr, cJSON *req, const c
     }
     imgd_job_rec rec;
     memset(&rec, 0, sizeof rec);
-    rec.model        = (char *)model_id;
-    rec.api          = (char *)api;
-    rec.key_name     = (char *)key_name;
+    /* the store copies the strings; the record's fields are not const */
+    rec.model        = imgd_strdup(model_id);
+    rec.api          = imgd_strdup(api);
+    rec.key_name     = key_name ? imgd_strdup(key_name) : NULL;
     rec.request_json = text;
     rec.batch_key    = batch_key(req);
     const cJSON *pr  = cJSON_GetObjectItemCaseSensitive(req, "priority");
-    rec.priority     = cJSON_IsNumber(pr) ? (int32_t)pr->valuedouble : 0;
+    rec.priority     = pr && cJSON_IsNumber(pr) ? (int32_t)pr->valuedouble : 0;
     const cJSON *st_ = cJSON_GetObjectItemCaseSensitive(req, "steps");
-    rec.steps        = cJSON_IsNumber(st_) ? (int32_t)st_->valuedouble : 0;
+    rec.steps        = st_ && cJSON_IsNumber(st_) ? (int32_t)st_->valuedouble : 0;
     const cJSON *to  = cJSON_GetObjectItemCaseSensitive(req, "timeout_s");
     if (cJSON_IsNumber(to) && to->valuedouble > 0)
         rec.deadline_ms = svc_now_ms() + (int64_t)(to->valuedouble * 1000.0);
-    imgd_status st = imgd_jobstore_submit(s->js, &rec);
+    imgd_status st = rec.model && rec.api && (rec.key_name || !key_name)
+                         ? imgd_jobstore_submit(s->js, &rec)
+                         : imgd_fail(IMGD_E_NOMEM, "out of memory");
     cJSON_free(text);
     imgd_free(rec.batch_key);
+    imgd_free(rec.model);
+    imgd_free(rec.api);
+    imgd_free(rec.key_name);
     if (st != IMGD_OK) {
         imgd_http_problem(resp, 500, "store", "The job could not be stored", imgd_last_error(),
                           NULL, "check the state directory's disk space and permissions");
@@ -209,7 +215,7 @@ static const char *jstr(const cJSON *o, const char *k, const char *dflt) {
 
 static double jnum(const cJSON *o, const char *k, double dflt) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+    return v && cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
 
 static imgd_status decode_image(const cJSON *o, const char *k, imgd_image_u8 *out) {

@@ -286,7 +286,7 @@ static bool submit_native(imgd_server *s, const imgd_http_req *req, const imgd_a
     bool ok = svc_request_prepare(s, doc, model_id, sizeof model_id, resp);
     if (ok) {
         const cJSON *bs = cJSON_GetObjectItemCaseSensitive(doc, "batch_size");
-        int32_t      n  = cJSON_IsNumber(bs) ? (int32_t)bs->valuedouble : 1;
+        int32_t      n  = bs && cJSON_IsNumber(bs) ? (int32_t)bs->valuedouble : 1;
         ok              = svc_take_images(s, who, n, resp) &&
              svc_job_submit(s, req, doc, model_id, "v1", who->name, id, resp);
     }
@@ -320,7 +320,7 @@ static void r_generate(imgd_server *s, const imgd_http_req *req, const char *arg
     } else {
         cJSON       *err = rec->error_json ? cJSON_Parse(rec->error_json) : NULL;
         const cJSON *stv = err ? cJSON_GetObjectItemCaseSensitive(err, "status") : NULL;
-        int32_t      hs  = cJSON_IsNumber(stv) ? (int32_t)stv->valuedouble : 500;
+        int32_t      hs  = stv && cJSON_IsNumber(stv) ? (int32_t)stv->valuedouble : 500;
         if (hs < 400 || hs > 599) hs = rec->state == IMGD_JOB_CANCELLED ? 409 : 500;
         if (err) (void)cJSON_AddStringToObject(err, "job", id);
         svc_send_json(resp, hs, err ? err : cJSON_CreateObject());
