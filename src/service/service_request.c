@@ -24,6 +24,8 @@ int64_t svc_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static imgd_status decode_image(const cJSON *o, const char *k, imgd_image_u8 *out);
+
 /* ---- prepare and submit ------------------------------------------------------------------- */
 
 static uint32_t random_seed(void) {
@@ -83,6 +85,20 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
     if (st != IMGD_OK) {
         imgd_http_problem(resp, 500, "internal", "Out of memory", imgd_last_error(), NULL, NULL);
         return false;
+    }
+    /* Images are decoded now so that a bad one is a 400 here, not a failed job later. */
+    static const char *const k_images[] = {"init_image", "mask_image"};
+    for (size_t i = 0; i < sizeof k_images / sizeof k_images[0]; i++) {
+        imgd_image_u8 im = {0};
+        if (decode_image(req, k_images[i], &im) != IMGD_OK) {
+            char ptr[32];
+            (void)imgd_fmt(ptr, sizeof ptr, "/%s", k_images[i]);
+            imgd_http_problem(resp, 400, "bad-image", "The image cannot be decoded",
+                              imgd_last_error(), ptr,
+                              "send a PNG, JPEG or WebP file as base64 (or a data: URL)");
+            return false;
+        }
+        imgd_image_u8_free(&im);
     }
     /* The stored request is complete and reproducible: model and a fixed seed. */
     cJSON *seed = cJSON_GetObjectItemCaseSensitive(req, "seed");
