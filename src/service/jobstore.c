@@ -655,8 +655,9 @@ static void rec_live(imgd_jobstore *js, imgd_job_rec *r) {
 }
 
 imgd_status imgd_jobstore_get(imgd_jobstore *js, const char *id, imgd_job_rec **out) {
-    if (!js || !id || !out)
+    if (!js || !id || !out) {
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_jobstore_get: NULL argument");
+    }
     pthread_mutex_lock(&js->db_mu);
     sqlite3_stmt *s = stmt(js, ST_GET);
     (void)sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
@@ -731,7 +732,7 @@ static imgd_status claim_common(imgd_jobstore *js, const char *model, int32_t ma
     }
     rec_list l = {0};
     l.cap      = (size_t)max;
-    l.v        = imgd_calloc(l.cap, sizeof *l.v);
+    l.v        = imgd_calloc(l.cap, sizeof(imgd_job_rec *));
     if (!l.v) return imgd_fail(IMGD_E_NOMEM, "job store: out of memory for claimed jobs");
     pthread_mutex_lock(&js->db_mu);
     /* Under db_mu: every run_add happens under it too, so the room cannot be taken. */

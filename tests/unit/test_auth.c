@@ -201,8 +201,9 @@ static void test_auth_token_bucket_refills_at_the_configured_rate(void) {
     /* A clock step backwards neither refills nor breaks the bucket. */
     CHECK_STATUS(imgd_auth_take_request(a, ra.key, T0, &retry), IMGD_E_TOO_LARGE);
     /* 7 per minute, burst defaults to 7: the 8th waits ceil(60000/7) ms, Retry-After 9 s. */
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 7; i++) {
         CHECK_STATUS(imgd_auth_take_request(a, rb.key, T0, &retry), IMGD_OK);
+    }
     CHECK_STATUS(imgd_auth_take_request(a, rb.key, T0, &retry), IMGD_E_TOO_LARGE);
     CHECK_EQ_INT(retry, 8572);
     CHECK_EQ_INT(imgd_auth_retry_after_s(retry), 9);

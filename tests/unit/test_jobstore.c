@@ -581,8 +581,8 @@ static void test_jobstore_concurrent_submit_and_claim_claims_each_once(void) {
     CHECK_EQ_INT(ns, CONC_TOTAL);
     CHECK_EQ_INT(nc, CONC_TOTAL);
     if (ns == CONC_TOTAL && nc == CONC_TOTAL) {
-        qsort(c->submitted, CONC_TOTAL, 40, cmp_id);
-        qsort(c->claimed, CONC_TOTAL, 40, cmp_id);
+        qsort(c->submitted, (size_t)CONC_TOTAL, 40, cmp_id);
+        qsort(c->claimed, (size_t)CONC_TOTAL, 40, cmp_id);
         for (int i = 0; i < CONC_TOTAL; i++) {
             CHECK_MSG(strcmp(c->submitted[i], c->claimed[i]) == 0, "job %d: %s vs %s", i,
                       c->submitted[i], c->claimed[i]);
@@ -676,8 +676,8 @@ static void test_jobstore_survives_sigkill_with_every_acknowledged_job(void) {
     tmp_state_dir(dir, sizeof dir, "kill");
     REQUIRE(dir[0]);
     REQUIRE(pipe(fds) == 0);
-    fflush(stdout);
-    fflush(stderr);
+    (void)fflush(stdout);
+    (void)fflush(stderr);
     pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
