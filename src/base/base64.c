@@ -27,8 +27,9 @@ bool imgd_base64_encoded_len(size_t n, size_t *out) {
 
 imgd_status imgd_base64_encode(const void *src, size_t n, char **out, size_t *out_len) {
     size_t len, alloc;
-    if (!imgd_base64_encoded_len(n, &len) || !imgd_size_add(len, 1, &alloc))
+    if (!imgd_base64_encoded_len(n, &len) || !imgd_size_add(len, 1, &alloc)) {
         return imgd_fail(IMGD_E_TOO_LARGE, "base64: %zu bytes are too many to encode", n);
+    }
     char *dst = imgd_malloc(alloc);
     if (!dst) return imgd_fail(IMGD_E_NOMEM, "base64: out of memory for %zu characters", len);
     const uint8_t *s = src;
@@ -40,8 +41,8 @@ imgd_status imgd_base64_encode(const void *src, size_t n, char **out, size_t *ou
         if (left > 2) v |= s[i + 2];
         dst[o++] = g_alphabet[(v >> 18) & 63];
         dst[o++] = g_alphabet[(v >> 12) & 63];
-        dst[o++] = left > 1 ? g_alphabet[(v >> 6) & 63] : '=';
-        dst[o++] = left > 2 ? g_alphabet[v & 63] : '=';
+        dst[o++] = (char)(left > 1 ? g_alphabet[(v >> 6) & 63] : '=');
+        dst[o++] = (char)(left > 2 ? g_alphabet[v & 63] : '=');
     }
     dst[o] = '\0';
     *out   = dst;
@@ -62,21 +63,25 @@ static size_t pad_count(const char *s, size_t n) {
 static imgd_status bad_char(const char *s, size_t i, size_t base) {
     unsigned char c = (unsigned char)s[i];
     i += base;
-    if (c == '=')
+    if (c == '=') {
         return imgd_fail(IMGD_E_FORMAT,
                          "base64: padding '=' at byte %zu before the end of the data", i);
-    if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
+    }
+    if (c == ' ' || c == '\n' || c == '\r' || c == '\t') {
         return imgd_fail(IMGD_E_FORMAT,
                          "base64: whitespace (0x%02x) at byte %zu; send the data on one line "
                          "without spaces",
                          c, i);
-    if (c == '-' || c == '_')
+    }
+    if (c == '-' || c == '_') {
         return imgd_fail(IMGD_E_FORMAT,
                          "base64: '%c' at byte %zu is base64url; use the standard alphabet "
                          "('+' and '/')",
                          c, i);
-    if (c >= 0x20 && c < 0x7f)
+    }
+    if (c >= 0x20 && c < 0x7f) {
         return imgd_fail(IMGD_E_FORMAT, "base64: invalid character '%c' at byte %zu", c, i);
+    }
     return imgd_fail(IMGD_E_FORMAT, "base64: invalid byte 0x%02x at byte %zu", c, i);
 }
 
@@ -95,14 +100,16 @@ static imgd_status check_shape(const char *s, size_t n, size_t base) {
             return bad_char(s, first_pad, base); /* padding before more data */
         }
     }
-    if (n - first_pad > 2)
+    if (n - first_pad > 2) {
         return imgd_fail(IMGD_E_FORMAT, "base64: %zu padding characters at byte %zu (at most 2)",
                          n - first_pad, base + first_pad);
-    if (n % 4 != 0)
+    }
+    if (n % 4 != 0) {
         return imgd_fail(IMGD_E_FORMAT,
                          "base64: length %zu is not a multiple of 4 (truncated, or missing "
                          "'=' padding) at byte %zu",
                          n, base + n);
+    }
     return IMGD_OK;
 }
 
@@ -122,11 +129,12 @@ static imgd_status run(const char *s, size_t n, size_t base, uint8_t *dst, size_
         }
         size_t   bytes  = k - 1; /* 4 symbols: 3 bytes, 3: 2, 2: 1 */
         uint32_t unused = bytes == 3 ? 0 : (v >> (bytes == 2 ? 6 : 12)) & (bytes == 2 ? 3u : 15u);
-        if (unused != 0)
+        if (unused != 0) {
             return imgd_fail(IMGD_E_FORMAT,
                              "base64: non-zero unused bits in the last symbol at byte %zu "
                              "(not a canonical encoding)",
                              base + i + k - 1);
+        }
         if (dst) {
             dst[o] = (uint8_t)(v >> 16);
             if (bytes > 1) dst[o + 1] = (uint8_t)(v >> 8);
@@ -187,16 +195,18 @@ imgd_status imgd_data_url_parse(const char *s, size_t n, imgd_data_url *out) {
         return IMGD_OK;
     }
     const char *comma = memchr(s, ',', n);
-    if (!comma)
+    if (!comma) {
         return imgd_fail(IMGD_E_FORMAT, "data: URL without ',' before the payload (expected "
                                         "data:<media type>;base64,<data>)");
+    }
     size_t            head  = (size_t)(comma - s); /* "data:...;base64" */
     static const char b64[] = ";base64";
-    if (head < 5 + sizeof b64 - 1 || !prefix_ci(comma - (sizeof b64 - 1), sizeof b64 - 1, b64))
+    if (head < 5 + sizeof b64 - 1 || !prefix_ci(comma - (sizeof b64 - 1), sizeof b64 - 1, b64)) {
         return imgd_fail(IMGD_E_FORMAT,
                          "data: URL at byte %zu is not base64 (expected data:<media "
                          "type>;base64,<data>)",
                          head);
+    }
     u.is_data_url = true;
     u.mime        = s + 5;
     u.mime_len    = head - 5 - (sizeof b64 - 1);

@@ -100,7 +100,7 @@ static const char *preview(const char *s, char *dst, size_t cap) {
             i += len;
             continue;
         }
-        dst[o++] = (len == 1 && ch >= 0x20 && ch != 0x7f) ? (char)ch : '?';
+        dst[o++] = (char)((len == 1 && ch >= 0x20 && ch != 0x7f) ? ch : '?');
         i++;
     }
     if (s[i]) {
@@ -114,23 +114,24 @@ static const char *preview(const char *s, char *dst, size_t cap) {
 /* A short rendering of a JSON value for messages. */
 static const char *value_text(const cJSON *x, char *dst, size_t cap) {
     char b[40], p[64];
-    if (cJSON_IsString(x))
+    if (cJSON_IsString(x)) {
         (void)snprintf(dst, cap, "\"%s\"", preview(x->valuestring, p, sizeof p));
-    else if (cJSON_IsNumber(x))
+    } else if (cJSON_IsNumber(x)) {
         (void)snprintf(dst, cap, "%s", fmt_num(x->valuedouble, b));
-    else if (cJSON_IsBool(x))
+    } else if (cJSON_IsBool(x)) {
         (void)snprintf(dst, cap, "%s", cJSON_IsTrue(x) ? "true" : "false");
-    else if (cJSON_IsNull(x))
+    } else if (cJSON_IsNull(x)) {
         (void)snprintf(dst, cap, "null");
-    else if (cJSON_IsArray(x))
+    } else if (cJSON_IsArray(x)) {
         (void)snprintf(dst, cap, "an array");
-    else
+    } else {
         (void)snprintf(dst, cap, "an object");
+    }
     return dst;
 }
 
 static char lower(char c) {
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    return (char)((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c);
 }
 
 #define NAME_MAX_EDIT 64
@@ -149,8 +150,9 @@ static size_t edit_distance(const char *a, const char *b) {
             size_t d    = IMGD_MIN(prev[j] + 1, cur[j - 1] + 1);
             d           = IMGD_MIN(d, prev[j - 1] + cost);
             if (i > 1 && j > 1 && lower(a[i - 1]) == lower(b[j - 2]) &&
-                lower(a[i - 2]) == lower(b[j - 1]))
+                lower(a[i - 2]) == lower(b[j - 1])) {
                 d = IMGD_MIN(d, pp[j - 2] + 1);
+            }
             cur[j] = d;
         }
         size_t *t = pp;
@@ -305,19 +307,20 @@ static void range_text(const cJSON *s, char *h, size_t cap) {
     const char *what = type_has(s, "integer") ? "an integer" : "a number";
     h[0]             = '\0';
     hint_cat(h, cap, "use %s", what);
-    if (has_lo && has_hi)
+    if (has_lo && has_hi) {
         hint_cat(h, cap, " from %s to %s", fmt_num(lo, a), fmt_num(hi, b));
-    else if (has_xlo && has_hi)
+    } else if (has_xlo && has_hi) {
         hint_cat(h, cap, " greater than %s and at most %s", fmt_num(xlo, a), fmt_num(hi, b));
-    else if (has_lo && has_xhi)
+    } else if (has_lo && has_xhi) {
         hint_cat(h, cap, " of at least %s and below %s", fmt_num(lo, a), fmt_num(xhi, b));
-    else if (has_xlo && has_xhi)
+    } else if (has_xlo && has_xhi) {
         hint_cat(h, cap, " greater than %s and below %s", fmt_num(xlo, a), fmt_num(xhi, b));
-    else if (has_lo || has_xlo)
+    } else if (has_lo || has_xlo) {
         hint_cat(h, cap, " %s %s", has_lo ? "of at least" : "greater than",
                  fmt_num(has_lo ? lo : xlo, a));
-    else if (has_hi || has_xhi)
+    } else if (has_hi || has_xhi) {
         hint_cat(h, cap, " %s %s", has_hi ? "of at most" : "below", fmt_num(has_hi ? hi : xhi, a));
+    }
     if (kw_num(s, "multipleOf", &m)) hint_cat(h, cap, ", a multiple of %s", fmt_num(m, a));
 }
 
@@ -357,8 +360,9 @@ static bool suggest(const cJSON *names, const char *typed, char *h, size_t cap) 
     }
     if (!best[0]) return false;
     hint_cat(h, cap, "did you mean '%s'", best[0]);
-    for (size_t k = 1; k < 3 && best[k]; k++)
+    for (size_t k = 1; k < 3 && best[k]; k++) {
         hint_cat(h, cap, "%s'%s'", (k == 2 || !best[2]) ? " or " : ", ", best[k]);
+    }
     hint_cat(h, cap, "?");
     return true;
 }
@@ -403,8 +407,9 @@ static bool type_is(const char *t, const cJSON *x, bool *known) {
 }
 
 static const char *type_article(const char *t) {
-    if (strcmp(t, "integer") == 0 || strcmp(t, "object") == 0 || strcmp(t, "array") == 0)
+    if (strcmp(t, "integer") == 0 || strcmp(t, "object") == 0 || strcmp(t, "array") == 0) {
         return "an ";
+    }
     if (strcmp(t, "null") == 0) return "";
     return "a ";
 }
@@ -417,10 +422,11 @@ static bool fail_type(vctx *c, const cJSON *s, const cJSON *ty, const cJSON *x) 
         list_names(ty, "one of ", want, sizeof want);
     }
     bool frac = cJSON_IsNumber(x) && isfinite(x->valuedouble) && type_has(s, "integer");
-    if (cJSON_IsString(x))
+    if (cJSON_IsString(x)) {
         (void)snprintf(got, sizeof got, "a string (%s)", value_text(x, v, sizeof v));
-    else
+    } else {
         (void)snprintf(got, sizeof got, "%s", value_text(x, v, sizeof v));
+    }
     fail(c, "type", "expected %s, got %s", want, got);
     if (frac) return hint(c, "use a whole number (no fractional part)");
     if (cJSON_IsNumber(x) && !isfinite(x->valuedouble)) return hint(c, "use a finite number");
@@ -428,8 +434,9 @@ static bool fail_type(vctx *c, const cJSON *s, const cJSON *ty, const cJSON *x) 
     if (cJSON_IsString(x) && numeric) {
         char  *end = NULL;
         double d   = strtod(x->valuestring, &end);
-        if (end != x->valuestring && *end == '\0' && isfinite(d))
+        if (end != x->valuestring && *end == '\0' && isfinite(d)) {
             return hint(c, "send the number without quotes: %s", x->valuestring);
+        }
     }
     if (numeric && !type_has(s, "string")) {
         range_text(s, c->v->hint, sizeof c->v->hint);
@@ -469,8 +476,9 @@ static bool check_enum(vctx *c, const cJSON *s, const cJSON *x) {
         fail(c, "enum", "%s is not %s", value_text(x, got, sizeof got),
              n == 1 ? "the allowed value" : "one of the allowed values");
         char *h = c->v->hint;
-        if (cJSON_IsString(x) && suggest(en, x->valuestring, h, sizeof c->v->hint))
+        if (cJSON_IsString(x) && suggest(en, x->valuestring, h, sizeof c->v->hint)) {
             hint_cat(h, sizeof c->v->hint, " ");
+        }
         list_names(en, n == 1 ? "use " : "use one of: ", h, sizeof c->v->hint);
         return false;
     }
@@ -494,21 +502,26 @@ static bool is_multiple(double x, double m) {
 static bool check_number(vctx *c, const cJSON *s, const cJSON *x) {
     double d = x->valuedouble, lim;
     char   a[40], b[40];
-    if (kw_num(s, "minimum", &lim) && d < lim)
+    if (kw_num(s, "minimum", &lim) && d < lim) {
         return fail_range(c, s, "minimum", "%s is below the minimum %s", fmt_num(d, a),
                           fmt_num(lim, b));
-    if (kw_num(s, "exclusiveMinimum", &lim) && d <= lim)
+    }
+    if (kw_num(s, "exclusiveMinimum", &lim) && d <= lim) {
         return fail_range(c, s, "exclusiveMinimum", "%s is not greater than %s", fmt_num(d, a),
                           fmt_num(lim, b));
-    if (kw_num(s, "maximum", &lim) && d > lim)
+    }
+    if (kw_num(s, "maximum", &lim) && d > lim) {
         return fail_range(c, s, "maximum", "%s is above the maximum %s", fmt_num(d, a),
                           fmt_num(lim, b));
-    if (kw_num(s, "exclusiveMaximum", &lim) && d >= lim)
+    }
+    if (kw_num(s, "exclusiveMaximum", &lim) && d >= lim) {
         return fail_range(c, s, "exclusiveMaximum", "%s is not below %s", fmt_num(d, a),
                           fmt_num(lim, b));
+    }
     if (kw_num(s, "multipleOf", &lim)) {
-        if (!(lim > 0) || !isfinite(lim))
+        if (!(lim > 0) || !isfinite(lim)) {
             return schema_error(c, "multipleOf", "multipleOf is not a positive number");
+        }
         if (!is_multiple(d, lim)) {
             double lo = floor(d / lim) * lim, hi = lo + lim;
             char   l[40], u[40];
@@ -531,8 +544,9 @@ static size_t code_points(const char *s) {
 static bool check_format(vctx *c, const cJSON *s, const cJSON *x) {
     const cJSON *f = kw(s, "format");
     if (!cJSON_IsString(f) || strcmp(f->valuestring, "byte") != 0) return true;
-    if (imgd_base64_check_data_url(x->valuestring, strlen(x->valuestring), NULL) == IMGD_OK)
+    if (imgd_base64_check_data_url(x->valuestring, strlen(x->valuestring), NULL) == IMGD_OK) {
         return true;
+    }
     fail(c, "format", "%s", imgd_last_error());
     return hint(c, "send the bytes as standard base64 (RFC 4648: A-Z a-z 0-9 + /, '=' padding, "
                    "no line breaks), optionally as a data: URL (data:image/png;base64,...)");
@@ -570,6 +584,7 @@ static bool fail_unknown(vctx *c, const cJSON *props, const char *name) {
     return false;
 }
 
+/* NOLINTNEXTLINE(misc-no-recursion): depth capped at IMGD_SCHEMA_DEPTH_MAX by validate/fill. */
 static bool check_member(vctx *c, const cJSON *s, const cJSON *props, const cJSON *x,
                          const cJSON *m) {
     if (!imgd_utf8_valid(m->string, strlen(m->string))) {
@@ -585,12 +600,13 @@ static bool check_member(vctx *c, const cJSON *s, const cJSON *props, const cJSO
     const cJSON *addl = kw(s, "additionalProperties");
     ptr_mark     mk   = ptr_push(c, m->string);
     bool         ok   = true;
-    if (ps)
+    if (ps) {
         ok = validate(c, ps, m);
-    else if (cJSON_IsFalse(addl))
+    } else if (cJSON_IsFalse(addl)) {
         ok = fail_unknown(c, props, m->string);
-    else if (addl)
+    } else if (addl) {
         ok = validate(c, addl, m);
+    }
     ptr_pop(c, mk);
     return ok;
 }
@@ -630,10 +646,12 @@ static bool check_dependent(vctx *c, const cJSON *s, const cJSON *x) {
     return true;
 }
 
+/* NOLINTNEXTLINE(misc-no-recursion): depth capped at IMGD_SCHEMA_DEPTH_MAX by validate/fill. */
 static bool check_object(vctx *c, const cJSON *s, const cJSON *x) {
     const cJSON *props = kw(s, "properties");
-    if (props && !cJSON_IsObject(props))
+    if (props && !cJSON_IsObject(props)) {
         return schema_error(c, "properties", "properties is not an object");
+    }
     const cJSON *m;
     cJSON_ArrayForEach(m, x) {
         if (!check_member(c, s, props, x, m)) return false;
@@ -653,6 +671,7 @@ static bool check_object(vctx *c, const cJSON *s, const cJSON *x) {
 
 /* ---- arrays ----------------------------------------------------------------------- */
 
+/* NOLINTNEXTLINE(misc-no-recursion): depth capped at IMGD_SCHEMA_DEPTH_MAX by validate/fill. */
 static bool check_array(vctx *c, const cJSON *s, const cJSON *x) {
     double n = cJSON_GetArraySize(x), lim;
     if (kw_num(s, "minItems", &lim) && n < lim) {
@@ -725,8 +744,9 @@ static bool check_combinators(vctx *c, const cJSON *s, const cJSON *x) {
     cJSON_ArrayForEach(a, all) {
         if (!validate(c, a, x)) return false;
     }
-    if (!check_alternatives(c, s, x, "anyOf") || !check_alternatives(c, s, x, "oneOf"))
+    if (!check_alternatives(c, s, x, "anyOf") || !check_alternatives(c, s, x, "oneOf")) {
         return false;
+    }
     const cJSON *not = kw(s, "not");
     if (not ) {
         imgd_schema_violation scratch;
@@ -758,14 +778,15 @@ static bool validate_body(vctx *c, const cJSON *s, const cJSON *x) {
     }
     if (!check_type(c, s, x) || !check_enum(c, s, x)) return false;
     bool ok = true;
-    if (cJSON_IsNumber(x))
+    if (cJSON_IsNumber(x)) {
         ok = check_number(c, s, x);
-    else if (cJSON_IsString(x))
+    } else if (cJSON_IsString(x)) {
         ok = check_string(c, s, x);
-    else if (cJSON_IsObject(x))
+    } else if (cJSON_IsObject(x)) {
         ok = check_object(c, s, x);
-    else if (cJSON_IsArray(x))
+    } else if (cJSON_IsArray(x)) {
         ok = check_array(c, s, x);
+    }
     return ok && check_combinators(c, s, x);
 }
 
@@ -812,6 +833,7 @@ static const cJSON *deref(const cJSON *root, const cJSON *s) {
     return cJSON_IsObject(s) ? s : NULL;
 }
 
+/* NOLINTNEXTLINE(misc-no-recursion): depth capped at IMGD_SCHEMA_DEPTH_MAX by validate/fill. */
 static imgd_status fill_member(const cJSON *root, const cJSON *ps, cJSON *x, const char *name,
                                int depth) {
     cJSON *item = cJSON_GetObjectItemCaseSensitive(x, name);
@@ -828,15 +850,17 @@ static imgd_status fill_member(const cJSON *root, const cJSON *ps, cJSON *x, con
 
 /* NOLINTNEXTLINE(misc-no-recursion): depth capped at IMGD_SCHEMA_DEPTH_MAX. */
 static imgd_status fill(const cJSON *root, const cJSON *s, cJSON *x, int depth) {
-    if (depth >= IMGD_SCHEMA_DEPTH_MAX)
+    if (depth >= IMGD_SCHEMA_DEPTH_MAX) {
         return imgd_fail(IMGD_E_TOO_LARGE, "schema defaults: nested deeper than %d levels",
                          IMGD_SCHEMA_DEPTH_MAX);
+    }
     s = deref(root, s);
     if (!s) return IMGD_OK;
     const cJSON *ref = kw(s, "$ref"), *props = kw(s, "properties"), *p;
     imgd_status  st = IMGD_OK;
-    if (cJSON_IsString(ref) && resolve_ref(root, ref->valuestring))
+    if (cJSON_IsString(ref) && resolve_ref(root, ref->valuestring)) {
         st = fill(root, resolve_ref(root, ref->valuestring), x, depth + 1);
+    }
     if (!cJSON_IsObject(props)) props = NULL;
     if (cJSON_IsObject(x)) {
         cJSON_ArrayForEach(p, props) {
@@ -854,8 +878,9 @@ static imgd_status fill(const cJSON *root, const cJSON *s, cJSON *x, int depth) 
 }
 
 imgd_status imgd_schema_apply_defaults(const cJSON *schema, cJSON *instance) {
-    if (!schema || !instance)
+    if (!schema || !instance) {
         return imgd_fail(IMGD_E_INVALID_ARG, "schema defaults: NULL schema or instance");
+    }
     return fill(schema, schema, instance, 0);
 }
 
@@ -870,8 +895,9 @@ imgd_status imgd_schema_apply_defaults(const cJSON *schema, cJSON *instance) {
 static cJSON *prop(cJSON *props, const char *name, const char *type, const char *desc) {
     cJSON *p = cJSON_AddObjectToObject(props, name);
     if (!p || !cJSON_AddStringToObject(p, "type", type) ||
-        !cJSON_AddStringToObject(p, "description", desc))
+        !cJSON_AddStringToObject(p, "description", desc)) {
         return NULL;
+    }
     return p;
 }
 
@@ -938,8 +964,9 @@ static bool add_text(cJSON *props, const imgd_schema_caps *caps) {
                    "schema is for \"%s\".",
                    caps->model_id);
     p = prop(props, "model", "string", d);
-    if (!p || !add_strings(p, "enum", &caps->model_id, 1) || !str(p, "default", caps->model_id))
+    if (!p || !add_strings(p, "enum", &caps->model_id, 1) || !str(p, "default", caps->model_id)) {
         return false;
+    }
     (void)snprintf(d, sizeof d,
                    "What to draw, in A1111 prompt syntax: (word:1.3) and (word) for emphasis, "
                    "[word] to weaken, BREAK to start a new 75-token chunk, \\( for a literal "
@@ -971,13 +998,16 @@ static bool add_sampling(cJSON *props, const imgd_schema_caps *caps) {
     p = prop(props, "sampler", "string",
              "Sampling method (x-enum-descriptions describes each). pndm runs only with the "
              "diffusers schedules (default, leading, trailing, linspace).");
-    if (!add_registry(p, sampler_name, sampler_doc, IMGD_SAMPLER_COUNT, caps->sampler_default))
+    if (!add_registry(p, sampler_name, sampler_doc, IMGD_SAMPLER_COUNT, caps->sampler_default)) {
         return false;
+    }
     p = prop(props, "schedule", "string",
              "Noise schedule: default, leading, trailing and linspace run diffusers' "
              "scheduler for the sampler; the others are ComfyUI's schedules.");
-    if (!add_registry(p, schedule_name, schedule_doc, IMGD_SCHEDULE_COUNT, caps->schedule_default))
+    if (!add_registry(p, schedule_name, schedule_doc, IMGD_SCHEDULE_COUNT,
+                      caps->schedule_default)) {
         return false;
+    }
     (void)snprintf(d, sizeof d, "Denoising steps, 1 to %d.", (int)caps->steps_max);
     p = prop(props, "steps", "integer", d);
     if (!add_range(p, 1, caps->steps_max, caps->steps_default)) return false;
@@ -1038,8 +1068,9 @@ static bool add_images(cJSON *root, cJSON *props, const imgd_schema_caps *caps) 
     p = prop(props, "strength", "number",
              "img2img: how much of the schedule re-runs over init_image, above 0 to 1 "
              "(1 ignores the source). Present because this model supports img2img.");
-    if (!num(p, "exclusiveMinimum", 0) || !num(p, "maximum", 1) || !num(p, "default", 0.75))
+    if (!num(p, "exclusiveMinimum", 0) || !num(p, "maximum", 1) || !num(p, "default", 0.75)) {
         return false;
+    }
     if (!caps->inpaint) return true;
     p = image_prop(props, "mask_image",
                    "Inpainting mask, same encoding as init_image: white repaints, black keeps. "
@@ -1058,8 +1089,9 @@ static bool add_loras(cJSON *root, cJSON *props, const imgd_schema_caps *caps) {
     cJSON *defs = cJSON_AddObjectToObject(root, "$defs");
     cJSON *lora = defs ? cJSON_AddObjectToObject(defs, "lora") : NULL;
     if (!str(lora, "type", "object") || !str(lora, "description", "One LoRA to apply.") ||
-        !cJSON_AddFalseToObject(lora, "additionalProperties"))
+        !cJSON_AddFalseToObject(lora, "additionalProperties")) {
         return false;
+    }
     static const char *const req[] = {"name"};
     cJSON                   *lp    = cJSON_AddObjectToObject(lora, "properties");
     if (!lp || !add_strings(lora, "required", req, 1)) return false;
