@@ -227,6 +227,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, imgd_http_resp *r,
     if (r->retry_after[0]) (void)MHD_add_response_header(mr, "Retry-After", r->retry_after);
     if (r->location[0]) (void)MHD_add_response_header(mr, "Location", r->location);
     if (r->allow[0]) (void)MHD_add_response_header(mr, "Allow", r->allow);
+    if (r->status == 401) (void)MHD_add_response_header(mr, "WWW-Authenticate", "Bearer");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
     return ret;

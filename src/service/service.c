@@ -174,6 +174,9 @@ static imgd_status start_inner(imgd_server *s, const imgd_serve_params *p) {
     if (auth) {
         st = imgd_auth_new(auth, s->js, &s->auth);
         if (st != IMGD_OK) return imgd_fail_prefix(st, "config auth");
+    } else {
+        IMGD_LOG(IMGD_LOG_WARN, "service", "open_access",
+                 "no \"auth\" section in the config: anyone who can reach the port can generate");
     }
     char ids[64][SVC_ID_MAX];
     if (p->n_models > 64) return imgd_fail(IMGD_E_INVALID_ARG, "at most 64 --model at start");
