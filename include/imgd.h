@@ -503,10 +503,103 @@ typedef struct imgd_gen_result {
 } imgd_gen_result;
 
 /* Generates images. Returns IMGD_E_INVALID_ARG naming the bad field, IMGD_E_CANCELLED,
- * IMGD_E_NOMEM, IMGD_E_FORMAT. out: free with imgd_gen_result_free(). Since: 0.2 */
+ * IMGD_E_NOMEM, IMGD_E_FORMAT. out: free with imgd_gen_result_free(). The same as
+ * imgd_generate_many() with one item. Thread-safety: one thread at a time per model (the
+ * model keeps graphs and caches between calls); different models are independent.
+ * Since: 0.2 */
 IMGD_API imgd_status imgd_generate(imgd_model *m, const imgd_gen_params *params,
                                    imgd_gen_result **out);
 IMGD_API void        imgd_gen_result_free(imgd_gen_result *r);
+
+/* ---- Batching several requests into one sampling loop ---------------------------------
+ *
+ * Requests for the same model that share what the sampling loop shares (below) can run as
+ * one batch: every UNet evaluation covers all of them at once (each request's CFG halves
+ * included), which is faster per image than running them one after another. Each item
+ * gives exactly the images imgd_generate() gives for it alone (same seed, same noise),
+ * within float rounding of a different batch size.
+ *
+ * Must be equal (imgd_gen_params_batchable() names the first that differs):
+ *   width, height, steps, sampler, schedule (NULL and the default name are the same),
+ *   whether `init` is set (txt2img vs img2img/inpaint) and, with init, strength; and the
+ *   prompt length in 75-token chunks, max(prompt, negative) (a prompt over 75 tokens has
+ *   two chunks; the UNet's text context has one length per batch).
+ * May differ per item:
+ *   prompt, negative, seed, rng, noise (each item draws its own noise, also the
+ *   per-step noise of ancestral and SDE samplers, from its own generator in the order a
+ *   lone run draws it), cfg (items with cfg <= 1 add no unconditional half to the UNet
+ *   batch), batch, clip_skip, clip_skip_positive_only, init image, mask (inpainting and
+ *   img2img items mix), mask_blur, on_step / user. */
+
+/* Longest batch key imgd_gen_batch_key() writes, NUL included. */
+#define IMGD_GEN_BATCH_KEY_MAX 128
+
+/* Longest per-item error message kept by imgd_generate_many(), NUL included. */
+#define IMGD_GEN_ERROR_MAX 512
+
+/* Most images (the sum of the items' batch) one imgd_generate_many() call runs. */
+#define IMGD_GEN_MANY_IMAGES_MAX 64
+
+/* Outcome of one item of imgd_generate_many(). */
+typedef struct imgd_gen_item_result {
+    imgd_status status;             /* IMGD_OK, or why this item has no images (IMGD_E_CANCELLED
+                                       when its on_step returned false) */
+    imgd_gen_result *result;        /* IMGD_OK: the images, owned by the caller (free with
+                                       imgd_gen_result_free()); otherwise NULL */
+    char error[IMGD_GEN_ERROR_MAX]; /* the failure's message (what imgd_last_error() gave
+                                       then, truncated to fit); "" on success */
+} imgd_gen_item_result;
+
+/* Runs n requests for model m as one batch: one text encoding per item, one sampling loop
+ * whose every UNet call covers all items, then one VAE decode per item.
+ *
+ * items: n borrowed pointers (read during the call only). out: n entries, all written on
+ *   every return but the NULL-argument one; out[i].result is the caller's when
+ *   out[i].status is IMGD_OK, whatever the call returns.
+ * Failures are per item where the cause is: an item whose own fields are invalid
+ *   (clip_skip, an unknown sampler name, a bad init image, ...), whose noise callback
+ *   fails or which is cancelled fails alone and the others run on. A batch-wide failure
+ *   (IMGD_E_NOMEM for the shared buffers, a backend error during a UNet call, strength
+ *   that runs no step) is every running item's status. Items that are not batchable with
+ *   the first valid item (see above) refuse the whole call before any work: every item
+ *   gets IMGD_E_INVALID_ARG and a message naming the field, the two items and both values.
+ * Cancellation: when item i's on_step returns false, item i stops (IMGD_E_CANCELLED, no
+ *   images, its on_step is not called again) and the others go on unchanged. Its slots
+ *   stay in the UNet batch until the loop ends (the graph is planned for one batch size),
+ *   fed zeros and not decoded: the loop costs the same, the decode less. When every item
+ *   has stopped, the loop stops at once.
+ * on_step: each running item's callback after every step, in item order; `elapsed_s`
+ *   counts from the start of the call.
+ * Timings in each result: t_encode_s and t_decode_s are the item's own, t_sample_s the
+ *   shared loop's, t_total_s from the start of the call to the item's decode's end.
+ * Returns IMGD_OK when every item succeeded; else the status of the first item that failed
+ *   (in item order), with imgd_last_error() set to its message. IMGD_E_INVALID_ARG for a
+ *   NULL m / items / out or n == 0 (out untouched); IMGD_E_TOO_LARGE when the items ask for
+ *   more than IMGD_GEN_MANY_IMAGES_MAX images (every item gets it).
+ * Thread-safety: one thread at a time per model, as imgd_generate(). Since: 0.3 */
+IMGD_API imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *items,
+                                        size_t n, imgd_gen_item_result *out);
+
+/* Whether a and b can share one imgd_generate_many() batch on model m (the fields listed
+ * above are equal). The prompt chunk counts come from m's tokenizer; nothing else of m is
+ * used. field: may be NULL; receives the static name of the first field that differs
+ * ("width", "height", "steps", "sampler", "schedule", "init", "strength", "prompt"), or
+ * NULL when batchable. A field that cannot be read (an unknown sampler name, a prompt the
+ * tokenizer rejects) makes the pair not batchable and is named. Agrees with comparing
+ * imgd_gen_batch_key() strings. Thread-safety: as imgd_generate() for m. Since: 0.3 */
+IMGD_API bool imgd_gen_params_batchable(const imgd_model *m, const imgd_gen_params *a,
+                                        const imgd_gen_params *b, const char **field);
+
+/* Writes a short key (< IMGD_GEN_BATCH_KEY_MAX bytes with its NUL) such that two requests
+ * for m are batchable exactly when their keys are equal, e.g.
+ * "64x64 steps=20 sampler=euler schedule=default init=none chunks=1" (init=0.75: img2img
+ * or inpaint with strength 0.75). A scheduler groups requests by model and key. Returns
+ * IMGD_OK; IMGD_E_INVALID_ARG for NULL arguments, an unknown sampler or schedule name or a
+ * prompt the tokenizer rejects (the message names it); IMGD_E_TOO_LARGE when cap is too
+ * small. buf is written only on success. Thread-safety: as imgd_generate() for m.
+ * Since: 0.3 */
+IMGD_API imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, char *buf,
+                                        size_t cap);
 
 /* Reads a PNG, JPEG or WebP file (detected by content, not extension) into 8-bit pixels
  * (c = 1, 3 or 4). Free out->px with imgd_image_u8_free(). IMGD_E_FORMAT names the file

@@ -6,10 +6,12 @@
 
 #include "detect/detect.h"
 #include "models/clip_text.h"
+#include "models/prompt.h"
 #include "models/tokenizer.h"
 #include "models/unet.h"
 #include "models/vae.h"
 #include "models/wbind.h"
+#include "sampling/sampler.h"
 #include "tensor/backend.h"
 #include "tensor/tensor.h"
 
@@ -37,6 +39,15 @@ struct imgd_model {
     imgd_prediction    prediction;
 
     imgd_sd_graph g_te, g_unet, g_dec, g_enc;
+
+    /* Filled on first use and kept (a model is used by one thread at a time, imgd.h):
+     * the empty prompt's chunk (pads prompts and negative prompts to the same number of
+     * chunks) and the scheduler config (SD 1.5's overlaid with the model's
+     * scheduler_config.json; kind, schedule and steps are set per request). */
+    bool                has_empty_chunk, has_sched;
+    int32_t             empty_ids[IMGD_PROMPT_CHUNK_LEN];
+    float               empty_wts[IMGD_PROMPT_CHUNK_LEN];
+    imgd_sampler_params sched;
 };
 
 /* The binder and prefix the VAE comes from (the --vae file, or the checkpoint's own). */

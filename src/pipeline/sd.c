@@ -118,22 +118,35 @@ static imgd_status te_graph(imgd_model *m, int32_t batch, int32_t layer) {
     return finish_graph(m, k, "text encoder");
 }
 
+/* The empty prompt's chunk (m->empty_ids / empty_wts), tokenized once per model. */
+static imgd_status empty_chunk(imgd_model *m) {
+    if (m->has_empty_chunk) return IMGD_OK;
+    imgd_prompt_chunks ce;
+    memset(&ce, 0, sizeof ce);
+    imgd_status st = imgd_prompt_encode(m->tok, "", imgd_clip_tok_eos(m->tok), &ce);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "empty prompt");
+    memcpy(m->empty_ids, ce.ids, sizeof m->empty_ids);
+    memcpy(m->empty_wts, ce.weights, sizeof m->empty_wts);
+    imgd_prompt_chunks_free(&ce);
+    m->has_empty_chunk = true;
+    return IMGD_OK;
+}
+
 /* Conditioning of the positive and negative prompts: each [n_chunks * 77, hidden] with
  * the same n_chunks (the shorter is padded with the empty prompt's chunk, as A1111 does),
  * A1111 emphasis applied per chunk. *cond and *uncond are imgd_malloc'd. */
 static imgd_status encode_prompts(imgd_model *m, const char *pos, const char *neg,
                                   int32_t clip_skip, bool skip_neg, float **cond, float **uncond,
                                   int32_t *n_tokens) {
-    imgd_prompt_chunks cp, cn, ce;
+    imgd_prompt_chunks cp, cn;
     memset(&cp, 0, sizeof cp);
     memset(&cn, 0, sizeof cn);
-    memset(&ce, 0, sizeof ce);
     int32_t     pad = imgd_clip_tok_eos(m->tok);
     imgd_status st  = imgd_prompt_encode(m->tok, pos ? pos : "", pad, &cp);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "prompt");
     st = imgd_prompt_encode(m->tok, neg ? neg : "", pad, &cn);
     if (st != IMGD_OK) st = imgd_fail_prefix(st, "negative prompt");
-    if (st == IMGD_OK) st = imgd_prompt_encode(m->tok, "", pad, &ce);
+    if (st == IMGD_OK) st = empty_chunk(m);
     size_t   n     = cp.n_chunks > cn.n_chunks ? cp.n_chunks : cn.n_chunks;
     size_t   total = 2 * n, H = (size_t)m->te.hidden;
     int32_t *ids = NULL;
@@ -151,8 +164,8 @@ static imgd_status encode_prompts(imgd_model *m, const char *pos, const char *ne
     for (size_t c = 0; st == IMGD_OK && c < total; c++) {
         const imgd_prompt_chunks *src = c < n ? &cn : &cp;
         size_t                    i   = c < n ? c : c - n;
-        const int32_t            *id  = i < src->n_chunks ? src->ids + i * TOK_LEN : ce.ids;
-        const float              *w   = i < src->n_chunks ? src->weights + i * TOK_LEN : ce.weights;
+        const int32_t            *id  = i < src->n_chunks ? src->ids + i * TOK_LEN : m->empty_ids;
+        const float              *w = i < src->n_chunks ? src->weights + i * TOK_LEN : m->empty_wts;
         memcpy(ids + c * TOK_LEN, id, TOK_LEN * sizeof *ids);
         memcpy(wts + c * TOK_LEN, w, TOK_LEN * sizeof *wts);
     }
@@ -193,7 +206,6 @@ static imgd_status encode_prompts(imgd_model *m, const char *pos, const char *ne
     imgd_free(zl);
     imgd_prompt_chunks_free(&cp);
     imgd_prompt_chunks_free(&cn);
-    imgd_prompt_chunks_free(&ce);
     return st;
 }
 
@@ -297,169 +309,66 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
     return st;
 }
 
-/* ---- UNet with classifier-free guidance --------------------------------------------- */
-
-typedef struct run_ctx {
-    imgd_model            *m;
-    const imgd_gen_params *p;
-    int32_t                B, h, w, cin, len, ub; /* ub: UNet batch (2B with CFG, else B) */
-    bool                   cfg_on;
-    float                 *ctx;           /* [ub, len, D] conditioning, bound once */
-    float                 *x_unet;        /* [ub, cin, h, w] */
-    float                 *t_unet;        /* [ub] */
-    float                 *out_unet;      /* [ub, 4, h, w] */
-    const float           *mask_lat;      /* inpainting: [h, w] latent mask (1 = repaint) */
-    const float           *masked_lat;    /* 9-channel: [1, 4, h, w] masked-image latents */
-    const float           *image_lat;     /* 4-channel inpainting: [1, 4, h, w] image latents */
-    const float           *inpaint_noise; /* 4-channel inpainting: the initial noise draw */
-    const imgd_sampler    *sampler;
-    imgd_rng               rng;
-    double                 t0;
-    int32_t                steps_run;
-} run_ctx;
-
-static imgd_status unet_graph(run_ctx *r) {
-    imgd_model    *m = r->m;
-    imgd_sd_graph *k = &m->g_unet;
-    if (k->g && k->batch == r->ub && k->h == r->h && k->w == r->w && k->len == r->len)
-        return IMGD_OK;
-    imgd_status st = new_graph(k);
-    if (st != IMGD_OK) return st;
-    k->batch = r->ub;
-    k->h     = r->h;
-    k->w     = r->w;
-    k->len   = r->len;
-    k->in[0] = imgd_graph_input(k->g, "x", IMGD_DTYPE_F32, 4,
-                                (const int64_t[]){r->ub, r->cin, r->h, r->w});
-    k->in[1] = imgd_graph_input(k->g, "t", IMGD_DTYPE_F32, 1, (const int64_t[]){r->ub});
-    k->in[2] = imgd_graph_input(k->g, "ctx", IMGD_DTYPE_F32, 3,
-                                (const int64_t[]){r->ub, r->len, m->unet.context_dim});
-    st = imgd_unet_build(k->g, imgd_sd_unet_bind(m), "unet", &m->unet, k->in[0], k->in[1], k->in[2],
-                         NULL, NULL, &k->out[0]);
-    if (st != IMGD_OK) {
-        graph_drop(k);
-        return st;
-    }
-    imgd_graph_output(k->g, k->out[0]);
-    return finish_graph(m, k, "UNet");
-}
-
-/* The sampler's model call: x_in [B, 4, h, w] -> guided model output. */
-static imgd_status denoise(void *user, const float *x_in, size_t n, float t, float sigma,
-                           float *out) {
-    (void)sigma;
-    run_ctx *r  = user;
-    size_t   hw = (size_t)r->h * r->w, per = 4 * hw, cper = (size_t)r->cin * hw;
-    if (n != (size_t)r->B * per) return imgd_fail(IMGD_E_INTERNAL, "denoise: %zu floats", n);
-    for (int32_t u = 0; u < r->ub; u++) {
-        int32_t b   = u % r->B;
-        float  *dst = r->x_unet + (size_t)u * cper;
-        memcpy(dst, x_in + (size_t)b * per, per * sizeof *dst);
-        if (r->cin == 9) { /* concat(latents, mask, masked-image latents) */
-            memcpy(dst + per, r->mask_lat, hw * sizeof *dst);
-            memcpy(dst + per + hw, r->masked_lat, per * sizeof *dst);
-        }
-        r->t_unet[u] = t;
-    }
-    imgd_sd_graph *k  = &r->m->g_unet;
-    imgd_status    st = imgd_tensor_bind(k->in[0], r->x_unet);
-    if (st == IMGD_OK) st = imgd_tensor_bind(k->in[1], r->t_unet);
-    if (st == IMGD_OK) st = imgd_tensor_bind(k->in[2], r->ctx);
-    if (st == IMGD_OK) st = imgd_graph_compute(k->g);
-    if (st == IMGD_OK) st = imgd_graph_read_f32(k->g, k->out[0], r->out_unet, (size_t)r->ub * per);
-    if (st != IMGD_OK) return st;
-    if (!r->cfg_on) {
-        memcpy(out, r->out_unet, n * sizeof *out);
-        return IMGD_OK;
-    }
-    const float *eu = r->out_unet, *ec = r->out_unet + n;
-    float        g = r->p->cfg;
-    for (size_t i = 0; i < n; i++) out[i] = eu[i] + g * (ec[i] - eu[i]);
-    return IMGD_OK;
-}
-
-static imgd_status draw_noise(void *user, float *out, size_t n) {
-    run_ctx *r = user;
-    if (r->p->noise) {
-        if (!r->p->noise(out, n, r->p->noise_user))
-            return imgd_fail(IMGD_E_INVALID_ARG,
-                             "the noise callback supplied no draw of %zu values", n);
-        return IMGD_OK;
-    }
-    imgd_rng_randn(&r->rng, out, n);
-    return IMGD_OK;
-}
-
-static imgd_status on_step(void *user, int32_t step, int32_t steps, float *x, size_t n) {
-    run_ctx *r = user;
-    r->steps_run++;
-    if (r->image_lat) { /* 4-channel inpainting: keep the known region on the schedule */
-        size_t hw = (size_t)r->h * r->w, per = 4 * hw;
-        float *known = imgd_malloc(per * sizeof *known);
-        if (!known) return imgd_fail(IMGD_E_NOMEM, "out of memory");
-        imgd_status st = IMGD_OK;
-        for (int32_t b = 0; st == IMGD_OK && b < r->B; b++) {
-            if (step + 1 < steps)
-                st = imgd_sampler_add_noise(r->sampler, r->image_lat,
-                                            r->inpaint_noise + (size_t)b * per, per, step + 1,
-                                            known);
-            else
-                memcpy(known, r->image_lat, per * sizeof *known);
-            for (size_t c = 0; st == IMGD_OK && c < 4; c++)
-                for (size_t i = 0; i < hw; i++) {
-                    float  mk = r->mask_lat[i];
-                    size_t j  = (size_t)b * per + c * hw + i;
-                    x[j]      = (1.0f - mk) * known[c * hw + i] + mk * x[j];
-                }
-        }
-        imgd_free(known);
-        if (st != IMGD_OK) return st;
-    }
-    (void)n;
-    if (r->p->on_step && !r->p->on_step(step + 1, steps, now_s() - r->t0, r->p->user))
-        return imgd_fail(IMGD_E_CANCELLED, "cancelled at step %d of %d", (int)(step + 1),
-                         (int)steps);
-    return IMGD_OK;
-}
-
 /* ---- scheduler config ----------------------------------------------------------------- */
 
-/* The sampler's config: SD 1.5's standard one (single files), overlaid with the model's
+/* The scheduler config: SD 1.5's standard one (single files), overlaid with the model's
  * scheduler/scheduler_config.json when it has one (diffusers folders), as diffusers'
- * Scheduler.from_config(pipe.scheduler.config) does. */
-static imgd_status sampler_params(const imgd_model *m, const imgd_gen_params *p,
-                                  imgd_sampler_params *sp) {
-    *sp            = imgd_sampler_params_default();
-    imgd_status st = imgd_sampler_kind_parse(p->sampler ? p->sampler : "euler", &sp->kind);
-    if (st != IMGD_OK) return st;
-    st = imgd_schedule_kind_parse(p->schedule ? p->schedule : "default", &sp->schedule);
-    if (st != IMGD_OK) return st;
-    sp->steps        = p->steps;
-    sp->prediction   = m->prediction == IMGD_PRED_V ? IMGD_PREDICTION_V : IMGD_PREDICTION_EPSILON;
+ * Scheduler.from_config(pipe.scheduler.config) does. Parsed once per model. */
+static imgd_status sched_config(imgd_model *m, imgd_sampler_params *out) {
+    if (m->has_sched) {
+        *out = m->sched;
+        return IMGD_OK;
+    }
+    imgd_sampler_params sp = imgd_sampler_params_default();
+    sp.prediction    = m->prediction == IMGD_PRED_V ? IMGD_PREDICTION_V : IMGD_PREDICTION_EPSILON;
     const char *text = imgd_weights_meta_find(m->w, "scheduler/scheduler_config.json");
-    if (!text) return IMGD_OK;
-    cJSON *j = NULL;
-    st = imgd_json_parse("scheduler/scheduler_config.json", text, strlen(text), 1u << 20, 16, &j);
-    if (st != IMGD_OK) return st;
-    const cJSON *v;
+    imgd_status st   = IMGD_OK;
+    if (text) {
+        cJSON *j = NULL;
+        st = imgd_json_parse("scheduler/scheduler_config.json", text, strlen(text), 1u << 20, 16,
+                             &j);
+        if (st != IMGD_OK) return st;
+        const cJSON *v;
 #define NUM(key) ((v = cJSON_GetObjectItemCaseSensitive(j, key)) != NULL && cJSON_IsNumber(v))
 #define STR(key) ((v = cJSON_GetObjectItemCaseSensitive(j, key)) != NULL && cJSON_IsString(v))
-    if (NUM("num_train_timesteps")) sp->num_train_timesteps = (int32_t)v->valuedouble;
-    if (NUM("beta_start")) sp->beta_start = v->valuedouble;
-    if (NUM("beta_end")) sp->beta_end = v->valuedouble;
-    if (NUM("steps_offset")) sp->steps_offset = (int32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(j, "set_alpha_to_one")) && cJSON_IsBool(v))
-        sp->set_alpha_to_one = cJSON_IsTrue(v);
-    if (STR("beta_schedule") &&
-        imgd_beta_schedule_parse(v->valuestring, &sp->beta_schedule) != IMGD_OK)
-        st = imgd_fail_prefix(IMGD_E_FORMAT, "%s: scheduler/scheduler_config.json", m->path);
-    if (st == IMGD_OK && STR("timestep_spacing") &&
-        imgd_spacing_parse(v->valuestring, &sp->spacing) != IMGD_OK)
-        st = imgd_fail_prefix(IMGD_E_FORMAT, "%s: scheduler/scheduler_config.json", m->path);
+        if (NUM("num_train_timesteps")) sp.num_train_timesteps = (int32_t)v->valuedouble;
+        if (NUM("beta_start")) sp.beta_start = v->valuedouble;
+        if (NUM("beta_end")) sp.beta_end = v->valuedouble;
+        if (NUM("steps_offset")) sp.steps_offset = (int32_t)v->valuedouble;
+        v = cJSON_GetObjectItemCaseSensitive(j, "set_alpha_to_one");
+        if (v && cJSON_IsBool(v)) sp.set_alpha_to_one = cJSON_IsTrue(v);
+        if (STR("beta_schedule") &&
+            imgd_beta_schedule_parse(v->valuestring, &sp.beta_schedule) != IMGD_OK)
+            st = imgd_fail_prefix(IMGD_E_FORMAT, "%s: scheduler/scheduler_config.json", m->path);
+        if (st == IMGD_OK && STR("timestep_spacing") &&
+            imgd_spacing_parse(v->valuestring, &sp.spacing) != IMGD_OK)
+            st = imgd_fail_prefix(IMGD_E_FORMAT, "%s: scheduler/scheduler_config.json", m->path);
 #undef NUM
 #undef STR
-    cJSON_Delete(j);
-    return st;
+        cJSON_Delete(j);
+    }
+    if (st != IMGD_OK) return st;
+    m->sched     = sp;
+    m->has_sched = true;
+    *out         = sp;
+    return IMGD_OK;
+}
+
+/* The sampler's params for a request: the model's scheduler config with the request's
+ * sampler, schedule and steps. */
+static imgd_status sampler_params(imgd_model *m, const imgd_gen_params *p,
+                                  imgd_sampler_params *sp) {
+    imgd_sampler_kind  kind;
+    imgd_schedule_kind sched;
+    imgd_status        st = imgd_sampler_kind_parse(p->sampler ? p->sampler : "euler", &kind);
+    if (st != IMGD_OK) return st;
+    st = imgd_schedule_kind_parse(p->schedule ? p->schedule : "default", &sched);
+    if (st == IMGD_OK) st = sched_config(m, sp);
+    if (st != IMGD_OK) return st;
+    sp->kind     = kind;
+    sp->schedule = sched;
+    sp->steps    = p->steps;
+    return IMGD_OK;
 }
 
 /* ---- generate ------------------------------------------------------------------------- */
@@ -551,6 +460,222 @@ static imgd_status infotext(const imgd_model *m, const imgd_gen_params *p, char 
     return imgd_a1111_parameters(&in, out);
 }
 
+/* ---- the batched sampling loop ------------------------------------------------------ */
+
+/* One request of a batch and what it owns. Slots: its latents are x[x_off .. x_off + B)
+ * of the loop's x; its UNet rows u_off.. are [uncond B (cfg_on only), cond B], the layout
+ * of a lone run. */
+typedef struct item {
+    const imgd_gen_params *p;
+    imgd_gen_item_result  *out;
+    imgd_status            st;     /* IMGD_OK until the item fails or is cancelled */
+    bool                   placed; /* has slots in the loop */
+    bool                   live;   /* placed and still sampled and reported */
+    bool                   cfg_on; /* adds an unconditional half to the UNet batch */
+    int32_t                B, x_off, u_off, len, steps_run;
+    imgd_rng               rng;
+    float                 *cond, *uncond; /* [len, D] each */
+    float                 *img;           /* init image [3, H, W] in [-1, 1] (then masked) */
+    float                 *mask;          /* [H, W] in [0, 1] */
+    float                 *mask_lat;      /* [h, w] latent mask (1 = repaint) */
+    float                 *image_lat;     /* init image latents [4, h, w] */
+    float                 *masked_lat;    /* masked-image latents [4, h, w] */
+    float                 *noise;         /* the initial draw [B, 4, h, w] */
+    float                 *vae_noise;     /* [4, h, w] */
+    double                 t_enc;
+} item;
+
+typedef struct run_ctx {
+    imgd_model         *m;
+    item               *it;
+    size_t              n_it;
+    int32_t             live;                  /* items still running */
+    int32_t             B, h, w, cin, len, ub; /* B: latents of all items; ub: UNet batch */
+    float              *ctx;                   /* [ub, len, D] conditioning, bound once */
+    float              *x_unet;                /* [ub, cin, h, w] */
+    float              *t_unet;                /* [ub] */
+    float              *out_unet;              /* [ub, 4, h, w] */
+    float              *known;                 /* [4, h, w]: 4-channel inpainting blend */
+    const imgd_sampler *sampler;
+    double              t0;
+    int32_t             last_failed; /* the item that failed last, -1 = none */
+    bool                stopped;     /* the loop stopped because no item runs */
+} run_ctx;
+
+/* Item i failed (or was cancelled) with st; the current message is its error. */
+static void item_fail(run_ctx *r, size_t i, imgd_status st) {
+    item *it = &r->it[i];
+    if (it->live) r->live--;
+    it->live = false;
+    it->st   = st;
+    (void)imgd_fmt(it->out->error, sizeof it->out->error, "%s", imgd_last_error());
+    r->last_failed = (int32_t)i;
+}
+
+/* A batch-wide failure: every item still without one gets st. */
+static void fail_running(run_ctx *r, imgd_status st) {
+    for (size_t i = 0; i < r->n_it; i++)
+        if (r->it[i].st == IMGD_OK) item_fail(r, i, st);
+}
+
+/* The callbacks' verdict: go on while an item runs; stop the loop when none does (each item
+ * holds its own status). */
+static imgd_status any_live(run_ctx *r) {
+    if (r->live > 0) return IMGD_OK;
+    r->stopped = true;
+    return IMGD_E_CANCELLED;
+}
+
+static imgd_status unet_graph(run_ctx *r) {
+    imgd_model    *m = r->m;
+    imgd_sd_graph *k = &m->g_unet;
+    if (k->g && k->batch == r->ub && k->h == r->h && k->w == r->w && k->len == r->len)
+        return IMGD_OK;
+    imgd_status st = new_graph(k);
+    if (st != IMGD_OK) return st;
+    k->batch = r->ub;
+    k->h     = r->h;
+    k->w     = r->w;
+    k->len   = r->len;
+    k->in[0] = imgd_graph_input(k->g, "x", IMGD_DTYPE_F32, 4,
+                                (const int64_t[]){r->ub, r->cin, r->h, r->w});
+    k->in[1] = imgd_graph_input(k->g, "t", IMGD_DTYPE_F32, 1, (const int64_t[]){r->ub});
+    k->in[2] = imgd_graph_input(k->g, "ctx", IMGD_DTYPE_F32, 3,
+                                (const int64_t[]){r->ub, r->len, m->unet.context_dim});
+    st = imgd_unet_build(k->g, imgd_sd_unet_bind(m), "unet", &m->unet, k->in[0], k->in[1], k->in[2],
+                         NULL, NULL, &k->out[0]);
+    if (st != IMGD_OK) {
+        graph_drop(k);
+        return st;
+    }
+    imgd_graph_output(k->g, k->out[0]);
+    return finish_graph(m, k, "UNet");
+}
+
+/* Fills the UNet input rows of every placed item (stopped items: zeros). */
+static void unet_inputs(run_ctx *r, const float *x_in, float t) {
+    size_t hw = (size_t)r->h * r->w, per = 4 * hw, cper = (size_t)r->cin * hw;
+    for (size_t i = 0; i < r->n_it; i++) {
+        const item *it = &r->it[i];
+        if (!it->placed) continue;
+        int32_t nu = it->cfg_on ? 2 * it->B : it->B;
+        for (int32_t u = 0; u < nu; u++) {
+            float *dst               = r->x_unet + (size_t)(it->u_off + u) * cper;
+            r->t_unet[it->u_off + u] = t;
+            if (!it->live) {
+                memset(dst, 0, cper * sizeof *dst);
+                continue;
+            }
+            memcpy(dst, x_in + (size_t)(it->x_off + u % it->B) * per, per * sizeof *dst);
+            if (r->cin == 9) { /* concat(latents, mask, masked-image latents) */
+                memcpy(dst + per, it->mask_lat, hw * sizeof *dst);
+                memcpy(dst + per + hw, it->masked_lat, per * sizeof *dst);
+            }
+        }
+    }
+}
+
+/* The sampler's model call: x_in [B, 4, h, w] -> each item's guided model output. */
+static imgd_status denoise(void *user, const float *x_in, size_t n, float t, float sigma,
+                           float *out) {
+    (void)sigma;
+    run_ctx *r   = user;
+    size_t   per = 4 * (size_t)r->h * r->w;
+    if (n != (size_t)r->B * per) return imgd_fail(IMGD_E_INTERNAL, "denoise: %zu floats", n);
+    unet_inputs(r, x_in, t);
+    imgd_sd_graph *k  = &r->m->g_unet;
+    imgd_status    st = imgd_tensor_bind(k->in[0], r->x_unet);
+    if (st == IMGD_OK) st = imgd_tensor_bind(k->in[1], r->t_unet);
+    if (st == IMGD_OK) st = imgd_tensor_bind(k->in[2], r->ctx);
+    if (st == IMGD_OK) st = imgd_graph_compute(k->g);
+    if (st == IMGD_OK) st = imgd_graph_read_f32(k->g, k->out[0], r->out_unet, (size_t)r->ub * per);
+    if (st != IMGD_OK) return st;
+    for (size_t i = 0; i < r->n_it; i++) {
+        const item *it = &r->it[i];
+        if (!it->placed) continue;
+        float       *o  = out + (size_t)it->x_off * per;
+        size_t       nb = (size_t)it->B * per;
+        const float *eu = r->out_unet + (size_t)it->u_off * per, *ec = eu + nb;
+        if (!it->live) {
+            memset(o, 0, nb * sizeof *o);
+        } else if (!it->cfg_on) {
+            memcpy(o, eu, nb * sizeof *o);
+        } else {
+            float g = it->p->cfg;
+            for (size_t j = 0; j < nb; j++) o[j] = eu[j] + g * (ec[j] - eu[j]);
+        }
+    }
+    return IMGD_OK;
+}
+
+/* The item's next draw: its noise callback, else its own generator. */
+static imgd_status item_draw(item *it, float *out, size_t n) {
+    if (it->p->noise) {
+        if (!it->p->noise(out, n, it->p->noise_user))
+            return imgd_fail(IMGD_E_INVALID_ARG,
+                             "the noise callback supplied no draw of %zu values", n);
+        return IMGD_OK;
+    }
+    imgd_rng_randn(&it->rng, out, n);
+    return IMGD_OK;
+}
+
+/* The sampler's draw over the whole batch: each item's share from its own source, in the
+ * order a lone run draws it. */
+static imgd_status draw_noise(void *user, float *out, size_t n) {
+    run_ctx *r   = user;
+    size_t   per = 4 * (size_t)r->h * r->w;
+    if (n != (size_t)r->B * per) return imgd_fail(IMGD_E_INTERNAL, "draw: %zu floats", n);
+    for (size_t i = 0; i < r->n_it; i++) {
+        item *it = &r->it[i];
+        if (!it->placed) continue;
+        float      *dst = out + (size_t)it->x_off * per;
+        size_t      nb  = (size_t)it->B * per;
+        imgd_status st  = it->live ? item_draw(it, dst, nb) : IMGD_OK;
+        if (st != IMGD_OK) item_fail(r, i, st);
+        if (!it->live) memset(dst, 0, nb * sizeof *dst);
+    }
+    return any_live(r);
+}
+
+/* 4-channel inpainting: keeps the known region of the item's latents on the schedule. */
+static imgd_status blend_known(run_ctx *r, const item *it, int32_t step, int32_t steps, float *x) {
+    size_t hw = (size_t)r->h * r->w, per = 4 * hw;
+    for (int32_t b = 0; b < it->B; b++) {
+        imgd_status st = IMGD_OK;
+        if (step + 1 < steps)
+            st = imgd_sampler_add_noise(r->sampler, it->image_lat, it->noise + (size_t)b * per, per,
+                                        step + 1, r->known);
+        else
+            memcpy(r->known, it->image_lat, per * sizeof *r->known);
+        if (st != IMGD_OK) return st;
+        float *xb = x + (size_t)(it->x_off + b) * per;
+        for (size_t c = 0; c < 4; c++)
+            for (size_t i = 0; i < hw; i++) {
+                float mk       = it->mask_lat[i];
+                xb[c * hw + i] = (1.0f - mk) * r->known[c * hw + i] + mk * xb[c * hw + i];
+            }
+    }
+    return IMGD_OK;
+}
+
+static imgd_status on_step(void *user, int32_t step, int32_t steps, float *x, size_t n) {
+    run_ctx *r = user;
+    (void)n;
+    for (size_t i = 0; i < r->n_it; i++) {
+        item *it = &r->it[i];
+        if (!it->live) continue;
+        it->steps_run++;
+        imgd_status st = IMGD_OK;
+        if (r->cin == 4 && it->p->mask) st = blend_known(r, it, step, steps, x);
+        if (st == IMGD_OK && it->p->on_step &&
+            !it->p->on_step(step + 1, steps, now_s() - r->t0, it->p->user))
+            st = imgd_fail(IMGD_E_CANCELLED, "cancelled at step %d of %d", (int)(step + 1),
+                           (int)steps);
+        if (st != IMGD_OK) item_fail(r, i, st);
+    }
+    return any_live(r);
+}
 void imgd_gen_result_free(imgd_gen_result *r) {
     if (!r) return;
     for (int32_t i = 0; r->images && i < r->n; i++) imgd_free(r->images[i].px);
@@ -560,141 +685,312 @@ void imgd_gen_result_free(imgd_gen_result *r) {
     imgd_free(r);
 }
 
-imgd_status imgd_generate(imgd_model *m, const imgd_gen_params *params, imgd_gen_result **out) {
-    if (!m || !params || !out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_generate: NULL argument");
-    const imgd_gen_params *p  = params;
-    imgd_status            st = check_params(m, p);
+/* ---- what a batch shares ------------------------------------------------------------ */
+
+/* The fields every item of a batch must share (imgd.h lists them). */
+typedef struct batch_sig {
+    int32_t            width, height, steps, chunks;
+    imgd_sampler_kind  sampler;
+    imgd_schedule_kind schedule;
+    bool               init;
+    float              strength; /* with init only, else 0 */
+} batch_sig;
+
+static imgd_status prompt_chunks(const imgd_model *m, const char *text, size_t *n) {
+    imgd_prompt_chunks c;
+    memset(&c, 0, sizeof c);
+    imgd_status st = imgd_prompt_encode(m->tok, text ? text : "", imgd_clip_tok_eos(m->tok), &c);
     if (st != IMGD_OK) return st;
+    *n = c.n_chunks;
+    imgd_prompt_chunks_free(&c);
+    return IMGD_OK;
+}
+
+/* The batch signature of p; on failure *field names the field that could not be read. */
+static imgd_status sig_of(const imgd_model *m, const imgd_gen_params *p, batch_sig *s,
+                          const char **field) {
+    memset(s, 0, sizeof *s);
+    s->width       = p->width;
+    s->height      = p->height;
+    s->steps       = p->steps;
+    s->init        = p->init != NULL;
+    s->strength    = p->init ? p->strength : 0.0f;
+    *field         = "sampler";
+    imgd_status st = imgd_sampler_kind_parse(p->sampler ? p->sampler : "euler", &s->sampler);
+    if (st != IMGD_OK) return st;
+    *field = "schedule";
+    st     = imgd_schedule_kind_parse(p->schedule ? p->schedule : "default", &s->schedule);
+    if (st != IMGD_OK) return st;
+    size_t np = 0, nn = 0;
+    *field = "prompt";
+    st     = prompt_chunks(m, p->prompt, &np);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "prompt");
+    *field = "negative";
+    st     = prompt_chunks(m, p->negative, &nn);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "negative prompt");
+    *field    = NULL;
+    s->chunks = (int32_t)(np > nn ? np : nn);
+    return IMGD_OK;
+}
+
+static bool same_float(float a, float b) {
+    uint32_t ua, ub;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    return ua == ub;
+}
+
+/* The first field in which a and b differ (NULL: none); why receives both values. */
+static const char *sig_diff(const batch_sig *a, const batch_sig *b, char *why, size_t cap) {
+    const char *f = NULL;
+    if (a->width != b->width) {
+        f = "width";
+        (void)imgd_fmt(why, cap, "%d vs %d", (int)a->width, (int)b->width);
+    } else if (a->height != b->height) {
+        f = "height";
+        (void)imgd_fmt(why, cap, "%d vs %d", (int)a->height, (int)b->height);
+    } else if (a->steps != b->steps) {
+        f = "steps";
+        (void)imgd_fmt(why, cap, "%d vs %d", (int)a->steps, (int)b->steps);
+    } else if (a->sampler != b->sampler) {
+        f = "sampler";
+        (void)imgd_fmt(why, cap, "%s vs %s", imgd_sampler_kind_name(a->sampler),
+                       imgd_sampler_kind_name(b->sampler));
+    } else if (a->schedule != b->schedule) {
+        f = "schedule";
+        (void)imgd_fmt(why, cap, "%s vs %s", imgd_schedule_kind_name(a->schedule),
+                       imgd_schedule_kind_name(b->schedule));
+    } else if (a->init != b->init) {
+        f = "init";
+        (void)imgd_fmt(why, cap, "%s vs %s", a->init ? "an init image" : "none",
+                       b->init ? "an init image" : "none");
+    } else if (!same_float(a->strength, b->strength)) {
+        f = "strength";
+        (void)imgd_fmt(why, cap, "%.9g vs %.9g", (double)a->strength, (double)b->strength);
+    } else if (a->chunks != b->chunks) {
+        f = "prompt";
+        (void)imgd_fmt(why, cap, "%d vs %d chunks of 75 tokens", (int)a->chunks, (int)b->chunks);
+    }
+    return f;
+}
+
+bool imgd_gen_params_batchable(const imgd_model *m, const imgd_gen_params *a,
+                               const imgd_gen_params *b, const char **field) {
+    const char *f = "params";
+    char        why[128];
+    batch_sig   sa, sb;
+    if (m && a && b && sig_of(m, a, &sa, &f) == IMGD_OK && sig_of(m, b, &sb, &f) == IMGD_OK)
+        f = sig_diff(&sa, &sb, why, sizeof why);
+    if (field) *field = f;
+    return f == NULL;
+}
+
+imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, char *buf,
+                               size_t cap) {
+    if (!m || !p || !buf) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_gen_batch_key: NULL argument");
+    batch_sig   s;
+    const char *field = NULL;
+    imgd_status st    = sig_of(m, p, &s, &field);
+    if (st != IMGD_OK) return st;
+    char init[32], key[IMGD_GEN_BATCH_KEY_MAX];
+    if (s.init)
+        (void)imgd_fmt(init, sizeof init, "%.9g", (double)s.strength);
+    else
+        (void)imgd_fmt(init, sizeof init, "none");
+    if (!imgd_fmt(key, sizeof key, "%dx%d steps=%d sampler=%s schedule=%s init=%s chunks=%d",
+                  (int)s.width, (int)s.height, (int)s.steps, imgd_sampler_kind_name(s.sampler),
+                  imgd_schedule_kind_name(s.schedule), init, (int)s.chunks))
+        return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
+                         (int)IMGD_GEN_BATCH_KEY_MAX);
+    if (strlen(key) >= cap)
+        return imgd_fail(IMGD_E_TOO_LARGE, "imgd_gen_batch_key: %zu bytes needed, cap %zu",
+                         strlen(key) + 1, cap);
+    memcpy(buf, key, strlen(key) + 1);
+    return IMGD_OK;
+}
+
+/* ---- generate ----------------------------------------------------------------------- */
+
+/* Checks every item alone, then that the valid ones share a batch signature; builds the
+ * sampler from the first valid item. Non-OK: the whole call is refused. */
+static imgd_status batch_check(run_ctx *r, imgd_sampler **smp) {
+    batch_sig   lead, s;
+    size_t      li     = SIZE_MAX;
+    int32_t     images = 0;
+    const char *field  = NULL;
+    char        why[128];
+    for (size_t i = 0; i < r->n_it; i++) {
+        item *it = &r->it[i];
+        if (it->st != IMGD_OK) continue;
+        imgd_status st = check_params(r->m, it->p);
+        if (st == IMGD_OK) st = sig_of(r->m, it->p, li == SIZE_MAX ? &lead : &s, &field);
+        if (st != IMGD_OK) {
+            item_fail(r, i, st);
+            continue;
+        }
+        images += it->p->batch;
+        if (li == SIZE_MAX) {
+            li = i;
+            continue;
+        }
+        field = sig_diff(&lead, &s, why, sizeof why);
+        if (field)
+            return imgd_fail(IMGD_E_INVALID_ARG,
+                             "items %zu and %zu differ in %s (%s): only requests with the same "
+                             "width, height, steps, sampler, schedule, init/strength and prompt "
+                             "length in 75-token chunks share a batch (imgd_gen_batch_key)",
+                             li, i, field, why);
+    }
+    if (li == SIZE_MAX) return IMGD_OK; /* every item failed alone */
+    if (images > IMGD_GEN_MANY_IMAGES_MAX)
+        return imgd_fail(IMGD_E_TOO_LARGE, "the items ask for %d images; one batch runs at most %d",
+                         (int)images, (int)IMGD_GEN_MANY_IMAGES_MAX);
     imgd_sampler_params sp;
-    st = sampler_params(m, p, &sp);
-    if (st != IMGD_OK) return st;
-    imgd_sampler *smp = NULL;
-    st                = imgd_sampler_new(&sp, &smp);
-    if (st != IMGD_OK) return st;
+    imgd_status         st = sampler_params(r->m, r->it[li].p, &sp);
+    if (st == IMGD_OK) st = imgd_sampler_new(&sp, smp);
+    return st;
+}
 
-    run_ctx r;
-    memset(&r, 0, sizeof r);
-    int32_t S = imgd_vae_scale(&m->vae);
-    r.m       = m;
-    r.p       = p;
-    r.sampler = smp;
-    r.B       = p->batch;
-    r.h       = p->height / S;
-    r.w       = p->width / S;
-    r.cin     = m->unet.in_channels;
-    r.cfg_on  = p->cfg > 1.0f;
-    r.ub      = r.cfg_on ? 2 * r.B : r.B;
-    r.t0      = now_s();
-    imgd_rng_init(&r.rng, p->rng == IMGD_RNG_MODE_PHILOX ? IMGD_RNG_PHILOX : IMGD_RNG_CPU, p->seed);
+/* Each valid item's generator and text conditioning. */
+static void batch_encode(run_ctx *r) {
+    for (size_t i = 0; i < r->n_it; i++) {
+        item                  *it = &r->it[i];
+        const imgd_gen_params *p  = it->p;
+        if (it->st != IMGD_OK) continue;
+        imgd_rng_init(&it->rng, p->rng == IMGD_RNG_MODE_PHILOX ? IMGD_RNG_PHILOX : IMGD_RNG_CPU,
+                      p->seed);
+        double      t0 = now_s();
+        imgd_status st =
+            encode_prompts(r->m, p->prompt, p->negative, p->clip_skip, !p->clip_skip_positive_only,
+                           &it->cond, &it->uncond, &it->len);
+        it->t_enc = now_s() - t0;
+        if (st != IMGD_OK) item_fail(r, i, st);
+    }
+}
 
-    size_t hw = (size_t)r.h * r.w, per = 4 * hw, n = (size_t)r.B * per;
-    size_t HW   = (size_t)p->width * p->height;
-    float *cond = NULL, *uncond = NULL, *x = NULL, *img = NULL, *mask = NULL, *mask_lat = NULL;
-    float *noise = NULL, *image_lat = NULL, *masked_lat = NULL, *vae_noise = NULL;
-    float *pixels          = NULL;
-    imgd_gen_result *res   = NULL;
-    double           t_enc = now_s();
-    st = encode_prompts(m, p->prompt, p->negative, p->clip_skip, !p->clip_skip_positive_only, &cond,
-                        &uncond, &r.len);
-    t_enc    = now_s() - t_enc;
-    size_t D = (size_t)m->unet.context_dim;
-    if (st == IMGD_OK && (size_t)m->te.hidden != D)
-        st = imgd_fail(IMGD_E_FORMAT,
-                       "%s: text encoder width %d does not match the UNet's "
-                       "cross-attention width %d",
-                       m->path, (int)m->te.hidden, (int)D);
-    if (st == IMGD_OK) {
-        size_t L   = (size_t)r.len;
-        r.ctx      = imgd_malloc((size_t)r.ub * L * D * sizeof *r.ctx);
-        r.x_unet   = imgd_malloc((size_t)r.ub * r.cin * hw * sizeof *r.x_unet);
-        r.t_unet   = imgd_malloc((size_t)r.ub * sizeof *r.t_unet);
-        r.out_unet = imgd_malloc((size_t)r.ub * per * sizeof *r.out_unet);
-        x          = imgd_malloc(n * sizeof *x);
-        noise      = imgd_malloc(n * sizeof *noise);
-        if (!r.ctx || !r.x_unet || !r.t_unet || !r.out_unet || !x || !noise)
-            st = imgd_fail(IMGD_E_NOMEM, "out of memory");
-        for (int32_t u = 0; st == IMGD_OK && u < r.ub; u++) {
-            const float *src = (r.cfg_on && u < r.B) ? uncond : cond;
-            memcpy(r.ctx + (size_t)u * L * D, src, L * D * sizeof *src);
+/* Places the encoded items in the batch, allocates the loop's buffers (x: zeroed, n
+ * floats), fills the conditioning and plans the UNet. Non-OK: batch-wide failure. */
+static imgd_status batch_layout(run_ctx *r, const imgd_gen_params *lp, float **x, size_t *n) {
+    imgd_model *m = r->m;
+    int32_t     S = imgd_vae_scale(&m->vae);
+    size_t      D = (size_t)m->unet.context_dim;
+    r->h          = lp->height / S;
+    r->w          = lp->width / S;
+    r->cin        = m->unet.in_channels;
+    if ((size_t)m->te.hidden != D)
+        return imgd_fail(IMGD_E_FORMAT,
+                         "%s: text encoder width %d does not match the UNet's "
+                         "cross-attention width %d",
+                         m->path, (int)m->te.hidden, (int)D);
+    for (size_t i = 0; i < r->n_it; i++) {
+        item *it = &r->it[i];
+        if (it->st != IMGD_OK) continue;
+        if (r->live > 0 && it->len != r->len)
+            return imgd_fail(IMGD_E_INTERNAL, "item %zu: %d context tokens, batch %d", i,
+                             (int)it->len, (int)r->len);
+        it->placed = it->live = true;
+        it->B                 = it->p->batch;
+        it->cfg_on            = it->p->cfg > 1.0f;
+        it->x_off             = r->B;
+        it->u_off             = r->ub;
+        r->len                = it->len;
+        r->B += it->B;
+        r->ub += it->cfg_on ? 2 * it->B : it->B;
+        r->live++;
+    }
+    size_t hw = (size_t)r->h * r->w, per = 4 * hw, L = (size_t)r->len;
+    r->ctx      = imgd_malloc((size_t)r->ub * L * D * sizeof *r->ctx);
+    r->x_unet   = imgd_malloc((size_t)r->ub * r->cin * hw * sizeof *r->x_unet);
+    r->t_unet   = imgd_malloc((size_t)r->ub * sizeof *r->t_unet);
+    r->out_unet = imgd_malloc((size_t)r->ub * per * sizeof *r->out_unet);
+    r->known    = imgd_malloc(per * sizeof *r->known);
+    *n          = (size_t)r->B * per;
+    *x          = imgd_calloc(*n, sizeof **x);
+    if (!r->ctx || !r->x_unet || !r->t_unet || !r->out_unet || !r->known || !*x)
+        return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < r->n_it; i++) {
+        const item *it = &r->it[i];
+        int32_t     nu = it->cfg_on ? 2 * it->B : it->B;
+        for (int32_t u = 0; it->placed && u < nu; u++) {
+            const float *src = (it->cfg_on && u < it->B) ? it->uncond : it->cond;
+            memcpy(r->ctx + (size_t)(it->u_off + u) * L * D, src, L * D * sizeof *src);
         }
     }
-    if (st == IMGD_OK) st = unet_graph(&r);
+    return unet_graph(r);
+}
 
-    /* starting latents, with the draws in diffusers' order */
-    int32_t first = 0;
-    if (st == IMGD_OK && p->init) {
-        img       = imgd_malloc(3 * HW * sizeof *img);
-        vae_noise = imgd_malloc(per * sizeof *vae_noise);
-        image_lat = imgd_malloc(per * sizeof *image_lat);
-        if (!img || !vae_noise || !image_lat) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
-        if (st == IMGD_OK) st = prep_image(p->init, p->width, p->height, img);
-        if (st == IMGD_OK && p->mask) {
-            mask     = imgd_malloc(HW * sizeof *mask);
-            mask_lat = imgd_malloc(hw * sizeof *mask_lat);
-            if (!mask || !mask_lat) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
-            if (st == IMGD_OK) st = prep_mask(p->mask, p->width, p->height, p->mask_blur, mask);
-            if (st == IMGD_OK)
-                st = imgd_mask_to_latent(mask, p->width, p->height, r.w, r.h, mask_lat);
-            r.mask_lat = mask_lat;
-        }
+/* The item's starting latents in x (its B latents), with its draws in diffusers' order. */
+static imgd_status item_start(run_ctx *r, item *it, int32_t first, float *x) {
+    imgd_model            *m  = r->m;
+    const imgd_gen_params *p  = it->p;
+    size_t                 hw = (size_t)r->h * r->w, per = 4 * hw, n = (size_t)it->B * per;
+    size_t                 HW = (size_t)p->width * p->height;
+    imgd_status            st = IMGD_OK;
+    it->noise                 = imgd_malloc(n * sizeof *it->noise);
+    if (!it->noise) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    if (p->init) {
+        it->img       = imgd_malloc(3 * HW * sizeof *it->img);
+        it->vae_noise = imgd_malloc(per * sizeof *it->vae_noise);
+        it->image_lat = imgd_malloc(per * sizeof *it->image_lat);
+        if (!it->img || !it->vae_noise || !it->image_lat)
+            return imgd_fail(IMGD_E_NOMEM, "out of memory");
+        st = prep_image(p->init, p->width, p->height, it->img);
     }
-    double strength = p->init ? (double)p->strength : 1.0;
-    if (st == IMGD_OK) first = p->init ? imgd_sampler_first_step(smp, strength) : 0;
-    if (st == IMGD_OK && first >= imgd_sampler_iterations(smp))
-        st = imgd_fail(IMGD_E_INVALID_ARG, "strength %g with %d steps runs no step; raise either",
-                       strength, (int)p->steps);
-    bool encode_init = p->init && (!p->mask || (r.cin == 4) || strength < 1.0);
+    if (st == IMGD_OK && p->mask) {
+        it->mask     = imgd_malloc(HW * sizeof *it->mask);
+        it->mask_lat = imgd_malloc(hw * sizeof *it->mask_lat);
+        if (!it->mask || !it->mask_lat) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+        st = prep_mask(p->mask, p->width, p->height, p->mask_blur, it->mask);
+        if (st == IMGD_OK)
+            st = imgd_mask_to_latent(it->mask, p->width, p->height, r->w, r->h, it->mask_lat);
+    }
+    double strength    = p->init ? (double)p->strength : 1.0;
+    bool   encode_init = p->init && (!p->mask || (r->cin == 4) || strength < 1.0);
     if (st == IMGD_OK && encode_init) { /* image latents (noise draw: the posterior sample) */
-        st = draw_noise(&r, vae_noise, per);
-        if (st == IMGD_OK) st = vae_encode(m, img, p->width, p->height, vae_noise, image_lat);
+        st = item_draw(it, it->vae_noise, per);
+        if (st == IMGD_OK)
+            st = vae_encode(m, it->img, p->width, p->height, it->vae_noise, it->image_lat);
     }
-    if (st == IMGD_OK) st = draw_noise(&r, noise, n);
-    if (st == IMGD_OK) {
-        if (p->init && strength < 1.0) {
-            for (int32_t b = 0; st == IMGD_OK && b < r.B; b++)
-                st = imgd_sampler_add_noise(smp, image_lat, noise + (size_t)b * per, per, first,
-                                            x + (size_t)b * per);
-        } else {
-            float s = imgd_sampler_init_noise_sigma(smp);
-            for (size_t i = 0; i < n; i++) x[i] = noise[i] * s;
-        }
+    if (st == IMGD_OK) st = item_draw(it, it->noise, n);
+    if (st == IMGD_OK && p->init && strength < 1.0) {
+        for (int32_t b = 0; st == IMGD_OK && b < it->B; b++)
+            st = imgd_sampler_add_noise(r->sampler, it->image_lat, it->noise + (size_t)b * per, per,
+                                        first, x + (size_t)b * per);
+    } else if (st == IMGD_OK) {
+        float s = imgd_sampler_init_noise_sigma(r->sampler);
+        for (size_t i = 0; i < n; i++) x[i] = it->noise[i] * s;
     }
     if (st == IMGD_OK && p->mask) {
         /* masked image (binarised mask < 0.5 keeps), encoded: the 9-channel conditioning;
          * diffusers draws it for 4-channel models too (and does not use it) */
         for (size_t c = 0; c < 3; c++)
-            for (size_t i = 0; i < HW; i++) img[c * HW + i] *= mask[i] >= 0.5f ? 0.0f : 1.0f;
-        masked_lat = imgd_malloc(per * sizeof *masked_lat);
-        if (!masked_lat) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
-        if (st == IMGD_OK) st = draw_noise(&r, vae_noise, per);
-        if (st == IMGD_OK) st = vae_encode(m, img, p->width, p->height, vae_noise, masked_lat);
-        r.masked_lat = masked_lat;
-        if (r.cin == 4) {
-            r.image_lat     = image_lat;
-            r.inpaint_noise = noise;
-        }
+            for (size_t i = 0; i < HW; i++)
+                it->img[c * HW + i] *= it->mask[i] >= 0.5f ? 0.0f : 1.0f;
+        it->masked_lat = imgd_malloc(per * sizeof *it->masked_lat);
+        if (!it->masked_lat) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+        st = item_draw(it, it->vae_noise, per);
+        if (st == IMGD_OK)
+            st = vae_encode(m, it->img, p->width, p->height, it->vae_noise, it->masked_lat);
     }
+    return st;
+}
 
-    double t_smp = now_s();
-    if (st == IMGD_OK) {
-        imgd_sampler_io io = {denoise, &r, draw_noise, &r, on_step, &r};
-        st                 = imgd_sampler_run(smp, x, n, first, &io);
-    }
-    t_smp = now_s() - t_smp;
-
+/* Decodes the item's latents into its result. */
+static imgd_status item_finish(run_ctx *r, item *it, const float *x, double t_smp) {
+    const imgd_gen_params *p      = it->p;
+    size_t                 HW     = (size_t)p->width * p->height;
+    imgd_gen_result       *res    = imgd_calloc(1, sizeof *res);
+    float                 *pixels = imgd_malloc((size_t)it->B * 3 * HW * sizeof *pixels);
+    imgd_status            st     = IMGD_OK;
+    if (!pixels || !res) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     double t_dec = now_s();
-    if (st == IMGD_OK) {
-        pixels = imgd_malloc((size_t)r.B * 3 * HW * sizeof *pixels);
-        res    = imgd_calloc(1, sizeof *res);
-        if (!pixels || !res) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
-    }
-    if (st == IMGD_OK) st = vae_decode(m, x, r.B, r.h, r.w, pixels);
+    if (st == IMGD_OK) st = vae_decode(r->m, x, it->B, r->h, r->w, pixels);
     t_dec = now_s() - t_dec;
     if (st == IMGD_OK) {
-        res->images = imgd_calloc((size_t)r.B, sizeof *res->images);
+        res->images = imgd_calloc((size_t)it->B, sizeof *res->images);
         if (!res->images) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
-    for (int32_t b = 0; st == IMGD_OK && b < r.B; b++) {
+    for (int32_t b = 0; st == IMGD_OK && b < it->B; b++) {
         imgd_image im = {0};
         st            = imgd_image_from_nchw(pixels + (size_t)b * 3 * HW, p->width, p->height, &im);
         if (st == IMGD_OK) {
@@ -702,34 +998,139 @@ imgd_status imgd_generate(imgd_model *m, const imgd_gen_params *params, imgd_gen
             res->n         = b + 1;
         }
     }
-    if (st == IMGD_OK) st = infotext(m, p, &res->infotext);
+    if (st == IMGD_OK) st = infotext(r->m, p, &res->infotext);
     if (st == IMGD_OK) {
         res->pixels     = pixels;
-        pixels          = NULL;
-        res->t_encode_s = t_enc;
+        res->t_encode_s = it->t_enc;
         res->t_sample_s = t_smp;
         res->t_decode_s = t_dec;
-        res->t_total_s  = now_s() - r.t0;
-        res->steps_run  = r.steps_run;
-        *out            = res;
-        res             = NULL;
+        res->t_total_s  = now_s() - r->t0;
+        res->steps_run  = it->steps_run;
+        it->out->result = res;
+        return IMGD_OK;
     }
     imgd_gen_result_free(res);
     imgd_free(pixels);
-    imgd_free(cond);
-    imgd_free(uncond);
+    return st;
+}
+
+static void item_release(item *it) {
+    imgd_free(it->cond);
+    imgd_free(it->uncond);
+    imgd_free(it->img);
+    imgd_free(it->mask);
+    imgd_free(it->mask_lat);
+    imgd_free(it->image_lat);
+    imgd_free(it->masked_lat);
+    imgd_free(it->noise);
+    imgd_free(it->vae_noise);
+}
+
+/* Starts every placed item, runs the loop and decodes the items still running. */
+static void batch_run(run_ctx *r, const imgd_gen_params *lp, float *x, size_t n) {
+    size_t  per   = 4 * (size_t)r->h * r->w;
+    double  str   = lp->init ? (double)lp->strength : 1.0;
+    int32_t first = lp->init ? imgd_sampler_first_step(r->sampler, str) : 0;
+    if (first >= imgd_sampler_iterations(r->sampler)) {
+        fail_running(r, imgd_fail(IMGD_E_INVALID_ARG,
+                                  "strength %g with %d steps runs no step; raise either", str,
+                                  (int)lp->steps));
+        return;
+    }
+    for (size_t i = 0; i < r->n_it; i++) {
+        item *it = &r->it[i];
+        if (!it->live) continue;
+        imgd_status st = item_start(r, it, first, x + (size_t)it->x_off * per);
+        if (st != IMGD_OK) {
+            item_fail(r, i, st);
+            memset(x + (size_t)it->x_off * per, 0, (size_t)it->B * per * sizeof *x);
+        }
+    }
+    double      t_smp = now_s();
+    imgd_status st    = IMGD_OK;
+    if (r->live > 0) {
+        imgd_sampler_io io = {denoise, r, draw_noise, r, on_step, r};
+        st                 = imgd_sampler_run(r->sampler, x, n, first, &io);
+    }
+    t_smp = now_s() - t_smp;
+    if (st != IMGD_OK && !r->stopped) fail_running(r, st);
+    for (size_t i = 0; i < r->n_it; i++) {
+        item *it = &r->it[i];
+        if (!it->live) continue;
+        st = item_finish(r, it, x + (size_t)it->x_off * per, t_smp);
+        if (st != IMGD_OK) item_fail(r, i, st);
+    }
+}
+
+imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *items, size_t n,
+                               imgd_gen_item_result *out) {
+    if (!m || !items || !out || n == 0)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_generate_many: NULL argument or no items");
+    run_ctx r;
+    memset(&r, 0, sizeof r);
+    memset(out, 0, n * sizeof *out);
+    r.m           = m;
+    r.n_it        = n;
+    r.t0          = now_s();
+    r.last_failed = -1;
+    r.it          = n <= IMGD_GEN_MANY_IMAGES_MAX ? imgd_calloc(n, sizeof *r.it) : NULL;
+    if (!r.it) {
+        imgd_status st = n > IMGD_GEN_MANY_IMAGES_MAX
+                             ? imgd_fail(IMGD_E_TOO_LARGE, "%zu items; one batch runs at most %d",
+                                         n, (int)IMGD_GEN_MANY_IMAGES_MAX)
+                             : imgd_fail(IMGD_E_NOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+            out[i].status = st;
+            (void)imgd_fmt(out[i].error, sizeof out[i].error, "%s", imgd_last_error());
+        }
+        return st;
+    }
+    for (size_t i = 0; i < n; i++) {
+        r.it[i].p   = items[i];
+        r.it[i].out = &out[i];
+        if (!items[i]) item_fail(&r, i, imgd_fail(IMGD_E_INVALID_ARG, "item %zu is NULL", i));
+    }
+    imgd_sampler *smp = NULL;
+    float        *x   = NULL;
+    size_t        nx  = 0;
+    imgd_status   st  = batch_check(&r, &smp);
+    if (st != IMGD_OK) fail_running(&r, st);
+    if (smp) batch_encode(&r);
+    const imgd_gen_params *lp = NULL;
+    for (size_t i = 0; i < n && !lp; i++)
+        if (r.it[i].st == IMGD_OK) lp = r.it[i].p;
+    r.sampler = smp;
+    if (lp) {
+        st = batch_layout(&r, lp, &x, &nx);
+        if (st == IMGD_OK)
+            batch_run(&r, lp, x, nx);
+        else
+            fail_running(&r, st);
+    }
+    imgd_status ret = IMGD_OK;
+    for (size_t i = 0; i < n; i++) {
+        out[i].status = r.it[i].st;
+        if (ret == IMGD_OK && r.it[i].st != IMGD_OK) {
+            ret = r.it[i].st;
+            if ((int32_t)i != r.last_failed) (void)imgd_fail(ret, "%s", out[i].error);
+        }
+        item_release(&r.it[i]);
+    }
     imgd_free(x);
-    imgd_free(noise);
-    imgd_free(img);
-    imgd_free(mask);
-    imgd_free(mask_lat);
-    imgd_free(image_lat);
-    imgd_free(masked_lat);
-    imgd_free(vae_noise);
     imgd_free(r.ctx);
     imgd_free(r.x_unet);
     imgd_free(r.t_unet);
     imgd_free(r.out_unet);
+    imgd_free(r.known);
+    imgd_free(r.it);
     imgd_sampler_free(smp);
+    return ret;
+}
+
+imgd_status imgd_generate(imgd_model *m, const imgd_gen_params *params, imgd_gen_result **out) {
+    if (!m || !params || !out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_generate: NULL argument");
+    imgd_gen_item_result r;
+    imgd_status          st = imgd_generate_many(m, &params, 1, &r);
+    if (st == IMGD_OK) *out = r.result;
     return st;
 }
