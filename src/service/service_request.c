@@ -120,11 +120,11 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
 }
 
 static char *batch_key(const cJSON *req) {
-    /* Requests that may share a sampling loop: same model, size, steps, sampler, schedule,
-     * and plain txt2img (img2img/inpaint run alone). */
-    if (cJSON_GetObjectItemCaseSensitive(req, "init_image")) return NULL;
+    /* Requests that may share a sampling loop (imgd_generate_many): same model, size, steps,
+     * sampler, schedule, and txt2img or img2img with the same strength. The scheduler
+     * splits a claimed batch further by imgd_gen_batch_key (prompt chunk counts). */
     char        key[768];
-    const char *fields[] = {"model", "width", "height", "steps", "sampler", "schedule", "rng"};
+    const char *fields[] = {"model", "width", "height", "steps", "sampler", "schedule"};
     size_t      n        = 0;
     key[0]               = '\0';
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
@@ -141,6 +141,12 @@ static char *batch_key(const cJSON *req) {
         memcpy(key + n, part, pl + 1);
         n += pl;
     }
+    const cJSON *init = cJSON_GetObjectItemCaseSensitive(req, "init_image");
+    const cJSON *str  = cJSON_GetObjectItemCaseSensitive(req, "strength");
+    char         tail[64];
+    (void)imgd_fmt(tail, sizeof tail, "init=%.9g", init && str && cJSON_IsNumber(str) ? str->valuedouble : -1.0);
+    if (n + strlen(tail) >= sizeof key) return NULL;
+    memcpy(key + n, tail, strlen(tail) + 1);
     return imgd_strdup(key);
 }
 

@@ -113,101 +113,154 @@ static imgd_model *model_for(imgd_server *s, const char *id) {
     return m;
 }
 
-static void run_job(imgd_server *s, imgd_job_rec *rec, size_t slot, uint64_t *images,
-                    uint64_t *steps, double *sample_s) {
-    imgd_log_request_id_set(rec->id);
+/* One claimed job on its way through a batch. */
+typedef struct batch_item {
+    imgd_job_rec   *rec;
     imgd_gen_params gp;
     svc_gen_hold    hold;
-    imgd_status     st = svc_request_to_params(rec->request_json, &gp, &hold);
-    if (st != IMGD_OK) {
-        fail_job(s, rec->id, 400, "bad-input", "The request's images cannot be used",
-                 imgd_last_error());
-        return;
-    }
-    const char *model_id = rec->model ? rec->model : "";
-    st                   = svc_model_load(s, model_id);
-    if (st != IMGD_OK) {
-        fail_job(s, rec->id, 422, "model-load", "The model could not be loaded", imgd_last_error());
-        svc_gen_hold_free(&hold);
-        return;
-    }
-    step_ctx ctx = {s, slot, rec->id, rec->deadline_ms, false};
-    gp.on_step   = on_step;
-    gp.user      = &ctx;
-    pthread_mutex_lock(&s->mu);
-    svc_live *lv = &s->live[slot];
-    memset(lv, 0, sizeof *lv);
-    (void)imgd_fmt(lv->id, sizeof lv->id, "%s", rec->id);
-    lv->steps   = gp.steps;
-    lv->t_start = mono_s();
-    lv->active  = true;
-    pthread_mutex_unlock(&s->mu);
+    step_ctx        ctx;
+    char            key[IMGD_GEN_BATCH_KEY_MAX];
+    bool            ready; /* params built; not yet run */
+} batch_item;
 
-    imgd_gen_result *r = NULL;
-    pthread_mutex_lock(&s->engine_mu);
-    imgd_model *m = model_for(s, model_id);
-    st            = m ? imgd_generate(m, &gp, &r)
-                      : imgd_fail(IMGD_E_INTERNAL, "model '%s' was unloaded", model_id);
-    pthread_mutex_unlock(&s->engine_mu);
-
+/* Stores the outcome of one job: its result, or why it has none. */
+static void finish_item(imgd_server *s, batch_item *it, imgd_status st, const char *err,
+                        const imgd_gen_result *r, uint64_t *images, uint64_t *steps) {
+    const char *id = it->rec->id;
+    imgd_log_request_id_set(id);
     pthread_mutex_lock(&s->mu);
     bool shutting = s->hard_stop;
     pthread_mutex_unlock(&s->mu);
     if (st == IMGD_OK) {
-        char       *res = NULL;
-        const char *fmt = "png";
-        const cJSON *of = cJSON_GetObjectItemCaseSensitive(hold.req, "output_format");
+        char        *res = NULL;
+        const char  *fmt = "png";
+        const cJSON *of  = cJSON_GetObjectItemCaseSensitive(it->hold.req, "output_format");
         if (cJSON_IsString(of)) fmt = of->valuestring;
-        st = svc_result_json(r, &gp, fmt, &res);
-        if (st == IMGD_OK) st = imgd_jobstore_finish(s->js, rec->id, IMGD_JOB_SUCCEEDED, res, NULL);
-        if (st != IMGD_OK)
-            fail_job(s, rec->id, 500, "store", "The result could not be stored", imgd_last_error());
+        imgd_status es = svc_result_json(r, &it->gp, fmt, &res);
+        if (es == IMGD_OK) es = imgd_jobstore_finish(s->js, id, IMGD_JOB_SUCCEEDED, res, NULL);
+        if (es != IMGD_OK)
+            fail_job(s, id, 500, "store", "The result could not be stored", imgd_last_error());
         imgd_free(res);
         *images += (uint64_t)r->n;
         *steps += (uint64_t)r->steps_run;
-        *sample_s += r->t_sample_s;
-        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_done", "job %s: %d image(s) in %.3f s", rec->id,
+        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_done", "job %s: %d image(s) in %.3f s", id,
                  (int)r->n, r->t_total_s);
-    } else if (st == IMGD_E_CANCELLED && ctx.timed_out) {
-        fail_job(s, rec->id, 504, "timeout", "The job ran past its timeout",
+    } else if (st == IMGD_E_CANCELLED && it->ctx.timed_out) {
+        fail_job(s, id, 504, "timeout", "The job ran past its timeout",
                  "timeout_s passed while it was running; raise timeout_s or lower steps");
     } else if (st == IMGD_E_CANCELLED && shutting) {
-        (void)imgd_jobstore_release(s->js, rec->id); /* runs again after the restart */
-        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_requeued", "job %s: stopped by shutdown", rec->id);
+        (void)imgd_jobstore_release(s->js, id); /* runs again after the restart */
+        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_requeued", "job %s: stopped by shutdown", id);
     } else if (st == IMGD_E_CANCELLED) {
         char *ej = error_json(499, "cancelled", "Cancelled", "the job was cancelled");
-        (void)imgd_jobstore_finish(s->js, rec->id, IMGD_JOB_CANCELLED, NULL, ej);
+        (void)imgd_jobstore_finish(s->js, id, IMGD_JOB_CANCELLED, NULL, ej);
         imgd_free(ej);
-        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_cancelled", "job %s", rec->id);
+        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_cancelled", "job %s", id);
     } else {
         bool user = st == IMGD_E_INVALID_ARG || st == IMGD_E_FORMAT || st == IMGD_E_UNSUPPORTED;
-        fail_job(s, rec->id, user ? 422 : 500, user ? "generation" : "internal",
-                 "Generation failed", imgd_last_error());
+        fail_job(s, id, user ? 422 : 500, user ? "generation" : "internal", "Generation failed",
+                 err);
     }
-    imgd_gen_result_free(r);
-    svc_gen_hold_free(&hold);
-    pthread_mutex_lock(&s->mu);
-    s->live[slot].active = false;
-    pthread_mutex_unlock(&s->mu);
     imgd_log_request_id_set(NULL);
+}
+
+static void live_set(imgd_server *s, size_t slot, const char *id, int32_t steps, bool active) {
+    pthread_mutex_lock(&s->mu);
+    svc_live *lv = &s->live[slot];
+    if (active) {
+        memset(lv, 0, sizeof *lv);
+        (void)imgd_fmt(lv->id, sizeof lv->id, "%s", id);
+        lv->steps   = steps;
+        lv->t_start = mono_s();
+    }
+    lv->active = active;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Runs the ready items whose key equals items[first]'s as one imgd_generate_many call. */
+static void run_group(imgd_server *s, imgd_model *m, batch_item *items, size_t n, size_t first,
+                      uint64_t *images, uint64_t *steps, double *sample_s) {
+    const imgd_gen_params *ps[SVC_BATCH_MAX];
+    size_t                 idx[SVC_BATCH_MAX], k = 0;
+    int32_t                n_img = 0;
+    for (size_t i = first; i < n; i++) {
+        batch_item *it = &items[i];
+        if (!it->ready || strcmp(it->key, items[first].key) != 0) continue;
+        if (k > 0 && n_img + it->gp.batch > IMGD_GEN_MANY_IMAGES_MAX) continue;
+        n_img += it->gp.batch;
+        it->ready = false;
+        live_set(s, i, it->rec->id, it->gp.steps, true);
+        ps[k]    = &it->gp;
+        idx[k++] = i;
+    }
+    imgd_gen_item_result out[SVC_BATCH_MAX];
+    memset(out, 0, sizeof out);
+    (void)imgd_generate_many(m, ps, k, out);
+    double t_sample = 0;
+    for (size_t j = 0; j < k; j++) {
+        batch_item *it = &items[idx[j]];
+        if (out[j].result && out[j].result->t_sample_s > t_sample)
+            t_sample = out[j].result->t_sample_s;
+        finish_item(s, it, out[j].status, out[j].error, out[j].result, images, steps);
+        imgd_gen_result_free(out[j].result);
+        live_set(s, idx[j], NULL, 0, false);
+    }
+    *sample_s += t_sample;
+    if (k > 1) IMGD_LOG(IMGD_LOG_INFO, "sched", "batch", "%zu jobs, %d images in one loop", k, n_img);
 }
 
 /* ---- the loop ----------------------------------------------------------------------------- */
 
 static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
-    uint64_t images = 0, steps = 0;
-    double   sample_s = 0;
+    batch_item items[SVC_BATCH_MAX];
+    uint64_t   images = 0, steps = 0;
+    double     sample_s = 0;
+    memset(items, 0, sizeof items);
+    if (n > SVC_BATCH_MAX) n = SVC_BATCH_MAX; /* claim_batch never returns more */
+    const char *model_id = recs[0]->model ? recs[0]->model : "";
+    imgd_status lst      = svc_model_load(s, model_id);
+    char        lerr[512];
+    (void)imgd_fmt(lerr, sizeof lerr, "%s", lst == IMGD_OK ? "" : imgd_last_error());
+    pthread_mutex_lock(&s->engine_mu);
+    imgd_model *m = lst == IMGD_OK ? model_for(s, model_id) : NULL;
     for (size_t i = 0; i < n; i++) {
-        pthread_mutex_lock(&s->mu);
-        bool stop = s->hard_stop;
-        pthread_mutex_unlock(&s->mu);
-        if (stop) {
-            (void)imgd_jobstore_release(s->js, recs[i]->id);
-        } else {
-            run_job(s, recs[i], i, &images, &steps, &sample_s);
+        batch_item *it = &items[i];
+        it->rec        = recs[i];
+        if (!m) {
+            fail_job(s, it->rec->id, 422, "model-load", "The model could not be loaded",
+                     lst == IMGD_OK ? "the model was unloaded" : lerr);
+            continue;
         }
+        if (svc_request_to_params(it->rec->request_json, &it->gp, &it->hold) != IMGD_OK) {
+            fail_job(s, it->rec->id, 400, "bad-input", "The request cannot be used",
+                     imgd_last_error());
+            continue;
+        }
+        it->ctx     = (step_ctx){s, i, it->rec->id, it->rec->deadline_ms, false};
+        it->gp.on_step = on_step;
+        it->gp.user    = &it->ctx;
+        if (imgd_gen_batch_key(m, &it->gp, it->key, sizeof it->key) != IMGD_OK) {
+            fail_job(s, it->rec->id, 422, "generation", "Generation failed", imgd_last_error());
+            continue;
+        }
+        it->ready = true;
+    }
+    for (size_t i = 0; m && i < n; i++) {
+        pthread_mutex_lock(&s->mu);
+        bool stop = s->hard_stop || s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (!items[i].ready) continue;
+        if (stop) {
+            items[i].ready = false;
+            (void)imgd_jobstore_release(s->js, items[i].rec->id);
+            continue;
+        }
+        run_group(s, m, items, n, i, &images, &steps, &sample_s);
         notify(s);
     }
+    pthread_mutex_unlock(&s->engine_mu);
+    for (size_t i = 0; i < n; i++) svc_gen_hold_free(&items[i].hold);
+    notify(s);
     imgd_svc_metrics_batch(&s->metrics, n, images, steps, sample_s);
 }
 
