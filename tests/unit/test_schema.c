@@ -283,7 +283,7 @@ static void test_schema_depth_is_capped(void) {
 static void test_schema_messages_stay_valid_utf8_when_cut(void) {
     /* a 300-character description of 2-byte characters overflows the 256-byte hint */
     char desc[601], schema[1024];
-    for (int i = 0; i < 300; i++) memcpy(desc + 2 * i, "\xc3\xa9", 2);
+    for (size_t i = 0; i < 300; i++) memcpy(desc + 2 * i, "\xc3\xa9", 2);
     desc[600] = '\0';
     (void)snprintf(
         schema, sizeof schema,
