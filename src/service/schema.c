@@ -802,6 +802,30 @@ static bool validate(vctx *c, const cJSON *s, const cJSON *x) {
     return ok;
 }
 
+/* Makes s valid UTF-8 in place: a sequence cut by a full message buffer is dropped, any
+ * other invalid byte (a hostile schema's names) becomes '?'. */
+static void utf8_repair(char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        unsigned char ch  = (unsigned char)s[i];
+        size_t        len = ch < 0x80 ? 1 : ch >= 0xF0 ? 4 : ch >= 0xE0 ? 3 : ch >= 0xC0 ? 2 : 1;
+        if (len > n - i && ch >= 0xC2 && ch <= 0xF4) { /* cut at the end of the buffer? */
+            size_t k = i + 1;
+            while (k < n && ((unsigned char)s[k] & 0xC0) == 0x80) k++;
+            if (k == n) {
+                s[i] = '\0';
+                return;
+            }
+        }
+        if (len > n - i) len = 1;
+        if (!imgd_utf8_valid(s + i, len)) {
+            s[i] = '?';
+            len  = 1;
+        }
+        i += len;
+    }
+}
+
 bool imgd_schema_validate(const cJSON *schema, const cJSON *instance, imgd_schema_violation *v) {
     imgd_schema_violation scratch;
     vctx                  c = {.root = schema, .v = v ? v : &scratch};
@@ -814,6 +838,9 @@ bool imgd_schema_validate(const cJSON *schema, const cJSON *instance, imgd_schem
         memset(c.v, 0, sizeof *c.v);
         return true;
     }
+    utf8_repair(c.v->pointer);
+    utf8_repair(c.v->detail);
+    utf8_repair(c.v->hint);
     return false;
 }
 

@@ -1,6 +1,7 @@
 /* service/schema: every supported keyword valid and invalid, JSON pointers (escaping,
  * nesting, document order), hints, defaults, depth caps, and the generation-request schema
  * built from a model's capabilities. */
+#include "base/text.h"
 #include "sampling/sampler.h"
 #include "sampling/schedule.h"
 #include "service/schema.h"
@@ -277,6 +278,23 @@ static void test_schema_depth_is_capped(void) {
                    "1", &v) == 0);
     CHECK_STR(v.keyword, "depth");
     OK("{\"type\":\"array\",\"items\":{\"$ref\":\"#\"}}", "[[[[[[[[[[]]]]]]]]]]");
+}
+
+static void test_schema_messages_stay_valid_utf8_when_cut(void) {
+    /* a 300-character description of 2-byte characters overflows the 256-byte hint */
+    char desc[601], schema[1024];
+    for (size_t i = 0; i < 300; i++) memcpy(desc + 2 * i, "\xc3\xa9", 2);
+    desc[600] = '\0';
+    (void)snprintf(
+        schema, sizeof schema,
+        "{\"properties\":{\"x\":{\"description\":\"%s\"}},\"required\":[\"x\",\"\xff\"]}", desc);
+    imgd_schema_violation v;
+    CHECK(run_case(schema, "{}", &v) == 0);
+    CHECK(strlen(v.hint) > 200);
+    CHECK(imgd_utf8_valid(v.hint, strlen(v.hint)));
+    CHECK(run_case(schema, "{\"x\":1}", &v) == 0); /* a schema's invalid name is repaired */
+    CHECK_STR(v.pointer, "/?");
+    CHECK(imgd_utf8_valid(v.detail, strlen(v.detail)));
 }
 
 static void test_schema_null_arguments(void) {
@@ -577,6 +595,7 @@ int main(void) {
     RUN(test_schema_boolean_schemas);
     RUN(test_schema_ref_local_pointers);
     RUN(test_schema_depth_is_capped);
+    RUN(test_schema_messages_stay_valid_utf8_when_cut);
     RUN(test_schema_null_arguments);
     RUN(test_schema_apply_defaults_recursively);
     RUN(test_schema_apply_defaults_depth_capped);
