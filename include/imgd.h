@@ -562,7 +562,8 @@ typedef struct imgd_gen_item_result {
  *   (IMGD_E_NOMEM for the shared buffers, a backend error during a UNet call, strength
  *   that runs no step) is every running item's status. Items that are not batchable with
  *   the first valid item (see above) refuse the whole call before any work: every item
- *   gets IMGD_E_INVALID_ARG and a message naming the field, the two items and both values.
+ *   not already failed on its own gets IMGD_E_INVALID_ARG and a message naming the field,
+ *   the two items and both values.
  * Cancellation: when item i's on_step returns false, item i stops (IMGD_E_CANCELLED, no
  *   images, its on_step is not called again) and the others go on unchanged. Its slots
  *   stay in the UNet batch until the loop ends (the graph is planned for one batch size),
@@ -583,8 +584,9 @@ IMGD_API imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *co
 /* Whether a and b can share one imgd_generate_many() batch on model m (the fields listed
  * above are equal). The prompt chunk counts come from m's tokenizer; nothing else of m is
  * used. field: may be NULL; receives the static name of the first field that differs
- * ("width", "height", "steps", "sampler", "schedule", "init", "strength", "prompt"), or
- * NULL when batchable. A field that cannot be read (an unknown sampler name, a prompt the
+ * ("width", "height", "steps", "sampler", "schedule", "init", "strength", "prompt";
+ * "negative" when the negative prompt cannot be tokenized; "params" for a NULL argument),
+ * or NULL when batchable. A field that cannot be read (an unknown sampler name, a prompt the
  * tokenizer rejects) makes the pair not batchable and is named. Agrees with comparing
  * imgd_gen_batch_key() strings. Thread-safety: as imgd_generate() for m. Since: 0.3 */
 IMGD_API bool imgd_gen_params_batchable(const imgd_model *m, const imgd_gen_params *a,
