@@ -227,6 +227,8 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, imgd_http_resp *r,
     if (r->retry_after[0]) (void)MHD_add_response_header(mr, "Retry-After", r->retry_after);
     if (r->location[0]) (void)MHD_add_response_header(mr, "Location", r->location);
     if (r->allow[0]) (void)MHD_add_response_header(mr, "Allow", r->allow);
+    /* RFC 9110 11.6.1: a 401 names the scheme to use (auth.h asks for it). */
+    if (r->status == 401) (void)MHD_add_response_header(mr, "WWW-Authenticate", "Bearer");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
     return ret;
@@ -276,6 +278,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     imgd_http_resp resp = {.status = 500, .content_type = "application/json"};
     imgd_buf_init(&resp.body, 0);
     const char *route = "";
+    /* Every log line about this request carries its id, refusals included. */
+    imgd_log_request_id_set(cs->request_id);
     if (cs->too_large) {
         char detail[160];
         (void)imgd_fmt(detail, sizeof detail, "the request body is over the limit of %zu bytes",
@@ -284,7 +288,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                           "send smaller images, or raise http.body_max in the server config");
         route = "(body too large)";
     } else {
-        imgd_log_request_id_set(cs->request_id);
         h->p.handler(h->p.app, &req, &resp);
         route = resp.route ? resp.route : "(none)";
     }
