@@ -32,6 +32,33 @@ static uint32_t random_seed(void) {
     return v;
 }
 
+static imgd_status decode_image(const cJSON *o, const char *k, imgd_image_u8 *out);
+
+/* The schema checks that images are base64; decode them now too, so a body that is not a
+ * PNG, JPEG or WebP is refused with a 400 before a job exists (not accepted and failed). */
+static bool images_ok(const cJSON *req, imgd_http_resp *resp) {
+    static const char *const k_fields[] = {"init_image", "mask_image"};
+    for (size_t i = 0; i < sizeof k_fields / sizeof k_fields[0]; i++) {
+        imgd_image_u8 img;
+        memset(&img, 0, sizeof img);
+        imgd_status st = decode_image(req, k_fields[i], &img);
+        imgd_image_u8_free(&img);
+        if (st == IMGD_E_NOMEM) {
+            imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+            return false;
+        }
+        if (st != IMGD_OK) {
+            char ptr[32];
+            (void)imgd_fmt(ptr, sizeof ptr, "/%s", k_fields[i]);
+            imgd_http_problem(resp, 400, "validation", "The image cannot be used",
+                              imgd_last_error(), ptr,
+                              "send a PNG, JPEG or WebP file as standard base64");
+            return false;
+        }
+    }
+    return true;
+}
+
 bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
                          imgd_http_resp *resp) {
     if (!cJSON_IsObject(req)) {
@@ -84,6 +111,7 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
         imgd_http_problem(resp, 500, "internal", "Out of memory", imgd_last_error(), NULL, NULL);
         return false;
     }
+    if (!images_ok(req, resp)) return false;
     /* The stored request is complete and reproducible: model and a fixed seed. */
     cJSON *seed = cJSON_GetObjectItemCaseSensitive(req, "seed");
     if (!cJSON_IsNumber(seed) || seed->valuedouble < 0) {
