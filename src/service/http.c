@@ -339,11 +339,12 @@ imgd_status imgd_http_start(const imgd_http_params *p, imgd_http **out) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_POLL | MHD_USE_ERROR_LOG;
     h->d = MHD_start_daemon(
-        flags, p->port, NULL, NULL, on_access, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        flags, p->port, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(p->conn_max ? p->conn_max : 256), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(p->timeout_s ? p->timeout_s : 120), MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        MHD_OPTION_END);
     if (!h->d) {
         imgd_free(h);
         return imgd_fail(IMGD_E_IO,
