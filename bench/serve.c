@@ -188,7 +188,7 @@ static int parse(int argc, char **argv, serve_opts *o) {
     o->steps       = 2;
     o->size        = 64;
     o->threads     = 0;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
             fprintf(stderr, "imgd-bench serve: %s needs a value\n", argv[i]);
@@ -208,7 +208,6 @@ static int parse(int argc, char **argv, serve_opts *o) {
             fprintf(stderr, "imgd-bench serve: unknown option %s\n", argv[i]);
             return 2;
         }
-        i++;
     }
     if (o->seconds <= 0 || o->steps < 1 || o->size < 64) {
         fprintf(stderr, "imgd-bench serve: bad --seconds, --steps or --size\n");
