@@ -14,6 +14,7 @@ int bench_formats(int argc, char **argv);
 int bench_engine(int argc, char **argv);
 int bench_detect(int argc, char **argv);
 int bench_sd(int argc, char **argv);
+int bench_serve(int argc, char **argv);
 
 /* The machine's measured sgemm peak (see engine.c), GFLOP/s; 0 on failure. */
 double bench_gemm_peak_gflops(uint32_t threads);

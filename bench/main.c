@@ -43,6 +43,11 @@ static const bench_row k_benches[] = {
      "      64x64 batch 2, attention 4096 tokens x 8 heads x 40) vs the measured oneDNN/OpenBLAS\n"
      "      sgemm peak [--quick] [--gemm N] [--conv-hw N] [--conv-batch N] [--tokens N]\n"
      "      [--heads N] [--dim N] [--repeat N] [--threads N]"},
+    {"serve", bench_serve,
+     "the worker in-process (imgd_server_start) with the tiny sd15-narrow model, driven over\n"
+     "      HTTP by client threads: requests/s, p50/p99 latency at concurrency 1, 16, 64;\n"
+     "      images/s with batch_max 4 (+50 ms wait) vs batch_max 1 [--seconds S (8 per level)]\n"
+     "      [--steps N (2)] [--size PX (64)] [--threads N] [--dir SHARED]"},
 };
 
 int main(int argc, char **argv) {

@@ -9,6 +9,8 @@ IMGD_DEBIAN_PACKAGES=(
     zlib1g-dev libcjson-dev libutf8proc-dev
     libsqlite3-dev libpng-dev libjpeg-dev libwebp-dev libmicrohttpd-dev
     libcurl4-openssl-dev libdnnl-dev libopenblas-dev
+    # the worker's end-to-end tests (tests/service): real HTTP clients
+    curl python3-requests nodejs npm
 )
 export DEBIAN_FRONTEND=noninteractive
 apt-get update

@@ -227,6 +227,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, imgd_http_resp *r,
     if (r->retry_after[0]) (void)MHD_add_response_header(mr, "Retry-After", r->retry_after);
     if (r->location[0]) (void)MHD_add_response_header(mr, "Location", r->location);
     if (r->allow[0]) (void)MHD_add_response_header(mr, "Allow", r->allow);
+    /* RFC 9110 11.6.1: a 401 names the scheme to use (auth.h asks for it). */
     if (r->status == 401) (void)MHD_add_response_header(mr, "WWW-Authenticate", "Bearer");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
@@ -277,6 +278,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     imgd_http_resp resp = {.status = 500, .content_type = "application/json"};
     imgd_buf_init(&resp.body, 0);
     const char *route = "";
+    /* Every log line about this request carries its id, refusals included. */
+    imgd_log_request_id_set(cs->request_id);
     if (cs->too_large) {
         char detail[160];
         (void)imgd_fmt(detail, sizeof detail, "the request body is over the limit of %zu bytes",
@@ -285,7 +288,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                           "send smaller images, or raise http.body_max in the server config");
         route = "(body too large)";
     } else {
-        imgd_log_request_id_set(cs->request_id);
         h->p.handler(h->p.app, &req, &resp);
         route = resp.route ? resp.route : "(none)";
     }
@@ -337,11 +339,12 @@ imgd_status imgd_http_start(const imgd_http_params *p, imgd_http **out) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_POLL | MHD_USE_ERROR_LOG;
     h->d = MHD_start_daemon(
-        flags, p->port, NULL, NULL, on_access, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        flags, p->port, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(p->conn_max ? p->conn_max : 256), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(p->timeout_s ? p->timeout_s : 120), MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        MHD_OPTION_END);
     if (!h->d) {
         imgd_free(h);
         return imgd_fail(IMGD_E_IO,

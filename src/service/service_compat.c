@@ -699,7 +699,60 @@ static bool route_runpod(imgd_server *s, const imgd_http_req *req, imgd_http_res
     return true;
 }
 
+/* Every compatibility path and the methods it answers, for 405 + Allow (a wrong method on a
+ * known path is not a 404). A pattern ending in '/' matches any path it starts. */
+typedef struct compat_path {
+    const char *pattern;
+    const char *allow;
+} compat_path;
+
+static const compat_path k_compat_paths[] = {
+    {"/sdapi/v1/txt2img", "POST"},    {"/sdapi/v1/img2img", "POST"},
+    {"/sdapi/v1/sd-models", "GET"},   {"/sdapi/v1/samplers", "GET"},
+    {"/sdapi/v1/schedulers", "GET"},  {"/sdapi/v1/loras", "GET"},
+    {"/sdapi/v1/options", "GET, POST"}, {"/sdapi/v1/progress", "GET"},
+    {"/sdapi/v1/interrupt", "POST"},  {"/v1/images/generations", "POST"},
+    {"/run", "POST"},                 {"/runsync", "POST"},
+    {"/status/", "GET, POST"},        {"/cancel/", "POST"},
+    {"/health", "GET"},
+};
+
+/* Whether method is one of the comma-separated names in allow ("GET, POST"). */
+static bool method_in(const char *allow, const char *method) {
+    size_t ml = strlen(method);
+    for (const char *p = allow; *p;) {
+        size_t tl = strcspn(p, ",");
+        if (tl == ml && strncmp(p, method, ml) == 0) return true;
+        p += tl;
+        while (*p == ',' || *p == ' ') p++;
+    }
+    return false;
+}
+
+/* True (with a 405 written) when path is a compatibility path that does not answer method. */
+static bool compat_wrong_method(const imgd_http_req *req, imgd_http_resp *resp) {
+    for (size_t i = 0; i < sizeof k_compat_paths / sizeof k_compat_paths[0]; i++) {
+        const compat_path *c = &k_compat_paths[i];
+        size_t             n = strlen(c->pattern);
+        bool hit = c->pattern[n - 1] == '/' ? strncmp(req->path, c->pattern, n) == 0 &&
+                                                  req->path[n] != '\0'
+                                            : strcmp(req->path, c->pattern) == 0;
+        if (!hit) continue;
+        if (method_in(c->allow, req->method)) return false;
+        resp->route = "(method not allowed)";
+        (void)imgd_fmt(resp->allow, sizeof resp->allow, "%s", c->allow);
+        char detail[128];
+        (void)imgd_fmt(detail, sizeof detail, "%s is not allowed here; use %s", req->method,
+                       c->allow);
+        imgd_http_problem(resp, 405, "method-not-allowed", "Method not allowed", detail, NULL,
+                          NULL);
+        return true;
+    }
+    return false;
+}
+
 bool svc_route_compat(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp) {
+    if (compat_wrong_method(req, resp)) return true;
     if (strncmp(req->path, "/sdapi/v1/", 10) == 0) return route_a1111(s, req, resp);
     if (strcmp(req->path, "/v1/images/generations") == 0 && strcmp(req->method, "POST") == 0) {
         resp->route = "/v1/images/generations";

@@ -24,14 +24,39 @@ int64_t svc_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static imgd_status decode_image(const cJSON *o, const char *k, imgd_image_u8 *out);
-
 /* ---- prepare and submit ------------------------------------------------------------------- */
 
 static uint32_t random_seed(void) {
     uint32_t v = 0;
     if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) v = (uint32_t)svc_now_ms();
     return v;
+}
+
+static imgd_status decode_image(const cJSON *o, const char *k, imgd_image_u8 *out);
+
+/* The schema checks that images are base64; decode them now too, so a body that is not a
+ * PNG, JPEG or WebP is refused with a 400 before a job exists (not accepted and failed). */
+static bool images_ok(const cJSON *req, imgd_http_resp *resp) {
+    static const char *const k_fields[] = {"init_image", "mask_image"};
+    for (size_t i = 0; i < sizeof k_fields / sizeof k_fields[0]; i++) {
+        imgd_image_u8 img;
+        memset(&img, 0, sizeof img);
+        imgd_status st = decode_image(req, k_fields[i], &img);
+        imgd_image_u8_free(&img);
+        if (st == IMGD_E_NOMEM) {
+            imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+            return false;
+        }
+        if (st != IMGD_OK) {
+            char ptr[32];
+            (void)imgd_fmt(ptr, sizeof ptr, "/%s", k_fields[i]);
+            imgd_http_problem(resp, 400, "validation", "The image cannot be used",
+                              imgd_last_error(), ptr,
+                              "send a PNG, JPEG or WebP file as standard base64");
+            return false;
+        }
+    }
+    return true;
 }
 
 bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
@@ -86,20 +111,7 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
         imgd_http_problem(resp, 500, "internal", "Out of memory", imgd_last_error(), NULL, NULL);
         return false;
     }
-    /* Images are decoded now so that a bad one is a 400 here, not a failed job later. */
-    static const char *const k_images[] = {"init_image", "mask_image"};
-    for (size_t i = 0; i < sizeof k_images / sizeof k_images[0]; i++) {
-        imgd_image_u8 im = {0};
-        if (decode_image(req, k_images[i], &im) != IMGD_OK) {
-            char ptr[32];
-            (void)imgd_fmt(ptr, sizeof ptr, "/%s", k_images[i]);
-            imgd_http_problem(resp, 400, "bad-image", "The image cannot be decoded",
-                              imgd_last_error(), ptr,
-                              "send a PNG, JPEG or WebP file as base64 (or a data: URL)");
-            return false;
-        }
-        imgd_image_u8_free(&im);
-    }
+    if (!images_ok(req, resp)) return false;
     /* The stored request is complete and reproducible: model and a fixed seed. */
     cJSON *seed = cJSON_GetObjectItemCaseSensitive(req, "seed");
     if (!cJSON_IsNumber(seed) || seed->valuedouble < 0) {

@@ -209,7 +209,8 @@ static void r_metrics(imgd_server *s, const imgd_http_req *req, const char *arg,
 
 static void r_models(imgd_server *s, const imgd_http_req *req, const char *arg,
                      imgd_http_resp *resp) {
-    (void)req;
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) return;
     (void)arg;
     cJSON *o = cJSON_CreateObject();
     cJSON *a = svc_models_list(s);
@@ -240,14 +241,16 @@ static bool model_entry(imgd_server *s, const char *id, imgd_http_resp *resp, cJ
 
 static void r_model(imgd_server *s, const imgd_http_req *req, const char *id,
                     imgd_http_resp *resp) {
-    (void)req;
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) return;
     cJSON *o = NULL;
     if (model_entry(s, id, resp, &o, false)) svc_send_json(resp, 200, o);
 }
 
 static void r_model_schema(imgd_server *s, const imgd_http_req *req, const char *id,
                            imgd_http_resp *resp) {
-    (void)req;
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) return;
     cJSON *o = NULL;
     if (!model_entry(s, id, resp, &o, true)) return;
     svc_send_json(resp, 200, o);
@@ -256,7 +259,8 @@ static void r_model_schema(imgd_server *s, const imgd_http_req *req, const char 
 
 static void r_model_load(imgd_server *s, const imgd_http_req *req, const char *id,
                          imgd_http_resp *resp) {
-    (void)req;
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) return;
     cJSON *o = NULL;
     if (!model_entry(s, id, resp, &o, false)) return;
     cJSON_Delete(o);
@@ -271,7 +275,8 @@ static void r_model_load(imgd_server *s, const imgd_http_req *req, const char *i
 
 static void r_model_unload(imgd_server *s, const imgd_http_req *req, const char *id,
                            imgd_http_resp *resp) {
-    (void)req;
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) return;
     (void)svc_model_unload(s, id);
     cJSON *o = NULL;
     if (model_entry(s, id, resp, &o, false)) svc_send_json(resp, 200, o);
