@@ -84,32 +84,6 @@ const char *imgd_http_query(const imgd_http_req *req, const char *key) {
                                        MHD_GET_ARGUMENT_KIND, key);
 }
 
-bool imgd_http_unescape(const char *src, char *dst, size_t cap) {
-    size_t n = 0;
-    for (const char *s = src; *s; s++) {
-        int c = (unsigned char)*s;
-        if (c == '%') {
-            int v = 0;
-            for (int k = 1; k <= 2; k++) {
-                int h = (unsigned char)s[k];
-                int d = (h >= '0' && h <= '9')   ? h - '0'
-                        : (h >= 'a' && h <= 'f') ? h - 'a' + 10
-                        : (h >= 'A' && h <= 'F') ? h - 'A' + 10
-                                                 : -1;
-                if (d < 0) return false;
-                v = v * 16 + d;
-            }
-            if (v == 0) return false;
-            c = v;
-            s += 2;
-        }
-        if (n + 1 >= cap) return false;
-        dst[n++] = (char)c;
-    }
-    dst[n] = '\0';
-    return true;
-}
-
 /* ---- streaming ---------------------------------------------------------------------------- */
 
 typedef struct stream_box {

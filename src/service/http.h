@@ -78,7 +78,5 @@ void imgd_http_quiesce(imgd_http *h);
 /* Stops the server (waits for connection threads) and frees it. */
 void imgd_http_free(imgd_http *h);
 
-/* Percent-decodes src into dst (cap bytes); false on bad escapes, NUL or overflow. */
-bool imgd_http_unescape(const char *src, char *dst, size_t cap);
 
 #endif

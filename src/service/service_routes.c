@@ -143,7 +143,6 @@ typedef struct route {
     const char *prefix; /* the path starts with this */
     const char *suffix; /* and ends with this; the part between is the argument */
     bool        has_arg;
-    bool        open;   /* no API key needed */
     route_fn    fn;
     const char *name;   /* for logs and metrics */
 } route;
@@ -537,22 +536,22 @@ static void r_job_events(imgd_server *s, const imgd_http_req *req, const char *i
 
 /* Rows with a suffix come before the bare {id} row of the same prefix (ids may hold '/'). */
 static const route k_routes[] = {
-    {"GET", "/v1/health", "", false, true, r_health, "/v1/health"},
-    {"GET", "/v1/ready", "", false, true, r_ready, "/v1/ready"},
-    {"GET", "/v1/metrics", "", false, true, r_metrics, "/v1/metrics"},
-    {"GET", "/v1/models", "", false, false, r_models, "/v1/models"},
-    {"GET", "/v1/models/", "/schema", true, false, r_model_schema, "/v1/models/{id}/schema"},
-    {"POST", "/v1/models/", "/load", true, false, r_model_load, "/v1/models/{id}/load"},
-    {"POST", "/v1/models/", "/unload", true, false, r_model_unload, "/v1/models/{id}/unload"},
-    {"GET", "/v1/models/", "", true, false, r_model, "/v1/models/{id}"},
-    {"POST", "/v1/generate", "", false, false, r_generate, "/v1/generate"},
-    {"POST", "/v1/jobs", "", false, false, r_jobs_post, "/v1/jobs"},
-    {"GET", "/v1/jobs/", "/events", true, false, r_job_events, "/v1/jobs/{id}/events"},
-    {"GET", "/v1/jobs/", "", true, false, r_job_get, "/v1/jobs/{id}"},
-    {"DELETE", "/v1/jobs/", "", true, false, r_job_delete, "/v1/jobs/{id}"},
+    {"GET", "/v1/health", "", false, r_health, "/v1/health"},
+    {"GET", "/v1/ready", "", false, r_ready, "/v1/ready"},
+    {"GET", "/v1/metrics", "", false, r_metrics, "/v1/metrics"},
+    {"GET", "/v1/models", "", false, r_models, "/v1/models"},
+    {"GET", "/v1/models/", "/schema", true, r_model_schema, "/v1/models/{id}/schema"},
+    {"POST", "/v1/models/", "/load", true, r_model_load, "/v1/models/{id}/load"},
+    {"POST", "/v1/models/", "/unload", true, r_model_unload, "/v1/models/{id}/unload"},
+    {"GET", "/v1/models/", "", true, r_model, "/v1/models/{id}"},
+    {"POST", "/v1/generate", "", false, r_generate, "/v1/generate"},
+    {"POST", "/v1/jobs", "", false, r_jobs_post, "/v1/jobs"},
+    {"GET", "/v1/jobs/", "/events", true, r_job_events, "/v1/jobs/{id}/events"},
+    {"GET", "/v1/jobs/", "", true, r_job_get, "/v1/jobs/{id}"},
+    {"DELETE", "/v1/jobs/", "", true, r_job_delete, "/v1/jobs/{id}"},
 };
 
-/* Matches path against a row; the argument (percent-decoded) goes to arg. */
+/* Matches path against a row; the argument goes to arg. */
 static bool route_match(const route *r, const char *path, char *arg, size_t cap) {
     size_t pl = strlen(r->prefix), sl = strlen(r->suffix), n = strlen(path);
     if (strncmp(path, r->prefix, pl) != 0) return false;
@@ -563,7 +562,11 @@ static bool route_match(const route *r, const char *path, char *arg, size_t cap)
     if (al >= sizeof raw) return false;
     memcpy(raw, path + pl, al);
     raw[al] = '\0';
-    return imgd_http_unescape(raw, arg, cap);
+    /* libmicrohttpd has already percent-decoded the path once; decoding again would let
+     * "%252e" become "." (and an id with a literal '%' unreachable). */
+    if (al >= cap) return false;
+    memcpy(arg, raw, al + 1);
+    return true;
 }
 
 void svc_route(void *app, const imgd_http_req *req, imgd_http_resp *resp) {
