@@ -624,19 +624,19 @@ typedef struct imgd_serve_params {
     const char *const *model_dirs; /* folders whose files and diffusers folders are served;
                                       model ids are paths relative to one of them */
     size_t             n_model_dirs;
-    const char *const *models;    /* ids (or paths inside a model dir) loaded at start */
+    const char *const *models; /* ids (or paths inside a model dir) loaded at start */
     size_t             n_models;
-    const char        *host;      /* bind address; NULL = "127.0.0.1" */
-    const char        *state_dir; /* job database and results; NULL = "imgd-state" */
+    const char        *host;        /* bind address; NULL = "127.0.0.1" */
+    const char        *state_dir;   /* job database and results; NULL = "imgd-state" */
     const char        *config_path; /* JSON config (auth keys, limits, per-model load
                                        options; README "Worker"); NULL = none */
-    imgd_load_params   load;      /* how models are loaded (backend, threads, precision) */
-    size_t             body_max;  /* request body cap in bytes; 0 = 32 MiB */
-    int32_t            batch_max; /* requests of one model and shape run together; 0 = 4 */
-    int32_t            batch_wait_ms; /* wait this long for more requests to batch; 0 = 0 */
-    int32_t            queue_max; /* queued jobs before 503; 0 = 1000 */
-    uint32_t           conn_max;  /* simultaneous HTTP connections; 0 = 256 */
-    uint16_t           port;      /* 0 = any free port (imgd_server_port says which) */
+    imgd_load_params load;          /* how models are loaded (backend, threads, precision) */
+    size_t           body_max;      /* request body cap in bytes; 0 = 32 MiB */
+    int32_t          batch_max;     /* requests of one model and shape run together; 0 = 4 */
+    int32_t          batch_wait_ms; /* wait this long for more requests to batch; 0 = 0 */
+    int32_t          queue_max;     /* queued jobs before 503; 0 = 1000 */
+    uint32_t         conn_max;      /* simultaneous HTTP connections; 0 = 256 */
+    uint16_t         port;          /* 0 = any free port (imgd_server_port says which) */
 } imgd_serve_params;
 
 /* Defaults for imgd_serve_params. Since: 0.3 */

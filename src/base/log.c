@@ -6,8 +6,8 @@
 
 imgd_log_level imgd_log_min_level = IMGD_LOG_INFO;
 
-static imgd_log_fn g_sink;
-static void       *g_sink_user;
+static imgd_log_fn        g_sink;
+static void              *g_sink_user;
 static _Thread_local char t_request_id[40];
 
 void imgd_log_request_id_set(const char *id) {

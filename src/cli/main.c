@@ -174,9 +174,9 @@ static int cmd_help(int argc, char **argv) {
     printf("imgd %s — universal image-model worker\n\nusage:\n", imgd_version());
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
         printf("  %s\n      %s\n",
-               k_cmds[i].usage                           ? k_cmds[i].usage
+               k_cmds[i].usage                        ? k_cmds[i].usage
                : strcmp(k_cmds[i].name, "serve") == 0 ? imgd_cli_serve_usage()
-                                                         : imgd_cli_generate_usage(),
+                                                      : imgd_cli_generate_usage(),
                k_cmds[i].doc);
     return 0;
 }

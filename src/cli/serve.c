@@ -25,8 +25,8 @@ static bool parse_long(const char *flag, const char *v, long lo, long hi, long *
     errno     = 0;
     long x    = v ? strtol(v, &end, 10) : 0;
     if (!v || errno || !end || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "imgd serve: %s '%s': expected an integer in %ld..%ld\n", flag,
-                v ? v : "", lo, hi);
+        fprintf(stderr, "imgd serve: %s '%s': expected an integer in %ld..%ld\n", flag, v ? v : "",
+                lo, hi);
         return false;
     }
     *out = x;
@@ -120,8 +120,9 @@ static int parse(int argc, char **argv, serve_opts *o) {
         i++;
     }
     if (o->p.n_model_dirs == 0 && o->p.n_models == 0) {
-        fprintf(stderr, "imgd serve: give --models DIR (folders of models to serve) or --model "
-                        "FILE\nusage: %s\n",
+        fprintf(stderr,
+                "imgd serve: give --models DIR (folders of models to serve) or --model "
+                "FILE\nusage: %s\n",
                 k_usage);
         return 2;
     }
@@ -153,8 +154,8 @@ int imgd_cli_serve(int argc, char **argv) {
     fflush(stdout);
     int sig = 0;
     (void)sigwait(&set, &sig);
-    fprintf(stderr, "imgd serve: %s: stopping (grace %.0f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-            o.grace_s);
+    fprintf(stderr, "imgd serve: %s: stopping (grace %.0f s)\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", o.grace_s);
     imgd_server_stop(srv, o.grace_s);
     return 0;
 }

@@ -80,8 +80,8 @@ void imgd_http_problem(imgd_http_resp *resp, int32_t status, const char *type, c
 }
 
 const char *imgd_http_query(const imgd_http_req *req, const char *key) {
-    return MHD_lookup_connection_value((struct MHD_Connection *)req->conn,
-                                       MHD_GET_ARGUMENT_KIND, key);
+    return MHD_lookup_connection_value((struct MHD_Connection *)req->conn, MHD_GET_ARGUMENT_KIND,
+                                       key);
 }
 
 /* ---- streaming ---------------------------------------------------------------------------- */
@@ -118,8 +118,8 @@ static void make_request_id(struct MHD_Connection *c, char out[40]) {
         bool   ok = n >= 1 && n < 40;
         for (size_t i = 0; ok && i < n; i++) {
             char ch = given[i];
-            ok      = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-                 (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '_' || ch == '.';
+            ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                 ch == '-' || ch == '_' || ch == '.';
         }
         if (ok) {
             memcpy(out, given, n + 1);
@@ -156,7 +156,7 @@ static void make_base_url(struct MHD_Connection *c, uint16_t port, char *out, si
     bool        ok   = host && host[0] && strlen(host) < 100;
     for (const char *p = host; ok && *p; p++) {
         char ch = *p;
-        ok      = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+        ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
              ch == '.' || ch == '-' || ch == ':' || ch == '[' || ch == ']';
     }
     if (ok)
@@ -177,16 +177,16 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, imgd_http_resp *r,
         sb->fn      = r->stream;
         sb->ctx     = r->stream_ctx;
         sb->free_fn = r->stream_free;
-        mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, sb,
-                                               stream_free);
+        mr          = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, sb,
+                                                        stream_free);
         if (!mr) {
             stream_free(sb);
             return MHD_NO;
         }
         (void)MHD_add_response_header(mr, "Cache-Control", "no-cache");
     } else {
-        size_t len = r->body.len;
-        char  *txt = imgd_buf_take(&r->body);
+        size_t      len = r->body.len;
+        char       *txt = imgd_buf_take(&r->body);
         static char empty[1];
         mr = txt ? MHD_create_response_from_buffer_with_free_callback(len, txt, imgd_free)
                  : MHD_create_response_from_buffer(0, empty, MHD_RESPMEM_PERSISTENT);
@@ -209,9 +209,8 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, imgd_http_resp *r,
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls) {
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls) {
     (void)version;
     imgd_http  *h  = cls;
     conn_state *cs = *con_cls;
@@ -299,8 +298,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 imgd_status imgd_http_start(const imgd_http_params *p, imgd_http **out) {
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port   = htons(p->port);
+    sa.sin_family    = AF_INET;
+    sa.sin_port      = htons(p->port);
     const char *host = p->host && p->host[0] ? p->host : "127.0.0.1";
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
         return imgd_fail(IMGD_E_INVALID_ARG,
@@ -309,16 +308,15 @@ imgd_status imgd_http_start(const imgd_http_params *p, imgd_http **out) {
     }
     imgd_http *h = imgd_calloc(1, sizeof *h);
     if (!h) return imgd_fail(IMGD_E_NOMEM, "http: out of memory");
-    h->p = *p;
+    h->p           = *p;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_POLL | MHD_USE_ERROR_LOG;
     h->d = MHD_start_daemon(
         flags, p->port, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(p->conn_max ? p->conn_max : 256), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)(p->timeout_s ? p->timeout_s : 120), MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u,
-        MHD_OPTION_END);
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(p->conn_max ? p->conn_max : 256),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(p->timeout_s ? p->timeout_s : 120),
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
     if (!h->d) {
         imgd_free(h);
         return imgd_fail(IMGD_E_IO,

@@ -13,9 +13,9 @@
 #include "base/buf.h"
 
 typedef struct imgd_http_req {
-    const char *method;      /* "GET", "POST", ... */
-    const char *path;        /* without the query string */
-    const char *body;        /* NUL-terminated; body_len bytes */
+    const char *method; /* "GET", "POST", ... */
+    const char *path;   /* without the query string */
+    const char *body;   /* NUL-terminated; body_len bytes */
     size_t      body_len;
     const char *authorization; /* header value or NULL */
     const char *content_type;  /* header value or NULL */
@@ -30,12 +30,12 @@ typedef struct imgd_http_req {
 typedef int64_t (*imgd_http_stream_fn)(void *ctx, char *out, size_t cap);
 
 typedef struct imgd_http_resp {
-    int32_t     status;
-    const char *content_type; /* static string */
-    imgd_buf    body;
-    char        retry_after[24];
-    char        location[160];
-    char        allow[64];
+    int32_t             status;
+    const char         *content_type; /* static string */
+    imgd_buf            body;
+    char                retry_after[24];
+    char                location[160];
+    char                allow[64];
     imgd_http_stream_fn stream; /* set: the body is streamed (body ignored) */
     void               *stream_ctx;
     void (*stream_free)(void *ctx);
@@ -59,11 +59,11 @@ typedef void (*imgd_http_done_fn)(void *app, const imgd_http_req *req, const cha
                                   int32_t status, double seconds);
 
 typedef struct imgd_http_params {
-    const char *host;       /* bind address, "127.0.0.1" by default, "0.0.0.0" for all */
-    uint16_t    port;       /* 0 = any free port (imgd_http_port says which) */
-    size_t      body_max;   /* bytes; larger bodies get 413 */
-    uint32_t    conn_max;   /* simultaneous connections */
-    uint32_t    timeout_s;  /* idle connection timeout */
+    const char          *host;      /* bind address, "127.0.0.1" by default, "0.0.0.0" for all */
+    uint16_t             port;      /* 0 = any free port (imgd_http_port says which) */
+    size_t               body_max;  /* bytes; larger bodies get 413 */
+    uint32_t             conn_max;  /* simultaneous connections */
+    uint32_t             timeout_s; /* idle connection timeout */
     imgd_http_handler_fn handler;
     imgd_http_done_fn    done;
     void                *app;
@@ -77,6 +77,5 @@ uint16_t    imgd_http_port(const imgd_http *h);
 void imgd_http_quiesce(imgd_http *h);
 /* Stops the server (waits for connection threads) and frees it. */
 void imgd_http_free(imgd_http *h);
-
 
 #endif

@@ -100,7 +100,7 @@ static double rss_bytes(void) {
     FILE *f = fopen("/proc/self/statm", "r");
     if (!f) return 0;
     unsigned long size = 0, res = 0;
-    int           n    = fscanf(f, "%lu %lu", &size, &res);
+    int           n = fscanf(f, "%lu %lu", &size, &res);
     (void)fclose(f);
     if (n != 2) return 0;
     return (double)res * (double)sysconf(_SC_PAGESIZE);

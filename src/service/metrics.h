@@ -13,8 +13,8 @@
 #define IMGD_SVC_LAT_BUCKETS   14
 
 typedef struct imgd_svc_route_stat {
-    const char *route; /* static pattern */
-    uint64_t    by_class[6]; /* 1xx..5xx responses, index status / 100 */
+    const char *route;                         /* static pattern */
+    uint64_t    by_class[6];                   /* 1xx..5xx responses, index status / 100 */
     uint64_t    buckets[IMGD_SVC_LAT_BUCKETS]; /* cumulative at print time */
     uint64_t    count;
     double      sum_s;

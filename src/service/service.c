@@ -63,14 +63,14 @@ static imgd_status read_config(const char *path, cJSON **out) {
 }
 
 /* Reads an optional non-negative integer member of section into *dst when *dst is 0. */
-static imgd_status cfg_int(const cJSON *section, const char *sec_name, const char *key,
-                           int64_t lo, int64_t hi, int64_t *dst) {
+static imgd_status cfg_int(const cJSON *section, const char *sec_name, const char *key, int64_t lo,
+                           int64_t hi, int64_t *dst) {
     const cJSON *v = section ? cJSON_GetObjectItemCaseSensitive(section, key) : NULL;
     if (!v) return IMGD_OK;
     if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble ||
         v->valuedouble < (double)lo || v->valuedouble > (double)hi)
-        return imgd_fail(IMGD_E_FORMAT, "config %s.%s: expected an integer in %lld..%lld",
-                         sec_name, key, (long long)lo, (long long)hi);
+        return imgd_fail(IMGD_E_FORMAT, "config %s.%s: expected an integer in %lld..%lld", sec_name,
+                         key, (long long)lo, (long long)hi);
     if (*dst == 0) *dst = (int64_t)v->valuedouble;
     return IMGD_OK;
 }
@@ -88,7 +88,7 @@ static imgd_status apply_config(imgd_server *s) {
     }
     const cJSON *http  = s->config ? cJSON_GetObjectItemCaseSensitive(s->config, "http") : NULL;
     const cJSON *queue = s->config ? cJSON_GetObjectItemCaseSensitive(s->config, "queue") : NULL;
-    int64_t body = (int64_t)s->p.body_max, conn = s->p.conn_max, bmax = s->p.batch_max,
+    int64_t      body = (int64_t)s->p.body_max, conn = s->p.conn_max, bmax = s->p.batch_max,
             bwait = s->p.batch_wait_ms, qmax = s->p.queue_max;
     imgd_status st = cfg_int(http, "http", "body_max", 1024, (int64_t)1 << 32, &body);
     if (st == IMGD_OK) st = cfg_int(http, "http", "conn_max", 1, 65536, &conn);

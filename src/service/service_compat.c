@@ -107,9 +107,12 @@ typedef struct a1111_scheduler {
 } a1111_scheduler;
 
 static const a1111_scheduler k_a1111_schedulers[] = {
-    {"automatic", "Automatic", ""},        {"uniform", "Uniform", "normal"},
-    {"karras", "Karras", "karras"},        {"exponential", "Exponential", "exponential"},
-    {"sgm_uniform", "SGM Uniform", "sgm_uniform"}, {"simple", "Simple", "simple"},
+    {"automatic", "Automatic", ""},
+    {"uniform", "Uniform", "normal"},
+    {"karras", "Karras", "karras"},
+    {"exponential", "Exponential", "exponential"},
+    {"sgm_uniform", "SGM Uniform", "sgm_uniform"},
+    {"simple", "Simple", "simple"},
     {"normal", "Normal", "normal"},
 };
 
@@ -134,8 +137,8 @@ static bool a1111_sampler_map(const char *name, const char *sched, cJSON *native
         for (size_t i = 0; i < sizeof k_a1111_schedulers / sizeof k_a1111_schedulers[0]; i++) {
             if (strcasecmp(sched, k_a1111_schedulers[i].name) == 0 ||
                 strcasecmp(sched, k_a1111_schedulers[i].label) == 0)
-                schedule = k_a1111_schedulers[i].schedule[0] ? k_a1111_schedulers[i].schedule
-                                                              : NULL;
+                schedule =
+                    k_a1111_schedulers[i].schedule[0] ? k_a1111_schedulers[i].schedule : NULL;
         }
     }
     /* A1111's "Automatic": Karras for the DPM++ family, its uniform schedule otherwise. */
@@ -159,17 +162,20 @@ static cJSON *a1111_translate(imgd_server *s, const cJSON *a, bool img2img, imgd
     if (cJSON_IsNumber(get(a, "n_iter"))) it = (int32_t)get(a, "n_iter")->valuedouble;
     if (bs < 1) bs = 1;
     if (it < 1) it = 1;
-    ok = ok && cJSON_AddNumberToObject(n, "batch_size", (double)bs * it);
+    ok              = ok && cJSON_AddNumberToObject(n, "batch_size", (double)bs * it);
     const cJSON *ov = get(a, "override_settings");
     const cJSON *cs = ov ? get(ov, "CLIP_stop_at_last_layers") : NULL;
-    if (ok && cs && cJSON_IsNumber(cs)) ok = cJSON_AddNumberToObject(n, "clip_skip", cs->valuedouble);
+    if (ok && cs && cJSON_IsNumber(cs))
+        ok = cJSON_AddNumberToObject(n, "clip_skip", cs->valuedouble);
     const cJSON *ck = ov ? get(ov, "sd_model_checkpoint") : NULL;
     pthread_mutex_lock(&s->mu);
     char current[SVC_ID_MAX];
     (void)imgd_fmt(current, sizeof current, "%s", s->current);
     pthread_mutex_unlock(&s->mu);
-    if (ok && cJSON_IsString(ck)) ok = cJSON_AddStringToObject(n, "model", ck->valuestring);
-    else if (ok && current[0]) ok = cJSON_AddStringToObject(n, "model", current);
+    if (ok && cJSON_IsString(ck))
+        ok = cJSON_AddStringToObject(n, "model", ck->valuestring);
+    else if (ok && current[0])
+        ok = cJSON_AddStringToObject(n, "model", current);
     const cJSON *sn = get(a, "sampler_name");
     if (!cJSON_IsString(sn)) sn = get(a, "sampler_index");
     const cJSON *sc = get(a, "scheduler");
@@ -222,8 +228,8 @@ static void a1111_generate(imgd_server *s, const imgd_http_req *req, bool img2im
         cJSON_Delete(body);
         return;
     }
-    cJSON *out    = cJSON_CreateObject();
-    cJSON *images = out ? cJSON_AddArrayToObject(out, "images") : NULL;
+    cJSON       *out    = cJSON_CreateObject();
+    cJSON       *images = out ? cJSON_AddArrayToObject(out, "images") : NULL;
     const cJSON *im;
     cJSON_ArrayForEach(im, get(res, "images")) {
         const cJSON *b = get(im, "b64");
@@ -250,8 +256,8 @@ static void a1111_generate(imgd_server *s, const imgd_http_req *req, bool img2im
         const cJSON *sn = get(body, "sampler_name");
         (void)cJSON_AddStringToObject(info, "sampler_name",
                                       cJSON_IsString(sn) ? sn->valuestring : "Euler");
-        cJSON *its = cJSON_AddArrayToObject(info, "infotexts");
-        const cJSON *t = get(res, "infotext");
+        cJSON       *its = cJSON_AddArrayToObject(info, "infotexts");
+        const cJSON *t   = get(res, "infotext");
         for (int i = 0; its && i < k; i++)
             cJSON_AddItemToArray(its, cJSON_CreateString(cJSON_IsString(t) ? t->valuestring : ""));
         (void)cJSON_AddStringToObject(info, "job", id);
@@ -267,8 +273,8 @@ static void a1111_generate(imgd_server *s, const imgd_http_req *req, bool img2im
 }
 
 static void a1111_sd_models(imgd_server *s, imgd_http_resp *resp) {
-    cJSON *list = svc_models_list(s);
-    cJSON *out  = cJSON_CreateArray();
+    cJSON       *list = svc_models_list(s);
+    cJSON       *out  = cJSON_CreateArray();
     const cJSON *m;
     cJSON_ArrayForEach(m, list) {
         const cJSON *sv = get(m, "servable");
@@ -442,13 +448,18 @@ static void openai_error(imgd_http_resp *resp, int32_t status, const char *messa
     cJSON *e = o ? cJSON_AddObjectToObject(o, "error") : NULL;
     if (e) {
         (void)cJSON_AddStringToObject(e, "message", message);
-        (void)cJSON_AddStringToObject(e, "type", status == 429   ? "rate_limit_error"
-                                                 : status >= 500 ? "server_error"
-                                                                 : "invalid_request_error");
-        if (param) (void)cJSON_AddStringToObject(e, "param", param);
-        else (void)cJSON_AddNullToObject(e, "param");
-        if (code) (void)cJSON_AddStringToObject(e, "code", code);
-        else (void)cJSON_AddNullToObject(e, "code");
+        (void)cJSON_AddStringToObject(e, "type",
+                                      status == 429   ? "rate_limit_error"
+                                      : status >= 500 ? "server_error"
+                                                      : "invalid_request_error");
+        if (param)
+            (void)cJSON_AddStringToObject(e, "param", param);
+        else
+            (void)cJSON_AddNullToObject(e, "param");
+        if (code)
+            (void)cJSON_AddStringToObject(e, "code", code);
+        else
+            (void)cJSON_AddNullToObject(e, "code");
     }
     char retry[24];
     (void)imgd_fmt(retry, sizeof retry, "%s", resp->retry_after);
@@ -458,9 +469,9 @@ static void openai_error(imgd_http_resp *resp, int32_t status, const char *messa
 
 /* Rewrites a problem response into OpenAI's error shape. */
 static void openai_from_problem(imgd_http_resp *resp) {
-    cJSON       *p  = resp->body.data ? cJSON_Parse(resp->body.data) : NULL;
-    const cJSON *d  = p ? get(p, "detail") : NULL;
-    const cJSON *pt = p ? get(p, "pointer") : NULL;
+    cJSON       *p          = resp->body.data ? cJSON_Parse(resp->body.data) : NULL;
+    const cJSON *d          = p ? get(p, "detail") : NULL;
+    const cJSON *pt         = p ? get(p, "pointer") : NULL;
     char         param[256] = "";
     if (cJSON_IsString(pt) && pt->valuestring[0] == '/')
         (void)imgd_fmt(param, sizeof param, "%s", pt->valuestring + 1);
@@ -487,13 +498,13 @@ static void openai_generations(imgd_server *s, const imgd_http_req *req, imgd_ht
         openai_error(resp, 400, "prompt is required and must be a string", "prompt", NULL);
         return;
     }
-    cJSON *n  = cJSON_CreateObject();
-    bool   ok = n && cJSON_AddStringToObject(n, "prompt", prompt->valuestring);
+    cJSON       *n   = cJSON_CreateObject();
+    bool         ok  = n && cJSON_AddStringToObject(n, "prompt", prompt->valuestring);
     const cJSON *num = get(b, "n");
     if (ok && num) ok = copy_member(n, b, "n", "batch_size");
     const cJSON *size = get(b, "size");
     if (ok && cJSON_IsString(size)) {
-        int w = 0, h = 0;
+        int  w = 0, h = 0;
         char tail;
         if (sscanf(size->valuestring, "%dx%d%c", &w, &h, &tail) != 2 || w <= 0 || h <= 0) {
             cJSON_Delete(n);
@@ -518,8 +529,7 @@ static void openai_generations(imgd_server *s, const imgd_http_req *req, imgd_ht
     if (cJSON_IsString(rf) && !url && strcmp(rf->valuestring, "b64_json") != 0) {
         cJSON_Delete(n);
         cJSON_Delete(b);
-        openai_error(resp, 400, "response_format must be url or b64_json", "response_format",
-                     NULL);
+        openai_error(resp, 400, "response_format must be url or b64_json", "response_format", NULL);
         return;
     }
     cJSON_Delete(b);
@@ -563,8 +573,8 @@ static void openai_generations(imgd_server *s, const imgd_http_req *req, imgd_ht
             (void)cJSON_AddStringToObject(d, "url", u);
         } else {
             const cJSON *b64 = get(im, "b64");
-            (void)cJSON_AddStringToObject(d, "b64_json", cJSON_IsString(b64) ? b64->valuestring
-                                                                             : "");
+            (void)cJSON_AddStringToObject(d, "b64_json",
+                                          cJSON_IsString(b64) ? b64->valuestring : "");
         }
         (void)cJSON_AddStringToObject(d, "revised_prompt", ptext ? ptext : "");
         i++;
@@ -578,12 +588,12 @@ static void openai_generations(imgd_server *s, const imgd_http_req *req, imgd_ht
 
 static const char *runpod_status(imgd_job_state st) {
     switch (st) {
-        case IMGD_JOB_QUEUED: return "IN_QUEUE";
-        case IMGD_JOB_RUNNING: return "IN_PROGRESS";
-        case IMGD_JOB_SUCCEEDED: return "COMPLETED";
-        case IMGD_JOB_FAILED: return "FAILED";
-        case IMGD_JOB_CANCELLED: return "CANCELLED";
-        default: return "FAILED";
+    case IMGD_JOB_QUEUED: return "IN_QUEUE";
+    case IMGD_JOB_RUNNING: return "IN_PROGRESS";
+    case IMGD_JOB_SUCCEEDED: return "COMPLETED";
+    case IMGD_JOB_FAILED: return "FAILED";
+    case IMGD_JOB_CANCELLED: return "CANCELLED";
+    default: return "FAILED";
     }
 }
 
@@ -645,8 +655,8 @@ static void runpod_status_or_cancel(imgd_server *s, const imgd_http_req *req, co
     if (!svc_auth_request(s, req, resp, &who)) return;
     if (cancel) (void)imgd_jobstore_cancel(s->js, id, NULL);
     imgd_job_rec *rec = NULL;
-    imgd_status   st  = strlen(id) == IMGD_JOB_ID_LEN ? imgd_jobstore_get(s->js, id, &rec)
-                                                      : IMGD_E_NOT_FOUND;
+    imgd_status   st =
+        strlen(id) == IMGD_JOB_ID_LEN ? imgd_jobstore_get(s->js, id, &rec) : IMGD_E_NOT_FOUND;
     if (st != IMGD_OK) {
         imgd_http_problem(resp, 404, "job-not-found", "No such job", id, NULL, NULL);
         return;
@@ -707,13 +717,20 @@ typedef struct compat_path {
 } compat_path;
 
 static const compat_path k_compat_paths[] = {
-    {"/sdapi/v1/txt2img", "POST"},    {"/sdapi/v1/img2img", "POST"},
-    {"/sdapi/v1/sd-models", "GET"},   {"/sdapi/v1/samplers", "GET"},
-    {"/sdapi/v1/schedulers", "GET"},  {"/sdapi/v1/loras", "GET"},
-    {"/sdapi/v1/options", "GET, POST"}, {"/sdapi/v1/progress", "GET"},
-    {"/sdapi/v1/interrupt", "POST"},  {"/v1/images/generations", "POST"},
-    {"/run", "POST"},                 {"/runsync", "POST"},
-    {"/status/", "GET, POST"},        {"/cancel/", "POST"},
+    {"/sdapi/v1/txt2img", "POST"},
+    {"/sdapi/v1/img2img", "POST"},
+    {"/sdapi/v1/sd-models", "GET"},
+    {"/sdapi/v1/samplers", "GET"},
+    {"/sdapi/v1/schedulers", "GET"},
+    {"/sdapi/v1/loras", "GET"},
+    {"/sdapi/v1/options", "GET, POST"},
+    {"/sdapi/v1/progress", "GET"},
+    {"/sdapi/v1/interrupt", "POST"},
+    {"/v1/images/generations", "POST"},
+    {"/run", "POST"},
+    {"/runsync", "POST"},
+    {"/status/", "GET, POST"},
+    {"/cancel/", "POST"},
     {"/health", "GET"},
 };
 
@@ -732,11 +749,11 @@ static bool method_in(const char *allow, const char *method) {
 /* True (with a 405 written) when path is a compatibility path that does not answer method. */
 static bool compat_wrong_method(const imgd_http_req *req, imgd_http_resp *resp) {
     for (size_t i = 0; i < sizeof k_compat_paths / sizeof k_compat_paths[0]; i++) {
-        const compat_path *c = &k_compat_paths[i];
-        size_t             n = strlen(c->pattern);
-        bool hit = c->pattern[n - 1] == '/' ? strncmp(req->path, c->pattern, n) == 0 &&
-                                                  req->path[n] != '\0'
-                                            : strcmp(req->path, c->pattern) == 0;
+        const compat_path *c   = &k_compat_paths[i];
+        size_t             n   = strlen(c->pattern);
+        bool               hit = c->pattern[n - 1] == '/'
+                                     ? strncmp(req->path, c->pattern, n) == 0 && req->path[n] != '\0'
+                                     : strcmp(req->path, c->pattern) == 0;
         if (!hit) continue;
         if (method_in(c->allow, req->method)) return false;
         resp->route = "(method not allowed)";

@@ -15,53 +15,53 @@
 #include "service/jobstore.h"
 #include "service/metrics.h"
 
-#define SVC_MODELS_MAX  32
-#define SVC_BATCH_MAX   16
-#define SVC_ID_MAX      512
+#define SVC_MODELS_MAX 32
+#define SVC_BATCH_MAX  16
+#define SVC_ID_MAX     512
 
 /* A model under a model directory, as detected (loaded or not). */
 typedef struct svc_model {
-    char        id[SVC_ID_MAX];   /* path relative to its model dir */
-    char        path[PATH_MAX];   /* resolved absolute path */
-    char        family[32];       /* imgd_family_name */
+    char        id[SVC_ID_MAX]; /* path relative to its model dir */
+    char        path[PATH_MAX]; /* resolved absolute path */
+    char        family[32];     /* imgd_family_name */
     char        kind[32];
-    imgd_model *m;                /* NULL when not loaded */
+    imgd_model *m; /* NULL when not loaded */
     double      load_s;
     int64_t     loaded_ms, last_used_ms;
-    cJSON      *schema;           /* generation request schema (owned) */
+    cJSON      *schema; /* generation request schema (owned) */
 } svc_model;
 
 /* One running job's live progress. */
 typedef struct svc_live {
     char    id[40];
     int32_t step, steps;
-    double  t_start;   /* monotonic seconds */
+    double  t_start; /* monotonic seconds */
     bool    active;
 } svc_live;
 
 struct imgd_server {
-    imgd_serve_params p;         /* strings below are owned copies */
-    char            **dirs;      /* resolved model dirs */
+    imgd_serve_params p;    /* strings below are owned copies */
+    char            **dirs; /* resolved model dirs */
     size_t            n_dirs;
     char             *state_dir;
-    cJSON            *config;    /* parsed --config or NULL */
+    cJSON            *config; /* parsed --config or NULL */
     imgd_jobstore    *js;
     imgd_auth        *auth;
     imgd_http        *http;
     imgd_svc_metrics  metrics;
 
-    pthread_mutex_t mu;          /* guards everything below */
-    pthread_cond_t  cv_work;     /* scheduler: something to do */
-    pthread_cond_t  cv_event;    /* waiters: a job progressed or finished */
+    pthread_mutex_t mu;       /* guards everything below */
+    pthread_cond_t  cv_work;  /* scheduler: something to do */
+    pthread_cond_t  cv_event; /* waiters: a job progressed or finished */
     uint64_t        event_seq;
     svc_model       models[SVC_MODELS_MAX];
-    size_t          n_models;    /* detected models we have seen (loaded or not) */
+    size_t          n_models; /* detected models we have seen (loaded or not) */
     svc_live        live[SVC_BATCH_MAX];
     char            current[SVC_ID_MAX]; /* model of the last job (A1111 "checkpoint") */
     bool            stopping, hard_stop, interrupt_all;
     pthread_t       sched;
     bool            sched_started;
-    pthread_mutex_t engine_mu;   /* held while the engine runs (generate, load, unload) */
+    pthread_mutex_t engine_mu; /* held while the engine runs (generate, load, unload) */
     double          t_started;
 };
 
@@ -108,8 +108,8 @@ imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
                                   svc_gen_hold *hold);
 void        svc_gen_hold_free(svc_gen_hold *hold);
 /* Encodes a result as the stored native result JSON text. */
-imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp,
-                            const char *format, char **out);
+imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp, const char *format,
+                            char **out);
 
 /* ---- scheduler (service_sched.c) ------------------------------------------------------------ */
 
@@ -128,11 +128,10 @@ bool svc_route_compat(imgd_server *s, const imgd_http_req *req, imgd_http_resp *
 bool svc_auth_request(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp,
                       imgd_auth_result *who);
 /* Charges n images to the caller's daily quota; false with a 429/400 written when over. */
-bool svc_take_images(imgd_server *s, const imgd_auth_result *who, int32_t n,
-                     imgd_http_resp *resp);
-cJSON *svc_parse_body(const imgd_http_req *req, imgd_http_resp *resp);
-cJSON *svc_job_json(imgd_server *s, const imgd_job_rec *rec, bool with_result);
-void   svc_send_json(imgd_http_resp *resp, int32_t status, cJSON *doc); /* frees doc */
+bool svc_take_images(imgd_server *s, const imgd_auth_result *who, int32_t n, imgd_http_resp *resp);
+cJSON  *svc_parse_body(const imgd_http_req *req, imgd_http_resp *resp);
+cJSON  *svc_job_json(imgd_server *s, const imgd_job_rec *rec, bool with_result);
+void    svc_send_json(imgd_http_resp *resp, int32_t status, cJSON *doc); /* frees doc */
 int64_t svc_now_ms(void);
 
 #endif

@@ -90,7 +90,7 @@ bool svc_model_resolve(imgd_server *s, const char *id, char *path, size_t cap, i
 /* ---- detection ---------------------------------------------------------------------------- */
 
 static bool detect_path(const char *path, char family[32], char kind[32], char *err, size_t cap) {
-    imgd_weights   *w  = NULL;
+    imgd_weights    *w  = NULL;
     imgd_model_info *mi = NULL;
     imgd_open_params op = imgd_open_params_default();
     imgd_status      st = imgd_weights_open(path, &op, &w);
@@ -204,9 +204,9 @@ const char *svc_model_single_loaded(imgd_server *s) {
 /* ---- load / unload ------------------------------------------------------------------------ */
 
 imgd_load_params svc_model_load_params(imgd_server *s, const char *id) {
-    imgd_load_params lp = s->p.load;
-    const cJSON *all = s->config ? cJSON_GetObjectItemCaseSensitive(s->config, "models") : NULL;
-    const cJSON *mc  = all ? cJSON_GetObjectItemCaseSensitive(all, id) : NULL;
+    imgd_load_params lp  = s->p.load;
+    const cJSON     *all = s->config ? cJSON_GetObjectItemCaseSensitive(s->config, "models") : NULL;
+    const cJSON     *mc  = all ? cJSON_GetObjectItemCaseSensitive(all, id) : NULL;
     if (!cJSON_IsObject(mc)) return lp;
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(mc, "groups")) && cJSON_IsNumber(v))
@@ -280,8 +280,8 @@ imgd_status svc_model_unload(imgd_server *s, const char *id) {
     imgd_model *m = NULL;
     for (size_t i = 0; i < s->n_models; i++) {
         if (strcmp(s->models[i].id, id) == 0) {
-            m                = s->models[i].m;
-            s->models[i].m   = NULL;
+            m              = s->models[i].m;
+            s->models[i].m = NULL;
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -357,7 +357,7 @@ static void walk(walk_ctx *w, const char *root, const char *rel, int depth) {
         struct stat st;
         if (stat(full, &st) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
-            char mi[PATH_MAX * 2 + 32];
+            char        mi[PATH_MAX * 2 + 32];
             struct stat st2;
             if (imgd_fmt(mi, sizeof mi, "%s/model_index.json", full) && stat(mi, &st2) == 0) {
                 list_add(w, root, r2, full);

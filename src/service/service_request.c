@@ -156,7 +156,8 @@ static char *batch_key(const cJSON *req) {
     const cJSON *init = cJSON_GetObjectItemCaseSensitive(req, "init_image");
     const cJSON *str  = cJSON_GetObjectItemCaseSensitive(req, "strength");
     char         tail[64];
-    (void)imgd_fmt(tail, sizeof tail, "init=%.9g", init && str && cJSON_IsNumber(str) ? str->valuedouble : -1.0);
+    (void)imgd_fmt(tail, sizeof tail, "init=%.9g",
+                   init && str && cJSON_IsNumber(str) ? str->valuedouble : -1.0);
     if (n + strlen(tail) >= sizeof key) return NULL;
     memcpy(key + n, tail, strlen(tail) + 1);
     return imgd_strdup(key);
@@ -218,7 +219,7 @@ bool svc_job_submit(imgd_server *s, const imgd_http_req *hr, cJSON *req, const c
 bool svc_job_wait(imgd_server *s, const char *id, double timeout_s) {
     struct timespec end;
     clock_gettime(CLOCK_REALTIME, &end);
-    double t  = (double)end.tv_sec + (double)end.tv_nsec * 1e-9 + timeout_s;
+    double t    = (double)end.tv_sec + (double)end.tv_nsec * 1e-9 + timeout_s;
     end.tv_sec  = (time_t)t;
     end.tv_nsec = (long)((t - (double)end.tv_sec) * 1e9);
     for (;;) {
@@ -257,8 +258,8 @@ static imgd_status decode_image(const cJSON *o, const char *k, imgd_image_u8 *ou
     if (!cJSON_IsString(v)) return IMGD_OK;
     uint8_t    *bytes = NULL;
     size_t      n     = 0;
-    imgd_status st    = imgd_base64_decode_data_url(v->valuestring, strlen(v->valuestring), &bytes,
-                                                    &n);
+    imgd_status st =
+        imgd_base64_decode_data_url(v->valuestring, strlen(v->valuestring), &bytes, &n);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "%s", k);
     imgd_image img;
     st = imgd_image_decode(bytes, n, k, NULL, &img);
@@ -282,19 +283,19 @@ imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
     gp->prompt     = jstr(r, "prompt", "");
     gp->negative   = jstr(r, "negative_prompt", NULL);
     gp->seed       = (uint64_t)jnum(r, "seed", 0);
-    gp->rng        = strcmp(jstr(r, "rng", "cpu"), "philox") == 0 ? IMGD_RNG_MODE_PHILOX
-                                                                   : IMGD_RNG_MODE_CPU;
-    gp->sampler    = jstr(r, "sampler", gp->sampler);
-    gp->schedule   = jstr(r, "schedule", gp->schedule);
-    gp->steps      = (int32_t)jnum(r, "steps", gp->steps);
-    gp->cfg        = (float)jnum(r, "cfg_scale", gp->cfg);
-    gp->width      = (int32_t)jnum(r, "width", gp->width);
-    gp->height     = (int32_t)jnum(r, "height", gp->height);
-    gp->batch      = (int32_t)jnum(r, "batch_size", gp->batch);
-    gp->clip_skip  = (int32_t)jnum(r, "clip_skip", gp->clip_skip);
-    gp->strength   = (float)jnum(r, "strength", gp->strength);
-    gp->mask_blur  = (int32_t)jnum(r, "mask_blur", gp->mask_blur);
-    st             = decode_image(r, "init_image", &hold->init);
+    gp->rng =
+        strcmp(jstr(r, "rng", "cpu"), "philox") == 0 ? IMGD_RNG_MODE_PHILOX : IMGD_RNG_MODE_CPU;
+    gp->sampler   = jstr(r, "sampler", gp->sampler);
+    gp->schedule  = jstr(r, "schedule", gp->schedule);
+    gp->steps     = (int32_t)jnum(r, "steps", gp->steps);
+    gp->cfg       = (float)jnum(r, "cfg_scale", gp->cfg);
+    gp->width     = (int32_t)jnum(r, "width", gp->width);
+    gp->height    = (int32_t)jnum(r, "height", gp->height);
+    gp->batch     = (int32_t)jnum(r, "batch_size", gp->batch);
+    gp->clip_skip = (int32_t)jnum(r, "clip_skip", gp->clip_skip);
+    gp->strength  = (float)jnum(r, "strength", gp->strength);
+    gp->mask_blur = (int32_t)jnum(r, "mask_blur", gp->mask_blur);
+    st            = decode_image(r, "init_image", &hold->init);
     if (st == IMGD_OK) st = decode_image(r, "mask_image", &hold->mask);
     if (st != IMGD_OK) {
         svc_gen_hold_free(hold);
@@ -317,14 +318,14 @@ void svc_gen_hold_free(svc_gen_hold *hold) {
 static imgd_status add_image(imgd_buf *b, const imgd_image_u8 *im, const char *infotext,
                              imgd_image_format fmt, const char *fmt_name, uint64_t seed,
                              int32_t index) {
-    imgd_image img = {.w = im->w, .h = im->h, .c = im->c, .px = im->px};
-    imgd_image_save_params sp = imgd_image_save_params_default();
-    sp.format                 = fmt;
-    sp.parameters             = infotext;
-    uint8_t    *enc           = NULL;
-    size_t      n             = 0;
-    char       *b64           = NULL;
-    imgd_status st            = imgd_image_encode(&img, &sp, &enc, &n);
+    imgd_image             img = {.w = im->w, .h = im->h, .c = im->c, .px = im->px};
+    imgd_image_save_params sp  = imgd_image_save_params_default();
+    sp.format                  = fmt;
+    sp.parameters              = infotext;
+    uint8_t    *enc            = NULL;
+    size_t      n              = 0;
+    char       *b64            = NULL;
+    imgd_status st             = imgd_image_encode(&img, &sp, &enc, &n);
     if (st == IMGD_OK) st = imgd_base64_encode(enc, n, &b64, NULL);
     imgd_free(enc);
     if (st == IMGD_OK)
@@ -337,8 +338,8 @@ static imgd_status add_image(imgd_buf *b, const imgd_image_u8 *im, const char *i
     return st;
 }
 
-imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp,
-                            const char *format, char **out) {
+imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp, const char *format,
+                            char **out) {
     imgd_image_format fmt;
     char              path[32];
     (void)imgd_fmt(path, sizeof path, "x.%s", format ? format : "png");

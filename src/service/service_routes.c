@@ -72,8 +72,7 @@ bool svc_auth_request(imgd_server *s, const imgd_http_req *req, imgd_http_resp *
     return true;
 }
 
-bool svc_take_images(imgd_server *s, const imgd_auth_result *who, int32_t n,
-                     imgd_http_resp *resp) {
+bool svc_take_images(imgd_server *s, const imgd_auth_result *who, int32_t n, imgd_http_resp *resp) {
     if (!s->auth) return true;
     int64_t     retry_ms = 0;
     imgd_status st       = imgd_auth_take_images(s->auth, who->key, n, svc_now_ms(), &retry_ms);
@@ -99,8 +98,8 @@ cJSON *svc_job_json(imgd_server *s, const imgd_job_rec *rec, bool with_result) {
     (void)cJSON_AddStringToObject(o, "id", rec->id);
     (void)cJSON_AddStringToObject(o, "state", imgd_job_state_name(rec->state));
     if (rec->model) (void)cJSON_AddStringToObject(o, "model", rec->model);
-    int32_t step = rec->step, steps = rec->steps;
-    double  eta  = -1;
+    int32_t  step = rec->step, steps = rec->steps;
+    double   eta = -1;
     svc_live lv;
     if (rec->state == IMGD_JOB_RUNNING && svc_live_get(s, rec->id, &lv)) {
         step  = lv.step;
@@ -144,7 +143,7 @@ typedef struct route {
     const char *suffix; /* and ends with this; the part between is the argument */
     bool        has_arg;
     route_fn    fn;
-    const char *name;   /* for logs and metrics */
+    const char *name; /* for logs and metrics */
 } route;
 
 static void r_health(imgd_server *s, const imgd_http_req *req, const char *arg,
@@ -419,8 +418,8 @@ static void r_job_image(imgd_server *s, const imgd_http_req *req, const char *ar
                         imgd_http_resp *resp) {
     imgd_auth_result who;
     if (!svc_auth_request(s, req, resp, &who)) return;
-    char id[64];
-    int  idx = -1;
+    char        id[64];
+    int         idx   = -1;
     const char *slash = strchr(arg, '/');
     if (!slash || (size_t)(slash - arg) >= sizeof id || sscanf(slash + 1, "%d", &idx) != 1 ||
         idx < 0) {
@@ -432,11 +431,11 @@ static void r_job_image(imgd_server *s, const imgd_http_req *req, const char *ar
     id[slash - arg]   = '\0';
     imgd_job_rec *rec = job_lookup(s, id, resp);
     if (!rec) return;
-    cJSON       *res = rec->result_json ? cJSON_Parse(rec->result_json) : NULL;
-    const cJSON *ims = res ? cJSON_GetObjectItemCaseSensitive(res, "images") : NULL;
-    const cJSON *im  = ims ? cJSON_GetArrayItem(ims, idx) : NULL;
-    const cJSON *b64 = im ? cJSON_GetObjectItemCaseSensitive(im, "b64") : NULL;
-    const cJSON *fmt = im ? cJSON_GetObjectItemCaseSensitive(im, "format") : NULL;
+    cJSON       *res   = rec->result_json ? cJSON_Parse(rec->result_json) : NULL;
+    const cJSON *ims   = res ? cJSON_GetObjectItemCaseSensitive(res, "images") : NULL;
+    const cJSON *im    = ims ? cJSON_GetArrayItem(ims, idx) : NULL;
+    const cJSON *b64   = im ? cJSON_GetObjectItemCaseSensitive(im, "b64") : NULL;
+    const cJSON *fmt   = im ? cJSON_GetObjectItemCaseSensitive(im, "format") : NULL;
     uint8_t     *bytes = NULL;
     size_t       n     = 0;
     if (!cJSON_IsString(b64) ||
@@ -447,11 +446,11 @@ static void r_job_image(imgd_server *s, const imgd_http_req *req, const char *ar
         imgd_buf_free(&resp->body);
         imgd_buf_init(&resp->body, n + 1);
         if (imgd_buf_append(&resp->body, bytes, n) == IMGD_OK) {
-            resp->status = 200;
-            const char *f = cJSON_IsString(fmt) ? fmt->valuestring : "png";
+            resp->status       = 200;
+            const char *f      = cJSON_IsString(fmt) ? fmt->valuestring : "png";
             resp->content_type = strcmp(f, "jpeg") == 0 || strcmp(f, "jpg") == 0 ? "image/jpeg"
-                                 : strcmp(f, "webp") == 0                         ? "image/webp"
-                                                                                  : "image/png";
+                                 : strcmp(f, "webp") == 0                        ? "image/webp"
+                                                                                 : "image/png";
         } else {
             imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
         }
@@ -557,7 +556,7 @@ static bool route_match(const route *r, const char *path, char *arg, size_t cap)
     if (strncmp(path, r->prefix, pl) != 0) return false;
     if (!r->has_arg) return n == pl;
     if (n < pl + sl + 1 || strcmp(path + n - sl, r->suffix) != 0) return false;
-    char raw[SVC_ID_MAX * 3];
+    char   raw[SVC_ID_MAX * 3];
     size_t al = n - pl - sl;
     if (al >= sizeof raw) return false;
     memcpy(raw, path + pl, al);

@@ -76,8 +76,8 @@ static bool on_step(int32_t step, int32_t steps, double elapsed_s, void *user) {
 static char *error_json(int32_t status, const char *type, const char *title, const char *detail) {
     imgd_buf b;
     imgd_buf_init(&b, 1u << 16);
-    imgd_status st = imgd_buf_printf(&b, "{\"type\":\"https://imgd.dev/problems/%s\",\"title\":",
-                                      type);
+    imgd_status st =
+        imgd_buf_printf(&b, "{\"type\":\"https://imgd.dev/problems/%s\",\"title\":", type);
     if (st == IMGD_OK) st = imgd_buf_json_str(&b, title);
     if (st == IMGD_OK) st = imgd_buf_printf(&b, ",\"status\":%d,\"detail\":", (int)status);
     if (st == IMGD_OK) st = imgd_buf_json_str(&b, detail);
@@ -104,7 +104,7 @@ static imgd_model *model_for(imgd_server *s, const char *id) {
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->n_models; i++) {
         if (strcmp(s->models[i].id, id) == 0) {
-            m                          = s->models[i].m;
+            m                         = s->models[i].m;
             s->models[i].last_used_ms = svc_now_ms();
         }
     }
@@ -143,8 +143,8 @@ static void finish_item(imgd_server *s, batch_item *it, imgd_status st, const ch
         imgd_free(res);
         *images += (uint64_t)r->n;
         *steps += (uint64_t)r->steps_run;
-        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_done", "job %s: %d image(s) in %.3f s", id,
-                 (int)r->n, r->t_total_s);
+        IMGD_LOG(IMGD_LOG_INFO, "sched", "job_done", "job %s: %d image(s) in %.3f s", id, (int)r->n,
+                 r->t_total_s);
     } else if (st == IMGD_E_CANCELLED && it->ctx.timed_out) {
         fail_job(s, id, 504, "timeout", "The job ran past its timeout",
                  "timeout_s passed while it was running; raise timeout_s or lower steps");
@@ -206,7 +206,8 @@ static void run_group(imgd_server *s, imgd_model *m, batch_item *items, size_t n
         live_set(s, idx[j], NULL, 0, false);
     }
     *sample_s += t_sample;
-    if (k > 1) IMGD_LOG(IMGD_LOG_INFO, "sched", "batch", "%zu jobs, %d images in one loop", k, n_img);
+    if (k > 1)
+        IMGD_LOG(IMGD_LOG_INFO, "sched", "batch", "%zu jobs, %d images in one loop", k, n_img);
 }
 
 /* ---- the loop ----------------------------------------------------------------------------- */
@@ -236,7 +237,7 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
                      imgd_last_error());
             continue;
         }
-        it->ctx     = (step_ctx){s, i, it->rec->id, it->rec->deadline_ms, false};
+        it->ctx        = (step_ctx){s, i, it->rec->id, it->rec->deadline_ms, false};
         it->gp.on_step = on_step;
         it->gp.user    = &it->ctx;
         if (imgd_gen_batch_key(m, &it->gp, it->key, sizeof it->key) != IMGD_OK) {
@@ -287,8 +288,8 @@ static void *sched_main(void *arg) {
     int64_t      last_gc = 0;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        bool stop          = s->stopping;
-        s->interrupt_all   = false;
+        bool stop        = s->stopping;
+        s->interrupt_all = false;
         pthread_mutex_unlock(&s->mu);
         if (stop) break;
         int64_t now = svc_now_ms();
