@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/alloc.h"
 #include "bench.h"
 #include "imgd.h"
 
@@ -65,7 +66,8 @@ static int http_once(uint16_t port, const char *req, size_t len) {
             }
             got += (size_t)n;
         }
-        if (off == len && strncmp(head, "HTTP/1.1 ", 9) == 0) status = atoi(head + 9);
+        if (off == len && strncmp(head, "HTTP/1.1 ", 9) == 0)
+            status = (int)strtol(head + 9, NULL, 10);
     }
     (void)close(fd);
     return status;
@@ -126,13 +128,13 @@ static int run_level(const serve_opts *o, uint16_t port, int conc, double second
                              "{\"prompt\":\"a cat\",\"steps\":%d,\"width\":%d,\"height\":%d,\"seed\":1}",
                              (int)o->steps, (int)o->size, (int)o->size);
     size_t cap    = 512 + (size_t)bl;
-    req           = malloc(cap);
-    client    *cs = calloc((size_t)conc, sizeof *cs);
-    pthread_t *th = calloc((size_t)conc, sizeof *th);
+    req           = imgd_malloc(cap);
+    client    *cs = imgd_calloc((size_t)conc, sizeof *cs);
+    pthread_t *th = imgd_calloc((size_t)conc, sizeof *th);
     if (!req || !cs || !th) {
-        free(req);
-        free(cs);
-        free(th);
+        imgd_free(req);
+        imgd_free(cs);
+        imgd_free(th);
         return -1;
     }
     int    rl = snprintf(req, cap,
@@ -143,7 +145,7 @@ static int run_level(const serve_opts *o, uint16_t port, int conc, double second
     int    started = 0, rc = 0;
     for (int i = 0; i < conc; i++) {
         cs[i]     = (client){.port = port, .t_end = t_end, .req = req, .req_len = (size_t)rl};
-        cs[i].lat = malloc(LAT_MAX * sizeof(double));
+        cs[i].lat = imgd_malloc(LAT_MAX * sizeof(double));
         if (!cs[i].lat || pthread_create(&th[i], NULL, client_main, &cs[i]) != 0) {
             rc = -1;
             break;
@@ -154,7 +156,7 @@ static int run_level(const serve_opts *o, uint16_t port, int conc, double second
     double wall = bench_now() - t0; /* includes the requests in flight at t_end */
     size_t n    = 0;
     for (int i = 0; i < started; i++) n += cs[i].n_lat;
-    double *all = malloc((n ? n : 1) * sizeof *all);
+    double *all = imgd_malloc((n ? n : 1) * sizeof *all);
     memset(r, 0, sizeof *r);
     if (all) {
         size_t k = 0;
@@ -171,11 +173,11 @@ static int run_level(const serve_opts *o, uint16_t port, int conc, double second
     } else {
         rc = -1;
     }
-    free(all);
-    for (int i = 0; i < conc; i++) free(cs[i].lat);
-    free(cs);
-    free(th);
-    free(req);
+    imgd_free(all);
+    for (int i = 0; i < conc; i++) imgd_free(cs[i].lat);
+    imgd_free(cs);
+    imgd_free(th);
+    imgd_free(req);
     return rc;
 }
 
@@ -197,13 +199,13 @@ static int parse(int argc, char **argv, serve_opts *o) {
         if (strcmp(argv[i], "--dir") == 0)
             o->shared = v;
         else if (strcmp(argv[i], "--seconds") == 0)
-            o->seconds = atof(v);
+            o->seconds = strtod(v, NULL);
         else if (strcmp(argv[i], "--steps") == 0)
-            o->steps = (int32_t)atoi(v);
+            o->steps = (int32_t)strtol(v, NULL, 10);
         else if (strcmp(argv[i], "--size") == 0)
-            o->size = (int32_t)atoi(v);
+            o->size = (int32_t)strtol(v, NULL, 10);
         else if (strcmp(argv[i], "--threads") == 0)
-            o->threads = (uint32_t)atoi(v);
+            o->threads = (uint32_t)strtol(v, NULL, 10);
         else {
             fprintf(stderr, "imgd-bench serve: unknown option %s\n", argv[i]);
             return 2;
@@ -264,7 +266,7 @@ int bench_serve(int argc, char **argv) {
         fprintf(stderr, "imgd-bench serve: no model at %s (set IMGD_SHARED_DIR or --dir)\n", probe);
         return 1;
     }
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN);
     imgd_log_level_set(IMGD_LOG_WARN);
     static const int levels[] = {1, 16, 64};
     level_result     r[3], unb[1];

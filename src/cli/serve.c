@@ -138,11 +138,11 @@ int imgd_cli_serve(int argc, char **argv) {
     if (rc) return rc;
     /* SIGTERM/SIGINT end the wait below; SIGPIPE from a closed client must not kill us. */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    (void)sigemptyset(&set);
+    (void)sigaddset(&set, SIGTERM);
+    (void)sigaddset(&set, SIGINT);
+    (void)pthread_sigmask(SIG_BLOCK, &set, NULL);
+    (void)signal(SIGPIPE, SIG_IGN);
     imgd_server *srv = NULL;
     imgd_status  st  = imgd_server_start(&o.p, &srv);
     if (st != IMGD_OK) {
@@ -151,7 +151,7 @@ int imgd_cli_serve(int argc, char **argv) {
     }
     printf("imgd serve: listening on http://%s:%u\n", o.p.host ? o.p.host : "127.0.0.1",
            (unsigned)imgd_server_port(srv));
-    fflush(stdout);
+    (void)fflush(stdout);
     int sig = 0;
     (void)sigwait(&set, &sig);
     fprintf(stderr, "imgd serve: %s: stopping (grace %.0f s)\n",

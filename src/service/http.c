@@ -132,7 +132,7 @@ static void make_request_id(struct MHD_Connection *c, char out[40]) {
         unsigned long        v = __atomic_add_fetch(&ctr, 1, __ATOMIC_RELAXED);
         memcpy(r, &v, sizeof v < sizeof r ? sizeof v : sizeof r);
     }
-    for (int i = 0; i < 8; i++) (void)snprintf(out + 2 * i, 3, "%02x", r[i]);
+    for (size_t i = 0; i < 8; i++) (void)snprintf(out + 2 * i, 3, "%02x", r[i]);
 }
 
 static void peer_name(struct MHD_Connection *c, char *out, size_t cap) {

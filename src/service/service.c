@@ -1,7 +1,7 @@
 /* The worker's life: configuration, start (state, models, scheduler, HTTP) and a graceful
  * stop. */
 /* realpath() is XSI. */
-#define _XOPEN_SOURCE 700
+#define _XOPEN_SOURCE 700 // NOLINT(bugprone-reserved-identifier): the feature-test macro
 
 #include <errno.h>
 #include <stdio.h>

@@ -555,7 +555,8 @@ static void openai_generations(imgd_server *s, const imgd_http_req *req, imgd_ht
     cJSON *out  = cJSON_CreateObject();
     cJSON *data = NULL;
     if (out) {
-        (void)cJSON_AddNumberToObject(out, "created", (double)(svc_now_ms() / 1000));
+        int64_t created_s = svc_now_ms() / 1000; /* OpenAI gives whole Unix seconds */
+        (void)cJSON_AddNumberToObject(out, "created", (double)created_s);
         data = cJSON_AddArrayToObject(out, "data");
     }
     const cJSON *im;

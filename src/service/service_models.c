@@ -1,6 +1,6 @@
 /* The worker's models: ids under model directories, detection, load and unload. */
 /* realpath() is XSI. */
-#define _XOPEN_SOURCE 700
+#define _XOPEN_SOURCE 700 // NOLINT(bugprone-reserved-identifier): the feature-test macro
 
 #include <dirent.h>
 #include <errno.h>
@@ -343,7 +343,9 @@ static void list_add(walk_ctx *w, const char *root, const char *rel, const char 
     (void)cJSON_AddBoolToObject(o, "loaded", loaded);
 }
 
-static void walk(walk_ctx *w, const char *root, const char *rel, int depth) {
+/* Recursion is capped at WALK_DEPTH_MAX levels. */
+static void walk(walk_ctx *w, const char *root, const char *rel,
+                 int depth) { // NOLINT(misc-no-recursion)
     char dirpath[PATH_MAX * 2];
     if (!imgd_fmt(dirpath, sizeof dirpath, "%s%s%s", root, rel[0] ? "/" : "", rel)) return;
     DIR *d = opendir(dirpath);
