@@ -383,16 +383,6 @@ imgd_status imgd_auth_take_request(imgd_auth *a, const imgd_auth_key *key, int64
 
 /* ---- daily quota --------------------------------------------------------------------- */
 
-static void utc_day(int64_t ms, char out[32]) {
-    time_t    t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        (void)snprintf(out, 32, "0000-00-00");
-        return;
-    }
-    (void)snprintf(out, 32, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
-}
-
 imgd_status imgd_auth_take_images(imgd_auth *a, const imgd_auth_key *key, int32_t n_images,
                                   int64_t now_ms, int64_t *retry_after_ms) {
     if (!a || !key || !retry_after_ms) {
@@ -410,7 +400,7 @@ imgd_status imgd_auth_take_images(imgd_auth *a, const imgd_auth_key *key, int32_
                          (int)n_images, (long long)key->daily_images, who);
     }
     char day[32];
-    utc_day(now_ms, day);
+    imgd_jobstore_utc_day(now_ms, day);
     int64_t     total = 0;
     bool        added = false;
     imgd_status st    = imgd_jobstore_usage_add(a->js, key->name ? key->name : ANON_USAGE_ID, day,
@@ -432,7 +422,7 @@ imgd_status imgd_auth_refund_images(imgd_auth *a, const imgd_auth_key *key, int3
     if (!a || !key) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_auth_refund_images: NULL argument");
     if (key->daily_images <= 0 || n_images <= 0) return IMGD_OK;
     char day[32];
-    utc_day(taken_ms, day);
+    imgd_jobstore_utc_day(taken_ms, day);
     int64_t total = 0;
     bool    added = false;
     return imgd_jobstore_usage_add(a->js, key->name ? key->name : ANON_USAGE_ID, day, -n_images, -1,

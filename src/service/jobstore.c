@@ -972,8 +972,7 @@ imgd_status imgd_jobstore_expire(imgd_jobstore *js, int64_t now, size_t *n_expir
     return st;
 }
 
-/* "YYYY-MM-DD" of the UTC day containing ms. */
-static void utc_day(int64_t ms, char out[32]) {
+void imgd_jobstore_utc_day(int64_t ms, char out[32]) {
     time_t    t = (time_t)(ms / 1000);
     struct tm tm;
     if (!gmtime_r(&t, &tm)) {
@@ -986,7 +985,7 @@ static void utc_day(int64_t ms, char out[32]) {
 imgd_status imgd_jobstore_gc(imgd_jobstore *js, int64_t older_than_ms, size_t *n_deleted) {
     if (!js) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_jobstore_gc: NULL store");
     char day[32];
-    utc_day(older_than_ms - 86400000, day);
+    imgd_jobstore_utc_day(older_than_ms - 86400000, day);
     pthread_mutex_lock(&js->db_mu);
     sqlite3_stmt *s = stmt(js, ST_GC_JOBS);
     (void)sqlite3_bind_int64(s, 1, older_than_ms);

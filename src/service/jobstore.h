@@ -166,6 +166,10 @@ imgd_status imgd_jobstore_expire(imgd_jobstore *js, int64_t now_ms, size_t *n_ex
  * one day before that. *n_deleted (may be NULL) receives the number of jobs deleted. */
 imgd_status imgd_jobstore_gc(imgd_jobstore *js, int64_t older_than_ms, size_t *n_deleted);
 
+/* "YYYY-MM-DD" of the UTC day containing ms (Unix milliseconds): the day key of the usage
+ * table. */
+void imgd_jobstore_utc_day(int64_t ms, char out[32]);
+
 /* Daily usage counters (table usage(key_name, day, images)), for imgd_auth's quotas.
  * Adds n to key_name's count for day ("YYYY-MM-DD") unless the result would exceed
  * limit (limit < 0 = no limit); durable before returning. *total receives the count after

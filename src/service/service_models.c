@@ -344,8 +344,8 @@ static void list_add(walk_ctx *w, const char *root, const char *rel, const char 
 }
 
 /* Recursion is capped at WALK_DEPTH_MAX levels. */
-static void walk(walk_ctx *w, const char *root, const char *rel,
-                 int depth) { // NOLINT(misc-no-recursion)
+// NOLINTNEXTLINE(misc-no-recursion)
+static void walk(walk_ctx *w, const char *root, const char *rel, int depth) {
     char dirpath[PATH_MAX * 2];
     if (!imgd_fmt(dirpath, sizeof dirpath, "%s%s%s", root, rel[0] ? "/" : "", rel)) return;
     DIR *d = opendir(dirpath);

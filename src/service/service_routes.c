@@ -381,11 +381,16 @@ static imgd_job_rec *job_lookup(imgd_server *s, const char *id, imgd_http_resp *
     return rec;
 }
 
+/* The caller's key checked, then the job: NULL with the problem written. */
+static imgd_job_rec *auth_job_lookup(imgd_server *s, const imgd_http_req *req, const char *id,
+                                     imgd_http_resp *resp) {
+    imgd_auth_result who;
+    return svc_auth_request(s, req, resp, &who) ? job_lookup(s, id, resp) : NULL;
+}
+
 static void r_job_get(imgd_server *s, const imgd_http_req *req, const char *id,
                       imgd_http_resp *resp) {
-    imgd_auth_result who;
-    if (!svc_auth_request(s, req, resp, &who)) return;
-    imgd_job_rec *rec = job_lookup(s, id, resp);
+    imgd_job_rec *rec = auth_job_lookup(s, req, id, resp);
     if (!rec) return;
     svc_send_json(resp, 200, svc_job_json(s, rec, true));
     imgd_job_rec_free(rec);
@@ -393,9 +398,7 @@ static void r_job_get(imgd_server *s, const imgd_http_req *req, const char *id,
 
 static void r_job_delete(imgd_server *s, const imgd_http_req *req, const char *id,
                          imgd_http_resp *resp) {
-    imgd_auth_result who;
-    if (!svc_auth_request(s, req, resp, &who)) return;
-    imgd_job_rec *rec = job_lookup(s, id, resp);
+    imgd_job_rec *rec = auth_job_lookup(s, req, id, resp);
     if (!rec) return;
     imgd_job_rec_free(rec);
     imgd_job_state after;
@@ -510,9 +513,7 @@ static void sse_free(void *arg) {
 
 static void r_job_events(imgd_server *s, const imgd_http_req *req, const char *id,
                          imgd_http_resp *resp) {
-    imgd_auth_result who;
-    if (!svc_auth_request(s, req, resp, &who)) return;
-    imgd_job_rec *rec = job_lookup(s, id, resp);
+    imgd_job_rec *rec = auth_job_lookup(s, req, id, resp);
     if (!rec) return;
     imgd_job_rec_free(rec);
     sse_ctx *c = imgd_calloc(1, sizeof *c);
