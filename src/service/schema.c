@@ -1069,6 +1069,11 @@ static bool add_output(cJSON *props, const imgd_schema_caps *caps) {
                                            "Encoding of the returned images; the generation parameters are embedded in each.");
     static const char *const fmts[] = {"png", "jpeg", "webp"};
     if (!add_strings(p, "enum", fmts, 3) || !str(p, "default", "png")) return false;
+    p                              = prop(props, "response_format", "string",
+                                          "How images come back: b64 (base64 in the response) or url (a link to "
+                                                                       "GET /v1/jobs/{id}/images/{n}, kept as long as the job).");
+    static const char *const rfs[] = {"b64", "url"};
+    if (!add_strings(p, "enum", rfs, 2) || !str(p, "default", "b64")) return false;
     p = prop(props, "priority", "integer",
              "Queue priority, -10 (last) to 10 (first); equal priorities run in arrival order.");
     if (!add_range(p, -10, 10, 0)) return false;

@@ -282,11 +282,15 @@ static void r_model_unload(imgd_server *s, const imgd_http_req *req, const char 
 
 /* Shared by /v1/generate and /v1/jobs: validates, charges the quota, submits. */
 static bool submit_native(imgd_server *s, const imgd_http_req *req, const imgd_auth_result *who,
-                          imgd_http_resp *resp, char id[40]) {
+                          imgd_http_resp *resp, char id[40], bool *want_urls) {
     cJSON *doc = svc_parse_body(req, resp);
     if (!doc) return false;
     char model_id[SVC_ID_MAX];
     bool ok = svc_request_prepare(s, doc, model_id, sizeof model_id, resp);
+    if (ok && want_urls) {
+        const cJSON *rf = cJSON_GetObjectItemCaseSensitive(doc, "response_format");
+        *want_urls      = rf && cJSON_IsString(rf) && strcmp(rf->valuestring, "url") == 0;
+    }
     if (ok) {
         const cJSON *bs = cJSON_GetObjectItemCaseSensitive(doc, "batch_size");
         int32_t      n  = bs && cJSON_IsNumber(bs) ? (int32_t)bs->valuedouble : 1;
@@ -297,13 +301,26 @@ static bool submit_native(imgd_server *s, const imgd_http_req *req, const imgd_a
     return ok;
 }
 
+/* response_format "url": each image's b64 becomes a link to its bytes. */
+static void images_to_urls(cJSON *res, const char *base_url, const char *id) {
+    cJSON *im;
+    int    i = 0;
+    cJSON_ArrayForEach(im, cJSON_GetObjectItemCaseSensitive(res, "images")) {
+        char u[256];
+        (void)imgd_fmt(u, sizeof u, "%s/v1/jobs/%s/images/%d", base_url, id, i++);
+        cJSON_DeleteItemFromObjectCaseSensitive(im, "b64");
+        (void)cJSON_AddStringToObject(im, "url", u);
+    }
+}
+
 static void r_generate(imgd_server *s, const imgd_http_req *req, const char *arg,
                        imgd_http_resp *resp) {
     (void)arg;
     imgd_auth_result who;
     if (!svc_auth_request(s, req, resp, &who)) return;
     char id[40];
-    if (!submit_native(s, req, &who, resp, id)) return;
+    bool want_urls = false;
+    if (!submit_native(s, req, &who, resp, id, &want_urls)) return;
     if (!svc_job_wait(s, id, 3600.0)) {
         (void)imgd_fmt(resp->location, sizeof resp->location, "/v1/jobs/%s", id);
         imgd_http_problem(resp, 504, "still-running", "The job is still running",
@@ -319,6 +336,7 @@ static void r_generate(imgd_server *s, const imgd_http_req *req, const char *arg
     if (rec->state == IMGD_JOB_SUCCEEDED && rec->result_json) {
         cJSON *res = cJSON_Parse(rec->result_json);
         if (res) (void)cJSON_AddStringToObject(res, "id", id);
+        if (res && want_urls) images_to_urls(res, req->base_url, id);
         svc_send_json(resp, 200, res);
     } else {
         cJSON       *err = rec->error_json ? cJSON_Parse(rec->error_json) : NULL;
@@ -338,7 +356,7 @@ static void r_jobs_post(imgd_server *s, const imgd_http_req *req, const char *ar
     imgd_auth_result who;
     if (!svc_auth_request(s, req, resp, &who)) return;
     char id[40];
-    if (!submit_native(s, req, &who, resp, id)) return;
+    if (!submit_native(s, req, &who, resp, id, NULL)) return;
     imgd_job_rec *rec = NULL;
     if (imgd_jobstore_get(s->js, id, &rec) != IMGD_OK) {
         imgd_http_problem(resp, 500, "store", "The job vanished", imgd_last_error(), NULL, NULL);

@@ -156,6 +156,18 @@ def test_generate_sync():
     assert r2.json()["images"][0]["b64"] == PNG_B64
 
 
+def test_generate_response_format_url():
+    r = post("/v1/generate", small(seed=7, response_format="url"))
+    assert r.status_code == 200, r.text
+    im = r.json()["images"][0]
+    assert "b64" not in im and im["url"].endswith("/images/0"), im
+    b = S.get(im["url"])
+    assert b.status_code == 200 and b.headers["Content-Type"] == "image/png", b.status_code
+    assert b.content[:8] == b"\x89PNG\r\n\x1a\n"
+    problem(post("/v1/generate", small(response_format="link")), 400,
+            pointer="/response_format")
+
+
 def test_generate_batch_and_random_seed():
     r = post("/v1/generate", small(seed=-1, batch_size=2))
     assert r.status_code == 200, r.text
@@ -593,7 +605,8 @@ def test_logs_request_id():
 
 
 CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
-         test_model_load_unload, test_generate_batch_and_random_seed, test_img2img_native,
+         test_model_load_unload, test_generate_response_format_url,
+         test_generate_batch_and_random_seed, test_img2img_native,
          test_jobs_async, test_sse_progress, test_cancel_queued_and_running,
          test_malformed_json, test_wrong_types, test_unknown_fields, test_absurd_values,
          test_huge_body, test_content_type, test_model_traversal, test_bad_images,
