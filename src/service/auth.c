@@ -417,6 +417,15 @@ imgd_status imgd_auth_take_images(imgd_auth *a, const imgd_auth_key *key, int32_
     return IMGD_OK;
 }
 
+const imgd_auth_key *imgd_auth_key_find(const imgd_auth *a, const char *name) {
+    if (!a) return NULL;
+    if (!name) return &a->anon;
+    for (size_t i = 0; i < a->n_keys; i++) {
+        if (a->keys[i].name && strcmp(a->keys[i].name, name) == 0) return &a->keys[i];
+    }
+    return NULL;
+}
+
 imgd_status imgd_auth_refund_images(imgd_auth *a, const imgd_auth_key *key, int32_t n_images,
                                     int64_t taken_ms) {
     if (!a || !key) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_auth_refund_images: NULL argument");

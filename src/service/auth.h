@@ -70,6 +70,10 @@ imgd_status imgd_auth_take_request(imgd_auth *a, const imgd_auth_key *key, int64
 imgd_status imgd_auth_take_images(imgd_auth *a, const imgd_auth_key *key, int32_t n_images,
                                   int64_t now_ms, int64_t *retry_after_ms);
 
+/* The key configured under name (NULL = the anonymous caller), for work done later on a
+ * caller's behalf (refunds by the scheduler). NULL when unknown. */
+const imgd_auth_key *imgd_auth_key_find(const imgd_auth *a, const char *name);
+
 /* Gives back images counted by imgd_auth_take_images for the UTC day of taken_ms (a job
  * that failed or was cancelled before producing them). No-op without a quota. */
 imgd_status imgd_auth_refund_images(imgd_auth *a, const imgd_auth_key *key, int32_t n_images,

@@ -116,6 +116,8 @@ imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp,
 imgd_status svc_sched_start(imgd_server *s);
 void        svc_sched_stop(imgd_server *s);
 void        svc_wake(imgd_server *s);
+/* Gives a job's images back to its caller's daily quota (it produced none). */
+void svc_job_refund(imgd_server *s, const imgd_job_rec *rec);
 /* Live progress of a job (false when it is not running now). */
 bool svc_live_get(imgd_server *s, const char *id, svc_live *out);
 

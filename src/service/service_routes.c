@@ -418,9 +418,12 @@ static void r_job_delete(imgd_server *s, const imgd_http_req *req, const char *i
                          imgd_http_resp *resp) {
     imgd_job_rec *rec = auth_job_lookup(s, req, id, resp);
     if (!rec) return;
-    imgd_job_rec_free(rec);
     imgd_job_state after;
-    if (imgd_jobstore_cancel(s->js, id, &after) != IMGD_OK) {
+    imgd_status    cst = imgd_jobstore_cancel(s->js, id, &after);
+    if (cst == IMGD_OK && rec->state == IMGD_JOB_QUEUED && after == IMGD_JOB_CANCELLED)
+        svc_job_refund(s, rec); /* cancelled before it ran: nothing was made */
+    imgd_job_rec_free(rec);
+    if (cst != IMGD_OK) {
         imgd_http_problem(resp, 500, "store", "The job store failed", imgd_last_error(), NULL,
                           NULL);
         return;

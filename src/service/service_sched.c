@@ -89,14 +89,27 @@ static char *error_json(int32_t status, const char *type, const char *title, con
     return imgd_buf_take(&b);
 }
 
-static void fail_job(imgd_server *s, const char *id, int32_t status, const char *type,
+/* A job that produced nothing gives its images back to the caller's daily quota. */
+void svc_job_refund(imgd_server *s, const imgd_job_rec *rec) {
+    if (!s->auth) return;
+    const imgd_auth_key *key = imgd_auth_key_find(s->auth, rec->key_name);
+    cJSON               *req = key ? cJSON_Parse(rec->request_json) : NULL;
+    const cJSON         *bs  = req ? cJSON_GetObjectItemCaseSensitive(req, "batch_size") : NULL;
+    int32_t              n   = bs && cJSON_IsNumber(bs) ? (int32_t)bs->valuedouble : 1;
+    if (key && imgd_auth_refund_images(s->auth, key, n, rec->created_ms) != IMGD_OK)
+        IMGD_LOG(IMGD_LOG_WARN, "sched", "refund_failed", "job %s: %s", rec->id, imgd_last_error());
+    cJSON_Delete(req);
+}
+
+static void fail_job(imgd_server *s, const imgd_job_rec *rec, int32_t status, const char *type,
                      const char *title, const char *detail) {
     char *ej = error_json(status, type, title, detail);
-    if (imgd_jobstore_finish(s->js, id, IMGD_JOB_FAILED, NULL, ej) != IMGD_OK)
-        IMGD_LOG(IMGD_LOG_ERROR, "sched", "store_failed", "job %s: %s", id, imgd_last_error());
+    if (imgd_jobstore_finish(s->js, rec->id, IMGD_JOB_FAILED, NULL, ej) != IMGD_OK)
+        IMGD_LOG(IMGD_LOG_ERROR, "sched", "store_failed", "job %s: %s", rec->id, imgd_last_error());
     imgd_free(ej);
+    svc_job_refund(s, rec);
     imgd_svc_metrics_error(&s->metrics, type);
-    IMGD_LOG(IMGD_LOG_WARN, "sched", "job_failed", "job %s: %s", id, detail);
+    IMGD_LOG(IMGD_LOG_WARN, "sched", "job_failed", "job %s: %s", rec->id, detail);
 }
 
 static imgd_model *model_for(imgd_server *s, const char *id) {
@@ -139,14 +152,14 @@ static void finish_item(imgd_server *s, batch_item *it, imgd_status st, const ch
         imgd_status es = svc_result_json(r, &it->gp, fmt, &res);
         if (es == IMGD_OK) es = imgd_jobstore_finish(s->js, id, IMGD_JOB_SUCCEEDED, res, NULL);
         if (es != IMGD_OK)
-            fail_job(s, id, 500, "store", "The result could not be stored", imgd_last_error());
+            fail_job(s, it->rec, 500, "store", "The result could not be stored", imgd_last_error());
         imgd_free(res);
         *images += (uint64_t)r->n;
         *steps += (uint64_t)r->steps_run;
         IMGD_LOG(IMGD_LOG_INFO, "sched", "job_done", "job %s: %d image(s) in %.3f s", id, (int)r->n,
                  r->t_total_s);
     } else if (st == IMGD_E_CANCELLED && it->ctx.timed_out) {
-        fail_job(s, id, 504, "timeout", "The job ran past its timeout",
+        fail_job(s, it->rec, 504, "timeout", "The job ran past its timeout",
                  "timeout_s passed while it was running; raise timeout_s or lower steps");
     } else if (st == IMGD_E_CANCELLED && shutting) {
         (void)imgd_jobstore_release(s->js, id); /* runs again after the restart */
@@ -155,11 +168,12 @@ static void finish_item(imgd_server *s, batch_item *it, imgd_status st, const ch
         char *ej = error_json(499, "cancelled", "Cancelled", "the job was cancelled");
         (void)imgd_jobstore_finish(s->js, id, IMGD_JOB_CANCELLED, NULL, ej);
         imgd_free(ej);
+        svc_job_refund(s, it->rec);
         IMGD_LOG(IMGD_LOG_INFO, "sched", "job_cancelled", "job %s", id);
     } else {
         bool user = st == IMGD_E_INVALID_ARG || st == IMGD_E_FORMAT || st == IMGD_E_UNSUPPORTED;
-        fail_job(s, id, user ? 422 : 500, user ? "generation" : "internal", "Generation failed",
-                 err);
+        fail_job(s, it->rec, user ? 422 : 500, user ? "generation" : "internal",
+                 "Generation failed", err);
     }
     imgd_log_request_id_set(NULL);
 }
@@ -228,20 +242,19 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
         batch_item *it = &items[i];
         it->rec        = recs[i];
         if (!m) {
-            fail_job(s, it->rec->id, 422, "model-load", "The model could not be loaded",
+            fail_job(s, it->rec, 422, "model-load", "The model could not be loaded",
                      lst == IMGD_OK ? "the model was unloaded" : lerr);
             continue;
         }
         if (svc_request_to_params(it->rec->request_json, &it->gp, &it->hold) != IMGD_OK) {
-            fail_job(s, it->rec->id, 400, "bad-input", "The request cannot be used",
-                     imgd_last_error());
+            fail_job(s, it->rec, 400, "bad-input", "The request cannot be used", imgd_last_error());
             continue;
         }
         it->ctx        = (step_ctx){s, i, it->rec->id, it->rec->deadline_ms, false};
         it->gp.on_step = on_step;
         it->gp.user    = &it->ctx;
         if (imgd_gen_batch_key(m, &it->gp, it->key, sizeof it->key) != IMGD_OK) {
-            fail_job(s, it->rec->id, 422, "generation", "Generation failed", imgd_last_error());
+            fail_job(s, it->rec, 422, "generation", "Generation failed", imgd_last_error());
             continue;
         }
         it->ready = true;

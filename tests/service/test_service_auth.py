@@ -4,6 +4,7 @@ Retry-After for the token bucket and for the daily image quota, and the quota su
 restart on the same state directory."""
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import svc  # noqa: E402
@@ -14,10 +15,12 @@ import requests  # noqa: E402
 KEY_OK = "sk-test-0123456789abcdef"
 KEY_RATE = "sk-rate-0123456789abcdef"
 KEY_QUOTA = "sk-quota-0123456789abcdef"
+KEY_REFUND = "sk-refund-0123456789abcdef"
 CONFIG = {"auth": {"anonymous": False, "keys": [
     {"name": "ok", "key": KEY_OK},
     {"name": "rate", "key": KEY_RATE, "rate_per_min": 1, "burst": 2},
     {"name": "quota", "key": KEY_QUOTA, "daily_images": 2},
+    {"name": "refund", "key": KEY_REFUND, "daily_images": 2},
 ]}}
 ROOT = svc.tmp_root()
 SRV = svc.Server(ROOT, config=CONFIG)
@@ -91,6 +94,26 @@ def test_daily_quota():
     assert r.status_code == 400, r.text
 
 
+def test_quota_refund_on_cancel():
+    # a long job keeps the scheduler busy, so the next one stays queued
+    long = S.post(url("/v1/jobs"), json=dict(svc.SMALL, steps=60), headers=h(KEY_OK)).json()
+    for _ in range(200):
+        if S.get(url("/v1/jobs/" + long["id"]), headers=h(KEY_OK)).json()["state"] == "running":
+            break
+        time.sleep(0.02)
+    r = S.post(url("/v1/jobs"), json=dict(svc.SMALL, batch_size=2), headers=h(KEY_REFUND))
+    assert r.status_code == 202, r.text
+    d = S.delete(url("/v1/jobs/" + r.json()["id"]), headers=h(KEY_REFUND))
+    assert d.status_code == 200 and d.json()["state"] == "cancelled", d.text
+    S.delete(url("/v1/jobs/" + long["id"]), headers=h(KEY_OK))
+    # the cancelled job made nothing: its 2 images are back in the quota
+    r = S.post(url("/v1/generate"), json=dict(svc.SMALL, batch_size=2), headers=h(KEY_REFUND),
+               timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    r = S.post(url("/v1/generate"), json=svc.SMALL, headers=h(KEY_REFUND), timeout=60)
+    assert r.status_code == 429, r.text[:300]
+
+
 def test_quota_survives_restart():
     rc = SRV.stop()
     assert rc == 0, svc.sig_name(rc)
@@ -103,7 +126,7 @@ def test_quota_survives_restart():
 
 
 CASES = [test_open_routes, test_401, test_rate_limit, test_daily_quota,
-         test_quota_survives_restart]
+         test_quota_refund_on_cancel, test_quota_survives_restart]
 
 
 def main():
