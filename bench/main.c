@@ -38,6 +38,11 @@ static const bench_row k_benches[] = {
      "      step at 512x512 with CFG, VAE decode, peak RSS vs weights + 1.5 GiB, UNet GFLOP/s\n"
      "      vs the GEMM peak [--steps N (2)] [--size PX (512)] [--threads N] [--tokenizer DIR]\n"
      "      [--dir D] [--keep]"},
+    {"lora", bench_lora,
+     "a rank-32 kohya LoRA (every attention, feed-forward, projection and 3x3 conv of the UNet,\n"
+     "      every text-encoder linear; random weights) on a random SD 1.5: time to apply (merge)\n"
+     "      and remove it, and s per UNet step unmerged vs merged at a small size [--size PX\n"
+     "      (128)] [--steps N (2)] [--rank R (32)] [--threads N] [--tokenizer DIR] [--dir D]"},
     {"engine", bench_engine,
      "GFLOP/s of the tensor engine's CPU backend (4096^3 sgemm, SD 1.5's 320->320 3x3 conv at\n"
      "      64x64 batch 2, attention 4096 tokens x 8 heads x 40) vs the measured oneDNN/OpenBLAS\n"

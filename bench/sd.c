@@ -127,6 +127,21 @@ static int fill_random(const char *path) {
     return rc;
 }
 
+int bench_sd_model_write(const char *dir, const char *tag, char *root, size_t root_cap,
+                         char *target, size_t target_cap) {
+    const cg_case *cs = NULL;
+    for (size_t i = 0; i < cg_case_count(); i++)
+        if (strcmp(cg_case_at(i)->name, "ckpt_sd15_fp16_ldm") == 0) cs = cg_case_at(i);
+    if (!cs || !imgd_fmt(root, root_cap, "%s/imgd-bench-%s-%ld", dir, tag, (long)getpid()) ||
+        mkdir(root, 0755) != 0 || cs->build(root, target, target_cap) != 0)
+        return -1;
+    return 0;
+}
+
+int bench_sd_fill_random(const char *path) {
+    return fill_random(path);
+}
+
 /* Multiply-adds of the executed matmuls, convolutions and attentions of a graph, x2. */
 static double graph_flops(const imgd_graph *g) {
     double f = 0;
@@ -170,12 +185,8 @@ int bench_sd(int argc, char **argv) {
                           sh && *sh ? sh : "../shared"))
             o.tokenizer = tokdir;
     }
-    const cg_case *cs = NULL;
-    for (size_t i = 0; i < cg_case_count(); i++)
-        if (strcmp(cg_case_at(i)->name, "ckpt_sd15_fp16_ldm") == 0) cs = cg_case_at(i);
     char root[1024], target[1400];
-    if (!cs || !imgd_fmt(root, sizeof root, "%s/imgd-bench-sd-%ld", o.dir, (long)getpid()) ||
-        mkdir(root, 0755) != 0 || cs->build(root, target, sizeof target) != 0) {
+    if (bench_sd_model_write(o.dir, "sd", root, sizeof root, target, sizeof target) != 0) {
         fprintf(stderr, "imgd-bench sd: could not write the model under %s (give --dir)\n", o.dir);
         return 1;
     }

@@ -425,6 +425,16 @@ typedef struct imgd_load_params {
     const char *unet;               /* a separate UNet file/folder (e.g. an inpainting UNet
                                        with the base model's other parts); NULL */
     imgd_arch_override arch;
+    const char        *lora_dir;   /* where <lora:name:w> prompt tags and relative
+                                      imgd_lora_spec paths are looked up (name,
+                                      name.safetensors, .pt, .ckpt); NULL = none. Copied. */
+    const char *embedding_dir;     /* textual-inversion embeddings (.pt, .safetensors,
+                                      .bin) loaded at load time, each triggered by its file
+                                      name in prompts (A1111); unreadable files are skipped
+                                      with a warning; NULL = none */
+    const char *const *embeddings; /* more embedding files, each triggered by its file name
+                                      (without extension); a bad one fails the load */
+    size_t n_embeddings;
 } imgd_load_params;
 
 /* Defaults for imgd_load_params. Since: 0.2 */
@@ -463,6 +473,24 @@ typedef bool (*imgd_step_fn)(int32_t step, int32_t steps, double elapsed_s, void
  * recorded run). Return false to fail the run. */
 typedef bool (*imgd_noise_fn)(float *out, size_t n, void *user);
 
+/* How a LoRA is applied. Append-only. */
+typedef enum imgd_lora_mode {
+    IMGD_LORA_MODE_AUTO  = 0,    /* merged (the batch shares one LoRA set: full-speed steps) */
+    IMGD_LORA_MODE_MERGE = 1,    /* W += s * delta in owned copies of the touched weights only;
+                                    removing it restores the original weights bit for bit */
+    IMGD_LORA_MODE_UNMERGED = 2, /* extra low-rank products at run time; weights untouched */
+    IMGD_LORA_MODE_COUNT
+} imgd_lora_mode;
+
+/* One LoRA / LyCORIS (LoCon, LoHa, LoKr) adapter of a request. Scale of each module =
+ * weight x alpha / rank, as kohya, A1111 and LyCORIS compute it. */
+typedef struct imgd_lora_spec {
+    const char *path;      /* file, or a name looked up in imgd_load_params.lora_dir */
+    float       weight;    /* UNet multiplier (A1111 unet=); 0 = UNet untouched */
+    float       weight_te; /* text-encoder multiplier; NAN = weight */
+    int32_t     mode;      /* imgd_lora_mode */
+} imgd_lora_spec;
+
 typedef struct imgd_gen_params {
     const char   *prompt;   /* A1111 syntax: (word:1.3), (word), [word], \(, BREAK */
     const char   *negative; /* NULL or "" = the empty prompt's embedding */
@@ -487,6 +515,15 @@ typedef struct imgd_gen_params {
     void                *user;
     imgd_noise_fn        noise; /* NULL: the RNG of `rng` and `seed` */
     void                *noise_user;
+    /* Adapters, besides <lora:name:w> / <lora:name:w_te:w_unet> tags in the prompt (A1111;
+     * removed from the text before tokenizing, names looked up in imgd_load_params.lora_dir).
+     * Loaded files are cached by the model; the merged weights change only when a request's
+     * set differs from the previous one. A LoRA for another base family is refused
+     * (IMGD_E_UNSUPPORTED); keys that match no module are logged as a warning (count and
+     * examples). Items of one imgd_generate_many batch must name the same set. */
+    const imgd_lora_spec *loras; /* n_loras entries, borrowed for the call; NULL = none */
+    int32_t               n_loras;
+    int32_t               lora_mode; /* imgd_lora_mode of prompt tags */
 } imgd_gen_params;
 
 /* Defaults: 20 steps, cfg 7.5, 512x512 (the model's native size), euler, default
@@ -523,7 +560,8 @@ IMGD_API void        imgd_gen_result_free(imgd_gen_result *r);
  *   width, height, steps, sampler, schedule (NULL and the default name are the same),
  *   whether `init` is set (txt2img vs img2img/inpaint) and, with init, strength; and the
  *   prompt length in 75-token chunks, max(prompt, negative) (a prompt over 75 tokens has
- *   two chunks; the UNet's text context has one length per batch).
+ *   two chunks; the UNet's text context has one length per batch); the LoRA set (loras and
+ *   prompt tags, with weights and modes).
  * May differ per item:
  *   prompt, negative, seed, rng, noise (each item draws its own noise, also the
  *   per-step noise of ancestral and SDE samplers, from its own generator in the order a

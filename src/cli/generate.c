@@ -11,9 +11,14 @@
 #include "cli.h"
 #include "imgd.h"
 
+#define CLI_ADAPTERS_MAX 16 /* --lora / --embedding flags */
+
 typedef struct gen_opts {
     const char      *model, *out, *init, *mask, *tokenizer, *vae, *backend;
     bool             json;
+    imgd_lora_spec   loras[CLI_ADAPTERS_MAX];
+    char             lora_path[CLI_ADAPTERS_MAX][1024];
+    const char      *embeddings[CLI_ADAPTERS_MAX];
     imgd_gen_params  p;
     imgd_load_params lp;
 } gen_opts;
@@ -55,6 +60,49 @@ static bool parse_float(const char *flag, const char *v, double lo, double hi, f
     return true;
 }
 
+/* --lora FILE[:W]: W after the last ':' when it is a number (paths may contain ':'). */
+static bool parse_lora(gen_opts *o, const char *v) {
+    if (o->p.n_loras == CLI_ADAPTERS_MAX) {
+        fprintf(stderr, "imgd generate: more than %d --lora flags\n", CLI_ADAPTERS_MAX);
+        return false;
+    }
+    int32_t         i     = o->p.n_loras;
+    imgd_lora_spec *ls    = &o->loras[i];
+    const char     *colon = strrchr(v, ':');
+    char           *end   = NULL;
+    double          w     = colon ? strtod(colon + 1, &end) : 1.0;
+    size_t          n     = strlen(v);
+    if (colon && end && end != colon + 1 && *end == '\0' && isfinite(w))
+        n = (size_t)(colon - v);
+    else
+        w = 1.0;
+    if (n == 0 || n >= sizeof o->lora_path[i]) {
+        fprintf(stderr, "imgd generate: --lora '%s': expected FILE[:WEIGHT]\n", v);
+        return false;
+    }
+    memcpy(o->lora_path[i], v, n);
+    o->lora_path[i][n] = '\0';
+    ls->path           = o->lora_path[i];
+    ls->weight         = (float)w;
+    ls->weight_te      = NAN;
+    ls->mode           = o->p.lora_mode;
+    o->p.loras         = o->loras;
+    o->p.n_loras++;
+    return true;
+}
+
+static bool parse_lora_mode(const char *v, int32_t *mode) {
+    static const char *const names[IMGD_LORA_MODE_COUNT] = {"auto", "merge", "unmerged"};
+    for (int32_t i = 0; i < IMGD_LORA_MODE_COUNT; i++) {
+        if (strcmp(v, names[i]) == 0) {
+            *mode = i;
+            return true;
+        }
+    }
+    fprintf(stderr, "imgd generate: --lora-mode '%s': expected auto, merge or unmerged\n", v);
+    return false;
+}
+
 static const char k_usage[] =
     "imgd generate -m MODEL -p PROMPT [-n NEGATIVE] [--seed N] [--rng cpu|philox]\n"
     "      [--sampler euler|euler_ancestral|heun|dpmpp_2m|dpmpp_2m_sde|dpmpp_sde|ddim|ddpm|pndm|\n"
@@ -62,7 +110,8 @@ static const char k_usage[] =
     "      trailing|linspace] [--steps N] [--cfg F] [-W PX -H PX] [--batch N] [--clip-skip N]\n"
     "      [--clip-skip-mode a1111|diffusers]"
     "      [--init IMG --strength F] [--mask IMG] [--mask-blur PX] [--tokenizer DIR] [--vae PATH]\n"
-    "      [--unet PATH]\n"
+    "      [--unet PATH] [--lora FILE[:W]]... [--lora-dir DIR] [--lora-mode auto|merge|unmerged]\n"
+    "      [--embedding FILE]... [--embedding-dir DIR]\n"
     "      [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref] [--groups N]\n"
     "      [--heads N | --head-dim N] [--te-heads N] [--prediction eps|v] [-o OUT.png] [--json]";
 
@@ -137,6 +186,24 @@ static int parse(int argc, char **argv, gen_opts *o) {
             o->lp.tokenizer_dir = v;
         } else if (IS("--unet")) {
             o->lp.unet = v;
+        } else if (IS("--lora")) {
+            ok = parse_lora(o, v);
+        } else if (IS("--lora-dir")) {
+            o->lp.lora_dir = v;
+        } else if (IS("--lora-mode")) {
+            ok = parse_lora_mode(v, &o->p.lora_mode);
+            for (int32_t k = 0; ok && k < o->p.n_loras; k++) o->loras[k].mode = o->p.lora_mode;
+        } else if (IS("--embedding")) {
+            if (o->lp.n_embeddings == CLI_ADAPTERS_MAX) {
+                fprintf(stderr, "imgd generate: more than %d --embedding flags\n",
+                        CLI_ADAPTERS_MAX);
+                ok = false;
+            } else {
+                o->embeddings[o->lp.n_embeddings++] = v;
+                o->lp.embeddings                    = o->embeddings;
+            }
+        } else if (IS("--embedding-dir")) {
+            o->lp.embedding_dir = v;
         } else if (IS("--vae")) {
             o->lp.vae = v;
         } else if (IS("--backend")) {

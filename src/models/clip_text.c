@@ -68,6 +68,19 @@ static imgd_tensor *lw(imgd_wbind *b, imgd_graph *g, const char *prefix, int32_t
     return imgd_wbind_getf(b, g, d1 ? 2 : 1, shape, TM ".encoder.layers.%d.%s", prefix, i, what);
 }
 
+/* Linear `what` of encoder layer i ([out, in] weight + bias), plus what a run-time adapter
+ * (unmerged LoRA) adds to it. */
+static imgd_tensor *layer_linear(imgd_graph *g, imgd_wbind *b, const char *prefix, int32_t i,
+                                 const char *what, imgd_tensor *x, int64_t out, int64_t in) {
+    char wn[96], bn[96];
+    (void)imgd_fmt(wn, sizeof wn, "%s.weight", what);
+    (void)imgd_fmt(bn, sizeof bn, "%s.bias", what);
+    imgd_tensor *y =
+        imgd_op_linear(g, x, lw(b, g, prefix, i, wn, out, in), lw(b, g, prefix, i, bn, out, 0));
+    return imgd_wbind_adapt(b, g, IMGD_SITE_LINEAR, 0, 0, x, y, TM ".encoder.layers.%d.%s.weight",
+                            prefix, (int)i, what);
+}
+
 /* The [L, L] additive causal mask (0 on and below the diagonal, -inf above), owned by b. */
 static imgd_tensor *causal_mask(imgd_graph *g, imgd_wbind *b, int64_t len) {
     char key[64];
@@ -93,30 +106,24 @@ static imgd_tensor *encoder_layer(imgd_graph *g, imgd_wbind *b, const char *p,
     int64_t      hd = c->hidden, B = x ? x->shape[0] : 0, L = x ? x->shape[1] : 0;
     imgd_tensor *h = imgd_op_layer_norm(g, x, c->eps, lw(b, g, p, i, "layer_norm1.weight", hd, 0),
                                         lw(b, g, p, i, "layer_norm1.bias", hd, 0));
-    imgd_tensor *q = imgd_op_linear(g, h, lw(b, g, p, i, "self_attn.q_proj.weight", hd, hd),
-                                    lw(b, g, p, i, "self_attn.q_proj.bias", hd, 0));
-    imgd_tensor *k = imgd_op_linear(g, h, lw(b, g, p, i, "self_attn.k_proj.weight", hd, hd),
-                                    lw(b, g, p, i, "self_attn.k_proj.bias", hd, 0));
-    imgd_tensor *v = imgd_op_linear(g, h, lw(b, g, p, i, "self_attn.v_proj.weight", hd, hd),
-                                    lw(b, g, p, i, "self_attn.v_proj.bias", hd, 0));
+    imgd_tensor *q = layer_linear(g, b, p, i, "self_attn.q_proj", h, hd, hd);
+    imgd_tensor *k = layer_linear(g, b, p, i, "self_attn.k_proj", h, hd, hd);
+    imgd_tensor *v = layer_linear(g, b, p, i, "self_attn.v_proj", h, hd, hd);
     int64_t      heads[4] = {B, L, c->heads, hd / c->heads};
     q                     = imgd_op_reshape(g, q, 4, heads);
     k                     = imgd_op_reshape(g, k, 4, heads);
     v                     = imgd_op_reshape(g, v, 4, heads);
     h                     = imgd_op_attention(g, q, k, v, mask, 0.0f);
     h                     = imgd_op_reshape(g, h, 3, (int64_t[]){B, L, hd});
-    h = imgd_op_linear(g, h, lw(b, g, p, i, "self_attn.out_proj.weight", hd, hd),
-                       lw(b, g, p, i, "self_attn.out_proj.bias", hd, 0));
-    x = imgd_op_add(g, x, h);
+    h                     = layer_linear(g, b, p, i, "self_attn.out_proj", h, hd, hd);
+    x                     = imgd_op_add(g, x, h);
 
     int64_t im = c->intermediate;
     h          = imgd_op_layer_norm(g, x, c->eps, lw(b, g, p, i, "layer_norm2.weight", hd, 0),
                                     lw(b, g, p, i, "layer_norm2.bias", hd, 0));
-    h          = imgd_op_linear(g, h, lw(b, g, p, i, "mlp.fc1.weight", im, hd),
-                                lw(b, g, p, i, "mlp.fc1.bias", im, 0));
+    h          = layer_linear(g, b, p, i, "mlp.fc1", h, im, hd);
     h          = c->gelu_erf ? imgd_op_gelu(g, h) : imgd_op_quick_gelu(g, h);
-    h          = imgd_op_linear(g, h, lw(b, g, p, i, "mlp.fc2.weight", hd, im),
-                                lw(b, g, p, i, "mlp.fc2.bias", hd, 0));
+    h          = layer_linear(g, b, p, i, "mlp.fc2", h, hd, im);
     return imgd_op_add(g, x, h);
 }
 

@@ -298,13 +298,21 @@ static imgd_tensor *W_opt(unet_b *u, int32_t n, const int64_t *shape, const char
 
 /* ---- layers ------------------------------------------------------------------------------- */
 
+/* y plus what a run-time adapter (unmerged LoRA) adds for module pfx (wbind.h). */
+static imgd_tensor *adapt(unet_b *u, imgd_wbind_site site, int32_t stride, int32_t pad,
+                          imgd_tensor *x, imgd_tensor *y, const char *pfx) {
+    if (!u->b) return y;
+    return imgd_wbind_adapt(u->b, u->g, site, stride, pad, x, y, "%s.%s.weight", u->prefix, pfx);
+}
+
 static imgd_tensor *conv(unet_b *u, imgd_tensor *x, const char *pfx, int64_t cout, int64_t k,
                          int32_t stride) {
     if (!x) return NULL;
     int64_t      cin = x->shape[1];
     imgd_tensor *w   = W(u, SHAPE(cout, cin, k, k), "%s.weight", pfx);
     imgd_tensor *b   = W(u, SHAPE(cout), "%s.bias", pfx);
-    return imgd_op_conv2d(u->g, x, w, b, stride, (int32_t)(k / 2));
+    imgd_tensor *y   = imgd_op_conv2d(u->g, x, w, b, stride, (int32_t)(k / 2));
+    return adapt(u, IMGD_SITE_CONV, stride, (int32_t)(k / 2), x, y, pfx);
 }
 
 static imgd_tensor *norm(unet_b *u, imgd_tensor *x, const char *pfx, float eps, bool silu) {
@@ -320,7 +328,7 @@ static imgd_tensor *linear(unet_b *u, imgd_tensor *x, const char *pfx, int64_t o
     int64_t      in = x->shape[x->n_dims - 1];
     imgd_tensor *w  = W(u, SHAPE(out, in), "%s.weight", pfx);
     imgd_tensor *b = bias ? W(u, SHAPE(out), "%s.bias", pfx) : W_opt(u, SHAPE(out), "%s.bias", pfx);
-    return imgd_op_linear(u->g, x, w, b);
+    return adapt(u, IMGD_SITE_LINEAR, 0, 0, x, imgd_op_linear(u->g, x, w, b), pfx);
 }
 
 /* ResnetBlock2D (resnet_time_scale_shift "default", output_scale_factor 1). */
@@ -415,6 +423,7 @@ static imgd_tensor *tblock(unet_b *u, imgd_tensor *h, int64_t heads, const char 
         return NULL;
     }
     imgd_tensor *f = imgd_op_linear(g, n, w0, W(u, SHAPE(two_f), "%s.bias", s));
+    f              = adapt(u, IMGD_SITE_LINEAR, 0, 0, n, f, s);
     f              = imgd_op_geglu(g, f);
     f              = linear(u, f, s2, C, true);
     return imgd_op_add(g, h, f);
@@ -442,13 +451,16 @@ static imgd_tensor *transformer(unet_b *u, imgd_tensor *x, int32_t depth, int64_
     h              = imgd_op_reshape(g, h, 3, (int64_t[]){B, C, L});
     h              = imgd_op_transpose(g, h, 1, 2);
     (void)imgd_fmt(s, sizeof s, "%s.proj_in", p);
-    h = imgd_op_linear(g, h, proj_weight(u, C, C, s), W(u, SHAPE(C), "%s.bias", s));
+    imgd_tensor *hin = h;
+    h                = imgd_op_linear(g, h, proj_weight(u, C, C, s), W(u, SHAPE(C), "%s.bias", s));
+    h                = adapt(u, IMGD_SITE_LINEAR, 0, 0, hin, h, s);
     for (int32_t d = 0; d < depth; d++) {
         (void)imgd_fmt(s, sizeof s, "%s.transformer_blocks.%d", p, (int)d);
         h = tblock(u, h, heads, s);
     }
     (void)imgd_fmt(s, sizeof s, "%s.proj_out", p);
     imgd_tensor *y = imgd_op_matmul(g, proj_weight(u, C, C, s), h, false, true, NULL);
+    y              = adapt(u, IMGD_SITE_WT, 0, 0, h, y, s);
     imgd_tensor *b = W(u, SHAPE(C), "%s.bias", s);
     y              = imgd_op_add(g, y, imgd_op_reshape(g, b, 2, (int64_t[]){C, 1}));
     y              = imgd_op_reshape(g, y, 4, (int64_t[]){B, C, H, Wd});

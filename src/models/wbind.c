@@ -14,12 +14,23 @@
 
 #define NAME_CAP 512
 
+struct override {
+    char       *key; /* owned */
+    imgd_dtype  dtype;
+    const void *data;
+};
+
 struct imgd_wbind {
     const imgd_weights    *w;
     const imgd_model_info *mi;
     imgd_keymap           *km;
     imgd_arena             copies; /* transposed tensors */
     imgd_strmap            copied; /* canonical -> pointer (as size_t) into copies */
+    imgd_strmap            over;   /* canonical -> index into ov (merged adapters) */
+    struct override       *ov;
+    size_t                 n_ov, alloc_ov;
+    imgd_wbind_adapt_fn    adapt;
+    void                  *adapt_user;
 };
 
 imgd_status imgd_wbind_new(const imgd_weights *w, const imgd_model_info *mi, imgd_wbind **out) {
@@ -31,6 +42,7 @@ imgd_status imgd_wbind_new(const imgd_weights *w, const imgd_model_info *mi, img
     b->mi = mi;
     imgd_arena_init(&b->copies, 0);
     imgd_strmap_init(&b->copied);
+    imgd_strmap_init(&b->over);
     imgd_status st = imgd_keymap_build(w, mi, &b->km);
     if (st != IMGD_OK) {
         imgd_wbind_free(b);
@@ -42,6 +54,8 @@ imgd_status imgd_wbind_new(const imgd_weights *w, const imgd_model_info *mi, img
 
 void imgd_wbind_free(imgd_wbind *b) {
     if (!b) return;
+    imgd_wbind_override_clear(b);
+    imgd_free(b->ov);
     imgd_keymap_free(b->km);
     imgd_strmap_free(&b->copied);
     imgd_arena_free(&b->copies);
@@ -160,6 +174,9 @@ static imgd_tensor *bind(imgd_wbind *b, imgd_graph *g, const char *canonical, in
             return NULL;
         }
     }
+    size_t oi = 0;
+    if (b->n_ov && imgd_strmap_get(&b->over, canonical, &oi))
+        return imgd_graph_weight(g, canonical, b->ov[oi].dtype, cn, cs, b->ov[oi].data);
     const void *data = entry_data(b, canonical, e, cs, cn);
     if (!data) {
         (void)imgd_graph_fail(
@@ -327,4 +344,70 @@ imgd_tensor *imgd_wbind_const_f32(imgd_wbind *b, imgd_graph *g, const char *key,
         blob = nb;
     }
     return imgd_graph_weight(g, key, IMGD_DTYPE_F32, n_dims, shape, blob->v);
+}
+
+/* ---- adapters ------------------------------------------------------------------------------ */
+
+imgd_status imgd_wbind_override(imgd_wbind *b, const char *canonical, imgd_dtype dtype,
+                                const void *data) {
+    if (!b || !canonical || !data)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_wbind_override: NULL argument");
+    if (!imgd_keymap_find(b->km, canonical))
+        return imgd_fail(IMGD_E_FORMAT, "%s: no tensor '%s' to override", b->w->path, canonical);
+    size_t prev = 0;
+    if (imgd_strmap_get(&b->over, canonical, &prev))
+        return imgd_fail(IMGD_E_INVALID_ARG, "'%s' is already overridden", canonical);
+    if (b->n_ov == b->alloc_ov) {
+        size_t           na = b->alloc_ov ? 2 * b->alloc_ov : 64, bytes = 0;
+        struct override *nv = NULL;
+        if (imgd_size_mul(na, sizeof *nv, &bytes)) nv = imgd_realloc(b->ov, bytes);
+        if (!nv) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+        b->ov       = nv;
+        b->alloc_ov = na;
+    }
+    char *key = imgd_strdup(canonical);
+    if (!key) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    if (imgd_strmap_put(&b->over, key, b->n_ov, NULL) != IMGD_OK) {
+        imgd_free(key);
+        return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    }
+    b->ov[b->n_ov++] = (struct override){key, dtype, data};
+    return IMGD_OK;
+}
+
+void imgd_wbind_override_clear(imgd_wbind *b) {
+    if (!b) return;
+    imgd_strmap_free(&b->over);
+    imgd_strmap_init(&b->over);
+    for (size_t i = 0; i < b->n_ov; i++) imgd_free(b->ov[i].key);
+    b->n_ov = 0;
+}
+
+size_t imgd_wbind_override_count(const imgd_wbind *b) {
+    return b ? b->n_ov : 0;
+}
+
+const char *imgd_wbind_name_at(const imgd_wbind *b, size_t i) {
+    return b && i < b->km->n ? b->km->e[i].canonical : NULL;
+}
+
+void imgd_wbind_set_adapter(imgd_wbind *b, imgd_wbind_adapt_fn fn, void *user) {
+    if (!b) return;
+    b->adapt      = fn;
+    b->adapt_user = fn ? user : NULL;
+}
+
+imgd_tensor *imgd_wbind_adapt(imgd_wbind *b, imgd_graph *g, imgd_wbind_site site, int32_t stride,
+                              int32_t pad, imgd_tensor *x, imgd_tensor *y, const char *fmt, ...) {
+    if (!b || !b->adapt || !x || !y) return y;
+    char    name[NAME_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof name) {
+        (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "adapter: weight name too long");
+        return NULL;
+    }
+    return b->adapt(b->adapt_user, g, name, site, stride, pad, x, y);
 }

@@ -76,4 +76,48 @@ imgd_status imgd_wbind_gather_rows_f32(const imgd_wbind *b, const char *canonica
 imgd_tensor *imgd_wbind_const_f32(imgd_wbind *b, imgd_graph *g, const char *key, int32_t n_dims,
                                   const int64_t *shape, const float *data);
 
+/* ---- adapters: merged weight overrides and run-time hooks ------------------------------- */
+
+/* Replaces the data a canonical tensor binds to with dtype/data (same canonical shape; data
+ * borrowed: it must outlive every graph built while the override is set). Graphs built
+ * before keep the old data. The mapped file is never written, so clearing the override
+ * restores the original weights bit for bit. IMGD_E_FORMAT when the tensor is absent,
+ * IMGD_E_INVALID_ARG when it is already overridden, IMGD_E_NOMEM. */
+imgd_status imgd_wbind_override(imgd_wbind *b, const char *canonical, imgd_dtype dtype,
+                                const void *data);
+
+/* Drops every override (the next graphs bind the file's tensors again). */
+void imgd_wbind_override_clear(imgd_wbind *b);
+
+/* Number of overrides set. */
+size_t imgd_wbind_override_count(const imgd_wbind *b);
+
+/* Canonical name i (0 <= i < count), in the map's order; NULL past the end. */
+const char *imgd_wbind_name_at(const imgd_wbind *b, size_t i);
+
+/* How a module computes its output from its input x, for adapters that add to it. */
+typedef enum imgd_wbind_site {
+    IMGD_SITE_LINEAR = 0, /* y [..., out] = x [..., in] @ W^T (W may be stored [out, in, 1, 1]) */
+    IMGD_SITE_CONV   = 1, /* y = conv2d(x [N, in, H, W], W [out, in, k, k], stride, pad) */
+    IMGD_SITE_WT     = 2, /* y [B, out, L] = W @ x^T with x [B, L, in] (UNet proj_out) */
+    IMGD_SITE_COUNT
+} imgd_wbind_site;
+
+/* A run-time adapter (unmerged LoRA): called by network builders after each module with a
+ * weight; returns y plus whatever it adds, or y itself when it has nothing for `weight`
+ * (the canonical weight name, e.g. "unet.mid_block.attentions.0.proj_in.weight"). Errors
+ * are recorded on g (sticky) and NULL returned. */
+typedef imgd_tensor *(*imgd_wbind_adapt_fn)(void *user, imgd_graph *g, const char *weight,
+                                            imgd_wbind_site site, int32_t stride, int32_t pad,
+                                            imgd_tensor *x, imgd_tensor *y);
+
+/* Sets (fn non-NULL) or clears the binder's adapter; user is borrowed until cleared. */
+void imgd_wbind_set_adapter(imgd_wbind *b, imgd_wbind_adapt_fn fn, void *user);
+
+/* What builders call after a module: y when no adapter is set (or y is NULL), else the
+ * adapter's result for the weight named by fmt. */
+imgd_tensor *imgd_wbind_adapt(imgd_wbind *b, imgd_graph *g, imgd_wbind_site site, int32_t stride,
+                              int32_t pad, imgd_tensor *x, imgd_tensor *y, const char *fmt, ...)
+    IMGD_PRINTF(8, 9);
+
 #endif

@@ -249,6 +249,7 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
     if (st == IMGD_OK && m->unet_w) st = imgd_wbind_new(m->unet_w, m->unet_mi, &m->unet_wb);
     if (st == IMGD_OK) st = build_configs(m, &lp.arch);
     if (st == IMGD_OK) st = load_tokenizer(m, path, lp.tokenizer_dir);
+    if (st == IMGD_OK) st = imgd_sd_adapters_init(m, &lp);
     if (st == IMGD_OK) {
         imgd_backend_params bp = backend_params(&lp);
         st                     = imgd_backend_new(lp.backend ? lp.backend : "cpu", &bp, &m->be);
@@ -266,6 +267,7 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
 
 void imgd_model_free(imgd_model *m) {
     if (!m) return;
+    imgd_sd_adapters_free(m);
     imgd_sd_graphs_free(m);
     imgd_backend_free(m->be);
     imgd_clip_tok_free(m->tok);

@@ -6,6 +6,7 @@
 
 #include "detect/detect.h"
 #include "models/clip_text.h"
+#include "models/lora.h"
 #include "models/prompt.h"
 #include "models/tokenizer.h"
 #include "models/unet.h"
@@ -48,6 +49,12 @@ struct imgd_model {
     int32_t             empty_ids[IMGD_PROMPT_CHUNK_LEN];
     float               empty_wts[IMGD_PROMPT_CHUNK_LEN];
     imgd_sampler_params sched;
+
+    /* Adapters (adapters.c): LoRA cache and applied set; textual-inversion vectors, rows for
+     * token ids te.vocab .. te.vocab + n_ti - 1 ([n_ti, te.hidden] f32). */
+    struct imgd_sd_adapters *ad;
+    float                   *ti_rows;
+    int32_t                  n_ti;
 };
 
 /* The binder and prefix the VAE comes from (the --vae file, or the checkpoint's own). */
@@ -55,6 +62,23 @@ imgd_wbind *imgd_sd_vae_bind(imgd_model *m);
 
 /* The binder the UNet comes from (the --unet file, or the checkpoint's own). */
 imgd_wbind *imgd_sd_unet_bind(imgd_model *m);
+
+/* Adapters (adapters.c). init: lora_dir and embeddings of lp; free: restores the base
+ * weights and releases every loaded adapter. */
+imgd_status imgd_sd_adapters_init(imgd_model *m, const imgd_load_params *lp);
+void        imgd_sd_adapters_free(imgd_model *m);
+
+/* The prompt without its <lora:...> tags (imgd_malloc'd into *out). */
+imgd_status imgd_sd_prompt_strip(const char *prompt, char **out);
+
+/* A hash of p's LoRA set (loras and prompt tags resolved; 0 = none): requests batch only
+ * with equal ones. IMGD_E_INVALID_ARG names a bad field or a tag naming no file. */
+imgd_status imgd_sd_lora_sig(const imgd_model *m, const imgd_gen_params *p, uint64_t *sig);
+
+/* Makes p's LoRA set the applied one (nothing to do when it already is): restores the base
+ * weights, then merges / hooks the new set; the UNet and text-encoder graphs are rebuilt.
+ * On failure the base weights are in place. */
+imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p);
 
 /* Frees the kept graphs. */
 void imgd_sd_graphs_free(imgd_model *m);

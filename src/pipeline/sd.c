@@ -174,8 +174,8 @@ static imgd_status encode_prompts(imgd_model *m, const char *pos, const char *ne
         st = imgd_fail(IMGD_E_INVALID_ARG, "clip_skip %d: the text encoder has %d layers",
                        (int)clip_skip, (int)m->te.layers);
     if (st == IMGD_OK)
-        st = imgd_clip_text_embed(m->wb, "text_encoder", &m->te, ids, (int32_t)total, TOK_LEN, NULL,
-                                  0, emb);
+        st = imgd_clip_text_embed(m->wb, "text_encoder", &m->te, ids, (int32_t)total, TOK_LEN,
+                                  m->ti_rows, m->n_ti, emb);
     if (st == IMGD_OK) st = te_graph(m, (int32_t)total, layer);
     if (st == IMGD_OK) st = imgd_tensor_bind(m->g_te.in[0], emb);
     if (st == IMGD_OK) st = imgd_graph_compute(m->g_te.g);
@@ -694,12 +694,16 @@ typedef struct batch_sig {
     imgd_schedule_kind schedule;
     bool               init;
     float              strength; /* with init only, else 0 */
+    uint64_t           loras;    /* imgd_sd_lora_sig; 0 = none */
 } batch_sig;
 
 static imgd_status prompt_chunks(const imgd_model *m, const char *text, size_t *n) {
     imgd_prompt_chunks c;
+    char              *bare = NULL;
     memset(&c, 0, sizeof c);
-    imgd_status st = imgd_prompt_encode(m->tok, text ? text : "", imgd_clip_tok_eos(m->tok), &c);
+    imgd_status st = imgd_sd_prompt_strip(text, &bare);
+    if (st == IMGD_OK) st = imgd_prompt_encode(m->tok, bare, imgd_clip_tok_eos(m->tok), &c);
+    imgd_free(bare);
     if (st != IMGD_OK) return st;
     *n = c.n_chunks;
     imgd_prompt_chunks_free(&c);
@@ -728,6 +732,9 @@ static imgd_status sig_of(const imgd_model *m, const imgd_gen_params *p, batch_s
     *field = "negative";
     st     = prompt_chunks(m, p->negative, &nn);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "negative prompt");
+    *field = "loras";
+    st     = imgd_sd_lora_sig(m, p, &s->loras);
+    if (st != IMGD_OK) return st;
     *field    = NULL;
     s->chunks = (int32_t)(np > nn ? np : nn);
     return IMGD_OK;
@@ -770,6 +777,9 @@ static const char *sig_diff(const batch_sig *a, const batch_sig *b, char *why, s
     } else if (a->chunks != b->chunks) {
         f = "prompt";
         (void)imgd_fmt(why, cap, "%d vs %d chunks of 75 tokens", (int)a->chunks, (int)b->chunks);
+    } else if (a->loras != b->loras) {
+        f = "loras";
+        (void)imgd_fmt(why, cap, "different LoRA sets");
     }
     return f;
 }
@@ -797,9 +807,11 @@ imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, ch
         (void)imgd_fmt(init, sizeof init, "%.9g", (double)s.strength);
     else
         (void)imgd_fmt(init, sizeof init, "none");
-    if (!imgd_fmt(key, sizeof key, "%dx%d steps=%d sampler=%s schedule=%s init=%s chunks=%d",
+    char loras[32] = "";
+    if (s.loras) (void)imgd_fmt(loras, sizeof loras, " loras=%016llx", (unsigned long long)s.loras);
+    if (!imgd_fmt(key, sizeof key, "%dx%d steps=%d sampler=%s schedule=%s init=%s chunks=%d%s",
                   (int)s.width, (int)s.height, (int)s.steps, imgd_sampler_kind_name(s.sampler),
-                  imgd_schedule_kind_name(s.schedule), init, (int)s.chunks))
+                  imgd_schedule_kind_name(s.schedule), init, (int)s.chunks, loras))
         return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
                          (int)IMGD_GEN_BATCH_KEY_MAX);
     if (strlen(key) >= cap)
@@ -859,10 +871,13 @@ static void batch_encode(run_ctx *r) {
         if (it->st != IMGD_OK) continue;
         imgd_rng_init(&it->rng, p->rng == IMGD_RNG_MODE_PHILOX ? IMGD_RNG_PHILOX : IMGD_RNG_CPU,
                       p->seed);
-        double      t0 = now_s();
-        imgd_status st =
-            encode_prompts(r->m, p->prompt, p->negative, p->clip_skip, !p->clip_skip_positive_only,
-                           &it->cond, &it->uncond, &it->len);
+        double      t0   = now_s();
+        char       *bare = NULL;
+        imgd_status st   = imgd_sd_prompt_strip(p->prompt, &bare);
+        if (st == IMGD_OK)
+            st = encode_prompts(r->m, bare, p->negative, p->clip_skip, !p->clip_skip_positive_only,
+                                &it->cond, &it->uncond, &it->len);
+        imgd_free(bare);
         it->t_enc = now_s() - t0;
         if (st != IMGD_OK) item_fail(r, i, st);
     }
@@ -1095,6 +1110,12 @@ imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *item
     size_t        nx  = 0;
     imgd_status   st  = batch_check(&r, &smp);
     if (st != IMGD_OK) fail_running(&r, st);
+    for (size_t i = 0; smp && i < n; i++) { /* the batch's LoRA set (batch_check: all equal) */
+        if (r.it[i].st != IMGD_OK) continue;
+        st = imgd_sd_lora_apply(m, r.it[i].p);
+        if (st != IMGD_OK) fail_running(&r, st);
+        break;
+    }
     if (smp) batch_encode(&r);
     const imgd_gen_params *lp = NULL;
     for (size_t i = 0; i < n && !lp; i++)

@@ -1,0 +1,420 @@
+/* Adapters of an SD 1.x / 2.x model: the LoRA set of a request (imgd_gen_params.loras and
+ * A1111 <lora:name:w> prompt tags) applied merged or unmerged through models/lora.h, with a
+ * per-model cache of loaded files; textual-inversion embeddings loaded with the model and
+ * triggered by their file names. */
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/alloc.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "base/text.h"
+#include "formats/dtype.h"
+#include "formats/weights.h"
+#include "pipeline/pipeline.h"
+
+#define LORA_CACHE_MAX 32   /* files kept loaded per model */
+#define LORA_SET_MAX   64   /* adapters in one request */
+#define EMBEDDINGS_MAX 1024 /* embeddings a model loads */
+#define PATH_CAP       4096
+
+typedef struct cached {
+    char      *path;
+    imgd_lora *l;
+} cached;
+
+typedef struct imgd_sd_adapters {
+    char            *lora_dir;
+    cached           cache[LORA_CACHE_MAX];
+    size_t           n_cache;
+    char            *applied; /* signature of the applied set; NULL = none */
+    imgd_lora_stack *stack;
+} imgd_sd_adapters;
+
+/* One resolved adapter of a request. */
+typedef struct spec {
+    char  path[PATH_CAP];
+    float w_unet, w_te;
+    bool  merged;
+} spec;
+
+/* ---- prompt tags ------------------------------------------------------------------------------
+ */
+
+/* Next "<lora:" tag at or after s: [*b, *e) spans it ('<' .. '>' inclusive). */
+static bool next_tag(const char *s, const char **b, const char **e) {
+    const char *p = strstr(s, "<lora:");
+    const char *q = p ? strchr(p, '>') : NULL;
+    if (!q) return false;
+    *b = p;
+    *e = q + 1;
+    return true;
+}
+
+imgd_status imgd_sd_prompt_strip(const char *prompt, char **out) {
+    const char *s = prompt ? prompt : "", *b, *e;
+    char       *o = imgd_malloc(strlen(s) + 1);
+    if (!o) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    size_t k = 0;
+    while (next_tag(s, &b, &e)) {
+        memcpy(o + k, s, (size_t)(b - s));
+        k += (size_t)(b - s);
+        s = e;
+    }
+    memcpy(o + k, s, strlen(s) + 1);
+    *out = o;
+    return IMGD_OK;
+}
+
+static bool is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* path (as given, then with extensions; relative names also in dir). */
+static imgd_status resolve_path(const char *dir, const char *name, char *out, const char *what) {
+    static const char *const ext[] = {"", ".safetensors", ".pt", ".ckpt", ".bin"};
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(ext); i++)
+        if (imgd_fmt(out, PATH_CAP, "%s%s", name, ext[i]) && is_file(out)) return IMGD_OK;
+    for (size_t i = 0; dir && name[0] != '/' && i < IMGD_ARRAY_LEN(ext); i++)
+        if (imgd_fmt(out, PATH_CAP, "%s/%s%s", dir, name, ext[i]) && is_file(out)) return IMGD_OK;
+    return imgd_fail(IMGD_E_INVALID_ARG,
+                     "%s '%s': no such file%s%s (also tried .safetensors, .pt, .ckpt); give a "
+                     "path or set the LoRA directory (--lora-dir)",
+                     what, name, dir ? " here or in " : "", dir ? dir : "");
+}
+
+static bool parse_weight(const char *s, size_t n, float *out) {
+    char  buf[64];
+    char *end = NULL;
+    if (n == 0 || n >= sizeof buf) return false;
+    memcpy(buf, s, n);
+    buf[n]   = '\0';
+    double v = strtod(buf, &end);
+    if (end == buf || *end || !isfinite(v)) return false;
+    *out = (float)v;
+    return true;
+}
+
+/* A1111 extra-network tag <lora:name[:te[:unet]]> (te= / unet= named forms too). */
+static imgd_status parse_tag(const char *dir, const char *b, const char *e, bool merged, spec *sp) {
+    const char *p = b + 6, *end = e - 1, *field[4];
+    size_t      len[4], n       = 0;
+    while (n < 4) {
+        const char *c = memchr(p, ':', (size_t)(end - p));
+        field[n]      = p;
+        len[n++]      = (size_t)((c ? c : end) - p);
+        if (!c) break;
+        p = c + 1;
+    }
+    char  name[PATH_CAP];
+    float te = 1.0f, unet = NAN;
+    if (len[0] == 0 || len[0] >= sizeof name)
+        return imgd_fail(IMGD_E_INVALID_ARG, "prompt tag %.*s: no LoRA name", (int)(e - b), b);
+    memcpy(name, field[0], len[0]);
+    name[len[0]] = '\0';
+    for (size_t i = 1; i < n; i++) {
+        const char *f = field[i];
+        size_t      l = len[i];
+        bool        ok;
+        if (l > 3 && strncmp(f, "te=", 3) == 0)
+            ok = parse_weight(f + 3, l - 3, &te);
+        else if (l > 5 && strncmp(f, "unet=", 5) == 0)
+            ok = parse_weight(f + 5, l - 5, &unet);
+        else
+            ok = parse_weight(f, l, i == 1 ? &te : &unet);
+        if (!ok)
+            return imgd_fail(IMGD_E_INVALID_ARG, "prompt tag %.*s: '%.*s' is not a weight",
+                             (int)(e - b), b, (int)l, f);
+    }
+    sp->w_te   = te;
+    sp->w_unet = isnan(unet) ? te : unet;
+    sp->merged = merged;
+    return resolve_path(dir, name, sp->path, "prompt tag <lora:...>");
+}
+
+/* The request's adapters: the structured list, then the prompt's tags. */
+static imgd_status resolve_set(const imgd_model *m, const imgd_gen_params *p, spec *out,
+                               size_t *n) {
+    const char *dir = m->ad ? m->ad->lora_dir : NULL;
+    *n              = 0;
+    if (p->n_loras < 0 || (p->n_loras > 0 && !p->loras) || p->n_loras > LORA_SET_MAX)
+        return imgd_fail(IMGD_E_INVALID_ARG, "n_loras %d: expected 0..%d with loras set",
+                         (int)p->n_loras, LORA_SET_MAX);
+    if (p->lora_mode < 0 || p->lora_mode >= IMGD_LORA_MODE_COUNT)
+        return imgd_fail(IMGD_E_INVALID_ARG, "lora_mode %d: expected 0..2", (int)p->lora_mode);
+    for (int32_t i = 0; i < p->n_loras; i++) {
+        const imgd_lora_spec *ls = &p->loras[i];
+        if (!ls->path || ls->mode < 0 || ls->mode >= IMGD_LORA_MODE_COUNT)
+            return imgd_fail(IMGD_E_INVALID_ARG, "loras[%d]: path is required, mode 0..2", (int)i);
+        spec *sp       = &out[(*n)++];
+        sp->w_unet     = ls->weight;
+        sp->w_te       = isnan(ls->weight_te) ? ls->weight : ls->weight_te;
+        sp->merged     = ls->mode != IMGD_LORA_MODE_UNMERGED;
+        imgd_status st = resolve_path(dir, ls->path, sp->path, "loras[].path");
+        if (st != IMGD_OK) return st;
+    }
+    const char *s = p->prompt ? p->prompt : "", *b, *e;
+    while (next_tag(s, &b, &e)) {
+        if (*n == LORA_SET_MAX)
+            return imgd_fail(IMGD_E_TOO_LARGE, "more than %d LoRAs in one request", LORA_SET_MAX);
+        imgd_status st = parse_tag(dir, b, e, p->lora_mode != IMGD_LORA_MODE_UNMERGED, &out[*n]);
+        if (st != IMGD_OK) return st;
+        (*n)++;
+        s = e;
+    }
+    return IMGD_OK;
+}
+
+/* "path|w_unet|w_te|m;..." (imgd_malloc'd; NULL set = ""). */
+static imgd_status set_signature(const spec *sp, size_t n, char **out) {
+    size_t cap = 1, k = 0;
+    for (size_t i = 0; i < n; i++) cap += strlen(sp[i].path) + 64;
+    char *s = imgd_malloc(cap);
+    if (!s) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    s[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        (void)imgd_fmt(s + k, cap - k, "%s|%.9g|%.9g|%c;", sp[i].path, (double)sp[i].w_unet,
+                       (double)sp[i].w_te, sp[i].merged ? 'm' : 'u');
+        k += strlen(s + k);
+    }
+    *out = s;
+    return IMGD_OK;
+}
+
+imgd_status imgd_sd_lora_sig(const imgd_model *m, const imgd_gen_params *p, uint64_t *sig) {
+    spec  *sp = imgd_calloc(LORA_SET_MAX, sizeof *sp);
+    size_t n  = 0;
+    char  *s  = NULL;
+    if (!sp) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_status st = resolve_set(m, p, sp, &n);
+    if (st == IMGD_OK) st = set_signature(sp, n, &s);
+    if (st == IMGD_OK) *sig = n ? imgd_str_hash(s) | 1u : 0;
+    imgd_free(s);
+    imgd_free(sp);
+    return st;
+}
+
+/* ---- applying a set ---------------------------------------------------------------------------
+ */
+
+static void drop_graph(imgd_sd_graph *k) {
+    imgd_graph_free(k->g);
+    memset(k, 0, sizeof *k);
+}
+
+/* Back to the base weights: overrides and hooks cleared, graphs that saw them dropped. */
+static void unapply(imgd_model *m) {
+    imgd_sd_adapters *ad = m->ad;
+    if (!ad->stack && !ad->applied) return;
+    imgd_lora_stack_detach(m->wb);
+    imgd_lora_stack_detach(imgd_sd_unet_bind(m));
+    drop_graph(&m->g_te);
+    drop_graph(&m->g_unet);
+    imgd_lora_stack_free(ad->stack);
+    ad->stack = NULL;
+    imgd_free(ad->applied);
+    ad->applied = NULL;
+}
+
+static void cache_clear(imgd_sd_adapters *ad) {
+    for (size_t i = 0; i < ad->n_cache; i++) {
+        imgd_lora_free(ad->cache[i].l);
+        imgd_free(ad->cache[i].path);
+    }
+    ad->n_cache = 0;
+}
+
+/* The loaded file for path (cached). */
+static imgd_status lora_get(imgd_model *m, const char *path, const imgd_lora **out) {
+    imgd_sd_adapters *ad = m->ad;
+    for (size_t i = 0; i < ad->n_cache; i++) {
+        if (strcmp(ad->cache[i].path, path) == 0) {
+            *out = ad->cache[i].l;
+            return IMGD_OK;
+        }
+    }
+    if (ad->n_cache == LORA_CACHE_MAX) cache_clear(ad); /* callers unapplied first */
+    imgd_wbind *binds[2] = {m->wb, imgd_sd_unet_bind(m)};
+    imgd_lora  *l        = NULL;
+    imgd_status st = imgd_lora_load(path, binds, binds[1] == binds[0] ? 1 : 2, m->mi->family, &l);
+    if (st != IMGD_OK) return st;
+    char *p = imgd_strdup(path);
+    if (!p) {
+        imgd_lora_free(l);
+        return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    }
+    if (l->n_unmatched)
+        IMGD_LOG(IMGD_LOG_WARN, "pipeline", "lora_unmatched",
+                 "%s: %zu of its keys match no module of %s and are not applied (e.g. %s%s%s)",
+                 path, l->n_unmatched, m->path, l->unmatched[0], l->n_unmatched > 1 ? ", " : "",
+                 l->n_unmatched > 1 ? l->unmatched[1] : "");
+    IMGD_LOG(IMGD_LOG_INFO, "pipeline", "lora_loaded", "%s: %s, %zu modules", path,
+             l->mi->subtype ? l->mi->subtype : "lora", l->n_mods);
+    ad->cache[ad->n_cache++] = (cached){p, l};
+    *out                     = l;
+    return IMGD_OK;
+}
+
+imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p) {
+    spec  *sp = imgd_calloc(LORA_SET_MAX, sizeof *sp);
+    size_t n  = 0;
+    char  *s  = NULL;
+    if (!sp) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_status st = resolve_set(m, p, sp, &n);
+    if (st == IMGD_OK) st = set_signature(sp, n, &s);
+    if (st == IMGD_OK && (m->ad->applied ? strcmp(m->ad->applied, s) == 0 : n == 0)) {
+        imgd_free(s);
+        imgd_free(sp);
+        return IMGD_OK;
+    }
+    if (st == IMGD_OK) unapply(m);
+    if (st == IMGD_OK && m->ad->n_cache + n > LORA_CACHE_MAX) cache_clear(m->ad);
+    if (st == IMGD_OK && n > 0) st = imgd_lora_stack_new(&m->ad->stack);
+    for (size_t i = 0; st == IMGD_OK && i < n; i++) {
+        const imgd_lora *l = NULL;
+        st                 = lora_get(m, sp[i].path, &l);
+        if (st == IMGD_OK)
+            st = imgd_lora_stack_add(m->ad->stack, l, sp[i].w_unet, sp[i].w_te, sp[i].merged);
+    }
+    if (st == IMGD_OK && n > 0) st = imgd_lora_stack_attach(m->ad->stack, m->wb, "text_encoder.");
+    if (st == IMGD_OK && n > 0)
+        st = imgd_lora_stack_attach(m->ad->stack, imgd_sd_unet_bind(m), "unet.");
+    if (st == IMGD_OK && n > 0) {
+        m->ad->applied = s;
+        s              = NULL;
+        IMGD_LOG(IMGD_LOG_INFO, "pipeline", "lora_applied", "%zu LoRA(s), %.1f MB merged copies", n,
+                 (double)imgd_lora_stack_merged_bytes(m->ad->stack) / 1e6);
+    } else if (st != IMGD_OK && m->ad->stack) {
+        m->ad->applied = s; /* so that unapply runs */
+        s              = NULL;
+        unapply(m);
+    }
+    imgd_free(s);
+    imgd_free(sp);
+    return st;
+}
+
+/* ---- textual inversion ------------------------------------------------------------------------
+ */
+
+/* File name without folder and extension. */
+static void stem_of(const char *path, char *out, size_t cap) {
+    const char *b   = strrchr(path, '/');
+    b               = b ? b + 1 : path;
+    const char *dot = strrchr(b, '.');
+    size_t      n   = dot && dot > b ? (size_t)(dot - b) : strlen(b);
+    (void)imgd_fmt(out, cap, "%.*s", (int)n, b);
+}
+
+static imgd_status ti_load(imgd_model *m, const char *path) {
+    imgd_weights *w  = NULL;
+    imgd_status   st = imgd_weights_open(path, NULL, &w);
+    if (st != IMGD_OK) return st;
+    const imgd_wtensor *t = NULL;
+    size_t              v = 0;
+    if (imgd_strmap_get(&w->index, "string_to_param.*", &v) ||
+        imgd_strmap_get(&w->index, "emb_params", &v) || (w->n == 1 && (v = 0, true)))
+        t = &w->t[v];
+    int64_t vec = t && t->n_dims == 2 ? t->shape[0] : 1;
+    int64_t wid = t && t->n_dims >= 1 ? t->shape[t->n_dims - 1] : 0;
+    char    name[256];
+    stem_of(path, name, sizeof name);
+    if (!t || t->n_dims < 1 || t->n_dims > 2)
+        st = imgd_fail(IMGD_E_FORMAT,
+                       "%s: not a textual-inversion embedding (expected string_to_param.*, "
+                       "emb_params or one [vectors, width] tensor)",
+                       path);
+    else if (wid != m->te.hidden)
+        st = imgd_fail(IMGD_E_UNSUPPORTED,
+                       "%s: embedding vectors are %lld wide but the text encoder is %d wide: "
+                       "it was made for another model family",
+                       path, (long long)wid, (int)m->te.hidden);
+    else if (m->n_ti + vec > EMBEDDINGS_MAX)
+        st =
+            imgd_fail(IMGD_E_TOO_LARGE, "%s: more than %d embedding vectors", path, EMBEDDINGS_MAX);
+    size_t bytes = 0;
+    float *rows  = NULL;
+    if (st == IMGD_OK) {
+        rows = imgd_size_mul((size_t)(m->n_ti + vec) * (size_t)wid, sizeof *rows, &bytes)
+                   ? imgd_realloc(m->ti_rows, bytes)
+                   : NULL;
+        if (!rows)
+            st = imgd_fail(IMGD_E_NOMEM, "out of memory");
+        else
+            m->ti_rows = rows;
+    }
+    if (st == IMGD_OK)
+        st = imgd_dtype_to_f32(t->dtype, t->data, (uint64_t)(vec * wid),
+                               rows + (size_t)m->n_ti * (size_t)wid);
+    int32_t first = 0;
+    if (st == IMGD_OK) st = imgd_clip_tok_add_embedding(m->tok, name, (size_t)vec, &first);
+    if (st == IMGD_OK && first != m->te.vocab + m->n_ti)
+        st = imgd_fail(IMGD_E_INTERNAL, "%s: token id %d, expected %d", path, (int)first,
+                       (int)(m->te.vocab + m->n_ti));
+    if (st == IMGD_OK) {
+        m->n_ti += (int32_t)vec;
+        IMGD_LOG(IMGD_LOG_INFO, "pipeline", "embedding_loaded", "%s: '%s', %lld vectors (ids %d..)",
+                 path, name, (long long)vec, (int)first);
+    }
+    imgd_weights_free(w);
+    return st != IMGD_OK ? imgd_fail_prefix(st, "embedding") : st;
+}
+
+static imgd_status ti_dir(imgd_model *m, const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return imgd_fail(IMGD_E_IO, "embedding dir %s: cannot open", dir);
+    struct dirent *de;
+    char           p[PATH_CAP];
+    while ((de = readdir(d)) != NULL) {
+        size_t stem = strlen(de->d_name);
+        bool   ok   = false;
+        for (const char *const *x = (const char *const[]){".pt", ".safetensors", ".bin", NULL}; *x;
+             x++)
+            ok = ok || (stem > strlen(*x) && strcmp(de->d_name + stem - strlen(*x), *x) == 0);
+        if (!ok || !imgd_fmt(p, sizeof p, "%s/%s", dir, de->d_name) || !is_file(p)) continue;
+        imgd_status st = ti_load(m, p);
+        if (st == IMGD_E_NOMEM) {
+            closedir(d);
+            return st;
+        }
+        if (st != IMGD_OK)
+            IMGD_LOG(IMGD_LOG_WARN, "pipeline", "embedding_skipped", "%s", imgd_last_error());
+    }
+    closedir(d);
+    return IMGD_OK;
+}
+
+/* ---- lifetime ---------------------------------------------------------------------------------
+ */
+
+imgd_status imgd_sd_adapters_init(imgd_model *m, const imgd_load_params *lp) {
+    m->ad = imgd_calloc(1, sizeof *m->ad);
+    if (!m->ad) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    if (lp->lora_dir && !(m->ad->lora_dir = imgd_strdup(lp->lora_dir)))
+        return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    if (lp->n_embeddings && !lp->embeddings)
+        return imgd_fail(IMGD_E_INVALID_ARG, "n_embeddings %zu without embeddings",
+                         lp->n_embeddings);
+    for (size_t i = 0; i < lp->n_embeddings; i++) {
+        imgd_status st = lp->embeddings[i]
+                             ? ti_load(m, lp->embeddings[i])
+                             : imgd_fail(IMGD_E_INVALID_ARG, "embeddings[%zu] is NULL", i);
+        if (st != IMGD_OK) return st;
+    }
+    return lp->embedding_dir ? ti_dir(m, lp->embedding_dir) : IMGD_OK;
+}
+
+void imgd_sd_adapters_free(imgd_model *m) {
+    if (!m->ad) return;
+    unapply(m);
+    cache_clear(m->ad);
+    imgd_free(m->ad->lora_dir);
+    imgd_free(m->ad);
+    m->ad = NULL;
+    imgd_free(m->ti_rows);
+    m->ti_rows = NULL;
+}
