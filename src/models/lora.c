@@ -2,8 +2,11 @@
  * application. */
 #include "models/lora.h"
 
+#include <cblas.h> /* pulls in <complex.h>: no identifier I below */
 #include <math.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -384,9 +387,16 @@ static float *f32_of(const imgd_wtensor *t) {
     return f;
 }
 
-/* out[r, c] (+)= s * a[r, :k] @ b[:k, c]. */
+/* out[r, c] += s * a[r, :k] @ b[:k, c]: one OpenBLAS sgemm (the merge's cost: a plain loop
+ * ran at under 1 GFLOP/s), plain loops only for dims past int. */
 static void gemm_acc(const float *a, const float *b, float *out, int64_t rows, int64_t k,
                      int64_t cols, float s) {
+    if (rows < 1 || k < 1 || cols < 1) return;
+    if (rows < INT32_MAX && k < INT32_MAX && cols < INT32_MAX) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)k, s, a,
+                    (int)k, b, (int)cols, 1.0f, out, (int)cols);
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         float *o = out + r * cols;
         for (int64_t j = 0; j < k; j++) {
@@ -546,18 +556,20 @@ struct imgd_lora_stack {
     entry      *e;
     size_t      n, alloc;
     imgd_strmap run;  /* target -> first run-time entry + 1 */
-    float     **bufs; /* merged copies */
+    void      **bufs; /* merged copies */
     size_t      n_bufs, alloc_bufs, merged_bytes;
     imgd_arena  arena; /* run-time tensors */
+    imgd_pool  *pool;  /* borrowed; NULL = merge inline */
 };
 
-imgd_status imgd_lora_stack_new(imgd_lora_stack **out) {
+imgd_status imgd_lora_stack_new(imgd_pool *pool, imgd_lora_stack **out) {
     if (!out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_lora_stack_new: NULL argument");
     imgd_lora_stack *s = imgd_calloc(1, sizeof *s);
     if (!s) return imgd_fail(IMGD_E_NOMEM, "out of memory");
     imgd_strmap_init(&s->run);
     imgd_arena_init(&s->arena, 0);
-    *out = s;
+    s->pool = pool;
+    *out    = s;
     return IMGD_OK;
 }
 
@@ -599,10 +611,10 @@ imgd_status imgd_lora_stack_add(imgd_lora_stack *s, const imgd_lora *l, float w_
     return IMGD_OK;
 }
 
-static imgd_status keep_buf(imgd_lora_stack *s, float *buf) {
+static imgd_status keep_buf(imgd_lora_stack *s, void *buf) {
     if (s->n_bufs == s->alloc_bufs) {
-        size_t  na = s->alloc_bufs ? 2 * s->alloc_bufs : 64, bytes = 0;
-        float **nb = imgd_size_mul(na, sizeof *nb, &bytes) ? imgd_realloc(s->bufs, bytes) : NULL;
+        size_t na = s->alloc_bufs ? 2 * s->alloc_bufs : 64, bytes = 0;
+        void **nb = imgd_size_mul(na, sizeof *nb, &bytes) ? imgd_realloc(s->bufs, bytes) : NULL;
         if (!nb) return imgd_fail(IMGD_E_NOMEM, "out of memory");
         s->bufs       = nb;
         s->alloc_bufs = na;
@@ -611,36 +623,142 @@ static imgd_status keep_buf(imgd_lora_stack *s, float *buf) {
     return IMGD_OK;
 }
 
-/* Merged entries of targets under prefix: one f32 copy per target, W + sum of deltas. */
-static imgd_status attach_merged(imgd_lora_stack *s, imgd_wbind *b, const char *prefix) {
+/* ---- merging --------------------------------------------------------------------------------- */
+
+/* One merged weight: its copy is filled by a pool task. */
+typedef struct merge_job {
+    const char *target;
+    size_t      first; /* its first stack entry */
+    size_t      numel;
+    imgd_dtype  dtype; /* of the copy */
+    void       *out;   /* the copy (kept by the stack) */
+} merge_job;
+
+typedef struct merge_run {
+    const imgd_lora_stack *s;
+    const imgd_wbind      *b;
+    merge_job             *jobs;
+    float                **scratch; /* per participant, f32 of the largest non-f32 copy */
+    atomic_int             failed;
+    imgd_status            st; /* first failure and its message (set by the task that failed) */
+    char                   msg[512];
+} merge_run;
+
+/* The copy's dtype: the weight's own when it is f16 / bf16 (what the graph ran on before),
+ * f32 for f32 and every other float type (the engine reads those as f32 anyway). */
+static imgd_dtype copy_dtype(imgd_dtype base) {
+    return base == IMGD_DTYPE_F16 || base == IMGD_DTYPE_BF16 ? base : IMGD_DTYPE_F32;
+}
+
+/* out = to_dtype(f32(W) + sum of the target's deltas): one rounding, to nearest even. */
+static imgd_status merge_one(const imgd_lora_stack *s, const imgd_wbind *b, const merge_job *j,
+                             float *scratch) {
+    float      *acc = j->dtype == IMGD_DTYPE_F32 ? j->out : scratch;
+    imgd_status st  = imgd_wbind_read_f32(b, j->target, acc, j->numel);
+    for (size_t k = j->first; st == IMGD_OK && k < s->n; k++)
+        if (s->e[k].merged && strcmp(s->e[k].md->target, j->target) == 0)
+            st = imgd_lora_module_accumulate(s->e[k].md, s->e[k].w, acc, j->numel);
+    if (st == IMGD_OK && acc != j->out) st = imgd_dtype_from_f32(j->dtype, acc, j->numel, j->out);
+    return st;
+}
+
+static void merge_task(void *ctx, size_t begin, size_t end, uint32_t tid) {
+    merge_run *r = ctx;
+    for (size_t i = begin; i < end && !atomic_load(&r->failed); i++) {
+        imgd_status st = merge_one(r->s, r->b, &r->jobs[i], r->scratch ? r->scratch[tid] : NULL);
+        if (st != IMGD_OK && atomic_exchange(&r->failed, 1) == 0) {
+            r->st = st; /* the message lives in this worker's thread-local error */
+            (void)imgd_fmt(r->msg, sizeof r->msg, "%s", imgd_last_error());
+        }
+    }
+}
+
+/* Largest first, so the dynamic schedule ends with small weights. */
+static int by_numel_desc(const void *a, const void *b) {
+    size_t x = ((const merge_job *)a)->numel, y = ((const merge_job *)b)->numel;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The merged targets under prefix, one job each, with their copies allocated and kept. */
+static imgd_status merge_jobs(imgd_lora_stack *s, imgd_wbind *b, const char *prefix,
+                              merge_job *jobs, size_t *n_jobs) {
     imgd_strmap done;
     imgd_strmap_init(&done);
     imgd_status st = IMGD_OK;
+    *n_jobs        = 0;
     for (size_t i = 0; st == IMGD_OK && i < s->n; i++) {
         const char *t = s->e[i].md->target;
         size_t      v = 0;
+        imgd_dtype  dt;
         if (!s->e[i].merged || !starts_with(t, prefix) || imgd_strmap_get(&done, t, &v) ||
-            !imgd_wbind_has(b, t))
+            !imgd_wbind_dtype(b, t, &dt))
             continue;
         int64_t shape[IMGD_MAX_DIMS];
         int32_t nd    = imgd_wbind_shape(b, t, shape);
         size_t  numel = 1, bytes = 0;
         for (int32_t d = 0; d < nd; d++) numel *= (size_t)shape[d];
-        float *buf = imgd_size_mul(numel, sizeof *buf, &bytes) ? imgd_malloc(bytes) : NULL;
-        if (!buf || keep_buf(s, buf) != IMGD_OK) {
-            imgd_free(buf);
+        merge_job *j  = &jobs[(*n_jobs)++];
+        size_t     es = imgd_dtype_traits_of(copy_dtype(dt))->block_bytes;
+        *j            = (merge_job){t, i, numel, copy_dtype(dt), NULL};
+        if (imgd_size_mul(numel ? numel : 1, es, &bytes)) j->out = imgd_malloc(bytes);
+        if (!j->out || keep_buf(s, j->out) != IMGD_OK) {
+            imgd_free(j->out);
             st = imgd_fail(IMGD_E_NOMEM, "out of memory merging LoRA into '%s'", t);
             break;
         }
         s->merged_bytes += bytes;
-        st = imgd_wbind_read_f32(b, t, buf, numel);
-        for (size_t j = i; st == IMGD_OK && j < s->n; j++)
-            if (s->e[j].merged && strcmp(s->e[j].md->target, t) == 0)
-                st = imgd_lora_module_accumulate(s->e[j].md, s->e[j].w, buf, numel);
-        if (st == IMGD_OK) st = imgd_strmap_put(&done, t, 0, NULL);
-        if (st == IMGD_OK) st = imgd_wbind_override(b, t, IMGD_DTYPE_F32, buf);
+        st = imgd_strmap_put(&done, t, 0, NULL);
     }
     imgd_strmap_free(&done);
+    return st;
+}
+
+/* Runs the jobs on the stack's pool, each participant with its own f32 scratch. OpenBLAS
+ * goes single-threaded meanwhile: the pool already keeps every core busy, one weight each. */
+static imgd_status merge_run_all(imgd_lora_stack *s, const imgd_wbind *b, merge_job *jobs,
+                                 size_t n_jobs) {
+    uint32_t  n_part = s->pool ? imgd_pool_size(s->pool) : 1;
+    size_t    most   = 0;
+    merge_run r      = {.s = s, .b = b, .jobs = jobs, .st = IMGD_OK};
+    atomic_init(&r.failed, 0);
+    for (size_t i = 0; i < n_jobs; i++)
+        if (jobs[i].dtype != IMGD_DTYPE_F32 && jobs[i].numel > most) most = jobs[i].numel;
+    imgd_status st = IMGD_OK;
+    if (most) {
+        size_t bytes = 0;
+        r.scratch    = imgd_calloc(n_part, sizeof *r.scratch);
+        if (!r.scratch || !imgd_size_mul(most, sizeof(float), &bytes))
+            st = imgd_fail(IMGD_E_NOMEM, "out of memory");
+        for (uint32_t t = 0; st == IMGD_OK && t < n_part; t++) {
+            r.scratch[t] = imgd_malloc(bytes);
+            if (!r.scratch[t])
+                st = imgd_fail(IMGD_E_NOMEM, "out of memory (%zu MB merge scratch)", bytes >> 20);
+        }
+    }
+    if (st == IMGD_OK) {
+        int blas_threads = openblas_get_num_threads();
+        if (n_part > 1) openblas_set_num_threads(1);
+        qsort(jobs, n_jobs, sizeof *jobs, by_numel_desc);
+        imgd_pool_run_dynamic(s->pool, n_jobs, 1, merge_task, &r);
+        if (n_part > 1) openblas_set_num_threads(blas_threads);
+        if (atomic_load(&r.failed)) st = imgd_fail(r.st, "%s", r.msg);
+    }
+    for (uint32_t t = 0; r.scratch && t < n_part; t++) imgd_free(r.scratch[t]);
+    imgd_free(r.scratch);
+    return st;
+}
+
+/* Merged entries of targets under prefix: one copy per target, W + sum of deltas. */
+static imgd_status attach_merged(imgd_lora_stack *s, imgd_wbind *b, const char *prefix) {
+    size_t     n_jobs = 0, bytes = 0;
+    merge_job *jobs =
+        imgd_size_mul(s->n ? s->n : 1, sizeof *jobs, &bytes) ? imgd_malloc(bytes) : NULL;
+    if (!jobs) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_status st = merge_jobs(s, b, prefix, jobs, &n_jobs);
+    if (st == IMGD_OK) st = merge_run_all(s, b, jobs, n_jobs);
+    for (size_t i = 0; st == IMGD_OK && i < n_jobs; i++)
+        st = imgd_wbind_override(b, jobs[i].target, jobs[i].dtype, jobs[i].out);
+    imgd_free(jobs);
     return st;
 }
 
@@ -680,7 +798,7 @@ static imgd_status prepare(imgd_lora_stack *s, entry *e, imgd_wbind *b) {
 static imgd_tensor *entry_delta(const entry *e, imgd_graph *g, imgd_wbind_site site, int32_t stride,
                                 int32_t pad, imgd_tensor *x) {
     const imgd_lora_module *m = e->md;
-    int64_t                 O = e->tshape[0], I = e->tn > 1 ? e->tshape[1] : 1;
+    int64_t                 O = e->tshape[0], in = e->tn > 1 ? e->tshape[1] : 1;
     if (e->full) {
         if (site == IMGD_SITE_CONV) {
             imgd_tensor *w =
@@ -688,7 +806,7 @@ static imgd_tensor *entry_delta(const entry *e, imgd_graph *g, imgd_wbind_site s
             return imgd_op_conv2d(g, x, w, NULL, stride, pad);
         }
         imgd_tensor *w =
-            imgd_graph_weight(g, m->key, IMGD_DTYPE_F32, 2, (int64_t[]){O, I}, e->full);
+            imgd_graph_weight(g, m->key, IMGD_DTYPE_F32, 2, (int64_t[]){O, in}, e->full);
         return site == IMGD_SITE_WT ? imgd_op_matmul(g, w, x, false, true, NULL)
                                     : imgd_op_linear(g, x, w, NULL);
     }

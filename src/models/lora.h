@@ -18,6 +18,7 @@
 #ifndef IMGD_MODELS_LORA_H
 #define IMGD_MODELS_LORA_H
 
+#include "base/pool.h"
 #include "models/wbind.h"
 
 typedef enum imgd_lora_algo {
@@ -63,9 +64,11 @@ imgd_status imgd_lora_load(const char *path, imgd_wbind *const *binds, size_t n_
                            imgd_family family, imgd_lora **out);
 void        imgd_lora_free(imgd_lora *l);
 
-/* acc (numel f32 in the target's canonical shape) += s * md->scale * delta(md). Returns
- * IMGD_E_FORMAT when the module's product does not have numel elements, IMGD_E_NOMEM,
- * IMGD_E_UNSUPPORTED for tensors that cannot be read as floats. */
+/* acc (numel f32 in the target's canonical shape) += s * md->scale * delta(md); low-rank
+ * products run as one OpenBLAS sgemm (threaded as OpenBLAS is set). Returns IMGD_E_FORMAT
+ * when the module's product does not have numel elements, IMGD_E_NOMEM,
+ * IMGD_E_UNSUPPORTED for tensors that cannot be read as floats. Safe from any thread (it
+ * reads md and writes acc only); on failure acc may be partly updated. */
 imgd_status imgd_lora_module_accumulate(const imgd_lora_module *md, float s, float *acc,
                                         size_t numel);
 
@@ -73,7 +76,9 @@ imgd_status imgd_lora_module_accumulate(const imgd_lora_module *md, float s, flo
 
 typedef struct imgd_lora_stack imgd_lora_stack;
 
-imgd_status imgd_lora_stack_new(imgd_lora_stack **out);
+/* pool: borrowed (NULL = merge on the calling thread); it must outlive the stack and is
+ * used by imgd_lora_stack_attach to merge several weights at once. */
+imgd_status imgd_lora_stack_new(imgd_pool *pool, imgd_lora_stack **out);
 /* Frees the stack's buffers; the caller must have cleared the overrides and adapters that
  * point into it (imgd_lora_stack_detach). NULL is a no-op. */
 void imgd_lora_stack_free(imgd_lora_stack *s);
@@ -83,10 +88,16 @@ void imgd_lora_stack_free(imgd_lora_stack *s);
 imgd_status imgd_lora_stack_add(imgd_lora_stack *s, const imgd_lora *l, float w_unet, float w_te,
                                 bool merged);
 
-/* Applies the stack to binder b: merged entries become overrides (f32 copies of every
- * touched weight, W + sum of deltas), unmerged ones the binder's adapter hook; only targets
- * whose canonical name starts with prefix ("unet.", "text_encoder."). Graphs built
- * on b afterwards see the adapters; rebuild kept graphs. */
+/* Applies the stack to binder b: merged entries become overrides, unmerged ones the
+ * binder's adapter hook; only targets whose canonical name starts with prefix ("unet.",
+ * "text_encoder."). A merged copy is W + sum of deltas computed in f32 and stored in W's
+ * own dtype when that is f16 or bf16 (rounded once, to nearest even like torch's
+ * .to(dtype)), so merged steps cost what the base costs; f32 otherwise. The weights are
+ * merged in parallel on the stack's pool (OpenBLAS is set to one thread meanwhile, and
+ * back after). Graphs built on b afterwards see the adapters; rebuild kept graphs.
+ * Returns IMGD_OK, IMGD_E_NOMEM, IMGD_E_FORMAT / IMGD_E_UNSUPPORTED (a module or weight
+ * that cannot be merged, named in the message); after a failure some overrides may be set:
+ * imgd_lora_stack_detach clears them. */
 imgd_status imgd_lora_stack_attach(imgd_lora_stack *s, imgd_wbind *b, const char *prefix);
 
 /* Clears b's overrides and adapter (the original weights again, bit for bit). */

@@ -74,6 +74,13 @@ bool imgd_wbind_has(const imgd_wbind *b, const char *canonical) {
     return b && canonical && imgd_keymap_find(b->km, canonical) != NULL;
 }
 
+bool imgd_wbind_dtype(const imgd_wbind *b, const char *canonical, imgd_dtype *out) {
+    const imgd_km_entry *e = b && canonical ? imgd_keymap_find(b->km, canonical) : NULL;
+    if (!e || !out) return false;
+    *out = b->w->t[e->src].dtype;
+    return true;
+}
+
 /* Canonical shape of an entry. */
 static int32_t entry_shape(const imgd_wbind *b, const imgd_km_entry *e, int64_t *shape) {
     const imgd_wtensor *t = &b->w->t[e->src];

@@ -50,6 +50,10 @@ imgd_tensor *imgd_wbind_optf(imgd_wbind *b, imgd_graph *g, int32_t n_dims, const
  * another size; IMGD_E_UNSUPPORTED for quantized tensors. */
 imgd_status imgd_wbind_read_f32(const imgd_wbind *b, const char *canonical, float *dst, size_t n);
 
+/* Stored dtype of a canonical tensor (the file's, whatever the map's op) into *out; false
+ * when the tensor is absent (out untouched). */
+bool imgd_wbind_dtype(const imgd_wbind *b, const char *canonical, imgd_dtype *out);
+
 /* The weights and model info the binder was built from. */
 const imgd_weights    *imgd_wbind_weights(const imgd_wbind *b);
 const imgd_model_info *imgd_wbind_info(const imgd_wbind *b);

@@ -273,7 +273,7 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p) {
     }
     if (st == IMGD_OK) unapply(m);
     if (st == IMGD_OK && m->ad->n_cache + n > LORA_CACHE_MAX) cache_clear(m->ad);
-    if (st == IMGD_OK && n > 0) st = imgd_lora_stack_new(&m->ad->stack);
+    if (st == IMGD_OK && n > 0) st = imgd_lora_stack_new(m->pool, &m->ad->stack);
     for (size_t i = 0; st == IMGD_OK && i < n; i++) {
         const imgd_lora *l = NULL;
         st                 = lora_get(m, sp[i].path, &l);

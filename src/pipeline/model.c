@@ -250,8 +250,10 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
     if (st == IMGD_OK) st = build_configs(m, &lp.arch);
     if (st == IMGD_OK) st = load_tokenizer(m, path, lp.tokenizer_dir);
     if (st == IMGD_OK) st = imgd_sd_adapters_init(m, &lp);
+    if (st == IMGD_OK) st = imgd_pool_new(lp.threads, &m->pool);
     if (st == IMGD_OK) {
         imgd_backend_params bp = backend_params(&lp);
+        bp.pool                = m->pool;
         st                     = imgd_backend_new(lp.backend ? lp.backend : "cpu", &bp, &m->be);
     }
     if (st != IMGD_OK) {
@@ -270,6 +272,7 @@ void imgd_model_free(imgd_model *m) {
     imgd_sd_adapters_free(m);
     imgd_sd_graphs_free(m);
     imgd_backend_free(m->be);
+    imgd_pool_free(m->pool); /* after the backend, which borrows it */
     imgd_clip_tok_free(m->tok);
     imgd_wbind_free(m->unet_wb);
     imgd_wbind_free(m->vae_wb);

@@ -32,6 +32,7 @@ struct imgd_model {
     imgd_wbind      *wb, *vae_wb, *unet_wb;
     imgd_clip_tok   *tok;
     imgd_backend    *be;
+    imgd_pool       *pool; /* the compute threads: the backend's (borrowed) and the LoRA merge's */
 
     imgd_clip_text_cfg te;
     imgd_unet_cfg      unet;
