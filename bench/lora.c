@@ -30,7 +30,7 @@ static int lparse(int argc, char **argv, lopts *o) {
     memset(o, 0, sizeof *o);
     o->dir   = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     o->steps = 2;
-    o->size  = 128;
+    o->size  = 64;
     o->rank  = 32;
     for (int i = 0; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -132,17 +132,47 @@ static int write_lora(imgd_model *m, const char *path, int32_t rank, size_t *n_m
     return rc;
 }
 
-static double step_s(imgd_model *m, imgd_gen_params *p) {
+/* Seconds per UNet step under p's LoRA set: one run of a single step applies the set and
+ * plans the graphs, the second (p->steps steps) is measured. */
+static double step_s(imgd_model *m, const imgd_gen_params *p) {
     imgd_gen_result *r1 = NULL, *r2 = NULL;
-    double           s = -1;
-    /* the first run plans the graphs (and applies the set); the second is measured */
-    if (imgd_generate(m, p, &r1) == IMGD_OK && imgd_generate(m, p, &r2) == IMGD_OK)
+    imgd_gen_params  warm = *p;
+    double           s    = -1;
+    warm.steps            = 1;
+    if (imgd_generate(m, &warm, &r1) == IMGD_OK && imgd_generate(m, p, &r2) == IMGD_OK)
         s = r2->t_sample_s / r2->steps_run;
     else
         fprintf(stderr, "imgd-bench lora: %s\n", imgd_last_error());
     imgd_gen_result_free(r1);
     imgd_gen_result_free(r2);
     return s;
+}
+
+/* Seconds imgd_sd_lora_apply takes to switch m to p's set; -1 on failure. */
+static double apply_s(imgd_model *m, const imgd_gen_params *p) {
+    double t0 = bench_now();
+    if (imgd_sd_lora_apply(m, p) == IMGD_OK) return bench_now() - t0;
+    fprintf(stderr, "imgd-bench lora: %s\n", imgd_last_error());
+    return -1;
+}
+
+/* The measurements, in an order that merges once: unmerged first (it reads the file into
+ * the model's cache), then the base, then the merge (warm cache), merged steps, removal. */
+static int measure(imgd_model *m, imgd_lora_spec *ls, const imgd_gen_params *p, double *t) {
+    imgd_gen_params none = *p;
+    none.n_loras         = 0;
+    ls->mode             = IMGD_LORA_MODE_UNMERGED;
+    double t0            = bench_now();
+    t[0]                 = step_s(m, p); /* unmerged step (first apply reads the file) */
+    t[1]                 = bench_now() - t0;
+    if (t[0] > 0 && apply_s(m, &none) >= 0) t[2] = step_s(m, &none); /* base step */
+    ls->mode      = IMGD_LORA_MODE_MERGE;
+    uint64_t held = imgd_alloc_bytes_in_use();
+    if (t[2] > 0) t[3] = apply_s(m, p); /* merge */
+    t[6] = (double)(imgd_alloc_bytes_in_use() - held);
+    if (t[3] >= 0) t[4] = step_s(m, p);     /* merged step */
+    if (t[4] > 0) t[5] = apply_s(m, &none); /* removal */
+    return t[0] > 0 && t[2] > 0 && t[3] >= 0 && t[4] > 0 && t[5] >= 0 ? 0 : 1;
 }
 
 int bench_lora(int argc, char **argv) {
@@ -156,18 +186,20 @@ int bench_lora(int argc, char **argv) {
                      sh && *sh ? sh : "../shared"))
             o.tokenizer = tokdir;
     }
+    double t0 = bench_now();
     if (bench_sd_model_write(o.dir, "lora", root, sizeof root, target, sizeof target) != 0 ||
         bench_sd_fill_random(target) != 0) {
         fprintf(stderr, "imgd-bench lora: could not write the model under %s\n", o.dir);
         return 1;
     }
-    imgd_load_params lp = imgd_load_params_default();
-    lp.precision        = IMGD_PRECISION_F32;
-    lp.threads          = o.threads;
-    lp.tokenizer_dir    = o.tokenizer;
-    imgd_model *m       = NULL;
-    size_t      n_mods  = 0;
-    int         rc      = imgd_model_load(target, &lp, &m) == IMGD_OK ? 0 : 1;
+    double           t_write = bench_now() - t0;
+    imgd_load_params lp      = imgd_load_params_default();
+    lp.precision             = IMGD_PRECISION_F32;
+    lp.threads               = o.threads;
+    lp.tokenizer_dir         = o.tokenizer;
+    imgd_model *m            = NULL;
+    size_t      n_mods       = 0;
+    int         rc           = imgd_model_load(target, &lp, &m) == IMGD_OK ? 0 : 1;
     if (rc) fprintf(stderr, "imgd-bench lora: %s\n", imgd_last_error());
     (void)imgd_fmt(lpath, sizeof lpath, "%s/lora_r%d.safetensors", root, (int)o.rank);
     if (!rc && write_lora(m, lpath, o.rank, &n_mods) != 0) {
@@ -177,39 +209,26 @@ int bench_lora(int argc, char **argv) {
     imgd_gen_params p  = imgd_gen_params_default();
     imgd_lora_spec  ls = {lpath, 0.8f, NAN, IMGD_LORA_MODE_MERGE};
     p.prompt           = "a photograph of an astronaut riding a horse";
-    p.width = p.height   = o.size;
-    p.steps              = o.steps;
-    p.loras              = &ls;
-    p.n_loras            = 1;
-    imgd_gen_params none = p;
-    none.n_loras         = 0;
-    double t_read = 0, t_apply = 0, t_remove = 0;
+    p.width = p.height = o.size;
+    p.steps            = o.steps;
+    p.loras            = &ls;
+    p.n_loras          = 1;
+    /* unmerged step, first unmerged run, base step, merge, merged step, removal */
+    double t[7] = {-1, -1, -1, -1, -1, -1, 0}; /* and bytes the merge holds */
+    if (!rc) rc = measure(m, &ls, &p, t);
     if (!rc) {
-        double t0 = bench_now();
-        rc |= imgd_sd_lora_apply(m, &p) != IMGD_OK;
-        t_read = bench_now() - t0;
-        rc |= imgd_sd_lora_apply(m, &none) != IMGD_OK;
-        t0 = bench_now();
-        rc |= imgd_sd_lora_apply(m, &p) != IMGD_OK;
-        t_apply = bench_now() - t0;
-        t0      = bench_now();
-        rc |= imgd_sd_lora_apply(m, &none) != IMGD_OK;
-        t_remove = bench_now() - t0;
-        if (rc) fprintf(stderr, "imgd-bench lora: %s\n", imgd_last_error());
-    }
-    if (!rc) {
-        double base = step_s(m, &none), merged = step_s(m, &p);
-        ls.mode         = IMGD_LORA_MODE_UNMERGED;
-        double unmerged = step_s(m, &p);
-        printf("# rank %d LoRA, %zu modules; UNet steps at %dx%d with CFG\n", (int)o.rank, n_mods,
-               (int)o.size, (int)o.size);
-        bench_emit("lora", "first_apply_s", t_read, "s", NULL, 0);
-        bench_emit("lora", "apply_merge_s", t_apply, "s", NULL, 0);
-        bench_emit("lora", "remove_s", t_remove, "s", NULL, 0);
-        bench_emit("lora", "unet_step_base_s", base, "s", NULL, 0);
-        bench_emit("lora", "unet_step_merged_s", merged, "s", "base", merged / base);
-        bench_emit("lora", "unet_step_unmerged_s", unmerged, "s", "merged", unmerged / merged);
-        rc = base > 0 && merged > 0 && unmerged > 0 ? 0 : 1;
+        printf("# rank %d LoRA, %zu modules, %.1f MB merged copies (model written in %.0f s); "
+               "UNet steps at %dx%d with CFG, %u threads\n",
+               (int)o.rank, n_mods, t[6] / 1e6, t_write, (int)o.size, (int)o.size,
+               m->pool ? imgd_pool_size(m->pool) : 1u);
+        bench_emit("lora", "apply_merge_s", t[3], "s", NULL, 0);
+        bench_emit("lora", "remove_s", t[5], "s", "apply_merge", t[5] / t[3]);
+        bench_emit("lora", "unet_step_base_s", t[2], "s", NULL, 0);
+        bench_emit("lora", "unet_step_merged_s", t[4], "s", "base", t[4] / t[2]);
+        bench_emit("lora", "unet_step_unmerged_s", t[0], "s", "merged", t[0] / t[4]);
+        printf("# apply %.2f s  remove %.3f s | step base %.3f  merged %.3f  unmerged %.3f s | "
+               "merged/base %.3f  unmerged/merged %.3f\n",
+               t[3], t[5], t[2], t[4], t[0], t[4] / t[2], t[0] / t[4]);
     }
     imgd_model_free(m);
     char cmd[1200];
