@@ -1,13 +1,15 @@
-/* lora bench: a random-weight SD 1.5 of the real size (bench_sd_model_write) and a rank-R
- * kohya LoRA written for it (LoRA on every UNet attention / feed-forward / proj_in / proj_out
- * linear and every text-encoder linear, LoCon on every 3x3 UNet conv: what a kohya LoCon
- * training produces), then: time to apply it merged (a warm cache: the file is read once
- * before) and to remove it, bytes of merged copies, and seconds per UNet step unmerged vs
- * merged (ratio) at a small size so the run stays short on 2 cores. */
+/* lora bench: a random-weight SD 1.5 of the real size (bench_sd_model_write, written once)
+ * and a rank-R kohya LoRA written for it (LoRA on every UNet attention / feed-forward /
+ * proj_in / proj_out linear and every text-encoder linear, LoCon on every 3x3 UNet conv:
+ * what a kohya LoCon training produces), then, merging once: seconds per UNet step
+ * unmerged (its first run reads the file into the model's cache), base and merged; the
+ * time (wall and CPU) to apply it merged and to remove it, bytes of merged copies; with
+ * the ratios side by side. 64x64 by default so the run stays short on 2 cores. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
@@ -124,7 +126,9 @@ static int write_lora(imgd_model *m, const char *path, int32_t rank, size_t *n_m
             if (imgd_st_writer_write(wr, &h, 2) != IMGD_OK) rc = -1;
         }
     }
-    if (wr && (rc != 0 ? (imgd_st_writer_abort(wr), -1) : (int)imgd_st_writer_close(wr)) != 0)
+    if (wr && rc != 0)
+        imgd_st_writer_abort(wr);
+    else if (wr && imgd_st_writer_close(wr) != IMGD_OK)
         rc = -1;
     *n_mods = n / 3;
     imgd_free(e);
@@ -148,10 +152,22 @@ static double step_s(imgd_model *m, const imgd_gen_params *p) {
     return s;
 }
 
+/* CPU seconds (user + system, every thread) the process has used. */
+static double cpu_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+static double g_apply_cpu; /* CPU seconds of the last apply_s */
+
 /* Seconds imgd_sd_lora_apply takes to switch m to p's set; -1 on failure. */
 static double apply_s(imgd_model *m, const imgd_gen_params *p) {
-    double t0 = bench_now();
-    if (imgd_sd_lora_apply(m, p) == IMGD_OK) return bench_now() - t0;
+    double      t0 = bench_now(), c0 = cpu_s();
+    imgd_status st = imgd_sd_lora_apply(m, p);
+    g_apply_cpu    = cpu_s() - c0;
+    if (st == IMGD_OK) return bench_now() - t0;
     fprintf(stderr, "imgd-bench lora: %s\n", imgd_last_error());
     return -1;
 }
@@ -170,6 +186,7 @@ static int measure(imgd_model *m, imgd_lora_spec *ls, const imgd_gen_params *p, 
     uint64_t held = imgd_alloc_bytes_in_use();
     if (t[2] > 0) t[3] = apply_s(m, p); /* merge */
     t[6] = (double)(imgd_alloc_bytes_in_use() - held);
+    t[7] = g_apply_cpu;
     if (t[3] >= 0) t[4] = step_s(m, p);     /* merged step */
     if (t[4] > 0) t[5] = apply_s(m, &none); /* removal */
     return t[0] > 0 && t[2] > 0 && t[3] >= 0 && t[4] > 0 && t[5] >= 0 ? 0 : 1;
@@ -214,7 +231,7 @@ int bench_lora(int argc, char **argv) {
     p.loras            = &ls;
     p.n_loras          = 1;
     /* unmerged step, first unmerged run, base step, merge, merged step, removal */
-    double t[7] = {-1, -1, -1, -1, -1, -1, 0}; /* and bytes the merge holds */
+    double t[8] = {-1, -1, -1, -1, -1, -1, 0, 0}; /* + merged bytes, merge CPU s */
     if (!rc) rc = measure(m, &ls, &p, t);
     if (!rc) {
         printf("# rank %d LoRA, %zu modules, %.1f MB merged copies (model written in %.0f s); "
@@ -222,13 +239,14 @@ int bench_lora(int argc, char **argv) {
                (int)o.rank, n_mods, t[6] / 1e6, t_write, (int)o.size, (int)o.size,
                m->pool ? imgd_pool_size(m->pool) : 1u);
         bench_emit("lora", "apply_merge_s", t[3], "s", NULL, 0);
+        bench_emit("lora", "apply_merge_cpu_s", t[7], "s", "apply_merge", t[7] / t[3]);
         bench_emit("lora", "remove_s", t[5], "s", "apply_merge", t[5] / t[3]);
         bench_emit("lora", "unet_step_base_s", t[2], "s", NULL, 0);
         bench_emit("lora", "unet_step_merged_s", t[4], "s", "base", t[4] / t[2]);
         bench_emit("lora", "unet_step_unmerged_s", t[0], "s", "merged", t[0] / t[4]);
-        printf("# apply %.2f s  remove %.3f s | step base %.3f  merged %.3f  unmerged %.3f s | "
-               "merged/base %.3f  unmerged/merged %.3f\n",
-               t[3], t[5], t[2], t[4], t[0], t[4] / t[2], t[0] / t[4]);
+        printf("# apply %.2f s (%.2f CPU s)  remove %.3f s | step base %.3f  merged %.3f  "
+               "unmerged %.3f s | merged/base %.3f  unmerged/merged %.3f\n",
+               t[3], t[7], t[5], t[2], t[4], t[0], t[4] / t[2], t[0] / t[4]);
     }
     imgd_model_free(m);
     char cmd[1200];

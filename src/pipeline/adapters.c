@@ -317,8 +317,10 @@ static imgd_status ti_load(imgd_model *m, const char *path) {
     const imgd_wtensor *t = NULL;
     size_t              v = 0;
     if (imgd_strmap_get(&w->index, "string_to_param.*", &v) ||
-        imgd_strmap_get(&w->index, "emb_params", &v) || (w->n == 1 && (v = 0, true)))
+        imgd_strmap_get(&w->index, "emb_params", &v))
         t = &w->t[v];
+    else if (w->n == 1)
+        t = &w->t[0];
     int64_t vec = t && t->n_dims == 2 ? t->shape[0] : 1;
     int64_t wid = t && t->n_dims >= 1 ? t->shape[t->n_dims - 1] : 0;
     char    name[256];
