@@ -288,12 +288,12 @@ imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
     gp->sampler   = jstr(r, "sampler", gp->sampler);
     gp->schedule  = jstr(r, "schedule", gp->schedule);
     gp->steps     = (int32_t)jnum(r, "steps", gp->steps);
-    gp->cfg       = (float)jnum(r, "cfg_scale", gp->cfg);
+    gp->cfg       = (float)jnum(r, "cfg_scale", (double)gp->cfg);
     gp->width     = (int32_t)jnum(r, "width", gp->width);
     gp->height    = (int32_t)jnum(r, "height", gp->height);
     gp->batch     = (int32_t)jnum(r, "batch_size", gp->batch);
     gp->clip_skip = (int32_t)jnum(r, "clip_skip", gp->clip_skip);
-    gp->strength  = (float)jnum(r, "strength", gp->strength);
+    gp->strength  = (float)jnum(r, "strength", (double)gp->strength);
     gp->mask_blur = (int32_t)jnum(r, "mask_blur", gp->mask_blur);
     st            = decode_image(r, "init_image", &hold->init);
     if (st == IMGD_OK) st = decode_image(r, "mask_image", &hold->mask);
