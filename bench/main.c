@@ -37,7 +37,7 @@ static const bench_row k_benches[] = {
      "a random-weight SD 1.5 checkpoint of the real size: load, text encoder, s per UNet\n"
      "      step at 512x512 with CFG, VAE decode, peak RSS vs weights + 1.5 GiB, UNet GFLOP/s\n"
      "      vs the GEMM peak [--steps N (2)] [--size PX (512)] [--threads N] [--tokenizer DIR]\n"
-     "      [--dir D] [--keep]"},
+     "      [--dir D] [--keep] [--backend cuda: it/s, peak VRAM, UNet TFLOP/s vs cuBLASLt fp16]"},
     {"engine", bench_engine,
      "GFLOP/s of the tensor engine's CPU backend (4096^3 sgemm, SD 1.5's 320->320 3x3 conv at\n"
      "      64x64 batch 2, attention 4096 tokens x 8 heads x 40) vs the measured oneDNN/OpenBLAS\n"

@@ -2,7 +2,12 @@
  * real LDM names and shapes in f16, kaiming-uniform weights, unit norms, zero biases), then
  * load time, text-encoder time, seconds per UNet step at 512x512 with CFG (batch 2), VAE
  * decode time, peak RSS beside the weights' size, and the UNet's achieved GFLOP/s (counted
- * from its planned graph) beside the engine's measured GEMM peak, all in one run. */
+ * from its planned graph) beside the engine's measured GEMM peak, all in one run.
+ *
+ * --backend cuda (builds with the CUDA toolkit): the same model on the GPU, reporting it/s,
+ * load time (file) and first-run time (planning and weight upload included), peak VRAM
+ * (cudaMemGetInfo, sampled at every step), and the UNet's achieved TFLOP/s beside the card's
+ * cuBLASLt fp16 GEMM TFLOP/s measured in the same run. */
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,9 +24,12 @@
 #include "formats/dtype.h"
 #include "imgd.h"
 #include "pipeline/pipeline.h"
+#ifdef IMGD_HAVE_CUDA
+#    include "tensor/cuda/cuda.h"
+#endif
 
 typedef struct opts {
-    const char *dir, *tokenizer;
+    const char *dir, *tokenizer, *backend;
     int32_t     steps, size;
     uint32_t    threads;
     bool        keep;
@@ -44,6 +52,8 @@ static int parse(int argc, char **argv, opts *o) {
         }
         if (strcmp(a, "--dir") == 0)
             o->dir = v;
+        else if (strcmp(a, "--backend") == 0)
+            o->backend = v;
         else if (strcmp(a, "--tokenizer") == 0)
             o->tokenizer = v;
         else if (strcmp(a, "--steps") == 0)
@@ -149,11 +159,69 @@ static double graph_flops(const imgd_graph *g) {
     return f;
 }
 
+/* Device memory in use (total - free), sampled at every step when the backend is cuda. */
+static bool   g_vram_sample;
+static double g_vram_peak;
+
+static void vram_sample(void) {
+#ifdef IMGD_HAVE_CUDA
+    size_t fr = 0, total = 0;
+    if (g_vram_sample && imgd_cuda_mem_info(&fr, &total) == IMGD_OK &&
+        (double)(total - fr) > g_vram_peak)
+        g_vram_peak = (double)(total - fr);
+#endif
+}
+
 static bool on_step(int32_t step, int32_t steps, double el, void *user) {
     (void)user;
+    vram_sample();
     fprintf(stderr, "\r  step %d/%d  %.1fs", (int)step, (int)steps, el);
     if (step >= steps) fputc('\n', stderr);
     return true;
+}
+
+/* The GPU report: it/s, load and first-run time, peak VRAM, and the UNet's TFLOP/s beside
+ * the card's fp16 GEMM TFLOP/s (cuBLASLt, 8192^3), one JSON line each. */
+static int report_cuda(const opts *o, imgd_model *m, const imgd_gen_result *r, double t_load,
+                       double t_first, double vram_peak, double vram0) {
+#ifdef IMGD_HAVE_CUDA
+    double step  = r->t_sample_s / r->steps_run;
+    double flops = graph_flops(m->g_unet.g);
+    double peak  = 0;
+    char   dev[256];
+    imgd_cuda_device_name(dev, sizeof dev);
+    if (imgd_cuda_gemm_f16_tflops(8192, 8192, 8192, 20, &peak) != IMGD_OK) {
+        fprintf(stderr, "imgd-bench sd: fp16 GEMM peak: %s\n", imgd_last_error());
+        peak = 0;
+    }
+    printf("# device: %s; UNet f32 compute, %d steps at %dx%d with CFG (batch 2)\n", dev,
+           (int)r->steps_run, (int)o->size, (int)o->size);
+    bench_emit("sd_cuda", "it_per_s", 1.0 / step, "it/s", NULL, 0);
+    bench_emit("sd_cuda", "unet_step_s", step, "s", NULL, 0);
+    bench_emit("sd_cuda", "load_s", t_load, "s", NULL, 0);
+    bench_emit("sd_cuda", "first_run_s", t_first, "s", NULL, 0);
+    bench_emit("sd_cuda", "text_encoder_s", r->t_encode_s, "s", NULL, 0);
+    bench_emit("sd_cuda", "vae_decode_s", r->t_decode_s, "s", NULL, 0);
+    bench_emit("sd_cuda", "peak_vram_gib", vram_peak / 1073741824.0, "GiB", NULL, 0);
+    bench_emit("sd_cuda", "peak_vram_model_gib", (vram_peak - vram0) / 1073741824.0, "GiB", NULL,
+               0);
+    bench_emit("sd_cuda", "unet_tflops", flops / step / 1e12, "TFLOP/s", "gemm_f16_peak",
+               peak > 0 ? flops / step / 1e12 / peak : 0);
+    bench_emit("sd_cuda", "gemm_f16_peak_tflops", peak, "TFLOP/s", NULL, 0);
+    printf("# UNet %.1f GFLOP per step (batch 2, %dx%d)\n", flops / 1e9, (int)o->size,
+           (int)o->size);
+    return 0;
+#else
+    (void)o;
+    (void)m;
+    (void)r;
+    (void)t_load;
+    (void)t_first;
+    (void)vram_peak;
+    (void)vram0;
+    fprintf(stderr, "imgd-bench sd: this build has no CUDA backend\n");
+    return 1;
+#endif
 }
 
 int bench_sd(int argc, char **argv) {
@@ -189,6 +257,14 @@ int bench_sd(int argc, char **argv) {
     lp.precision        = IMGD_PRECISION_F32;
     lp.threads          = o.threads;
     lp.tokenizer_dir    = o.tokenizer;
+    lp.backend          = o.backend;
+    g_vram_sample       = o.backend && strcmp(o.backend, "cuda") == 0;
+    double vram0        = 0;
+    if (g_vram_sample) {
+        vram_sample();
+        vram0       = g_vram_peak; /* the CUDA context and nothing else */
+        g_vram_peak = 0;
+    }
     imgd_model *m       = NULL;
     t0                  = bench_now();
     if (!rc && imgd_model_load(target, &lp, &m) != IMGD_OK) {
@@ -203,12 +279,18 @@ int bench_sd(int argc, char **argv) {
     p.steps             = o.steps;
     p.on_step           = on_step;
     imgd_gen_result *r1 = NULL, *r2 = NULL;
-    /* the first run plans the graphs; the second is measured */
-    if (!rc && (imgd_generate(m, &p, &r1) != IMGD_OK || imgd_generate(m, &p, &r2) != IMGD_OK)) {
-        fprintf(stderr, "imgd-bench sd: %s\n", imgd_last_error());
-        rc = 1;
-    }
-    if (!rc) {
+    /* the first run plans the graphs (and uploads the weights to a GPU); the second is
+     * measured */
+    double t_first = 0;
+    t0             = bench_now();
+    if (!rc && imgd_generate(m, &p, &r1) != IMGD_OK) rc = 1;
+    t_first = bench_now() - t0;
+    if (!rc && imgd_generate(m, &p, &r2) != IMGD_OK) rc = 1;
+    if (rc && m) fprintf(stderr, "imgd-bench sd: %s\n", imgd_last_error());
+    vram_sample();
+    if (!rc && g_vram_sample) {
+        rc = report_cuda(&o, m, r2, t_load, t_first, g_vram_peak, vram0);
+    } else if (!rc) {
         double        step  = r2->t_sample_s / r2->steps_run;
         double        flops = graph_flops(m->g_unet.g);
         double        peak  = bench_gemm_peak_gflops(o.threads);

@@ -63,7 +63,7 @@ static const char k_usage[] =
     "      [--clip-skip-mode a1111|diffusers]"
     "      [--init IMG --strength F] [--mask IMG] [--mask-blur PX] [--tokenizer DIR] [--vae PATH]\n"
     "      [--unet PATH]\n"
-    "      [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref] [--groups N]\n"
+    "      [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref|cuda] [--groups N]\n"
     "      [--heads N | --head-dim N] [--te-heads N] [--prediction eps|v] [-o OUT.png] [--json]";
 
 /* Parses argv into o; returns 0, or 2 after printing what was wrong. */

@@ -16,10 +16,12 @@
 #include "models/wbind.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
+#include "backends.h"
 #include "test.h"
 #include "util.h"
 
-static const char *const k_backends[] = {"cpu", "ref"};
+/* cpu and ref, or $IMGD_TEST_BACKEND (tests/backends.h) */
+#define k_backends (tb_backends()->name)
 
 static double now_ms(void) {
     struct timespec ts;
@@ -226,7 +228,7 @@ static void test_unet_matches_diffusers_every_layout_and_backend(void) {
     for (size_t li = 0; li < IMGD_ARRAY_LEN(k_layouts); li++) {
         model m;
         if (!model_open(&m, shared, k_layouts[li].rel, k_layouts[li].single)) continue;
-        for (size_t bi = 0; bi < IMGD_ARRAY_LEN(k_backends); bi++) {
+        for (size_t bi = 0; bi < tb_backends()->n; bi++) {
             char what[96];
             run  r;
             imgd_fmt(what, sizeof what, "%s/%s", k_layouts[li].label, k_backends[bi]);
@@ -285,7 +287,7 @@ static void test_unet_adds_controlnet_residuals(void) {
     for (size_t si = 0; si < IMGD_ARRAY_LEN(scales); si++) {
         run  r;
         char name[96];
-        if (run_build(&r, &m, "cpu", &gd, control_inputs, scales[si], false)) {
+        if (run_build(&r, &m, tb_primary(), &gd, control_inputs, scales[si], false)) {
             (void)run_compute(&r, 1);
             if (scales[si]) {
                 imgd_fmt(name, sizeof name, "%s.unet_out", scales[si]);
@@ -330,7 +332,7 @@ static void test_unet_encoder_runs_a_controlnet(void) {
         if (!model_open(&m, shared, layouts[li].rel, layouts[li].single)) continue;
         imgd_backend *be = NULL;
         imgd_graph   *g  = NULL;
-        CHECK_STATUS(imgd_backend_new("cpu", NULL, &be), IMGD_OK);
+        CHECK_STATUS(imgd_backend_new(tb_primary(), NULL, &be), IMGD_OK);
         CHECK_STATUS(imgd_graph_new(NULL, &g), IMGD_OK);
         imgd_unet_extra ex = {0};
         imgd_tensor    *x  = golden_input(g, &gd, "sample");
@@ -397,7 +399,7 @@ static void test_unet_sdxl_added_conditioning(void) {
         if (!model_open(&m, shared, layouts[li].rel, layouts[li].single)) continue;
         CHECK_EQ_INT(m.cfg.adm_in_channels, 64);
         CHECK(m.cfg.linear_proj);
-        for (size_t bi = 0; bi < IMGD_ARRAY_LEN(k_backends); bi++) {
+        for (size_t bi = 0; bi < tb_backends()->n; bi++) {
             run  r;
             char what[96];
             imgd_fmt(what, sizeof what, "%s/%s", layouts[li].label, k_backends[bi]);

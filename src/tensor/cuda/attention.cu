@@ -11,7 +11,6 @@
 
 #define ATT_Q    16 /* query rows (warps) per block */
 #define ATT_TK   32 /* keys per tile (one per lane) */
-#define ATT_ACC  (CUK_ATTN_D_MAX / 32)
 
 struct att_args {
     cuk_tensor q, k, v;
@@ -21,7 +20,9 @@ struct att_args {
     float      scale;
 };
 
-__global__ void k_attention(att_args a) {
+/* ACC: output columns per lane (Dv <= 32 * ACC), a template so small heads keep few
+ * registers. */
+template <int ACC> __global__ void k_attention(att_args a) {
     extern __shared__ float sm[];
     const int64_t B = a.q.shape[0], Lq = a.q.shape[1], H = a.q.shape[2], D = a.q.shape[3];
     const int64_t Lk = a.k.shape[1], Dv = a.v.shape[3];
@@ -39,8 +40,8 @@ __global__ void k_attention(att_args a) {
                              b * a.q.stride[0] + i * a.q.stride[1] + h * a.q.stride[2] +
                                  d * a.q.stride[3]) *
                       a.scale;
-    float acc[ATT_ACC];
-    for (int c = 0; c < ATT_ACC; c++) acc[c] = 0.0f;
+    float acc[ACC];
+    for (int c = 0; c < ACC; c++) acc[c] = 0.0f;
     float m = -INFINITY, l = 0.0f;
 
     for (int64_t j0 = 0; j0 < Lk; j0 += ATT_TK) {
@@ -81,10 +82,10 @@ __global__ void k_attention(att_args a) {
         for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
         l = l * corr + ps;
         m = mn;
-        for (int c = 0; c < ATT_ACC; c++) acc[c] *= corr;
+        for (int c = 0; c < ACC; c++) acc[c] *= corr;
         for (int j = 0; j < (int)nt; j++) {
             float pj = __shfl_sync(0xffffffffu, p, j);
-            for (int c = 0; c < ATT_ACC; c++) {
+            for (int c = 0; c < ACC; c++) {
                 int64_t d = lane + 32 * c;
                 if (d < Dv) acc[c] += pj * vs[j * ldv + d];
             }
@@ -93,10 +94,22 @@ __global__ void k_attention(att_args a) {
     if (!valid) return;
     float  inv = l > 0.0f ? 1.0f / l : 0.0f;
     float *o   = a.out + ((b * Lq + i) * H + h) * Dv;
-    for (int c = 0; c < ATT_ACC; c++) {
+    for (int c = 0; c < ACC; c++) {
         int64_t d = lane + 32 * c;
         if (d < Dv) o[d] = acc[c] * inv;
     }
+}
+
+template <int ACC> static cudaError_t launch(const att_args &a, dim3 grid, size_t shmem,
+                                             cudaStream_t s) {
+    if (shmem > 48 * 1024) { /* opt in to the large shared memory of sm_80+ (D up to 512) */
+        cudaError_t e = cudaFuncSetAttribute(k_attention<ACC>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)shmem);
+        if (e != cudaSuccess) return e;
+    }
+    k_attention<ACC><<<grid, ATT_Q * 32, shmem, s>>>(a);
+    return cudaGetLastError();
 }
 
 extern "C" cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_tensor *k,
@@ -116,13 +129,9 @@ extern "C" cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_
     a.scale = scale;
     for (int i = 0; i < 4; i++) a.ms[i] = mask ? mstride[i] : 0;
     size_t shmem = sizeof(float) * (size_t)(ATT_TK * (D + 1) + ATT_TK * (Dv + 1) + ATT_Q * D);
-    if (shmem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(k_attention,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)shmem);
-        if (e != cudaSuccess) return e;
-    }
-    dim3 grid((unsigned)((Lq + ATT_Q - 1) / ATT_Q), (unsigned)H, (unsigned)B);
-    k_attention<<<grid, ATT_Q * 32, shmem, s>>>(a);
-    return cudaGetLastError();
+    dim3   grid((unsigned)((Lq + ATT_Q - 1) / ATT_Q), (unsigned)H, (unsigned)B);
+    if (Dv <= 64) return launch<2>(a, grid, shmem, s);
+    if (Dv <= 128) return launch<4>(a, grid, shmem, s);
+    if (Dv <= 256) return launch<8>(a, grid, shmem, s);
+    return launch<16>(a, grid, shmem, s);
 }

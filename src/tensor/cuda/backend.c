@@ -139,7 +139,10 @@ static imgd_status prepare_dequantize(cuda_backend *cb, imgd_tensor *n) {
     float                   *h  = imgd_malloc(nb ? nb : 1);
     if (!h) return imgd_fail(IMGD_E_NOMEM, "cuda: dequantizing '%s': out of host memory",
                              w->storage->name ? w->storage->name : "?");
-    imgd_status st = imgd_quant_dequantize(w->dtype, w->data,
+    /* w may be a view (views get their address at compute): locate it in its storage */
+    const unsigned char *src = (const unsigned char *)w->storage->data +
+                               (size_t)w->offset / tr->block_elems * tr->block_bytes;
+    imgd_status st = imgd_quant_dequantize(w->dtype, src,
                                            (uint64_t)imgd_tensor_numel(n) / tr->block_elems, h);
     void       *p  = NULL;
     cudaError_t e  = cudaSuccess;

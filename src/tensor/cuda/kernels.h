@@ -102,7 +102,9 @@ cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, flo
 
 /* ---- attention.cu ------------------------------------------------------------------------- */
 
-#define CUK_ATTN_D_MAX 256 /* head dims (D and Dv) the kernel handles */
+/* Head dims (D and Dv) the kernel handles; above 128 it needs more than 48 KiB of shared
+ * memory per block (sm_80+; the SD VAE's single 512-wide head needs ~160 KiB). */
+#define CUK_ATTN_D_MAX 512
 
 /* q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv] f32 strided; mask f32 or NULL with
  * element strides mstride[4] over (b, h, i, j), 0 where it broadcasts; out [B, Lq, H, Dv]

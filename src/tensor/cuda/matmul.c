@@ -63,6 +63,10 @@ static bool mm_geometry(const imgd_tensor *n, mm_geom *g) {
     g->N       = n->shape[nd - 1];
     g->K       = a->shape[na - 1];
     g->batches = g->M * g->N > 0 ? imgd_tensor_numel(n) / (g->M * g->N) : 0;
+    g->op_a = g->op_b = CUBLAS_OP_N;
+    g->ld_a = g->ld_b = 1;
+    if (g->K == 0 || g->batches == 0) /* no GEMM: the output is the bias or zeros */
+        return g->M <= INT_MAX && g->N <= INT_MAX;
     if (!gemm_layout(g->K, g->N, b->stride[nb - 2], b->stride[nb - 1], &g->op_a, &g->ld_a))
         return false;
     if (!gemm_layout(g->M, g->K, a->stride[na - 2], a->stride[na - 1], &g->op_b, &g->ld_b))
