@@ -265,8 +265,8 @@ int bench_sd(int argc, char **argv) {
         vram0       = g_vram_peak; /* the CUDA context and nothing else */
         g_vram_peak = 0;
     }
-    imgd_model *m       = NULL;
-    t0                  = bench_now();
+    imgd_model *m = NULL;
+    t0            = bench_now();
     if (!rc && imgd_model_load(target, &lp, &m) != IMGD_OK) {
         fprintf(stderr, "imgd-bench sd: %s\n", imgd_last_error());
         rc = 1;

@@ -420,8 +420,7 @@ typedef struct imgd_arch_override {
 
 typedef struct imgd_load_params {
     imgd_open_params open;
-    const char      *backend; /* "cpu" (default), "ref" (reference kernels) or "cuda"
-                                 (builds with CUDA; see imgd_backend_name_at) */
+    const char      *backend; /* "cpu" (default), "ref" or "cuda" (imgd_backend_name_at) */
     uint32_t         threads; /* 0 = online CPUs */
     imgd_precision   precision;
     const char      *tokenizer_dir; /* vocab.json + merges.txt for single files; NULL: the

@@ -1,16 +1,17 @@
 /* CLIP text encoder against the conformance goldens (transformers 4.38, f32): every
  * hidden state, the final LayerNorm outputs, the pooled row and SDXL's projected
  * text_embeds, for each layout of the narrow models (diffusers folder, LDM/SGM single
- * .safetensors with the open_clip TE2, .ckpt) on the "cpu" and "ref" backends (or $IMGD_TEST_BACKEND).
- * Tolerance (../shared/conformance/README.md): max |a - b| <= 1e-4 * max(1, max |ref|). */
+ * .safetensors with the open_clip TE2, .ckpt) on the "cpu" and "ref" backends (or
+ * $IMGD_TEST_BACKEND). Tolerance (../shared/conformance/README.md): max |a - b| <= 1e-4 * max(1,
+ * max |ref|). */
 #include <time.h>
 
+#include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
 #include "models/clip_text.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
-#include "backends.h"
 #include "test.h"
 #include "util.h"
 

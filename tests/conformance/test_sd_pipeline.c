@@ -7,9 +7,9 @@
  * batch-1 runs given the same noise. */
 #include <math.h>
 
+#include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
-#include "backends.h"
 #include "test.h"
 #include "util.h"
 

@@ -9,6 +9,7 @@
  * (sdxl-narrow/goldens/unet.safetensors). */
 #include <time.h>
 
+#include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
 #include "detect/detect.h"
@@ -16,7 +17,6 @@
 #include "models/wbind.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
-#include "backends.h"
 #include "test.h"
 #include "util.h"
 

@@ -6,12 +6,12 @@
  * decode. Tolerance (../shared/conformance/README.md): max |a - b| <= 1e-4 * max(1, max|ref|). */
 #include <time.h>
 
+#include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
 #include "models/vae.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
-#include "backends.h"
 #include "test.h"
 #include "util.h"
 

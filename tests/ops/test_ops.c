@@ -501,7 +501,7 @@ static const op_case k_cases[] = {
 typedef struct be_config {
     const char   *name;
     const char   *backend; /* registry name */
-    const char   *ops; /* comma-separated ops it runs, NULL = all */
+    const char   *ops;     /* comma-separated ops it runs, NULL = all */
     imgd_cpu_math math;
     imgd_cpu_gemm gemm;
     bool          portable;

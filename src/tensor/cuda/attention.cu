@@ -9,28 +9,28 @@
 // -inf keeps m = -inf without producing NaN.
 #include "device_impl.h"
 
-#define ATT_Q    16 /* query rows (warps) per block */
-#define ATT_TK   32 /* keys per tile (one per lane) */
+#define ATT_Q  16 /* query rows (warps) per block */
+#define ATT_TK 32 /* keys per tile (one per lane) */
 
 struct att_args {
-    cuk_tensor q, k, v;
-    float     *out;
+    cuk_tensor   q, k, v;
+    float       *out;
     const float *mask;
-    int64_t    ms[4];
-    float      scale;
+    int64_t      ms[4];
+    float        scale;
 };
 
 /* ACC: output columns per lane (Dv <= 32 * ACC), a template so small heads keep few
  * registers. */
 template <int ACC> __global__ void k_attention(att_args a) {
     extern __shared__ float sm[];
-    const int64_t B = a.q.shape[0], Lq = a.q.shape[1], H = a.q.shape[2], D = a.q.shape[3];
-    const int64_t Lk = a.k.shape[1], Dv = a.v.shape[3];
-    const int64_t ldk = D + 1, ldv = Dv + 1; /* padded rows: conflict-free column reads */
-    float        *ks = sm, *vs = ks + ATT_TK * ldk, *qs = vs + ATT_TK * ldv;
-    const int     warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t b = blockIdx.z, h = blockIdx.y, i = (int64_t)blockIdx.x * ATT_Q + warp;
-    const bool    valid = i < Lq; /* uniform per warp */
+    const int64_t           B = a.q.shape[0], Lq = a.q.shape[1], H = a.q.shape[2], D = a.q.shape[3];
+    const int64_t           Lk = a.k.shape[1], Dv = a.v.shape[3];
+    const int64_t           ldk = D + 1, ldv = Dv + 1; /* padded rows: conflict-free column reads */
+    float                  *ks = sm, *vs = ks + ATT_TK * ldk, *qs = vs + ATT_TK * ldv;
+    const int               warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t           b = blockIdx.z, h = blockIdx.y, i = (int64_t)blockIdx.x * ATT_Q + warp;
+    const bool              valid = i < Lq; /* uniform per warp */
     (void)B;
 
     float *qrow = qs + (int64_t)warp * D;
@@ -100,12 +100,11 @@ template <int ACC> __global__ void k_attention(att_args a) {
     }
 }
 
-template <int ACC> static cudaError_t launch(const att_args &a, dim3 grid, size_t shmem,
-                                             cudaStream_t s) {
+template <int ACC>
+static cudaError_t launch(const att_args &a, dim3 grid, size_t shmem, cudaStream_t s) {
     if (shmem > 48 * 1024) { /* opt in to the large shared memory of sm_80+ (D up to 512) */
-        cudaError_t e = cudaFuncSetAttribute(k_attention<ACC>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)shmem);
+        cudaError_t e = cudaFuncSetAttribute(
+            k_attention<ACC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
         if (e != cudaSuccess) return e;
     }
     k_attention<ACC><<<grid, ATT_Q * 32, shmem, s>>>(a);
@@ -121,9 +120,9 @@ extern "C" cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_
     if (D > CUK_ATTN_D_MAX || Dv > CUK_ATTN_D_MAX || D < 1 || H > 65535 || B > 65535)
         return cudaErrorInvalidValue;
     att_args a;
-    a.q = *q;
-    a.k = *k;
-    a.v = *v;
+    a.q     = *q;
+    a.k     = *k;
+    a.v     = *v;
     a.out   = out;
     a.mask  = mask;
     a.scale = scale;

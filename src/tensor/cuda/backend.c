@@ -125,8 +125,7 @@ static imgd_status upload_leaf(cuda_backend *cb, imgd_tensor *s) {
     CUDA_TRY(cudaMalloc(&p, s->nbytes ? s->nbytes : 1), what);
     s->backend_data = p; /* release frees it, even when the copy below fails */
     if (s->kind == IMGD_TENSOR_WEIGHT && s->nbytes)
-        CUDA_TRY(cudaMemcpyAsync(p, s->data, s->nbytes, cudaMemcpyHostToDevice, cb->stream),
-                 what);
+        CUDA_TRY(cudaMemcpyAsync(p, s->data, s->nbytes, cudaMemcpyHostToDevice, cb->stream), what);
     return IMGD_OK;
 }
 
@@ -137,15 +136,16 @@ static imgd_status prepare_dequantize(cuda_backend *cb, imgd_tensor *n) {
     const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
     size_t                   nb = imgd_tensor_nbytes(n);
     float                   *h  = imgd_malloc(nb ? nb : 1);
-    if (!h) return imgd_fail(IMGD_E_NOMEM, "cuda: dequantizing '%s': out of host memory",
-                             w->storage->name ? w->storage->name : "?");
+    if (!h)
+        return imgd_fail(IMGD_E_NOMEM, "cuda: dequantizing '%s': out of host memory",
+                         w->storage->name ? w->storage->name : "?");
     /* w may be a view (views get their address at compute): locate it in its storage */
     const unsigned char *src = (const unsigned char *)w->storage->data +
                                (size_t)w->offset / tr->block_elems * tr->block_bytes;
-    imgd_status st = imgd_quant_dequantize(w->dtype, src,
-                                           (uint64_t)imgd_tensor_numel(n) / tr->block_elems, h);
-    void       *p  = NULL;
-    cudaError_t e  = cudaSuccess;
+    imgd_status st =
+        imgd_quant_dequantize(w->dtype, src, (uint64_t)imgd_tensor_numel(n) / tr->block_elems, h);
+    void       *p = NULL;
+    cudaError_t e = cudaSuccess;
     if (st == IMGD_OK) {
         e = cudaMalloc(&p, nb ? nb : 1);
         if (e == cudaSuccess) n->backend_data = p;

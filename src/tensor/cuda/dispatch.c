@@ -42,8 +42,7 @@ bool cuda_op_supported(const imgd_tensor *n) {
     case IMGD_OP_GROUP_NORM:
     case IMGD_OP_LAYER_NORM:
     case IMGD_OP_RMS_NORM:
-        return f32_cont(n->src[0]) && f32_cont(n->src[1]) && f32_cont(n->src[2]) &&
-               n->n_dims >= 1;
+        return f32_cont(n->src[0]) && f32_cont(n->src[1]) && f32_cont(n->src[2]) && n->n_dims >= 1;
     case IMGD_OP_SOFTMAX:
     case IMGD_OP_GEGLU: return f32_cont(n->src[0]) && n->n_dims >= 1;
     case IMGD_OP_ATTENTION: return attention_supported(n);
@@ -69,10 +68,10 @@ bool cuda_op_supported(const imgd_tensor *n) {
 /* src described with out's shape, broadcasting (numpy rules, right-aligned): stride 0 along
  * the dims src lacks or has size 1. */
 static cuk_tensor broadcast_desc(const imgd_tensor *src, const imgd_tensor *out) {
-    cuk_tensor d = cuda_desc(src);
+    cuk_tensor d  = cuda_desc(src);
     int32_t    nd = out->n_dims, off = nd - src->n_dims;
-    d.n_dims      = nd;
-    d.contiguous  = imgd_tensor_same_shape(src, out) && imgd_tensor_is_contiguous(src);
+    d.n_dims     = nd;
+    d.contiguous = imgd_tensor_same_shape(src, out) && imgd_tensor_is_contiguous(src);
     for (int32_t i = nd - 1; i >= 0; i--) {
         int32_t si  = i - off;
         d.shape[i]  = out->shape[i];
@@ -161,8 +160,8 @@ static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {
         int64_t N = x->shape[0], C = x->shape[1];
         int64_t S = N * C > 0 ? imgd_tensor_numel(x) / (N * C) : 0;
         return cuk_group_norm(n->data, cuda_dptr(x), n->src[1] ? cuda_dptr(n->src[1]) : NULL,
-                              n->src[2] ? cuda_dptr(n->src[2]) : NULL, N, C, S, n->ip[0],
-                              n->fp[0], (int32_t)n->ip[1], s);
+                              n->src[2] ? cuda_dptr(n->src[2]) : NULL, N, C, S, n->ip[0], n->fp[0],
+                              (int32_t)n->ip[1], s);
     }
     case IMGD_OP_LAYER_NORM:
         return cuk_layer_norm(n->data, cuda_dptr(x), n->src[1] ? cuda_dptr(n->src[1]) : NULL,

@@ -34,7 +34,7 @@ extern "C" cudaError_t cuk_unary(float *out, const cuk_tensor *src, int32_t op, 
 __global__ void k_geglu(float *out, const float *src, int64_t D, int64_t n) {
     CUK_FOR(i, n) {
         int64_t r = i / D, j = i % D;
-        out[i]    = src[r * 2 * D + j] * gelu_erf(src[r * 2 * D + D + j]);
+        out[i] = src[r * 2 * D + j] * gelu_erf(src[r * 2 * D + D + j]);
     }
 }
 
@@ -99,7 +99,7 @@ __global__ void k_rope(float *out, cuk_tensor x, cuk_tensor pos, int32_t neox, i
     int64_t L = x.shape[1], H = x.shape[2], D = x.shape[3], half = nr / 2;
     CUK_FOR(i, n) {
         int64_t e = i % D, row = i / D; /* row = (b*L + l)*H + h */
-        int64_t l = (row / H) % L;
+        int64_t l    = (row / H) % L;
         int64_t base = row * D;
         if (e >= nr) {
             out[i] = cuk_at(x, i);

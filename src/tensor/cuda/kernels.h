@@ -15,7 +15,11 @@ extern "C" {
 
 #define CUK_MAX_DIMS 8
 
-typedef enum cuk_dtype { CUK_F32 = 0, CUK_F16 = 1, CUK_BF16 = 2 } cuk_dtype;
+typedef enum cuk_dtype {
+    CUK_F32  = 0,
+    CUK_F16  = 1,
+    CUK_BF16 = 2
+} cuk_dtype;
 
 typedef struct cuk_tensor {
     void   *data;
@@ -77,8 +81,8 @@ cudaError_t cuk_unary(float *out, const cuk_tensor *src, int32_t op, float f0, f
 cudaError_t cuk_geglu(float *out, const float *src, int64_t rows, int64_t D, cudaStream_t s);
 /* out (contiguous f32, shape of out) = a op b; a and b carry out's shape with broadcast
  * strides (0 where they broadcast). */
-cudaError_t cuk_binary(const cuk_tensor *out, const cuk_tensor *a, const cuk_tensor *b,
-                       int32_t op, cudaStream_t s);
+cudaError_t cuk_binary(const cuk_tensor *out, const cuk_tensor *a, const cuk_tensor *b, int32_t op,
+                       cudaStream_t s);
 /* diffusers get_timestep_embedding: t (N values, strided by t_stride) -> out [N, dim]. */
 cudaError_t cuk_timestep(float *out, const cuk_tensor *t, int64_t N, int64_t dim, int32_t flip,
                          float max_period, float shift, cudaStream_t s);
@@ -109,9 +113,8 @@ cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, flo
 /* q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv] f32 strided; mask f32 or NULL with
  * element strides mstride[4] over (b, h, i, j), 0 where it broadcasts; out [B, Lq, H, Dv]
  * contiguous. */
-cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_tensor *k,
-                          const cuk_tensor *v, const float *mask, const int64_t *mstride,
-                          float scale, cudaStream_t s);
+cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_tensor *k, const cuk_tensor *v,
+                          const float *mask, const int64_t *mstride, float scale, cudaStream_t s);
 
 #ifdef __cplusplus
 }

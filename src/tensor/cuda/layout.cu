@@ -27,7 +27,8 @@ __global__ void k_concat(cuk_tensor out, concat_srcs srcs, int32_t n_srcs, int32
             lin /= out.shape[d];
         }
         int32_t k = 0;
-        while (k < n_srcs - 1 && idx[axis] >= srcs.t[k].shape[axis]) idx[axis] -= srcs.t[k++].shape[axis];
+        while (k < n_srcs - 1 && idx[axis] >= srcs.t[k].shape[axis])
+            idx[axis] -= srcs.t[k++].shape[axis];
         const cuk_tensor &src = srcs.t[k];
         int64_t           off = 0;
         for (int32_t d = 0; d < out.n_dims; d++) off += idx[d] * src.stride[d];
@@ -96,8 +97,8 @@ extern "C" cudaError_t cuk_upsample2x(const cuk_tensor *out, const cuk_tensor *s
     return cudaGetLastError();
 }
 
-__global__ void k_avg_pool(float *out, const float *x, int64_t H, int64_t W, int64_t OH,
-                           int64_t OW, int32_t k, int32_t st, int32_t pad, int64_t n) {
+__global__ void k_avg_pool(float *out, const float *x, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                           int32_t k, int32_t st, int32_t pad, int64_t n) {
     CUK_FOR(i, n) {
         int64_t ox = i % OW, oy = (i / OW) % OH, pl = i / (OW * OH);
         float   acc = 0.0f;
@@ -152,7 +153,7 @@ extern "C" cudaError_t cuk_im2col(float *col, const float *x, int64_t C, int64_t
                                   int64_t pw, int64_t OW, int64_t p0, int64_t pc, cudaStream_t s) {
     int64_t n = C * KH * KW * pc;
     if (n == 0) return cudaSuccess;
-    k_im2col<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(col, x, H, W, KH, KW, sh, sw, ph, pw, OW, p0,
-                                                   pc, n);
+    k_im2col<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(col, x, H, W, KH, KW, sh, sw, ph, pw, OW, p0, pc,
+                                                   n);
     return cudaGetLastError();
 }

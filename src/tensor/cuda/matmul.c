@@ -39,7 +39,7 @@ static bool gemm_layout(int64_t rows, int64_t cols, int64_t sr, int64_t sc, cubl
 /* Element offset of batch bt (row-major over out's batch dims) in x, broadcasting x's batch
  * dims (right-aligned; size 1 repeats). */
 static int64_t batch_offset(const imgd_tensor *x, const imgd_tensor *out, int64_t bt) {
-    int32_t nd = out->n_dims;
+    int32_t nd  = out->n_dims;
     int64_t off = 0;
     for (int32_t d = nd - 3; d >= 0; d--) {
         int64_t i = bt % out->shape[d];
@@ -90,8 +90,8 @@ static imgd_status mm_init_out(cuda_backend *cb, const imgd_tensor *n, int64_t i
     const imgd_tensor *bias = n->src[2];
     *beta                   = 0.0f;
     if (bias) {
-        cudaError_t e = cuk_fill_bias(n->data, cuda_dptr(bias), imgd_tensor_numel(n), inner, nb,
-                                      cb->stream);
+        cudaError_t e =
+            cuk_fill_bias(n->data, cuda_dptr(bias), imgd_tensor_numel(n), inner, nb, cb->stream);
         if (e != cudaSuccess) return cuda_fail(e, "cuk_fill_bias", what);
         *beta = 1.0f;
     }
@@ -112,13 +112,14 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
         return IMGD_OK;
     }
     const float *A = cuda_dptr(n->src[1]), *B = cuda_dptr(n->src[0]);
-    float       *C = n->data;
+    float       *C     = n->data;
     const float  alpha = 1.0f;
-    int64_t      sa = batch_offset(n->src[1], n, 1 % g.batches), sb = batch_offset(n->src[0], n, 1 % g.batches);
-    bool         uniform = true;
+    int64_t      sa    = batch_offset(n->src[1], n, 1 % g.batches),
+            sb         = batch_offset(n->src[0], n, 1 % g.batches);
+    bool uniform       = true;
     for (int64_t bt = 2; bt < g.batches && uniform; bt++)
-        uniform = batch_offset(n->src[1], n, bt) == bt * sa &&
-                  batch_offset(n->src[0], n, bt) == bt * sb;
+        uniform =
+            batch_offset(n->src[1], n, bt) == bt * sa && batch_offset(n->src[0], n, bt) == bt * sb;
     if (uniform) {
         CUBLAS_TRY(cublasSgemmStridedBatched(cb->blas, g.op_a, g.op_b, (int)g.N, (int)g.M, (int)g.K,
                                              &alpha, A, (int)g.ld_a, sa, B, (int)g.ld_b, sb, &beta,
@@ -135,7 +136,8 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
     return IMGD_OK;
 }
 
-/* ---- conv2d: im2col + GEMM -------------------------------------------------------------------- */
+/* ---- conv2d: im2col + GEMM --------------------------------------------------------------------
+ */
 
 #define IM2COL_BYTES_MAX ((size_t)256 << 20) /* column buffer cap; larger images go in chunks */
 
@@ -147,23 +149,22 @@ typedef struct conv_geom {
 
 static void conv_geometry(const imgd_tensor *n, conv_geom *g) {
     const imgd_tensor *x = n->src[0], *w = n->src[1];
-    g->N  = x->shape[0];
-    g->C  = x->shape[1];
-    g->H  = x->shape[2];
-    g->W  = x->shape[3];
-    g->O  = w->shape[0];
-    g->KH = w->shape[2];
-    g->KW = w->shape[3];
-    g->OH = n->shape[2];
-    g->OW = n->shape[3];
-    g->sh = n->ip[0];
-    g->sw = n->ip[1];
-    g->ph = n->ip[2];
-    g->pw = n->ip[3];
-    g->P  = g->OH * g->OW;
-    g->CK = g->C * g->KH * g->KW;
-    g->direct =
-        g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+    g->N        = x->shape[0];
+    g->C        = x->shape[1];
+    g->H        = x->shape[2];
+    g->W        = x->shape[3];
+    g->O        = w->shape[0];
+    g->KH       = w->shape[2];
+    g->KW       = w->shape[3];
+    g->OH       = n->shape[2];
+    g->OW       = n->shape[3];
+    g->sh       = n->ip[0];
+    g->sw       = n->ip[1];
+    g->ph       = n->ip[2];
+    g->pw       = n->ip[3];
+    g->P        = g->OH * g->OW;
+    g->CK       = g->C * g->KH * g->KW;
+    g->direct   = g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
     int64_t cap = (int64_t)(IM2COL_BYTES_MAX / sizeof(float)) / (g->CK ? g->CK : 1);
     g->chunk    = g->P < cap ? g->P : (cap > 0 ? cap : 1);
 }
@@ -204,9 +205,8 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
         const float *xb = x + b * g.C * g.H * g.W;
         float       *ob = out + b * g.O * g.P;
         if (g.direct) { /* out_b^T (P x O) = x_b^T (P x C) * w^T (C x O), column-major */
-            CUBLAS_TRY(cublasSgemm(cb->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)g.P, (int)g.O,
-                                   (int)g.C, &alpha, xb, (int)g.P, w, (int)g.C, &beta, ob,
-                                   (int)g.P),
+            CUBLAS_TRY(cublasSgemm(cb->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)g.P, (int)g.O, (int)g.C,
+                                   &alpha, xb, (int)g.P, w, (int)g.C, &beta, ob, (int)g.P),
                        what);
             continue;
         }
@@ -216,9 +216,8 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
                                         g.OW, p0, pc, cb->stream);
             if (e != cudaSuccess) return cuda_fail(e, "cuk_im2col", what);
             /* out_b[:, p0:p0+pc]^T (pc x O, ld P) = col^T (pc x CK) * w^T (CK x O) */
-            CUBLAS_TRY(cublasSgemm(cb->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)pc, (int)g.O,
-                                   (int)g.CK, &alpha, col, (int)pc, w, (int)g.CK, &beta, ob + p0,
-                                   (int)g.P),
+            CUBLAS_TRY(cublasSgemm(cb->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)pc, (int)g.O, (int)g.CK,
+                                   &alpha, col, (int)pc, w, (int)g.CK, &beta, ob + p0, (int)g.P),
                        what);
         }
     }
@@ -228,12 +227,12 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
 /* ---- fp16 GEMM throughput (cuBLASLt) ------------------------------------------------------- */
 
 typedef struct lt_bench {
-    cublasLtHandle_t       lt;
-    cublasLtMatmulDesc_t   op;
-    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtHandle_t           lt;
+    cublasLtMatmulDesc_t       op;
+    cublasLtMatrixLayout_t     la, lb, lc;
     cublasLtMatmulPreference_t pref;
-    void                  *a, *b, *c, *ws;
-    cudaEvent_t            t0, t1;
+    void                      *a, *b, *c, *ws;
+    cudaEvent_t                t0, t1;
 } lt_bench;
 
 #define LT_WORKSPACE ((size_t)64 << 20)
@@ -254,7 +253,7 @@ static void lt_free(lt_bench *t) {
 }
 
 static imgd_status lt_setup(lt_bench *t, int32_t m, int32_t n, int32_t k) {
-    const char *w = "fp16 GEMM probe";
+    const char *w  = "fp16 GEMM probe";
     size_t      ws = LT_WORKSPACE;
     CUDA_TRY(cudaMalloc(&t->a, (size_t)m * (size_t)k * 2), w);
     CUDA_TRY(cudaMalloc(&t->b, (size_t)k * (size_t)n * 2), w);

@@ -56,8 +56,8 @@ __global__ void k_group_norm(float *out, const float *x, const float *gamma, con
 }
 
 extern "C" cudaError_t cuk_group_norm(float *out, const float *x, const float *gamma,
-                                      const float *beta, int64_t N, int64_t C, int64_t S,
-                                      int64_t G, float eps, int32_t silu, cudaStream_t s) {
+                                      const float *beta, int64_t N, int64_t C, int64_t S, int64_t G,
+                                      float eps, int32_t silu, cudaStream_t s) {
     if (N * C * S == 0) return cudaSuccess;
     if (G < 1 || C % G != 0 || N * G > 0x7fffffff) return cudaErrorInvalidValue;
     k_group_norm<<<(unsigned)(N * G), NORM_THREADS, 0, s>>>(out, x, gamma, beta, C, S, G, eps,
@@ -146,8 +146,8 @@ __global__ void k_softmax(float *out, const float *x, int64_t rows, int64_t D, f
         out[r * D + i] = expf(xr[i] * scale - mx) * inv;
 }
 
-extern "C" cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D,
-                                   float scale, cudaStream_t s) {
+extern "C" cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale,
+                                   cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
     k_softmax<<<row_grid(rows), NORM_THREADS, 0, s>>>(out, x, rows, D, scale);
     return cudaGetLastError();
