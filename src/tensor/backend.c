@@ -28,7 +28,7 @@ static const backend_row k_backends[] = {
 };
 
 imgd_backend_params imgd_backend_params_default(void) {
-    imgd_backend_params p = {0, NULL, IMGD_CPU_MATH_AUTO, IMGD_CPU_GEMM_AUTO};
+    imgd_backend_params p = {0, NULL, IMGD_CPU_MATH_AUTO, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32};
     return p;
 }
 

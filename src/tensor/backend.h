@@ -42,12 +42,21 @@ typedef enum imgd_cpu_gemm {
     IMGD_CPU_GEMM_COUNT
 } imgd_cpu_gemm;
 
+/* How a GPU backend (cuda) computes matmul and conv2d. The other ops always run in f32. */
+typedef enum imgd_gpu_math {
+    IMGD_GPU_MATH_F32  = 0, /* f32 inputs, f32 accumulation, no TF32 (the conformance mode) */
+    IMGD_GPU_MATH_F16  = 1, /* operands rounded to fp16, f32 accumulation, f32 results */
+    IMGD_GPU_MATH_BF16 = 2, /* operands rounded to bf16 (no overflow where fp16 would) */
+    IMGD_GPU_MATH_COUNT
+} imgd_gpu_math;
+
 typedef struct imgd_backend_params {
-    uint32_t   n_threads; /* compute threads, 0 = online CPUs; ignored when pool is set */
-    imgd_pool *pool;      /* borrowed pool to run on (must outlive the backend), or NULL
-                             to let the backend own one of n_threads */
-    imgd_cpu_math math;   /* cpu only */
-    imgd_cpu_gemm gemm;   /* cpu only */
+    uint32_t   n_threads;   /* compute threads, 0 = online CPUs; ignored when pool is set */
+    imgd_pool *pool;        /* borrowed pool to run on (must outlive the backend), or NULL
+                               to let the backend own one of n_threads */
+    imgd_cpu_math math;     /* cpu only */
+    imgd_cpu_gemm gemm;     /* cpu only */
+    imgd_gpu_math gpu_math; /* cuda only */
 } imgd_backend_params;
 
 imgd_backend_params imgd_backend_params_default(void);

@@ -171,7 +171,8 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
                 if (src && src->kind != IMGD_TENSOR_ACTIVATION && !src->backend_data)
                     st = upload_leaf(cb, src);
             }
-            if (n->op == IMGD_OP_CONV2D) cuda_conv2d_prepare(n);
+            if (n->op == IMGD_OP_CONV2D) cuda_conv2d_prepare(cb, n);
+            if (n->op == IMGD_OP_MATMUL) cuda_matmul_prepare(cb, n);
         }
         if (st != IMGD_OK)
             return imgd_fail_prefix(st, "cuda: preparing node %zu (%s)", i, imgd_op_name(n->op));
@@ -270,7 +271,10 @@ static int env_device(void) {
     return end && *end == '\0' && v >= 0 && v < 1024 ? (int)v : -1;
 }
 
-static imgd_status cuda_init(cuda_backend *cb) {
+static imgd_status cuda_init(cuda_backend *cb, const imgd_backend_params *p) {
+    if ((unsigned)p->gpu_math >= IMGD_GPU_MATH_COUNT)
+        return imgd_fail(IMGD_E_INVALID_ARG, "cuda: gpu_math %d out of range", (int)p->gpu_math);
+    cb->math      = p->gpu_math;
     int         n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -295,13 +299,13 @@ static imgd_status cuda_init(cuda_backend *cb) {
 }
 
 imgd_status imgd_cuda_backend_new(const imgd_backend_params *params, imgd_backend **out) {
-    IMGD_UNUSED(params);
+    imgd_backend_params p = params ? *params : imgd_backend_params_default();
     if (!out) return imgd_fail(IMGD_E_INVALID_ARG, "cuda backend: out is NULL");
     cuda_backend *cb = imgd_calloc(1, sizeof *cb);
     if (!cb) return imgd_fail(IMGD_E_NOMEM, "cuda backend: out of memory");
     cb->base.iface = &k_cuda_iface;
     cb->base.ctx   = cb;
-    imgd_status st = cuda_init(cb);
+    imgd_status st = cuda_init(cb, &p);
     if (st != IMGD_OK) {
         cuda_free(&cb->base);
         return st;

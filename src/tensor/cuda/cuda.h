@@ -4,9 +4,10 @@
  * the graph reads are uploaded once, in prepare (imgd_graph_plan), into device copies kept
  * until the graph is released or re-planned; inputs are uploaded from their bound host memory
  * at the start of every compute; outputs are read back with imgd_graph_read_f32 (the
- * backend's read hook). Kernels: cuBLAS f32 GEMM for matmul, im2col + cuBLAS for conv2d,
- * a tiled online-softmax attention kernel, and one CUDA kernel per other op; all compute in
- * f32 (no TF32). Quantized weights are dequantized on the host at plan time.
+ * backend's read hook). Kernels: cuBLAS GEMMs for matmul and (after im2col) conv2d, a tiled
+ * online-softmax attention kernel, and one CUDA kernel per other op, all f32 (no TF32);
+ * params->gpu_math F16/BF16 rounds the GEMM operands to fp16/bf16 (f32 accumulation and
+ * results). Quantized weights are dequantized on the host at plan time.
  *
  * Debugging: IMGD_CUDA_SYNC=1 synchronises after every node, so an asynchronous kernel
  * failure is reported with the node's index and op. IMGD_CUDA_DEVICE=N picks the device
@@ -16,7 +17,7 @@
 
 #include "tensor/backend.h"
 
-/* params: unused today (device from IMGD_CUDA_DEVICE). out: written only on success.
+/* params: gpu_math (device from IMGD_CUDA_DEVICE); may be NULL. out: written only on success.
  * Returns IMGD_OK, IMGD_E_UNSUPPORTED (no CUDA device or no usable driver: the message
  * says which), IMGD_E_DEVICE (a CUDA/cuBLAS call failed: the message names it),
  * IMGD_E_NOMEM. */

@@ -65,11 +65,12 @@ cudaError_t cuk_avg_pool2d(float *out, const float *src, int64_t planes, int64_t
 /* out[i] = bias[(i / inner) % nb] for i < total (a GEMM output prefilled with its bias). */
 cudaError_t cuk_fill_bias(float *out, const float *bias, int64_t total, int64_t inner, int64_t nb,
                           cudaStream_t s);
-/* col[(c*KH + ky)*KW + kx][p - p0] for output pixels p in [p0, p0 + pc) of one image x
- * [C, H, W] (contiguous f32); zero where the window falls in the padding. */
-cudaError_t cuk_im2col(float *col, const float *x, int64_t C, int64_t H, int64_t W, int64_t KH,
-                       int64_t KW, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OW,
-                       int64_t p0, int64_t pc, cudaStream_t s);
+/* col[(c*KH + ky)*KW + kx][p - p0] (col_dtype, a cuk_dtype) for output pixels p in
+ * [p0, p0 + pc) of one image x [C, H, W] (contiguous f32); zero where the window falls in the
+ * padding. */
+cudaError_t cuk_im2col(void *col, int32_t col_dtype, const float *x, int64_t C, int64_t H,
+                       int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
+                       int64_t pw, int64_t OW, int64_t p0, int64_t pc, cudaStream_t s);
 
 /* ---- elementwise.cu ----------------------------------------------------------------------- */
 

@@ -136,24 +136,26 @@ extern "C" cudaError_t cuk_fill_bias(float *out, const float *bias, int64_t tota
     return cudaGetLastError();
 }
 
-__global__ void k_im2col(float *col, const float *x, int64_t H, int64_t W, int64_t KH, int64_t KW,
-                         int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OW, int64_t p0,
-                         int64_t pc, int64_t n) {
+__global__ void k_im2col(void *col, int32_t dt, const float *x, int64_t H, int64_t W, int64_t KH,
+                         int64_t KW, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OW,
+                         int64_t p0, int64_t pc, int64_t n) {
     CUK_FOR(i, n) {
         int64_t p = i % pc, r = i / pc; /* r = (c*KH + ky)*KW + kx */
         int64_t kx = r % KW, ky = (r / KW) % KH, c = r / (KW * KH);
         int64_t op = p0 + p, oy = op / OW, ox = op % OW;
         int64_t iy = oy * sh - ph + ky, ix = ox * sw - pw + kx;
-        col[i] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(c * H + iy) * W + ix] : 0.0f;
+        cuk_st(col, dt, i,
+               (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(c * H + iy) * W + ix] : 0.0f);
     }
 }
 
-extern "C" cudaError_t cuk_im2col(float *col, const float *x, int64_t C, int64_t H, int64_t W,
-                                  int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
-                                  int64_t pw, int64_t OW, int64_t p0, int64_t pc, cudaStream_t s) {
+extern "C" cudaError_t cuk_im2col(void *col, int32_t col_dtype, const float *x, int64_t C,
+                                  int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh,
+                                  int64_t sw, int64_t ph, int64_t pw, int64_t OW, int64_t p0,
+                                  int64_t pc, cudaStream_t s) {
     int64_t n = C * KH * KW * pc;
     if (n == 0) return cudaSuccess;
-    k_im2col<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(col, x, H, W, KH, KW, sh, sw, ph, pw, OW, p0, pc,
-                                                   n);
+    k_im2col<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(col, col_dtype, x, H, W, KH, KW, sh, sw, ph, pw,
+                                                   OW, p0, pc, n);
     return cudaGetLastError();
 }

@@ -1,15 +1,14 @@
-/* matmul and conv2d through cuBLAS (f32 in, f32 accumulate, no TF32), and the cuBLASLt fp16
- * GEMM throughput probe the bench compares against.
+/* matmul through cuBLAS: f32 operands (IMGD_GPU_MATH_F32, no TF32), or operands rounded to
+ * fp16/bf16 in the node's scratch (IMGD_GPU_MATH_F16/BF16); f32 accumulation and f32 results
+ * either way. Also the GEMM helper conv2d.c uses.
  *
  * cuBLAS is column-major; a row-major C[M,N] = A[M,K] B[K,N] is computed as the column-major
  * C^T = B^T A^T, i.e. gemm(m = N, n = M, k = K, "A" = B, "B" = A). Each row-major operand is
  * presented either as-is or transposed, whichever of its last two dims has unit stride. */
-#include <cublasLt.h>
 #include <limits.h>
 
 #include "base/error.h"
 #include "cuda_impl.h"
-#include "tensor/cuda/cuda.h"
 
 /* ---- operand layout ------------------------------------------------------------------------ */
 
@@ -56,9 +55,11 @@ typedef struct mm_geom {
     int64_t           ld_a, ld_b;
 } mm_geom;
 
-static bool mm_geometry(const imgd_tensor *n, mm_geom *g) {
-    const imgd_tensor *a = n->src[0], *b = n->src[1];
-    int32_t            na = a->n_dims, nb = b->n_dims, nd = n->n_dims;
+/* Geometry of n = a x b with the operands described by a and b (n's sources, or contiguous
+ * copies of them). */
+static bool mm_geometry(const imgd_tensor *n, const imgd_tensor *a, const imgd_tensor *b,
+                        mm_geom *g) {
+    int32_t na = a->n_dims, nb = b->n_dims, nd = n->n_dims;
     g->M       = n->shape[nd - 2];
     g->N       = n->shape[nd - 1];
     g->K       = a->shape[na - 1];
@@ -75,238 +76,147 @@ static bool mm_geometry(const imgd_tensor *n, mm_geom *g) {
            g->ld_b <= INT_MAX && g->batches <= INT_MAX;
 }
 
+/* ---- shared GEMM helpers ----------------------------------------------------------------- */
+
+size_t cuda_align_up(size_t n) {
+    return (n + 255) & ~(size_t)255;
+}
+
+bool cuda_math_low(const cuda_backend *cb) {
+    return cb->math != IMGD_GPU_MATH_F32;
+}
+
+int32_t cuda_math_cuk(const cuda_backend *cb) {
+    return cb->math == IMGD_GPU_MATH_BF16  ? CUK_BF16
+           : cb->math == IMGD_GPU_MATH_F16 ? CUK_F16
+                                           : CUK_F32;
+}
+
+cudaDataType_t cuda_math_type(const cuda_backend *cb) {
+    return cb->math == IMGD_GPU_MATH_BF16  ? CUDA_R_16BF
+           : cb->math == IMGD_GPU_MATH_F16 ? CUDA_R_16F
+                                           : CUDA_R_32F;
+}
+
+size_t cuda_math_size(const cuda_backend *cb) {
+    return cuda_math_low(cb) ? 2 : 4;
+}
+
+imgd_status cuda_to_math(cuda_backend *cb, const imgd_tensor *t, void *dst, const char *what) {
+    cuk_tensor src = cuda_desc(t), out = cuda_desc(t);
+    out.data       = dst;
+    out.dtype      = cuda_math_cuk(cb);
+    out.contiguous = 1;
+    cudaError_t e  = cuk_copy(&out, &src, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_copy (to the GEMM type)", what);
+    return IMGD_OK;
+}
+
+imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t inner, int64_t nb,
+                               const char *what, float *beta) {
+    const imgd_tensor *bias = n->src[2];
+    *beta                   = 0.0f;
+    if (!bias) return IMGD_OK;
+    cudaError_t e =
+        cuk_fill_bias(n->data, cuda_dptr(bias), imgd_tensor_numel(n), inner, nb, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_fill_bias", what);
+    *beta = 1.0f;
+    return IMGD_OK;
+}
+
+imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
+                      int64_t n, int64_t k, const void *A, int64_t lda, int64_t stride_a,
+                      const void *B, int64_t ldb, int64_t stride_b, float beta, float *C,
+                      int64_t ldc, int64_t stride_c, int64_t batches, const char *what) {
+    const float    alpha = 1.0f;
+    cudaDataType_t t     = cuda_math_type(cb);
+    if (batches == 1)
+        CUBLAS_TRY(cublasGemmEx(cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha, A, t,
+                                (int)lda, B, t, (int)ldb, &beta, C, CUDA_R_32F, (int)ldc,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   what);
+    else
+        CUBLAS_TRY(cublasGemmStridedBatchedEx(
+                       cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha, A, t, (int)lda,
+                       stride_a, B, t, (int)ldb, stride_b, &beta, C, CUDA_R_32F, (int)ldc, stride_c,
+                       (int)batches, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   what);
+    return IMGD_OK;
+}
+
+/* ---- matmul --------------------------------------------------------------------------------- */
+
 bool cuda_matmul_supported(const imgd_tensor *n) {
     mm_geom g;
     if (n->n_dims < 2 || n->dtype != IMGD_DTYPE_F32) return false;
     if (n->src[0]->dtype != IMGD_DTYPE_F32 || n->src[1]->dtype != IMGD_DTYPE_F32) return false;
     if (n->src[2] && (n->src[2]->dtype != IMGD_DTYPE_F32 || !imgd_tensor_is_contiguous(n->src[2])))
         return false;
-    return mm_geometry(n, &g);
+    return mm_geometry(n, n->src[0], n->src[1], &g);
 }
 
-/* Prefills out with the bias (then beta = 1), or zeroes it when K == 0. */
-static imgd_status mm_init_out(cuda_backend *cb, const imgd_tensor *n, int64_t inner, int64_t nb,
-                               const char *what, float *beta) {
-    const imgd_tensor *bias = n->src[2];
-    *beta                   = 0.0f;
-    if (bias) {
-        cudaError_t e =
-            cuk_fill_bias(n->data, cuda_dptr(bias), imgd_tensor_numel(n), inner, nb, cb->stream);
-        if (e != cudaSuccess) return cuda_fail(e, "cuk_fill_bias", what);
-        *beta = 1.0f;
+void cuda_matmul_prepare(cuda_backend *cb, imgd_tensor *n) {
+    if (!cuda_math_low(cb)) return;
+    size_t es        = cuda_math_size(cb);
+    n->scratch_bytes = cuda_align_up((size_t)imgd_tensor_numel(n->src[0]) * es) +
+                       (size_t)imgd_tensor_numel(n->src[1]) * es;
+}
+
+/* A contiguous row-major descriptor of t's shape (for an operand copied into scratch). */
+static imgd_tensor contiguous_like(const imgd_tensor *t) {
+    imgd_tensor c = *t;
+    int64_t     s = 1;
+    for (int32_t i = c.n_dims - 1; i >= 0; i--) {
+        c.stride[i] = s;
+        s *= c.shape[i];
     }
-    return IMGD_OK;
+    return c;
 }
 
 imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+    const imgd_tensor *a = n->src[0], *b = n->src[1];
+    imgd_tensor        ca, cbt;
+    const void        *pa = cuda_dptr(a), *pb = cuda_dptr(b);
+    size_t             es = cuda_math_size(cb);
+    if (cuda_math_low(cb)) { /* operands rounded into scratch, contiguous */
+        unsigned char *sc = n->scratch;
+        ca                = contiguous_like(a);
+        cbt               = contiguous_like(b);
+        pa                = sc;
+        pb                = sc + cuda_align_up((size_t)imgd_tensor_numel(a) * es);
+        imgd_status st    = cuda_to_math(cb, a, sc, what);
+        if (st == IMGD_OK) st = cuda_to_math(cb, b, (void *)(uintptr_t)pb, what);
+        if (st != IMGD_OK) return st;
+        a = &ca;
+        b = &cbt;
+    }
     mm_geom g;
-    if (!mm_geometry(n, &g))
+    if (!mm_geometry(n, a, b, &g))
         return imgd_fail(IMGD_E_INTERNAL, "cuda: %s: operand layout changed since planning", what);
     if (g.batches == 0) return IMGD_OK;
     float       beta = 0.0f;
-    imgd_status st   = mm_init_out(cb, n, 1, g.N, what, &beta);
+    imgd_status st   = cuda_gemm_out_init(cb, n, 1, g.N, what, &beta);
     if (st != IMGD_OK) return st;
     if (g.K == 0) {
         if (!n->src[2])
             CUDA_TRY(cudaMemsetAsync(n->data, 0, imgd_tensor_nbytes(n), cb->stream), what);
         return IMGD_OK;
     }
-    const float *A = cuda_dptr(n->src[1]), *B = cuda_dptr(n->src[0]);
-    float       *C     = n->data;
-    const float  alpha = 1.0f;
-    int64_t      sa    = batch_offset(n->src[1], n, 1 % g.batches),
-            sb         = batch_offset(n->src[0], n, 1 % g.batches);
-    bool uniform       = true;
+    const unsigned char *A = pb, *B = pa; /* cuBLAS "A" is our b */
+    float               *C   = n->data;
+    int64_t              one = g.batches > 1 ? 1 : 0;
+    int64_t              sa = batch_offset(b, n, one), sb = batch_offset(a, n, one);
+    bool                 uniform = true;
     for (int64_t bt = 2; bt < g.batches && uniform; bt++)
-        uniform =
-            batch_offset(n->src[1], n, bt) == bt * sa && batch_offset(n->src[0], n, bt) == bt * sb;
-    if (uniform) {
-        CUBLAS_TRY(cublasSgemmStridedBatched(cb->blas, g.op_a, g.op_b, (int)g.N, (int)g.M, (int)g.K,
-                                             &alpha, A, (int)g.ld_a, sa, B, (int)g.ld_b, sb, &beta,
-                                             C, (int)g.N, g.M * g.N, (int)g.batches),
-                   what);
-        return IMGD_OK;
-    }
-    for (int64_t bt = 0; bt < g.batches; bt++)
-        CUBLAS_TRY(cublasSgemm(cb->blas, g.op_a, g.op_b, (int)g.N, (int)g.M, (int)g.K, &alpha,
-                               A + batch_offset(n->src[1], n, bt), (int)g.ld_a,
-                               B + batch_offset(n->src[0], n, bt), (int)g.ld_b, &beta,
-                               C + bt * g.M * g.N, (int)g.N),
-                   what);
-    return IMGD_OK;
-}
-
-/* ---- conv2d: im2col + GEMM --------------------------------------------------------------------
- */
-
-#define IM2COL_BYTES_MAX ((size_t)256 << 20) /* column buffer cap; larger images go in chunks */
-
-typedef struct conv_geom {
-    int64_t N, C, H, W, O, KH, KW, OH, OW, P, CK, chunk;
-    int64_t sh, sw, ph, pw;
-    bool    direct; /* 1x1, stride 1, no padding: the input is its own column matrix */
-} conv_geom;
-
-static void conv_geometry(const imgd_tensor *n, conv_geom *g) {
-    const imgd_tensor *x = n->src[0], *w = n->src[1];
-    g->N        = x->shape[0];
-    g->C        = x->shape[1];
-    g->H        = x->shape[2];
-    g->W        = x->shape[3];
-    g->O        = w->shape[0];
-    g->KH       = w->shape[2];
-    g->KW       = w->shape[3];
-    g->OH       = n->shape[2];
-    g->OW       = n->shape[3];
-    g->sh       = n->ip[0];
-    g->sw       = n->ip[1];
-    g->ph       = n->ip[2];
-    g->pw       = n->ip[3];
-    g->P        = g->OH * g->OW;
-    g->CK       = g->C * g->KH * g->KW;
-    g->direct   = g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
-    int64_t cap = (int64_t)(IM2COL_BYTES_MAX / sizeof(float)) / (g->CK ? g->CK : 1);
-    g->chunk    = g->P < cap ? g->P : (cap > 0 ? cap : 1);
-}
-
-bool cuda_conv2d_supported(const imgd_tensor *n) {
-    conv_geom g;
-    for (int i = 0; i < 3; i++) {
-        const imgd_tensor *s = n->src[i];
-        if (i < 2 && !s) return false;
-        if (s && (s->dtype != IMGD_DTYPE_F32 || !imgd_tensor_is_contiguous(s))) return false;
-    }
-    conv_geometry(n, &g);
-    return g.P <= INT_MAX && g.CK <= INT_MAX && g.O <= INT_MAX;
-}
-
-void cuda_conv2d_prepare(imgd_tensor *n) {
-    conv_geom g;
-    conv_geometry(n, &g);
-    n->scratch_bytes = g.direct ? 0 : (size_t)(g.CK * g.chunk) * sizeof(float);
-}
-
-imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what) {
-    conv_geom g;
-    conv_geometry(n, &g);
-    if (g.N * g.O * g.P == 0) return IMGD_OK;
-    float       beta = 0.0f;
-    imgd_status st   = mm_init_out(cb, n, g.P, g.O, what, &beta);
-    if (st != IMGD_OK) return st;
-    if (g.CK == 0) {
-        if (!n->src[2])
-            CUDA_TRY(cudaMemsetAsync(n->data, 0, imgd_tensor_nbytes(n), cb->stream), what);
-        return IMGD_OK;
-    }
-    const float *x = cuda_dptr(n->src[0]), *w = cuda_dptr(n->src[1]);
-    float       *col = n->scratch, *out = n->data;
-    const float  alpha = 1.0f;
-    for (int64_t b = 0; b < g.N; b++) {
-        const float *xb = x + b * g.C * g.H * g.W;
-        float       *ob = out + b * g.O * g.P;
-        if (g.direct) { /* out_b^T (P x O) = x_b^T (P x C) * w^T (C x O), column-major */
-            CUBLAS_TRY(cublasSgemm(cb->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)g.P, (int)g.O, (int)g.C,
-                                   &alpha, xb, (int)g.P, w, (int)g.C, &beta, ob, (int)g.P),
-                       what);
-            continue;
-        }
-        for (int64_t p0 = 0; p0 < g.P; p0 += g.chunk) {
-            int64_t     pc = g.P - p0 < g.chunk ? g.P - p0 : g.chunk;
-            cudaError_t e  = cuk_im2col(col, xb, g.C, g.H, g.W, g.KH, g.KW, g.sh, g.sw, g.ph, g.pw,
-                                        g.OW, p0, pc, cb->stream);
-            if (e != cudaSuccess) return cuda_fail(e, "cuk_im2col", what);
-            /* out_b[:, p0:p0+pc]^T (pc x O, ld P) = col^T (pc x CK) * w^T (CK x O) */
-            CUBLAS_TRY(cublasSgemm(cb->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)pc, (int)g.O, (int)g.CK,
-                                   &alpha, col, (int)pc, w, (int)g.CK, &beta, ob + p0, (int)g.P),
-                       what);
-        }
+        uniform = batch_offset(b, n, bt) == bt * sa && batch_offset(a, n, bt) == bt * sb;
+    if (uniform)
+        return cuda_gemm(cb, g.op_a, g.op_b, g.N, g.M, g.K, A, g.ld_a, sa, B, g.ld_b, sb, beta, C,
+                         g.N, g.M * g.N, g.batches, what);
+    for (int64_t bt = 0; bt < g.batches; bt++) {
+        st = cuda_gemm(cb, g.op_a, g.op_b, g.N, g.M, g.K, A + (size_t)batch_offset(b, n, bt) * es,
+                       g.ld_a, 0, B + (size_t)batch_offset(a, n, bt) * es, g.ld_b, 0, beta,
+                       C + bt * g.M * g.N, g.N, 0, 1, what);
+        if (st != IMGD_OK) return st;
     }
     return IMGD_OK;
-}
-
-/* ---- fp16 GEMM throughput (cuBLASLt) ------------------------------------------------------- */
-
-typedef struct lt_bench {
-    cublasLtHandle_t           lt;
-    cublasLtMatmulDesc_t       op;
-    cublasLtMatrixLayout_t     la, lb, lc;
-    cublasLtMatmulPreference_t pref;
-    void                      *a, *b, *c, *ws;
-    cudaEvent_t                t0, t1;
-} lt_bench;
-
-#define LT_WORKSPACE ((size_t)64 << 20)
-
-static void lt_free(lt_bench *t) {
-    if (t->t0) (void)cudaEventDestroy(t->t0);
-    if (t->t1) (void)cudaEventDestroy(t->t1);
-    (void)cudaFree(t->a);
-    (void)cudaFree(t->b);
-    (void)cudaFree(t->c);
-    (void)cudaFree(t->ws);
-    if (t->pref) (void)cublasLtMatmulPreferenceDestroy(t->pref);
-    if (t->la) (void)cublasLtMatrixLayoutDestroy(t->la);
-    if (t->lb) (void)cublasLtMatrixLayoutDestroy(t->lb);
-    if (t->lc) (void)cublasLtMatrixLayoutDestroy(t->lc);
-    if (t->op) (void)cublasLtMatmulDescDestroy(t->op);
-    if (t->lt) (void)cublasLtDestroy(t->lt);
-}
-
-static imgd_status lt_setup(lt_bench *t, int32_t m, int32_t n, int32_t k) {
-    const char *w  = "fp16 GEMM probe";
-    size_t      ws = LT_WORKSPACE;
-    CUDA_TRY(cudaMalloc(&t->a, (size_t)m * (size_t)k * 2), w);
-    CUDA_TRY(cudaMalloc(&t->b, (size_t)k * (size_t)n * 2), w);
-    CUDA_TRY(cudaMalloc(&t->c, (size_t)m * (size_t)n * 2), w);
-    CUDA_TRY(cudaMalloc(&t->ws, ws), w);
-    /* 0x3c00 halves = 1.0 would make every product exact; 0x2e66 ~ 0.1 keeps sums finite */
-    CUDA_TRY(cudaMemset(t->a, 0x2e, (size_t)m * (size_t)k * 2), w);
-    CUDA_TRY(cudaMemset(t->b, 0x2e, (size_t)k * (size_t)n * 2), w);
-    CUDA_TRY(cudaEventCreate(&t->t0), w);
-    CUDA_TRY(cudaEventCreate(&t->t1), w);
-    CUBLAS_TRY(cublasLtCreate(&t->lt), w);
-    CUBLAS_TRY(cublasLtMatmulDescCreate(&t->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), w);
-    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&t->la, CUDA_R_16F, (uint64_t)m, (uint64_t)k, m), w);
-    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&t->lb, CUDA_R_16F, (uint64_t)k, (uint64_t)n, k), w);
-    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&t->lc, CUDA_R_16F, (uint64_t)m, (uint64_t)n, m), w);
-    CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&t->pref), w);
-    CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(
-                   t->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
-               w);
-    return IMGD_OK;
-}
-
-static imgd_status lt_run(lt_bench *t, int32_t m, int32_t n, int32_t k, int32_t reps,
-                          double *tflops) {
-    const char                     *w = "fp16 GEMM probe";
-    cublasLtMatmulHeuristicResult_t res;
-    int                             n_res = 0;
-    const float                     alpha = 1.0f, beta = 0.0f;
-    CUBLAS_TRY(cublasLtMatmulAlgoGetHeuristic(t->lt, t->op, t->la, t->lb, t->lc, t->lc, t->pref, 1,
-                                              &res, &n_res),
-               w);
-    if (n_res < 1) return imgd_fail(IMGD_E_DEVICE, "cuda: %s: cuBLASLt has no fp16 algorithm", w);
-    for (int32_t r = -1; r < reps; r++) {
-        if (r == 0) CUDA_TRY(cudaEventRecord(t->t0, 0), w);
-        CUBLAS_TRY(cublasLtMatmul(t->lt, t->op, &alpha, t->a, t->la, t->b, t->lb, &beta, t->c,
-                                  t->lc, t->c, t->lc, &res.algo, t->ws, LT_WORKSPACE, 0),
-                   w);
-    }
-    CUDA_TRY(cudaEventRecord(t->t1, 0), w);
-    CUDA_TRY(cudaEventSynchronize(t->t1), w);
-    float ms = 0.0f;
-    CUDA_TRY(cudaEventElapsedTime(&ms, t->t0, t->t1), w);
-    *tflops = 2.0 * m * (double)n * k * reps / ((double)ms * 1e-3) / 1e12;
-    return IMGD_OK;
-}
-
-imgd_status imgd_cuda_gemm_f16_tflops(int32_t m, int32_t n, int32_t k, int32_t reps,
-                                      double *tflops) {
-    if (m < 1 || n < 1 || k < 1 || reps < 1 || !tflops)
-        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_cuda_gemm_f16_tflops: bad arguments");
-    lt_bench    t  = {0};
-    imgd_status st = lt_setup(&t, m, n, k);
-    if (st == IMGD_OK) st = lt_run(&t, m, n, k, reps, tflops);
-    lt_free(&t);
-    return st;
 }
