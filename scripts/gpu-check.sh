@@ -61,7 +61,7 @@ for t in test_clip_text test_unet test_vae test_sd_pipeline; do
     [[ $rc -eq 0 ]] || FAILED+=("$t on cuda (rc $rc)")
 done
 
-stage "bench: imgd-bench sd --backend cuda --steps 10"
+stage "bench: imgd-bench sd --backend cuda --steps 10 (f32 and f16 GEMMs)"
 timeout 180 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
