@@ -47,17 +47,14 @@ template <int ACC> __global__ void k_attention(att_args a) {
     for (int64_t j0 = 0; j0 < Lk; j0 += ATT_TK) {
         int64_t nt = Lk - j0 < ATT_TK ? Lk - j0 : ATT_TK;
         __syncthreads(); /* the previous tile is no longer read */
-        for (int64_t e = threadIdx.x; e < nt * D; e += blockDim.x) {
-            int64_t j = e / D, d = e % D;
-            ks[j * ldk + d] = cuk_ld(a.k.data, a.k.dtype,
-                                     b * a.k.stride[0] + (j0 + j) * a.k.stride[1] +
-                                         h * a.k.stride[2] + d * a.k.stride[3]);
-        }
-        for (int64_t e = threadIdx.x; e < nt * Dv; e += blockDim.x) {
-            int64_t j = e / Dv, d = e % Dv;
-            vs[j * ldv + d] = cuk_ld(a.v.data, a.v.dtype,
-                                     b * a.v.stride[0] + (j0 + j) * a.v.stride[1] +
-                                         h * a.v.stride[2] + d * a.v.stride[3]);
+        /* warp w loads keys/values w, w + ATT_Q, ...; lanes walk the head dim */
+        for (int64_t j = warp; j < nt; j += ATT_Q) {
+            const int64_t kb = b * a.k.stride[0] + (j0 + j) * a.k.stride[1] + h * a.k.stride[2];
+            const int64_t vb = b * a.v.stride[0] + (j0 + j) * a.v.stride[1] + h * a.v.stride[2];
+            for (int64_t d = lane; d < D; d += 32)
+                ks[j * ldk + d] = cuk_ld(a.k.data, a.k.dtype, kb + d * a.k.stride[3]);
+            for (int64_t d = lane; d < Dv; d += 32)
+                vs[j * ldv + d] = cuk_ld(a.v.data, a.v.dtype, vb + d * a.v.stride[3]);
         }
         __syncthreads();
         if (!valid) continue;
