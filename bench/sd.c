@@ -162,17 +162,19 @@ static double graph_flops(const imgd_graph *g) {
 }
 
 /* Device memory in use (total - free), sampled at every step when the backend is cuda. */
+#ifdef IMGD_HAVE_CUDA
 static bool   g_vram_sample;
 static double g_vram_peak;
 
 static void vram_sample(void) {
-#ifdef IMGD_HAVE_CUDA
     size_t fr = 0, total = 0;
     if (g_vram_sample && imgd_cuda_mem_info(&fr, &total) == IMGD_OK &&
         (double)(total - fr) > g_vram_peak)
         g_vram_peak = (double)(total - fr);
-#endif
 }
+#else
+static void vram_sample(void) {}
+#endif
 
 static bool on_step(int32_t step, int32_t steps, double el, void *user) {
     (void)user;
