@@ -455,12 +455,13 @@ static void test_unet_inpaint_9ch(void) {
         s ^= s << 17;
         ctx[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 10.0 - 5.0);
     }
-    float *outs[2] = {NULL, NULL};
-    size_t n       = (size_t)B * 4 * H * H;
+    float      *outs[2] = {NULL, NULL};
+    size_t      n       = (size_t)B * 4 * H * H;
+    const char *pair[2] = {k_backends[0], tb_backends()->n > 1 ? k_backends[1] : "ref"};
     for (size_t bi = 0; bi < 2; bi++) {
         run r;
         memset(&r, 0, sizeof r);
-        CHECK_STATUS(imgd_backend_new(k_backends[bi], NULL, &r.be), IMGD_OK);
+        CHECK_STATUS(imgd_backend_new(pair[bi], NULL, &r.be), IMGD_OK);
         CHECK_STATUS(imgd_graph_new(NULL, &r.g), IMGD_OK);
         imgd_tensor *gx = imgd_graph_input(r.g, "x", IMGD_DTYPE_F32, 4, (int64_t[]){B, C, H, H});
         imgd_tensor *gt = imgd_graph_input(r.g, "t", IMGD_DTYPE_F32, 1, (int64_t[]){B});
@@ -486,7 +487,8 @@ static void test_unet_inpaint_9ch(void) {
             err = fmax(err, fabs((double)outs[0][i] - (double)outs[1][i]));
             mx  = fmax(mx, fabs((double)outs[1][i]));
         }
-        printf("  inpaint 9ch cpu vs ref: max|err| %.3g (max|ref| %.3g)\n", err, mx);
+        printf("  inpaint 9ch %s vs %s: max|err| %.3g (max|ref| %.3g)\n", pair[0], pair[1], err,
+               mx);
         CHECK(isfinite(err) && err <= 1e-4 * fmax(1.0, mx) && mx > 0.0);
     }
     imgd_free(outs[0]);
