@@ -23,14 +23,14 @@ struct att_args {
 /* ACC: output columns per lane (Dv <= 32 * ACC), a template so small heads keep few
  * registers. */
 template <int ACC> __global__ void k_attention(att_args a) {
-    extern __shared__ float sm[];
-    const int64_t           B = a.q.shape[0], Lq = a.q.shape[1], H = a.q.shape[2], D = a.q.shape[3];
-    const int64_t           Lk = a.k.shape[1], Dv = a.v.shape[3];
-    const int64_t           ldk = D + 1, ldv = Dv + 1; /* padded rows: conflict-free column reads */
-    float                  *ks = sm, *vs = ks + ATT_TK * ldk, *qs = vs + ATT_TK * ldv;
-    const int               warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t           b = blockIdx.z, h = blockIdx.y, i = (int64_t)blockIdx.x * ATT_Q + warp;
-    const bool              valid = i < Lq; /* uniform per warp */
+    CUK_DYN_SHARED(float, sm);
+    const int64_t B = a.q.shape[0], Lq = a.q.shape[1], H = a.q.shape[2], D = a.q.shape[3];
+    const int64_t Lk = a.k.shape[1], Dv = a.v.shape[3];
+    const int64_t ldk = D + 1, ldv = Dv + 1; /* padded rows: conflict-free column reads */
+    float        *ks = sm, *vs = ks + ATT_TK * ldk, *qs = vs + ATT_TK * ldv;
+    const int     warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t b = blockIdx.z, h = blockIdx.y, i = (int64_t)blockIdx.x * ATT_Q + warp;
+    const bool    valid = i < Lq; /* uniform per warp */
     (void)B;
 
     float *qrow = qs + (int64_t)warp * D;
@@ -104,7 +104,7 @@ static cudaError_t launch(const att_args &a, dim3 grid, size_t shmem, cudaStream
             k_attention<ACC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
         if (e != cudaSuccess) return e;
     }
-    k_attention<ACC><<<grid, ATT_Q * 32, shmem, s>>>(a);
+    CUK_LAUNCH(k_attention<ACC>, grid, ATT_Q * 32, shmem, s)(a);
     return cudaGetLastError();
 }
 

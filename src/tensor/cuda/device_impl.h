@@ -3,18 +3,31 @@
 #ifndef IMGD_TENSOR_CUDA_DEVICE_IMPL_H
 #define IMGD_TENSOR_CUDA_DEVICE_IMPL_H
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <stdint.h>
 
 #include "kernels.h"
+
+/* CUK_EMU: compiled by a host C++ compiler with tests/cuda_emu/cuda_emu.h force-included
+ * (tests/cuda_emu/run.sh), which defines the launch, shared-memory and element helpers. */
+#ifndef CUK_EMU
+#    include <cuda_bf16.h>
+#    include <cuda_fp16.h>
+/* kernel<<<grid, block, shared bytes, stream>>>(args), spelled so an emulator can replace it */
+#    define CUK_LAUNCH(k, grid, block, shmem, stream) k<<<grid, block, shmem, stream>>>
+/* the block's dynamic shared memory as `T name[]` */
+#    define CUK_DYN_SHARED(T, name) extern __shared__ T name[]
+#endif
 
 #define CUK_THREADS 256
 
 /* Blocks for a grid-stride loop over n items (n > 0). */
 static inline unsigned cuk_blocks(int64_t n) {
     int64_t b = (n + CUK_THREADS - 1) / CUK_THREADS;
+#ifdef CUK_EMU
+    return (unsigned)(b > 4 ? 4 : b); /* the emulator's threads are costly; loops cover the rest */
+#else
     return (unsigned)(b > 65536 ? 65536 : b);
+#endif
 }
 
 static inline int64_t cuk_numel(const cuk_tensor *t) {
@@ -23,6 +36,7 @@ static inline int64_t cuk_numel(const cuk_tensor *t) {
     return n;
 }
 
+#ifndef CUK_EMU
 __device__ __forceinline__ float cuk_ld(const void *p, int32_t dtype, int64_t off) {
     if (dtype == CUK_F32) return static_cast<const float *>(p)[off];
     if (dtype == CUK_F16) return __half2float(static_cast<const __half *>(p)[off]);
@@ -37,6 +51,7 @@ __device__ __forceinline__ void cuk_st(void *p, int32_t dtype, int64_t off, floa
     else
         static_cast<__nv_bfloat16 *>(p)[off] = __float2bfloat16_rn(v);
 }
+#endif
 
 /* Element offset (through strides) of the row-major linear index lin of t's shape. */
 __device__ __forceinline__ int64_t cuk_off(const cuk_tensor &t, int64_t lin) {

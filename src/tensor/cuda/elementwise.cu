@@ -27,7 +27,7 @@ extern "C" cudaError_t cuk_unary(float *out, const cuk_tensor *src, int32_t op, 
                                  cudaStream_t s) {
     int64_t n = cuk_numel(src);
     if (n == 0) return cudaSuccess;
-    k_unary<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(out, *src, op, f0, f1, n);
+    CUK_LAUNCH(k_unary, cuk_blocks(n), CUK_THREADS, 0, s)(out, *src, op, f0, f1, n);
     return cudaGetLastError();
 }
 
@@ -42,7 +42,7 @@ extern "C" cudaError_t cuk_geglu(float *out, const float *src, int64_t rows, int
                                  cudaStream_t s) {
     int64_t n = rows * D;
     if (n == 0) return cudaSuccess;
-    k_geglu<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(out, src, D, n);
+    CUK_LAUNCH(k_geglu, cuk_blocks(n), CUK_THREADS, 0, s)(out, src, D, n);
     return cudaGetLastError();
 }
 
@@ -63,7 +63,8 @@ extern "C" cudaError_t cuk_binary(const cuk_tensor *out, const cuk_tensor *a, co
                                   int32_t op, cudaStream_t s) {
     int64_t n = cuk_numel(out);
     if (n == 0) return cudaSuccess;
-    k_binary<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(static_cast<float *>(out->data), *a, *b, op, n);
+    CUK_LAUNCH(k_binary, cuk_blocks(n), CUK_THREADS, 0, s)
+    (static_cast<float *>(out->data), *a, *b, op, n);
     return cudaGetLastError();
 }
 
@@ -88,8 +89,8 @@ extern "C" cudaError_t cuk_timestep(float *out, const cuk_tensor *t, int64_t N, 
                                     int32_t flip, float max_period, float shift, cudaStream_t s) {
     int64_t n = N * dim;
     if (n == 0) return cudaSuccess;
-    k_timestep<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(out, *t, dim, flip, (double)max_period,
-                                                     (double)shift, n);
+    CUK_LAUNCH(k_timestep, cuk_blocks(n), CUK_THREADS, 0, s)
+    (out, *t, dim, flip, (double)max_period, (double)shift, n);
     return cudaGetLastError();
 }
 
@@ -130,6 +131,7 @@ extern "C" cudaError_t cuk_rope(float *out, const cuk_tensor *x, const cuk_tenso
     int64_t n = cuk_numel(x);
     if (n == 0) return cudaSuccess;
     if (x->n_dims != 4) return cudaErrorInvalidValue;
-    k_rope<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(out, *x, *pos, neox, n_rot, (double)theta, n);
+    CUK_LAUNCH(k_rope, cuk_blocks(n), CUK_THREADS, 0, s)
+    (out, *x, *pos, neox, n_rot, (double)theta, n);
     return cudaGetLastError();
 }

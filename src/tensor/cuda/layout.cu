@@ -9,7 +9,7 @@ __global__ void k_copy(cuk_tensor out, cuk_tensor src, int64_t n) {
 extern "C" cudaError_t cuk_copy(const cuk_tensor *out, const cuk_tensor *src, cudaStream_t s) {
     int64_t n = cuk_numel(out);
     if (n == 0) return cudaSuccess;
-    k_copy<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(*out, *src, n);
+    CUK_LAUNCH(k_copy, cuk_blocks(n), CUK_THREADS, 0, s)(*out, *src, n);
     return cudaGetLastError();
 }
 
@@ -44,7 +44,7 @@ extern "C" cudaError_t cuk_concat(const cuk_tensor *out, const cuk_tensor *srcs,
     concat_srcs c;
     for (int32_t i = 0; i < n; i++) c.t[i] = srcs[i];
     for (int32_t i = n; i < 4; i++) c.t[i] = srcs[0];
-    k_concat<<<cuk_blocks(total), CUK_THREADS, 0, s>>>(*out, c, n, axis, total);
+    CUK_LAUNCH(k_concat, cuk_blocks(total), CUK_THREADS, 0, s)(*out, c, n, axis, total);
     return cudaGetLastError();
 }
 
@@ -72,7 +72,7 @@ extern "C" cudaError_t cuk_pad(const cuk_tensor *out, const cuk_tensor *src, con
     if (n == 0) return cudaSuccess;
     pad_before b;
     for (int32_t d = 0; d < CUK_MAX_DIMS; d++) b.b[d] = d < out->n_dims ? before[d] : 0;
-    k_pad<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(*out, *src, b, value, n);
+    CUK_LAUNCH(k_pad, cuk_blocks(n), CUK_THREADS, 0, s)(*out, *src, b, value, n);
     return cudaGetLastError();
 }
 
@@ -93,7 +93,7 @@ extern "C" cudaError_t cuk_upsample2x(const cuk_tensor *out, const cuk_tensor *s
                                       cudaStream_t s) {
     int64_t n = cuk_numel(out);
     if (n == 0) return cudaSuccess;
-    k_upsample<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(*out, *src, n);
+    CUK_LAUNCH(k_upsample, cuk_blocks(n), CUK_THREADS, 0, s)(*out, *src, n);
     return cudaGetLastError();
 }
 
@@ -119,7 +119,8 @@ extern "C" cudaError_t cuk_avg_pool2d(float *out, const float *src, int64_t plan
                                       int32_t pad, cudaStream_t s) {
     int64_t n = planes * OH * OW;
     if (n == 0) return cudaSuccess;
-    k_avg_pool<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(out, src, H, W, OH, OW, k, stride, pad, n);
+    CUK_LAUNCH(k_avg_pool, cuk_blocks(n), CUK_THREADS, 0, s)
+    (out, src, H, W, OH, OW, k, stride, pad, n);
     return cudaGetLastError();
 }
 
@@ -132,7 +133,7 @@ extern "C" cudaError_t cuk_fill_bias(float *out, const float *bias, int64_t tota
                                      int64_t nb, cudaStream_t s) {
     if (total == 0) return cudaSuccess;
     if (inner < 1 || nb < 1) return cudaErrorInvalidValue;
-    k_fill_bias<<<cuk_blocks(total), CUK_THREADS, 0, s>>>(out, bias, total, inner, nb);
+    CUK_LAUNCH(k_fill_bias, cuk_blocks(total), CUK_THREADS, 0, s)(out, bias, total, inner, nb);
     return cudaGetLastError();
 }
 
@@ -155,7 +156,7 @@ extern "C" cudaError_t cuk_im2col(void *col, int32_t col_dtype, const float *x, 
                                   int64_t pc, cudaStream_t s) {
     int64_t n = C * KH * KW * pc;
     if (n == 0) return cudaSuccess;
-    k_im2col<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(col, col_dtype, x, H, W, KH, KW, sh, sw, ph, pw,
-                                                   OW, p0, pc, n);
+    CUK_LAUNCH(k_im2col, cuk_blocks(n), CUK_THREADS, 0, s)
+    (col, col_dtype, x, H, W, KH, KW, sh, sw, ph, pw, OW, p0, pc, n);
     return cudaGetLastError();
 }

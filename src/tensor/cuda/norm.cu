@@ -60,8 +60,8 @@ extern "C" cudaError_t cuk_group_norm(float *out, const float *x, const float *g
                                       float eps, int32_t silu, cudaStream_t s) {
     if (N * C * S == 0) return cudaSuccess;
     if (G < 1 || C % G != 0 || N * G > 0x7fffffff) return cudaErrorInvalidValue;
-    k_group_norm<<<(unsigned)(N * G), NORM_THREADS, 0, s>>>(out, x, gamma, beta, C, S, G, eps,
-                                                            silu);
+    CUK_LAUNCH(k_group_norm, (unsigned)(N * G), NORM_THREADS, 0, s)
+    (out, x, gamma, beta, C, S, G, eps, silu);
     return cudaGetLastError();
 }
 
@@ -103,7 +103,7 @@ extern "C" cudaError_t cuk_layer_norm(float *out, const float *x, const float *g
                                       const float *beta, int64_t rows, int64_t D, float eps,
                                       cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
-    k_layer_norm<<<row_grid(rows), NORM_THREADS, 0, s>>>(out, x, gamma, beta, rows, D, eps);
+    CUK_LAUNCH(k_layer_norm, row_grid(rows), NORM_THREADS, 0, s)(out, x, gamma, beta, rows, D, eps);
     return cudaGetLastError();
 }
 
@@ -126,7 +126,7 @@ __global__ void k_rms_norm(float *out, const float *x, const float *gamma, int64
 extern "C" cudaError_t cuk_rms_norm(float *out, const float *x, const float *gamma, int64_t rows,
                                     int64_t D, float eps, cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
-    k_rms_norm<<<row_grid(rows), NORM_THREADS, 0, s>>>(out, x, gamma, rows, D, eps);
+    CUK_LAUNCH(k_rms_norm, row_grid(rows), NORM_THREADS, 0, s)(out, x, gamma, rows, D, eps);
     return cudaGetLastError();
 }
 
@@ -149,6 +149,6 @@ __global__ void k_softmax(float *out, const float *x, int64_t rows, int64_t D, f
 extern "C" cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale,
                                    cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
-    k_softmax<<<row_grid(rows), NORM_THREADS, 0, s>>>(out, x, rows, D, scale);
+    CUK_LAUNCH(k_softmax, row_grid(rows), NORM_THREADS, 0, s)(out, x, rows, D, scale);
     return cudaGetLastError();
 }
