@@ -6,7 +6,10 @@
 # the CUDA headers (not a GPU or the driver) and a build without CUDA for the rest of imgd.
 #
 #   tests/cuda_emu/run.sh [test_ops arguments, e.g. --op attention]
-# Environment: IMGD_EMU_LIB_BUILD (a -DIMGD_CUDA=OFF build folder, default build-nocuda).
+#   EMU_TEST=conformance/test_clip_text tests/cuda_emu/run.sh   a conformance test on the
+#                                          emulated cuda backend (IMGD_TEST_BACKEND=cuda)
+# Environment: IMGD_EMU_LIB_BUILD (a -DIMGD_CUDA=OFF build folder, default build-nocuda),
+# IMGD_SHARED_DIR (default ../shared) for conformance tests.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -24,14 +27,22 @@ for f in src/tensor/cuda/*.cu; do
         "${INC[@]}" -c "$f" -o "$o"
     objs+=("$o")
 done
+TEST=${EMU_TEST:-ops/test_ops}
+NAME=$(basename "$TEST")
 for f in src/tensor/cuda/backend.c src/tensor/cuda/dispatch.c src/tensor/cuda/matmul.c \
-         src/tensor/cuda/conv2d.c src/tensor/backend.c tests/cuda_emu/mock_runtime.c tests/ops/test_ops.c; do
+         src/tensor/cuda/conv2d.c src/tensor/backend.c tests/cuda_emu/mock_runtime.c "tests/$TEST.c"; do
     o=$OUT/$(echo "$f" | tr / _).o
     gcc -std=c11 -O1 -g "${DEF[@]}" "${INC[@]}" -c "$f" -o "$o"
     objs+=("$o")
 done
 # shellcheck disable=SC2046
-g++ -o "$OUT/test_ops_emu" "${objs[@]}" "$LIBB/libimgd.a" \
+g++ -o "$OUT/${NAME}_emu" "${objs[@]}" "$LIBB/libimgd.a" \
     $(pkg-config --libs libcjson libutf8proc libpng libjpeg libwebp libwebpmux openblas zlib) \
     -ldnnl -lm -lpthread -ldl
-"$OUT/test_ops_emu" --backend cuda "$@"
+if [[ $NAME == test_ops ]]; then
+    "$OUT/test_ops_emu" --backend cuda "$@"
+else
+    export IMGD_SHARED_DIR=${IMGD_SHARED_DIR:-$(cd .. && pwd)/shared}
+    export IMGD_TEST_TMP=${IMGD_TEST_TMP:-/tmp}
+    IMGD_TEST_BACKEND=cuda "$OUT/${NAME}_emu" "$@"
+fi
