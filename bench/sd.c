@@ -2,7 +2,12 @@
  * real LDM names and shapes in f16, kaiming-uniform weights, unit norms, zero biases), then
  * load time, text-encoder time, seconds per UNet step at 512x512 with CFG (batch 2), VAE
  * decode time, peak RSS beside the weights' size, and the UNet's achieved GFLOP/s (counted
- * from its planned graph) beside the engine's measured GEMM peak, all in one run. */
+ * from its planned graph) beside the engine's measured GEMM peak, all in one run.
+ *
+ * --backend cuda (builds with the CUDA toolkit): the same model on the GPU, reporting it/s,
+ * load time (file) and first-run time (planning and weight upload included), peak VRAM
+ * (cudaMemGetInfo, sampled at every step), and the UNet's achieved TFLOP/s beside the card's
+ * cuBLASLt fp16 GEMM TFLOP/s measured in the same run. */
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,9 +24,12 @@
 #include "formats/dtype.h"
 #include "imgd.h"
 #include "pipeline/pipeline.h"
+#ifdef IMGD_HAVE_CUDA
+#    include "tensor/cuda/cuda.h"
+#endif
 
 typedef struct opts {
-    const char *dir, *tokenizer;
+    const char *dir, *tokenizer, *backend, *precision;
     int32_t     steps, size;
     uint32_t    threads;
     bool        keep;
@@ -44,6 +52,10 @@ static int parse(int argc, char **argv, opts *o) {
         }
         if (strcmp(a, "--dir") == 0)
             o->dir = v;
+        else if (strcmp(a, "--backend") == 0)
+            o->backend = v;
+        else if (strcmp(a, "--precision") == 0)
+            o->precision = v;
         else if (strcmp(a, "--tokenizer") == 0)
             o->tokenizer = v;
         else if (strcmp(a, "--steps") == 0)
@@ -164,17 +176,138 @@ static double graph_flops(const imgd_graph *g) {
     return f;
 }
 
+/* Device memory in use (total - free), sampled at every step when the backend is cuda. */
+#ifdef IMGD_HAVE_CUDA
+static bool   g_vram_sample;
+static double g_vram_peak;
+
+static void vram_sample(void) {
+    size_t fr = 0, total = 0;
+    if (g_vram_sample && imgd_cuda_mem_info(&fr, &total) == IMGD_OK &&
+        (double)(total - fr) > g_vram_peak)
+        g_vram_peak = (double)(total - fr);
+}
+#else
+static void vram_sample(void) {}
+#endif
+
 static bool on_step(int32_t step, int32_t steps, double el, void *user) {
     (void)user;
+    vram_sample();
     fprintf(stderr, "\r  step %d/%d  %.1fs", (int)step, (int)steps, el);
     if (step >= steps) fputc('\n', stderr);
     return true;
+}
+
+#ifdef IMGD_HAVE_CUDA
+/* One precision on the GPU: load, a first generate (plans the graphs and uploads the
+ * weights), a measured second one; then it/s, times, peak VRAM and the UNet's TFLOP/s
+ * beside the fp16 GEMM peak, one JSON line each with the precision in the metric name. */
+static int cuda_run(const opts *o, const char *target, imgd_precision prec, double gemm_peak) {
+    const char      *pn = imgd_precision_name(prec);
+    imgd_load_params lp = imgd_load_params_default();
+    lp.precision        = prec;
+    lp.tokenizer_dir    = o->tokenizer;
+    lp.backend          = "cuda";
+    g_vram_peak         = 0;
+    vram_sample();
+    double           vram0 = g_vram_peak; /* the CUDA context and what is left of earlier runs */
+    imgd_model      *m     = NULL;
+    imgd_gen_result *r1 = NULL, *r2 = NULL;
+    double           t0 = bench_now(), t_load = 0, t_first = 0;
+    int              rc = imgd_model_load(target, &lp, &m) == IMGD_OK ? 0 : 1;
+    t_load              = bench_now() - t0;
+    imgd_gen_params p   = imgd_gen_params_default();
+    p.prompt            = "a photograph of an astronaut riding a horse, highly detailed";
+    p.negative          = "blurry";
+    p.width = p.height = o->size;
+    p.steps            = o->steps;
+    p.on_step          = on_step;
+    t0                 = bench_now();
+    if (!rc && imgd_generate(m, &p, &r1) != IMGD_OK) rc = 1;
+    t_first = bench_now() - t0;
+    if (!rc && imgd_generate(m, &p, &r2) != IMGD_OK) rc = 1;
+    if (rc) fprintf(stderr, "imgd-bench sd: cuda %s: %s\n", pn, imgd_last_error());
+    vram_sample();
+    if (!rc) {
+        double step  = r2->t_sample_s / r2->steps_run;
+        double flops = graph_flops(m->g_unet.g);
+        double tf    = flops / step / 1e12;
+        char   k[64];
+#    define EMIT(metric, v, unit, vs, ratio)                                                       \
+        do {                                                                                       \
+            (void)imgd_fmt(k, sizeof k, "%s_%s", metric, pn);                                      \
+            bench_emit("sd_cuda", k, v, unit, vs, ratio);                                          \
+        } while (0)
+        printf("# cuda %s: %d steps at %dx%d with CFG (batch 2); UNet %.1f GFLOP per step\n", pn,
+               (int)r2->steps_run, (int)o->size, (int)o->size, flops / 1e9);
+        EMIT("it_per_s", 1.0 / step, "it/s", NULL, 0);
+        EMIT("unet_step_s", step, "s", NULL, 0);
+        EMIT("load_s", t_load, "s", NULL, 0);
+        EMIT("first_run_s", t_first, "s", NULL, 0);
+        EMIT("text_encoder_s", r2->t_encode_s, "s", NULL, 0);
+        EMIT("vae_decode_s", r2->t_decode_s, "s", NULL, 0);
+        EMIT("peak_vram_gib", g_vram_peak / 1073741824.0, "GiB", NULL, 0);
+        EMIT("peak_vram_model_gib", (g_vram_peak - vram0) / 1073741824.0, "GiB", NULL, 0);
+        EMIT("unet_tflops", tf, "TFLOP/s", "gemm_f16_peak", gemm_peak > 0 ? tf / gemm_peak : 0);
+#    undef EMIT
+    }
+    imgd_gen_result_free(r1);
+    imgd_gen_result_free(r2);
+    imgd_model_free(m);
+    return rc;
+}
+#endif
+
+/* --backend cuda: the card's fp16 GEMM peak, then each precision of --precision. */
+static int bench_sd_cuda(const opts *o, const char *target) {
+#ifdef IMGD_HAVE_CUDA
+    char dev[256];
+    imgd_cuda_device_name(dev, sizeof dev);
+    g_vram_sample = true;
+    double peak   = 0;
+    if (imgd_cuda_gemm_f16_tflops(8192, 8192, 8192, 20, &peak) != IMGD_OK) {
+        fprintf(stderr, "imgd-bench sd: fp16 GEMM peak: %s\n", imgd_last_error());
+        peak = 0;
+    }
+    printf("# device: %s\n", dev[0] ? dev : "(unknown)");
+    bench_emit("sd_cuda", "gemm_f16_peak_tflops", peak, "TFLOP/s", NULL, 0);
+    int         rc   = 0;
+    const char *list = o->precision ? o->precision : "f32,f16";
+    while (*list) {
+        char        name[16] = {0};
+        const char *e        = strchr(list, ',');
+        size_t      n        = e ? (size_t)(e - list) : strlen(list);
+        memcpy(name, list, n < sizeof name - 1 ? n : sizeof name - 1);
+        imgd_precision prec;
+        if (!imgd_precision_parse(name, &prec)) {
+            fprintf(stderr, "imgd-bench sd: --precision: '%s' is not f32|f16|bf16|auto\n", name);
+            return 2;
+        }
+        rc |= cuda_run(o, target, prec, peak);
+        list += e ? n + 1 : n;
+    }
+    return rc;
+#else
+    (void)o;
+    (void)target;
+    fprintf(stderr, "imgd-bench sd: this build has no CUDA backend (configure with the CUDA "
+                    "toolkit: -DIMGD_CUDA=ON)\n");
+    return 1;
+#endif
 }
 
 int bench_sd(int argc, char **argv) {
     opts o;
     if (parse(argc, argv, &o) != 0) return 2;
     imgd_log_level_set(IMGD_LOG_WARN);
+    bool cuda = o.backend && strcmp(o.backend, "cuda") == 0;
+#ifdef IMGD_HAVE_CUDA
+    if (cuda && imgd_cuda_device_count() < 1) {
+        fprintf(stderr, "imgd-bench sd: --backend cuda: no CUDA device on this machine\n");
+        return 1;
+    }
+#endif
     char tokdir[4096];
     if (!o.tokenizer) {
         const char *sh = getenv("IMGD_SHARED_DIR");
@@ -196,10 +329,15 @@ int bench_sd(int argc, char **argv) {
     struct stat st;
     double      wbytes = stat(target, &st) == 0 ? (double)st.st_size : 0;
 
+    if (cuda) {
+        rc = rc ? rc : bench_sd_cuda(&o, target);
+        goto cleanup;
+    }
     imgd_load_params lp = imgd_load_params_default();
     lp.precision        = IMGD_PRECISION_F32;
     lp.threads          = o.threads;
     lp.tokenizer_dir    = o.tokenizer;
+    lp.backend          = o.backend;
     imgd_model *m       = NULL;
     t0                  = bench_now();
     if (!rc && imgd_model_load(target, &lp, &m) != IMGD_OK) {
@@ -220,6 +358,7 @@ int bench_sd(int argc, char **argv) {
         rc = 1;
     }
     if (!rc) {
+    } else if (!rc) {
         double        step  = r2->t_sample_s / r2->steps_run;
         double        flops = graph_flops(m->g_unet.g);
         double        peak  = bench_gemm_peak_gflops(o.threads);
@@ -241,6 +380,7 @@ int bench_sd(int argc, char **argv) {
     imgd_gen_result_free(r1);
     imgd_gen_result_free(r2);
     imgd_model_free(m);
+cleanup:;
     char cmd[1200];
     if (!o.keep && imgd_fmt(cmd, sizeof cmd, "rm -rf '%s'", root) && system(cmd) != 0)
         fprintf(stderr, "imgd-bench sd: could not remove %s\n", root);

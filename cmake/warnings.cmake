@@ -21,9 +21,11 @@ if(CMAKE_C_COMPILER_ID STREQUAL "GNU")
   list(APPEND IMGD_C_WARNINGS -Wno-error=maybe-uninitialized)
 endif()
 
+# C flags apply to C sources only: a target may also hold CUDA sources (src/tensor/cuda),
+# which get the STYLE B3 CUDA set instead (cmake/cuda.cmake).
 function(imgd_warnings target)
-  target_compile_options(${target} PRIVATE ${IMGD_C_WARNINGS})
+  target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:C>:${IMGD_C_WARNINGS}>")
   if(IMGD_WERROR)
-    target_compile_options(${target} PRIVATE -Werror)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:C>:-Werror>)
   endif()
 endfunction()

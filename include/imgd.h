@@ -88,6 +88,13 @@ IMGD_API const char *imgd_last_error(void);
 /* Runtime version string, e.g. "0.1.0". Safe from any thread. Since: 0.1 */
 IMGD_API const char *imgd_version(void);
 
+/* Compute backends this build has, by index in [0, imgd_backend_count()): static names such
+ * as "cpu", "ref" and, when built with the CUDA toolkit, "cuda" (usable only where a GPU is
+ * present). imgd_backend_name_at returns NULL out of range. Safe from any thread.
+ * Since: 0.2 */
+IMGD_API size_t      imgd_backend_count(void);
+IMGD_API const char *imgd_backend_name_at(size_t i);
+
 /* ---------------------------------------------------------------------------------- */
 /* Logging                                                                             */
 /* ---------------------------------------------------------------------------------- */
@@ -415,7 +422,7 @@ typedef struct imgd_arch_override {
 
 typedef struct imgd_load_params {
     imgd_open_params open;
-    const char      *backend; /* "cpu" (default) or "ref" (reference kernels) */
+    const char      *backend; /* "cpu" (default), "ref" or "cuda" (imgd_backend_name_at) */
     uint32_t         threads; /* 0 = online CPUs */
     imgd_precision   precision;
     const char      *tokenizer_dir; /* vocab.json + merges.txt for single files; NULL: the

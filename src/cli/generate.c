@@ -112,7 +112,7 @@ static const char k_usage[] =
     "      [--init IMG --strength F] [--mask IMG] [--mask-blur PX] [--tokenizer DIR] [--vae PATH]\n"
     "      [--unet PATH] [--lora FILE[:W]]... [--lora-dir DIR] [--lora-mode auto|merge|unmerged]\n"
     "      [--embedding FILE]... [--embedding-dir DIR]\n"
-    "      [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref] [--groups N]\n"
+    "      [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref|cuda] [--groups N]\n"
     "      [--heads N | --head-dim N] [--te-heads N] [--prediction eps|v] [-o OUT.png] [--json]";
 
 /* Parses argv into o; returns 0, or 2 after printing what was wrong. */

@@ -145,7 +145,10 @@ static int cmd_help(int argc, char **argv);
 static int cmd_version(int argc, char **argv) {
     (void)argc;
     (void)argv;
-    printf("imgd %s\n", imgd_version());
+    printf("imgd %s\nbackends:", imgd_version());
+    for (size_t i = 0; i < imgd_backend_count(); i++)
+        printf("%s %s", i ? "," : "", imgd_backend_name_at(i));
+    printf("\n");
     return 0;
 }
 

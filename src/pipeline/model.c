@@ -183,6 +183,10 @@ static imgd_backend_params backend_params(const imgd_load_params *p) {
     case IMGD_PRECISION_BF16: bp.math = IMGD_CPU_MATH_BF16; break;
     default: bp.math = IMGD_CPU_MATH_AUTO; break;
     }
+    /* GPUs: f16/bf16 GEMMs only when asked for; AUTO stays f32 (exact to the goldens) */
+    bp.gpu_math = p->precision == IMGD_PRECISION_F16    ? IMGD_GPU_MATH_F16
+                  : p->precision == IMGD_PRECISION_BF16 ? IMGD_GPU_MATH_BF16
+                                                        : IMGD_GPU_MATH_F32;
     return bp;
 }
 

@@ -1,11 +1,15 @@
 /* Backend registry (STYLE M5): one row per backend; names, docs and creation come from it. */
 #include "tensor/backend.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "base/error.h"
 #include "tensor/cpu/cpu.h"
 #include "tensor/ref.h"
+#ifdef IMGD_HAVE_CUDA
+#    include "tensor/cuda/cuda.h"
+#endif
 
 typedef struct backend_row {
     const char *name;
@@ -17,10 +21,14 @@ static const backend_row k_backends[] = {
     {"cpu", imgd_cpu_backend_new,
      "oneDNN/OpenBLAS matmul and conv, vectorised threaded kernels for the rest"},
     {"ref", imgd_ref_backend_new, "plain single-threaded reference kernels (the test oracle)"},
+#ifdef IMGD_HAVE_CUDA
+    {"cuda", imgd_cuda_backend_new,
+     "NVIDIA GPU: cuBLAS matmul/conv, CUDA kernels for the rest (built with the CUDA toolkit)"},
+#endif
 };
 
 imgd_backend_params imgd_backend_params_default(void) {
-    imgd_backend_params p = {0, NULL, IMGD_CPU_MATH_AUTO, IMGD_CPU_GEMM_AUTO};
+    imgd_backend_params p = {0, NULL, IMGD_CPU_MATH_AUTO, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32};
     return p;
 }
 
@@ -30,7 +38,12 @@ imgd_status imgd_backend_new(const char *name, const imgd_backend_params *params
     imgd_backend_params p = params ? *params : imgd_backend_params_default();
     for (size_t i = 0; i < IMGD_ARRAY_LEN(k_backends); i++)
         if (strcmp(name, k_backends[i].name) == 0) return k_backends[i].create(&p, out);
-    return imgd_fail(IMGD_E_INVALID_ARG, "unknown backend '%s' (known: cpu, ref)", name);
+    char known[128] = "";
+    for (size_t i = 0, k = 0; i < IMGD_ARRAY_LEN(k_backends) && k < sizeof known; i++) {
+        int w = snprintf(known + k, sizeof known - k, "%s%s", i ? ", " : "", k_backends[i].name);
+        k += w > 0 ? (size_t)w : 0;
+    }
+    return imgd_fail(IMGD_E_INVALID_ARG, "unknown backend '%s' (this build has: %s)", name, known);
 }
 
 void imgd_backend_free(imgd_backend *be) {
@@ -51,4 +64,12 @@ const char *imgd_backend_registry_name(size_t i) {
 
 const char *imgd_backend_registry_doc(size_t i) {
     return i < IMGD_ARRAY_LEN(k_backends) ? k_backends[i].doc : NULL;
+}
+
+size_t imgd_backend_count(void) {
+    return IMGD_ARRAY_LEN(k_backends);
+}
+
+const char *imgd_backend_name_at(size_t i) {
+    return imgd_backend_registry_name(i);
 }

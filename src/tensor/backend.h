@@ -8,7 +8,18 @@
  *                        the planner assigns offsets;
  *   imgd_graph_alloc  -> alloc (one buffer);
  *   imgd_graph_compute-> run (data and scratch pointers already resolved);
- *   imgd_graph_free   -> release, then buffer_free. */
+ *   imgd_graph_free   -> release, then buffer_free.
+ *
+ * Device backends (memory the host cannot address, e.g. "cuda") keep the graph API unchanged
+ * with these rules, all inside the backend:
+ *   - alloc returns device memory; activations, views of them and scratch hold device
+ *     addresses during run;
+ *   - leaves (weights and inputs) keep their host address in `data`; prepare makes a device
+ *     copy of every leaf an executed node reads and keeps it in the leaf's backend_data
+ *     (weights are uploaded there, once per plan; release frees them);
+ *   - run first copies each input from its bound host memory to its device copy, then runs
+ *     the nodes, translating a leaf view's address by its offset from the leaf's `data`;
+ *   - read copies device memory back; imgd_graph_read_f32 uses it for activations. */
 #ifndef IMGD_TENSOR_BACKEND_H
 #define IMGD_TENSOR_BACKEND_H
 
@@ -31,12 +42,21 @@ typedef enum imgd_cpu_gemm {
     IMGD_CPU_GEMM_COUNT
 } imgd_cpu_gemm;
 
+/* How a GPU backend (cuda) computes matmul and conv2d. The other ops always run in f32. */
+typedef enum imgd_gpu_math {
+    IMGD_GPU_MATH_F32  = 0, /* f32 inputs, f32 accumulation, no TF32 (the conformance mode) */
+    IMGD_GPU_MATH_F16  = 1, /* operands rounded to fp16, f32 accumulation, f32 results */
+    IMGD_GPU_MATH_BF16 = 2, /* operands rounded to bf16 (no overflow where fp16 would) */
+    IMGD_GPU_MATH_COUNT
+} imgd_gpu_math;
+
 typedef struct imgd_backend_params {
-    uint32_t   n_threads; /* compute threads, 0 = online CPUs; ignored when pool is set */
-    imgd_pool *pool;      /* borrowed pool to run on (must outlive the backend), or NULL
-                             to let the backend own one of n_threads */
-    imgd_cpu_math math;   /* cpu only */
-    imgd_cpu_gemm gemm;   /* cpu only */
+    uint32_t   n_threads;   /* compute threads, 0 = online CPUs; ignored when pool is set */
+    imgd_pool *pool;        /* borrowed pool to run on (must outlive the backend), or NULL
+                               to let the backend own one of n_threads */
+    imgd_cpu_math math;     /* cpu only */
+    imgd_cpu_gemm gemm;     /* cpu only */
+    imgd_gpu_math gpu_math; /* cuda only */
 } imgd_backend_params;
 
 imgd_backend_params imgd_backend_params_default(void);
@@ -58,13 +78,14 @@ struct imgd_backend_i {
     bool (*supports_op)(const imgd_backend *be, const imgd_tensor *node);
 
     /* Called by imgd_graph_plan with the execution order fixed, before memory planning.
-     * May create per-node state in node->backend_data and set node->scratch_bytes.
+     * May create per-node state in node->backend_data and set node->scratch_bytes; a device
+     * backend also puts its copies of leaves in leaf->backend_data (see above).
      * Weights' data is readable. May be NULL: no state and no scratch. On failure it must
      * leave nothing behind (or leave what release frees). */
     imgd_status (*prepare)(imgd_backend *be, imgd_graph *g);
 
-    /* Frees what prepare created and clears backend_data. May be NULL when prepare keeps
-     * no state. Called before re-planning and by imgd_graph_free. */
+    /* Frees what prepare created (nodes' and leaves' backend_data) and clears it. May be
+     * NULL when prepare keeps no state. Called before re-planning and by imgd_graph_free. */
     void (*release)(imgd_backend *be, imgd_graph *g);
 
     /* Runs the executed nodes in order (imgd_graph_exec_node). Every tensor's data and
@@ -73,9 +94,9 @@ struct imgd_backend_i {
     imgd_status (*run)(imgd_backend *be, imgd_graph *g);
 
     /* Copies n bytes of backend memory at src (inside a buffer from alloc) to host memory
-     * dst. May be NULL: backend memory is host memory and is read directly (cpu, ref). A
-     * device backend (CUDA) implements it; imgd_graph_read_f32 then reads contiguous f32
-     * tensors through it. */
+     * dst, after the work queued by run has finished. May be NULL: backend memory is host
+     * memory and is read directly (cpu, ref). A device backend (CUDA) implements it;
+     * imgd_graph_read_f32 then reads activations (any layout and float dtype) through it. */
     imgd_status (*read)(imgd_backend *be, const void *src, void *dst, size_t n);
 
     /* Destroys the backend. Required. */
@@ -87,10 +108,12 @@ struct imgd_backend {
     void                        *ctx;
 };
 
-/* Creates a registered backend by name ("cpu", "ref"). params may be NULL (defaults).
+/* Creates a registered backend by name ("cpu", "ref", and "cuda" in builds with the CUDA
+ * toolkit). params may be NULL (defaults).
  * out: written only on success; free with imgd_backend_free.
  * Returns IMGD_OK, IMGD_E_INVALID_ARG (unknown name: the message lists the names),
- * IMGD_E_UNSUPPORTED (e.g. bf16 math without AVX-512-BF16), IMGD_E_NOMEM. */
+ * IMGD_E_UNSUPPORTED (e.g. bf16 math without AVX-512-BF16; cuda without a GPU),
+ * IMGD_E_NOMEM, IMGD_E_DEVICE. */
 imgd_status imgd_backend_new(const char *name, const imgd_backend_params *params,
                              imgd_backend **out);
 

@@ -486,31 +486,52 @@ imgd_status imgd_graph_compute(imgd_graph *g) {
     return st;
 }
 
+/* Converts t (any strides; f32/f16/bf16) at base, the address of its first element in host
+ * memory, into n contiguous f32 values. */
+static void gather_f32(const imgd_tensor *t, const unsigned char *base, float *dst, size_t n) {
+    size_t  es                 = imgd_dtype_size(t->dtype);
+    int64_t idx[IMGD_MAX_DIMS] = {0};
+    for (size_t i = 0; i < n; i++) {
+        int64_t off = 0;
+        for (int32_t d = 0; d < t->n_dims; d++) off += idx[d] * t->stride[d];
+        (void)imgd_dtype_to_f32(t->dtype, base + (size_t)off * es, 1, &dst[i]);
+        for (int32_t d = t->n_dims - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+}
+
+/* Through the backend's read hook: contiguous f32 straight into dst, anything else via a
+ * host copy of the span of storage the view covers. */
+static imgd_status read_device(imgd_graph *g, const imgd_tensor *t, float *dst, size_t n) {
+    imgd_backend *be = g->be;
+    if (t->dtype == IMGD_DTYPE_F32 && imgd_tensor_is_contiguous(t))
+        return be->iface->read(be, t->data, dst, n * sizeof *dst);
+    size_t es = imgd_dtype_size(t->dtype), span = 1; /* elements from the first to the last */
+    for (int32_t d = 0; d < t->n_dims; d++)
+        if (t->shape[d] > 1) span += (size_t)((t->shape[d] - 1) * t->stride[d]);
+    if (n == 0) return IMGD_OK;
+    unsigned char *tmp = imgd_malloc(span * es);
+    if (!tmp) return imgd_fail(IMGD_E_NOMEM, "imgd_graph_read_f32: %zu bytes", span * es);
+    imgd_status st = be->iface->read(be, t->data, tmp, span * es);
+    if (st == IMGD_OK) gather_f32(t, tmp, dst, n);
+    imgd_free(tmp);
+    return st;
+}
+
 imgd_status imgd_graph_read_f32(imgd_graph *g, const imgd_tensor *t, float *dst, size_t n) {
     if (!g || !t || !dst || !t->data || (int64_t)n != imgd_tensor_numel(t))
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_graph_read_f32: bad tensor or count %zu", n);
     if (t->dtype != IMGD_DTYPE_F32 && t->dtype != IMGD_DTYPE_F16 && t->dtype != IMGD_DTYPE_BF16)
         return imgd_fail(IMGD_E_UNSUPPORTED, "imgd_graph_read_f32: dtype %s",
                          imgd_dtype_name(t->dtype));
-    if (g->be && g->be->iface->read && t->storage->kind == IMGD_TENSOR_ACTIVATION) {
-        if (t->dtype != IMGD_DTYPE_F32 || !imgd_tensor_is_contiguous(t))
-            return imgd_fail(IMGD_E_UNSUPPORTED,
-                             "imgd_graph_read_f32: backend %s reads contiguous f32 tensors only",
-                             g->be->iface->name(g->be));
-        return g->be->iface->read(g->be, t->data, dst, n * sizeof *dst);
-    }
-    size_t  es                 = imgd_dtype_size(t->dtype);
-    int64_t idx[IMGD_MAX_DIMS] = {0};
-    for (size_t i = 0; i < n; i++) {
-        int64_t off = 0;
-        for (int32_t d = 0; d < t->n_dims; d++) off += idx[d] * t->stride[d];
-        const unsigned char *p = (const unsigned char *)t->data + (size_t)off * es;
-        (void)imgd_dtype_to_f32(t->dtype, p, 1, &dst[i]);
-        for (int32_t d = t->n_dims - 1; d >= 0; d--) {
-            if (++idx[d] < t->shape[d]) break;
-            idx[d] = 0;
-        }
-    }
+    for (int32_t d = 0; d < t->n_dims; d++)
+        if (t->stride[d] < 0)
+            return imgd_fail(IMGD_E_UNSUPPORTED, "imgd_graph_read_f32: negative stride");
+    if (g->be && g->be->iface->read && t->storage->kind == IMGD_TENSOR_ACTIVATION)
+        return read_device(g, t, dst, n);
+    gather_f32(t, t->data, dst, n);
     return IMGD_OK;
 }
 

@@ -124,7 +124,8 @@ struct imgd_tensor {
     size_t  scratch_bytes; /* executed nodes: scratch the backend asked for in prepare */
     size_t  scratch_offset;
     void   *scratch;      /* executed nodes: scratch memory, valid while the node runs */
-    void   *backend_data; /* executed nodes: state owned by the backend's prepare */
+    void   *backend_data; /* executed nodes: state owned by the backend's prepare; leaves:
+                             a device backend's copy (tensor/backend.h) */
 };
 
 /* Elements (product of the shape; 1 for a scalar). */

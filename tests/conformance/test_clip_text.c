@@ -1,10 +1,12 @@
 /* CLIP text encoder against the conformance goldens (transformers 4.38, f32): every
  * hidden state, the final LayerNorm outputs, the pooled row and SDXL's projected
  * text_embeds, for each layout of the narrow models (diffusers folder, LDM/SGM single
- * .safetensors with the open_clip TE2, .ckpt) on the "cpu" and "ref" backends.
- * Tolerance (../shared/conformance/README.md): max |a - b| <= 1e-4 * max(1, max |ref|). */
+ * .safetensors with the open_clip TE2, .ckpt) on the "cpu" and "ref" backends (or
+ * $IMGD_TEST_BACKEND). Tolerance (../shared/conformance/README.md): max |a - b| <= 1e-4 * max(1,
+ * max |ref|). */
 #include <time.h>
 
+#include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
 #include "models/clip_text.h"
@@ -13,7 +15,8 @@
 #include "test.h"
 #include "util.h"
 
-static const char *const k_backends[] = {"cpu", "ref"};
+/* cpu and ref, or $IMGD_TEST_BACKEND (tests/backends.h) */
+#define k_backends (tb_backends()->name)
 
 static double now_s(void) {
     struct timespec ts;
@@ -178,7 +181,7 @@ static void check_sd15_layout(const char *shared, const char *rel, int32_t heads
     imgd_clip_text_req req = imgd_clip_text_req_default();
     req.all_hidden = req.pooled = req.hidden = req.hidden_final_ln = true;
     req.layer                                                      = -2;
-    for (size_t bi = 0; bi < IMGD_ARRAY_LEN(k_backends); bi++) {
+    for (size_t bi = 0; bi < tb_backends()->n; bi++) {
         te_run r;
         if (te_run_do(&r, &m, "text_encoder", &cfg, k_backends[bi], ids, batch, NULL, 0, &req)) {
             printf("  %-12s %-4s embed+build+plan %.3f s, compute %.4f s (batch %d)\n", rel,
@@ -250,10 +253,10 @@ static void test_clip_text_textual_inversion_rows_match_goldens(void) {
     if (extra && ids) {
         imgd_clip_text_req req = imgd_clip_text_req_default();
         te_run             r;
-        if (te_run_do(&r, &m, "text_encoder", &cfg, "cpu", ids, batch, extra,
+        if (te_run_do(&r, &m, "text_encoder", &cfg, tb_primary(), ids, batch, extra,
                       (int32_t)(n_extra / 16), &req))
             compare_tensor(r.g, r.out.last_hidden_state, gw, "last_hidden_state", "diffusers+TI",
-                           "cpu");
+                           tb_primary());
         te_run_free(&r);
         /* an id past the table is refused with a message naming it */
         float *out = imgd_malloc((size_t)77 * 16 * sizeof(float));
@@ -279,7 +282,7 @@ static void check_sdxl_layout(const char *shared, const char *rel, int32_t heads
     static const char *const gn[2][3] = {
         {"te1.last_hidden_state", "te1.hidden_states_m2", NULL},
         {"te2.last_hidden_state", "te2.hidden_states_m2", "te2.text_embeds"}};
-    for (size_t bi = 0; bi < IMGD_ARRAY_LEN(k_backends); bi++) {
+    for (size_t bi = 0; bi < tb_backends()->n; bi++) {
         float *m2[2] = {NULL, NULL}, *pooled = NULL;
         for (int e = 0; e < 2; e++) {
             const imgd_te_config *te = te_of(&m, comps[e]);

@@ -7,6 +7,7 @@
  * batch-1 runs given the same noise. */
 #include <math.h>
 
+#include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
 #include "test.h"
@@ -83,6 +84,7 @@ static imgd_model *load(const char *shared, const char *layout, bool inpaint) {
     char             path[4096], tok[4096], unet[4096];
     imgd_load_params lp = imgd_load_params_default();
     lp.precision        = IMGD_PRECISION_F32;
+    lp.backend          = tb_primary(); /* cpu, or $IMGD_TEST_BACKEND */
     /* the narrow text encoder has 4 heads: not in the shapes, not in the LDM yaml */
     lp.arch.te_heads = 4;
     (void)imgd_fmt(tok, sizeof tok, "%s/conformance/sd15-narrow/diffusers/tokenizer", shared);

@@ -9,6 +9,7 @@
  * (sdxl-narrow/goldens/unet.safetensors). */
 #include <time.h>
 
+#include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
 #include "detect/detect.h"
@@ -19,7 +20,8 @@
 #include "test.h"
 #include "util.h"
 
-static const char *const k_backends[] = {"cpu", "ref"};
+/* cpu and ref, or $IMGD_TEST_BACKEND (tests/backends.h) */
+#define k_backends (tb_backends()->name)
 
 static double now_ms(void) {
     struct timespec ts;
@@ -226,7 +228,7 @@ static void test_unet_matches_diffusers_every_layout_and_backend(void) {
     for (size_t li = 0; li < IMGD_ARRAY_LEN(k_layouts); li++) {
         model m;
         if (!model_open(&m, shared, k_layouts[li].rel, k_layouts[li].single)) continue;
-        for (size_t bi = 0; bi < IMGD_ARRAY_LEN(k_backends); bi++) {
+        for (size_t bi = 0; bi < tb_backends()->n; bi++) {
             char what[96];
             run  r;
             imgd_fmt(what, sizeof what, "%s/%s", k_layouts[li].label, k_backends[bi]);
@@ -285,7 +287,7 @@ static void test_unet_adds_controlnet_residuals(void) {
     for (size_t si = 0; si < IMGD_ARRAY_LEN(scales); si++) {
         run  r;
         char name[96];
-        if (run_build(&r, &m, "cpu", &gd, control_inputs, scales[si], false)) {
+        if (run_build(&r, &m, tb_primary(), &gd, control_inputs, scales[si], false)) {
             (void)run_compute(&r, 1);
             if (scales[si]) {
                 imgd_fmt(name, sizeof name, "%s.unet_out", scales[si]);
@@ -330,7 +332,7 @@ static void test_unet_encoder_runs_a_controlnet(void) {
         if (!model_open(&m, shared, layouts[li].rel, layouts[li].single)) continue;
         imgd_backend *be = NULL;
         imgd_graph   *g  = NULL;
-        CHECK_STATUS(imgd_backend_new("cpu", NULL, &be), IMGD_OK);
+        CHECK_STATUS(imgd_backend_new(tb_primary(), NULL, &be), IMGD_OK);
         CHECK_STATUS(imgd_graph_new(NULL, &g), IMGD_OK);
         imgd_unet_extra ex = {0};
         imgd_tensor    *x  = golden_input(g, &gd, "sample");
@@ -397,7 +399,7 @@ static void test_unet_sdxl_added_conditioning(void) {
         if (!model_open(&m, shared, layouts[li].rel, layouts[li].single)) continue;
         CHECK_EQ_INT(m.cfg.adm_in_channels, 64);
         CHECK(m.cfg.linear_proj);
-        for (size_t bi = 0; bi < IMGD_ARRAY_LEN(k_backends); bi++) {
+        for (size_t bi = 0; bi < tb_backends()->n; bi++) {
             run  r;
             char what[96];
             imgd_fmt(what, sizeof what, "%s/%s", layouts[li].label, k_backends[bi]);
@@ -453,12 +455,13 @@ static void test_unet_inpaint_9ch(void) {
         s ^= s << 17;
         ctx[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 10.0 - 5.0);
     }
-    float *outs[2] = {NULL, NULL};
-    size_t n       = (size_t)B * 4 * H * H;
+    float      *outs[2] = {NULL, NULL};
+    size_t      n       = (size_t)B * 4 * H * H;
+    const char *pair[2] = {k_backends[0], tb_backends()->n > 1 ? k_backends[1] : "ref"};
     for (size_t bi = 0; bi < 2; bi++) {
         run r;
         memset(&r, 0, sizeof r);
-        CHECK_STATUS(imgd_backend_new(k_backends[bi], NULL, &r.be), IMGD_OK);
+        CHECK_STATUS(imgd_backend_new(pair[bi], NULL, &r.be), IMGD_OK);
         CHECK_STATUS(imgd_graph_new(NULL, &r.g), IMGD_OK);
         imgd_tensor *gx = imgd_graph_input(r.g, "x", IMGD_DTYPE_F32, 4, (int64_t[]){B, C, H, H});
         imgd_tensor *gt = imgd_graph_input(r.g, "t", IMGD_DTYPE_F32, 1, (int64_t[]){B});
@@ -484,7 +487,8 @@ static void test_unet_inpaint_9ch(void) {
             err = fmax(err, fabs((double)outs[0][i] - (double)outs[1][i]));
             mx  = fmax(mx, fabs((double)outs[1][i]));
         }
-        printf("  inpaint 9ch cpu vs ref: max|err| %.3g (max|ref| %.3g)\n", err, mx);
+        printf("  inpaint 9ch %s vs %s: max|err| %.3g (max|ref| %.3g)\n", pair[0], pair[1], err,
+               mx);
         CHECK(isfinite(err) && err <= 1e-4 * fmax(1.0, mx) && mx > 0.0);
     }
     imgd_free(outs[0]);

@@ -6,6 +6,7 @@
  * decode. Tolerance (../shared/conformance/README.md): max |a - b| <= 1e-4 * max(1, max|ref|). */
 #include <time.h>
 
+#include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
 #include "models/vae.h"
@@ -14,7 +15,8 @@
 #include "test.h"
 #include "util.h"
 
-static const char *const k_backends[] = {"cpu", "ref"};
+/* cpu and ref, or $IMGD_TEST_BACKEND (tests/backends.h) */
+#define k_backends (tb_backends()->name)
 
 static double now_s(void) {
     struct timespec ts;
@@ -215,7 +217,7 @@ static void test_vae_sd15_matches_goldens_every_layout(void) {
         imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/%s", shared, layouts[li]);
         model m;
         if (model_open(&m, path))
-            for (size_t bi = 0; bi < IMGD_ARRAY_LEN(k_backends); bi++) {
+            for (size_t bi = 0; bi < tb_backends()->n; bi++) {
                 check_decode(&m, layouts[li], k_backends[bi], z, gd, true);
                 check_encode(&m, layouts[li], k_backends[bi], ge);
             }
@@ -245,7 +247,7 @@ static void test_vae_sdxl_decode_matches_golden(void) {
             CHECK_NEAR(m.mi->vae.scaling_factor, 0.13025, 1e-7);
             /* the pipeline's latents / scaling_factor, in f32 as torch does it */
             for (size_t i = 0; i < n; i++) z[i] = zs[i] / m.mi->vae.scaling_factor;
-            for (size_t bi = 0; bi < IMGD_ARRAY_LEN(k_backends); bi++)
+            for (size_t bi = 0; bi < tb_backends()->n; bi++)
                 check_decode(&m, lay, k_backends[bi], z, gd, false);
         }
         model_close(&m);
@@ -263,7 +265,7 @@ static float *decode_whole(model *m, const float *latent, int32_t h, int32_t w,
     imgd_vae_decode_out d;
     float              *out = NULL;
     double              secs;
-    if (run_start(&r, "cpu", "latent", (int64_t[]){1, 4, h, w}) &&
+    if (run_start(&r, tb_primary(), "latent", (int64_t[]){1, 4, h, w}) &&
         imgd_vae_decode_build(r.g, m->b, "vae", &m->cfg, r.in, &d) == IMGD_OK) {
         imgd_graph_output(r.g, d.image);
         if (run_compute(&r, latent, info, &secs))
@@ -381,7 +383,7 @@ static void test_vae_tiled_decode_matches_diffusers_blending(void) {
         imgd_vae_tiling     tp = {.tile = tile, .overlap = overlap};
         imgd_vae_tiled_info ti = {0};
         imgd_plan_info      wi = {0};
-        CHECK_STATUS(imgd_backend_new("cpu", NULL, &be), IMGD_OK);
+        CHECK_STATUS(imgd_backend_new(tb_primary(), NULL, &be), IMGD_OK);
         double t0 = now_s();
         CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, z, 1, h, w, tiled, &ti),
                      IMGD_OK);
@@ -400,7 +402,7 @@ static void test_vae_tiled_decode_matches_diffusers_blending(void) {
     }
     if (tiled && ref && whole) {
         /* same tiles, same blending as diffusers: equal up to kernel rounding */
-        compare("tiled vs diffusers-blend", "diffusers", "cpu", tiled, ref, ni);
+        compare("tiled vs diffusers-blend", "diffusers", tb_primary(), tiled, ref, ni);
         /* tiles see less context (per-tile GroupNorm statistics, attention and padding), so
          * tiled differs from whole everywhere (diffusers too); on this random narrow VAE
          * (image |x| <= ~5) the stated bound is mean |diff| <= 0.1 and max |diff| <= 2.5
@@ -419,7 +421,7 @@ static void test_vae_tiled_decode_matches_diffusers_blending(void) {
         imgd_backend       *be   = NULL;
         imgd_vae_tiling     tp   = imgd_vae_tiling_default();
         imgd_vae_tiled_info ti   = {0};
-        CHECK_STATUS(imgd_backend_new("cpu", NULL, &be), IMGD_OK);
+        CHECK_STATUS(imgd_backend_new(tb_primary(), NULL, &be), IMGD_OK);
         CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, zg, 1, 16, 16, one, &ti),
                      IMGD_OK);
         CHECK_EQ_INT(ti.tiles, 1);

@@ -10,7 +10,15 @@
  *   test_ops [--op NAME] [--backend NAME] [--mode test|perf] [--vars SUBSTRING] [--list]
  *
  * Backend configurations: cpu (defaults), cpu-openblas (matmul through OpenBLAS),
- * cpu-portable (no AVX-512 micro-kernels), cpu-bf16 (bf16 matmul/conv, AVX-512-BF16 only). */
+ * cpu-portable (no AVX-512 micro-kernels), cpu-bf16 (bf16 matmul/conv, AVX-512-BF16 only),
+ * cuda (builds with the CUDA toolkit, where a GPU is present; runs with IMGD_CUDA_SYNC=1 so a
+ * kernel fault names its node).
+ *
+ * cuda-f16 and cuda-bf16 run matmul and conv2d with fp16/bf16 GEMM operands.
+ *
+ * `--backend cuda` (ctest test_cuda_ops) runs the cuda configurations only, prints every
+ * case's NMSE and max error, and exits 77 (ctest SKIP_RETURN_CODE) with "SKIP: no CUDA
+ * device" where the build or the machine has no GPU. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -494,18 +502,29 @@ static const op_case k_cases[] = {
 
 typedef struct be_config {
     const char   *name;
-    const char   *ops; /* comma-separated ops it runs, NULL = all */
+    const char   *backend; /* registry name */
+    const char   *ops;     /* comma-separated ops it runs, NULL = all */
     imgd_cpu_math math;
     imgd_cpu_gemm gemm;
+    imgd_gpu_math gpu_math;
     bool          portable;
     double        nmse_min; /* tolerance floor for this configuration */
 } be_config;
 
 static const be_config k_configs[] = {
-    {"cpu", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, false, 0},
-    {"cpu-openblas", "matmul", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_OPENBLAS, false, 0},
-    {"cpu-portable", "attention", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, true, 0},
-    {"cpu-bf16", "matmul,conv2d", IMGD_CPU_MATH_BF16, IMGD_CPU_GEMM_AUTO, false, 1e-4},
+    {"cpu", "cpu", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0},
+    {"cpu-openblas", "cpu", "matmul", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_OPENBLAS, IMGD_GPU_MATH_F32,
+     false, 0},
+    {"cpu-portable", "cpu", "attention", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32,
+     true, 0},
+    {"cpu-bf16", "cpu", "matmul,conv2d", IMGD_CPU_MATH_BF16, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32,
+     false, 1e-4},
+    {"cuda", "cuda", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0},
+    /* operands rounded to 11 / 8 significant bits: NMSE ~1e-7 / ~1e-5 on these inputs */
+    {"cuda-f16", "cuda", "matmul,conv2d", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16,
+     false, 1e-5},
+    {"cuda-bf16", "cuda", "matmul,conv2d", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_BF16, false, 1e-4},
 };
 
 static bool in_list(const char *list, const char *op) {
@@ -572,7 +591,7 @@ static bool compare(const char *label, const result *ref, const result *got, dou
         printf("  %s: %zu values, reference has %zu\n", label, got->n, ref->n);
         return false;
     }
-    double num = 0, den = 0;
+    double num = 0, den = 0, max_err = 0;
     size_t bad_ref = 0, bad_got = 0;
     for (size_t i = 0; i < ref->n; i++) {
         double a = (double)ref->data[i], b = (double)got->data[i];
@@ -583,6 +602,7 @@ static bool compare(const char *label, const result *ref, const result *got, dou
         else {
             num += (a - b) * (a - b);
             den += a * a;
+            max_err = fmax(max_err, fabs(a - b));
         }
     }
     if (bad_ref) {
@@ -594,9 +614,9 @@ static bool compare(const char *label, const result *ref, const result *got, dou
         return false;
     }
     double nmse = den > 0 ? num / den : num;
-    if (g_verbose) printf("  %-72s NMSE %.3g\n", label, nmse);
+    if (g_verbose) printf("  %-72s NMSE %.3g  max_err %.3g\n", label, nmse, max_err);
     if (nmse > tol) {
-        printf("  %s: NMSE %.3g > %.3g\n", label, nmse, tol);
+        printf("  %s: NMSE %.3g > %.3g (max_err %.3g)\n", label, nmse, tol, max_err);
         return false;
     }
     return true;
@@ -639,8 +659,9 @@ static imgd_status make_backend(const be_config *cfg, imgd_backend **out) {
     imgd_backend_params p = imgd_backend_params_default();
     p.math                = cfg->math;
     p.gemm                = cfg->gemm;
+    p.gpu_math            = cfg->gpu_math;
     if (cfg->portable) (void)setenv("IMGD_CPU_NO_AVX512", "1", 1);
-    imgd_status st = imgd_backend_new("cpu", &p, out);
+    imgd_status st = imgd_backend_new(cfg->backend, &p, out);
     if (cfg->portable) (void)unsetenv("IMGD_CPU_NO_AVX512");
     return st;
 }
@@ -690,13 +711,37 @@ int main(int argc, char **argv) {
     }
     imgd_backend *ref = NULL, *bes[IMGD_ARRAY_LEN(k_configs)] = {NULL};
     CHECK_STATUS(imgd_backend_new("ref", NULL, &ref), IMGD_OK);
+    bool only_cuda = o.backend && strcmp(o.backend, "cuda") == 0, have_cuda = false;
+    bool cuda_absent = false;
+    if (only_cuda) g_verbose = true; /* one GPU run should tell everything */
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) {
-        if (o.backend && strcmp(o.backend, k_configs[k].name) != 0) continue;
+        bool cuda_cfg = strcmp(k_configs[k].backend, "cuda") == 0;
+        if (o.backend && strcmp(o.backend, k_configs[k].name) != 0 && !(only_cuda && cuda_cfg))
+            continue;
         if (k_configs[k].math == IMGD_CPU_MATH_BF16 && !imgd_cpu_has_bf16()) {
             TEST_SKIP("%s: this CPU has no AVX-512-BF16", k_configs[k].name);
             continue;
         }
+        if (cuda_cfg) {
+            if (!cuda_absent) {
+                (void)setenv("IMGD_CUDA_SYNC", "1", 0);
+                imgd_status st = make_backend(&k_configs[k], &bes[k]);
+                /* a build without CUDA does not know the name; a machine without a GPU
+                 * reports it unsupported */
+                cuda_absent = st == IMGD_E_INVALID_ARG || st == IMGD_E_UNSUPPORTED;
+                if (cuda_absent)
+                    TEST_SKIP("no CUDA device (%s)", imgd_last_error());
+                else
+                    CHECK_STATUS(st, IMGD_OK);
+                have_cuda = have_cuda || st == IMGD_OK;
+            }
+            continue;
+        }
         CHECK_STATUS(make_backend(&k_configs[k], &bes[k]), IMGD_OK);
+    }
+    if (only_cuda && !have_cuda) {
+        imgd_backend_free(ref);
+        return 77; /* SKIP_RETURN_CODE */
     }
     int n_cases = 0, n_failed = 0;
     for (size_t i = 0; i < IMGD_ARRAY_LEN(k_cases) && ref; i++) {

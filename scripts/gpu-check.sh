@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One-shot check of the CUDA backend on a GPU machine (issue 9), sized for a ~8 minute slot:
+#   1. configure a fresh RelWithDebInfo build with CUDA into build-gpu, build it (-j$(nproc))
+#   2. every op on the cuda backend against the reference (test_ops --backend cuda: NMSE and
+#      max error of every case)
+#   3. the SD conformance goldens on the cuda backend (IMGD_TEST_BACKEND=cuda)
+#   4. imgd-bench sd --backend cuda --steps 10 (it/s, load, peak VRAM, UNet TFLOP/s vs the
+#      card's cuBLASLt fp16 GEMM TFLOP/s)
+# Prints everything; every stage runs even when an earlier test stage fails, and the script
+# exits non-zero if any stage failed (the build failing stops it).
+#
+#   scripts/gpu-check.sh                  from anywhere; uses the repository it lives in
+# Environment:
+#   IMGD_SHARED_DIR   the shared folder with conformance/ (default: ../shared, else ./shared)
+#   IMGD_CUDA_ARCH    CMAKE_CUDA_ARCHITECTURES (default 90, H100)
+#   GPU_CHECK_BUILD   build folder (default build-gpu)
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BUILD=${GPU_CHECK_BUILD:-build-gpu}
+JOBS=$(nproc 2>/dev/null || echo 16)
+export PATH="/usr/local/cuda/bin:$PATH"
+
+if [[ -z ${IMGD_SHARED_DIR:-} ]]; then
+    if [[ -d ../shared/conformance ]]; then IMGD_SHARED_DIR=$(cd ../shared && pwd)
+    elif [[ -d shared/conformance ]]; then IMGD_SHARED_DIR=$ROOT/shared
+    else IMGD_SHARED_DIR=$(cd .. && pwd)/shared; fi
+fi
+export IMGD_SHARED_DIR
+
+FAILED=()
+T0=$(date +%s)
+stage() { printf '\n==== gpu-check: %s (t=%ds) ====\n' "$1" $(($(date +%s) - T0)); }
+
+stage "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "nvidia-smi failed"
+nvcc --version 2>&1 | tail -1
+echo "shared: $IMGD_SHARED_DIR ($(ls "$IMGD_SHARED_DIR/conformance" 2>/dev/null | tr '\n' ' '))"
+
+stage "configure + build ($BUILD, -j$JOBS)"
+rm -rf "$BUILD"
+if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIMGD_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES="${IMGD_CUDA_ARCH:-90}" -DIMGD_SHARED_DIR="$IMGD_SHARED_DIR" ||
+   ! cmake --build "$BUILD" -j"$JOBS"; then
+    echo "gpu-check: BUILD FAILED"
+    exit 1
+fi
+"$BUILD/imgd" --version
+
+stage "cuda ops vs reference (test_ops --backend cuda)"
+# IMGD_CUDA_SYNC=1 (set by the test too) names the node of an asynchronous kernel fault
+IMGD_CUDA_SYNC=1 timeout 90 "$BUILD/tests/test_ops" --backend cuda
+rc=$?
+[[ $rc -eq 0 ]] || FAILED+=("test_ops --backend cuda (rc $rc; 77 = skipped: no device)")
+
+stage "conformance goldens on cuda (IMGD_TEST_BACKEND=cuda)"
+for t in test_clip_text test_unet test_vae test_sd_pipeline; do
+    echo "---- $t"
+    IMGD_TEST_BACKEND=cuda IMGD_TEST_TMP="$ROOT/$BUILD/test-tmp" timeout 90 "$BUILD/tests/$t"
+    rc=$?
+    [[ $rc -eq 0 ]] || FAILED+=("$t on cuda (rc $rc)")
+done
+
+stage "bench: imgd-bench sd --backend cuda --steps 10 (f32 and f16 GEMMs)"
+timeout 180 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10
+rc=$?
+[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
+
+stage "done"
+if ((${#FAILED[@]})); then
+    printf 'gpu-check: FAILED: %s\n' "${FAILED[@]}"
+    exit 1
+fi
+echo "gpu-check: all stages passed"

@@ -1,0 +1,124 @@
+/* The CUDA kernels' launchers (*.cu), called by the C host code of the backend. Plain C
+ * types only, so both C and CUDA C++ include it. Every launcher returns the cudaError_t of
+ * the launch (cudaGetLastError), or cudaSuccess without launching when there is no work;
+ * it never synchronises. Tensors are described by cuk_tensor: data is a device pointer to
+ * the first element, strides count elements. */
+#ifndef IMGD_TENSOR_CUDA_KERNELS_H
+#define IMGD_TENSOR_CUDA_KERNELS_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CUK_MAX_DIMS 8
+
+typedef enum cuk_dtype {
+    CUK_F32  = 0,
+    CUK_F16  = 1,
+    CUK_BF16 = 2
+} cuk_dtype;
+
+typedef struct cuk_tensor {
+    void   *data;
+    int32_t dtype; /* cuk_dtype */
+    int32_t n_dims;
+    int32_t contiguous; /* row-major contiguous: element i is at data[i] */
+    int32_t pad_;
+    int64_t shape[CUK_MAX_DIMS];
+    int64_t stride[CUK_MAX_DIMS];
+} cuk_tensor;
+
+/* Elementwise op codes (cuk_unary, cuk_binary). */
+enum {
+    CUK_GELU       = 0,
+    CUK_GELU_TANH  = 1,
+    CUK_QUICK_GELU = 2,
+    CUK_SILU       = 3,
+    CUK_CLAMP      = 4,
+    CUK_SCALE      = 5,
+    CUK_ADD        = 10,
+    CUK_SUB        = 11,
+    CUK_MUL        = 12,
+    CUK_DIV        = 13,
+};
+
+/* ---- layout.cu ---------------------------------------------------------------------------- */
+
+/* out (contiguous, its dtype) = src (src's shape and strides, any of the three dtypes). */
+cudaError_t cuk_copy(const cuk_tensor *out, const cuk_tensor *src, cudaStream_t s);
+/* Concatenation of srcs[0..n) (n <= 4, strided, dtype of out) along axis into out. */
+cudaError_t cuk_concat(const cuk_tensor *out, const cuk_tensor *srcs, int32_t n, int32_t axis,
+                       cudaStream_t s);
+/* Constant padding: before[d] elements before each dim d of out; value outside src. */
+cudaError_t cuk_pad(const cuk_tensor *out, const cuk_tensor *src, const int64_t *before,
+                    float value, cudaStream_t s);
+/* Nearest x2 on the last two dims. */
+cudaError_t cuk_upsample2x(const cuk_tensor *out, const cuk_tensor *src, cudaStream_t s);
+/* Average pooling on the last two dims of contiguous f32 src [planes, H, W] into out
+ * [planes, OH, OW], divisor k*k (padding counted). */
+cudaError_t cuk_avg_pool2d(float *out, const float *src, int64_t planes, int64_t H, int64_t W,
+                           int64_t OH, int64_t OW, int32_t k, int32_t stride, int32_t pad,
+                           cudaStream_t s);
+/* out[i] = bias[(i / inner) % nb] for i < total (a GEMM output prefilled with its bias). */
+cudaError_t cuk_fill_bias(float *out, const float *bias, int64_t total, int64_t inner, int64_t nb,
+                          cudaStream_t s);
+/* col[(c*KH + ky)*KW + kx][p - p0] (col_dtype, a cuk_dtype) for output pixels p in
+ * [p0, p0 + pc) of one image x [C, H, W] (contiguous f32); zero where the window falls in the
+ * padding. */
+cudaError_t cuk_im2col(void *col, int32_t col_dtype, const float *x, int64_t C, int64_t H,
+                       int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
+                       int64_t pw, int64_t OW, int64_t p0, int64_t pc, cudaStream_t s);
+
+/* ---- elementwise.cu ----------------------------------------------------------------------- */
+
+/* out (contiguous f32) = f(src) with f one of CUK_GELU..CUK_SCALE; f0/f1: clamp lo/hi or
+ * scale s/b. */
+cudaError_t cuk_unary(float *out, const cuk_tensor *src, int32_t op, float f0, float f1,
+                      cudaStream_t s);
+/* out [rows, D] = a * gelu(b) for src rows [a (D), b (D)] (contiguous f32). */
+cudaError_t cuk_geglu(float *out, const float *src, int64_t rows, int64_t D, cudaStream_t s);
+/* out (contiguous f32, shape of out) = a op b; a and b carry out's shape with broadcast
+ * strides (0 where they broadcast). */
+cudaError_t cuk_binary(const cuk_tensor *out, const cuk_tensor *a, const cuk_tensor *b, int32_t op,
+                       cudaStream_t s);
+/* diffusers get_timestep_embedding: t (N values, strided by t_stride) -> out [N, dim]. */
+cudaError_t cuk_timestep(float *out, const cuk_tensor *t, int64_t N, int64_t dim, int32_t flip,
+                         float max_period, float shift, cudaStream_t s);
+/* Rotary embedding of x [B, L, H, D] (strided) at pos [L] into contiguous out. */
+cudaError_t cuk_rope(float *out, const cuk_tensor *x, const cuk_tensor *pos, int32_t neox,
+                     int64_t n_rot, float theta, cudaStream_t s);
+
+/* ---- norm.cu ------------------------------------------------------------------------------ */
+
+/* x [N, C, S] contiguous f32; gamma/beta [C] or NULL. */
+cudaError_t cuk_group_norm(float *out, const float *x, const float *gamma, const float *beta,
+                           int64_t N, int64_t C, int64_t S, int64_t G, float eps, int32_t silu,
+                           cudaStream_t s);
+/* Row ops on x [rows, D] contiguous f32. */
+cudaError_t cuk_layer_norm(float *out, const float *x, const float *gamma, const float *beta,
+                           int64_t rows, int64_t D, float eps, cudaStream_t s);
+cudaError_t cuk_rms_norm(float *out, const float *x, const float *gamma, int64_t rows, int64_t D,
+                         float eps, cudaStream_t s);
+cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale,
+                        cudaStream_t s);
+
+/* ---- attention.cu ------------------------------------------------------------------------- */
+
+/* Head dims (D and Dv) the kernel handles; above 128 it needs more than 48 KiB of shared
+ * memory per block (sm_80+; the SD VAE's single 512-wide head needs ~160 KiB). */
+#define CUK_ATTN_D_MAX 512
+
+/* q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv] f32 strided; mask f32 or NULL with
+ * element strides mstride[4] over (b, h, i, j), 0 where it broadcasts; out [B, Lq, H, Dv]
+ * contiguous. */
+cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_tensor *k, const cuk_tensor *v,
+                          const float *mask, const int64_t *mstride, float scale, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

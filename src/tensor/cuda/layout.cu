@@ -1,0 +1,162 @@
+// Layout kernels: strided copy/cast, concat, pad, upsample, avg_pool2d, bias fill, im2col.
+// One thread per output element in a grid-stride loop; inputs read through their strides.
+#include "device_impl.h"
+
+__global__ void k_copy(cuk_tensor out, cuk_tensor src, int64_t n) {
+    CUK_FOR(i, n) cuk_st(out.data, out.dtype, i, cuk_at(src, i));
+}
+
+extern "C" cudaError_t cuk_copy(const cuk_tensor *out, const cuk_tensor *src, cudaStream_t s) {
+    int64_t n = cuk_numel(out);
+    if (n == 0) return cudaSuccess;
+    CUK_LAUNCH(k_copy, cuk_blocks(n), CUK_THREADS, 0, s)(*out, *src, n);
+    return cudaGetLastError();
+}
+
+struct concat_srcs {
+    cuk_tensor t[4];
+};
+
+__global__ void k_concat(cuk_tensor out, concat_srcs srcs, int32_t n_srcs, int32_t axis,
+                         int64_t n) {
+    CUK_FOR(i, n) {
+        int64_t idx[CUK_MAX_DIMS];
+        int64_t lin = i;
+        for (int32_t d = out.n_dims - 1; d >= 0; d--) {
+            idx[d] = lin % out.shape[d];
+            lin /= out.shape[d];
+        }
+        int32_t k = 0;
+        while (k < n_srcs - 1 && idx[axis] >= srcs.t[k].shape[axis])
+            idx[axis] -= srcs.t[k++].shape[axis];
+        const cuk_tensor &src = srcs.t[k];
+        int64_t           off = 0;
+        for (int32_t d = 0; d < out.n_dims; d++) off += idx[d] * src.stride[d];
+        cuk_st(out.data, out.dtype, i, cuk_ld(src.data, src.dtype, off));
+    }
+}
+
+extern "C" cudaError_t cuk_concat(const cuk_tensor *out, const cuk_tensor *srcs, int32_t n,
+                                  int32_t axis, cudaStream_t s) {
+    int64_t total = cuk_numel(out);
+    if (total == 0) return cudaSuccess;
+    if (n < 1 || n > 4) return cudaErrorInvalidValue;
+    concat_srcs c;
+    for (int32_t i = 0; i < n; i++) c.t[i] = srcs[i];
+    for (int32_t i = n; i < 4; i++) c.t[i] = srcs[0];
+    CUK_LAUNCH(k_concat, cuk_blocks(total), CUK_THREADS, 0, s)(*out, c, n, axis, total);
+    return cudaGetLastError();
+}
+
+struct pad_before {
+    int64_t b[CUK_MAX_DIMS];
+};
+
+__global__ void k_pad(cuk_tensor out, cuk_tensor src, pad_before before, float value, int64_t n) {
+    CUK_FOR(i, n) {
+        int64_t lin = i, off = 0;
+        bool    inside = true;
+        for (int32_t d = out.n_dims - 1; d >= 0; d--) {
+            int64_t x = lin % out.shape[d] - before.b[d];
+            lin /= out.shape[d];
+            if (x < 0 || x >= src.shape[d]) inside = false;
+            off += x * src.stride[d];
+        }
+        cuk_st(out.data, out.dtype, i, inside ? cuk_ld(src.data, src.dtype, off) : value);
+    }
+}
+
+extern "C" cudaError_t cuk_pad(const cuk_tensor *out, const cuk_tensor *src, const int64_t *before,
+                               float value, cudaStream_t s) {
+    int64_t n = cuk_numel(out);
+    if (n == 0) return cudaSuccess;
+    pad_before b;
+    for (int32_t d = 0; d < CUK_MAX_DIMS; d++) b.b[d] = d < out->n_dims ? before[d] : 0;
+    CUK_LAUNCH(k_pad, cuk_blocks(n), CUK_THREADS, 0, s)(*out, *src, b, value, n);
+    return cudaGetLastError();
+}
+
+__global__ void k_upsample(cuk_tensor out, cuk_tensor src, int64_t n) {
+    CUK_FOR(i, n) {
+        int64_t lin = i, off = 0;
+        for (int32_t d = out.n_dims - 1; d >= 0; d--) {
+            int64_t x = lin % out.shape[d];
+            lin /= out.shape[d];
+            if (d >= out.n_dims - 2) x /= 2;
+            off += x * src.stride[d];
+        }
+        cuk_st(out.data, out.dtype, i, cuk_ld(src.data, src.dtype, off));
+    }
+}
+
+extern "C" cudaError_t cuk_upsample2x(const cuk_tensor *out, const cuk_tensor *src,
+                                      cudaStream_t s) {
+    int64_t n = cuk_numel(out);
+    if (n == 0) return cudaSuccess;
+    CUK_LAUNCH(k_upsample, cuk_blocks(n), CUK_THREADS, 0, s)(*out, *src, n);
+    return cudaGetLastError();
+}
+
+__global__ void k_avg_pool(float *out, const float *x, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                           int32_t k, int32_t st, int32_t pad, int64_t n) {
+    CUK_FOR(i, n) {
+        int64_t ox = i % OW, oy = (i / OW) % OH, pl = i / (OW * OH);
+        float   acc = 0.0f;
+        for (int32_t ky = 0; ky < k; ky++) {
+            int64_t iy = oy * st - pad + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (int32_t kx = 0; kx < k; kx++) {
+                int64_t ix = ox * st - pad + kx;
+                if (ix >= 0 && ix < W) acc += x[(pl * H + iy) * W + ix];
+            }
+        }
+        out[i] = acc / (float)(k * k);
+    }
+}
+
+extern "C" cudaError_t cuk_avg_pool2d(float *out, const float *src, int64_t planes, int64_t H,
+                                      int64_t W, int64_t OH, int64_t OW, int32_t k, int32_t stride,
+                                      int32_t pad, cudaStream_t s) {
+    int64_t n = planes * OH * OW;
+    if (n == 0) return cudaSuccess;
+    CUK_LAUNCH(k_avg_pool, cuk_blocks(n), CUK_THREADS, 0, s)
+    (out, src, H, W, OH, OW, k, stride, pad, n);
+    return cudaGetLastError();
+}
+
+__global__ void k_fill_bias(float *out, const float *bias, int64_t total, int64_t inner,
+                            int64_t nb) {
+    CUK_FOR(i, total) out[i] = bias[(i / inner) % nb];
+}
+
+extern "C" cudaError_t cuk_fill_bias(float *out, const float *bias, int64_t total, int64_t inner,
+                                     int64_t nb, cudaStream_t s) {
+    if (total == 0) return cudaSuccess;
+    if (inner < 1 || nb < 1) return cudaErrorInvalidValue;
+    CUK_LAUNCH(k_fill_bias, cuk_blocks(total), CUK_THREADS, 0, s)(out, bias, total, inner, nb);
+    return cudaGetLastError();
+}
+
+__global__ void k_im2col(void *col, int32_t dt, const float *x, int64_t H, int64_t W, int64_t KH,
+                         int64_t KW, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OW,
+                         int64_t p0, int64_t pc, int64_t n) {
+    CUK_FOR(i, n) {
+        int64_t p = i % pc, r = i / pc; /* r = (c*KH + ky)*KW + kx */
+        int64_t kx = r % KW, ky = (r / KW) % KH, c = r / (KW * KH);
+        int64_t op = p0 + p, oy = op / OW, ox = op % OW;
+        int64_t iy = oy * sh - ph + ky, ix = ox * sw - pw + kx;
+        cuk_st(col, dt, i,
+               (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(c * H + iy) * W + ix] : 0.0f);
+    }
+}
+
+extern "C" cudaError_t cuk_im2col(void *col, int32_t col_dtype, const float *x, int64_t C,
+                                  int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh,
+                                  int64_t sw, int64_t ph, int64_t pw, int64_t OW, int64_t p0,
+                                  int64_t pc, cudaStream_t s) {
+    int64_t n = C * KH * KW * pc;
+    if (n == 0) return cudaSuccess;
+    CUK_LAUNCH(k_im2col, cuk_blocks(n), CUK_THREADS, 0, s)
+    (col, col_dtype, x, H, W, KH, KW, sh, sw, ph, pw, OW, p0, pc, n);
+    return cudaGetLastError();
+}

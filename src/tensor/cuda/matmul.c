@@ -1,0 +1,222 @@
+/* matmul through cuBLAS: f32 operands (IMGD_GPU_MATH_F32, no TF32), or operands rounded to
+ * fp16/bf16 in the node's scratch (IMGD_GPU_MATH_F16/BF16); f32 accumulation and f32 results
+ * either way. Also the GEMM helper conv2d.c uses.
+ *
+ * cuBLAS is column-major; a row-major C[M,N] = A[M,K] B[K,N] is computed as the column-major
+ * C^T = B^T A^T, i.e. gemm(m = N, n = M, k = K, "A" = B, "B" = A). Each row-major operand is
+ * presented either as-is or transposed, whichever of its last two dims has unit stride. */
+#include <limits.h>
+
+#include "base/error.h"
+#include "cuda_impl.h"
+
+/* ---- operand layout ------------------------------------------------------------------------ */
+
+/* Row-major P [rows][cols] with element strides (sr, sc), to be passed where cuBLAS expects
+ * op(X) = P^T (cols x rows, column-major). Returns false when no (op, ld) describes it. */
+static bool gemm_layout(int64_t rows, int64_t cols, int64_t sr, int64_t sc, cublasOperation_t *op,
+                        int64_t *ld) {
+    if (sc == 1 || cols == 1) { /* X = P^T: X(c, r) at c + r * ld */
+        int64_t l = rows == 1 ? cols : sr;
+        if (l >= (cols > 1 ? cols : 1)) {
+            *op = CUBLAS_OP_N;
+            *ld = l;
+            return true;
+        }
+    }
+    if (sr == 1 || rows == 1) { /* X = P as column-major rows x cols: X(r, c) at r + c * ld */
+        int64_t l = cols == 1 ? rows : sc;
+        if (l >= (rows > 1 ? rows : 1)) {
+            *op = CUBLAS_OP_T;
+            *ld = l;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Element offset of batch bt (row-major over out's batch dims) in x, broadcasting x's batch
+ * dims (right-aligned; size 1 repeats). */
+static int64_t batch_offset(const imgd_tensor *x, const imgd_tensor *out, int64_t bt) {
+    int32_t nd  = out->n_dims;
+    int64_t off = 0;
+    for (int32_t d = nd - 3; d >= 0; d--) {
+        int64_t i = bt % out->shape[d];
+        bt /= out->shape[d];
+        int32_t xd = d - (nd - x->n_dims);
+        if (xd >= 0 && x->shape[xd] != 1) off += i * x->stride[xd];
+    }
+    return off;
+}
+
+typedef struct mm_geom {
+    int64_t           M, N, K, batches;
+    cublasOperation_t op_a, op_b; /* cuBLAS ops for the operands A (= our b) and B (= our a) */
+    int64_t           ld_a, ld_b;
+} mm_geom;
+
+/* Geometry of n = a x b with the operands described by a and b (n's sources, or contiguous
+ * copies of them). */
+static bool mm_geometry(const imgd_tensor *n, const imgd_tensor *a, const imgd_tensor *b,
+                        mm_geom *g) {
+    int32_t na = a->n_dims, nb = b->n_dims, nd = n->n_dims;
+    g->M       = n->shape[nd - 2];
+    g->N       = n->shape[nd - 1];
+    g->K       = a->shape[na - 1];
+    g->batches = g->M * g->N > 0 ? imgd_tensor_numel(n) / (g->M * g->N) : 0;
+    g->op_a = g->op_b = CUBLAS_OP_N;
+    g->ld_a = g->ld_b = 1;
+    if (g->K == 0 || g->batches == 0) /* no GEMM: the output is the bias or zeros */
+        return g->M <= INT_MAX && g->N <= INT_MAX;
+    if (!gemm_layout(g->K, g->N, b->stride[nb - 2], b->stride[nb - 1], &g->op_a, &g->ld_a))
+        return false;
+    if (!gemm_layout(g->M, g->K, a->stride[na - 2], a->stride[na - 1], &g->op_b, &g->ld_b))
+        return false;
+    return g->M <= INT_MAX && g->N <= INT_MAX && g->K <= INT_MAX && g->ld_a <= INT_MAX &&
+           g->ld_b <= INT_MAX && g->batches <= INT_MAX;
+}
+
+/* ---- shared GEMM helpers ----------------------------------------------------------------- */
+
+size_t cuda_align_up(size_t n) {
+    return (n + 255) & ~(size_t)255;
+}
+
+bool cuda_math_low(const cuda_backend *cb) {
+    return cb->math != IMGD_GPU_MATH_F32;
+}
+
+int32_t cuda_math_cuk(const cuda_backend *cb) {
+    return cb->math == IMGD_GPU_MATH_BF16  ? CUK_BF16
+           : cb->math == IMGD_GPU_MATH_F16 ? CUK_F16
+                                           : CUK_F32;
+}
+
+cudaDataType_t cuda_math_type(const cuda_backend *cb) {
+    return cb->math == IMGD_GPU_MATH_BF16  ? CUDA_R_16BF
+           : cb->math == IMGD_GPU_MATH_F16 ? CUDA_R_16F
+                                           : CUDA_R_32F;
+}
+
+size_t cuda_math_size(const cuda_backend *cb) {
+    return cuda_math_low(cb) ? 2 : 4;
+}
+
+imgd_status cuda_to_math(cuda_backend *cb, const imgd_tensor *t, void *dst, const char *what) {
+    cuk_tensor src = cuda_desc(t), out = cuda_desc(t);
+    out.data       = dst;
+    out.dtype      = cuda_math_cuk(cb);
+    out.contiguous = 1;
+    cudaError_t e  = cuk_copy(&out, &src, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_copy (to the GEMM type)", what);
+    return IMGD_OK;
+}
+
+imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t inner, int64_t nb,
+                               const char *what, float *beta) {
+    const imgd_tensor *bias = n->src[2];
+    *beta                   = 0.0f;
+    if (!bias) return IMGD_OK;
+    cudaError_t e =
+        cuk_fill_bias(n->data, cuda_dptr(bias), imgd_tensor_numel(n), inner, nb, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_fill_bias", what);
+    *beta = 1.0f;
+    return IMGD_OK;
+}
+
+imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
+                      int64_t n, int64_t k, const void *A, int64_t lda, int64_t stride_a,
+                      const void *B, int64_t ldb, int64_t stride_b, float beta, float *C,
+                      int64_t ldc, int64_t stride_c, int64_t batches, const char *what) {
+    const float    alpha = 1.0f;
+    cudaDataType_t t     = cuda_math_type(cb);
+    if (batches == 1)
+        CUBLAS_TRY(cublasGemmEx(cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha, A, t,
+                                (int)lda, B, t, (int)ldb, &beta, C, CUDA_R_32F, (int)ldc,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   what);
+    else
+        CUBLAS_TRY(cublasGemmStridedBatchedEx(
+                       cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha, A, t, (int)lda,
+                       stride_a, B, t, (int)ldb, stride_b, &beta, C, CUDA_R_32F, (int)ldc, stride_c,
+                       (int)batches, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   what);
+    return IMGD_OK;
+}
+
+/* ---- matmul --------------------------------------------------------------------------------- */
+
+bool cuda_matmul_supported(const imgd_tensor *n) {
+    mm_geom g;
+    if (n->n_dims < 2 || n->dtype != IMGD_DTYPE_F32) return false;
+    if (n->src[0]->dtype != IMGD_DTYPE_F32 || n->src[1]->dtype != IMGD_DTYPE_F32) return false;
+    if (n->src[2] && (n->src[2]->dtype != IMGD_DTYPE_F32 || !imgd_tensor_is_contiguous(n->src[2])))
+        return false;
+    return mm_geometry(n, n->src[0], n->src[1], &g);
+}
+
+void cuda_matmul_prepare(cuda_backend *cb, imgd_tensor *n) {
+    if (!cuda_math_low(cb)) return;
+    size_t es        = cuda_math_size(cb);
+    n->scratch_bytes = cuda_align_up((size_t)imgd_tensor_numel(n->src[0]) * es) +
+                       (size_t)imgd_tensor_numel(n->src[1]) * es;
+}
+
+/* A contiguous row-major descriptor of t's shape (for an operand copied into scratch). */
+static imgd_tensor contiguous_like(const imgd_tensor *t) {
+    imgd_tensor c = *t;
+    int64_t     s = 1;
+    for (int32_t i = c.n_dims - 1; i >= 0; i--) {
+        c.stride[i] = s;
+        s *= c.shape[i];
+    }
+    return c;
+}
+
+imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+    const imgd_tensor *a = n->src[0], *b = n->src[1];
+    imgd_tensor        ca, cbt;
+    const void        *pa = cuda_dptr(a), *pb = cuda_dptr(b);
+    size_t             es = cuda_math_size(cb);
+    if (cuda_math_low(cb)) { /* operands rounded into scratch, contiguous */
+        unsigned char *sc = n->scratch;
+        ca                = contiguous_like(a);
+        cbt               = contiguous_like(b);
+        pa                = sc;
+        pb                = sc + cuda_align_up((size_t)imgd_tensor_numel(a) * es);
+        imgd_status st    = cuda_to_math(cb, a, sc, what);
+        if (st == IMGD_OK) st = cuda_to_math(cb, b, (void *)(uintptr_t)pb, what);
+        if (st != IMGD_OK) return st;
+        a = &ca;
+        b = &cbt;
+    }
+    mm_geom g;
+    if (!mm_geometry(n, a, b, &g))
+        return imgd_fail(IMGD_E_INTERNAL, "cuda: %s: operand layout changed since planning", what);
+    if (g.batches == 0) return IMGD_OK;
+    float       beta = 0.0f;
+    imgd_status st   = cuda_gemm_out_init(cb, n, 1, g.N, what, &beta);
+    if (st != IMGD_OK) return st;
+    if (g.K == 0) {
+        if (!n->src[2])
+            CUDA_TRY(cudaMemsetAsync(n->data, 0, imgd_tensor_nbytes(n), cb->stream), what);
+        return IMGD_OK;
+    }
+    const unsigned char *A = pb, *B = pa; /* cuBLAS "A" is our b */
+    float               *C   = n->data;
+    int64_t              one = g.batches > 1 ? 1 : 0;
+    int64_t              sa = batch_offset(b, n, one), sb = batch_offset(a, n, one);
+    bool                 uniform = true;
+    for (int64_t bt = 2; bt < g.batches && uniform; bt++)
+        uniform = batch_offset(b, n, bt) == bt * sa && batch_offset(a, n, bt) == bt * sb;
+    if (uniform)
+        return cuda_gemm(cb, g.op_a, g.op_b, g.N, g.M, g.K, A, g.ld_a, sa, B, g.ld_b, sb, beta, C,
+                         g.N, g.M * g.N, g.batches, what);
+    for (int64_t bt = 0; bt < g.batches; bt++) {
+        st = cuda_gemm(cb, g.op_a, g.op_b, g.N, g.M, g.K, A + (size_t)batch_offset(b, n, bt) * es,
+                       g.ld_a, 0, B + (size_t)batch_offset(a, n, bt) * es, g.ld_b, 0, beta,
+                       C + bt * g.M * g.N, g.N, 0, 1, what);
+        if (st != IMGD_OK) return st;
+    }
+    return IMGD_OK;
+}

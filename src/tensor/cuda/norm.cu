@@ -1,0 +1,154 @@
+// Normalisation kernels: one block per group (group_norm) or per row (layer_norm, rms_norm,
+// softmax). Statistics are accumulated in double, in two passes (mean, then squared
+// deviations), so they match the double-accumulating reference on long rows.
+#include "device_impl.h"
+
+#define NORM_THREADS 256
+
+/* Sum of v over the block (all threads get the result). red: NORM_THREADS doubles. */
+__device__ double block_sum(double v, double *red) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads(); /* red may still be read from a previous call */
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    double t = 0;
+    for (int i = 0; i < (int)(blockDim.x / 32); i++) t += red[i];
+    return t;
+}
+
+__device__ float block_max(float v, float *red) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    float t = red[0];
+    for (int i = 1; i < (int)(blockDim.x / 32); i++) t = fmaxf(t, red[i]);
+    return t;
+}
+
+/* grid: N*G blocks; block (b, g) covers channels [g*cpg, (g+1)*cpg) x S, contiguous. */
+__global__ void k_group_norm(float *out, const float *x, const float *gamma, const float *beta,
+                             int64_t C, int64_t S, int64_t G, float eps, int32_t silu) {
+    __shared__ double red[NORM_THREADS / 32];
+    int64_t           b = blockIdx.x / G, g = blockIdx.x % G, cpg = C / G;
+    int64_t           base = (b * C + g * cpg) * S, cnt = cpg * S;
+    double            s = 0;
+    for (int64_t i = threadIdx.x; i < cnt; i += blockDim.x) s += (double)x[base + i];
+    double mean = block_sum(s, red) / (double)cnt;
+    double v    = 0;
+    for (int64_t i = threadIdx.x; i < cnt; i += blockDim.x) {
+        double d = (double)x[base + i] - mean;
+        v += d * d;
+    }
+    double var  = block_sum(v, red) / (double)cnt;
+    float  rstd = (float)(1.0 / sqrt(var + (double)eps));
+    float  m    = (float)mean;
+    for (int64_t i = threadIdx.x; i < cnt; i += blockDim.x) {
+        int64_t c = g * cpg + i / S;
+        float   y = (x[base + i] - m) * rstd;
+        if (gamma) y *= gamma[c];
+        if (beta) y += beta[c];
+        if (silu) y = y / (1.0f + expf(-y));
+        out[base + i] = y;
+    }
+}
+
+extern "C" cudaError_t cuk_group_norm(float *out, const float *x, const float *gamma,
+                                      const float *beta, int64_t N, int64_t C, int64_t S, int64_t G,
+                                      float eps, int32_t silu, cudaStream_t s) {
+    if (N * C * S == 0) return cudaSuccess;
+    if (G < 1 || C % G != 0 || N * G > 0x7fffffff) return cudaErrorInvalidValue;
+    CUK_LAUNCH(k_group_norm, (unsigned)(N * G), NORM_THREADS, 0, s)
+    (out, x, gamma, beta, C, S, G, eps, silu);
+    return cudaGetLastError();
+}
+
+/* Row kernels: blockIdx.x is a row in [0, rows) (rows split over gridDim.y when large). */
+__device__ __forceinline__ int64_t row_index() {
+    return (int64_t)blockIdx.y * gridDim.x + blockIdx.x;
+}
+
+static dim3 row_grid(int64_t rows) {
+    int64_t x = rows < 65535 ? rows : 65535;
+    return dim3((unsigned)x, (unsigned)((rows + x - 1) / x));
+}
+
+__global__ void k_layer_norm(float *out, const float *x, const float *gamma, const float *beta,
+                             int64_t rows, int64_t D, float eps) {
+    __shared__ double red[NORM_THREADS / 32];
+    int64_t           r = row_index();
+    if (r >= rows) return; /* uniform per block */
+    const float *xr = x + r * D;
+    double       s  = 0;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += (double)xr[i];
+    double mean = block_sum(s, red) / (double)D;
+    double v    = 0;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        double d = (double)xr[i] - mean;
+        v += d * d;
+    }
+    float rstd = (float)(1.0 / sqrt(block_sum(v, red) / (double)D + (double)eps));
+    float m    = (float)mean;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        float y = (xr[i] - m) * rstd;
+        if (gamma) y *= gamma[i];
+        if (beta) y += beta[i];
+        out[r * D + i] = y;
+    }
+}
+
+extern "C" cudaError_t cuk_layer_norm(float *out, const float *x, const float *gamma,
+                                      const float *beta, int64_t rows, int64_t D, float eps,
+                                      cudaStream_t s) {
+    if (rows * D == 0) return cudaSuccess;
+    CUK_LAUNCH(k_layer_norm, row_grid(rows), NORM_THREADS, 0, s)(out, x, gamma, beta, rows, D, eps);
+    return cudaGetLastError();
+}
+
+__global__ void k_rms_norm(float *out, const float *x, const float *gamma, int64_t rows, int64_t D,
+                           float eps) {
+    __shared__ double red[NORM_THREADS / 32];
+    int64_t           r = row_index();
+    if (r >= rows) return;
+    const float *xr = x + r * D;
+    double       ss = 0;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
+    float rs = (float)(1.0 / sqrt(block_sum(ss, red) / (double)D + (double)eps));
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        float y = xr[i] * rs;
+        if (gamma) y *= gamma[i];
+        out[r * D + i] = y;
+    }
+}
+
+extern "C" cudaError_t cuk_rms_norm(float *out, const float *x, const float *gamma, int64_t rows,
+                                    int64_t D, float eps, cudaStream_t s) {
+    if (rows * D == 0) return cudaSuccess;
+    CUK_LAUNCH(k_rms_norm, row_grid(rows), NORM_THREADS, 0, s)(out, x, gamma, rows, D, eps);
+    return cudaGetLastError();
+}
+
+__global__ void k_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale) {
+    __shared__ double red[NORM_THREADS / 32];
+    __shared__ float  redf[NORM_THREADS / 32];
+    int64_t           r = row_index();
+    if (r >= rows) return;
+    const float *xr = x + r * D;
+    float        mx = -INFINITY;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) mx = fmaxf(mx, xr[i] * scale);
+    mx         = block_max(mx, redf);
+    double sum = 0;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) sum += (double)expf(xr[i] * scale - mx);
+    float inv = (float)(1.0 / block_sum(sum, red));
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+        out[r * D + i] = expf(xr[i] * scale - mx) * inv;
+}
+
+extern "C" cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale,
+                                   cudaStream_t s) {
+    if (rows * D == 0) return cudaSuccess;
+    CUK_LAUNCH(k_softmax, row_grid(rows), NORM_THREADS, 0, s)(out, x, rows, D, scale);
+    return cudaGetLastError();
+}

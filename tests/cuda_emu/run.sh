@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds test_ops against the cuda backend with its kernels compiled for the host
+# (-DCUK_EMU, tests/cuda_emu/cuda_emu.h) and the CUDA runtime/cuBLAS replaced by host
+# stand-ins (mock_runtime.c), then runs the cuda configurations against the reference:
+# a check of the kernels' and the host code's logic on a machine without a GPU. It needs
+# the CUDA headers (not a GPU or the driver) and a build without CUDA for the rest of imgd.
+#
+#   tests/cuda_emu/run.sh [test_ops arguments, e.g. --op attention]
+#   EMU_TEST=conformance/test_clip_text tests/cuda_emu/run.sh   a conformance test on the
+#                                          emulated cuda backend (IMGD_TEST_BACKEND=cuda)
+# Environment: IMGD_EMU_LIB_BUILD (a -DIMGD_CUDA=OFF build folder, default build-nocuda),
+# IMGD_SHARED_DIR (default ../shared) for conformance tests.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+LIBB=${IMGD_EMU_LIB_BUILD:-build-nocuda}
+OUT=$LIBB/cuda-emu
+CUDA_INC=${CUDA_INC:-/usr/local/cuda/include}
+mkdir -p "$OUT"
+[[ -f $LIBB/libimgd.a ]] || { cmake -S . -B "$LIBB" -DIMGD_CUDA=OFF && cmake --build "$LIBB" -j2 --target imgd_static; }
+INC=(-Iinclude -I"$LIBB/include" -Isrc -Itests -isystem "$CUDA_INC")
+DEF=(-D_POSIX_C_SOURCE=200809L -DIMGD_HAVE_CUDA=1)
+objs=()
+for f in src/tensor/cuda/*.cu; do
+    o=$OUT/$(basename "$f" .cu).cu.o
+    g++ -std=c++20 -O1 -g -x c++ -DCUK_EMU -include tests/cuda_emu/cuda_emu.h "${DEF[@]}" \
+        "${INC[@]}" -c "$f" -o "$o"
+    objs+=("$o")
+done
+TEST=${EMU_TEST:-ops/test_ops}
+NAME=$(basename "$TEST")
+for f in src/tensor/cuda/backend.c src/tensor/cuda/dispatch.c src/tensor/cuda/matmul.c \
+         src/tensor/cuda/conv2d.c src/tensor/backend.c tests/cuda_emu/mock_runtime.c "tests/$TEST.c"; do
+    o=$OUT/$(echo "$f" | tr / _).o
+    gcc -std=c11 -O1 -g "${DEF[@]}" "${INC[@]}" -c "$f" -o "$o"
+    objs+=("$o")
+done
+# shellcheck disable=SC2046
+g++ -o "$OUT/${NAME}_emu" "${objs[@]}" "$LIBB/libimgd.a" \
+    $(pkg-config --libs libcjson libutf8proc libpng libjpeg libwebp libwebpmux openblas zlib) \
+    -ldnnl -lm -lpthread -ldl
+if [[ $NAME == test_ops ]]; then
+    "$OUT/test_ops_emu" --backend cuda "$@"
+else
+    export IMGD_SHARED_DIR=${IMGD_SHARED_DIR:-$(cd .. && pwd)/shared}
+    export IMGD_TEST_TMP=${IMGD_TEST_TMP:-/tmp}
+    IMGD_TEST_BACKEND=cuda "$OUT/${NAME}_emu" "$@"
+fi
