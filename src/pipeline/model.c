@@ -215,7 +215,8 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
     if (!path || !out)
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_model_load: path and out are required");
     imgd_load_params lp = params ? *params : imgd_load_params_default();
-    if (lp.precision == IMGD_PRECISION_F16)
+    bool on_cpu = !lp.backend || strcmp(lp.backend, "cpu") == 0 || strcmp(lp.backend, "ref") == 0;
+    if (lp.precision == IMGD_PRECISION_F16 && on_cpu)
         return imgd_fail(IMGD_E_UNSUPPORTED,
                          "--precision f16: the CPU backend computes in f32 or bf16; use f32, "
                          "bf16 or auto");
