@@ -267,6 +267,7 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
 void imgd_model_free(imgd_model *m) {
     if (!m) return;
     imgd_sd_graphs_free(m);
+    imgd_sd_controls_free(m);
     imgd_backend_free(m->be);
     imgd_clip_tok_free(m->tok);
     imgd_wbind_free(m->unet_wb);
