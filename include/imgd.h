@@ -486,19 +486,20 @@ typedef enum imgd_control_resize {
 
 /* One ControlNet of a generation. Borrowed for the call only. */
 typedef struct imgd_control_spec {
-    const char          *path;  /* ControlNet file or folder; required. Loaded once per model */
-    const imgd_image_u8 *image; /* control image (any size, c = 1, 3 or 4); required */
-    float                scale; /* conditioning scale, 0..10 (default 1) */
-    float start, end;   /* fraction of the steps where it acts, 0 <= start < end <= 1
-                           (default 0, 1) */
-    int32_t preprocess; /* imgd_control_pre (default NONE) */
-    float   low, high;  /* canny thresholds on the L1 Sobel magnitude, 0..2040 (default
-                           100, 200; A1111's) */
-    float   threshold;  /* scribble / lineart threshold, 0..255 (default 127) */
-    int32_t resize_mode; /* imgd_control_resize (default JUST, what diffusers does) */
-    bool    guess_mode;  /* diffusers' guess_mode: with CFG the ControlNet acts on the
-                            conditional half only, residual i of 13 scaled by
-                            10^(-1 + i / 12) */
+    const char *path;                /* ControlNet file or folder; required. Loaded once per
+                                        model and kept (cached by path) */
+    const imgd_image_u8 *image;      /* control image (any size, c = 1, 3 or 4); required */
+    float                scale;      /* conditioning scale, 0..10 (default 1) */
+    float                start, end; /* fraction of the steps where it acts,
+                                        0 <= start < end <= 1 (default 0, 1) */
+    int32_t preprocess;              /* imgd_control_pre (default NONE) */
+    float   low, high;               /* canny thresholds on the L1 Sobel magnitude, 0..2040
+                                        (default 100, 200: A1111's) */
+    float   threshold;               /* scribble / lineart threshold, 0..255 (default 127) */
+    int32_t resize_mode;             /* imgd_control_resize (default JUST: what diffusers does) */
+    bool    guess_mode;              /* diffusers' guess_mode: with CFG the ControlNet acts
+                                        on the conditional half only; residual i of 13 is
+                                        scaled by 10^(-1 + i / 12) */
 } imgd_control_spec;
 
 /* Defaults as documented per field. Since: 0.4 */
@@ -550,7 +551,9 @@ typedef struct imgd_gen_params {
     void                *user;
     imgd_noise_fn        noise; /* NULL: the RNG of `rng` and `seed` */
     void                *noise_user;
-    const imgd_control_spec *controls; /* n_controls ControlNets (borrowed for the call); NULL */
+
+    const imgd_control_spec *controls; /* n_controls ControlNets (borrowed for the call);
+                                          NULL = none */
     int32_t n_controls;                /* 0..IMGD_CONTROL_MAX */
 } imgd_gen_params;
 

@@ -113,8 +113,8 @@ static bool parse_control(const char *v, gen_opts *o) {
 
 /* Parses argv into o; returns 0, or 2 after printing what was wrong. */
 static int parse(int argc, char **argv, gen_opts *o) {
-    o->p   = imgd_gen_params_default();
-    o->lp  = imgd_load_params_default();
+    o->p       = imgd_gen_params_default();
+    o->lp      = imgd_load_params_default();
     o->out     = "out.png";
     o->ctl_all = imgd_control_spec_default();
     for (int i = 0; i < argc; i++) {
@@ -229,8 +229,8 @@ static int parse(int argc, char **argv, gen_opts *o) {
             }
         } else if (IS("--control-resize")) {
             if (!imgd_control_resize_parse(v, &o->ctl_all.resize_mode)) {
-                fprintf(stderr, "imgd generate: --control-resize '%s': expected just, crop or fill\n",
-                        v);
+                fprintf(stderr,
+                        "imgd generate: --control-resize '%s': expected just, crop or fill\n", v);
                 ok = false;
             }
         } else if (IS("--canny-low")) {
@@ -327,9 +327,9 @@ int imgd_cli_generate(int argc, char **argv) {
     }
     o.p.controls   = o.ctl;
     o.p.n_controls = o.n_ctl;
-    step_state ss = {isatty(2) != 0, 0};
-    o.p.on_step   = on_step;
-    o.p.user      = &ss;
+    step_state ss  = {isatty(2) != 0, 0};
+    o.p.on_step    = on_step;
+    o.p.user       = &ss;
 
     imgd_model      *m   = NULL;
     imgd_gen_result *res = NULL;

@@ -83,11 +83,11 @@ static imgd_tensor *conv(imgd_graph *g, imgd_wbind *b, const char *prefix, imgd_
                          const char *name, int64_t k, int32_t stride) {
     if (!x) return NULL;
     int64_t      cin = x->shape[1];
-    imgd_tensor *w = imgd_wbind_getf(b, g, 4, (int64_t[]){-1, cin, k, k}, "%s.%s.weight", prefix,
-                                     name);
+    imgd_tensor *w =
+        imgd_wbind_getf(b, g, 4, (int64_t[]){-1, cin, k, k}, "%s.%s.weight", prefix, name);
     if (!w) return NULL;
-    imgd_tensor *bias = imgd_wbind_getf(b, g, 1, (int64_t[]){w->shape[0]}, "%s.%s.bias", prefix,
-                                        name);
+    imgd_tensor *bias =
+        imgd_wbind_getf(b, g, 1, (int64_t[]){w->shape[0]}, "%s.%s.bias", prefix, name);
     return imgd_op_conv2d(g, x, w, bias, stride, (int32_t)(k / 2));
 }
 
@@ -95,8 +95,8 @@ static imgd_tensor *conv(imgd_graph *g, imgd_wbind *b, const char *prefix, imgd_
  * conv_out. */
 static imgd_tensor *hint_encoder(imgd_graph *g, imgd_wbind *b, const char *prefix,
                                  const imgd_controlnet_cfg *c, imgd_tensor *cond) {
-    imgd_tensor *h = imgd_op_silu(g, conv(g, b, prefix, cond, "controlnet_cond_embedding.conv_in",
-                                          3, 1));
+    imgd_tensor *h =
+        imgd_op_silu(g, conv(g, b, prefix, cond, "controlnet_cond_embedding.conv_in", 3, 1));
     for (int32_t k = 0; k < c->hint_blocks; k++) {
         char name[64];
         (void)imgd_fmt(name, sizeof name, "controlnet_cond_embedding.blocks.%d", (int)k);

@@ -51,8 +51,8 @@ static imgd_status control_open(imgd_model *m, const char *path, imgd_sd_control
     if (st == IMGD_OK) st = imgd_weights_open(path, &op, &c->w);
     if (st == IMGD_OK) st = imgd_model_detect(c->w, &c->mi);
     if (st == IMGD_OK && c->mi->kind != IMGD_KIND_CONTROLNET)
-        st = imgd_fail(IMGD_E_INVALID_ARG, "control %s is a %s (family %s), not a ControlNet",
-                       path, imgd_model_kind_name(c->mi->kind), imgd_family_name(c->mi->family));
+        st = imgd_fail(IMGD_E_INVALID_ARG, "control %s is a %s (family %s), not a ControlNet", path,
+                       imgd_model_kind_name(c->mi->kind), imgd_family_name(c->mi->family));
     if (st == IMGD_OK && c->mi->family != m->mi->family)
         st = imgd_fail(IMGD_E_INVALID_ARG, "control %s is a ControlNet for %s; the model is %s",
                        path, imgd_family_name(c->mi->family), imgd_family_name(m->mi->family));
@@ -70,8 +70,7 @@ static imgd_status control_open(imgd_model *m, const char *path, imgd_sd_control
                            "control %s: its encoder (widths %d.., %d levels, context %d) does "
                            "not match the model's UNet (widths %d.., %d levels, context %d)",
                            path, (int)u->widths[0], (int)u->n_levels, (int)u->context_dim,
-                           (int)m->unet.widths[0], (int)m->unet.n_levels,
-                           (int)m->unet.context_dim);
+                           (int)m->unet.widths[0], (int)m->unet.n_levels, (int)m->unet.context_dim);
     }
     if (st == IMGD_OK) st = imgd_unet_cfg_check(&c->cfg.unet);
     if (st != IMGD_OK) {
@@ -108,9 +107,9 @@ static imgd_status control_get(imgd_model *m, const char *path, imgd_sd_control 
         control_free(m->controls[victim]);
         m->controls[victim] = m->controls[--m->n_controls];
     }
-    c->used                         = m->control_runs;
-    m->controls[m->n_controls++]    = c;
-    *out                            = c;
+    c->used                      = m->control_runs;
+    m->controls[m->n_controls++] = c;
+    *out                         = c;
     IMGD_LOG(IMGD_LOG_INFO, "pipeline", "controlnet_loaded", "%s: %s ControlNet, %d hint blocks",
              path, imgd_family_name(c->mi->family), (int)c->cfg.hint_blocks);
     return IMGD_OK;
@@ -119,7 +118,8 @@ static imgd_status control_get(imgd_model *m, const char *path, imgd_sd_control 
 /* ---- request checks ---------------------------------------------------------------------- */
 
 imgd_status imgd_sd_control_check(const imgd_gen_params *p) {
-    if (p->n_controls < 0 || p->n_controls > IMGD_CONTROL_MAX || (p->n_controls > 0 && !p->controls))
+    if (p->n_controls < 0 || p->n_controls > IMGD_CONTROL_MAX ||
+        (p->n_controls > 0 && !p->controls))
         return imgd_fail(IMGD_E_INVALID_ARG, "n_controls %d: expected 0..%d with a controls array",
                          (int)p->n_controls, (int)IMGD_CONTROL_MAX);
     for (int32_t k = 0; k < p->n_controls; k++) {
@@ -144,8 +144,8 @@ imgd_status imgd_sd_control_check(const imgd_gen_params *p) {
         if (!imgd_control_resize_name(s->resize_mode))
             return imgd_fail(IMGD_E_INVALID_ARG, "controls[%d].resize_mode %d: expected 0..%d",
                              (int)k, (int)s->resize_mode, (int)IMGD_CONTROL_RESIZE_COUNT - 1);
-        if (!isfinite(s->low) || !isfinite(s->high) || s->low < 0 || s->high < 0 ||
-            s->low > 2040 || s->high > 2040)
+        if (!isfinite(s->low) || !isfinite(s->high) || s->low < 0 || s->high < 0 || s->low > 2040 ||
+            s->high > 2040)
             return imgd_fail(IMGD_E_INVALID_ARG,
                              "controls[%d] canny thresholds %g, %g: expected 0..2040", (int)k,
                              (double)s->low, (double)s->high);
@@ -239,8 +239,8 @@ static imgd_status prepare_images(imgd_sd_control_run *c, int32_t k, int32_t W, 
         if (!it->p) continue;
         int32_t     nu  = it->cfg_on ? 2 * it->B : it->B;
         float      *dst = c->cond[k] + (size_t)it->u_off * per;
-        imgd_status st  = imgd_control_prepare(it->p->controls[k].image, &it->p->controls[k], W,
-                                               H, dst);
+        imgd_status st =
+            imgd_control_prepare(it->p->controls[k].image, &it->p->controls[k], W, H, dst);
         if (st != IMGD_OK) return imgd_fail_prefix(st, "item %zu, controls[%d]", i, (int)k);
         for (int32_t u = 1; u < nu; u++) memcpy(dst + (size_t)u * per, dst, per * sizeof *dst);
     }
@@ -250,7 +250,7 @@ static imgd_status prepare_images(imgd_sd_control_run *c, int32_t k, int32_t W, 
 imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *items, size_t n,
                                   int32_t ub, int32_t h, int32_t w, int32_t len,
                                   imgd_sd_control_run **out) {
-    *out                          = NULL;
+    *out                        = NULL;
     const imgd_gen_params *lead = NULL;
     for (size_t i = 0; i < n && !lead; i++) lead = items[i].p;
     if (!lead || lead->n_controls < 1) return IMGD_OK;
@@ -306,9 +306,9 @@ static bool row_factors(imgd_sd_control_run *c, int32_t k, int32_t i, int32_t n)
         float                    f  = imgd_sd_control_keep(i, n, s->start, s->end) ? s->scale : 0;
         int32_t                  nu = it->cfg_on ? 2 * it->B : it->B;
         for (int32_t u = 0; u < nu; u++) {
-            bool uncond                = it->cfg_on && u < it->B;
-            c->fac[it->u_off + u]      = s->guess_mode && uncond ? 0.0f : f;
-            any                        = any || c->fac[it->u_off + u] != 0.0f;
+            bool uncond           = it->cfg_on && u < it->B;
+            c->fac[it->u_off + u] = s->guess_mode && uncond ? 0.0f : f;
+            any                   = any || c->fac[it->u_off + u] != 0.0f;
         }
     }
     return any;
@@ -344,13 +344,15 @@ imgd_status imgd_sd_control_step(imgd_sd_control_run *c, const float *x, int32_t
     for (int32_t k = 0; k < c->n_nets; k++) {
         imgd_sd_control *net = c->net[k];
         if (!row_factors(c, k, i, n)) continue; /* off on every row: residuals are zero */
-        imgd_status st  = net_graph(c, net);
-        int32_t     in  = net->cfg.unet.in_channels;
+        imgd_status  st = net_graph(c, net);
+        int32_t      in = net->cfg.unet.in_channels;
         const float *xi = x;
         if (st == IMGD_OK && in != cin) { /* e.g. a 9-channel inpainting UNet: latents only */
-            if (in > cin || in > 4) return imgd_fail(IMGD_E_UNSUPPORTED, "ControlNet with %d "
-                                                     "input channels on a %d-channel UNet",
-                                                     (int)in, (int)cin);
+            if (in > cin || in > 4)
+                return imgd_fail(IMGD_E_UNSUPPORTED,
+                                 "ControlNet with %d "
+                                 "input channels on a %d-channel UNet",
+                                 (int)in, (int)cin);
             for (int32_t u = 0; u < c->ub; u++)
                 memcpy(c->x + (size_t)u * in * hw, x + (size_t)u * cin * hw,
                        (size_t)in * hw * sizeof *x);

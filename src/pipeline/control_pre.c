@@ -11,8 +11,8 @@
 
 /* ---- names (one table each) ----------------------------------------------------------- */
 
-static const char *const k_pre_names[IMGD_CONTROL_PRE_COUNT] = {"none", "canny", "scribble",
-                                                                "lineart", "invert"};
+static const char *const k_pre_names[IMGD_CONTROL_PRE_COUNT]       = {"none", "canny", "scribble",
+                                                                      "lineart", "invert"};
 static const char *const k_resize_names[IMGD_CONTROL_RESIZE_COUNT] = {"just", "crop", "fill"};
 _Static_assert(IMGD_ARRAY_LEN(k_pre_names) == IMGD_CONTROL_PRE_COUNT, "preprocessor names");
 _Static_assert(IMGD_ARRAY_LEN(k_resize_names) == IMGD_CONTROL_RESIZE_COUNT, "resize names");
@@ -81,10 +81,10 @@ static void sobel_max(const imgd_image *img, int32_t *dx, int32_t *dy, int32_t *
             int32_t bx = 0, by = 0, bm = -1;
             for (int32_t k = 0; k < cn; k++) {
 #define P(yy, xx) ((int32_t)img->px[((size_t)(yy) * (size_t)w + (size_t)(xx)) * (size_t)C + k])
-                int32_t gx = (P(ym, xp) - P(ym, xm)) + 2 * (P(y, xp) - P(y, xm)) +
-                             (P(yp, xp) - P(yp, xm));
-                int32_t gy = (P(yp, xm) - P(ym, xm)) + 2 * (P(yp, x) - P(ym, x)) +
-                             (P(yp, xp) - P(ym, xp));
+                int32_t gx =
+                    (P(ym, xp) - P(ym, xm)) + 2 * (P(y, xp) - P(y, xm)) + (P(yp, xp) - P(yp, xm));
+                int32_t gy =
+                    (P(yp, xm) - P(ym, xm)) + 2 * (P(yp, x) - P(ym, x)) + (P(yp, xp) - P(ym, xp));
 #undef P
                 int32_t m = abs(gx) + abs(gy);
                 if (m > bm) {
@@ -108,8 +108,8 @@ static int32_t mag_at(const int32_t *mag, int32_t w, int32_t h, int32_t x, int32
 }
 
 /* OpenCV's non-maximum suppression: whether (x, y) survives along its gradient direction. */
-static bool nms_keep(const int32_t *mag, const int32_t *dx, const int32_t *dy, int32_t w,
-                     int32_t h, int32_t x, int32_t y) {
+static bool nms_keep(const int32_t *mag, const int32_t *dx, const int32_t *dy, int32_t w, int32_t h,
+                     int32_t x, int32_t y) {
     size_t  i  = (size_t)y * (size_t)w + (size_t)x;
     int32_t m  = mag[i];
     int32_t xs = dx[i], ys = dy[i];
@@ -156,17 +156,17 @@ imgd_status imgd_control_canny(const imgd_image *img, float low, float high, img
         low     = high;
         high    = t;
     }
-    int32_t    lo = (int32_t)floorf(low), hi = (int32_t)floorf(high);
-    int32_t    w = img->w, h = img->h;
-    size_t     n   = (size_t)w * (size_t)h;
-    int32_t   *dx  = imgd_malloc(n * sizeof *dx);
-    int32_t   *dy  = imgd_malloc(n * sizeof *dy);
-    int32_t   *mag = imgd_malloc(n * sizeof *mag);
-    uint8_t   *map = imgd_malloc(n);
-    size_t    *stk = imgd_malloc(n * sizeof *stk);
-    imgd_image res = {0};
-    imgd_status st = dx && dy && mag && map && stk ? IMGD_OK
-                                                   : imgd_fail(IMGD_E_NOMEM, "canny: out of memory");
+    int32_t     lo = (int32_t)floorf(low), hi = (int32_t)floorf(high);
+    int32_t     w = img->w, h = img->h;
+    size_t      n   = (size_t)w * (size_t)h;
+    int32_t    *dx  = imgd_malloc(n * sizeof *dx);
+    int32_t    *dy  = imgd_malloc(n * sizeof *dy);
+    int32_t    *mag = imgd_malloc(n * sizeof *mag);
+    uint8_t    *map = imgd_malloc(n);
+    size_t     *stk = imgd_malloc(n * sizeof *stk);
+    imgd_image  res = {0};
+    imgd_status st =
+        dx && dy && mag && map && stk ? IMGD_OK : imgd_fail(IMGD_E_NOMEM, "canny: out of memory");
     if (st == IMGD_OK) st = imgd_image_init(&res, w, h, 1);
     if (st == IMGD_OK) {
         sobel_max(img, dx, dy, mag);
@@ -209,7 +209,7 @@ imgd_status imgd_control_threshold(const imgd_image *img, float threshold, bool 
             uint8_t v = img->px[i * (size_t)img->c + (size_t)k];
             m         = v < m ? v : m;
         }
-        bool on    = dark_lines ? (float)m < threshold : (float)m > threshold;
+        bool on   = dark_lines ? (float)m < threshold : (float)m > threshold;
         res.px[i] = on ? 255 : 0;
     }
     *out = res;
@@ -240,7 +240,7 @@ bool imgd_control_fit_geometry(int32_t w, int32_t h, int32_t W, int32_t H, int32
     int32_t a = W, b = H, x = 0, y = 0;
     if (mode != IMGD_CONTROL_RESIZE_JUST) {
         double k0 = (double)H / (double)h, k1 = (double)W / (double)w;
-        double k  = mode == IMGD_CONTROL_RESIZE_CROP ? fmax(k0, k1) : fmin(k0, k1);
+        double k = mode == IMGD_CONTROL_RESIZE_CROP ? fmax(k0, k1) : fmin(k0, k1);
         /* np.round: half to even, which nearbyint does in the default rounding mode */
         a = (int32_t)fmax(1.0, nearbyint((double)w * k));
         b = (int32_t)fmax(1.0, nearbyint((double)h * k));
@@ -290,8 +290,8 @@ static void border_median(const imgd_image *img, uint8_t *color) {
     }
 }
 
-imgd_status imgd_control_fit(const imgd_image *img, int32_t W, int32_t H, int32_t mode,
-                             bool binary, imgd_image *out) {
+imgd_status imgd_control_fit(const imgd_image *img, int32_t W, int32_t H, int32_t mode, bool binary,
+                             imgd_image *out) {
     int32_t rw = 0, rh = 0, ox = 0, oy = 0;
     if (!image_ok(img) || !out ||
         !imgd_control_fit_geometry(img->w, img->h, W, H, mode, &rw, &rh, &ox, &oy))
@@ -299,7 +299,7 @@ imgd_status imgd_control_fit(const imgd_image *img, int32_t W, int32_t H, int32_
                          "control image resize: empty image, target %dx%d or mode %d invalid",
                          (int)W, (int)H, (int)mode);
     imgd_image  sized = {0}, res = {0};
-    imgd_status st    = imgd_image_resize(img, rw, rh, IMGD_RESIZE_LANCZOS, &sized);
+    imgd_status st = imgd_image_resize(img, rw, rh, IMGD_RESIZE_LANCZOS, &sized);
     if (st == IMGD_OK) st = imgd_image_init(&res, W, H, img->c);
     if (st != IMGD_OK) {
         imgd_image_free(&sized);
@@ -332,31 +332,31 @@ imgd_status imgd_control_fit(const imgd_image *img, int32_t W, int32_t H, int32_
 
 /* ---- the whole path ------------------------------------------------------------------------ */
 
-imgd_status imgd_control_prepare(const imgd_image_u8 *src, const imgd_control_spec *spec,
-                                 int32_t W, int32_t H, float *out) {
+imgd_status imgd_control_prepare(const imgd_image_u8 *src, const imgd_control_spec *spec, int32_t W,
+                                 int32_t H, float *out) {
     if (!src || !spec || !out || !src->px)
         return imgd_fail(IMGD_E_INVALID_ARG, "control image: NULL or empty");
     imgd_image  in = {src->w, src->h, src->c, src->px}, rgb = {0}, pre = {0}, fit = {0};
-    imgd_status st = imgd_image_to_rgb(&in, &rgb);
+    imgd_status st     = imgd_image_to_rgb(&in, &rgb);
     bool        binary = false;
     if (st == IMGD_OK) {
         switch (spec->preprocess) {
-            case IMGD_CONTROL_PRE_NONE: break;
-            case IMGD_CONTROL_PRE_CANNY:
-                st     = imgd_control_canny(&rgb, spec->low, spec->high, &pre);
-                binary = true;
-                break;
-            case IMGD_CONTROL_PRE_SCRIBBLE:
-            case IMGD_CONTROL_PRE_LINEART:
-                st     = imgd_control_threshold(&rgb, spec->threshold,
-                                                spec->preprocess == IMGD_CONTROL_PRE_SCRIBBLE, &pre);
-                binary = true;
-                break;
-            case IMGD_CONTROL_PRE_INVERT: st = imgd_control_invert(&rgb, &pre); break;
-            default:
-                st = imgd_fail(IMGD_E_INVALID_ARG, "control preprocess %d: expected 0..%d",
-                               (int)spec->preprocess, (int)IMGD_CONTROL_PRE_COUNT - 1);
-                break;
+        case IMGD_CONTROL_PRE_NONE: break;
+        case IMGD_CONTROL_PRE_CANNY:
+            st     = imgd_control_canny(&rgb, spec->low, spec->high, &pre);
+            binary = true;
+            break;
+        case IMGD_CONTROL_PRE_SCRIBBLE:
+        case IMGD_CONTROL_PRE_LINEART:
+            st     = imgd_control_threshold(&rgb, spec->threshold,
+                                            spec->preprocess == IMGD_CONTROL_PRE_SCRIBBLE, &pre);
+            binary = true;
+            break;
+        case IMGD_CONTROL_PRE_INVERT: st = imgd_control_invert(&rgb, &pre); break;
+        default:
+            st = imgd_fail(IMGD_E_INVALID_ARG, "control preprocess %d: expected 0..%d",
+                           (int)spec->preprocess, (int)IMGD_CONTROL_PRE_COUNT - 1);
+            break;
         }
     }
     const imgd_image *cur = pre.px ? &pre : &rgb;

@@ -54,12 +54,12 @@ bool imgd_control_fit_geometry(int32_t w, int32_t h, int32_t W, int32_t H, int32
 /* Resizes img (any channel count) to W x H under mode with Pillow's Lanczos. binary: the
  * image is a 0/255 map (canny, scribble, lineart): the result is re-binarised at 127 so
  * edges stay hard, as A1111's high-quality resize of binary maps does. */
-imgd_status imgd_control_fit(const imgd_image *img, int32_t W, int32_t H, int32_t mode,
-                             bool binary, imgd_image *out);
+imgd_status imgd_control_fit(const imgd_image *img, int32_t W, int32_t H, int32_t mode, bool binary,
+                             imgd_image *out);
 
 /* The whole path of one control image: to RGB (alpha on white), the spec's preprocessor,
  * the resize mode to W x H, then [3, H, W] floats in [0, 1] into out (3 W H floats). */
-imgd_status imgd_control_prepare(const imgd_image_u8 *src, const imgd_control_spec *spec,
-                                 int32_t W, int32_t H, float *out);
+imgd_status imgd_control_prepare(const imgd_image_u8 *src, const imgd_control_spec *spec, int32_t W,
+                                 int32_t H, float *out);
 
 #endif

@@ -25,7 +25,7 @@ typedef struct imgd_sd_graph {
     imgd_tensor *out[4];
     imgd_tensor *res[IMGD_UNET_SKIPS_MAX + 1]; /* ControlNet residuals (inputs of the UNet,
                                                   outputs of a ControlNet); n_res of them */
-    int32_t      n_res;
+    int32_t n_res;
 } imgd_sd_graph;
 
 /* A ControlNet loaded for a model, cached by path (pipeline/control.c). */
@@ -35,7 +35,7 @@ typedef struct imgd_sd_control {
     imgd_model_info    *mi;
     imgd_wbind         *wb;
     imgd_controlnet_cfg cfg;
-    imgd_sd_graph       g; /* in: x, t, ctx, control image; res: its residuals */
+    imgd_sd_graph       g;    /* in: x, t, ctx, control image; res: its residuals */
     uint64_t            used; /* the model's run counter when last used (eviction) */
 } imgd_sd_control;
 

@@ -488,24 +488,24 @@ typedef struct item {
 } item;
 
 typedef struct run_ctx {
-    imgd_model         *m;
-    item               *it;
-    size_t              n_it;
-    int32_t             live;                  /* items still running */
-    int32_t             B, h, w, cin, len, ub; /* B: latents of all items; ub: UNet batch */
-    float              *ctx;                   /* [ub, len, D] conditioning, bound once */
-    float              *x_unet;                /* [ub, cin, h, w] */
-    float              *t_unet;                /* [ub] */
-    float              *out_unet;              /* [ub, 4, h, w] */
-    float              *known;                 /* [4, h, w]: 4-channel inpainting blend */
-    const imgd_sampler *sampler;
-    double              t0;
-    imgd_sd_control_run  *ctl;       /* the batch's ControlNets; NULL = none */
-    imgd_sd_control_item *ctl_items; /* [n_it] */
-    int32_t               first;     /* the loop's first iteration */
-    int32_t               step;      /* the iteration the next model calls belong to */
-    int32_t             last_failed; /* the item that failed last, -1 = none */
-    bool                stopped;     /* the loop stopped because no item runs */
+    imgd_model           *m;
+    item                 *it;
+    size_t                n_it;
+    int32_t               live;                  /* items still running */
+    int32_t               B, h, w, cin, len, ub; /* B: latents of all items; ub: UNet batch */
+    float                *ctx;                   /* [ub, len, D] conditioning, bound once */
+    float                *x_unet;                /* [ub, cin, h, w] */
+    float                *t_unet;                /* [ub] */
+    float                *out_unet;              /* [ub, 4, h, w] */
+    float                *known;                 /* [4, h, w]: 4-channel inpainting blend */
+    const imgd_sampler   *sampler;
+    double                t0;
+    imgd_sd_control_run  *ctl;         /* the batch's ControlNets; NULL = none */
+    imgd_sd_control_item *ctl_items;   /* [n_it] */
+    int32_t               first;       /* the loop's first iteration */
+    int32_t               step;        /* the iteration the next model calls belong to */
+    int32_t               last_failed; /* the item that failed last, -1 = none */
+    bool                  stopped;     /* the loop stopped because no item runs */
 } run_ctx;
 
 /* Item i failed (or was cancelled) with st; the current message is its error. */
@@ -533,7 +533,7 @@ static imgd_status any_live(run_ctx *r) {
 }
 
 static imgd_status unet_graph(run_ctx *r) {
-    imgd_model    *m = r->m;
+    imgd_model    *m     = r->m;
     imgd_sd_graph *k     = &m->g_unet;
     int32_t        n_res = r->ctl ? imgd_unet_skip_count(&m->unet) + 1 : 0;
     if (k->g && k->batch == r->ub && k->h == r->h && k->w == r->w && k->len == r->len &&
@@ -853,9 +853,8 @@ imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, ch
         return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
                          (int)IMGD_GEN_BATCH_KEY_MAX);
     size_t kl = strlen(key);
-    if (s.n_controls > 0 &&
-        !imgd_fmt(key + kl, sizeof key - kl, " controls=%d:%016llx", (int)s.n_controls,
-                  (unsigned long long)s.controls))
+    if (s.n_controls > 0 && !imgd_fmt(key + kl, sizeof key - kl, " controls=%d:%016llx",
+                                      (int)s.n_controls, (unsigned long long)s.controls))
         return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
                          (int)IMGD_GEN_BATCH_KEY_MAX);
     if (strlen(key) >= cap)

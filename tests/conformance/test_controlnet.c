@@ -199,8 +199,8 @@ static void test_controlnet_residuals_match_diffusers(void) {
         CHECK_STATUS(imgd_graph_alloc(g, NULL, 0), IMGD_OK);
         if (imgd_graph_status(g) == IMGD_OK && imgd_graph_compute(g) == IMGD_OK) {
             float *buf[IMGD_UNET_SKIPS_MAX + 1] = {0};
-            size_t bn[IMGD_UNET_SKIPS_MAX + 1]  = {0}, en = 0;
-            float *e                            = read_tensor(g, emb, &en);
+            size_t bn[IMGD_UNET_SKIPS_MAX + 1] = {0}, en = 0;
+            float *e = read_tensor(g, emb, &en);
             if (e) compare_buf(e, 1.0f, en, gw, "controlnet_cond_embedding", k_layouts[li].label);
             imgd_free(e);
             for (int32_t i = 0; i < nr; i++) buf[i] = read_tensor(g, res[i], &bn[i]);
@@ -319,7 +319,7 @@ static float *generate(imgd_model *m, imgd_weights *g, const imgd_control_spec *
     imgd_status      st       = imgd_generate(m, &p, &res);
     CHECK_MSG(st == IMGD_OK, "%s: %s", what, imgd_last_error());
     if (st != IMGD_OK) return NULL;
-    float *px  = res->pixels;
+    float *px   = res->pixels;
     res->pixels = NULL;
     imgd_gen_result_free(res);
     return px;
@@ -357,8 +357,8 @@ static void test_controlnet_pipeline_matches_golden(void) {
     }
     char          gp[4096], pp[4096], cn[2][4096];
     imgd_weights *g = NULL, *plain = NULL;
-    imgd_fmt(gp, sizeof gp, "%s/conformance/sd15-narrow/goldens/txt2img_euler_controlnet.safetensors",
-             shared);
+    imgd_fmt(gp, sizeof gp,
+             "%s/conformance/sd15-narrow/goldens/txt2img_euler_controlnet.safetensors", shared);
     imgd_fmt(pp, sizeof pp, "%s/conformance/sd15-narrow/goldens/txt2img_euler.safetensors", shared);
     CHECK_STATUS(imgd_weights_open(gp, NULL, &g), IMGD_OK);
     CHECK_STATUS(imgd_weights_open(pp, NULL, &plain), IMGD_OK);
