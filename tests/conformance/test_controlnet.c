@@ -411,6 +411,49 @@ static void test_controlnet_pipeline_matches_golden(void) {
     }
     imgd_free(a);
 
+    /* one batch, two items with different start/end: each as alone */
+    {
+        replay            r1 = {g, 0}, r2 = {g, 0};
+        imgd_control_spec c1 = imgd_control_spec_default(), c2;
+        c1.image             = &img;
+        c1.scale             = 0.8f;
+        c1.path              = cn[0];
+        c2                   = c1;
+        c2.start             = 0.9f;
+        imgd_gen_params p1   = imgd_gen_params_default(), p2;
+        p1.prompt            = "a photograph of an astronaut riding a horse, highly detailed";
+        p1.negative          = "blurry, low quality, deformed";
+        p1.schedule          = "linspace";
+        p1.steps             = 5;
+        p1.width = p1.height            = 128;
+        p1.clip_skip_positive_only      = true;
+        p1.noise                        = replay_noise;
+        p1.controls                     = &c1;
+        p1.n_controls                   = 1;
+        p2                              = p1;
+        p1.noise_user                   = &r1;
+        p2.noise_user                   = &r2;
+        p2.controls                     = &c2;
+        const imgd_gen_params *items[2] = {&p1, &p2};
+        imgd_gen_item_result   out[2];
+        CHECK_STATUS(imgd_generate_many(m, items, 2, out), IMGD_OK);
+        if (out[0].result && out[1].result) {
+            check_image(out[0].result->pixels, g, "image", "batch item 0: full control");
+            check_image(out[1].result->pixels, plain, "image", "batch item 1: [0.9, 1] = plain");
+        }
+        imgd_gen_result_free(out[0].result);
+        imgd_gen_result_free(out[1].result);
+        /* another ControlNet file: not batchable */
+        c2.path           = cn[1];
+        const char *field = NULL;
+        CHECK(!imgd_gen_params_batchable(m, &p1, &p2, &field));
+        CHECK_STR(field, "controls");
+        char k1[IMGD_GEN_BATCH_KEY_MAX], k2[IMGD_GEN_BATCH_KEY_MAX];
+        CHECK_STATUS(imgd_gen_batch_key(m, &p1, k1, sizeof k1), IMGD_OK);
+        CHECK_STATUS(imgd_gen_batch_key(m, &p2, k2, sizeof k2), IMGD_OK);
+        CHECK(strcmp(k1, k2) != 0 && strstr(k1, "controls=1:"));
+    }
+
     /* guess mode: runs, differs from the normal run */
     s.end        = 1.0f;
     s.guess_mode = true;
