@@ -459,7 +459,10 @@ typedef struct imgd_image_u8 {
  * (after the optional preprocessor, per resize_mode), [0, 1], repeated for the batch and
  * both CFG halves. The residuals of several ControlNets are summed, each multiplied by its
  * scale on the steps inside its [start, end] fraction (diffusers' control_guidance_start /
- * end: step i of n runs when !(i / n < start || (i + 1) / n > end)). */
+ * end: step i of n runs when !(i / n < start || (i + 1) / n > end)). A control file that
+ * cannot be read, is not a ControlNet, or is one for another family or UNet width fails the
+ * whole batch (IMGD_E_IO, IMGD_E_FORMAT, IMGD_E_INVALID_ARG; the message names the file);
+ * the model stays usable. Thread-safety: as imgd_generate() (the cache belongs to m). */
 
 /* Built-in preprocessors that need no model. Since: 0.4 */
 typedef enum imgd_control_pre {

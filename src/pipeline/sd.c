@@ -189,13 +189,13 @@ static imgd_status encode_prompts(imgd_model *m, const char *pos, const char *ne
     for (size_t c = 0; st == IMGD_OK && c < total; c++)
         imgd_prompt_apply_weights(z + c * TOK_LEN * H, TOK_LEN, H, wts + c * TOK_LEN);
     if (st == IMGD_OK) {
-        *uncond = z;
-        *cond   = imgd_malloc(n * TOK_LEN * H * sizeof **cond);
+        *cond = imgd_malloc(n * TOK_LEN * H * sizeof **cond);
         if (!*cond) {
             st = imgd_fail(IMGD_E_NOMEM, "out of memory encoding prompts");
         } else {
             memcpy(*cond, z + n * TOK_LEN * H, n * TOK_LEN * H * sizeof **cond);
-            z         = NULL; /* now *uncond; its first n chunks are the negative prompt */
+            *uncond   = z; /* its first n chunks are the negative prompt */
+            z         = NULL;
             *n_tokens = (int32_t)(n * TOK_LEN);
         }
     }
