@@ -116,15 +116,15 @@ imgd_status imgd_controlnet_build(imgd_graph *g, imgd_wbind *b, const char *pref
                                "imgd_controlnet_build: weights, prefix, cfg, a 4-D sample, the "
                                "control image and res are required");
     int64_t div = (int64_t)1 << (cfg->hint_blocks / 2);
+    int64_t H = x->shape[2] * div, W = x->shape[3] * div;
     if (cond->n_dims != 4 || cond->shape[0] != x->shape[0] ||
-        cond->shape[1] != cfg->cond_channels || cond->shape[2] != x->shape[2] * div ||
-        cond->shape[3] != x->shape[3] * div)
+        cond->shape[1] != cfg->cond_channels || cond->shape[2] != H || cond->shape[3] != W) {
         return imgd_graph_fail(g, IMGD_E_INVALID_ARG,
                                "controlnet: the control image must be [%lld, %d, %lld, %lld] "
                                "(%lld x the latent size)",
-                               (long long)x->shape[0], (int)cfg->cond_channels,
-                               (long long)(x->shape[2] * div), (long long)(x->shape[3] * div),
-                               (long long)div);
+                               (long long)x->shape[0], (int)cfg->cond_channels, (long long)H,
+                               (long long)W, (long long)div);
+    }
     imgd_unet_extra ex;
     memset(&ex, 0, sizeof ex);
     ex.conv_in_add = hint_encoder(g, b, prefix, cfg, cond);
