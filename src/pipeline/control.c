@@ -178,6 +178,12 @@ struct imgd_sd_control_run {
     size_t                      res_n[IMGD_UNET_SKIPS_MAX + 1]; /* floats per residual */
     float                      *tmp;                            /* the largest residual */
     float                      *fac;                            /* [ub] per-row factors */
+    bool                       *guess;                          /* [ub] row in guess mode */
+    int32_t                    *rows;  /* the rows a ControlNet runs on (factor != 0) */
+    int32_t                     W, H;  /* control image size */
+    float                      *ct;    /* [ub] gathered timesteps */
+    float                      *cctx;  /* [ub, len, D] gathered conditioning */
+    float                      *ccond; /* [ub, 3, H, W] gathered control images */
 };
 
 void imgd_sd_control_free(imgd_sd_control_run *c) {
@@ -187,6 +193,11 @@ void imgd_sd_control_free(imgd_sd_control_run *c) {
     imgd_free(c->x);
     imgd_free(c->tmp);
     imgd_free(c->fac);
+    imgd_free(c->guess);
+    imgd_free(c->rows);
+    imgd_free(c->ct);
+    imgd_free(c->cctx);
+    imgd_free(c->ccond);
     imgd_free(c);
 }
 
@@ -194,10 +205,11 @@ float *imgd_sd_control_res(imgd_sd_control_run *c, int32_t k) {
     return c && k >= 0 && k < c->n_res ? c->res[k] : NULL;
 }
 
-/* The ControlNet's graph for the run's shape (kept on the cached model between runs). */
-static imgd_status net_graph(imgd_sd_control_run *c, imgd_sd_control *n) {
+/* The ControlNet's graph for batch rows of the run's shape (kept on the cached model between
+ * runs; rebuilt when the number of rows it runs on changes). */
+static imgd_status net_graph(imgd_sd_control_run *c, imgd_sd_control *n, int32_t batch) {
     imgd_sd_graph *k = &n->g;
-    if (k->g && k->batch == c->ub && k->h == c->h && k->w == c->w && k->len == c->len)
+    if (k->g && k->batch == batch && k->h == c->h && k->w == c->w && k->len == c->len)
         return IMGD_OK;
     imgd_graph_free(k->g);
     memset(k, 0, sizeof *k);
@@ -206,12 +218,12 @@ static imgd_status net_graph(imgd_sd_control_run *c, imgd_sd_control *n) {
     const imgd_unet_cfg *u = &n->cfg.unet;
     int64_t              S = (int64_t)1 << (n->cfg.hint_blocks / 2);
     k->in[0]               = imgd_graph_input(k->g, "x", IMGD_DTYPE_F32, 4,
-                                              (const int64_t[]){c->ub, u->in_channels, c->h, c->w});
-    k->in[1] = imgd_graph_input(k->g, "t", IMGD_DTYPE_F32, 1, (const int64_t[]){c->ub});
+                                              (const int64_t[]){batch, u->in_channels, c->h, c->w});
+    k->in[1] = imgd_graph_input(k->g, "t", IMGD_DTYPE_F32, 1, (const int64_t[]){batch});
     k->in[2] = imgd_graph_input(k->g, "ctx", IMGD_DTYPE_F32, 3,
-                                (const int64_t[]){c->ub, c->len, u->context_dim});
+                                (const int64_t[]){batch, c->len, u->context_dim});
     k->in[3] = imgd_graph_input(k->g, "cond", IMGD_DTYPE_F32, 4,
-                                (const int64_t[]){c->ub, n->cfg.cond_channels, c->h * S, c->w * S});
+                                (const int64_t[]){batch, n->cfg.cond_channels, c->h * S, c->w * S});
     st = imgd_controlnet_build(k->g, n->wb, "controlnet", &n->cfg, k->in[0], k->in[1], k->in[2],
                                k->in[3], k->res, NULL);
     if (st == IMGD_OK) st = imgd_graph_plan(k->g, c->m->be, NULL);
@@ -221,7 +233,7 @@ static imgd_status net_graph(imgd_sd_control_run *c, imgd_sd_control *n) {
         memset(k, 0, sizeof *k);
         return imgd_fail_prefix(st, "ControlNet %s graph", n->path);
     }
-    k->batch = c->ub;
+    k->batch = batch;
     k->h     = c->h;
     k->w     = c->w;
     k->len   = c->len;
@@ -265,6 +277,8 @@ imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *ite
     c->w       = w;
     c->len     = len;
     c->n_res   = imgd_unet_skip_count(&m->unet) + 1;
+    c->W       = lead->width;
+    c->H       = lead->height;
     m->control_runs++;
     imgd_status st = IMGD_OK;
     for (int32_t k = 0; st == IMGD_OK && k < c->n_nets; k++) {
@@ -281,10 +295,17 @@ imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *ite
         if (!c->res[i]) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
     if (st == IMGD_OK) {
-        c->tmp = imgd_malloc(big * sizeof *c->tmp);
-        c->fac = imgd_malloc((size_t)ub * sizeof *c->fac);
-        c->x   = imgd_malloc((size_t)ub * 4 * hw * sizeof *c->x);
-        if (!c->tmp || !c->fac || !c->x) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
+        c->tmp   = imgd_malloc(big * sizeof *c->tmp);
+        c->fac   = imgd_malloc((size_t)ub * sizeof *c->fac);
+        c->x     = imgd_malloc((size_t)ub * 4 * hw * sizeof *c->x);
+        c->guess = imgd_malloc((size_t)ub * sizeof *c->guess);
+        c->rows  = imgd_malloc((size_t)ub * sizeof *c->rows);
+        c->ct    = imgd_malloc((size_t)ub * sizeof *c->ct);
+        c->cctx =
+            imgd_malloc((size_t)ub * (size_t)len * (size_t)m->unet.context_dim * sizeof *c->cctx);
+        c->ccond = imgd_malloc((size_t)ub * 3 * (size_t)c->W * (size_t)c->H * sizeof *c->ccond);
+        if (!c->tmp || !c->fac || !c->x || !c->guess || !c->rows || !c->ct || !c->cctx || !c->ccond)
+            st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
     if (st != IMGD_OK) {
         imgd_sd_control_free(c);
@@ -295,10 +316,12 @@ imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *ite
 }
 
 /* Row factors of ControlNet k at iteration i of n: scale * keep, 0 on the unconditional
- * rows in guess mode. Returns whether any row is non-zero. */
-static bool row_factors(imgd_sd_control_run *c, int32_t k, int32_t i, int32_t n) {
-    bool any = false;
-    for (int32_t u = 0; u < c->ub; u++) c->fac[u] = 0.0f;
+ * rows in guess mode; rows[] receives the rows with a non-zero factor. Returns their count. */
+static int32_t row_factors(imgd_sd_control_run *c, int32_t k, int32_t i, int32_t n) {
+    for (int32_t u = 0; u < c->ub; u++) {
+        c->fac[u]   = 0.0f;
+        c->guess[u] = false;
+    }
     for (size_t j = 0; j < c->n_items; j++) {
         const imgd_sd_control_item *it = &c->items[j];
         if (!it->p) continue;
@@ -306,67 +329,98 @@ static bool row_factors(imgd_sd_control_run *c, int32_t k, int32_t i, int32_t n)
         float                    f  = imgd_sd_control_keep(i, n, s->start, s->end) ? s->scale : 0;
         int32_t                  nu = it->cfg_on ? 2 * it->B : it->B;
         for (int32_t u = 0; u < nu; u++) {
-            bool uncond           = it->cfg_on && u < it->B;
-            c->fac[it->u_off + u] = s->guess_mode && uncond ? 0.0f : f;
-            any                   = any || c->fac[it->u_off + u] != 0.0f;
+            bool uncond             = it->cfg_on && u < it->B;
+            c->fac[it->u_off + u]   = s->guess_mode && uncond ? 0.0f : f;
+            c->guess[it->u_off + u] = s->guess_mode;
         }
     }
-    return any;
+    int32_t nr = 0;
+    for (int32_t u = 0; u < c->ub; u++)
+        if (c->fac[u] != 0.0f) c->rows[nr++] = u;
+    return nr;
 }
 
-/* res[r] += fac[row] * guess(r) * out, row by row. */
-static void accumulate(imgd_sd_control_run *c, int32_t k, int32_t r, const float *out) {
+/* res[r] += fac[row] * guess(r) * out, for the nr rows the ControlNet ran on (out holds
+ * them in the order of rows[]). */
+static void accumulate(imgd_sd_control_run *c, int32_t r, const float *out, int32_t nr) {
     size_t per = c->res_n[r] / (size_t)c->ub;
-    for (size_t j = 0; j < c->n_items; j++) {
-        const imgd_sd_control_item *it = &c->items[j];
-        if (!it->p) continue;
-        bool    guess = it->p->controls[k].guess_mode;
-        float   g     = guess ? imgd_controlnet_guess_scale(r, c->n_res) : 1.0f;
-        int32_t nu    = it->cfg_on ? 2 * it->B : it->B;
-        for (int32_t u = it->u_off; u < it->u_off + nu; u++) {
-            float f = c->fac[u];
-            if (f == 0.0f) continue;
-            float       *d = c->res[r] + (size_t)u * per;
-            const float *s = out + (size_t)u * per;
-            /* diffusers: (residual * guess scale * conditioning scale) in that order */
-            if (guess)
-                for (size_t e = 0; e < per; e++) d[e] += s[e] * (g * f);
-            else
-                for (size_t e = 0; e < per; e++) d[e] += s[e] * f;
+    float  g   = imgd_controlnet_guess_scale(r, c->n_res);
+    for (int32_t j = 0; j < nr; j++) {
+        int32_t      u = c->rows[j];
+        float        f = c->fac[u];
+        float       *d = c->res[r] + (size_t)u * per;
+        const float *s = out + (size_t)j * per;
+        /* diffusers: residual * (guess scale * conditioning scale) in guess mode, else
+         * residual * conditioning scale */
+        if (c->guess[u]) {
+            float gf = g * f;
+            for (size_t e = 0; e < per; e++) d[e] += s[e] * gf;
+        } else {
+            for (size_t e = 0; e < per; e++) d[e] += s[e] * f;
         }
     }
+}
+
+/* Points *xi .. *gi at the ControlNet k's inputs for its nr rows: the run's buffers when it
+ * runs on every row with the UNet's channel count, else gathered copies. */
+static imgd_status gather(imgd_sd_control_run *c, int32_t k, int32_t nr, const float *x,
+                          int32_t cin, const float *t, const float *ctx, const float **xi,
+                          const float **ti, const float **ci, const float **gi) {
+    int32_t in  = c->net[k]->cfg.unet.in_channels;
+    size_t  hw  = (size_t)c->h * (size_t)c->w;
+    size_t  lD  = (size_t)c->len * (size_t)c->m->unet.context_dim;
+    size_t  per = (size_t)3 * (size_t)c->W * (size_t)c->H;
+    bool    all = nr == c->ub;
+    *xi         = x;
+    *ti         = t;
+    *ci         = ctx;
+    *gi         = c->cond[k];
+    if (in > cin || in > 4)
+        return imgd_fail(IMGD_E_UNSUPPORTED,
+                         "ControlNet with %d input channels on a %d-channel UNet", (int)in,
+                         (int)cin);
+    if (!all || in != cin) { /* e.g. a 9-channel inpainting UNet: the latents only */
+        for (int32_t j = 0; j < nr; j++)
+            memcpy(c->x + (size_t)j * (size_t)in * hw, x + (size_t)c->rows[j] * (size_t)cin * hw,
+                   (size_t)in * hw * sizeof *x);
+        *xi = c->x;
+    }
+    if (!all) {
+        for (int32_t j = 0; j < nr; j++) {
+            size_t u = (size_t)c->rows[j];
+            c->ct[j] = t[u];
+            memcpy(c->cctx + (size_t)j * lD, ctx + u * lD, lD * sizeof *ctx);
+            memcpy(c->ccond + (size_t)j * per, c->cond[k] + u * per, per * sizeof *c->ccond);
+        }
+        *ti = c->ct;
+        *ci = c->cctx;
+        *gi = c->ccond;
+    }
+    return IMGD_OK;
 }
 
 imgd_status imgd_sd_control_step(imgd_sd_control_run *c, const float *x, int32_t cin,
                                  const float *t, const float *ctx, int32_t i, int32_t n) {
     for (int32_t r = 0; r < c->n_res; r++) memset(c->res[r], 0, c->res_n[r] * sizeof(float));
-    size_t hw = (size_t)c->h * (size_t)c->w;
     for (int32_t k = 0; k < c->n_nets; k++) {
         imgd_sd_control *net = c->net[k];
-        if (!row_factors(c, k, i, n)) continue; /* off on every row: residuals are zero */
-        imgd_status  st = net_graph(c, net);
-        int32_t      in = net->cfg.unet.in_channels;
-        const float *xi = x;
-        if (st == IMGD_OK && in != cin) { /* e.g. a 9-channel inpainting UNet: latents only */
-            if (in > cin || in > 4)
-                return imgd_fail(IMGD_E_UNSUPPORTED,
-                                 "ControlNet with %d "
-                                 "input channels on a %d-channel UNet",
-                                 (int)in, (int)cin);
-            for (int32_t u = 0; u < c->ub; u++)
-                memcpy(c->x + (size_t)u * in * hw, x + (size_t)u * cin * hw,
-                       (size_t)in * hw * sizeof *x);
-            xi = c->x;
-        }
+        /* only the rows whose factor is not 0 run (guess mode: the conditional half; rows
+         * of items outside their start/end window are skipped); none: residuals 0 */
+        int32_t nr = row_factors(c, k, i, n);
+        if (nr == 0) continue;
+        const float *xi, *ti, *ci, *gi;
+        imgd_status  st = gather(c, k, nr, x, cin, t, ctx, &xi, &ti, &ci, &gi);
+        if (st == IMGD_OK) st = net_graph(c, net, nr);
         imgd_sd_graph *g = &net->g;
         if (st == IMGD_OK) st = imgd_tensor_bind(g->in[0], (void *)(uintptr_t)xi);
-        if (st == IMGD_OK) st = imgd_tensor_bind(g->in[1], (void *)(uintptr_t)t);
-        if (st == IMGD_OK) st = imgd_tensor_bind(g->in[2], (void *)(uintptr_t)ctx);
-        if (st == IMGD_OK) st = imgd_tensor_bind(g->in[3], c->cond[k]);
+        if (st == IMGD_OK) st = imgd_tensor_bind(g->in[1], (void *)(uintptr_t)ti);
+        if (st == IMGD_OK) st = imgd_tensor_bind(g->in[2], (void *)(uintptr_t)ci);
+        if (st == IMGD_OK) st = imgd_tensor_bind(g->in[3], (void *)(uintptr_t)gi);
         if (st == IMGD_OK) st = imgd_graph_compute(g->g);
         for (int32_t r = 0; st == IMGD_OK && r < c->n_res; r++) {
-            st = imgd_graph_read_f32(g->g, g->res[r], c->tmp, c->res_n[r]);
-            if (st == IMGD_OK) accumulate(c, k, r, c->tmp);
+            size_t nv = c->res_n[r] / (size_t)c->ub * (size_t)nr;
+            st        = imgd_graph_read_f32(g->g, g->res[r], c->tmp, nv);
+            if (st == IMGD_OK) accumulate(c, r, c->tmp, nr);
         }
         if (st != IMGD_OK) return st;
     }
