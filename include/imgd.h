@@ -466,6 +466,73 @@ typedef struct imgd_image_u8 {
     uint8_t *px;
 } imgd_image_u8;
 
+/* ---- ControlNet -----------------------------------------------------------------------
+ *
+ * A generation may be guided by ControlNets (imgd_gen_params.controls): SD 1.x / 2.x
+ * ControlNet files in the original single-file layout (control_model.*) or diffusers'
+ * (a ControlNetModel folder or its .safetensors). Each is loaded on first use and cached on
+ * the imgd_model by path (freed with it). Every control image is turned into the model's
+ * input as diffusers' StableDiffusionControlNetPipeline does: RGB, resized to width x height
+ * (after the optional preprocessor, per resize_mode), [0, 1], repeated for the batch and
+ * both CFG halves. The residuals of several ControlNets are summed, each multiplied by its
+ * scale on the steps inside its [start, end] fraction (diffusers' control_guidance_start /
+ * end: step i of n runs when !(i / n < start || (i + 1) / n > end)). A control file that
+ * cannot be read, is not a ControlNet, or is one for another family or UNet width fails the
+ * whole batch (IMGD_E_IO, IMGD_E_FORMAT, IMGD_E_INVALID_ARG; the message names the file);
+ * the model stays usable. Thread-safety: as imgd_generate() (the cache belongs to m). */
+
+/* Built-in preprocessors that need no model. Since: 0.4 */
+typedef enum imgd_control_pre {
+    IMGD_CONTROL_PRE_NONE     = 0, /* the image is the control map as given */
+    IMGD_CONTROL_PRE_CANNY    = 1, /* cv2.Canny(low, high): white edges on black */
+    IMGD_CONTROL_PRE_SCRIBBLE = 2, /* black strokes on white -> white on black (threshold) */
+    IMGD_CONTROL_PRE_LINEART  = 3, /* white lines on black, binarised above threshold */
+    IMGD_CONTROL_PRE_INVERT   = 4, /* 255 - v (white background, black lines) */
+    IMGD_CONTROL_PRE_COUNT
+} imgd_control_pre;
+
+/* How a control image of another aspect ratio meets width x height (A1111's ControlNet
+ * extension). Since: 0.4 */
+typedef enum imgd_control_resize {
+    IMGD_CONTROL_RESIZE_JUST = 0, /* stretch to width x height */
+    IMGD_CONTROL_RESIZE_CROP = 1, /* scale to cover, centre crop ("crop and resize") */
+    IMGD_CONTROL_RESIZE_FILL = 2, /* scale to fit, centre, fill with the border's median
+                                     colour ("resize and fill") */
+    IMGD_CONTROL_RESIZE_COUNT
+} imgd_control_resize;
+
+/* Most ControlNets one generation uses. */
+#define IMGD_CONTROL_MAX 8
+
+/* One ControlNet of a generation. Borrowed for the call only. */
+typedef struct imgd_control_spec {
+    const char *path;                /* ControlNet file or folder; required. Loaded once per
+                                        model and kept (cached by path) */
+    const imgd_image_u8 *image;      /* control image (any size, c = 1, 3 or 4); required */
+    float                scale;      /* conditioning scale, 0..10 (default 1) */
+    float                start, end; /* fraction of the steps where it acts,
+                                        0 <= start < end <= 1 (default 0, 1) */
+    int32_t preprocess;              /* imgd_control_pre (default NONE) */
+    float   low, high;               /* canny thresholds on the L1 Sobel magnitude, 0..2040
+                                        (default 100, 200: A1111's) */
+    float   threshold;               /* scribble / lineart threshold, 0..255 (default 127) */
+    int32_t resize_mode;             /* imgd_control_resize (default JUST: what diffusers does) */
+    bool    guess_mode;              /* diffusers' guess_mode: with CFG the ControlNet acts
+                                        on the conditional half only; residual i of 13 is
+                                        scaled by 10^(-1 + i / 12) */
+} imgd_control_spec;
+
+/* Defaults as documented per field. Since: 0.4 */
+IMGD_API imgd_control_spec imgd_control_spec_default(void);
+
+/* "none", "canny", "scribble", "lineart", "invert"; "just", "crop", "fill". NULL for a
+ * value outside the enum. parse returns false for an unknown name (out untouched).
+ * Thread-safety: any thread. Since: 0.4 */
+IMGD_API const char *imgd_control_pre_name(int32_t pre);
+IMGD_API bool        imgd_control_pre_parse(const char *name, int32_t *out);
+IMGD_API const char *imgd_control_resize_name(int32_t mode);
+IMGD_API bool        imgd_control_resize_parse(const char *name, int32_t *out);
+
 /* Seeds: CPU reproduces torch.randn with a CPU torch.Generator (diffusers, ComfyUI on CPU);
  * PHILOX reproduces torch's CUDA generator (A1111 / ComfyUI on NVIDIA GPUs). */
 typedef enum imgd_rng_mode {
@@ -531,6 +598,10 @@ typedef struct imgd_gen_params {
     const imgd_lora_spec *loras; /* n_loras entries, borrowed for the call; NULL = none */
     int32_t               n_loras;
     int32_t               lora_mode; /* imgd_lora_mode of prompt tags */
+
+    const imgd_control_spec *controls; /* n_controls ControlNets (borrowed for the call);
+                                          NULL = none */
+    int32_t n_controls;                /* 0..IMGD_CONTROL_MAX */
 } imgd_gen_params;
 
 /* Defaults: 20 steps, cfg 7.5, 512x512 (the model's native size), euler, default
@@ -568,13 +639,15 @@ IMGD_API void        imgd_gen_result_free(imgd_gen_result *r);
  *   whether `init` is set (txt2img vs img2img/inpaint) and, with init, strength; and the
  *   prompt length in 75-token chunks, max(prompt, negative) (a prompt over 75 tokens has
  *   two chunks; the UNet's text context has one length per batch); the LoRA set (loras and
- *   prompt tags, with weights and modes).
+ *   prompt tags, with weights and modes); and the ControlNet files (`controls[i].path`, in
+ *   order; none for both is equal).
  * May differ per item:
  *   prompt, negative, seed, rng, noise (each item draws its own noise, also the
  *   per-step noise of ancestral and SDE samplers, from its own generator in the order a
  *   lone run draws it), cfg (items with cfg <= 1 add no unconditional half to the UNet
  *   batch), batch, clip_skip, clip_skip_positive_only, init image, mask (inpainting and
- *   img2img items mix), mask_blur, on_step / user. */
+ *   img2img items mix), mask_blur, on_step / user, each control's image, scale,
+ *   start/end, preprocessor, resize mode and guess mode. */
 
 /* Longest batch key imgd_gen_batch_key() writes, NUL included. */
 #define IMGD_GEN_BATCH_KEY_MAX 128
@@ -629,10 +702,10 @@ IMGD_API imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *co
 /* Whether a and b can share one imgd_generate_many() batch on model m (the fields listed
  * above are equal). The prompt chunk counts come from m's tokenizer; nothing else of m is
  * used. field: may be NULL; receives the static name of the first field that differs
- * ("width", "height", "steps", "sampler", "schedule", "init", "strength", "prompt";
- * "negative" when the negative prompt cannot be tokenized; "params" for a NULL argument),
- * or NULL when batchable. A field that cannot be read (an unknown sampler name, a prompt the
- * tokenizer rejects) makes the pair not batchable and is named. Agrees with comparing
+ * ("width", "height", "steps", "sampler", "schedule", "init", "strength", "prompt", "loras",
+ * "controls"; "negative" when the negative prompt cannot be tokenized; "params" for a NULL
+ * argument), or NULL when batchable. A field that cannot be read (an unknown sampler name, a prompt
+ * the tokenizer rejects) makes the pair not batchable and is named. Agrees with comparing
  * imgd_gen_batch_key() strings. Thread-safety: as imgd_generate() for m. Since: 0.3 */
 IMGD_API bool imgd_gen_params_batchable(const imgd_model *m, const imgd_gen_params *a,
                                         const imgd_gen_params *b, const char **field);
@@ -640,7 +713,8 @@ IMGD_API bool imgd_gen_params_batchable(const imgd_model *m, const imgd_gen_para
 /* Writes a short key (< IMGD_GEN_BATCH_KEY_MAX bytes with its NUL) such that two requests
  * for m are batchable exactly when their keys are equal, e.g.
  * "64x64 steps=20 sampler=euler schedule=default init=none chunks=1" (init=0.75: img2img
- * or inpaint with strength 0.75). A scheduler groups requests by model and key. Returns
+ * or inpaint with strength 0.75; " controls=N:<16 hex digits>" is appended when the request
+ * uses N ControlNets: a hash of their paths). A scheduler groups requests by model and key. Returns
  * IMGD_OK; IMGD_E_INVALID_ARG for NULL arguments, an unknown sampler or schedule name or a
  * prompt the tokenizer rejects (the message names it); IMGD_E_TOO_LARGE when cap is too
  * small. buf is written only on success. Thread-safety: as imgd_generate() for m.

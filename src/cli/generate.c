@@ -21,6 +21,13 @@ typedef struct gen_opts {
     const char      *embeddings[CLI_ADAPTERS_MAX];
     imgd_gen_params  p;
     imgd_load_params lp;
+    /* --control FILE:IMG[:SCALE[:START:END]]: the argument split in place */
+    char              ctl_arg[IMGD_CONTROL_MAX][4096];
+    const char       *ctl_img[IMGD_CONTROL_MAX];
+    imgd_control_spec ctl[IMGD_CONTROL_MAX];
+    imgd_image_u8     ctl_px[IMGD_CONTROL_MAX];
+    int32_t           n_ctl;
+    imgd_control_spec ctl_all; /* the options that apply to every control */
 } gen_opts;
 
 static bool parse_int(const char *flag, const char *v, long lo, long hi, int32_t *out) {
@@ -112,14 +119,54 @@ static const char k_usage[] =
     "      [--init IMG --strength F] [--mask IMG] [--mask-blur PX] [--tokenizer DIR] [--vae PATH]\n"
     "      [--unet PATH] [--lora FILE[:W]]... [--lora-dir DIR] [--lora-mode auto|merge|unmerged]\n"
     "      [--embedding FILE]... [--embedding-dir DIR]\n"
+    "      [--control FILE:IMG[:SCALE[:START:END]]]... [--guess-mode]\n"
+    "      [--control-preprocess none|canny|scribble|lineart|invert] [--canny-low F]\n"
+    "      [--canny-high F] [--control-threshold F] [--control-resize just|crop|fill]\n"
     "      [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref|cuda] [--groups N]\n"
     "      [--heads N | --head-dim N] [--te-heads N] [--prediction eps|v] [-o OUT.png] [--json]";
 
+/* --control FILE:IMG[:SCALE[:START:END]] (paths without ':'). */
+static bool parse_control(const char *v, gen_opts *o) {
+    if (o->n_ctl >= IMGD_CONTROL_MAX) {
+        fprintf(stderr, "imgd generate: at most %d --control\n", (int)IMGD_CONTROL_MAX);
+        return false;
+    }
+    char *buf = o->ctl_arg[o->n_ctl];
+    if (snprintf(buf, sizeof o->ctl_arg[0], "%s", v) >= (int)sizeof o->ctl_arg[0]) {
+        fprintf(stderr, "imgd generate: --control: argument too long\n");
+        return false;
+    }
+    char *f[5] = {buf, NULL, NULL, NULL, NULL};
+    int   n    = 1;
+    for (char *c = buf; *c && n < 5; c++) {
+        if (*c == ':') {
+            *c     = '\0';
+            f[n++] = c + 1;
+        }
+    }
+    if (n < 2 || n == 4 || !*f[0] || !*f[1]) {
+        fprintf(stderr, "imgd generate: --control '%s': expected FILE:IMG[:SCALE[:START:END]]\n",
+                v);
+        return false;
+    }
+    imgd_control_spec *s = &o->ctl[o->n_ctl];
+    *s                   = imgd_control_spec_default();
+    s->path              = f[0];
+    o->ctl_img[o->n_ctl] = f[1];
+    if (n >= 3 && !parse_float("--control SCALE", f[2], 0, 10, &s->scale)) return false;
+    if (n == 5 && (!parse_float("--control START", f[3], 0, 1, &s->start) ||
+                   !parse_float("--control END", f[4], 0, 1, &s->end)))
+        return false;
+    o->n_ctl++;
+    return true;
+}
+
 /* Parses argv into o; returns 0, or 2 after printing what was wrong. */
 static int parse(int argc, char **argv, gen_opts *o) {
-    o->p   = imgd_gen_params_default();
-    o->lp  = imgd_load_params_default();
-    o->out = "out.png";
+    o->p       = imgd_gen_params_default();
+    o->lp      = imgd_load_params_default();
+    o->out     = "out.png";
+    o->ctl_all = imgd_control_spec_default();
     for (int i = 0; i < argc; i++) {
         const char *a  = argv[i];
         const char *v  = i + 1 < argc ? argv[i + 1] : NULL;
@@ -128,6 +175,9 @@ static int parse(int argc, char **argv, gen_opts *o) {
         if (IS("--json")) {
             o->json = true;
             takes   = false;
+        } else if (IS("--guess-mode")) {
+            o->ctl_all.guess_mode = true;
+            takes                 = false;
         } else if (!v && a[0] == '-') {
             fprintf(stderr, "imgd generate: %s needs a value\n", a);
             return 2;
@@ -235,6 +285,28 @@ static int parse(int argc, char **argv, gen_opts *o) {
                 fprintf(stderr, "imgd generate: --prediction '%s': expected eps or v\n", v);
                 ok = false;
             }
+        } else if (IS("--control")) {
+            ok = parse_control(v, o);
+        } else if (IS("--control-preprocess")) {
+            if (!imgd_control_pre_parse(v, &o->ctl_all.preprocess)) {
+                fprintf(stderr,
+                        "imgd generate: --control-preprocess '%s': expected none, canny, "
+                        "scribble, lineart or invert\n",
+                        v);
+                ok = false;
+            }
+        } else if (IS("--control-resize")) {
+            if (!imgd_control_resize_parse(v, &o->ctl_all.resize_mode)) {
+                fprintf(stderr,
+                        "imgd generate: --control-resize '%s': expected just, crop or fill\n", v);
+                ok = false;
+            }
+        } else if (IS("--canny-low")) {
+            ok = parse_float(a, v, 0, 2040, &o->ctl_all.low);
+        } else if (IS("--canny-high")) {
+            ok = parse_float(a, v, 0, 2040, &o->ctl_all.high);
+        } else if (IS("--control-threshold")) {
+            ok = parse_float(a, v, 0, 255, &o->ctl_all.threshold);
         } else if (IS("-o") || IS("--output")) {
             o->out = v;
         } else {
@@ -248,6 +320,14 @@ static int parse(int argc, char **argv, gen_opts *o) {
     if (!o->model || !o->p.prompt) {
         fprintf(stderr, "imgd generate: -m MODEL and -p PROMPT are required\nusage: %s\n", k_usage);
         return 2;
+    }
+    for (int32_t k = 0; k < o->n_ctl; k++) {
+        o->ctl[k].preprocess  = o->ctl_all.preprocess;
+        o->ctl[k].resize_mode = o->ctl_all.resize_mode;
+        o->ctl[k].low         = o->ctl_all.low;
+        o->ctl[k].high        = o->ctl_all.high;
+        o->ctl[k].threshold   = o->ctl_all.threshold;
+        o->ctl[k].guess_mode  = o->ctl_all.guess_mode;
     }
     if (o->mask && !o->init) {
         fprintf(stderr, "imgd generate: --mask needs --init IMG (the image to inpaint)\n");
@@ -306,15 +386,24 @@ int imgd_cli_generate(int argc, char **argv) {
     }
     if (o.init) o.p.init = &init;
     if (o.mask) o.p.mask = &mask;
-    step_state ss = {isatty(2) != 0, 0};
-    o.p.on_step   = on_step;
-    o.p.user      = &ss;
+    for (int32_t k = 0; k < o.n_ctl; k++) {
+        if (load_image("--control", o.ctl_img[k], &o.ctl_px[k])) {
+            rc = 1;
+            break;
+        }
+        o.ctl[k].image = &o.ctl_px[k];
+    }
+    o.p.controls   = o.ctl;
+    o.p.n_controls = o.n_ctl;
+    step_state ss  = {isatty(2) != 0, 0};
+    o.p.on_step    = on_step;
+    o.p.user       = &ss;
 
     imgd_model      *m   = NULL;
     imgd_gen_result *res = NULL;
     struct timespec  t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (imgd_model_load(o.model, &o.lp, &m) != IMGD_OK) {
+    if (!rc && imgd_model_load(o.model, &o.lp, &m) != IMGD_OK) {
         fprintf(stderr, "imgd generate: %s\n", imgd_last_error());
         rc = 1;
     }
@@ -361,6 +450,7 @@ int imgd_cli_generate(int argc, char **argv) {
     imgd_model_free(m);
     imgd_image_u8_free(&init);
     imgd_image_u8_free(&mask);
+    for (int32_t k = 0; k < o.n_ctl; k++) imgd_image_u8_free(&o.ctl_px[k]);
     return rc;
 }
 

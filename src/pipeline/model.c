@@ -276,6 +276,7 @@ void imgd_model_free(imgd_model *m) {
     if (!m) return;
     imgd_sd_adapters_free(m);
     imgd_sd_graphs_free(m);
+    imgd_sd_controls_free(m);
     imgd_backend_free(m->be);
     imgd_pool_free(m->pool); /* after the backend, which borrows it */
     imgd_clip_tok_free(m->tok);

@@ -6,6 +6,7 @@
 
 #include "detect/detect.h"
 #include "models/clip_text.h"
+#include "models/controlnet.h"
 #include "models/lora.h"
 #include "models/prompt.h"
 #include "models/tokenizer.h"
@@ -23,7 +24,24 @@ typedef struct imgd_sd_graph {
     int32_t      variant;          /* what else distinguishes it (clip skip layer, ...) */
     imgd_tensor *in[4];
     imgd_tensor *out[4];
+    imgd_tensor *res[IMGD_UNET_SKIPS_MAX + 1]; /* ControlNet residuals (inputs of the UNet,
+                                                  outputs of a ControlNet); n_res of them */
+    int32_t n_res;
 } imgd_sd_graph;
+
+/* A ControlNet loaded for a model, cached by path (pipeline/control.c). */
+typedef struct imgd_sd_control {
+    char               *path;
+    imgd_weights       *w;
+    imgd_model_info    *mi;
+    imgd_wbind         *wb;
+    imgd_controlnet_cfg cfg;
+    imgd_sd_graph       g;    /* in: x, t, ctx, control image; res: its residuals */
+    uint64_t            used; /* the model's run counter when last used (eviction) */
+} imgd_sd_control;
+
+/* Most ControlNets a model keeps loaded; the least recently used goes first. */
+#define IMGD_SD_CONTROLS_CACHED 16
 
 struct imgd_model {
     char            *path, *name;
@@ -56,6 +74,9 @@ struct imgd_model {
     struct imgd_sd_adapters *ad;
     float                   *ti_rows;
     int32_t                  n_ti;
+    imgd_sd_control         *controls[IMGD_SD_CONTROLS_CACHED]; /* loaded ControlNets */
+    int32_t                  n_controls;
+    uint64_t                 control_runs; /* counts runs that used ControlNets */
 };
 
 /* The binder and prefix the VAE comes from (the --vae file, or the checkpoint's own). */
@@ -83,5 +104,47 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p);
 
 /* Frees the kept graphs. */
 void imgd_sd_graphs_free(imgd_model *m);
+
+/* ---- ControlNet (pipeline/control.c) ------------------------------------------------------ */
+
+/* Frees the cached ControlNets (imgd_model_free). */
+void imgd_sd_controls_free(imgd_model *m);
+
+/* Validates a request's controls (count, fields, images) with messages naming the field. */
+imgd_status imgd_sd_control_check(const imgd_gen_params *p);
+
+/* diffusers' controlnet_keep: whether a control with [start, end] acts at loop iteration i
+ * of n (i / n < start or (i + 1) / n > end: off). */
+bool imgd_sd_control_keep(int32_t i, int32_t n, float start, float end);
+
+/* One item of a batch as the ControlNet run sees it: its UNet rows u_off .. u_off + nu
+ * (nu = 2B with CFG: B unconditional rows, then B conditional). */
+typedef struct imgd_sd_control_item {
+    const imgd_gen_params *p; /* NULL: the item has no rows */
+    int32_t                u_off, B;
+    bool                   cfg_on;
+} imgd_sd_control_item;
+
+typedef struct imgd_sd_control_run imgd_sd_control_run;
+
+/* Prepares the ControlNets of a batch (every item names the same files): loads the models
+ * (cached on m), prepares each item's control images, allocates the residual sums.
+ * ub, h, w, len: the UNet batch, latent size and context length. *out = NULL when the
+ * items have no controls. Statuses of loading and preparing (the message names the file,
+ * the item and the control). */
+imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *items, size_t n,
+                                  int32_t ub, int32_t h, int32_t w, int32_t len,
+                                  imgd_sd_control_run **out);
+
+/* Runs the ControlNets on the UNet's inputs (x [ub, cin, h, w], t [ub], ctx [ub, len, D])
+ * for loop iteration i of n and sums their scaled residuals. */
+imgd_status imgd_sd_control_step(imgd_sd_control_run *c, const float *x, int32_t cin,
+                                 const float *t, const float *ctx, int32_t i, int32_t n);
+
+/* The summed residual k (0 .. imgd_unet_skip_count, the mid one last): a buffer of the
+ * UNet's input shape, valid until imgd_sd_control_free. */
+float *imgd_sd_control_res(imgd_sd_control_run *c, int32_t k);
+
+void imgd_sd_control_free(imgd_sd_control_run *c);
 
 #endif

@@ -189,13 +189,13 @@ static imgd_status encode_prompts(imgd_model *m, const char *pos, const char *ne
     for (size_t c = 0; st == IMGD_OK && c < total; c++)
         imgd_prompt_apply_weights(z + c * TOK_LEN * H, TOK_LEN, H, wts + c * TOK_LEN);
     if (st == IMGD_OK) {
-        *uncond = z;
-        *cond   = imgd_malloc(n * TOK_LEN * H * sizeof **cond);
+        *cond = imgd_malloc(n * TOK_LEN * H * sizeof **cond);
         if (!*cond) {
             st = imgd_fail(IMGD_E_NOMEM, "out of memory encoding prompts");
         } else {
             memcpy(*cond, z + n * TOK_LEN * H, n * TOK_LEN * H * sizeof **cond);
-            z         = NULL; /* now *uncond; its first n chunks are the negative prompt */
+            *uncond   = z; /* its first n chunks are the negative prompt */
+            z         = NULL;
             *n_tokens = (int32_t)(n * TOK_LEN);
         }
     }
@@ -396,6 +396,8 @@ static imgd_status check_params(const imgd_model *m, const imgd_gen_params *p) {
         return imgd_fail(IMGD_E_INVALID_ARG, "a mask needs an init image to inpaint");
     if (p->mask_blur < 0 || p->mask_blur > 256)
         return imgd_fail(IMGD_E_INVALID_ARG, "mask_blur %d: expected 0..256", (int)p->mask_blur);
+    imgd_status cst = imgd_sd_control_check(p);
+    if (cst != IMGD_OK) return cst;
     if (m->unet.in_channels == 9 && !p->mask)
         return imgd_fail(
             IMGD_E_INVALID_ARG,
@@ -486,20 +488,24 @@ typedef struct item {
 } item;
 
 typedef struct run_ctx {
-    imgd_model         *m;
-    item               *it;
-    size_t              n_it;
-    int32_t             live;                  /* items still running */
-    int32_t             B, h, w, cin, len, ub; /* B: latents of all items; ub: UNet batch */
-    float              *ctx;                   /* [ub, len, D] conditioning, bound once */
-    float              *x_unet;                /* [ub, cin, h, w] */
-    float              *t_unet;                /* [ub] */
-    float              *out_unet;              /* [ub, 4, h, w] */
-    float              *known;                 /* [4, h, w]: 4-channel inpainting blend */
-    const imgd_sampler *sampler;
-    double              t0;
-    int32_t             last_failed; /* the item that failed last, -1 = none */
-    bool                stopped;     /* the loop stopped because no item runs */
+    imgd_model           *m;
+    item                 *it;
+    size_t                n_it;
+    int32_t               live;                  /* items still running */
+    int32_t               B, h, w, cin, len, ub; /* B: latents of all items; ub: UNet batch */
+    float                *ctx;                   /* [ub, len, D] conditioning, bound once */
+    float                *x_unet;                /* [ub, cin, h, w] */
+    float                *t_unet;                /* [ub] */
+    float                *out_unet;              /* [ub, 4, h, w] */
+    float                *known;                 /* [4, h, w]: 4-channel inpainting blend */
+    const imgd_sampler   *sampler;
+    double                t0;
+    imgd_sd_control_run  *ctl;         /* the batch's ControlNets; NULL = none */
+    imgd_sd_control_item *ctl_items;   /* [n_it] */
+    int32_t               first;       /* the loop's first iteration */
+    int32_t               step;        /* the iteration the next model calls belong to */
+    int32_t               last_failed; /* the item that failed last, -1 = none */
+    bool                  stopped;     /* the loop stopped because no item runs */
 } run_ctx;
 
 /* Item i failed (or was cancelled) with st; the current message is its error. */
@@ -527,9 +533,11 @@ static imgd_status any_live(run_ctx *r) {
 }
 
 static imgd_status unet_graph(run_ctx *r) {
-    imgd_model    *m = r->m;
-    imgd_sd_graph *k = &m->g_unet;
-    if (k->g && k->batch == r->ub && k->h == r->h && k->w == r->w && k->len == r->len)
+    imgd_model    *m     = r->m;
+    imgd_sd_graph *k     = &m->g_unet;
+    int32_t        n_res = r->ctl ? imgd_unet_skip_count(&m->unet) + 1 : 0;
+    if (k->g && k->batch == r->ub && k->h == r->h && k->w == r->w && k->len == r->len &&
+        k->n_res == n_res)
         return IMGD_OK;
     imgd_status st = new_graph(k);
     if (st != IMGD_OK) return st;
@@ -542,8 +550,20 @@ static imgd_status unet_graph(run_ctx *r) {
     k->in[1] = imgd_graph_input(k->g, "t", IMGD_DTYPE_F32, 1, (const int64_t[]){r->ub});
     k->in[2] = imgd_graph_input(k->g, "ctx", IMGD_DTYPE_F32, 3,
                                 (const int64_t[]){r->ub, r->len, m->unet.context_dim});
+    imgd_unet_extra ex;
+    memset(&ex, 0, sizeof ex);
+    for (int32_t i = 0; i < n_res; i++) { /* ControlNet residual inputs, the mid one last */
+        int32_t ch = m->unet.widths[m->unet.n_levels - 1], div = 1 << (m->unet.n_levels - 1);
+        if (i + 1 < n_res) imgd_unet_skip_shape(&m->unet, i, &ch, &div);
+        k->res[i] = imgd_graph_input(k->g, "control_res", IMGD_DTYPE_F32, 4,
+                                     (const int64_t[]){r->ub, ch, r->h / div, r->w / div});
+        if (i + 1 < n_res) ex.down_res[i] = k->res[i];
+    }
+    k->n_res      = n_res;
+    ex.n_down_res = n_res > 0 ? n_res - 1 : 0;
+    ex.mid_res    = n_res > 0 ? k->res[n_res - 1] : NULL;
     st = imgd_unet_build(k->g, imgd_sd_unet_bind(m), "unet", &m->unet, k->in[0], k->in[1], k->in[2],
-                         NULL, NULL, &k->out[0]);
+                         n_res ? &ex : NULL, NULL, &k->out[0]);
     if (st != IMGD_OK) {
         graph_drop(k);
         return st;
@@ -584,7 +604,15 @@ static imgd_status denoise(void *user, const float *x_in, size_t n, float t, flo
     if (n != (size_t)r->B * per) return imgd_fail(IMGD_E_INTERNAL, "denoise: %zu floats", n);
     unet_inputs(r, x_in, t);
     imgd_sd_graph *k  = &r->m->g_unet;
-    imgd_status    st = imgd_tensor_bind(k->in[0], r->x_unet);
+    imgd_status    st = IMGD_OK;
+    if (r->ctl) {
+        int32_t iters = imgd_sampler_iterations(r->sampler);
+        st = imgd_sd_control_step(r->ctl, r->x_unet, r->cin, r->t_unet, r->ctx, r->step - r->first,
+                                  iters - r->first);
+        for (int32_t i = 0; st == IMGD_OK && i < k->n_res; i++)
+            st = imgd_tensor_bind(k->res[i], imgd_sd_control_res(r->ctl, i));
+    }
+    if (st == IMGD_OK) st = imgd_tensor_bind(k->in[0], r->x_unet);
     if (st == IMGD_OK) st = imgd_tensor_bind(k->in[1], r->t_unet);
     if (st == IMGD_OK) st = imgd_tensor_bind(k->in[2], r->ctx);
     if (st == IMGD_OK) st = imgd_graph_compute(k->g);
@@ -662,6 +690,7 @@ static imgd_status blend_known(run_ctx *r, const item *it, int32_t step, int32_t
 static imgd_status on_step(void *user, int32_t step, int32_t steps, float *x, size_t n) {
     run_ctx *r = user;
     (void)n;
+    r->step = step + 1;
     for (size_t i = 0; i < r->n_it; i++) {
         item *it = &r->it[i];
         if (!it->live) continue;
@@ -695,7 +724,22 @@ typedef struct batch_sig {
     bool               init;
     float              strength; /* with init only, else 0 */
     uint64_t           loras;    /* imgd_sd_lora_sig; 0 = none */
+    int32_t            n_controls;
+    uint64_t           controls; /* FNV-1a of the ControlNet paths, in order */
 } batch_sig;
+
+/* FNV-1a 64 over the control paths, each followed by a NUL. */
+static uint64_t controls_hash(const imgd_gen_params *p) {
+    uint64_t h = 1469598103934665603u;
+    for (int32_t k = 0; p->controls && k < p->n_controls; k++) {
+        const char *c = p->controls[k].path ? p->controls[k].path : "";
+        for (size_t i = 0; i <= strlen(c); i++) {
+            h ^= (uint8_t)c[i];
+            h *= 1099511628211u;
+        }
+    }
+    return h;
+}
 
 static imgd_status prompt_chunks(const imgd_model *m, const char *text, size_t *n) {
     imgd_prompt_chunks c;
@@ -719,6 +763,8 @@ static imgd_status sig_of(const imgd_model *m, const imgd_gen_params *p, batch_s
     s->steps       = p->steps;
     s->init        = p->init != NULL;
     s->strength    = p->init ? p->strength : 0.0f;
+    s->n_controls  = p->controls ? p->n_controls : 0;
+    s->controls    = controls_hash(p);
     *field         = "sampler";
     imgd_status st = imgd_sampler_kind_parse(p->sampler ? p->sampler : "euler", &s->sampler);
     if (st != IMGD_OK) return st;
@@ -780,6 +826,10 @@ static const char *sig_diff(const batch_sig *a, const batch_sig *b, char *why, s
     } else if (a->loras != b->loras) {
         f = "loras";
         (void)imgd_fmt(why, cap, "different LoRA sets");
+    } else if (a->n_controls != b->n_controls || a->controls != b->controls) {
+        f = "controls";
+        (void)imgd_fmt(why, cap, "%d vs %d ControlNets%s", (int)a->n_controls, (int)b->n_controls,
+                       a->n_controls == b->n_controls ? ", other files" : "");
     }
     return f;
 }
@@ -812,6 +862,11 @@ imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, ch
     if (!imgd_fmt(key, sizeof key, "%dx%d steps=%d sampler=%s schedule=%s init=%s chunks=%d%s",
                   (int)s.width, (int)s.height, (int)s.steps, imgd_sampler_kind_name(s.sampler),
                   imgd_schedule_kind_name(s.schedule), init, (int)s.chunks, loras))
+        return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
+                         (int)IMGD_GEN_BATCH_KEY_MAX);
+    size_t kl = strlen(key);
+    if (s.n_controls > 0 && !imgd_fmt(key + kl, sizeof key - kl, " controls=%d:%016llx",
+                                      (int)s.n_controls, (unsigned long long)s.controls))
         return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
                          (int)IMGD_GEN_BATCH_KEY_MAX);
     if (strlen(key) >= cap)
@@ -883,6 +938,21 @@ static void batch_encode(run_ctx *r) {
     }
 }
 
+/* The batch's ControlNets: each placed item's rows, then the shared run (r->ctl). */
+static imgd_status control_layout(run_ctx *r) {
+    bool any = false;
+    for (size_t i = 0; i < r->n_it; i++) any = any || (r->it[i].placed && r->it[i].p->n_controls);
+    if (!any) return IMGD_OK;
+    r->ctl_items = imgd_calloc(r->n_it, sizeof *r->ctl_items);
+    if (!r->ctl_items) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < r->n_it; i++) {
+        const item *it = &r->it[i];
+        if (!it->placed) continue;
+        r->ctl_items[i] = (imgd_sd_control_item){it->p, it->u_off, it->B, it->cfg_on};
+    }
+    return imgd_sd_control_begin(r->m, r->ctl_items, r->n_it, r->ub, r->h, r->w, r->len, &r->ctl);
+}
+
 /* Places the encoded items in the batch, allocates the loop's buffers (x: zeroed, n
  * floats), fills the conditioning and plans the UNet. Non-OK: batch-wide failure. */
 static imgd_status batch_layout(run_ctx *r, const imgd_gen_params *lp, float **x, size_t *n) {
@@ -931,7 +1001,8 @@ static imgd_status batch_layout(run_ctx *r, const imgd_gen_params *lp, float **x
             memcpy(r->ctx + (size_t)(it->u_off + u) * L * D, src, L * D * sizeof *src);
         }
     }
-    return unet_graph(r);
+    imgd_status st = control_layout(r);
+    return st == IMGD_OK ? unet_graph(r) : st;
 }
 
 /* The item's starting latents in x (its B latents), with its draws in diffusers' order. */
@@ -1046,6 +1117,8 @@ static void batch_run(run_ctx *r, const imgd_gen_params *lp, float *x, size_t n)
     size_t  per   = 4 * (size_t)r->h * r->w;
     double  str   = lp->init ? (double)lp->strength : 1.0;
     int32_t first = lp->init ? imgd_sampler_first_step(r->sampler, str) : 0;
+    r->first      = first;
+    r->step       = first;
     if (first >= imgd_sampler_iterations(r->sampler)) {
         fail_running(r, imgd_fail(IMGD_E_INVALID_ARG,
                                   "strength %g with %d steps runs no step; raise either", str,
@@ -1143,6 +1216,8 @@ imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *item
     imgd_free(r.t_unet);
     imgd_free(r.out_unet);
     imgd_free(r.known);
+    imgd_sd_control_free(r.ctl);
+    imgd_free(r.ctl_items);
     imgd_free(r.it);
     imgd_sampler_free(smp);
     return ret;
