@@ -632,11 +632,17 @@ typedef struct imgd_serve_params {
                                        options; README "Worker"); NULL = none */
     imgd_load_params load;          /* how models are loaded (backend, threads, precision) */
     size_t           body_max;      /* request body cap in bytes; 0 = 32 MiB */
-    int32_t          batch_max;     /* requests of one model and shape run together; 0 = 4 */
-    int32_t          batch_wait_ms; /* wait this long for more requests to batch; 0 = 0 */
-    int32_t          queue_max;     /* queued jobs before 503; 0 = 1000 */
-    uint32_t         conn_max;      /* simultaneous HTTP connections; 0 = 256 */
-    uint16_t         port;          /* 0 = any free port (imgd_server_port says which) */
+    uint64_t         memory_budget; /* bytes of loaded models kept in memory (LRU; models
+                                       in use are never evicted); 0 = unlimited. Since 0.4 */
+    uint64_t disk_cache_max;        /* bytes of STATE/cache (.ckpt and other unmappable
+                                       weights converted once to safetensors, keyed by
+                                       sha256; least recently used removed first);
+                                       0 = 64 GiB, UINT64_MAX = no disk cache. Since 0.4 */
+    int32_t  batch_max;             /* requests of one model and shape run together; 0 = 4 */
+    int32_t  batch_wait_ms;         /* wait this long for more requests to batch; 0 = 0 */
+    int32_t  queue_max;             /* queued jobs before 503; 0 = 1000 */
+    uint32_t conn_max;              /* simultaneous HTTP connections; 0 = 256 */
+    uint16_t port;                  /* 0 = any free port (imgd_server_port says which) */
 } imgd_serve_params;
 
 /* Defaults for imgd_serve_params. Since: 0.3 */

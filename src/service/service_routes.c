@@ -159,14 +159,23 @@ static void r_ready(imgd_server *s, const imgd_http_req *req, const char *arg,
     (void)req;
     (void)arg;
     cJSON *o      = cJSON_CreateObject();
-    cJSON *loaded = o ? cJSON_AddArrayToObject(o, "loaded") : NULL;
-    size_t n      = 0;
-    pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < s->n_models; i++) {
-        if (!s->models[i].m) continue;
-        n++;
-        if (loaded) cJSON_AddItemToArray(loaded, cJSON_CreateString(s->models[i].id));
+    cJSON *loaded = svc_models_loaded(s);
+    size_t n      = loaded ? (size_t)cJSON_GetArraySize(loaded) : 0;
+    if (o && loaded) {
+        cJSON_AddItemToObject(o, "loaded", loaded);
+        loaded = NULL;
     }
+    cJSON_Delete(loaded);
+    /* models warmed by --preload and whether each is still resident */
+    cJSON *pre = o ? cJSON_AddArrayToObject(o, "preload") : NULL;
+    for (size_t i = 0; pre && i < s->n_preload; i++) {
+        cJSON *po = cJSON_CreateObject();
+        if (!po) break;
+        cJSON_AddItemToArray(pre, po);
+        (void)cJSON_AddStringToObject(po, "id", s->preload[i]);
+        (void)cJSON_AddBoolToObject(po, "loaded", svc_model_is_loaded(s, s->preload[i]));
+    }
+    pthread_mutex_lock(&s->mu);
     bool stopping = s->stopping;
     pthread_mutex_unlock(&s->mu);
     bool ready = n > 0 && !stopping;
@@ -188,10 +197,9 @@ static void r_metrics(imgd_server *s, const imgd_http_req *req, const char *arg,
         jobs[i]  = counts[i];
         names[i] = imgd_job_state_name((imgd_job_state)i);
     }
-    uint64_t loaded = 0;
-    pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < s->n_models; i++) loaded += s->models[i].m != NULL;
-    pthread_mutex_unlock(&s->mu);
+    imgd_mcache_stats cs;
+    imgd_mcache_stats_get(s->cache, &cs);
+    uint64_t        loaded = cs.count;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     double up = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - s->t_started;
