@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 #include "base/alloc.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/map.h"
 #include "base/text.h"
 
 #define TRIM_FILES_MAX 4096
@@ -72,6 +74,8 @@ uint64_t imgd_dcache_trim(const char *dir, uint64_t cap, const char *keep) {
         if (!imgd_fmt(p, sizeof p, "%s/%s", dir, v[i].name)) continue;
         if (keep && strcmp(p, keep) == 0) continue;
         if (unlink(p) != 0) continue;
+        char y[4096];
+        if (imgd_fmt(y, sizeof y, "%s/%.64s.yaml", dir, v[i].name)) (void)unlink(y);
         total -= v[i].size;
         removed += v[i].size;
         IMGD_LOG(IMGD_LOG_INFO, "service.disk_cache", "evicted", "%s (%.1f MiB)", v[i].name,
@@ -79,6 +83,34 @@ uint64_t imgd_dcache_trim(const char *dir, uint64_t cap, const char *keep) {
     }
     imgd_free(v);
     return removed;
+}
+
+/* Detection reads an LDM .yaml beside a single file (heads, parameterization); the cached
+ * copy gets the source's yaml beside it as <sha256>.yaml, refreshed at every use. */
+static imgd_status copy_sidecar(const char *src, const char *dir, const char *sha) {
+    char        yaml[4096], dst[4096], tmp[4200];
+    const char *dot = strrchr(src, '.'), *sl = strrchr(src, '/');
+    if (!dot || (sl && dot < sl)) return IMGD_OK;
+    if (!imgd_fmt(yaml, sizeof yaml, "%.*s.yaml", (int)(dot - src), src)) return IMGD_OK;
+    if (!imgd_fmt(dst, sizeof dst, "%s/%s.yaml", dir, sha)) return IMGD_OK;
+    if (!imgd_path_is_file(yaml)) {
+        (void)unlink(dst);
+        return IMGD_OK;
+    }
+    char       *text = NULL;
+    size_t      len  = 0;
+    imgd_status st   = imgd_file_read_all(yaml, (size_t)1 << 20, &text, &len);
+    if (st != IMGD_OK) return st;
+    (void)imgd_fmt(tmp, sizeof tmp, "%s.tmp", dst);
+    FILE *f  = fopen(tmp, "wb");
+    bool  ok = f && fwrite(text, 1, len, f) == len;
+    if (f && fclose(f) != 0) ok = false;
+    imgd_free(text);
+    if (!ok || rename(tmp, dst) != 0) {
+        (void)unlink(tmp);
+        return imgd_fail(IMGD_E_IO, "disk cache: cannot write %s: %s", dst, strerror(errno));
+    }
+    return IMGD_OK;
 }
 
 imgd_status imgd_dcache_get(const char *dir, uint64_t cap, const char *src, const char *sha256_hex,
@@ -96,7 +128,7 @@ imgd_status imgd_dcache_get(const char *dir, uint64_t cap, const char *src, cons
     if (*hit) {
         /* mark it recently used (LRU by mtime); failing to is harmless */
         (void)utimensat(AT_FDCWD, out, NULL, 0);
-        return IMGD_OK;
+        return copy_sidecar(src, dir, sha256_hex);
     }
     imgd_convert_params cp = imgd_convert_params_default();
     imgd_convert_result r;
@@ -105,5 +137,5 @@ imgd_status imgd_dcache_get(const char *dir, uint64_t cap, const char *src, cons
     IMGD_LOG(IMGD_LOG_INFO, "service.disk_cache", "converted", "%s -> %s (%.1f MiB)", src, out,
              (double)r.bytes / 1048576.0);
     (void)imgd_dcache_trim(dir, cap, out);
-    return IMGD_OK;
+    return copy_sidecar(src, dir, sha256_hex);
 }

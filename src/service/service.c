@@ -191,6 +191,9 @@ static imgd_status start_inner(imgd_server *s, const imgd_serve_params *p) {
         if (!s->preload) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
     for (size_t i = 0; st == IMGD_OK && i < p->n_models; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < s->n_preload; j++) dup = dup || strcmp(s->preload[j], ids[i]) == 0;
+        if (dup) continue;
         st = svc_model_load(s, ids[i]);
         if (st != IMGD_OK) st = imgd_fail_prefix(st, "--preload %s", ids[i]);
         if (st != IMGD_OK) break;

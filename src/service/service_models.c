@@ -259,12 +259,14 @@ static imgd_status load_path(imgd_server *s, const imgd_reg_entry *e, char *path
  * plus the heap the load allocated (dtype copies, tokenizer, graphs planned at load). Activation
  * buffers are planned per shape at the first generation and are not counted. */
 static imgd_status cache_load(void *user, const char *key, void **obj, uint64_t *bytes) {
-    imgd_server    *s    = user;
-    imgd_reg_entry *e    = imgd_malloc(sizeof *e);
-    char           *path = imgd_malloc(PATH_MAX);
-    imgd_status     st   = e && path ? IMGD_OK : imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_server    *s      = user;
+    imgd_reg_entry *e      = imgd_malloc(sizeof *e);
+    char           *path   = imgd_malloc(PATH_MAX);
+    imgd_status     st     = e && path ? IMGD_OK : imgd_fail(IMGD_E_NOMEM, "out of memory");
+    double          t_prep = mono_s();
     if (st == IMGD_OK) st = imgd_registry_refresh(s->reg, key, e);
     if (st == IMGD_OK) st = load_path(s, e, path, PATH_MAX);
+    t_prep           = mono_s() - t_prep; /* registry refresh, hash and disk-cache conversion */
     imgd_model *m    = NULL;
     double      secs = 0;
     uint64_t    heap = 0;
@@ -282,9 +284,10 @@ static imgd_status cache_load(void *user, const char *key, void **obj, uint64_t 
     if (st == IMGD_OK) {
         *obj   = m;
         *bytes = e->tensor_bytes + heap;
-        imgd_svc_metrics_load(&s->metrics, key, secs);
-        IMGD_LOG(IMGD_LOG_INFO, "service", "model_loaded", "%s in %.3f s (about %.1f MiB)", key,
-                 secs, (double)*bytes / 1048576.0);
+        imgd_svc_metrics_load(&s->metrics, key, t_prep + secs);
+        IMGD_LOG(IMGD_LOG_INFO, "service", "model_loaded",
+                 "%s in %.3f s (prepare %.3f s, load %.3f s; about %.1f MiB)", key, t_prep + secs,
+                 t_prep, secs, (double)*bytes / 1048576.0);
     } else {
         IMGD_LOG(IMGD_LOG_ERROR, "service", "model_load_failed", "%s: %s", key, imgd_last_error());
     }
