@@ -15,6 +15,11 @@ int bench_engine(int argc, char **argv);
 int bench_detect(int argc, char **argv);
 int bench_sd(int argc, char **argv);
 int bench_serve(int argc, char **argv);
+int bench_registry(int argc, char **argv);
+
+/* Fills every float tensor of the (sparse) safetensors file at path with random values in
+ * place (sd.c); 0 on success. */
+int bench_fill_random(const char *path);
 
 /* The machine's measured sgemm peak (see engine.c), GFLOP/s; 0 on failure. */
 double bench_gemm_peak_gflops(uint32_t threads);

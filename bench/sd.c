@@ -75,7 +75,7 @@ static float    urand(void) {
 }
 
 /* Fills every tensor of the sparse checkpoint at path in place. */
-static int fill_random(const char *path) {
+int bench_fill_random(const char *path) {
     imgd_weights *w = NULL;
     if (imgd_weights_open(path, NULL, &w) != IMGD_OK) {
         fprintf(stderr, "imgd-bench sd: %s\n", imgd_last_error());
@@ -180,7 +180,7 @@ int bench_sd(int argc, char **argv) {
         return 1;
     }
     double t0 = bench_now();
-    int    rc = fill_random(target);
+    int    rc = bench_fill_random(target);
     printf("# random SD 1.5 (f16) written in %.1f s: %s\n", bench_now() - t0, target);
     struct stat st;
     double      wbytes = stat(target, &st) == 0 ? (double)st.st_size : 0;
