@@ -1,5 +1,7 @@
 /* imgd-bench registry: cold start of a .ckpt (first: hash + convert into the disk cache + load;
  * second: a cache hit, a memory-mapped safetensors) and the registry's rescan time. */
+#include "service/registry.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -14,7 +16,6 @@
 #include "formats/safetensors.h"
 #include "imgd.h"
 #include "service/disk_cache.h"
-#include "service/registry.h"
 
 typedef struct ropts {
     const char *dir;
@@ -39,10 +40,11 @@ static int parse(int argc, char **argv, ropts *o) {
             char *end = NULL;
             long  x   = strtol(v, &end, 10);
             if (!end || *end || x < 0 || x > 1000000) return -1;
-            if (argv[i][2] == 'f')
+            if (argv[i][2] == 'f') {
                 o->files = (int32_t)x;
-            else
+            } else {
                 o->threads = (uint32_t)x;
+            }
             i++;
         } else {
             fprintf(stderr, "imgd-bench registry: unknown option '%s'\n", argv[i]);
@@ -57,11 +59,11 @@ static int parse(int argc, char **argv, ropts *o) {
 static int write_tiny(const char *path) {
     imgd_st_entry e;
     memset(&e, 0, sizeof e);
-    e.name            = "lora_unet_x.lora_down.weight";
-    e.dtype           = IMGD_DTYPE_F32;
-    e.n_dims          = 1;
-    e.shape[0]        = 4;
-    imgd_st_writer *w = NULL;
+    e.name               = "lora_unet_x.lora_down.weight";
+    e.dtype              = IMGD_DTYPE_F32;
+    e.n_dims             = 1;
+    e.shape[0]           = 4;
+    imgd_st_writer *w    = NULL;
     float           v[4] = {1, 2, 3, 4};
     if (imgd_st_writer_open(path, &e, 1, NULL, NULL, 0, &w) != IMGD_OK) return -1;
     if (imgd_st_writer_write(w, v, sizeof v) != IMGD_OK) return -1;
@@ -84,7 +86,8 @@ static int bench_rescan(const char *root, int32_t n) {
     const char         *dirs[1] = {models};
     imgd_registry      *r       = NULL;
     imgd_reg_scan_stats first, again;
-    if (imgd_registry_open(db, dirs, 1, &r) != IMGD_OK || imgd_registry_scan(r, &first) != IMGD_OK) {
+    if (imgd_registry_open(db, dirs, 1, &r) != IMGD_OK ||
+        imgd_registry_scan(r, &first) != IMGD_OK) {
         fprintf(stderr, "imgd-bench registry: %s\n", imgd_last_error());
         imgd_registry_free(r);
         return -1;
@@ -99,8 +102,10 @@ static int bench_rescan(const char *root, int32_t n) {
     r = NULL;
     imgd_reg_scan_stats reopen;
     double              t0 = bench_now();
-    if (imgd_registry_open(db, dirs, 1, &r) != IMGD_OK || imgd_registry_scan(r, &reopen) != IMGD_OK)
+    if (imgd_registry_open(db, dirs, 1, &r) != IMGD_OK ||
+        imgd_registry_scan(r, &reopen) != IMGD_OK) {
         reopen.detected = 1;
+    }
     double t_reopen = bench_now() - t0;
     imgd_registry_free(r);
     printf("# %d files: first scan detected %llu, rescans reused %llu, reopen detected %llu\n",
@@ -164,8 +169,9 @@ static int make_model(const ropts *o, const char *root, char *st_path, size_t ca
                    : -1;
     }
     const cg_case *cs = NULL;
-    for (size_t i = 0; i < cg_case_count(); i++)
+    for (size_t i = 0; i < cg_case_count(); i++) {
         if (strcmp(cg_case_at(i)->name, "ckpt_sd15_fp16_ldm") == 0) cs = cg_case_at(i);
+    }
     if (!cs || cs->build(root, st_path, cap) != 0) return -1;
     double t0 = bench_now();
     int    rc = bench_fill_random(st_path);
@@ -206,7 +212,8 @@ static int bench_cold(const ropts *o, const char *root) {
     imgd_registry *reg     = NULL;
     char           db[1500];
     (void)imgd_fmt(db, sizeof db, "%s/registry.sqlite3", models);
-    if (imgd_registry_open(db, dirs, 1, &reg) != IMGD_OK || imgd_registry_scan(reg, NULL) != IMGD_OK) {
+    if (imgd_registry_open(db, dirs, 1, &reg) != IMGD_OK ||
+        imgd_registry_scan(reg, NULL) != IMGD_OK) {
         fprintf(stderr, "imgd-bench registry: %s\n", imgd_last_error());
         imgd_registry_free(reg);
         return -1;
@@ -244,7 +251,8 @@ int bench_registry(int argc, char **argv) {
     int rc = bench_rescan(root, o.files) == 0 ? 0 : 1;
     if (bench_cold(&o, root) != 0) rc = 1;
     char cmd[1200];
-    if (!o.keep && imgd_fmt(cmd, sizeof cmd, "rm -rf '%s'", root) && system(cmd) != 0)
+    if (!o.keep && imgd_fmt(cmd, sizeof cmd, "rm -rf '%s'", root) && system(cmd) != 0) {
         fprintf(stderr, "imgd-bench registry: could not remove %s\n", root);
+    }
     return rc;
 }

@@ -32,11 +32,12 @@ static bool on_progress(uint64_t done, uint64_t total, void *user) {
     double         t = now_s();
     if (t - p->last < 0.1 && done < total) return true;
     p->last = t;
-    if (total)
+    if (total) {
         fprintf(stderr, "\rpulling %5.1f%% (%.1f / %.1f MB)  ",
                 (double)done * 100.0 / (double)total, (double)done / 1e6, (double)total / 1e6);
-    else
+    } else {
         fprintf(stderr, "\rpulling %.1f MB  ", (double)done / 1e6);
+    }
     return true;
 }
 
@@ -94,10 +95,11 @@ int imgd_cli_pull(int argc, char **argv) {
         fprintf(stderr, "imgd pull: %s (%s)\n", imgd_last_error(), imgd_status_name(st));
         return 1;
     }
-    if (json)
+    if (json) {
         printf("%s\n", report);
-    else
+    } else {
         printf("pulled %s\n", p.source);
+    }
     imgd_string_free(report);
     return 0;
 }

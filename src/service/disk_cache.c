@@ -115,14 +115,18 @@ static imgd_status copy_sidecar(const char *src, const char *dir, const char *sh
 
 imgd_status imgd_dcache_get(const char *dir, uint64_t cap, const char *src, const char *sha256_hex,
                             char *out, size_t out_cap, bool *hit) {
-    if (!dir || !src || !sha256_hex || !out || !hit)
+    if (!dir || !src || !sha256_hex || !out || !hit) {
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_dcache_get: NULL argument");
-    if (!hex64(sha256_hex))
+    }
+    if (!hex64(sha256_hex)) {
         return imgd_fail(IMGD_E_INVALID_ARG, "disk cache: '%s' is not a sha256", sha256_hex);
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         return imgd_fail(IMGD_E_IO, "disk cache %s: %s", dir, strerror(errno));
-    if (!imgd_fmt(out, out_cap, "%s/%s.safetensors", dir, sha256_hex))
+    }
+    if (!imgd_fmt(out, out_cap, "%s/%s.safetensors", dir, sha256_hex)) {
         return imgd_fail(IMGD_E_TOO_LARGE, "disk cache: path of %s is too long", dir);
+    }
     struct stat st;
     *hit = stat(out, &st) == 0 && S_ISREG(st.st_mode);
     if (*hit) {

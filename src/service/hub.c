@@ -22,7 +22,7 @@
 #include "base/text.h"
 
 #define API_SIZE_MAX    ((size_t)16 << 20)
-#define FILES_MAX       256
+#define FILES_MAX       ((size_t)256)
 #define RETRY_AFTER_MAX 60
 #define ERR_MAX         768
 
@@ -59,13 +59,15 @@ static bool rel_path_ok(const char *p, bool allow_slash) {
     while (*c) {
         const char *e = strchr(c, '/');
         size_t      n = e ? (size_t)(e - c) : strlen(c);
-        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) {
             return false;
+        }
         if (e && !allow_slash) return false;
         c += n + (e ? 1 : 0);
     }
-    for (const char *q = p; *q; q++)
+    for (const char *q = p; *q; q++) {
         if ((unsigned char)*q < 0x20 || *q == '\\' || *q == 0x7f) return false;
+    }
     return true;
 }
 
@@ -76,16 +78,18 @@ static imgd_status mkdirs_for(const char *path) {
     for (char *p = tmp + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
             return imgd_fail(IMGD_E_IO, "cannot create %s: %s", tmp, strerror(errno));
+        }
         *p = '/';
     }
     return IMGD_OK;
 }
 
 static void lower_hex(char *s) {
-    for (; *s; s++)
+    for (; *s; s++) {
         if (*s >= 'A' && *s <= 'F') *s = (char)(*s - 'A' + 'a');
+    }
 }
 
 /* ---- HTTP ----------------------------------------------------------------------------------- */
@@ -139,13 +143,15 @@ static void curl_common(CURL *c, const char *url, struct curl_slist *hdr) {
 
 /* Status for an HTTP error code, with a message naming what and how to fix. */
 static imgd_status http_fail(long code, const char *what, const char *url, const char *token_var) {
-    if (code == 404)
+    if (code == 404) {
         return imgd_fail(IMGD_E_NOT_FOUND, "%s: not found (HTTP 404 from %s); check the name", what,
                          url);
-    if (code == 401 || code == 403)
+    }
+    if (code == 401 || code == 403) {
         return imgd_fail(IMGD_E_AUTH,
                          "%s: access denied (HTTP %ld from %s); set %s to a token that may read it",
                          what, code, url, token_var);
+    }
     return imgd_fail(IMGD_E_IO, "%s: HTTP %ld from %s", what, code, url);
 }
 
@@ -183,10 +189,11 @@ static imgd_status http_get_json(const char *url, const char *endpoint, const ch
         st = rc != CURLE_OK ? imgd_fail(IMGD_E_IO, "%s: %s (%s)", what, curl_easy_strerror(rc), url)
                             : imgd_fail(IMGD_E_IO, "%s: HTTP %ld from %s after %d tries", what,
                                         code, url, (int)attempt + 1);
-        if (attempt < retries)
+        if (attempt < retries) {
             sleep_s(h.retry_after >= 0 ? (double)(h.retry_after < RETRY_AFTER_MAX ? h.retry_after
                                                                                   : RETRY_AFTER_MAX)
                                        : 0.5 * (attempt + 1));
+        }
     }
     curl_slist_free_all(hdr);
     curl_easy_cleanup(c);
@@ -303,9 +310,10 @@ static CURLcode fetch_once(pull_ctx *pc, CURL *c, dl *d, const char *part, long 
 
 /* Verifies part against the stated sha256 and renames it into place. */
 static imgd_status finish_file(dl *d, const char *part) {
-    if (d->size && file_size(part) != d->size)
+    if (d->size && file_size(part) != d->size) {
         return imgd_fail(IMGD_E_IO, "%s: %llu bytes received, the hub states %llu", d->rel,
                          (unsigned long long)file_size(part), (unsigned long long)d->size);
+    }
     imgd_status st = imgd_file_sha256(part, NULL, NULL, d->got);
     if (st != IMGD_OK) return st;
     if (d->sha256[0] && strcmp(d->sha256, d->got) != 0) {
@@ -316,8 +324,9 @@ static imgd_status finish_file(dl *d, const char *part) {
                          "again, or report it to the hub)",
                          d->rel, d->sha256, d->got);
     }
-    if (rename(part, d->path) != 0)
+    if (rename(part, d->path) != 0) {
         return imgd_fail(IMGD_E_IO, "%s: cannot rename %s: %s", d->rel, part, strerror(errno));
+    }
     return IMGD_OK;
 }
 
@@ -415,12 +424,14 @@ static imgd_status run_downloads(pull_ctx *pc) {
     int32_t   np = pc->p->parallel > 0 ? pc->p->parallel : 4;
     pthread_t th[16];
     int       nt = 0;
-    for (; nt < np && nt < 16 && (size_t)nt < todo; nt++)
+    for (; nt < np && nt < 16 && (size_t)nt < todo; nt++) {
         if (pthread_create(&th[nt], NULL, worker, pc) != 0) break;
+    }
     if (nt == 0 && todo) (void)worker(pc);
     for (int i = 0; i < nt; i++) (void)pthread_join(th[i], NULL);
-    for (size_t i = 0; i < pc->n; i++)
+    for (size_t i = 0; i < pc->n; i++) {
         if (pc->files[i].st != IMGD_OK) return imgd_fail(pc->files[i].st, "%s", pc->files[i].err);
+    }
     return IMGD_OK;
 }
 
@@ -443,9 +454,10 @@ static void dl_list_free(dl_list *l) {
 
 static imgd_status dl_add(dl_list *l, const char *url, const char *dir, const char *rel,
                           uint64_t size, const char *sha) {
-    if (l->n == FILES_MAX) return imgd_fail(IMGD_E_TOO_LARGE, "more than %d files", FILES_MAX);
-    if (!rel_path_ok(rel, true))
+    if (l->n == FILES_MAX) return imgd_fail(IMGD_E_TOO_LARGE, "more than %zu files", FILES_MAX);
+    if (!rel_path_ok(rel, true)) {
         return imgd_fail(IMGD_E_FORMAT, "the hub names an unsafe file path '%s'; refused", rel);
+    }
     if (l->n == 0) {
         l->v = imgd_calloc(FILES_MAX, sizeof *l->v);
         if (!l->v) return imgd_fail(IMGD_E_NOMEM, "out of memory");
@@ -548,8 +560,9 @@ static void variant_of(const char *base, const char *want, char *out, size_t cap
     }
     dot = strrchr(b, '.');
     if (!dot) return;
-    for (size_t i = 0; i < IMGD_ARRAY_LEN(k_variants); i++)
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(k_variants); i++) {
         if (strcmp(dot + 1, k_variants[i]) == 0) (void)imgd_fmt(out, cap, "%s", dot + 1);
+    }
     if (want && strcmp(dot + 1, want) == 0) (void)imgd_fmt(out, cap, "%s", dot + 1);
 }
 
@@ -572,13 +585,17 @@ static void hf_pick_weights(hf_file *f, size_t n, const char *group, const char 
         if (!w || strcmp(f[i].group, group) != 0) continue;
         if (want && strcmp(f[i].var, want) == 0) wanted = want;
     }
-    for (size_t i = 0; !wanted && i < n; i++)
+    for (size_t i = 0; !wanted && i < n; i++) {
         if ((is_weight(f[i].base) || is_index(f[i].base)) && strcmp(f[i].group, group) == 0 &&
-            f[i].var[0] == '\0')
+            f[i].var[0] == '\0') {
             wanted = "";
-    for (size_t i = 0; !wanted && i < n; i++)
-        if ((is_weight(f[i].base) || is_index(f[i].base)) && strcmp(f[i].group, group) == 0)
+        }
+    }
+    for (size_t i = 0; !wanted && i < n; i++) {
+        if ((is_weight(f[i].base) || is_index(f[i].base)) && strcmp(f[i].group, group) == 0) {
             wanted = f[i].var;
+        }
+    }
     if (!wanted) return;
     bool st = false;
     for (size_t i = 0; i < n; i++) {
@@ -588,33 +605,38 @@ static void hf_pick_weights(hf_file *f, size_t n, const char *group, const char 
             st        = st || strstr(f[i].base, ".safetensors") != NULL;
         }
     }
-    for (size_t i = 0; st && i < n; i++)
+    for (size_t i = 0; st && i < n; i++) {
         if (f[i].keep && strcmp(f[i].group, group) == 0 && !strstr(f[i].base, ".safetensors") &&
-            (is_weight(f[i].base) || is_index(f[i].base)))
+            (is_weight(f[i].base) || is_index(f[i].base))) {
             f[i].keep = false;
+        }
+    }
 }
 
 /* Marks what a pipeline (or a single-file repo) needs. */
 static void hf_select(hf_file *f, size_t n, const char *want) {
     bool pipeline = false;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         pipeline = pipeline || strcmp(f[i].name, "model_index.json") == 0;
+    }
     for (size_t i = 0; i < n; i++) {
         const char *b   = f[i].base;
         bool        aux = !is_weight(b) && !is_index(b) &&
                    (ends_with(b, ".json") || ends_with(b, ".txt") || ends_with(b, ".model"));
-        if (pipeline)
+        if (pipeline) {
             f[i].keep = f[i].group[0] ? aux : strcmp(b, "model_index.json") == 0;
-        else
+        } else {
             f[i].keep = !f[i].group[0] && ends_with(b, ".yaml");
+        }
     }
     for (size_t i = 0; i < n; i++) {
         if (!(is_weight(f[i].base) || is_index(f[i].base))) continue;
         if (pipeline != (f[i].group[0] != '\0')) continue;
         bool seen = false;
-        for (size_t j = 0; j < i; j++)
+        for (size_t j = 0; j < i; j++) {
             seen = seen || ((is_weight(f[j].base) || is_index(f[j].base)) &&
                             strcmp(f[j].group, f[i].group) == 0);
+        }
         if (!seen) hf_pick_weights(f, n, f[i].group, want);
     }
 }
@@ -623,8 +645,9 @@ static void hf_select(hf_file *f, size_t n, const char *want) {
 static imgd_status hf_files(const cJSON *doc, const char *what, const char *want, hf_file *f,
                             size_t *n_out) {
     const cJSON *sib = cJSON_GetObjectItemCaseSensitive(doc, "siblings");
-    if (!cJSON_IsArray(sib))
+    if (!cJSON_IsArray(sib)) {
         return imgd_fail(IMGD_E_FORMAT, "%s: the hub's answer has no \"siblings\" array", what);
+    }
     size_t       n = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, sib) {
@@ -656,8 +679,9 @@ static bool id_chars_ok(const char *s, const char *extra) {
     for (; *s; s++) {
         char c = *s;
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("._-", c) || strchr(extra, c)))
+              strchr("._-", c) || strchr(extra, c))) {
             return false;
+        }
     }
     return true;
 }
@@ -666,17 +690,19 @@ static imgd_status hf_pull(pull_ctx *pc, const char *src, dl_list *l, char *dir,
     char repo[256], rev[128] = "main";
     if (strncmp(src, "hf:", 3) == 0) src += 3;
     if (strncmp(src, "https://huggingface.co/", 23) == 0) src += 23;
-    if (!imgd_fmt(repo, sizeof repo, "%s", src))
+    if (!imgd_fmt(repo, sizeof repo, "%s", src)) {
         return imgd_fail(IMGD_E_INVALID_ARG, "repo id too long");
+    }
     char *at = strchr(repo, '@');
     if (at) {
         *at = '\0';
         (void)imgd_fmt(rev, sizeof rev, "%s", at + 1);
     }
     char *sl = strchr(repo, '/');
-    if (!sl || strchr(sl + 1, '/') || !id_chars_ok(rev, "") || sl == repo || !sl[1])
+    if (!sl || strchr(sl + 1, '/') || !id_chars_ok(rev, "") || sl == repo || !sl[1]) {
         return imgd_fail(IMGD_E_INVALID_ARG,
                          "'%s' is not a Hugging Face repo id: expected org/name[@revision]", src);
+    }
     *sl     = '\0';
     bool ok = id_chars_ok(repo, "") && id_chars_ok(sl + 1, "");
     *sl     = '/';
@@ -708,8 +734,9 @@ static imgd_status hf_pull(pull_ctx *pc, const char *src, dl_list *l, char *dir,
         imgd_free(esc);
         st = dl_add(l, url, dir, f[i].name, f[i].size, f[i].sha);
     }
-    if (st == IMGD_OK && kept == 0)
+    if (st == IMGD_OK && kept == 0) {
         st = imgd_fail(IMGD_E_NOT_FOUND, "%s has no model files imgd can use", what);
+    }
     if (c) curl_easy_cleanup(c);
     imgd_free(f);
     cJSON_Delete(doc);
@@ -720,8 +747,9 @@ static imgd_status hf_pull(pull_ctx *pc, const char *src, dl_list *l, char *dir,
 
 static bool digits(const char *s, size_t n) {
     if (n == 0 || n > 18) return false;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') return false;
+    }
     return true;
 }
 
@@ -831,15 +859,19 @@ static imgd_status civitai_pull(pull_ctx *pc, const char *src, dl_list *l, cJSON
     const cJSON *url  = cJSON_GetObjectItemCaseSensitive(f, "downloadUrl");
     const cJSON *hs   = cJSON_GetObjectItemCaseSensitive(f, "hashes");
     const cJSON *sha  = cJSON_GetObjectItemCaseSensitive(hs, "SHA256");
-    if (!cJSON_IsString(name) || !cJSON_IsString(url))
+    if (!cJSON_IsString(name) || !cJSON_IsString(url)) {
         return imgd_fail(IMGD_E_FORMAT, "%s: the version has no file with a name and downloadUrl",
                          src);
-    if (!rel_path_ok(name->valuestring, false))
+    }
+    if (!rel_path_ok(name->valuestring, false)) {
         return imgd_fail(IMGD_E_FORMAT, "%s: unsafe file name '%s' refused", src,
                          name->valuestring);
-    if (strncmp(url->valuestring, "https://", 8) != 0 && strncmp(url->valuestring, "http://", 7))
+    }
+    if (strncmp(url->valuestring, "https://", 8) != 0 &&
+        strncmp(url->valuestring, "http://", 7) != 0) {
         return imgd_fail(IMGD_E_FORMAT, "%s: downloadUrl '%s' is not http(s)", src,
                          url->valuestring);
+    }
     return dl_add(l, url->valuestring, pc->p->dest_dir, name->valuestring, 0,
                   cJSON_IsString(sha) ? sha->valuestring : NULL);
 }
@@ -851,11 +883,13 @@ static bool is_civitai(const char *src) {
 }
 
 imgd_status imgd_pull(const imgd_pull_params *p, char **report) {
-    if (!p || !p->source || !p->dest_dir)
+    if (!p || !p->source || !p->dest_dir) {
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_pull: source and dest_dir are required");
+    }
     (void)pthread_once(&g_curl_once, curl_init_once);
-    if (g_curl_init != CURLE_OK)
+    if (g_curl_init != CURLE_OK) {
         return imgd_fail(IMGD_E_IO, "libcurl: %s", curl_easy_strerror(g_curl_init));
+    }
     pull_ctx pc;
     memset(&pc, 0, sizeof pc);
     pc.p         = p;

@@ -46,8 +46,9 @@ static double mono_s(void) {
 }
 
 imgd_status imgd_mcache_new(const imgd_mcache_params *p, imgd_mcache **out) {
-    if (!p || !p->load || !p->free || !out)
+    if (!p || !p->load || !p->free || !out) {
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_mcache_new: NULL argument or function");
+    }
     imgd_mcache *c = imgd_calloc(1, sizeof *c);
     if (!c) return imgd_fail(IMGD_E_NOMEM, "model cache: out of memory");
     c->p = *p;
@@ -91,8 +92,9 @@ void imgd_mcache_free(imgd_mcache *c) {
 }
 
 static slot *find(imgd_mcache *c, const char *key) {
-    for (slot *s = c->slots; s; s = s->next)
+    for (slot *s = c->slots; s; s = s->next) {
         if (s->state != SLOT_FAILED && strcmp(s->key, key) == 0) return s;
+    }
     return NULL;
 }
 
@@ -102,8 +104,9 @@ static slot *evict_for(imgd_mcache *c, uint64_t need) {
     slot *out = NULL;
     while (c->p.budget && c->bytes + need > c->p.budget) {
         slot *v = NULL;
-        for (slot *s = c->slots; s; s = s->next)
+        for (slot *s = c->slots; s; s = s->next) {
             if (s->state == SLOT_READY && s->refs == 0 && (!v || s->last_use < v->last_use)) v = s;
+        }
         if (!v) break;
         slot_unlink(c, v);
         c->bytes -= v->bytes;
@@ -155,10 +158,11 @@ static imgd_status run_load(imgd_mcache *c, slot *s, uint64_t estimate, void **o
         c->bytes += bytes;
         c->loads++;
         trim = evict_for(c, 0);
-        if (c->p.budget && c->bytes > c->p.budget)
+        if (c->p.budget && c->bytes > c->p.budget) {
             IMGD_LOG(IMGD_LOG_WARN, "service.cache", "over_budget",
                      "%.1f MiB resident, budget %.1f MiB: models in use cannot be evicted",
                      (double)c->bytes / 1048576.0, (double)c->p.budget / 1048576.0);
+        }
         *obj = o;
     } else {
         s->state       = SLOT_FAILED;
@@ -179,11 +183,12 @@ static imgd_status run_load(imgd_mcache *c, slot *s, uint64_t estimate, void **o
 imgd_status imgd_mcache_acquire(imgd_mcache *c, const char *key, uint64_t bytes_estimate,
                                 void **obj) {
     if (!c || !key || !obj) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_mcache_acquire: NULL");
-    if (c->p.budget && bytes_estimate > c->p.budget)
+    if (c->p.budget && bytes_estimate > c->p.budget) {
         return imgd_fail(IMGD_E_TOO_LARGE,
                          "model '%s' needs about %.1f MiB, more than the whole memory budget "
                          "(%.1f MiB); raise --memory-budget",
                          key, (double)bytes_estimate / 1048576.0, (double)c->p.budget / 1048576.0);
+    }
     pthread_mutex_lock(&c->mu);
     slot *s = find(c, key);
     if (s && s->state == SLOT_READY) {
@@ -268,10 +273,12 @@ void imgd_mcache_each(imgd_mcache *c, imgd_mcache_each_fn fn, void *user) {
     uint64_t below = UINT64_MAX;
     for (;;) {
         slot *best = NULL;
-        for (slot *s = c->slots; s; s = s->next)
+        for (slot *s = c->slots; s; s = s->next) {
             if (s->state == SLOT_READY && s->last_use < below &&
-                (!best || s->last_use > best->last_use))
+                (!best || s->last_use > best->last_use)) {
                 best = s;
+            }
+        }
         if (!best) break;
         fn(user, best->key, best->bytes, best->refs, best->load_s);
         below = best->last_use;

@@ -230,8 +230,9 @@ static imgd_status db_load(imgd_registry *r) {
         (void)imgd_fmt(x->family, sizeof x->family, "%s", sqlite3_column_text(s, 7));
         (void)imgd_fmt(x->kind, sizeof x->kind, "%s", sqlite3_column_text(s, 8));
         const unsigned char *h = sqlite3_column_text(s, 10);
-        if (h && strlen((const char *)h) == 64)
+        if (h && strlen((const char *)h) == 64) {
             (void)imgd_fmt(x->sha256, sizeof x->sha256, "%s", (const char *)h);
+        }
     }
     if (st == IMGD_OK && rc != SQLITE_DONE) st = db_fail(r, "load", rc);
     (void)sqlite3_finalize(s);
@@ -393,8 +394,9 @@ static void walk(walk_ctx *w, const char *rel, int depth) {
 
 imgd_status imgd_registry_open(const char *db_path, const char *const *dirs, size_t n_dirs,
                                imgd_registry **out) {
-    if (!db_path || !out || (n_dirs && !dirs))
+    if (!db_path || !out || (n_dirs && !dirs)) {
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_registry_open: NULL argument");
+    }
     imgd_registry *r = imgd_calloc(1, sizeof *r);
     if (!r) return imgd_fail(IMGD_E_NOMEM, "registry: out of memory");
     pthread_mutex_init(&r->mu, NULL);
@@ -403,8 +405,9 @@ imgd_status imgd_registry_open(const char *db_path, const char *const *dirs, siz
     imgd_status st = IMGD_OK;
     r->db_path     = imgd_strdup(db_path);
     r->dirs        = n_dirs ? imgd_calloc(n_dirs, sizeof *r->dirs) : NULL;
-    if (!r->db_path || (n_dirs && !r->dirs))
+    if (!r->db_path || (n_dirs && !r->dirs)) {
         st = imgd_fail(IMGD_E_NOMEM, "registry: out of memory");
+    }
     for (size_t i = 0; st == IMGD_OK && i < n_dirs; i++) {
         char real[PATH_MAX];
         if (!realpath(dirs[i], real)) {
@@ -489,17 +492,20 @@ static imgd_status scan_commit(imgd_registry *r, rec_list *found, imgd_reg_scan_
     imgd_strmap seen;
     imgd_strmap_init(&seen);
     imgd_status st = IMGD_OK;
-    for (size_t i = 0; st == IMGD_OK && i < found->n; i++)
-        if (imgd_strmap_put(&seen, found->v[i].path, i, NULL) == IMGD_E_NOMEM)
+    for (size_t i = 0; st == IMGD_OK && i < found->n; i++) {
+        if (imgd_strmap_put(&seen, found->v[i].path, i, NULL) == IMGD_E_NOMEM) {
             st = imgd_fail(IMGD_E_NOMEM, "registry: out of memory");
+        }
+    }
     if (st == IMGD_OK) st = db_exec(r, "BEGIN");
     for (size_t i = 0; st == IMGD_OK && i < found->n; i++) {
         rec   *x = &found->v[i];
         size_t j;
         /* a hash computed while we scanned: keep it */
         if (!x->changed && !x->sha256[0] && imgd_strmap_get(&r->by_path, x->path, &j) &&
-            r->list.v[j].size == x->size && r->list.v[j].mtime_ns == x->mtime_ns)
+            r->list.v[j].size == x->size && r->list.v[j].mtime_ns == x->mtime_ns) {
             memcpy(x->sha256, r->list.v[j].sha256, sizeof x->sha256);
+        }
         if (x->changed) st = db_upsert(r, x);
     }
     for (size_t i = 0; st == IMGD_OK && i < r->list.n; i++) {
@@ -566,10 +572,11 @@ size_t imgd_registry_count(imgd_registry *r) {
 imgd_status imgd_registry_at(imgd_registry *r, size_t i, imgd_reg_entry *out) {
     imgd_status st = IMGD_OK;
     pthread_mutex_lock(&r->mu);
-    if (i < r->list.n)
+    if (i < r->list.n) {
         rec_to_entry(r, &r->list.v[i], out);
-    else
+    } else {
         st = imgd_fail(IMGD_E_INVALID_ARG, "registry: index %zu past %zu models", i, r->list.n);
+    }
     pthread_mutex_unlock(&r->mu);
     return st;
 }
@@ -577,8 +584,9 @@ imgd_status imgd_registry_at(imgd_registry *r, size_t i, imgd_reg_entry *out) {
 static bool all_hex(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
             return false;
+        }
     }
     return s[n] == '\0';
 }
@@ -617,17 +625,19 @@ static imgd_status find_locked(imgd_registry *r, const char *key, size_t *out) {
     size_t hit = SIZE_MAX;
     for (size_t i = 0; i < r->list.n; i++) {
         if (!name_matches(r->list.v[i].id, key)) continue;
-        if (hit != SIZE_MAX)
+        if (hit != SIZE_MAX) {
             return imgd_fail(IMGD_E_INVALID_ARG,
                              "model name '%s' is ambiguous: '%s' and '%s' both match; use the id",
                              key, r->list.v[hit].id, r->list.v[i].id);
+        }
         hit = i;
     }
-    if (hit == SIZE_MAX)
+    if (hit == SIZE_MAX) {
         return imgd_fail(IMGD_E_NOT_FOUND,
                          "no model '%s' (by id, file name, sha256 or AutoV2 hash) under the "
                          "model directories",
                          key);
+    }
     *out = hit;
     return IMGD_OK;
 }
@@ -694,8 +704,9 @@ imgd_status imgd_registry_refresh(imgd_registry *r, const char *id, imgd_reg_ent
             rec_clear(&old);
         }
     }
-    if (st == IMGD_OK && gone)
+    if (st == IMGD_OK && gone) {
         st = imgd_fail(IMGD_E_NOT_FOUND, "model '%s' was removed from the model directory", id);
+    }
     if (st == IMGD_OK && out) rec_to_entry(r, &r->list.v[i], out);
     pthread_mutex_unlock(&r->mu);
     pthread_mutex_unlock(&r->scan_mu);
@@ -709,8 +720,9 @@ imgd_status imgd_registry_hash(imgd_registry *r, const char *id, imgd_progress_f
     imgd_reg_entry *e = imgd_malloc(sizeof *e);
     if (!e) return imgd_fail(IMGD_E_NOMEM, "registry: out of memory");
     imgd_status st = imgd_registry_refresh(r, id, e);
-    if (st == IMGD_OK && e->is_dir)
+    if (st == IMGD_OK && e->is_dir) {
         st = imgd_fail(IMGD_E_UNSUPPORTED, "model '%s' is a folder; only files are hashed", id);
+    }
     if (st == IMGD_OK && e->sha256[0]) {
         memcpy(hex_out, e->sha256, 65);
         imgd_free(e);

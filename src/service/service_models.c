@@ -193,8 +193,9 @@ svc_model *svc_model_find(imgd_server *s, const char *id, int32_t *http_status, 
     if (s->n_models == SVC_MODELS_MAX) {
         /* descriptors are only a schema cache: drop the least recently used */
         size_t victim = 0;
-        for (size_t i = 1; i < s->n_models; i++)
+        for (size_t i = 1; i < s->n_models; i++) {
             if (s->models[i].last_used_ms < s->models[victim].last_used_ms) victim = i;
+        }
         cJSON_Delete(s->models[victim].schema);
         s->models[victim] = s->models[--s->n_models];
     }
@@ -213,18 +214,24 @@ imgd_load_params svc_model_load_params(imgd_server *s, const char *id) {
     const cJSON     *mc  = all ? cJSON_GetObjectItemCaseSensitive(all, id) : NULL;
     if (!cJSON_IsObject(mc)) return lp;
     const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "groups")) && cJSON_IsNumber(v))
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "groups")) && cJSON_IsNumber(v)) {
         lp.arch.groups = (int32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "te_heads")) && cJSON_IsNumber(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "te_heads")) && cJSON_IsNumber(v)) {
         lp.arch.te_heads = (int32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "unet_heads")) && cJSON_IsNumber(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "unet_heads")) && cJSON_IsNumber(v)) {
         lp.arch.unet_heads = (int32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "unet_head_dim")) && cJSON_IsNumber(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "unet_head_dim")) && cJSON_IsNumber(v)) {
         lp.arch.unet_head_dim = (int32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "tokenizer")) && cJSON_IsString(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "tokenizer")) && cJSON_IsString(v)) {
         lp.tokenizer_dir = v->valuestring;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "vae")) && cJSON_IsString(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "vae")) && cJSON_IsString(v)) {
         lp.vae = v->valuestring;
+    }
     return lp;
 }
 
@@ -236,9 +243,10 @@ static double mono_s(void) {
 
 /* The file to load for e: the disk cache's safetensors for a format that cannot be mapped. */
 static imgd_status load_path(imgd_server *s, const imgd_reg_entry *e, char *path, size_t cap) {
-    if (e->is_dir || !imgd_dcache_wants(e->format) || s->p.disk_cache_max == UINT64_MAX)
+    if (e->is_dir || !imgd_dcache_wants(e->format) || s->p.disk_cache_max == UINT64_MAX) {
         return imgd_fmt(path, cap, "%s", e->path) ? IMGD_OK
                                                   : imgd_fail(IMGD_E_TOO_LARGE, "path too long");
+    }
     char        sha[65];
     imgd_status st = imgd_registry_hash(s->reg, e->id, NULL, NULL, sha);
     if (st != IMGD_OK) return st;
@@ -248,9 +256,10 @@ static imgd_status load_path(imgd_server *s, const imgd_reg_entry *e, char *path
     uint64_t cap_bytes = s->p.disk_cache_max ? s->p.disk_cache_max : DISK_CACHE_DEFAULT;
     st                 = imgd_dcache_get(dir, cap_bytes, e->path, sha, path, cap, &hit);
     imgd_free(dir);
-    if (st == IMGD_OK)
+    if (st == IMGD_OK) {
         IMGD_LOG(IMGD_LOG_INFO, "service", "disk_cache", "%s: %s %s", e->id,
                  hit ? "hit" : "converted to", path);
+    }
     return st;
 }
 
@@ -364,8 +373,9 @@ imgd_status svc_model_load(imgd_server *s, const char *id) {
 }
 
 imgd_status svc_model_unload(imgd_server *s, const char *id) {
-    if (imgd_mcache_unload(s->cache, id))
+    if (imgd_mcache_unload(s->cache, id)) {
         IMGD_LOG(IMGD_LOG_INFO, "service", "model_unloaded", "%s", id);
+    }
     return IMGD_OK;
 }
 
@@ -442,8 +452,9 @@ static cJSON *entry_json(imgd_server *s, const imgd_reg_entry *e) {
 cJSON *svc_models_list(imgd_server *s) {
     cJSON *arr = cJSON_CreateArray();
     if (!arr) return NULL;
-    if (imgd_registry_scan(s->reg, NULL) != IMGD_OK)
+    if (imgd_registry_scan(s->reg, NULL) != IMGD_OK) {
         IMGD_LOG(IMGD_LOG_WARN, "service", "registry_scan_failed", "%s", imgd_last_error());
+    }
     imgd_reg_entry *e = imgd_malloc(sizeof *e);
     for (size_t i = 0; e && imgd_registry_at(s->reg, i, e) == IMGD_OK; i++) {
         cJSON *o = entry_json(s, e);

@@ -26,7 +26,7 @@ static imgd_status fake_load(void *user, const char *key, void **obj, uint64_t *
     if (f->fail) return imgd_fail(IMGD_E_FORMAT, "fake load of %s failed", key);
     int *o = imgd_malloc(sizeof *o);
     if (!o) return IMGD_E_NOMEM;
-    *o     = key[0];
+    *o     = (unsigned char)key[0];
     *obj   = o;
     *bytes = (uint64_t)(key[0] - '0') * 10;
     return IMGD_OK;
@@ -35,7 +35,7 @@ static imgd_status fake_load(void *user, const char *key, void **obj, uint64_t *
 static void fake_free(void *user, const char *key, void *obj) {
     fake *f = user;
     int   i = atomic_fetch_add(&f->frees, 1);
-    if (i < 16) snprintf(f->freed[i], sizeof f->freed[i], "%s", key);
+    if (i < 16) (void)snprintf(f->freed[i], sizeof f->freed[i], "%s", key);
     imgd_free(obj);
 }
 

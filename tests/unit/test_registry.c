@@ -233,16 +233,18 @@ typedef struct race_ctx {
 
 static void *race_scan(void *arg) {
     race_ctx *c = arg;
-    for (int i = 0; i < 50; i++)
+    for (int i = 0; i < 50; i++) {
         if (imgd_registry_scan(c->r, NULL) != IMGD_OK) c->errors++;
+    }
     return NULL;
 }
 
 static void *race_find(void *arg) {
     race_ctx      *c = arg;
     imgd_reg_entry e;
-    for (int i = 0; i < 500; i++)
+    for (int i = 0; i < 500; i++) {
         if (imgd_registry_find(c->r, "a", &e) != IMGD_OK) c->errors++;
+    }
     return NULL;
 }
 
