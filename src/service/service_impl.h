@@ -88,10 +88,11 @@ imgd_status svc_models_open(imgd_server *s);
 imgd_status svc_model_load(imgd_server *s, const char *id);
 /* Unloads now, or when the jobs using it release it. */
 imgd_status svc_model_unload(imgd_server *s, const char *id);
-/* The model of id with a reference held (loading it when needed); s->mu and engine_mu NOT
- * held. Pair with svc_model_release. */
-imgd_status svc_model_acquire(imgd_server *s, const char *id, imgd_model **out);
-void        svc_model_release(imgd_server *s, const char *id);
+/* The model of id (an id, file name or hash) with a reference held, loading it when needed;
+ * canon receives the registry id to release it with. s->mu and engine_mu NOT held. */
+imgd_status svc_model_acquire(imgd_server *s, const char *id, imgd_model **out,
+                              char canon[SVC_ID_MAX]);
+void        svc_model_release(imgd_server *s, const char *canon);
 bool        svc_model_is_loaded(imgd_server *s, const char *id);
 /* The only loaded model's id when exactly one is loaded, else NULL (s->mu held; the string
  * lives in s->single until the next call). */

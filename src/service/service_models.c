@@ -348,18 +348,22 @@ static imgd_status model_canon(imgd_server *s, const char *id, char canon[SVC_ID
     return IMGD_OK;
 }
 
-imgd_status svc_model_acquire(imgd_server *s, const char *id, imgd_model **out) {
-    char        canon[SVC_ID_MAX];
+imgd_status svc_model_acquire(imgd_server *s, const char *id, imgd_model **out,
+                              char canon[SVC_ID_MAX]) {
     uint64_t    est = 0;
     imgd_status st  = model_canon(s, id, canon, &est);
     void       *obj = NULL;
-    if (st == IMGD_OK) st = imgd_mcache_acquire(s->cache, canon, est, &obj);
-    if (st == IMGD_OK) *out = obj;
+    if (st == IMGD_OK) {
+        st = imgd_mcache_acquire(s->cache, canon, est, &obj);
+    }
+    if (st == IMGD_OK) {
+        *out = obj;
+    }
     return st;
 }
 
-void svc_model_release(imgd_server *s, const char *id) {
-    imgd_mcache_release(s->cache, id);
+void svc_model_release(imgd_server *s, const char *canon) {
+    imgd_mcache_release(s->cache, canon);
 }
 
 imgd_status svc_model_load(imgd_server *s, const char *id) {
@@ -373,8 +377,13 @@ imgd_status svc_model_load(imgd_server *s, const char *id) {
 }
 
 imgd_status svc_model_unload(imgd_server *s, const char *id) {
-    if (imgd_mcache_unload(s->cache, id)) {
-        IMGD_LOG(IMGD_LOG_INFO, "service", "model_unloaded", "%s", id);
+    char     canon[SVC_ID_MAX];
+    uint64_t est = 0;
+    if (model_canon(s, id, canon, &est) != IMGD_OK) {
+        (void)imgd_fmt(canon, sizeof canon, "%s", id);
+    }
+    if (imgd_mcache_unload(s->cache, canon)) {
+        IMGD_LOG(IMGD_LOG_INFO, "service", "model_unloaded", "%s", canon);
     }
     return IMGD_OK;
 }

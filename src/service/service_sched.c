@@ -213,11 +213,12 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
     const char *model_id = recs[0]->model ? recs[0]->model : "";
     /* A reference for the whole batch: the memory cache never evicts a model in use. Taken
      * before engine_mu, which a load takes. */
-    imgd_model *m   = NULL;
-    imgd_status lst = svc_model_acquire(s, model_id, &m);
+    imgd_model *m = NULL;
+    char        canon[SVC_ID_MAX];
+    imgd_status lst = svc_model_acquire(s, model_id, &m, canon);
     char        lerr[512];
     (void)imgd_fmt(lerr, sizeof lerr, "%s", lst == IMGD_OK ? "" : imgd_last_error());
-    if (m) set_current(s, model_id);
+    if (m) set_current(s, canon);
     pthread_mutex_lock(&s->engine_mu);
     for (size_t i = 0; i < n; i++) {
         batch_item *it = &items[i];
@@ -255,7 +256,7 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
         notify(s);
     }
     pthread_mutex_unlock(&s->engine_mu);
-    if (m) svc_model_release(s, model_id);
+    if (m) svc_model_release(s, canon);
     for (size_t i = 0; i < n; i++) svc_gen_hold_free(&items[i].hold);
     notify(s);
     imgd_svc_metrics_batch(&s->metrics, n, images, steps, sample_s);

@@ -81,6 +81,18 @@ def test_a_job_loads_its_model_back():
     j = svc.wait_job(S, SRV, r.json()["id"])
     assert j["state"] == "succeeded", j
     assert model(svc.MODEL_ID)["loaded"] and not model(CKPT)["loaded"]
+    # by AutoV2 hash: the job holds the model while it runs and gives it back after
+    av2 = model(CKPT)["sha256"][:10]
+    r = S.post(SRV.url("/v1/jobs"), json={"model": av2, "prompt": "x", "steps": 1, "width": 64,
+                                         "height": 64})
+    assert r.status_code == 202, r.text
+    j = svc.wait_job(S, SRV, r.json()["id"])
+    assert j["state"] == "succeeded", j
+    m = model(CKPT)
+    assert m["loaded"] and m["in_use"] == 0, m
+    # an ambiguous file name is refused with both ids named
+    r = S.post(SRV.url("/v1/jobs"), json={"model": "sd15-narrow", "prompt": "x", "steps": 1})
+    assert r.status_code == 400 and "ambiguous" in r.text, r.text
 
 
 def main():
