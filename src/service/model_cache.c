@@ -260,6 +260,9 @@ bool imgd_mcache_unload(imgd_mcache *c, const char *key) {
 }
 
 bool imgd_mcache_loaded(imgd_mcache *c, const char *key) {
+    if (!c || !key) {
+        return false;
+    }
     pthread_mutex_lock(&c->mu);
     slot *s  = find(c, key);
     bool  ok = s && s->state == SLOT_READY;
@@ -268,6 +271,9 @@ bool imgd_mcache_loaded(imgd_mcache *c, const char *key) {
 }
 
 void imgd_mcache_each(imgd_mcache *c, imgd_mcache_each_fn fn, void *user) {
+    if (!c) {
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     /* most recently used first: repeatedly take the newest not yet listed */
     uint64_t below = UINT64_MAX;
@@ -288,6 +294,9 @@ void imgd_mcache_each(imgd_mcache *c, imgd_mcache_each_fn fn, void *user) {
 
 void imgd_mcache_stats_get(imgd_mcache *c, imgd_mcache_stats *out) {
     memset(out, 0, sizeof *out);
+    if (!c) {
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     out->budget    = c->p.budget;
     out->bytes     = c->bytes;

@@ -237,7 +237,9 @@ static imgd_status db_load(imgd_registry *r) {
     if (st == IMGD_OK && rc != SQLITE_DONE) st = db_fail(r, "load", rc);
     (void)sqlite3_finalize(s);
     if (st != IMGD_OK) return st;
-    qsort(r->list.v, r->list.n, sizeof(rec), rec_cmp);
+    if (r->list.n > 1) {
+        qsort(r->list.v, r->list.n, sizeof(rec), rec_cmp);
+    }
     return index_build(r);
 }
 
@@ -519,7 +521,9 @@ static imgd_status scan_commit(imgd_registry *r, rec_list *found, imgd_reg_scan_
         (void)sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL); /* the first error is reported */
         return st;
     }
-    qsort(found->v, found->n, sizeof(rec), rec_cmp);
+    if (found->n > 1) {
+        qsort(found->v, found->n, sizeof(rec), rec_cmp);
+    }
     rec_list old = r->list;
     r->list      = *found;
     memset(found, 0, sizeof *found);
@@ -563,6 +567,9 @@ imgd_status imgd_registry_scan(imgd_registry *r, imgd_reg_scan_stats *stats) {
 /* ---- lookups ------------------------------------------------------------------------------ */
 
 size_t imgd_registry_count(imgd_registry *r) {
+    if (!r) {
+        return 0;
+    }
     pthread_mutex_lock(&r->mu);
     size_t n = r->list.n;
     pthread_mutex_unlock(&r->mu);
@@ -570,6 +577,9 @@ size_t imgd_registry_count(imgd_registry *r) {
 }
 
 imgd_status imgd_registry_at(imgd_registry *r, size_t i, imgd_reg_entry *out) {
+    if (!r || !out) {
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_registry_at: NULL argument");
+    }
     imgd_status st = IMGD_OK;
     pthread_mutex_lock(&r->mu);
     if (i < r->list.n) {
@@ -702,6 +712,11 @@ imgd_status imgd_registry_refresh(imgd_registry *r, const char *id, imgd_reg_ent
             r->list.v[i] = x;
             memset(&x, 0, sizeof x);
             rec_clear(&old);
+            /* the map borrowed the old record's path */
+            imgd_status st2 = index_build(r);
+            if (st == IMGD_OK) {
+                st = st2;
+            }
         }
     }
     if (st == IMGD_OK && gone) {
