@@ -8,11 +8,13 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "base/error.h"
@@ -97,7 +99,9 @@ static imgd_status index_build(imgd_registry *r) {
     return IMGD_OK;
 }
 
-static void rec_to_entry(const imgd_registry *r, const rec *x, imgd_reg_entry *out) {
+static void pin_of(imgd_registry *r, const char *root, const char *id, char sha[65]);
+
+static void rec_to_entry(imgd_registry *r, const rec *x, imgd_reg_entry *out) {
     memset(out, 0, sizeof *out);
     (void)imgd_fmt(out->id, sizeof out->id, "%s", x->id);
     (void)imgd_fmt(out->path, sizeof out->path, "%s", x->path);
@@ -111,7 +115,7 @@ static void rec_to_entry(const imgd_registry *r, const rec *x, imgd_reg_entry *o
     out->mtime_ns     = x->mtime_ns;
     out->format       = x->format;
     out->is_dir       = x->is_dir;
-    (void)r;
+    pin_of(r, r->dirs[x->root], x->id, out->pinned);
 }
 
 /* ---- database ----------------------------------------------------------------------------- */
@@ -133,6 +137,9 @@ static const char k_schema[] =
     " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, is_dir INTEGER NOT NULL,"
     " format INTEGER NOT NULL, family TEXT NOT NULL, kind TEXT NOT NULL, error TEXT,"
     " sha256 TEXT, tensor_bytes INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS pins ("
+    " root TEXT NOT NULL, id TEXT NOT NULL, sha256 TEXT NOT NULL, file TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL, PRIMARY KEY (root, id));"
     "PRAGMA user_version = 1;";
 
 static imgd_status db_open(imgd_registry *r) {
@@ -652,12 +659,18 @@ static imgd_status find_locked(imgd_registry *r, const char *key, size_t *out) {
     return IMGD_OK;
 }
 
+static imgd_status version_find(imgd_registry *r, const char *key, imgd_reg_entry *out);
+
 imgd_status imgd_registry_find(imgd_registry *r, const char *key, imgd_reg_entry *out) {
     if (!r || !key || !out) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_registry_find: NULL");
     size_t i;
     pthread_mutex_lock(&r->mu);
     imgd_status st = find_locked(r, key, &i);
-    if (st == IMGD_OK) rec_to_entry(r, &r->list.v[i], out);
+    if (st == IMGD_OK) {
+        rec_to_entry(r, &r->list.v[i], out);
+    } else if (st == IMGD_E_NOT_FOUND && version_find(r, key, out) == IMGD_OK) {
+        st = IMGD_OK; /* an old, pinned version */
+    }
     pthread_mutex_unlock(&r->mu);
     return st;
 }
@@ -681,7 +694,18 @@ imgd_status imgd_registry_refresh(imgd_registry *r, const char *id, imgd_reg_ent
     pthread_mutex_lock(&r->mu);
     size_t      i;
     imgd_status st = find_locked(r, id, &i);
-    rec         x;
+    if (st == IMGD_E_NOT_FOUND && strchr(id, '@')) {
+        /* a pinned version: its file never changes */
+        pthread_mutex_unlock(&r->mu);
+        pthread_mutex_unlock(&r->scan_mu);
+        imgd_reg_entry *e = out ? out : imgd_malloc(sizeof *e);
+        st = e ? imgd_registry_find(r, id, e) : imgd_fail(IMGD_E_NOMEM, "out of memory");
+        if (e != out) {
+            imgd_free(e);
+        }
+        return st;
+    }
+    rec x;
     memset(&x, 0, sizeof x);
     bool gone = false, changed = false;
     if (st == IMGD_OK) {
@@ -761,5 +785,281 @@ imgd_status imgd_registry_hash(imgd_registry *r, const char *id, imgd_progress_f
     }
     if (st == IMGD_OK) memcpy(hex_out, hex, sizeof hex);
     imgd_free(e);
+    return st;
+}
+
+/* ---- versions: pins, old versions by hash, rollback --------------------------------------- */
+
+/* The pinned sha256 of (root, id) or ""; call with r->mu held. */
+static void pin_of(imgd_registry *r, const char *root, const char *id, char sha[65]) {
+    sha[0]          = '\0';
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(r->db, "SELECT sha256 FROM pins WHERE root = ? AND id = ?", -1, &s,
+                           NULL) == SQLITE_OK) {
+        (void)sqlite3_bind_text(s, 1, root, -1, SQLITE_STATIC);
+        (void)sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0)) {
+            (void)imgd_fmt(sha, 65, "%s", (const char *)sqlite3_column_text(s, 0));
+        }
+    }
+    (void)sqlite3_finalize(s);
+}
+
+typedef struct pin_row {
+    char id[IMGD_REG_ID_MAX], sha[65], file[PATH_MAX];
+} pin_row;
+
+/* First pin matching: sha256 prefix hex (when id is NULL) or (id, sha prefix). mu held. */
+static bool pin_lookup(imgd_registry *r, const char *id, const char *hex, pin_row *out) {
+    sqlite3_stmt *s  = NULL;
+    const char   *q  = id ? "SELECT id, sha256, file FROM pins WHERE id = ? AND sha256 LIKE ?"
+                          : "SELECT id, sha256, file FROM pins WHERE sha256 LIKE ?";
+    bool          ok = false;
+    char          like[80];
+    (void)imgd_fmt(like, sizeof like, "%s%%", hex);
+    for (char *c = like; *c; c++) {
+        if (*c >= 'A' && *c <= 'F') {
+            *c = (char)(*c - 'A' + 'a');
+        }
+    }
+    if (sqlite3_prepare_v2(r->db, q, -1, &s, NULL) == SQLITE_OK) {
+        int k = 1;
+        if (id) {
+            (void)sqlite3_bind_text(s, k++, id, -1, SQLITE_STATIC);
+        }
+        (void)sqlite3_bind_text(s, k, like, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+            ok = imgd_fmt(out->id, sizeof out->id, "%s", (const char *)sqlite3_column_text(s, 0)) &&
+                 imgd_fmt(out->sha, sizeof out->sha, "%s",
+                          (const char *)sqlite3_column_text(s, 1)) &&
+                 imgd_fmt(out->file, sizeof out->file, "%s",
+                          (const char *)sqlite3_column_text(s, 2));
+        }
+    }
+    (void)sqlite3_finalize(s);
+    return ok;
+}
+
+/* An old version named by its hash or "ID@HEX"; mu held. */
+static imgd_status version_find(imgd_registry *r, const char *key, imgd_reg_entry *out) {
+    char        id[IMGD_REG_ID_MAX];
+    const char *at  = strrchr(key, '@');
+    const char *hex = at ? at + 1 : key;
+    size_t      hl  = strlen(hex);
+    pin_row     p;
+    if (hl < 10 || hl > 64 || !all_hex(hex, hl)) {
+        return IMGD_E_NOT_FOUND;
+    }
+    if (at && !imgd_fmt(id, sizeof id, "%.*s", (int)(at - key), key)) {
+        return IMGD_E_NOT_FOUND;
+    }
+    if (!pin_lookup(r, at ? id : NULL, hex, &p)) {
+        return IMGD_E_NOT_FOUND;
+    }
+    rec x;
+    memset(&x, 0, sizeof x);
+    x.path = p.file;
+    struct stat st;
+    imgd_status s2 = stat(p.file, &st) == 0 ? detect_rec(&x) : IMGD_E_NOT_FOUND;
+    if (s2 == IMGD_OK) {
+        memset(out, 0, sizeof *out);
+        (void)imgd_fmt(out->id, sizeof out->id, "%s@%.10s", p.id, p.sha);
+        (void)imgd_fmt(out->path, sizeof out->path, "%s", p.file);
+        (void)imgd_fmt(out->family, sizeof out->family, "%s", x.family);
+        (void)imgd_fmt(out->kind, sizeof out->kind, "%s", x.kind);
+        (void)imgd_fmt(out->error, sizeof out->error, "%s", x.error ? x.error : "");
+        (void)imgd_fmt(out->sha256, sizeof out->sha256, "%s", p.sha);
+        (void)imgd_fmt(out->autov2, sizeof out->autov2, "%.10s", p.sha);
+        (void)imgd_fmt(out->pinned, sizeof out->pinned, "%s", p.sha);
+        out->size         = (uint64_t)st.st_size;
+        out->tensor_bytes = x.tensor_bytes;
+        out->mtime_ns     = st_mtime_ns(&st);
+        out->format       = x.format;
+    }
+    imgd_free(x.error);
+    return s2;
+}
+
+/* Places a copy of src at dst: a hard link, else a byte copy; written beside dst, renamed. */
+static imgd_status place_file(const char *src, const char *dst) {
+    char tmp[PATH_MAX + 16];
+    if (!imgd_fmt(tmp, sizeof tmp, "%s.tmp", dst)) {
+        return imgd_fail(IMGD_E_TOO_LARGE, "path too long: %s", dst);
+    }
+    (void)unlink(tmp);
+    imgd_status st = IMGD_OK;
+    if (link(src, tmp) != 0) {
+        FILE  *in = fopen(src, "rb"), *out = fopen(tmp, "wb");
+        char  *buf = imgd_malloc((size_t)1 << 20);
+        size_t n   = 0;
+        bool   ok  = in && out && buf;
+        while (ok && (n = fread(buf, 1, (size_t)1 << 20, in)) > 0) {
+            ok = fwrite(buf, 1, n, out) == n;
+        }
+        ok = ok && !ferror(in);
+        if (out && fclose(out) != 0) {
+            ok = false;
+        }
+        if (in) {
+            (void)fclose(in);
+        }
+        imgd_free(buf);
+        if (!ok) {
+            st = imgd_fail(IMGD_E_IO, "cannot copy %s to %s: %s", src, tmp, strerror(errno));
+        }
+    }
+    if (st == IMGD_OK && rename(tmp, dst) != 0) {
+        st = imgd_fail(IMGD_E_IO, "cannot rename %s to %s: %s", tmp, dst, strerror(errno));
+    }
+    if (st != IMGD_OK) {
+        (void)unlink(tmp);
+    }
+    return st;
+}
+
+/* DB_DIR/versions/<sha><ext of path>. */
+static bool version_path(const imgd_registry *r, const char *sha, const char *path, char *out,
+                         size_t cap, char *dir, size_t dir_cap) {
+    const char *sl  = strrchr(r->db_path, '/');
+    const char *dot = strrchr(path, '.'), *psl = strrchr(path, '/');
+    const char *ext = dot && (!psl || dot > psl) ? dot : "";
+    int         dl  = sl ? (int)(sl - r->db_path) : 1;
+    return imgd_fmt(dir, dir_cap, "%.*s/versions", dl, sl ? r->db_path : ".") &&
+           imgd_fmt(out, cap, "%s/%s%s", dir, sha, ext);
+}
+
+/* Removes file unless a pin still uses it; mu held. */
+static void drop_version_file(imgd_registry *r, const char *file) {
+    sqlite3_stmt *s     = NULL;
+    bool          inuse = true;
+    if (sqlite3_prepare_v2(r->db, "SELECT 1 FROM pins WHERE file = ?", -1, &s, NULL) == SQLITE_OK) {
+        (void)sqlite3_bind_text(s, 1, file, -1, SQLITE_STATIC);
+        inuse = sqlite3_step(s) == SQLITE_ROW;
+    }
+    (void)sqlite3_finalize(s);
+    if (!inuse) {
+        (void)unlink(file);
+    }
+}
+
+static imgd_status pin_write(imgd_registry *r, const char *sql, const char *root, const char *id,
+                             const char *sha, const char *file) {
+    sqlite3_stmt *s  = NULL;
+    int           rc = sqlite3_prepare_v2(r->db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        (void)sqlite3_bind_text(s, 1, root, -1, SQLITE_STATIC);
+        (void)sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+        if (sha) {
+            (void)sqlite3_bind_text(s, 3, sha, -1, SQLITE_STATIC);
+            (void)sqlite3_bind_text(s, 4, file, -1, SQLITE_STATIC);
+            (void)sqlite3_bind_int64(s, 5, (sqlite3_int64)time(NULL) * 1000);
+        }
+        rc = sqlite3_step(s);
+    }
+    imgd_status st = rc == SQLITE_DONE ? IMGD_OK : db_fail(r, "pins", rc);
+    (void)sqlite3_finalize(s);
+    return st;
+}
+
+/* The current record's root and path for id (a current model, not a version). */
+static imgd_status id_paths(imgd_registry *r, const char *id, char *root, char *path, char *rid) {
+    size_t i;
+    pthread_mutex_lock(&r->mu);
+    imgd_status st = find_locked(r, id, &i);
+    if (st == IMGD_OK) {
+        (void)imgd_fmt(root, PATH_MAX, "%s", r->dirs[r->list.v[i].root]);
+        (void)imgd_fmt(path, PATH_MAX, "%s", r->list.v[i].path);
+        (void)imgd_fmt(rid, IMGD_REG_ID_MAX, "%s", r->list.v[i].id);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return st;
+}
+
+imgd_status imgd_registry_pin(imgd_registry *r, const char *id, char hex_out[65]) {
+    if (!r || !id) {
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_registry_pin: NULL argument");
+    }
+    char        sha[65], root[PATH_MAX], path[PATH_MAX], rid[IMGD_REG_ID_MAX];
+    char        vfile[PATH_MAX], vdir[PATH_MAX], old[65];
+    imgd_status st = imgd_registry_hash(r, id, NULL, NULL, sha);
+    if (st == IMGD_OK) {
+        st = id_paths(r, id, root, path, rid);
+    }
+    if (st == IMGD_OK && !version_path(r, sha, path, vfile, sizeof vfile, vdir, sizeof vdir)) {
+        st = imgd_fail(IMGD_E_TOO_LARGE, "path too long");
+    }
+    if (st == IMGD_OK && mkdir(vdir, 0755) != 0 && errno != EEXIST) {
+        st = imgd_fail(IMGD_E_IO, "cannot create %s: %s", vdir, strerror(errno));
+    }
+    if (st == IMGD_OK && access(vfile, F_OK) != 0) {
+        st = place_file(path, vfile);
+    }
+    if (st != IMGD_OK) {
+        return st;
+    }
+    pthread_mutex_lock(&r->mu);
+    pin_row prev;
+    pin_of(r, root, rid, old);
+    bool had = old[0] && pin_lookup(r, rid, old, &prev);
+    st = pin_write(r, "INSERT OR REPLACE INTO pins VALUES (?,?,?,?,?)", root, rid, sha, vfile);
+    if (st == IMGD_OK && had && strcmp(prev.file, vfile) != 0) {
+        drop_version_file(r, prev.file);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (st == IMGD_OK && hex_out) {
+        memcpy(hex_out, sha, sizeof sha);
+    }
+    return st;
+}
+
+imgd_status imgd_registry_unpin(imgd_registry *r, const char *id) {
+    if (!r || !id) {
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_registry_unpin: NULL argument");
+    }
+    char        root[PATH_MAX], path[PATH_MAX], rid[IMGD_REG_ID_MAX], sha[65];
+    imgd_status st = id_paths(r, id, root, path, rid);
+    if (st != IMGD_OK) {
+        return st;
+    }
+    pthread_mutex_lock(&r->mu);
+    pin_row p;
+    pin_of(r, root, rid, sha);
+    if (!sha[0] || !pin_lookup(r, rid, sha, &p)) {
+        st = imgd_fail(IMGD_E_NOT_FOUND, "model '%s' is not pinned", rid);
+    } else {
+        st = pin_write(r, "DELETE FROM pins WHERE root = ? AND id = ?", root, rid, NULL, NULL);
+        if (st == IMGD_OK) {
+            drop_version_file(r, p.file);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return st;
+}
+
+imgd_status imgd_registry_rollback(imgd_registry *r, const char *id) {
+    if (!r || !id) {
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_registry_rollback: NULL argument");
+    }
+    char        root[PATH_MAX], path[PATH_MAX], rid[IMGD_REG_ID_MAX], sha[65];
+    imgd_status st = id_paths(r, id, root, path, rid);
+    if (st != IMGD_OK) {
+        return st;
+    }
+    pin_row p;
+    pthread_mutex_lock(&r->mu);
+    pin_of(r, root, rid, sha);
+    bool pinned = sha[0] && pin_lookup(r, rid, sha, &p);
+    pthread_mutex_unlock(&r->mu);
+    if (!pinned) {
+        return imgd_fail(IMGD_E_NOT_FOUND, "model '%s' is not pinned: nothing to roll back to",
+                         rid);
+    }
+    st = place_file(p.file, path);
+    if (st == IMGD_OK) {
+        st = imgd_registry_refresh(r, rid, NULL);
+    }
+    if (st == IMGD_OK) {
+        IMGD_LOG(IMGD_LOG_INFO, "service.registry", "rollback", "%s back to %.10s", rid, p.sha);
+    }
     return st;
 }

@@ -40,6 +40,7 @@ typedef struct imgd_reg_entry {
     char     error[512];          /* why it cannot be read, "" when it can */
     char     sha256[65];          /* lower-case hex, "" until computed */
     char     autov2[11];          /* first 10 hex digits of sha256, "" until computed */
+    char     pinned[65];          /* sha256 the id is pinned to, "" when not pinned */
     uint64_t size;                /* bytes (a folder: its files' sum) */
     uint64_t tensor_bytes;        /* sum of the stored tensors' bytes, 0 when unreadable */
     int64_t  mtime_ns;            /* newest mtime, ns since the epoch */
@@ -90,5 +91,24 @@ imgd_status imgd_registry_hash(imgd_registry *r, const char *id, imgd_progress_f
 /* Re-stats one model and, when it changed, detects it again (and forgets its hash), so a
  * caller about to load it sees the current file. IMGD_E_NOT_FOUND when it is gone. */
 imgd_status imgd_registry_refresh(imgd_registry *r, const char *id, imgd_reg_entry *out);
+
+/* ---- versions ------------------------------------------------------------------------------
+ * A model id can be pinned to its current content: the registry records the sha256 and keeps
+ * a hard link (a copy when the link fails, e.g. another file system) to the file in
+ * DB_DIR/versions/<sha256><ext>. Replacing the file (a new download renamed over it) then
+ * leaves the pinned version addressable, by its sha256, AutoV2 or "ID@AUTOV2" (find gives an
+ * entry with that id and the versions path), until unpinned; rollback puts it back. An
+ * in-place overwrite of a hard-linked file changes the kept version too: replace files by
+ * rename (imgd pull and imgd convert do). Folders cannot be pinned. */
+
+/* Pins id to its current sha256 (computing it when needed); hex_out may be NULL. Re-pinning
+ * moves the pin. Returns IMGD_E_NOT_FOUND, IMGD_E_UNSUPPORTED (a folder), IMGD_E_IO. */
+imgd_status imgd_registry_pin(imgd_registry *r, const char *id, char hex_out[65]);
+/* Drops the pin and, when no other pin uses it, the kept file. IMGD_E_NOT_FOUND when the id
+ * is not pinned. */
+imgd_status imgd_registry_unpin(imgd_registry *r, const char *id);
+/* Puts the pinned version back at the id's path (written beside it, then renamed) and
+ * refreshes the entry. IMGD_E_NOT_FOUND when not pinned; IMGD_E_IO. */
+imgd_status imgd_registry_rollback(imgd_registry *r, const char *id);
 
 #endif

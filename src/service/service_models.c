@@ -148,7 +148,21 @@ static bool registry_entry(imgd_server *s, const char *id, imgd_reg_entry *e, in
 svc_model *svc_model_find(imgd_server *s, const char *id, int32_t *http_status, char *detail,
                           size_t detail_cap) {
     for (size_t i = 0; i < s->n_models; i++) {
-        if (strcmp(s->models[i].id, id) == 0) return &s->models[i];
+        if (strcmp(s->models[i].id, id) != 0) {
+            continue;
+        }
+        /* a descriptor whose file was replaced by another kind of model is rebuilt */
+        imgd_reg_entry *cur   = imgd_malloc(sizeof *cur);
+        bool            stale = cur && imgd_registry_find(s->reg, id, cur) == IMGD_OK &&
+                     (strcmp(cur->family, s->models[i].family) != 0 ||
+                      strcmp(cur->kind, s->models[i].kind) != 0);
+        imgd_free(cur);
+        if (!stale) {
+            return &s->models[i];
+        }
+        cJSON_Delete(s->models[i].schema);
+        s->models[i] = s->models[--s->n_models];
+        break;
     }
     *http_status = 400;
     if (!id_syntax_ok(id, detail, detail_cap)) return NULL;
@@ -454,6 +468,9 @@ static cJSON *entry_json(imgd_server *s, const imgd_reg_entry *e) {
         (void)cJSON_AddStringToObject(o, "sha256", e->sha256);
         (void)cJSON_AddStringToObject(o, "autov2", e->autov2);
     }
+    if (e->pinned[0]) {
+        (void)cJSON_AddStringToObject(o, "pinned", e->pinned);
+    }
     (void)cJSON_AddBoolToObject(o, "loaded", svc_model_is_loaded(s, e->id));
     return o;
 }
@@ -508,7 +525,12 @@ cJSON *svc_model_json(imgd_server *s, const svc_model *sm) {
     if (e && imgd_registry_find(s->reg, sm->id, e) == IMGD_OK) {
         (void)cJSON_AddNumberToObject(o, "size", (double)e->size);
         (void)cJSON_AddNumberToObject(o, "tensor_bytes", (double)e->tensor_bytes);
-        if (e->sha256[0]) (void)cJSON_AddStringToObject(o, "sha256", e->sha256);
+        if (e->sha256[0]) {
+            (void)cJSON_AddStringToObject(o, "sha256", e->sha256);
+        }
+        if (e->pinned[0]) {
+            (void)cJSON_AddStringToObject(o, "pinned", e->pinned);
+        }
     }
     imgd_free(e);
     cJSON *caps = cJSON_AddObjectToObject(o, "capabilities");

@@ -288,6 +288,54 @@ static void r_model_unload(imgd_server *s, const imgd_http_req *req, const char 
     if (model_entry(s, id, resp, &o, false)) svc_send_json(resp, 200, o);
 }
 
+/* Versions: pin the model's current content, drop the pin, or put the pinned version back
+ * (the loaded copy of the replaced file is unloaded, so the next job loads the restored one). */
+typedef enum version_op {
+    VERSION_PIN      = 0,
+    VERSION_UNPIN    = 1,
+    VERSION_ROLLBACK = 2,
+} version_op;
+
+static void model_version(imgd_server *s, const imgd_http_req *req, const char *id,
+                          imgd_http_resp *resp, version_op op) {
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) {
+        return;
+    }
+    imgd_status st = op == VERSION_PIN     ? imgd_registry_pin(s->reg, id, NULL)
+                     : op == VERSION_UNPIN ? imgd_registry_unpin(s->reg, id)
+                                           : imgd_registry_rollback(s->reg, id);
+    if (st != IMGD_OK) {
+        int32_t hs = st == IMGD_E_NOT_FOUND ? 404 : st == IMGD_E_UNSUPPORTED ? 422 : 500;
+        imgd_http_problem(resp, hs, "model-version", "The model version operation failed",
+                          imgd_last_error(), NULL,
+                          "POST /v1/models/{id}/pin first; GET /v1/models lists the ids");
+        return;
+    }
+    if (op == VERSION_ROLLBACK) {
+        (void)svc_model_unload(s, id);
+    }
+    cJSON *o = NULL;
+    if (model_entry(s, id, resp, &o, false)) {
+        svc_send_json(resp, 200, o);
+    }
+}
+
+static void r_model_pin(imgd_server *s, const imgd_http_req *req, const char *id,
+                        imgd_http_resp *resp) {
+    model_version(s, req, id, resp, VERSION_PIN);
+}
+
+static void r_model_unpin(imgd_server *s, const imgd_http_req *req, const char *id,
+                          imgd_http_resp *resp) {
+    model_version(s, req, id, resp, VERSION_UNPIN);
+}
+
+static void r_model_rollback(imgd_server *s, const imgd_http_req *req, const char *id,
+                             imgd_http_resp *resp) {
+    model_version(s, req, id, resp, VERSION_ROLLBACK);
+}
+
 /* Shared by /v1/generate and /v1/jobs: validates, charges the quota, submits. */
 static bool submit_native(imgd_server *s, const imgd_http_req *req, const imgd_auth_result *who,
                           imgd_http_resp *resp, char id[40]) {
@@ -551,6 +599,9 @@ static const route k_routes[] = {
     {"GET", "/v1/models/", "/schema", true, r_model_schema, "/v1/models/{id}/schema"},
     {"POST", "/v1/models/", "/load", true, r_model_load, "/v1/models/{id}/load"},
     {"POST", "/v1/models/", "/unload", true, r_model_unload, "/v1/models/{id}/unload"},
+    {"POST", "/v1/models/", "/pin", true, r_model_pin, "/v1/models/{id}/pin"},
+    {"POST", "/v1/models/", "/unpin", true, r_model_unpin, "/v1/models/{id}/unpin"},
+    {"POST", "/v1/models/", "/rollback", true, r_model_rollback, "/v1/models/{id}/rollback"},
     {"GET", "/v1/models/", "", true, r_model, "/v1/models/{id}"},
     {"POST", "/v1/generate", "", false, r_generate, "/v1/generate"},
     {"POST", "/v1/jobs", "", false, r_jobs_post, "/v1/jobs"},

@@ -3,6 +3,7 @@
 reported by /v1/ready, --memory-budget evicting the least recently used model (never one in
 use), and a .ckpt converted once into STATE/cache so the next cold start maps safetensors."""
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +22,12 @@ SRV = None
 
 def start(*args):
     global SRV
-    SRV = svc.Server(ROOT, config=CONFIG, args=args, state=os.path.join(ROOT, "state"))
+    ext = os.path.join(ROOT, "extra")
+    if not os.path.isdir(ext):
+        os.makedirs(ext)
+        shutil.copyfile(os.path.join(MD, "sd15-narrow.safetensors"), os.path.join(ext, "m.safetensors"))
+    SRV = svc.Server(ROOT, config=CONFIG, args=args, state=os.path.join(ROOT, "state"),
+                     extra_dirs=[ext])
     SRV.start()
     return SRV
 
@@ -95,6 +101,31 @@ def test_a_job_loads_its_model_back():
     assert r.status_code == 400 and "ambiguous" in r.text, r.text
 
 
+def test_pin_replace_rollback():
+    ext = os.path.join(ROOT, "extra")
+    mp = os.path.join(ext, "m.safetensors")
+    lists = lambda: {m["id"]: m for m in S.get(SRV.url("/v1/models")).json()["models"]}  # noqa: E731
+    r = S.post(SRV.url("/v1/models/m.safetensors/pin"))
+    assert r.status_code == 200 and len(r.json()["pinned"]) == 64, r.text
+    v1 = r.json()["pinned"]
+    # replace the file (write beside, rename over) with a LoRA
+    shutil.copyfile(os.path.join(MD, "lora", "narrow-lora_kohya.safetensors"), mp + ".new")
+    os.replace(mp + ".new", mp)
+    ms = lists()
+    assert ms["m.safetensors"]["kind"] == "lora" and ms["m.safetensors"]["pinned"] == v1, ms
+    # the pinned version stays addressable as ID@AUTOV2 (and by hash)
+    old = model(f"m.safetensors@{v1[:10]}")
+    assert old["kind"] == "checkpoint" and old["id"] == f"m.safetensors@{v1[:10]}", old
+    assert model(v1)["id"] == old["id"]
+    r = S.post(SRV.url("/v1/models/m.safetensors/rollback"))
+    assert r.status_code == 200, r.text
+    ms = lists()
+    assert ms["m.safetensors"]["kind"] == "checkpoint", ms["m.safetensors"]
+    assert S.post(SRV.url("/v1/models/m.safetensors/unpin")).status_code == 200
+    r = S.post(SRV.url("/v1/models/m.safetensors/rollback"))
+    assert r.status_code == 404 and "not pinned" in r.text, r.text
+
+
 def main():
     # measure one model's resident bytes, then give a budget that holds one but not two
     start("--preload", svc.MODEL_ID)
@@ -104,7 +135,7 @@ def main():
     start("--preload", svc.MODEL_ID, "--memory-budget", str(budget))
     cases = [test_models_list_comes_from_the_registry, test_preload_is_reported_by_ready,
              test_ckpt_is_converted_once_into_the_disk_cache, test_budget_evicts_least_recently_used,
-             test_a_job_loads_its_model_back]
+             test_a_job_loads_its_model_back, test_pin_replace_rollback]
     rc = svc.run_cases(cases, SRV)
     first = load_times(CKPT)
     SRV.stop()

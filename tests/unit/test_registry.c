@@ -270,6 +270,56 @@ static void test_registry_lookups_while_scanning_are_safe(void) {
     rm_db(root);
 }
 
+static void test_registry_pinned_version_survives_replacement_and_rolls_back(void) {
+    char root[512], p[1024], tmp[1100];
+    tree(root, sizeof root, "reg-pin");
+    rm_db(root);
+    put(root, "m.safetensors", 2);
+    imgd_registry *r = open_reg(root);
+    CHECK_STATUS(imgd_registry_scan(r, NULL), IMGD_OK);
+    char v1[65], v2[65];
+    CHECK_STATUS(imgd_registry_pin(r, "m.safetensors", v1), IMGD_OK);
+    imgd_reg_entry e;
+    CHECK_STATUS(imgd_registry_find(r, "m", &e), IMGD_OK);
+    CHECK_STR(e.pinned, v1);
+    /* replace the file the way downloads do: write beside, rename over */
+    imgd_fmt(p, sizeof p, "%s/m.safetensors", root);
+    imgd_fmt(tmp, sizeof tmp, "%s.new", p);
+    CHECK(fx_safetensors(tmp, k_names, 2, 5, 2.0f, NULL, NULL) == 0);
+    CHECK(rename(tmp, p) == 0);
+    CHECK_STATUS(imgd_registry_hash(r, "m.safetensors", NULL, NULL, v2), IMGD_OK);
+    CHECK(strcmp(v1, v2) != 0);
+    /* the old version stays addressable by its hash and as ID@AUTOV2 */
+    CHECK_STATUS(imgd_registry_find(r, v1, &e), IMGD_OK);
+    char vid[IMGD_REG_ID_MAX];
+    imgd_fmt(vid, sizeof vid, "m.safetensors@%.10s", v1);
+    CHECK_STR(e.id, vid);
+    CHECK_EQ_INT(e.tensor_bytes, 2 * 2 * 4 * 4);
+    char hv[65];
+    CHECK_STATUS(imgd_file_sha256(e.path, NULL, NULL, hv), IMGD_OK);
+    CHECK_STR(hv, v1);
+    CHECK_STATUS(imgd_registry_refresh(r, vid, &e), IMGD_OK);
+    CHECK_STATUS(imgd_registry_hash(r, vid, NULL, NULL, hv), IMGD_OK);
+    CHECK_STR(hv, v1);
+    /* rollback restores it at the id */
+    CHECK_STATUS(imgd_registry_rollback(r, "m.safetensors"), IMGD_OK);
+    CHECK_STATUS(imgd_file_sha256(p, NULL, NULL, hv), IMGD_OK);
+    CHECK_STR(hv, v1);
+    CHECK_STATUS(imgd_registry_find(r, "m.safetensors", &e), IMGD_OK);
+    CHECK_EQ_INT(e.tensor_bytes, 2 * 2 * 4 * 4);
+    /* unpin releases the kept file; a second unpin or rollback says why not */
+    CHECK_STATUS(imgd_registry_unpin(r, "m.safetensors"), IMGD_OK);
+    CHECK_STATUS(imgd_registry_unpin(r, "m.safetensors"), IMGD_E_NOT_FOUND);
+    CHECK_STATUS(imgd_registry_rollback(r, "m.safetensors"), IMGD_E_NOT_FOUND);
+    CHECK(strstr(imgd_last_error(), "not pinned") != NULL);
+    imgd_registry_free(r);
+    fx_rmtree(root);
+    rm_db(root);
+    char vdir[1024];
+    imgd_fmt(vdir, sizeof vdir, "%s/versions", tu_tmpdir());
+    fx_rmtree(vdir);
+}
+
 int main(void) {
     RUN(test_registry_scan_finds_files_and_diffusers_folders);
     RUN(test_registry_rescan_and_reopen_reuse_the_cache);
@@ -277,5 +327,6 @@ int main(void) {
     RUN(test_registry_find_by_id_name_sha256_and_autov2);
     RUN(test_registry_rescan_of_1000_files_is_fast);
     RUN(test_registry_lookups_while_scanning_are_safe);
+    RUN(test_registry_pinned_version_survives_replacement_and_rolls_back);
     TEST_END();
 }
