@@ -16,12 +16,16 @@ int bench_detect(int argc, char **argv);
 int bench_sd(int argc, char **argv);
 int bench_serve(int argc, char **argv);
 int bench_lora(int argc, char **argv);
+int bench_registry(int argc, char **argv);
 
 /* A sparse real-size SD 1.5 f16 checkpoint under dir/imgd-bench-TAG-PID (root), its file
- * in target; then bench_sd_fill_random writes random weights into it. 0 on success. */
+ * in target; then bench_fill_random writes random weights into it. 0 on success. */
 int bench_sd_model_write(const char *dir, const char *tag, char *root, size_t root_cap,
                          char *target, size_t target_cap);
-int bench_sd_fill_random(const char *path);
+
+/* Fills every float tensor of the (sparse) safetensors file at path with random values in
+ * place (sd.c); 0 on success. */
+int bench_fill_random(const char *path);
 
 /* The machine's measured sgemm peak (see engine.c), GFLOP/s; 0 on failure. */
 double bench_gemm_peak_gflops(uint32_t threads);

@@ -205,7 +205,7 @@ int bench_lora(int argc, char **argv) {
     }
     double t0 = bench_now();
     if (bench_sd_model_write(o.dir, "lora", root, sizeof root, target, sizeof target) != 0 ||
-        bench_sd_fill_random(target) != 0) {
+        bench_fill_random(target) != 0) {
         fprintf(stderr, "imgd-bench lora: could not write the model under %s\n", o.dir);
         return 1;
     }

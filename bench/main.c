@@ -53,6 +53,12 @@ static const bench_row k_benches[] = {
      "      HTTP by client threads: requests/s, p50/p99 latency at concurrency 1, 16, 64;\n"
      "      images/s with batch_max 4 (+50 ms wait) vs batch_max 1 [--seconds S (8 per level)]\n"
      "      [--steps N (2)] [--size PX (64)] [--threads N] [--dir SHARED]"},
+    {"registry", bench_registry,
+     "model registry and caches: cold start of a random SD 1.5 (f16) .ckpt (sha256 + convert\n"
+     "      into the disk cache + load) vs the warm start (cache hit: map the safetensors), vs\n"
+     "      loading the .ckpt directly; page cache dropped before each load; registry rescan of\n"
+     "      1000 unchanged files vs the first scan [--small (the tiny sd15-narrow instead)]\n"
+     "      [--files N] [--dir D] [--threads N] [--keep]"},
 };
 
 int main(int argc, char **argv) {

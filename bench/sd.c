@@ -87,7 +87,7 @@ static float    urand(void) {
 }
 
 /* Fills every tensor of the sparse checkpoint at path in place. */
-static int fill_random(const char *path) {
+int bench_fill_random(const char *path) {
     imgd_weights *w = NULL;
     if (imgd_weights_open(path, NULL, &w) != IMGD_OK) {
         fprintf(stderr, "imgd-bench sd: %s\n", imgd_last_error());
@@ -148,10 +148,6 @@ int bench_sd_model_write(const char *dir, const char *tag, char *root, size_t ro
         mkdir(root, 0755) != 0 || cs->build(root, target, target_cap) != 0)
         return -1;
     return 0;
-}
-
-int bench_sd_fill_random(const char *path) {
-    return fill_random(path);
 }
 
 /* Multiply-adds of the executed matmuls, convolutions and attentions of a graph, x2. */
@@ -324,7 +320,7 @@ int bench_sd(int argc, char **argv) {
         return 1;
     }
     double t0 = bench_now();
-    int    rc = fill_random(target);
+    int    rc = bench_fill_random(target);
     printf("# random SD 1.5 (f16) written in %.1f s: %s\n", bench_now() - t0, target);
     struct stat st;
     double      wbytes = stat(target, &st) == 0 ? (double)st.st_size : 0;

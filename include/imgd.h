@@ -751,11 +751,17 @@ typedef struct imgd_serve_params {
                                        options; README "Worker"); NULL = none */
     imgd_load_params load;          /* how models are loaded (backend, threads, precision) */
     size_t           body_max;      /* request body cap in bytes; 0 = 32 MiB */
-    int32_t          batch_max;     /* requests of one model and shape run together; 0 = 4 */
-    int32_t          batch_wait_ms; /* wait this long for more requests to batch; 0 = 0 */
-    int32_t          queue_max;     /* queued jobs before 503; 0 = 1000 */
-    uint32_t         conn_max;      /* simultaneous HTTP connections; 0 = 256 */
-    uint16_t         port;          /* 0 = any free port (imgd_server_port says which) */
+    uint64_t         memory_budget; /* bytes of loaded models kept in memory (LRU; models
+                                       in use are never evicted); 0 = unlimited. Since 0.4 */
+    uint64_t disk_cache_max;        /* bytes of STATE/cache (.ckpt and other unmappable
+                                       weights converted once to safetensors, keyed by
+                                       sha256; least recently used removed first);
+                                       0 = 64 GiB, UINT64_MAX = no disk cache. Since 0.4 */
+    int32_t  batch_max;             /* requests of one model and shape run together; 0 = 4 */
+    int32_t  batch_wait_ms;         /* wait this long for more requests to batch; 0 = 0 */
+    int32_t  queue_max;             /* queued jobs before 503; 0 = 1000 */
+    uint32_t conn_max;              /* simultaneous HTTP connections; 0 = 256 */
+    uint16_t port;                  /* 0 = any free port (imgd_server_port says which) */
 } imgd_serve_params;
 
 /* Defaults for imgd_serve_params. Since: 0.3 */
@@ -777,6 +783,50 @@ IMGD_API uint16_t imgd_server_port(const imgd_server *s);
  * grace_s seconds, then cancels it; cancelled-by-shutdown jobs stay queued in the state
  * directory and run after the next start), stops and frees. NULL is a no-op. Since: 0.3 */
 IMGD_API void imgd_server_stop(imgd_server *s, double grace_s);
+
+/* ---------------------------------------------------------------------------------- */
+/* Model hubs: downloading models (imgd pull)                                          */
+/* ---------------------------------------------------------------------------------- */
+
+typedef struct imgd_pull_params {
+    const char *source;        /* what to fetch:
+                                  "org/name[@revision]" or "hf:org/name[@revision]": a Hugging Face
+                                    repo (a diffusers pipeline: model_index.json, component configs,
+                                    tokenizers and weights; or a single-file repo's weights);
+                                  "civitai:VERSION_ID", "civitai-model:MODEL_ID" (its newest
+                                    version), "civitai-hash:SHA256" (the version a file with that
+                                    hash belongs to; a file already present is only verified), or a
+                                    civitai.com model/download URL. Copied. */
+    const char      *dest_dir; /* folder the files go to (a pipeline into dest_dir/NAME); created */
+    const char      *variant;  /* HF weight variant ("fp16"); NULL = the plain weights, else any */
+    imgd_progress_fn progress; /* may be NULL; bytes received of bytes expected, all files */
+    void            *user;
+    int32_t          parallel; /* files downloaded at once; 0 = 4 */
+    int32_t          retries;  /* tries per file after a failure (429, cut connection); 0 = 4 */
+} imgd_pull_params;
+
+/* Defaults for imgd_pull_params. Since: 0.4 */
+IMGD_API imgd_pull_params imgd_pull_params_default(void);
+
+/* Downloads a model from a hub with libcurl. Base URLs come from IMGD_HF_ENDPOINT (default
+ * https://huggingface.co) and IMGD_CIVITAI_ENDPOINT (default https://civitai.com); tokens from
+ * HF_TOKEN and CIVITAI_TOKEN (sent as a bearer token to the hub's own host only). Each file is
+ * written to NAME.part, resumed with an HTTP Range request after a cut connection or an earlier
+ * interrupted run, checked against the sha256 the hub states (HF LFS metadata, CivitAI
+ * hashes.SHA256) and only then renamed to NAME; a file already present with the stated hash is
+ * not downloaded again. HTTP 429 waits for Retry-After (at most 60 s) and retries. CivitAI's
+ * version metadata (baseModel, trainedWords, ...) is written beside the file as
+ * NAME.civitai.json.
+ * report_json: may be NULL; on IMGD_OK receives {"source","dir","files":[{"path","bytes",
+ *   "sha256","downloaded"}]}; free with imgd_string_free().
+ * Returns IMGD_OK; IMGD_E_INVALID_ARG (unreadable source); IMGD_E_NOT_FOUND (404: the message
+ * names the repo, file or id and the URL); IMGD_E_AUTH (401/403: the message names the token
+ * variable to set); IMGD_E_IO (network failure or HTTP error after the retries, a write
+ * failure); IMGD_E_FORMAT (the hub's JSON is not what it should be, or a file's sha256 differs
+ * from the stated one: the .part is deleted); IMGD_E_CANCELLED (progress returned false; .part
+ * files are kept for a resume). Files finished before a failure stay in place.
+ * Thread-safety: safe from any thread. Since: 0.4 */
+IMGD_API imgd_status imgd_pull(const imgd_pull_params *params, char **report_json);
 
 #ifdef __cplusplus
 }

@@ -6,5 +6,7 @@ int         imgd_cli_generate(int argc, char **argv);
 const char *imgd_cli_generate_usage(void);
 int         imgd_cli_serve(int argc, char **argv);
 const char *imgd_cli_serve_usage(void);
+int         imgd_cli_pull(int argc, char **argv);
+const char *imgd_cli_pull_usage(void);
 
 #endif

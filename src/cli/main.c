@@ -167,6 +167,12 @@ static const cmd_row k_cmds[] = {
     {"serve", imgd_cli_serve, NULL,
      "the worker: HTTP API (/v1, A1111 /sdapi/v1, OpenAI images, RunPod) over a durable\n"
      "      job queue in --state; models are paths under --models; SIGTERM stops gracefully"},
+    {"pull", imgd_cli_pull, NULL,
+     "download a model: a Hugging Face repo (org/name[@rev], the files a pipeline needs,\n"
+     "      --variant fp16, sharded weights) or CivitAI (civitai:VERSION, civitai-model:ID,\n"
+     "      civitai-hash:SHA256, a civitai.com URL); resumable, parallel, sha256-verified;\n"
+     "      tokens from HF_TOKEN / CIVITAI_TOKEN; hubs from IMGD_HF_ENDPOINT /\n"
+     "      IMGD_CIVITAI_ENDPOINT"},
     {"version", cmd_version, "imgd version", "print the version"},
     {"help", cmd_help, "imgd help", "this text"},
 };
@@ -179,6 +185,7 @@ static int cmd_help(int argc, char **argv) {
         printf("  %s\n      %s\n",
                k_cmds[i].usage                        ? k_cmds[i].usage
                : strcmp(k_cmds[i].name, "serve") == 0 ? imgd_cli_serve_usage()
+               : strcmp(k_cmds[i].name, "pull") == 0  ? imgd_cli_pull_usage()
                                                       : imgd_cli_generate_usage(),
                k_cmds[i].doc);
     return 0;

@@ -11,7 +11,8 @@
 #define SERVE_LIST_MAX 64
 
 static const char k_usage[] =
-    "imgd serve --models DIR... [--model ID]... [--host H] [--port P] [--state DIR]\n"
+    "imgd serve --models DIR... [--preload ID...] [--host H] [--port P] [--state DIR]\n"
+    "      [--memory-budget BYTES|NGiB|NMiB] [--disk-cache-max BYTES|NGiB|off]\n"
     "      [--config FILE] [--batch-max N] [--batch-wait-ms MS] [--queue-max N]\n"
     "      [--tokenizer DIR] [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref]\n"
     "      [--grace S]";
@@ -31,6 +32,42 @@ static bool parse_long(const char *flag, const char *v, long lo, long hi, long *
     }
     *out = x;
     return true;
+}
+
+/* "123", "8GiB", "512MiB", "2G", "1.5GB" (powers of 1024 and 1000 both accepted). */
+static bool parse_bytes(const char *flag, const char *v, uint64_t *out) {
+    static const struct {
+        const char *sfx;
+        double      mul;
+    } k_units[] = {{"", 1},
+                   {"B", 1},
+                   {"K", 1024.0},
+                   {"KiB", 1024.0},
+                   {"KB", 1e3},
+                   {"M", 1048576.0},
+                   {"MiB", 1048576.0},
+                   {"MB", 1e6},
+                   {"G", 1073741824.0},
+                   {"GiB", 1073741824.0},
+                   {"GB", 1e9},
+                   {"T", 1099511627776.0},
+                   {"TiB", 1099511627776.0},
+                   {"TB", 1e12}};
+    char *end   = NULL;
+    errno       = 0;
+    double x    = v ? strtod(v, &end) : -1;
+    if (v && !errno && end != v && x >= 0) {
+        for (size_t i = 0; i < sizeof k_units / sizeof k_units[0]; i++) {
+            if (strcmp(end, k_units[i].sfx) != 0) continue;
+            double b = x * k_units[i].mul;
+            if (b >= 18446744073709551615.0) break;
+            *out = (uint64_t)b;
+            return true;
+        }
+    }
+    fprintf(stderr, "imgd serve: %s '%s': expected bytes such as 8GiB, 512MiB or 1000000\n", flag,
+            v ? v : "");
+    return false;
 }
 
 typedef struct serve_opts {
@@ -69,7 +106,7 @@ static int parse(int argc, char **argv, serve_opts *o) {
             if ((i = take_list(argc, argv, i, o->dirs, &o->p.n_model_dirs, a)) < 0) return 2;
             continue;
         }
-        if (IS("--model")) {
+        if (IS("--model") || IS("--preload")) {
             if ((i = take_list(argc, argv, i, o->models, &o->p.n_models, a)) < 0) return 2;
             continue;
         }
@@ -109,6 +146,13 @@ static int parse(int argc, char **argv, serve_opts *o) {
         } else if (IS("--threads")) {
             if (!parse_long(a, v, 0, 4096, &x)) return 2;
             o->p.load.threads = (uint32_t)x;
+        } else if (IS("--memory-budget")) {
+            if (!parse_bytes(a, v, &o->p.memory_budget)) return 2;
+        } else if (IS("--disk-cache-max")) {
+            if (strcmp(v, "off") == 0)
+                o->p.disk_cache_max = UINT64_MAX;
+            else if (!parse_bytes(a, v, &o->p.disk_cache_max))
+                return 2;
         } else if (IS("--grace")) {
             if (!parse_long(a, v, 0, 86400, &x)) return 2;
             o->grace_s = (double)x;

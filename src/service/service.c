@@ -185,9 +185,20 @@ static imgd_status start_inner(imgd_server *s, const imgd_serve_params *p) {
     if (st == IMGD_OK && s->n_dirs == 0)
         return imgd_fail(IMGD_E_INVALID_ARG,
                          "no model directory: give --models DIR (or --model FILE)");
+    if (st == IMGD_OK) st = svc_models_open(s);
+    if (st == IMGD_OK && p->n_models) {
+        s->preload = imgd_calloc(p->n_models, sizeof *s->preload);
+        if (!s->preload) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
+    }
     for (size_t i = 0; st == IMGD_OK && i < p->n_models; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < s->n_preload; j++) dup = dup || strcmp(s->preload[j], ids[i]) == 0;
+        if (dup) continue;
         st = svc_model_load(s, ids[i]);
-        if (st != IMGD_OK) st = imgd_fail_prefix(st, "--model %s", ids[i]);
+        if (st != IMGD_OK) st = imgd_fail_prefix(st, "--preload %s", ids[i]);
+        if (st != IMGD_OK) break;
+        s->preload[s->n_preload] = imgd_strdup(ids[i]);
+        if (!s->preload[s->n_preload++]) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
     if (st != IMGD_OK) return st;
     st = svc_sched_start(s);
@@ -211,6 +222,8 @@ static void server_free(imgd_server *s) {
     imgd_auth_free(s->auth);
     imgd_jobstore_close(s->js);
     svc_models_free(s);
+    for (size_t i = 0; i < s->n_preload; i++) imgd_free(s->preload[i]);
+    imgd_free(s->preload);
     for (size_t i = 0; i < s->n_dirs; i++) imgd_free(s->dirs[i]);
     imgd_free(s->dirs);
     imgd_free(s->state_dir);

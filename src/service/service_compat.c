@@ -289,8 +289,15 @@ static void a1111_sd_models(imgd_server *s, imgd_http_resp *resp) {
         char *dot = strrchr(name, '.');
         if (dot && !strchr(dot, '/')) *dot = '\0';
         (void)cJSON_AddStringToObject(o, "model_name", name);
-        (void)cJSON_AddNullToObject(o, "hash");
-        (void)cJSON_AddNullToObject(o, "sha256");
+        const cJSON *sha = get(m, "sha256"), *av2 = get(m, "autov2");
+        if (cJSON_IsString(av2))
+            (void)cJSON_AddStringToObject(o, "hash", av2->valuestring);
+        else
+            (void)cJSON_AddNullToObject(o, "hash");
+        if (cJSON_IsString(sha))
+            (void)cJSON_AddStringToObject(o, "sha256", sha->valuestring);
+        else
+            (void)cJSON_AddNullToObject(o, "sha256");
         (void)cJSON_AddStringToObject(o, "filename", id);
         (void)cJSON_AddNullToObject(o, "config");
     }

@@ -14,21 +14,23 @@
 #include "service/http.h"
 #include "service/jobstore.h"
 #include "service/metrics.h"
+#include "service/model_cache.h"
+#include "service/registry.h"
 
 #define SVC_MODELS_MAX 32
 #define SVC_BATCH_MAX  16
 #define SVC_ID_MAX     512
 
-/* A model under a model directory, as detected (loaded or not). */
+/* A servable model's descriptor: what the registry detected plus its request schema. The
+ * table of these is a cache of schemas (any entry may be dropped); loaded models live in
+ * the memory cache (s->cache), keyed by the same id. */
 typedef struct svc_model {
-    char        id[SVC_ID_MAX]; /* path relative to its model dir */
-    char        path[PATH_MAX]; /* resolved absolute path */
-    char        family[32];     /* imgd_family_name */
-    char        kind[32];
-    imgd_model *m; /* NULL when not loaded */
-    double      load_s;
-    int64_t     loaded_ms, last_used_ms;
-    cJSON      *schema; /* generation request schema (owned) */
+    char    id[SVC_ID_MAX]; /* path relative to its model dir */
+    char    path[PATH_MAX]; /* resolved absolute path */
+    char    family[32];     /* imgd_family_name */
+    char    kind[32];
+    int64_t last_used_ms;
+    cJSON  *schema; /* generation request schema (owned) */
 } svc_model;
 
 /* One running job's live progress. */
@@ -49,13 +51,18 @@ struct imgd_server {
     imgd_auth        *auth;
     imgd_http        *http;
     imgd_svc_metrics  metrics;
+    imgd_registry    *reg;     /* every model under the dirs (STATE/registry.sqlite3) */
+    imgd_mcache      *cache;   /* loaded models under the memory budget */
+    char            **preload; /* ids warmed at start (readiness reports them) */
+    size_t            n_preload;
 
     pthread_mutex_t mu;       /* guards everything below */
     pthread_cond_t  cv_work;  /* scheduler: something to do */
     pthread_cond_t  cv_event; /* waiters: a job progressed or finished */
     uint64_t        event_seq;
     svc_model       models[SVC_MODELS_MAX];
-    size_t          n_models; /* detected models we have seen (loaded or not) */
+    size_t          n_models;           /* descriptors cached */
+    char            single[SVC_ID_MAX]; /* svc_model_single_loaded's answer */
     svc_live        live[SVC_BATCH_MAX];
     char            current[SVC_ID_MAX]; /* model of the last job (A1111 "checkpoint") */
     bool            stopping, hard_stop, interrupt_all;
@@ -75,11 +82,23 @@ bool svc_model_resolve(imgd_server *s, const char *id, char *path, size_t cap, i
  * Call with s->mu held. */
 svc_model *svc_model_find(imgd_server *s, const char *id, int32_t *http_status, char *detail,
                           size_t detail_cap);
-/* Loads (under engine_mu, s->mu NOT held). IMGD_OK when already loaded. */
+/* Opens the registry (STATE/registry.sqlite3), scans it and creates the memory cache. */
+imgd_status svc_models_open(imgd_server *s);
+/* Loads into the memory cache (s->mu and engine_mu NOT held). IMGD_OK when already loaded. */
 imgd_status svc_model_load(imgd_server *s, const char *id);
+/* Unloads now, or when the jobs using it release it. */
 imgd_status svc_model_unload(imgd_server *s, const char *id);
-/* The only loaded model's id when exactly one is loaded, else NULL (s->mu held). */
+/* The model of id (an id, file name or hash) with a reference held, loading it when needed;
+ * canon receives the registry id to release it with. s->mu and engine_mu NOT held. */
+imgd_status svc_model_acquire(imgd_server *s, const char *id, imgd_model **out,
+                              char canon[SVC_ID_MAX]);
+void        svc_model_release(imgd_server *s, const char *canon);
+bool        svc_model_is_loaded(imgd_server *s, const char *id);
+/* The only loaded model's id when exactly one is loaded, else NULL (s->mu held; the string
+ * lives in s->single until the next call). */
 const char *svc_model_single_loaded(imgd_server *s);
+/* JSON array of the loaded model ids, most recently used first. */
+cJSON *svc_models_loaded(imgd_server *s);
 /* JSON array of every model under the dirs with detection results and load state. */
 cJSON *svc_models_list(imgd_server *s);
 cJSON *svc_model_json(imgd_server *s, const svc_model *sm);

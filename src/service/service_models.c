@@ -1,4 +1,5 @@
-/* The worker's models: ids under model directories, detection, load and unload. */
+/* The worker's models: the registry (what is under the model dirs), descriptors with their
+ * request schemas, and the memory cache of loaded models with its disk cache of conversions. */
 /* realpath() is XSI. */
 #define _XOPEN_SOURCE 700 // NOLINT(bugprone-reserved-identifier): the feature-test macro
 
@@ -10,14 +11,16 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/alloc.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/map.h"
 #include "base/text.h"
+#include "service/disk_cache.h"
 #include "service/schema.h"
 #include "service/service_impl.h"
 
-#define WALK_DEPTH_MAX 4
-#define LIST_MAX       4096
+#define DISK_CACHE_DEFAULT ((uint64_t)64 << 30)
 
 /* ---- ids and paths ------------------------------------------------------------------------ */
 
@@ -87,25 +90,7 @@ bool svc_model_resolve(imgd_server *s, const char *id, char *path, size_t cap, i
     return false;
 }
 
-/* ---- detection ---------------------------------------------------------------------------- */
-
-static bool detect_path(const char *path, char family[32], char kind[32], char *err, size_t cap) {
-    imgd_weights    *w  = NULL;
-    imgd_model_info *mi = NULL;
-    imgd_open_params op = imgd_open_params_default();
-    imgd_status      st = imgd_weights_open(path, &op, &w);
-    if (st == IMGD_OK) st = imgd_model_detect(w, &mi);
-    if (st != IMGD_OK) {
-        (void)imgd_fmt(err, cap, "%s", imgd_last_error());
-        imgd_weights_free(w);
-        return false;
-    }
-    (void)imgd_fmt(family, 32, "%s", imgd_family_name(imgd_model_info_family(mi)));
-    (void)imgd_fmt(kind, 32, "%s", imgd_model_kind_name(imgd_model_info_kind(mi)));
-    imgd_model_info_free(mi);
-    imgd_weights_free(w);
-    return true;
-}
+/* ---- descriptors -------------------------------------------------------------------------- */
 
 static bool family_generates(const char *family, const char *kind) {
     bool fam = strcmp(family, "sd1") == 0 || strcmp(family, "sd2") == 0;
@@ -135,73 +120,107 @@ static cJSON *caps_schema(const char *id, const char *family) {
     return imgd_schema_for_generate(&c);
 }
 
+/* Looks id up in the registry (by id, file name, sha256 or AutoV2), rescanning once on a miss.
+ * A miss is classified by svc_model_resolve (400 bad id, 403 outside the dir, 404 absent). */
+static bool registry_entry(imgd_server *s, const char *id, imgd_reg_entry *e, int32_t *http_status,
+                           char *detail, size_t detail_cap) {
+    imgd_status st = imgd_registry_find(s->reg, id, e);
+    if (st == IMGD_E_NOT_FOUND) {
+        st = imgd_registry_scan(s->reg, NULL);
+        if (st == IMGD_OK) st = imgd_registry_find(s->reg, id, e);
+    }
+    if (st == IMGD_OK) return true;
+    if (st != IMGD_E_NOT_FOUND) {
+        *http_status = st == IMGD_E_INVALID_ARG ? 400 : 500;
+        (void)imgd_fmt(detail, detail_cap, "%s", imgd_last_error());
+        return false;
+    }
+    char path[PATH_MAX];
+    if (!svc_model_resolve(s, id, path, sizeof path, http_status, detail, detail_cap)) return false;
+    *http_status = 422;
+    (void)imgd_fmt(detail, detail_cap,
+                   "'%s' is not a model file (.safetensors, .ckpt, .pt, .pth, .bin, .gguf) or a "
+                   "diffusers folder",
+                   id);
+    return false;
+}
+
 svc_model *svc_model_find(imgd_server *s, const char *id, int32_t *http_status, char *detail,
                           size_t detail_cap) {
     for (size_t i = 0; i < s->n_models; i++) {
-        if (strcmp(s->models[i].id, id) == 0) return &s->models[i];
+        if (strcmp(s->models[i].id, id) != 0) {
+            continue;
+        }
+        /* a descriptor whose file was replaced by another kind of model is rebuilt */
+        imgd_reg_entry *cur   = imgd_malloc(sizeof *cur);
+        bool            stale = cur && imgd_registry_find(s->reg, id, cur) == IMGD_OK &&
+                     (strcmp(cur->family, s->models[i].family) != 0 ||
+                      strcmp(cur->kind, s->models[i].kind) != 0);
+        imgd_free(cur);
+        if (!stale) {
+            return &s->models[i];
+        }
+        cJSON_Delete(s->models[i].schema);
+        s->models[i] = s->models[--s->n_models];
+        break;
     }
-    char path[PATH_MAX];
-    if (!svc_model_resolve(s, id, path, sizeof path, http_status, detail, detail_cap)) return NULL;
-    svc_model tmp;
-    memset(&tmp, 0, sizeof tmp);
-    (void)imgd_fmt(tmp.id, sizeof tmp.id, "%s", id);
-    (void)imgd_fmt(tmp.path, sizeof tmp.path, "%s", path);
-    char err[512];
-    if (!detect_path(path, tmp.family, tmp.kind, err, sizeof err)) {
-        *http_status = 422;
-        (void)imgd_fmt(detail, detail_cap, "model '%s' cannot be read: %s", id, err);
+    *http_status = 400;
+    if (!id_syntax_ok(id, detail, detail_cap)) return NULL;
+    imgd_reg_entry *e = imgd_malloc(sizeof *e);
+    if (!e) {
+        *http_status = 500;
+        (void)imgd_fmt(detail, detail_cap, "out of memory");
         return NULL;
     }
-    if (!family_generates(tmp.family, tmp.kind)) {
-        *http_status = 422;
+    svc_model *out = NULL;
+    if (!registry_entry(s, id, e, http_status, detail, detail_cap)) goto done;
+    for (size_t i = 0; i < s->n_models; i++) {
+        if (strcmp(s->models[i].id, e->id) == 0) {
+            out = &s->models[i]; /* found by name or hash */
+            goto done;
+        }
+    }
+    *http_status = 422;
+    if (e->error[0]) {
+        (void)imgd_fmt(detail, detail_cap, "model '%s' cannot be read: %s", e->id, e->error);
+        goto done;
+    }
+    if (!family_generates(e->family, e->kind)) {
         (void)imgd_fmt(detail, detail_cap,
                        "model '%s' is a %s %s; this worker generates with SD 1.x/2.x checkpoints "
                        "(diffusers folders or single files)",
-                       id, tmp.family, tmp.kind);
-        return NULL;
+                       e->id, e->family, e->kind);
+        goto done;
     }
-    tmp.schema = caps_schema(id, tmp.family);
+    svc_model tmp;
+    memset(&tmp, 0, sizeof tmp);
+    (void)imgd_fmt(tmp.id, sizeof tmp.id, "%s", e->id);
+    (void)imgd_fmt(tmp.path, sizeof tmp.path, "%s", e->path);
+    (void)imgd_fmt(tmp.family, sizeof tmp.family, "%s", e->family);
+    (void)imgd_fmt(tmp.kind, sizeof tmp.kind, "%s", e->kind);
+    tmp.schema = caps_schema(tmp.id, tmp.family);
     if (!tmp.schema) {
         *http_status = 500;
         (void)imgd_fmt(detail, detail_cap, "out of memory building the schema of '%s'", id);
-        return NULL;
+        goto done;
     }
     if (s->n_models == SVC_MODELS_MAX) {
-        /* forget the least recently used model that is not loaded */
-        size_t victim = SVC_MODELS_MAX;
-        for (size_t i = 0; i < s->n_models; i++) {
-            if (s->models[i].m) continue;
-            if (victim == SVC_MODELS_MAX ||
-                s->models[i].last_used_ms < s->models[victim].last_used_ms)
-                victim = i;
-        }
-        if (victim == SVC_MODELS_MAX) {
-            cJSON_Delete(tmp.schema);
-            *http_status = 503;
-            (void)imgd_fmt(detail, detail_cap,
-                           "%d models are loaded, the most this worker holds; unload one "
-                           "(POST /v1/models/{id}/unload)",
-                           SVC_MODELS_MAX);
-            return NULL;
+        /* descriptors are only a schema cache: drop the least recently used */
+        size_t victim = 0;
+        for (size_t i = 1; i < s->n_models; i++) {
+            if (s->models[i].last_used_ms < s->models[victim].last_used_ms) victim = i;
         }
         cJSON_Delete(s->models[victim].schema);
         s->models[victim] = s->models[--s->n_models];
     }
     s->models[s->n_models] = tmp;
-    return &s->models[s->n_models++];
+    out                    = &s->models[s->n_models++];
+done:
+    imgd_free(e);
+    return out;
 }
 
-const char *svc_model_single_loaded(imgd_server *s) {
-    const char *one = NULL;
-    for (size_t i = 0; i < s->n_models; i++) {
-        if (!s->models[i].m) continue;
-        if (one) return NULL;
-        one = s->models[i].id;
-    }
-    return one;
-}
-
-/* ---- load / unload ------------------------------------------------------------------------ */
+/* ---- the memory cache's load and free ---------------------------------------------------- */
 
 imgd_load_params svc_model_load_params(imgd_server *s, const char *id) {
     imgd_load_params lp  = s->p.load;
@@ -209,195 +228,311 @@ imgd_load_params svc_model_load_params(imgd_server *s, const char *id) {
     const cJSON     *mc  = all ? cJSON_GetObjectItemCaseSensitive(all, id) : NULL;
     if (!cJSON_IsObject(mc)) return lp;
     const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "groups")) && cJSON_IsNumber(v))
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "groups")) && cJSON_IsNumber(v)) {
         lp.arch.groups = (int32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "te_heads")) && cJSON_IsNumber(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "te_heads")) && cJSON_IsNumber(v)) {
         lp.arch.te_heads = (int32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "unet_heads")) && cJSON_IsNumber(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "unet_heads")) && cJSON_IsNumber(v)) {
         lp.arch.unet_heads = (int32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "unet_head_dim")) && cJSON_IsNumber(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "unet_head_dim")) && cJSON_IsNumber(v)) {
         lp.arch.unet_head_dim = (int32_t)v->valuedouble;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "tokenizer")) && cJSON_IsString(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "tokenizer")) && cJSON_IsString(v)) {
         lp.tokenizer_dir = v->valuestring;
-    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "vae")) && cJSON_IsString(v))
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "vae")) && cJSON_IsString(v)) {
         lp.vae = v->valuestring;
+    }
     return lp;
 }
 
-imgd_status svc_model_load(imgd_server *s, const char *id) {
-    pthread_mutex_lock(&s->engine_mu);
-    pthread_mutex_lock(&s->mu);
-    int32_t    hs;
-    char       detail[768];
-    svc_model *sm = svc_model_find(s, id, &hs, detail, sizeof detail);
-    if (!sm) {
-        pthread_mutex_unlock(&s->mu);
-        pthread_mutex_unlock(&s->engine_mu);
-        return imgd_fail(hs == 404 ? IMGD_E_IO : IMGD_E_INVALID_ARG, "%s", detail);
-    }
-    if (sm->m) {
-        sm->last_used_ms = svc_now_ms();
-        pthread_mutex_unlock(&s->mu);
-        pthread_mutex_unlock(&s->engine_mu);
-        return IMGD_OK;
-    }
-    char path[PATH_MAX];
-    (void)imgd_fmt(path, sizeof path, "%s", sm->path);
-    pthread_mutex_unlock(&s->mu);
-
-    imgd_load_params lp = svc_model_load_params(s, id);
-    struct timespec  t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    imgd_model *m  = NULL;
-    imgd_status st = imgd_model_load(path, &lp, &m);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-    if (st != IMGD_OK) {
-        IMGD_LOG(IMGD_LOG_ERROR, "service", "model_load_failed", "%s: %s", id, imgd_last_error());
-        pthread_mutex_unlock(&s->engine_mu);
-        return st;
-    }
-    pthread_mutex_lock(&s->mu);
-    sm = svc_model_find(s, id, &hs, detail, sizeof detail);
-    if (sm) {
-        sm->m            = m;
-        sm->load_s       = secs;
-        sm->loaded_ms    = svc_now_ms();
-        sm->last_used_ms = sm->loaded_ms;
-        m                = NULL;
-    }
-    pthread_mutex_unlock(&s->mu);
-    imgd_model_free(m);
-    imgd_svc_metrics_load(&s->metrics, id, secs);
-    IMGD_LOG(IMGD_LOG_INFO, "service", "model_loaded", "%s in %.3f s", id, secs);
-    pthread_mutex_unlock(&s->engine_mu);
-    return sm ? IMGD_OK : imgd_fail(IMGD_E_INTERNAL, "%s", detail);
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-imgd_status svc_model_unload(imgd_server *s, const char *id) {
-    pthread_mutex_lock(&s->engine_mu);
+/* The file to load for e: the disk cache's safetensors for a format that cannot be mapped. */
+static imgd_status load_path(imgd_server *s, const imgd_reg_entry *e, char *path, size_t cap) {
+    if (e->is_dir || !imgd_dcache_wants(e->format) || s->p.disk_cache_max == UINT64_MAX) {
+        return imgd_fmt(path, cap, "%s", e->path) ? IMGD_OK
+                                                  : imgd_fail(IMGD_E_TOO_LARGE, "path too long");
+    }
+    char        sha[65];
+    imgd_status st = imgd_registry_hash(s->reg, e->id, NULL, NULL, sha);
+    if (st != IMGD_OK) return st;
+    char *dir = imgd_path_join(s->state_dir, "cache");
+    if (!dir) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    bool     hit       = false;
+    uint64_t cap_bytes = s->p.disk_cache_max ? s->p.disk_cache_max : DISK_CACHE_DEFAULT;
+    st                 = imgd_dcache_get(dir, cap_bytes, e->path, sha, path, cap, &hit);
+    imgd_free(dir);
+    if (st == IMGD_OK) {
+        IMGD_LOG(IMGD_LOG_INFO, "service", "disk_cache", "%s: %s %s", e->id,
+                 hit ? "hit" : "converted to", path);
+    }
+    return st;
+}
+
+/* imgd_mcache_load_fn: refresh the registry entry, pick the file, load under engine_mu. The
+ * resident bytes are an estimate: the tensor bytes of the weights it maps (from the registry)
+ * plus the heap the load allocated (dtype copies, tokenizer, graphs planned at load). Activation
+ * buffers are planned per shape at the first generation and are not counted. */
+static imgd_status cache_load(void *user, const char *key, void **obj, uint64_t *bytes) {
+    imgd_server    *s      = user;
+    imgd_reg_entry *e      = imgd_malloc(sizeof *e);
+    char           *path   = imgd_malloc(PATH_MAX);
+    imgd_status     st     = e && path ? IMGD_OK : imgd_fail(IMGD_E_NOMEM, "out of memory");
+    double          t_prep = mono_s();
+    if (st == IMGD_OK) st = imgd_registry_refresh(s->reg, key, e);
+    if (st == IMGD_OK) st = load_path(s, e, path, PATH_MAX);
+    t_prep           = mono_s() - t_prep; /* registry refresh, hash and disk-cache conversion */
+    imgd_model *m    = NULL;
+    double      secs = 0;
+    uint64_t    heap = 0;
+    if (st == IMGD_OK) {
+        imgd_load_params lp = svc_model_load_params(s, key);
+        pthread_mutex_lock(&s->engine_mu);
+        uint64_t before = imgd_alloc_bytes_in_use();
+        double   t0     = mono_s();
+        st              = imgd_model_load(path, &lp, &m);
+        secs            = mono_s() - t0;
+        uint64_t after  = imgd_alloc_bytes_in_use();
+        pthread_mutex_unlock(&s->engine_mu);
+        heap = after > before ? after - before : 0;
+    }
+    if (st == IMGD_OK) {
+        *obj   = m;
+        *bytes = e->tensor_bytes + heap;
+        imgd_svc_metrics_load(&s->metrics, key, t_prep + secs);
+        IMGD_LOG(IMGD_LOG_INFO, "service", "model_loaded",
+                 "%s in %.3f s (prepare %.3f s, load %.3f s; about %.1f MiB)", key, t_prep + secs,
+                 t_prep, secs, (double)*bytes / 1048576.0);
+    } else {
+        IMGD_LOG(IMGD_LOG_ERROR, "service", "model_load_failed", "%s: %s", key, imgd_last_error());
+    }
+    imgd_free(e);
+    imgd_free(path);
+    return st;
+}
+
+static void cache_free(void *user, const char *key, void *obj) {
+    (void)user;
+    (void)key;
+    imgd_model_free(obj);
+}
+
+imgd_status svc_models_open(imgd_server *s) {
+    char *db = imgd_path_join(s->state_dir, "registry.sqlite3");
+    if (!db) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_status st = imgd_registry_open(db, (const char *const *)s->dirs, s->n_dirs, &s->reg);
+    imgd_free(db);
+    imgd_reg_scan_stats rs;
+    if (st == IMGD_OK) st = imgd_registry_scan(s->reg, &rs);
+    if (st != IMGD_OK) return st;
+    IMGD_LOG(IMGD_LOG_INFO, "service", "registry",
+             "%llu models (%llu detected, %llu cached) in %.3f s", (unsigned long long)rs.seen,
+             (unsigned long long)rs.detected, (unsigned long long)rs.reused, rs.seconds);
+    imgd_mcache_params cp = {s->p.memory_budget, cache_load, cache_free, s};
+    return imgd_mcache_new(&cp, &s->cache);
+}
+
+/* ---- load / unload ------------------------------------------------------------------------ */
+
+/* The registry's canonical id and estimate for id (which may be a name or a hash). */
+static imgd_status model_canon(imgd_server *s, const char *id, char canon[SVC_ID_MAX],
+                               uint64_t *estimate) {
+    int32_t hs;
+    char    detail[768];
     pthread_mutex_lock(&s->mu);
-    imgd_model *m = NULL;
-    for (size_t i = 0; i < s->n_models; i++) {
-        if (strcmp(s->models[i].id, id) == 0) {
-            m              = s->models[i].m;
-            s->models[i].m = NULL;
-        }
+    svc_model *sm = svc_model_find(s, id, &hs, detail, sizeof detail);
+    if (sm) {
+        (void)imgd_fmt(canon, SVC_ID_MAX, "%s", sm->id);
+        sm->last_used_ms = svc_now_ms();
     }
     pthread_mutex_unlock(&s->mu);
-    imgd_model_free(m);
-    pthread_mutex_unlock(&s->engine_mu);
-    if (m) IMGD_LOG(IMGD_LOG_INFO, "service", "model_unloaded", "%s", id);
+    if (!sm) return imgd_fail(hs == 404 ? IMGD_E_NOT_FOUND : IMGD_E_INVALID_ARG, "%s", detail);
+    imgd_reg_entry *e = imgd_malloc(sizeof *e);
+    if (!e) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    *estimate = imgd_registry_find(s->reg, canon, e) == IMGD_OK ? e->tensor_bytes : 0;
+    imgd_free(e);
     return IMGD_OK;
 }
 
-void svc_models_free(imgd_server *s) {
-    for (size_t i = 0; i < s->n_models; i++) {
-        imgd_model_free(s->models[i].m);
-        cJSON_Delete(s->models[i].schema);
+imgd_status svc_model_acquire(imgd_server *s, const char *id, imgd_model **out,
+                              char canon[SVC_ID_MAX]) {
+    uint64_t    est = 0;
+    imgd_status st  = model_canon(s, id, canon, &est);
+    void       *obj = NULL;
+    if (st == IMGD_OK) {
+        st = imgd_mcache_acquire(s->cache, canon, est, &obj);
     }
+    if (st == IMGD_OK) {
+        *out = obj;
+    }
+    return st;
+}
+
+void svc_model_release(imgd_server *s, const char *canon) {
+    imgd_mcache_release(s->cache, canon);
+}
+
+imgd_status svc_model_load(imgd_server *s, const char *id) {
+    char        canon[SVC_ID_MAX];
+    uint64_t    est = 0;
+    imgd_status st  = model_canon(s, id, canon, &est);
+    void       *obj = NULL;
+    if (st == IMGD_OK) st = imgd_mcache_acquire(s->cache, canon, est, &obj);
+    if (st == IMGD_OK) imgd_mcache_release(s->cache, canon);
+    return st;
+}
+
+imgd_status svc_model_unload(imgd_server *s, const char *id) {
+    char     canon[SVC_ID_MAX];
+    uint64_t est = 0;
+    if (model_canon(s, id, canon, &est) != IMGD_OK) {
+        (void)imgd_fmt(canon, sizeof canon, "%s", id);
+    }
+    if (imgd_mcache_unload(s->cache, canon)) {
+        IMGD_LOG(IMGD_LOG_INFO, "service", "model_unloaded", "%s", canon);
+    }
+    return IMGD_OK;
+}
+
+bool svc_model_is_loaded(imgd_server *s, const char *id) {
+    return s->cache && imgd_mcache_loaded(s->cache, id);
+}
+
+typedef struct loaded_ctx {
+    cJSON *arr;
+    size_t n;
+    char   first[SVC_ID_MAX];
+} loaded_ctx;
+
+static void loaded_each(void *user, const char *key, uint64_t bytes, int32_t refs, double load_s) {
+    loaded_ctx *c = user;
+    (void)bytes;
+    (void)refs;
+    (void)load_s;
+    if (c->n++ == 0) (void)imgd_fmt(c->first, sizeof c->first, "%s", key);
+    if (c->arr) cJSON_AddItemToArray(c->arr, cJSON_CreateString(key));
+}
+
+const char *svc_model_single_loaded(imgd_server *s) {
+    loaded_ctx c;
+    memset(&c, 0, sizeof c);
+    if (s->cache) imgd_mcache_each(s->cache, loaded_each, &c);
+    if (c.n != 1) return NULL;
+    (void)imgd_fmt(s->single, sizeof s->single, "%s", c.first);
+    return s->single;
+}
+
+cJSON *svc_models_loaded(imgd_server *s) {
+    loaded_ctx c;
+    memset(&c, 0, sizeof c);
+    c.arr = cJSON_CreateArray();
+    if (c.arr && s->cache) imgd_mcache_each(s->cache, loaded_each, &c);
+    return c.arr;
+}
+
+void svc_models_free(imgd_server *s) {
+    imgd_mcache_free(s->cache);
+    s->cache = NULL;
+    imgd_registry_free(s->reg);
+    s->reg = NULL;
+    for (size_t i = 0; i < s->n_models; i++) cJSON_Delete(s->models[i].schema);
     s->n_models = 0;
 }
 
 /* ---- listing ------------------------------------------------------------------------------ */
 
-static bool weight_ext(const char *name) {
-    static const char *const k_ext[] = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf"};
-    size_t                   n       = strlen(name);
-    for (size_t i = 0; i < sizeof k_ext / sizeof k_ext[0]; i++) {
-        size_t e = strlen(k_ext[i]);
-        if (n > e && strcmp(name + n - e, k_ext[i]) == 0) return true;
-    }
-    return false;
-}
-
-typedef struct walk_ctx {
-    imgd_server *s;
-    cJSON       *arr;
-    size_t       count;
-} walk_ctx;
-
-static void list_add(walk_ctx *w, const char *root, const char *rel, const char *full) {
-    (void)root;
-    if (w->count >= LIST_MAX) return;
-    w->count++;
+static cJSON *entry_json(imgd_server *s, const imgd_reg_entry *e) {
     cJSON *o = cJSON_CreateObject();
-    if (!o) return;
-    cJSON_AddItemToArray(w->arr, o);
-    (void)cJSON_AddStringToObject(o, "id", rel);
-    bool loaded = false;
-    pthread_mutex_lock(&w->s->mu);
-    for (size_t i = 0; i < w->s->n_models; i++) {
-        if (strcmp(w->s->models[i].id, rel) == 0 && w->s->models[i].m) loaded = true;
-    }
-    pthread_mutex_unlock(&w->s->mu);
-    char family[32], kind[32], err[512];
-    if (detect_path(full, family, kind, err, sizeof err)) {
-        (void)cJSON_AddStringToObject(o, "family", family);
-        (void)cJSON_AddStringToObject(o, "kind", kind);
-        (void)cJSON_AddBoolToObject(o, "servable", family_generates(family, kind));
-    } else {
-        (void)cJSON_AddStringToObject(o, "error", err);
+    if (!o) return NULL;
+    (void)cJSON_AddStringToObject(o, "id", e->id);
+    if (e->error[0]) {
+        (void)cJSON_AddStringToObject(o, "error", e->error);
         (void)cJSON_AddBoolToObject(o, "servable", false);
+    } else {
+        (void)cJSON_AddStringToObject(o, "family", e->family);
+        (void)cJSON_AddStringToObject(o, "kind", e->kind);
+        (void)cJSON_AddStringToObject(o, "format", imgd_format_name((imgd_format)e->format));
+        (void)cJSON_AddBoolToObject(o, "servable", family_generates(e->family, e->kind));
     }
-    (void)cJSON_AddBoolToObject(o, "loaded", loaded);
-}
-
-/* Recursion is capped at WALK_DEPTH_MAX levels. */
-// NOLINTNEXTLINE(misc-no-recursion)
-static void walk(walk_ctx *w, const char *root, const char *rel, int depth) {
-    char dirpath[PATH_MAX * 2];
-    if (!imgd_fmt(dirpath, sizeof dirpath, "%s%s%s", root, rel[0] ? "/" : "", rel)) return;
-    DIR *d = opendir(dirpath);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && w->count < LIST_MAX) {
-        if (e->d_name[0] == '.') continue;
-        char r2[PATH_MAX], full[PATH_MAX * 2];
-        if (!imgd_fmt(r2, sizeof r2, "%s%s%s", rel, rel[0] ? "/" : "", e->d_name)) continue;
-        if (!imgd_fmt(full, sizeof full, "%s/%s", root, r2)) continue;
-        struct stat st;
-        if (stat(full, &st) != 0) continue;
-        if (S_ISDIR(st.st_mode)) {
-            char        mi[PATH_MAX * 2 + 32];
-            struct stat st2;
-            if (imgd_fmt(mi, sizeof mi, "%s/model_index.json", full) && stat(mi, &st2) == 0) {
-                list_add(w, root, r2, full);
-            } else if (depth + 1 < WALK_DEPTH_MAX) {
-                walk(w, root, r2, depth + 1);
-            }
-        } else if (S_ISREG(st.st_mode) && weight_ext(e->d_name)) {
-            list_add(w, root, r2, full);
-        }
+    (void)cJSON_AddNumberToObject(o, "size", (double)e->size);
+    (void)cJSON_AddNumberToObject(o, "tensor_bytes", (double)e->tensor_bytes);
+    if (e->sha256[0]) {
+        (void)cJSON_AddStringToObject(o, "sha256", e->sha256);
+        (void)cJSON_AddStringToObject(o, "autov2", e->autov2);
     }
-    (void)closedir(d);
+    if (e->pinned[0]) {
+        (void)cJSON_AddStringToObject(o, "pinned", e->pinned);
+    }
+    (void)cJSON_AddBoolToObject(o, "loaded", svc_model_is_loaded(s, e->id));
+    return o;
 }
 
 cJSON *svc_models_list(imgd_server *s) {
     cJSON *arr = cJSON_CreateArray();
     if (!arr) return NULL;
-    walk_ctx w = {s, arr, 0};
-    for (size_t d = 0; d < s->n_dirs; d++) walk(&w, s->dirs[d], "", 0);
+    if (imgd_registry_scan(s->reg, NULL) != IMGD_OK) {
+        IMGD_LOG(IMGD_LOG_WARN, "service", "registry_scan_failed", "%s", imgd_last_error());
+    }
+    imgd_reg_entry *e = imgd_malloc(sizeof *e);
+    for (size_t i = 0; e && imgd_registry_at(s->reg, i, e) == IMGD_OK; i++) {
+        cJSON *o = entry_json(s, e);
+        if (o) cJSON_AddItemToArray(arr, o);
+    }
+    imgd_free(e);
     return arr;
 }
 
+typedef struct one_ctx {
+    const char *id;
+    double      load_s;
+    uint64_t    bytes;
+    int32_t     refs;
+    bool        found;
+} one_ctx;
+
+static void one_each(void *user, const char *key, uint64_t bytes, int32_t refs, double load_s) {
+    one_ctx *c = user;
+    if (strcmp(c->id, key) != 0) return;
+    c->found  = true;
+    c->load_s = load_s;
+    c->bytes  = bytes;
+    c->refs   = refs;
+}
+
 cJSON *svc_model_json(imgd_server *s, const svc_model *sm) {
-    (void)s;
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     (void)cJSON_AddStringToObject(o, "id", sm->id);
     (void)cJSON_AddStringToObject(o, "family", sm->family);
     (void)cJSON_AddStringToObject(o, "kind", sm->kind);
-    (void)cJSON_AddBoolToObject(o, "loaded", sm->m != NULL);
-    if (sm->m) {
-        (void)cJSON_AddNumberToObject(o, "load_s", sm->load_s);
-        char *info = NULL;
-        if (imgd_model_info_json(imgd_model_get_info(sm->m), &info) == IMGD_OK) {
-            cJSON *det = cJSON_Parse(info);
-            if (det) cJSON_AddItemToObject(o, "detection", det);
-            imgd_string_free(info);
+    one_ctx c = {sm->id, 0, 0, 0, false};
+    imgd_mcache_each(s->cache, one_each, &c);
+    (void)cJSON_AddBoolToObject(o, "loaded", c.found);
+    if (c.found) {
+        (void)cJSON_AddNumberToObject(o, "load_s", c.load_s);
+        (void)cJSON_AddNumberToObject(o, "resident_bytes", (double)c.bytes);
+        (void)cJSON_AddNumberToObject(o, "in_use", c.refs);
+    }
+    imgd_reg_entry *e = imgd_malloc(sizeof *e);
+    if (e && imgd_registry_find(s->reg, sm->id, e) == IMGD_OK) {
+        (void)cJSON_AddNumberToObject(o, "size", (double)e->size);
+        (void)cJSON_AddNumberToObject(o, "tensor_bytes", (double)e->tensor_bytes);
+        if (e->sha256[0]) {
+            (void)cJSON_AddStringToObject(o, "sha256", e->sha256);
+        }
+        if (e->pinned[0]) {
+            (void)cJSON_AddStringToObject(o, "pinned", e->pinned);
         }
     }
+    imgd_free(e);
     cJSON *caps = cJSON_AddObjectToObject(o, "capabilities");
     if (caps) {
         (void)cJSON_AddBoolToObject(caps, "txt2img", true);

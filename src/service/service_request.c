@@ -98,6 +98,16 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
     }
     (void)imgd_fmt(model_id, cap, "%s", sm->id);
     sm->last_used_ms = svc_now_ms();
+    /* a model named by file name or hash: the stored request names its registry id */
+    if (cJSON_IsString(jm) && strcmp(jm->valuestring, sm->id) != 0) {
+        cJSON *canon = cJSON_CreateString(sm->id);
+        if (!canon || !cJSON_ReplaceItemInObjectCaseSensitive(req, "model", canon)) {
+            cJSON_Delete(canon);
+            pthread_mutex_unlock(&s->mu);
+            imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+            return false;
+        }
+    }
     imgd_schema_violation v;
     bool                  ok = imgd_schema_validate(sm->schema, req, &v);
     imgd_status           st = ok ? imgd_schema_apply_defaults(sm->schema, req) : IMGD_OK;

@@ -159,14 +159,23 @@ static void r_ready(imgd_server *s, const imgd_http_req *req, const char *arg,
     (void)req;
     (void)arg;
     cJSON *o      = cJSON_CreateObject();
-    cJSON *loaded = o ? cJSON_AddArrayToObject(o, "loaded") : NULL;
-    size_t n      = 0;
-    pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < s->n_models; i++) {
-        if (!s->models[i].m) continue;
-        n++;
-        if (loaded) cJSON_AddItemToArray(loaded, cJSON_CreateString(s->models[i].id));
+    cJSON *loaded = svc_models_loaded(s);
+    size_t n      = loaded ? (size_t)cJSON_GetArraySize(loaded) : 0;
+    if (o && loaded) {
+        cJSON_AddItemToObject(o, "loaded", loaded);
+        loaded = NULL;
     }
+    cJSON_Delete(loaded);
+    /* models warmed by --preload and whether each is still resident */
+    cJSON *pre = o ? cJSON_AddArrayToObject(o, "preload") : NULL;
+    for (size_t i = 0; pre && i < s->n_preload; i++) {
+        cJSON *po = cJSON_CreateObject();
+        if (!po) break;
+        cJSON_AddItemToArray(pre, po);
+        (void)cJSON_AddStringToObject(po, "id", s->preload[i]);
+        (void)cJSON_AddBoolToObject(po, "loaded", svc_model_is_loaded(s, s->preload[i]));
+    }
+    pthread_mutex_lock(&s->mu);
     bool stopping = s->stopping;
     pthread_mutex_unlock(&s->mu);
     bool ready = n > 0 && !stopping;
@@ -188,10 +197,9 @@ static void r_metrics(imgd_server *s, const imgd_http_req *req, const char *arg,
         jobs[i]  = counts[i];
         names[i] = imgd_job_state_name((imgd_job_state)i);
     }
-    uint64_t loaded = 0;
-    pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < s->n_models; i++) loaded += s->models[i].m != NULL;
-    pthread_mutex_unlock(&s->mu);
+    imgd_mcache_stats cs;
+    imgd_mcache_stats_get(s->cache, &cs);
+    uint64_t        loaded = cs.count;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     double up = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - s->t_started;
@@ -278,6 +286,54 @@ static void r_model_unload(imgd_server *s, const imgd_http_req *req, const char 
     (void)svc_model_unload(s, id);
     cJSON *o = NULL;
     if (model_entry(s, id, resp, &o, false)) svc_send_json(resp, 200, o);
+}
+
+/* Versions: pin the model's current content, drop the pin, or put the pinned version back
+ * (the loaded copy of the replaced file is unloaded, so the next job loads the restored one). */
+typedef enum version_op {
+    VERSION_PIN      = 0,
+    VERSION_UNPIN    = 1,
+    VERSION_ROLLBACK = 2,
+} version_op;
+
+static void model_version(imgd_server *s, const imgd_http_req *req, const char *id,
+                          imgd_http_resp *resp, version_op op) {
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) {
+        return;
+    }
+    imgd_status st = op == VERSION_PIN     ? imgd_registry_pin(s->reg, id, NULL)
+                     : op == VERSION_UNPIN ? imgd_registry_unpin(s->reg, id)
+                                           : imgd_registry_rollback(s->reg, id);
+    if (st != IMGD_OK) {
+        int32_t hs = st == IMGD_E_NOT_FOUND ? 404 : st == IMGD_E_UNSUPPORTED ? 422 : 500;
+        imgd_http_problem(resp, hs, "model-version", "The model version operation failed",
+                          imgd_last_error(), NULL,
+                          "POST /v1/models/{id}/pin first; GET /v1/models lists the ids");
+        return;
+    }
+    if (op == VERSION_ROLLBACK) {
+        (void)svc_model_unload(s, id);
+    }
+    cJSON *o = NULL;
+    if (model_entry(s, id, resp, &o, false)) {
+        svc_send_json(resp, 200, o);
+    }
+}
+
+static void r_model_pin(imgd_server *s, const imgd_http_req *req, const char *id,
+                        imgd_http_resp *resp) {
+    model_version(s, req, id, resp, VERSION_PIN);
+}
+
+static void r_model_unpin(imgd_server *s, const imgd_http_req *req, const char *id,
+                          imgd_http_resp *resp) {
+    model_version(s, req, id, resp, VERSION_UNPIN);
+}
+
+static void r_model_rollback(imgd_server *s, const imgd_http_req *req, const char *id,
+                             imgd_http_resp *resp) {
+    model_version(s, req, id, resp, VERSION_ROLLBACK);
 }
 
 /* Shared by /v1/generate and /v1/jobs: validates, charges the quota, submits. */
@@ -564,6 +620,9 @@ static const route k_routes[] = {
     {"GET", "/v1/models/", "/schema", true, r_model_schema, "/v1/models/{id}/schema"},
     {"POST", "/v1/models/", "/load", true, r_model_load, "/v1/models/{id}/load"},
     {"POST", "/v1/models/", "/unload", true, r_model_unload, "/v1/models/{id}/unload"},
+    {"POST", "/v1/models/", "/pin", true, r_model_pin, "/v1/models/{id}/pin"},
+    {"POST", "/v1/models/", "/unpin", true, r_model_unpin, "/v1/models/{id}/unpin"},
+    {"POST", "/v1/models/", "/rollback", true, r_model_rollback, "/v1/models/{id}/rollback"},
     {"GET", "/v1/models/", "", true, r_model, "/v1/models/{id}"},
     {"POST", "/v1/generate", "", false, r_generate, "/v1/generate"},
     {"POST", "/v1/jobs", "", false, r_jobs_post, "/v1/jobs"},

@@ -112,18 +112,10 @@ static void fail_job(imgd_server *s, const imgd_job_rec *rec, int32_t status, co
     IMGD_LOG(IMGD_LOG_WARN, "sched", "job_failed", "job %s: %s", rec->id, detail);
 }
 
-static imgd_model *model_for(imgd_server *s, const char *id) {
-    imgd_model *m = NULL;
+static void set_current(imgd_server *s, const char *id) {
     pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < s->n_models; i++) {
-        if (strcmp(s->models[i].id, id) == 0) {
-            m                         = s->models[i].m;
-            s->models[i].last_used_ms = svc_now_ms();
-        }
-    }
-    if (m) (void)imgd_fmt(s->current, sizeof s->current, "%s", id);
+    (void)imgd_fmt(s->current, sizeof s->current, "%s", id);
     pthread_mutex_unlock(&s->mu);
-    return m;
 }
 
 /* One claimed job on its way through a batch. */
@@ -233,11 +225,15 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
     memset(items, 0, sizeof items);
     if (n > SVC_BATCH_MAX) n = SVC_BATCH_MAX; /* claim_batch never returns more */
     const char *model_id = recs[0]->model ? recs[0]->model : "";
-    imgd_status lst      = svc_model_load(s, model_id);
+    /* A reference for the whole batch: the memory cache never evicts a model in use. Taken
+     * before engine_mu, which a load takes. */
+    imgd_model *m = NULL;
+    char        canon[SVC_ID_MAX];
+    imgd_status lst = svc_model_acquire(s, model_id, &m, canon);
     char        lerr[512];
     (void)imgd_fmt(lerr, sizeof lerr, "%s", lst == IMGD_OK ? "" : imgd_last_error());
+    if (m) set_current(s, canon);
     pthread_mutex_lock(&s->engine_mu);
-    imgd_model *m = lst == IMGD_OK ? model_for(s, model_id) : NULL;
     for (size_t i = 0; i < n; i++) {
         batch_item *it = &items[i];
         it->rec        = recs[i];
@@ -273,6 +269,7 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
         notify(s);
     }
     pthread_mutex_unlock(&s->engine_mu);
+    if (m) svc_model_release(s, canon);
     for (size_t i = 0; i < n; i++) svc_gen_hold_free(&items[i].hold);
     notify(s);
     imgd_svc_metrics_batch(&s->metrics, n, images, steps, sample_s);
