@@ -81,13 +81,14 @@ static float    lrand(void) {
 
 /* Writes the LoRA for model m at path; *n_mods receives the module count. */
 static int write_lora(imgd_model *m, const char *path, int32_t rank, size_t *n_mods) {
-    imgd_st_entry *e     = imgd_calloc(3 * MODS_MAX, sizeof *e);
-    char          *names = imgd_calloc(3 * MODS_MAX, 256);
+    imgd_st_entry *e     = imgd_calloc((size_t)3 * MODS_MAX, sizeof *e);
+    char          *names = imgd_calloc((size_t)3 * MODS_MAX, 256);
     size_t         n     = 0;
     int            rc    = e && names ? 0 : -1;
     const char    *c;
     imgd_wbind    *b = m->wb;
-    for (size_t i = 0; rc == 0 && (c = imgd_wbind_name_at(b, i)) != NULL && n < 3 * MODS_MAX; i++) {
+    for (size_t i = 0;
+         rc == 0 && (c = imgd_wbind_name_at(b, i)) != NULL && n < (size_t)3 * MODS_MAX; i++) {
         int64_t s[IMGD_MAX_DIMS];
         int32_t nd = imgd_wbind_shape(b, c, s);
         if (!targeted(c, nd, s)) continue;

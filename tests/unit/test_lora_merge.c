@@ -27,7 +27,7 @@ enum {
 };
 
 static const char *const k_canon[N_W] = {"unet." TOQ, "unet." CONV};
-static const size_t      k_numel[N_W] = {C * C, C *C * 9};
+static const size_t      k_numel[N_W] = {(size_t)C * C, (size_t)C *C * 9};
 
 static uint32_t g_seed = 12345;
 

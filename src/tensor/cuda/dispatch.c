@@ -115,7 +115,7 @@ static cudaError_t launch_concat(const imgd_tensor *n, cudaStream_t s) {
 
 static cudaError_t launch_pad(const imgd_tensor *n, cudaStream_t s) {
     int64_t before[CUK_MAX_DIMS] = {0};
-    for (int32_t d = 0; d < n->n_dims; d++) before[d] = n->ip[2 * d];
+    for (int32_t d = 0; d < n->n_dims; d++) before[d] = n->ip[(size_t)2 * d];
     cuk_tensor out = cuda_desc(n), src = cuda_desc(n->src[0]);
     return cuk_pad(&out, &src, before, n->fp[0], s);
 }
