@@ -272,6 +272,12 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p) {
         return IMGD_OK;
     }
     if (st == IMGD_OK) unapply(m);
+    /* The set changes: graphs planned without a LoRA (unapply only drops those built with
+     * one) bind the base weights and must be rebuilt too. */
+    if (st == IMGD_OK) {
+        drop_graph(&m->g_te);
+        drop_graph(&m->g_unet);
+    }
     if (st == IMGD_OK && m->ad->n_cache + n > LORA_CACHE_MAX) cache_clear(m->ad);
     if (st == IMGD_OK && n > 0) st = imgd_lora_stack_new(m->pool, &m->ad->stack);
     for (size_t i = 0; st == IMGD_OK && i < n; i++) {

@@ -19,6 +19,7 @@
 
 #define SVC_MODELS_MAX 32
 #define SVC_BATCH_MAX  16
+#define SVC_LORAS_MAX  256 /* LoRAs listed in a schema */
 #define SVC_ID_MAX     512
 
 /* A servable model's descriptor: what the registry detected plus its request schema. The
@@ -120,12 +121,18 @@ bool svc_job_submit(imgd_server *s, const imgd_http_req *hr, cJSON *req, const c
 bool svc_job_wait(imgd_server *s, const char *id, double timeout_s);
 /* Builds gen params from a stored request; the strings and images live in *hold. */
 typedef struct svc_gen_hold {
-    cJSON        *req;
-    imgd_image_u8 init, mask;
+    cJSON          *req;
+    imgd_image_u8   init, mask;
+    imgd_lora_spec *loras; /* from the request's "loras", paths resolved by the registry */
+    char          **paths;
+    size_t          n_paths;
 } svc_gen_hold;
 imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
                                   svc_gen_hold *hold);
 void        svc_gen_hold_free(svc_gen_hold *hold);
+/* Fills gp->loras from the request's "loras" (registry ids -> files); the specs live in
+ * hold. IMGD_E_INVALID_ARG names an unknown LoRA. */
+imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp);
 /* Encodes a result as the stored native result JSON text. */
 imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp, const char *format,
                             char **out);

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,37 @@ bool svc_model_resolve(imgd_server *s, const char *id, char *path, size_t cap, i
     return false;
 }
 
+/* A request's "loras" names -> files: the registry's path for each id. On failure *err
+ * says which name. */
+imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(hold->req, "loras");
+    int          n   = cJSON_GetArraySize(arr);
+    if (n <= 0) return IMGD_OK;
+    if (n > 16) return imgd_fail(IMGD_E_INVALID_ARG, "loras: at most %d", 16);
+    hold->loras = imgd_calloc((size_t)n, sizeof *hold->loras);
+    hold->paths = imgd_calloc((size_t)n, sizeof *hold->paths);
+    if (!hold->loras || !hold->paths) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const cJSON   *it = cJSON_GetArrayItem(arr, i);
+        const cJSON   *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+        const cJSON   *w  = cJSON_GetObjectItemCaseSensitive(it, "weight");
+        imgd_reg_entry e;
+        if (!cJSON_IsString(nm) || imgd_registry_find(s->reg, nm->valuestring, &e) != IMGD_OK)
+            return imgd_fail(IMGD_E_INVALID_ARG, "loras[%d]: no LoRA '%s' under the model dirs", i,
+                             cJSON_IsString(nm) ? nm->valuestring : "?");
+        if (!(hold->paths[i] = imgd_strdup(e.path)))
+            return imgd_fail(IMGD_E_NOMEM, "out of memory");
+        hold->n_paths++;
+        hold->loras[i].path      = hold->paths[i];
+        hold->loras[i].weight    = w && cJSON_IsNumber(w) ? (float)w->valuedouble : 1.0f;
+        hold->loras[i].weight_te = NAN;
+        hold->loras[i].mode      = IMGD_LORA_MODE_AUTO;
+    }
+    gp->loras   = hold->loras;
+    gp->n_loras = n;
+    return IMGD_OK;
+}
+
 /* ---- descriptors -------------------------------------------------------------------------- */
 
 static bool family_generates(const char *family, const char *kind) {
@@ -97,9 +129,36 @@ static bool family_generates(const char *family, const char *kind) {
     return fam && strcmp(kind, "checkpoint") == 0;
 }
 
-static cJSON *caps_schema(const char *id, const char *family) {
+/* LoRAs (and LyCORIS) under the model dirs that fit family: registry ids, newly allocated
+ * (free each and the array); *n receives the count. NULL with *n == 0 when none. */
+static char **loras_for(imgd_server *s, const char *family, size_t *n) {
+    *n           = 0;
+    size_t total = imgd_registry_count(s->reg), cap = 0;
+    char **names = NULL;
+    for (size_t i = 0; i < total && *n < SVC_LORAS_MAX; i++) {
+        imgd_reg_entry e;
+        if (imgd_registry_at(s->reg, i, &e) != IMGD_OK) continue;
+        if (strcmp(e.kind, "lora") != 0 && strcmp(e.kind, "lycoris") != 0) continue;
+        if (strcmp(e.family, family) != 0) continue;
+        if (*n == cap) {
+            cap         = cap ? cap * 2 : 16;
+            char **grow = imgd_realloc(names, cap * sizeof *grow);
+            if (!grow) break;
+            names = grow;
+        }
+        if (!(names[*n] = imgd_strdup(e.id))) break;
+        (*n)++;
+    }
+    return names;
+}
+
+static cJSON *caps_schema(imgd_server *s, const char *id, const char *family) {
     imgd_schema_caps c;
     memset(&c, 0, sizeof c);
+    size_t n_loras     = 0;
+    char **loras       = loras_for(s, family, &n_loras);
+    c.loras            = (const char *const *)loras;
+    c.n_loras          = n_loras;
     c.model_id         = id;
     c.family           = family;
     c.img2img          = true;
@@ -117,7 +176,10 @@ static cJSON *caps_schema(const char *id, const char *family) {
     c.batch_max        = 8;
     c.sampler_default  = "euler";
     c.schedule_default = "default";
-    return imgd_schema_for_generate(&c);
+    cJSON *schema      = imgd_schema_for_generate(&c);
+    for (size_t i = 0; i < n_loras; i++) imgd_free(loras[i]);
+    imgd_free(loras);
+    return schema;
 }
 
 /* Looks id up in the registry (by id, file name, sha256 or AutoV2), rescanning once on a miss.
@@ -198,7 +260,7 @@ svc_model *svc_model_find(imgd_server *s, const char *id, int32_t *http_status, 
     (void)imgd_fmt(tmp.path, sizeof tmp.path, "%s", e->path);
     (void)imgd_fmt(tmp.family, sizeof tmp.family, "%s", e->family);
     (void)imgd_fmt(tmp.kind, sizeof tmp.kind, "%s", e->kind);
-    tmp.schema = caps_schema(tmp.id, tmp.family);
+    tmp.schema = caps_schema(s, tmp.id, tmp.family);
     if (!tmp.schema) {
         *http_status = 500;
         (void)imgd_fmt(detail, detail_cap, "out of memory building the schema of '%s'", id);

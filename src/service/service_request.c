@@ -317,6 +317,9 @@ imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
 }
 
 void svc_gen_hold_free(svc_gen_hold *hold) {
+    for (size_t i = 0; i < hold->n_paths; i++) imgd_free(hold->paths[i]);
+    imgd_free(hold->paths);
+    imgd_free(hold->loras);
     cJSON_Delete(hold->req);
     imgd_image_u8_free(&hold->init);
     imgd_image_u8_free(&hold->mask);

@@ -112,11 +112,14 @@ def test_schema():
     assert p["width"]["minimum"] >= 8 and p["width"]["multipleOf"] == 8, p["width"]
     assert p["steps"]["maximum"] >= p["steps"]["default"] >= p["steps"]["minimum"] >= 1
     # conditional fields: img2img (init_image + strength) and inpainting (mask_image, which
-    # needs init_image) for an SD 1.x model; no LoRA field when no LoRA is available
+    # needs init_image) for an SD 1.x model; the LoRA field lists the sd1 LoRAs under the
+    # model dir (kohya and PEFT files of the kit), not the other adapters
     assert p["init_image"]["contentEncoding"] == "base64"
     assert 0 < p["strength"]["default"] <= p["strength"]["maximum"] == 1
     assert "mask_image" in p and s["dependentRequired"]["mask_image"] == ["init_image"]
-    assert "loras" not in p
+    names = s["$defs"]["lora"]["properties"]["name"]["enum"]
+    assert sorted(names) == ["lora/narrow-lora_kohya.safetensors",
+                             "lora/narrow-lora_peft.safetensors"], names
     assert p["model"]["enum"] == [svc.MODEL_ID]
     # every default validates: {"prompt": ...} alone is a valid request (checked by
     # generate tests); the enforced conditional:
@@ -166,6 +169,25 @@ def test_generate_response_format_url():
     assert b.content[:8] == b"\x89PNG\r\n\x1a\n"
     problem(post("/v1/generate", small(response_format="link")), 400,
             pointer="/response_format")
+
+
+def test_generate_with_lora():
+    base = post("/v1/generate", small(seed=7)).json()["images"][0]["b64"]
+    one = post("/v1/generate", small(seed=7, loras=[
+        {"name": "lora/narrow-lora_kohya.safetensors", "weight": 0.7}]))
+    assert one.status_code == 200, one.text
+    # the kit's kohya and PEFT files are the same LoRA: the same pixels, unlike no LoRA
+    two = post("/v1/generate", small(seed=7, loras=[
+        {"name": "lora/narrow-lora_peft.safetensors", "weight": 0.7}]))
+    assert two.status_code == 200, two.text
+    a, b = one.json()["images"][0]["b64"], two.json()["images"][0]["b64"]
+    assert a != base, "the LoRA changed nothing"
+    assert a == b, "kohya and PEFT files of one LoRA gave different images"
+    # without the LoRA again: the base weights are back exactly
+    again = post("/v1/generate", small(seed=7)).json()["images"][0]["b64"]
+    assert again == base
+    problem(post("/v1/generate", small(loras=[{"name": "nope.safetensors"}])), 400,
+            pointer="/loras/0/name")
 
 
 def test_generate_batch_and_random_seed():
@@ -605,7 +627,7 @@ def test_logs_request_id():
 
 
 CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
-         test_model_load_unload, test_generate_response_format_url,
+         test_model_load_unload, test_generate_response_format_url, test_generate_with_lora,
          test_generate_batch_and_random_seed, test_img2img_native,
          test_jobs_async, test_sse_progress, test_cancel_queued_and_running,
          test_malformed_json, test_wrong_types, test_unknown_fields, test_absurd_values,
