@@ -305,6 +305,31 @@ static void a1111_sd_models(imgd_server *s, imgd_http_resp *resp) {
     svc_send_json(resp, 200, out);
 }
 
+/* LoRAs and LyCORIS files under the model dirs, as A1111's Lora extension lists them. */
+static void a1111_loras(imgd_server *s, imgd_http_resp *resp) {
+    cJSON *out = cJSON_CreateArray();
+    size_t n   = imgd_registry_count(s->reg);
+    for (size_t i = 0; out && i < n; i++) {
+        imgd_reg_entry e;
+        if (imgd_registry_at(s->reg, i, &e) != IMGD_OK) continue;
+        if (strcmp(e.kind, "lora") != 0 && strcmp(e.kind, "lycoris") != 0) continue;
+        char        name[SVC_ID_MAX];
+        const char *base = strrchr(e.id, '/');
+        (void)imgd_fmt(name, sizeof name, "%s", base ? base + 1 : e.id);
+        char *dot = strrchr(name, '.');
+        if (dot) *dot = '\0';
+        cJSON *o = cJSON_CreateObject();
+        if (!o) continue;
+        cJSON_AddItemToArray(out, o);
+        (void)cJSON_AddStringToObject(o, "name", name);
+        (void)cJSON_AddStringToObject(o, "alias", name);
+        (void)cJSON_AddStringToObject(o, "path", e.id);
+        cJSON *md = cJSON_AddObjectToObject(o, "metadata");
+        if (md) (void)cJSON_AddStringToObject(md, "ss_base_model_version", e.family);
+    }
+    svc_send_json(resp, 200, out);
+}
+
 static void a1111_samplers(imgd_http_resp *resp) {
     cJSON *out = cJSON_CreateArray();
     for (size_t i = 0; out && i < sizeof k_a1111_samplers / sizeof k_a1111_samplers[0]; i++) {
@@ -428,7 +453,7 @@ static bool route_a1111(imgd_server *s, const imgd_http_req *req, imgd_http_resp
         a1111_schedulers(resp);
     } else if (strcmp(p, "loras") == 0 && getm) {
         resp->route = "/sdapi/v1/loras";
-        imgd_http_json(resp, 200, "[]");
+        a1111_loras(s, resp);
     } else if (strcmp(p, "options") == 0 && (getm || post)) {
         resp->route = "/sdapi/v1/options";
         a1111_options(s, req, resp);

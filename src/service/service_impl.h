@@ -126,6 +126,10 @@ typedef struct svc_gen_hold {
     imgd_lora_spec *loras; /* from the request's "loras", paths resolved by the registry */
     char          **paths;
     size_t          n_paths;
+    char           *prompt;   /* the prompt without its <lora:...> tags, or NULL */
+    imgd_lora_spec  tags[16]; /* those tags, files resolved by the registry */
+    char           *tag_paths[16];
+    size_t          n_tags;
 } svc_gen_hold;
 imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
                                   svc_gen_hold *hold);

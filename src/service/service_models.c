@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "base/alloc.h"
+#include "base/buf.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "base/map.h"
@@ -93,10 +94,83 @@ bool svc_model_resolve(imgd_server *s, const char *id, char *path, size_t cap, i
 
 /* A request's "loras" names -> files: the registry's path for each id. On failure *err
  * says which name. */
+/* Takes <lora:NAME[:W[:W_UNET]]> tags out of gp->prompt into hold->tags (A1111 clients
+ * name LoRAs by file name; the registry knows them by id or file name), so the pipeline
+ * never sees a server path and the image's infotext none either. */
+static imgd_status prompt_tags_take(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp) {
+    const char *p = gp->prompt;
+    if (!p || !strstr(p, "<lora:")) return IMGD_OK;
+    imgd_buf b;
+    imgd_buf_init(&b, (size_t)1 << 20);
+    imgd_status st = IMGD_OK;
+    while (st == IMGD_OK && *p) {
+        const char *t     = strstr(p, "<lora:");
+        const char *close = t ? strchr(t, '>') : NULL;
+        if (!t || !close) {
+            st = imgd_buf_puts(&b, p);
+            break;
+        }
+        char   tag[SVC_ID_MAX];
+        size_t tl = (size_t)(close - (t + 6));
+        if (tl >= sizeof tag) {
+            st = imgd_fail(IMGD_E_INVALID_ARG, "prompt: a <lora:...> tag is too long");
+            break;
+        }
+        memcpy(tag, t + 6, tl);
+        tag[tl]  = '\0';
+        char *w1 = strchr(tag, ':');
+        char *w2 = w1 ? strchr(w1 + 1, ':') : NULL;
+        if (w1) *w1++ = '\0';
+        if (w2) *w2++ = '\0';
+        imgd_reg_entry e;
+        if (imgd_registry_find(s->reg, tag, &e) != IMGD_OK) {
+            st = imgd_fail(IMGD_E_INVALID_ARG,
+                           "prompt: <lora:%s> names no LoRA under the model dirs (GET "
+                           "/sdapi/v1/loras lists them)",
+                           tag);
+            break;
+        }
+        if (hold->n_tags == 16) {
+            st = imgd_fail(IMGD_E_INVALID_ARG, "prompt: at most 16 <lora:...> tags");
+            break;
+        }
+        char *path = imgd_strdup(e.path);
+        if (!path) {
+            st = imgd_fail(IMGD_E_NOMEM, "out of memory");
+            break;
+        }
+        imgd_lora_spec *ls              = &hold->tags[hold->n_tags];
+        hold->tag_paths[hold->n_tags++] = path;
+        ls->path                        = path;
+        ls->weight                      = w1 ? strtof(w2 ? w2 : w1, NULL) : 1.0f;
+        ls->weight_te                   = w1 ? strtof(w1, NULL) : 1.0f;
+        ls->mode                        = IMGD_LORA_MODE_AUTO;
+        st                              = imgd_buf_append(&b, p, (size_t)(t - p));
+        p                               = close + 1;
+    }
+    if (st != IMGD_OK) {
+        imgd_buf_free(&b);
+        return st;
+    }
+    hold->prompt = imgd_buf_take(&b);
+    if (!hold->prompt) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    gp->prompt = hold->prompt;
+    return IMGD_OK;
+}
+
 imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp) {
+    imgd_status tst = prompt_tags_take(s, hold, gp);
+    if (tst != IMGD_OK) return tst;
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(hold->req, "loras");
     int          n   = cJSON_GetArraySize(arr);
+    if (n <= 0 && hold->n_tags > 0) {
+        gp->loras   = hold->tags;
+        gp->n_loras = (int32_t)hold->n_tags;
+    }
     if (n <= 0) return IMGD_OK;
+    if (hold->n_tags > 0)
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "give LoRAs either in \"loras\" or as <lora:...> prompt tags, not both");
     if (n > 16) return imgd_fail(IMGD_E_INVALID_ARG, "loras: at most %d", 16);
     hold->loras = imgd_calloc((size_t)n, sizeof *hold->loras);
     hold->paths = imgd_calloc((size_t)n, sizeof *hold->paths);

@@ -103,6 +103,7 @@ void svc_job_refund(imgd_server *s, const imgd_job_rec *rec) {
 
 static void fail_job(imgd_server *s, const imgd_job_rec *rec, int32_t status, const char *type,
                      const char *title, const char *detail) {
+    imgd_log_request_id_set(rec->id);
     char *ej = error_json(status, type, title, detail);
     if (imgd_jobstore_finish(s->js, rec->id, IMGD_JOB_FAILED, NULL, ej) != IMGD_OK)
         IMGD_LOG(IMGD_LOG_ERROR, "sched", "store_failed", "job %s: %s", rec->id, imgd_last_error());
@@ -110,6 +111,7 @@ static void fail_job(imgd_server *s, const imgd_job_rec *rec, int32_t status, co
     svc_job_refund(s, rec);
     imgd_svc_metrics_error(&s->metrics, type);
     IMGD_LOG(IMGD_LOG_WARN, "sched", "job_failed", "job %s: %s", rec->id, detail);
+    imgd_log_request_id_set(NULL);
 }
 
 static void set_current(imgd_server *s, const char *id) {
@@ -212,8 +214,12 @@ static void run_group(imgd_server *s, imgd_model *m, batch_item *items, size_t n
         live_set(s, idx[j], NULL, 0, false);
     }
     *sample_s += t_sample;
-    if (k > 1)
+    if (k > 1) {
+        /* the batch line carries its first job's id; the message names the others' count */
+        imgd_log_request_id_set(items[idx[0]].rec->id);
         IMGD_LOG(IMGD_LOG_INFO, "sched", "batch", "%zu jobs, %d images in one loop", k, n_img);
+        imgd_log_request_id_set(NULL);
+    }
 }
 
 /* ---- the loop ----------------------------------------------------------------------------- */

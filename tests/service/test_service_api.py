@@ -188,6 +188,27 @@ def test_generate_with_lora():
     assert again == base
     problem(post("/v1/generate", small(loras=[{"name": "nope.safetensors"}])), 400,
             pointer="/loras/0/name")
+    # A1111-style prompt tags name the LoRA by file name; same pixels as the "loras" field
+    tag = post("/v1/generate", small(seed=7, prompt="a cat <lora:narrow-lora_peft:0.7>"))
+    assert tag.status_code == 200, tag.text
+    assert png_pixels(tag.json()["images"][0]["b64"]) == png_pixels(a)
+    assert "narrow-lora" not in tag.json()["infotext"] and "/" not in tag.json()["infotext"]
+    bad = post("/v1/generate", small(prompt="a cat <lora:nope:1>"))
+    assert bad.status_code == 400 and "nope" in bad.text, bad.text
+
+
+def png_pixels(b64):
+    """The concatenated IDAT payload of a PNG, decompressed: its pixels, not its metadata."""
+    import base64
+    import struct
+    import zlib
+    data, pos, idat = base64.b64decode(b64), 8, b""
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            idat += data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+    return zlib.decompress(idat)
 
 
 def test_generate_batch_and_random_seed():
@@ -460,7 +481,8 @@ def test_a1111():
     assert "Euler a" in names and "DPM++ 2M Karras" in names, names
     sch = [s["name"] for s in S.get(url("/sdapi/v1/schedulers")).json()]
     assert "karras" in sch, sch
-    assert S.get(url("/sdapi/v1/loras")).json() == []
+    loras = S.get(url("/sdapi/v1/loras")).json()
+    assert sorted(x["name"] for x in loras) == ["narrow-lora_kohya", "narrow-lora_peft"], loras
     o = S.get(url("/sdapi/v1/options")).json()
     assert o["sd_model_checkpoint"] == svc.MODEL_ID, o
     r = post("/sdapi/v1/options", {"sd_model_checkpoint": svc.MODEL_ID})
