@@ -6,7 +6,9 @@
 # (STYLE B3). CMAKE_CUDA_ARCHITECTURES defaults to 90 (H100, the lent GPU machine); set it
 # for other cards (e.g. -DCMAKE_CUDA_ARCHITECTURES=89 or "native" where a GPU is visible).
 set(IMGD_HAVE_CUDA OFF)
+set(IMGD_HAVE_CUDNN OFF)
 set(IMGD_CUDA_LIBS "")
+set(IMGD_CUDNN AUTO CACHE STRING "cuDNN for conv2d in the CUDA backend: AUTO (when found) or OFF")
 
 string(TOUPPER "${IMGD_CUDA}" _imgd_cuda_mode)
 if(_imgd_cuda_mode STREQUAL "AUTO")
@@ -33,6 +35,16 @@ if(NOT _imgd_cuda_mode STREQUAL "OFF")
     if(CUDAToolkit_FOUND AND TARGET CUDA::cublas)
       set(IMGD_HAVE_CUDA ON)
       set(IMGD_CUDA_LIBS CUDA::cudart CUDA::cublas CUDA::cublasLt)
+      # cuDNN (conv2d through cudnnConvolutionForward): optional, next to the toolkit or in
+      # the system paths. Without it conv2d stays im2col + cuBLAS.
+      if(NOT IMGD_CUDNN STREQUAL "OFF")
+        find_path(IMGD_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+        find_library(IMGD_CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
+        if(IMGD_CUDNN_INCLUDE_DIR AND IMGD_CUDNN_LIBRARY)
+          set(IMGD_HAVE_CUDNN ON)
+          list(APPEND IMGD_CUDA_LIBS ${IMGD_CUDNN_LIBRARY})
+        endif()
+      endif()
     endif()
   endif()
   if(_imgd_cuda_required AND NOT IMGD_HAVE_CUDA)
@@ -43,7 +55,7 @@ endif()
 
 if(IMGD_HAVE_CUDA)
   message(STATUS "imgd: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, "
-                 "architectures ${CMAKE_CUDA_ARCHITECTURES})")
+                 "architectures ${CMAKE_CUDA_ARCHITECTURES}, cuDNN ${IMGD_HAVE_CUDNN})")
 else()
   message(STATUS "imgd: CUDA backend OFF (IMGD_CUDA=${IMGD_CUDA}); backends: cpu, ref")
 endif()
@@ -54,6 +66,10 @@ function(imgd_cuda_sources target)
   file(GLOB _cu_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/tensor/cuda/*.cu)
   target_sources(${target} PRIVATE ${_c_srcs} ${_cu_srcs})
   target_compile_definitions(${target} PUBLIC IMGD_HAVE_CUDA=1)
+  if(IMGD_HAVE_CUDNN)
+    target_compile_definitions(${target} PUBLIC IMGD_HAVE_CUDNN=1)
+    target_include_directories(${target} SYSTEM PRIVATE ${IMGD_CUDNN_INCLUDE_DIR})
+  endif()
   target_link_libraries(${target} PUBLIC ${IMGD_CUDA_LIBS})
   # No fast math: the kernels are checked against the reference at f32 tolerances.
   target_compile_options(${target} PRIVATE

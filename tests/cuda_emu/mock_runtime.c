@@ -117,9 +117,9 @@ static float ld(const void *p, cudaDataType_t t, int64_t i) {
     return t == CUDA_R_16F ? imgd_f16_to_f32(h) : imgd_bf16_to_f32(h);
 }
 
-static int gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A,
-                 cudaDataType_t at, int lda, const void *B, int ldb, float beta, float *C,
-                 int ldc) {
+static int gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                 const void *A, cudaDataType_t at, int lda, const void *B, int ldb, float beta,
+                 float *C, int ldc) {
     int ra = ta == CUBLAS_OP_N ? m : k, rb = tb == CUBLAS_OP_N ? k : n;
     if (lda < (ra > 1 ? ra : 1) || ldb < (rb > 1 ? rb : 1) || ldc < (m > 1 ? m : 1)) {
         fprintf(stderr,
@@ -138,7 +138,8 @@ static int gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                 acc += (double)a * (double)b;
             }
             float *c = &C[i + (int64_t)j * ldc];
-            *c       = (float)(beta == 0.0f ? acc : acc + (double)beta * (double)*c);
+            acc *= (double)alpha;
+            *c = (float)(beta == 0.0f ? acc : acc + (double)beta * (double)*c);
         }
     return 0;
 }
@@ -149,11 +150,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             void *C, cudaDataType_t ct, int ldc, cublasComputeType_t comp,
                             cublasGemmAlgo_t algo) {
     (void)h;
-    (void)alpha;
-    (void)bt;
     (void)algo;
-    if (ct != CUDA_R_32F || comp != CUBLAS_COMPUTE_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
-    return gemm1(ta, tb, m, n, k, A, at, lda, B, ldb, *(const float *)beta, C, ldc)
+    if (ct != CUDA_R_32F || comp != CUBLAS_COMPUTE_32F || bt != at)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    return gemm1(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, ldb, *(const float *)beta,
+                 C, ldc)
                ? CUBLAS_STATUS_INVALID_VALUE
                : CUBLAS_STATUS_SUCCESS;
 }

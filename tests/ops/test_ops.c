@@ -14,7 +14,10 @@
  * cuda (builds with the CUDA toolkit, where a GPU is present; runs with IMGD_CUDA_SYNC=1 so a
  * kernel fault names its node).
  *
- * cuda-f16 and cuda-bf16 run matmul and conv2d with fp16/bf16 GEMM operands.
+ * cuda-f16 and cuda-bf16 run matmul, conv2d and attention with fp16/bf16 GEMM operands
+ * (the new paths: cuDNN, GEMM attention, weights read directly); cuda-f16-old the same with
+ * those paths off; cuda-im2col and cuda-attn-gemm the f32 alternatives of conv2d and
+ * attention.
  *
  * `--backend cuda` (ctest test_cuda_ops) runs the cuda configurations only, prints every
  * case's NMSE and max error, and exits 77 (ctest SKIP_RETURN_CODE) with "SKIP: no CUDA
@@ -226,8 +229,9 @@ static imgd_tensor *b_matmul(tctx *c) {
 
 static imgd_tensor *b_linear(tctx *c) {
     int64_t      in = vi(c, "in", 40), out = vi(c, "out", 33);
-    imgd_tensor *x  = RND(c, IMGD_DTYPE_F32, vi(c, "b", 2), vi(c, "l", 77), in);
-    imgd_tensor *w  = RND(c, vtype(c, "type"), out, in);
+    imgd_tensor *x = RND(c, IMGD_DTYPE_F32, vi(c, "b", 2), vi(c, "l", 77), in);
+    imgd_tensor *w = RND(c, vtype(c, "type"), out, in);
+    if (vi(c, "act", 0)) x = imgd_op_scale(c->g, x, 1.0f, 0.0f); /* an activation operand */
     imgd_tensor *bs = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, out) : NULL;
     return imgd_op_linear(c->g, x, w, bs);
 }
@@ -238,6 +242,7 @@ static imgd_tensor *b_conv2d(tctx *c) {
     int32_t      s = (int32_t)vi(c, "stride", 1), p = (int32_t)vi(c, "pad", (int32_t)(k / 2));
     imgd_tensor *x  = RND(c, IMGD_DTYPE_F32, n, ch, h, w);
     imgd_tensor *wt = RND(c, vtype(c, "type"), oc, ch, k, kw);
+    if (vi(c, "act", 0)) x = imgd_op_scale(c->g, x, 1.0f, 0.0f); /* an activation operand */
     imgd_tensor *b  = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, oc) : NULL;
     int32_t      pw = (int32_t)vi(c, "padw", p);
     return imgd_op_conv2d_ex(c->g, x, wt, b, s, (int32_t)vi(c, "stridew", s), p, pw);
@@ -414,6 +419,8 @@ static const op_case k_cases[] = {
     {"matmul", b_linear, "in=40,out=33", 0},
     {"matmul", b_linear, "in=40,out=33,b=3,l=1", 0},
     {"matmul", b_linear, "in=320,out=17,b=1,l=5,type=f16", 0},
+    {"matmul", b_linear, "in=96,out=40,b=2,l=9,type=f16,act=1", 0},
+    {"matmul", b_linear, "in=64,out=24,b=1,l=7,type=bf16,act=1,bias=0", 0},
     {"matmul", b_linear, "in=64,out=19,type=q8_0", 0},
     {"matmul", b_linear, "in=64,out=7,type=q4_0,bias=0", 0},
     {"matmul", b_linear, "in=256,out=5,type=q4_k,l=3", 0},
@@ -426,6 +433,8 @@ static const op_case k_cases[] = {
     {"conv2d", b_conv2d, "n=3,c=4,h=9,w=9,oc=6,k=3,stride=2,pad=0,bias=0", 0},
     {"conv2d", b_conv2d, "n=1,c=4,h=9,w=10,oc=6,k=3,kw=1,pad=1,padw=0,stridew=2", 0},
     {"conv2d", b_conv2d, "n=1,c=33,h=16,w=16,oc=40,k=3,stride=1", 0},
+    {"conv2d", b_conv2d, "n=2,c=16,h=11,w=10,oc=24,k=3,type=f16,act=1", 0},
+    {"conv2d", b_conv2d, "n=1,c=16,h=6,w=7,oc=8,k=1,pad=0,type=f16,act=1,bias=0", 0},
     {"group_norm", b_group_norm, "n=2,c=32,h=5,w=7,g=8", 0},
     {"group_norm", b_group_norm, "n=2,c=32,h=5,w=7,g=8,silu=1", 0},
     {"group_norm", b_group_norm, "n=1,c=6,h=3,w=3,g=3,affine=0,type=f16", 0},
@@ -504,6 +513,7 @@ typedef struct be_config {
     const char   *name;
     const char   *backend; /* registry name */
     const char   *ops;     /* comma-separated ops it runs, NULL = all */
+    const char   *env;     /* space-separated NAME=VALUE set while the backend is created */
     imgd_cpu_math math;
     imgd_cpu_gemm gemm;
     imgd_gpu_math gpu_math;
@@ -511,19 +521,31 @@ typedef struct be_config {
     double        nmse_min; /* tolerance floor for this configuration */
 } be_config;
 
+/* The cuda configurations cover each path of the backend and its fallback (selected by
+ * the environment when the backend is created; tensor/cuda/cuda.h): cuDNN or im2col conv2d,
+ * flash or GEMM attention, weights read directly in the GEMM type or rounded per run. */
 static const be_config k_configs[] = {
-    {"cpu", "cpu", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0},
-    {"cpu-openblas", "cpu", "matmul", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_OPENBLAS, IMGD_GPU_MATH_F32,
-     false, 0},
-    {"cpu-portable", "cpu", "attention", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32,
-     true, 0},
-    {"cpu-bf16", "cpu", "matmul,conv2d", IMGD_CPU_MATH_BF16, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32,
-     false, 1e-4},
-    {"cuda", "cuda", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0},
+    {"cpu", "cpu", NULL, NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0},
+    {"cpu-openblas", "cpu", "matmul", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_OPENBLAS,
+     IMGD_GPU_MATH_F32, false, 0},
+    {"cpu-portable", "cpu", "attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_F32, true, 0},
+    {"cpu-bf16", "cpu", "matmul,conv2d", NULL, IMGD_CPU_MATH_BF16, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_F32, false, 1e-4},
+    /* f32: cuDNN conv2d where built with it, flash attention */
+    {"cuda", "cuda", NULL, NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false,
+     0},
+    {"cuda-im2col", "cuda", "conv2d", "IMGD_CUDA_CUDNN=0", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_F32, false, 0},
+    {"cuda-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0},
     /* operands rounded to 11 / 8 significant bits: NMSE ~1e-7 / ~1e-5 on these inputs */
-    {"cuda-f16", "cuda", "matmul,conv2d", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16,
-     false, 1e-5},
-    {"cuda-bf16", "cuda", "matmul,conv2d", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+    {"cuda-f16", "cuda", "matmul,conv2d,attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_F16, false, 1e-5},
+    {"cuda-f16-old", "cuda", "matmul,conv2d,attention",
+     "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5},
+    {"cuda-bf16", "cuda", "matmul,conv2d,attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_BF16, false, 1e-4},
 };
 
@@ -655,13 +677,35 @@ static int parse_args(int argc, char **argv, opts *o) {
     return 0;
 }
 
+/* Sets (set) or unsets each NAME=VALUE of the space-separated list env. */
+static void apply_env(const char *env, bool set) {
+    char buf[256];
+    if (!env || !imgd_fmt(buf, sizeof buf, "%s", env)) return;
+    for (char *p = buf; *p;) {
+        char *end = strchr(p, ' ');
+        if (end) *end = '\0';
+        char *eq = strchr(p, '=');
+        if (eq) {
+            *eq = '\0';
+            if (set)
+                (void)setenv(p, eq + 1, 1);
+            else
+                (void)unsetenv(p);
+        }
+        if (!end) break;
+        p = end + 1;
+    }
+}
+
 static imgd_status make_backend(const be_config *cfg, imgd_backend **out) {
     imgd_backend_params p = imgd_backend_params_default();
     p.math                = cfg->math;
     p.gemm                = cfg->gemm;
     p.gpu_math            = cfg->gpu_math;
     if (cfg->portable) (void)setenv("IMGD_CPU_NO_AVX512", "1", 1);
+    apply_env(cfg->env, true);
     imgd_status st = imgd_backend_new(cfg->backend, &p, out);
+    apply_env(cfg->env, false);
     if (cfg->portable) (void)unsetenv("IMGD_CPU_NO_AVX512");
     return st;
 }

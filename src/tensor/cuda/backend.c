@@ -26,6 +26,14 @@ imgd_status cublas_fail(cublasStatus_t s, const char *call, const char *what) {
                      cublasGetStatusName(s), cublasGetStatusString(s));
 }
 
+#ifdef IMGD_HAVE_CUDNN
+imgd_status cudnn_fail(cudnnStatus_t s, const char *call, const char *what) {
+    imgd_status st = s == CUDNN_STATUS_ALLOC_FAILED ? IMGD_E_NOMEM : IMGD_E_DEVICE;
+    return imgd_fail(st, "cuda: %s: %s failed: %s (set IMGD_CUDA_CUDNN=0 to use im2col + GEMM)",
+                     what ? what : "?", call, cudnnGetErrorString(s));
+}
+#endif
+
 void *cuda_dptr(const imgd_tensor *t) {
     const imgd_tensor *s = t->storage;
     if (s->kind == IMGD_TENSOR_ACTIVATION || !s->backend_data) return t->data;
@@ -105,12 +113,25 @@ static bool cuda_supports(const imgd_backend *be, const imgd_tensor *n) {
 
 /* ---- vtable: prepare and release --------------------------------------------------------- */
 
-/* Frees every device copy: leaves' (weights, inputs) and dequantized weights'. */
+static void node_free(cuda_node *st) {
+    if (!st) return;
+    if (st->dev) (void)cudaFree(st->dev);
+    for (int s = 0; s < 2; s++)
+        if (st->owned[s]) (void)cudaFree(st->owned[s]);
+    cuda_conv2d_release(st);
+    imgd_free(st);
+}
+
+/* Frees every device copy (leaves': weights, inputs) and every node's state. */
 static void cuda_release(imgd_backend *be, imgd_graph *g) {
     IMGD_UNUSED(be);
     for (size_t i = 0; i < imgd_graph_tensor_count(g); i++) {
         imgd_tensor *t = imgd_graph_tensor(g, i);
-        if (t->backend_data) (void)cudaFree(t->backend_data);
+        if (!t->backend_data) continue;
+        if (t->op == IMGD_OP_NONE)
+            (void)cudaFree(t->backend_data);
+        else
+            node_free(t->backend_data);
         t->backend_data = NULL;
     }
 }
@@ -131,7 +152,7 @@ static imgd_status upload_leaf(cuda_backend *cb, imgd_tensor *s) {
 
 /* A quantized weight is expanded to f32 on the host and kept on the device; the node then
  * only copies it into its output. */
-static imgd_status prepare_dequantize(cuda_backend *cb, imgd_tensor *n) {
+static imgd_status prepare_dequantize(cuda_backend *cb, imgd_tensor *n, cuda_node *state) {
     const imgd_tensor       *w  = n->src[0];
     const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
     size_t                   nb = imgd_tensor_nbytes(n);
@@ -148,7 +169,7 @@ static imgd_status prepare_dequantize(cuda_backend *cb, imgd_tensor *n) {
     cudaError_t e = cudaSuccess;
     if (st == IMGD_OK) {
         e = cudaMalloc(&p, nb ? nb : 1);
-        if (e == cudaSuccess) n->backend_data = p;
+        if (e == cudaSuccess) state->dev = p;
         if (e == cudaSuccess) e = cudaMemcpy(p, h, nb, cudaMemcpyHostToDevice);
         if (e != cudaSuccess) st = cuda_fail(e, "cudaMalloc/cudaMemcpy", "dequantized weight");
     }
@@ -157,27 +178,96 @@ static imgd_status prepare_dequantize(cuda_backend *cb, imgd_tensor *n) {
     return st;
 }
 
+/* A CAST runs only when something reads its result as data: a node other than a GEMM that
+ * reads the cast weight directly (cuda_node.cnst), or the caller (a graph output). */
+static void mark_skipped_casts(imgd_graph *g) {
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        const imgd_tensor *n  = imgd_graph_exec_node(g, i);
+        const cuda_node   *ns = cuda_node_of(n);
+        for (int s = 0; s < IMGD_TENSOR_SRC_MAX; s++) {
+            const imgd_tensor *src = n->src[s] ? n->src[s]->storage : NULL;
+            if (!src || src->op != IMGD_OP_CAST || !src->backend_data) continue;
+            if (!(s < 2 && ns && ns->cnst[s])) cuda_node_of(src)->needed = true;
+        }
+    }
+    for (size_t i = 0; i < imgd_graph_tensor_count(g); i++) {
+        const imgd_tensor *t = imgd_graph_tensor(g, i);
+        if (t->is_output && t->storage->op == IMGD_OP_CAST && t->storage->backend_data)
+            cuda_node_of(t->storage)->needed = true;
+    }
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        cuda_node *ns = cuda_node_of(imgd_graph_exec_node(g, i));
+        if (imgd_graph_exec_node(g, i)->op == IMGD_OP_CAST && ns) ns->skip = !ns->needed;
+    }
+}
+
+static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
+    cuda_node *state = imgd_calloc(1, sizeof *state);
+    if (!state) return imgd_fail(IMGD_E_NOMEM, "cuda: node state: out of host memory");
+    n->backend_data = state; /* release frees it, even when a step below fails */
+    if (n->op == IMGD_OP_DEQUANTIZE) return prepare_dequantize(cb, n, state);
+    imgd_status st = IMGD_OK;
+    for (int s = 0; s < IMGD_TENSOR_SRC_MAX && st == IMGD_OK; s++) {
+        imgd_tensor *src = n->src[s] ? n->src[s]->storage : NULL;
+        if (src && src->op == IMGD_OP_NONE && src->kind != IMGD_TENSOR_ACTIVATION &&
+            !src->backend_data)
+            st = upload_leaf(cb, src);
+    }
+    /* a cast of a weight: its source is uploaded too (GEMMs may read it directly) */
+    if (st == IMGD_OK && n->op == IMGD_OP_CONV2D) st = cuda_conv2d_prepare(cb, n);
+    if (st == IMGD_OK && n->op == IMGD_OP_MATMUL) st = cuda_matmul_prepare(cb, n);
+    if (st == IMGD_OK && n->op == IMGD_OP_ATTENTION) {
+        state->attn_gemm = cb->attn == CUDA_ATTN_GEMM && cuda_attn_gemm_supported(n);
+        if (state->attn_gemm) cuda_attn_gemm_prepare(cb, n);
+    }
+    return st;
+}
+
+/* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
+static void report_paths(const cuda_backend *cb, imgd_graph *g) {
+    int conv_dnn = 0, conv_col = 0, att_gemm = 0, att_flash = 0, direct = 0, converted = 0;
+    int casts = 0, skipped = 0;
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        const imgd_tensor *n  = imgd_graph_exec_node(g, i);
+        const cuda_node   *ns = cuda_node_of(n);
+        if (!ns) continue;
+        if (n->op == IMGD_OP_CONV2D) {
+            conv_dnn += ns->cudnn;
+            conv_col += !ns->cudnn;
+        }
+        if (n->op == IMGD_OP_ATTENTION) {
+            att_gemm += ns->attn_gemm;
+            att_flash += !ns->attn_gemm;
+        }
+        if (n->op == IMGD_OP_CAST) {
+            casts++;
+            skipped += ns->skip;
+        }
+        for (int s = 0; s < 2; s++) {
+            direct += ns->cnst[s] && !ns->owned[s];
+            converted += ns->owned[s] != NULL;
+        }
+    }
+    fprintf(stderr,
+            "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d gemm + "
+            "%d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
+            "skipped\n",
+            imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
+            conv_col, att_gemm, att_flash, direct, converted, skipped, casts);
+}
+
 static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     cuda_backend *cb = be->ctx;
     CUDA_TRY(cudaSetDevice(cb->device), "prepare");
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         imgd_tensor *n  = imgd_graph_exec_node(g, i);
-        imgd_status  st = IMGD_OK;
-        if (n->op == IMGD_OP_DEQUANTIZE) {
-            st = prepare_dequantize(cb, n);
-        } else {
-            for (int s = 0; s < IMGD_TENSOR_SRC_MAX && st == IMGD_OK; s++) {
-                imgd_tensor *src = n->src[s] ? n->src[s]->storage : NULL;
-                if (src && src->kind != IMGD_TENSOR_ACTIVATION && !src->backend_data)
-                    st = upload_leaf(cb, src);
-            }
-            if (n->op == IMGD_OP_CONV2D) cuda_conv2d_prepare(cb, n);
-            if (n->op == IMGD_OP_MATMUL) cuda_matmul_prepare(cb, n);
-        }
+        imgd_status  st = prepare_node(cb, n);
         if (st != IMGD_OK)
             return imgd_fail_prefix(st, "cuda: preparing node %zu (%s)", i, imgd_op_name(n->op));
     }
+    mark_skipped_casts(g);
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
+    if (cb->verbose) report_paths(cb, g);
     return IMGD_OK;
 }
 
@@ -199,12 +289,18 @@ static imgd_status upload_inputs(cuda_backend *cb, imgd_graph *g) {
 static imgd_status run_node(cuda_backend *cb, const imgd_tensor *n, const char *what) {
     switch (n->op) {
     case IMGD_OP_DEQUANTIZE:
-        CUDA_TRY(cudaMemcpyAsync(n->data, n->backend_data, imgd_tensor_nbytes(n),
+        CUDA_TRY(cudaMemcpyAsync(n->data, cuda_node_of(n)->dev, imgd_tensor_nbytes(n),
                                  cudaMemcpyDeviceToDevice, cb->stream),
                  what);
         return IMGD_OK;
     case IMGD_OP_MATMUL: return cuda_matmul(cb, n, what);
     case IMGD_OP_CONV2D: return cuda_conv2d(cb, n, what);
+    case IMGD_OP_ATTENTION:
+        if (cuda_node_of(n)->attn_gemm) return cuda_attn_gemm(cb, n, what);
+        return cuda_run_op(cb, n, what);
+    case IMGD_OP_CAST:
+        if (cuda_node_of(n)->skip) return IMGD_OK;
+        return cuda_run_op(cb, n, what);
     default: return cuda_run_op(cb, n, what);
     }
 }
@@ -235,6 +331,9 @@ static imgd_status cuda_run(imgd_backend *be, imgd_graph *g) {
 
 static void cuda_free(imgd_backend *be) {
     cuda_backend *cb = be->ctx;
+#ifdef IMGD_HAVE_CUDNN
+    if (cb->dnn) (void)cudnnDestroy(cb->dnn);
+#endif
     if (cb->blas) (void)cublasDestroy(cb->blas);
     if (cb->stream) (void)cudaStreamDestroy(cb->stream);
     imgd_free(cb);
@@ -271,10 +370,39 @@ static int env_device(void) {
     return end && *end == '\0' && v >= 0 && v < 1024 ? (int)v : -1;
 }
 
+/* An on/off switch from the environment: unset or empty = dflt, "0" = off, else on. */
+static bool env_flag(const char *name, bool dflt) {
+    const char *s = getenv(name);
+    if (!s || !*s) return dflt;
+    return strcmp(s, "0") != 0;
+}
+
+static imgd_status env_paths(cuda_backend *cb) {
+    cb->verbose        = env_flag("IMGD_CUDA_VERBOSE", false);
+    cb->direct_weights = env_flag("IMGD_CUDA_DIRECT_WEIGHTS", true);
+#ifdef IMGD_HAVE_CUDNN
+    cb->use_cudnn = env_flag("IMGD_CUDA_CUDNN", true);
+#else
+    cb->use_cudnn = false;
+#endif
+    const char *a = getenv("IMGD_CUDA_ATTN");
+    if (!a || !*a || strcmp(a, "auto") == 0)
+        cb->attn = cuda_math_low(cb) ? CUDA_ATTN_GEMM : CUDA_ATTN_FLASH;
+    else if (strcmp(a, "gemm") == 0)
+        cb->attn = CUDA_ATTN_GEMM;
+    else if (strcmp(a, "flash") == 0)
+        cb->attn = CUDA_ATTN_FLASH;
+    else
+        return imgd_fail(IMGD_E_INVALID_ARG, "cuda: IMGD_CUDA_ATTN='%s' is not flash|gemm|auto", a);
+    return IMGD_OK;
+}
+
 static imgd_status cuda_init(cuda_backend *cb, const imgd_backend_params *p) {
     if ((unsigned)p->gpu_math >= IMGD_GPU_MATH_COUNT)
         return imgd_fail(IMGD_E_INVALID_ARG, "cuda: gpu_math %d out of range", (int)p->gpu_math);
-    cb->math      = p->gpu_math;
+    cb->math       = p->gpu_math;
+    imgd_status st = env_paths(cb);
+    if (st != IMGD_OK) return st;
     int         n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -295,6 +423,12 @@ static imgd_status cuda_init(cuda_backend *cb, const imgd_backend_params *p) {
     /* default math keeps f32 GEMMs in f32 (TF32 is opt-in): results are compared with the
      * reference at f32 tolerances */
     CUBLAS_TRY(cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH), "cuBLAS math mode");
+#ifdef IMGD_HAVE_CUDNN
+    if (cb->use_cudnn) {
+        CUDNN_TRY(cudnnCreate(&cb->dnn), "creating the cuDNN handle");
+        CUDNN_TRY(cudnnSetStream(cb->dnn, cb->stream), "cuDNN stream");
+    }
+#endif
     return IMGD_OK;
 }
 

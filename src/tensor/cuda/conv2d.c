@@ -1,7 +1,17 @@
-/* conv2d as im2col + one cuBLAS GEMM per image (and per chunk of output pixels when the
+/* conv2d through cuDNN (builds with cuDNN, IMGD_CUDA_CUDNN not 0): cudnnConvolutionForward,
+ * NCHW, the algorithm picked at plan time by cudnnGetConvolutionForwardAlgorithm_v7 among
+ * those that need at most CUDNN_WS_MAX of workspace (kept at the end of the node's scratch).
+ * f32 math: f32 tensors, FMA math (no TF32) and only the GEMM-family and direct algorithms
+ * (no Winograd/FFT), the bias prefilled and blended with beta = 1. f16/bf16 math: x rounded
+ * into scratch, the weight a plan-time constant (cuda_resolve_const), y in that type in
+ * scratch, then widened to f32 with the bias added (cuk_bias_cast); f32 accumulation. A node
+ * cuDNN has no algorithm for falls back to im2col.
+ *
+ * Otherwise im2col + one cuBLAS GEMM per image (and per chunk of output pixels when the
  * column buffer would pass IM2COL_BYTES_MAX). 1x1 convolutions with stride 1 and no padding
  * use the input as the column matrix directly. In IMGD_GPU_MATH_F16/BF16 the weights are
- * rounded into scratch and the columns are written in that type.
+ * read as a plan-time constant (or rounded into scratch) and the columns are written in that
+ * type.
  *
  * Per image, row-major out[O][P] = w[O][CK] col[CK][P]; column-major that is
  * out^T (P x O, ld P) = col^T (P x CK, ld P) w^T (CK x O, ld CK). */
@@ -11,6 +21,7 @@
 #include "cuda_impl.h"
 
 #define IM2COL_BYTES_MAX ((size_t)256 << 20)
+#define CUDNN_WS_MAX     ((size_t)256 << 20)
 
 typedef struct conv_geom {
     int64_t N, C, H, W, O, KH, KW, OH, OW, P, CK, chunk;
@@ -54,17 +65,181 @@ bool cuda_conv2d_supported(const imgd_tensor *n) {
 
 /* Scratch: [weights in the GEMM type, when not f32][columns, or the whole input for a direct
  * conv in the GEMM type]. */
-static size_t weights_bytes(const cuda_backend *cb, const conv_geom *g) {
-    return cuda_math_low(cb) ? cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb)) : 0;
+static size_t weights_bytes(const cuda_backend *cb, const imgd_tensor *n, const conv_geom *g) {
+    const cuda_node *ns = cuda_node_of(n);
+    if (!cuda_math_low(cb) || (ns && ns->cnst[1])) return 0;
+    return cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
 }
 
-void cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n) {
+/* ---- cuDNN ---------------------------------------------------------------------------------- */
+
+void cuda_conv2d_release(cuda_node *st) {
+#ifdef IMGD_HAVE_CUDNN
+    if (st->xd) (void)cudnnDestroyTensorDescriptor(st->xd);
+    if (st->yd) (void)cudnnDestroyTensorDescriptor(st->yd);
+    if (st->wd) (void)cudnnDestroyFilterDescriptor(st->wd);
+    if (st->cd) (void)cudnnDestroyConvolutionDescriptor(st->cd);
+    st->xd = st->yd = NULL;
+    st->wd          = NULL;
+    st->cd          = NULL;
+#else
+    IMGD_UNUSED(st);
+#endif
+}
+
+#ifdef IMGD_HAVE_CUDNN
+/* Scratch of a cuDNN conv in f16/bf16 math: [weight unless constant][x][y][workspace]. */
+static size_t cudnn_x_bytes(const cuda_backend *cb, const conv_geom *g) {
+    return cuda_math_low(cb) ? cuda_align_up((size_t)(g->N * g->C * g->H * g->W) * 2) : 0;
+}
+static size_t cudnn_y_bytes(const cuda_backend *cb, const conv_geom *g) {
+    return cuda_math_low(cb) ? cuda_align_up((size_t)(g->N * g->O * g->P) * 2) : 0;
+}
+
+/* f32 math keeps the conformance results: no tensor-core (TF32) kernels, no Winograd/FFT. */
+static bool algo_ok(const cuda_backend *cb, const cudnnConvolutionFwdAlgoPerf_t *p) {
+    if (p->status != CUDNN_STATUS_SUCCESS || p->memory > CUDNN_WS_MAX) return false;
+    if (cuda_math_low(cb)) return true;
+    if (p->mathType == CUDNN_TENSOR_OP_MATH || p->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+        return false;
+    return p->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM ||
+           p->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
+           p->algo == CUDNN_CONVOLUTION_FWD_ALGO_GEMM ||
+           p->algo == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
+}
+
+static imgd_status cudnn_describe(cuda_backend *cb, const conv_geom *g, cuda_node *ns,
+                                  const char *what) {
+    cudnnDataType_t dt = cb->math == IMGD_GPU_MATH_BF16  ? CUDNN_DATA_BFLOAT16
+                         : cb->math == IMGD_GPU_MATH_F16 ? CUDNN_DATA_HALF
+                                                         : CUDNN_DATA_FLOAT;
+    CUDNN_TRY(cudnnCreateTensorDescriptor(&ns->xd), what);
+    CUDNN_TRY(cudnnCreateTensorDescriptor(&ns->yd), what);
+    CUDNN_TRY(cudnnCreateFilterDescriptor(&ns->wd), what);
+    CUDNN_TRY(cudnnCreateConvolutionDescriptor(&ns->cd), what);
+    CUDNN_TRY(cudnnSetTensor4dDescriptor(ns->xd, CUDNN_TENSOR_NCHW, dt, (int)g->N, (int)g->C,
+                                         (int)g->H, (int)g->W),
+              what);
+    CUDNN_TRY(cudnnSetTensor4dDescriptor(ns->yd, CUDNN_TENSOR_NCHW, dt, (int)g->N, (int)g->O,
+                                         (int)g->OH, (int)g->OW),
+              what);
+    CUDNN_TRY(cudnnSetFilter4dDescriptor(ns->wd, dt, CUDNN_TENSOR_NCHW, (int)g->O, (int)g->C,
+                                         (int)g->KH, (int)g->KW),
+              what);
+    CUDNN_TRY(cudnnSetConvolution2dDescriptor(ns->cd, (int)g->ph, (int)g->pw, (int)g->sh,
+                                              (int)g->sw, 1, 1, CUDNN_CROSS_CORRELATION,
+                                              CUDNN_DATA_FLOAT),
+              what);
+    CUDNN_TRY(cudnnSetConvolutionMathType(ns->cd, cuda_math_low(cb) ? CUDNN_TENSOR_OP_MATH
+                                                                    : CUDNN_FMA_MATH),
+              what);
+    return IMGD_OK;
+}
+
+/* Sets ns->cudnn, algo and ws_bytes when cuDNN has an acceptable algorithm; leaves ns->cudnn
+ * false (im2col) otherwise. Errors only for failing descriptor calls. */
+static imgd_status cudnn_prepare(cuda_backend *cb, const conv_geom *g, cuda_node *ns) {
+    const char *what = "conv2d: cuDNN descriptors";
+    if (g->N * g->C * g->H * g->W > INT_MAX || g->N * g->O * g->P > INT_MAX || g->CK == 0 ||
+        g->N * g->O * g->P == 0)
+        return IMGD_OK;
+    imgd_status st = cudnn_describe(cb, g, ns, what);
+    if (st != IMGD_OK) return st;
+    int on = 0, oc = 0, oh = 0, ow = 0;
+    CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(ns->cd, ns->xd, ns->wd, &on, &oc, &oh, &ow),
+              what);
+    if (on != g->N || oc != g->O || oh != g->OH || ow != g->OW)
+        return imgd_fail(IMGD_E_INTERNAL,
+                         "cuda: conv2d: cuDNN output %dx%dx%dx%d differs from the graph's "
+                         "%lldx%lldx%lldx%lld",
+                         on, oc, oh, ow, (long long)g->N, (long long)g->O, (long long)g->OH,
+                         (long long)g->OW);
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int                           got = 0;
+    CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(cb->dnn, ns->xd, ns->wd, ns->cd, ns->yd,
+                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf),
+              "conv2d: choosing the cuDNN algorithm");
+    for (int i = 0; i < got; i++) {
+        if (!algo_ok(cb, &perf[i])) continue;
+        cudnnMathType_t mt = cuda_math_low(cb) ? perf[i].mathType : CUDNN_FMA_MATH;
+        size_t          ws = 0;
+        if (cudnnSetConvolutionMathType(ns->cd, mt) != CUDNN_STATUS_SUCCESS ||
+            cudnnGetConvolutionForwardWorkspaceSize(cb->dnn, ns->xd, ns->wd, ns->cd, ns->yd,
+                                                    perf[i].algo, &ws) != CUDNN_STATUS_SUCCESS ||
+            ws > CUDNN_WS_MAX)
+            continue;
+        ns->cudnn    = true;
+        ns->algo     = (int32_t)perf[i].algo;
+        ns->ws_bytes = ws;
+        return IMGD_OK;
+    }
+    return IMGD_OK;
+}
+
+static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
+                             const char *what) {
+    const cuda_node          *ns    = cuda_node_of(n);
+    const float               alpha = 1.0f;
+    unsigned char            *sc    = n->scratch;
+    size_t                    wb = weights_bytes(cb, n, g), xb = cudnn_x_bytes(cb, g);
+    size_t                    yb   = cudnn_y_bytes(cb, g);
+    void                     *ws   = ns->ws_bytes ? sc + wb + xb + yb : NULL;
+    cudnnConvolutionFwdAlgo_t algo = (cudnnConvolutionFwdAlgo_t)ns->algo;
+    if (!cuda_math_low(cb)) {
+        float       beta = 0.0f;
+        imgd_status st   = cuda_gemm_out_init(cb, n, g->P, g->O, what, &beta);
+        if (st != IMGD_OK) return st;
+        CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, cuda_dptr(n->src[0]), ns->wd,
+                                          cuda_dptr(n->src[1]), ns->cd, algo, ws, ns->ws_bytes,
+                                          &beta, ns->yd, n->data),
+                  what);
+        return IMGD_OK;
+    }
+    const void *w  = ns->cnst[1];
+    imgd_status st = IMGD_OK;
+    if (!w) {
+        st = cuda_to_math(cb, n->src[1], sc, what);
+        w  = sc;
+    }
+    unsigned char *x = sc + wb, *y = sc + wb + xb;
+    if (st == IMGD_OK) st = cuda_to_math(cb, n->src[0], x, what);
+    if (st != IMGD_OK) return st;
+    const float beta = 0.0f;
+    CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, w, ns->cd, algo, ws,
+                                      ns->ws_bytes, &beta, ns->yd, y),
+              what);
+    const imgd_tensor *bias = n->src[2];
+    cudaError_t e = cuk_bias_cast(n->data, y, cuda_math_cuk(cb), bias ? cuda_dptr(bias) : NULL,
+                                  imgd_tensor_numel(n), g->P, g->O, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_bias_cast", what);
+    return IMGD_OK;
+}
+#endif
+
+/* ---- prepare and run ------------------------------------------------------------------------ */
+
+imgd_status cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n) {
     conv_geom g;
     size_t    es = cuda_math_size(cb);
     conv_geometry(n, es, &g);
+    imgd_status st = cuda_resolve_const(cb, n, 1);
+    if (st != IMGD_OK) return st;
+#ifdef IMGD_HAVE_CUDNN
+    cuda_node *ns = cuda_node_of(n);
+    if (cb->use_cudnn && ns) {
+        st = cudnn_prepare(cb, &g, ns);
+        if (st != IMGD_OK) return st;
+        if (ns->cudnn) {
+            n->scratch_bytes = weights_bytes(cb, n, &g) + cudnn_x_bytes(cb, &g) +
+                               cudnn_y_bytes(cb, &g) + ns->ws_bytes;
+            return IMGD_OK;
+        }
+    }
+#endif
     size_t cols      = g.direct ? (cuda_math_low(cb) ? (size_t)(g.N * g.C * g.H * g.W) * es : 0)
                                 : (size_t)(g.CK * g.chunk) * es;
-    n->scratch_bytes = weights_bytes(cb, &g) + cols;
+    n->scratch_bytes = weights_bytes(cb, n, &g) + cols;
+    return IMGD_OK;
 }
 
 imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what) {
@@ -72,6 +247,9 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
     size_t    es = cuda_math_size(cb);
     conv_geometry(n, es, &g);
     if (g.N * g.O * g.P == 0) return IMGD_OK;
+#ifdef IMGD_HAVE_CUDNN
+    if (cuda_node_of(n) && cuda_node_of(n)->cudnn) return cudnn_run(cb, n, &g, what);
+#endif
     float       beta = 0.0f;
     imgd_status st   = cuda_gemm_out_init(cb, n, g.P, g.O, what, &beta);
     if (st != IMGD_OK) return st;
@@ -82,11 +260,16 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
     }
     unsigned char       *scratch = n->scratch;
     const unsigned char *x = cuda_dptr(n->src[0]), *w = cuda_dptr(n->src[1]);
-    unsigned char       *col = scratch ? scratch + weights_bytes(cb, &g) : NULL;
+    unsigned char       *col = scratch ? scratch + weights_bytes(cb, n, &g) : NULL;
     float               *out = n->data;
+    const cuda_node     *ns  = cuda_node_of(n);
     if (cuda_math_low(cb)) {
-        st = cuda_to_math(cb, n->src[1], scratch, what);
-        w  = scratch;
+        if (ns && ns->cnst[1]) {
+            w = ns->cnst[1];
+        } else {
+            st = cuda_to_math(cb, n->src[1], scratch, what);
+            w  = scratch;
+        }
         if (st == IMGD_OK && g.direct) {
             st = cuda_to_math(cb, n->src[0], col, what);
             x  = col;

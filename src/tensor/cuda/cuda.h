@@ -4,14 +4,23 @@
  * the graph reads are uploaded once, in prepare (imgd_graph_plan), into device copies kept
  * until the graph is released or re-planned; inputs are uploaded from their bound host memory
  * at the start of every compute; outputs are read back with imgd_graph_read_f32 (the
- * backend's read hook). Kernels: cuBLAS GEMMs for matmul and (after im2col) conv2d, a tiled
- * online-softmax attention kernel, and one CUDA kernel per other op, all f32 (no TF32);
- * params->gpu_math F16/BF16 rounds the GEMM operands to fp16/bf16 (f32 accumulation and
- * results). Quantized weights are dequantized on the host at plan time.
+ * backend's read hook). Kernels: cuBLAS GEMMs for matmul, cuDNN (or im2col + cuBLAS) for
+ * conv2d, a tiled online-softmax attention kernel or batched cuBLAS GEMMs for attention, and
+ * one CUDA kernel per other op, all f32 (no TF32) by default; params->gpu_math F16/BF16
+ * gives matmul, conv2d and attention fp16/bf16 operands on tensor cores (f32 accumulation,
+ * f32 results). Quantized weights are dequantized on the host at plan time.
+ *
+ * Paths, each switchable off from the environment (read when the backend is created), so a
+ * GPU run can fall back if one is wrong:
+ *   IMGD_CUDA_CUDNN=0           conv2d as im2col + cuBLAS instead of cuDNN (builds with cuDNN)
+ *   IMGD_CUDA_ATTN=flash|gemm   attention kernel; default (auto): gemm in f16/bf16, flash in f32
+ *   IMGD_CUDA_DIRECT_WEIGHTS=0  f16/bf16: round weights per run from their f32 cast instead of
+ *                               reading them in the GEMM type (converted once at plan time)
  *
  * Debugging: IMGD_CUDA_SYNC=1 synchronises after every node, so an asynchronous kernel
  * failure is reported with the node's index and op. IMGD_CUDA_DEVICE=N picks the device
- * (default 0). */
+ * (default 0). IMGD_CUDA_VERBOSE=1 prints, per planned graph, how many conv2d/attention nodes
+ * took each path, how many weights GEMMs read directly and how many casts were skipped. */
 #ifndef IMGD_TENSOR_CUDA_CUDA_H
 #define IMGD_TENSOR_CUDA_CUDA_H
 

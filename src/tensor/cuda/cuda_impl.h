@@ -7,9 +7,18 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <stdbool.h>
+#ifdef IMGD_HAVE_CUDNN
+#    include <cudnn.h>
+#endif
 
 #include "kernels.h"
 #include "tensor/backend.h"
+
+/* How attention runs (IMGD_CUDA_ATTN). */
+typedef enum cuda_attn {
+    CUDA_ATTN_FLASH = 0, /* the f32 online-softmax kernel (attention.cu) */
+    CUDA_ATTN_GEMM  = 1, /* cuBLAS Q K^T, a masked softmax kernel, P V (attention_gemm.c) */
+} cuda_attn;
 
 typedef struct cuda_backend {
     imgd_backend   base;
@@ -18,7 +27,45 @@ typedef struct cuda_backend {
     cublasHandle_t blas;
     bool           sync_each; /* IMGD_CUDA_SYNC=1: synchronise and check after every node */
     imgd_gpu_math  math;      /* operand type of matmul/conv2d GEMMs */
+    /* Paths, each selectable off by the environment (read once, at creation): */
+    bool direct_weights; /* IMGD_CUDA_DIRECT_WEIGHTS (default 1): in f16/bf16 math,
+                            GEMMs read constant weights in the math type, converted once
+                            at plan time (or used as uploaded when the file has that
+                            type), and casts nobody else reads are skipped */
+    bool use_cudnn;      /* IMGD_CUDA_CUDNN (default 1 in builds with cuDNN): conv2d
+                            through cudnnConvolutionForward instead of im2col + GEMM */
+    cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|auto (auto: gemm in f16/bf16
+                            math, flash in f32) */
+    bool verbose;        /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
+#ifdef IMGD_HAVE_CUDNN
+    cudnnHandle_t dnn;
+#endif
 } cuda_backend;
+
+/* Per-node state of an executed node (its backend_data; leaves hold a device pointer
+ * instead). Created by prepare, freed by release. */
+typedef struct cuda_node {
+    void       *dev;     /* owned device memory: DEQUANTIZE's f32 weight */
+    const void *cnst[2]; /* matmul/conv2d: device address of operand s (src[s]'s first
+                            element) as a constant in the GEMM type, or NULL: converted per
+                            run (f16/bf16 math) or read as is (f32) */
+    void   *owned[2];    /* device memory behind cnst[s] when converted at plan time */
+    bool    skip;        /* a CAST that only GEMMs reading its weight directly consume */
+    bool    needed;      /* prepare: a CAST some node reads as data */
+    bool    cudnn;       /* conv2d through cuDNN (descriptors below are set) */
+    bool    attn_gemm;   /* attention through attention_gemm.c */
+    int32_t algo;        /* cudnnConvolutionFwdAlgo_t */
+    size_t  ws_bytes;    /* cuDNN workspace, at the end of the node's scratch */
+#ifdef IMGD_HAVE_CUDNN
+    cudnnTensorDescriptor_t      xd, yd;
+    cudnnFilterDescriptor_t      wd;
+    cudnnConvolutionDescriptor_t cd;
+#endif
+} cuda_node;
+
+static inline cuda_node *cuda_node_of(const imgd_tensor *n) {
+    return (cuda_node *)n->backend_data;
+}
 
 /* Maps a failed CUDA runtime call to IMGD_E_NOMEM (allocation) or IMGD_E_DEVICE with a
  * message naming the call, the CUDA error and `what` (the node or object being worked on). */
@@ -31,6 +78,15 @@ imgd_status cublas_fail(cublasStatus_t s, const char *call, const char *what);
         cudaError_t e_ = (call);                                                                   \
         if (e_ != cudaSuccess) return cuda_fail(e_, #call, (what));                                \
     } while (0)
+
+#ifdef IMGD_HAVE_CUDNN
+imgd_status cudnn_fail(cudnnStatus_t s, const char *call, const char *what);
+#    define CUDNN_TRY(call, what)                                                                  \
+        do {                                                                                       \
+            cudnnStatus_t s_ = (call);                                                             \
+            if (s_ != CUDNN_STATUS_SUCCESS) return cudnn_fail(s_, #call, (what));                  \
+        } while (0)
+#endif
 
 #define CUBLAS_TRY(call, what)                                                                     \
     do {                                                                                           \
@@ -55,8 +111,9 @@ bool cuda_op_supported(const imgd_tensor *n);
 
 /* matmul.c: matmul, and the GEMM helpers conv2d.c shares. */
 bool cuda_matmul_supported(const imgd_tensor *n);
-/* Sets n->scratch_bytes (operands rounded to fp16/bf16) when the math is not f32. */
-void        cuda_matmul_prepare(cuda_backend *cb, imgd_tensor *n);
+/* Resolves constant operands (cuda_node.cnst) and sets n->scratch_bytes (operands rounded to
+ * fp16/bf16 per run) when the math is not f32. */
+imgd_status cuda_matmul_prepare(cuda_backend *cb, imgd_tensor *n);
 imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what);
 
 size_t         cuda_align_up(size_t n);               /* to 256 bytes */
@@ -70,8 +127,18 @@ imgd_status cuda_to_math(cuda_backend *cb, const imgd_tensor *t, void *dst, cons
  * *beta to 1, or leaves it and sets *beta to 0 without a bias. */
 imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t inner, int64_t nb,
                                const char *what, float *beta);
-/* Column-major C = op_a(A) op_b(B) + beta C over `batches` strided batches, A and B in the
- * GEMM operand type, C f32, f32 accumulation (cublasGemm[StridedBatched]Ex). */
+/* When cb->direct_weights and the math is f16/bf16: if src[s] of n reads a constant weight
+ * (the weight, a view of it, or a cast of a contiguous weight or a view of that cast), sets
+ * cuda_node.cnst[s] to it in the GEMM type: the uploaded copy when the file has that type,
+ * else a copy converted now (cuda_node.owned[s]). */
+imgd_status cuda_resolve_const(cuda_backend *cb, imgd_tensor *n, int s);
+/* Column-major C = alpha op_a(A) op_b(B) + beta C over `batches` strided batches, A and B in
+ * the GEMM operand type, C f32, f32 accumulation (cublasGemm[StridedBatched]Ex). */
+imgd_status cuda_gemm_a(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
+                        int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
+                        int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
+                        float *C, int64_t ldc, int64_t stride_c, int64_t batches, const char *what);
+/* cuda_gemm_a with alpha = 1. */
 imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
                       int64_t n, int64_t k, const void *A, int64_t lda, int64_t stride_a,
                       const void *B, int64_t ldb, int64_t stride_b, float beta, float *C,
@@ -79,8 +146,16 @@ imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_
 
 /* conv2d.c */
 bool cuda_conv2d_supported(const imgd_tensor *n);
-/* Sets n->scratch_bytes (im2col columns, rounded weights). */
-void        cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n);
+/* Resolves the constant weight, picks cuDNN (descriptors, algorithm) or im2col, and sets
+ * n->scratch_bytes (im2col columns or cuDNN workspace, operands rounded per run). */
+imgd_status cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n);
 imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what);
+/* Destroys the cuDNN descriptors of a conv2d node's state (NULL-safe). */
+void cuda_conv2d_release(cuda_node *st);
+
+/* attention_gemm.c: attention as batched GEMMs (cb->attn == CUDA_ATTN_GEMM) */
+bool        cuda_attn_gemm_supported(const imgd_tensor *n);
+void        cuda_attn_gemm_prepare(cuda_backend *cb, imgd_tensor *n); /* scratch_bytes */
+imgd_status cuda_attn_gemm(cuda_backend *cb, const imgd_tensor *n, const char *what);
 
 #endif

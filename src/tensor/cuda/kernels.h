@@ -65,6 +65,10 @@ cudaError_t cuk_avg_pool2d(float *out, const float *src, int64_t planes, int64_t
 /* out[i] = bias[(i / inner) % nb] for i < total (a GEMM output prefilled with its bias). */
 cudaError_t cuk_fill_bias(float *out, const float *bias, int64_t total, int64_t inner, int64_t nb,
                           cudaStream_t s);
+/* out[i] (f32) = src[i] (src_dtype) + bias[(i / inner) % nb] for i < total; no bias when bias
+ * is NULL (a cuDNN output in the GEMM type widened to the graph's f32). */
+cudaError_t cuk_bias_cast(float *out, const void *src, int32_t src_dtype, const float *bias,
+                          int64_t total, int64_t inner, int64_t nb, cudaStream_t s);
 /* col[(c*KH + ky)*KW + kx][p - p0] (col_dtype, a cuk_dtype) for output pixels p in
  * [p0, p0 + pc) of one image x [C, H, W] (contiguous f32); zero where the window falls in the
  * padding. */
@@ -104,6 +108,14 @@ cudaError_t cuk_rms_norm(float *out, const float *x, const float *gamma, int64_t
                          float eps, cudaStream_t s);
 cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale,
                         cudaStream_t s);
+/* Attention probabilities for a chunk of scores: S [hc, qc, Lk] (contiguous f32, already
+ * scaled) of batch b, heads h0.., query rows i0..; row (hl, il) adds
+ * mask[b*ms[0] + (h0+hl)*ms[1] + (i0+il)*ms[2] + j*ms[3]] (mask f32 or NULL) and writes
+ * softmax over j to P [hc, qc, Lk] (p_dtype, contiguous). A row whose scores are all -inf
+ * gets zeros (as the flash kernel's output). */
+cudaError_t cuk_attn_softmax(void *P, int32_t p_dtype, const float *S, int64_t hc, int64_t qc,
+                             int64_t Lk, const float *mask, const int64_t *ms, int64_t b,
+                             int64_t h0, int64_t i0, cudaStream_t s);
 
 /* ---- attention.cu ------------------------------------------------------------------------- */
 

@@ -137,6 +137,24 @@ extern "C" cudaError_t cuk_fill_bias(float *out, const float *bias, int64_t tota
     return cudaGetLastError();
 }
 
+__global__ void k_bias_cast(float *out, const void *src, int32_t dt, const float *bias,
+                            int64_t total, int64_t inner, int64_t nb) {
+    CUK_FOR(i, total) {
+        float v = cuk_ld(src, dt, i);
+        out[i]  = bias ? v + bias[(i / inner) % nb] : v;
+    }
+}
+
+extern "C" cudaError_t cuk_bias_cast(float *out, const void *src, int32_t src_dtype,
+                                     const float *bias, int64_t total, int64_t inner, int64_t nb,
+                                     cudaStream_t s) {
+    if (total == 0) return cudaSuccess;
+    if (inner < 1 || nb < 1) return cudaErrorInvalidValue;
+    CUK_LAUNCH(k_bias_cast, cuk_blocks(total), CUK_THREADS, 0, s)
+    (out, src, src_dtype, bias, total, inner, nb);
+    return cudaGetLastError();
+}
+
 __global__ void k_im2col(void *col, int32_t dt, const float *x, int64_t H, int64_t W, int64_t KH,
                          int64_t KW, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OW,
                          int64_t p0, int64_t pc, int64_t n) {

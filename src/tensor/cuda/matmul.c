@@ -8,6 +8,7 @@
 #include <limits.h>
 
 #include "base/error.h"
+#include "base/text.h"
 #include "cuda_impl.h"
 
 /* ---- operand layout ------------------------------------------------------------------------ */
@@ -124,12 +125,12 @@ imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t i
     return IMGD_OK;
 }
 
-imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
-                      int64_t n, int64_t k, const void *A, int64_t lda, int64_t stride_a,
-                      const void *B, int64_t ldb, int64_t stride_b, float beta, float *C,
-                      int64_t ldc, int64_t stride_c, int64_t batches, const char *what) {
-    const float    alpha = 1.0f;
-    cudaDataType_t t     = cuda_math_type(cb);
+imgd_status cuda_gemm_a(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
+                        int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
+                        int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
+                        float *C, int64_t ldc, int64_t stride_c, int64_t batches,
+                        const char *what) {
+    cudaDataType_t t = cuda_math_type(cb);
     if (batches == 1)
         CUBLAS_TRY(cublasGemmEx(cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha, A, t,
                                 (int)lda, B, t, (int)ldb, &beta, C, CUDA_R_32F, (int)ldc,
@@ -144,6 +145,62 @@ imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_
     return IMGD_OK;
 }
 
+imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
+                      int64_t n, int64_t k, const void *A, int64_t lda, int64_t stride_a,
+                      const void *B, int64_t ldb, int64_t stride_b, float beta, float *C,
+                      int64_t ldc, int64_t stride_c, int64_t batches, const char *what) {
+    return cuda_gemm_a(cb, op_a, op_b, m, n, k, 1.0f, A, lda, stride_a, B, ldb, stride_b, beta, C,
+                       ldc, stride_c, batches, what);
+}
+
+/* ---- constant operands ------------------------------------------------------------------- */
+
+/* The weight leaf whose values operand t reads, with t's offset and strides valid in that
+ * weight's contiguous layout: t is the weight or a view of it, or t is a cast of a
+ * contiguous weight leaf (same shape and layout as the cast's output) or a view of it. */
+static const imgd_tensor *const_weight(const imgd_tensor *t) {
+    const imgd_tensor *s = t->storage;
+    if (s->op == IMGD_OP_NONE) return s->kind == IMGD_TENSOR_WEIGHT ? s : NULL;
+    if (s->op != IMGD_OP_CAST) return NULL;
+    const imgd_tensor *w = s->src[0];
+    if (!w || w->op != IMGD_OP_NONE || w->kind != IMGD_TENSOR_WEIGHT || w->storage != w ||
+        w->offset != 0 || !imgd_tensor_is_contiguous(w) || !imgd_tensor_same_shape(w, s))
+        return NULL;
+    return w;
+}
+
+imgd_status cuda_resolve_const(cuda_backend *cb, imgd_tensor *n, int s) {
+    cuda_node         *st = cuda_node_of(n);
+    const imgd_tensor *t  = n->src[s];
+    if (!cb->direct_weights || !cuda_math_low(cb) || !t || !st) return IMGD_OK;
+    const imgd_tensor *w = const_weight(t);
+    if (!w || !w->backend_data) return IMGD_OK;
+    if (w->dtype != IMGD_DTYPE_F32 && w->dtype != IMGD_DTYPE_F16 && w->dtype != IMGD_DTYPE_BF16)
+        return IMGD_OK;
+    size_t es   = cuda_math_size(cb);
+    size_t skip = (size_t)t->offset * es;
+    if (w->dtype == (cb->math == IMGD_GPU_MATH_BF16 ? IMGD_DTYPE_BF16 : IMGD_DTYPE_F16)) {
+        st->cnst[s] = (const unsigned char *)w->backend_data + skip; /* as uploaded */
+        return IMGD_OK;
+    }
+    char what[160];
+    (void)imgd_fmt(what, sizeof what, "converting weight '%s' to the GEMM type",
+                   w->name ? w->name : "?");
+    size_t bytes = (size_t)imgd_tensor_numel(w) * es;
+    void  *p     = NULL;
+    CUDA_TRY(cudaMalloc(&p, bytes ? bytes : 1), what);
+    st->owned[s] = p;
+    if (bytes) {
+        cuk_tensor src = cuda_desc(w), out = cuda_desc(w);
+        out.data       = p;
+        out.dtype      = cuda_math_cuk(cb);
+        out.contiguous = 1;
+        CUDA_TRY(cuk_copy(&out, &src, cb->stream), what);
+    }
+    st->cnst[s] = (const unsigned char *)p + skip;
+    return IMGD_OK;
+}
+
 /* ---- matmul --------------------------------------------------------------------------------- */
 
 bool cuda_matmul_supported(const imgd_tensor *n) {
@@ -155,11 +212,20 @@ bool cuda_matmul_supported(const imgd_tensor *n) {
     return mm_geometry(n, n->src[0], n->src[1], &g);
 }
 
-void cuda_matmul_prepare(cuda_backend *cb, imgd_tensor *n) {
-    if (!cuda_math_low(cb)) return;
-    size_t es        = cuda_math_size(cb);
-    n->scratch_bytes = cuda_align_up((size_t)imgd_tensor_numel(n->src[0]) * es) +
-                       (size_t)imgd_tensor_numel(n->src[1]) * es;
+/* Scratch per run: the operands that are not constants, rounded to the GEMM type. */
+static size_t operand_scratch(const cuda_backend *cb, const imgd_tensor *n, int s) {
+    const cuda_node *st = cuda_node_of(n);
+    if (!cuda_math_low(cb) || (st && st->cnst[s])) return 0;
+    return cuda_align_up((size_t)imgd_tensor_numel(n->src[s]) * cuda_math_size(cb));
+}
+
+imgd_status cuda_matmul_prepare(cuda_backend *cb, imgd_tensor *n) {
+    for (int s = 0; s < 2; s++) {
+        imgd_status st = cuda_resolve_const(cb, n, s);
+        if (st != IMGD_OK) return st;
+    }
+    n->scratch_bytes = operand_scratch(cb, n, 0) + operand_scratch(cb, n, 1);
+    return IMGD_OK;
 }
 
 /* A contiguous row-major descriptor of t's shape (for an operand copied into scratch). */
@@ -178,17 +244,27 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
     imgd_tensor        ca, cbt;
     const void        *pa = cuda_dptr(a), *pb = cuda_dptr(b);
     size_t             es = cuda_math_size(cb);
-    if (cuda_math_low(cb)) { /* operands rounded into scratch, contiguous */
-        unsigned char *sc = n->scratch;
-        ca                = contiguous_like(a);
-        cbt               = contiguous_like(b);
-        pa                = sc;
-        pb                = sc + cuda_align_up((size_t)imgd_tensor_numel(a) * es);
-        imgd_status st    = cuda_to_math(cb, a, sc, what);
-        if (st == IMGD_OK) st = cuda_to_math(cb, b, (void *)(uintptr_t)pb, what);
+    const cuda_node   *ns = cuda_node_of(n);
+    if (cuda_math_low(cb)) { /* constants as resolved; others rounded into scratch */
+        unsigned char *sa = n->scratch, *sb = sa + operand_scratch(cb, n, 0);
+        imgd_status    st = IMGD_OK;
+        if (ns && ns->cnst[0]) {
+            pa = ns->cnst[0];
+        } else {
+            ca = contiguous_like(a);
+            st = cuda_to_math(cb, a, sa, what);
+            pa = sa;
+            a  = &ca;
+        }
+        if (ns && ns->cnst[1]) {
+            pb = ns->cnst[1];
+        } else if (st == IMGD_OK) {
+            cbt = contiguous_like(b);
+            st  = cuda_to_math(cb, b, sb, what);
+            pb  = sb;
+            b   = &cbt;
+        }
         if (st != IMGD_OK) return st;
-        a = &ca;
-        b = &cbt;
     }
     mm_geom g;
     if (!mm_geometry(n, a, b, &g))

@@ -152,3 +152,67 @@ extern "C" cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int
     CUK_LAUNCH(k_softmax, row_grid(rows), NORM_THREADS, 0, s)(out, x, rows, D, scale);
     return cudaGetLastError();
 }
+
+/* Rows of the attention scores, one block per row (grid-stride over rows). */
+struct attn_sm_args {
+    void        *P;
+    int32_t      pdt;
+    const float *S;
+    int64_t      rows, qc, Lk;
+    const float *mask;
+    int64_t      ms[4];
+    int64_t      b, h0, i0;
+};
+
+__global__ void k_attn_softmax(attn_sm_args a) {
+    __shared__ double red[NORM_THREADS / 32];
+    __shared__ float  redf[NORM_THREADS / 32];
+    for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) { /* uniform per block */
+        const float  *sr = a.S + r * a.Lk;
+        const int64_t hl = r / a.qc, il = r % a.qc;
+        const float  *mr =
+            a.mask ? a.mask + a.b * a.ms[0] + (a.h0 + hl) * a.ms[1] + (a.i0 + il) * a.ms[2]
+                    : nullptr;
+        float mx = -INFINITY;
+        for (int64_t j = threadIdx.x; j < a.Lk; j += blockDim.x)
+            mx = fmaxf(mx, mr ? sr[j] + mr[j * a.ms[3]] : sr[j]);
+        mx         = block_max(mx, redf);
+        double sum = 0;
+        if (mx != -INFINITY)
+            for (int64_t j = threadIdx.x; j < a.Lk; j += blockDim.x)
+                sum += (double)expf((mr ? sr[j] + mr[j * a.ms[3]] : sr[j]) - mx);
+        sum       = block_sum(sum, red);
+        float inv = sum > 0 ? (float)(1.0 / sum) : 0.0f;
+        for (int64_t j = threadIdx.x; j < a.Lk; j += blockDim.x) {
+            float p =
+                mx == -INFINITY ? 0.0f : expf((mr ? sr[j] + mr[j * a.ms[3]] : sr[j]) - mx) * inv;
+            cuk_st(a.P, a.pdt, r * a.Lk + j, p);
+        }
+    }
+}
+
+extern "C" cudaError_t cuk_attn_softmax(void *P, int32_t p_dtype, const float *S, int64_t hc,
+                                        int64_t qc, int64_t Lk, const float *mask,
+                                        const int64_t *ms, int64_t b, int64_t h0, int64_t i0,
+                                        cudaStream_t s) {
+    attn_sm_args a;
+    a.P    = P;
+    a.pdt  = p_dtype;
+    a.S    = S;
+    a.rows = hc * qc;
+    a.qc   = qc;
+    a.Lk   = Lk;
+    a.mask = mask;
+    for (int i = 0; i < 4; i++) a.ms[i] = mask ? ms[i] : 0;
+    a.b  = b;
+    a.h0 = h0;
+    a.i0 = i0;
+    if (a.rows * Lk == 0) return cudaSuccess;
+#ifdef CUK_EMU
+    int64_t grid = a.rows < 4 ? a.rows : 4; /* the emulator's threads are costly */
+#else
+    int64_t grid = a.rows < 65535 ? a.rows : 65535;
+#endif
+    CUK_LAUNCH(k_attn_softmax, (unsigned)grid, NORM_THREADS, 0, s)(a);
+    return cudaGetLastError();
+}
