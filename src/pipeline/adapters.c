@@ -185,13 +185,23 @@ static imgd_status set_signature(const spec *sp, size_t n, char **out) {
     return IMGD_OK;
 }
 
+/* The request's LoRA set (*sp, LORA_SET_MAX entries, n used) and its signature text (*s);
+ * the caller frees both, also on failure. */
+static imgd_status set_of(const imgd_model *m, const imgd_gen_params *p, spec **sp, size_t *n,
+                          char **s) {
+    *n  = 0;
+    *s  = NULL;
+    *sp = imgd_calloc(LORA_SET_MAX, sizeof **sp);
+    if (!*sp) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_status st = resolve_set(m, p, *sp, n);
+    return st == IMGD_OK ? set_signature(*sp, *n, s) : st;
+}
+
 imgd_status imgd_sd_lora_sig(const imgd_model *m, const imgd_gen_params *p, uint64_t *sig) {
-    spec  *sp = imgd_calloc(LORA_SET_MAX, sizeof *sp);
-    size_t n  = 0;
-    char  *s  = NULL;
-    if (!sp) return imgd_fail(IMGD_E_NOMEM, "out of memory");
-    imgd_status st = resolve_set(m, p, sp, &n);
-    if (st == IMGD_OK) st = set_signature(sp, n, &s);
+    spec       *sp = NULL;
+    size_t      n  = 0;
+    char       *s  = NULL;
+    imgd_status st = set_of(m, p, &sp, &n, &s);
     if (st == IMGD_OK) *sig = n ? imgd_str_hash(s) | 1u : 0;
     imgd_free(s);
     imgd_free(sp);
@@ -260,12 +270,10 @@ static imgd_status lora_get(imgd_model *m, const char *path, const imgd_lora **o
 }
 
 imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p) {
-    spec  *sp = imgd_calloc(LORA_SET_MAX, sizeof *sp);
-    size_t n  = 0;
-    char  *s  = NULL;
-    if (!sp) return imgd_fail(IMGD_E_NOMEM, "out of memory");
-    imgd_status st = resolve_set(m, p, sp, &n);
-    if (st == IMGD_OK) st = set_signature(sp, n, &s);
+    spec       *sp = NULL;
+    size_t      n  = 0;
+    char       *s  = NULL;
+    imgd_status st = set_of(m, p, &sp, &n, &s);
     if (st == IMGD_OK && (m->ad->applied ? strcmp(m->ad->applied, s) == 0 : n == 0)) {
         imgd_free(s);
         imgd_free(sp);
