@@ -9,6 +9,7 @@
 #include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
+#include "golden.h"
 #include "models/clip_text.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
@@ -17,23 +18,6 @@
 
 /* cpu and ref, or $IMGD_TEST_BACKEND (tests/backends.h) */
 #define k_backends (tb_backends()->name)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* A golden tensor's f32 data (borrowed from w) and element count, or NULL. */
-static const float *golden(const imgd_weights *w, const char *name, size_t *n) {
-    imgd_tensor_info t;
-    if (imgd_weights_find(w, name, &t) != IMGD_OK || t.dtype != IMGD_DTYPE_F32) {
-        CHECK_MSG(0, "golden tensor '%s' missing or not F32", name);
-        return NULL;
-    }
-    *n = (size_t)(t.nbytes / sizeof(float));
-    return t.data;
-}
 
 static const int32_t *golden_ids(const imgd_weights *w, const char *name, int32_t *batch) {
     imgd_tensor_info t;
@@ -65,7 +49,7 @@ static void compare(const char *what, const char *layout, const char *be, const 
 static void compare_tensor(imgd_graph *g, imgd_tensor *t, const imgd_weights *gw, const char *gname,
                            const char *layout, const char *be) {
     size_t       n   = 0;
-    const float *ref = golden(gw, gname, &n);
+    const float *ref = tg_golden(gw, gname, &n);
     if (!ref || !t) {
         CHECK_MSG(t != NULL, "%s: no tensor for %s", layout, gname);
         return;
@@ -133,7 +117,7 @@ static bool te_run_do(te_run *r, model *m, const char *prefix, const imgd_clip_t
     r->emb    = imgd_malloc(ne * sizeof(float));
     r->sel    = imgd_malloc((size_t)batch * 77 * sizeof(float));
     if (!r->emb || !r->sel) return false;
-    double t0 = now_s();
+    double t0 = tu_now_s();
     CHECK_STATUS(imgd_clip_text_embed(m->b, prefix, cfg, ids, batch, 77, extra, n_extra, r->emb),
                  IMGD_OK);
     imgd_clip_text_pool_select(ids, batch, 77, -1, r->sel);
@@ -154,9 +138,9 @@ static bool te_run_do(te_run *r, model *m, const char *prefix, const imgd_clip_t
     CHECK_STATUS(imgd_graph_alloc(r->g, NULL, 0), IMGD_OK);
     CHECK_STATUS(imgd_tensor_bind(x, r->emb), IMGD_OK);
     if (r->out.pool_select) CHECK_STATUS(imgd_tensor_bind(r->out.pool_select, r->sel), IMGD_OK);
-    double t1    = now_s();
+    double t1    = tu_now_s();
     st           = imgd_graph_compute(r->g);
-    r->compute_s = now_s() - t1;
+    r->compute_s = tu_now_s() - t1;
     r->build_s   = t1 - t0;
     CHECK_MSG(st == IMGD_OK, "compute: %s", imgd_last_error());
     return st == IMGD_OK;
@@ -247,7 +231,7 @@ static void test_clip_text_textual_inversion_rows_match_goldens(void) {
     imgd_clip_text_cfg cfg;
     size_t             n_extra = 0;
     int32_t            batch   = 0;
-    const float       *extra   = golden(gw, "embedding", &n_extra);
+    const float       *extra   = tg_golden(gw, "embedding", &n_extra);
     const int32_t     *ids     = golden_ids(gw, "input_ids", &batch);
     CHECK_STATUS(imgd_clip_text_cfg_init(&cfg, te_of(&m, "text_encoder"), 0), IMGD_OK);
     if (extra && ids) {
@@ -328,8 +312,8 @@ static void check_sdxl_layout(const char *shared, const char *rel, int32_t heads
         }
         /* the pipeline's conditioning: concat(TE1 m2, TE2 m2) on the last axis, TE2 pooled */
         size_t       n = 0, np = 0;
-        const float *pe  = golden(gw, "prompt_embeds", &n);
-        const float *pp  = golden(gw, "pooled_prompt_embeds", &np);
+        const float *pe  = tg_golden(gw, "prompt_embeds", &n);
+        const float *pp  = tg_golden(gw, "pooled_prompt_embeds", &np);
         float       *cat = imgd_malloc((size_t)77 * 32 * sizeof(float));
         if (pe && pp && cat && m2[0] && m2[1] && pooled && n == (size_t)77 * 32 && np == 16) {
             for (size_t t = 0; t < 77; t++) {

@@ -221,18 +221,12 @@ done:
     imgd_weights_free(w);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Not a timed test: prints how long a ~200-token prompt takes (cold and cached). */
 static void test_conformance_tokenizer_speed_report(void) {
     imgd_clip_tok *t  = NULL;
-    double         t0 = now_s();
+    double         t0 = tu_now_s();
     CHECK_STATUS(imgd_clip_tok_load(g_dir, &t), IMGD_OK);
-    double t1 = now_s();
+    double t1 = tu_now_s();
     REQUIRE(t != NULL);
     const char *prompt =
         "masterpiece, best quality, ultra-detailed, photorealistic portrait of an elderly "
@@ -245,18 +239,18 @@ static void test_conformance_tokenizer_speed_report(void) {
         "scattering, 8k uhd, dslr, high dynamic range, muted colour palette, melancholic mood";
     int32_t *ids = NULL;
     size_t   n   = 0;
-    double   t2  = now_s();
+    double   t2  = tu_now_s();
     CHECK_STATUS(imgd_clip_tok_encode(t, prompt, &ids, &n), IMGD_OK);
-    double t3 = now_s();
+    double t3 = tu_now_s();
     imgd_free(ids);
     int    reps = 200;
-    double t4   = now_s();
+    double t4   = tu_now_s();
     for (int i = 0; i < reps; i++) {
         ids = NULL;
         CHECK_STATUS(imgd_clip_tok_encode(t, prompt, &ids, &n), IMGD_OK);
         imgd_free(ids);
     }
-    double t5 = now_s();
+    double t5 = tu_now_s();
     printf("tokenizer: load %.1f ms; %zu-token prompt: first encode %.1f us, cached %.1f us\n",
            (t1 - t0) * 1e3, n, (t3 - t2) * 1e6, (t5 - t4) * 1e6 / reps);
     CHECK(n >= 150);

@@ -9,6 +9,7 @@
 #include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
+#include "golden.h"
 #include "models/vae.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
@@ -17,22 +18,6 @@
 
 /* cpu and ref, or $IMGD_TEST_BACKEND (tests/backends.h) */
 #define k_backends (tb_backends()->name)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static const float *golden(const imgd_weights *w, const char *name, size_t *n) {
-    imgd_tensor_info t;
-    if (imgd_weights_find(w, name, &t) != IMGD_OK || t.dtype != IMGD_DTYPE_F32) {
-        CHECK_MSG(0, "golden tensor '%s' missing or not F32", name);
-        return NULL;
-    }
-    *n = (size_t)(t.nbytes / sizeof(float));
-    return t.data;
-}
 
 /* max |got - ref| (NaN sticks) and max |ref|. */
 static double max_err(const float *got, const float *ref, size_t n, double *amax) {
@@ -70,7 +55,7 @@ static float *read_all(imgd_graph *g, const imgd_tensor *t, size_t n) {
 static void compare_tensor(imgd_graph *g, const imgd_tensor *t, const imgd_weights *gw,
                            const char *gname, const char *layout, const char *be) {
     size_t       n   = 0;
-    const float *ref = golden(gw, gname, &n);
+    const float *ref = tg_golden(gw, gname, &n);
     float       *got = ref ? read_all(g, t, n) : NULL;
     if (got) compare(gname, layout, be, got, ref, n);
     imgd_free(got);
@@ -129,9 +114,9 @@ static bool run_compute(run *r, const float *input, imgd_plan_info *info, double
     CHECK_STATUS(imgd_graph_alloc(r->g, NULL, 0), IMGD_OK);
     /* bind takes a mutable pointer; compute only reads inputs */
     CHECK_STATUS(imgd_tensor_bind(r->in, (void *)(uintptr_t)input), IMGD_OK);
-    double      t0 = now_s();
+    double      t0 = tu_now_s();
     imgd_status st = imgd_graph_compute(r->g);
-    *secs          = now_s() - t0;
+    *secs          = tu_now_s() - t0;
     CHECK_MSG(st == IMGD_OK, "compute: %s", imgd_last_error());
     return st == IMGD_OK;
 }
@@ -170,8 +155,8 @@ done:
 
 static void check_encode(model *m, const char *layout, const char *be, const imgd_weights *gw) {
     size_t              n = 0, nl = 0;
-    const float        *image = golden(gw, "image", &n);
-    const float        *ref   = golden(gw, "std", &nl);
+    const float        *image = tg_golden(gw, "image", &n);
+    const float        *ref   = tg_golden(gw, "std", &nl);
     run                 r;
     imgd_vae_encode_out e;
     float              *logvar = NULL, *std = NULL;
@@ -209,7 +194,7 @@ static void test_vae_sd15_matches_goldens_every_layout(void) {
     imgd_weights            *gd = open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
     imgd_weights            *ge = open_golden(shared, "sd15-narrow/goldens/vae_encode.safetensors");
     size_t                   n  = 0;
-    const float             *z  = gd ? golden(gd, "latent_unscaled", &n) : NULL;
+    const float             *z  = gd ? tg_golden(gd, "latent_unscaled", &n) : NULL;
     static const char *const layouts[] = {"diffusers", "sd15-narrow.safetensors",
                                           "sd15-narrow.ckpt"};
     for (size_t li = 0; z && ge && li < IMGD_ARRAY_LEN(layouts); li++) {
@@ -235,7 +220,7 @@ static void test_vae_sdxl_decode_matches_golden(void) {
     }
     imgd_weights            *gd = open_golden(shared, "sdxl-narrow/goldens/vae_decode.safetensors");
     size_t                   n  = 0;
-    const float             *zs = gd ? golden(gd, "latent_scaled", &n) : NULL;
+    const float             *zs = gd ? tg_golden(gd, "latent_scaled", &n) : NULL;
     float                   *z  = zs ? imgd_malloc(n * sizeof *z) : NULL;
     static const char *const layouts[] = {"diffusers", "sdxl-narrow.safetensors"};
     for (size_t li = 0; z && li < IMGD_ARRAY_LEN(layouts); li++) {
@@ -366,7 +351,7 @@ static void test_vae_tiled_decode_matches_diffusers_blending(void) {
     }
     imgd_weights *gd = open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
     size_t        n  = 0;
-    const float  *zg = gd ? golden(gd, "latent_unscaled", &n) : NULL;
+    const float  *zg = gd ? tg_golden(gd, "latent_unscaled", &n) : NULL;
     char          path[4096];
     imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", shared);
     model m;
@@ -384,10 +369,10 @@ static void test_vae_tiled_decode_matches_diffusers_blending(void) {
         imgd_vae_tiled_info ti = {0};
         imgd_plan_info      wi = {0};
         CHECK_STATUS(imgd_backend_new(tb_primary(), NULL, &be), IMGD_OK);
-        double t0 = now_s();
+        double t0 = tu_now_s();
         CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, z, 1, h, w, tiled, &ti),
                      IMGD_OK);
-        double t1 = now_s();
+        double t1 = tu_now_s();
         imgd_backend_free(be);
         CHECK_EQ_INT(ti.tiles, 8);
         CHECK_EQ_INT(ti.graphs, 4);

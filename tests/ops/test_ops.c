@@ -34,6 +34,7 @@
 #include "tensor/cpu/cpu.h"
 #include "tensor/ops.h"
 #include "test.h"
+#include "util.h"
 
 /* ---- case context -------------------------------------------------------------------- */
 
@@ -577,12 +578,6 @@ static void ctx_free(tctx *c) {
     memset(c, 0, sizeof *c);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static result run_on(const op_case *tc, uint64_t seed, imgd_backend *be, int reps) {
     result       r = {NULL, 0, 0, IMGD_OK};
     tctx         c = {.vars = tc->vars, .rng = seed * 2654435761u + 88172645463325252u};
@@ -594,9 +589,9 @@ static result run_on(const op_case *tc, uint64_t seed, imgd_backend *be, int rep
     if (r.st == IMGD_OK) r.st = imgd_graph_alloc(c.g, NULL, 0);
     if (r.st == IMGD_OK) r.st = imgd_graph_compute(c.g);
     if (r.st == IMGD_OK && reps > 0) {
-        double t0 = now_s();
+        double t0 = tu_now_s();
         for (int i = 0; i < reps && r.st == IMGD_OK; i++) r.st = imgd_graph_compute(c.g);
-        r.us = (now_s() - t0) * 1e6 / reps;
+        r.us = (tu_now_s() - t0) * 1e6 / reps;
     }
     if (r.st == IMGD_OK) {
         r.n    = (size_t)imgd_tensor_numel(out);

@@ -7,6 +7,7 @@
 #include "fixtures.h"
 #include "service/registry.h"
 #include "test.h"
+#include "util.h"
 
 static const char *const k_names[] = {
     "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
@@ -192,12 +193,6 @@ static void test_registry_find_by_id_name_sha256_and_autov2(void) {
     rm_db(root);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void test_registry_rescan_of_1000_files_is_fast(void) {
     char root[512], p[1024];
     tree(root, sizeof root, "reg-1000");
@@ -213,9 +208,9 @@ static void test_registry_rescan_of_1000_files_is_fast(void) {
     }
     imgd_registry      *r = open_reg(root);
     imgd_reg_scan_stats s;
-    double              t0 = now_s();
+    double              t0 = tu_now_s();
     CHECK_STATUS(imgd_registry_scan(r, &s), IMGD_OK);
-    double first = now_s() - t0;
+    double first = tu_now_s() - t0;
     CHECK_EQ_INT(s.detected, 1000);
     CHECK_STATUS(imgd_registry_scan(r, &s), IMGD_OK);
     CHECK_EQ_INT(s.reused, 1000);
