@@ -11,7 +11,12 @@ set(IMGD_CUDA_LIBS "")
 set(IMGD_CUDNN AUTO CACHE STRING "cuDNN for conv2d in the CUDA backend: AUTO (when found) or OFF")
 
 string(TOUPPER "${IMGD_CUDA}" _imgd_cuda_mode)
-if(_imgd_cuda_mode STREQUAL "AUTO")
+if(_imgd_cuda_mode STREQUAL "AUTO" AND IMGD_FUZZ)
+  # libFuzzer builds instrument the parsers; CUDA executables are linked by the host C++
+  # compiler, which does not know -fsanitize=fuzzer-no-link.
+  message(STATUS "IMGD_CUDA=AUTO: no CUDA backend in a libFuzzer build (IMGD_FUZZ=ON)")
+  set(_imgd_cuda_mode OFF)
+elseif(_imgd_cuda_mode STREQUAL "AUTO")
   set(_imgd_cuda_required OFF)
 elseif(IMGD_CUDA)
   set(_imgd_cuda_required ON)
