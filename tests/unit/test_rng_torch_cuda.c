@@ -33,7 +33,7 @@ static double compare(const float *out, const cJSON *sample) {
     const cJSON *idx = cJSON_GetObjectItemCaseSensitive(sample, "index");
     const cJSON *val = cJSON_GetObjectItemCaseSensitive(sample, "value");
     int          k   = cJSON_GetArraySize(idx);
-    if (k <= 0 || k != cJSON_GetArraySize(val)) return INFINITY;
+    if (k <= 0 || k != cJSON_GetArraySize(val)) return (double)INFINITY;
     double worst = 0;
     for (int i = 0; i < k; i++) {
         size_t j = (size_t)cJSON_GetArrayItem(idx, i)->valuedouble;
