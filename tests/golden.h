@@ -2,6 +2,8 @@
 #ifndef IMGD_TEST_GOLDEN_H
 #define IMGD_TEST_GOLDEN_H
 
+#include <stdio.h>
+
 #include "imgd.h"
 #include "test.h"
 
@@ -15,6 +17,15 @@ static inline const float *tg_golden(const imgd_weights *w, const char *name, si
     }
     *n = (size_t)(t.nbytes / sizeof(float));
     return t.data;
+}
+
+/* Opens shared/conformance/REL (a failed check when it cannot be opened); NULL then. */
+static inline imgd_weights *tg_open_golden(const char *shared, const char *rel) {
+    char path[4096];
+    (void)snprintf(path, sizeof path, "%s/conformance/%s", shared, rel);
+    imgd_weights *w = NULL;
+    CHECK_STATUS(imgd_weights_open(path, NULL, &w), IMGD_OK);
+    return w;
 }
 
 #endif

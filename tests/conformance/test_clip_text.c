@@ -188,21 +188,13 @@ done:
     model_close(&m);
 }
 
-static imgd_weights *open_golden(const char *shared, const char *rel) {
-    char path[4096];
-    imgd_fmt(path, sizeof path, "%s/conformance/%s", shared, rel);
-    imgd_weights *w = NULL;
-    CHECK_STATUS(imgd_weights_open(path, NULL, &w), IMGD_OK);
-    return w;
-}
-
 static void test_clip_text_sd15_matches_goldens_every_layout(void) {
     const char *shared = tu_shared_dir();
     if (!shared) {
         TEST_SKIP("../shared/conformance absent: CLIP text encoder goldens not checked");
         return;
     }
-    imgd_weights *gw = open_golden(shared, "sd15-narrow/goldens/text_encoder.safetensors");
+    imgd_weights *gw = tg_open_golden(shared, "sd15-narrow/goldens/text_encoder.safetensors");
     if (!gw) return;
     /* The folder's config.json gives 4 heads; the single files' yaml has no field for them
      * (the kit's README: 4), so the caller states them. */
@@ -220,7 +212,7 @@ static void test_clip_text_textual_inversion_rows_match_goldens(void) {
         TEST_SKIP("../shared/conformance absent: textual-inversion goldens not checked");
         return;
     }
-    imgd_weights *gw = open_golden(shared, "sd15-narrow/goldens/textual_inversion.safetensors");
+    imgd_weights *gw = tg_open_golden(shared, "sd15-narrow/goldens/textual_inversion.safetensors");
     char          path[4096];
     imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", shared);
     model m;
@@ -340,7 +332,7 @@ static void test_clip_text_sdxl_both_encoders_match_goldens(void) {
         TEST_SKIP("../shared/conformance absent: SDXL text encoder goldens not checked");
         return;
     }
-    imgd_weights *gw = open_golden(shared, "sdxl-narrow/goldens/text_encoders.safetensors");
+    imgd_weights *gw = tg_open_golden(shared, "sdxl-narrow/goldens/text_encoders.safetensors");
     if (!gw) return;
     check_sdxl_layout(shared, "diffusers", 0, gw);
     check_sdxl_layout(shared, "sdxl-narrow.safetensors", 4, gw);

@@ -85,14 +85,6 @@ static void model_close(model *m) {
     imgd_weights_free(m->w);
 }
 
-static imgd_weights *open_golden(const char *shared, const char *rel) {
-    char path[4096];
-    imgd_fmt(path, sizeof path, "%s/conformance/%s", shared, rel);
-    imgd_weights *w = NULL;
-    CHECK_STATUS(imgd_weights_open(path, NULL, &w), IMGD_OK);
-    return w;
-}
-
 /* A graph with one input, planned and allocated on a fresh backend. */
 typedef struct run {
     imgd_graph   *g;
@@ -191,10 +183,10 @@ static void test_vae_sd15_matches_goldens_every_layout(void) {
         TEST_SKIP("../shared/conformance absent: VAE goldens not checked");
         return;
     }
-    imgd_weights            *gd = open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
-    imgd_weights            *ge = open_golden(shared, "sd15-narrow/goldens/vae_encode.safetensors");
-    size_t                   n  = 0;
-    const float             *z  = gd ? tg_golden(gd, "latent_unscaled", &n) : NULL;
+    imgd_weights *gd = tg_open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
+    imgd_weights *ge = tg_open_golden(shared, "sd15-narrow/goldens/vae_encode.safetensors");
+    size_t        n  = 0;
+    const float  *z  = gd ? tg_golden(gd, "latent_unscaled", &n) : NULL;
     static const char *const layouts[] = {"diffusers", "sd15-narrow.safetensors",
                                           "sd15-narrow.ckpt"};
     for (size_t li = 0; z && ge && li < IMGD_ARRAY_LEN(layouts); li++) {
@@ -218,10 +210,10 @@ static void test_vae_sdxl_decode_matches_golden(void) {
         TEST_SKIP("../shared/conformance absent: SDXL VAE golden not checked");
         return;
     }
-    imgd_weights            *gd = open_golden(shared, "sdxl-narrow/goldens/vae_decode.safetensors");
-    size_t                   n  = 0;
-    const float             *zs = gd ? tg_golden(gd, "latent_scaled", &n) : NULL;
-    float                   *z  = zs ? imgd_malloc(n * sizeof *z) : NULL;
+    imgd_weights *gd = tg_open_golden(shared, "sdxl-narrow/goldens/vae_decode.safetensors");
+    size_t        n  = 0;
+    const float  *zs = gd ? tg_golden(gd, "latent_scaled", &n) : NULL;
+    float        *z  = zs ? imgd_malloc(n * sizeof *z) : NULL;
     static const char *const layouts[] = {"diffusers", "sdxl-narrow.safetensors"};
     for (size_t li = 0; z && li < IMGD_ARRAY_LEN(layouts); li++) {
         char path[4096], lay[64];
@@ -349,7 +341,7 @@ static void test_vae_tiled_decode_matches_diffusers_blending(void) {
         TEST_SKIP("../shared/conformance absent: tiled VAE decode not checked");
         return;
     }
-    imgd_weights *gd = open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
+    imgd_weights *gd = tg_open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
     size_t        n  = 0;
     const float  *zg = gd ? tg_golden(gd, "latent_unscaled", &n) : NULL;
     char          path[4096];
