@@ -10,8 +10,14 @@ IMGD_DEBIAN_PACKAGES=(
     libsqlite3-dev libpng-dev libjpeg-dev libwebp-dev libmicrohttpd-dev
     libcurl4-openssl-dev libdnnl-dev libopenblas-dev
     # the worker's end-to-end tests (tests/service): real HTTP clients
-    curl python3-requests nodejs npm
+    curl python3-requests
 )
+# The npm openai client test needs Node.js with npm. Machines that already carry a Node.js
+# build with its own npm (NodeSource's `nodejs` bundles it and conflicts with Debian's `npm`
+# package) keep theirs; elsewhere Debian's nodejs + npm are installed.
+if ! command -v npm >/dev/null 2>&1; then
+    IMGD_DEBIAN_PACKAGES+=(nodejs npm)
+fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends "${IMGD_DEBIAN_PACKAGES[@]}"
