@@ -602,6 +602,16 @@ typedef struct imgd_gen_params {
     const imgd_control_spec *controls; /* n_controls ControlNets (borrowed for the call);
                                           NULL = none */
     int32_t n_controls;                /* 0..IMGD_CONTROL_MAX */
+
+    /* SDXL micro-conditioning (models with added conditioning; others ignore it), as
+     * diffusers' original_size / crops_coords_top_left / target_size. 0 = the default:
+     * original and target size = width x height. Since: 0.3 */
+    int32_t orig_width, orig_height;
+    int32_t crop_left, crop_top;
+    int32_t target_width, target_height;
+    /* The SDXL refiner's aesthetic-score conditioning of the prompt and of the negative
+     * prompt (defaults 6.0 and 2.5). Since: 0.3 */
+    float aesthetic_score, negative_aesthetic_score;
 } imgd_gen_params;
 
 /* Defaults: 20 steps, cfg 7.5, 512x512 (the model's native size), euler, default

@@ -222,7 +222,7 @@ static void unapply(imgd_model *m) {
     if (!ad->stack && !ad->applied) return;
     imgd_lora_stack_detach(m->wb);
     imgd_lora_stack_detach(imgd_sd_unet_bind(m));
-    drop_graph(&m->g_te);
+    imgd_sd_te_graphs_drop(m);
     drop_graph(&m->g_unet);
     imgd_lora_stack_free(ad->stack);
     ad->stack = NULL;
@@ -283,7 +283,7 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p) {
     /* The set changes: graphs planned without a LoRA (unapply only drops those built with
      * one) bind the base weights and must be rebuilt too. */
     if (st == IMGD_OK) {
-        drop_graph(&m->g_te);
+        imgd_sd_te_graphs_drop(m);
         drop_graph(&m->g_unet);
     }
     if (st == IMGD_OK && m->ad->n_cache + n > LORA_CACHE_MAX) cache_clear(m->ad);
@@ -324,53 +324,71 @@ static void stem_of(const char *path, char *out, size_t cap) {
     (void)imgd_fmt(out, cap, "%.*s", (int)n, b);
 }
 
+/* The embedding tensor of a file for encoder e of m: SDXL files hold clip_l (CLIP-L,
+ * text_encoder) and clip_g (bigG, text_encoder_2); SD 1.x/2.x files one tensor
+ * (string_to_param.*, emb_params, or the file's only tensor). NULL when absent. */
+static const imgd_wtensor *ti_tensor(const imgd_model *m, const imgd_weights *w, int32_t e) {
+    size_t v = 0;
+    bool   g = strcmp(m->te[e].prefix, "text_encoder_2") == 0;
+    if (imgd_strmap_get(&w->index, g ? "clip_g" : "clip_l", &v)) return &w->t[v];
+    if (m->n_time_ids > 0) return NULL; /* an SDXL model takes SDXL embeddings only */
+    if (imgd_strmap_get(&w->index, "string_to_param.*", &v) ||
+        imgd_strmap_get(&w->index, "emb_params", &v))
+        return &w->t[v];
+    return w->n == 1 ? &w->t[0] : NULL;
+}
+
 static imgd_status ti_load(imgd_model *m, const char *path) {
     imgd_weights *w  = NULL;
     imgd_status   st = imgd_weights_open(path, NULL, &w);
     if (st != IMGD_OK) return st;
-    const imgd_wtensor *t = NULL;
-    size_t              v = 0;
-    if (imgd_strmap_get(&w->index, "string_to_param.*", &v) ||
-        imgd_strmap_get(&w->index, "emb_params", &v))
-        t = &w->t[v];
-    else if (w->n == 1)
-        t = &w->t[0];
-    int64_t vec = t && t->n_dims == 2 ? t->shape[0] : 1;
-    int64_t wid = t && t->n_dims >= 1 ? t->shape[t->n_dims - 1] : 0;
-    char    name[256];
+    const imgd_wtensor *t[IMGD_SD_TE_MAX] = {NULL};
+    int64_t             vec               = 0;
+    char                name[256];
     stem_of(path, name, sizeof name);
-    if (!t || t->n_dims < 1 || t->n_dims > 2)
-        st = imgd_fail(IMGD_E_FORMAT,
-                       "%s: not a textual-inversion embedding (expected string_to_param.*, "
-                       "emb_params or one [vectors, width] tensor)",
-                       path);
-    else if (wid != m->te.hidden)
-        st = imgd_fail(IMGD_E_UNSUPPORTED,
-                       "%s: embedding vectors are %lld wide but the text encoder is %d wide: "
-                       "it was made for another model family",
-                       path, (long long)wid, (int)m->te.hidden);
-    else if (m->n_ti + vec > EMBEDDINGS_MAX)
-        st =
-            imgd_fail(IMGD_E_TOO_LARGE, "%s: more than %d embedding vectors", path, EMBEDDINGS_MAX);
-    size_t bytes = 0;
-    float *rows  = NULL;
-    if (st == IMGD_OK) {
-        rows = imgd_size_mul((size_t)(m->n_ti + vec) * (size_t)wid, sizeof *rows, &bytes)
-                   ? imgd_realloc(m->ti_rows, bytes)
-                   : NULL;
-        if (!rows)
-            st = imgd_fail(IMGD_E_NOMEM, "out of memory");
-        else
-            m->ti_rows = rows;
+    for (int32_t e = 0; st == IMGD_OK && e < m->n_te; e++) {
+        t[e]        = ti_tensor(m, w, e);
+        int64_t ve  = t[e] && t[e]->n_dims == 2 ? t[e]->shape[0] : 1;
+        int64_t wid = t[e] && t[e]->n_dims >= 1 ? t[e]->shape[t[e]->n_dims - 1] : 0;
+        if (!t[e] || t[e]->n_dims < 1 || t[e]->n_dims > 2)
+            st = imgd_fail(IMGD_E_FORMAT,
+                           m->n_time_ids > 0
+                               ? "%s: not an SDXL textual-inversion embedding (expected clip_l "
+                                 "[vectors, 768] and clip_g [vectors, 1280] tensors)"
+                               : "%s: not a textual-inversion embedding (expected "
+                                 "string_to_param.*, emb_params or one [vectors, width] tensor)",
+                           path);
+        else if (wid != m->te[e].cfg.hidden)
+            st = imgd_fail(IMGD_E_UNSUPPORTED,
+                           "%s: embedding vectors are %lld wide but %s is %d wide: it was made "
+                           "for another model family",
+                           path, (long long)wid, m->te[e].prefix, (int)m->te[e].cfg.hidden);
+        else if (e > 0 && ve != vec)
+            st = imgd_fail(IMGD_E_FORMAT, "%s: clip_l has %lld vectors but clip_g %lld", path,
+                           (long long)vec, (long long)ve);
+        else if (m->n_ti + ve > EMBEDDINGS_MAX)
+            st = imgd_fail(IMGD_E_TOO_LARGE, "%s: more than %d embedding vectors", path,
+                           EMBEDDINGS_MAX);
+        vec = ve;
     }
-    if (st == IMGD_OK)
-        st = imgd_dtype_to_f32(t->dtype, t->data, (uint64_t)(vec * wid),
-                               rows + (size_t)m->n_ti * (size_t)wid);
+    for (int32_t e = 0; st == IMGD_OK && e < m->n_te; e++) {
+        size_t bytes = 0, wid = (size_t)m->te[e].cfg.hidden;
+        float *rows = imgd_size_mul((size_t)(m->n_ti + vec) * wid, sizeof *rows, &bytes)
+                          ? imgd_realloc(m->te[e].ti_rows, bytes)
+                          : NULL;
+        if (!rows) {
+            st = imgd_fail(IMGD_E_NOMEM, "out of memory");
+            break;
+        }
+        m->te[e].ti_rows = rows;
+        st               = imgd_dtype_to_f32(t[e]->dtype, t[e]->data, (uint64_t)vec * wid,
+                                             rows + (size_t)m->n_ti * wid);
+    }
     int32_t first = 0;
     if (st == IMGD_OK) st = imgd_clip_tok_add_embedding(m->tok, name, (size_t)vec, &first);
-    if (st == IMGD_OK && first != m->te.vocab + m->n_ti)
+    if (st == IMGD_OK && first != m->te[0].cfg.vocab + m->n_ti)
         st = imgd_fail(IMGD_E_INTERNAL, "%s: token id %d, expected %d", path, (int)first,
-                       (int)(m->te.vocab + m->n_ti));
+                       (int)(m->te[0].cfg.vocab + m->n_ti));
     if (st == IMGD_OK) {
         m->n_ti += (int32_t)vec;
         IMGD_LOG(IMGD_LOG_INFO, "pipeline", "embedding_loaded", "%s: '%s', %lld vectors (ids %d..)",
@@ -431,6 +449,8 @@ void imgd_sd_adapters_free(imgd_model *m) {
     imgd_free(m->ad->lora_dir);
     imgd_free(m->ad);
     m->ad = NULL;
-    imgd_free(m->ti_rows);
-    m->ti_rows = NULL;
+    for (int32_t e = 0; e < IMGD_SD_TE_MAX; e++) {
+        imgd_free(m->te[e].ti_rows);
+        m->te[e].ti_rows = NULL;
+    }
 }

@@ -116,9 +116,10 @@ static imgd_status check_runnable(const char *path, const imgd_model_info *mi) {
                          "%s is a %s (family %s), not a model that generates images; give a "
                          "checkpoint or diffusers folder",
                          path, imgd_model_kind_name(k), imgd_family_name(f));
-    if (f != IMGD_FAMILY_SD1 && f != IMGD_FAMILY_SD2)
+    if (f != IMGD_FAMILY_SD1 && f != IMGD_FAMILY_SD2 && f != IMGD_FAMILY_SDXL &&
+        f != IMGD_FAMILY_SDXL_REFINER)
         return imgd_fail(IMGD_E_UNSUPPORTED,
-                         "%s is a %s %s; generation supports SD 1.x and 2.x so far", path,
+                         "%s is a %s %s; generation supports SD 1.x, 2.x and SDXL so far", path,
                          imgd_family_name(f), imgd_model_kind_name(k));
     if (!mi->has_unet) return imgd_fail(IMGD_E_FORMAT, "%s: no UNet found", path);
     if (!mi->has_vae)
@@ -134,18 +135,9 @@ static imgd_status check_runnable(const char *path, const imgd_model_info *mi) {
     return IMGD_OK;
 }
 
-/* Text-encoder heads: the override, else detection (config.json), else the family's. */
-static int32_t te_heads(const imgd_model_info *mi, const imgd_arch_override *o) {
-    if (o->te_heads > 0) return o->te_heads;
-    if (mi->te[0].heads > 0) return mi->te[0].heads;
-    return mi->te[0].hidden >= 64 ? mi->te[0].hidden / 64 : 1;
-}
-
 static imgd_status build_configs(imgd_model *m, const imgd_arch_override *o) {
     const imgd_model_info *mi = m->mi;
-    imgd_status            st = imgd_clip_text_cfg_init(&m->te, &mi->te[0], te_heads(mi, o));
-    if (st != IMGD_OK) return imgd_fail_prefix(st, "%s: text encoder", m->path);
-    st = imgd_unet_cfg_from_detect(m->unet_mi ? m->unet_mi : mi, &m->unet);
+    imgd_status            st = imgd_unet_cfg_from_detect(m->unet_mi ? m->unet_mi : mi, &m->unet);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "%s: UNet", m->path);
     if (o->groups > 0) m->unet.groups = o->groups;
     if (o->unet_head_dim > 0) {
@@ -160,6 +152,8 @@ static imgd_status build_configs(imgd_model *m, const imgd_arch_override *o) {
                                 "%s: UNet config (override with --groups / --heads / "
                                 "--head-dim)",
                                 m->path);
+    st = imgd_sd_text_setup(m, o->te_heads);
+    if (st != IMGD_OK) return st;
     const imgd_model_info *vmi = m->vae_mi ? m->vae_mi : mi;
     st = imgd_vae_cfg_init(&m->vae, &vmi->vae, o->groups > 0 ? o->groups : vmi->vae.groups);
     if (st != IMGD_OK)
@@ -267,7 +261,7 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
     }
     IMGD_LOG(IMGD_LOG_INFO, "pipeline", "model_loaded", "%s: %s %s, UNet widths %d.., TE %d layers",
              path, imgd_family_name(m->mi->family), imgd_model_kind_name(m->mi->kind),
-             (int)m->unet.widths[0], (int)m->te.layers);
+             (int)m->unet.widths[0], (int)m->te[0].cfg.layers);
     *out = m;
     return IMGD_OK;
 }

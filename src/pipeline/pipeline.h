@@ -22,12 +22,29 @@ typedef struct imgd_sd_graph {
     imgd_graph  *g;
     int32_t      batch, h, w, len; /* the shape it was built for (len: context tokens) */
     int32_t      variant;          /* what else distinguishes it (clip skip layer, ...) */
-    imgd_tensor *in[4];
+    imgd_tensor *in[6];
     imgd_tensor *out[4];
     imgd_tensor *res[IMGD_UNET_SKIPS_MAX + 1]; /* ControlNet residuals (inputs of the UNet,
                                                   outputs of a ControlNet); n_res of them */
     int32_t n_res;
 } imgd_sd_graph;
+
+/* Most text encoders a model conditions on (SDXL: CLIP-L and OpenCLIP bigG). */
+#define IMGD_SD_TE_MAX 2
+
+/* One text encoder of a model, in the order its outputs are concatenated. */
+typedef struct imgd_sd_te {
+    const char        *prefix; /* canonical component: "text_encoder", "text_encoder_2" */
+    imgd_clip_text_cfg cfg;
+    int32_t            pad; /* the tokenizer's pad id: <|endoftext|>, or 0 ("!") for
+                               SDXL's second tokenizer */
+    bool          pooled;   /* gives the pooled text_embeds (SDXL: the projected one) */
+    imgd_sd_graph g;        /* in: embeds, pool select; out: hidden states, text_embeds */
+    int32_t       empty_ids[IMGD_PROMPT_CHUNK_LEN]; /* the empty prompt's chunk */
+    float         empty_wts[IMGD_PROMPT_CHUNK_LEN];
+    float        *ti_rows; /* textual-inversion rows for token ids cfg.vocab .. +
+                              imgd_model.n_ti - 1 ([n_ti, cfg.hidden] f32) */
+} imgd_sd_te;
 
 /* A ControlNet loaded for a model, cached by path (pipeline/control.c). */
 typedef struct imgd_sd_control {
@@ -52,27 +69,31 @@ struct imgd_model {
     imgd_backend    *be;
     imgd_pool       *pool; /* the compute threads: the backend's (borrowed) and the LoRA merge's */
 
-    imgd_clip_text_cfg te;
-    imgd_unet_cfg      unet;
-    imgd_vae_cfg       vae;
-    float              vae_scale, vae_shift;
-    imgd_prediction    prediction;
+    imgd_sd_te te[IMGD_SD_TE_MAX];
+    int32_t    n_te;
+    int32_t    ctx_dim;    /* sum of the encoders' widths = the UNet's context width */
+    int32_t    pooled_dim; /* SDXL: width of the pooled text embedding; 0 = none */
+    int32_t    n_time_ids; /* SDXL micro-conditioning ids: 6 (base), 5 (refiner: with
+                              the aesthetic score); 0 = no added conditioning */
+    bool force_zeros;      /* an empty negative prompt conditions on zeros (SDXL base:
+                              model_index.json force_zeros_for_empty_prompt) */
+    imgd_unet_cfg   unet;
+    imgd_vae_cfg    vae;
+    float           vae_scale, vae_shift;
+    imgd_prediction prediction;
 
-    imgd_sd_graph g_te, g_unet, g_dec, g_enc;
+    imgd_sd_graph g_unet, g_dec, g_enc;
 
     /* Filled on first use and kept (a model is used by one thread at a time, imgd.h):
-     * the empty prompt's chunk (pads prompts and negative prompts to the same number of
-     * chunks) and the scheduler config (SD 1.5's overlaid with the model's
+     * each encoder's empty-prompt chunk (pads prompts and negative prompts to the same
+     * number of chunks) and the scheduler config (SD 1.5's overlaid with the model's
      * scheduler_config.json; kind, schedule and steps are set per request). */
     bool                has_empty_chunk, has_sched;
-    int32_t             empty_ids[IMGD_PROMPT_CHUNK_LEN];
-    float               empty_wts[IMGD_PROMPT_CHUNK_LEN];
     imgd_sampler_params sched;
 
-    /* Adapters (adapters.c): LoRA cache and applied set; textual-inversion vectors, rows for
-     * token ids te.vocab .. te.vocab + n_ti - 1 ([n_ti, te.hidden] f32). */
+    /* Adapters (adapters.c): LoRA cache and applied set; n_ti textual-inversion vectors
+     * (token ids te[i].cfg.vocab.., rows in te[i].ti_rows). */
     struct imgd_sd_adapters *ad;
-    float                   *ti_rows;
     int32_t                  n_ti;
     imgd_sd_control         *controls[IMGD_SD_CONTROLS_CACHED]; /* loaded ControlNets */
     int32_t                  n_controls;
@@ -104,6 +125,37 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p);
 
 /* Frees the kept graphs. */
 void imgd_sd_graphs_free(imgd_model *m);
+
+/* Drops the text-encoder graphs (their weights changed). */
+void imgd_sd_te_graphs_drop(imgd_model *m);
+
+/* ---- text conditioning (pipeline/sd_text.c) ---------------------------------------------- */
+
+/* A prompt pair's conditioning: cond / uncond [len, ctx_dim] (each encoder's hidden state
+ * of a token side by side, in encoder order), pooled / upooled [pooled_dim] (NULL without
+ * added conditioning). imgd_malloc'd; imgd_sd_text_free releases them. */
+typedef struct imgd_sd_text {
+    float  *cond, *uncond, *pooled, *upooled;
+    int32_t len; /* tokens: chunks * 77 */
+} imgd_sd_text;
+
+/* Encodes pos and neg (A1111 syntax, <lora:> tags already removed) with every encoder of m:
+ * 75-token chunks, the shorter prompt padded with empty chunks, emphasis applied per
+ * encoder; clip_skip in A1111 numbering (SD 1.x/2.x: the last LayerNorm applied to the
+ * skipped layer's state; SDXL: the raw penultimate state is clip skip 1); skip_neg false
+ * leaves the negative prompt at the default layer (diffusers). An empty negative on a
+ * force_zeros model conditions on zeros. out is written on IMGD_OK only. */
+imgd_status imgd_sd_encode(imgd_model *m, const char *pos, const char *neg, int32_t clip_skip,
+                           bool skip_neg, imgd_sd_text *out);
+void        imgd_sd_text_free(imgd_sd_text *t);
+
+/* The largest clip skip the model's encoders allow (A1111 numbering). */
+int32_t imgd_sd_clip_skip_max(const imgd_model *m);
+
+/* The model's encoders and what the UNet expects of them (model.c calls it after
+ * detection): fills te[], n_te, ctx_dim, pooled_dim, n_time_ids, force_zeros. te_heads > 0
+ * overrides every encoder's head count. */
+imgd_status imgd_sd_text_setup(imgd_model *m, int32_t te_heads);
 
 /* ---- ControlNet (pipeline/control.c) ------------------------------------------------------ */
 

@@ -28,17 +28,19 @@ static double now_s(void) {
 imgd_gen_params imgd_gen_params_default(void) {
     imgd_gen_params p;
     memset(&p, 0, sizeof p);
-    p.sampler   = "euler";
-    p.schedule  = "default";
-    p.steps     = 20;
-    p.cfg       = 7.5f;
-    p.width     = 512;
-    p.height    = 512;
-    p.batch     = 1;
-    p.clip_skip = 1;
-    p.strength  = 0.75f;
-    p.mask_blur = 4;
-    p.rng       = IMGD_RNG_MODE_CPU;
+    p.sampler                  = "euler";
+    p.schedule                 = "default";
+    p.steps                    = 20;
+    p.cfg                      = 7.5f;
+    p.width                    = 512;
+    p.height                   = 512;
+    p.batch                    = 1;
+    p.clip_skip                = 1;
+    p.strength                 = 0.75f;
+    p.mask_blur                = 4;
+    p.rng                      = IMGD_RNG_MODE_CPU;
+    p.aesthetic_score          = 6.0f;
+    p.negative_aesthetic_score = 2.5f;
     return p;
 }
 
@@ -50,7 +52,7 @@ static void graph_drop(imgd_sd_graph *k) {
 }
 
 void imgd_sd_graphs_free(imgd_model *m) {
-    graph_drop(&m->g_te);
+    imgd_sd_te_graphs_drop(m);
     graph_drop(&m->g_unet);
     graph_drop(&m->g_dec);
     graph_drop(&m->g_enc);
@@ -81,132 +83,6 @@ static imgd_status finish_graph(imgd_model *m, imgd_sd_graph *k, const char *wha
 static imgd_status new_graph(imgd_sd_graph *k) {
     graph_drop(k);
     return imgd_graph_new(NULL, &k->g);
-}
-
-/* ---- text encoder ------------------------------------------------------------------- */
-
-/* The text-encoder graph for `batch` sequences with hidden state `layer` (0 = last hidden
- * state after the final LayerNorm; -k = hidden_states[-k] with the final LayerNorm, A1111
- * clip skip k). */
-static imgd_status te_graph(imgd_model *m, int32_t batch, int32_t layer) {
-    imgd_sd_graph *k = &m->g_te;
-    if (k->g && k->batch == batch && k->variant == layer) return IMGD_OK;
-    imgd_status st = new_graph(k);
-    if (st != IMGD_OK) return st;
-    k->batch               = batch;
-    k->variant             = layer;
-    k->in[0]               = imgd_graph_input(k->g, "embeds", IMGD_DTYPE_F32, 3,
-                                              (const int64_t[]){batch, TOK_LEN, m->te.hidden});
-    imgd_clip_text_req req = imgd_clip_text_req_default();
-    imgd_clip_text_out out;
-    memset(&out, 0, sizeof out);
-    req.last_hidden_state = true;
-    if (layer != 0) {
-        req.hidden          = true;
-        req.hidden_final_ln = true;
-        req.layer           = layer;
-    }
-    st = imgd_clip_text_build(k->g, m->wb, "text_encoder", &m->te, batch, k->in[0], &req, &out);
-    if (st != IMGD_OK) {
-        graph_drop(k);
-        return st;
-    }
-    k->out[0] = out.last_hidden_state;
-    k->out[1] = layer == 0 ? out.last_hidden_state : out.hidden;
-    imgd_graph_output(k->g, k->out[0]);
-    imgd_graph_output(k->g, k->out[1]);
-    return finish_graph(m, k, "text encoder");
-}
-
-/* The empty prompt's chunk (m->empty_ids / empty_wts), tokenized once per model. */
-static imgd_status empty_chunk(imgd_model *m) {
-    if (m->has_empty_chunk) return IMGD_OK;
-    imgd_prompt_chunks ce;
-    memset(&ce, 0, sizeof ce);
-    imgd_status st = imgd_prompt_encode(m->tok, "", imgd_clip_tok_eos(m->tok), &ce);
-    if (st != IMGD_OK) return imgd_fail_prefix(st, "empty prompt");
-    memcpy(m->empty_ids, ce.ids, sizeof m->empty_ids);
-    memcpy(m->empty_wts, ce.weights, sizeof m->empty_wts);
-    imgd_prompt_chunks_free(&ce);
-    m->has_empty_chunk = true;
-    return IMGD_OK;
-}
-
-/* Conditioning of the positive and negative prompts: each [n_chunks * 77, hidden] with
- * the same n_chunks (the shorter is padded with the empty prompt's chunk, as A1111 does),
- * A1111 emphasis applied per chunk. *cond and *uncond are imgd_malloc'd. */
-static imgd_status encode_prompts(imgd_model *m, const char *pos, const char *neg,
-                                  int32_t clip_skip, bool skip_neg, float **cond, float **uncond,
-                                  int32_t *n_tokens) {
-    imgd_prompt_chunks cp, cn;
-    memset(&cp, 0, sizeof cp);
-    memset(&cn, 0, sizeof cn);
-    int32_t     pad = imgd_clip_tok_eos(m->tok);
-    imgd_status st  = imgd_prompt_encode(m->tok, pos ? pos : "", pad, &cp);
-    if (st != IMGD_OK) return imgd_fail_prefix(st, "prompt");
-    st = imgd_prompt_encode(m->tok, neg ? neg : "", pad, &cn);
-    if (st != IMGD_OK) st = imgd_fail_prefix(st, "negative prompt");
-    if (st == IMGD_OK) st = empty_chunk(m);
-    size_t   n     = cp.n_chunks > cn.n_chunks ? cp.n_chunks : cn.n_chunks;
-    size_t   total = 2 * n, H = (size_t)m->te.hidden;
-    int32_t *ids = NULL;
-    float   *wts = NULL, *emb = NULL, *z = NULL, *zl = NULL;
-    if (st == IMGD_OK) {
-        ids = imgd_malloc(total * TOK_LEN * sizeof *ids);
-        wts = imgd_malloc(total * TOK_LEN * sizeof *wts);
-        emb = imgd_malloc(total * TOK_LEN * H * sizeof *emb);
-        z   = imgd_malloc(total * TOK_LEN * H * sizeof *z);
-        zl  = imgd_malloc(total * TOK_LEN * H * sizeof *zl);
-        if (!ids || !wts || !emb || !z || !zl)
-            st = imgd_fail(IMGD_E_NOMEM, "out of memory encoding prompts");
-    }
-    /* rows 0..n-1: negative chunks, n..2n-1: positive chunks (missing ones: empty chunk) */
-    for (size_t c = 0; st == IMGD_OK && c < total; c++) {
-        const imgd_prompt_chunks *src = c < n ? &cn : &cp;
-        size_t                    i   = c < n ? c : c - n;
-        const int32_t            *id  = i < src->n_chunks ? src->ids + i * TOK_LEN : m->empty_ids;
-        const float              *w = i < src->n_chunks ? src->weights + i * TOK_LEN : m->empty_wts;
-        memcpy(ids + c * TOK_LEN, id, TOK_LEN * sizeof *ids);
-        memcpy(wts + c * TOK_LEN, w, TOK_LEN * sizeof *wts);
-    }
-    int32_t layer = clip_skip > 1 ? -clip_skip : 0;
-    if (st == IMGD_OK && clip_skip > m->te.layers)
-        st = imgd_fail(IMGD_E_INVALID_ARG, "clip_skip %d: the text encoder has %d layers",
-                       (int)clip_skip, (int)m->te.layers);
-    if (st == IMGD_OK)
-        st = imgd_clip_text_embed(m->wb, "text_encoder", &m->te, ids, (int32_t)total, TOK_LEN,
-                                  m->ti_rows, m->n_ti, emb);
-    if (st == IMGD_OK) st = te_graph(m, (int32_t)total, layer);
-    if (st == IMGD_OK) st = imgd_tensor_bind(m->g_te.in[0], emb);
-    if (st == IMGD_OK) st = imgd_graph_compute(m->g_te.g);
-    if (st == IMGD_OK) st = imgd_graph_read_f32(m->g_te.g, m->g_te.out[1], z, total * TOK_LEN * H);
-    /* diffusers applies clip skip to the positive prompt only: negative rows then take the
-     * last hidden state */
-    if (st == IMGD_OK && layer != 0 && !skip_neg) {
-        st = imgd_graph_read_f32(m->g_te.g, m->g_te.out[0], zl, total * TOK_LEN * H);
-        if (st == IMGD_OK) memcpy(z, zl, n * TOK_LEN * H * sizeof *z);
-    }
-    for (size_t c = 0; st == IMGD_OK && c < total; c++)
-        imgd_prompt_apply_weights(z + c * TOK_LEN * H, TOK_LEN, H, wts + c * TOK_LEN);
-    if (st == IMGD_OK) {
-        *cond = imgd_malloc(n * TOK_LEN * H * sizeof **cond);
-        if (!*cond) {
-            st = imgd_fail(IMGD_E_NOMEM, "out of memory encoding prompts");
-        } else {
-            memcpy(*cond, z + n * TOK_LEN * H, n * TOK_LEN * H * sizeof **cond);
-            *uncond   = z; /* its first n chunks are the negative prompt */
-            z         = NULL;
-            *n_tokens = (int32_t)(n * TOK_LEN);
-        }
-    }
-    imgd_free(ids);
-    imgd_free(wts);
-    imgd_free(emb);
-    imgd_free(z);
-    imgd_free(zl);
-    imgd_prompt_chunks_free(&cp);
-    imgd_prompt_chunks_free(&cn);
-    return st;
 }
 
 /* ---- VAE ---------------------------------------------------------------------------- */
@@ -320,7 +196,9 @@ static imgd_status sched_config(imgd_model *m, imgd_sampler_params *out) {
         return IMGD_OK;
     }
     imgd_sampler_params sp = imgd_sampler_params_default();
-    sp.prediction    = m->prediction == IMGD_PRED_V ? IMGD_PREDICTION_V : IMGD_PREDICTION_EPSILON;
+    sp.prediction = m->prediction == IMGD_PRED_V ? IMGD_PREDICTION_V : IMGD_PREDICTION_EPSILON;
+    /* SDXL's released scheduler configs (base and refiner) space timesteps "leading" */
+    if (m->n_time_ids > 0) sp.spacing = IMGD_SPACING_LEADING;
     const char *text = imgd_weights_meta_find(m->w, "scheduler/scheduler_config.json");
     imgd_status st   = IMGD_OK;
     if (text) {
@@ -387,9 +265,9 @@ static imgd_status check_params(const imgd_model *m, const imgd_gen_params *p) {
         return imgd_fail(IMGD_E_INVALID_ARG, "batch %d: expected 1..64", (int)p->batch);
     if (!isfinite(p->cfg) || p->cfg < 0 || p->cfg > 100)
         return imgd_fail(IMGD_E_INVALID_ARG, "cfg %g: expected 0..100", (double)p->cfg);
-    if (p->clip_skip < 1 || p->clip_skip > m->te.layers)
+    if (p->clip_skip < 1 || p->clip_skip > imgd_sd_clip_skip_max(m))
         return imgd_fail(IMGD_E_INVALID_ARG, "clip_skip %d: expected 1..%d (A1111 numbering)",
-                         (int)p->clip_skip, (int)m->te.layers);
+                         (int)p->clip_skip, (int)imgd_sd_clip_skip_max(m));
     if (p->init && (!isfinite(p->strength) || p->strength <= 0 || p->strength > 1))
         return imgd_fail(IMGD_E_INVALID_ARG, "strength %g: expected (0, 1]", (double)p->strength);
     if (p->mask && !p->init)
@@ -476,14 +354,15 @@ typedef struct item {
     bool                   cfg_on; /* adds an unconditional half to the UNet batch */
     int32_t                B, x_off, u_off, len, steps_run;
     imgd_rng               rng;
-    float                 *cond, *uncond; /* [len, D] each */
-    float                 *img;           /* init image [3, H, W] in [-1, 1] (then masked) */
-    float                 *mask;          /* [H, W] in [0, 1] */
-    float                 *mask_lat;      /* [h, w] latent mask (1 = repaint) */
-    float                 *image_lat;     /* init image latents [4, h, w] */
-    float                 *masked_lat;    /* masked-image latents [4, h, w] */
-    float                 *noise;         /* the initial draw [B, 4, h, w] */
-    float                 *vae_noise;     /* [4, h, w] */
+    imgd_sd_text           txt;        /* its conditioning ([len, D] each half) */
+    float                  tids[2][8]; /* SDXL time ids: [0] unconditional, [1] conditional */
+    float                 *img;        /* init image [3, H, W] in [-1, 1] (then masked) */
+    float                 *mask;       /* [H, W] in [0, 1] */
+    float                 *mask_lat;   /* [h, w] latent mask (1 = repaint) */
+    float                 *image_lat;  /* init image latents [4, h, w] */
+    float                 *masked_lat; /* masked-image latents [4, h, w] */
+    float                 *noise;      /* the initial draw [B, 4, h, w] */
+    float                 *vae_noise;  /* [4, h, w] */
     double                 t_enc;
 } item;
 
@@ -494,6 +373,8 @@ typedef struct run_ctx {
     int32_t               live;                  /* items still running */
     int32_t               B, h, w, cin, len, ub; /* B: latents of all items; ub: UNet batch */
     float                *ctx;                   /* [ub, len, D] conditioning, bound once */
+    float                *pooled;                /* SDXL: [ub, P] pooled text embeddings */
+    float                *tids;                  /* SDXL: [ub, K] time ids */
     float                *x_unet;                /* [ub, cin, h, w] */
     float                *t_unet;                /* [ub] */
     float                *out_unet;              /* [ub, 4, h, w] */
@@ -552,6 +433,13 @@ static imgd_status unet_graph(run_ctx *r) {
                                 (const int64_t[]){r->ub, r->len, m->unet.context_dim});
     imgd_unet_extra ex;
     memset(&ex, 0, sizeof ex);
+    k->in[3] = k->in[4] = NULL;
+    if (m->n_time_ids > 0) {
+        ex.text_embeds = k->in[3] = imgd_graph_input(k->g, "text_embeds", IMGD_DTYPE_F32, 2,
+                                                     (const int64_t[]){r->ub, m->pooled_dim});
+        ex.time_ids = k->in[4] = imgd_graph_input(k->g, "time_ids", IMGD_DTYPE_F32, 2,
+                                                  (const int64_t[]){r->ub, m->n_time_ids});
+    }
     for (int32_t i = 0; i < n_res; i++) { /* ControlNet residual inputs, the mid one last */
         int32_t ch = m->unet.widths[m->unet.n_levels - 1], div = 1 << (m->unet.n_levels - 1);
         if (i + 1 < n_res) imgd_unet_skip_shape(&m->unet, i, &ch, &div);
@@ -563,7 +451,7 @@ static imgd_status unet_graph(run_ctx *r) {
     ex.n_down_res = n_res > 0 ? n_res - 1 : 0;
     ex.mid_res    = n_res > 0 ? k->res[n_res - 1] : NULL;
     st = imgd_unet_build(k->g, imgd_sd_unet_bind(m), "unet", &m->unet, k->in[0], k->in[1], k->in[2],
-                         n_res ? &ex : NULL, NULL, &k->out[0]);
+                         (n_res || m->n_time_ids) ? &ex : NULL, NULL, &k->out[0]);
     if (st != IMGD_OK) {
         graph_drop(k);
         return st;
@@ -615,6 +503,8 @@ static imgd_status denoise(void *user, const float *x_in, size_t n, float t, flo
     if (st == IMGD_OK) st = imgd_tensor_bind(k->in[0], r->x_unet);
     if (st == IMGD_OK) st = imgd_tensor_bind(k->in[1], r->t_unet);
     if (st == IMGD_OK) st = imgd_tensor_bind(k->in[2], r->ctx);
+    if (st == IMGD_OK && k->in[3]) st = imgd_tensor_bind(k->in[3], r->pooled);
+    if (st == IMGD_OK && k->in[4]) st = imgd_tensor_bind(k->in[4], r->tids);
     if (st == IMGD_OK) st = imgd_graph_compute(k->g);
     if (st == IMGD_OK) st = imgd_graph_read_f32(k->g, k->out[0], r->out_unet, (size_t)r->ub * per);
     if (st != IMGD_OK) return st;
@@ -918,6 +808,29 @@ static imgd_status batch_check(run_ctx *r, imgd_sampler **smp) {
     return st;
 }
 
+/* SDXL micro-conditioning ids of a request, [0] for the unconditional half and [1] for the
+ * conditional one: (orig h, orig w, crop top, crop left, target h, target w), the refiner
+ * (5 ids) with the aesthetic score instead of the target size. */
+static void time_ids(const imgd_model *m, const imgd_gen_params *p, float ids[2][8]) {
+    float oh = (float)(p->orig_height > 0 ? p->orig_height : p->height);
+    float ow = (float)(p->orig_width > 0 ? p->orig_width : p->width);
+    float th = (float)(p->target_height > 0 ? p->target_height : p->height);
+    float tw = (float)(p->target_width > 0 ? p->target_width : p->width);
+    for (int h = 0; h < 2; h++) {
+        float *d = ids[h];
+        d[0]     = oh;
+        d[1]     = ow;
+        d[2]     = (float)p->crop_top;
+        d[3]     = (float)p->crop_left;
+        if (m->n_time_ids == 5) {
+            d[4] = h ? p->aesthetic_score : p->negative_aesthetic_score;
+        } else {
+            d[4] = th;
+            d[5] = tw;
+        }
+    }
+}
+
 /* Each valid item's generator and text conditioning. */
 static void batch_encode(run_ctx *r) {
     for (size_t i = 0; i < r->n_it; i++) {
@@ -930,8 +843,9 @@ static void batch_encode(run_ctx *r) {
         char       *bare = NULL;
         imgd_status st   = imgd_sd_prompt_strip(p->prompt, &bare);
         if (st == IMGD_OK)
-            st = encode_prompts(r->m, bare, p->negative, p->clip_skip, !p->clip_skip_positive_only,
-                                &it->cond, &it->uncond, &it->len);
+            st = imgd_sd_encode(r->m, bare, p->negative, p->clip_skip, !p->clip_skip_positive_only,
+                                &it->txt);
+        if (st == IMGD_OK) time_ids(r->m, p, it->tids);
         imgd_free(bare);
         it->t_enc = now_s() - t0;
         if (st != IMGD_OK) item_fail(r, i, st);
@@ -962,23 +876,18 @@ static imgd_status batch_layout(run_ctx *r, const imgd_gen_params *lp, float **x
     r->h          = lp->height / S;
     r->w          = lp->width / S;
     r->cin        = m->unet.in_channels;
-    if ((size_t)m->te.hidden != D)
-        return imgd_fail(IMGD_E_FORMAT,
-                         "%s: text encoder width %d does not match the UNet's "
-                         "cross-attention width %d",
-                         m->path, (int)m->te.hidden, (int)D);
     for (size_t i = 0; i < r->n_it; i++) {
         item *it = &r->it[i];
         if (it->st != IMGD_OK) continue;
-        if (r->live > 0 && it->len != r->len)
+        if (r->live > 0 && it->txt.len != r->len)
             return imgd_fail(IMGD_E_INTERNAL, "item %zu: %d context tokens, batch %d", i,
-                             (int)it->len, (int)r->len);
+                             (int)it->txt.len, (int)r->len);
         it->placed = it->live = true;
         it->B                 = it->p->batch;
         it->cfg_on            = it->p->cfg > 1.0f;
         it->x_off             = r->B;
         it->u_off             = r->ub;
-        r->len                = it->len;
+        r->len                = it->txt.len;
         r->B += it->B;
         r->ub += it->cfg_on ? 2 * it->B : it->B;
         r->live++;
@@ -993,12 +902,23 @@ static imgd_status batch_layout(run_ctx *r, const imgd_gen_params *lp, float **x
     *x          = imgd_calloc(*n, sizeof **x);
     if (!r->ctx || !r->x_unet || !r->t_unet || !r->out_unet || !r->known || !*x)
         return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    size_t P = (size_t)m->pooled_dim, K = (size_t)m->n_time_ids;
+    if (K) {
+        r->pooled = imgd_malloc((size_t)r->ub * P * sizeof *r->pooled);
+        r->tids   = imgd_malloc((size_t)r->ub * K * sizeof *r->tids);
+        if (!r->pooled || !r->tids) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    }
     for (size_t i = 0; i < r->n_it; i++) {
         const item *it = &r->it[i];
         int32_t     nu = it->cfg_on ? 2 * it->B : it->B;
         for (int32_t u = 0; it->placed && u < nu; u++) {
-            const float *src = (it->cfg_on && u < it->B) ? it->uncond : it->cond;
-            memcpy(r->ctx + (size_t)(it->u_off + u) * L * D, src, L * D * sizeof *src);
+            bool         un  = it->cfg_on && u < it->B;
+            const float *src = un ? it->txt.uncond : it->txt.cond;
+            size_t       row = (size_t)(it->u_off + u);
+            memcpy(r->ctx + row * L * D, src, L * D * sizeof *src);
+            if (!K) continue;
+            memcpy(r->pooled + row * P, un ? it->txt.upooled : it->txt.pooled, P * sizeof(float));
+            memcpy(r->tids + row * K, it->tids[un ? 0 : 1], K * sizeof(float));
         }
     }
     imgd_status st = control_layout(r);
@@ -1101,8 +1021,7 @@ static imgd_status item_finish(run_ctx *r, item *it, const float *x, double t_sm
 }
 
 static void item_release(item *it) {
-    imgd_free(it->cond);
-    imgd_free(it->uncond);
+    imgd_sd_text_free(&it->txt);
     imgd_free(it->img);
     imgd_free(it->mask);
     imgd_free(it->mask_lat);
@@ -1212,6 +1131,8 @@ imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *item
     }
     imgd_free(x);
     imgd_free(r.ctx);
+    imgd_free(r.pooled);
+    imgd_free(r.tids);
     imgd_free(r.x_unet);
     imgd_free(r.t_unet);
     imgd_free(r.out_unet);

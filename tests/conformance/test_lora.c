@@ -86,15 +86,15 @@ static bool run_te(imgd_model *m, const int32_t *ids, int32_t B, float *out) {
     size_t      n   = (size_t)B * 77 * 16;
     float      *emb = imgd_malloc(n * sizeof *emb);
     imgd_graph *g   = NULL;
-    imgd_status st  = emb ? imgd_clip_text_embed(m->wb, "text_encoder", &m->te, ids, B, 77,
-                                                 m->ti_rows, m->n_ti, emb)
+    imgd_status st  = emb ? imgd_clip_text_embed(m->wb, "text_encoder", &m->te[0].cfg, ids, B, 77,
+                                                 m->te[0].ti_rows, m->n_ti, emb)
                           : IMGD_E_NOMEM;
     if (st == IMGD_OK) st = imgd_graph_new(NULL, &g);
     if (st == IMGD_OK) {
         imgd_tensor       *x = imgd_graph_input(g, "e", IMGD_DTYPE_F32, 3, (int64_t[]){B, 77, 16});
         imgd_clip_text_req r = imgd_clip_text_req_default();
         imgd_clip_text_out o;
-        st = imgd_clip_text_build(g, m->wb, "text_encoder", &m->te, B, x, &r, &o);
+        st = imgd_clip_text_build(g, m->wb, "text_encoder", &m->te[0].cfg, B, x, &r, &o);
         if (st == IMGD_OK) {
             imgd_graph_output(g, o.last_hidden_state);
             st = imgd_graph_plan(g, m->be, NULL);
@@ -283,7 +283,7 @@ static void test_textual_inversion_golden(void) {
         for (int32_t i = 0; rows && i < 32; i++) {
             uint32_t a, b;
             memcpy(&a, &rows[i], 4);
-            memcpy(&b, &m->ti_rows[i], 4);
+            memcpy(&b, &m->te[0].ti_rows[i], 4);
             CHECK(a == b);
         }
         imgd_tensor_info ti;

@@ -190,6 +190,67 @@ static void test_sd_pipeline_matches_goldens_every_layout(void) {
     imgd_model_free(m);
 }
 
+/* SDXL: both text encoders, the pooled embedding and time ids, the leading-spaced Euler
+ * schedule of the model's config and the 0.13025 VAE, for the folder and the single file. */
+static void test_sd_pipeline_sdxl_matches_golden(void) {
+    const char *shared = shared_or_skip();
+    if (!shared) return;
+    static const char *const layouts[] = {"diffusers", "sdxl-narrow.safetensors"};
+    for (size_t l = 0; l < IMGD_ARRAY_LEN(layouts); l++) {
+        char             path[4096], tok[4096], gpath[4096];
+        imgd_load_params lp = imgd_load_params_default();
+        lp.precision        = IMGD_PRECISION_F32;
+        lp.backend          = tb_primary();
+        lp.arch.te_heads    = 4;       /* both narrow encoders; not in the single file's shapes */
+        if (l > 0) lp.arch.groups = 4; /* the LDM yaml has no field for GroupNorm groups */
+        (void)imgd_fmt(tok, sizeof tok, "%s/conformance/sdxl-narrow/diffusers/tokenizer", shared);
+        (void)imgd_fmt(path, sizeof path, "%s/conformance/sdxl-narrow/%s", shared, layouts[l]);
+        lp.tokenizer_dir = tok;
+        imgd_model *m    = NULL;
+        imgd_status st   = imgd_model_load(path, &lp, &m);
+        CHECK_MSG(st == IMGD_OK, "load %s: %s", path, imgd_last_error());
+        if (!m) continue;
+        (void)imgd_fmt(gpath, sizeof gpath,
+                       "%s/conformance/sdxl-narrow/goldens/txt2img_euler.safetensors", shared);
+        replay r = {0};
+        CHECK_MSG(imgd_weights_open(gpath, NULL, &r.g) == IMGD_OK, "%s: %s", gpath,
+                  imgd_last_error());
+        r.initial         = true;
+        imgd_gen_params p = imgd_gen_params_default();
+        p.prompt          = "a cinematic photo of a red fox in the snow, 35mm";
+        p.negative        = "cartoon, painting, lowres";
+        p.sampler         = "euler";
+        p.steps           = 5;
+        p.cfg             = 5.0f;
+        p.width = p.height = 128;
+        p.orig_width = p.orig_height = p.target_width = p.target_height = 1024;
+        p.noise                                                         = replay_noise;
+        p.noise_user                                                    = &r;
+        imgd_gen_result *res                                            = NULL;
+        st = r.g ? imgd_generate(m, &p, &res) : IMGD_E_IO;
+        CHECK_MSG(st == IMGD_OK, "sdxl %s: %s", layouts[l], imgd_last_error());
+        const float *ref = NULL;
+        size_t       n   = 0;
+        if (st == IMGD_OK && golden_f32(r.g, "image", &ref, &n) && n == (size_t)3 * 128 * 128) {
+            double mx = 0, sum = 0;
+            for (size_t i = 0; i < n; i++) {
+                double d = fabs((double)res->pixels[i] - (double)ref[i]);
+                mx       = d > mx ? d : mx;
+                sum += d;
+            }
+            printf("sdxl txt2img_euler %-24s image max abs %.3g mean abs %.3g (%.2fs)\n",
+                   layouts[l], mx, sum / (double)n, res->t_total_s);
+            CHECK_MSG(mx <= 2e-3 && sum / (double)n <= 1e-4, "sdxl %s: image max abs %g",
+                      layouts[l], mx);
+        } else if (st == IMGD_OK) {
+            CHECK_MSG(0, "sdxl golden image missing or of another size");
+        }
+        imgd_gen_result_free(res);
+        imgd_weights_free(r.g);
+        imgd_model_free(m);
+    }
+}
+
 /* Same seed twice: bit-identical; each image of a batch of 2 equals a batch-1 run given
  * that image's share of every draw (initial noise and the ancestral per-step noise). */
 typedef struct tape {
@@ -308,6 +369,7 @@ static void test_sd_pipeline_bad_requests_are_named(void) {
 int main(void) {
     imgd_log_level_set(IMGD_LOG_WARN);
     RUN(test_sd_pipeline_matches_goldens_every_layout);
+    RUN(test_sd_pipeline_sdxl_matches_golden);
     RUN(test_sd_pipeline_seed_repeatable_and_batch_consistent);
     RUN(test_sd_pipeline_bad_requests_are_named);
     TEST_END();
