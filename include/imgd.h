@@ -460,6 +460,10 @@ IMGD_API void        imgd_model_free(imgd_model *m);
 /* The detection result of a loaded model (borrowed; valid while m lives). Since: 0.2 */
 IMGD_API const imgd_model_info *imgd_model_get_info(const imgd_model *m);
 
+/* The image size the model was trained at: 512 x 512 (SD 1.x, SD 2.x base), 768 x 768
+ * (SD 2.x v-prediction), 1024 x 1024 (SDXL base and refiner). Since: 0.3 */
+IMGD_API void imgd_model_native_size(const imgd_model *m, int32_t *width, int32_t *height);
+
 /* An 8-bit image: c = 1 (gray), 3 (RGB) or 4 (RGBA), rows of w * c bytes. */
 typedef struct imgd_image_u8 {
     int32_t  w, h, c;

@@ -16,6 +16,7 @@
 typedef struct gen_opts {
     const char      *model, *out, *init, *mask, *tokenizer, *vae, *backend;
     bool             json;
+    bool             width_set, height_set;
     imgd_lora_spec   loras[CLI_ADAPTERS_MAX];
     char             lora_path[CLI_ADAPTERS_MAX][1024];
     const char      *embeddings[CLI_ADAPTERS_MAX];
@@ -110,12 +111,35 @@ static bool parse_lora_mode(const char *v, int32_t *mode) {
     return false;
 }
 
+/* "AxB" (sep 'x') or "A,B" (sep ','): two integers in 0..16384. */
+static bool parse_size(const char *flag, const char *v, char sep, int32_t *a, int32_t *b) {
+    char *end = NULL;
+    long  x = 0, y = 0;
+    errno   = 0;
+    x       = strtol(v, &end, 10);
+    bool ok = !errno && end != v && *end == sep;
+    if (ok) {
+        const char *s2 = end + 1;
+        y              = strtol(s2, &end, 10);
+        ok             = !errno && end != s2 && !*end;
+    }
+    if (!ok || x < 0 || y < 0 || x > 16384 || y > 16384) {
+        fprintf(stderr, "imgd generate: %s '%s': expected %s with integers in 0..16384\n", flag, v,
+                sep == 'x' ? "WIDTHxHEIGHT" : "LEFT,TOP");
+        return false;
+    }
+    *a = (int32_t)x;
+    *b = (int32_t)y;
+    return true;
+}
+
 static const char k_usage[] =
     "imgd generate -m MODEL -p PROMPT [-n NEGATIVE] [--seed N] [--rng cpu|philox]\n"
     "      [--sampler euler|euler_ancestral|heun|dpmpp_2m|dpmpp_2m_sde|dpmpp_sde|ddim|ddpm|pndm|\n"
     "      lcm|uni_pc] [--schedule default|normal|karras|exponential|sgm_uniform|simple|leading|\n"
     "      trailing|linspace] [--steps N] [--cfg F] [-W PX -H PX] [--batch N] [--clip-skip N]\n"
-    "      [--clip-skip-mode a1111|diffusers]"
+    "      [--clip-skip-mode a1111|diffusers] [--orig-size WxH] [--crop LEFT,TOP]\n"
+    "      [--target-size WxH] [--aesthetic-score F] [--negative-aesthetic-score F]\n"
     "      [--init IMG --strength F] [--mask IMG] [--mask-blur PX] [--tokenizer DIR] [--vae PATH]\n"
     "      [--unet PATH] [--lora FILE[:W]]... [--lora-dir DIR] [--lora-mode auto|merge|unmerged]\n"
     "      [--embedding FILE]... [--embedding-dir DIR]\n"
@@ -207,13 +231,25 @@ static int parse(int argc, char **argv, gen_opts *o) {
         } else if (IS("--cfg")) {
             ok = parse_float(a, v, 0, 100, &o->p.cfg);
         } else if (IS("-W") || IS("--width")) {
-            ok = parse_int(a, v, 8, 16384, &o->p.width);
+            ok           = parse_int(a, v, 8, 16384, &o->p.width);
+            o->width_set = true;
         } else if (IS("-H") || IS("--height")) {
-            ok = parse_int(a, v, 8, 16384, &o->p.height);
+            ok            = parse_int(a, v, 8, 16384, &o->p.height);
+            o->height_set = true;
         } else if (IS("--batch")) {
             ok = parse_int(a, v, 1, 64, &o->p.batch);
         } else if (IS("--clip-skip")) {
             ok = parse_int(a, v, 1, 12, &o->p.clip_skip);
+        } else if (IS("--orig-size")) {
+            ok = parse_size(a, v, 'x', &o->p.orig_width, &o->p.orig_height);
+        } else if (IS("--target-size")) {
+            ok = parse_size(a, v, 'x', &o->p.target_width, &o->p.target_height);
+        } else if (IS("--crop")) {
+            ok = parse_size(a, v, ',', &o->p.crop_left, &o->p.crop_top);
+        } else if (IS("--aesthetic-score")) {
+            ok = parse_float(a, v, 0, 10, &o->p.aesthetic_score);
+        } else if (IS("--negative-aesthetic-score")) {
+            ok = parse_float(a, v, 0, 10, &o->p.negative_aesthetic_score);
         } else if (IS("--clip-skip-mode")) {
             if (strcmp(v, "a1111") == 0)
                 o->p.clip_skip_positive_only = false;
@@ -408,6 +444,12 @@ int imgd_cli_generate(int argc, char **argv) {
         rc = 1;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (!rc && (!o.width_set || !o.height_set)) { /* the model's native size */
+        int32_t nw = 0, nh = 0;
+        imgd_model_native_size(m, &nw, &nh);
+        if (!o.width_set) o.p.width = nw;
+        if (!o.height_set) o.p.height = nh;
+    }
     double t_load = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     if (!rc && imgd_generate(m, &o.p, &res) != IMGD_OK) {
         fprintf(stderr, "imgd generate: %s\n", imgd_last_error());

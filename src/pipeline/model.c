@@ -184,6 +184,14 @@ static imgd_backend_params backend_params(const imgd_load_params *p) {
     return bp;
 }
 
+/* Whether a VAE file is one of the fp16-safe SDXL VAEs (madebyollin's sdxl-vae-fp16-fix
+ * and its copies), by name: its weights are the same shapes as the original's. */
+static bool fp16_safe_vae(const char *path) {
+    const char *b = strrchr(path, '/');
+    b             = b && b[1] ? b + 1 : path;
+    return strstr(b, "fp16-fix") || strstr(b, "fp16_fix") || strstr(b, "fp16fix");
+}
+
 /* Base name of the model for the infotext: file name without extension, or folder name. */
 static char *model_name(const char *path) {
     size_t n = strlen(path);
@@ -255,6 +263,20 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
         bp.pool                = m->pool;
         st                     = imgd_backend_new(lp.backend ? lp.backend : "cpu", &bp, &m->be);
     }
+    /* SDXL's VAE overflows in f16 (NaNs): on a GPU asked for f16 it runs in bf16 on a
+     * backend of its own, unless the file is the fp16-fix VAE */
+    if (st == IMGD_OK && lp.precision == IMGD_PRECISION_F16 && !on_cpu && m->n_time_ids > 0 &&
+        !fp16_safe_vae(lp.vae ? lp.vae : path)) {
+        imgd_backend_params bp = backend_params(&lp);
+        bp.pool                = m->pool;
+        bp.gpu_math            = IMGD_GPU_MATH_BF16;
+        st                     = imgd_backend_new(lp.backend ? lp.backend : "cpu", &bp, &m->vae_be);
+        if (st == IMGD_OK)
+            IMGD_LOG(IMGD_LOG_INFO, "pipeline", "vae_bf16",
+                     "%s: the SDXL VAE runs in bf16 (it overflows in f16; give an fp16-fix "
+                     "VAE with --vae to run it in f16)",
+                     path);
+    }
     if (st != IMGD_OK) {
         imgd_model_free(m);
         return st;
@@ -271,6 +293,7 @@ void imgd_model_free(imgd_model *m) {
     imgd_sd_adapters_free(m);
     imgd_sd_graphs_free(m);
     imgd_sd_controls_free(m);
+    imgd_backend_free(m->vae_be);
     imgd_backend_free(m->be);
     imgd_pool_free(m->pool); /* after the backend, which borrows it */
     imgd_clip_tok_free(m->tok);
@@ -290,4 +313,14 @@ void imgd_model_free(imgd_model *m) {
 
 const imgd_model_info *imgd_model_get_info(const imgd_model *m) {
     return m ? m->mi : NULL;
+}
+
+void imgd_model_native_size(const imgd_model *m, int32_t *width, int32_t *height) {
+    int32_t s = 512;
+    if (m && m->n_time_ids > 0)
+        s = 1024;
+    else if (m && m->mi->family == IMGD_FAMILY_SD2 && m->prediction == IMGD_PRED_V)
+        s = 768;
+    if (width) *width = s;
+    if (height) *height = s;
 }

@@ -67,7 +67,9 @@ struct imgd_model {
     imgd_wbind      *wb, *vae_wb, *unet_wb;
     imgd_clip_tok   *tok;
     imgd_backend    *be;
-    imgd_pool       *pool; /* the compute threads: the backend's (borrowed) and the LoRA merge's */
+    imgd_backend    *vae_be; /* the VAE's when it needs other math (SDXL's VAE overflows in
+                                f16: bf16 on GPUs); NULL = be */
+    imgd_pool *pool; /* the compute threads: the backend's (borrowed) and the LoRA merge's */
 
     imgd_sd_te te[IMGD_SD_TE_MAX];
     int32_t    n_te;

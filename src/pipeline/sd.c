@@ -66,10 +66,12 @@ imgd_wbind *imgd_sd_unet_bind(imgd_model *m) {
     return m->unet_wb ? m->unet_wb : m->wb;
 }
 
-/* Plans and allocates a freshly built graph on the model's backend. */
-static imgd_status finish_graph(imgd_model *m, imgd_sd_graph *k, const char *what) {
+/* Plans and allocates a freshly built graph on backend be. */
+static imgd_status finish_graph_on(imgd_model *m, imgd_backend *be, imgd_sd_graph *k,
+                                   const char *what) {
+    (void)m;
     imgd_plan_info info;
-    imgd_status    st = imgd_graph_plan(k->g, m->be, &info);
+    imgd_status    st = imgd_graph_plan(k->g, be, &info);
     if (st == IMGD_OK) st = imgd_graph_alloc(k->g, NULL, 0);
     if (st != IMGD_OK) {
         graph_drop(k);
@@ -80,12 +82,21 @@ static imgd_status finish_graph(imgd_model *m, imgd_sd_graph *k, const char *wha
     return IMGD_OK;
 }
 
+/* Plans and allocates a freshly built graph on the model's backend. */
+static imgd_status finish_graph(imgd_model *m, imgd_sd_graph *k, const char *what) {
+    return finish_graph_on(m, m->be, k, what);
+}
+
 static imgd_status new_graph(imgd_sd_graph *k) {
     graph_drop(k);
     return imgd_graph_new(NULL, &k->g);
 }
 
 /* ---- VAE ---------------------------------------------------------------------------- */
+
+static imgd_backend *vae_backend(imgd_model *m) {
+    return m->vae_be ? m->vae_be : m->be;
+}
 
 /* Latents above this many latent pixels are decoded in tiles (seams blended). */
 #define TILED_DECODE_PIXELS ((int64_t)96 * 96)
@@ -101,8 +112,8 @@ static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, in
     imgd_status st = IMGD_OK;
     if ((int64_t)h * w > TILED_DECODE_PIXELS) {
         imgd_vae_tiling t = imgd_vae_tiling_default();
-        st = imgd_vae_decode_tiled(imgd_sd_vae_bind(m), m->be, "vae", &m->vae, &t, z, B, h, w,
-                                   image, NULL);
+        st = imgd_vae_decode_tiled(imgd_sd_vae_bind(m), vae_backend(m), "vae", &m->vae, &t, z, B, h,
+                                   w, image, NULL);
     } else {
         imgd_sd_graph *k = &m->g_dec;
         if (!k->g || k->batch != B || k->h != h || k->w != w) {
@@ -119,7 +130,7 @@ static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, in
                 if (st == IMGD_OK) {
                     k->out[0] = o.image;
                     imgd_graph_output(k->g, o.image);
-                    st = finish_graph(m, k, "VAE decoder");
+                    st = finish_graph_on(m, vae_backend(m), k, "VAE decoder");
                 } else {
                     graph_drop(k);
                 }
@@ -165,7 +176,7 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
         k->out[1] = o.logvar;
         imgd_graph_output(k->g, o.mean);
         imgd_graph_output(k->g, o.logvar);
-        st = finish_graph(m, k, "VAE encoder");
+        st = finish_graph_on(m, vae_backend(m), k, "VAE encoder");
         if (st != IMGD_OK) return st;
     }
     size_t n      = (size_t)zc * h * w;

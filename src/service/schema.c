@@ -1059,6 +1059,33 @@ static bool add_size(cJSON *props, const char *name, int32_t def, const imgd_sch
            num(p, "multipleOf", caps->size_multiple);
 }
 
+/* SDXL's micro-conditioning: sizes and crop the UNet is told about (not the output size). */
+static bool add_size_cond(cJSON *props, const imgd_schema_caps *caps) {
+    static const struct {
+        const char *name, *desc;
+    } f[] = {
+        {"original_width", "SDXL conditioning: the width the image claims to have been before "
+                           "cropping/resizing; 0 = width. Larger values look less upscaled."},
+        {"original_height", "SDXL conditioning: the original height; 0 = height."},
+        {"crop_left", "SDXL conditioning: the left edge of the crop the image claims to be; 0 "
+                      "= uncropped (centred subjects)."},
+        {"crop_top", "SDXL conditioning: the top edge of the claimed crop; 0 = uncropped."},
+        {"target_width", "SDXL conditioning: the target width; 0 = width."},
+        {"target_height", "SDXL conditioning: the target height; 0 = height."},
+    };
+    for (size_t i = 0; caps->size_cond && i < IMGD_ARRAY_LEN(f); i++)
+        if (!add_range(prop(props, f[i].name, "integer", f[i].desc), 0, 16384, 0)) return false;
+    if (!caps->aesthetic) return true;
+    cJSON *p = prop(props, "aesthetic_score", "number",
+                    "SDXL refiner conditioning: the aesthetic score the image should have "
+                    "(LAION aesthetics scale, 0 to 10).");
+    if (!add_range(p, 0, 10, 6.0)) return false;
+    p = prop(props, "negative_aesthetic_score", "number",
+             "SDXL refiner conditioning: the aesthetic score of the unconditional (negative) "
+             "half of classifier-free guidance.");
+    return add_range(p, 0, 10, 2.5);
+}
+
 static bool add_output(cJSON *props, const imgd_schema_caps *caps) {
     char d[256];
     (void)snprintf(d, sizeof d, "Images to generate in one request, 1 to %d.",
@@ -1186,8 +1213,9 @@ cJSON *imgd_schema_for_generate(const imgd_schema_caps *caps) {
     ok           = ok && (props = cJSON_AddObjectToObject(root, "properties")) != NULL;
     ok           = ok && add_text(props, caps) && add_sampling(props, caps) &&
          add_size(props, "width", caps->width_default, caps) &&
-         add_size(props, "height", caps->height_default, caps) && add_output(props, caps) &&
-         add_images(root, props, caps) && add_loras(root, props, caps) && add_caps_note(root, caps);
+         add_size(props, "height", caps->height_default, caps) && add_size_cond(props, caps) &&
+         add_output(props, caps) && add_images(root, props, caps) && add_loras(root, props, caps) &&
+         add_caps_note(root, caps);
     if (!ok) {
         cJSON_Delete(root);
         return NULL;

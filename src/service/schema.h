@@ -89,6 +89,10 @@ typedef struct imgd_schema_caps {
     bool               img2img;         /* adds init_image and strength */
     bool               inpaint;         /* adds mask_image and mask_blur (and init_image) */
     bool               negative_prompt; /* adds negative_prompt */
+    bool               size_cond;       /* SDXL: adds original_width/height, crop_left/top,
+                                           target_width/height (micro-conditioning) */
+    bool aesthetic;                     /* SDXL refiner: adds aesthetic_score and
+                                           negative_aesthetic_score */
 } imgd_schema_caps;
 
 /* Builds the JSON Schema (draft 2020-12) of a POST /v1/generate body for one model:
@@ -99,7 +103,9 @@ typedef struct imgd_schema_caps {
  *   caps-dependent: negative_prompt (negative_prompt), init_image (img2img or inpaint),
  *                  strength (img2img or inpaint), mask_image and mask_blur (inpaint;
  *                  dependentRequired mask_image -> init_image), loras (n_loras > 0, items
- *                  "$ref": "#/$defs/lora")
+ *                  "$ref": "#/$defs/lora"), original_width, original_height, crop_left,
+ *                  crop_top, target_width, target_height (size_cond), aesthetic_score and
+ *                  negative_aesthetic_score (aesthetic)
  * Each property has a description (conditional ones say which capability adds them) and a
  * default where one makes sense. Sampler and schedule enums come from the registries in
  * sampling/. "x-imgd-capabilities" records the caps the schema was built from, and

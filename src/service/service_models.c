@@ -199,7 +199,8 @@ imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_param
 /* ---- descriptors -------------------------------------------------------------------------- */
 
 static bool family_generates(const char *family, const char *kind) {
-    bool fam = strcmp(family, "sd1") == 0 || strcmp(family, "sd2") == 0;
+    bool fam = strcmp(family, "sd1") == 0 || strcmp(family, "sd2") == 0 ||
+               strcmp(family, "sdxl") == 0 || strcmp(family, "sdxl_refiner") == 0;
     return fam && strcmp(kind, "checkpoint") == 0;
 }
 
@@ -241,7 +242,10 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *family) {
     c.size_min         = 64;
     c.size_max         = 2048;
     c.size_multiple    = 8;
-    c.width_default    = strcmp(family, "sd2") == 0 ? 768 : 512;
+    bool xl            = strcmp(family, "sdxl") == 0 || strcmp(family, "sdxl_refiner") == 0;
+    c.width_default    = xl ? 1024 : strcmp(family, "sd2") == 0 ? 768 : 512;
+    c.size_cond        = xl;
+    c.aesthetic        = strcmp(family, "sdxl_refiner") == 0;
     c.height_default   = c.width_default;
     c.steps_default    = 20;
     c.steps_max        = 150;

@@ -295,17 +295,26 @@ imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
     gp->seed       = (uint64_t)jnum(r, "seed", 0);
     gp->rng =
         strcmp(jstr(r, "rng", "cpu"), "philox") == 0 ? IMGD_RNG_MODE_PHILOX : IMGD_RNG_MODE_CPU;
-    gp->sampler   = jstr(r, "sampler", gp->sampler);
-    gp->schedule  = jstr(r, "schedule", gp->schedule);
-    gp->steps     = (int32_t)jnum(r, "steps", gp->steps);
-    gp->cfg       = (float)jnum(r, "cfg_scale", (double)gp->cfg);
-    gp->width     = (int32_t)jnum(r, "width", gp->width);
-    gp->height    = (int32_t)jnum(r, "height", gp->height);
-    gp->batch     = (int32_t)jnum(r, "batch_size", gp->batch);
-    gp->clip_skip = (int32_t)jnum(r, "clip_skip", gp->clip_skip);
-    gp->strength  = (float)jnum(r, "strength", (double)gp->strength);
-    gp->mask_blur = (int32_t)jnum(r, "mask_blur", gp->mask_blur);
-    st            = decode_image(r, "init_image", &hold->init);
+    gp->sampler         = jstr(r, "sampler", gp->sampler);
+    gp->schedule        = jstr(r, "schedule", gp->schedule);
+    gp->steps           = (int32_t)jnum(r, "steps", gp->steps);
+    gp->cfg             = (float)jnum(r, "cfg_scale", (double)gp->cfg);
+    gp->width           = (int32_t)jnum(r, "width", gp->width);
+    gp->height          = (int32_t)jnum(r, "height", gp->height);
+    gp->batch           = (int32_t)jnum(r, "batch_size", gp->batch);
+    gp->clip_skip       = (int32_t)jnum(r, "clip_skip", gp->clip_skip);
+    gp->strength        = (float)jnum(r, "strength", (double)gp->strength);
+    gp->mask_blur       = (int32_t)jnum(r, "mask_blur", gp->mask_blur);
+    gp->orig_width      = (int32_t)jnum(r, "original_width", 0);
+    gp->orig_height     = (int32_t)jnum(r, "original_height", 0);
+    gp->crop_left       = (int32_t)jnum(r, "crop_left", 0);
+    gp->crop_top        = (int32_t)jnum(r, "crop_top", 0);
+    gp->target_width    = (int32_t)jnum(r, "target_width", 0);
+    gp->target_height   = (int32_t)jnum(r, "target_height", 0);
+    gp->aesthetic_score = (float)jnum(r, "aesthetic_score", (double)gp->aesthetic_score);
+    gp->negative_aesthetic_score =
+        (float)jnum(r, "negative_aesthetic_score", (double)gp->negative_aesthetic_score);
+    st = decode_image(r, "init_image", &hold->init);
     if (st == IMGD_OK) st = decode_image(r, "mask_image", &hold->mask);
     if (st != IMGD_OK) {
         svc_gen_hold_free(hold);
