@@ -3,6 +3,7 @@
 with their 4xx (and the server still serving afterwards), the schema, jobs, SSE,
 cancellation, the compatibility layers, metrics and logs. One server for the whole file."""
 import base64
+import shutil
 import http.client
 import json
 import os
@@ -23,8 +24,13 @@ EVIL = os.path.join(ROOT, "evil")
 os.makedirs(EVIL)
 os.symlink(os.path.join(svc.model_dir(), svc.MODEL_ID), os.path.join(EVIL, "escape"))
 os.symlink("/etc/passwd", os.path.join(EVIL, "passwd.safetensors"))
+# A third holding a copy of the SDXL-topology model (links out of a model dir are refused).
+XL = os.path.join(ROOT, "xl")
+shutil.copytree(os.path.join(os.path.dirname(svc.model_dir()), "sdxl-narrow", "diffusers"),
+                os.path.join(XL, "sdxl"))
 SRV = svc.Server(ROOT, config={"http": {"body_max": BODY_MAX},
-                               "queue": {"batch_max": 1}}, extra_dirs=[EVIL])
+                               "queue": {"batch_max": 1},
+                               "models": {"sdxl": {"te_heads": 4}}}, extra_dirs=[EVIL, XL])
 S = requests.Session()
 PNG_B64 = None  # a 64x64 PNG the server made (for img2img)
 
@@ -648,6 +654,30 @@ def test_logs_request_id():
     assert job_lines and all("request_id" in x for x in job_lines), job_lines[:3]
 
 
+def test_sdxl():
+    # the SDXL model's schema adds the micro-conditioning fields and defaults to 1024
+    r = S.get(url("/v1/models/sdxl/schema"))
+    assert r.status_code == 200, r.text
+    p = r.json()["properties"]
+    for k in ("original_width", "original_height", "crop_left", "crop_top", "target_width",
+              "target_height"):
+        assert p[k]["type"] == "integer" and p[k]["default"] == 0, (k, p.get(k))
+    assert p["width"]["default"] == 1024 and "aesthetic_score" not in p, p["width"]
+    body = small(model="sdxl", seed=3, original_width=2048, original_height=2048)
+    r = post("/v1/generate", body)
+    assert r.status_code == 200, r.text
+    a = r.json()["images"][0]["b64"]
+    png_ok(a)
+    # the conditioning reaches the UNet: another original size gives other pixels, the same
+    # one the same pixels
+    b = post("/v1/generate", dict(body, original_width=512, original_height=512))
+    assert b.status_code == 200 and b.json()["images"][0]["b64"] != a, b.text[:300]
+    assert post("/v1/generate", body).json()["images"][0]["b64"] == a
+    # an SD 1.x model has no such field
+    problem(post("/v1/generate", small(model=svc.MODEL_ID, original_width=512)), 400,
+            pointer="/original_width")
+
+
 CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
          test_model_load_unload, test_generate_response_format_url, test_generate_with_lora,
          test_generate_batch_and_random_seed, test_img2img_native,
@@ -656,7 +686,7 @@ CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
          test_huge_body, test_content_type, test_model_traversal, test_bad_images,
          test_routes_and_methods, test_unknown_jobs, test_a1111,
          test_a1111_progress_while_running, test_openai_requests, test_runpod, test_metrics,
-         test_logs_request_id]
+         test_logs_request_id, test_sdxl]
 
 
 def main():
