@@ -118,6 +118,76 @@ static bool unet_ldm_name(const imgd_view *v, const char *P, const imgd_unet_con
     return true;
 }
 
+/* ---- UNet: diffusers -> LDM (kohya LoRA names) ------------------------------------- */
+
+/* The LDM spelling of a resnet's submodule (norm1 -> in_layers.0, ...); NULL when none. */
+static const char *resnet_ldm(const char *rest, size_t *used) {
+    static const char *const m[][2] = {
+        {"norm1.", "in_layers.0."},          {"conv1.", "in_layers.2."},
+        {"time_emb_proj.", "emb_layers.1."}, {"norm2.", "out_layers.0."},
+        {"conv2.", "out_layers.3."},         {"conv_shortcut.", "skip_connection."}};
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(m); i++) {
+        size_t n = strlen(m[i][0]);
+        if (strncmp(rest, m[i][0], n) == 0) {
+            *used = n;
+            return m[i][1];
+        }
+    }
+    return NULL;
+}
+
+bool imgd_keymap_unet_to_ldm(const imgd_unet_config *c, const char *in, char *out, size_t cap) {
+    long L = c->layers_per_block, b = 0, l = 0;
+    int  n = 0;
+    char kind[16];
+    if (L < 1 || c->n_levels < 1) return false;
+    const char *r = NULL, *rn = NULL;
+    size_t      u = 0;
+    if (strncmp(in, "conv_in.", 8) == 0) return imgd_fmt(out, cap, "input_blocks.0.0.%s", in + 8);
+    if (sscanf(in, "down_blocks.%ld.%15[a-z].%ld.%n", &b, kind, &l, &n) == 3 && n > 0) {
+        r = in + n;
+        if (strcmp(kind, "downsamplers") == 0)
+            return l == 0 && strncmp(r, "conv.", 5) == 0 &&
+                   imgd_fmt(out, cap, "input_blocks.%ld.0.op.%s", 1 + b * (L + 1) + L, r + 5);
+        long i = 1 + b * (L + 1) + l;
+        if (strcmp(kind, "attentions") == 0)
+            return imgd_fmt(out, cap, "input_blocks.%ld.1.%s", i, r);
+        if (strcmp(kind, "resnets") != 0 || !(rn = resnet_ldm(r, &u))) return false;
+        return imgd_fmt(out, cap, "input_blocks.%ld.0.%s%s", i, rn, r + u);
+    }
+    if (sscanf(in, "up_blocks.%ld.%15[a-z].%ld.%n", &b, kind, &l, &n) == 3 && n > 0) {
+        r       = in + n;
+        long lv = c->n_levels - 1 - b; /* the down level this up level mirrors */
+        if (lv < 0 || lv >= IMGD_MAX_LEVELS) return false;
+        bool attn = c->attn_depth[lv] > 0;
+        if (strcmp(kind, "upsamplers") == 0)
+            return l == 0 &&
+                   imgd_fmt(out, cap, "output_blocks.%ld.%d.%s", b * (L + 1) + L, attn ? 2 : 1, r);
+        long i = b * (L + 1) + l;
+        if (strcmp(kind, "attentions") == 0)
+            return imgd_fmt(out, cap, "output_blocks.%ld.1.%s", i, r);
+        if (strcmp(kind, "resnets") != 0 || !(rn = resnet_ldm(r, &u))) return false;
+        return imgd_fmt(out, cap, "output_blocks.%ld.0.%s%s", i, rn, r + u);
+    }
+    if (strncmp(in, "mid_block.attentions.0.", 23) == 0)
+        return imgd_fmt(out, cap, "middle_block.1.%s", in + 23);
+    if (sscanf(in, "mid_block.resnets.%ld.%n", &l, &n) == 1 && n > 0) {
+        if (!(rn = resnet_ldm(in + n, &u))) return false;
+        return imgd_fmt(out, cap, "middle_block.%ld.%s%s", 2 * l, rn, in + n + u);
+    }
+    static const char *const m[][2] = {{"time_embedding.linear_1.", "time_embed.0."},
+                                       {"time_embedding.linear_2.", "time_embed.2."},
+                                       {"add_embedding.linear_1.", "label_emb.0.0."},
+                                       {"add_embedding.linear_2.", "label_emb.0.2."},
+                                       {"conv_norm_out.", "out.0."},
+                                       {"conv_out.", "out.2."}};
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(m); i++) {
+        size_t k = strlen(m[i][0]);
+        if (strncmp(in, m[i][0], k) == 0) return imgd_fmt(out, cap, "%s%s", m[i][1], in + k);
+    }
+    return false;
+}
+
 /* ---- ControlNet extras (original names) ------------------------------------------- */
 
 static bool controlnet_extra(const char *in, char *out) {

@@ -42,4 +42,11 @@ imgd_status imgd_keymap_build(const imgd_weights *w, const imgd_model_info *mi, 
 const imgd_km_entry *imgd_keymap_find(const imgd_keymap *km, const char *canonical);
 void                 imgd_keymap_free(imgd_keymap *km);
 
+/* The original LDM/SGM name (input_blocks / middle_block / output_blocks ...) of a diffusers
+ * UNet name without the "unet." prefix ("down_blocks.1.attentions.0.proj_in.weight" ->
+ * "input_blocks.4.1.proj_in.weight"), the inverse of the LDM key map, for adapters that use
+ * LDM module names (kohya SDXL LoRAs: lora_unet_input_blocks_4_1_...). false when the name
+ * has no LDM spelling or does not fit cap. */
+bool imgd_keymap_unet_to_ldm(const imgd_unet_config *c, const char *in, char *out, size_t cap);
+
 #endif

@@ -12,6 +12,7 @@
 #include "base/alloc.h"
 #include "base/error.h"
 #include "base/text.h"
+#include "detect/keymap.h"
 #include "formats/dtype.h"
 #include "formats/weights.h"
 #include "tensor/ops.h"
@@ -98,6 +99,9 @@ static bool kohya_name(const char *canonical, char *out, size_t cap) {
     } else if (starts_with(canonical, "text_encoder.")) {
         rest = canonical + 13;
         pfx  = "lora_te_";
+    } else if (starts_with(canonical, "text_encoder_2.")) {
+        rest = canonical + 15;
+        pfx  = "lora_te2_";
     } else {
         return false;
     }
@@ -108,21 +112,34 @@ static bool kohya_name(const char *canonical, char *out, size_t cap) {
     return true;
 }
 
-/* Map of kohya names to canonical weights over every binder. */
+static imgd_status index_put(imgd_lora *l, imgd_strmap *idx, const char *k, const char *c) {
+    char *key = imgd_arena_strndup(&l->arena, k, strlen(k));
+    if (!key) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_status st = imgd_strmap_put(idx, key, (size_t)c, NULL);
+    return st == IMGD_E_NOMEM ? imgd_fail(IMGD_E_NOMEM, "out of memory") : IMGD_OK;
+}
+
+/* Map of kohya names to canonical weights over every binder: the diffusers spelling
+ * (lora_unet_down_blocks_1_attentions_0_...) and, for UNets, the LDM one kohya's SDXL
+ * trainer writes (lora_unet_input_blocks_4_1_...). */
 static imgd_status kohya_index(imgd_lora *l, imgd_wbind *const *binds, size_t n_binds,
                                imgd_strmap *idx) {
-    char k[512];
-    for (size_t b = 0; b < n_binds; b++) {
-        const char *c;
-        for (size_t i = 0; (c = imgd_wbind_name_at(binds[b], i)) != NULL; i++) {
+    char        k[512], ldm[512], canon[512];
+    imgd_status st = IMGD_OK;
+    for (size_t b = 0; b < n_binds && st == IMGD_OK; b++) {
+        const imgd_model_info *mi = imgd_wbind_info(binds[b]);
+        const char            *c;
+        for (size_t i = 0; st == IMGD_OK && (c = imgd_wbind_name_at(binds[b], i)) != NULL; i++) {
             if (!kohya_name(c, k, sizeof k)) continue;
-            char *key = imgd_arena_strndup(&l->arena, k, strlen(k));
-            if (!key) return imgd_fail(IMGD_E_NOMEM, "out of memory");
-            imgd_status st = imgd_strmap_put(idx, key, (size_t)c, NULL);
-            if (st == IMGD_E_NOMEM) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+            st = index_put(l, idx, k, c);
+            if (st != IMGD_OK || !mi || !mi->has_unet || !starts_with(c, "unet.") ||
+                !imgd_keymap_unet_to_ldm(&mi->unet, c + 5, ldm, sizeof ldm) ||
+                !imgd_fmt(canon, sizeof canon, "unet.%s", ldm) || !kohya_name(canon, k, sizeof k))
+                continue;
+            st = index_put(l, idx, k, c);
         }
     }
-    return IMGD_OK;
+    return st;
 }
 
 static bool bound(imgd_wbind *const *binds, size_t n_binds, const char *canonical) {

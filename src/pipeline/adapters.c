@@ -294,7 +294,11 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p) {
         if (st == IMGD_OK)
             st = imgd_lora_stack_add(m->ad->stack, l, sp[i].w_unet, sp[i].w_te, sp[i].merged);
     }
-    if (st == IMGD_OK && n > 0) st = imgd_lora_stack_attach(m->ad->stack, m->wb, "text_encoder.");
+    for (int32_t e = 0; st == IMGD_OK && n > 0 && e < m->n_te; e++) {
+        char pfx[64];
+        (void)imgd_fmt(pfx, sizeof pfx, "%s.", m->te[e].prefix);
+        st = imgd_lora_stack_attach(m->ad->stack, m->wb, pfx);
+    }
     if (st == IMGD_OK && n > 0)
         st = imgd_lora_stack_attach(m->ad->stack, imgd_sd_unet_bind(m), "unet.");
     if (st == IMGD_OK && n > 0) {
