@@ -27,6 +27,11 @@ int bench_sd_model_write(const char *dir, const char *tag, char *root, size_t ro
  * place (sd.c); 0 on success. */
 int bench_fill_random(const char *path);
 
+/* Like bench_sd_model_write for any checkpoint case of tests/detect/corpus_gen.c
+ * ("ckpt_sdxl_base_sgm": SDXL base of the real size). */
+int bench_model_write_case(const char *dir, const char *tag, const char *case_name, char *root,
+                           size_t root_cap, char *target, size_t target_cap);
+
 /* The machine's measured sgemm peak (see engine.c), GFLOP/s; 0 on failure. */
 double bench_gemm_peak_gflops(uint32_t threads);
 

@@ -7,7 +7,10 @@
  * --backend cuda (builds with the CUDA toolkit): the same model on the GPU, reporting it/s,
  * load time (file) and first-run time (planning and weight upload included), peak VRAM
  * (cudaMemGetInfo, sampled at every step), and the UNet's achieved TFLOP/s beside the card's
- * cuBLASLt fp16 GEMM TFLOP/s measured in the same run. */
+ * cuBLASLt fp16 GEMM TFLOP/s measured in the same run.
+ *
+ * --family sdxl: the same for a random-weight SDXL base (both text encoders, 1024x1024 by
+ * default, peak RSS beside weights + 3 GiB). */
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -29,7 +32,7 @@
 #endif
 
 typedef struct opts {
-    const char *dir, *tokenizer, *backend, *precision;
+    const char *dir, *tokenizer, *backend, *precision, *family;
     int32_t     steps, size;
     uint32_t    threads;
     bool        keep;
@@ -38,8 +41,9 @@ typedef struct opts {
 static int parse(int argc, char **argv, opts *o) {
     memset(o, 0, sizeof *o);
     o->dir   = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    o->steps = 2;
-    o->size  = 512;
+    o->steps  = 2;
+    o->size   = 0;
+    o->family = "sd15";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--keep") == 0) {
@@ -56,6 +60,8 @@ static int parse(int argc, char **argv, opts *o) {
             o->backend = v;
         else if (strcmp(a, "--precision") == 0)
             o->precision = v;
+        else if (strcmp(a, "--family") == 0)
+            o->family = v;
         else if (strcmp(a, "--tokenizer") == 0)
             o->tokenizer = v;
         else if (strcmp(a, "--steps") == 0)
@@ -70,6 +76,11 @@ static int parse(int argc, char **argv, opts *o) {
         }
         i++;
     }
+    if (strcmp(o->family, "sd15") != 0 && strcmp(o->family, "sdxl") != 0) {
+        fprintf(stderr, "imgd-bench sd: --family '%s': expected sd15 or sdxl\n", o->family);
+        return -1;
+    }
+    if (!o->size) o->size = strcmp(o->family, "sdxl") == 0 ? 1024 : 512;
     if (o->steps < 1 || o->size < 64 || o->size % 8) {
         fprintf(stderr, "imgd-bench sd: --steps >= 1, --size a multiple of 8 >= 64\n");
         return -1;
@@ -141,9 +152,15 @@ int bench_fill_random(const char *path) {
 
 int bench_sd_model_write(const char *dir, const char *tag, char *root, size_t root_cap,
                          char *target, size_t target_cap) {
+    return bench_model_write_case(dir, tag, "ckpt_sd15_fp16_ldm", root, root_cap, target,
+                                  target_cap);
+}
+
+int bench_model_write_case(const char *dir, const char *tag, const char *case_name, char *root,
+                           size_t root_cap, char *target, size_t target_cap) {
     const cg_case *cs = NULL;
     for (size_t i = 0; i < cg_case_count(); i++)
-        if (strcmp(cg_case_at(i)->name, "ckpt_sd15_fp16_ldm") == 0) cs = cg_case_at(i);
+        if (strcmp(cg_case_at(i)->name, case_name) == 0) cs = cg_case_at(i);
     if (!cs || !imgd_fmt(root, root_cap, "%s/imgd-bench-%s-%ld", dir, tag, (long)getpid()) ||
         mkdir(root, 0755) != 0 || cs->build(root, target, target_cap) != 0)
         return -1;
@@ -315,13 +332,16 @@ int bench_sd(int argc, char **argv) {
             o.tokenizer = tokdir;
     }
     char root[1024], target[1400];
-    if (bench_sd_model_write(o.dir, "sd", root, sizeof root, target, sizeof target) != 0) {
+    bool xl = strcmp(o.family, "sdxl") == 0;
+    if (bench_model_write_case(o.dir, "sd", xl ? "ckpt_sdxl_base_sgm" : "ckpt_sd15_fp16_ldm",
+                               root, sizeof root, target, sizeof target) != 0) {
         fprintf(stderr, "imgd-bench sd: could not write the model under %s (give --dir)\n", o.dir);
         return 1;
     }
     double t0 = bench_now();
     int    rc = bench_fill_random(target);
-    printf("# random SD 1.5 (f16) written in %.1f s: %s\n", bench_now() - t0, target);
+    printf("# random %s (f16) written in %.1f s: %s\n", xl ? "SDXL base" : "SD 1.5",
+           bench_now() - t0, target);
     struct stat st;
     double      wbytes = stat(target, &st) == 0 ? (double)st.st_size : 0;
 
@@ -354,22 +374,24 @@ int bench_sd(int argc, char **argv) {
         rc = 1;
     }
     if (!rc) {
-    } else if (!rc) {
         double        step  = r2->t_sample_s / r2->steps_run;
         double        flops = graph_flops(m->g_unet.g);
         double        peak  = bench_gemm_peak_gflops(o.threads);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         double rss = (double)ru.ru_maxrss * 1024.0;
-        bench_emit("sd", "load_s", t_load, "s", NULL, 0);
-        bench_emit("sd", "text_encoder_s", r2->t_encode_s, "s", NULL, 0);
-        bench_emit("sd", "unet_step_s", step, "s", NULL, 0);
-        bench_emit("sd", "unet_gflops", flops / step / 1e9, "GFLOP/s", "gemm_peak",
+        const char *b     = xl ? "sdxl" : "sd";
+        double      extra = xl ? 3.0 : 1.5; /* GiB the goal allows beside the weights */
+        bench_emit(b, "load_s", t_load, "s", NULL, 0);
+        bench_emit(b, "text_encoder_s", r2->t_encode_s, "s", NULL, 0);
+        bench_emit(b, "unet_step_s", step, "s", NULL, 0);
+        bench_emit(b, "unet_gflops", flops / step / 1e9, "GFLOP/s", "gemm_peak",
                    flops / step / 1e9 / peak);
-        bench_emit("sd", "gemm_peak_gflops", peak, "GFLOP/s", NULL, 0);
-        bench_emit("sd", "vae_decode_s", r2->t_decode_s, "s", NULL, 0);
-        bench_emit("sd", "peak_rss_gib", rss / 1073741824.0, "GiB", "weights_plus_1.5GiB",
-                   rss / (wbytes + 1.5 * 1073741824.0));
+        bench_emit(b, "gemm_peak_gflops", peak, "GFLOP/s", NULL, 0);
+        bench_emit(b, "vae_decode_s", r2->t_decode_s, "s", NULL, 0);
+        bench_emit(b, "peak_rss_gib", rss / 1073741824.0, "GiB",
+                   xl ? "weights_plus_3GiB" : "weights_plus_1.5GiB",
+                   rss / (wbytes + extra * 1073741824.0));
         printf("# UNet %.1f GFLOP per step (batch 2, %dx%d), weights %.2f GiB\n", flops / 1e9,
                (int)o.size, (int)o.size, wbytes / 1073741824.0);
     }

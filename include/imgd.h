@@ -616,6 +616,14 @@ typedef struct imgd_gen_params {
     /* The SDXL refiner's aesthetic-score conditioning of the prompt and of the negative
      * prompt (defaults 6.0 and 2.5). Since: 0.3 */
     float aesthetic_score, negative_aesthetic_score;
+
+    /* SDXL base -> refiner hand-off, as diffusers' denoising_end / denoising_start: the
+     * iterations whose timestep is below (1 - refiner_switch) * 1000 run the refiner's UNet
+     * on its own conditioning (the same prompts, its encoder, the aesthetic scores); the
+     * latents stay shared. NULL = none. The refiner is another loaded SDXL model (a refiner,
+     * or any SDXL UNet), borrowed for the call and used from this thread. Since: 0.3 */
+    imgd_model *refiner;
+    float       refiner_switch; /* (0, 1); default 0.8 */
 } imgd_gen_params;
 
 /* Defaults: 20 steps, cfg 7.5, 512x512 (the model's native size), euler, default

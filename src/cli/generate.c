@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,7 +15,7 @@
 #define CLI_ADAPTERS_MAX 16 /* --lora / --embedding flags */
 
 typedef struct gen_opts {
-    const char      *model, *out, *init, *mask, *tokenizer, *vae, *backend;
+    const char      *model, *out, *init, *mask, *tokenizer, *vae, *backend, *refiner;
     bool             json;
     bool             width_set, height_set;
     imgd_lora_spec   loras[CLI_ADAPTERS_MAX];
@@ -140,6 +141,7 @@ static const char k_usage[] =
     "      trailing|linspace] [--steps N] [--cfg F] [-W PX -H PX] [--batch N] [--clip-skip N]\n"
     "      [--clip-skip-mode a1111|diffusers] [--orig-size WxH] [--crop LEFT,TOP]\n"
     "      [--target-size WxH] [--aesthetic-score F] [--negative-aesthetic-score F]\n"
+    "      [--refiner MODEL [--refiner-switch F]]\n"
     "      [--init IMG --strength F] [--mask IMG] [--mask-blur PX] [--tokenizer DIR] [--vae PATH]\n"
     "      [--unet PATH] [--lora FILE[:W]]... [--lora-dir DIR] [--lora-mode auto|merge|unmerged]\n"
     "      [--embedding FILE]... [--embedding-dir DIR]\n"
@@ -240,6 +242,10 @@ static int parse(int argc, char **argv, gen_opts *o) {
             ok = parse_int(a, v, 1, 64, &o->p.batch);
         } else if (IS("--clip-skip")) {
             ok = parse_int(a, v, 1, 12, &o->p.clip_skip);
+        } else if (IS("--refiner")) {
+            o->refiner = v;
+        } else if (IS("--refiner-switch")) {
+            ok = parse_float(a, v, 0.01, 0.99, &o->p.refiner_switch);
         } else if (IS("--orig-size")) {
             ok = parse_size(a, v, 'x', &o->p.orig_width, &o->p.orig_height);
         } else if (IS("--target-size")) {
@@ -443,6 +449,28 @@ int imgd_cli_generate(int argc, char **argv) {
         fprintf(stderr, "imgd generate: %s\n", imgd_last_error());
         rc = 1;
     }
+    imgd_model *rm = NULL;
+    if (!rc && o.refiner) { /* the refiner: the same options, its own files */
+        imgd_load_params rlp = o.lp;
+        rlp.vae = rlp.unet = rlp.lora_dir = rlp.embedding_dir = NULL;
+        rlp.embeddings                                        = NULL;
+        rlp.n_embeddings                                      = 0;
+        /* a single-file refiner takes the base folder's tokenizer (both use CLIP's BPE) */
+        char        tokdir[4096];
+        struct stat sb;
+        if (!rlp.tokenizer_dir &&
+            snprintf(tokdir, sizeof tokdir, "%s/tokenizer/vocab.json", o.model) <
+                (int)sizeof tokdir &&
+            stat(tokdir, &sb) == 0) {
+            tokdir[strlen(tokdir) - strlen("/vocab.json")] = '\0';
+            rlp.tokenizer_dir                              = tokdir;
+        }
+        if (imgd_model_load(o.refiner, &rlp, &rm) != IMGD_OK) {
+            fprintf(stderr, "imgd generate: --refiner: %s\n", imgd_last_error());
+            rc = 1;
+        }
+        o.p.refiner = rm;
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (!rc && (!o.width_set || !o.height_set)) { /* the model's native size */
         int32_t nw = 0, nh = 0;
@@ -489,6 +517,7 @@ int imgd_cli_generate(int argc, char **argv) {
                res->steps_run ? res->t_sample_s / res->steps_run : 0.0);
     }
     imgd_gen_result_free(res);
+    imgd_model_free(rm);
     imgd_model_free(m);
     imgd_image_u8_free(&init);
     imgd_image_u8_free(&mask);

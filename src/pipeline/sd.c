@@ -41,6 +41,7 @@ imgd_gen_params imgd_gen_params_default(void) {
     p.rng                      = IMGD_RNG_MODE_CPU;
     p.aesthetic_score          = 6.0f;
     p.negative_aesthetic_score = 2.5f;
+    p.refiner_switch           = 0.8f;
     return p;
 }
 
@@ -287,6 +288,27 @@ static imgd_status check_params(const imgd_model *m, const imgd_gen_params *p) {
         return imgd_fail(IMGD_E_INVALID_ARG, "mask_blur %d: expected 0..256", (int)p->mask_blur);
     imgd_status cst = imgd_sd_control_check(p);
     if (cst != IMGD_OK) return cst;
+    if (p->refiner) {
+        const imgd_model *rf = p->refiner;
+        if (rf == m)
+            return imgd_fail(IMGD_E_INVALID_ARG, "refiner: the model itself; give another one");
+        if (!isfinite(p->refiner_switch) || p->refiner_switch <= 0 || p->refiner_switch >= 1)
+            return imgd_fail(IMGD_E_INVALID_ARG, "refiner_switch %g: expected (0, 1)",
+                             (double)p->refiner_switch);
+        if (m->n_time_ids == 0 || rf->n_time_ids == 0)
+            return imgd_fail(IMGD_E_UNSUPPORTED,
+                             "refiner %s: a base -> refiner hand-off needs two SDXL models (%s "
+                             "is %s)",
+                             rf->path, rf->n_time_ids ? m->path : rf->path,
+                             imgd_family_name((rf->n_time_ids ? m : rf)->mi->family));
+        if (m->unet.in_channels != 4 || rf->unet.in_channels != 4 ||
+            rf->unet.out_channels != m->unet.out_channels ||
+            rf->vae.latent_channels != m->vae.latent_channels)
+            return imgd_fail(IMGD_E_UNSUPPORTED,
+                             "refiner %s: its UNet takes %d channels and the base's %d; the "
+                             "hand-off needs two 4-channel (not inpainting) UNets",
+                             rf->path, (int)rf->unet.in_channels, (int)m->unet.in_channels);
+    }
     if (m->unet.in_channels == 9 && !p->mask)
         return imgd_fail(
             IMGD_E_INVALID_ARG,
@@ -365,31 +387,43 @@ typedef struct item {
     bool                   cfg_on; /* adds an unconditional half to the UNet batch */
     int32_t                B, x_off, u_off, len, steps_run;
     imgd_rng               rng;
-    imgd_sd_text           txt;        /* its conditioning ([len, D] each half) */
-    float                  tids[2][8]; /* SDXL time ids: [0] unconditional, [1] conditional */
-    float                 *img;        /* init image [3, H, W] in [-1, 1] (then masked) */
-    float                 *mask;       /* [H, W] in [0, 1] */
-    float                 *mask_lat;   /* [h, w] latent mask (1 = repaint) */
-    float                 *image_lat;  /* init image latents [4, h, w] */
-    float                 *masked_lat; /* masked-image latents [4, h, w] */
-    float                 *noise;      /* the initial draw [B, 4, h, w] */
-    float                 *vae_noise;  /* [4, h, w] */
-    double                 t_enc;
+    imgd_sd_text           txt[2];        /* its conditioning per stage ([len, D] each half) */
+    float                  tids[2][2][8]; /* SDXL time ids per stage: [0] unconditional, [1]
+                                             conditional */
+    float *img;                           /* init image [3, H, W] in [-1, 1] (then masked) */
+    float *mask;                          /* [H, W] in [0, 1] */
+    float *mask_lat;                      /* [h, w] latent mask (1 = repaint) */
+    float *image_lat;                     /* init image latents [4, h, w] */
+    float *masked_lat;                    /* masked-image latents [4, h, w] */
+    float *noise;                         /* the initial draw [B, 4, h, w] */
+    float *vae_noise;                     /* [4, h, w] */
+    double t_enc;
 } item;
+
+/* A UNet and the conditioning the batch runs it on, bound once per batch. */
+typedef struct stage {
+    imgd_model *m;
+    int32_t     len;    /* context tokens */
+    float      *ctx;    /* [ub, len, D] */
+    float      *pooled; /* SDXL: [ub, P] pooled text embeddings */
+    float      *tids;   /* SDXL: [ub, K] time ids */
+} stage;
 
 typedef struct run_ctx {
     imgd_model           *m;
     item                 *it;
     size_t                n_it;
-    int32_t               live;                  /* items still running */
-    int32_t               B, h, w, cin, len, ub; /* B: latents of all items; ub: UNet batch */
-    float                *ctx;                   /* [ub, len, D] conditioning, bound once */
-    float                *pooled;                /* SDXL: [ub, P] pooled text embeddings */
-    float                *tids;                  /* SDXL: [ub, K] time ids */
-    float                *x_unet;                /* [ub, cin, h, w] */
-    float                *t_unet;                /* [ub] */
-    float                *out_unet;              /* [ub, 4, h, w] */
-    float                *known;                 /* [4, h, w]: 4-channel inpainting blend */
+    int32_t               live;             /* items still running */
+    int32_t               B, h, w, cin, ub; /* B: latents of all items; ub: UNet batch */
+    stage                 sg[2];            /* the base, then the refiner (n_sg 2) */
+    int32_t               n_sg;
+    int32_t               cur;      /* the stage of the current iteration */
+    int32_t               cur_step; /* the iteration cur was chosen for */
+    float                 cutoff;   /* refiner from timesteps below this on */
+    float                *x_unet;   /* [ub, cin, h, w] */
+    float                *t_unet;   /* [ub] */
+    float                *out_unet; /* [ub, 4, h, w] */
+    float                *known;    /* [4, h, w]: 4-channel inpainting blend */
     const imgd_sampler   *sampler;
     double                t0;
     imgd_sd_control_run  *ctl;         /* the batch's ControlNets; NULL = none */
@@ -424,11 +458,11 @@ static imgd_status any_live(run_ctx *r) {
     return IMGD_E_CANCELLED;
 }
 
-static imgd_status unet_graph(run_ctx *r) {
-    imgd_model    *m     = r->m;
+static imgd_status unet_graph(run_ctx *r, const stage *sg) {
+    imgd_model    *m     = sg->m;
     imgd_sd_graph *k     = &m->g_unet;
-    int32_t        n_res = r->ctl ? imgd_unet_skip_count(&m->unet) + 1 : 0;
-    if (k->g && k->batch == r->ub && k->h == r->h && k->w == r->w && k->len == r->len &&
+    int32_t        n_res = r->ctl && m == r->m ? imgd_unet_skip_count(&m->unet) + 1 : 0;
+    if (k->g && k->batch == r->ub && k->h == r->h && k->w == r->w && k->len == sg->len &&
         k->n_res == n_res)
         return IMGD_OK;
     imgd_status st = new_graph(k);
@@ -436,12 +470,12 @@ static imgd_status unet_graph(run_ctx *r) {
     k->batch = r->ub;
     k->h     = r->h;
     k->w     = r->w;
-    k->len   = r->len;
+    k->len   = sg->len;
     k->in[0] = imgd_graph_input(k->g, "x", IMGD_DTYPE_F32, 4,
                                 (const int64_t[]){r->ub, r->cin, r->h, r->w});
     k->in[1] = imgd_graph_input(k->g, "t", IMGD_DTYPE_F32, 1, (const int64_t[]){r->ub});
     k->in[2] = imgd_graph_input(k->g, "ctx", IMGD_DTYPE_F32, 3,
-                                (const int64_t[]){r->ub, r->len, m->unet.context_dim});
+                                (const int64_t[]){r->ub, sg->len, m->unet.context_dim});
     imgd_unet_extra ex;
     memset(&ex, 0, sizeof ex);
     k->in[3] = k->in[4] = NULL;
@@ -502,20 +536,25 @@ static imgd_status denoise(void *user, const float *x_in, size_t n, float t, flo
     size_t   per = 4 * (size_t)r->h * r->w;
     if (n != (size_t)r->B * per) return imgd_fail(IMGD_E_INTERNAL, "denoise: %zu floats", n);
     unet_inputs(r, x_in, t);
-    imgd_sd_graph *k  = &r->m->g_unet;
-    imgd_status    st = IMGD_OK;
-    if (r->ctl) {
+    if (r->cur_step != r->step) { /* the iteration's first call picks its stage */
+        r->cur_step = r->step;
+        r->cur      = r->n_sg > 1 && t < r->cutoff ? 1 : 0;
+    }
+    const stage   *sg = &r->sg[r->cur];
+    imgd_sd_graph *k  = &sg->m->g_unet;
+    imgd_status    st = unet_graph(r, sg);
+    if (st == IMGD_OK && r->ctl && r->cur == 0) {
         int32_t iters = imgd_sampler_iterations(r->sampler);
-        st = imgd_sd_control_step(r->ctl, r->x_unet, r->cin, r->t_unet, r->ctx, r->step - r->first,
+        st = imgd_sd_control_step(r->ctl, r->x_unet, r->cin, r->t_unet, sg->ctx, r->step - r->first,
                                   iters - r->first);
         for (int32_t i = 0; st == IMGD_OK && i < k->n_res; i++)
             st = imgd_tensor_bind(k->res[i], imgd_sd_control_res(r->ctl, i));
     }
     if (st == IMGD_OK) st = imgd_tensor_bind(k->in[0], r->x_unet);
     if (st == IMGD_OK) st = imgd_tensor_bind(k->in[1], r->t_unet);
-    if (st == IMGD_OK) st = imgd_tensor_bind(k->in[2], r->ctx);
-    if (st == IMGD_OK && k->in[3]) st = imgd_tensor_bind(k->in[3], r->pooled);
-    if (st == IMGD_OK && k->in[4]) st = imgd_tensor_bind(k->in[4], r->tids);
+    if (st == IMGD_OK) st = imgd_tensor_bind(k->in[2], sg->ctx);
+    if (st == IMGD_OK && k->in[3]) st = imgd_tensor_bind(k->in[3], sg->pooled);
+    if (st == IMGD_OK && k->in[4]) st = imgd_tensor_bind(k->in[4], sg->tids);
     if (st == IMGD_OK) st = imgd_graph_compute(k->g);
     if (st == IMGD_OK) st = imgd_graph_read_f32(k->g, k->out[0], r->out_unet, (size_t)r->ub * per);
     if (st != IMGD_OK) return st;
@@ -627,6 +666,8 @@ typedef struct batch_sig {
     uint64_t           loras;    /* imgd_sd_lora_sig; 0 = none */
     int32_t            n_controls;
     uint64_t           controls; /* FNV-1a of the ControlNet paths, in order */
+    const imgd_model  *refiner;
+    float              refiner_switch; /* with a refiner only, else 0 */
 } batch_sig;
 
 /* FNV-1a 64 over the control paths, each followed by a NUL. */
@@ -659,15 +700,17 @@ static imgd_status prompt_chunks(const imgd_model *m, const char *text, size_t *
 static imgd_status sig_of(const imgd_model *m, const imgd_gen_params *p, batch_sig *s,
                           const char **field) {
     memset(s, 0, sizeof *s);
-    s->width       = p->width;
-    s->height      = p->height;
-    s->steps       = p->steps;
-    s->init        = p->init != NULL;
-    s->strength    = p->init ? p->strength : 0.0f;
-    s->n_controls  = p->controls ? p->n_controls : 0;
-    s->controls    = controls_hash(p);
-    *field         = "sampler";
-    imgd_status st = imgd_sampler_kind_parse(p->sampler ? p->sampler : "euler", &s->sampler);
+    s->width          = p->width;
+    s->height         = p->height;
+    s->steps          = p->steps;
+    s->init           = p->init != NULL;
+    s->strength       = p->init ? p->strength : 0.0f;
+    s->n_controls     = p->controls ? p->n_controls : 0;
+    s->controls       = controls_hash(p);
+    s->refiner        = p->refiner;
+    s->refiner_switch = p->refiner ? p->refiner_switch : 0.0f;
+    *field            = "sampler";
+    imgd_status st    = imgd_sampler_kind_parse(p->sampler ? p->sampler : "euler", &s->sampler);
     if (st != IMGD_OK) return st;
     *field = "schedule";
     st     = imgd_schedule_kind_parse(p->schedule ? p->schedule : "default", &s->schedule);
@@ -727,6 +770,10 @@ static const char *sig_diff(const batch_sig *a, const batch_sig *b, char *why, s
     } else if (a->loras != b->loras) {
         f = "loras";
         (void)imgd_fmt(why, cap, "different LoRA sets");
+    } else if (a->refiner != b->refiner || !same_float(a->refiner_switch, b->refiner_switch)) {
+        f = "refiner";
+        (void)imgd_fmt(why, cap, "%s vs %s", a->refiner ? a->refiner->path : "none",
+                       b->refiner ? b->refiner->path : "none");
     } else if (a->n_controls != b->n_controls || a->controls != b->controls) {
         f = "controls";
         (void)imgd_fmt(why, cap, "%d vs %d ControlNets%s", (int)a->n_controls, (int)b->n_controls,
@@ -768,6 +815,12 @@ imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, ch
     size_t kl = strlen(key);
     if (s.n_controls > 0 && !imgd_fmt(key + kl, sizeof key - kl, " controls=%d:%016llx",
                                       (int)s.n_controls, (unsigned long long)s.controls))
+        return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
+                         (int)IMGD_GEN_BATCH_KEY_MAX);
+    kl = strlen(key);
+    if (s.refiner &&
+        !imgd_fmt(key + kl, sizeof key - kl, " refiner=%016llx:%.9g",
+                  (unsigned long long)imgd_str_hash(s.refiner->path), (double)s.refiner_switch))
         return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
                          (int)IMGD_GEN_BATCH_KEY_MAX);
     if (strlen(key) >= cap)
@@ -855,8 +908,13 @@ static void batch_encode(run_ctx *r) {
         imgd_status st   = imgd_sd_prompt_strip(p->prompt, &bare);
         if (st == IMGD_OK)
             st = imgd_sd_encode(r->m, bare, p->negative, p->clip_skip, !p->clip_skip_positive_only,
-                                &it->txt);
-        if (st == IMGD_OK) time_ids(r->m, p, it->tids);
+                                &it->txt[0]);
+        if (st == IMGD_OK) time_ids(r->m, p, it->tids[0]);
+        if (st == IMGD_OK && p->refiner) {
+            st = imgd_sd_encode(p->refiner, bare, p->negative, 1, true, &it->txt[1]);
+            if (st == IMGD_OK) time_ids(p->refiner, p, it->tids[1]);
+            if (st != IMGD_OK) st = imgd_fail_prefix(st, "refiner");
+        }
         imgd_free(bare);
         it->t_enc = now_s() - t0;
         if (st != IMGD_OK) item_fail(r, i, st);
@@ -875,65 +933,90 @@ static imgd_status control_layout(run_ctx *r) {
         if (!it->placed) continue;
         r->ctl_items[i] = (imgd_sd_control_item){it->p, it->u_off, it->B, it->cfg_on};
     }
-    return imgd_sd_control_begin(r->m, r->ctl_items, r->n_it, r->ub, r->h, r->w, r->len, &r->ctl);
+    return imgd_sd_control_begin(r->m, r->ctl_items, r->n_it, r->ub, r->h, r->w, r->sg[0].len,
+                                 &r->ctl);
 }
 
 /* Places the encoded items in the batch, allocates the loop's buffers (x: zeroed, n
  * floats), fills the conditioning and plans the UNet. Non-OK: batch-wide failure. */
+/* Fills stage g's conditioning rows for every placed item. */
+static imgd_status stage_fill(run_ctx *r, int32_t g) {
+    stage      *sg = &r->sg[g];
+    imgd_model *m  = sg->m;
+    size_t      L = (size_t)sg->len, D = (size_t)m->unet.context_dim;
+    size_t      P = (size_t)m->pooled_dim, K = (size_t)m->n_time_ids;
+    sg->ctx = imgd_malloc((size_t)r->ub * L * D * sizeof *sg->ctx);
+    if (K) {
+        sg->pooled = imgd_malloc((size_t)r->ub * P * sizeof *sg->pooled);
+        sg->tids   = imgd_malloc((size_t)r->ub * K * sizeof *sg->tids);
+    }
+    if (!sg->ctx || (K && (!sg->pooled || !sg->tids)))
+        return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < r->n_it; i++) {
+        const item         *it = &r->it[i];
+        const imgd_sd_text *tx = &it->txt[g];
+        int32_t             nu = it->cfg_on ? 2 * it->B : it->B;
+        for (int32_t u = 0; it->placed && u < nu; u++) {
+            bool         un  = it->cfg_on && u < it->B;
+            const float *src = un ? tx->uncond : tx->cond;
+            size_t       row = (size_t)(it->u_off + u);
+            memcpy(sg->ctx + row * L * D, src, L * D * sizeof *src);
+            if (!K) continue;
+            memcpy(sg->pooled + row * P, un ? tx->upooled : tx->pooled, P * sizeof(float));
+            memcpy(sg->tids + row * K, it->tids[g][un ? 0 : 1], K * sizeof(float));
+        }
+    }
+    return IMGD_OK;
+}
+
+/* Places the encoded items in the batch, allocates the loop's buffers (x: zeroed, n
+ * floats), fills the conditioning of every stage and plans the base UNet. Non-OK:
+ * batch-wide failure. */
 static imgd_status batch_layout(run_ctx *r, const imgd_gen_params *lp, float **x, size_t *n) {
     imgd_model *m = r->m;
     int32_t     S = imgd_vae_scale(&m->vae);
-    size_t      D = (size_t)m->unet.context_dim;
     r->h          = lp->height / S;
     r->w          = lp->width / S;
     r->cin        = m->unet.in_channels;
+    r->sg[0].m    = m;
+    r->n_sg       = 1;
+    r->cur_step   = -1;
+    if (lp->refiner) {
+        r->sg[1].m = lp->refiner;
+        r->n_sg    = 2;
+        /* diffusers' denoising_end / denoising_start cut-off */
+        r->cutoff = (float)round(1000.0 - (double)lp->refiner_switch * 1000.0);
+    }
     for (size_t i = 0; i < r->n_it; i++) {
         item *it = &r->it[i];
         if (it->st != IMGD_OK) continue;
-        if (r->live > 0 && it->txt.len != r->len)
-            return imgd_fail(IMGD_E_INTERNAL, "item %zu: %d context tokens, batch %d", i,
-                             (int)it->txt.len, (int)r->len);
+        for (int32_t g = 0; g < r->n_sg; g++)
+            if (r->live > 0 && it->txt[g].len != r->sg[g].len)
+                return imgd_fail(IMGD_E_INTERNAL, "item %zu: %d context tokens, batch %d", i,
+                                 (int)it->txt[g].len, (int)r->sg[g].len);
         it->placed = it->live = true;
         it->B                 = it->p->batch;
         it->cfg_on            = it->p->cfg > 1.0f;
         it->x_off             = r->B;
         it->u_off             = r->ub;
-        r->len                = it->txt.len;
+        for (int32_t g = 0; g < r->n_sg; g++) r->sg[g].len = it->txt[g].len;
         r->B += it->B;
         r->ub += it->cfg_on ? 2 * it->B : it->B;
         r->live++;
     }
-    size_t hw = (size_t)r->h * r->w, per = 4 * hw, L = (size_t)r->len;
-    r->ctx      = imgd_malloc((size_t)r->ub * L * D * sizeof *r->ctx);
+    size_t hw = (size_t)r->h * r->w, per = 4 * hw;
     r->x_unet   = imgd_malloc((size_t)r->ub * r->cin * hw * sizeof *r->x_unet);
     r->t_unet   = imgd_malloc((size_t)r->ub * sizeof *r->t_unet);
     r->out_unet = imgd_malloc((size_t)r->ub * per * sizeof *r->out_unet);
     r->known    = imgd_malloc(per * sizeof *r->known);
     *n          = (size_t)r->B * per;
     *x          = imgd_calloc(*n, sizeof **x);
-    if (!r->ctx || !r->x_unet || !r->t_unet || !r->out_unet || !r->known || !*x)
+    if (!r->x_unet || !r->t_unet || !r->out_unet || !r->known || !*x)
         return imgd_fail(IMGD_E_NOMEM, "out of memory");
-    size_t P = (size_t)m->pooled_dim, K = (size_t)m->n_time_ids;
-    if (K) {
-        r->pooled = imgd_malloc((size_t)r->ub * P * sizeof *r->pooled);
-        r->tids   = imgd_malloc((size_t)r->ub * K * sizeof *r->tids);
-        if (!r->pooled || !r->tids) return imgd_fail(IMGD_E_NOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < r->n_it; i++) {
-        const item *it = &r->it[i];
-        int32_t     nu = it->cfg_on ? 2 * it->B : it->B;
-        for (int32_t u = 0; it->placed && u < nu; u++) {
-            bool         un  = it->cfg_on && u < it->B;
-            const float *src = un ? it->txt.uncond : it->txt.cond;
-            size_t       row = (size_t)(it->u_off + u);
-            memcpy(r->ctx + row * L * D, src, L * D * sizeof *src);
-            if (!K) continue;
-            memcpy(r->pooled + row * P, un ? it->txt.upooled : it->txt.pooled, P * sizeof(float));
-            memcpy(r->tids + row * K, it->tids[un ? 0 : 1], K * sizeof(float));
-        }
-    }
-    imgd_status st = control_layout(r);
-    return st == IMGD_OK ? unet_graph(r) : st;
+    imgd_status st = IMGD_OK;
+    for (int32_t g = 0; st == IMGD_OK && g < r->n_sg; g++) st = stage_fill(r, g);
+    if (st == IMGD_OK) st = control_layout(r);
+    return st == IMGD_OK ? unet_graph(r, &r->sg[0]) : st;
 }
 
 /* The item's starting latents in x (its B latents), with its draws in diffusers' order. */
@@ -1032,7 +1115,8 @@ static imgd_status item_finish(run_ctx *r, item *it, const float *x, double t_sm
 }
 
 static void item_release(item *it) {
-    imgd_sd_text_free(&it->txt);
+    imgd_sd_text_free(&it->txt[0]);
+    imgd_sd_text_free(&it->txt[1]);
     imgd_free(it->img);
     imgd_free(it->mask);
     imgd_free(it->mask_lat);
@@ -1141,9 +1225,11 @@ imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *item
         item_release(&r.it[i]);
     }
     imgd_free(x);
-    imgd_free(r.ctx);
-    imgd_free(r.pooled);
-    imgd_free(r.tids);
+    for (int32_t g = 0; g < 2; g++) {
+        imgd_free(r.sg[g].ctx);
+        imgd_free(r.sg[g].pooled);
+        imgd_free(r.sg[g].tids);
+    }
     imgd_free(r.x_unet);
     imgd_free(r.t_unet);
     imgd_free(r.out_unet);

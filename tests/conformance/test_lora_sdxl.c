@@ -1,5 +1,5 @@
-/* SDXL adapters on sdxl-narrow: a kohya LoRA written with the LDM module names kohya's SDXL
- * trainer uses (lora_unet_input_blocks_4_1_..., lora_unet_middle_block_1_...,
+/* SDXL adapters and the refiner hand-off on sdxl-narrow: a kohya LoRA written with the LDM module
+ * names kohya's SDXL trainer uses (lora_unet_input_blocks_4_1_..., lora_unet_middle_block_1_...,
  * lora_unet_output_blocks_2_2_conv, lora_te1_ / lora_te2_) binds every module to the
  * diffusers weight it changes, in the folder and the single file (OpenCLIP's fused
  * in_proj for TE2); applied through the pipeline it changes the image, and taking it off
@@ -101,15 +101,17 @@ static imgd_model *load(const char *shared, const char *layout, const char *lora
     return m;
 }
 
-static float *gen(imgd_model *m, const imgd_lora_spec *l) {
+static float *gen_ref(imgd_model *m, const imgd_lora_spec *l, imgd_model *refiner, float sw) {
     imgd_gen_params p = imgd_gen_params_default();
     p.prompt          = "a red fox";
-    p.steps           = 2;
+    p.steps           = 4;
     p.cfg             = 5.0f;
     p.width = p.height  = 64;
     p.seed              = 9;
     p.loras             = l;
     p.n_loras           = l ? 1 : 0;
+    p.refiner           = refiner;
+    p.refiner_switch    = sw;
     imgd_gen_result *r  = NULL;
     imgd_status      st = imgd_generate(m, &p, &r);
     CHECK_MSG(st == IMGD_OK, "generate: %s", imgd_last_error());
@@ -118,6 +120,16 @@ static float *gen(imgd_model *m, const imgd_lora_spec *l) {
     r->pixels = NULL;
     imgd_gen_result_free(r);
     return px;
+}
+
+static float *gen(imgd_model *m, const imgd_lora_spec *l) {
+    return gen_ref(m, l, NULL, 0.8f);
+}
+
+static double max_diff(const float *a, const float *b) {
+    double d = 0;
+    for (size_t i = 0; i < (size_t)3 * 64 * 64; i++) d = fmax(d, fabs((double)a[i] - (double)b[i]));
+    return d;
 }
 
 static void test_lora_sdxl_ldm_names_bind_and_apply(void) {
@@ -170,6 +182,58 @@ static void test_lora_sdxl_ldm_names_bind_and_apply(void) {
     }
 }
 
+/* Base -> refiner hand-off: a refiner with the base's own weights gives the base's image;
+ * with a LoRA on the base only, the hand-off result differs from both the LoRA run and the
+ * plain run (the refiner ran the late steps); bad refiners are refused by name. */
+static void test_sdxl_refiner_handoff(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: SDXL refiner hand-off not checked");
+        return;
+    }
+    char dir[4096], path[4096];
+    tu_tmp_path(dir, sizeof dir, "lora-sdxl-ref");
+    mkdir(dir, 0755);
+    (void)imgd_fmt(path, sizeof path, "%s/xl_ldm.safetensors", dir);
+    CHECK(write_lora(path));
+    imgd_model *m = load(shared, "diffusers", dir);
+    imgd_model *r = load(shared, "sdxl-narrow.safetensors", NULL);
+    if (m && r) {
+        imgd_lora_spec spec  = {path, 1.0f, NAN, IMGD_LORA_MODE_AUTO};
+        float         *plain = gen_ref(m, NULL, NULL, 0.8f);
+        float         *same  = gen_ref(m, NULL, r, 0.5f);
+        float         *lora  = gen_ref(m, &spec, NULL, 0.8f);
+        float         *hand  = gen_ref(m, &spec, r, 0.5f);
+        if (plain && same && lora && hand) {
+            double d_same = max_diff(plain, same), d_lora = max_diff(hand, lora);
+            double d_plain = max_diff(hand, plain);
+            printf("refiner: same weights %.3g, hand-off vs LoRA-only %.3g, vs plain %.3g\n",
+                   d_same, d_lora, d_plain);
+            CHECK_MSG(d_same <= 1e-5, "a same-weights refiner changed the image by %g", d_same);
+            CHECK_MSG(d_lora > 1e-3 && d_plain > 1e-3, "the refiner did not run (%g, %g)", d_lora,
+                      d_plain);
+        }
+        imgd_free(plain);
+        imgd_free(same);
+        imgd_free(lora);
+        imgd_free(hand);
+        imgd_gen_params p = imgd_gen_params_default();
+        p.prompt          = "x";
+        p.width = p.height   = 64;
+        p.refiner            = r;
+        p.refiner_switch     = 1.5f;
+        imgd_gen_result *res = NULL;
+        CHECK_STATUS(imgd_generate(m, &p, &res), IMGD_E_INVALID_ARG);
+        CHECK(strstr(imgd_last_error(), "refiner_switch") != NULL);
+        p.refiner_switch = 0.8f;
+        p.refiner        = m;
+        CHECK_STATUS(imgd_generate(m, &p, &res), IMGD_E_INVALID_ARG);
+        imgd_gen_result_free(res);
+    }
+    imgd_model_free(m);
+    imgd_model_free(r);
+}
+
 /* clip_l + clip_g embedding: one token of two vectors, each part in its encoder. */
 static void test_sdxl_embedding_loads_both_parts(void) {
     const char *shared = tu_shared_dir();
@@ -213,5 +277,6 @@ static void test_sdxl_embedding_loads_both_parts(void) {
 int main(void) {
     RUN(test_lora_sdxl_ldm_names_bind_and_apply);
     RUN(test_sdxl_embedding_loads_both_parts);
+    RUN(test_sdxl_refiner_handoff);
     TEST_END();
 }
