@@ -211,6 +211,13 @@ static imgd_status sched_config(imgd_model *m, imgd_sampler_params *out) {
     sp.prediction = m->prediction == IMGD_PRED_V ? IMGD_PREDICTION_V : IMGD_PREDICTION_EPSILON;
     /* SDXL's released scheduler configs (base and refiner) space timesteps "leading" */
     if (m->n_time_ids > 0) sp.spacing = IMGD_SPACING_LEADING;
+    /* zero-terminal-SNR fine-tunes (NoobAI-XL v-pred and others) mark single files with a
+     * "ztsnr" tensor: their schedule ends at zero SNR, spaced trailing */
+    imgd_tensor_info zt;
+    if (imgd_weights_find(m->w, "ztsnr", &zt) == IMGD_OK) {
+        sp.rescale_zero_snr = true;
+        sp.spacing          = IMGD_SPACING_TRAILING;
+    }
     const char *text = imgd_weights_meta_find(m->w, "scheduler/scheduler_config.json");
     imgd_status st   = IMGD_OK;
     if (text) {
@@ -227,6 +234,8 @@ static imgd_status sched_config(imgd_model *m, imgd_sampler_params *out) {
         if (NUM("steps_offset")) sp.steps_offset = (int32_t)v->valuedouble;
         v = cJSON_GetObjectItemCaseSensitive(j, "set_alpha_to_one");
         if (v && cJSON_IsBool(v)) sp.set_alpha_to_one = cJSON_IsTrue(v);
+        v = cJSON_GetObjectItemCaseSensitive(j, "rescale_betas_zero_snr");
+        if (v && cJSON_IsBool(v)) sp.rescale_zero_snr = cJSON_IsTrue(v);
         if (STR("beta_schedule") &&
             imgd_beta_schedule_parse(v->valuestring, &sp.beta_schedule) != IMGD_OK)
             st = imgd_fail_prefix(IMGD_E_FORMAT, "%s: scheduler/scheduler_config.json", m->path);

@@ -412,6 +412,7 @@ imgd_status imgd_sampler_new(const imgd_sampler_params *p, imgd_sampler **out) {
     st = imgd_schedule_alphas_cumprod(s->p.beta_schedule, s->n_train, s->p.beta_start,
                                       s->p.beta_end, s->ac);
     if (st != IMGD_OK) goto fail;
+    if (s->p.rescale_zero_snr) imgd_schedule_rescale_zero_snr(s->ac, nt);
     imgd_schedule_sigmas(s->ac, nt, tab);
     for (size_t i = 0; i < nt; i++) logtab[i] = logf(tab[i]);
     if (s->kdiff) {

@@ -85,6 +85,10 @@ typedef struct imgd_sampler_params {
     bool    set_alpha_to_one;                /* ddim, pndm, lcm final alpha (false) */
     bool    use_karras_sigmas;               /* diffusers' Karras option (euler, heun,
                                                 dpm*, uni_pc) */
+    bool rescale_zero_snr;                   /* rescale_betas_zero_snr: the schedule ends at
+                                                zero SNR (Lin et al. 2023); its last
+                                                alphas_cumprod becomes 2^-24 as diffusers'
+                                                Euler sets it, so sigmas stay finite */
 } imgd_sampler_params;
 
 /* SD 1.5's scheduler config, euler, schedule default, 20 steps, eta 1, ddim_eta 0. */

@@ -235,6 +235,26 @@ static imgd_status check_table_args(int32_t n_train, double beta_start, double b
     return IMGD_OK;
 }
 
+void imgd_schedule_rescale_zero_snr(float *ac, size_t n) {
+    if (!ac || n < 2) return;
+    /* torch f32 throughout, as diffusers computes it */
+    float  a0 = sqrtf(ac[0]), aT = sqrtf(ac[n - 1]), k = a0 / (a0 - aT);
+    float  prev = 0.0f;
+    double cum  = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        float s   = (sqrtf(ac[i]) - aT) * k;
+        float bar = s * s;
+        /* alphas = bar[i] / bar[i - 1] (bar[0] first), betas = 1 - alphas, the scheduler's
+         * alphas = 1 - betas, and torch's CPU cumprod (double accumulator) of them */
+        float alpha = i == 0 ? bar : bar / prev;
+        float beta  = 1.0f - alpha;
+        prev        = bar;
+        cum *= (double)(1.0f - beta);
+        ac[i] = (float)cum;
+    }
+    ac[n - 1] = 0x1p-24f;
+}
+
 imgd_status imgd_schedule_alphas_cumprod(imgd_beta_schedule b, int32_t n_train, double beta_start,
                                          double beta_end, float *out) {
     imgd_status st = check_table_args(n_train, beta_start, beta_end);

@@ -89,6 +89,12 @@ double imgd_schedule_np_interp(double x, const float *fp, size_t n);
 
 /* ---- diffusers tables -------------------------------------------------------------- */
 
+/* diffusers' rescale_zero_terminal_snr applied to an alphas_cumprod table of n entries in
+ * place (sqrt(alphas_cumprod) shifted so the last is 0 and scaled so the first is kept,
+ * then the cumulative product of the implied alphas), with the last entry set to 2^-24
+ * as diffusers' Euler scheduler does (a finite last sigma). */
+void imgd_schedule_rescale_zero_snr(float *ac, size_t n);
+
 /* alphas_cumprod[n_train] as diffusers builds it (torch f32). IMGD_E_INVALID_ARG for
  * n_train outside 2..IMGD_SCHEDULE_TRAIN_MAX or betas outside (0, 1). */
 imgd_status imgd_schedule_alphas_cumprod(imgd_beta_schedule b, int32_t n_train, double beta_start,

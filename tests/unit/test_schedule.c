@@ -84,6 +84,30 @@ static void test_schedule_tables_agree(void) {
                  IMGD_E_INVALID_ARG);
 }
 
+/* rescale_zero_terminal_snr: the rescaled sqrt(alphas_cumprod) is an affine map of the
+ * original keeping the first entry and zeroing the last (computed here in f64); the
+ * scheduler's table (through alphas, betas and a cumprod) must follow it, end at 2^-24
+ * and decrease strictly. A sampler with the flag runs with a finite largest sigma. */
+static void test_schedule_rescale_zero_snr(void) {
+    static float ac[1000], orig[1000], sig[1000];
+    CHECK_STATUS(imgd_schedule_alphas_cumprod(IMGD_BETA_SCALED_LINEAR, 1000, 0.00085, 0.012, ac),
+                 IMGD_OK);
+    memcpy(orig, ac, sizeof ac);
+    imgd_schedule_rescale_zero_snr(ac, 1000);
+    double a0 = sqrt((double)orig[0]), aT = sqrt((double)orig[999]);
+    double worst = 0;
+    for (int i = 0; i < 999; i++) {
+        double r = (sqrt((double)orig[i]) - aT) * a0 / (a0 - aT);
+        worst    = fmax(worst, fabs((double)ac[i] - r * r) / (r * r));
+        if (i > 0) CHECK(ac[i] < ac[i - 1]);
+    }
+    CHECK_MSG(worst < 1e-4, "rescaled table off the formula by %g (relative)", worst);
+    CHECK(ac[999] == 0x1p-24f);
+    CHECK_NEAR(ac[0], orig[0], 1e-6);
+    imgd_schedule_sigmas(ac, 1000, sig);
+    CHECK(isfinite(sig[999]) && sig[999] > 4000.0f); /* sqrt((1 - 2^-24) / 2^-24) = 4096 */
+}
+
 static void test_schedule_comfy_schedulers_by_hand(void) {
     static float ksig[1000], klog[1000];
     float        out[12];
@@ -308,6 +332,7 @@ done:
 
 int main(void) {
     RUN(test_schedule_torch_linspace_small);
+    RUN(test_schedule_rescale_zero_snr);
     RUN(test_schedule_numpy_linspace_arange_interp);
     RUN(test_schedule_diffusers_spacings);
     RUN(test_schedule_karras_by_hand);
