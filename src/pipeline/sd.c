@@ -213,8 +213,8 @@ static imgd_status sched_config(imgd_model *m, imgd_sampler_params *out) {
     if (m->n_time_ids > 0) sp.spacing = IMGD_SPACING_LEADING;
     /* zero-terminal-SNR fine-tunes (NoobAI-XL v-pred and others) mark single files with a
      * "ztsnr" tensor: their schedule ends at zero SNR, spaced trailing */
-    imgd_tensor_info zt;
-    if (imgd_weights_find(m->w, "ztsnr", &zt) == IMGD_OK) {
+    size_t zt = 0;
+    if (imgd_strmap_get(&m->w->index, "ztsnr", &zt)) {
         sp.rescale_zero_snr = true;
         sp.spacing          = IMGD_SPACING_TRAILING;
     }
@@ -435,12 +435,11 @@ typedef struct run_ctx {
     float                *known;    /* [4, h, w]: 4-channel inpainting blend */
     const imgd_sampler   *sampler;
     double                t0;
-    imgd_sd_control_run  *ctl;         /* the batch's ControlNets; NULL = none */
-    imgd_sd_control_item *ctl_items;   /* [n_it] */
-    int32_t               first;       /* the loop's first iteration */
-    int32_t               step;        /* the iteration the next model calls belong to */
-    int32_t               last_failed; /* the item that failed last, -1 = none */
-    bool                  stopped;     /* the loop stopped because no item runs */
+    imgd_sd_control_run  *ctl;       /* the batch's ControlNets; NULL = none */
+    imgd_sd_control_item *ctl_items; /* [n_it] */
+    int32_t               first;     /* the loop's first iteration */
+    int32_t               step;      /* the iteration the next model calls belong to */
+    bool                  stopped;   /* the loop stopped because no item runs */
 } run_ctx;
 
 /* Item i failed (or was cancelled) with st; the current message is its error. */
@@ -450,7 +449,6 @@ static void item_fail(run_ctx *r, size_t i, imgd_status st) {
     it->live = false;
     it->st   = st;
     (void)imgd_fmt(it->out->error, sizeof it->out->error, "%s", imgd_last_error());
-    r->last_failed = (int32_t)i;
 }
 
 /* A batch-wide failure: every item still without one gets st. */
@@ -1180,11 +1178,10 @@ imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *item
     run_ctx r;
     memset(&r, 0, sizeof r);
     memset(out, 0, n * sizeof *out);
-    r.m           = m;
-    r.n_it        = n;
-    r.t0          = now_s();
-    r.last_failed = -1;
-    r.it          = n <= IMGD_GEN_MANY_IMAGES_MAX ? imgd_calloc(n, sizeof *r.it) : NULL;
+    r.m    = m;
+    r.n_it = n;
+    r.t0   = now_s();
+    r.it   = n <= IMGD_GEN_MANY_IMAGES_MAX ? imgd_calloc(n, sizeof *r.it) : NULL;
     if (!r.it) {
         imgd_status st = n > IMGD_GEN_MANY_IMAGES_MAX
                              ? imgd_fail(IMGD_E_TOO_LARGE, "%zu items; one batch runs at most %d",
@@ -1229,7 +1226,7 @@ imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *item
         out[i].status = r.it[i].st;
         if (ret == IMGD_OK && r.it[i].st != IMGD_OK) {
             ret = r.it[i].st;
-            if ((int32_t)i != r.last_failed) (void)imgd_fail(ret, "%s", out[i].error);
+            (void)imgd_fail(ret, "%s", out[i].error); /* later work may have set others */
         }
         item_release(&r.it[i]);
     }
