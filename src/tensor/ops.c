@@ -778,6 +778,33 @@ imgd_tensor *imgd_op_timestep_embedding(imgd_graph *g, imgd_tensor *t, int32_t d
     return y;
 }
 
+static imgd_tensor *rope_impl(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
+                              int32_t n_axes, const int32_t *dims, float theta) {
+    int64_t D = x->shape[3], n_rot = 0;
+    for (int32_t a = 0; a < n_axes; a++) {
+        if (dims[a] < 2 || dims[a] % 2 != 0)
+            FAIL_NULL(g, "rope: axis %d has %d dims; every axis needs an even number >= 2", (int)a,
+                      (int)dims[a]);
+        n_rot += dims[a];
+    }
+    if (n_rot > D || (unsigned)mode >= IMGD_ROPE_MODE_COUNT || !(theta > 0.0f))
+        FAIL_NULL(g, "rope: %lld rotated dims must be <= head dim %lld; theta > 0",
+                  (long long)n_rot, (long long)D);
+    x   = to_f32_cont(g, x);
+    pos = to_f32_cont(g, pos);
+    if (!x || !pos) return NULL;
+    imgd_tensor *t = new_node(g, IMGD_OP_ROPE, IMGD_DTYPE_F32, 4, x->shape);
+    if (!t) return NULL;
+    t->src[0] = x;
+    t->src[1] = pos;
+    t->ip[0]  = mode;
+    t->ip[1]  = n_rot;
+    t->ip[2]  = n_axes;
+    for (int32_t a = 0; a < n_axes; a++) t->ip[3 + a] = dims[a];
+    t->fp[0] = theta;
+    return t;
+}
+
 imgd_tensor *imgd_op_rope(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
                           int32_t n_rot, float theta) {
     if (!live(g, "rope", x, pos)) return NULL;
@@ -790,15 +817,18 @@ imgd_tensor *imgd_op_rope(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_
         !(theta > 0.0f))
         FAIL_NULL(g, "rope: n_rot %d must be even and <= D %lld; theta > 0", (int)n_rot,
                   (long long)D);
-    x   = to_f32_cont(g, x);
-    pos = to_f32_cont(g, pos);
-    if (!x || !pos) return NULL;
-    imgd_tensor *t = new_node(g, IMGD_OP_ROPE, IMGD_DTYPE_F32, 4, x->shape);
-    if (!t) return NULL;
-    t->src[0] = x;
-    t->src[1] = pos;
-    t->ip[0]  = mode;
-    t->ip[1]  = n_rot;
-    t->fp[0]  = theta;
-    return t;
+    return rope_impl(g, x, pos, mode, 1, &n_rot, theta);
+}
+
+imgd_tensor *imgd_op_rope_nd(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
+                             int32_t n_axes, const int32_t *axes_dims, float theta) {
+    if (!live(g, "rope_nd", x, pos)) return NULL;
+    if (!pos || !axes_dims) FAIL_NULL(g, "rope_nd: pos or axes_dims is NULL");
+    if (n_axes < 1 || n_axes > IMGD_ROPE_AXES_MAX)
+        FAIL_NULL(g, "rope_nd: %d axes (expected 1..%d)", (int)n_axes, IMGD_ROPE_AXES_MAX);
+    if (x->n_dims != 4 || pos->n_dims != 2 || pos->shape[0] != x->shape[1] ||
+        pos->shape[1] != n_axes)
+        FAIL_NULL(g, "rope_nd: x must be [B, L, H, D] and pos [L, %d] (x has %d dims, L %lld)",
+                  (int)n_axes, (int)x->n_dims, (long long)(x->n_dims > 1 ? x->shape[1] : 0));
+    return rope_impl(g, x, pos, mode, n_axes, axes_dims, theta);
 }

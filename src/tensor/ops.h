@@ -30,7 +30,10 @@
  *   clamp           fp = {lo, hi};   scale  fp = {s, b}
  *   add/sub/mul/div src contiguous, shapes broadcast (numpy rules)
  *   timestep_emb.   src[0] t [N]; ip = {dim, flip_sin_to_cos}; fp = {max_period, shift}
- *   rope            src = {x [B,L,H,D], pos [L]}; ip = {mode, n_rot}; fp[0] = theta */
+ *   rope            src = {x [B,L,H,D], pos [L, A] contiguous}; ip = {mode, n_rot, A,
+ *                   d_0 .. d_{A-1}} (axis dims, even, sum n_rot); fp[0] = theta. Pair k
+ *                   (0 <= k < n_rot/2) belongs to the axis a whose half-dims cover it,
+ *                   j = k - (d_0 + .. + d_{a-1})/2, angle = pos[l, a] * theta^(-2j/d_a) */
 #ifndef IMGD_TENSOR_OPS_H
 #define IMGD_TENSOR_OPS_H
 
@@ -145,5 +148,31 @@ typedef enum imgd_rope_mode {
  * <= D; 0 = D) rotate by angle pos * theta^(-2i/n_rot); the rest pass through. */
 imgd_tensor *imgd_op_rope(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
                           int32_t n_rot, float theta);
+
+#define IMGD_ROPE_AXES_MAX 8
+
+/* Multi-axis rotary embedding (FLUX's EmbedND): x [B, L, H, D], pos [L, n_axes] (one
+ * position per token and axis, e.g. FLUX ids (0, row, col)). The first sum(axes_dims) dims
+ * of each head rotate (axes_dims[a] even, 1 <= n_axes <= IMGD_ROPE_AXES_MAX): axis a owns
+ * the next axes_dims[a] / 2 rotation pairs, pair j of it turns by pos[l, a] *
+ * theta^(-2j / axes_dims[a]). Angles and cos/sin in double, as diffusers (float64). */
+/* For rope kernels: the rotation frequency exponent of pair k of a rope node's ip (see the
+ * node parameters above): *axis receives the axis, the return value -2j/d_axis. */
+static inline double imgd_rope_pair_exp(const int64_t *ip, int64_t k, int32_t *axis) {
+    int64_t start = 0;
+    for (int32_t a = 0; a < (int32_t)ip[2]; a++) {
+        int64_t h = ip[3 + a] / 2;
+        if (k < start + h) {
+            *axis = a;
+            return -2.0 * (double)(k - start) / (double)ip[3 + a];
+        }
+        start += h;
+    }
+    *axis = 0;
+    return 0.0;
+}
+
+imgd_tensor *imgd_op_rope_nd(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
+                             int32_t n_axes, const int32_t *axes_dims, float theta);
 
 #endif

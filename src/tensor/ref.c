@@ -208,9 +208,11 @@ static void ref_rope(const imgd_tensor *n) {
         for (int64_t l = 0; l < L; l++)
             for (int64_t h = 0; h < H; h++) {
                 int64_t base = ((b * L + l) * H + h) * D;
-                double  p    = ref_at(n->src[1], l);
+                int64_t A    = n->ip[2];
                 for (int64_t i = 0; i < half; i++) {
-                    double  ang = p * pow((double)n->fp[0], -2.0 * (double)i / (double)nr);
+                    int32_t a   = 0;
+                    double  e   = imgd_rope_pair_exp(n->ip, i, &a);
+                    double  ang = ref_at(n->src[1], l * A + a) * pow((double)n->fp[0], e);
                     int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
                     double  x0 = ref_at(n->src[0], base + i0), x1 = ref_at(n->src[0], base + i1);
                     ref_store(n, base + i0, x0 * cos(ang) - x1 * sin(ang));

@@ -373,6 +373,17 @@ static imgd_tensor *b_rope(tctx *c) {
                         10000.0f);
 }
 
+/* Multi-axis rope (FLUX): axes "a0,a1,a2" dims 2,2,4 style, integer-valued and fractional
+ * positions per axis, optional pass-through tail (extra dims beyond the axes). */
+static imgd_tensor *b_rope_nd(tctx *c) {
+    int64_t L = vi(c, "l", 13), D = vi(c, "d", 8), A = vi(c, "axes", 3);
+    int32_t dims[3] = {(int32_t)vi(c, "a0", 2), (int32_t)vi(c, "a1", 2), (int32_t)vi(c, "a2", 4)};
+    imgd_tensor *x  = RND(c, vtype(c, "type"), 2, L, vi(c, "h", 3), D);
+    imgd_tensor *p  = rnd_range(c, IMGD_DTYPE_F32, 0.0f, 64.0f, 2, SHAPE(L, A));
+    return imgd_op_rope_nd(c->g, x, p, (imgd_rope_mode)vi(c, "mode", 1), (int32_t)A, dims,
+                           10000.0f);
+}
+
 /* ---- the case table ------------------------------------------------------------------------ */
 
 static const op_case k_cases[] = {
@@ -481,6 +492,9 @@ static const op_case k_cases[] = {
     {"timestep_embedding", b_timestep, "n=2,dim=33,flip=0,shift=1", 0},
     {"rope", b_rope, "mode=0,l=13,d=16", 0},
     {"rope", b_rope, "mode=1,l=7,d=24,nrot=16,type=f16", 0},
+    {"rope", b_rope_nd, "mode=1,l=13,d=8", 0},
+    {"rope", b_rope_nd, "mode=1,l=9,d=20,a0=4,a1=6,a2=6,h=2", 0},
+    {"rope", b_rope_nd, "mode=0,l=5,d=12,axes=2,a0=4,a1=6", 0},
     /* large enough to run threaded and cross every kernel's blocking */
     {"cast", b_cast, "type=f16,to=f32,a=3,b=257,c=301,perm=1", 0},
     {"dequantize", b_dequantize, "type=q4_k,rows=67,cols=1024", 0},
@@ -506,6 +520,7 @@ static const op_case k_cases[] = {
     {"add", b_binary, "f=0,sa=10,sb=11", 0},
     {"mul", b_binary, "f=2,sa=12,sb=13", 0},
     {"rope", b_rope, "mode=0,l=300,d=64", 0},
+    {"rope", b_rope_nd, "mode=1,l=300,d=128,a0=16,a1=56,a2=56,h=4", 0},
 };
 
 /* ---- backend configurations --------------------------------------------------------------- */
