@@ -335,7 +335,7 @@ static imgd_status check_inputs(imgd_graph *g, const imgd_flux_cfg *c, const img
     if (!dims_are(in->ids, 2, T + N, c->n_axes, 0))
         return imgd_graph_fail(g, IMGD_E_INVALID_ARG,
                                "flux: ids must be [T + N = %lld, %d] (text ids, then image ids)",
-                               (long long)(T + N), (int)c->n_axes);
+                               (long long)T + (long long)N, (int)c->n_axes);
     return IMGD_OK;
 }
 

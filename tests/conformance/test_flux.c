@@ -315,6 +315,13 @@ static void test_flux_batch2_per_item_conditioning(void) {
     imgd_weights_free(gd);
 }
 
+/* Exact equality of n floats (a rearrangement must move values bit for bit). */
+static bool same_values(const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
 /* Packing, unpacking and ids against the recorded tensors: vae_decode's packed/unpacked
  * latents, the pipeline's latent_image_ids / text_ids. */
 static void test_flux_pack_unpack_and_ids(void) {
@@ -330,19 +337,19 @@ static void test_flux_pack_unpack_and_ids(void) {
     const float  *unp    = vd ? tg_golden(vd, "latents_unpacked", &nu) : NULL;
     const float  *img    = tx ? tg_golden(tx, "latent_image_ids", &ni) : NULL;
     const float  *txt    = tx ? tg_golden(tx, "text_ids", &nt) : NULL;
-    if (packed && unp && np == 16 * 64 && nu == np) {
+    if (packed && unp && np == (size_t)16 * 64 && nu == np) {
         /* vae_decode stores the packed latents as [1, 16, 64]: 16 tokens of 64 channels */
         float a[16 * 64], b[16 * 64];
         imgd_flux_unpack(packed, 1, 16, 8, 8, a);
         imgd_flux_pack(unp, 1, 16, 8, 8, b);
-        CHECK(memcmp(a, unp, sizeof a) == 0);
-        CHECK(memcmp(b, packed, sizeof b) == 0);
+        CHECK(same_values(a, unp, IMGD_ARRAY_LEN(a)));
+        CHECK(same_values(b, packed, IMGD_ARRAY_LEN(b)));
     }
-    if (img && txt && ni == 64 * 3 && nt == 64 * 3) {
+    if (img && txt && ni == (size_t)64 * 3 && nt == (size_t)64 * 3) {
         float ids[128 * 3];
         imgd_flux_ids(64, 16, 16, ids);
-        CHECK(memcmp(ids, txt, 64 * 3 * sizeof(float)) == 0);
-        CHECK(memcmp(ids + 64 * 3, img, 64 * 3 * sizeof(float)) == 0);
+        CHECK(same_values(ids, txt, (size_t)64 * 3));
+        CHECK(same_values(ids + (size_t)64 * 3, img, (size_t)64 * 3));
     }
     imgd_weights_free(vd);
     imgd_weights_free(tx);

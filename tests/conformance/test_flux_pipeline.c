@@ -220,8 +220,8 @@ static void test_flow_euler_steps_reproduce_pipelines(void) {
         denoiser            d;
         imgd_flow_schedule *s = schedule_of(cases[ci].dev, 4, 64);
         bool   ok = gd && s && denoiser_open(&d, shared, cases[ci].model, gd, tb_primary());
-        float *x  = imgd_malloc(64 * 64 * sizeof *x);
-        float *v  = imgd_malloc(64 * 64 * sizeof *v);
+        float *x  = imgd_malloc((size_t)64 * 64 * sizeof *x);
+        float *v  = imgd_malloc((size_t)64 * 64 * sizeof *v);
         char   what[128];
         for (int32_t i = 0; ok && x && v && i < 4; i++) {
             char   prev[48], next[48];
@@ -374,7 +374,7 @@ static void test_flux_vae_decode(void) {
         size_t        nf = 0, ndi = 0;
         const float  *fin = pg ? tg_golden(pg, "latents_after_step.03", &nf) : NULL;
         const float  *pdi = pg ? tg_golden(pg, "decoder_input", &ndi) : NULL;
-        float        *zz  = imgd_malloc(16 * 16 * 16 * sizeof *zz);
+        float        *zz  = imgd_malloc((size_t)16 * 16 * 16 * sizeof *zz);
         if (fin && pdi && zz && nf == 4096 && ndi == 4096) {
             decoder_input(&m, fin, 16, zz);
             check_close(zz, pdi, 4096, 1e-6, pi ? "schnell decoder_input" : "dev decoder_input");
@@ -401,7 +401,7 @@ static void test_flux_vae_encode(void) {
     }
     size_t       ni = 0, n = 0;
     const float *image = tg_golden(gd, "image", &ni);
-    for (size_t bi = 0; image && ni == 3 * 64 * 64 && bi < tb_backends()->n; bi++) {
+    for (size_t bi = 0; image && ni == (size_t)3 * 64 * 64 && bi < tb_backends()->n; bi++) {
         imgd_graph   *g  = NULL;
         imgd_backend *be = NULL;
         CHECK_STATUS(imgd_graph_new(NULL, &g), IMGD_OK);
