@@ -307,15 +307,22 @@ static imgd_status put_rows(imgd_keymap *km, size_t idx, const char *pre, const 
     return IMGD_OK;
 }
 
+static imgd_status bfl_width_fail(const imgd_wtensor *t, int64_t D) {
+    return imgd_fail(IMGD_E_FORMAT,
+                     "FLUX tensor '%s' has %lld rows, which does not fit the inner width %lld "
+                     "read from img_in (fused q;k;v is 3 x width rows, linear1 3 x width + MLP "
+                     "rows); the file is damaged or not a FLUX transformer",
+                     t->name, (long long)t->shape[0], (long long)D);
+}
+
 /* One BFL FLUX tensor (name after the prefix) to its diffusers names: fused q;k;v (and
  * single blocks' q;k;v;mlp) become row views, the final modulation swaps its halves. The
  * width comes from img_in (mi->dit.hidden), never a FLUX.1 constant, so narrow files map. */
 static imgd_status map_bfl(imgd_keymap *km, const imgd_wtensor *t, size_t idx, const char *comp,
                            int64_t D, const char *in) {
-    char        out[NAME_CAP], pre[NAME_CAP + 64], name[NAME_CAP + 64];
-    long        i = 0;
-    int         n = 0;
-    const char *w = NULL;
+    char out[NAME_CAP], pre[NAME_CAP + 64], name[NAME_CAP + 64];
+    long i = 0;
+    int  n = 0;
     if (sscanf(in, "double_blocks.%ld.%n", &i, &n) == 1 && n > 0) {
         const char *r = in + n;
         imgd_fmt(pre, sizeof pre, "%s.transformer_blocks.%ld.", comp, i);
@@ -325,7 +332,7 @@ static imgd_status map_bfl(imgd_keymap *km, const imgd_wtensor *t, size_t idx, c
             static const char *const tp[]    = {"attn.add_q_proj", "attn.add_k_proj",
                                                 "attn.add_v_proj"};
             int64_t                  rows[3] = {D, D, D};
-            if (t->shape[0] != 3 * D) goto bad;
+            if (t->shape[0] != 3 * D) return bfl_width_fail(t, D);
             return put_rows(km, idx, pre, r + 13, 3, img ? ip : tp, rows);
         }
         if (bfl_rename(k_bfl_double, IMGD_ARRAY_LEN(k_bfl_double), pre, r, name))
@@ -336,7 +343,7 @@ static imgd_status map_bfl(imgd_keymap *km, const imgd_wtensor *t, size_t idx, c
         if (strncmp(r, "linear1.", 8) == 0) {
             static const char *const parts[] = {"attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"};
             int64_t                  rows[4] = {D, D, D, t->shape[0] - 3 * D};
-            if (rows[3] < 1) goto bad;
+            if (rows[3] < 1) return bfl_width_fail(t, D);
             return put_rows(km, idx, pre, r + 8, 4, parts, rows);
         }
         if (bfl_rename(k_bfl_single, IMGD_ARRAY_LEN(k_bfl_single), pre, r, name))
@@ -351,12 +358,6 @@ static imgd_status map_bfl(imgd_keymap *km, const imgd_wtensor *t, size_t idx, c
     }
     unmapped(km, t->name);
     return IMGD_OK;
-bad:
-    w = t->name;
-    return imgd_fail(IMGD_E_FORMAT,
-                     "FLUX tensor '%s' has %lld rows, which does not fit the inner width %lld "
-                     "read from img_in (fused q;k;v is 3 x width rows, linear1 3 x width + MLP)",
-                     w, (long long)t->shape[0], (long long)D);
 }
 
 /* ---- driver ----------------------------------------------------------------------- */
