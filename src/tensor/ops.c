@@ -475,9 +475,46 @@ imgd_tensor *imgd_op_matmul(imgd_graph *g, imgd_tensor *a, imgd_tensor *b, bool 
     return matmul_impl(g, a, b, trans_a, trans_b, bias);
 }
 
+static imgd_tensor *linear_quant_impl(imgd_graph *g, imgd_tensor *x, imgd_tensor *w,
+                                      imgd_tensor *bias) {
+    const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
+    if (!tr->is_quant || w->op != IMGD_OP_NONE || w->n_dims != 2)
+        FAIL_NULL(g, "linear_quant: w must be a 2-D quantized weight [out, in], got %s",
+                  imgd_dtype_name(w->dtype));
+    int64_t N = w->shape[0], K = w->shape[1];
+    if (K % tr->block_elems != 0)
+        FAIL_NULL(g, "linear_quant: in = %lld is not a multiple of the %s block (%u)", (long long)K,
+                  imgd_dtype_name(w->dtype), (unsigned)tr->block_elems);
+    if (x->n_dims < 1 || x->shape[x->n_dims - 1] != K)
+        FAIL_NULL(g, "linear_quant: x's last dim must be %lld (the weight's in)", (long long)K);
+    bool bad = false;
+    bias     = param_vec(g, "linear_quant", "bias", bias, N, &bad);
+    x        = to_f32_cont(g, x);
+    if (bad || !x) return NULL;
+    int64_t shape[IMGD_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->n_dims - 1] = N;
+    imgd_tensor *t       = new_node(g, IMGD_OP_LINEAR_QUANT, IMGD_DTYPE_F32, x->n_dims, shape);
+    if (!t) return NULL;
+    t->src[0] = x;
+    t->src[1] = w;
+    t->src[2] = bias;
+    return t;
+}
+
+imgd_tensor *imgd_op_linear_quant(imgd_graph *g, imgd_tensor *x, imgd_tensor *w,
+                                  imgd_tensor *bias) {
+    if (!live(g, "linear_quant", x, w)) return NULL;
+    if (!w) FAIL_NULL(g, "linear_quant: w is NULL");
+    return linear_quant_impl(g, x, w, bias);
+}
+
 imgd_tensor *imgd_op_linear(imgd_graph *g, imgd_tensor *x, imgd_tensor *w, imgd_tensor *bias) {
     if (!live(g, "linear", x, w)) return NULL;
     if (!w || w->n_dims != 2) FAIL_NULL(g, "linear: weight must be [out, in]");
+    if (g->fuse_quant_linear && imgd_dtype_traits_of(w->dtype)->is_quant && w->op == IMGD_OP_NONE &&
+        w->shape[1] % imgd_dtype_traits_of(w->dtype)->block_elems == 0)
+        return linear_quant_impl(g, x, w, bias);
     if (x->n_dims == 1) {
         imgd_tensor *x2 = reshape_impl(g, x, 2, (int64_t[]){1, x->shape[0]});
         imgd_tensor *y  = x2 ? matmul_impl(g, x2, w, false, true, bias) : NULL;

@@ -13,6 +13,8 @@
  *   pad             ip[2d] / ip[2d+1] = before / after of dim d; fp[0] = value; src contiguous
  *   upsample        src contiguous, x2 nearest on the last two dims
  *   avg_pool2d      ip = {k, stride, pad}; count_include_pad semantics; src contiguous
+ *   linear_quant    src = {x [..., K] contiguous f32, w [N, K] quantized weight leaf (K a
+ *                   multiple of its block), bias [N] f32 or NULL}; out [..., N]
  *   matmul          src[0] a [..., M, K], src[1] b [..., K, N] (any strides with one of the
  *                   last two dims unit-stride; batch dims broadcast), src[2] bias [N] or NULL
  *   conv2d          src = {x [N,C,H,W], w [O,C,KH,KW], bias [O] or NULL}, all contiguous;
@@ -86,6 +88,13 @@ imgd_tensor *imgd_op_matmul(imgd_graph *g, imgd_tensor *a, imgd_tensor *b, bool 
                             bool trans_b, imgd_tensor *bias);
 /* x [..., in] @ w[out, in]^T + bias[out] (bias may be NULL): torch.nn.Linear. */
 imgd_tensor *imgd_op_linear(imgd_graph *g, imgd_tensor *x, imgd_tensor *w, imgd_tensor *bias);
+/* torch.nn.Linear with a quantized weight w [out, in] (Q8_0, Q4_0, Q4_K, Q5_K, ... any type
+ * imgd_quant_dequantize reads; in a multiple of its block size): the kernel dequantizes
+ * blocks on the fly into a small tile and accumulates in f32, so no f32 copy of the weight
+ * exists. Backends: cpu and ref (cuda: imgd_graph_plan says unsupported; build with
+ * imgd_op_linear there). imgd_op_linear builds this when the graph was created with
+ * fuse_quant_linear. */
+imgd_tensor *imgd_op_linear_quant(imgd_graph *g, imgd_tensor *x, imgd_tensor *w, imgd_tensor *bias);
 /* x [N, C, H, W] * w [O, C, KH, KW] (+ bias [O]) with symmetric stride and padding. */
 imgd_tensor *imgd_op_conv2d(imgd_graph *g, imgd_tensor *x, imgd_tensor *w, imgd_tensor *bias,
                             int32_t stride, int32_t pad);

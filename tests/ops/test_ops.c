@@ -102,7 +102,7 @@ static void fill_quant(tctx *c, imgd_dtype dt, unsigned char *p, size_t bytes) {
     for (size_t b = 0; b + bb <= bytes; b += bb) {
         uint16_t d = imgd_f32_to_f16(0.01f + 0.01f * frand(c)), m = imgd_f32_to_f16(0.005f);
         memcpy(p + b, &d, 2);
-        if (dt == IMGD_DTYPE_Q4_K) memcpy(p + b + 2, &m, 2);
+        if (dt == IMGD_DTYPE_Q4_K || dt == IMGD_DTYPE_Q5_K) memcpy(p + b + 2, &m, 2);
     }
 }
 
@@ -384,6 +384,16 @@ static imgd_tensor *b_rope_nd(tctx *c) {
                            10000.0f);
 }
 
+/* linear_quant: x [b, m, k] against a quantized weight [n, k] (bias optional); the ref
+ * kernel is the dequantize-then-f32 reference. */
+static imgd_tensor *b_linear_quant(tctx *c) {
+    int64_t      K = vi(c, "k", 256), N = vi(c, "n", 67);
+    imgd_tensor *x = RND(c, IMGD_DTYPE_F32, vi(c, "b", 2), vi(c, "m", 7), K);
+    imgd_tensor *w = RND(c, vtype(c, "type"), N, K);
+    imgd_tensor *b = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, N) : NULL;
+    return imgd_op_linear_quant(c->g, x, w, b);
+}
+
 /* ---- the case table ------------------------------------------------------------------------ */
 
 static const op_case k_cases[] = {
@@ -493,6 +503,10 @@ static const op_case k_cases[] = {
     {"rope", b_rope, "mode=0,l=13,d=16", 0},
     {"rope", b_rope, "mode=1,l=7,d=24,nrot=16,type=f16", 0},
     {"rope", b_rope_nd, "mode=1,l=13,d=8", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,m=7,k=96,n=67", 0},
+    {"linear_quant", b_linear_quant, "type=q4_0,b=1,m=1,k=160,n=33,bias=0", 0},
+    {"linear_quant", b_linear_quant, "type=q4_k,b=3,m=5,k=512,n=29", 0},
+    {"linear_quant", b_linear_quant, "type=q5_k,m=3,k=256,n=131", 0},
     {"rope", b_rope_nd, "mode=1,l=9,d=20,a0=4,a1=6,a2=6,h=2", 0},
     {"rope", b_rope_nd, "mode=0,l=5,d=12,axes=2,a0=4,a1=6", 0},
     /* large enough to run threaded and cross every kernel's blocking */
@@ -521,6 +535,9 @@ static const op_case k_cases[] = {
     {"mul", b_binary, "f=2,sa=12,sb=13", 0},
     {"rope", b_rope, "mode=0,l=300,d=64", 0},
     {"rope", b_rope_nd, "mode=1,l=300,d=128,a0=16,a1=56,a2=56,h=4", 0},
+    /* several weight tiles (4 MiB of f32 rows each) */
+    {"linear_quant", b_linear_quant, "type=q4_k,b=1,m=33,k=4096,n=300", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,b=1,m=64,k=3072,n=700", 0},
 };
 
 /* ---- backend configurations --------------------------------------------------------------- */
