@@ -13,6 +13,8 @@
 #include "base/alloc.h"
 #include "base/text.h"
 #include "detect/detect.h"
+#include "formats/dtype.h"
+#include "formats/safetensors.h"
 #include "golden.h"
 #include "models/flux.h"
 #include "models/wbind.h"
@@ -406,11 +408,188 @@ static void test_flux_rejects_bad_inputs(void) {
     model_free(&m);
 }
 
+/* Out of run r (computed): the output as n floats into a new buffer (NULL on failure). */
+static float *read_out(run *r) {
+    size_t n = r->out ? (size_t)imgd_tensor_numel(r->out) : 0;
+    float *y = n ? imgd_malloc(n * sizeof *y) : NULL;
+    if (y && imgd_graph_read_f32(r->g, r->out, y, n) != IMGD_OK) {
+        imgd_free(y);
+        y = NULL;
+    }
+    return y;
+}
+
+/* Real single files often wrap the BFL names in "model.diffusion_model." (ComfyUI saves):
+ * the same tensors under that prefix detect as FLUX dev (bfl) and reproduce the golden. */
+static void test_flux_bfl_under_wrapper_prefix(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: prefixed BFL file not checked");
+        return;
+    }
+    model src;
+    if (!model_open(&src, shared, "flux-narrow-transformer-bfl.safetensors", true)) return;
+    size_t         n  = imgd_weights_tensor_count(src.w);
+    imgd_st_entry *e  = imgd_calloc(n, sizeof *e);
+    char(*names)[160] = imgd_calloc(n, sizeof *names);
+    char path[4096];
+    tu_tmp_path(path, sizeof path, "flux-prefixed.safetensors");
+    imgd_st_writer *wr = NULL;
+    for (size_t i = 0; e && names && i < n; i++) {
+        imgd_tensor_info ti;
+        CHECK_STATUS(imgd_weights_tensor(src.w, i, &ti), IMGD_OK);
+        imgd_fmt(names[i], sizeof names[i], "model.diffusion_model.%s", ti.name);
+        e[i].name   = names[i];
+        e[i].dtype  = ti.dtype;
+        e[i].n_dims = ti.n_dims;
+        memcpy(e[i].shape, ti.shape, sizeof e[i].shape);
+    }
+    if (e && names) CHECK_STATUS(imgd_st_writer_open(path, e, n, NULL, NULL, 0, &wr), IMGD_OK);
+    for (size_t i = 0; wr && i < n; i++) {
+        imgd_tensor_info ti;
+        CHECK_STATUS(imgd_weights_tensor(src.w, i, &ti), IMGD_OK);
+        CHECK_STATUS(imgd_st_writer_write(wr, ti.data, (size_t)ti.nbytes), IMGD_OK);
+    }
+    if (wr) CHECK_STATUS(imgd_st_writer_close(wr), IMGD_OK);
+    imgd_free(e);
+    imgd_free(names);
+    model_free(&src);
+    model         m  = {0};
+    imgd_weights *gd = tg_open_golden(shared, "flux-narrow/goldens/transformer.safetensors");
+    CHECK_STATUS(imgd_weights_open(path, NULL, &m.w), IMGD_OK);
+    if (m.w) CHECK_STATUS(imgd_model_detect(m.w, &m.mi), IMGD_OK);
+    if (m.mi) CHECK_STATUS(imgd_wbind_new(m.w, m.mi, &m.b), IMGD_OK);
+    if (m.b) CHECK_STATUS(imgd_flux_cfg_from_detect(m.mi, &m.cfg), IMGD_OK);
+    if (m.b && gd) {
+        CHECK_EQ_INT(m.mi->family, IMGD_FAMILY_FLUX_DEV);
+        CHECK_STR(m.mi->layout, "bfl");
+        m.cfg.n_axes       = 3;
+        m.cfg.axes_dims[0] = 2;
+        m.cfg.axes_dims[1] = 2;
+        m.cfg.axes_dims[2] = 4;
+        run r;
+        if (run_build(&r, &m, tb_primary(), gd, false)) {
+            CHECK_STATUS(imgd_graph_compute(r.g), IMGD_OK);
+            compare(r.g, r.out, gd, "out", "bfl under model.diffusion_model.");
+        }
+        run_free(&r);
+    }
+    model_free(&m);
+    imgd_weights_free(gd);
+    (void)remove(path);
+}
+
+/* ggml Q8_0 of n floats (n a multiple of 32): per block an f16 scale amax/127 and 32 int8. */
+static void quantize_q8_0(const float *x, size_t n, unsigned char *out) {
+    for (size_t b = 0; b < n / 32; b++, out += 34) {
+        float amax = 0.0f;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[b * 32 + (size_t)i]));
+        float    d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        uint16_t dh = imgd_f32_to_f16(d);
+        memcpy(out, &dh, 2);
+        for (int i = 0; i < 32; i++) {
+            float q    = roundf(x[b * 32 + (size_t)i] * id);
+            out[2 + i] = (unsigned char)(int8_t)fmaxf(-127.0f, fminf(127.0f, q));
+        }
+    }
+}
+
+/* GGUF-style Q8_0 weights (every linear whose input width is a multiple of 32: the 8 of
+ * timestep/guidance MLPs, feed-forward outputs) bound through wbind overrides: the fused
+ * linear_quant graph equals dequantize + matmul, and both stay near the f32 golden
+ * (quantization error only). */
+static void test_flux_q8_0_weights_fused_and_plain_agree(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: quantized FLUX not checked");
+        return;
+    }
+    model         m;
+    imgd_weights *gd = tg_open_golden(shared, "flux-narrow/goldens/transformer.safetensors");
+    if (!gd || !model_open(&m, shared, "diffusers", false)) {
+        imgd_weights_free(gd);
+        return;
+    }
+    unsigned char *q[64] = {0};
+    int            nq    = 0;
+    for (size_t i = 0; nq < 64; i++) {
+        const char *name = imgd_wbind_name_at(m.b, i);
+        if (!name) break;
+        int64_t s[IMGD_MAX_DIMS];
+        if (strncmp(name, "transformer.", 12) != 0 || imgd_wbind_shape(m.b, name, s) != 2 ||
+            s[1] % 32 != 0)
+            continue;
+        size_t n = (size_t)(s[0] * s[1]);
+        float *f = imgd_malloc(n * sizeof *f);
+        q[nq]    = imgd_malloc(n / 32 * 34);
+        if (!f || !q[nq]) {
+            imgd_free(f);
+            break;
+        }
+        CHECK_STATUS(imgd_wbind_read_f32(m.b, name, f, n), IMGD_OK);
+        quantize_q8_0(f, n, q[nq]);
+        CHECK_STATUS(imgd_wbind_override(m.b, name, IMGD_DTYPE_Q8_0, q[nq]), IMGD_OK);
+        imgd_free(f);
+        nq++;
+    }
+    printf("  %d transformer weights as Q8_0\n", nq);
+    CHECK(nq == 8); /* x_embedder, context_embedder, 2 time MLP inputs, 4 feed-forward outputs */
+    float *y[2] = {NULL, NULL};
+    for (int fuse = 0; fuse < 2; fuse++) {
+        run r;
+        memset(&r, 0, sizeof r);
+        imgd_graph_params gp = imgd_graph_params_default();
+        gp.fuse_quant_linear = fuse != 0;
+        int64_t L            = 0;
+        CHECK_STATUS(imgd_backend_new(tb_primary(), NULL, &r.be), IMGD_OK);
+        CHECK_STATUS(imgd_graph_new(&gp, &r.g), IMGD_OK);
+        r.ids = joint_ids(gd, &L);
+        if (r.g && r.be && r.ids) {
+            imgd_flux_inputs in = {0};
+            in.x                = golden_input(r.g, gd, "hidden_states");
+            in.ctx              = golden_input(r.g, gd, "encoder_hidden_states");
+            in.pooled           = golden_input(r.g, gd, "pooled_projections");
+            in.t                = golden_input(r.g, gd, "timestep");
+            in.guidance         = golden_input(r.g, gd, "guidance");
+            in.ids = imgd_graph_input(r.g, "ids", IMGD_DTYPE_F32, 2, (int64_t[]){L, 3});
+            if (in.ids) CHECK_STATUS(imgd_tensor_bind(in.ids, r.ids), IMGD_OK);
+            CHECK_STATUS(imgd_flux_build(r.g, m.b, "transformer", &m.cfg, &in, NULL, &r.out),
+                         IMGD_OK);
+            imgd_graph_output(r.g, r.out);
+            size_t lq = 0;
+            for (size_t i = 0; i < imgd_graph_tensor_count(r.g); i++)
+                lq += imgd_graph_tensor(r.g, i)->op == IMGD_OP_LINEAR_QUANT;
+            CHECK(fuse ? lq == (size_t)nq : lq == 0);
+            CHECK_STATUS(imgd_graph_plan(r.g, r.be, NULL), IMGD_OK);
+            CHECK_STATUS(imgd_graph_alloc(r.g, NULL, 0), IMGD_OK);
+            CHECK_STATUS(imgd_graph_compute(r.g), IMGD_OK);
+            y[fuse] = read_out(&r);
+        }
+        run_free(&r);
+    }
+    size_t       n   = 0;
+    const float *ref = tg_golden(gd, "out", &n);
+    if (y[0] && y[1] && ref) {
+        (void)check_close(y[1], y[0], n, "q8_0 fused vs dequantize+matmul", "out");
+        double err = 0.0;
+        for (size_t i = 0; i < n; i++) err = fmax(err, fabs((double)y[0][i] - (double)ref[i]));
+        printf("  q8_0 weights vs f32 golden: max|err| %.3g (quantization)\n", err);
+        CHECK(err > 1e-6 && err < 0.1);
+    }
+    imgd_free(y[0]);
+    imgd_free(y[1]);
+    model_free(&m);
+    for (int i = 0; i < nq; i++) imgd_free(q[i]);
+    imgd_weights_free(gd);
+}
+
 int main(void) {
     RUN(test_flux_detects_every_layout);
     RUN(test_flux_matches_diffusers_every_layout_and_backend);
     RUN(test_flux_batch2_per_item_conditioning);
     RUN(test_flux_pack_unpack_and_ids);
     RUN(test_flux_rejects_bad_inputs);
+    RUN(test_flux_bfl_under_wrapper_prefix);
+    RUN(test_flux_q8_0_weights_fused_and_plain_agree);
     TEST_END();
 }
