@@ -494,10 +494,10 @@ static void quantize_q8_0(const float *x, size_t n, unsigned char *out) {
     }
 }
 
-/* GGUF-style Q8_0 weights (every linear whose input width is a multiple of 32: the 8 of
- * timestep/guidance MLPs, feed-forward outputs) bound through wbind overrides: the fused
- * linear_quant graph equals dequantize + matmul, and both stay near the f32 golden
- * (quantization error only). */
+/* GGUF-style Q8_0 weights for every linear whose input width is a multiple of 32 (in the
+ * narrow model: the x/context embedders, the timestep and guidance MLP inputs and the four
+ * feed-forward outputs), bound through wbind overrides: the fused linear_quant graph equals
+ * dequantize + matmul, and both stay near the f32 golden (quantization error only). */
 static void test_flux_q8_0_weights_fused_and_plain_agree(void) {
     const char *shared = tu_shared_dir();
     if (!shared) {
