@@ -9,6 +9,7 @@
 
 #include "base/alloc.h"
 #include "base/error.h"
+#include "base/json.h"
 
 #define FLOW_STEPS_MAX 1000
 
@@ -35,6 +36,68 @@ double imgd_flow_mu(const imgd_flow_params *p, int64_t image_seq_len) {
         (p->max_shift - p->base_shift) / (double)(p->max_image_seq_len - p->base_image_seq_len);
     double b = p->base_shift - m * (double)p->base_image_seq_len;
     return (double)image_seq_len * m + b;
+}
+
+/* A number field: true and *v set when present and numeric; a present non-number sets
+ * *bad. */
+static bool json_num(const cJSON *j, const char *k, double *v, const char **bad) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, k);
+    if (!f || cJSON_IsNull(f)) return false;
+    if (!cJSON_IsNumber(f)) {
+        *bad = k;
+        return false;
+    }
+    *v = f->valuedouble;
+    return true;
+}
+
+imgd_status imgd_flow_params_from_json(const char *what, const char *text, size_t len,
+                                       imgd_flow_params *out) {
+    if (!what || !text || !out)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_flow_params_from_json: NULL argument");
+    cJSON      *j  = NULL;
+    imgd_status st = imgd_json_parse(what, text, len, 1u << 20, 16, &j);
+    if (st != IMGD_OK) return st;
+    imgd_flow_params p     = imgd_flow_params_default();
+    const char      *bad   = NULL;
+    double           v     = 0.0;
+    p.shift                = 1.0; /* the class defaults, not FLUX.1-dev's file */
+    p.use_dynamic_shifting = false;
+    const cJSON *cls       = cJSON_GetObjectItemCaseSensitive(j, "_class_name");
+    const cJSON *dyn       = cJSON_GetObjectItemCaseSensitive(j, "use_dynamic_shifting");
+    if (cJSON_IsString(cls) && strcmp(cls->valuestring, "FlowMatchEulerDiscreteScheduler") != 0) {
+        st = imgd_fail(IMGD_E_UNSUPPORTED,
+                       "%s: _class_name '%s' is not FlowMatchEulerDiscreteScheduler (a flow-"
+                       "matching model's scheduler config was expected)",
+                       what, cls->valuestring);
+        goto done;
+    }
+    if (json_num(j, "num_train_timesteps", &v, &bad)) p.num_train_timesteps = (int32_t)v;
+    if (json_num(j, "shift", &v, &bad)) p.shift = v;
+    if (json_num(j, "base_shift", &v, &bad)) p.base_shift = v;
+    if (json_num(j, "max_shift", &v, &bad)) p.max_shift = v;
+    if (json_num(j, "base_image_seq_len", &v, &bad)) p.base_image_seq_len = (int32_t)v;
+    if (json_num(j, "max_image_seq_len", &v, &bad)) p.max_image_seq_len = (int32_t)v;
+    if (dyn && !cJSON_IsNull(dyn) && !cJSON_IsBool(dyn)) bad = "use_dynamic_shifting";
+    if (cJSON_IsBool(dyn)) p.use_dynamic_shifting = cJSON_IsTrue(dyn);
+    if (bad) {
+        st = imgd_fail(IMGD_E_FORMAT, "%s: field '%s' has the wrong type", what, bad);
+        goto done;
+    }
+    if (p.num_train_timesteps < 1 || p.num_train_timesteps > 100000 || !(p.shift > 0.0) ||
+        (p.use_dynamic_shifting && p.max_image_seq_len == p.base_image_seq_len)) {
+        st = imgd_fail(IMGD_E_INVALID_ARG,
+                       "%s: num_train_timesteps %d must be 1..100000, shift %g positive, and "
+                       "with dynamic shifting max_image_seq_len (%d) must differ from "
+                       "base_image_seq_len (%d)",
+                       what, (int)p.num_train_timesteps, p.shift, (int)p.max_image_seq_len,
+                       (int)p.base_image_seq_len);
+        goto done;
+    }
+    *out = p;
+done:
+    cJSON_Delete(j);
+    return st;
 }
 
 /* numpy.linspace(start, stop, n) in float64: i * step + start, the last element = stop. */

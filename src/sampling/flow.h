@@ -41,6 +41,14 @@ imgd_flow_params imgd_flow_params_default(void);
  * (float64). image_seq_len = packed image tokens = (H/16)(W/16). */
 double imgd_flow_mu(const imgd_flow_params *p, int64_t image_seq_len);
 
+/* Reads a FlowMatchEulerDiscreteScheduler scheduler_config.json (text[0..len), `what` names
+ * it in errors): fields absent from it keep diffusers' class defaults (T 1000, shift 1.0,
+ * no dynamic shifting, 0.5 / 1.15 over 256 / 4096). IMGD_E_FORMAT (not JSON, or a field of
+ * the wrong type: the message names it), IMGD_E_UNSUPPORTED (another _class_name),
+ * IMGD_E_INVALID_ARG (a value out of range). *out written only on success. */
+imgd_status imgd_flow_params_from_json(const char *what, const char *text, size_t len,
+                                       imgd_flow_params *out);
+
 typedef struct imgd_flow_schedule imgd_flow_schedule;
 
 /* Builds the schedule of `steps` (1..1000) iterations.

@@ -165,6 +165,9 @@ imgd_tensor *imgd_op_rope(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_
  * of each head rotate (axes_dims[a] even, 1 <= n_axes <= IMGD_ROPE_AXES_MAX): axis a owns
  * the next axes_dims[a] / 2 rotation pairs, pair j of it turns by pos[l, a] *
  * theta^(-2j / axes_dims[a]). Angles and cos/sin in double, as diffusers (float64). */
+imgd_tensor *imgd_op_rope_nd(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
+                             int32_t n_axes, const int32_t *axes_dims, float theta);
+
 /* For rope kernels: the rotation frequency exponent of pair k of a rope node's ip (see the
  * node parameters above): *axis receives the axis, the return value -2j/d_axis. */
 static inline double imgd_rope_pair_exp(const int64_t *ip, int64_t k, int32_t *axis) {
@@ -180,8 +183,5 @@ static inline double imgd_rope_pair_exp(const int64_t *ip, int64_t k, int32_t *a
     *axis = 0;
     return 0.0;
 }
-
-imgd_tensor *imgd_op_rope_nd(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
-                             int32_t n_axes, const int32_t *axes_dims, float theta);
 
 #endif

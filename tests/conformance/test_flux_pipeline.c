@@ -8,6 +8,7 @@
 
 #include "backends.h"
 #include "base/alloc.h"
+#include "base/map.h"
 #include "base/text.h"
 #include "detect/detect.h"
 #include "golden.h"
@@ -47,12 +48,17 @@ static imgd_weights *open_rel(const char *shared, const char *rel) {
 
 /* ---- schedule -------------------------------------------------------------------------- */
 
+/* The kit's scheduler_config.json (dev: diffusers/, schnell: schnell/). */
 static imgd_flow_params params_of(bool dev) {
-    imgd_flow_params p = imgd_flow_params_default();
-    if (!dev) { /* schnell/scheduler: shift 1.0, no dynamic shifting */
-        p.shift                = 1.0;
-        p.use_dynamic_shifting = false;
-    }
+    imgd_flow_params p      = {0};
+    const char      *shared = tu_shared_dir();
+    char             path[4096], *text = NULL;
+    size_t           len = 0;
+    imgd_fmt(path, sizeof path, "%s/conformance/flux-narrow/%s/scheduler/scheduler_config.json",
+             shared ? shared : ".", dev ? "diffusers" : "schnell");
+    CHECK_STATUS(imgd_file_read_all(path, 1u << 20, &text, &len), IMGD_OK);
+    if (text) CHECK_STATUS(imgd_flow_params_from_json(path, text, len, &p), IMGD_OK);
+    imgd_free(text);
     return p;
 }
 
