@@ -174,6 +174,32 @@ static const void *entry_data(imgd_wbind *b, const char *canonical, const imgd_k
     return entry_copy(b, canonical, e, cshape, cn);
 }
 
+static bool is_f8(imgd_dtype dt) {
+    return dt == IMGD_DTYPE_F8_E4M3 || dt == IMGD_DTYPE_F8_E5M2;
+}
+
+/* fp8 weights (e4m3 / e5m2 safetensors) upcast once to f16, which holds every fp8 value
+ * exactly (3 or 2 mantissa bits, exponents inside f16's range); kept in the binder's arena
+ * under "f16:" + the canonical name. src is the fp8 data in canonical layout. */
+static const void *f8_upcast(imgd_wbind *b, const char *canonical, imgd_dtype dt, const void *src,
+                             const int64_t *cshape, int32_t cn) {
+    char key[NAME_CAP + 8];
+    if (!src || !imgd_fmt(key, sizeof key, "f16:%s", canonical)) return NULL;
+    size_t prev = 0;
+    if (imgd_strmap_get(&b->copied, key, &prev)) return (const void *)prev;
+    uint64_t n = 1;
+    for (int32_t i = 0; i < cn; i++) n *= (uint64_t)cshape[i];
+    uint16_t *d = imgd_arena_alloc(&b->copies, (size_t)n * sizeof *d);
+    if (!d) return NULL;
+    const uint8_t *p = src;
+    for (uint64_t i = 0; i < n; i++)
+        d[i] = imgd_f32_to_f16(dt == IMGD_DTYPE_F8_E4M3 ? imgd_f8e4m3_to_f32(p[i])
+                                                         : imgd_f8e5m2_to_f32(p[i]));
+    char *k = imgd_arena_strndup(&b->copies, key, strlen(key));
+    if (!k || imgd_strmap_put(&b->copied, k, (size_t)d, NULL) != IMGD_OK) return NULL;
+    return d;
+}
+
 static imgd_tensor *bind(imgd_wbind *b, imgd_graph *g, const char *canonical, int32_t n_dims,
                          const int64_t *shape, bool optional) {
     if (!g || imgd_graph_status(g) != IMGD_OK) return NULL;
@@ -210,7 +236,12 @@ static imgd_tensor *bind(imgd_wbind *b, imgd_graph *g, const char *canonical, in
     size_t oi = 0;
     if (b->n_ov && imgd_strmap_get(&b->over, canonical, &oi))
         return imgd_graph_weight(g, canonical, b->ov[oi].dtype, cn, cs, b->ov[oi].data);
+    imgd_dtype  dt   = b->w->t[e->src].dtype;
     const void *data = entry_data(b, canonical, e, cs, cn);
+    if (is_f8(dt)) {
+        data = f8_upcast(b, canonical, dt, data, cs, cn);
+        dt   = IMGD_DTYPE_F16;
+    }
     if (!data) {
         (void)imgd_graph_fail(
             g, IMGD_E_UNSUPPORTED, "%s: tensor '%s' (stored as '%s', %s) cannot be bound: %s",
@@ -220,7 +251,7 @@ static imgd_tensor *bind(imgd_wbind *b, imgd_graph *g, const char *canonical, in
                 : "out of memory");
         return NULL;
     }
-    return imgd_graph_weight(g, canonical, b->w->t[e->src].dtype, cn, cs, data);
+    return imgd_graph_weight(g, canonical, dt, cn, cs, data);
 }
 
 imgd_tensor *imgd_wbind_get(imgd_wbind *b, imgd_graph *g, const char *canonical, int32_t n_dims,

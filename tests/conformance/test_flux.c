@@ -479,6 +479,105 @@ static void test_flux_bfl_under_wrapper_prefix(void) {
     (void)remove(path);
 }
 
+/* The e4m3 code nearest to v (finite codes only; exhaustive: 254 candidates). */
+static uint8_t to_e4m3(float v) {
+    uint8_t best = 0;
+    float   bd   = INFINITY;
+    for (int c = 0; c < 256; c++) {
+        if ((c & 0x7f) == 0x7f) continue; /* NaN */
+        float d = fabsf(imgd_f8e4m3_to_f32((uint8_t)c) - v);
+        if (d < bd) {
+            bd   = d;
+            best = (uint8_t)c;
+        }
+    }
+    return best;
+}
+
+/* Writes src's tensors to path with every 2-D weight as e4m3 (f8 true) or as the f32 values
+ * of those e4m3 codes (f8 false); 1-D tensors stay f32. */
+static bool write_fp8_variant(const imgd_weights *src, const char *path, bool f8) {
+    size_t          n  = imgd_weights_tensor_count(src);
+    imgd_st_entry  *e  = imgd_calloc(n, sizeof *e);
+    imgd_st_writer *wr = NULL;
+    bool            ok = e != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        imgd_tensor_info ti;
+        ok          = imgd_weights_tensor(src, i, &ti) == IMGD_OK && ti.dtype == IMGD_DTYPE_F32;
+        e[i].name   = ti.name;
+        e[i].n_dims = ti.n_dims;
+        e[i].dtype  = f8 && ti.n_dims == 2 ? IMGD_DTYPE_F8_E4M3 : IMGD_DTYPE_F32;
+        memcpy(e[i].shape, ti.shape, sizeof e[i].shape);
+    }
+    ok = ok && imgd_st_writer_open(path, e, n, NULL, NULL, 0, &wr) == IMGD_OK;
+    for (size_t i = 0; ok && i < n; i++) {
+        imgd_tensor_info ti;
+        (void)imgd_weights_tensor(src, i, &ti);
+        const float *v = ti.data;
+        for (uint64_t k = 0; ok && k < ti.nbytes / 4; k++) {
+            uint8_t c = to_e4m3(v[k]);
+            float   f = ti.n_dims == 2 ? imgd_f8e4m3_to_f32(c) : v[k];
+            ok        = (e[i].dtype == IMGD_DTYPE_F8_E4M3 ? imgd_st_writer_write(wr, &c, 1)
+                                                          : imgd_st_writer_write(wr, &f, 4)) == IMGD_OK;
+        }
+    }
+    if (wr) ok = imgd_st_writer_close(wr) == IMGD_OK && ok;
+    imgd_free(e);
+    return ok;
+}
+
+/* fp8 (e4m3) safetensors weights are upcast on load: a BFL file with every 2-D weight in
+ * e4m3 gives the output of the same values stored as f32 (f16 holds e4m3 exactly). */
+static void test_flux_fp8_weights_upcast_exactly(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: fp8 FLUX not checked");
+        return;
+    }
+    model src;
+    if (!model_open(&src, shared, "flux-narrow-transformer-bfl.safetensors", true)) return;
+    char p8[4096], p32[4096];
+    tu_tmp_path(p8, sizeof p8, "flux-e4m3.safetensors");
+    tu_tmp_path(p32, sizeof p32, "flux-e4m3-as-f32.safetensors");
+    CHECK(write_fp8_variant(src.w, p8, true) && write_fp8_variant(src.w, p32, false));
+    model_free(&src);
+    imgd_weights *gd       = tg_open_golden(shared, "flux-narrow/goldens/transformer.safetensors");
+    float        *y[2]     = {NULL, NULL};
+    const char   *paths[2] = {p8, p32};
+    for (int k = 0; gd && k < 2; k++) {
+        model m = {0};
+        CHECK_STATUS(imgd_weights_open(paths[k], NULL, &m.w), IMGD_OK);
+        if (m.w) CHECK_STATUS(imgd_model_detect(m.w, &m.mi), IMGD_OK);
+        if (m.mi) CHECK_STATUS(imgd_wbind_new(m.w, m.mi, &m.b), IMGD_OK);
+        if (m.b) CHECK_STATUS(imgd_flux_cfg_from_detect(m.mi, &m.cfg), IMGD_OK);
+        m.cfg.n_axes       = 3;
+        m.cfg.axes_dims[0] = 2;
+        m.cfg.axes_dims[1] = 2;
+        m.cfg.axes_dims[2] = 4;
+        run r;
+        if (m.b && run_build(&r, &m, tb_primary(), gd, false)) {
+            CHECK_STATUS(imgd_graph_compute(r.g), IMGD_OK);
+            y[k] = read_out(&r);
+        }
+        run_free(&r);
+        model_free(&m);
+    }
+    size_t       n   = 0;
+    const float *ref = gd ? tg_golden(gd, "out", &n) : NULL;
+    if (y[0] && y[1] && ref) {
+        (void)check_close(y[0], y[1], n, "e4m3 file vs its values as f32", "out");
+        double err = 0.0;
+        for (size_t i = 0; i < n; i++) err = fmax(err, fabs((double)y[0][i] - (double)ref[i]));
+        printf("  e4m3 weights vs f32 golden: max|err| %.3g (fp8 rounding)\n", err);
+        CHECK(err > 1e-5);
+    }
+    imgd_free(y[0]);
+    imgd_free(y[1]);
+    imgd_weights_free(gd);
+    (void)remove(p8);
+    (void)remove(p32);
+}
+
 /* ggml Q8_0 of n floats (n a multiple of 32): per block an f16 scale amax/127 and 32 int8. */
 static void quantize_q8_0(const float *x, size_t n, unsigned char *out) {
     for (size_t b = 0; b < n / 32; b++, out += 34) {
@@ -591,5 +690,6 @@ int main(void) {
     RUN(test_flux_rejects_bad_inputs);
     RUN(test_flux_bfl_under_wrapper_prefix);
     RUN(test_flux_q8_0_weights_fused_and_plain_agree);
+    RUN(test_flux_fp8_weights_upcast_exactly);
     TEST_END();
 }
