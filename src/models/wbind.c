@@ -194,7 +194,7 @@ static const void *f8_upcast(imgd_wbind *b, const char *canonical, imgd_dtype dt
     const uint8_t *p = src;
     for (uint64_t i = 0; i < n; i++)
         d[i] = imgd_f32_to_f16(dt == IMGD_DTYPE_F8_E4M3 ? imgd_f8e4m3_to_f32(p[i])
-                                                         : imgd_f8e5m2_to_f32(p[i]));
+                                                        : imgd_f8e5m2_to_f32(p[i]));
     char *k = imgd_arena_strndup(&b->copies, key, strlen(key));
     if (!k || imgd_strmap_put(&b->copied, k, (size_t)d, NULL) != IMGD_OK) return NULL;
     return d;
