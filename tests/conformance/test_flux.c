@@ -578,6 +578,55 @@ static void test_flux_fp8_weights_upcast_exactly(void) {
     (void)remove(p32);
 }
 
+/* A BFL file whose fused qkv has a row count that is not 3 x the width from img_in is
+ * refused at binding with a message naming the tensor and the width. */
+static void test_flux_bfl_rejects_bad_fused_rows(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: bad BFL rows not checked");
+        return;
+    }
+    model src;
+    if (!model_open(&src, shared, "flux-narrow-transformer-bfl.safetensors", true)) return;
+    size_t          n  = imgd_weights_tensor_count(src.w);
+    imgd_st_entry  *e  = imgd_calloc(n, sizeof *e);
+    imgd_st_writer *wr = NULL;
+    char            path[4096];
+    tu_tmp_path(path, sizeof path, "flux-bad-qkv.safetensors");
+    for (size_t i = 0; e && i < n; i++) {
+        imgd_tensor_info ti;
+        CHECK_STATUS(imgd_weights_tensor(src.w, i, &ti), IMGD_OK);
+        e[i].name   = ti.name;
+        e[i].dtype  = ti.dtype;
+        e[i].n_dims = ti.n_dims;
+        memcpy(e[i].shape, ti.shape, sizeof e[i].shape);
+        if (strcmp(ti.name, "double_blocks.1.txt_attn.qkv.weight") == 0) e[i].shape[0] -= 1;
+    }
+    if (e) CHECK_STATUS(imgd_st_writer_open(path, e, n, NULL, NULL, 0, &wr), IMGD_OK);
+    for (size_t i = 0; wr && i < n; i++) {
+        imgd_tensor_info ti;
+        CHECK_STATUS(imgd_weights_tensor(src.w, i, &ti), IMGD_OK);
+        size_t bytes = (size_t)ti.nbytes;
+        if (strcmp(ti.name, "double_blocks.1.txt_attn.qkv.weight") == 0) bytes -= 16 * 4;
+        CHECK_STATUS(imgd_st_writer_write(wr, ti.data, bytes), IMGD_OK);
+    }
+    if (wr) CHECK_STATUS(imgd_st_writer_close(wr), IMGD_OK);
+    imgd_free(e);
+    model_free(&src);
+    model m = {0};
+    CHECK_STATUS(imgd_weights_open(path, NULL, &m.w), IMGD_OK);
+    if (m.w) CHECK_STATUS(imgd_model_detect(m.w, &m.mi), IMGD_OK);
+    if (m.mi) {
+        CHECK_STATUS(imgd_wbind_new(m.w, m.mi, &m.b), IMGD_E_FORMAT);
+        CHECK_MSG(strstr(imgd_last_error(), "double_blocks.1.txt_attn.qkv.weight") &&
+                      strstr(imgd_last_error(), "47 rows") && strstr(imgd_last_error(), "16"),
+                  "%s", imgd_last_error());
+        printf("  bad fused qkv: %s\n", imgd_last_error());
+    }
+    model_free(&m);
+    (void)remove(path);
+}
+
 /* ggml Q8_0 of n floats (n a multiple of 32): per block an f16 scale amax/127 and 32 int8. */
 static void quantize_q8_0(const float *x, size_t n, unsigned char *out) {
     for (size_t b = 0; b < n / 32; b++, out += 34) {
@@ -691,5 +740,6 @@ int main(void) {
     RUN(test_flux_bfl_under_wrapper_prefix);
     RUN(test_flux_q8_0_weights_fused_and_plain_agree);
     RUN(test_flux_fp8_weights_upcast_exactly);
+    RUN(test_flux_bfl_rejects_bad_fused_rows);
     TEST_END();
 }
