@@ -607,7 +607,7 @@ static void test_flux_bfl_rejects_bad_fused_rows(void) {
         imgd_tensor_info ti;
         CHECK_STATUS(imgd_weights_tensor(src.w, i, &ti), IMGD_OK);
         size_t bytes = (size_t)ti.nbytes;
-        if (strcmp(ti.name, "double_blocks.1.txt_attn.qkv.weight") == 0) bytes -= 16 * 4;
+        if (strcmp(ti.name, "double_blocks.1.txt_attn.qkv.weight") == 0) bytes -= (size_t)16 * 4;
         CHECK_STATUS(imgd_st_writer_write(wr, ti.data, bytes), IMGD_OK);
     }
     if (wr) CHECK_STATUS(imgd_st_writer_close(wr), IMGD_OK);
