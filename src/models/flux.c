@@ -100,13 +100,16 @@ imgd_status imgd_flux_cfg_check(const imgd_flux_cfg *c) {
 
 typedef struct flux_b {
     imgd_graph          *g;
-    imgd_wbind          *b;
+    imgd_wbind          *b; /* NULL: placeholder weights (planning only) */
     const char          *prefix;
     const imgd_flux_cfg *cfg;
     imgd_tensor         *temb_act; /* silu(temb), read by every modulation */
     imgd_tensor         *ids;
     int64_t              B, T, N;
 } flux_b;
+
+/* Never read: placeholder graphs are planned, not computed. */
+static const float k_placeholder[16];
 
 static imgd_tensor *W(flux_b *f, int32_t n, const int64_t *shape, const char *fmt, ...)
     IMGD_PRINTF(4, 5);
@@ -123,6 +126,7 @@ static imgd_tensor *W(flux_b *f, int32_t n, const int64_t *shape, const char *fm
                               f->prefix, rel);
         return NULL;
     }
+    if (!f->b) return imgd_graph_weight(f->g, name, IMGD_DTYPE_F32, n, shape, k_placeholder);
     return imgd_wbind_get(f->b, f->g, name, n, shape);
 }
 
@@ -148,6 +152,7 @@ static imgd_tensor *linear(flux_b *f, imgd_tensor *x, int64_t out, const char *f
     imgd_tensor *w  = W(f, SHAPE(out, in), "%s.weight", p);
     imgd_tensor *b  = W(f, SHAPE(out), "%s.bias", p);
     imgd_tensor *y  = imgd_op_linear(f->g, x, w, b);
+    if (!f->b) return y;
     return imgd_wbind_adapt(f->b, f->g, IMGD_SITE_LINEAR, 0, 0, x, y, "%s.%s.weight", f->prefix, p);
 }
 
@@ -339,13 +344,8 @@ static imgd_status check_inputs(imgd_graph *g, const imgd_flux_cfg *c, const img
     return IMGD_OK;
 }
 
-imgd_status imgd_flux_build(imgd_graph *g, imgd_wbind *b, const char *prefix,
-                            const imgd_flux_cfg *cfg, const imgd_flux_inputs *in,
-                            imgd_flux_taps *taps, imgd_tensor **out) {
-    if (!g) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_flux_build: graph is NULL");
-    if (imgd_graph_status(g) != IMGD_OK) return imgd_graph_status(g);
-    if (!b || !prefix || !out)
-        return imgd_graph_fail(g, IMGD_E_INVALID_ARG, "imgd_flux_build: NULL weights/prefix/out");
+static imgd_status build(imgd_graph *g, imgd_wbind *b, const char *prefix, const imgd_flux_cfg *cfg,
+                         const imgd_flux_inputs *in, imgd_flux_taps *taps, imgd_tensor **out) {
     imgd_status st = imgd_flux_cfg_check(cfg);
     if (st != IMGD_OK) return imgd_graph_fail(g, st, "%s", imgd_last_error());
     st = check_inputs(g, cfg, in);
@@ -401,6 +401,50 @@ imgd_status imgd_flux_build(imgd_graph *g, imgd_wbind *b, const char *prefix,
     }
     *out = y;
     return IMGD_OK;
+}
+
+imgd_status imgd_flux_build(imgd_graph *g, imgd_wbind *b, const char *prefix,
+                            const imgd_flux_cfg *cfg, const imgd_flux_inputs *in,
+                            imgd_flux_taps *taps, imgd_tensor **out) {
+    if (!g) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_flux_build: graph is NULL");
+    if (imgd_graph_status(g) != IMGD_OK) return imgd_graph_status(g);
+    if (!b || !prefix || !out)
+        return imgd_graph_fail(g, IMGD_E_INVALID_ARG, "imgd_flux_build: NULL weights/prefix/out");
+    return build(g, b, prefix, cfg, in, taps, out);
+}
+
+imgd_status imgd_flux_plan_info(const imgd_flux_cfg *cfg, int64_t batch, int64_t height,
+                                int64_t width, int64_t txt_len, imgd_backend *be,
+                                imgd_plan_info *info) {
+    if (!cfg || !be || !info || batch < 1 || height < 2 || width < 2 || height % 2 != 0 ||
+        width % 2 != 0 || txt_len < 1)
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "imgd_flux_plan_info: batch >= 1, even latent height/width >= 2 and "
+                         "txt_len >= 1 required (got %lld, %lld x %lld, %lld)",
+                         (long long)batch, (long long)height, (long long)width, (long long)txt_len);
+    imgd_graph *g  = NULL;
+    imgd_status st = imgd_graph_new(NULL, &g);
+    if (st != IMGD_OK) return st;
+    int64_t          B = batch, N = (height / 2) * (width / 2);
+    imgd_flux_inputs in = {0};
+    in.x = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 3, (int64_t[]){B, N, cfg->in_channels});
+    in.ctx =
+        imgd_graph_input(g, "ctx", IMGD_DTYPE_F32, 3, (int64_t[]){B, txt_len, cfg->context_dim});
+    in.pooled = imgd_graph_input(g, "pooled", IMGD_DTYPE_F32, 2, (int64_t[]){B, cfg->pooled_dim});
+    in.t      = imgd_graph_input(g, "t", IMGD_DTYPE_F32, 1, (int64_t[]){B});
+    in.ids    = imgd_graph_input(g, "ids", IMGD_DTYPE_F32, 2,
+                                 (int64_t[]){txt_len + N, IMGD_MAX(cfg->n_axes, 1)});
+    if (cfg->guidance_embed)
+        in.guidance = imgd_graph_input(g, "guidance", IMGD_DTYPE_F32, 1, (int64_t[]){B});
+    imgd_tensor *out = NULL;
+    st               = imgd_graph_status(g);
+    if (st == IMGD_OK) st = build(g, NULL, "transformer", cfg, &in, NULL, &out);
+    if (st == IMGD_OK) {
+        imgd_graph_output(g, out);
+        st = imgd_graph_plan(g, be, info);
+    }
+    imgd_graph_free(g);
+    return st;
 }
 
 /* ---- host helpers ------------------------------------------------------------------------- */

@@ -96,6 +96,15 @@ imgd_status imgd_flux_build(imgd_graph *g, imgd_wbind *b, const char *prefix,
                             const imgd_flux_cfg *cfg, const imgd_flux_inputs *in,
                             imgd_flux_taps *taps, imgd_tensor **out);
 
+/* Activation memory of the transformer graph for one input shape, without weights: builds
+ * it with placeholder weights (never computed), plans it on backend be (borrowed) and
+ * reports the plan (activation_bytes includes the backend's scratch). height/width are
+ * latent pixels (even; image / 8), txt_len the T5 sequence length. Returns IMGD_OK,
+ * IMGD_E_INVALID_ARG (bad sizes or cfg, named), or the plan's errors. */
+imgd_status imgd_flux_plan_info(const imgd_flux_cfg *cfg, int64_t batch, int64_t height,
+                                int64_t width, int64_t txt_len, imgd_backend *be,
+                                imgd_plan_info *info);
+
 /* ---- host helpers ---------------------------------------------------------------------- */
 
 /* FluxPipeline._pack_latents: lat [B, C, H, W] (H, W even) -> out [B, (H/2)(W/2), 4C] with

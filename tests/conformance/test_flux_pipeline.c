@@ -459,10 +459,53 @@ static void test_flux_vae_encode(void) {
     imgd_weights_free(gd);
 }
 
+/* Activation memory from the plan alone: the narrow model grows with the image, and
+ * FLUX.1-dev's real configuration at 1024x1024 with 512 text tokens plans on the cpu
+ * backend without any weights. */
+static void test_flux_plan_info_without_weights(void) {
+    imgd_backend *be = NULL;
+    CHECK_STATUS(imgd_backend_new("cpu", NULL, &be), IMGD_OK);
+    if (!be) return;
+    imgd_flux_cfg c  = {0};
+    c.in_channels    = 64;
+    c.out_channels   = 64;
+    c.hidden         = 3072;
+    c.heads          = 24;
+    c.head_dim       = 128;
+    c.depth          = 19;
+    c.depth_single   = 38;
+    c.context_dim    = 4096;
+    c.pooled_dim     = 768;
+    c.mlp_hidden     = 4 * 3072;
+    c.n_axes         = 3;
+    c.axes_dims[0]   = 16;
+    c.axes_dims[1]   = 56;
+    c.axes_dims[2]   = 56;
+    c.theta          = 10000.0f;
+    c.eps            = 1e-6f;
+    c.guidance_embed = true;
+    imgd_plan_info a = {0}, b = {0};
+    double         t0 = tu_now_s();
+    CHECK_STATUS(imgd_flux_plan_info(&c, 1, 64, 64, 512, be, &a), IMGD_OK);
+    CHECK_STATUS(imgd_flux_plan_info(&c, 1, 128, 128, 512, be, &b), IMGD_OK);
+    printf("  FLUX.1-dev activations (cpu plan): 512x512 %.1f MiB, 1024x1024 %.1f MiB (%u nodes, "
+           "%.2f s to plan both)\n",
+           (double)a.activation_bytes / 1048576.0, (double)b.activation_bytes / 1048576.0,
+           b.n_nodes, tu_now_s() - t0);
+    CHECK(a.activation_bytes > ((size_t)32 << 20) && b.activation_bytes > a.activation_bytes);
+    CHECK(b.activation_bytes < ((size_t)16 << 30));
+    CHECK(b.activation_bytes < b.naive_bytes / 4);
+    c.axes_dims[2] = 50;
+    CHECK_STATUS(imgd_flux_plan_info(&c, 1, 128, 128, 512, be, &b), IMGD_E_INVALID_ARG);
+    CHECK_STATUS(imgd_flux_plan_info(&c, 1, 127, 128, 512, be, &b), IMGD_E_INVALID_ARG);
+    imgd_backend_free(be);
+}
+
 int main(void) {
     RUN(test_flow_schedule_matches_pipelines);
     RUN(test_flow_euler_steps_reproduce_pipelines);
     RUN(test_flux_vae_decode);
     RUN(test_flux_vae_encode);
+    RUN(test_flux_plan_info_without_weights);
     TEST_END();
 }
