@@ -535,9 +535,9 @@ static const op_case k_cases[] = {
     {"mul", b_binary, "f=2,sa=12,sb=13", 0},
     {"rope", b_rope, "mode=0,l=300,d=64", 0},
     {"rope", b_rope_nd, "mode=1,l=300,d=128,a0=16,a1=56,a2=56,h=4", 0},
-    /* several weight tiles (4 MiB of f32 rows each) */
-    {"linear_quant", b_linear_quant, "type=q4_k,b=1,m=33,k=4096,n=300", 0},
-    {"linear_quant", b_linear_quant, "type=q8_0,b=1,m=64,k=3072,n=700", 0},
+    /* several weight tiles (16 MiB of f32 rows each: 1024 rows at k=4096, 512 at 8192) */
+    {"linear_quant", b_linear_quant, "type=q4_k,b=1,m=3,k=4096,n=1100", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,b=2,m=7,k=8192,n=1031", 0},
 };
 
 /* ---- backend configurations --------------------------------------------------------------- */
