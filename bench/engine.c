@@ -284,8 +284,8 @@ static double flops_of(bench_kind k, const opts *o) {
     double n = (double)o->gemm;
     if (k == BK_GEMM) return 2.0 * n * n * n;
     if (k == BK_QLIN || k == BK_QDEQ) {
-        double q = (double)((o->gemm + 31) / 32 * 32);
-        return 2.0 * q * q * q;
+        int64_t q = (o->gemm + 31) / 32 * 32; /* whole Q8_0 blocks */
+        return 2.0 * (double)q * (double)q * (double)q;
     }
     if (k == BK_CONV || k == BK_CONV1)
         return 2.0 * (double)o->conv_n * 320.0 * 320.0 * (k == BK_CONV ? 9.0 : 1.0) *
