@@ -15,6 +15,7 @@
 #include "models/flux.h"
 #include "models/vae.h"
 #include "models/wbind.h"
+#include "pipeline/flux_gen.h"
 #include "sampling/flow.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
@@ -501,11 +502,93 @@ static void test_flux_plan_info_without_weights(void) {
     imgd_backend_free(be);
 }
 
+/* imgd_flux_generate from the recorded text embeddings and initial latents reproduces both
+ * pipelines: final latents (1e-3 * max|ref|) and the [0, 1] image (2e-3), dev from the
+ * diffusers folder (transformer and VAE from one binder), schnell from the BFL file with the
+ * folder's VAE. */
+static void test_flux_generate_reproduces_txt2img(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: FLUX generation not checked");
+        return;
+    }
+    vae m;
+    if (!vae_open(&m, shared)) return;
+    static const struct {
+        const char *golden, *model, *label;
+        bool        dev;
+    } cases[] = {
+        {"goldens/txt2img_flux.safetensors", NULL, "dev", true},
+        {"goldens/txt2img_schnell.safetensors", "flux-narrow-schnell-transformer-bfl.safetensors",
+         "schnell", false},
+    };
+    imgd_backend *be = NULL;
+    CHECK_STATUS(imgd_backend_new(tb_primary(), NULL, &be), IMGD_OK);
+    for (size_t ci = 0; be && ci < IMGD_ARRAY_LEN(cases); ci++) {
+        imgd_weights    *gd = open_rel(shared, cases[ci].golden), *tw = NULL;
+        imgd_model_info *tmi = NULL;
+        imgd_wbind      *tb  = m.b;
+        if (cases[ci].model) {
+            tw = open_rel(shared, cases[ci].model);
+            if (tw) CHECK_STATUS(imgd_model_detect(tw, &tmi), IMGD_OK);
+            tb = NULL;
+            if (tmi) CHECK_STATUS(imgd_wbind_new(tw, tmi, &tb), IMGD_OK);
+        }
+        imgd_flux_cfg fc;
+        size_t        ne = 0, np = 0, ni = 0, nf = 0, nimg = 0;
+        const float  *pe   = gd ? tg_golden(gd, "prompt_embeds", &ne) : NULL;
+        const float  *pp   = gd ? tg_golden(gd, "pooled_prompt_embeds", &np) : NULL;
+        const float  *init = gd ? tg_golden(gd, "initial_latents", &ni) : NULL;
+        const float  *fin  = gd ? tg_golden(gd, "latents_after_step.03", &nf) : NULL;
+        const float  *img  = gd ? tg_golden(gd, "image", &nimg) : NULL;
+        float        *x = imgd_malloc(4096 * sizeof *x), *im = imgd_malloc(nimg * sizeof *im);
+        if (tb && pe && pp && init && fin && img && x && im &&
+            imgd_flux_cfg_from_detect(imgd_wbind_info(tb), &fc) == IMGD_OK) {
+            if (fc.n_axes == 0) { /* the BFL file: the narrow rope axes */
+                fc.n_axes       = 3;
+                fc.axes_dims[0] = 2;
+                fc.axes_dims[1] = 2;
+                fc.axes_dims[2] = 4;
+            }
+            imgd_flux_gen_params p = imgd_flux_gen_params_default();
+            p.transformer          = tb;
+            p.cfg                  = &fc;
+            p.vae                  = m.b;
+            p.vae_cfg              = &m.cfg;
+            p.be                   = be;
+            p.flow                 = params_of(cases[ci].dev);
+            p.steps                = 4;
+            p.height = p.width = 128;
+            memcpy(x, init, 4096 * sizeof *x);
+            CHECK_STATUS(imgd_flux_generate(&p, pe, pp, 1, 64, x, im), IMGD_OK);
+            char what[96];
+            imgd_fmt(what, sizeof what, "generate %s final latents", cases[ci].label);
+            check_close(x, fin, 4096, 1e-3, what);
+            imgd_fmt(what, sizeof what, "generate %s image [0,1]", cases[ci].label);
+            check_close(im, img, nimg, -2e-3, what);
+            p.height = 120;
+            CHECK_STATUS(imgd_flux_generate(&p, pe, pp, 1, 64, x, im), IMGD_E_INVALID_ARG);
+            CHECK_MSG(strstr(imgd_last_error(), "multiples of 16"), "%s", imgd_last_error());
+        } else {
+            CHECK_MSG(0, "%s: setup failed", cases[ci].label);
+        }
+        imgd_free(x);
+        imgd_free(im);
+        if (tb != m.b) imgd_wbind_free(tb);
+        imgd_model_info_free(tmi);
+        imgd_weights_free(tw);
+        imgd_weights_free(gd);
+    }
+    imgd_backend_free(be);
+    vae_free(&m);
+}
+
 int main(void) {
     RUN(test_flow_schedule_matches_pipelines);
     RUN(test_flow_euler_steps_reproduce_pipelines);
     RUN(test_flux_vae_decode);
     RUN(test_flux_vae_encode);
     RUN(test_flux_plan_info_without_weights);
+    RUN(test_flux_generate_reproduces_txt2img);
     TEST_END();
 }
