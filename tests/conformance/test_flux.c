@@ -13,6 +13,7 @@
 #include "base/alloc.h"
 #include "base/text.h"
 #include "detect/detect.h"
+#include "detect/keymap.h"
 #include "formats/dtype.h"
 #include "formats/safetensors.h"
 #include "golden.h"
@@ -253,6 +254,20 @@ static void test_flux_detects_every_layout(void) {
         CHECK_EQ_INT(imgd_wbind_has(m.b, "transformer.time_text_embed.guidance_embedder.linear_1."
                                          "weight"),
                      k_layouts[li].dev);
+        if (k_layouts[li].single) { /* every BFL tensor maps; fused ones to several names */
+            imgd_keymap *km = NULL;
+            CHECK_STATUS(imgd_keymap_build(m.w, m.mi, &km), IMGD_OK);
+            if (km) {
+                size_t nt = imgd_weights_tensor_count(m.w);
+                /* qkv x 2 streams x 2 (weight, bias) x 2 blocks add 2 names each; linear1 x 2
+                 * (weight, bias) x 2 blocks add 3 each */
+                CHECK_EQ_INT(km->n_unmapped, 0);
+                CHECK_EQ_INT(km->n, nt + 16 + 12);
+                CHECK(imgd_keymap_find(km, "transformer.norm_out.linear.weight")->op ==
+                      IMGD_KM_SWAP_HALVES);
+            }
+            imgd_keymap_free(km);
+        }
         model_free(&m);
     }
 }
