@@ -339,6 +339,59 @@ static bool same_values(const float *a, const float *b, size_t n) {
     return true;
 }
 
+/* The rope tables against diffusers' intermediate.pos_embed [1, 1, 128, 4, 2, 2] (rotation
+ * [[cos, -sin], [sin, cos]] per token and pair): rotating the unit vector (1, 0) of every pair
+ * with imgd_op_rope_nd at the golden's ids gives (cos, sin), on every backend. */
+static void test_flux_rope_matches_pos_embed(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: rope tables not checked");
+        return;
+    }
+    imgd_weights *gd  = tg_open_golden(shared, "flux-narrow/goldens/transformer.safetensors");
+    size_t        np  = 0;
+    const float  *pe  = gd ? tg_golden(gd, "intermediate.pos_embed", &np) : NULL;
+    int64_t       L   = 0;
+    float        *ids = gd ? joint_ids(gd, &L) : NULL;
+    float         x[128 * 8], got[128 * 8], cs[128 * 8];
+    for (int i = 0; i < 128 * 8; i++) x[i] = i % 2 == 0 ? 1.0f : 0.0f;
+    for (size_t bi = 0; pe && ids && L == 128 && np == (size_t)128 * 16 && bi < tb_backends()->n;
+         bi++) {
+        imgd_graph   *g  = NULL;
+        imgd_backend *be = NULL;
+        CHECK_STATUS(imgd_graph_new(NULL, &g), IMGD_OK);
+        CHECK_STATUS(imgd_backend_new(k_backends[bi], NULL, &be), IMGD_OK);
+        if (!g || !be) {
+            imgd_graph_free(g);
+            imgd_backend_free(be);
+            break;
+        }
+        imgd_tensor  *xt = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 4, (int64_t[]){1, 128, 1, 8});
+        imgd_tensor  *pt = imgd_graph_input(g, "p", IMGD_DTYPE_F32, 2, (int64_t[]){128, 3});
+        const int32_t axes[3] = {2, 2, 4};
+        imgd_tensor  *y       = imgd_op_rope_nd(g, xt, pt, IMGD_ROPE_INTERLEAVE, 3, axes, 10000.0f);
+        imgd_graph_output(g, y);
+        CHECK_STATUS(imgd_tensor_bind(xt, x), IMGD_OK);
+        CHECK_STATUS(imgd_tensor_bind(pt, ids), IMGD_OK);
+        CHECK_STATUS(imgd_graph_plan(g, be, NULL), IMGD_OK);
+        CHECK_STATUS(imgd_graph_alloc(g, NULL, 0), IMGD_OK);
+        CHECK_STATUS(imgd_graph_compute(g), IMGD_OK);
+        CHECK_STATUS(imgd_graph_read_f32(g, y, got, IMGD_ARRAY_LEN(got)), IMGD_OK);
+        for (int l = 0; l < 128; l++) /* pe[l][j] = [[c, -s], [s, c]]: c at 0, s at 2 */
+            for (int j = 0; j < 4; j++) {
+                cs[l * 8 + 2 * j]     = pe[(l * 4 + j) * 4 + 0];
+                cs[l * 8 + 2 * j + 1] = pe[(l * 4 + j) * 4 + 2];
+            }
+        char what[64];
+        imgd_fmt(what, sizeof what, "rope/%s", k_backends[bi]);
+        (void)check_close(got, cs, IMGD_ARRAY_LEN(got), what, "intermediate.pos_embed");
+        imgd_graph_free(g);
+        imgd_backend_free(be);
+    }
+    imgd_free(ids);
+    imgd_weights_free(gd);
+}
+
 /* Packing, unpacking and ids against the recorded tensors: vae_decode's packed/unpacked
  * latents, the pipeline's latent_image_ids / text_ids. */
 static void test_flux_pack_unpack_and_ids(void) {
@@ -752,6 +805,7 @@ int main(void) {
     RUN(test_flux_matches_diffusers_every_layout_and_backend);
     RUN(test_flux_batch2_per_item_conditioning);
     RUN(test_flux_pack_unpack_and_ids);
+    RUN(test_flux_rope_matches_pos_embed);
     RUN(test_flux_rejects_bad_inputs);
     RUN(test_flux_bfl_under_wrapper_prefix);
     RUN(test_flux_q8_0_weights_fused_and_plain_agree);
