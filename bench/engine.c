@@ -7,6 +7,9 @@
  *   conv       320 -> 320 channels, 3x3, 64x64, batch 2 (the UNet's most expensive conv)
  *   conv1x1    the same with a 1x1 kernel (proj_in/out, shortcuts): runs as a matmul
  *   attention  4096 tokens x 8 heads x 40 dims (the UNet's first self-attention)
+ *   linear_q8_0  x [N, N] times a Q8_0 weight [N, N]^T (GGUF FLUX layers): the fused
+ *              linear_quant kernel (blocks dequantized per tile), and for comparison the
+ *              dequantize + matmul graph (the whole weight expanded to f32 each run)
  *
  * Every figure is the best of --repeat runs after a warm-up. The oneDNN peak is measured
  * first and once more after each engine case, so machine noise hits both; OpenBLAS is
@@ -115,8 +118,28 @@ typedef enum bench_kind {
     BK_GEMM,
     BK_CONV,
     BK_CONV1,
-    BK_ATTN
+    BK_ATTN,
+    BK_QLIN, /* linear_quant on a Q8_0 weight */
+    BK_QDEQ  /* the same through dequantize + matmul */
 } bench_kind;
+
+/* A Q8_0 weight [n, n] (n a multiple of 32): random int8 values, f16 scales of 1/64. */
+static imgd_tensor *q8_weight(prepared *p, int slot, int64_t n) {
+    size_t bytes  = (size_t)(n * n / 32 * 34);
+    p->bufs[slot] = imgd_malloc(bytes + 1);
+    if (!p->bufs[slot]) return NULL;
+    unsigned char *b    = (unsigned char *)p->bufs[slot];
+    uint32_t       seed = 7;
+    for (size_t i = 0; i < bytes; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        b[i] = (unsigned char)(seed >> 24);
+    }
+    for (size_t k = 0; k < bytes; k += 34) { /* f16 0x2400 = 1/64 */
+        b[k]     = 0x00;
+        b[k + 1] = 0x24;
+    }
+    return imgd_graph_weight(p->g, NULL, IMGD_DTYPE_Q8_0, 2, (int64_t[]){n, n}, b);
+}
 
 static int prepare(prepared *p, bench_kind kind, const opts *o, imgd_backend *be) {
     if (imgd_graph_new(NULL, &p->g) != IMGD_OK) return -1;
@@ -130,6 +153,11 @@ static int prepare(prepared *p, bench_kind kind, const opts *o, imgd_backend *be
         int64_t bs[1] = {320};
         y = imgd_op_conv2d(p->g, weight(p, 0, 4, xs), weight(p, 1, 4, ws), weight(p, 2, 1, bs), 1,
                            (int32_t)(k / 2));
+    } else if (kind == BK_QLIN || kind == BK_QDEQ) {
+        int64_t      n = (o->gemm + 31) / 32 * 32, s[2] = {n, n};
+        imgd_tensor *x = weight(p, 0, 2, s), *w = q8_weight(p, 1, n);
+        y = kind == BK_QLIN ? imgd_op_linear_quant(p->g, x, w, NULL)
+                            : imgd_op_linear(p->g, x, w, NULL);
     } else {
         int64_t s[4] = {1, o->tokens, o->heads, o->dim};
         y = imgd_op_attention(p->g, weight(p, 0, 4, s), weight(p, 1, 4, s), weight(p, 2, 4, s),
@@ -255,6 +283,10 @@ typedef struct engine_case {
 static double flops_of(bench_kind k, const opts *o) {
     double n = (double)o->gemm;
     if (k == BK_GEMM) return 2.0 * n * n * n;
+    if (k == BK_QLIN || k == BK_QDEQ) {
+        int64_t q = (o->gemm + 31) / 32 * 32; /* whole Q8_0 blocks */
+        return 2.0 * (double)q * (double)q * (double)q;
+    }
     if (k == BK_CONV || k == BK_CONV1)
         return 2.0 * (double)o->conv_n * 320.0 * 320.0 * (k == BK_CONV ? 9.0 : 1.0) *
                (double)(o->conv_hw * o->conv_hw);
@@ -285,6 +317,7 @@ int bench_engine(int argc, char **argv) {
         {"sgemm_gflops", BK_GEMM, f32},          {"conv_gflops", BK_CONV, f32},
         {"conv1x1_gflops", BK_CONV1, f32},       {"attention_gflops", BK_ATTN, f32},
         {"gemm_bf16_gflops", BK_GEMM, b16},      {"conv_bf16_gflops", BK_CONV, b16},
+        {"linear_q8_0_gflops", BK_QLIN, f32},    {"linear_q8_0_dequant_gflops", BK_QDEQ, f32},
         {"sgemm_openblas_gflops", BK_GEMM, obl},
     };
     double    gfs[IMGD_ARRAY_LEN(cases)] = {0};

@@ -47,7 +47,35 @@ static void te_from_json(const cJSON *j, imgd_te_config *t) {
     if (cJSON_IsString(act)) t->gelu_erf = strcmp(act->valuestring, "quick_gelu") != 0;
 }
 
+/* FLUX transformer config.json: rope axes and heads (shapes give head_dim only). */
+static void dit_from_json(const cJSON *j, imgd_model_info *mi, const char *key) {
+    imgd_dit_config *d  = &mi->dit;
+    const cJSON     *ax = cJSON_GetObjectItemCaseSensitive(j, "axes_dims_rope");
+    if (d->type != IMGD_DIT_FLUX || !cJSON_IsArray(ax)) return;
+    int32_t n = 0, dims[4] = {0};
+    for (const cJSON *e = ax->child; e; e = e->next, n++) {
+        if (n >= 4 || !cJSON_IsNumber(e)) return;
+        dims[n] = (int32_t)e->valuedouble;
+    }
+    d->n_axes = n;
+    memcpy(d->axes_dims, dims, sizeof dims);
+    if (json_int(j, "num_attention_heads") > 0 && json_int(j, "attention_head_dim") > 0) {
+        d->heads    = json_int(j, "num_attention_heads");
+        d->head_dim = json_int(j, "attention_head_dim");
+    }
+    d->axes_from_config = true;
+    imgd_detect_note(mi, "rope axes and attention heads from %s", key);
+}
+
 static void from_diffusers(const imgd_weights *w, imgd_model_info *mi) {
+    if (mi->has_dit) {
+        const char *dkey = mi->denoiser_prefix && strcmp(mi->denoiser_prefix, "transformer/") == 0
+                               ? "transformer/config.json"
+                               : "config.json";
+        cJSON      *dj   = meta_json(w, dkey);
+        if (dj) dit_from_json(dj, mi, dkey);
+        cJSON_Delete(dj);
+    }
     const char *ukey = mi->denoiser_prefix && strcmp(mi->denoiser_prefix, "unet/") == 0
                            ? "unet/config.json"
                            : "config.json";

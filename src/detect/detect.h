@@ -84,8 +84,11 @@ typedef struct imgd_dit_config {
     imgd_dit_type type;
     int32_t       depth, depth_single, hidden, heads, head_dim, patch, in_channels, context_dim,
         pooled_dim, pos_embed_max;
-    bool guidance_embed;
-    bool original_names; /* BFL / SD3 reference names rather than diffusers */
+    int32_t n_axes;       /* FLUX rope axes (axes_dims_rope); 0 = unknown */
+    int32_t axes_dims[4]; /* FLUX: (16, 56, 56) for head dim 128, or config.json's */
+    bool    guidance_embed;
+    bool    original_names;   /* BFL / SD3 reference names rather than diffusers */
+    bool    axes_from_config; /* axes_dims / heads given by config.json */
 } imgd_dit_config;
 
 typedef struct imgd_adapter_info {

@@ -314,12 +314,128 @@ static imgd_status map_openclip(imgd_keymap *km, const imgd_wtensor *t, size_t i
                0, 0);
 }
 
+/* ---- FLUX transformer: Black Forest Labs -> diffusers ---------------------------- */
+
+/* Plain renames (after "double_blocks.N." / "single_blocks.N." / the root), longest first
+ * where one is a prefix of another. */
+static const char *const k_bfl_top[][2] = {
+    {"img_in.", "x_embedder."},
+    {"txt_in.", "context_embedder."},
+    {"time_in.in_layer.", "time_text_embed.timestep_embedder.linear_1."},
+    {"time_in.out_layer.", "time_text_embed.timestep_embedder.linear_2."},
+    {"guidance_in.in_layer.", "time_text_embed.guidance_embedder.linear_1."},
+    {"guidance_in.out_layer.", "time_text_embed.guidance_embedder.linear_2."},
+    {"vector_in.in_layer.", "time_text_embed.text_embedder.linear_1."},
+    {"vector_in.out_layer.", "time_text_embed.text_embedder.linear_2."},
+    {"final_layer.linear.", "proj_out."},
+};
+
+static const char *const k_bfl_double[][2] = {
+    {"img_mod.lin.", "norm1.linear."},
+    {"txt_mod.lin.", "norm1_context.linear."},
+    {"img_attn.norm.query_norm.scale", "attn.norm_q.weight"},
+    {"img_attn.norm.key_norm.scale", "attn.norm_k.weight"},
+    {"txt_attn.norm.query_norm.scale", "attn.norm_added_q.weight"},
+    {"txt_attn.norm.key_norm.scale", "attn.norm_added_k.weight"},
+    {"img_attn.proj.", "attn.to_out.0."},
+    {"txt_attn.proj.", "attn.to_add_out."},
+    {"img_mlp.0.", "ff.net.0.proj."},
+    {"img_mlp.2.", "ff.net.2."},
+    {"txt_mlp.0.", "ff_context.net.0.proj."},
+    {"txt_mlp.2.", "ff_context.net.2."},
+};
+
+static const char *const k_bfl_single[][2] = {
+    {"modulation.lin.", "norm.linear."},
+    {"norm.query_norm.scale", "attn.norm_q.weight"},
+    {"norm.key_norm.scale", "attn.norm_k.weight"},
+    {"linear2.", "proj_out."},
+};
+
+/* Renames `in` by the first row of tbl whose source is a prefix of it; false when none. */
+static bool bfl_rename(const char *const (*tbl)[2], size_t n, const char *pre, const char *in,
+                       char *out) {
+    for (size_t k = 0; k < n; k++) {
+        size_t l = strlen(tbl[k][0]);
+        if (strncmp(in, tbl[k][0], l) == 0)
+            return snprintf(out, NAME_CAP, "%s%s%s", pre, tbl[k][1], in + l) > 0;
+    }
+    return false;
+}
+
+/* Puts the row slices of a fused tensor: parts[i] takes rows [r_i, r_i + rows[i]). */
+static imgd_status put_rows(imgd_keymap *km, size_t idx, const char *pre, const char *suffix, int n,
+                            const char *const *parts, const int64_t *rows) {
+    char    name[NAME_CAP + 64];
+    int64_t r = 0;
+    for (int k = 0; k < n; k++) {
+        imgd_fmt(name, sizeof name, "%s%s.%s", pre, parts[k], suffix);
+        imgd_status st = put(km, name, idx, IMGD_KM_ROWS, r, r + rows[k]);
+        if (st != IMGD_OK) return st;
+        r += rows[k];
+    }
+    return IMGD_OK;
+}
+
+static imgd_status bfl_width_fail(const imgd_wtensor *t, int64_t D) {
+    return imgd_fail(IMGD_E_FORMAT,
+                     "FLUX tensor '%s' has %lld rows, which does not fit the inner width %lld "
+                     "read from img_in (fused q;k;v is 3 x width rows, linear1 3 x width + MLP "
+                     "rows); the file is damaged or not a FLUX transformer",
+                     t->name, (long long)t->shape[0], (long long)D);
+}
+
+/* One BFL FLUX tensor (name after the prefix) to its diffusers names: fused q;k;v (and
+ * single blocks' q;k;v;mlp) become row views, the final modulation swaps its halves. The
+ * width comes from img_in (mi->dit.hidden), never a FLUX.1 constant, so narrow files map. */
+static imgd_status map_bfl(imgd_keymap *km, const imgd_wtensor *t, size_t idx, const char *comp,
+                           int64_t D, const char *in) {
+    char out[NAME_CAP], pre[NAME_CAP + 64], name[NAME_CAP + 64];
+    long i = 0;
+    int  n = 0;
+    if (sscanf(in, "double_blocks.%ld.%n", &i, &n) == 1 && n > 0) {
+        const char *r = in + n;
+        imgd_fmt(pre, sizeof pre, "%s.transformer_blocks.%ld.", comp, i);
+        bool img = strncmp(r, "img_attn.qkv.", 13) == 0;
+        if (img || strncmp(r, "txt_attn.qkv.", 13) == 0) {
+            static const char *const ip[]    = {"attn.to_q", "attn.to_k", "attn.to_v"};
+            static const char *const tp[]    = {"attn.add_q_proj", "attn.add_k_proj",
+                                                "attn.add_v_proj"};
+            int64_t                  rows[3] = {D, D, D};
+            if (t->shape[0] != 3 * D) return bfl_width_fail(t, D);
+            return put_rows(km, idx, pre, r + 13, 3, img ? ip : tp, rows);
+        }
+        if (bfl_rename(k_bfl_double, IMGD_ARRAY_LEN(k_bfl_double), pre, r, name))
+            return put(km, name, idx, IMGD_KM_SAME, 0, 0);
+    } else if (sscanf(in, "single_blocks.%ld.%n", &i, &n) == 1 && n > 0) {
+        const char *r = in + n;
+        imgd_fmt(pre, sizeof pre, "%s.single_transformer_blocks.%ld.", comp, i);
+        if (strncmp(r, "linear1.", 8) == 0) {
+            static const char *const parts[] = {"attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"};
+            int64_t                  rows[4] = {D, D, D, t->shape[0] - 3 * D};
+            if (rows[3] < 1) return bfl_width_fail(t, D);
+            return put_rows(km, idx, pre, r + 8, 4, parts, rows);
+        }
+        if (bfl_rename(k_bfl_single, IMGD_ARRAY_LEN(k_bfl_single), pre, r, name))
+            return put(km, name, idx, IMGD_KM_SAME, 0, 0);
+    } else if (strncmp(in, "final_layer.adaLN_modulation.1.", 31) == 0) {
+        imgd_fmt(name, sizeof name, "%s.norm_out.linear.%s", comp, in + 31);
+        return put(km, name, idx, IMGD_KM_SWAP_HALVES, 0, 0);
+    } else {
+        imgd_fmt(pre, sizeof pre, "%s.", comp);
+        if (bfl_rename(k_bfl_top, IMGD_ARRAY_LEN(k_bfl_top), pre, in, out))
+            return put(km, out, idx, IMGD_KM_SAME, 0, 0);
+    }
+    unmapped(km, t->name);
+    return IMGD_OK;
+}
+
 /* ---- driver ----------------------------------------------------------------------- */
 
 typedef struct comp_row {
     const char *prefix;    /* file prefix (after the wrapper root) */
     const char *component; /* canonical component */
-    int         kind;      /* 0 unet, 1 vae, 2 hf text encoder, 3 open_clip, 4 transformer */
+    int         kind;      /* 0 unet, 1 vae, 2 hf text encoder, 3 open_clip, 5 as stored */
 } comp_row;
 
 static const comp_row k_comp[] = {
@@ -349,6 +465,10 @@ static imgd_status map_one(imgd_keymap *km, const imgd_view *v, const imgd_model
     imgd_km_op          op        = IMGD_KM_SAME;
     bool                ok        = true;
     const char         *component = r->component;
+    bool bfl = mi->has_dit && mi->dit.type == IMGD_DIT_FLUX && mi->dit.original_names;
+    if (bfl && (r->kind == 0 || strcmp(component, "transformer") == 0) &&
+        strcmp(r->component, "controlnet") != 0)
+        return map_bfl(km, t, idx, "transformer", mi->dit.hidden, in);
     switch (r->kind) {
     case 0:
         if (mi->has_dit && !mi->has_unet) { /* SD3 MMDiT under model.diffusion_model. */

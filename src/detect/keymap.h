@@ -12,10 +12,12 @@
 
 /* How the source tensor becomes the canonical one. */
 typedef enum imgd_km_op {
-    IMGD_KM_SAME = 0,  /* identical bytes and shape */
-    IMGD_KM_SQUEEZE,   /* [O, I, 1, 1] conv stored where the canonical module is [O, I] */
-    IMGD_KM_ROWS,      /* rows [row_begin, row_end) of a 2-D (or 1-D) tensor: fused qkv */
-    IMGD_KM_TRANSPOSE, /* 2-D transpose (open_clip text_projection) */
+    IMGD_KM_SAME = 0,    /* identical bytes and shape */
+    IMGD_KM_SQUEEZE,     /* [O, I, 1, 1] conv stored where the canonical module is [O, I] */
+    IMGD_KM_ROWS,        /* rows [row_begin, row_end) of a 2-D (or 1-D) tensor: fused qkv */
+    IMGD_KM_TRANSPOSE,   /* 2-D transpose (open_clip text_projection) */
+    IMGD_KM_SWAP_HALVES, /* first and second half of the rows exchanged (BFL's final-layer
+                            modulation stores (shift, scale), diffusers (scale, shift)) */
     IMGD_KM_OP_COUNT
 } imgd_km_op;
 

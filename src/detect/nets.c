@@ -307,6 +307,12 @@ static bool dit_flux(const imgd_view *v, const char *P, imgd_dit_config *c) {
     }
     c->type  = IMGD_DIT_FLUX;
     c->patch = 2;
+    if (c->head_dim == 128) { /* FLUX.1's rope axes; narrow models say theirs in config.json */
+        c->n_axes       = 3;
+        c->axes_dims[0] = 16;
+        c->axes_dims[1] = 56;
+        c->axes_dims[2] = 56;
+    }
     return c->hidden > 0;
 }
 

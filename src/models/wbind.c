@@ -120,31 +120,83 @@ static void shape_str(int32_t n, const int64_t *s, char *out, size_t cap) {
     (void)imgd_fmt(out + k, cap - k, n ? "]" : "[]");
 }
 
-/* Data for the entry in its canonical layout (a view into the file, or a copy). */
-static const void *entry_data(imgd_wbind *b, const char *canonical, const imgd_km_entry *e,
+/* Bytes of one row (all dims after the first) of t; 0 when a quantized row does not tile
+ * into whole blocks. */
+static size_t row_bytes_of(const imgd_wtensor *t) {
+    const imgd_dtype_traits *tr  = imgd_dtype_traits_of(t->dtype);
+    uint64_t                 row = 1;
+    for (int32_t i = 1; i < t->n_dims; i++) row *= (uint64_t)t->shape[i];
+    if (row % tr->block_elems != 0) return 0;
+    return (size_t)(row / tr->block_elems) * tr->block_bytes;
+}
+
+/* Copies (once) the canonical layout of a transposed or half-swapped entry into the
+ * binder's arena; NULL when impossible or out of memory. */
+static const void *entry_copy(imgd_wbind *b, const char *canonical, const imgd_km_entry *e,
                               const int64_t *cshape, int32_t cn) {
-    const imgd_wtensor      *t  = &b->w->t[e->src];
-    const imgd_dtype_traits *tr = imgd_dtype_traits_of(t->dtype);
-    if (e->op == IMGD_KM_SAME || e->op == IMGD_KM_SQUEEZE) return t->data;
-    if (tr->is_quant) return NULL; /* rows / transposes of quantized blocks: not supported */
-    size_t es = tr->block_bytes;
-    if (e->op == IMGD_KM_ROWS) {
-        uint64_t row = 1;
-        for (int32_t i = 1; i < t->n_dims; i++) row *= (uint64_t)t->shape[i];
-        return t->data + (uint64_t)e->row_begin * row * es;
-    }
-    /* transpose: copy once */
-    size_t prev = 0;
+    const imgd_wtensor      *t    = &b->w->t[e->src];
+    const imgd_dtype_traits *tr   = imgd_dtype_traits_of(t->dtype);
+    size_t                   prev = 0;
     if (imgd_strmap_get(&b->copied, canonical, &prev)) return (const void *)prev;
-    if (cn != 2) return NULL;
-    int64_t  r = cshape[0], c = cshape[1]; /* canonical [r, c] = source [c, r] */
-    uint8_t *d = imgd_arena_alloc(&b->copies, (size_t)(r * c) * es);
-    if (!d) return NULL;
-    for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < c; j++)
-            memcpy(d + (size_t)(i * c + j) * es, t->data + (size_t)(j * r + i) * es, es);
+    uint8_t *d = NULL;
+    if (e->op == IMGD_KM_SWAP_HALVES) {
+        size_t rb = row_bytes_of(t), half = (size_t)(t->shape[0] / 2) * rb;
+        if (rb == 0 || t->shape[0] % 2 != 0) return NULL;
+        d = imgd_arena_alloc(&b->copies, 2 * half);
+        if (!d) return NULL;
+        memcpy(d, t->data + half, half);
+        memcpy(d + half, t->data, half);
+    } else { /* transpose */
+        if (tr->is_quant || cn != 2) return NULL;
+        size_t  es = tr->block_bytes;
+        int64_t r = cshape[0], c = cshape[1]; /* canonical [r, c] = source [c, r] */
+        d = imgd_arena_alloc(&b->copies, (size_t)(r * c) * es);
+        if (!d) return NULL;
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < c; j++)
+                memcpy(d + (size_t)(i * c + j) * es, t->data + (size_t)(j * r + i) * es, es);
+    }
     char *key = imgd_arena_strndup(&b->copies, canonical, strlen(canonical));
     if (!key || imgd_strmap_put(&b->copied, key, (size_t)d, NULL) != IMGD_OK) return NULL;
+    return d;
+}
+
+/* Data for the entry in its canonical layout (a view into the file, or a copy). Row ranges
+ * of quantized tensors are views too when a row is whole blocks. */
+static const void *entry_data(imgd_wbind *b, const char *canonical, const imgd_km_entry *e,
+                              const int64_t *cshape, int32_t cn) {
+    const imgd_wtensor *t = &b->w->t[e->src];
+    if (e->op == IMGD_KM_SAME || e->op == IMGD_KM_SQUEEZE) return t->data;
+    if (e->op == IMGD_KM_ROWS) {
+        size_t rb = row_bytes_of(t);
+        return rb ? t->data + (size_t)e->row_begin * rb : NULL;
+    }
+    return entry_copy(b, canonical, e, cshape, cn);
+}
+
+static bool is_f8(imgd_dtype dt) {
+    return dt == IMGD_DTYPE_F8_E4M3 || dt == IMGD_DTYPE_F8_E5M2;
+}
+
+/* fp8 weights (e4m3 / e5m2 safetensors) upcast once to f16, which holds every fp8 value
+ * exactly (3 or 2 mantissa bits, exponents inside f16's range); kept in the binder's arena
+ * under "f16:" + the canonical name. src is the fp8 data in canonical layout. */
+static const void *f8_upcast(imgd_wbind *b, const char *canonical, imgd_dtype dt, const void *src,
+                             const int64_t *cshape, int32_t cn) {
+    char key[NAME_CAP + 8];
+    if (!src || !imgd_fmt(key, sizeof key, "f16:%s", canonical)) return NULL;
+    size_t prev = 0;
+    if (imgd_strmap_get(&b->copied, key, &prev)) return (const void *)prev;
+    uint64_t n = 1;
+    for (int32_t i = 0; i < cn; i++) n *= (uint64_t)cshape[i];
+    uint16_t *d = imgd_arena_alloc(&b->copies, (size_t)n * sizeof *d);
+    if (!d) return NULL;
+    const uint8_t *p = src;
+    for (uint64_t i = 0; i < n; i++)
+        d[i] = imgd_f32_to_f16(dt == IMGD_DTYPE_F8_E4M3 ? imgd_f8e4m3_to_f32(p[i])
+                                                        : imgd_f8e5m2_to_f32(p[i]));
+    char *k = imgd_arena_strndup(&b->copies, key, strlen(key));
+    if (!k || imgd_strmap_put(&b->copied, k, (size_t)d, NULL) != IMGD_OK) return NULL;
     return d;
 }
 
@@ -184,17 +236,22 @@ static imgd_tensor *bind(imgd_wbind *b, imgd_graph *g, const char *canonical, in
     size_t oi = 0;
     if (b->n_ov && imgd_strmap_get(&b->over, canonical, &oi))
         return imgd_graph_weight(g, canonical, b->ov[oi].dtype, cn, cs, b->ov[oi].data);
+    imgd_dtype  dt   = b->w->t[e->src].dtype;
     const void *data = entry_data(b, canonical, e, cs, cn);
+    if (is_f8(dt)) {
+        data = f8_upcast(b, canonical, dt, data, cs, cn);
+        dt   = IMGD_DTYPE_F16;
+    }
     if (!data) {
         (void)imgd_graph_fail(
             g, IMGD_E_UNSUPPORTED, "%s: tensor '%s' (stored as '%s', %s) cannot be bound: %s",
             b->w->path, canonical, b->w->t[e->src].name, imgd_dtype_name(b->w->t[e->src].dtype),
             imgd_dtype_traits_of(b->w->t[e->src].dtype)->is_quant
-                ? "fused or transposed quantized tensors are not supported"
+                ? "a transposed quantized tensor, or fused rows that split quantized blocks"
                 : "out of memory");
         return NULL;
     }
-    return imgd_graph_weight(g, canonical, b->w->t[e->src].dtype, cn, cs, data);
+    return imgd_graph_weight(g, canonical, dt, cn, cs, data);
 }
 
 imgd_tensor *imgd_wbind_get(imgd_wbind *b, imgd_graph *g, const char *canonical, int32_t n_dims,
@@ -240,7 +297,8 @@ imgd_status imgd_wbind_read_f32(const imgd_wbind *b, const char *canonical, floa
         return imgd_fail(IMGD_E_FORMAT, "%s: tensor '%s' is missing", b ? b->w->path : "?",
                          canonical ? canonical : "?");
     const imgd_wtensor *t = &b->w->t[e->src];
-    if (imgd_dtype_traits_of(t->dtype)->is_quant || e->op == IMGD_KM_TRANSPOSE)
+    if (imgd_dtype_traits_of(t->dtype)->is_quant || e->op == IMGD_KM_TRANSPOSE ||
+        e->op == IMGD_KM_SWAP_HALVES)
         return imgd_fail(IMGD_E_UNSUPPORTED, "%s: tensor '%s': %s cannot be read on the host",
                          b->w->path, canonical, imgd_dtype_name(t->dtype));
     int64_t  cs[IMGD_MAX_DIMS];
@@ -276,7 +334,8 @@ imgd_status imgd_wbind_gather_rows_f32(const imgd_wbind *b, const char *canonica
         return imgd_fail(IMGD_E_FORMAT, "%s: tensor '%s' (stored as '%s') is not a 2-D table",
                          b->w->path, canonical, t->name);
     int64_t rows = cs[0], width = cs[1];
-    if (e->op == IMGD_KM_TRANSPOSE || (tr->is_quant && width % tr->block_elems != 0))
+    if (e->op == IMGD_KM_TRANSPOSE || e->op == IMGD_KM_SWAP_HALVES ||
+        (tr->is_quant && width % tr->block_elems != 0))
         return imgd_fail(IMGD_E_UNSUPPORTED,
                          "%s: tensor '%s' (%s): rows of a transposed or block-misaligned table "
                          "cannot be gathered",

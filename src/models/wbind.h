@@ -3,7 +3,8 @@
  * "text_encoder.text_model.embeddings.token_embedding.weight") and get graph weights that
  * point straight into the mapped file, whatever layout it uses. Fused open_clip qkv rows
  * become offset views, [O, I, 1, 1] convolutions stored for linear modules are reshaped,
- * and only transposed tensors (open_clip text_projection) are copied, once, into the
+ * and only transposed or half-swapped tensors (open_clip text_projection, BFL FLUX's final
+ * modulation) and fp8 weights (e4m3/e5m2, upcast exactly to f16) are copied, once, into the
  * binder's arena.
  *
  * Ownership: the binder borrows the weights (which must outlive it and every graph built

@@ -14,16 +14,16 @@
 /* ---- op names ------------------------------------------------------------------------- */
 
 static const char *const k_op_names[] = {
-    "none",       "view",       "cast",
-    "dequantize", "concat",     "pad",
-    "upsample",   "avg_pool2d", "matmul",
-    "conv2d",     "group_norm", "layer_norm",
-    "rms_norm",   "softmax",    "attention",
-    "gelu",       "gelu_tanh",  "quick_gelu",
-    "silu",       "geglu",      "clamp",
-    "scale",      "add",        "sub",
-    "mul",        "div",        "timestep_embedding",
-    "rope",
+    "none",       "view",         "cast",
+    "dequantize", "concat",       "pad",
+    "upsample",   "avg_pool2d",   "matmul",
+    "conv2d",     "group_norm",   "layer_norm",
+    "rms_norm",   "softmax",      "attention",
+    "gelu",       "gelu_tanh",    "quick_gelu",
+    "silu",       "geglu",        "clamp",
+    "scale",      "add",          "sub",
+    "mul",        "div",          "timestep_embedding",
+    "rope",       "linear_quant",
 };
 _Static_assert(IMGD_ARRAY_LEN(k_op_names) == IMGD_OP_COUNT, "one name per imgd_op");
 
@@ -86,7 +86,7 @@ imgd_status imgd_tensor_bind(imgd_tensor *t, void *data) {
 /* ---- graph lifecycle ------------------------------------------------------------------ */
 
 imgd_graph_params imgd_graph_params_default(void) {
-    imgd_graph_params p = {256u << 20, 1000000};
+    imgd_graph_params p = {256u << 20, 1000000, false};
     return p;
 }
 
@@ -98,8 +98,9 @@ imgd_status imgd_graph_new(const imgd_graph_params *params, imgd_graph **out) {
     imgd_graph *g = imgd_calloc(1, sizeof *g);
     if (!g) return imgd_fail(IMGD_E_NOMEM, "imgd_graph_new: out of memory");
     imgd_arena_init(&g->arena, p.arena_bytes_max);
-    g->nodes_max = p.nodes_max;
-    *out         = g;
+    g->nodes_max         = p.nodes_max;
+    g->fuse_quant_linear = p.fuse_quant_linear;
+    *out                 = g;
     return IMGD_OK;
 }
 

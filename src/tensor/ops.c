@@ -475,9 +475,46 @@ imgd_tensor *imgd_op_matmul(imgd_graph *g, imgd_tensor *a, imgd_tensor *b, bool 
     return matmul_impl(g, a, b, trans_a, trans_b, bias);
 }
 
+static imgd_tensor *linear_quant_impl(imgd_graph *g, imgd_tensor *x, imgd_tensor *w,
+                                      imgd_tensor *bias) {
+    const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
+    if (!tr->is_quant || w->op != IMGD_OP_NONE || w->n_dims != 2)
+        FAIL_NULL(g, "linear_quant: w must be a 2-D quantized weight [out, in], got %s",
+                  imgd_dtype_name(w->dtype));
+    int64_t N = w->shape[0], K = w->shape[1];
+    if (K % tr->block_elems != 0)
+        FAIL_NULL(g, "linear_quant: in = %lld is not a multiple of the %s block (%u)", (long long)K,
+                  imgd_dtype_name(w->dtype), (unsigned)tr->block_elems);
+    if (x->n_dims < 1 || x->shape[x->n_dims - 1] != K)
+        FAIL_NULL(g, "linear_quant: x's last dim must be %lld (the weight's in)", (long long)K);
+    bool bad = false;
+    bias     = param_vec(g, "linear_quant", "bias", bias, N, &bad);
+    x        = to_f32_cont(g, x);
+    if (bad || !x) return NULL;
+    int64_t shape[IMGD_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->n_dims - 1] = N;
+    imgd_tensor *t       = new_node(g, IMGD_OP_LINEAR_QUANT, IMGD_DTYPE_F32, x->n_dims, shape);
+    if (!t) return NULL;
+    t->src[0] = x;
+    t->src[1] = w;
+    t->src[2] = bias;
+    return t;
+}
+
+imgd_tensor *imgd_op_linear_quant(imgd_graph *g, imgd_tensor *x, imgd_tensor *w,
+                                  imgd_tensor *bias) {
+    if (!live(g, "linear_quant", x, w)) return NULL;
+    if (!w) FAIL_NULL(g, "linear_quant: w is NULL");
+    return linear_quant_impl(g, x, w, bias);
+}
+
 imgd_tensor *imgd_op_linear(imgd_graph *g, imgd_tensor *x, imgd_tensor *w, imgd_tensor *bias) {
     if (!live(g, "linear", x, w)) return NULL;
     if (!w || w->n_dims != 2) FAIL_NULL(g, "linear: weight must be [out, in]");
+    if (g->fuse_quant_linear && imgd_dtype_traits_of(w->dtype)->is_quant && w->op == IMGD_OP_NONE &&
+        w->shape[1] % imgd_dtype_traits_of(w->dtype)->block_elems == 0)
+        return linear_quant_impl(g, x, w, bias);
     if (x->n_dims == 1) {
         imgd_tensor *x2 = reshape_impl(g, x, 2, (int64_t[]){1, x->shape[0]});
         imgd_tensor *y  = x2 ? matmul_impl(g, x2, w, false, true, bias) : NULL;
@@ -778,6 +815,33 @@ imgd_tensor *imgd_op_timestep_embedding(imgd_graph *g, imgd_tensor *t, int32_t d
     return y;
 }
 
+static imgd_tensor *rope_impl(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
+                              int32_t n_axes, const int32_t *dims, float theta) {
+    int64_t D = x->shape[3], n_rot = 0;
+    for (int32_t a = 0; a < n_axes; a++) {
+        if (dims[a] < 2 || dims[a] % 2 != 0)
+            FAIL_NULL(g, "rope: axis %d has %d dims; every axis needs an even number >= 2", (int)a,
+                      (int)dims[a]);
+        n_rot += dims[a];
+    }
+    if (n_rot > D || (unsigned)mode >= IMGD_ROPE_MODE_COUNT || !(theta > 0.0f))
+        FAIL_NULL(g, "rope: %lld rotated dims must be <= head dim %lld; theta > 0",
+                  (long long)n_rot, (long long)D);
+    x   = to_f32_cont(g, x);
+    pos = to_f32_cont(g, pos);
+    if (!x || !pos) return NULL;
+    imgd_tensor *t = new_node(g, IMGD_OP_ROPE, IMGD_DTYPE_F32, 4, x->shape);
+    if (!t) return NULL;
+    t->src[0] = x;
+    t->src[1] = pos;
+    t->ip[0]  = mode;
+    t->ip[1]  = n_rot;
+    t->ip[2]  = n_axes;
+    for (int32_t a = 0; a < n_axes; a++) t->ip[3 + a] = dims[a];
+    t->fp[0] = theta;
+    return t;
+}
+
 imgd_tensor *imgd_op_rope(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
                           int32_t n_rot, float theta) {
     if (!live(g, "rope", x, pos)) return NULL;
@@ -790,15 +854,18 @@ imgd_tensor *imgd_op_rope(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_
         !(theta > 0.0f))
         FAIL_NULL(g, "rope: n_rot %d must be even and <= D %lld; theta > 0", (int)n_rot,
                   (long long)D);
-    x   = to_f32_cont(g, x);
-    pos = to_f32_cont(g, pos);
-    if (!x || !pos) return NULL;
-    imgd_tensor *t = new_node(g, IMGD_OP_ROPE, IMGD_DTYPE_F32, 4, x->shape);
-    if (!t) return NULL;
-    t->src[0] = x;
-    t->src[1] = pos;
-    t->ip[0]  = mode;
-    t->ip[1]  = n_rot;
-    t->fp[0]  = theta;
-    return t;
+    return rope_impl(g, x, pos, mode, 1, &n_rot, theta);
+}
+
+imgd_tensor *imgd_op_rope_nd(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
+                             int32_t n_axes, const int32_t *axes_dims, float theta) {
+    if (!live(g, "rope_nd", x, pos)) return NULL;
+    if (!pos || !axes_dims) FAIL_NULL(g, "rope_nd: pos or axes_dims is NULL");
+    if (n_axes < 1 || n_axes > IMGD_ROPE_AXES_MAX)
+        FAIL_NULL(g, "rope_nd: %d axes (expected 1..%d)", (int)n_axes, IMGD_ROPE_AXES_MAX);
+    if (x->n_dims != 4 || pos->n_dims != 2 || pos->shape[0] != x->shape[1] ||
+        pos->shape[1] != n_axes)
+        FAIL_NULL(g, "rope_nd: x must be [B, L, H, D] and pos [L, %d] (x has %d dims, L %lld)",
+                  (int)n_axes, (int)x->n_dims, (long long)(x->n_dims > 1 ? x->shape[1] : 0));
+    return rope_impl(g, x, pos, mode, n_axes, axes_dims, theta);
 }

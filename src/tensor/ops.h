@@ -13,6 +13,8 @@
  *   pad             ip[2d] / ip[2d+1] = before / after of dim d; fp[0] = value; src contiguous
  *   upsample        src contiguous, x2 nearest on the last two dims
  *   avg_pool2d      ip = {k, stride, pad}; count_include_pad semantics; src contiguous
+ *   linear_quant    src = {x [..., K] contiguous f32, w [N, K] quantized weight leaf (K a
+ *                   multiple of its block), bias [N] f32 or NULL}; out [..., N]
  *   matmul          src[0] a [..., M, K], src[1] b [..., K, N] (any strides with one of the
  *                   last two dims unit-stride; batch dims broadcast), src[2] bias [N] or NULL
  *   conv2d          src = {x [N,C,H,W], w [O,C,KH,KW], bias [O] or NULL}, all contiguous;
@@ -30,7 +32,10 @@
  *   clamp           fp = {lo, hi};   scale  fp = {s, b}
  *   add/sub/mul/div src contiguous, shapes broadcast (numpy rules)
  *   timestep_emb.   src[0] t [N]; ip = {dim, flip_sin_to_cos}; fp = {max_period, shift}
- *   rope            src = {x [B,L,H,D], pos [L]}; ip = {mode, n_rot}; fp[0] = theta */
+ *   rope            src = {x [B,L,H,D], pos [L, A] contiguous}; ip = {mode, n_rot, A,
+ *                   d_0 .. d_{A-1}} (axis dims, even, sum n_rot); fp[0] = theta. Pair k
+ *                   (0 <= k < n_rot/2) belongs to the axis a whose half-dims cover it,
+ *                   j = k - (d_0 + .. + d_{a-1})/2, angle = pos[l, a] * theta^(-2j/d_a) */
 #ifndef IMGD_TENSOR_OPS_H
 #define IMGD_TENSOR_OPS_H
 
@@ -83,6 +88,13 @@ imgd_tensor *imgd_op_matmul(imgd_graph *g, imgd_tensor *a, imgd_tensor *b, bool 
                             bool trans_b, imgd_tensor *bias);
 /* x [..., in] @ w[out, in]^T + bias[out] (bias may be NULL): torch.nn.Linear. */
 imgd_tensor *imgd_op_linear(imgd_graph *g, imgd_tensor *x, imgd_tensor *w, imgd_tensor *bias);
+/* torch.nn.Linear with a quantized weight w [out, in] (Q8_0, Q4_0, Q4_K, Q5_K, ... any type
+ * imgd_quant_dequantize reads; in a multiple of its block size): the kernel dequantizes
+ * blocks on the fly into a small tile and accumulates in f32, so no f32 copy of the weight
+ * exists. Backends: cpu and ref (cuda: imgd_graph_plan says unsupported; build with
+ * imgd_op_linear there). imgd_op_linear builds this when the graph was created with
+ * fuse_quant_linear. */
+imgd_tensor *imgd_op_linear_quant(imgd_graph *g, imgd_tensor *x, imgd_tensor *w, imgd_tensor *bias);
 /* x [N, C, H, W] * w [O, C, KH, KW] (+ bias [O]) with symmetric stride and padding. */
 imgd_tensor *imgd_op_conv2d(imgd_graph *g, imgd_tensor *x, imgd_tensor *w, imgd_tensor *bias,
                             int32_t stride, int32_t pad);
@@ -145,5 +157,31 @@ typedef enum imgd_rope_mode {
  * <= D; 0 = D) rotate by angle pos * theta^(-2i/n_rot); the rest pass through. */
 imgd_tensor *imgd_op_rope(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
                           int32_t n_rot, float theta);
+
+#define IMGD_ROPE_AXES_MAX 8
+
+/* Multi-axis rotary embedding (FLUX's EmbedND): x [B, L, H, D], pos [L, n_axes] (one
+ * position per token and axis, e.g. FLUX ids (0, row, col)). The first sum(axes_dims) dims
+ * of each head rotate (axes_dims[a] even, 1 <= n_axes <= IMGD_ROPE_AXES_MAX): axis a owns
+ * the next axes_dims[a] / 2 rotation pairs, pair j of it turns by pos[l, a] *
+ * theta^(-2j / axes_dims[a]). Angles and cos/sin in double, as diffusers (float64). */
+imgd_tensor *imgd_op_rope_nd(imgd_graph *g, imgd_tensor *x, imgd_tensor *pos, imgd_rope_mode mode,
+                             int32_t n_axes, const int32_t *axes_dims, float theta);
+
+/* For rope kernels: the rotation frequency exponent of pair k of a rope node's ip (see the
+ * node parameters above): *axis receives the axis, the return value -2j/d_axis. */
+static inline double imgd_rope_pair_exp(const int64_t *ip, int64_t k, int32_t *axis) {
+    int64_t start = 0;
+    for (int32_t a = 0; a < (int32_t)ip[2]; a++) {
+        int64_t h = ip[3 + a] / 2;
+        if (k < start + h) {
+            *axis = a;
+            return -2.0 * (double)(k - start) / (double)ip[3 + a];
+        }
+        start += h;
+    }
+    *axis = 0;
+    return 0.0;
+}
 
 #endif

@@ -208,9 +208,11 @@ static void ref_rope(const imgd_tensor *n) {
         for (int64_t l = 0; l < L; l++)
             for (int64_t h = 0; h < H; h++) {
                 int64_t base = ((b * L + l) * H + h) * D;
-                double  p    = ref_at(n->src[1], l);
+                int64_t A    = n->ip[2];
                 for (int64_t i = 0; i < half; i++) {
-                    double  ang = p * pow((double)n->fp[0], -2.0 * (double)i / (double)nr);
+                    int32_t a   = 0;
+                    double  e   = imgd_rope_pair_exp(n->ip, i, &a);
+                    double  ang = ref_at(n->src[1], l * A + a) * pow((double)n->fp[0], e);
                     int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
                     double  x0 = ref_at(n->src[0], base + i0), x1 = ref_at(n->src[0], base + i1);
                     ref_store(n, base + i0, x0 * cos(ang) - x1 * sin(ang));
@@ -219,6 +221,30 @@ static void ref_rope(const imgd_tensor *n) {
                 for (int64_t i = nr; i < D; i++)
                     ref_store(n, base + i, ref_at(n->src[0], base + i));
             }
+}
+
+/* Dequantize-then-f32 reference of linear_quant: each weight block is expanded on its own
+ * (at most 256 values) and the dot products accumulate in double. */
+static void ref_linear_quant(const imgd_tensor *n) {
+    const imgd_tensor       *x = n->src[0], *w = n->src[1], *bias = n->src[2];
+    const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
+    int64_t                  N = w->shape[0], K = w->shape[1], M = imgd_tensor_numel(x) / K;
+    int64_t                  be = tr->block_elems, nb = K / be;
+    float                    blk[256];
+    IMGD_ASSERT(be <= 256);
+    const unsigned char *wd = w->data;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t j = 0; j < N; j++) {
+            double acc = bias ? ref_at(bias, j) : 0.0;
+            for (int64_t b = 0; b < nb; b++) {
+                imgd_status st = imgd_quant_dequantize(
+                    w->dtype, wd + (size_t)(j * nb + b) * tr->block_bytes, 1, blk);
+                IMGD_ASSERT(st == IMGD_OK); /* supports_op checked the dtype */
+                for (int64_t k = 0; k < be; k++)
+                    acc += ref_at(x, m * K + b * be + k) * (double)blk[k];
+            }
+            ref_store(n, m * N + j, acc);
+        }
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
@@ -254,6 +280,7 @@ static const ref_kernel k_ref_kernels[] = {
     [IMGD_OP_DIV]                = ref_binary,
     [IMGD_OP_TIMESTEP_EMBEDDING] = ref_timestep,
     [IMGD_OP_ROPE]               = ref_rope,
+    [IMGD_OP_LINEAR_QUANT]       = ref_linear_quant,
 };
 _Static_assert(IMGD_ARRAY_LEN(k_ref_kernels) == IMGD_OP_COUNT, "one reference kernel per op");
 
@@ -278,12 +305,13 @@ static bool ref_supports(const imgd_backend *be, const imgd_tensor *n) {
     IMGD_UNUSED(be);
     if ((unsigned)n->op >= IMGD_OP_COUNT || !k_ref_kernels[n->op]) return false;
     if (n->op == IMGD_OP_ATTENTION && n->src[1]->shape[1] > 4096) return false; /* row buffer */
-    if (n->op == IMGD_OP_DEQUANTIZE) {
+    if (n->op == IMGD_OP_DEQUANTIZE || n->op == IMGD_OP_LINEAR_QUANT) {
+        const imgd_dtype        dt   = n->src[n->op == IMGD_OP_LINEAR_QUANT ? 1 : 0]->dtype;
         static const imgd_dtype ok[] = {
             IMGD_DTYPE_Q4_0, IMGD_DTYPE_Q4_1, IMGD_DTYPE_Q5_0, IMGD_DTYPE_Q5_1, IMGD_DTYPE_Q8_0,
             IMGD_DTYPE_Q2_K, IMGD_DTYPE_Q3_K, IMGD_DTYPE_Q4_K, IMGD_DTYPE_Q5_K, IMGD_DTYPE_Q6_K};
         for (size_t i = 0; i < IMGD_ARRAY_LEN(ok); i++)
-            if (n->src[0]->dtype == ok[i]) return true;
+            if (dt == ok[i]) return true;
         return false;
     }
     return true;

@@ -77,6 +77,7 @@ typedef enum imgd_op {
     IMGD_OP_DIV,
     IMGD_OP_TIMESTEP_EMBEDDING, /* sinusoidal, diffusers get_timestep_embedding */
     IMGD_OP_ROPE,               /* rotary position embedding */
+    IMGD_OP_LINEAR_QUANT,       /* x @ w^T + bias, w quantized, dequantized block-wise in-kernel */
     IMGD_OP_COUNT
 } imgd_op;
 
@@ -148,6 +149,10 @@ imgd_status imgd_tensor_bind(imgd_tensor *t, void *data);
 typedef struct imgd_graph_params {
     size_t   arena_bytes_max; /* cap on descriptor memory, 0 = 256 MiB */
     uint32_t nodes_max;       /* cap on tensors in the graph, 0 = 1,000,000 */
+    /* imgd_op_linear on a quantized weight builds linear_quant (the weight stays in its
+     * blocks; backends cpu and ref) instead of dequantize + matmul (every backend; the
+     * f32 copy of the weight is an activation). Off by default. */
+    bool fuse_quant_linear;
 } imgd_graph_params;
 
 imgd_graph_params imgd_graph_params_default(void);

@@ -13,6 +13,7 @@ struct imgd_graph {
     size_t        n_tensors;
     size_t        cap_tensors;
     size_t        nodes_max;
+    bool          fuse_quant_linear; /* imgd_graph_params */
 
     imgd_status status; /* sticky builder error */
     char        error[GRAPH_ERROR_MAX];

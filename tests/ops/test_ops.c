@@ -102,7 +102,7 @@ static void fill_quant(tctx *c, imgd_dtype dt, unsigned char *p, size_t bytes) {
     for (size_t b = 0; b + bb <= bytes; b += bb) {
         uint16_t d = imgd_f32_to_f16(0.01f + 0.01f * frand(c)), m = imgd_f32_to_f16(0.005f);
         memcpy(p + b, &d, 2);
-        if (dt == IMGD_DTYPE_Q4_K) memcpy(p + b + 2, &m, 2);
+        if (dt == IMGD_DTYPE_Q4_K || dt == IMGD_DTYPE_Q5_K) memcpy(p + b + 2, &m, 2);
     }
 }
 
@@ -373,6 +373,27 @@ static imgd_tensor *b_rope(tctx *c) {
                         10000.0f);
 }
 
+/* Multi-axis rope (FLUX): axes "a0,a1,a2" dims 2,2,4 style, integer-valued and fractional
+ * positions per axis, optional pass-through tail (extra dims beyond the axes). */
+static imgd_tensor *b_rope_nd(tctx *c) {
+    int64_t L = vi(c, "l", 13), D = vi(c, "d", 8), A = vi(c, "axes", 3);
+    int32_t dims[3] = {(int32_t)vi(c, "a0", 2), (int32_t)vi(c, "a1", 2), (int32_t)vi(c, "a2", 4)};
+    imgd_tensor *x  = RND(c, vtype(c, "type"), 2, L, vi(c, "h", 3), D);
+    imgd_tensor *p  = rnd_range(c, IMGD_DTYPE_F32, 0.0f, 64.0f, 2, SHAPE(L, A));
+    return imgd_op_rope_nd(c->g, x, p, (imgd_rope_mode)vi(c, "mode", 1), (int32_t)A, dims,
+                           10000.0f);
+}
+
+/* linear_quant: x [b, m, k] against a quantized weight [n, k] (bias optional); the ref
+ * kernel is the dequantize-then-f32 reference. */
+static imgd_tensor *b_linear_quant(tctx *c) {
+    int64_t      K = vi(c, "k", 256), N = vi(c, "n", 67);
+    imgd_tensor *x = RND(c, IMGD_DTYPE_F32, vi(c, "b", 2), vi(c, "m", 7), K);
+    imgd_tensor *w = RND(c, vtype(c, "type"), N, K);
+    imgd_tensor *b = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, N) : NULL;
+    return imgd_op_linear_quant(c->g, x, w, b);
+}
+
 /* ---- the case table ------------------------------------------------------------------------ */
 
 static const op_case k_cases[] = {
@@ -481,6 +502,13 @@ static const op_case k_cases[] = {
     {"timestep_embedding", b_timestep, "n=2,dim=33,flip=0,shift=1", 0},
     {"rope", b_rope, "mode=0,l=13,d=16", 0},
     {"rope", b_rope, "mode=1,l=7,d=24,nrot=16,type=f16", 0},
+    {"rope", b_rope_nd, "mode=1,l=13,d=8", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,m=7,k=96,n=67", 0},
+    {"linear_quant", b_linear_quant, "type=q4_0,b=1,m=1,k=160,n=33,bias=0", 0},
+    {"linear_quant", b_linear_quant, "type=q4_k,b=3,m=5,k=512,n=29", 0},
+    {"linear_quant", b_linear_quant, "type=q5_k,m=3,k=256,n=131", 0},
+    {"rope", b_rope_nd, "mode=1,l=9,d=20,a0=4,a1=6,a2=6,h=2", 0},
+    {"rope", b_rope_nd, "mode=0,l=5,d=12,axes=2,a0=4,a1=6", 0},
     /* large enough to run threaded and cross every kernel's blocking */
     {"cast", b_cast, "type=f16,to=f32,a=3,b=257,c=301,perm=1", 0},
     {"dequantize", b_dequantize, "type=q4_k,rows=67,cols=1024", 0},
@@ -506,6 +534,10 @@ static const op_case k_cases[] = {
     {"add", b_binary, "f=0,sa=10,sb=11", 0},
     {"mul", b_binary, "f=2,sa=12,sb=13", 0},
     {"rope", b_rope, "mode=0,l=300,d=64", 0},
+    {"rope", b_rope_nd, "mode=1,l=300,d=128,a0=16,a1=56,a2=56,h=4", 0},
+    /* several weight tiles (16 MiB of f32 rows each: 1024 rows at k=4096, 512 at 8192) */
+    {"linear_quant", b_linear_quant, "type=q4_k,b=1,m=3,k=4096,n=1100", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,b=2,m=7,k=8192,n=1031", 0},
 };
 
 /* ---- backend configurations --------------------------------------------------------------- */
@@ -549,6 +581,22 @@ static const be_config k_configs[] = {
     {"cuda-bf16", "cuda", "matmul,conv2d,attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_BF16, false, 1e-4},
 };
+
+/* Ops a backend lacks by design (supports_op answers false, imgd_graph_plan says so): not
+ * run on it. cuda: linear_quant (graphs for cuda keep fuse_quant_linear off and get
+ * dequantize + matmul, with the weight expanded once at plan time). */
+static const struct {
+    const char *backend, *op;
+} k_lacks[] = {
+    {"cuda", "linear_quant"},
+};
+
+static bool lacks(const be_config *cfg, const char *op) {
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(k_lacks); i++)
+        if (strcmp(cfg->backend, k_lacks[i].backend) == 0 && strcmp(op, k_lacks[i].op) == 0)
+            return true;
+    return false;
+}
 
 static bool in_list(const char *list, const char *op) {
     if (!list) return true;
@@ -717,7 +765,7 @@ static int run_case(const opts *o, size_t ci, imgd_backend *ref, imgd_backend **
     bool           has_ref = false;
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) {
         const be_config *cfg = &k_configs[k];
-        if (!bes[k] || !in_list(cfg->ops, tc->op)) continue;
+        if (!bes[k] || !in_list(cfg->ops, tc->op) || lacks(cfg, tc->op)) continue;
         if (!has_ref && !o->perf) {
             r_ref   = run_on(tc, ci, ref, 0);
             has_ref = true;

@@ -1,5 +1,8 @@
 /* tensor.plan and tensor.graph: liveness-based planning, replay without allocation, sticky
  * builder errors, input binding, shared buffers. */
+#include <math.h>
+#include <stdio.h>
+
 #include "base/alloc.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
@@ -344,6 +347,79 @@ done:
     imgd_backend_free(ref);
 }
 
+/* One Q8_0 linear [K=1024 -> N=16384] on x [4, 1024], built plainly (dequantize + matmul) or
+ * with fuse_quant_linear; returns the plan's activation bytes and writes y (4 x 16384). */
+static size_t quant_linear_run(bool fuse, const unsigned char *w, const float *x, float *y,
+                               bool *saw_dequant) {
+    imgd_graph_params gp = imgd_graph_params_default();
+    gp.fuse_quant_linear = fuse;
+    imgd_graph    *g     = NULL;
+    imgd_backend  *be    = NULL;
+    imgd_plan_info info  = {0};
+    CHECK_STATUS(imgd_graph_new(&gp, &g), IMGD_OK);
+    CHECK_STATUS(imgd_backend_new("cpu", NULL, &be), IMGD_OK);
+    if (!g || !be) return 0;
+    imgd_tensor *xi = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 2, (int64_t[]){4, 1024});
+    imgd_tensor *wt = imgd_graph_weight(g, "w", IMGD_DTYPE_Q8_0, 2, (int64_t[]){16384, 1024}, w);
+    imgd_tensor *o  = imgd_op_linear(g, xi, wt, NULL);
+    imgd_graph_output(g, o);
+    CHECK_STATUS(imgd_graph_plan(g, be, &info), IMGD_OK);
+    CHECK_STATUS(imgd_graph_alloc(g, NULL, 0), IMGD_OK);
+    CHECK_STATUS(imgd_tensor_bind(xi, (void *)(uintptr_t)x), IMGD_OK);
+    CHECK_STATUS(imgd_graph_compute(g), IMGD_OK);
+    CHECK_STATUS(imgd_graph_read_f32(g, o, y, (size_t)4 * 16384), IMGD_OK);
+    *saw_dequant = false;
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++)
+        if (imgd_graph_exec_node(g, i)->op == IMGD_OP_DEQUANTIZE) *saw_dequant = true;
+    CHECK_EQ_INT(o ? o->op : IMGD_OP_NONE, fuse ? IMGD_OP_LINEAR_QUANT : IMGD_OP_MATMUL);
+    imgd_graph_free(g);
+    imgd_backend_free(be);
+    return info.activation_bytes;
+}
+
+/* fuse_quant_linear keeps the weight in its blocks: no dequantize node, no f32 weight in the
+ * plan (64 MiB here; the fused kernel's scratch is one 16 MiB tile), the same result as dequantize
+ * + matmul. */
+static void test_graph_fused_quant_linear_skips_the_f32_weight(void) {
+    enum {
+        BLOCKS = 16384 * 1024 / 32,
+        BB     = 34
+    };
+    unsigned char *w  = imgd_malloc((size_t)BLOCKS * BB);
+    float         *x  = imgd_malloc((size_t)4 * 1024 * sizeof *x);
+    float         *y0 = imgd_malloc((size_t)4 * 16384 * sizeof *y0),
+          *y1         = imgd_malloc((size_t)4 * 16384 * sizeof *y1);
+    if (!w || !x || !y0 || !y1) goto done;
+    uint32_t r = 12345;
+    for (size_t i = 0; i < (size_t)BLOCKS * BB; i++) {
+        r    = r * 1103515245u + 12345u;
+        w[i] = (unsigned char)(r >> 16);
+    }
+    for (size_t b = 0; b < BLOCKS; b++) { /* f16 scale 0.01 (0x211f) */
+        w[b * BB]     = 0x1f;
+        w[b * BB + 1] = 0x21;
+    }
+    for (size_t i = 0; i < (size_t)4 * 1024; i++) x[i] = (float)((int)(i % 17) - 8) * 0.125f;
+    bool   d0 = false, d1 = true;
+    size_t plain = quant_linear_run(false, w, x, y0, &d0);
+    size_t fused = quant_linear_run(true, w, x, y1, &d1);
+    CHECK(d0 && !d1);
+    CHECK_MSG(fused + ((size_t)40 << 20) <= plain, "fused plan %zu bytes, plain %zu", fused, plain);
+    double err = 0.0, mx = 0.0;
+    for (size_t i = 0; i < (size_t)4 * 16384; i++) {
+        err = fmax(err, fabs((double)y0[i] - (double)y1[i]));
+        mx  = fmax(mx, fabs((double)y0[i]));
+    }
+    printf("  fused q8_0 linear: plan %zu vs %zu bytes, max|diff| %.3g (max %.3g)\n", fused, plain,
+           err, mx);
+    CHECK(mx > 0.0 && err <= 1e-5 * mx);
+done:
+    imgd_free(w);
+    imgd_free(x);
+    imgd_free(y0);
+    imgd_free(y1);
+}
+
 static void test_backend_registry_lists_names(void) {
     CHECK(imgd_backend_registry_count() >= 2);
     CHECK_STR(imgd_backend_registry_name(0), "cpu");
@@ -369,6 +445,7 @@ int main(void) {
     RUN(test_graph_view_output_keeps_its_storage_alive);
     RUN(test_graph_compute_honours_cancel_flag);
     RUN(test_graph_replans_on_another_backend);
+    RUN(test_graph_fused_quant_linear_skips_the_f32_weight);
     RUN(test_backend_registry_lists_names);
     TEST_END();
 }

@@ -39,6 +39,7 @@ static const cpu_kernel k_cpu_kernels[] = {
     [IMGD_OP_DIV]                = {NULL, NULL, cpu_binary},
     [IMGD_OP_TIMESTEP_EMBEDDING] = {NULL, NULL, cpu_timestep},
     [IMGD_OP_ROPE]               = {NULL, NULL, cpu_rope},
+    [IMGD_OP_LINEAR_QUANT]       = {cpu_linear_quant_prepare, NULL, cpu_linear_quant},
 };
 _Static_assert(IMGD_ARRAY_LEN(k_cpu_kernels) == IMGD_OP_COUNT, "one cpu kernel row per op");
 
@@ -110,6 +111,10 @@ static bool cpu_supports(const imgd_backend *be, const imgd_tensor *n) {
     IMGD_UNUSED(be);
     if ((unsigned)n->op >= IMGD_OP_COUNT || !k_cpu_kernels[n->op].run) return false;
     if (n->op == IMGD_OP_DEQUANTIZE) return dequant_supported(n->src[0]->dtype);
+    if (n->op == IMGD_OP_LINEAR_QUANT)
+        return dequant_supported(n->src[1]->dtype) && n->shape[n->n_dims - 1] <= INT32_MAX &&
+               n->src[1]->shape[1] <= INT32_MAX &&
+               imgd_tensor_numel(n) / n->shape[n->n_dims - 1] <= INT32_MAX;
     return true;
 }
 

@@ -108,6 +108,9 @@ imgd_status cpu_attention(cpu_backend *cb, const imgd_tensor *n);
 imgd_status cpu_matmul_prepare(cpu_backend *cb, imgd_tensor *n);
 void        cpu_matmul_release(cpu_backend *cb, imgd_tensor *n);
 imgd_status cpu_matmul(cpu_backend *cb, const imgd_tensor *n);
+/* quant_matmul.c */
+imgd_status cpu_linear_quant_prepare(cpu_backend *cb, imgd_tensor *n);
+imgd_status cpu_linear_quant(cpu_backend *cb, const imgd_tensor *n);
 /* conv2d.c */
 imgd_status cpu_conv2d_prepare(cpu_backend *cb, imgd_tensor *n);
 void        cpu_conv2d_release(cpu_backend *cb, imgd_tensor *n);

@@ -232,12 +232,14 @@ imgd_status cpu_timestep(cpu_backend *cb, const imgd_tensor *n) {
 #define ROPE_FREQS 256
 
 typedef struct rope_ctx {
-    const float *x, *pos;
-    float       *y;
-    int64_t      L, H, D, n_rot;
-    bool         neox;
-    float        theta;
-    double       freq[ROPE_FREQS]; /* theta^(-2i/n_rot) when n_rot/2 <= ROPE_FREQS */
+    const float   *x, *pos;
+    float         *y;
+    int64_t        L, H, D, n_rot, A;
+    bool           neox;
+    float          theta;
+    const int64_t *ip;
+    double         freq[ROPE_FREQS]; /* pair frequency when n_rot/2 <= ROPE_FREQS */
+    int32_t        axis[ROPE_FREQS]; /* pair axis (column of pos) */
 } rope_ctx;
 
 #define ROPE_CHUNK 64 /* rotation pairs whose cos/sin are computed at a time */
@@ -249,14 +251,19 @@ static void rope_task(void *p, size_t rb, size_t re) {
     int64_t         half = c->n_rot / 2;
     float           cs[ROPE_CHUNK], sn[ROPE_CHUNK];
     for (size_t r = rb; r < re; r++) {
-        double pos = (double)c->pos[(int64_t)r % c->L];
+        const float *pos = c->pos + ((int64_t)r % c->L) * c->A;
         for (int64_t i0 = 0; i0 < half; i0 += ROPE_CHUNK) {
             int64_t m = IMGD_MIN((int64_t)ROPE_CHUNK, half - i0);
             for (int64_t i = 0; i < m; i++) {
-                double f   = half <= ROPE_FREQS
-                                 ? c->freq[i0 + i]
-                                 : pow((double)c->theta, -2.0 * (double)(i0 + i) / (double)c->n_rot);
-                double ang = pos * f;
+                double  f;
+                int32_t a;
+                if (half <= ROPE_FREQS) {
+                    f = c->freq[i0 + i];
+                    a = c->axis[i0 + i];
+                } else {
+                    f = pow((double)c->theta, imgd_rope_pair_exp(c->ip, i0 + i, &a));
+                }
+                double ang = (double)pos[a] * f;
                 cs[i]      = (float)cos(ang);
                 sn[i]      = (float)sin(ang);
             }
@@ -280,13 +287,21 @@ static void rope_task(void *p, size_t rb, size_t re) {
 }
 
 imgd_status cpu_rope(cpu_backend *cb, const imgd_tensor *n) {
-    rope_ctx c = {n->src[0]->data, n->src[1]->data,
-                  n->data,         n->shape[1],
-                  n->shape[2],     n->shape[3],
-                  n->ip[1],        n->ip[0] == IMGD_ROPE_NEOX,
-                  n->fp[0],        {0}};
+    rope_ctx c = {n->src[0]->data,
+                  n->src[1]->data,
+                  n->data,
+                  n->shape[1],
+                  n->shape[2],
+                  n->shape[3],
+                  n->ip[1],
+                  n->ip[2],
+                  n->ip[0] == IMGD_ROPE_NEOX,
+                  n->fp[0],
+                  n->ip,
+                  {0},
+                  {0}};
     for (int64_t i = 0; i < c.n_rot / 2 && i < ROPE_FREQS; i++)
-        c.freq[i] = pow((double)c.theta, -2.0 * (double)i / (double)c.n_rot);
+        c.freq[i] = pow((double)c.theta, imgd_rope_pair_exp(n->ip, i, &c.axis[i]));
     cpu_parallel(cb, (size_t)(n->shape[0] * n->shape[1]), (size_t)(c.H * c.D * 8), rope_task, &c);
     return IMGD_OK;
 }

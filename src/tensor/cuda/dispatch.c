@@ -58,7 +58,8 @@ bool cuda_op_supported(const imgd_tensor *n) {
     case IMGD_OP_MUL:
     case IMGD_OP_DIV: return plain_float(n->src[0]->dtype) && plain_float(n->src[1]->dtype);
     case IMGD_OP_ROPE:
-        return n->n_dims == 4 && plain_float(n->src[0]->dtype) && plain_float(n->src[1]->dtype);
+        return n->n_dims == 4 && n->ip[2] >= 1 && n->ip[2] <= CUK_ROPE_AXES_MAX &&
+               plain_float(n->src[0]->dtype) && plain_float(n->src[1]->dtype);
     default: return false;
     }
 }
@@ -185,10 +186,14 @@ static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {
         a = cuda_desc(x);
         return cuk_timestep(n->data, &a, n->shape[0], n->ip[0], (int32_t)n->ip[1], n->fp[0],
                             n->fp[1], s);
-    case IMGD_OP_ROPE:
+    case IMGD_OP_ROPE: {
+        cuk_rope_axes axes = {(int32_t)n->ip[2], {0}};
+        for (int32_t i = 0; i < axes.n && i < CUK_ROPE_AXES_MAX; i++)
+            axes.d[i] = (int32_t)n->ip[3 + i];
         a = cuda_desc(x);
         b = cuda_desc(n->src[1]);
-        return cuk_rope(n->data, &a, &b, n->ip[0] == 0, n->ip[1], n->fp[0], s);
+        return cuk_rope(n->data, &a, &b, n->ip[0] == 0, n->ip[1], &axes, n->fp[0], s);
+    }
     default: /* the unary family */
         a = cuda_desc(x);
         return cuk_unary(n->data, &a, unary_code(n->op), n->fp[0], n->fp[1], s);

@@ -96,7 +96,7 @@ extern "C" cudaError_t cuk_timestep(float *out, const cuk_tensor *t, int64_t N, 
 
 /* One thread per output element; the pair partner is read from the input. */
 __global__ void k_rope(float *out, cuk_tensor x, cuk_tensor pos, int32_t neox, int64_t nr,
-                       double theta, int64_t n) {
+                       cuk_rope_axes axes, double theta, int64_t n) {
     int64_t L = x.shape[1], H = x.shape[2], D = x.shape[3], half = nr / 2;
     CUK_FOR(i, n) {
         int64_t e = i % D, row = i / D; /* row = (b*L + l)*H + h */
@@ -119,7 +119,19 @@ __global__ void k_rope(float *out, cuk_tensor x, cuk_tensor pos, int32_t neox, i
             i0     = 2 * k;
             i1     = 2 * k + 1;
         }
-        double ang = (double)cuk_at(pos, l) * pow(theta, -2.0 * (double)k / (double)nr);
+        int64_t start = 0, j = k, d = nr;
+        int32_t a     = 0;
+        for (; a < axes.n; a++) {
+            int64_t h = axes.d[a] / 2;
+            if (k < start + h) {
+                j = k - start;
+                d = axes.d[a];
+                break;
+            }
+            start += h;
+        }
+        if (a >= axes.n) a = 0;
+        double ang = (double)cuk_at(pos, l * axes.n + a) * pow(theta, -2.0 * (double)j / (double)d);
         double x0 = (double)cuk_at(x, base + i0), x1 = (double)cuk_at(x, base + i1);
         double c = cos(ang), sn = sin(ang);
         out[i] = (float)(second ? x1 * c + x0 * sn : x0 * c - x1 * sn);
@@ -127,11 +139,12 @@ __global__ void k_rope(float *out, cuk_tensor x, cuk_tensor pos, int32_t neox, i
 }
 
 extern "C" cudaError_t cuk_rope(float *out, const cuk_tensor *x, const cuk_tensor *pos,
-                                int32_t neox, int64_t n_rot, float theta, cudaStream_t s) {
+                                int32_t neox, int64_t n_rot, const cuk_rope_axes *axes,
+                                float theta, cudaStream_t s) {
     int64_t n = cuk_numel(x);
     if (n == 0) return cudaSuccess;
     if (x->n_dims != 4) return cudaErrorInvalidValue;
     CUK_LAUNCH(k_rope, cuk_blocks(n), CUK_THREADS, 0, s)
-    (out, *x, *pos, neox, n_rot, (double)theta, n);
+    (out, *x, *pos, neox, n_rot, *axes, (double)theta, n);
     return cudaGetLastError();
 }

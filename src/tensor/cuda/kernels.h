@@ -91,9 +91,17 @@ cudaError_t cuk_binary(const cuk_tensor *out, const cuk_tensor *a, const cuk_ten
 /* diffusers get_timestep_embedding: t (N values, strided by t_stride) -> out [N, dim]. */
 cudaError_t cuk_timestep(float *out, const cuk_tensor *t, int64_t N, int64_t dim, int32_t flip,
                          float max_period, float shift, cudaStream_t s);
-/* Rotary embedding of x [B, L, H, D] (strided) at pos [L] into contiguous out. */
+/* Axis dims of a multi-axis rope (tensor/ops.h imgd_op_rope_nd); n = 1, d[0] = n_rot for a
+ * plain rope. */
+#define CUK_ROPE_AXES_MAX 8
+typedef struct cuk_rope_axes {
+    int32_t n;
+    int32_t d[CUK_ROPE_AXES_MAX];
+} cuk_rope_axes;
+
+/* Rotary embedding of x [B, L, H, D] (strided) at pos [L, axes.n] into contiguous out. */
 cudaError_t cuk_rope(float *out, const cuk_tensor *x, const cuk_tensor *pos, int32_t neox,
-                     int64_t n_rot, float theta, cudaStream_t s);
+                     int64_t n_rot, const cuk_rope_axes *axes, float theta, cudaStream_t s);
 
 /* ---- norm.cu ------------------------------------------------------------------------------ */
 
