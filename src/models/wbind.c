@@ -120,11 +120,48 @@ static void shape_str(int32_t n, const int64_t *s, char *out, size_t cap) {
     (void)imgd_fmt(out + k, cap - k, n ? "]" : "[]");
 }
 
+static bool is_f8(imgd_dtype dt) {
+    return dt == IMGD_DTYPE_F8_E4M3 || dt == IMGD_DTYPE_F8_E5M2;
+}
+
+/* The dtype a graph sees for a stored dtype: fp8 weights (t5xxl_fp8_e4m3fn, FLUX fp8
+ * files) are upcast to f16 on load, which holds every e4m3 and e5m2 value exactly; the
+ * engine's kernels take f32/f16/bf16 and quantized blocks, not fp8. */
+static imgd_dtype bound_dtype(imgd_dtype dt) {
+    return is_f8(dt) ? IMGD_DTYPE_F16 : dt;
+}
+
+/* An f16 copy of an fp8 entry (rows of a fused tensor included), made once into the
+ * binder's arena; NULL when out of memory or transposed (not supported for fp8). */
+static const void *upcast_f8(imgd_wbind *b, const char *canonical, const imgd_km_entry *e,
+                             const int64_t *cshape, int32_t cn) {
+    const imgd_wtensor *t    = &b->w->t[e->src];
+    size_t              prev = 0;
+    if (imgd_strmap_get(&b->copied, canonical, &prev)) return (const void *)prev;
+    if (e->op == IMGD_KM_TRANSPOSE) return NULL;
+    size_t numel = 1;
+    for (int32_t i = 0; i < cn; i++)
+        if (!imgd_size_mul(numel, (size_t)cshape[i], &numel)) return NULL;
+    const uint8_t *src = t->data;
+    if (e->op == IMGD_KM_ROWS) src += (size_t)e->row_begin * (numel / (size_t)cshape[0]);
+    size_t bytes = 0;
+    if (!imgd_size_mul(numel, sizeof(uint16_t), &bytes)) return NULL;
+    uint16_t *d = imgd_arena_alloc(&b->copies, bytes ? bytes : 2);
+    if (!d) return NULL;
+    for (size_t i = 0; i < numel; i++)
+        d[i] = imgd_f32_to_f16(t->dtype == IMGD_DTYPE_F8_E4M3 ? imgd_f8e4m3_to_f32(src[i])
+                                                              : imgd_f8e5m2_to_f32(src[i]));
+    char *key = imgd_arena_strndup(&b->copies, canonical, strlen(canonical));
+    if (!key || imgd_strmap_put(&b->copied, key, (size_t)d, NULL) != IMGD_OK) return NULL;
+    return d;
+}
+
 /* Data for the entry in its canonical layout (a view into the file, or a copy). */
 static const void *entry_data(imgd_wbind *b, const char *canonical, const imgd_km_entry *e,
                               const int64_t *cshape, int32_t cn) {
     const imgd_wtensor      *t  = &b->w->t[e->src];
     const imgd_dtype_traits *tr = imgd_dtype_traits_of(t->dtype);
+    if (is_f8(t->dtype)) return upcast_f8(b, canonical, e, cshape, cn);
     if (e->op == IMGD_KM_SAME || e->op == IMGD_KM_SQUEEZE) return t->data;
     if (tr->is_quant) return NULL; /* rows / transposes of quantized blocks: not supported */
     size_t es = tr->block_bytes;
@@ -191,10 +228,12 @@ static imgd_tensor *bind(imgd_wbind *b, imgd_graph *g, const char *canonical, in
             b->w->path, canonical, b->w->t[e->src].name, imgd_dtype_name(b->w->t[e->src].dtype),
             imgd_dtype_traits_of(b->w->t[e->src].dtype)->is_quant
                 ? "fused or transposed quantized tensors are not supported"
+            : is_f8(b->w->t[e->src].dtype) && e->op == IMGD_KM_TRANSPOSE
+                ? "transposed fp8 tensors are not supported (convert the file to f16)"
                 : "out of memory");
         return NULL;
     }
-    return imgd_graph_weight(g, canonical, b->w->t[e->src].dtype, cn, cs, data);
+    return imgd_graph_weight(g, canonical, bound_dtype(b->w->t[e->src].dtype), cn, cs, data);
 }
 
 imgd_tensor *imgd_wbind_get(imgd_wbind *b, imgd_graph *g, const char *canonical, int32_t n_dims,

@@ -165,7 +165,7 @@ static void test_conformance_t5_tokenizer_encoder_ids(void) {
     for (int b = 0; b < 2; b++) {
         int32_t row[64];
         CHECK_STATUS(imgd_t5_tok_encode_padded(t, prompts[b], 64, row, NULL), IMGD_OK);
-        CHECK_MSG(memcmp(row, (const int32_t *)ti.data + b * 64, sizeof row) == 0,
+        CHECK_MSG(memcmp(row, (const int32_t *)ti.data + (size_t)b * 64, sizeof row) == 0,
                   "ids of prompt %d differ from t5_encoder.safetensors input_ids", b);
     }
 done:
