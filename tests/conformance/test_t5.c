@@ -329,6 +329,31 @@ done:
     (void)remove(p16);
 }
 
+/* A bare T5 file (t5xxl_fp16.safetensors style, HF names) is detected as a FLUX text
+ * encoder with the T5 shape config. */
+static void test_t5_bare_file_detected_as_t5_text_encoder(void) {
+    char             path[4200];
+    imgd_weights    *w  = NULL;
+    imgd_model_info *mi = NULL;
+    imgd_fmt(path, sizeof path,
+             "%s/conformance/flux-narrow/diffusers/text_encoder_2/model.safetensors", g_shared);
+    CHECK_STATUS(imgd_weights_open(path, NULL, &w), IMGD_OK);
+    REQUIRE(w != NULL);
+    CHECK_STATUS(imgd_model_detect(w, &mi), IMGD_OK);
+    REQUIRE(mi != NULL);
+    CHECK_EQ_INT(mi->kind, IMGD_KIND_TEXT_ENCODER);
+    CHECK_EQ_INT(mi->family, IMGD_FAMILY_FLUX_DEV);
+    REQUIRE(mi->n_te == 1);
+    CHECK_EQ_INT(mi->te[0].type, IMGD_TE_T5);
+    CHECK_EQ_INT(mi->te[0].layers, 2);
+    CHECK_EQ_INT(mi->te[0].hidden, 32);
+    CHECK_EQ_INT(mi->te[0].heads, 4);
+    CHECK_EQ_INT(mi->te[0].intermediate, 64);
+done:
+    imgd_model_info_free(mi);
+    imgd_weights_free(w);
+}
+
 /* transformers' bucket formula at the edges (bidirectional, 32 buckets, distance 128). */
 static void test_t5_bucket_edges(void) {
     CHECK_EQ_INT(imgd_t5_bucket(0, 32, 128), 0);
@@ -351,6 +376,7 @@ int main(void) {
         TEST_SKIP("../shared/conformance absent: T5 encoder goldens not checked");
         TEST_END();
     }
+    RUN(test_t5_bare_file_detected_as_t5_text_encoder);
     RUN(test_t5_diffusers_folder_matches_goldens);
     RUN(test_t5_single_files_match_goldens);
     RUN(test_t5_fp8_encoder_only_file_upcasts_exactly);
