@@ -235,3 +235,81 @@ imgd_status imgd_t5_embed(const imgd_wbind *b, const char *prefix, const imgd_t5
                              prefix, ids[i], i / (size_t)len, i % (size_t)len, cfg->vocab);
     return imgd_wbind_gather_rows_f32(b, name, ids, n, out);
 }
+
+/* ---- runner ------------------------------------------------------------------------------ */
+
+struct imgd_t5_runner {
+    imgd_wbind   *b;
+    const char   *prefix;
+    imgd_t5_cfg   cfg;
+    imgd_backend *be;
+    imgd_graph   *g;
+    imgd_tensor  *in, *out;
+    int32_t       batch, len;
+};
+
+imgd_status imgd_t5_runner_new(imgd_wbind *b, const char *prefix, const imgd_t5_cfg *cfg,
+                               imgd_backend *be, imgd_t5_runner **out) {
+    if (!b || !prefix || !cfg || !be || !out)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_t5_runner_new: NULL argument");
+    imgd_t5_runner *r = imgd_calloc(1, sizeof *r);
+    if (!r) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    r->b      = b;
+    r->prefix = prefix;
+    r->cfg    = *cfg;
+    r->be     = be;
+    *out      = r;
+    return IMGD_OK;
+}
+
+/* (Re)builds and plans the graph for batch x len. */
+static imgd_status runner_graph(imgd_t5_runner *r, int32_t batch, int32_t len) {
+    if (r->g && r->batch == batch && r->len == len) return IMGD_OK;
+    imgd_graph_free(r->g);
+    r->g           = NULL;
+    imgd_status st = imgd_graph_new(NULL, &r->g);
+    if (st != IMGD_OK) return st;
+    r->in = imgd_graph_input(r->g, "t5.embeds", IMGD_DTYPE_F32, 3,
+                             (int64_t[]){batch, len, r->cfg.d_model});
+    imgd_t5_out o;
+    st = imgd_t5_build(r->g, r->b, r->prefix, &r->cfg, r->in, false, &o);
+    if (st == IMGD_OK) {
+        r->out = o.last_hidden_state;
+        imgd_graph_output(r->g, r->out);
+        st = imgd_graph_plan(r->g, r->be, NULL);
+    }
+    if (st == IMGD_OK) st = imgd_graph_alloc(r->g, NULL, 0);
+    if (st != IMGD_OK) {
+        imgd_graph_free(r->g);
+        r->g = NULL;
+        return imgd_fail_prefix(st, "T5 encoder graph");
+    }
+    r->batch = batch;
+    r->len   = len;
+    return IMGD_OK;
+}
+
+imgd_status imgd_t5_runner_encode(imgd_t5_runner *r, const int32_t *ids, int32_t batch, int32_t len,
+                                  float *out) {
+    if (!r || !ids || !out)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_t5_runner_encode: NULL argument");
+    if (batch < 1 || len < 1 || (int64_t)batch * len > (1 << 24))
+        return imgd_fail(IMGD_E_INVALID_ARG, "T5: %d sequences of %d tokens (1..2^24 tokens)",
+                         batch, len);
+    size_t n   = (size_t)batch * (size_t)len * (size_t)r->cfg.d_model;
+    float *emb = imgd_malloc(n * sizeof *emb);
+    if (!emb) return imgd_fail(IMGD_E_NOMEM, "T5: out of memory for %zu embeddings", n);
+    imgd_status st = imgd_t5_embed(r->b, r->prefix, &r->cfg, ids, batch, len, emb);
+    if (st == IMGD_OK) st = runner_graph(r, batch, len);
+    if (st == IMGD_OK) st = imgd_tensor_bind(r->in, emb);
+    if (st == IMGD_OK) st = imgd_graph_compute(r->g);
+    if (st == IMGD_OK) st = imgd_graph_read_f32(r->g, r->out, out, n);
+    imgd_free(emb);
+    return st;
+}
+
+void imgd_t5_runner_free(imgd_t5_runner *r) {
+    if (!r) return;
+    imgd_graph_free(r->g);
+    imgd_free(r);
+}

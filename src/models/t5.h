@@ -88,6 +88,29 @@ imgd_status imgd_t5_build(imgd_graph *g, imgd_wbind *b, const char *prefix, cons
 imgd_status imgd_t5_embed(const imgd_wbind *b, const char *prefix, const imgd_t5_cfg *cfg,
                           const int32_t *ids, int32_t batch, int32_t len, float *out);
 
+/* ---- runner: a planned encoder graph kept for reuse ------------------------------------- */
+
+/* What a pipeline calls: ids in, last_hidden_state out. The graph for a (batch, len) is
+ * built and planned on first use and replayed while the shape stays the same (a new shape
+ * rebuilds it). Borrows b, prefix and be: they must outlive the runner. */
+typedef struct imgd_t5_runner imgd_t5_runner;
+
+/* cfg is copied. Returns IMGD_OK, IMGD_E_INVALID_ARG (NULL argument), IMGD_E_NOMEM; *out
+ * is written only on success. */
+imgd_status imgd_t5_runner_new(imgd_wbind *b, const char *prefix, const imgd_t5_cfg *cfg,
+                               imgd_backend *be, imgd_t5_runner **out);
+
+/* Encodes batch sequences of len ids (row-major [batch, len]) into out ([batch, len,
+ * d_model] f32, caller-allocated). Returns IMGD_OK or the status of imgd_t5_embed,
+ * imgd_t5_build, planning or computing (the message says which step failed); out is
+ * undefined on failure and the runner stays usable. Thread-safety: one call at a time per
+ * runner (it owns one graph). */
+imgd_status imgd_t5_runner_encode(imgd_t5_runner *r, const int32_t *ids, int32_t batch, int32_t len,
+                                  float *out);
+
+/* Releases the runner and its graph. NULL is a no-op. */
+void imgd_t5_runner_free(imgd_t5_runner *r);
+
 /* transformers' T5Attention._relative_position_bucket, bidirectional: the bucket of
  * rel = key position - query position. Exposed for tests. */
 int32_t imgd_t5_bucket(int32_t rel, int32_t num_buckets, int32_t max_distance);

@@ -73,8 +73,8 @@ static void run_backend(const char *be_name, imgd_wbind *b, const imgd_clip_text
                         const imgd_weights *gw, const int32_t *ids) {
     imgd_graph        *g   = NULL;
     imgd_backend      *be  = NULL;
-    float             *emb = imgd_malloc(2 * L_CLIP * (size_t)cfg->hidden * sizeof(float));
-    float             *lhs = imgd_malloc(2 * L_CLIP * (size_t)cfg->hidden * sizeof(float));
+    float             *emb = imgd_malloc((size_t)2 * L_CLIP * (size_t)cfg->hidden * sizeof(float));
+    float             *lhs = imgd_malloc((size_t)2 * L_CLIP * (size_t)cfg->hidden * sizeof(float));
     float              sel[2 * L_CLIP], pooled[2 * 64];
     imgd_clip_text_out out;
     REQUIRE(emb && lhs && cfg->hidden <= 64);
@@ -100,7 +100,8 @@ static void run_backend(const char *be_name, imgd_wbind *b, const imgd_clip_text
     size_t       n_l = 0, n_p = 0;
     const float *rl = tg_golden(gw, "last_hidden_state", &n_l);
     const float *rp = tg_golden(gw, "pooler_output", &n_p);
-    REQUIRE(rl && rp && n_l == 2 * L_CLIP * (size_t)cfg->hidden && n_p == 2 * (size_t)cfg->hidden);
+    REQUIRE(rl && rp && n_l == (size_t)2 * L_CLIP * (size_t)cfg->hidden &&
+            n_p == (size_t)2 * (size_t)cfg->hidden);
     CHECK_STATUS(imgd_graph_read_f32(g, out.last_hidden_state, lhs, n_l), IMGD_OK);
     CHECK_STATUS(imgd_graph_read_f32(g, out.pooled, pooled, n_p), IMGD_OK);
     compare("last_hidden_state", be_name, lhs, rl, n_l);

@@ -16,6 +16,7 @@
 #include "formats/dtype.h"
 #include "golden.h"
 #include "models/t5.h"
+#include "models/t5_tokenizer.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
 #include "test.h"
@@ -329,6 +330,61 @@ done:
     (void)remove(p16);
 }
 
+/* Text to conditioning: the T5 tokenizer's 64 ids of [prompt, ""] through the runner give
+ * last_hidden_state; a second call replays the planned graph with the same result, and a
+ * batch of one (a new shape) gives the first row. */
+static void test_t5_runner_from_text_matches_goldens(void) {
+    char            dir[4200], path[4200];
+    imgd_t5_tok    *tok = NULL;
+    imgd_backend   *be  = NULL;
+    imgd_t5_runner *r   = NULL;
+    float          *z = NULL, *z2 = NULL;
+    model           m  = {0};
+    imgd_weights   *gw = tg_open_golden(g_shared, "flux-narrow/goldens/t5_encoder.safetensors");
+    imgd_fmt(dir, sizeof dir, "%s/conformance/flux-narrow/diffusers/tokenizer_2", g_shared);
+    imgd_fmt(path, sizeof path, "%s/conformance/flux-narrow/diffusers", g_shared);
+    REQUIRE(gw != NULL);
+    CHECK_STATUS(imgd_t5_tok_load(dir, &tok), IMGD_OK);
+    REQUIRE(tok != NULL && model_open(&m, path));
+    int32_t     ids[2 * L_SEQ];
+    const char *prompts[2] = {"a photograph of an astronaut riding a horse, highly detailed", ""};
+    for (int i = 0; i < 2; i++)
+        CHECK_STATUS(imgd_t5_tok_encode_padded(tok, prompts[i], L_SEQ, ids + i * L_SEQ, NULL),
+                     IMGD_OK);
+    imgd_t5_cfg cfg;
+    CHECK_STATUS(imgd_t5_cfg_init(&cfg, m.b, m.prefix), IMGD_OK);
+    CHECK_STATUS(imgd_backend_new(tb_backends()->name[0], NULL, &be), IMGD_OK);
+    REQUIRE(be != NULL);
+    CHECK_STATUS(imgd_t5_runner_new(m.b, m.prefix, &cfg, be, &r), IMGD_OK);
+    REQUIRE(r != NULL);
+    size_t n = (size_t)2 * L_SEQ * (size_t)cfg.d_model, ng = 0;
+    z  = imgd_malloc(n * sizeof *z);
+    z2 = imgd_malloc(n * sizeof *z2);
+    REQUIRE(z && z2);
+    CHECK_STATUS(imgd_t5_runner_encode(r, ids, 2, L_SEQ, z), IMGD_OK);
+    CHECK_STATUS(imgd_t5_runner_encode(r, ids, 2, L_SEQ, z2), IMGD_OK);
+    CHECK(memcmp(z, z2, n * sizeof *z) == 0);
+    const float *ref = tg_golden(gw, "last_hidden_state", &ng);
+    REQUIRE(ref && ng == n);
+    double amax = 0, err = max_err(z, ref, n, &amax);
+    printf("  text -> T5 runner %-4s last_hidden_state max|err| %.3g (max|ref| %.3g)\n",
+           tb_backends()->name[0], err, amax);
+    CHECK(err <= 1e-4 * (amax > 1 ? amax : 1));
+    CHECK_STATUS(imgd_t5_runner_encode(r, ids, 1, L_SEQ, z2), IMGD_OK);
+    err = max_err(z2, ref, n / 2, &amax);
+    CHECK(err <= 1e-4 * (amax > 1 ? amax : 1));
+    int32_t bad = 40000;
+    CHECK_STATUS(imgd_t5_runner_encode(r, &bad, 1, 1, z2), IMGD_E_INVALID_ARG);
+done:
+    imgd_free(z);
+    imgd_free(z2);
+    imgd_t5_runner_free(r);
+    imgd_backend_free(be);
+    model_close(&m);
+    imgd_t5_tok_free(tok);
+    imgd_weights_free(gw);
+}
+
 /* A bare T5 file (t5xxl_fp16.safetensors style, HF names) is detected as a FLUX text
  * encoder with the T5 shape config. */
 static void test_t5_bare_file_detected_as_t5_text_encoder(void) {
@@ -378,6 +434,7 @@ int main(void) {
     }
     RUN(test_t5_bare_file_detected_as_t5_text_encoder);
     RUN(test_t5_diffusers_folder_matches_goldens);
+    RUN(test_t5_runner_from_text_matches_goldens);
     RUN(test_t5_single_files_match_goldens);
     RUN(test_t5_fp8_encoder_only_file_upcasts_exactly);
     TEST_END();
