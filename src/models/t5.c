@@ -142,10 +142,32 @@ static imgd_tensor *lw(imgd_wbind *b, imgd_graph *g, const char *prefix, int32_t
     return imgd_wbind_getf(b, g, d1 ? 2 : 1, shape, ENC "%s", prefix, i, what);
 }
 
+/* ComfyUI's "scaled fp8" files (t5xxl_fp8_e4m3fn_scaled) store W / s in fp8 with a scalar
+ * <module>.scale_weight = s: the output of the bias-free module is multiplied back by s.
+ * (Their scale_input tensors only matter for fp8 matmuls; activations stay f32 here.) */
+static imgd_tensor *weight_scale(imgd_graph *g, imgd_wbind *b, const char *p, int32_t i,
+                                 const char *what, imgd_tensor *y) {
+    char   name[512];
+    size_t wl = strlen(what) >= 6 ? strlen(what) - 6 : 0; /* without "weight" */
+    if (!y || !imgd_fmt(name, sizeof name, ENC "%.*sscale_weight", p, i, (int)wl, what) ||
+        !imgd_wbind_has(b, name))
+        return y;
+    float       sc = 1.0f;
+    imgd_status st = imgd_wbind_read_f32(b, name, &sc, 1);
+    if (st == IMGD_OK && !isfinite(sc))
+        st = imgd_fail(IMGD_E_FORMAT, "%s: '%s' is not finite", imgd_wbind_weights(b)->path, name);
+    if (st != IMGD_OK) {
+        (void)imgd_graph_fail(g, st, "%s", imgd_last_error());
+        return NULL;
+    }
+    return sc == 1.0f ? y : imgd_op_scale(g, y, sc, 0.0f);
+}
+
 /* A bias-free linear of block i (T5 has no biases), plus a run-time adapter's term. */
 static imgd_tensor *linear(imgd_graph *g, imgd_wbind *b, const char *p, int32_t i, const char *what,
                            imgd_tensor *x, int64_t out, int64_t in) {
     imgd_tensor *y = imgd_op_linear(g, x, lw(b, g, p, i, what, out, in), NULL);
+    y              = weight_scale(g, b, p, i, what, y);
     return imgd_wbind_adapt(b, g, IMGD_SITE_LINEAR, 0, 0, x, y, ENC "%s", p, (int)i, what);
 }
 

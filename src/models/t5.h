@@ -9,6 +9,9 @@
  *              x += wo(gelu_tanh(wi_0 h) * wi_1 h), h = RMSNorm(x)   (v1.1 gated-gelu;
  *                   original T5: wo(relu(wi h)))
  *          -> final RMSNorm = last_hidden_state
+ * Weights bind in any float dtype the binder serves (f32, f16, bf16; fp8 e4m3/e5m2 are
+ * upcast to f16 on load); ComfyUI's scaled fp8 files (<module>.scale_weight next to each
+ * linear) have their scales applied to the linear outputs.
  * RMSNorm is T5LayerNorm (no mean subtraction, no bias). The position bias [1, heads, L, L]
  * comes from layer 0's relative_attention_bias table (bidirectional buckets) and is shared
  * by every layer; it is computed on the host once per sequence length and held by the

@@ -210,9 +210,28 @@ static uint8_t to_e4m3(float f) {
     return (uint8_t)(sign | best);
 }
 
-/* Writes every tensor of src (all F32) to path as F8_E4M3 (f8) or as F16 holding the
- * e4m3-rounded values (!f8); shared.weight is renamed encoder.embed_tokens.weight. */
-static bool write_variant(const imgd_weights *src, const char *path, bool f8) {
+typedef enum variant {
+    V_F8,            /* every tensor F8_E4M3 */
+    V_F16_OF_F8,     /* F16 holding the e4m3-rounded values */
+    V_F8_SCALED,     /* ComfyUI scaled fp8: linears store W / s with <module>.scale_weight = s */
+    V_F32_OF_SCALED, /* F32 holding what V_F8_SCALED means: e4m3(W / s) * s */
+} variant;
+
+/* A linear weight of a block (gets a scale in V_F8_SCALED). */
+static bool is_linear(const char *name) {
+    return strstr(name, ".weight") && !strstr(name, "layer_norm") && !strstr(name, "relative") &&
+           strncmp(name, "encoder.block.", 14) == 0;
+}
+
+static float amax_of(const imgd_tensor_info *t) {
+    float m = 0;
+    for (size_t j = 0; j < t->nbytes / 4; j++) m = fmaxf(m, fabsf(((const float *)t->data)[j]));
+    return m > 0 ? m : 1;
+}
+
+/* Writes every tensor of src (all F32) to path as variant v; shared.weight is renamed
+ * encoder.embed_tokens.weight (an encoder-only file). */
+static bool write_variant(const imgd_weights *src, const char *path, variant v) {
     size_t   nt  = imgd_weights_tensor_count(src);
     char    *hdr = imgd_malloc(1u << 16);
     uint8_t *lut = imgd_malloc(1u << 16); /* e4m3 code of each f16 bit pattern */
@@ -220,10 +239,10 @@ static bool write_variant(const imgd_weights *src, const char *path, bool f8) {
     bool     ok  = false;
     if (!hdr || !lut) goto out;
     for (uint32_t h = 0; h < 65536; h++) {
-        float v = imgd_f16_to_f32((uint16_t)h);
-        lut[h]  = isfinite(v) ? to_e4m3(v) : 0;
+        float x = imgd_f16_to_f32((uint16_t)h);
+        lut[h]  = isfinite(x) ? to_e4m3(x) : 0;
     }
-    size_t k = 0, off = 0, es = f8 ? 1 : 2;
+    size_t k = 0, off = 0, es = v == V_F16_OF_F8 ? 2 : v == V_F32_OF_SCALED ? 4 : 1;
     k += (size_t)snprintf(hdr + k, 65536 - k, "{");
     for (size_t i = 0; i < nt; i++) {
         imgd_tensor_info t;
@@ -232,13 +251,23 @@ static bool write_variant(const imgd_weights *src, const char *path, bool f8) {
             strcmp(t.name, "shared.weight") == 0 ? "encoder.embed_tokens.weight" : t.name;
         size_t n = (size_t)(t.nbytes / 4);
         k += (size_t)snprintf(hdr + k, 65536 - k, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[",
-                              i ? "," : "", name, f8 ? "F8_E4M3" : "F16");
+                              i ? "," : "", name,
+                              es == 1   ? "F8_E4M3"
+                              : es == 2 ? "F16"
+                                        : "F32");
         for (int32_t d = 0; d < t.n_dims; d++)
             k +=
                 (size_t)snprintf(hdr + k, 65536 - k, "%s%lld", d ? "," : "", (long long)t.shape[d]);
         k += (size_t)snprintf(hdr + k, 65536 - k, "],\"data_offsets\":[%zu,%zu]}", off,
                               off + n * es);
         off += n * es;
+        if (v == V_F8_SCALED && is_linear(t.name)) {
+            k += (size_t)snprintf(hdr + k, 65536 - k,
+                                  ",\"%.*sscale_weight\":{\"dtype\":\"F32\",\"shape\":[],"
+                                  "\"data_offsets\":[%zu,%zu]}",
+                                  (int)(strlen(t.name) - 6), t.name, off, off + 4);
+            off += 4;
+        }
     }
     k += (size_t)snprintf(hdr + k, 65536 - k, "}");
     while (k % 8) hdr[k++] = ' ';
@@ -249,12 +278,18 @@ static bool write_variant(const imgd_weights *src, const char *path, bool f8) {
     for (size_t i = 0; ok && i < nt; i++) {
         imgd_tensor_info t;
         (void)imgd_weights_tensor(src, i, &t);
-        const float *x = t.data;
+        const float *x  = t.data;
+        bool         sc = (v == V_F8_SCALED || v == V_F32_OF_SCALED) && is_linear(t.name);
+        float        s  = sc ? amax_of(&t) / 448.0f : 1.0f;
         for (size_t j = 0; ok && j < t.nbytes / 4; j++) {
-            uint8_t  c = lut[imgd_f32_to_f16(x[j])]; /* every e4m3 value is an f16 value */
+            uint8_t  c = lut[imgd_f32_to_f16(x[j] / s)]; /* every e4m3 value is an f16 value */
             uint16_t h = imgd_f32_to_f16(imgd_f8e4m3_to_f32(c));
-            ok         = f8 ? fwrite(&c, 1, 1, f) == 1 : fwrite(&h, 2, 1, f) == 1;
+            float    e = imgd_f8e4m3_to_f32(c) * s;
+            ok         = es == 1   ? fwrite(&c, 1, 1, f) == 1
+                         : es == 2 ? fwrite(&h, 2, 1, f) == 1
+                                   : fwrite(&e, 4, 1, f) == 1;
         }
+        if (ok && sc && v == V_F8_SCALED) ok = fwrite(&s, 4, 1, f) == 1;
     }
 out:
     if (f && fclose(f) != 0) ok = false;
@@ -305,7 +340,7 @@ static void test_t5_fp8_encoder_only_file_upcasts_exactly(void) {
     int32_t       B = 0;
     CHECK_STATUS(imgd_weights_open(src, NULL, &w), IMGD_OK);
     REQUIRE(w && gw);
-    REQUIRE(write_variant(w, p8, true) && write_variant(w, p16, false));
+    REQUIRE(write_variant(w, p8, V_F8) && write_variant(w, p16, V_F16_OF_F8));
     const int32_t *ids = golden_ids(gw, &B);
     REQUIRE(ids != NULL);
     REQUIRE(model_open(&m8, p8) && model_open(&m16, p16));
@@ -410,6 +445,44 @@ done:
     imgd_weights_free(w);
 }
 
+/* A ComfyUI-style scaled fp8 file (W / s in e4m3, <module>.scale_weight = s with s =
+ * max|W| / 448) computes what an f32 file holding e4m3(W / s) * s computes (up to f32
+ * rounding: the scale is applied to the output), and stays near the f32 goldens. */
+static void test_t5_scaled_fp8_file_applies_scale_weight(void) {
+    char src[4200], p8[4200];
+    imgd_fmt(src, sizeof src,
+             "%s/conformance/flux-narrow/diffusers/text_encoder_2/model.safetensors", g_shared);
+    tu_tmp_path(p8, sizeof p8, "t5_narrow_fp8_e4m3fn_scaled.safetensors");
+    imgd_weights *w  = NULL;
+    imgd_weights *gw = tg_open_golden(g_shared, "flux-narrow/goldens/t5_encoder.safetensors");
+    char          p32[4200];
+    model         m = {0}, m32 = {0};
+    t5_run        r = {0}, r32 = {0};
+    int32_t       B = 0;
+    tu_tmp_path(p32, sizeof p32, "t5_narrow_scaled_as_f32.safetensors");
+    CHECK_STATUS(imgd_weights_open(src, NULL, &w), IMGD_OK);
+    REQUIRE(w && gw && write_variant(w, p8, V_F8_SCALED) && write_variant(w, p32, V_F32_OF_SCALED));
+    const int32_t *ids = golden_ids(gw, &B);
+    REQUIRE(ids != NULL && model_open(&m, p8) && model_open(&m32, p32));
+    REQUIRE(t5_run_do(&r, &m, tb_backends()->name[0], ids, B));
+    REQUIRE(t5_run_do(&r32, &m32, tb_backends()->name[0], ids, B));
+    double amax = 0, err = max_err(r.last, r32.last, r.n, &amax);
+    printf("  scaled fp8 vs f32 of e4m3(W/s)*s: max|err| %.3g (max %.3g)\n", err, amax);
+    CHECK(err <= 1e-5 * (amax > 1 ? amax : 1));
+    /* measured 1.35e-1 relative: e4m3 keeps 3 mantissa bits */
+    double worst = compare_run(&r, gw, "t5 scaled fp8", tb_backends()->name[0], 0.25);
+    printf("  scaled fp8 e4m3: largest relative error vs the f32 goldens %.3g\n", worst);
+done:
+    t5_run_free(&r);
+    t5_run_free(&r32);
+    model_close(&m);
+    model_close(&m32);
+    (void)remove(p32);
+    imgd_weights_free(w);
+    imgd_weights_free(gw);
+    (void)remove(p8);
+}
+
 /* transformers' bucket formula at the edges (bidirectional, 32 buckets, distance 128). */
 static void test_t5_bucket_edges(void) {
     CHECK_EQ_INT(imgd_t5_bucket(0, 32, 128), 0);
@@ -437,5 +510,6 @@ int main(void) {
     RUN(test_t5_runner_from_text_matches_goldens);
     RUN(test_t5_single_files_match_goldens);
     RUN(test_t5_fp8_encoder_only_file_upcasts_exactly);
+    RUN(test_t5_scaled_fp8_file_applies_scale_weight);
     TEST_END();
 }
