@@ -5,7 +5,6 @@
 #include "models/t5_tokenizer.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -27,12 +26,12 @@ enum {
 
 #define UNK_PENALTY 10.0f          /* unigram_model.cc kUnkPenalty */
 #define SPACE_SYM   "\xe2\x96\x81" /* U+2581, kSpaceSymbol */
-#define NAME_MAX_   256
+#define NAME_CAP    256
 
 struct imgd_t5_tok {
-    char      name[NAME_MAX_]; /* for messages */
-    char     *blob;            /* piece strings, each NUL-terminated */
-    uint32_t *off, *len;       /* piece i = blob[off[i] .. off[i] + len[i]) */
+    char      name[NAME_CAP]; /* for messages */
+    char     *blob;           /* piece strings, each NUL-terminated */
+    uint32_t *off, *len;      /* piece i = blob[off[i] .. off[i] + len[i]) */
     float    *score;
     uint8_t  *type;
     int32_t   n_pieces, n_extra;
