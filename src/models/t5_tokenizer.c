@@ -833,11 +833,18 @@ imgd_status imgd_t5_tok_sp_encode(const imgd_t5_tok *t, const char *text, int32_
     }
     int32_t *v = NULL;
     size_t   k = 0;
+    char    *p = NULL;
+    if (st == IMGD_OK && pieces) {
+        p = pcs.data ? imgd_buf_take(&pcs) : imgd_calloc(1, 1); /* never NULL on success */
+        if (!p) st = imgd_fail(IMGD_E_NOMEM, "out of memory tokenizing");
+    }
     if (st == IMGD_OK) st = ids_of(&segs, &v, &k);
     if (st == IMGD_OK) {
         *ids = v;
         *n   = k;
-        if (pieces) *pieces = pcs.data ? imgd_buf_take(&pcs) : imgd_calloc(1, 1);
+        if (pieces) *pieces = p;
+    } else {
+        imgd_free(p);
     }
     imgd_free(segs.s);
     imgd_buf_free(&norm);

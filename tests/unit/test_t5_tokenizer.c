@@ -85,6 +85,15 @@ static bool error_has(const char *what) {
     return ok;
 }
 
+/* Loading o must fail with want and a message containing what (the tokenizer is freed
+ * should it load anyway, e.g. when an injected allocation failure changed the fixture). */
+static void expect_load_fails(const sf_buf *o, imgd_status want, const char *what) {
+    imgd_t5_tok *t = NULL;
+    CHECK_STATUS(load(o, &t), want);
+    CHECK(error_has(what));
+    imgd_t5_tok_free(t);
+}
+
 /* ---- loading and the protobuf reader ----------------------------------------------------- */
 
 static void test_t5_tokenizer_loads_minimal_model(void) {
@@ -158,42 +167,33 @@ static void test_t5_tokenizer_rejects_malformed_protobuf(void) {
     CHECK_STATUS(imgd_t5_tok_load_mem("", 0, "x", 100, &t), IMGD_E_FORMAT);
     CHECK(error_has("no pieces"));
     CHECK(t == NULL);
+    imgd_t5_tok_free(t);
 }
 
 static void test_t5_tokenizer_rejects_bad_pieces(void) {
-    sf_buf      *o = imgd_calloc(1, sizeof *o);
-    imgd_t5_tok *t = NULL;
+    sf_buf *o = imgd_calloc(1, sizeof *o);
     REQUIRE(o != NULL);
     build(o, &(spec){.no_unk = true});
-    CHECK_STATUS(load(o, &t), IMGD_E_FORMAT);
-    CHECK(error_has("no unknown piece"));
+    expect_load_fails(o, IMGD_E_FORMAT, "no unknown piece");
     build(o, &(spec){.dup = true});
-    CHECK_STATUS(load(o, &t), IMGD_E_FORMAT);
-    CHECK(error_has("'llo' is defined twice"));
+    expect_load_fails(o, IMGD_E_FORMAT, "'llo' is defined twice");
     build(o, &(spec){.no_eos = true});
-    CHECK_STATUS(load(o, &t), IMGD_E_FORMAT);
-    CHECK(error_has("</s>"));
+    expect_load_fails(o, IMGD_E_FORMAT, "</s>");
     build(o, &(spec){.model_type = 2});
-    CHECK_STATUS(load(o, &t), IMGD_E_UNSUPPORTED);
-    CHECK(error_has("BPE"));
+    expect_load_fails(o, IMGD_E_UNSUPPORTED, "BPE");
     memset(o, 0, sizeof *o);
     sf_piece(o, "<unk>", 0, 2);
     sf_piece(o, "x", 0, 9);
-    CHECK_STATUS(load(o, &t), IMGD_E_FORMAT);
-    CHECK(error_has("type 9"));
+    expect_load_fails(o, IMGD_E_FORMAT, "type 9");
     memset(o, 0, sizeof *o);
     sf_piece(o, "", 0, 0);
-    CHECK_STATUS(load(o, &t), IMGD_E_FORMAT);
-    CHECK(error_has("empty string"));
+    expect_load_fails(o, IMGD_E_FORMAT, "empty string");
     memset(o, 0, sizeof *o);
     sf_piece(o, "\xff", 0, 0);
-    CHECK_STATUS(load(o, &t), IMGD_E_FORMAT);
-    CHECK(error_has("UTF-8"));
+    expect_load_fails(o, IMGD_E_FORMAT, "UTF-8");
     memset(o, 0, sizeof *o);
     sf_piece(o, "x", NAN, 0);
-    CHECK_STATUS(load(o, &t), IMGD_E_FORMAT);
-    CHECK(error_has("non-finite"));
-    CHECK(t == NULL);
+    expect_load_fails(o, IMGD_E_FORMAT, "non-finite");
 done:
     imgd_free(o);
 }
@@ -204,8 +204,7 @@ static void test_t5_tokenizer_rejects_broken_charsmap(void) {
     uint8_t      cm[] = {0x40, 0x00, 0x00, 0x00, 0x01, 0x02}; /* trie of 64 bytes in 6 */
     REQUIRE(o != NULL);
     build(o, &(spec){.charsmap = cm, .charsmap_len = sizeof cm});
-    CHECK_STATUS(load(o, &t), IMGD_E_FORMAT);
-    CHECK(error_has("trie size"));
+    expect_load_fails(o, IMGD_E_FORMAT, "trie size");
     /* a rule whose replacement offset lies past the string table: "A" -> offset 0 ("x"),
      * "B" -> offset 2 ("y"); cutting "y\0" off leaves B pointing past the table */
     const char *from[] = {"A", "B"}, *to[] = {"x", "y"};
@@ -219,6 +218,8 @@ static void test_t5_tokenizer_rejects_broken_charsmap(void) {
     size_t   k   = 0;
     CHECK_STATUS(imgd_t5_tok_encode(t, "B", &ids, &k), IMGD_E_FORMAT);
     CHECK(error_has("past its"));
+    imgd_free(ids); /* (set only if it wrongly succeeded) */
+    ids = NULL;
     CHECK_STATUS(imgd_t5_tok_encode(t, "A hello", &ids, &k), IMGD_OK); /* other rules work */
     imgd_free(ids);
 done:
@@ -262,8 +263,10 @@ static void test_t5_tokenizer_unknown_runs_merge(void) {
     CHECK_EQ_INT(n, 3); /* ▁hello ▁ <unk> (中文! is one run) */
     if (n == 3) CHECK_EQ_INT(ids[2], 2);
     imgd_free(ids);
+    ids = NULL;
     CHECK_STATUS(imgd_t5_tok_encode(t, "bad \xff utf8", &ids, &n), IMGD_E_INVALID_ARG);
     CHECK(error_has("offset 4"));
+    imgd_free(ids);
 done:
     imgd_t5_tok_free(t);
     imgd_free(o);
@@ -332,6 +335,7 @@ static void test_t5_tokenizer_load_errors_name_the_path(void) {
     CHECK_STATUS(imgd_t5_tok_load("/", &t), IMGD_E_IO);
     CHECK(error_has("no spiece.model"));
     CHECK(t == NULL);
+    imgd_t5_tok_free(t);
 }
 
 int main(void) {
