@@ -384,8 +384,9 @@ static void test_t5_runner_from_text_matches_goldens(void) {
     int32_t     ids[2 * L_SEQ];
     const char *prompts[2] = {"a photograph of an astronaut riding a horse, highly detailed", ""};
     for (int i = 0; i < 2; i++)
-        CHECK_STATUS(imgd_t5_tok_encode_padded(tok, prompts[i], L_SEQ, ids + i * L_SEQ, NULL),
-                     IMGD_OK);
+        CHECK_STATUS(
+            imgd_t5_tok_encode_padded(tok, prompts[i], L_SEQ, ids + (size_t)i * L_SEQ, NULL),
+            IMGD_OK);
     imgd_t5_cfg cfg;
     CHECK_STATUS(imgd_t5_cfg_init(&cfg, m.b, m.prefix), IMGD_OK);
     CHECK_STATUS(imgd_backend_new(tb_backends()->name[0], NULL, &be), IMGD_OK);
