@@ -173,6 +173,10 @@ static const cmd_row k_cmds[] = {
      "      civitai-hash:SHA256, a civitai.com URL); resumable, parallel, sha256-verified;\n"
      "      tokens from HF_TOKEN / CIVITAI_TOKEN; hubs from IMGD_HF_ENDPOINT /\n"
      "      IMGD_CIVITAI_ENDPOINT"},
+    {"resolve", imgd_cli_resolve, NULL,
+     "what a MODEL_ID names (a file or folder, org/name, civitai:ID, a URL, an AIR) and what\n"
+     "      `imgd serve --model-id` serves for it: pulled when needed; for an adapter the base\n"
+     "      found (metadata, CivitAI baseModel, --models folders, $IMGD_BASE_<FAMILY>); JSON"},
     {"version", cmd_version, "imgd version", "print the version"},
     {"help", cmd_help, "imgd help", "this text"},
 };
@@ -183,10 +187,11 @@ static int cmd_help(int argc, char **argv) {
     printf("imgd %s — universal image-model worker\n\nusage:\n", imgd_version());
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
         printf("  %s\n      %s\n",
-               k_cmds[i].usage                        ? k_cmds[i].usage
-               : strcmp(k_cmds[i].name, "serve") == 0 ? imgd_cli_serve_usage()
-               : strcmp(k_cmds[i].name, "pull") == 0  ? imgd_cli_pull_usage()
-                                                      : imgd_cli_generate_usage(),
+               k_cmds[i].usage                          ? k_cmds[i].usage
+               : strcmp(k_cmds[i].name, "serve") == 0   ? imgd_cli_serve_usage()
+               : strcmp(k_cmds[i].name, "pull") == 0    ? imgd_cli_pull_usage()
+               : strcmp(k_cmds[i].name, "resolve") == 0 ? imgd_cli_resolve_usage()
+                                                        : imgd_cli_generate_usage(),
                k_cmds[i].doc);
     return 0;
 }
