@@ -375,6 +375,36 @@ static imgd_status detect_path(const char *path, char kind[32], char family[32],
     return st == IMGD_OK ? IMGD_OK : imgd_fail_prefix(st, "MODEL_ID %s cannot be read", path);
 }
 
+/* Kind and family through the registry cache (STATE/registry.sqlite3), restricted to this one
+ * model: a file unchanged since the last start (size, mtime) is not opened again, so a restart
+ * with a warm disk cache does not parse a multi-GB .ckpt to learn it is a checkpoint. */
+static imgd_status detect_cached(const char *state_dir, const char *path, char kind[32],
+                                 char family[32]) {
+    char dir[PATH_MAX];
+    (void)imgd_fmt(dir, sizeof dir, "%s", path);
+    char *sl = strrchr(dir, '/');
+    if (!sl || sl == dir || !sl[1]) return IMGD_E_INVALID_ARG;
+    *sl                     = '\0';
+    const char     *dirs[1] = {dir};
+    char           *db      = imgd_path_join(state_dir, "registry.sqlite3");
+    imgd_registry  *reg     = NULL;
+    imgd_reg_entry *e       = imgd_malloc(sizeof *e);
+    imgd_status     st      = db && e ? IMGD_OK : IMGD_E_NOMEM;
+    if (st == IMGD_OK) st = imgd_registry_open(db, dirs, 1, &reg);
+    if (st == IMGD_OK) st = imgd_registry_only(reg, sl + 1);
+    if (st == IMGD_OK) st = imgd_registry_scan(reg, NULL);
+    if (st == IMGD_OK) st = imgd_registry_find(reg, sl + 1, e);
+    if (st == IMGD_OK && (e->error[0] || !e->kind[0])) st = IMGD_E_FORMAT;
+    if (st == IMGD_OK) {
+        (void)imgd_fmt(kind, 32, "%s", e->kind);
+        (void)imgd_fmt(family, 32, "%s", e->family);
+    }
+    imgd_registry_free(reg);
+    imgd_free(e);
+    imgd_free(db);
+    return st;
+}
+
 /* ---- sidecar metadata: NAME.civitai.json (imgd pull) and NAME.json (A1111) ------------------ */
 
 static cJSON *read_json(const char *path) {
@@ -704,7 +734,13 @@ imgd_status imgd_mid_resolve(const imgd_mid_params *p, imgd_mid_result *r) {
     imgd_status  st       = locate(p, p->model_id, r, r->path, sizeof r->path, hint, sizeof hint);
     adapter_meta am;
     memset(&am, 0, sizeof am);
-    if (st == IMGD_OK) st = detect_path(r->path, r->kind, r->family, &am);
+    /* the registry's cached detection first; a file is opened only when it is new or changed,
+     * or an adapter (whose metadata names its base) */
+    bool cached = st == IMGD_OK &&
+                  detect_cached(p->state_dir, r->path, r->kind, r->family) == IMGD_OK &&
+                  strcmp(r->kind, "checkpoint") == 0;
+    imgd_error_clear();
+    if (st == IMGD_OK && !cached) st = detect_path(r->path, r->kind, r->family, &am);
     if (st != IMGD_OK) return st;
     if (strcmp(r->kind, "checkpoint") == 0) {
         (void)imgd_fmt(r->base, sizeof r->base, "%s", r->path);

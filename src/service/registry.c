@@ -538,6 +538,8 @@ static imgd_status scan_commit(imgd_registry *r, rec_list *found, imgd_reg_scan_
     }
     for (size_t i = 0; st == IMGD_OK && i < r->list.n; i++) {
         if (imgd_strmap_get(&seen, r->list.v[i].path, NULL)) continue;
+        /* restricted scans looked at one id: the other rows stay cached for a full scan */
+        if (r->only && strcmp(r->list.v[i].id, r->only) != 0) continue;
         st = db_delete(r, r->list.v[i].path);
         stats->removed++;
     }
