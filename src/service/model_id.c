@@ -295,8 +295,9 @@ static imgd_status locate(const imgd_mid_params *p, const char *id, imgd_mid_res
     struct stat st;
     if (stat(id, &st) == 0) {
         char real[PATH_MAX];
-        if (!realpath(id, real))
+        if (!realpath(id, real)) {
             return imgd_fail(IMGD_E_IO, "MODEL_ID %s: %s", id, strerror(errno));
+        }
         if (S_ISDIR(st.st_mode)) {
             (void)imgd_fmt(r->source, sizeof r->source, "folder");
             return pick_in_folder(real, path, cap);
@@ -739,7 +740,9 @@ imgd_status imgd_mid_resolve(const imgd_mid_params *p, imgd_mid_result *r) {
     bool cached = st == IMGD_OK &&
                   detect_cached(p->state_dir, r->path, r->kind, r->family) == IMGD_OK &&
                   strcmp(r->kind, "checkpoint") == 0;
-    imgd_error_clear();
+    if (st == IMGD_OK) {
+        imgd_error_clear(); /* a cache miss is not an error */
+    }
     if (st == IMGD_OK && !cached) st = detect_path(r->path, r->kind, r->family, &am);
     if (st != IMGD_OK) return st;
     if (strcmp(r->kind, "checkpoint") == 0) {
