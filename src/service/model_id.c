@@ -148,12 +148,15 @@ static imgd_status pick_in_folder(const char *dir, char *out, size_t cap) {
     }
     DIR *d = opendir(dir);
     if (!d) return imgd_fail(IMGD_E_IO, "MODEL_ID folder %s: %s", dir, strerror(errno));
-    char           first[256] = "", names[512] = "";
-    size_t         n = 0;
+    char           first[256] = "", names[512] = "", st_name[256] = "";
+    size_t         n = 0, n_st = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.' || !weight_name(e->d_name)) continue;
         if (n++ == 0) (void)imgd_fmt(first, sizeof first, "%s", e->d_name);
+        if (ends_with_ci(e->d_name, ".safetensors") && n_st++ == 0) {
+            (void)imgd_fmt(st_name, sizeof st_name, "%s", e->d_name);
+        }
         size_t l = strlen(names);
         (void)imgd_fmt(names + l, sizeof names - l, "%s%s", l ? ", " : "", e->d_name);
     }
@@ -164,7 +167,9 @@ static imgd_status pick_in_folder(const char *dir, char *out, size_t cap) {
                          "pipeline) and no weight file (.safetensors, .ckpt, ...)",
                          dir);
     }
-    if (n > 1) {
+    if (n > 1 && n_st == 1) {
+        (void)imgd_fmt(first, sizeof first, "%s", st_name); /* the safe format of the same model */
+    } else if (n > 1) {
         return imgd_fail(IMGD_E_INVALID_ARG,
                          "MODEL_ID folder %s holds %zu weight files (%s): name the one to serve",
                          dir, n, names);

@@ -300,6 +300,18 @@ def test_url_with_file_name():
     assert j["path"].endswith("/sd15-narrow.safetensors"), j
 
 
+def test_folder_of_weight_files():
+    # a .ckpt and a .safetensors of one model (and a subfolder): the safetensors is served
+    j = resolved(svc.model_dir())
+    assert j["source"] == "folder" and j["path"].endswith("/sd15-narrow.safetensors"), j
+    d = os.path.join(ROOT, "two")
+    os.makedirs(d, exist_ok=True)
+    for n in ("a.safetensors", "b.safetensors"):
+        shutil.copy(os.path.join(svc.model_dir(), "sd15-narrow.safetensors"), os.path.join(d, n))
+    r = resolve(d)
+    assert r.returncode == 1 and "holds 2 weight files" in r.stderr, r.stderr[-400:]
+
+
 def test_bad_ids():
     for bad, want in (("not a model id", "is not a file or folder here"),
                       ("urn:air:sd1:lora:elsewhere:1", "source 'elsewhere' is not supported"),
@@ -369,7 +381,7 @@ CASES = [test_local_file_registers_only_it, test_folder, test_fake_hub_repo_id,
          test_lora_base_by_metadata_name, test_lora_base_by_metadata_legacy_hash,
          test_lora_base_by_registry_family, test_lora_base_by_configured_default,
          test_lora_base_not_found_lists_tries, test_lora_incompatible_base_refused,
-         test_url_with_file_name, test_bad_ids]
+         test_url_with_file_name, test_folder_of_weight_files, test_bad_ids]
 
 if __name__ == "__main__":
     svc.need_requests()
