@@ -118,7 +118,7 @@ static bool add_query(char *url, size_t cap, const char *kv) {
 typedef struct rp_call {
     svc_runpod *rp;
     imgd_buf    body;
-    bool        abort_on_stop; /* a job fetch gives up when the worker stops */
+    const bool *abort_flag; /* the transfer gives up when this becomes true; NULL = never */
 } rp_call;
 
 static size_t on_body(char *buf, size_t size, size_t n, void *user) {
@@ -132,18 +132,18 @@ static int on_progress(void *user, curl_off_t a, curl_off_t b, curl_off_t c, cur
     (void)c;
     (void)d;
     rp_call *call = user;
-    return call->abort_on_stop && rp_flag(call->rp, &call->rp->stopping) ? 1 : 0;
+    return call->abort_flag && rp_flag(call->rp, call->abort_flag) ? 1 : 0;
 }
 
 /* One request; returns the HTTP status, or 0 after a transport error (*cc says which). */
-static long rp_http(svc_runpod *rp, const char *url, const char *post, bool abort_on_stop,
+static long rp_http(svc_runpod *rp, const char *url, const char *post, const bool *abort_flag,
                     imgd_buf *out, CURLcode *cc) {
     CURL *c = curl_easy_init();
     if (!c) {
         *cc = CURLE_OUT_OF_MEMORY;
         return 0;
     }
-    rp_call call = {rp, {0}, abort_on_stop};
+    rp_call call = {rp, {0}, abort_flag};
     imgd_buf_init(&call.body, RP_BODY_MAX);
     struct curl_slist *hdr = NULL;
     if (rp->auth[0]) hdr = curl_slist_append(hdr, rp->auth);
@@ -195,7 +195,7 @@ static long rp_post(svc_runpod *rp, const char *job, const char *body, bool retr
             (void)nanosleep(&ts, NULL);
         }
         CURLcode cc = CURLE_OK;
-        code        = rp_http(rp, url, body, false, NULL, &cc);
+        code        = rp_http(rp, url, body, NULL, NULL, &cc);
         if (code >= 200 && code < 300) return code;
         if (code && code != 429 && code < 500) return code;
         IMGD_LOG(IMGD_LOG_WARN, "runpod", "post_retry", "job %s: %s (try %d of 3)", job,
@@ -390,7 +390,7 @@ static cJSON *take_job(svc_runpod *rp) {
     imgd_buf body;
     memset(&body, 0, sizeof body);
     CURLcode cc   = CURLE_OK;
-    long     code = rp_http(rp, url, NULL, true, &body, &cc);
+    long     code = rp_http(rp, url, NULL, &rp->stopping, &body, &cc);
     cJSON   *job  = NULL;
     if (code == 200 && body.len) {
         if (imgd_json_parse("RunPod job", body.data, body.len, RP_BODY_MAX, 64, &job) != IMGD_OK) {
@@ -460,7 +460,8 @@ static void *heartbeat(void *arg) {
         curl_free(esc);
         if (c) curl_easy_cleanup(c);
         CURLcode cc = CURLE_OK;
-        long code   = add_query(url, sizeof url, kv) ? rp_http(rp, url, NULL, false, NULL, &cc) : 0;
+        long     code =
+            add_query(url, sizeof url, kv) ? rp_http(rp, url, NULL, &rp->done, NULL, &cc) : 0;
         if (code < 200 || code >= 300) {
             IMGD_LOG(IMGD_LOG_WARN, "runpod", "ping_failed", "%s",
                      code ? "HTTP error from the ping URL" : curl_easy_strerror(cc));

@@ -135,13 +135,13 @@ def test_jobs20():
 
 def long_job_then_sigterm(grace, expect_output):
     root = svc.tmp_root()
-    si = fake_runpod.StandIn(KEY, POD, [("job-long", good(7, steps=150, size=256))]).start()
+    si = fake_runpod.StandIn(KEY, POD, [("job-long", good(7, steps=150, size=192))]).start()
     p = start_worker(root, si, ["--grace", str(grace)])
     try:
         wait_ready(p, root)
         wait_until(lambda: si.snapshot()["job-long"]["progress"] >= 1, 120, "a progress post",
                    root)
-        rc = stop(p, timeout=120)
+        rc = stop(p, timeout=grace + 60)
     finally:
         if p.poll() is None:
             p.kill()
@@ -150,6 +150,11 @@ def long_job_then_sigterm(grace, expect_output):
     assert rc == 0, f"exit {rc}\n{tail(root)}"
     assert si.errors == [], si.errors
     assert len(j["terminal"]) == 1, str(j)[:300]
+    log = tail(root, 100000)
+    # SIGTERM came while the job ran: the worker said it was stopping before the job ended
+    stop_at = log.find('"component":"runpod","event":"stopping"')
+    end_at = log.find('"event":"job_done"' if expect_output else '"event":"job_error"')
+    assert 0 <= stop_at < end_at, (stop_at, end_at, log[-3000:])
     if expect_output:
         assert j["state"] == "completed", str(j["terminal"])[:300]
     else:
@@ -159,7 +164,7 @@ def long_job_then_sigterm(grace, expect_output):
 
 
 def test_sigterm_finishes_running_job():
-    long_job_then_sigterm(120, True)
+    long_job_then_sigterm(250, True)
 
 
 def test_sigterm_cutoff_posts_error():
