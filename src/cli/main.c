@@ -166,7 +166,9 @@ static const cmd_row k_cmds[] = {
      "      x.png, x-1.png, ...; --json prints paths and timings"},
     {"serve", imgd_cli_serve, NULL,
      "the worker: HTTP API (/v1, A1111 /sdapi/v1, OpenAI images, RunPod) over a durable\n"
-     "      job queue in --state; models are paths under --models; SIGTERM stops gracefully"},
+     "      job queue in --state; models are paths under --models, or the one --model-id\n"
+     "      (a path, hub id, URL or AIR; an adapter on its base); --runpod also takes jobs\n"
+     "      from RunPod serverless; SIGTERM stops gracefully"},
     {"pull", imgd_cli_pull, NULL,
      "download a model: a Hugging Face repo (org/name[@rev], the files a pipeline needs,\n"
      "      --variant fp16, sharded weights) or CivitAI (civitai:VERSION, civitai-model:ID,\n"

@@ -17,7 +17,7 @@ static const char k_usage[] =
     "      [--tokenizer DIR] [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref]\n"
     "      [--grace S] [--model-id ID] [--download-dir DIR] [--warmup]\n"
     "      [--runpod] [--runpod-concurrency N]\n"
-    "  MODEL_ID (env) = --model-id; RUNPOD_* variables configure --runpod (README \"Deploy\")";
+    "      (env MODEL_ID = --model-id; RUNPOD_* variables configure --runpod: README \"Deploy\")";
 
 const char *imgd_cli_serve_usage(void) {
     return k_usage;
