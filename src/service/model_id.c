@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "base/error.h"
@@ -27,9 +28,10 @@
 #include "imgd.h"
 #include "service/registry.h"
 
-#define TRIED_MAX   ((size_t)64 << 10)
-#define SIDECAR_MAX ((size_t)4 << 20)
-#define CANDS_MAX   4096
+#define TRIED_MAX    ((size_t)64 << 10)
+#define SIDECAR_MAX  ((size_t)4 << 20)
+#define CANDS_MAX    4096
+#define SOURCES_FILE ".imgd-sources.json" /* in the download dir: hub source -> path */
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -178,6 +180,49 @@ static imgd_status pick_in_folder(const char *dir, char *out, size_t cap) {
                                                    : imgd_fail(IMGD_E_TOO_LARGE, "long path");
 }
 
+static cJSON *read_json(const char *path);
+
+/* The download dir remembers which path each hub source brought (SOURCES_FILE), so a restart
+ * that cannot reach the hub (offline, an outage) serves the copy it pulled before. */
+static void sources_put(const char *dl, const char *src, const char *path) {
+    char file[PATH_MAX], tmp[PATH_MAX + 8];
+    if (!imgd_fmt(file, sizeof file, "%s/%s", dl, SOURCES_FILE) ||
+        !imgd_fmt(tmp, sizeof tmp, "%s.tmp", file)) {
+        return;
+    }
+    cJSON *o = read_json(file);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        o = cJSON_CreateObject();
+    }
+    if (!o) return;
+    cJSON_DeleteItemFromObjectCaseSensitive(o, src);
+    char *txt = cJSON_AddStringToObject(o, src, path) ? cJSON_Print(o) : NULL;
+    cJSON_Delete(o);
+    FILE  *f  = txt ? fopen(tmp, "wb") : NULL;
+    size_t n  = txt ? strlen(txt) : 0;
+    bool   ok = f && fwrite(txt, 1, n, f) == n;
+    if (f && fclose(f) != 0) ok = false;
+    cJSON_free(txt);
+    if (!ok || rename(tmp, file) != 0) {
+        (void)unlink(tmp);
+        IMGD_LOG(IMGD_LOG_WARN, "service.model_id", "sources_not_saved", "%s: %s", file,
+                 strerror(errno));
+    }
+}
+
+static bool sources_get(const char *dl, const char *src, char *path, size_t cap) {
+    char file[PATH_MAX];
+    if (!imgd_fmt(file, sizeof file, "%s/%s", dl, SOURCES_FILE)) return false;
+    cJSON       *o = read_json(file);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, src);
+    struct stat  st;
+    bool         ok = cJSON_IsString(v) && stat(v->valuestring, &st) == 0 &&
+              imgd_fmt(path, cap, "%s", v->valuestring);
+    cJSON_Delete(o);
+    return ok;
+}
+
 /* Pulls src into the download dir; path receives the model it brought. */
 static imgd_status pull(const imgd_mid_params *p, const char *src, imgd_mid_result *r, char *path,
                         size_t cap) {
@@ -194,6 +239,12 @@ static imgd_status pull(const imgd_mid_params *p, const char *src, imgd_mid_resu
     IMGD_LOG(IMGD_LOG_INFO, "service.model_id", "pull", "%s into %s", src, p->download_dir);
     imgd_status st = imgd_pull(&pp, &report);
     r->download_s += mono_s() - t0;
+    if (st == IMGD_E_IO && sources_get(p->download_dir, src, path, cap)) {
+        IMGD_LOG(IMGD_LOG_WARN, "service.model_id", "hub_unreachable",
+                 "%s: %s; serving the copy pulled before: %s", src, imgd_last_error(), path);
+        imgd_error_clear();
+        return IMGD_OK;
+    }
     if (st != IMGD_OK) return imgd_fail_prefix(st, "MODEL_ID %s: download failed", src);
     cJSON *doc = NULL;
     st         = imgd_json_parse("pull report", report, strlen(report), (size_t)1 << 24, 16, &doc);
@@ -212,6 +263,7 @@ static imgd_status pull(const imgd_mid_params *p, const char *src, imgd_mid_resu
         st = imgd_fail(IMGD_E_INTERNAL, "MODEL_ID %s: the pull reported no file", src);
     }
     cJSON_Delete(doc);
+    if (st == IMGD_OK) sources_put(p->download_dir, src, path);
     return st;
 }
 

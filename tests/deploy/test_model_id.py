@@ -300,6 +300,18 @@ def test_url_with_file_name():
     assert j["path"].endswith("/sd15-narrow.safetensors"), j
 
 
+def test_hub_unreachable_serves_the_copy_pulled_before():
+    dl = os.path.join(ROOT, "dl-offline")
+    first = resolved("test/narrow", "--download-dir", dl)
+    assert first["source"] == "huggingface", first
+    dead = {"IMGD_HF_ENDPOINT": "http://127.0.0.1:9", "IMGD_CIVITAI_ENDPOINT": "http://127.0.0.1:9"}
+    again = resolved("test/narrow", "--download-dir", dl, env=dead)
+    assert again["path"] == first["path"], (again, first)
+    # never pulled: the error says the download failed
+    r = resolve("test/other", "--download-dir", dl, env=dead)
+    assert r.returncode == 1 and "download failed" in r.stderr, r.stderr[-400:]
+
+
 def test_folder_of_weight_files():
     # a .ckpt and a .safetensors of one model (and a subfolder): the safetensors is served
     j = resolved(svc.model_dir())
@@ -381,7 +393,8 @@ CASES = [test_local_file_registers_only_it, test_folder, test_fake_hub_repo_id,
          test_lora_base_by_metadata_name, test_lora_base_by_metadata_legacy_hash,
          test_lora_base_by_registry_family, test_lora_base_by_configured_default,
          test_lora_base_not_found_lists_tries, test_lora_incompatible_base_refused,
-         test_url_with_file_name, test_folder_of_weight_files, test_bad_ids]
+         test_url_with_file_name, test_folder_of_weight_files,
+         test_hub_unreachable_serves_the_copy_pulled_before, test_bad_ids]
 
 if __name__ == "__main__":
     svc.need_requests()
