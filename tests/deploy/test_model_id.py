@@ -134,6 +134,7 @@ class Served:
 def only_model(s, want_id, source):
     ready = s.get("/v1/ready")
     assert ready["loaded"] == [want_id], ready
+    assert ready["start_to_ready_s"] > 0 and ready["model_id"], ready
     models = s.get("/v1/models")["models"]
     assert [m["id"] for m in models] == [want_id], [m["id"] for m in models]
     one = s.get("/v1/models/" + want_id)
