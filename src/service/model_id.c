@@ -578,7 +578,15 @@ static imgd_status cands_load(const imgd_mid_params *p, cands *c) {
     for (size_t i = 0; i < p->n_search_dirs && n < 64; i++) {
         if (path_is_dir(p->search_dirs[i])) dirs[n++] = p->search_dirs[i];
     }
-    if (p->download_dir && path_is_dir(p->download_dir)) dirs[n++] = p->download_dir;
+    /* the download dir, unless it is one of the search dirs or inside one (scanned already) */
+    char dl[PATH_MAX];
+    bool add = p->download_dir && path_is_dir(p->download_dir) && realpath(p->download_dir, dl);
+    for (size_t i = 0; add && i < n; i++) {
+        char   sd[PATH_MAX];
+        size_t l = realpath(dirs[i], sd) ? strlen(sd) : 0;
+        if (l && strncmp(dl, sd, l) == 0 && (dl[l] == '\0' || dl[l] == '/')) add = false;
+    }
+    if (add) dirs[n++] = p->download_dir;
     for (size_t i = 0; i < n; i++) {
         size_t l = strlen(c->dirs);
         (void)imgd_fmt(c->dirs + l, sizeof c->dirs - l, "%s%s", l ? ", " : "", dirs[i]);
