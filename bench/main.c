@@ -60,6 +60,11 @@ static const bench_row k_benches[] = {
      "      loading the .ckpt directly; page cache dropped before each load; registry rescan of\n"
      "      1000 unchanged files vs the first scan [--small (the tiny sd15-narrow instead)]\n"
      "      [--files N] [--dir D] [--threads N] [--keep]"},
+    {"deploy", bench_deploy,
+     "start-to-ready of a one-model worker (imgd_server_start with MODEL_ID = a random SD 1.5\n"
+     "      f16 .ckpt of the real size): first start (sha256 + conversion into the disk cache +\n"
+     "      load) vs second (disk cache hit, page cache dropped) vs third (page cache warm)\n"
+     "      [--small (the tiny sd15-narrow)] [--warmup] [--threads N] [--dir D] [--keep]"},
 };
 
 int main(int argc, char **argv) {

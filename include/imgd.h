@@ -779,11 +779,19 @@ typedef struct imgd_serve_params {
                                        weights converted once to safetensors, keyed by
                                        sha256; least recently used removed first);
                                        0 = 64 GiB, UINT64_MAX = no disk cache. Since 0.4 */
-    int32_t  batch_max;             /* requests of one model and shape run together; 0 = 4 */
-    int32_t  batch_wait_ms;         /* wait this long for more requests to batch; 0 = 0 */
-    int32_t  queue_max;             /* queued jobs before 503; 0 = 1000 */
-    uint32_t conn_max;              /* simultaneous HTTP connections; 0 = 256 */
-    uint16_t port;                  /* 0 = any free port (imgd_server_port says which) */
+    int32_t     batch_max;          /* requests of one model and shape run together; 0 = 4 */
+    int32_t     batch_wait_ms;      /* wait this long for more requests to batch; 0 = 0 */
+    int32_t     queue_max;          /* queued jobs before 503; 0 = 1000 */
+    uint32_t    conn_max;           /* simultaneous HTTP connections; 0 = 256 */
+    uint16_t    port;               /* 0 = any free port (imgd_server_port says which) */
+    const char *model_id;     /* MODEL_ID to serve (README "Deploy"): a file or folder, a Hugging
+                                 Face repo id, a CivitAI id, a URL or an AIR; pulled when needed;
+                                 an adapter is served on the base found for it. With no
+                                 model_dirs only that model is registered (no folder is scanned
+                                 at start); NULL = none. Since 0.5 */
+    const char *download_dir; /* where MODEL_ID pulls go; NULL = STATE/models. Since 0.5 */
+    bool        warmup;       /* after loading, run one tiny generation (64x64, 1 step) so the
+                                 first request pays no first-run costs. Since 0.5 */
 } imgd_serve_params;
 
 /* Defaults for imgd_serve_params. Since: 0.3 */
@@ -806,6 +814,55 @@ IMGD_API uint16_t imgd_server_port(const imgd_server *s);
  * directory and run after the next start), stops and frees. NULL is a no-op. Since: 0.3 */
 IMGD_API void imgd_server_stop(imgd_server *s, double grace_s);
 
+/* Seconds imgd_server_start took from its call to ready (MODEL_ID resolved and pulled, models
+ * loaded, warm-up run, HTTP listening); also the imgd_start_to_ready_seconds metric.
+ * Since: 0.5 */
+IMGD_API double imgd_server_start_seconds(const imgd_server *s);
+
+/* Resolves a MODEL_ID as imgd_server_start does (imgd_serve_params.model_id) without serving
+ * it: pulls it when needed, detects it and, for an adapter, finds its base. state_dir: the
+ * registry cache (NULL = "imgd-state"); download_dir: NULL = STATE/models; search_dirs: folders
+ * searched for a base. report_json on IMGD_OK: {"model_id", "source", "path", "kind", "family",
+ * "base": {"path", "family", "found_by"}, "adapter": {"path", "kind", "weight", "weight_from",
+ * "trigger_words"} or null, "tried": [...], "download_s"}; free with imgd_string_free().
+ * Returns IMGD_OK; IMGD_E_INVALID_ARG (an id of no known form, an incompatible base: the message
+ * says which and what would work); IMGD_E_NOT_FOUND (no base: the message lists what was tried
+ * and the candidates); IMGD_E_UNSUPPORTED (a kind that cannot be served); the statuses of
+ * imgd_pull and imgd_weights_open. Thread-safety: safe from any thread. Since: 0.5 */
+IMGD_API imgd_status imgd_model_id_resolve(const char *model_id, const char *state_dir,
+                                           const char *download_dir, const char *const *search_dirs,
+                                           size_t n_search_dirs, char **report_json);
+
+/* ---------------------------------------------------------------------------------- */
+/* RunPod serverless: the worker side of RunPod's job protocol                         */
+/* ---------------------------------------------------------------------------------- */
+
+typedef struct imgd_runpod_params {
+    const char *get_job_url;      /* NULL = $RUNPOD_WEBHOOK_GET_JOB ("$ID" -> pod id) */
+    const char *post_output_url;  /* NULL = $RUNPOD_WEBHOOK_POST_OUTPUT ("$ID" -> job id,
+                                     "$RUNPOD_POD_ID" -> pod id) */
+    const char *ping_url;         /* NULL = $RUNPOD_WEBHOOK_PING ("$RUNPOD_POD_ID" -> pod id);
+                                     "" = no heartbeat */
+    const char *api_key;          /* NULL = $RUNPOD_AI_API_KEY (sent as Authorization) */
+    const char *pod_id;           /* NULL = $RUNPOD_POD_ID */
+    int32_t     concurrency;      /* jobs run at once; 0 = $IMGD_RUNPOD_CONCURRENCY or 1 */
+    int32_t     ping_interval_ms; /* 0 = $RUNPOD_PING_INTERVAL or 10000 */
+    double      http_timeout_s;   /* per request to RunPod; 0 = $IMGD_RUNPOD_HTTP_TIMEOUT or 90 */
+} imgd_runpod_params;
+
+/* Defaults (all from the environment). Since: 0.5 */
+IMGD_API imgd_runpod_params imgd_runpod_params_default(void);
+
+/* Starts fetching jobs from RunPod for server s (which must serve at least one model): each
+ * job's input is validated and run as a native generation request (the JSON of POST
+ * /v1/generate; "model" may be omitted), and {"output": result} or {"error": text} is posted
+ * back; progress goes to the output URL as {"status": "IN_PROGRESS", "output": {...}}, and
+ * a 404/410 answer there (the job was cancelled) cancels the job here. imgd_server_stop()
+ * stops fetching, lets running jobs finish within its grace period and posts an error for the
+ * ones it cut off. Returns IMGD_OK; IMGD_E_INVALID_ARG naming the missing variable (a URL,
+ * the pod id); IMGD_E_NOMEM. Call once per server. Since: 0.5 */
+IMGD_API imgd_status imgd_server_runpod_start(imgd_server *s, const imgd_runpod_params *p);
+
 /* ---------------------------------------------------------------------------------- */
 /* Model hubs: downloading models (imgd pull)                                          */
 /* ---------------------------------------------------------------------------------- */
@@ -818,7 +875,8 @@ typedef struct imgd_pull_params {
                                   "civitai:VERSION_ID", "civitai-model:MODEL_ID" (its newest
                                     version), "civitai-hash:SHA256" (the version a file with that
                                     hash belongs to; a file already present is only verified), or a
-                                    civitai.com model/download URL. Copied. */
+                                    civitai.com model/download URL; any other http(s) URL of one
+                                    weight file (no hash to check; since 0.5). Copied. */
     const char      *dest_dir; /* folder the files go to (a pipeline into dest_dir/NAME); created */
     const char      *variant;  /* HF weight variant ("fp16"); NULL = the plain weights, else any */
     imgd_progress_fn progress; /* may be NULL; bytes received of bytes expected, all files */

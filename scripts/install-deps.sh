@@ -21,3 +21,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends "${IMGD_DEBIAN_PACKAGES[@]}"
+# The Dockerfile linter of the lint stage (scripts/check-dockerfile.sh): from the npm registry,
+# pinned; kept when already installed.
+if ! command -v dockerfilelint >/dev/null 2>&1; then
+    npm install -g dockerfilelint@1.8.0
+fi

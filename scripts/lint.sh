@@ -10,6 +10,8 @@
 #   layers    the layer-include graph (STYLE M1, DESIGN "Layers")
 #   filesize  .c files over budget (STYLE M7): > 1500 lines warns, > 3000 lines fails
 #   tidy      clang-tidy with .clang-tidy; fails only on its WarningsAsErrors
+#   docker    deploy/Dockerfile and the RunPod template: scripts/check-dockerfile.sh (our rules,
+#             then dockerfilelint when installed); no container engine builds the image here
 #
 # Environment:
 #   IMGD_TIDY_BUILD_DIR  build folder configured for compile_commands.json (default build-tidy)
@@ -280,6 +282,14 @@ EOF
     if ((rc != 0 || n_err > 0)); then return 1; fi
 }
 
+# ---- (f) Dockerfile --------------------------------------------------------------------------
+
+check_docker() {
+    section "deploy/Dockerfile (scripts/check-dockerfile.sh)"
+    [[ -f deploy/Dockerfile ]] || return 0
+    scripts/check-dockerfile.sh
+}
+
 # ---- main -----------------------------------------------------------------------------------
 
 run_check() {
@@ -294,7 +304,7 @@ main() {
         case $a in
         --no-tidy) tidy=0 ;;
         -h | --help)
-            sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             return 0
             ;;
         *)
@@ -307,6 +317,7 @@ main() {
     run_check banned check_banned
     run_check layers check_layers
     run_check filesize check_filesize
+    run_check docker check_docker
     if ((tidy)); then run_check tidy check_tidy; else printf '\n== lint: clang-tidy skipped (--no-tidy) ==\n'; fi
     echo
     if ((${#FAILED[@]})); then

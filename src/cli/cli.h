@@ -8,5 +8,7 @@ int         imgd_cli_serve(int argc, char **argv);
 const char *imgd_cli_serve_usage(void);
 int         imgd_cli_pull(int argc, char **argv);
 const char *imgd_cli_pull_usage(void);
+int         imgd_cli_resolve(int argc, char **argv);
+const char *imgd_cli_resolve_usage(void);
 
 #endif

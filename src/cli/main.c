@@ -166,13 +166,19 @@ static const cmd_row k_cmds[] = {
      "      x.png, x-1.png, ...; --json prints paths and timings"},
     {"serve", imgd_cli_serve, NULL,
      "the worker: HTTP API (/v1, A1111 /sdapi/v1, OpenAI images, RunPod) over a durable\n"
-     "      job queue in --state; models are paths under --models; SIGTERM stops gracefully"},
+     "      job queue in --state; models are paths under --models, or the one --model-id\n"
+     "      (a path, hub id, URL or AIR; an adapter on its base); --runpod also takes jobs\n"
+     "      from RunPod serverless; SIGTERM stops gracefully"},
     {"pull", imgd_cli_pull, NULL,
      "download a model: a Hugging Face repo (org/name[@rev], the files a pipeline needs,\n"
      "      --variant fp16, sharded weights) or CivitAI (civitai:VERSION, civitai-model:ID,\n"
      "      civitai-hash:SHA256, a civitai.com URL); resumable, parallel, sha256-verified;\n"
      "      tokens from HF_TOKEN / CIVITAI_TOKEN; hubs from IMGD_HF_ENDPOINT /\n"
      "      IMGD_CIVITAI_ENDPOINT"},
+    {"resolve", imgd_cli_resolve, NULL,
+     "what a MODEL_ID names (a file or folder, org/name, civitai:ID, a URL, an AIR) and what\n"
+     "      `imgd serve --model-id` serves for it: pulled when needed; for an adapter the base\n"
+     "      found (metadata, CivitAI baseModel, --models folders, $IMGD_BASE_<FAMILY>); JSON"},
     {"version", cmd_version, "imgd version", "print the version"},
     {"help", cmd_help, "imgd help", "this text"},
 };
@@ -183,10 +189,11 @@ static int cmd_help(int argc, char **argv) {
     printf("imgd %s — universal image-model worker\n\nusage:\n", imgd_version());
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
         printf("  %s\n      %s\n",
-               k_cmds[i].usage                        ? k_cmds[i].usage
-               : strcmp(k_cmds[i].name, "serve") == 0 ? imgd_cli_serve_usage()
-               : strcmp(k_cmds[i].name, "pull") == 0  ? imgd_cli_pull_usage()
-                                                      : imgd_cli_generate_usage(),
+               k_cmds[i].usage                          ? k_cmds[i].usage
+               : strcmp(k_cmds[i].name, "serve") == 0   ? imgd_cli_serve_usage()
+               : strcmp(k_cmds[i].name, "pull") == 0    ? imgd_cli_pull_usage()
+               : strcmp(k_cmds[i].name, "resolve") == 0 ? imgd_cli_resolve_usage()
+                                                        : imgd_cli_generate_usage(),
                k_cmds[i].doc);
     return 0;
 }

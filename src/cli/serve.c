@@ -15,7 +15,9 @@ static const char k_usage[] =
     "      [--memory-budget BYTES|NGiB|NMiB] [--disk-cache-max BYTES|NGiB|off]\n"
     "      [--config FILE] [--batch-max N] [--batch-wait-ms MS] [--queue-max N]\n"
     "      [--tokenizer DIR] [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref]\n"
-    "      [--grace S]";
+    "      [--grace S] [--model-id ID] [--download-dir DIR] [--warmup]\n"
+    "      [--runpod] [--runpod-concurrency N]\n"
+    "      (env MODEL_ID = --model-id; RUNPOD_* variables configure --runpod: README \"Deploy\")";
 
 const char *imgd_cli_serve_usage(void) {
     return k_usage;
@@ -75,6 +77,8 @@ typedef struct serve_opts {
     const char       *dirs[SERVE_LIST_MAX];
     const char       *models[SERVE_LIST_MAX];
     double            grace_s;
+    bool              runpod;
+    int32_t           runpod_conc;
 } serve_opts;
 
 /* Options that take a list: every following argument up to the next option. */
@@ -108,6 +112,14 @@ static int parse(int argc, char **argv, serve_opts *o) {
         }
         if (IS("--model") || IS("--preload")) {
             if ((i = take_list(argc, argv, i, o->models, &o->p.n_models, a)) < 0) return 2;
+            continue;
+        }
+        if (IS("--warmup")) {
+            o->p.warmup = true;
+            continue;
+        }
+        if (IS("--runpod")) {
+            o->runpod = true;
             continue;
         }
         if (!v) {
@@ -153,6 +165,13 @@ static int parse(int argc, char **argv, serve_opts *o) {
                 o->p.disk_cache_max = UINT64_MAX;
             else if (!parse_bytes(a, v, &o->p.disk_cache_max))
                 return 2;
+        } else if (IS("--model-id")) {
+            o->p.model_id = v;
+        } else if (IS("--download-dir")) {
+            o->p.download_dir = v;
+        } else if (IS("--runpod-concurrency")) {
+            if (!parse_long(a, v, 1, 16, &x)) return 2;
+            o->runpod_conc = (int32_t)x;
         } else if (IS("--grace")) {
             if (!parse_long(a, v, 0, 86400, &x)) return 2;
             o->grace_s = (double)x;
@@ -163,10 +182,14 @@ static int parse(int argc, char **argv, serve_opts *o) {
 #undef IS
         i++;
     }
-    if (o->p.n_model_dirs == 0 && o->p.n_models == 0) {
+    if (!o->p.model_id) {
+        const char *env = getenv("MODEL_ID");
+        if (env && *env) o->p.model_id = env;
+    }
+    if (o->p.n_model_dirs == 0 && o->p.n_models == 0 && !o->p.model_id) {
         fprintf(stderr,
-                "imgd serve: give --models DIR (folders of models to serve) or --model "
-                "FILE\nusage: %s\n",
+                "imgd serve: give --models DIR (folders of models to serve), --model FILE or "
+                "--model-id ID (or set MODEL_ID)\nusage: %s\n",
                 k_usage);
         return 2;
     }
@@ -193,6 +216,18 @@ int imgd_cli_serve(int argc, char **argv) {
         fprintf(stderr, "imgd serve: %s\n", imgd_last_error());
         return 1;
     }
+    if (o.runpod) {
+        imgd_runpod_params rp = imgd_runpod_params_default();
+        rp.concurrency        = o.runpod_conc;
+        st                    = imgd_server_runpod_start(srv, &rp);
+        if (st != IMGD_OK) {
+            fprintf(stderr, "imgd serve: %s\n", imgd_last_error());
+            imgd_server_stop(srv, 0);
+            return 1;
+        }
+    }
+    /* scripts read the port from the end of this line: keep its shape */
+    fprintf(stderr, "imgd serve: ready in %.3f s\n", imgd_server_start_seconds(srv));
     printf("imgd serve: listening on http://%s:%u\n", o.p.host ? o.p.host : "127.0.0.1",
            (unsigned)imgd_server_port(srv));
     (void)fflush(stdout);

@@ -876,10 +876,43 @@ static imgd_status civitai_pull(pull_ctx *pc, const char *src, dl_list *l, cJSON
                   cJSON_IsString(sha) ? sha->valuestring : NULL);
 }
 
+/* ---- plain URLs --------------------------------------------------------------------------- */
+
+/* A direct link to one weight file (any host; a Hugging Face ".../resolve/REV/FILE" link too):
+ * the file name is the URL's last path segment. No hash is stated, so none is checked. */
+static imgd_status url_pull(const char *src, const char *dest, dl_list *l) {
+    const char *path = strstr(src, "://");
+    path             = path ? strchr(path + 3, '/') : NULL;
+    size_t      n    = path ? strcspn(path, "?#") : 0;
+    const char *name = path ? path + n : NULL;
+    while (name && name > path && name[-1] != '/') name--;
+    char file[256];
+    if (!path || !imgd_fmt(file, sizeof file, "%.*s", (int)(path + n - name), name) || !file[0]) {
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "URL '%s' names no file: give a direct link ending in the file name "
+                         "(https://host/path/model.safetensors)",
+                         src);
+    }
+    if (!is_weight(file)) {
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "URL '%s': '%s' is not a weight file (.safetensors, .ckpt, .pt, .pth, "
+                         ".bin)",
+                         src, file);
+    }
+    return dl_add(l, src, dest, file, 0, NULL);
+}
+
 /* ---- imgd_pull ------------------------------------------------------------------------------ */
 
 static bool is_civitai(const char *src) {
     return strncmp(src, "civitai", 7) == 0 || strstr(src, "civitai.com/") != NULL;
+}
+
+/* An http(s) URL that is neither a CivitAI page nor a Hugging Face repo page. */
+static bool is_plain_url(const char *src) {
+    bool web = strncmp(src, "https://", 8) == 0 || strncmp(src, "http://", 7) == 0;
+    if (!web || is_civitai(src)) return false;
+    return !strstr(src, "://huggingface.co/") || strstr(src, "/resolve/") != NULL;
 }
 
 imgd_status imgd_pull(const imgd_pull_params *p, char **report) {
@@ -893,7 +926,8 @@ imgd_status imgd_pull(const imgd_pull_params *p, char **report) {
     pull_ctx pc;
     memset(&pc, 0, sizeof pc);
     pc.p         = p;
-    bool civ     = is_civitai(p->source);
+    bool url     = is_plain_url(p->source);
+    bool civ     = !url && is_civitai(p->source);
     pc.endpoint  = civ ? env_or("IMGD_CIVITAI_ENDPOINT", "https://civitai.com")
                        : env_or("IMGD_HF_ENDPOINT", "https://huggingface.co");
     pc.token_var = civ ? "CIVITAI_TOKEN" : "HF_TOKEN";
@@ -904,8 +938,13 @@ imgd_status imgd_pull(const imgd_pull_params *p, char **report) {
     cJSON *ver = NULL;
     char   dir[4096];
     (void)imgd_fmt(dir, sizeof dir, "%s", p->dest_dir);
-    imgd_status st =
-        civ ? civitai_pull(&pc, p->source, &l, &ver) : hf_pull(&pc, p->source, &l, dir, sizeof dir);
+    if (url) {
+        pc.endpoint = ""; /* no hub token goes to another host */
+        pc.token    = NULL;
+    }
+    imgd_status st = url   ? url_pull(p->source, p->dest_dir, &l)
+                     : civ ? civitai_pull(&pc, p->source, &l, &ver)
+                           : hf_pull(&pc, p->source, &l, dir, sizeof dir);
     if (st == IMGD_OK) {
         pc.files = l.v;
         pc.n     = l.n;

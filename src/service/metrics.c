@@ -204,6 +204,20 @@ imgd_status imgd_svc_metrics_print(imgd_svc_metrics *m, imgd_buf *b, const uint6
             m->last_steps_per_s, (unsigned long long)m->images, (unsigned long long)m->batches,
             (unsigned long long)m->batched_jobs, (unsigned long long)models_loaded, rss_bytes(),
             uptime_s);
+    if (st == IMGD_OK && m->start_to_ready_s > 0) {
+        st = imgd_buf_printf(
+            b,
+            "# HELP imgd_start_to_ready_seconds Seconds from the start of imgd_server_start to "
+            "ready (model resolved, loaded and warmed up; downloads included).\n"
+            "# TYPE imgd_start_to_ready_seconds gauge\nimgd_start_to_ready_seconds %.6f\n"
+            "# HELP imgd_start_download_seconds Seconds of that start spent downloading the "
+            "model (MODEL_ID from a hub).\n"
+            "# TYPE imgd_start_download_seconds gauge\nimgd_start_download_seconds %.6f\n"
+            "# HELP imgd_start_warmup_seconds Seconds of that start spent on the warm-up "
+            "generation (--warmup).\n"
+            "# TYPE imgd_start_warmup_seconds gauge\nimgd_start_warmup_seconds %.6f\n",
+            m->start_to_ready_s, m->start_download_s, m->start_warmup_s);
+    }
     pthread_mutex_unlock(&m->mu);
     return st;
 }

@@ -32,6 +32,9 @@ typedef struct imgd_svc_metrics {
     size_t              n_load;
     uint64_t            steps, images, jobs_done, batches, batched_jobs;
     double              step_s_sum, last_steps_per_s;
+    double              start_to_ready_s; /* imgd_start_to_ready_seconds; 0 = not ready yet */
+    double              start_download_s; /* of which MODEL_ID downloads */
+    double              start_warmup_s;   /* of which the --warmup generation */
 } imgd_svc_metrics;
 
 void imgd_svc_metrics_init(imgd_svc_metrics *m);

@@ -50,6 +50,7 @@ struct imgd_registry {
     pthread_mutex_t scan_mu; /* one scan (or refresh) at a time */
     rec_list        list;    /* sorted by (root, id) */
     imgd_strmap     by_path; /* path -> index in list (keys borrowed from list) */
+    char           *only;    /* when set, scans consider only this id (imgd_registry_only) */
 };
 
 /* ---- records ------------------------------------------------------------------------------ */
@@ -378,6 +379,12 @@ static void walk(walk_ctx *w, const char *rel, int depth) {
         if (!imgd_fmt(r2, sizeof r2, "%s%s%s", rel, rel[0] ? "/" : "", e->d_name)) continue;
         if (strlen(r2) >= IMGD_REG_ID_MAX) continue;
         if (!imgd_fmt(full, sizeof full, "%s/%s", root, r2)) continue;
+        /* restricted: only the id itself and the folders leading to it */
+        size_t l2 = strlen(r2);
+        if (w->r->only && strcmp(w->r->only, r2) != 0 &&
+            !(strncmp(w->r->only, r2, l2) == 0 && w->r->only[l2] == '/')) {
+            continue;
+        }
         struct stat st;
         if (lstat(full, &st) != 0) continue;
         if (S_ISLNK(st.st_mode) && (!link_inside(root, full) || stat(full, &st) != 0)) continue;
@@ -442,12 +449,24 @@ void imgd_registry_free(imgd_registry *r) {
     if (r->db) (void)sqlite3_close(r->db);
     list_free(&r->list);
     imgd_strmap_free(&r->by_path);
+    imgd_free(r->only);
     for (size_t i = 0; i < r->n_dirs; i++) imgd_free(r->dirs[i]);
     imgd_free(r->dirs);
     imgd_free(r->db_path);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->scan_mu);
     imgd_free(r);
+}
+
+imgd_status imgd_registry_only(imgd_registry *r, const char *id) {
+    if (!r || !id || !*id) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_registry_only: no id");
+    char *c = imgd_strdup(id);
+    if (!c) return imgd_fail(IMGD_E_NOMEM, "registry: out of memory");
+    pthread_mutex_lock(&r->scan_mu);
+    imgd_free(r->only);
+    r->only = c;
+    pthread_mutex_unlock(&r->scan_mu);
+    return IMGD_OK;
 }
 
 /* ---- scan --------------------------------------------------------------------------------- */
@@ -519,6 +538,8 @@ static imgd_status scan_commit(imgd_registry *r, rec_list *found, imgd_reg_scan_
     }
     for (size_t i = 0; st == IMGD_OK && i < r->list.n; i++) {
         if (imgd_strmap_get(&seen, r->list.v[i].path, NULL)) continue;
+        /* restricted scans looked at one id: the other rows stay cached for a full scan */
+        if (r->only && strcmp(r->list.v[i].id, r->only) != 0) continue;
         st = db_delete(r, r->list.v[i].path);
         stats->removed++;
     }

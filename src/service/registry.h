@@ -64,6 +64,12 @@ imgd_status imgd_registry_open(const char *db_path, const char *const *dirs, siz
                                imgd_registry **out);
 void        imgd_registry_free(imgd_registry *r);
 
+/* Restricts every later scan to the one model `id` (a path relative to a dir; copied): the
+ * walk reads only the folders leading to it, so a worker serving one model never scans the
+ * rest of its folder (issue 11 "fast start"). Returns IMGD_OK, IMGD_E_INVALID_ARG,
+ * IMGD_E_NOMEM. */
+imgd_status imgd_registry_only(imgd_registry *r, const char *id);
+
 /* Walks the dirs, detects new or changed models, drops vanished ones and writes the changes
  * in one transaction. stats may be NULL. Errors of single files are recorded in their entry;
  * the call fails only on IMGD_E_NOMEM or a database error (the in-memory list is then left as

@@ -139,7 +139,7 @@ static imgd_status add_dir(imgd_server *s, const char *dir) {
 
 /* A --model given as a path (absolute, or relative to the current folder) becomes an id:
  * relative to the model dir holding it, or its parent folder becomes a model dir. */
-static imgd_status model_arg_to_id(imgd_server *s, const char *arg, char *id, size_t cap) {
+imgd_status svc_model_arg_to_id(imgd_server *s, const char *arg, char *id, size_t cap) {
     char real[PATH_MAX];
     if (!realpath(arg, real)) return imgd_fmt(id, cap, "%s", arg) ? IMGD_OK : IMGD_E_INVALID_ARG;
     for (size_t d = 0; d < s->n_dirs; d++) {
@@ -178,19 +178,23 @@ static imgd_status start_inner(imgd_server *s, const imgd_serve_params *p) {
         IMGD_LOG(IMGD_LOG_WARN, "service", "open_access",
                  "no \"auth\" section in the config: anyone who can reach the port can generate");
     }
-    char ids[64][SVC_ID_MAX];
+    char ids[65][SVC_ID_MAX];
     if (p->n_models > 64) return imgd_fail(IMGD_E_INVALID_ARG, "at most 64 --model at start");
+    size_t n_ids = p->n_models;
     for (size_t i = 0; st == IMGD_OK && i < p->n_models; i++)
-        st = model_arg_to_id(s, p->models[i], ids[i], sizeof ids[i]);
+        st = svc_model_arg_to_id(s, p->models[i], ids[i], sizeof ids[i]);
+    /* --model-id: resolved (pulled, base found) before the registry opens, so it scans only
+     * the model's own folder entry */
+    if (st == IMGD_OK && p->model_id) st = svc_unit_setup(s, p, ids[n_ids++], SVC_ID_MAX);
     if (st == IMGD_OK && s->n_dirs == 0)
         return imgd_fail(IMGD_E_INVALID_ARG,
-                         "no model directory: give --models DIR (or --model FILE)");
+                         "no model directory: give --models DIR, --model FILE or --model-id ID");
     if (st == IMGD_OK) st = svc_models_open(s);
-    if (st == IMGD_OK && p->n_models) {
-        s->preload = imgd_calloc(p->n_models, sizeof *s->preload);
+    if (st == IMGD_OK && n_ids) {
+        s->preload = imgd_calloc(n_ids, sizeof *s->preload);
         if (!s->preload) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
-    for (size_t i = 0; st == IMGD_OK && i < p->n_models; i++) {
+    for (size_t i = 0; st == IMGD_OK && i < n_ids; i++) {
         bool dup = false;
         for (size_t j = 0; j < s->n_preload; j++) dup = dup || strcmp(s->preload[j], ids[i]) == 0;
         if (dup) continue;
@@ -200,6 +204,7 @@ static imgd_status start_inner(imgd_server *s, const imgd_serve_params *p) {
         s->preload[s->n_preload] = imgd_strdup(ids[i]);
         if (!s->preload[s->n_preload++]) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
+    if (st == IMGD_OK && p->warmup && s->n_preload) st = svc_unit_warmup(s, s->preload[0]);
     if (st != IMGD_OK) return st;
     st = svc_sched_start(s);
     if (st != IMGD_OK) return st;
@@ -242,12 +247,14 @@ imgd_status imgd_server_start(const imgd_serve_params *p, imgd_server **out) {
     if (!s) return imgd_fail(IMGD_E_NOMEM, "out of memory");
     s->p = *p;
     /* borrowed strings of p are used only during start; keep none of them */
-    s->p.model_dirs  = NULL;
-    s->p.models      = NULL;
-    s->p.host        = NULL;
-    s->p.state_dir   = NULL;
-    s->p.config_path = NULL;
-    s->t_started     = mono_s();
+    s->p.model_dirs   = NULL;
+    s->p.models       = NULL;
+    s->p.host         = NULL;
+    s->p.state_dir    = NULL;
+    s->p.config_path  = NULL;
+    s->p.model_id     = NULL;
+    s->p.download_dir = NULL;
+    s->t_started      = mono_s();
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->engine_mu, NULL);
     pthread_cond_init(&s->cv_work, NULL);
@@ -258,9 +265,14 @@ imgd_status imgd_server_start(const imgd_serve_params *p, imgd_server **out) {
         server_free(s);
         return st;
     }
-    IMGD_LOG(IMGD_LOG_INFO, "service", "listening", "http://%s:%u ready in %.3f s",
-             p->host ? p->host : "127.0.0.1", (unsigned)imgd_http_port(s->http),
-             mono_s() - s->t_started);
+    s->start_s = mono_s() - s->t_started;
+    pthread_mutex_lock(&s->metrics.mu);
+    s->metrics.start_to_ready_s = s->start_s;
+    pthread_mutex_unlock(&s->metrics.mu);
+    IMGD_LOG(IMGD_LOG_INFO, "service", "listening",
+             "http://%s:%u ready in %.3f s (start_to_ready_s %.3f)",
+             p->host ? p->host : "127.0.0.1", (unsigned)imgd_http_port(s->http), s->start_s,
+             s->start_s);
     *out = s;
     return IMGD_OK;
 }
@@ -268,13 +280,15 @@ imgd_status imgd_server_start(const imgd_serve_params *p, imgd_server **out) {
 void imgd_server_stop(imgd_server *s, double grace_s) {
     if (!s) return;
     IMGD_LOG(IMGD_LOG_INFO, "service", "stopping", "no new connections; finishing the running job");
+    /* RunPod first: no new jobs; its running ones finish while the scheduler still runs */
+    double end = mono_s() + grace_s;
+    svc_runpod_stop(s, end);
     imgd_http_quiesce(s->http);
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_broadcast(&s->cv_work);
     pthread_mutex_unlock(&s->mu);
     /* Let the running job finish within the grace period, then cancel it (it stays queued). */
-    double end = mono_s() + grace_s;
     for (;;) {
         bool busy = false;
         pthread_mutex_lock(&s->mu);

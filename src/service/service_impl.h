@@ -34,6 +34,24 @@ typedef struct svc_model {
     cJSON  *schema; /* generation request schema (owned) */
 } svc_model;
 
+/* What --model-id resolved to (service.c): the model served and, for an adapter, the adapter
+ * applied to every request for it. */
+typedef struct svc_unit {
+    bool        active;
+    char        id[SVC_ID_MAX];    /* registry id of the base checkpoint */
+    char        model_id[1024];    /* as given */
+    char        source[16];        /* model_id.h imgd_mid_result.source */
+    char        adapter[PATH_MAX]; /* "" = none */
+    char        adapter_kind[32];  /* lora, lycoris, embedding */
+    float       weight;            /* LoRA weight applied */
+    char        weight_from[128];
+    char        trigger[1024]; /* trigger words, ", "-separated */
+    char        base_how[768]; /* how the base was found */
+    const char *embeddings[1]; /* load params for an embedding adapter (points at adapter) */
+} svc_unit;
+
+typedef struct svc_runpod svc_runpod;
+
 /* One running job's live progress. */
 typedef struct svc_live {
     char    id[40];
@@ -57,20 +75,24 @@ struct imgd_server {
     char            **preload; /* ids warmed at start (readiness reports them) */
     size_t            n_preload;
 
-    pthread_mutex_t mu;       /* guards everything below */
-    pthread_cond_t  cv_work;  /* scheduler: something to do */
-    pthread_cond_t  cv_event; /* waiters: a job progressed or finished */
-    uint64_t        event_seq;
-    svc_model       models[SVC_MODELS_MAX];
-    size_t          n_models;           /* descriptors cached */
-    char            single[SVC_ID_MAX]; /* svc_model_single_loaded's answer */
-    svc_live        live[SVC_BATCH_MAX];
-    char            current[SVC_ID_MAX]; /* model of the last job (A1111 "checkpoint") */
-    bool            stopping, hard_stop, interrupt_all;
-    pthread_t       sched;
-    bool            sched_started;
-    pthread_mutex_t engine_mu; /* held while the engine runs (generate, load, unload) */
-    double          t_started;
+    pthread_mutex_t    mu;       /* guards everything below */
+    pthread_cond_t     cv_work;  /* scheduler: something to do */
+    pthread_cond_t     cv_event; /* waiters: a job progressed or finished */
+    uint64_t           event_seq;
+    svc_model          models[SVC_MODELS_MAX];
+    size_t             n_models;           /* descriptors cached */
+    char               single[SVC_ID_MAX]; /* svc_model_single_loaded's answer */
+    svc_live           live[SVC_BATCH_MAX];
+    char               current[SVC_ID_MAX]; /* model of the last job (A1111 "checkpoint") */
+    bool               stopping, hard_stop, interrupt_all;
+    pthread_t          sched;
+    bool               sched_started;
+    pthread_mutex_t    engine_mu; /* held while the engine runs (generate, load, unload) */
+    double             t_started;
+    svc_unit           unit;             /* --model-id (unit.active) */
+    char               only[SVC_ID_MAX]; /* registry restricted to this id ("" = whole dirs) */
+    double             start_s;          /* imgd_server_start to ready */
+    struct svc_runpod *runpod;           /* imgd_server_runpod_start (runpod.c), or NULL */
 };
 
 /* ---- models (service_models.c) ------------------------------------------------------------ */
@@ -126,8 +148,9 @@ typedef struct svc_gen_hold {
     imgd_lora_spec *loras; /* from the request's "loras", paths resolved by the registry */
     char          **paths;
     size_t          n_paths;
-    char           *prompt;   /* the prompt without its <lora:...> tags, or NULL */
-    imgd_lora_spec  tags[16]; /* those tags, files resolved by the registry */
+    char           *prompt;    /* the prompt without its <lora:...> tags, or NULL */
+    imgd_lora_spec *with_unit; /* gp->loras plus the --model-id adapter, or NULL */
+    imgd_lora_spec  tags[16];  /* those tags, files resolved by the registry */
     char           *tag_paths[16];
     size_t          n_tags;
 } svc_gen_hold;
@@ -140,6 +163,24 @@ imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_param
 /* Encodes a result as the stored native result JSON text. */
 imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp, const char *format,
                             char **out);
+
+/* ---- MODEL_ID (service_unit.c) ---------------------------------------------------------- */
+
+/* A path (absolute, or relative to the current folder) becomes an id relative to the model
+ * dir holding it, or its parent folder becomes a model dir (service.c). */
+imgd_status svc_model_arg_to_id(imgd_server *s, const char *arg, char *id, size_t cap);
+/* Resolves p->model_id into s->unit, adds the base's folder as a model dir and returns the id
+ * to preload in id (cap SVC_ID_MAX). Restricts the registry to it when no --models was given. */
+imgd_status svc_unit_setup(imgd_server *s, const imgd_serve_params *p, char *id, size_t cap);
+/* Adds the unit's LoRA to gp->loras when the job's model is the unit's (storage in hold). */
+imgd_status svc_unit_loras(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp);
+/* Runs the --warmup generation on the unit's model (or id). */
+imgd_status svc_unit_warmup(imgd_server *s, const char *id);
+/* Adds "model_id" and "adapter" to a model's JSON when it is the unit's model. */
+void svc_unit_json(imgd_server *s, const char *id, cJSON *o);
+/* Stops the RunPod worker (runpod.c; NULL-safe): no new jobs; running ones get until the
+ * deadline (monotonic seconds), then an error is posted for each. */
+void svc_runpod_stop(imgd_server *s, double deadline);
 
 /* ---- scheduler (service_sched.c) ------------------------------------------------------------ */
 

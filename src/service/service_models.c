@@ -167,7 +167,7 @@ imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_param
         gp->loras   = hold->tags;
         gp->n_loras = (int32_t)hold->n_tags;
     }
-    if (n <= 0) return IMGD_OK;
+    if (n <= 0) return svc_unit_loras(s, hold, gp);
     if (hold->n_tags > 0)
         return imgd_fail(IMGD_E_INVALID_ARG,
                          "give LoRAs either in \"loras\" or as <lora:...> prompt tags, not both");
@@ -193,7 +193,7 @@ imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_param
     }
     gp->loras   = hold->loras;
     gp->n_loras = n;
-    return IMGD_OK;
+    return svc_unit_loras(s, hold, gp);
 }
 
 /* ---- descriptors -------------------------------------------------------------------------- */
@@ -366,6 +366,11 @@ imgd_load_params svc_model_load_params(imgd_server *s, const char *id) {
     imgd_load_params lp  = s->p.load;
     const cJSON     *all = s->config ? cJSON_GetObjectItemCaseSensitive(s->config, "models") : NULL;
     const cJSON     *mc  = all ? cJSON_GetObjectItemCaseSensitive(all, id) : NULL;
+    if (s->unit.active && strcmp(s->unit.adapter_kind, "embedding") == 0 &&
+        strcmp(id, s->unit.id) == 0) {
+        lp.embeddings   = s->unit.embeddings; /* --model-id named an embedding */
+        lp.n_embeddings = 1;
+    }
     if (!cJSON_IsObject(mc)) return lp;
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(mc, "groups")) && cJSON_IsNumber(v)) {
@@ -470,6 +475,7 @@ imgd_status svc_models_open(imgd_server *s) {
     if (!db) return imgd_fail(IMGD_E_NOMEM, "out of memory");
     imgd_status st = imgd_registry_open(db, (const char *const *)s->dirs, s->n_dirs, &s->reg);
     imgd_free(db);
+    if (st == IMGD_OK && s->only[0]) st = imgd_registry_only(s->reg, s->only);
     imgd_reg_scan_stats rs;
     if (st == IMGD_OK) st = imgd_registry_scan(s->reg, &rs);
     if (st != IMGD_OK) return st;
@@ -680,5 +686,6 @@ cJSON *svc_model_json(imgd_server *s, const svc_model *sm) {
         (void)cJSON_AddBoolToObject(caps, "inpaint", true);
     }
     (void)cJSON_AddStringToObject(o, "schema", "schema");
+    svc_unit_json(s, sm->id, o);
     return o;
 }

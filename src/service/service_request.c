@@ -329,6 +329,7 @@ void svc_gen_hold_free(svc_gen_hold *hold) {
     for (size_t i = 0; i < hold->n_paths; i++) imgd_free(hold->paths[i]);
     imgd_free(hold->paths);
     imgd_free(hold->loras);
+    imgd_free(hold->with_unit);
     imgd_free(hold->prompt);
     for (size_t i = 0; i < hold->n_tags; i++) imgd_free(hold->tag_paths[i]);
     cJSON_Delete(hold->req);

@@ -180,6 +180,8 @@ static void r_ready(imgd_server *s, const imgd_http_req *req, const char *arg,
     pthread_mutex_unlock(&s->mu);
     bool ready = n > 0 && !stopping;
     if (o) (void)cJSON_AddBoolToObject(o, "ready", ready);
+    if (o && s->unit.active) (void)cJSON_AddStringToObject(o, "model_id", s->unit.model_id);
+    if (o && s->start_s > 0) (void)cJSON_AddNumberToObject(o, "start_to_ready_s", s->start_s);
     if (o && !ready)
         (void)cJSON_AddStringToObject(o, "reason", stopping ? "shutting down" : "no model loaded");
     svc_send_json(resp, ready ? 200 : 503, o);

@@ -86,6 +86,8 @@ VERSIONS = {
                      "downloadUrl": "/api/download/models/102", "hashes": {"SHA256": "CD" * 32}}]},
 }
 MODELS = {10: {"id": 10, "name": "style", "modelVersions": [{"id": 100}]}}
+# version id -> the bytes /api/download/models/{id} serves (tests may add their own)
+DOWNLOADS = {100: CIV_FILE, 101: CIV_FILE}
 
 STATE = {"requests": [], "seen": set()}
 LOCK = threading.Lock()
@@ -200,8 +202,8 @@ class Handler(BaseHTTPRequestHandler):
             mo = MODELS.get(int(m.group(1)))
             return self.send_json(mo) if mo else self.not_found()
         m = re.match(r"^/api/download/models/(\d+)$", path)
-        if m and int(m.group(1)) in (100, 101):
-            return self.send_bytes(CIV_FILE)
+        if m and int(m.group(1)) in DOWNLOADS:
+            return self.send_bytes(DOWNLOADS[int(m.group(1))])
         return self.not_found()
 
     def version(self, v):

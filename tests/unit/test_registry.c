@@ -315,6 +315,46 @@ static void test_registry_pinned_version_survives_replacement_and_rolls_back(voi
     fx_rmtree(vdir);
 }
 
+static void test_registry_only_scans_one_id_and_keeps_other_rows(void) {
+    char root[512], p[1024];
+    tree(root, sizeof root, "reg-only");
+    rm_db(root);
+    put(root, "a.safetensors", 2);
+    imgd_fmt(p, sizeof p, "%s/sub", root);
+    fx_mkdir(p);
+    put(root, "sub/b.safetensors", 2);
+    put(root, "sub/c.safetensors", 2);
+    /* a full scan caches all three */
+    imgd_registry      *r = open_reg(root);
+    imgd_reg_scan_stats s;
+    CHECK_STATUS(imgd_registry_scan(r, &s), IMGD_OK);
+    CHECK_EQ_INT(s.seen, 3);
+    imgd_registry_free(r);
+    /* restricted: only the folder leading to the id is read, and only the id is listed */
+    r = open_reg(root);
+    CHECK_STATUS(imgd_registry_only(r, NULL), IMGD_E_INVALID_ARG);
+    CHECK_STATUS(imgd_registry_only(r, "sub/b.safetensors"), IMGD_OK);
+    CHECK_STATUS(imgd_registry_scan(r, &s), IMGD_OK);
+    CHECK_EQ_INT(s.seen, 1);
+    CHECK_EQ_INT(s.reused, 1);
+    CHECK_EQ_INT(s.removed, 0);
+    CHECK_EQ_INT(imgd_registry_count(r), 1);
+    imgd_reg_entry e;
+    CHECK_STATUS(imgd_registry_find(r, "sub/b.safetensors", &e), IMGD_OK);
+    CHECK_STR(e.kind, "lora");
+    CHECK_STATUS(imgd_registry_find(r, "a.safetensors", &e), IMGD_E_NOT_FOUND);
+    imgd_registry_free(r);
+    /* the rows it did not look at stay cached: a later full scan detects nothing again */
+    r = open_reg(root);
+    CHECK_STATUS(imgd_registry_scan(r, &s), IMGD_OK);
+    CHECK_EQ_INT(s.seen, 3);
+    CHECK_EQ_INT(s.reused, 3);
+    CHECK_EQ_INT(s.detected, 0);
+    imgd_registry_free(r);
+    fx_rmtree(root);
+    rm_db(root);
+}
+
 int main(void) {
     RUN(test_registry_scan_finds_files_and_diffusers_folders);
     RUN(test_registry_rescan_and_reopen_reuse_the_cache);
@@ -323,5 +363,6 @@ int main(void) {
     RUN(test_registry_rescan_of_1000_files_is_fast);
     RUN(test_registry_lookups_while_scanning_are_safe);
     RUN(test_registry_pinned_version_survives_replacement_and_rolls_back);
+    RUN(test_registry_only_scans_one_id_and_keeps_other_rows);
     TEST_END();
 }
