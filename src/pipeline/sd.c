@@ -966,7 +966,7 @@ static imgd_status stage_fill(run_ctx *r, int32_t g) {
         for (int32_t u = 0; it->placed && u < nu; u++) {
             bool         un  = it->cfg_on && u < it->B;
             const float *src = un ? tx->uncond : tx->cond;
-            size_t       row = (size_t)(it->u_off + u);
+            size_t       row = (size_t)it->u_off + (size_t)u;
             memcpy(sg->ctx + row * L * D, src, L * D * sizeof *src);
             if (!K) continue;
             memcpy(sg->pooled + row * P, un ? tx->upooled : tx->pooled, P * sizeof(float));

@@ -47,28 +47,28 @@ static bool write_lora(const char *path) {
     char          names[3 * N_MODS][160];
     memset(e, 0, sizeof e);
     for (int i = 0; i < N_MODS; i++) {
-        const mod *m = &k_mods[i];
-        (void)imgd_fmt(names[3 * i], sizeof names[0], "%s.lora_down.weight", m->kohya);
-        (void)imgd_fmt(names[3 * i + 1], sizeof names[0], "%s.lora_up.weight", m->kohya);
-        (void)imgd_fmt(names[3 * i + 2], sizeof names[0], "%s.alpha", m->kohya);
-        e[3 * i]     = (imgd_st_entry){.name = names[3 * i], .dtype = IMGD_DTYPE_F32};
-        e[3 * i + 1] = (imgd_st_entry){.name = names[3 * i + 1], .dtype = IMGD_DTYPE_F32};
-        e[3 * i + 2] = (imgd_st_entry){.name = names[3 * i + 2], .dtype = IMGD_DTYPE_F32};
+        const mod     *m    = &k_mods[i];
+        size_t         k    = (size_t)3 * (size_t)i;
+        imgd_st_entry *down = &e[k], *up = &e[k + 1], *alpha = &e[k + 2];
+        (void)imgd_fmt(names[k], sizeof names[0], "%s.lora_down.weight", m->kohya);
+        (void)imgd_fmt(names[k + 1], sizeof names[0], "%s.lora_up.weight", m->kohya);
+        (void)imgd_fmt(names[k + 2], sizeof names[0], "%s.alpha", m->kohya);
+        *down  = (imgd_st_entry){.name = names[k], .dtype = IMGD_DTYPE_F32};
+        *up    = (imgd_st_entry){.name = names[k + 1], .dtype = IMGD_DTYPE_F32};
+        *alpha = (imgd_st_entry){.name = names[k + 2], .dtype = IMGD_DTYPE_F32};
         if (m->k) {
-            e[3 * i].n_dims     = 4;
-            e[3 * i + 1].n_dims = 4;
-            memcpy(e[3 * i].shape, (int64_t[]){RANK, m->in, m->k, m->k}, 4 * sizeof(int64_t));
-            memcpy(e[3 * i + 1].shape, (int64_t[]){m->out, RANK, 1, 1}, 4 * sizeof(int64_t));
+            down->n_dims = up->n_dims = 4;
+            memcpy(down->shape, (int64_t[]){RANK, m->in, m->k, m->k}, 4 * sizeof(int64_t));
+            memcpy(up->shape, (int64_t[]){m->out, RANK, 1, 1}, 4 * sizeof(int64_t));
         } else {
-            e[3 * i].n_dims     = 2;
-            e[3 * i + 1].n_dims = 2;
-            memcpy(e[3 * i].shape, (int64_t[]){RANK, m->in}, 2 * sizeof(int64_t));
-            memcpy(e[3 * i + 1].shape, (int64_t[]){m->out, RANK}, 2 * sizeof(int64_t));
+            down->n_dims = up->n_dims = 2;
+            memcpy(down->shape, (int64_t[]){RANK, m->in}, 2 * sizeof(int64_t));
+            memcpy(up->shape, (int64_t[]){m->out, RANK}, 2 * sizeof(int64_t));
         }
     }
     const char     *mk[] = {"ss_base_model_version"}, *mv[] = {"sdxl_base_v1-0"};
     imgd_st_writer *wr = NULL;
-    if (imgd_st_writer_open(path, e, 3 * N_MODS, mk, mv, 1, &wr) != IMGD_OK) return false;
+    if (imgd_st_writer_open(path, e, (size_t)3 * N_MODS, mk, mv, 1, &wr) != IMGD_OK) return false;
     bool ok = true;
     for (int t = 0; t < 3 * N_MODS && ok; t++) {
         size_t n = 1;
