@@ -391,7 +391,7 @@ IMGD_API imgd_status imgd_file_sha256(const char *path, imgd_progress_fn progres
 IMGD_API void imgd_string_free(char *s);
 
 /* ---------------------------------------------------------------------------------- */
-/* Generation (SD 1.x / 2.x today)                                                     */
+/* Generation (SD 1.x / 2.x, SDXL, FLUX.1)                                             */
 /* ---------------------------------------------------------------------------------- */
 
 /* Compute precision of matmul / convolution. AUTO: the fastest mode the backend runs well

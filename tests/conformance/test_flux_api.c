@@ -7,6 +7,8 @@
  * <= 1e-4 on [0, 1]. Also: batch 2, cancellation, the infotext, and load / request errors
  * that name what was wrong (missing T5, wrong files as --t5 / --clip-l, no VAE). */
 #include <math.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "backends.h"
 #include "base/alloc.h"
@@ -143,6 +145,38 @@ static void test_flux_api_bfl_single_files_match_txt2img(void) {
              "flux-narrow/goldens/txt2img_flux.safetensors", true);
     run_case("schnell BFL single file", kit(a, "flux-narrow-schnell-transformer-bfl.safetensors"),
              &lp, "flux-narrow/goldens/txt2img_schnell.safetensors", false);
+}
+
+/* The files people download, side by side, found without flags: flux.safetensors (BFL),
+ * clip_l.safetensors, t5xxl_fp16.safetensors, ae.safetensors, spiece.model, tokenizer/. */
+static void test_flux_api_finds_parts_beside_single_file(void) {
+    static const struct {
+        const char *link, *target;
+    } files[] = {
+        {"flux.safetensors", "flux-narrow-transformer-bfl.safetensors"},
+        {"clip_l.safetensors", "diffusers/text_encoder/model.safetensors"},
+        {"t5xxl_fp16.safetensors", "diffusers/text_encoder_2/model.safetensors"},
+        {"ae.safetensors", "diffusers/vae/diffusion_pytorch_model.safetensors"},
+        {"spiece.model", "diffusers/tokenizer_2/spiece.model"},
+        {"tokenizer", "diffusers/tokenizer"},
+    };
+    char dir[4096], link[4200], target[4096];
+    tu_tmp_path(dir, sizeof dir, "flux_api_side_by_side");
+    (void)mkdir(dir, 0755);
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(files); i++) {
+        (void)imgd_fmt(link, sizeof link, "%s/%s", dir, files[i].link);
+        (void)unlink(link);
+        CHECK(symlink(kit(target, files[i].target), link) == 0);
+    }
+    imgd_load_params lp  = load_params();
+    lp.arch.te_heads     = 4; /* a bare narrow CLIP file: heads are not in its shapes */
+    lp.arch.groups       = 4; /* nor the narrow VAE's GroupNorm groups */
+    lp.arch.rope_axes[0] = 2;
+    lp.arch.rope_axes[1] = 2;
+    lp.arch.rope_axes[2] = 4;
+    (void)imgd_fmt(link, sizeof link, "%s/flux.safetensors", dir);
+    run_case("dev BFL file, parts found beside it", link, &lp,
+             "flux-narrow/goldens/txt2img_flux.safetensors", true);
 }
 
 static bool cancel_at_2(int32_t step, int32_t steps, double elapsed_s, void *user) {
@@ -303,6 +337,7 @@ int main(void) {
     RUN(test_flux_api_dev_folder_matches_txt2img);
     RUN(test_flux_api_schnell_partial_folder_matches_txt2img);
     RUN(test_flux_api_bfl_single_files_match_txt2img);
+    RUN(test_flux_api_finds_parts_beside_single_file);
     RUN(test_flux_api_batch_cancel_and_request_errors);
     RUN(test_flux_api_load_errors_name_the_fix);
     TEST_END();
