@@ -35,19 +35,20 @@ typedef struct part {
 } part;
 
 struct imgd_flux_model {
-    part               clip_p, t5_p; /* separate encoder files; empty = the model's own */
-    imgd_wbind        *clip_wb, *t5_wb, *vae_wb; /* borrowed: a part's or the model's */
-    const char        *clip_prefix, *t5_prefix;  /* canonical components (detection arenas) */
-    imgd_flux_cfg      cfg;
-    imgd_clip_text_cfg clip;
-    imgd_t5_cfg        t5;
-    imgd_vae_cfg       vae;
-    float              vae_scale, vae_shift;
-    imgd_flow_params   flow;
-    imgd_t5_tok       *t5_tok;
-    imgd_t5_runner    *t5_run;
-    imgd_graph        *clip_g; /* CLIP for one 77-token prompt, pooled output */
-    imgd_tensor       *clip_emb, *clip_sel, *clip_pooled;
+    part                clip_p, t5_p; /* separate encoder files; empty = the model's own */
+    imgd_wbind         *clip_wb, *t5_wb, *vae_wb; /* borrowed: a part's or the model's */
+    const char         *clip_prefix, *t5_prefix;  /* canonical components (detection arenas) */
+    imgd_flux_cfg       cfg;
+    imgd_clip_text_cfg  clip;
+    imgd_t5_cfg         t5;
+    imgd_vae_cfg        vae;
+    float               vae_scale, vae_shift;
+    imgd_flow_params    flow;
+    imgd_t5_tok        *t5_tok;
+    imgd_t5_runner     *t5_run;
+    imgd_graph         *clip_g; /* CLIP for one 77-token prompt, pooled output */
+    imgd_tensor        *clip_emb, *clip_sel, *clip_pooled;
+    imgd_flux_denoiser *den; /* the transformer graph of the last request's shape */
 };
 
 static double now_s(void) {
@@ -354,6 +355,7 @@ static imgd_status clip_graph(imgd_flux_model *f, imgd_backend *be) {
 
 void imgd_flux_model_free(imgd_flux_model *f) {
     if (!f) return;
+    imgd_flux_denoiser_free(f->den);
     imgd_graph_free(f->clip_g);
     imgd_t5_runner_free(f->t5_run);
     imgd_t5_tok_free(f->t5_tok);
@@ -650,6 +652,7 @@ static imgd_status run_one(imgd_model *m, const imgd_gen_params *p, double t0,
         gp.width                = p->width;
         gp.on_step              = on_step;
         gp.step_user            = &sc;
+        gp.keep                 = &f->den;
         double t_smp            = now_s();
         sc.t_last               = t_smp;
         st                      = imgd_flux_generate(&gp, emb, pooled, B, L, lat, pixels);

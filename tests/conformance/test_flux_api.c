@@ -233,6 +233,21 @@ static void test_flux_api_batch_cancel_and_request_errors(void) {
     }
     imgd_gen_result_free(r1);
     imgd_gen_result_free(r2);
+    /* the kept transformer graph, replayed with another prompt and then the golden's: the
+     * new embeddings and guidance reach it */
+    r1 = r2    = NULL;
+    p          = gen_params(&t);
+    p.prompt   = "a bowl of fruit";
+    p.guidance = 1.0f;
+    CHECK_STATUS(imgd_generate(m, &p, &r1), IMGD_OK);
+    p = gen_params(&t);
+    CHECK_STATUS(imgd_generate(m, &p, &r2), IMGD_OK);
+    if (r1 && r2) {
+        CHECK(memcmp(r1->pixels, img, nimg * sizeof(float)) != 0);
+        compare("dev, kept graph after another prompt", r2->pixels, img, nimg);
+    }
+    imgd_gen_result_free(r1);
+    imgd_gen_result_free(r2);
     /* requests FLUX cannot run, each named */
     static const struct {
         const char *field, *needle;
