@@ -391,7 +391,7 @@ IMGD_API imgd_status imgd_file_sha256(const char *path, imgd_progress_fn progres
 IMGD_API void imgd_string_free(char *s);
 
 /* ---------------------------------------------------------------------------------- */
-/* Generation (SD 1.x / 2.x today)                                                     */
+/* Generation (SD 1.x / 2.x, SDXL, FLUX.1)                                             */
 /* ---------------------------------------------------------------------------------- */
 
 /* Compute precision of matmul / convolution. AUTO: the fastest mode the backend runs well
@@ -418,6 +418,9 @@ typedef struct imgd_arch_override {
     int32_t unet_head_dim; /* or: channels per head (SD2: 64); heads = width / head_dim */
     int32_t te_heads;      /* text encoder attention heads (CLIP-L: 12) */
     int32_t prediction;    /* 0 detected, 1 epsilon, 2 v-prediction */
+    int32_t rope_axes[4];  /* FLUX rope axes_dims_rope (sum = head dim), e.g. 16, 56, 56;
+                              zeros = config.json's, or FLUX.1's for head dim 128. Needed for
+                              narrow single files without a config. Since: 0.5 */
 } imgd_arch_override;
 
 typedef struct imgd_load_params {
@@ -442,6 +445,22 @@ typedef struct imgd_load_params {
     const char *const *embeddings; /* more embedding files, each triggered by its file name
                                       (without extension); a bad one fails the load */
     size_t n_embeddings;
+    /* FLUX.1: the parts a transformer-only file (BFL single file, GGUF, a partial diffusers
+     * folder) needs, each a file or a folder. NULL = the model's own (a diffusers folder's
+     * text_encoder/ and text_encoder_2/), else the usual file names beside the model and in
+     * ComfyUI's ../clip/, ../text_encoders/ (clip_l.safetensors; t5xxl_fp16.safetensors,
+     * t5xxl_fp8_e4m3fn.safetensors, t5xxl_fp8_e4m3fn_scaled.safetensors; text_encoder/,
+     * text_encoder_2/). The VAE is `vae` above (default: ae.safetensors or vae/ beside the
+     * model, ../vae/ae.safetensors). A file given here that holds no encoder of the right
+     * kind fails the load naming it. Copied where needed; borrowed for the call. Since: 0.5 */
+    const char *clip_l;       /* CLIP-L text encoder (pooled conditioning) */
+    const char *t5;           /* T5-XXL encoder */
+    const char *t5_tokenizer; /* spiece.model or a folder holding it (tokenizer_2/); NULL:
+                                 the model's tokenizer_2/, tokenizer_2/ beside the T5 folder,
+                                 spiece.model or tokenizer_2/ beside the model or the T5 file,
+                                 $IMGD_T5_TOKENIZER, $XDG_DATA_HOME/imgd/tokenizers/t5
+                                 (~/.local/share/...), /usr/local/share/imgd/tokenizers/t5,
+                                 /usr/share/imgd/tokenizers/t5 */
 } imgd_load_params;
 
 /* Defaults for imgd_load_params. Since: 0.2 */
@@ -461,8 +480,17 @@ IMGD_API void        imgd_model_free(imgd_model *m);
 IMGD_API const imgd_model_info *imgd_model_get_info(const imgd_model *m);
 
 /* The image size the model was trained at: 512 x 512 (SD 1.x, SD 2.x base), 768 x 768
- * (SD 2.x v-prediction), 1024 x 1024 (SDXL base and refiner). Since: 0.3 */
+ * (SD 2.x v-prediction), 1024 x 1024 (SDXL base and refiner, FLUX.1). Since: 0.3 */
 IMGD_API void imgd_model_native_size(const imgd_model *m, int32_t *width, int32_t *height);
+
+/* The step count a request without its own should use: 28 for FLUX.1-dev, 4 for
+ * FLUX.1-schnell (no guidance embedding), otherwise imgd_gen_params_default()'s 20.
+ * NULL gives 20. Thread-safety: any thread. Since: 0.5 */
+IMGD_API int32_t imgd_model_default_steps(const imgd_model *m);
+
+/* Whether the model takes distilled guidance (imgd_gen_params.guidance): FLUX.1-dev and
+ * its fine-tunes; false for schnell, SD and SDXL. Since: 0.5 */
+IMGD_API bool imgd_model_has_guidance(const imgd_model *m);
 
 /* An 8-bit image: c = 1 (gray), 3 (RGB) or 4 (RGBA), rows of w * c bytes. */
 typedef struct imgd_image_u8 {
@@ -624,10 +652,19 @@ typedef struct imgd_gen_params {
      * or any SDXL UNet), borrowed for the call and used from this thread. Since: 0.3 */
     imgd_model *refiner;
     float       refiner_switch; /* (0, 1); default 0.8 */
+
+    /* FLUX.1 (other families ignore these). FLUX is guidance-distilled: it runs no CFG (cfg
+     * is ignored and written as 1 in the infotext), has no negative prompt (a non-empty
+     * `negative` is refused), uses the flow-matching Euler sampler only (sampler "euler",
+     * schedule "default" or "simple") and the prompt verbatim (no A1111 weights or
+     * <lora:> tags). Since: 0.5 */
+    float guidance;              /* distilled guidance scale, 0..100 (default 3.5); used only
+                                    by models with a guidance embedding (dev, not schnell) */
+    int32_t max_sequence_length; /* T5 tokens, 1..512; 0 = 512 (dev) / 256 (schnell) */
 } imgd_gen_params;
 
 /* Defaults: 20 steps, cfg 7.5, 512x512 (the model's native size), euler, default
- * schedule, batch 1, clip_skip 1, strength 0.75, rng CPU. Since: 0.2 */
+ * schedule, batch 1, clip_skip 1, strength 0.75, rng CPU, guidance 3.5. Since: 0.2 */
 IMGD_API imgd_gen_params imgd_gen_params_default(void);
 
 typedef struct imgd_gen_result {

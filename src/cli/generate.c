@@ -17,7 +17,7 @@
 typedef struct gen_opts {
     const char      *model, *out, *init, *mask, *tokenizer, *vae, *backend, *refiner;
     bool             json;
-    bool             width_set, height_set;
+    bool             width_set, height_set, steps_set;
     imgd_lora_spec   loras[CLI_ADAPTERS_MAX];
     char             lora_path[CLI_ADAPTERS_MAX][1024];
     const char      *embeddings[CLI_ADAPTERS_MAX];
@@ -134,6 +134,26 @@ static bool parse_size(const char *flag, const char *v, char sep, int32_t *a, in
     return true;
 }
 
+/* --rope-axes A,B[,C[,D]]: positive even integers. */
+static bool parse_axes(const char *v, int32_t *axes) {
+    int32_t n = 0;
+    for (const char *c = v; n < 4;) {
+        char *end = NULL;
+        errno     = 0;
+        long x    = strtol(c, &end, 10);
+        if (errno || end == c || x < 2 || x > 4096 || x % 2) break;
+        axes[n++] = (int32_t)x;
+        if (*end == '\0') return true;
+        if (*end != ',') break;
+        c = end + 1;
+    }
+    fprintf(stderr,
+            "imgd generate: --rope-axes '%s': expected up to 4 even integers A,B,C (FLUX.1: "
+            "16,56,56)\n",
+            v);
+    return false;
+}
+
 static const char k_usage[] =
     "imgd generate -m MODEL -p PROMPT [-n NEGATIVE] [--seed N] [--rng cpu|philox]\n"
     "      [--sampler euler|euler_ancestral|heun|dpmpp_2m|dpmpp_2m_sde|dpmpp_sde|ddim|ddpm|pndm|\n"
@@ -149,7 +169,9 @@ static const char k_usage[] =
     "      [--control-preprocess none|canny|scribble|lineart|invert] [--canny-low F]\n"
     "      [--canny-high F] [--control-threshold F] [--control-resize just|crop|fill]\n"
     "      [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref|cuda] [--groups N]\n"
-    "      [--heads N | --head-dim N] [--te-heads N] [--prediction eps|v] [-o OUT.png] [--json]";
+    "      [--heads N | --head-dim N] [--te-heads N] [--prediction eps|v] [-o OUT.png] [--json]\n"
+    "   FLUX.1: [--guidance F] [--max-sequence-length N] [--clip-l PATH] [--t5 PATH]\n"
+    "      [--t5-tokenizer PATH] [--rope-axes A,B,C] (--vae ae.safetensors)";
 
 /* --control FILE:IMG[:SCALE[:START:END]] (paths without ':'). */
 static bool parse_control(const char *v, gen_opts *o) {
@@ -229,7 +251,20 @@ static int parse(int argc, char **argv, gen_opts *o) {
         } else if (IS("--schedule")) {
             o->p.schedule = v;
         } else if (IS("--steps")) {
-            ok = parse_int(a, v, 1, 1000, &o->p.steps);
+            ok           = parse_int(a, v, 1, 1000, &o->p.steps);
+            o->steps_set = true;
+        } else if (IS("--guidance")) {
+            ok = parse_float(a, v, 0, 100, &o->p.guidance);
+        } else if (IS("--max-sequence-length")) {
+            ok = parse_int(a, v, 1, 512, &o->p.max_sequence_length);
+        } else if (IS("--clip-l")) {
+            o->lp.clip_l = v;
+        } else if (IS("--t5")) {
+            o->lp.t5 = v;
+        } else if (IS("--t5-tokenizer")) {
+            o->lp.t5_tokenizer = v;
+        } else if (IS("--rope-axes")) {
+            ok = parse_axes(v, o->lp.arch.rope_axes);
         } else if (IS("--cfg")) {
             ok = parse_float(a, v, 0, 100, &o->p.cfg);
         } else if (IS("-W") || IS("--width")) {
@@ -478,6 +513,7 @@ int imgd_cli_generate(int argc, char **argv) {
         if (!o.width_set) o.p.width = nw;
         if (!o.height_set) o.p.height = nh;
     }
+    if (!rc && !o.steps_set) o.p.steps = imgd_model_default_steps(m);
     double t_load = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     if (!rc && imgd_generate(m, &o.p, &res) != IMGD_OK) {
         fprintf(stderr, "imgd generate: %s\n", imgd_last_error());

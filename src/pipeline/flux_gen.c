@@ -25,45 +25,50 @@ imgd_flux_gen_params imgd_flux_gen_params_default(void) {
 
 /* ---- the transformer, replayed per step --------------------------------------------------- */
 
-typedef struct denoiser {
+struct imgd_flux_denoiser {
     imgd_graph  *g;
-    imgd_tensor *x, *t, *out;
+    imgd_tensor *x, *t, *ctx, *pooled, *out;
     float       *tv, *gv, *ids; /* [B] timesteps, [B] guidance, [T + N, 3] ids */
-    int64_t      B;
-} denoiser;
+    int64_t      B, T, h, w;    /* the shape it was built for (h, w: latent pixels) */
+};
+typedef struct imgd_flux_denoiser denoiser;
 
-static void denoiser_free(denoiser *d) {
+void imgd_flux_denoiser_free(imgd_flux_denoiser *d) {
+    if (!d) return;
     imgd_graph_free(d->g);
     imgd_free(d->tv);
     imgd_free(d->gv);
     imgd_free(d->ids);
+    imgd_free(d);
 }
 
-static imgd_status denoiser_init(denoiser *d, const imgd_flux_gen_params *p, const float *embeds,
-                                 const float *pooled, int64_t B, int64_t T) {
+static imgd_status denoiser_build(denoiser *d, const imgd_flux_gen_params *p, int64_t B,
+                                  int64_t T) {
     const imgd_flux_cfg *c = p->cfg;
     int64_t              h = p->height / 8, w = p->width / 8, N = (h / 2) * (w / 2);
     imgd_status          st = imgd_graph_new(NULL, &d->g);
     if (st != IMGD_OK) return st;
     d->B   = B;
+    d->T   = T;
+    d->h   = h;
+    d->w   = w;
     d->tv  = imgd_calloc((size_t)B, sizeof *d->tv);
     d->gv  = imgd_calloc((size_t)B, sizeof *d->gv);
     d->ids = imgd_malloc((size_t)(T + N) * 3 * sizeof *d->ids);
     if (!d->tv || !d->gv || !d->ids) return imgd_fail(IMGD_E_NOMEM, "flux: out of memory");
     imgd_flux_ids(T, h, w, d->ids);
-    for (int64_t b = 0; b < B; b++) d->gv[b] = p->guidance;
     imgd_graph      *g  = d->g;
     imgd_flux_inputs in = {0};
     in.x = d->x = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 3, (int64_t[]){B, N, c->in_channels});
     in.t = d->t = imgd_graph_input(g, "t", IMGD_DTYPE_F32, 1, (int64_t[]){B});
-    in.ctx      = imgd_graph_input(g, "ctx", IMGD_DTYPE_F32, 3, (int64_t[]){B, T, c->context_dim});
-    in.pooled   = imgd_graph_input(g, "pooled", IMGD_DTYPE_F32, 2, (int64_t[]){B, c->pooled_dim});
-    in.ids      = imgd_graph_input(g, "ids", IMGD_DTYPE_F32, 2, (int64_t[]){T + N, 3});
+    in.ctx      = d->ctx =
+        imgd_graph_input(g, "ctx", IMGD_DTYPE_F32, 3, (int64_t[]){B, T, c->context_dim});
+    in.pooled = d->pooled =
+        imgd_graph_input(g, "pooled", IMGD_DTYPE_F32, 2, (int64_t[]){B, c->pooled_dim});
+    in.ids = imgd_graph_input(g, "ids", IMGD_DTYPE_F32, 2, (int64_t[]){T + N, 3});
     if (c->guidance_embed)
         in.guidance = imgd_graph_input(g, "guidance", IMGD_DTYPE_F32, 1, (int64_t[]){B});
     st = imgd_graph_status(g);
-    if (st == IMGD_OK) st = imgd_tensor_bind(in.ctx, (void *)(uintptr_t)embeds);
-    if (st == IMGD_OK) st = imgd_tensor_bind(in.pooled, (void *)(uintptr_t)pooled);
     if (st == IMGD_OK) st = imgd_tensor_bind(in.ids, d->ids);
     if (st == IMGD_OK) st = imgd_tensor_bind(d->t, d->tv);
     if (st == IMGD_OK && in.guidance) st = imgd_tensor_bind(in.guidance, d->gv);
@@ -71,9 +76,38 @@ static imgd_status denoiser_init(denoiser *d, const imgd_flux_gen_params *p, con
         st = imgd_flux_build(g, p->transformer, "transformer", c, &in, NULL, &d->out);
     if (st != IMGD_OK) return st;
     imgd_graph_output(g, d->out);
-    imgd_graph_set_cancel(g, p->cancel);
     st = imgd_graph_plan(g, p->be, NULL);
     return st == IMGD_OK ? imgd_graph_alloc(g, NULL, 0) : st;
+}
+
+/* A denoiser for the call: the kept one when its shape fits, else a new one (stored in
+ * p->keep when given); then this call's embeddings, guidance and cancel flag. */
+static imgd_status denoiser_get(denoiser **out, const imgd_flux_gen_params *p, const float *embeds,
+                                const float *pooled, int64_t B, int64_t T) {
+    denoiser *d = p->keep ? *p->keep : NULL;
+    if (d && (d->B != B || d->T != T || d->h != p->height / 8 || d->w != p->width / 8)) {
+        imgd_flux_denoiser_free(d);
+        d        = NULL;
+        *p->keep = NULL;
+    }
+    imgd_status st = IMGD_OK;
+    if (!d) {
+        d = imgd_calloc(1, sizeof *d);
+        if (!d) return imgd_fail(IMGD_E_NOMEM, "flux: out of memory");
+        st = denoiser_build(d, p, B, T);
+        if (st != IMGD_OK) {
+            imgd_flux_denoiser_free(d);
+            return st;
+        }
+        if (p->keep) *p->keep = d;
+    }
+    for (int64_t b = 0; b < B; b++) d->gv[b] = p->guidance;
+    imgd_graph_set_cancel(d->g, p->cancel);
+    st = imgd_tensor_bind(d->ctx, (void *)(uintptr_t)embeds);
+    if (st == IMGD_OK) st = imgd_tensor_bind(d->pooled, (void *)(uintptr_t)pooled);
+    if (st != IMGD_OK && !p->keep) imgd_flux_denoiser_free(d);
+    *out = st == IMGD_OK || p->keep ? d : NULL;
+    return st;
 }
 
 static imgd_status denoise(void *user, const float *x, size_t n, float t, float *v) {
@@ -166,21 +200,21 @@ imgd_status imgd_flux_generate(const imgd_flux_gen_params *p, const float *embed
     size_t              n = (size_t)(batch * N * 64);
     double              sigmas[1000];
     imgd_flow_schedule *s = NULL;
-    denoiser            d = {0};
+    denoiser           *d = NULL;
     float              *v = NULL;
     if (p->steps < 1 || p->steps > 1000)
         return imgd_fail(IMGD_E_INVALID_ARG, "flux: steps = %d (expected 1..1000)", (int)p->steps);
     imgd_flow_flux_sigmas(p->steps, sigmas);
     st = imgd_flow_schedule_new(&p->flow, p->steps, sigmas, imgd_flow_mu(&p->flow, N), &s);
-    if (st == IMGD_OK) st = denoiser_init(&d, p, embeds, pooled, batch, txt_len);
+    if (st == IMGD_OK) st = denoiser_get(&d, p, embeds, pooled, batch, txt_len);
     if (st == IMGD_OK) {
         v = imgd_malloc(n * sizeof *v);
         if (!v) st = imgd_fail(IMGD_E_NOMEM, "flux: out of memory for the velocity");
     }
     if (st == IMGD_OK)
-        st = imgd_flow_run(s, latents, n, 0, v, denoise, &d, p->on_step, p->step_user);
+        st = imgd_flow_run(s, latents, n, 0, v, denoise, d, p->on_step, p->step_user);
     imgd_free(v);
-    denoiser_free(&d); /* the transformer's activations go before the decode's */
+    if (!p->keep) imgd_flux_denoiser_free(d); /* its activations go before the decode's */
     imgd_flow_schedule_free(s);
     if (st == IMGD_OK && image) st = decode(p, latents, batch, image);
     return st;

@@ -21,6 +21,12 @@
 #include "sampling/flow.h"
 #include "tensor/backend.h"
 
+/* A planned transformer graph kept between calls (imgd_flux_gen_params.keep). */
+typedef struct imgd_flux_denoiser imgd_flux_denoiser;
+
+/* Releases a kept graph. NULL is a no-op. */
+void imgd_flux_denoiser_free(imgd_flux_denoiser *d);
+
 typedef struct imgd_flux_gen_params {
     imgd_wbind          *transformer;          /* required; canonical "transformer.*" (borrowed) */
     const imgd_flux_cfg *cfg;                  /* required */
@@ -36,6 +42,12 @@ typedef struct imgd_flux_gen_params {
     /* called after each step with the packed latents; may be NULL; non-OK stops the run */
     imgd_flow_step_fn on_step;
     void             *step_user;
+    /* NULL: the transformer graph is built, planned and freed per call. Else *keep holds the
+     * graph between calls (NULL at first): reused while batch, txt_len, height and width
+     * stay the same, rebuilt otherwise (a GPU backend then uploads the weights once, not per
+     * call). It belongs to one transformer, cfg and backend; the caller frees it with
+     * imgd_flux_denoiser_free. */
+    imgd_flux_denoiser **keep;
 } imgd_flux_gen_params;
 
 /* FLUX.1-dev defaults: flow = imgd_flow_params_default(), 28 steps, guidance 3.5, 1024 x

@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/text.h"
+#include "pipeline/flux.h"
 #include "pipeline/pipeline.h"
 
 imgd_load_params imgd_load_params_default(void) {
@@ -52,7 +53,7 @@ static bool has_vocab(const char *dir) {
  * tokenizer/ (diffusers folders); $IMGD_TOKENIZER_DIR; a tokenizer/ folder beside a single
  * file; $XDG_DATA_HOME/imgd/tokenizers/clip (default ~/.local/share/...); then
  * /usr/local/share/imgd/tokenizers/clip and /usr/share/imgd/tokenizers/clip. */
-static imgd_status load_tokenizer(imgd_model *m, const char *path, const char *explicit_dir) {
+imgd_status imgd_sd_tokenizer_load(imgd_model *m, const char *path, const char *explicit_dir) {
     char        cand[8][4096];
     const char *why[8];
     int         n = 0;
@@ -116,11 +117,12 @@ static imgd_status check_runnable(const char *path, const imgd_model_info *mi) {
                          "%s is a %s (family %s), not a model that generates images; give a "
                          "checkpoint or diffusers folder",
                          path, imgd_model_kind_name(k), imgd_family_name(f));
+    if (imgd_flux_family(f)) return IMGD_OK; /* its parts: imgd_flux_model_load */
     if (f != IMGD_FAMILY_SD1 && f != IMGD_FAMILY_SD2 && f != IMGD_FAMILY_SDXL &&
         f != IMGD_FAMILY_SDXL_REFINER)
         return imgd_fail(IMGD_E_UNSUPPORTED,
-                         "%s is a %s %s; generation supports SD 1.x, 2.x and SDXL so far", path,
-                         imgd_family_name(f), imgd_model_kind_name(k));
+                         "%s is a %s %s; generation supports SD 1.x, 2.x, SDXL and FLUX.1 so far",
+                         path, imgd_family_name(f), imgd_model_kind_name(k));
     if (!mi->has_unet) return imgd_fail(IMGD_E_FORMAT, "%s: no UNet found", path);
     if (!mi->has_vae)
         return imgd_fail(IMGD_E_FORMAT,
@@ -213,6 +215,16 @@ static char *model_name(const char *path) {
     return s;
 }
 
+/* The CLIP tokenizer folder to use: the given one, else for a separate CLIP-L folder (a
+ * FLUX diffusers folder's text_encoder/ or the folder itself) its sibling tokenizer/ when
+ * it has vocab.json + merges.txt; NULL = the usual search. */
+static const char *flux_tokenizer_dir(const imgd_load_params *lp, char *buf) {
+    if (lp->tokenizer_dir || !lp->clip_l || !is_dir(lp->clip_l)) return lp->tokenizer_dir;
+    if (imgd_fmt(buf, 4096, "%s/tokenizer", lp->clip_l) && has_vocab(buf)) return buf;
+    if (imgd_fmt(buf, 4096, "%s/../tokenizer", lp->clip_l) && has_vocab(buf)) return buf;
+    return NULL;
+}
+
 imgd_status imgd_model_load(const char *path, const imgd_load_params *params, imgd_model **out) {
     if (!path || !out)
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_model_load: path and out are required");
@@ -225,8 +237,9 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
     imgd_model *m = imgd_calloc(1, sizeof *m);
     if (!m) return imgd_fail(IMGD_E_NOMEM, "out of memory");
     imgd_status st = IMGD_OK;
-    m->path        = imgd_strdup(path);
-    m->name        = model_name(path);
+    char        tokdir[4096];
+    m->path = imgd_strdup(path);
+    m->name = model_name(path);
     if (!m->path || !m->name) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     if (st == IMGD_OK) st = imgd_weights_open(path, &lp.open, &m->w);
     if (st == IMGD_OK) st = imgd_model_detect(m->w, &m->mi);
@@ -251,18 +264,25 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
                            imgd_family_name(m->mi->family));
     }
     if (st == IMGD_OK) st = check_runnable(path, m->mi);
+    bool flux = st == IMGD_OK && imgd_flux_family(m->mi->family);
+    if (st == IMGD_OK && flux && lp.unet)
+        st = imgd_fail(IMGD_E_INVALID_ARG, "--unet %s: %s is a FLUX model (it has no UNet)",
+                       lp.unet, path);
     if (st == IMGD_OK) st = imgd_wbind_new(m->w, m->mi, &m->wb);
     if (st == IMGD_OK && m->vae_w) st = imgd_wbind_new(m->vae_w, m->vae_mi, &m->vae_wb);
     if (st == IMGD_OK && m->unet_w) st = imgd_wbind_new(m->unet_w, m->unet_mi, &m->unet_wb);
-    if (st == IMGD_OK) st = build_configs(m, &lp.arch);
-    if (st == IMGD_OK) st = load_tokenizer(m, path, lp.tokenizer_dir);
-    if (st == IMGD_OK) st = imgd_sd_adapters_init(m, &lp);
+    if (st == IMGD_OK && !flux) st = build_configs(m, &lp.arch);
+    if (st == IMGD_OK && !flux) st = imgd_sd_tokenizer_load(m, path, lp.tokenizer_dir);
+    if (st == IMGD_OK && !flux) st = imgd_sd_adapters_init(m, &lp);
     if (st == IMGD_OK) st = imgd_pool_new(lp.threads, &m->pool);
     if (st == IMGD_OK) {
         imgd_backend_params bp = backend_params(&lp);
         bp.pool                = m->pool;
         st                     = imgd_backend_new(lp.backend ? lp.backend : "cpu", &bp, &m->be);
     }
+    if (st == IMGD_OK && flux) st = imgd_flux_model_load(m, &lp);
+    if (st == IMGD_OK && flux) /* after the encoders, whose errors say more */
+        st = imgd_sd_tokenizer_load(m, path, flux_tokenizer_dir(&lp, tokdir));
     /* SDXL's VAE overflows in f16 (NaNs): on a GPU asked for f16 it runs in bf16 on a
      * backend of its own, unless the file is the fp16-fix VAE */
     if (st == IMGD_OK && lp.precision == IMGD_PRECISION_F16 && !on_cpu && m->n_time_ids > 0 &&
@@ -281,15 +301,21 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
         imgd_model_free(m);
         return st;
     }
-    IMGD_LOG(IMGD_LOG_INFO, "pipeline", "model_loaded", "%s: %s %s, UNet widths %d.., TE %d layers",
-             path, imgd_family_name(m->mi->family), imgd_model_kind_name(m->mi->kind),
-             (int)m->unet.widths[0], (int)m->te[0].cfg.layers);
+    if (flux)
+        IMGD_LOG(IMGD_LOG_INFO, "pipeline", "model_loaded", "%s: %s %s", path,
+                 imgd_family_name(m->mi->family), imgd_model_kind_name(m->mi->kind));
+    else
+        IMGD_LOG(IMGD_LOG_INFO, "pipeline", "model_loaded",
+                 "%s: %s %s, UNet widths %d.., TE %d layers", path, imgd_family_name(m->mi->family),
+                 imgd_model_kind_name(m->mi->kind), (int)m->unet.widths[0],
+                 (int)m->te[0].cfg.layers);
     *out = m;
     return IMGD_OK;
 }
 
 void imgd_model_free(imgd_model *m) {
     if (!m) return;
+    imgd_flux_model_free(m->flux);
     imgd_sd_adapters_free(m);
     imgd_sd_graphs_free(m);
     imgd_sd_controls_free(m);
@@ -317,10 +343,18 @@ const imgd_model_info *imgd_model_get_info(const imgd_model *m) {
 
 void imgd_model_native_size(const imgd_model *m, int32_t *width, int32_t *height) {
     int32_t s = 512;
-    if (m && m->n_time_ids > 0)
+    if (m && (m->n_time_ids > 0 || m->flux))
         s = 1024;
     else if (m && m->mi->family == IMGD_FAMILY_SD2 && m->prediction == IMGD_PRED_V)
         s = 768;
     if (width) *width = s;
     if (height) *height = s;
+}
+
+int32_t imgd_model_default_steps(const imgd_model *m) {
+    return m && m->flux ? imgd_flux_default_steps(m->flux) : 20;
+}
+
+bool imgd_model_has_guidance(const imgd_model *m) {
+    return m && imgd_flux_has_guidance(m->flux);
 }

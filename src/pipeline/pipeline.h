@@ -100,7 +100,16 @@ struct imgd_model {
     imgd_sd_control         *controls[IMGD_SD_CONTROLS_CACHED]; /* loaded ControlNets */
     int32_t                  n_controls;
     uint64_t                 control_runs; /* counts runs that used ControlNets */
+
+    /* FLUX.1 (pipeline/flux.c): its encoders, configs and graphs; NULL for SD / SDXL. A FLUX
+     * model uses path, name, w, mi, wb (the transformer), vae_w / vae_mi / vae_wb, tok (the
+     * CLIP tokenizer), be and pool of the fields above, nothing else. */
+    struct imgd_flux_model *flux;
 };
+
+/* The CLIP tokenizer into m->tok: explicit_dir, else the search imgd.h documents for
+ * imgd_load_params.tokenizer_dir (path: the model's file or folder). */
+imgd_status imgd_sd_tokenizer_load(imgd_model *m, const char *path, const char *explicit_dir);
 
 /* The binder and prefix the VAE comes from (the --vae file, or the checkpoint's own). */
 imgd_wbind *imgd_sd_vae_bind(imgd_model *m);

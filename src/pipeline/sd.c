@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/text.h"
 #include "models/prompt.h"
+#include "pipeline/flux.h"
 #include "pipeline/image.h"
 #include "pipeline/infotext.h"
 #include "pipeline/pipeline.h"
@@ -42,6 +43,7 @@ imgd_gen_params imgd_gen_params_default(void) {
     p.aesthetic_score          = 6.0f;
     p.negative_aesthetic_score = 2.5f;
     p.refiner_switch           = 0.8f;
+    p.guidance                 = 3.5f;
     return p;
 }
 
@@ -794,6 +796,17 @@ bool imgd_gen_params_batchable(const imgd_model *m, const imgd_gen_params *a,
     const char *f = "params";
     char        why[128];
     batch_sig   sa, sb;
+    if (m && m->flux) {
+        char ka[IMGD_GEN_BATCH_KEY_MAX], kb[IMGD_GEN_BATCH_KEY_MAX];
+        if (a && b && imgd_flux_batch_key(m, a, ka, sizeof ka) == IMGD_OK &&
+            imgd_flux_batch_key(m, b, kb, sizeof kb) == IMGD_OK)
+            f = a->width != b->width     ? "width"
+                : a->height != b->height ? "height"
+                : a->steps != b->steps   ? "steps"
+                                         : NULL;
+        if (field) *field = f;
+        return f == NULL;
+    }
     if (m && a && b && sig_of(m, a, &sa, &f) == IMGD_OK && sig_of(m, b, &sb, &f) == IMGD_OK)
         f = sig_diff(&sa, &sb, why, sizeof why);
     if (field) *field = f;
@@ -803,6 +816,7 @@ bool imgd_gen_params_batchable(const imgd_model *m, const imgd_gen_params *a,
 imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, char *buf,
                                size_t cap) {
     if (!m || !p || !buf) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_gen_batch_key: NULL argument");
+    if (m->flux) return imgd_flux_batch_key(m, p, buf, cap);
     batch_sig   s;
     const char *field = NULL;
     imgd_status st    = sig_of(m, p, &s, &field);
@@ -1175,6 +1189,7 @@ imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *item
                                imgd_gen_item_result *out) {
     if (!m || !items || !out || n == 0)
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_generate_many: NULL argument or no items");
+    if (m->flux) return imgd_flux_generate_many(m, items, n, out);
     run_ctx r;
     memset(&r, 0, sizeof r);
     memset(out, 0, n * sizeof *out);

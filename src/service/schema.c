@@ -1011,6 +1011,39 @@ static bool add_text(cJSON *props, const imgd_schema_caps *caps) {
     return num(p, "maxLength", PROMPT_MAX_CHARS) && str(p, "default", "");
 }
 
+/* FLUX.1: what its pipeline takes instead of the SD sampler, schedule, CFG and clip skip. */
+static bool add_flow(cJSON *props, const imgd_schema_caps *caps) {
+    char                     d[512];
+    static const char *const smp[] = {"euler"};
+    static const char *const sch[] = {"default", "simple"};
+    cJSON                   *p     = prop(props, "sampler", "string",
+                                          "Sampling method: FLUX runs the flow-matching Euler sampler only.");
+    if (!add_strings(p, "enum", smp, 1) || !str(p, "default", "euler")) return false;
+    p = prop(props, "schedule", "string",
+             "Noise schedule: FLUX's shifted flow-matching sigmas (default and simple are the "
+             "same).");
+    if (!add_strings(p, "enum", sch, 2) || !str(p, "default", "default")) return false;
+    (void)snprintf(d, sizeof d, "Denoising steps, 1 to %d.", (int)caps->steps_max);
+    p = prop(props, "steps", "integer", d);
+    if (!add_range(p, 1, caps->steps_max, caps->steps_default)) return false;
+    p = prop(props, "cfg_scale", "number",
+             "Ignored: FLUX.1 is guidance-distilled and runs no classifier-free guidance "
+             "(accepted for compatibility).");
+    if (!add_range(p, 0, caps->cfg_max, 1.0)) return false;
+    (void)snprintf(d, sizeof d,
+                   "T5 tokens the prompt is encoded to, 1 to 512 (longer prompts are cut); 0 = "
+                   "%d, this model's default.",
+                   (int)caps->seq_default);
+    p = prop(props, "max_sequence_length", "integer", d);
+    if (!add_range(p, 0, 512, 0)) return false;
+    if (!caps->guidance) return true;
+    p = prop(props, "guidance", "number",
+             "Distilled guidance scale (FLUX.1-dev's guidance embedding): how strongly the image "
+             "follows the prompt, 0 to 100. Present because this model has a guidance "
+             "embedding.");
+    return add_range(p, 0, 100, caps->guidance_default);
+}
+
 static bool add_sampling(cJSON *props, const imgd_schema_caps *caps) {
     char   d[512];
     cJSON *p = prop(props, "seed", "integer",
@@ -1022,6 +1055,7 @@ static bool add_sampling(cJSON *props, const imgd_schema_caps *caps) {
                                                                          "CPU), philox reproduces torch's CUDA generator.");
     static const char *const rngs[] = {"cpu", "philox"};
     if (!add_strings(p, "enum", rngs, 2) || !str(p, "default", "cpu")) return false;
+    if (caps->flow) return add_flow(props, caps);
     p = prop(props, "sampler", "string",
              "Sampling method (x-enum-descriptions describes each). pndm runs only with the "
              "diffusers schedules (default, leading, trailing, linspace).");

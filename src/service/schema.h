@@ -93,6 +93,13 @@ typedef struct imgd_schema_caps {
                                            target_width/height (micro-conditioning) */
     bool aesthetic;                     /* SDXL refiner: adds aesthetic_score and
                                            negative_aesthetic_score */
+    bool flow;                          /* FLUX.1: flow-matching Euler only (sampler enum
+                                           "euler", schedule "default"/"simple"), no
+                                           clip_skip, cfg_scale documented as ignored; adds
+                                           max_sequence_length (1..512, 0 = seq_default) */
+    bool    guidance;                   /* FLUX.1-dev: adds guidance (0..100, guidance_default) */
+    double  guidance_default;           /* e.g. 3.5 */
+    int32_t seq_default; /* T5 tokens with max_sequence_length 0: 512 dev, 256 schnell */
 } imgd_schema_caps;
 
 /* Builds the JSON Schema (draft 2020-12) of a POST /v1/generate body for one model:
@@ -105,7 +112,8 @@ typedef struct imgd_schema_caps {
  *                  dependentRequired mask_image -> init_image), loras (n_loras > 0, items
  *                  "$ref": "#/$defs/lora"), original_width, original_height, crop_left,
  *                  crop_top, target_width, target_height (size_cond), aesthetic_score and
- *                  negative_aesthetic_score (aesthetic)
+ *                  negative_aesthetic_score (aesthetic), max_sequence_length (flow; flow
+ *                  also narrows sampler/schedule and drops clip_skip), guidance (guidance)
  * Each property has a description (conditional ones say which capability adds them) and a
  * default where one makes sense. Sampler and schedule enums come from the registries in
  * sampling/. "x-imgd-capabilities" records the caps the schema was built from, and

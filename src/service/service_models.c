@@ -198,10 +198,17 @@ imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_param
 
 /* ---- descriptors -------------------------------------------------------------------------- */
 
+static bool is_flux(const char *family) {
+    return strcmp(family, "flux_dev") == 0 || strcmp(family, "flux_schnell") == 0;
+}
+
+/* FLUX transformer-only files ("unet") are servable: their encoders and VAE are found
+ * beside them or named in the config file's "models" section. */
 static bool family_generates(const char *family, const char *kind) {
     bool fam = strcmp(family, "sd1") == 0 || strcmp(family, "sd2") == 0 ||
                strcmp(family, "sdxl") == 0 || strcmp(family, "sdxl_refiner") == 0;
-    return fam && strcmp(kind, "checkpoint") == 0;
+    return (fam && strcmp(kind, "checkpoint") == 0) ||
+           (is_flux(family) && (strcmp(kind, "checkpoint") == 0 || strcmp(kind, "unet") == 0));
 }
 
 /* LoRAs (and LyCORIS) under the model dirs that fit family: registry ids, newly allocated
@@ -254,7 +261,23 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *family) {
     c.batch_max        = 8;
     c.sampler_default  = "euler";
     c.schedule_default = "default";
-    cJSON *schema      = imgd_schema_for_generate(&c);
+    if (is_flux(family)) { /* guidance-distilled txt2img; dev has the guidance embedding */
+        bool dev           = strcmp(family, "flux_dev") == 0;
+        c.img2img          = false;
+        c.inpaint          = false;
+        c.negative_prompt  = false;
+        c.n_loras          = 0;
+        c.size_multiple    = 16;
+        c.width_default    = 1024;
+        c.height_default   = 1024;
+        c.steps_default    = dev ? 28 : 4;
+        c.cfg_default      = 1.0;
+        c.flow             = true;
+        c.guidance         = dev;
+        c.guidance_default = 3.5;
+        c.seq_default      = dev ? 512 : 256;
+    }
+    cJSON *schema = imgd_schema_for_generate(&c);
     for (size_t i = 0; i < n_loras; i++) imgd_free(loras[i]);
     imgd_free(loras);
     return schema;
@@ -326,10 +349,11 @@ svc_model *svc_model_find(imgd_server *s, const char *id, int32_t *http_status, 
         goto done;
     }
     if (!family_generates(e->family, e->kind)) {
-        (void)imgd_fmt(detail, detail_cap,
-                       "model '%s' is a %s %s; this worker generates with SD 1.x/2.x checkpoints "
-                       "(diffusers folders or single files)",
-                       e->id, e->family, e->kind);
+        (void)imgd_fmt(
+            detail, detail_cap,
+            "model '%s' is a %s %s; this worker generates with SD 1.x/2.x/SDXL checkpoints "
+            "(diffusers folders or single files)",
+            e->id, e->family, e->kind);
         goto done;
     }
     svc_model tmp;
@@ -390,6 +414,20 @@ imgd_load_params svc_model_load_params(imgd_server *s, const char *id) {
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(mc, "vae")) && cJSON_IsString(v)) {
         lp.vae = v->valuestring;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "clip_l")) && cJSON_IsString(v)) {
+        lp.clip_l = v->valuestring; /* FLUX: the separate encoders */
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "t5")) && cJSON_IsString(v)) {
+        lp.t5 = v->valuestring;
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(mc, "t5_tokenizer")) && cJSON_IsString(v)) {
+        lp.t5_tokenizer = v->valuestring;
+    }
+    const cJSON *ax = cJSON_GetObjectItemCaseSensitive(mc, "rope_axes");
+    for (int i = 0; cJSON_IsArray(ax) && i < 4 && i < cJSON_GetArraySize(ax); i++) {
+        const cJSON *e = cJSON_GetArrayItem(ax, i);
+        if (cJSON_IsNumber(e)) lp.arch.rope_axes[i] = (int32_t)e->valuedouble;
     }
     return lp;
 }

@@ -314,7 +314,9 @@ imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
     gp->aesthetic_score = (float)jnum(r, "aesthetic_score", (double)gp->aesthetic_score);
     gp->negative_aesthetic_score =
         (float)jnum(r, "negative_aesthetic_score", (double)gp->negative_aesthetic_score);
-    st = decode_image(r, "init_image", &hold->init);
+    gp->guidance            = (float)jnum(r, "guidance", (double)gp->guidance);
+    gp->max_sequence_length = (int32_t)jnum(r, "max_sequence_length", 0);
+    st                      = decode_image(r, "init_image", &hold->init);
     if (st == IMGD_OK) st = decode_image(r, "mask_image", &hold->mask);
     if (st != IMGD_OK) {
         svc_gen_hold_free(hold);

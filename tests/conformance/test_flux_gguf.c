@@ -232,7 +232,78 @@ static void test_flux_gguf_q8_0_bfl_file(void) {
     (void)remove(path);
 }
 
+static float g_noise[16 * 16 * 16];
+
+static bool replay(float *out, size_t n, void *user) {
+    (void)user;
+    if (n != IMGD_ARRAY_LEN(g_noise)) return false;
+    memcpy(out, g_noise, sizeof g_noise);
+    return true;
+}
+
+/* The GGUF transformer through the public API (imgd_model_load with the kit's encoders and
+ * VAE as load params, imgd_generate): txt2img_flux within Q8_0 rounding of the f32 image. */
+static void test_flux_gguf_generates_through_public_api(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: GGUF FLUX generation not checked");
+        return;
+    }
+    char path[4096], bfl[4096], dir[4096], vae[4096];
+    imgd_fmt(bfl, sizeof bfl, "%s/conformance/flux-narrow/flux-narrow-transformer-bfl.safetensors",
+             shared);
+    imgd_fmt(dir, sizeof dir, "%s/conformance/flux-narrow/diffusers", shared);
+    imgd_fmt(vae, sizeof vae, "%s/conformance/flux-narrow/diffusers/vae", shared);
+    tu_tmp_path(path, sizeof path, "flux-narrow-q8_0-api.gguf");
+    imgd_weights *src = NULL;
+    CHECK_STATUS(imgd_weights_open(bfl, NULL, &src), IMGD_OK);
+    int nq = src ? write_gguf(src, path) : -1;
+    imgd_weights_free(src);
+    imgd_weights    *gd = tg_open_golden(shared, "flux-narrow/goldens/txt2img_flux.safetensors");
+    imgd_model      *m  = NULL;
+    imgd_gen_result *r  = NULL;
+    size_t           ni = 0, nimg = 0;
+    const float     *init = gd ? tg_golden(gd, "initial_latents", &ni) : NULL;
+    const float     *img  = gd ? tg_golden(gd, "image", &nimg) : NULL;
+    REQUIRE(nq == 8 && init && img && ni == 4096 && nimg == (size_t)3 * 128 * 128);
+    imgd_flux_unpack(init, 1, 16, 16, 16, g_noise);
+    imgd_load_params lp = imgd_load_params_default();
+    lp.precision        = IMGD_PRECISION_F32;
+    lp.backend          = tb_primary();
+    lp.clip_l = lp.t5    = dir;
+    lp.vae               = vae;
+    lp.arch.rope_axes[0] = 2;
+    lp.arch.rope_axes[1] = 2;
+    lp.arch.rope_axes[2] = 4;
+    CHECK_STATUS(imgd_model_load(path, &lp, &m), IMGD_OK);
+    REQUIRE(m != NULL);
+    imgd_gen_params p     = imgd_gen_params_default();
+    p.prompt              = "a photograph of an astronaut riding a horse, highly detailed";
+    p.width               = 128;
+    p.height              = 128;
+    p.steps               = 4;
+    p.max_sequence_length = 64;
+    p.noise               = replay;
+    CHECK_STATUS(imgd_generate(m, &p, &r), IMGD_OK);
+    REQUIRE(r != NULL && r->pixels);
+    double mx = 0, sum = 0;
+    for (size_t i = 0; i < nimg; i++) {
+        double d = fabs((double)r->pixels[i] - (double)img[i]);
+        mx       = isfinite(d) && d <= mx ? mx : d;
+        sum += d;
+    }
+    printf("  gguf q8_0 txt2img via imgd_generate: image max|err| %.3g, mean %.3g\n", mx,
+           sum / (double)nimg);
+    CHECK(mx > 0 && mx < 0.05 && sum / (double)nimg < 5e-3);
+done:
+    imgd_gen_result_free(r);
+    imgd_model_free(m);
+    imgd_weights_free(gd);
+    (void)remove(path);
+}
+
 int main(void) {
     RUN(test_flux_gguf_q8_0_bfl_file);
+    RUN(test_flux_gguf_generates_through_public_api);
     TEST_END();
 }

@@ -28,9 +28,18 @@ os.symlink("/etc/passwd", os.path.join(EVIL, "passwd.safetensors"))
 XL = os.path.join(ROOT, "xl")
 shutil.copytree(os.path.join(os.path.dirname(svc.model_dir()), "sdxl-narrow", "diffusers"),
                 os.path.join(XL, "sdxl"))
+# FLUX.1: the dev folder, and schnell's partial folder with the dev folder's encoders and VAE
+# named in the config file.
+FLUX_KIT = os.path.join(os.path.dirname(svc.model_dir()), "flux-narrow")
+shutil.copytree(os.path.join(FLUX_KIT, "diffusers"), os.path.join(XL, "flux"))
+shutil.copytree(os.path.join(FLUX_KIT, "schnell"), os.path.join(XL, "schnell"))
+FLUX_PARTS = {"clip_l": os.path.join(XL, "flux", "text_encoder"),
+              "t5": os.path.join(XL, "flux", "text_encoder_2"),
+              "vae": os.path.join(XL, "flux", "vae")}
 SRV = svc.Server(ROOT, config={"http": {"body_max": BODY_MAX},
                                "queue": {"batch_max": 1},
-                               "models": {"sdxl": {"te_heads": 4}}}, extra_dirs=[EVIL, XL])
+                               "models": {"sdxl": {"te_heads": 4}, "schnell": FLUX_PARTS}},
+                 extra_dirs=[EVIL, XL])
 S = requests.Session()
 PNG_B64 = None  # a 64x64 PNG the server made (for img2img)
 
@@ -678,6 +687,48 @@ def test_sdxl():
             pointer="/original_width")
 
 
+def test_flux():
+    # the schema shows what the loaded variant supports: dev has guidance, schnell not;
+    # neither has negative_prompt or clip_skip; 1024 by default; 28 / 4 steps
+    schemas = {}
+    for mid in ("flux", "schnell"):
+        r = S.get(url(f"/v1/models/{mid}/schema"))
+        assert r.status_code == 200, r.text
+        schemas[mid] = r.json()["properties"]
+    d, s = schemas["flux"], schemas["schnell"]
+    assert d["guidance"]["default"] == 3.5 and "guidance" not in s, (d.get("guidance"), s)
+    for p in (d, s):
+        assert "negative_prompt" not in p and "clip_skip" not in p, sorted(p)
+        assert p["width"]["default"] == 1024 and p["width"]["multipleOf"] == 16, p["width"]
+        assert p["sampler"]["enum"] == ["euler"], p["sampler"]
+        assert p["max_sequence_length"]["maximum"] == 512, p["max_sequence_length"]
+        assert "init_image" not in p, sorted(p)
+    assert d["steps"]["default"] == 28 and s["steps"]["default"] == 4, (d["steps"], s["steps"])
+    body = {"model": "flux", "prompt": "a red fox", "width": 64, "height": 64, "steps": 2,
+            "seed": 5, "max_sequence_length": 64}
+    r = post("/v1/generate", body)
+    assert r.status_code == 200, r.text[:500]
+    j = r.json()
+    png_ok(j["images"][0]["b64"])
+    assert j["steps_run"] == 2 and "Distilled CFG Scale: 3.5" in j["infotext"], j["infotext"]
+    # guidance reaches the transformer: another value, other pixels; the same, the same
+    b = post("/v1/generate", dict(body, guidance=7.0))
+    assert b.status_code == 200 and b.json()["images"][0]["b64"] != j["images"][0]["b64"]
+    assert post("/v1/generate", body).json()["images"][0]["b64"] == j["images"][0]["b64"]
+    problem(post("/v1/generate", dict(body, negative_prompt="blurry")), 400,
+            pointer="/negative_prompt")
+    problem(post("/v1/generate", dict(body, clip_skip=2)), 400, pointer="/clip_skip")
+    problem(post("/v1/generate", dict(body, width=72)), 400, pointer="/width")
+    # schnell: its own steps default (4), no guidance field
+    r = post("/v1/generate", {"model": "schnell", "prompt": "a red fox", "width": 64,
+                              "height": 64, "seed": 5})
+    assert r.status_code == 200, r.text[:500]
+    j = r.json()
+    assert j["steps_run"] == 4 and "Distilled" not in j["infotext"], j
+    problem(post("/v1/generate", {"model": "schnell", "prompt": "x", "guidance": 2}), 400,
+            pointer="/guidance")
+
+
 CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
          test_model_load_unload, test_generate_response_format_url, test_generate_with_lora,
          test_generate_batch_and_random_seed, test_img2img_native,
@@ -686,7 +737,7 @@ CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
          test_huge_body, test_content_type, test_model_traversal, test_bad_images,
          test_routes_and_methods, test_unknown_jobs, test_a1111,
          test_a1111_progress_while_running, test_openai_requests, test_runpod, test_metrics,
-         test_logs_request_id, test_sdxl]
+         test_logs_request_id, test_sdxl, test_flux]
 
 
 def main():

@@ -458,6 +458,48 @@ done:
     cJSON_Delete(si);
 }
 
+/* FLUX caps: euler only, no clip_skip, max_sequence_length; guidance only with the flag;
+ * requests are validated against them. */
+static void test_schema_generate_flow_caps(void) {
+    imgd_schema_caps dev = caps_sd15(), schnell;
+    dev.family           = "flux_dev";
+    dev.img2img = dev.inpaint = dev.negative_prompt = false;
+    dev.n_loras                                     = 0;
+    dev.size_multiple                               = 16;
+    dev.steps_default                               = 28;
+    dev.flow                                        = true;
+    dev.guidance                                    = true;
+    dev.guidance_default                            = 3.5;
+    dev.seq_default                                 = 512;
+    schnell                                         = dev;
+    schnell.family                                  = "flux_schnell";
+    schnell.guidance                                = false;
+    cJSON *sd = imgd_schema_for_generate(&dev), *ss = imgd_schema_for_generate(&schnell);
+    REQUIRE(sd && ss);
+    CHECK(has_prop(sd, "guidance") && !has_prop(ss, "guidance"));
+    CHECK(has_prop(sd, "max_sequence_length") && has_prop(ss, "max_sequence_length"));
+    CHECK(!has_prop(sd, "clip_skip") && !has_prop(sd, "negative_prompt"));
+    CHECK(has_prop(sd, "cfg_scale") && has_prop(sd, "steps"));
+    const cJSON *props = cJSON_GetObjectItem(sd, "properties");
+    const cJSON *sm    = cJSON_GetObjectItem(cJSON_GetObjectItem(props, "sampler"), "enum");
+    CHECK(cJSON_GetArraySize(sm) == 1);
+    CHECK_NEAR(cJSON_GetNumberValue(
+                   cJSON_GetObjectItem(cJSON_GetObjectItem(props, "guidance"), "default")),
+               3.5, 0);
+    imgd_schema_violation v;
+    CHECK(gen_case(&dev, "{\"prompt\":\"a\",\"guidance\":2.5,\"max_sequence_length\":64}", &v) ==
+          1);
+    GEN_BAD(&dev, "{\"prompt\":\"a\",\"sampler\":\"dpmpp_2m\"}", "/sampler", "enum", NULL);
+    GEN_BAD(&dev, "{\"prompt\":\"a\",\"max_sequence_length\":513}", "/max_sequence_length",
+            "maximum", NULL);
+    GEN_BAD(&schnell, "{\"prompt\":\"a\",\"guidance\":2}", "/guidance", "additionalProperties",
+            NULL);
+    GEN_BAD(&dev, "{\"prompt\":\"a\",\"clip_skip\":2}", "/clip_skip", "additionalProperties", NULL);
+done:
+    cJSON_Delete(sd);
+    cJSON_Delete(ss);
+}
+
 static bool enum_has(const cJSON *s, const char *prop, const char *value) {
     const cJSON *e;
     cJSON_ArrayForEach(
@@ -606,5 +648,6 @@ int main(void) {
     RUN(test_schema_generate_rejects_bad_requests);
     RUN(test_schema_generate_defaults_fill_a_request);
     RUN(test_schema_generate_null_caps);
+    RUN(test_schema_generate_flow_caps);
     TEST_END();
 }
