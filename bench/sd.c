@@ -40,7 +40,7 @@ typedef struct opts {
 
 static int parse(int argc, char **argv, opts *o) {
     memset(o, 0, sizeof *o);
-    o->dir   = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    o->dir    = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     o->steps  = 2;
     o->size   = 0;
     o->family = "sd15";
@@ -333,8 +333,8 @@ int bench_sd(int argc, char **argv) {
     }
     char root[1024], target[1400];
     bool xl = strcmp(o.family, "sdxl") == 0;
-    if (bench_model_write_case(o.dir, "sd", xl ? "ckpt_sdxl_base_sgm" : "ckpt_sd15_fp16_ldm",
-                               root, sizeof root, target, sizeof target) != 0) {
+    if (bench_model_write_case(o.dir, "sd", xl ? "ckpt_sdxl_base_sgm" : "ckpt_sd15_fp16_ldm", root,
+                               sizeof root, target, sizeof target) != 0) {
         fprintf(stderr, "imgd-bench sd: could not write the model under %s (give --dir)\n", o.dir);
         return 1;
     }
@@ -379,7 +379,7 @@ int bench_sd(int argc, char **argv) {
         double        peak  = bench_gemm_peak_gflops(o.threads);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        double rss = (double)ru.ru_maxrss * 1024.0;
+        double      rss   = (double)ru.ru_maxrss * 1024.0;
         const char *b     = xl ? "sdxl" : "sd";
         double      extra = xl ? 3.0 : 1.5; /* GiB the goal allows beside the weights */
         bench_emit(b, "load_s", t_load, "s", NULL, 0);

@@ -442,6 +442,10 @@ typedef struct imgd_load_params {
     const char *const *embeddings; /* more embedding files, each triggered by its file name
                                       (without extension); a bad one fails the load */
     size_t n_embeddings;
+    bool   embeddings_skip_bad; /* true: a file of embeddings that cannot be used with this
+                                   model (another family's width, not an embedding) is
+                                   skipped with a warning instead of failing the load, as
+                                   embedding_dir's are. Since: 0.4 */
 } imgd_load_params;
 
 /* Defaults for imgd_load_params. Since: 0.2 */

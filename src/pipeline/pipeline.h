@@ -125,6 +125,10 @@ imgd_status imgd_sd_lora_sig(const imgd_model *m, const imgd_gen_params *p, uint
  * On failure the base weights are in place. */
 imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p);
 
+/* A1111's "Lora hashes" value for p's LoRA set: "name: hash12, ..." (file names without
+ * extension; A1111's short hashes), imgd_malloc'd into *out; NULL when the set is empty. */
+imgd_status imgd_sd_lora_hashes(imgd_model *m, const imgd_gen_params *p, char **out);
+
 /* Frees the kept graphs. */
 void imgd_sd_graphs_free(imgd_model *m);
 

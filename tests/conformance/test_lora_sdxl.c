@@ -46,7 +46,7 @@ static bool write_lora(const char *path) {
     imgd_st_entry e[3 * N_MODS];
     char          names[3 * N_MODS][160];
     memset(e, 0, sizeof e);
-    for (int i = 0; i < N_MODS; i++) {
+    for (size_t i = 0; i < (size_t)N_MODS; i++) {
         const mod *m = &k_mods[i];
         (void)imgd_fmt(names[3 * i], sizeof names[0], "%s.lora_down.weight", m->kohya);
         (void)imgd_fmt(names[3 * i + 1], sizeof names[0], "%s.lora_up.weight", m->kohya);
@@ -68,7 +68,7 @@ static bool write_lora(const char *path) {
     }
     const char     *mk[] = {"ss_base_model_version"}, *mv[] = {"sdxl_base_v1-0"};
     imgd_st_writer *wr = NULL;
-    if (imgd_st_writer_open(path, e, 3 * N_MODS, mk, mv, 1, &wr) != IMGD_OK) return false;
+    if (imgd_st_writer_open(path, e, (size_t)3 * N_MODS, mk, mv, 1, &wr) != IMGD_OK) return false;
     bool ok = true;
     for (int t = 0; t < 3 * N_MODS && ok; t++) {
         size_t n = 1;
