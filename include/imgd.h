@@ -476,8 +476,8 @@ typedef struct imgd_image_u8 {
 
 /* ---- ControlNet -----------------------------------------------------------------------
  *
- * A generation may be guided by ControlNets (imgd_gen_params.controls): SD 1.x / 2.x
- * ControlNet files in the original single-file layout (control_model.*) or diffusers'
+ * A generation may be guided by ControlNets (imgd_gen_params.controls): SD 1.x / 2.x and
+ * SDXL ControlNet files in the original single-file layout (control_model.*) or diffusers'
  * (a ControlNetModel folder or its .safetensors). Each is loaded on first use and cached on
  * the imgd_model by path (freed with it). Every control image is turned into the model's
  * input as diffusers' StableDiffusionControlNetPipeline does: RGB, resized to width x height

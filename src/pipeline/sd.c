@@ -602,8 +602,8 @@ static imgd_status denoise(void *user, const float *x_in, size_t n, float t, flo
     imgd_status    st = unet_graph(r, sg);
     if (st == IMGD_OK && r->ctl && r->cur == 0) {
         int32_t iters = imgd_sampler_iterations(r->sampler);
-        st = imgd_sd_control_step(r->ctl, r->x_unet, r->cin, r->t_unet, sg->ctx, r->step - r->first,
-                                  iters - r->first);
+        st = imgd_sd_control_step(r->ctl, r->x_unet, r->cin, r->t_unet, sg->ctx, sg->pooled,
+                                  sg->tids, r->step - r->first, iters - r->first);
         for (int32_t i = 0; st == IMGD_OK && i < k->n_res; i++)
             st = imgd_tensor_bind(k->res[i], imgd_sd_control_res(r->ctl, i));
     }
