@@ -461,6 +461,10 @@ typedef struct imgd_load_params {
                                  $IMGD_T5_TOKENIZER, $XDG_DATA_HOME/imgd/tokenizers/t5
                                  (~/.local/share/...), /usr/local/share/imgd/tokenizers/t5,
                                  /usr/share/imgd/tokenizers/t5 */
+    bool   embeddings_skip_bad; /* true: a file of embeddings that cannot be used with this
+                                   model (another family's width, not an embedding) is
+                                   skipped with a warning instead of failing the load, as
+                                   embedding_dir's are. Since: 0.4 */
 } imgd_load_params;
 
 /* Defaults for imgd_load_params. Since: 0.2 */
@@ -500,8 +504,8 @@ typedef struct imgd_image_u8 {
 
 /* ---- ControlNet -----------------------------------------------------------------------
  *
- * A generation may be guided by ControlNets (imgd_gen_params.controls): SD 1.x / 2.x
- * ControlNet files in the original single-file layout (control_model.*) or diffusers'
+ * A generation may be guided by ControlNets (imgd_gen_params.controls): SD 1.x / 2.x and
+ * SDXL ControlNet files in the original single-file layout (control_model.*) or diffusers'
  * (a ControlNetModel folder or its .safetensors). Each is loaded on first use and cached on
  * the imgd_model by path (freed with it). Every control image is turned into the model's
  * input as diffusers' StableDiffusionControlNetPipeline does: RGB, resized to width x height

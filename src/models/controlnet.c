@@ -107,8 +107,8 @@ static imgd_tensor *hint_encoder(imgd_graph *g, imgd_wbind *b, const char *prefi
 
 imgd_status imgd_controlnet_build(imgd_graph *g, imgd_wbind *b, const char *prefix,
                                   const imgd_controlnet_cfg *cfg, imgd_tensor *x, imgd_tensor *t,
-                                  imgd_tensor *ctx, imgd_tensor *cond, imgd_tensor **res,
-                                  imgd_tensor **cond_emb) {
+                                  imgd_tensor *ctx, const imgd_unet_extra *added, imgd_tensor *cond,
+                                  imgd_tensor **res, imgd_tensor **cond_emb) {
     if (!g) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_controlnet_build: graph is NULL");
     if (imgd_graph_status(g) != IMGD_OK) return imgd_graph_status(g);
     if (!b || !prefix || !cfg || !x || !cond || !res || x->n_dims != 4)
@@ -125,8 +125,17 @@ imgd_status imgd_controlnet_build(imgd_graph *g, imgd_wbind *b, const char *pref
                                (long long)x->shape[0], (int)cfg->cond_channels, (long long)H,
                                (long long)W, (long long)div);
     }
+    if (cfg->unet.adm_in_channels > 0 && (!added || !added->text_embeds || !added->time_ids))
+        return imgd_graph_fail(g, IMGD_E_INVALID_ARG,
+                               "controlnet: an SDXL ControlNet (added conditioning of %d) needs "
+                               "text_embeds and time_ids",
+                               (int)cfg->unet.adm_in_channels);
     imgd_unet_extra ex;
     memset(&ex, 0, sizeof ex);
+    if (cfg->unet.adm_in_channels > 0) {
+        ex.text_embeds = added->text_embeds;
+        ex.time_ids    = added->time_ids;
+    }
     ex.conv_in_add = hint_encoder(g, b, prefix, cfg, cond);
     if (!ex.conv_in_add) return imgd_graph_status(g);
     imgd_tensor *skips[IMGD_UNET_SKIPS_MAX], *mid = NULL;

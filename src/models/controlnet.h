@@ -10,7 +10,7 @@
  *     imgd_controlnet_cfg cfg;
  *     imgd_controlnet_cfg_from_detect(mi, b, &cfg);        // then groups/heads as the UNet's
  *     imgd_tensor *res[IMGD_UNET_SKIPS_MAX + 1];
- *     imgd_controlnet_build(g, b, "controlnet", &cfg, x, t, ctx, cond, res, NULL);
+ *     imgd_controlnet_build(g, b, "controlnet", &cfg, x, t, ctx, NULL, cond, res, NULL);
  *     // res[0 .. skip_count) : down-block residuals, res[skip_count]: mid-block residual,
  *     // unscaled (multiply by the conditioning scale before adding them to the UNet)
  *
@@ -42,6 +42,9 @@ imgd_status imgd_controlnet_cfg_from_detect(const imgd_model_info *mi, const img
 /* Appends the ControlNet forward pass to g.
  *   b, prefix  weights (borrowed for the graph's lifetime) under prefix ("controlnet").
  *   x, t, ctx  as imgd_unet_build (x has cfg->unet.in_channels channels: the latents).
+ *   added      SDXL ControlNets (cfg->unet.adm_in_channels > 0, diffusers'
+ *              addition_embed_type "text_time"): its text_embeds [B, P] and time_ids [B, K]
+ *              as the SDXL UNet takes them (the other members are ignored); NULL otherwise.
  *   cond       [B, cond_channels, 8h, 8w] control image in [0, 1] (h, w: x's size; the
  *              hint encoder halves it n times: 2^(hint_blocks / 2) must equal H / h).
  *   res        receives imgd_unet_skip_count(&cfg->unet) + 1 tensors: the down residuals in
@@ -52,8 +55,8 @@ imgd_status imgd_controlnet_cfg_from_detect(const imgd_model_info *mi, const img
  * written only on success. */
 imgd_status imgd_controlnet_build(imgd_graph *g, imgd_wbind *b, const char *prefix,
                                   const imgd_controlnet_cfg *cfg, imgd_tensor *x, imgd_tensor *t,
-                                  imgd_tensor *ctx, imgd_tensor *cond, imgd_tensor **res,
-                                  imgd_tensor **cond_emb);
+                                  imgd_tensor *ctx, const imgd_unet_extra *added, imgd_tensor *cond,
+                                  imgd_tensor **res, imgd_tensor **cond_emb);
 
 /* diffusers' guess-mode scales: residual i of n (n = skip count + 1, the mid one last) is
  * multiplied by 10^(-1 + i / (n - 1)) (torch.logspace(-1, 0, n)), computed in f32 as torch

@@ -4,13 +4,16 @@
  * triggered by their file names. */
 #include <dirent.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "base/alloc.h"
+#include "base/buf.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/sha256.h"
 #include "base/text.h"
 #include "formats/dtype.h"
 #include "formats/weights.h"
@@ -24,6 +27,7 @@
 typedef struct cached {
     char      *path;
     imgd_lora *l;
+    char       hash[13]; /* A1111's short hash of the file, "" until asked for */
 } cached;
 
 typedef struct imgd_sd_adapters {
@@ -264,9 +268,78 @@ static imgd_status lora_get(imgd_model *m, const char *path, const imgd_lora **o
                  l->n_unmatched > 1 ? l->unmatched[1] : "");
     IMGD_LOG(IMGD_LOG_INFO, "pipeline", "lora_loaded", "%s: %s, %zu modules", path,
              l->mi->subtype ? l->mi->subtype : "lora", l->n_mods);
-    ad->cache[ad->n_cache++] = (cached){p, l};
+    ad->cache[ad->n_cache++] = (cached){p, l, ""};
     *out                     = l;
     return IMGD_OK;
+}
+
+static void stem_of(const char *path, char *out, size_t cap);
+
+/* A1111's LoRA hash (networks' NetworkOnDisk.shorthash): the first 12 hex digits of the
+ * SHA-256 of a .safetensors file's data after its header (the "addnet" hash), or of the
+ * whole file for other formats. */
+static imgd_status file_shorthash(const char *path, char out[13]) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return imgd_fail(IMGD_E_IO, "%s: cannot open to hash it", path);
+    size_t      n  = strlen(path);
+    imgd_status st = IMGD_OK;
+    if (n > 12 && strcmp(path + n - 12, ".safetensors") == 0) {
+        uint8_t  h8[8];
+        uint64_t hl = 0;
+        if (fread(h8, 1, 8, f) != 8) st = imgd_fail(IMGD_E_FORMAT, "%s: truncated", path);
+        for (int i = 7; st == IMGD_OK && i >= 0; i--) hl = hl << 8 | h8[i];
+        if (st == IMGD_OK && (hl > (uint64_t)1 << 40 || fseeko(f, (off_t)(8 + hl), SEEK_SET)))
+            st = imgd_fail(IMGD_E_FORMAT, "%s: bad safetensors header length", path);
+    }
+    imgd_sha256 h;
+    imgd_sha256_init(&h);
+    uint8_t *buf = st == IMGD_OK ? imgd_malloc((size_t)1 << 20) : NULL;
+    if (st == IMGD_OK && !buf) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
+    size_t got;
+    while (st == IMGD_OK && (got = fread(buf, 1, (size_t)1 << 20, f)) > 0)
+        imgd_sha256_update(&h, buf, got);
+    if (st == IMGD_OK && ferror(f)) st = imgd_fail(IMGD_E_IO, "%s: read error", path);
+    imgd_free(buf);
+    (void)fclose(f);
+    if (st != IMGD_OK) return st;
+    uint8_t dg[32];
+    char    hex[65];
+    imgd_sha256_final(&h, dg);
+    imgd_sha256_hex(dg, hex);
+    memcpy(out, hex, 12);
+    out[12] = '\0';
+    return IMGD_OK;
+}
+
+imgd_status imgd_sd_lora_hashes(imgd_model *m, const imgd_gen_params *p, char **out) {
+    *out           = NULL;
+    spec       *sp = NULL;
+    size_t      n  = 0;
+    char       *s  = NULL;
+    imgd_status st = m->ad ? set_of(m, p, &sp, &n, &s) : IMGD_OK;
+    imgd_free(s);
+    imgd_buf b;
+    imgd_buf_init(&b, (size_t)1 << 20);
+    for (size_t i = 0; st == IMGD_OK && i < n; i++) {
+        cached *c = NULL;
+        for (size_t k = 0; k < m->ad->n_cache; k++) {
+            if (strcmp(m->ad->cache[k].path, sp[i].path) == 0) c = &m->ad->cache[k];
+        }
+        char hash[13] = "";
+        st            = c && c->hash[0] ? IMGD_OK : file_shorthash(sp[i].path, hash);
+        if (st == IMGD_OK && c && !c->hash[0]) memcpy(c->hash, hash, sizeof hash);
+        char name[256];
+        stem_of(sp[i].path, name, sizeof name);
+        if (st == IMGD_OK)
+            st = imgd_buf_printf(&b, "%s%s: %s", i ? ", " : "", name, c ? c->hash : hash);
+    }
+    imgd_free(sp);
+    if (st != IMGD_OK || b.len == 0) {
+        imgd_buf_free(&b);
+        return st;
+    }
+    *out = imgd_buf_take(&b);
+    return *out ? IMGD_OK : imgd_fail(IMGD_E_NOMEM, "out of memory");
 }
 
 imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p) {
@@ -441,6 +514,10 @@ imgd_status imgd_sd_adapters_init(imgd_model *m, const imgd_load_params *lp) {
         imgd_status st = lp->embeddings[i]
                              ? ti_load(m, lp->embeddings[i])
                              : imgd_fail(IMGD_E_INVALID_ARG, "embeddings[%zu] is NULL", i);
+        if (st != IMGD_OK && st != IMGD_E_NOMEM && lp->embeddings[i] && lp->embeddings_skip_bad) {
+            IMGD_LOG(IMGD_LOG_WARN, "pipeline", "embedding_skipped", "%s", imgd_last_error());
+            continue;
+        }
         if (st != IMGD_OK) return st;
     }
     return lp->embedding_dir ? ti_dir(m, lp->embedding_dir) : IMGD_OK;

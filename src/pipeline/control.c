@@ -3,8 +3,10 @@
  * the UNet's scaled latents, timestep and text conditioning with its control image; its
  * residuals times conditioning_scale * controlnet_keep[i] (guess mode: times
  * logspace(-1, 0, 13), unconditional rows zero) are summed over the ControlNets and added
- * by the UNet to its skip connections and mid-block output. ControlNet models are cached on
- * the imgd_model by path. */
+ * by the UNet to its skip connections and mid-block output. SDXL ControlNets (diffusers'
+ * StableDiffusionXLControlNetPipeline) also take the base stage's pooled text embeddings and
+ * time ids of their rows (added_cond_kwargs). ControlNet models are cached on the imgd_model
+ * by path. */
 #include <math.h>
 #include <string.h>
 
@@ -33,7 +35,8 @@ void imgd_sd_controls_free(imgd_model *m) {
 
 static bool same_arch(const imgd_unet_cfg *a, const imgd_unet_cfg *u) {
     if (a->n_levels != u->n_levels || a->layers_per_block != u->layers_per_block ||
-        a->context_dim != u->context_dim || a->time_embed_dim != u->time_embed_dim)
+        a->context_dim != u->context_dim || a->time_embed_dim != u->time_embed_dim ||
+        a->adm_in_channels != u->adm_in_channels)
         return false;
     for (int32_t l = 0; l < u->n_levels; l++)
         if (a->widths[l] != u->widths[l]) return false;
@@ -67,10 +70,12 @@ static imgd_status control_open(imgd_model *m, const char *path, imgd_sd_control
         memcpy(u->heads, m->unet.heads, sizeof u->heads);
         if (!same_arch(u, &m->unet))
             st = imgd_fail(IMGD_E_INVALID_ARG,
-                           "control %s: its encoder (widths %d.., %d levels, context %d) does "
-                           "not match the model's UNet (widths %d.., %d levels, context %d)",
+                           "control %s: its encoder (widths %d.., %d levels, context %d, added "
+                           "conditioning %d) does not match the model's UNet (widths %d.., %d "
+                           "levels, context %d, added conditioning %d)",
                            path, (int)u->widths[0], (int)u->n_levels, (int)u->context_dim,
-                           (int)m->unet.widths[0], (int)m->unet.n_levels, (int)m->unet.context_dim);
+                           (int)u->adm_in_channels, (int)m->unet.widths[0], (int)m->unet.n_levels,
+                           (int)m->unet.context_dim, (int)m->unet.adm_in_channels);
     }
     if (st == IMGD_OK) st = imgd_unet_cfg_check(&c->cfg.unet);
     if (st != IMGD_OK) {
@@ -184,6 +189,8 @@ struct imgd_sd_control_run {
     float                      *ct;    /* [ub] gathered timesteps */
     float                      *cctx;  /* [ub, len, D] gathered conditioning */
     float                      *ccond; /* [ub, 3, H, W] gathered control images */
+    float                      *cpool; /* SDXL: [ub, P] gathered pooled text embeddings */
+    float                      *ctids; /* SDXL: [ub, K] gathered time ids */
 };
 
 void imgd_sd_control_free(imgd_sd_control_run *c) {
@@ -198,6 +205,8 @@ void imgd_sd_control_free(imgd_sd_control_run *c) {
     imgd_free(c->ct);
     imgd_free(c->cctx);
     imgd_free(c->ccond);
+    imgd_free(c->cpool);
+    imgd_free(c->ctids);
     imgd_free(c);
 }
 
@@ -224,8 +233,16 @@ static imgd_status net_graph(imgd_sd_control_run *c, imgd_sd_control *n, int32_t
                                 (const int64_t[]){batch, c->len, u->context_dim});
     k->in[3] = imgd_graph_input(k->g, "cond", IMGD_DTYPE_F32, 4,
                                 (const int64_t[]){batch, n->cfg.cond_channels, c->h * S, c->w * S});
+    imgd_unet_extra added;
+    memset(&added, 0, sizeof added);
+    if (u->adm_in_channels > 0) { /* SDXL: the stage's pooled embeddings and time ids */
+        k->in[4] = added.text_embeds = imgd_graph_input(k->g, "text_embeds", IMGD_DTYPE_F32, 2,
+                                                        (const int64_t[]){batch, c->m->pooled_dim});
+        k->in[5] = added.time_ids = imgd_graph_input(k->g, "time_ids", IMGD_DTYPE_F32, 2,
+                                                     (const int64_t[]){batch, c->m->n_time_ids});
+    }
     st = imgd_controlnet_build(k->g, n->wb, "controlnet", &n->cfg, k->in[0], k->in[1], k->in[2],
-                               k->in[3], k->res, NULL);
+                               u->adm_in_channels > 0 ? &added : NULL, k->in[3], k->res, NULL);
     if (st == IMGD_OK) st = imgd_graph_plan(k->g, c->m->be, NULL);
     if (st == IMGD_OK) st = imgd_graph_alloc(k->g, NULL, 0);
     if (st != IMGD_OK) {
@@ -304,7 +321,10 @@ imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *ite
         c->cctx =
             imgd_malloc((size_t)ub * (size_t)len * (size_t)m->unet.context_dim * sizeof *c->cctx);
         c->ccond = imgd_malloc((size_t)ub * 3 * (size_t)c->W * (size_t)c->H * sizeof *c->ccond);
-        if (!c->tmp || !c->fac || !c->x || !c->guess || !c->rows || !c->ct || !c->cctx || !c->ccond)
+        c->cpool = imgd_malloc(((size_t)ub * (size_t)m->pooled_dim + 1) * sizeof *c->cpool);
+        c->ctids = imgd_malloc(((size_t)ub * (size_t)m->n_time_ids + 1) * sizeof *c->ctids);
+        if (!c->tmp || !c->fac || !c->x || !c->guess || !c->rows || !c->ct || !c->cctx ||
+            !c->ccond || !c->cpool || !c->ctids)
             st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
     if (st != IMGD_OK) {
@@ -364,8 +384,9 @@ static void accumulate(imgd_sd_control_run *c, int32_t r, const float *out, int3
 /* Points *xi .. *gi at the ControlNet k's inputs for its nr rows: the run's buffers when it
  * runs on every row with the UNet's channel count, else gathered copies. */
 static imgd_status gather(imgd_sd_control_run *c, int32_t k, int32_t nr, const float *x,
-                          int32_t cin, const float *t, const float *ctx, const float **xi,
-                          const float **ti, const float **ci, const float **gi) {
+                          int32_t cin, const float *t, const float *ctx, const float *pooled,
+                          const float *tids, const float **xi, const float **ti, const float **ci,
+                          const float **gi, const float **pi, const float **di) {
     int32_t in  = c->net[k]->cfg.unet.in_channels;
     size_t  hw  = (size_t)c->h * (size_t)c->w;
     size_t  lD  = (size_t)c->len * (size_t)c->m->unet.context_dim;
@@ -375,6 +396,14 @@ static imgd_status gather(imgd_sd_control_run *c, int32_t k, int32_t nr, const f
     *ti         = t;
     *ci         = ctx;
     *gi         = c->cond[k];
+    *pi         = pooled;
+    *di         = tids;
+    size_t P = (size_t)c->m->pooled_dim, K = (size_t)c->m->n_time_ids;
+    if (c->net[k]->cfg.unet.adm_in_channels > 0 && (!pooled || !tids || !P || !K))
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "ControlNet %s is an SDXL ControlNet: it needs the SDXL model's pooled "
+                         "text embeddings and time ids",
+                         c->net[k]->path);
     if (in > cin || in > 4)
         return imgd_fail(IMGD_E_UNSUPPORTED,
                          "ControlNet with %d input channels on a %d-channel UNet", (int)in,
@@ -391,16 +420,21 @@ static imgd_status gather(imgd_sd_control_run *c, int32_t k, int32_t nr, const f
             c->ct[j] = t[u];
             memcpy(c->cctx + (size_t)j * lD, ctx + u * lD, lD * sizeof *ctx);
             memcpy(c->ccond + (size_t)j * per, c->cond[k] + u * per, per * sizeof *c->ccond);
+            if (pooled && P) memcpy(c->cpool + (size_t)j * P, pooled + u * P, P * sizeof *pooled);
+            if (tids && K) memcpy(c->ctids + (size_t)j * K, tids + u * K, K * sizeof *tids);
         }
         *ti = c->ct;
         *ci = c->cctx;
         *gi = c->ccond;
+        *pi = c->cpool;
+        *di = c->ctids;
     }
     return IMGD_OK;
 }
 
 imgd_status imgd_sd_control_step(imgd_sd_control_run *c, const float *x, int32_t cin,
-                                 const float *t, const float *ctx, int32_t i, int32_t n) {
+                                 const float *t, const float *ctx, const float *pooled,
+                                 const float *tids, int32_t i, int32_t n) {
     for (int32_t r = 0; r < c->n_res; r++) memset(c->res[r], 0, c->res_n[r] * sizeof(float));
     for (int32_t k = 0; k < c->n_nets; k++) {
         imgd_sd_control *net = c->net[k];
@@ -408,14 +442,17 @@ imgd_status imgd_sd_control_step(imgd_sd_control_run *c, const float *x, int32_t
          * of items outside their start/end window are skipped); none: residuals 0 */
         int32_t nr = row_factors(c, k, i, n);
         if (nr == 0) continue;
-        const float *xi, *ti, *ci, *gi;
-        imgd_status  st = gather(c, k, nr, x, cin, t, ctx, &xi, &ti, &ci, &gi);
+        const float *xi, *ti, *ci, *gi, *pi, *di;
+        imgd_status  st =
+            gather(c, k, nr, x, cin, t, ctx, pooled, tids, &xi, &ti, &ci, &gi, &pi, &di);
         if (st == IMGD_OK) st = net_graph(c, net, nr);
         imgd_sd_graph *g = &net->g;
         if (st == IMGD_OK) st = imgd_tensor_bind(g->in[0], (void *)(uintptr_t)xi);
         if (st == IMGD_OK) st = imgd_tensor_bind(g->in[1], (void *)(uintptr_t)ti);
         if (st == IMGD_OK) st = imgd_tensor_bind(g->in[2], (void *)(uintptr_t)ci);
         if (st == IMGD_OK) st = imgd_tensor_bind(g->in[3], (void *)(uintptr_t)gi);
+        if (st == IMGD_OK && g->in[4]) st = imgd_tensor_bind(g->in[4], (void *)(uintptr_t)pi);
+        if (st == IMGD_OK && g->in[5]) st = imgd_tensor_bind(g->in[5], (void *)(uintptr_t)di);
         if (st == IMGD_OK) st = imgd_graph_compute(g->g);
         for (int32_t r = 0; st == IMGD_OK && r < c->n_res; r++) {
             size_t nv = c->res_n[r] / (size_t)c->ub * (size_t)nr;

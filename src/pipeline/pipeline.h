@@ -134,6 +134,10 @@ imgd_status imgd_sd_lora_sig(const imgd_model *m, const imgd_gen_params *p, uint
  * On failure the base weights are in place. */
 imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p);
 
+/* A1111's "Lora hashes" value for p's LoRA set: "name: hash12, ..." (file names without
+ * extension; A1111's short hashes), imgd_malloc'd into *out; NULL when the set is empty. */
+imgd_status imgd_sd_lora_hashes(imgd_model *m, const imgd_gen_params *p, char **out);
+
 /* Frees the kept graphs. */
 void imgd_sd_graphs_free(imgd_model *m);
 
@@ -199,10 +203,12 @@ imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *ite
                                   int32_t ub, int32_t h, int32_t w, int32_t len,
                                   imgd_sd_control_run **out);
 
-/* Runs the ControlNets on the UNet's inputs (x [ub, cin, h, w], t [ub], ctx [ub, len, D])
- * for loop iteration i of n and sums their scaled residuals. */
+/* Runs the ControlNets on the UNet's inputs (x [ub, cin, h, w], t [ub], ctx [ub, len, D];
+ * SDXL: pooled [ub, P] and tids [ub, K], else NULL) for loop iteration i of n and sums
+ * their scaled residuals. */
 imgd_status imgd_sd_control_step(imgd_sd_control_run *c, const float *x, int32_t cin,
-                                 const float *t, const float *ctx, int32_t i, int32_t n);
+                                 const float *t, const float *ctx, const float *pooled,
+                                 const float *tids, int32_t i, int32_t n);
 
 /* The summed residual k (0 .. imgd_unet_skip_count, the mid one last): a buffer of the
  * UNet's input shape, valid until imgd_sd_control_free. */

@@ -364,7 +364,34 @@ static imgd_status prep_mask(const imgd_image_u8 *src, int32_t W, int32_t H, int
     return st;
 }
 
-static imgd_status infotext(const imgd_model *m, const imgd_gen_params *p, char **out) {
+/* sd-webui-controlnet's infotext entry of one unit ("ControlNet 0": "Module: canny, Model:
+ * name, Weight: 1, ..."); the model by file name only (no server path). */
+static void control_entry(const imgd_control_spec *c, char *out, size_t cap) {
+    static const char *const k_module[IMGD_CONTROL_PRE_COUNT] = {
+        "none", "canny", "scribble", "threshold", "invert (from white bg & black line)"};
+    static const char *const k_resize[IMGD_CONTROL_RESIZE_COUNT] = {
+        "Just Resize", "Crop and Resize", "Resize and Fill"};
+    char        name[256], thr[96] = "";
+    const char *b = c->path ? strrchr(c->path, '/') : NULL;
+    (void)imgd_fmt(name, sizeof name, "%s", b ? b + 1 : c->path ? c->path : "");
+    char *dot = strrchr(name, '.');
+    if (dot && dot != name) *dot = '\0';
+    int32_t pre = c->preprocess >= 0 && c->preprocess < IMGD_CONTROL_PRE_COUNT ? c->preprocess : 0;
+    int32_t rm =
+        c->resize_mode >= 0 && c->resize_mode < IMGD_CONTROL_RESIZE_COUNT ? c->resize_mode : 0;
+    if (pre == IMGD_CONTROL_PRE_CANNY)
+        (void)imgd_fmt(thr, sizeof thr, ", Threshold A: %g, Threshold B: %g", (double)c->low,
+                       (double)c->high);
+    else if (pre == IMGD_CONTROL_PRE_SCRIBBLE || pre == IMGD_CONTROL_PRE_LINEART)
+        (void)imgd_fmt(thr, sizeof thr, ", Threshold A: %g", (double)c->threshold);
+    (void)imgd_fmt(out, cap,
+                   "Module: %s, Model: %s, Weight: %g, Resize Mode: %s%s, Guidance Start: %g, "
+                   "Guidance End: %g, Control Mode: %s",
+                   k_module[pre], name, (double)c->scale, k_resize[rm], thr, (double)c->start,
+                   (double)c->end, c->guess_mode ? "ControlNet is more important" : "Balanced");
+}
+
+static imgd_status infotext(imgd_model *m, const imgd_gen_params *p, char **out) {
     imgd_a1111_info in = imgd_a1111_info_default();
     in.prompt          = p->prompt;
     in.negative_prompt = p->negative;
@@ -381,7 +408,30 @@ static imgd_status infotext(const imgd_model *m, const imgd_gen_params *p, char 
     in.rng             = p->rng == IMGD_RNG_MODE_CPU ? "CPU" : NULL;
     if (p->init) in.denoising_strength = (double)p->strength;
     if (p->mask) in.mask_blur = p->mask_blur;
-    return imgd_a1111_parameters(&in, out);
+    /* extra_generation_params as A1111 and sd-webui-controlnet write them */
+    const char *extra[2 * (IMGD_CONTROL_MAX + 1)];
+    char        keys[IMGD_CONTROL_MAX][24], vals[IMGD_CONTROL_MAX][512];
+    char       *hashes = NULL;
+    imgd_status st     = imgd_sd_lora_hashes(m, p, &hashes);
+    size_t      k      = 0;
+    if (st == IMGD_OK && hashes) {
+        extra[2 * k]     = "Lora hashes";
+        extra[2 * k + 1] = hashes;
+        k++;
+    }
+    for (int32_t i = 0; st == IMGD_OK && p->controls && i < p->n_controls && i < IMGD_CONTROL_MAX;
+         i++) {
+        (void)imgd_fmt(keys[i], sizeof keys[i], "ControlNet %d", (int)i);
+        control_entry(&p->controls[i], vals[i], sizeof vals[i]);
+        extra[2 * k]     = keys[i];
+        extra[2 * k + 1] = vals[i];
+        k++;
+    }
+    in.extra   = extra;
+    in.n_extra = k;
+    if (st == IMGD_OK) st = imgd_a1111_parameters(&in, out);
+    imgd_free(hashes);
+    return st;
 }
 
 /* ---- the batched sampling loop ------------------------------------------------------ */
@@ -554,8 +604,8 @@ static imgd_status denoise(void *user, const float *x_in, size_t n, float t, flo
     imgd_status    st = unet_graph(r, sg);
     if (st == IMGD_OK && r->ctl && r->cur == 0) {
         int32_t iters = imgd_sampler_iterations(r->sampler);
-        st = imgd_sd_control_step(r->ctl, r->x_unet, r->cin, r->t_unet, sg->ctx, r->step - r->first,
-                                  iters - r->first);
+        st = imgd_sd_control_step(r->ctl, r->x_unet, r->cin, r->t_unet, sg->ctx, sg->pooled,
+                                  sg->tids, r->step - r->first, iters - r->first);
         for (int32_t i = 0; st == IMGD_OK && i < k->n_res; i++)
             st = imgd_tensor_bind(k->res[i], imgd_sd_control_res(r->ctl, i));
     }

@@ -14,6 +14,7 @@
 #include "base/buf.h"
 #include "base/error.h"
 #include "base/text.h"
+#include "imgd.h"
 #include "sampling/sampler.h"
 #include "sampling/schedule.h"
 
@@ -1200,6 +1201,67 @@ static bool add_loras(cJSON *root, cJSON *props, const imgd_schema_caps *caps) {
            num(p, "maxItems", (double)IMGD_MIN(caps->n_loras, (size_t)16));
 }
 
+/* "controls": ControlNets for this model's family (their ids in $defs/control's enum). */
+static bool add_controls(cJSON *root, cJSON *props, const imgd_schema_caps *caps) {
+    if (caps->n_controlnets == 0) return true;
+    cJSON *defs = cJSON_GetObjectItemCaseSensitive(root, "$defs");
+    if (!defs) defs = cJSON_AddObjectToObject(root, "$defs");
+    cJSON *c = defs ? cJSON_AddObjectToObject(defs, "control") : NULL;
+    if (!str(c, "type", "object") ||
+        !str(c, "description", "One ControlNet guiding the generation with a control image.") ||
+        !cJSON_AddFalseToObject(c, "additionalProperties")) {
+        return false;
+    }
+    static const char *const req[] = {"model", "image"};
+    cJSON                   *cp    = cJSON_AddObjectToObject(c, "properties");
+    if (!cp || !add_strings(c, "required", req, 2)) return false;
+    cJSON *p = prop(cp, "model", "string",
+                    "ControlNet id, one of those available for this model's family.");
+    if (!add_strings(p, "enum", caps->controlnets, caps->n_controlnets)) return false;
+    if (!image_prop(cp, "image",
+                    "Control image: PNG, JPEG or WebP as standard base64, optionally as a "
+                    "data: URL. Any size; fitted to width x height per resize_mode.")) {
+        return false;
+    }
+    p = prop(cp, "scale", "number", "Conditioning scale, 0 to 10 (1 = as trained).");
+    if (!add_range(p, 0, 10, 1)) return false;
+    p = prop(cp, "start", "number", "Fraction of the steps where the ControlNet starts, 0 to 1.");
+    if (!add_range(p, 0, 1, 0)) return false;
+    p = prop(cp, "end", "number",
+             "Fraction of the steps where it stops, 0 to 1; must be above start.");
+    if (!add_range(p, 0, 1, 1)) return false;
+    p = prop(cp, "preprocess", "string",
+             "Built-in preprocessor run on the image first: none (the image is the control "
+             "map), canny (edges, low_threshold / high_threshold), scribble (black strokes on "
+             "white, threshold), lineart (white lines on black, threshold), invert.");
+    const char *pre[IMGD_CONTROL_PRE_COUNT];
+    for (int32_t i = 0; i < IMGD_CONTROL_PRE_COUNT; i++) pre[i] = imgd_control_pre_name(i);
+    if (!add_strings(p, "enum", pre, IMGD_CONTROL_PRE_COUNT) || !str(p, "default", "none"))
+        return false;
+    p = prop(cp, "low_threshold", "number", "canny: lower hysteresis threshold, 0 to 2040.");
+    if (!add_range(p, 0, 2040, 100)) return false;
+    p = prop(cp, "high_threshold", "number", "canny: upper hysteresis threshold, 0 to 2040.");
+    if (!add_range(p, 0, 2040, 200)) return false;
+    p = prop(cp, "threshold", "number", "scribble / lineart: binarisation threshold, 0 to 255.");
+    if (!add_range(p, 0, 255, 127)) return false;
+    p = prop(cp, "resize_mode", "string",
+             "How an image of another aspect ratio meets width x height: just (stretch), crop "
+             "(scale to cover, centre crop) or fill (scale to fit, pad with the border colour).");
+    const char *rm[IMGD_CONTROL_RESIZE_COUNT];
+    for (int32_t i = 0; i < IMGD_CONTROL_RESIZE_COUNT; i++) rm[i] = imgd_control_resize_name(i);
+    if (!add_strings(p, "enum", rm, IMGD_CONTROL_RESIZE_COUNT) || !str(p, "default", "just"))
+        return false;
+    p = prop(cp, "guess_mode", "boolean",
+             "diffusers' guess mode: the ControlNet acts on the conditional half only, its "
+             "residuals scaled from 0.1 (shallow) to 1 (deep).");
+    if (!p || !cJSON_AddFalseToObject(p, "default")) return false;
+    p            = prop(props, "controls", "array",
+                        "ControlNets to apply (present because ControlNets for this model's family are "
+                                   "available); their residuals add up.");
+    cJSON *items = p ? cJSON_AddObjectToObject(p, "items") : NULL;
+    return str(items, "$ref", "#/$defs/control") && num(p, "maxItems", IMGD_CONTROL_MAX);
+}
+
 static bool add_caps_note(cJSON *root, const imgd_schema_caps *caps) {
     cJSON *c = cJSON_AddObjectToObject(root, "x-imgd-capabilities");
     return c && str(c, "family", caps->family ? caps->family : "unknown") &&
@@ -1207,6 +1269,7 @@ static bool add_caps_note(cJSON *root, const imgd_schema_caps *caps) {
            cJSON_AddBoolToObject(c, "inpaint", caps->inpaint) &&
            cJSON_AddBoolToObject(c, "negative_prompt", caps->negative_prompt) &&
            num(c, "loras", (double)caps->n_loras) &&
+           num(c, "controlnets", (double)caps->n_controlnets) &&
            add_strings(root, "x-imgd-embeddings", caps->embeddings, caps->n_embeddings);
 }
 
@@ -1249,7 +1312,7 @@ cJSON *imgd_schema_for_generate(const imgd_schema_caps *caps) {
          add_size(props, "width", caps->width_default, caps) &&
          add_size(props, "height", caps->height_default, caps) && add_size_cond(props, caps) &&
          add_output(props, caps) && add_images(root, props, caps) && add_loras(root, props, caps) &&
-         add_caps_note(root, caps);
+         add_controls(root, props, caps) && add_caps_note(root, caps);
     if (!ok) {
         cJSON_Delete(root);
         return NULL;

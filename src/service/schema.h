@@ -84,6 +84,8 @@ typedef struct imgd_schema_caps {
     const char        *schedule_default; /* a schedule registry name; NULL or unknown = none */
     const char *const *loras;            /* LoRA names usable with this model's base */
     size_t             n_loras;
+    const char *const *controlnets; /* ControlNet ids for this model's family */
+    size_t             n_controlnets;
     const char *const *embeddings; /* textual-inversion names usable in prompts */
     size_t             n_embeddings;
     bool               img2img;         /* adds init_image and strength */
@@ -110,7 +112,10 @@ typedef struct imgd_schema_caps {
  *   caps-dependent: negative_prompt (negative_prompt), init_image (img2img or inpaint),
  *                  strength (img2img or inpaint), mask_image and mask_blur (inpaint;
  *                  dependentRequired mask_image -> init_image), loras (n_loras > 0, items
- *                  "$ref": "#/$defs/lora"), original_width, original_height, crop_left,
+ *                  "$ref": "#/$defs/lora"), controls (n_controlnets > 0,
+ *                  items "$ref": "#/$defs/control": model, image, scale, start, end,
+ *                  preprocess, low_threshold, high_threshold, threshold, resize_mode,
+ *                  guess_mode), original_width, original_height, crop_left,
  *                  crop_top, target_width, target_height (size_cond), aesthetic_score and
  *                  negative_aesthetic_score (aesthetic), max_sequence_length (flow; flow
  *                  also narrows sampler/schedule and drops clip_skip), guidance (guidance)

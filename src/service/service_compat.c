@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/text.h"
+#include "service/registry.h"
 #include "service/service_impl.h"
 
 #define SYNC_WAIT_S 3600.0
@@ -148,6 +149,182 @@ static bool a1111_sampler_map(const char *name, const char *sched, cJSON *native
 }
 
 /* A1111 txt2img/img2img body -> native request. */
+/* sd-webui-controlnet's module names -> imgd's built-in preprocessors (those that need no
+ * model). */
+typedef struct cn_module {
+    const char *a1111, *imgd;
+} cn_module;
+
+static const cn_module k_cn_modules[] = {
+    {"none", "none"},         {"canny", "canny"},
+    {"invert", "invert"},     {"invert (from white bg & black line)", "invert"},
+    {"threshold", "lineart"}, /* binary threshold at threshold_a: white above */
+};
+
+/* resize_mode as the extension accepts it: an index or the UI label. */
+static const char *cn_resize(const cJSON *v) {
+    static const char *const k_modes[][2] = {
+        {"Just Resize", "just"},
+        {"Crop and Resize", "crop"},
+        {"Resize and Fill", "fill"},
+        {"Inner Fit (Scale to Fit)", "crop"},
+        {"Outer Fit (Shrink to Fit)", "fill"},
+    };
+    if (!v || cJSON_IsNull(v)) return "crop"; /* the extension's default */
+    if (cJSON_IsNumber(v)) {
+        int i = (int)v->valuedouble;
+        return i >= 0 && i < 3 && (double)i == v->valuedouble ? k_modes[i][1] : NULL;
+    }
+    for (size_t i = 0; cJSON_IsString(v) && i < IMGD_ARRAY_LEN(k_modes); i++) {
+        if (strcmp(v->valuestring, k_modes[i][0]) == 0) return k_modes[i][1];
+    }
+    return NULL;
+}
+
+/* control_mode: 0 / "Balanced" -> 0, 2 / "ControlNet is more important" -> 2 (guess mode),
+ * 1 / "My prompt is more important" -> 1; -1 for anything else. */
+static int cn_control_mode(const cJSON *v) {
+    static const char *const k_cm[] = {"Balanced", "My prompt is more important",
+                                       "ControlNet is more important"};
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (cJSON_IsNumber(v)) {
+        int i = (int)v->valuedouble;
+        return i >= 0 && i < 3 && (double)i == v->valuedouble ? i : -1;
+    }
+    for (int i = 0; cJSON_IsString(v) && i < 3; i++) {
+        if (strcmp(v->valuestring, k_cm[i]) == 0) return i;
+    }
+    return -1;
+}
+
+/* The extension's model name "control_x [hash8]" -> a registry id (the name without the hash
+ * as an id or file name, or the hash); the name as given when nothing matches (the schema
+ * then refuses it, naming the field). */
+static bool cn_model_id(imgd_server *s, const char *name, char *out, size_t cap) {
+    char n[SVC_ID_MAX];
+    if (!imgd_fmt(n, sizeof n, "%s", name)) return false;
+    char          *br = strstr(n, " [");
+    imgd_reg_entry e;
+    bool           found = false;
+    if (br && n[strlen(n) - 1] == ']') {
+        n[strlen(n) - 1] = '\0';
+        found            = imgd_registry_find(s->reg, br + 2, &e) == IMGD_OK;
+        *br              = '\0';
+    }
+    if (!found) found = imgd_registry_find(s->reg, n, &e) == IMGD_OK;
+    return imgd_fmt(out, cap, "%s", found ? e.id : name);
+}
+
+static bool cn_problem(imgd_http_resp *resp, int i, const char *field, const char *detail,
+                       const char *hint) {
+    char ptr[96], d[256];
+    (void)imgd_fmt(ptr, sizeof ptr, "/alwayson_scripts/controlnet/args/%d/%s", i, field);
+    (void)imgd_fmt(d, sizeof d, "ControlNet unit %d: %s", i, detail);
+    imgd_http_problem(resp, 422, "validation", "Unsupported ControlNet unit", d, ptr, hint);
+    return false;
+}
+
+/* One unit of alwayson_scripts.controlnet.args -> a native "controls" item (or none when
+ * the unit is disabled). */
+static bool cn_unit(imgd_server *s, const cJSON *u, int i, cJSON *controls, imgd_http_resp *resp) {
+    const cJSON *en = get(u, "enabled");
+    if (cJSON_IsFalse(en)) return true;
+    const cJSON *img = get(u, "input_image");
+    if (!cJSON_IsString(img)) img = get(u, "image");
+    if (cJSON_IsObject(img)) img = get(img, "image"); /* {"image": b64, "mask": ...} */
+    if (!cJSON_IsString(img))
+        return cn_problem(resp, i, "input_image", "no control image",
+                          "send the control image as base64 in input_image");
+    const cJSON *mo = get(u, "model");
+    if (!cJSON_IsString(mo) || !*mo->valuestring || strcmp(mo->valuestring, "None") == 0)
+        return cn_problem(resp, i, "model", "no ControlNet model named",
+                          "name a ControlNet: GET /v1/models lists them (kind controlnet)");
+    const cJSON *mod  = get(u, "module");
+    const char  *name = cJSON_IsString(mod) ? mod->valuestring : "none";
+    const char  *pre  = NULL;
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_cn_modules); k++) {
+        if (strcmp(name, k_cn_modules[k].a1111) == 0) pre = k_cn_modules[k].imgd;
+    }
+    int32_t pv;
+    if (!pre && imgd_control_pre_parse(name, &pv)) pre = imgd_control_pre_name(pv);
+    if (!pre)
+        return cn_problem(resp, i, "module", "this preprocessor needs a model imgd does not run",
+                          "use none (send a ready control map), canny, invert, threshold, "
+                          "scribble or lineart");
+    const char *rm = cn_resize(get(u, "resize_mode"));
+    if (!rm)
+        return cn_problem(resp, i, "resize_mode", "unknown resize mode",
+                          "use 0 / Just Resize, 1 / Crop and Resize or 2 / Resize and Fill");
+    int cm = cn_control_mode(get(u, "control_mode"));
+    if (cm < 0 || cm == 1)
+        return cn_problem(resp, i, "control_mode",
+                          cm < 0 ? "unknown control mode"
+                                 : "\"My prompt is more important\" is not supported",
+                          "use 0 / Balanced or 2 / ControlNet is more important");
+    char id[SVC_ID_MAX];
+    if (!cn_model_id(s, mo->valuestring, id, sizeof id))
+        return cn_problem(resp, i, "model", "the model name is too long",
+                          "name a ControlNet: GET /v1/models lists them (kind controlnet)");
+    cJSON *c = cJSON_CreateObject();
+    if (!c) return false;
+    cJSON_AddItemToArray(controls, c);
+    bool ok =
+        cJSON_AddStringToObject(c, "model", id) &&
+        cJSON_AddStringToObject(c, "image", img->valuestring) &&
+        cJSON_AddStringToObject(c, "preprocess", pre) &&
+        cJSON_AddStringToObject(c, "resize_mode", rm) &&
+        cJSON_AddBoolToObject(c, "guess_mode", cm == 2) && copy_member(c, u, "weight", "scale") &&
+        copy_member(c, u, "guidance_start", "start") && copy_member(c, u, "guidance_end", "end");
+    const cJSON *ta = get(u, "threshold_a"), *tb = get(u, "threshold_b");
+    bool         ta_ok = cJSON_IsNumber(ta) && ta->valuedouble >= 0; /* -1: the module's default */
+    bool         tb_ok = cJSON_IsNumber(tb) && tb->valuedouble >= 0;
+    if (ok && strcmp(pre, "canny") == 0) {
+        if (ta_ok) ok = cJSON_AddNumberToObject(c, "low_threshold", ta->valuedouble);
+        if (ok && tb_ok) ok = cJSON_AddNumberToObject(c, "high_threshold", tb->valuedouble);
+    } else if (ok && (strcmp(pre, "scribble") == 0 || strcmp(pre, "lineart") == 0) && ta_ok) {
+        ok = cJSON_AddNumberToObject(c, "threshold", ta->valuedouble);
+    }
+    if (!ok) imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+    return ok;
+}
+
+/* alwayson_scripts.controlnet.args (sd-webui-controlnet's API) -> native "controls". */
+static bool a1111_controlnet(imgd_server *s, const cJSON *a, cJSON *n, imgd_http_resp *resp) {
+    const cJSON *as = get(a, "alwayson_scripts");
+    const cJSON *cn = as ? get(as, "controlnet") : NULL;
+    if (!cn) cn = as ? get(as, "ControlNet") : NULL;
+    const cJSON *args = cn ? get(cn, "args") : NULL;
+    if (!args || cJSON_IsNull(args)) return true;
+    if (!cJSON_IsArray(args)) {
+        imgd_http_problem(resp, 422, "validation", "Invalid ControlNet arguments",
+                          "alwayson_scripts.controlnet.args must be an array of units",
+                          "/alwayson_scripts/controlnet/args", "send [{\"input_image\": ...}]");
+        return false;
+    }
+    cJSON *controls = cJSON_CreateArray();
+    if (!controls) {
+        imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return false;
+    }
+    int i = 0;
+    for (const cJSON *u = args->child; u; u = u->next, i++) {
+        if (!cJSON_IsObject(u)) {
+            cJSON_Delete(controls);
+            return cn_problem(resp, i, "", "a unit must be an object", "send the unit's fields");
+        }
+        if (!cn_unit(s, u, i, controls, resp)) {
+            cJSON_Delete(controls);
+            return false;
+        }
+    }
+    if (cJSON_GetArraySize(controls) == 0) {
+        cJSON_Delete(controls);
+        return true;
+    }
+    cJSON_AddItemToObject(n, "controls", controls);
+    return true;
+}
+
 static cJSON *a1111_translate(imgd_server *s, const cJSON *a, bool img2img, imgd_http_resp *resp) {
     cJSON *n = cJSON_CreateObject();
     if (!n) return NULL;
@@ -202,6 +379,10 @@ static cJSON *a1111_translate(imgd_server *s, const cJSON *a, bool img2img, imgd
     if (!ok) {
         cJSON_Delete(n);
         imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return NULL;
+    }
+    if (!a1111_controlnet(s, a, n, resp)) {
+        cJSON_Delete(n);
         return NULL;
     }
     return n;

@@ -143,16 +143,20 @@ bool svc_job_submit(imgd_server *s, const imgd_http_req *hr, cJSON *req, const c
 bool svc_job_wait(imgd_server *s, const char *id, double timeout_s);
 /* Builds gen params from a stored request; the strings and images live in *hold. */
 typedef struct svc_gen_hold {
-    cJSON          *req;
-    imgd_image_u8   init, mask;
-    imgd_lora_spec *loras; /* from the request's "loras", paths resolved by the registry */
-    char          **paths;
-    size_t          n_paths;
-    char           *prompt;    /* the prompt without its <lora:...> tags, or NULL */
-    imgd_lora_spec *with_unit; /* gp->loras plus the --model-id adapter, or NULL */
-    imgd_lora_spec  tags[16];  /* those tags, files resolved by the registry */
-    char           *tag_paths[16];
-    size_t          n_tags;
+    cJSON            *req;
+    imgd_image_u8     init, mask;
+    imgd_lora_spec   *loras; /* from the request's "loras", paths resolved by the registry */
+    char            **paths;
+    size_t            n_paths;
+    char             *prompt;    /* the prompt without its <lora:...> tags, or NULL */
+    imgd_lora_spec   *with_unit; /* gp->loras plus the --model-id adapter, or NULL */
+    imgd_lora_spec    tags[16];  /* those tags, files resolved by the registry */
+    char             *tag_paths[16];
+    size_t            n_tags;
+    imgd_control_spec controls[IMGD_CONTROL_MAX]; /* from "controls", files resolved */
+    imgd_image_u8     control_img[IMGD_CONTROL_MAX];
+    char             *control_paths[IMGD_CONTROL_MAX];
+    size_t            n_controls;
 } svc_gen_hold;
 imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
                                   svc_gen_hold *hold);
@@ -160,6 +164,9 @@ void        svc_gen_hold_free(svc_gen_hold *hold);
 /* Fills gp->loras from the request's "loras" (registry ids -> files); the specs live in
  * hold. IMGD_E_INVALID_ARG names an unknown LoRA. */
 imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp);
+/* Fills gp->controls from the request's "controls" (ControlNet ids -> files, images decoded
+ * into hold). IMGD_E_INVALID_ARG names the control and what is wrong with it. */
+imgd_status svc_controls_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp);
 /* Encodes a result as the stored native result JSON text. */
 imgd_status svc_result_json(const imgd_gen_result *r, const imgd_gen_params *gp, const char *format,
                             char **out);

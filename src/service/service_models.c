@@ -211,36 +211,90 @@ static bool family_generates(const char *family, const char *kind) {
            (is_flux(family) && (strcmp(kind, "checkpoint") == 0 || strcmp(kind, "unet") == 0));
 }
 
-/* LoRAs (and LyCORIS) under the model dirs that fit family: registry ids, newly allocated
- * (free each and the array); *n receives the count. NULL with *n == 0 when none. */
-static char **loras_for(imgd_server *s, const char *family, size_t *n) {
+/* What adapters_for returns of each entry. */
+typedef enum adapter_field {
+    ADAPTER_ID,
+    ADAPTER_PATH,
+    ADAPTER_STEM
+} adapter_field;
+
+static bool kind_in(const char *kind, const char *const *kinds) {
+    for (size_t i = 0; kinds[i]; i++) {
+        if (strcmp(kind, kinds[i]) == 0) return true;
+    }
+    return false;
+}
+
+/* Adapters under the model dirs of one of kinds (a NULL-terminated list) that fit family:
+ * each entry's registry id, absolute path or file name without extension (the A1111
+ * trigger of an embedding), newly allocated (free each and the array); *n receives the
+ * count. NULL with *n == 0 when none. */
+static char **adapters_for(imgd_server *s, const char *family, const char *const *kinds,
+                           adapter_field what, size_t *n) {
     *n           = 0;
     size_t total = imgd_registry_count(s->reg), cap = 0;
     char **names = NULL;
     for (size_t i = 0; i < total && *n < SVC_LORAS_MAX; i++) {
         imgd_reg_entry e;
         if (imgd_registry_at(s->reg, i, &e) != IMGD_OK) continue;
-        if (strcmp(e.kind, "lora") != 0 && strcmp(e.kind, "lycoris") != 0) continue;
-        if (strcmp(e.family, family) != 0) continue;
+        /* embeddings of a width no family uses (small test models) are detected as family
+         * unknown: offered too, the load skips those that do not fit */
+        bool emb = strcmp(e.kind, "embedding") == 0;
+        if (!kind_in(e.kind, kinds) ||
+            (strcmp(e.family, family) != 0 &&
+             !(emb && (!e.family[0] || strcmp(e.family, "unknown") == 0))))
+            continue;
         if (*n == cap) {
             cap         = cap ? cap * 2 : 16;
             char **grow = imgd_realloc(names, cap * sizeof *grow);
             if (!grow) break;
             names = grow;
         }
-        if (!(names[*n] = imgd_strdup(e.id))) break;
+        char        stem[IMGD_REG_ID_MAX];
+        const char *base = strrchr(e.id, '/');
+        (void)imgd_fmt(stem, sizeof stem, "%s", base ? base + 1 : e.id);
+        char *dot = strrchr(stem, '.');
+        if (dot && dot != stem) *dot = '\0';
+        /* one embedding per trigger word (x.pt and x.safetensors: the first listed) */
+        bool dup = false;
+        for (size_t k = 0; emb && k < *n && !dup; k++) {
+            char        other[IMGD_REG_ID_MAX];
+            const char *ob = strrchr(names[k], '/');
+            (void)imgd_fmt(other, sizeof other, "%s", ob ? ob + 1 : names[k]);
+            char *od = what == ADAPTER_STEM ? NULL : strrchr(other, '.');
+            if (od && od != other) *od = '\0';
+            dup = strcmp(other, stem) == 0;
+        }
+        if (dup) continue;
+        const char *v = what == ADAPTER_ID ? e.id : what == ADAPTER_PATH ? e.path : stem;
+        if (!(names[*n] = imgd_strdup(v))) break;
         (*n)++;
     }
     return names;
 }
 
+static void names_free(char **names, size_t n) {
+    for (size_t i = 0; i < n; i++) imgd_free(names[i]);
+    imgd_free(names);
+}
+
+static const char *const k_lora_kinds[]      = {"lora", "lycoris", NULL};
+static const char *const k_control_kinds[]   = {"controlnet", NULL};
+static const char *const k_embedding_kinds[] = {"embedding", NULL};
+
 static cJSON *caps_schema(imgd_server *s, const char *id, const char *family) {
     imgd_schema_caps c;
     memset(&c, 0, sizeof c);
-    size_t n_loras     = 0;
-    char **loras       = loras_for(s, family, &n_loras);
+    size_t n_loras = 0, n_cn = 0, n_emb = 0;
+    char **loras       = adapters_for(s, family, k_lora_kinds, ADAPTER_ID, &n_loras);
+    char **cns         = adapters_for(s, family, k_control_kinds, ADAPTER_ID, &n_cn);
+    char **embs        = adapters_for(s, family, k_embedding_kinds, ADAPTER_STEM, &n_emb);
     c.loras            = (const char *const *)loras;
     c.n_loras          = n_loras;
+    c.controlnets      = (const char *const *)cns;
+    c.n_controlnets    = n_cn;
+    c.embeddings       = (const char *const *)embs;
+    c.n_embeddings     = n_emb;
     c.model_id         = id;
     c.family           = family;
     c.img2img          = true;
@@ -267,6 +321,8 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *family) {
         c.inpaint          = false;
         c.negative_prompt  = false;
         c.n_loras          = 0;
+        c.n_controlnets    = 0; /* FLUX runs no ControlNet, LoRA or embedding yet */
+        c.n_embeddings     = 0;
         c.size_multiple    = 16;
         c.width_default    = 1024;
         c.height_default   = 1024;
@@ -278,8 +334,9 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *family) {
         c.seq_default      = dev ? 512 : 256;
     }
     cJSON *schema = imgd_schema_for_generate(&c);
-    for (size_t i = 0; i < n_loras; i++) imgd_free(loras[i]);
-    imgd_free(loras);
+    names_free(loras, n_loras);
+    names_free(cns, n_cn);
+    names_free(embs, n_emb);
     return schema;
 }
 
@@ -472,12 +529,39 @@ static imgd_status cache_load(void *user, const char *key, void **obj, uint64_t 
     double          t_prep = mono_s();
     if (st == IMGD_OK) st = imgd_registry_refresh(s->reg, key, e);
     if (st == IMGD_OK) st = load_path(s, e, path, PATH_MAX);
-    t_prep           = mono_s() - t_prep; /* registry refresh, hash and disk-cache conversion */
-    imgd_model *m    = NULL;
-    double      secs = 0;
-    uint64_t    heap = 0;
+    t_prep            = mono_s() - t_prep; /* registry refresh, hash and disk-cache conversion */
+    imgd_model *m     = NULL;
+    double      secs  = 0;
+    uint64_t    heap  = 0;
+    size_t      n_emb = 0;
+    char      **embs  = NULL;
     if (st == IMGD_OK) {
         imgd_load_params lp = svc_model_load_params(s, key);
+        /* the textual-inversion embeddings under the model dirs for this family (the schema's
+         * x-imgd-embeddings), each triggered by its file name; plus --model-id's */
+        embs = adapters_for(s, e->family, k_embedding_kinds, ADAPTER_PATH, &n_emb);
+        if (lp.n_embeddings == 1 && embs) {
+            size_t k = 0;
+            for (size_t i = 0; i < n_emb; i++) {
+                if (strcmp(embs[i], lp.embeddings[0]) != 0) {
+                    embs[k++] = embs[i];
+                } else {
+                    imgd_free(embs[i]);
+                }
+            }
+            n_emb       = k;
+            char **grow = imgd_realloc(embs, (n_emb + 1) * sizeof *grow);
+            if (grow) {
+                embs          = grow;
+                embs[n_emb++] = imgd_strdup(lp.embeddings[0]);
+                if (!embs[n_emb - 1]) n_emb--;
+            }
+        }
+        if (n_emb) {
+            lp.embeddings          = (const char *const *)embs;
+            lp.n_embeddings        = n_emb;
+            lp.embeddings_skip_bad = true;
+        }
         pthread_mutex_lock(&s->engine_mu);
         uint64_t before = imgd_alloc_bytes_in_use();
         double   t0     = mono_s();
@@ -497,6 +581,7 @@ static imgd_status cache_load(void *user, const char *key, void **obj, uint64_t 
     } else {
         IMGD_LOG(IMGD_LOG_ERROR, "service", "model_load_failed", "%s: %s", key, imgd_last_error());
     }
+    names_free(embs, n_emb);
     imgd_free(e);
     imgd_free(path);
     return st;

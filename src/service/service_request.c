@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/text.h"
 #include "pipeline/image.h"
+#include "service/registry.h"
 #include "service/schema.h"
 #include "service/service_impl.h"
 
@@ -34,25 +35,51 @@ static uint32_t random_seed(void) {
 
 static imgd_status decode_image(const cJSON *o, const char *k, imgd_image_u8 *out);
 
+static bool image_refused(imgd_status st, const char *ptr, imgd_http_resp *resp) {
+    if (st == IMGD_E_NOMEM) {
+        imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return true;
+    }
+    if (st == IMGD_OK) return false;
+    imgd_http_problem(resp, 400, "validation", "The image cannot be used", imgd_last_error(), ptr,
+                      "send a PNG, JPEG or WebP file as standard base64");
+    return true;
+}
+
 /* The schema checks that images are base64; decode them now too, so a body that is not a
- * PNG, JPEG or WebP is refused with a 400 before a job exists (not accepted and failed). */
+ * PNG, JPEG or WebP is refused with a 400 before a job exists (not accepted and failed).
+ * Also what the schema cannot say: a control's start must be below its end. */
 static bool images_ok(const cJSON *req, imgd_http_resp *resp) {
     static const char *const k_fields[] = {"init_image", "mask_image"};
+    char                     ptr[64];
     for (size_t i = 0; i < sizeof k_fields / sizeof k_fields[0]; i++) {
         imgd_image_u8 img;
         memset(&img, 0, sizeof img);
         imgd_status st = decode_image(req, k_fields[i], &img);
         imgd_image_u8_free(&img);
-        if (st == IMGD_E_NOMEM) {
-            imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
-            return false;
-        }
-        if (st != IMGD_OK) {
-            char ptr[32];
-            (void)imgd_fmt(ptr, sizeof ptr, "/%s", k_fields[i]);
-            imgd_http_problem(resp, 400, "validation", "The image cannot be used",
-                              imgd_last_error(), ptr,
-                              "send a PNG, JPEG or WebP file as standard base64");
+        (void)imgd_fmt(ptr, sizeof ptr, "/%s", k_fields[i]);
+        if (image_refused(st, ptr, resp)) return false;
+    }
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(req, "controls");
+    for (int i = 0; i < cJSON_GetArraySize(arr); i++) {
+        const cJSON  *c = cJSON_GetArrayItem(arr, i);
+        imgd_image_u8 img;
+        memset(&img, 0, sizeof img);
+        imgd_status st = decode_image(c, "image", &img);
+        imgd_image_u8_free(&img);
+        (void)imgd_fmt(ptr, sizeof ptr, "/controls/%d/image", i);
+        if (image_refused(st, ptr, resp)) return false;
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(c, "start");
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(c, "end");
+        double       s = cJSON_IsNumber(a) ? a->valuedouble : 0.0;
+        double       e = cJSON_IsNumber(b) ? b->valuedouble : 1.0;
+        if (s >= e) {
+            char detail[160];
+            (void)imgd_fmt(detail, sizeof detail, "controls[%d]: start %g is not below end %g", i,
+                           s, e);
+            (void)imgd_fmt(ptr, sizeof ptr, "/controls/%d/end", i);
+            imgd_http_problem(resp, 400, "validation", "Invalid ControlNet step range", detail, ptr,
+                              "use 0 <= start < end <= 1");
             return false;
         }
     }
@@ -327,6 +354,66 @@ imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
     return IMGD_OK;
 }
 
+/* One "controls" item -> spec: the id resolved by the registry (a ControlNet), the image
+ * decoded into hold, the rest with the schema's defaults (already filled). */
+static imgd_status control_resolve(imgd_server *s, svc_gen_hold *hold, const cJSON *c, int i) {
+    const cJSON   *id = cJSON_GetObjectItemCaseSensitive(c, "model");
+    imgd_reg_entry e;
+    if (!cJSON_IsString(id) || imgd_registry_find(s->reg, id->valuestring, &e) != IMGD_OK)
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "controls[%d].model: no ControlNet '%s' under the "
+                         "model dirs (the model's schema lists them)",
+                         i, cJSON_IsString(id) ? id->valuestring : "?");
+    if (strcmp(e.kind, "controlnet") != 0)
+        return imgd_fail(IMGD_E_INVALID_ARG, "controls[%d].model: '%s' is a %s, not a ControlNet",
+                         i, e.id, e.kind[0] ? e.kind : "file detection could not classify");
+    size_t k = hold->n_controls;
+    if (!(hold->control_paths[k] = imgd_strdup(e.path)))
+        return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    hold->n_controls++;
+    imgd_status st = decode_image(c, "image", &hold->control_img[k]);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "controls[%d]", i);
+    if (!hold->control_img[k].px)
+        return imgd_fail(IMGD_E_INVALID_ARG, "controls[%d].image: missing", i);
+    imgd_control_spec *cs = &hold->controls[k];
+    *cs                   = imgd_control_spec_default();
+    cs->path              = hold->control_paths[k];
+    cs->image             = &hold->control_img[k];
+    cs->scale             = (float)jnum(c, "scale", (double)cs->scale);
+    cs->start             = (float)jnum(c, "start", (double)cs->start);
+    cs->end               = (float)jnum(c, "end", (double)cs->end);
+    cs->low               = (float)jnum(c, "low_threshold", (double)cs->low);
+    cs->high              = (float)jnum(c, "high_threshold", (double)cs->high);
+    cs->threshold         = (float)jnum(c, "threshold", (double)cs->threshold);
+    const char *pre       = jstr(c, "preprocess", "none");
+    const char *rm        = jstr(c, "resize_mode", "just");
+    if (!imgd_control_pre_parse(pre, &cs->preprocess))
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "controls[%d].preprocess: unknown '%s' (none, canny, scribble, "
+                         "lineart, invert)",
+                         i, pre);
+    if (!imgd_control_resize_parse(rm, &cs->resize_mode))
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "controls[%d].resize_mode: unknown '%s' (just, crop, fill)", i, rm);
+    cs->guess_mode = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "guess_mode"));
+    return IMGD_OK;
+}
+
+imgd_status svc_controls_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(hold->req, "controls");
+    int          n   = cJSON_GetArraySize(arr);
+    if (n <= 0) return IMGD_OK;
+    if (n > IMGD_CONTROL_MAX)
+        return imgd_fail(IMGD_E_INVALID_ARG, "controls: at most %d ControlNets", IMGD_CONTROL_MAX);
+    for (int i = 0; i < n; i++) {
+        imgd_status st = control_resolve(s, hold, cJSON_GetArrayItem(arr, i), i);
+        if (st != IMGD_OK) return st;
+    }
+    gp->controls   = hold->controls;
+    gp->n_controls = n;
+    return IMGD_OK;
+}
+
 void svc_gen_hold_free(svc_gen_hold *hold) {
     for (size_t i = 0; i < hold->n_paths; i++) imgd_free(hold->paths[i]);
     imgd_free(hold->paths);
@@ -334,6 +421,10 @@ void svc_gen_hold_free(svc_gen_hold *hold) {
     imgd_free(hold->with_unit);
     imgd_free(hold->prompt);
     for (size_t i = 0; i < hold->n_tags; i++) imgd_free(hold->tag_paths[i]);
+    for (size_t i = 0; i < hold->n_controls; i++) {
+        imgd_free(hold->control_paths[i]);
+        imgd_image_u8_free(&hold->control_img[i]);
+    }
     cJSON_Delete(hold->req);
     imgd_image_u8_free(&hold->init);
     imgd_image_u8_free(&hold->mask);

@@ -191,7 +191,7 @@ static void test_controlnet_residuals_match_diffusers(void) {
         CHECK_STATUS(imgd_controlnet_build(g, n.b, "controlnet", &n.cfg,
                                            golden_input(g, gw, "sample"),
                                            golden_input(g, gw, "timestep"),
-                                           golden_input(g, gw, "encoder_hidden_states"),
+                                           golden_input(g, gw, "encoder_hidden_states"), NULL,
                                            golden_input(g, gw, "controlnet_cond"), res, &emb),
                      IMGD_OK);
         imgd_graph_output(g, emb);

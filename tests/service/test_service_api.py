@@ -197,7 +197,8 @@ def test_generate_with_lora():
     assert two.status_code == 200, two.text
     a, b = one.json()["images"][0]["b64"], two.json()["images"][0]["b64"]
     assert a != base, "the LoRA changed nothing"
-    assert a == b, "kohya and PEFT files of one LoRA gave different images"
+    # (pixels: the PNGs' infotexts differ in the LoRA's name and hash)
+    assert png_pixels(a) == png_pixels(b), "kohya and PEFT files of one LoRA gave different images"
     # without the LoRA again: the base weights are back exactly
     again = post("/v1/generate", small(seed=7)).json()["images"][0]["b64"]
     assert again == base
@@ -207,7 +208,10 @@ def test_generate_with_lora():
     tag = post("/v1/generate", small(seed=7, prompt="a cat <lora:narrow-lora_peft:0.7>"))
     assert tag.status_code == 200, tag.text
     assert png_pixels(tag.json()["images"][0]["b64"]) == png_pixels(a)
-    assert "narrow-lora" not in tag.json()["infotext"] and "/" not in tag.json()["infotext"]
+    # A1111's "Lora hashes" names the file (never a server path) with its short addnet hash
+    info = tag.json()["infotext"]
+    assert "/" not in info, info
+    assert re.search(r'Lora hashes: "narrow-lora_peft: [0-9a-f]{12}"', info), info
     bad = post("/v1/generate", small(prompt="a cat <lora:nope:1>"))
     assert bad.status_code == 400 and "nope" in bad.text, bad.text
 
@@ -729,8 +733,101 @@ def test_flux():
             pointer="/guidance")
 
 
+# ---- ControlNet and embeddings through the API ----------------------------------------------
+
+CN = "controlnet/control_narrow.safetensors"
+
+
+def cli_png(prompt, *extra, seed=3):
+    """The same generation through `imgd generate` (base64 PNG), to compare pixels with."""
+    import subprocess
+    out = os.path.join(ROOT, "cli-%d.png" % len(os.listdir(ROOT)))
+    cmd = [svc.imgd_bin(), "generate", "-m", os.path.join(svc.model_dir(), svc.MODEL_ID),
+           "-p", prompt, "--steps", "2", "-W", "64", "-H", "64", "--seed", str(seed),
+           "--sampler", "euler", "--schedule", "normal", "--cfg", "7", "--te-heads", "4",
+           "-o", out, *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (cmd, r.stderr[-2000:])
+    with open(out, "rb") as f:
+        return base64.b64encode(f.read()).decode()
+
+
+def test_generate_with_controls():
+    s = S.get(url(f"/v1/models/{svc.MODEL_ID}/schema")).json()
+    ids = s["$defs"]["control"]["properties"]["model"]["enum"]
+    assert sorted(ids) == ["controlnet/control_narrow.safetensors",
+                           "controlnet/diffusers/diffusion_pytorch_model.safetensors"], ids
+    assert s["properties"]["controls"]["items"] == {"$ref": "#/$defs/control"}
+    assert s["x-imgd-capabilities"]["controlnets"] == 2, s["x-imgd-capabilities"]
+    # the SDXL model has no ControlNet of its family: no field
+    xs = S.get(url("/v1/models/sdxl/schema")).json()
+    assert "controls" not in xs["properties"], list(xs["properties"])
+    ctl = dict(model=CN, image=PNG_B64, scale=0.8, preprocess="canny", resize_mode="crop")
+    base = post("/v1/generate", small(seed=3, schedule="normal"))
+    assert base.status_code == 200, base.text[:300]
+    r = post("/v1/generate", small(seed=3, schedule="normal", controls=[ctl]))
+    assert r.status_code == 200, r.text[:300]
+    a = r.json()["images"][0]["b64"]
+    assert png_pixels(a) != png_pixels(base.json()["images"][0]["b64"]), "the control did nothing"
+    info = r.json()["infotext"]
+    assert ('ControlNet 0: "Module: canny, Model: control_narrow, Weight: 0.8, Resize Mode: '
+            'Crop and Resize, Threshold A: 100, Threshold B: 200, Guidance Start: 0, '
+            'Guidance End: 1, Control Mode: Balanced"') in info, info
+    # the request means what the CLI's flags mean: the same pixels
+    ctl_png = os.path.join(ROOT, "control.png")
+    with open(ctl_png, "wb") as f:
+        f.write(base64.b64decode(PNG_B64))
+    cli = cli_png("a cat", "--control", "%s:%s:0.8" % (os.path.join(svc.model_dir(), CN), ctl_png),
+                  "--control-preprocess", "canny", "--control-resize", "crop")
+    assert png_pixels(cli) == png_pixels(a), "API and CLI ControlNet runs differ"
+    # scale 0 adds nothing: the plain image again
+    z = post("/v1/generate", small(seed=3, schedule="normal", controls=[dict(ctl, scale=0)]))
+    assert png_pixels(z.json()["images"][0]["b64"]) == png_pixels(base.json()["images"][0]["b64"])
+    # bad inputs name the member
+    problem(post("/v1/generate", small(controls=[dict(ctl, image="aGVsbG8=")])), 400,
+            pointer="/controls/0/image")
+    problem(post("/v1/generate", small(controls=[dict(ctl, model="controlnet/nope")])), 400,
+            pointer="/controls/0/model")
+    problem(post("/v1/generate", small(controls=[ctl, dict(ctl, start=0.6, end=0.5)])), 400,
+            pointer="/controls/1/end")
+    problem(post("/v1/generate", small(controls=[dict(ctl, preprocess="depth")])), 400,
+            pointer="/controls/0/preprocess")
+    problem(post("/v1/generate", small(controls=[{"model": CN}])), 400, pointer="/controls/0/image")
+    # A1111 with sd-webui-controlnet's alwayson_scripts: the same generation
+    unit = {"input_image": PNG_B64, "module": "canny", "model": "control_narrow [0123abcd]",
+            "weight": 0.8, "resize_mode": "Crop and Resize", "control_mode": "Balanced",
+            "threshold_a": 100, "threshold_b": 200, "guidance_start": 0, "guidance_end": 1}
+    body = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 3,
+            "sampler_name": "Euler", "cfg_scale": 7,
+            "alwayson_scripts": {"controlnet": {"args": [unit, {"enabled": False}]}}}
+    r = post("/sdapi/v1/txt2img", body)
+    assert r.status_code == 200, r.text[:300]
+    assert png_pixels(r.json()["images"][0]) == png_pixels(a), "A1111 ControlNet differs"
+    for field, val in (("module", "depth_midas"), ("control_mode", 1), ("resize_mode", 7),
+                       ("model", "None")):
+        bad = dict(body, alwayson_scripts={"controlnet": {"args": [dict(unit, **{field: val})]}})
+        problem(post("/sdapi/v1/txt2img", bad), 422,
+                pointer="/alwayson_scripts/controlnet/args/0/" + field)
+    bad = dict(body, alwayson_scripts={"controlnet": {"args": [dict(unit, model="nope")]}})
+    problem(post("/sdapi/v1/txt2img", bad), 400, pointer="/controls/0/model")
+
+
+def test_embeddings():
+    s = S.get(url(f"/v1/models/{svc.MODEL_ID}/schema")).json()
+    assert s["x-imgd-embeddings"] == ["narrowti"], s.get("x-imgd-embeddings")
+    r = post("/v1/generate", small(seed=3, schedule="normal", prompt="a narrowti cat"))
+    assert r.status_code == 200, r.text[:300]
+    got = png_pixels(r.json()["images"][0]["b64"])
+    ti = os.path.join(svc.model_dir(), "textual_inversion")
+    with_ti = png_pixels(cli_png("a narrowti cat", "--embedding-dir", ti))
+    without = png_pixels(cli_png("a narrowti cat"))
+    assert with_ti != without, "the embedding changed nothing in the CLI"
+    assert got == with_ti, "the worker did not apply the embedding named in the prompt"
+
+
 CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
          test_model_load_unload, test_generate_response_format_url, test_generate_with_lora,
+         test_generate_with_controls, test_embeddings,
          test_generate_batch_and_random_seed, test_img2img_native,
          test_jobs_async, test_sse_progress, test_cancel_queued_and_running,
          test_malformed_json, test_wrong_types, test_unknown_fields, test_absurd_values,

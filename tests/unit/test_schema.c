@@ -613,6 +613,52 @@ done:
     cJSON_Delete(x);
 }
 
+/* "controls" only with ControlNets for the family; its items validate and fill like loras. */
+static void test_schema_generate_controls(void) {
+    static const char *const cns[] = {"controlnet/canny.safetensors", "controlnet/depth"};
+    imgd_schema_caps         c = caps_sd15(), none = caps_sd15();
+    c.controlnets   = cns;
+    c.n_controlnets = 2;
+    cJSON *s = imgd_schema_for_generate(&c), *sn = imgd_schema_for_generate(&none);
+    cJSON *x = cJSON_Parse("{\"prompt\":\"x\",\"controls\":[{\"model\":\"controlnet/depth\","
+                           "\"image\":\"iVBORw0KGgo=\",\"scale\":0.5}]}");
+    REQUIRE(s && sn && x);
+    CHECK(has_prop(s, "controls") && !has_prop(sn, "controls"));
+    CHECK_EQ_INT(cJSON_GetObjectItem(cJSON_GetObjectItem(s, "x-imgd-capabilities"), "controlnets")
+                     ->valuedouble,
+                 2);
+    CHECK(imgd_schema_validate(s, x, NULL));
+    CHECK_STATUS(imgd_schema_apply_defaults(s, x), IMGD_OK);
+    const cJSON *it = cJSON_GetArrayItem(cJSON_GetObjectItem(x, "controls"), 0);
+    CHECK_NEAR(cJSON_GetObjectItem(it, "scale")->valuedouble, 0.5, 0);
+    CHECK_NEAR(cJSON_GetObjectItem(it, "end")->valuedouble, 1, 0);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(it, "preprocess")), "none");
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(it, "resize_mode")), "just");
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItem(it, "guess_mode")));
+    CHECK_NEAR(cJSON_GetObjectItem(it, "high_threshold")->valuedouble, 200, 0);
+    GEN_BAD(&c,
+            "{\"prompt\":\"x\",\"controls\":[{\"model\":\"controlnet/dept\",\"image\":\"Zm9v\"}]}",
+            "/controls/0/model", "enum", "controlnet/depth");
+    GEN_BAD(&c, "{\"prompt\":\"x\",\"controls\":[{\"model\":\"controlnet/depth\"}]}",
+            "/controls/0/image", "required", NULL);
+    GEN_BAD(&c,
+            "{\"prompt\":\"x\",\"controls\":[{\"model\":\"controlnet/depth\",\"image\":\"!\"}]}",
+            "/controls/0/image", "format", NULL);
+    GEN_BAD(&c,
+            "{\"prompt\":\"x\",\"controls\":[{\"model\":\"controlnet/depth\",\"image\":\"Zm9v\","
+            "\"preprocess\":\"depth\"}]}",
+            "/controls/0/preprocess", "enum", NULL);
+    GEN_BAD(&c,
+            "{\"prompt\":\"x\",\"controls\":[{\"model\":\"controlnet/depth\",\"image\":\"Zm9v\","
+            "\"scale\":11}]}",
+            "/controls/0/scale", "maximum", NULL);
+    GEN_BAD(&none, "{\"prompt\":\"x\",\"controls\":[]}", "/controls", "additionalProperties", NULL);
+done:
+    cJSON_Delete(s);
+    cJSON_Delete(sn);
+    cJSON_Delete(x);
+}
+
 static void test_schema_generate_null_caps(void) {
     imgd_schema_caps c = caps_sd15();
     c.model_id         = NULL;
@@ -647,6 +693,7 @@ int main(void) {
     RUN(test_schema_generate_accepts_good_requests);
     RUN(test_schema_generate_rejects_bad_requests);
     RUN(test_schema_generate_defaults_fill_a_request);
+    RUN(test_schema_generate_controls);
     RUN(test_schema_generate_null_caps);
     RUN(test_schema_generate_flow_caps);
     TEST_END();
