@@ -441,13 +441,60 @@ typedef struct imgd_load_params {
                                       with a warning; NULL = none */
     const char *const *embeddings; /* more embedding files, each triggered by its file name
                                       (without extension); a bad one fails the load */
-    size_t n_embeddings;
+    size_t                  n_embeddings;
+    struct imgd_components *components; /* share identical components (the VAE) with the other
+                                           models loaded with the same store; borrowed, must
+                                           outlive the model; NULL = none (Since: 0.5) */
 } imgd_load_params;
 
 /* Defaults for imgd_load_params. Since: 0.2 */
 IMGD_API imgd_load_params imgd_load_params_default(void);
 
 typedef struct imgd_model imgd_model;
+
+/* ---- shared components -------------------------------------------------------------------
+ *
+ * A component store lets models hold identical components once. Models loaded with the
+ * same store (imgd_load_params.components) bind their VAE to one copy when it is the same
+ * file (a --vae file given to several checkpoints: one mapping) or has the same contents
+ * (two checkpoints embedding the same VAE: the same tensor names, dtypes, shapes and
+ * bytes, compared by a sha256 over them, computed only when another held VAE has the same
+ * names, dtypes and shapes). The copy is reference counted: it lives while any model
+ * using it lives. Text encoders and UNets are not shared (LoRAs change them per model).
+ *
+ * Typical use: imgd_components_new(&c); lp.components = c; load models...; free the
+ * models; imgd_components_free(c). */
+typedef struct imgd_components imgd_components;
+
+/* Remembers content digests between runs (optional): get fills digest (64 hex digits +
+ * NUL) and returns true when one was stored for path with this size and mtime; put stores
+ * one. Called with the store's lock held, from the loading thread. */
+typedef bool (*imgd_digest_get_fn)(void *user, const char *path, uint64_t size, int64_t mtime_ns,
+                                   const char *component, char digest[65]);
+typedef void (*imgd_digest_put_fn)(void *user, const char *path, uint64_t size, int64_t mtime_ns,
+                                   const char *component, const char *digest);
+
+typedef struct imgd_components_stats {
+    uint64_t bytes;        /* tensor bytes of the components held, each counted once */
+    uint64_t saved_bytes;  /* bytes not held twice: sum of bytes * (users - 1) */
+    uint64_t hashed_bytes; /* tensor bytes read to compute digests (cached ones excluded) */
+    uint32_t count;        /* components held */
+    uint32_t users;        /* model references to them */
+} imgd_components_stats;
+
+/* A new, empty store. Returns IMGD_OK or IMGD_E_NOMEM. Since: 0.5 */
+IMGD_API imgd_status imgd_components_new(imgd_components **out);
+
+/* Sets (or clears, with NULL functions) the digest cache; user is borrowed. Call before
+ * loading models with c. Since: 0.5 */
+IMGD_API void imgd_components_set_digest_cache(imgd_components *c, imgd_digest_get_fn get,
+                                               imgd_digest_put_fn put, void *user);
+
+/* Frees the store. Every model loaded with it must have been freed. NULL is a no-op. */
+IMGD_API void imgd_components_free(imgd_components *c);
+
+/* Current totals. Thread-safety: safe from any thread. Since: 0.5 */
+IMGD_API void imgd_components_stats_get(imgd_components *c, imgd_components_stats *out);
 
 /* Opens, detects and prepares a model for generation (weights stay memory-mapped; nothing
  * is copied until a network needs another dtype). IMGD_E_UNSUPPORTED names the detected
@@ -456,6 +503,10 @@ typedef struct imgd_model imgd_model;
 IMGD_API imgd_status imgd_model_load(const char *path, const imgd_load_params *params,
                                      imgd_model **out);
 IMGD_API void        imgd_model_free(imgd_model *m);
+
+/* Tensor bytes of m's components held in its component store (shared with other models or
+ * ready to be; 0 without a store or when nothing was shareable). Since: 0.5 */
+IMGD_API uint64_t imgd_model_shared_bytes(const imgd_model *m);
 
 /* The detection result of a loaded model (borrowed; valid while m lives). Since: 0.2 */
 IMGD_API const imgd_model_info *imgd_model_get_info(const imgd_model *m);

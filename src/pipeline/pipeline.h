@@ -100,6 +100,7 @@ struct imgd_model {
     imgd_sd_control         *controls[IMGD_SD_CONTROLS_CACHED]; /* loaded ControlNets */
     int32_t                  n_controls;
     uint64_t                 control_runs; /* counts runs that used ControlNets */
+    struct imgd_sd_share    *vae_share;    /* the store's VAE vae_wb points to (share.c); NULL */
 };
 
 /* The binder and prefix the VAE comes from (the --vae file, or the checkpoint's own). */
@@ -124,6 +125,19 @@ imgd_status imgd_sd_lora_sig(const imgd_model *m, const imgd_gen_params *p, uint
  * weights, then merges / hooks the new set; the UNet and text-encoder graphs are rebuilt.
  * On failure the base weights are in place. */
 imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p);
+
+/* ---- shared components (pipeline/share.c) ------------------------------------------------- */
+
+/* Binds m's VAE to the store's copy of an identical one, or hands it to the store for the
+ * next models (imgd_components in imgd.h). Called by imgd_model_load after the configs are
+ * built; m->vae_wb then points into the store and m->vae_share holds the reference.
+ * A component that cannot be compared (a VAE of transposed tensors, a checkpoint read into
+ * memory rather than mapped) stays the model's own. IMGD_E_NOMEM; a file that changed
+ * since the model opened it is IMGD_E_IO. */
+imgd_status imgd_sd_share_vae(imgd_model *m, imgd_components *c, const imgd_open_params *op);
+
+/* Drops m's references into its component store (imgd_model_free, after the graphs). */
+void imgd_sd_share_release(imgd_model *m);
 
 /* Frees the kept graphs. */
 void imgd_sd_graphs_free(imgd_model *m);
