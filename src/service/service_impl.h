@@ -70,9 +70,10 @@ struct imgd_server {
     imgd_auth        *auth;
     imgd_http        *http;
     imgd_svc_metrics  metrics;
-    imgd_registry    *reg;     /* every model under the dirs (STATE/registry.sqlite3) */
-    imgd_mcache      *cache;   /* loaded models under the memory budget */
-    char            **preload; /* ids warmed at start (readiness reports them) */
+    imgd_registry    *reg;        /* every model under the dirs (STATE/registry.sqlite3) */
+    imgd_mcache      *cache;      /* loaded models under the memory budget */
+    imgd_components  *components; /* VAEs shared between loaded models (pipeline/share.c) */
+    char            **preload;    /* ids warmed at start (readiness reports them) */
     size_t            n_preload;
 
     pthread_mutex_t    mu;       /* guards everything below */
