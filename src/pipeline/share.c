@@ -18,14 +18,16 @@
  * makes (fp8 upcasts, transposes) exist once. A checkpoint read into memory (a .ckpt
  * unpickled to the heap) keeps its own VAE: holding it in the store would keep the whole
  * file's heap alive. */
-/* realpath() is XSI. */
-#define _XOPEN_SOURCE 700 // NOLINT(bugprone-reserved-identifier): the feature-test macro
+/* realpath() is XSI, madvise(MADV_DONTNEED) Linux/BSD. */
+#define _DEFAULT_SOURCE // NOLINT(bugprone-reserved-identifier): the feature-test macro
 
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "base/error.h"
@@ -182,6 +184,18 @@ static imgd_status component_sig(const imgd_wbind *wb, uint8_t sig[32], uint64_t
     return IMGD_OK;
 }
 
+/* Drops the process's page-table entries for the whole pages of a read-only file mapping
+ * that hashing touched, so a VAE read only to compare it does not stay in the resident set
+ * (the pages stay in the page cache; a later read maps them again). Never for heap data,
+ * which MADV_DONTNEED would zero. */
+static void drop_pages(const void *data, uint64_t n) {
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0 || n < (uint64_t)ps) return;
+    uintptr_t a = ((uintptr_t)data + (uintptr_t)ps - 1) & ~((uintptr_t)ps - 1);
+    uintptr_t e = ((uintptr_t)data + (uintptr_t)n) & ~((uintptr_t)ps - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
 /* The content digest: the signature, then every tensor's bytes in name order. Through the
  * digest cache when the source is a file. Called with c->mu held. */
 static imgd_status component_digest(imgd_components *c, const source *src, const imgd_wbind *wb,
@@ -194,6 +208,7 @@ static imgd_status component_digest(imgd_components *c, const source *src, const
     size_t       n     = 0;
     imgd_status  st    = names_sorted(wb, &names, &n);
     if (st != IMGD_OK) return st;
+    bool        mapped = imgd_wbind_weights(wb)->n_bufs == 0; /* no heap copies */
     imgd_sha256 h;
     imgd_sha256_init(&h);
     imgd_sha256_update(&h, sig, 32);
@@ -204,6 +219,7 @@ static imgd_status component_digest(imgd_components *c, const source *src, const
         if (!imgd_wbind_view(wb, names[i], &dt, &data, &nb)) continue; /* sig said views */
         imgd_sha256_update(&h, data, (size_t)nb);
         c->hashed_bytes += nb;
+        if (mapped) drop_pages(data, nb);
     }
     imgd_free(names);
     uint8_t d[32];
