@@ -45,8 +45,9 @@ static int parse(int argc, char **argv, sopts *o) {
             o->threads = (uint32_t)x;
             i++;
         } else {
-            fprintf(stderr, "imgd-bench share: unknown option '%s' (--small --dir D --threads N "
-                            "--keep)\n",
+            fprintf(stderr,
+                    "imgd-bench share: unknown option '%s' (--small --dir D --threads N "
+                    "--keep)\n",
                     argv[i]);
             return -1;
         }
@@ -131,18 +132,18 @@ static void child_run(const sopts *o, const char *a, const char *b, bool share, 
     lp.tokenizer_dir    = tok;
     if (o->small) lp.arch.te_heads = 4;
     if (share && imgd_components_new(&store) != IMGD_OK) _exit(1);
-    lp.components     = store;
-    imgd_model *m[2]  = {NULL, NULL};
-    const char *p[2]  = {a, b};
-    double      t0    = bench_now();
-    bool        ok    = true;
+    lp.components    = store;
+    imgd_model *m[2] = {NULL, NULL};
+    const char *p[2] = {a, b};
+    double      t0   = bench_now();
+    bool        ok   = true;
     for (int i = 0; i < 2 && ok; i++) ok = imgd_model_load(p[i], &lp, &m[i]) == IMGD_OK;
     r.load_s = bench_now() - t0;
     for (int i = 0; i < 2 && ok; i++) {
         imgd_gen_params g = imgd_gen_params_default();
         g.prompt          = "a red house";
-        g.width = g.height = 64;
-        g.steps            = 1;
+        g.width = g.height   = 64;
+        g.steps              = 1;
         imgd_gen_result *res = NULL;
         ok                   = imgd_generate(m[i], &g, &res) == IMGD_OK;
         imgd_gen_result_free(res);

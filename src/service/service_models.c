@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/map.h"
 #include "base/text.h"
+#include "service/civitai.h"
 #include "service/disk_cache.h"
 #include "service/schema.h"
 #include "service/service_impl.h"
@@ -227,34 +228,41 @@ static char **loras_for(imgd_server *s, const char *family, size_t *n) {
     return names;
 }
 
-static cJSON *caps_schema(imgd_server *s, const char *id, const char *family) {
+static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, const char *family) {
     imgd_schema_caps c;
     memset(&c, 0, sizeof c);
-    size_t n_loras     = 0;
-    char **loras       = loras_for(s, family, &n_loras);
-    c.loras            = (const char *const *)loras;
-    c.n_loras          = n_loras;
-    c.model_id         = id;
-    c.family           = family;
-    c.img2img          = true;
-    c.inpaint          = true;
-    c.negative_prompt  = true;
-    c.size_min         = 64;
-    c.size_max         = 2048;
-    c.size_multiple    = 8;
-    bool xl            = strcmp(family, "sdxl") == 0 || strcmp(family, "sdxl_refiner") == 0;
-    c.width_default    = xl ? 1024 : strcmp(family, "sd2") == 0 ? 768 : 512;
-    c.size_cond        = xl;
-    c.aesthetic        = strcmp(family, "sdxl_refiner") == 0;
-    c.height_default   = c.width_default;
-    c.steps_default    = 20;
-    c.steps_max        = 150;
-    c.cfg_default      = 7.0;
-    c.cfg_max          = 30.0;
-    c.batch_max        = 8;
-    c.sampler_default  = "euler";
-    c.schedule_default = "default";
-    cJSON *schema      = imgd_schema_for_generate(&c);
+    size_t n_loras            = 0;
+    char **loras              = loras_for(s, family, &n_loras);
+    c.loras                   = (const char *const *)loras;
+    c.n_loras                 = n_loras;
+    c.model_id                = id;
+    c.family                  = family;
+    c.img2img                 = true;
+    c.inpaint                 = true;
+    c.negative_prompt         = true;
+    c.size_min                = 64;
+    c.size_max                = 2048;
+    c.size_multiple           = 8;
+    bool xl                   = strcmp(family, "sdxl") == 0 || strcmp(family, "sdxl_refiner") == 0;
+    c.width_default           = xl ? 1024 : strcmp(family, "sd2") == 0 ? 768 : 512;
+    c.size_cond               = xl;
+    c.aesthetic               = strcmp(family, "sdxl_refiner") == 0;
+    c.height_default          = c.width_default;
+    c.steps_default           = 20;
+    c.steps_max               = 150;
+    c.cfg_default             = 7.0;
+    c.cfg_max                 = 30.0;
+    c.batch_max               = 8;
+    c.sampler_default         = "euler";
+    c.schedule_default        = "default";
+    imgd_civitai_meta *cm     = imgd_malloc(sizeof *cm);
+    bool               civ    = cm && svc_civitai_caps(path, &c, cm); /* NAME.civitai.json */
+    cJSON             *schema = imgd_schema_for_generate(&c);
+    if (schema && !svc_civitai_annotate(s, schema, &c, civ ? cm : NULL)) {
+        cJSON_Delete(schema);
+        schema = NULL;
+    }
+    imgd_free(cm);
     for (size_t i = 0; i < n_loras; i++) imgd_free(loras[i]);
     imgd_free(loras);
     return schema;
@@ -338,7 +346,7 @@ svc_model *svc_model_find(imgd_server *s, const char *id, int32_t *http_status, 
     (void)imgd_fmt(tmp.path, sizeof tmp.path, "%s", e->path);
     (void)imgd_fmt(tmp.family, sizeof tmp.family, "%s", e->family);
     (void)imgd_fmt(tmp.kind, sizeof tmp.kind, "%s", e->kind);
-    tmp.schema = caps_schema(s, tmp.id, tmp.family);
+    tmp.schema = caps_schema(s, tmp.id, tmp.path, tmp.family);
     if (!tmp.schema) {
         *http_status = 500;
         (void)imgd_fmt(detail, detail_cap, "out of memory building the schema of '%s'", id);
@@ -670,6 +678,7 @@ static cJSON *entry_json(imgd_server *s, const imgd_reg_entry *e) {
     if (e->pinned[0]) {
         (void)cJSON_AddStringToObject(o, "pinned", e->pinned);
     }
+    svc_civitai_entry_json(e, o);
     one_ctx c = {e->id, 0, 0, 0, 0, false};
     if (s->cache) imgd_mcache_each(s->cache, one_each, &c);
     (void)cJSON_AddBoolToObject(o, "loaded", c.found);
@@ -730,6 +739,11 @@ cJSON *svc_model_json(imgd_server *s, const svc_model *sm) {
         (void)cJSON_AddBoolToObject(caps, "inpaint", true);
     }
     (void)cJSON_AddStringToObject(o, "schema", "schema");
+    /* CivitAI metadata the schema took its defaults from (service_civitai.c) */
+    const cJSON *civ = cJSON_GetObjectItemCaseSensitive(sm->schema, "x-imgd-civitai");
+    const cJSON *lm  = cJSON_GetObjectItemCaseSensitive(sm->schema, "x-imgd-loras");
+    if (civ) cJSON_AddItemToObject(o, "civitai", cJSON_Duplicate(civ, true));
+    if (lm) cJSON_AddItemToObject(o, "lora_metadata", cJSON_Duplicate(lm, true));
     svc_unit_json(s, sm->id, o);
     return o;
 }
