@@ -925,7 +925,10 @@ typedef struct imgd_pull_params {
                                     tokenizers and weights; or a single-file repo's weights);
                                   "civitai:VERSION_ID", "civitai-model:MODEL_ID" (its newest
                                     version), "civitai-hash:SHA256" (the version a file with that
-                                    hash belongs to; a file already present is only verified), or a
+                                    hash belongs to; a file already present is only verified),
+                                    "civitai-hash:PATH" (a file the user already has: its sha256
+                                    is looked up and only PATH's NAME.civitai.json is written,
+                                    nothing downloaded; dest_dir may be NULL; since 0.5), or a
                                     civitai.com model/download URL; any other http(s) URL of one
                                     weight file (no hash to check; since 0.5). Copied. */
     const char      *dest_dir; /* folder the files go to (a pipeline into dest_dir/NAME); created */
