@@ -482,7 +482,9 @@ typedef struct imgd_components_stats {
     uint32_t users;        /* model references to them */
 } imgd_components_stats;
 
-/* A new, empty store. Returns IMGD_OK or IMGD_E_NOMEM. Since: 0.5 */
+/* A new, empty store into *out (owned by the caller; imgd_components_free). Returns IMGD_OK,
+ * IMGD_E_INVALID_ARG (out NULL) or IMGD_E_NOMEM (*out untouched). Thread-safety: a store may
+ * be shared by loads on several threads (they serialise on its lock). Since: 0.5 */
 IMGD_API imgd_status imgd_components_new(imgd_components **out);
 
 /* Sets (or clears, with NULL functions) the digest cache; user is borrowed. Call before
@@ -490,7 +492,9 @@ IMGD_API imgd_status imgd_components_new(imgd_components **out);
 IMGD_API void imgd_components_set_digest_cache(imgd_components *c, imgd_digest_get_fn get,
                                                imgd_digest_put_fn put, void *user);
 
-/* Frees the store. Every model loaded with it must have been freed. NULL is a no-op. */
+/* Frees the store. Every model loaded with it must have been freed first (a component
+ * still in use is freed anyway, with a warning, and its models must not run again). NULL is
+ * a no-op. Since: 0.5 */
 IMGD_API void imgd_components_free(imgd_components *c);
 
 /* Current totals. Thread-safety: safe from any thread. Since: 0.5 */
@@ -505,7 +509,8 @@ IMGD_API imgd_status imgd_model_load(const char *path, const imgd_load_params *p
 IMGD_API void        imgd_model_free(imgd_model *m);
 
 /* Tensor bytes of m's components held in its component store (shared with other models or
- * ready to be; 0 without a store or when nothing was shareable). Since: 0.5 */
+ * ready to be; 0 without a store, for NULL, or when nothing was shareable). Thread-safety:
+ * safe from any thread while m lives. Since: 0.5 */
 IMGD_API uint64_t imgd_model_shared_bytes(const imgd_model *m);
 
 /* The detection result of a loaded model (borrowed; valid while m lives). Since: 0.2 */
