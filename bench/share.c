@@ -198,8 +198,9 @@ int bench_share(int argc, char **argv) {
                        sh && *sh ? sh : "../shared");
     } else {
         const cg_case *cs = NULL;
-        for (size_t i = 0; i < cg_case_count(); i++)
+        for (size_t i = 0; i < cg_case_count(); i++) {
             if (strcmp(cg_case_at(i)->name, "ckpt_sd15_fp16_ldm") == 0) cs = cg_case_at(i);
+        }
         if (!cs || cs->build(root, a, sizeof a) != 0 || bench_fill_random(a) != 0) rc = 1;
     }
     (void)imgd_fmt(b, sizeof b, "%s/other-unet.safetensors", root);
@@ -224,7 +225,8 @@ int bench_share(int argc, char **argv) {
         bench_emit("share", "vae_bytes_held_once", shared.saved, "B", NULL, 0);
     }
     char cmd[1200];
-    if (!o.keep && imgd_fmt(cmd, sizeof cmd, "rm -rf '%s'", root) && system(cmd) != 0)
+    if (!o.keep && imgd_fmt(cmd, sizeof cmd, "rm -rf '%s'", root) && system(cmd) != 0) {
         fprintf(stderr, "imgd-bench share: could not remove %s\n", root);
+    }
     return rc;
 }

@@ -202,8 +202,9 @@ static imgd_status component_digest(imgd_components *c, const source *src, const
                                     const uint8_t sig[32], char hex[65]) {
     if (src->is_file && c->get &&
         c->get(c->user, src->path, src->size, src->mtime_ns, VAE_COMPONENT, hex) &&
-        strlen(hex) == 64)
+        strlen(hex) == 64) {
         return IMGD_OK;
+    }
     const char **names = NULL;
     size_t       n     = 0;
     imgd_status  st    = names_sorted(wb, &names, &n);
@@ -225,8 +226,9 @@ static imgd_status component_digest(imgd_components *c, const source *src, const
     uint8_t d[32];
     imgd_sha256_final(&h, d);
     imgd_sha256_hex(d, hex);
-    if (src->is_file && c->put)
+    if (src->is_file && c->put) {
         c->put(c->user, src->path, src->size, src->mtime_ns, VAE_COMPONENT, hex);
+    }
     return IMGD_OK;
 }
 
@@ -264,8 +266,9 @@ static imgd_status find_equal(imgd_components *c, const source *src, const imgd_
         if (memcmp(e->sig, sig, 32) != 0) continue;
         imgd_status st = IMGD_OK;
         if (!mine[0]) st = component_digest(c, src, wb, sig, mine);
-        if (st == IMGD_OK && !e->digest[0])
+        if (st == IMGD_OK && !e->digest[0]) {
             st = component_digest(c, &e->src, e->wb, e->sig, e->digest);
+        }
         if (st != IMGD_OK) return st;
         if (strcmp(mine, e->digest) == 0) {
             *hit = e;
@@ -285,8 +288,9 @@ static imgd_status entry_open(const imgd_model *m, const imgd_open_params *op, s
     uint64_t bytes = 0;
     bool     ok    = false;
     if (st == IMGD_OK) st = component_sig(e->wb, sig, &bytes, &ok);
-    if (st == IMGD_OK && (!ok || memcmp(sig, e->sig, 32) != 0))
+    if (st == IMGD_OK && (!ok || memcmp(sig, e->sig, 32) != 0)) {
         st = imgd_fail(IMGD_E_IO, "%s changed while it was being loaded; load it again", m->path);
+    }
     return st;
 }
 

@@ -45,12 +45,14 @@ static bool num_in(const imgd_civitai_meta *m, const cJSON *obj, const char *nam
 
 static void read_fields(imgd_civitai_meta *m, const cJSON *doc) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "baseModel");
-    if (cJSON_IsString(v))
+    if (cJSON_IsString(v)) {
         (void)imgd_fmt(m->base_model, sizeof m->base_model, "%s", v->valuestring);
+    }
     const cJSON *it;
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(doc, "trainedWords")) {
-        if (m->n_words < IMGD_CIVITAI_WORDS_MAX && cJSON_IsString(it) && it->valuestring[0])
+        if (m->n_words < IMGD_CIVITAI_WORDS_MAX && cJSON_IsString(it) && it->valuestring[0]) {
             (void)imgd_fmt(m->words[m->n_words++], sizeof m->words[0], "%s", it->valuestring);
+        }
     }
     const cJSON *set = cJSON_GetObjectItemCaseSensitive(doc, "settings");
     double       x   = 0;
@@ -60,8 +62,9 @@ static void read_fields(imgd_civitai_meta *m, const cJSON *doc) {
         m->has_weight = true;
     }
     if (num_in(m, set, "clipSkip", "settings.clipSkip", 1, 12, &x) ||
-        num_in(m, doc, "clipSkip", "clipSkip", 1, 12, &x))
+        num_in(m, doc, "clipSkip", "clipSkip", 1, 12, &x)) {
         m->clip_skip = (int32_t)x;
+    }
     if (num_in(m, set, "steps", "settings.steps", 1, 150, &x)) m->steps = (int32_t)x;
     if (num_in(m, set, "cfgScale", "settings.cfgScale", 0, 30, &x)) m->cfg = x;
     v = cJSON_GetObjectItemCaseSensitive(set, "sampler");

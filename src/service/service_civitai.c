@@ -34,8 +34,9 @@ bool svc_civitai_caps(const char *path, imgd_schema_caps *c, imgd_civitai_meta *
 
 static cJSON *words_json(const imgd_civitai_meta *cm) {
     cJSON *a = cJSON_CreateArray();
-    for (int32_t i = 0; a && i < cm->n_words; i++)
+    for (int32_t i = 0; a && i < cm->n_words; i++) {
         cJSON_AddItemToArray(a, cJSON_CreateString(cm->words[i]));
+    }
     return a;
 }
 
@@ -54,17 +55,19 @@ static bool annotate_checkpoint(cJSON *schema, const imgd_schema_caps *c,
     cJSON *note = cJSON_AddObjectToObject(schema, "x-imgd-civitai");
     cJSON *defs = note ? cJSON_AddObjectToObject(note, "defaults") : NULL;
     if (!defs || !cJSON_AddStringToObject(note, "file", cm->path) ||
-        !cJSON_AddStringToObject(note, "base_model", cm->base_model))
+        !cJSON_AddStringToObject(note, "base_model", cm->base_model)) {
         return false;
+    }
     cJSON *w = words_json(cm);
     if (!w) return false;
     cJSON_AddItemToObject(note, "trained_words", w);
     bool ok = true;
     if (cm->steps > 0) ok = ok && cJSON_AddNumberToObject(defs, "steps", c->steps_default);
     if (cm->cfg > 0) ok = ok && cJSON_AddNumberToObject(defs, "cfg_scale", c->cfg_default);
-    if (cm->sampler[0])
+    if (cm->sampler[0]) {
         ok = ok && cJSON_AddStringToObject(defs, "sampler", c->sampler_default) &&
              cJSON_AddStringToObject(defs, "schedule", c->schedule_default);
+    }
     if (cm->clip_skip > 0) ok = ok && cJSON_AddNumberToObject(defs, "clip_skip", cm->clip_skip);
     return ok;
 }
@@ -82,8 +85,9 @@ static bool annotate_loras(imgd_server *s, cJSON *schema, const char *const *lor
     for (size_t i = 0; ok && i < n; i++) {
         imgd_reg_entry e;
         if (imgd_registry_find(s->reg, loras[i], &e) != IMGD_OK ||
-            !imgd_civitai_meta_read(e.path, cm) || (!cm->has_weight && cm->n_words == 0))
+            !imgd_civitai_meta_read(e.path, cm) || (!cm->has_weight && cm->n_words == 0)) {
             continue;
+        }
         if (!ann) ok = (ann = cJSON_AddObjectToObject(schema, "x-imgd-loras")) != NULL;
         cJSON *one = ok ? cJSON_AddObjectToObject(ann, loras[i]) : NULL;
         cJSON *w   = one ? words_json(cm) : NULL;
@@ -92,14 +96,16 @@ static bool annotate_loras(imgd_server *s, cJSON *schema, const char *const *lor
         cJSON_AddItemToObject(one, "trained_words", w);
         if (cm->has_weight) ok = cJSON_AddNumberToObject(one, "weight", cm->weight) != NULL;
         ok = ok && imgd_buf_printf(&desc, "%s%s:", desc.len ? "; " : "", loras[i]) == IMGD_OK;
-        for (int32_t k = 0; ok && k < cm->n_words; k++)
+        for (int32_t k = 0; ok && k < cm->n_words; k++) {
             ok = imgd_buf_printf(&desc, "%s\"%s\"", k ? ", " : " trigger words ", cm->words[k]) ==
                  IMGD_OK;
-        if (ok && cm->has_weight)
+        }
+        if (ok && cm->has_weight) {
             ok = imgd_buf_printf(&desc,
                                  "%srecommended weight %g (used when the request gives "
                                  "none)",
                                  cm->n_words ? ", " : " ", cm->weight) == IMGD_OK;
+        }
     }
     cJSON *name = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(
@@ -137,12 +143,14 @@ imgd_status svc_lora_weight_defaults(const cJSON *schema, cJSON *req) {
     cJSON_ArrayForEach(it, arr) {
         const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
         if (!cJSON_IsObject(it) || !cJSON_IsString(nm) ||
-            cJSON_GetObjectItemCaseSensitive(it, "weight"))
+            cJSON_GetObjectItemCaseSensitive(it, "weight")) {
             continue;
+        }
         const cJSON *w = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(ann, nm->valuestring), "weight");
-        if (cJSON_IsNumber(w) && !cJSON_AddNumberToObject(it, "weight", w->valuedouble))
+        if (cJSON_IsNumber(w) && !cJSON_AddNumberToObject(it, "weight", w->valuedouble)) {
             return imgd_fail(IMGD_E_NOMEM, "out of memory");
+        }
     }
     return IMGD_OK;
 }

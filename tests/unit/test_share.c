@@ -105,8 +105,9 @@ static void test_share_same_vae_file_held_once(void) {
         imgd_weights    *vw = NULL;
         CHECK_STATUS(imgd_weights_open(g_vae, NULL, &vw), IMGD_OK);
         uint64_t total = 0;
-        for (size_t i = 0; vw && i < imgd_weights_tensor_count(vw); i++)
+        for (size_t i = 0; vw && i < imgd_weights_tensor_count(vw); i++) {
             if (imgd_weights_tensor(vw, i, &t) == IMGD_OK) total += t.nbytes;
+        }
         CHECK(total == s.bytes); /* every tensor of the VAE file, once */
         imgd_weights_free(vw);
     }
