@@ -65,6 +65,11 @@ static const bench_row k_benches[] = {
      "      f16 .ckpt of the real size): first start (sha256 + conversion into the disk cache +\n"
      "      load) vs second (disk cache hit, page cache dropped) vs third (page cache warm)\n"
      "      [--small (the tiny sd15-narrow)] [--warmup] [--threads N] [--dir D] [--keep]"},
+    {"share", bench_share,
+     "components shared between models: resident memory of two random SD 1.5 (f16)\n"
+     "      checkpoints with identical VAEs, loaded and run once each (64x64, 1 step), with a\n"
+     "      component store vs without [--small (the tiny sd15-narrow)] [--threads N] [--dir D]\n"
+     "      [--keep]"},
 };
 
 int main(int argc, char **argv) {

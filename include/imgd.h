@@ -453,24 +453,75 @@ typedef struct imgd_load_params {
      * text_encoder_2/). The VAE is `vae` above (default: ae.safetensors or vae/ beside the
      * model, ../vae/ae.safetensors). A file given here that holds no encoder of the right
      * kind fails the load naming it. Copied where needed; borrowed for the call. Since: 0.5 */
-    const char *clip_l;       /* CLIP-L text encoder (pooled conditioning) */
-    const char *t5;           /* T5-XXL encoder */
-    const char *t5_tokenizer; /* spiece.model or a folder holding it (tokenizer_2/); NULL:
-                                 the model's tokenizer_2/, tokenizer_2/ beside the T5 folder,
-                                 spiece.model or tokenizer_2/ beside the model or the T5 file,
-                                 $IMGD_T5_TOKENIZER, $XDG_DATA_HOME/imgd/tokenizers/t5
-                                 (~/.local/share/...), /usr/local/share/imgd/tokenizers/t5,
-                                 /usr/share/imgd/tokenizers/t5 */
-    bool   embeddings_skip_bad; /* true: a file of embeddings that cannot be used with this
-                                   model (another family's width, not an embedding) is
-                                   skipped with a warning instead of failing the load, as
-                                   embedding_dir's are. Since: 0.4 */
+    const char *clip_l;                 /* CLIP-L text encoder (pooled conditioning) */
+    const char *t5;                     /* T5-XXL encoder */
+    const char *t5_tokenizer;           /* spiece.model or a folder holding it (tokenizer_2/); NULL:
+                                           the model's tokenizer_2/, tokenizer_2/ beside the T5 folder,
+                                           spiece.model or tokenizer_2/ beside the model or the T5 file,
+                                           $IMGD_T5_TOKENIZER, $XDG_DATA_HOME/imgd/tokenizers/t5
+                                           (~/.local/share/...), /usr/local/share/imgd/tokenizers/t5,
+                                           /usr/share/imgd/tokenizers/t5 */
+    bool embeddings_skip_bad;           /* true: a file of embeddings that cannot be used with this
+                                           model (another family's width, not an embedding) is
+                                           skipped with a warning instead of failing the load, as
+                                           embedding_dir's are. Since: 0.4 */
+    struct imgd_components *components; /* share identical components (the VAE) with the other
+                                           models loaded with the same store; borrowed, must
+                                           outlive the model; NULL = none (Since: 0.5) */
 } imgd_load_params;
 
 /* Defaults for imgd_load_params. Since: 0.2 */
 IMGD_API imgd_load_params imgd_load_params_default(void);
 
 typedef struct imgd_model imgd_model;
+
+/* ---- shared components -------------------------------------------------------------------
+ *
+ * A component store lets models hold identical components once. Models loaded with the
+ * same store (imgd_load_params.components) bind their VAE to one copy when it is the same
+ * file (a --vae file given to several checkpoints: one mapping) or has the same contents
+ * (two checkpoints embedding the same VAE: the same tensor names, dtypes, shapes and
+ * bytes, compared by a sha256 over them, computed only when another held VAE has the same
+ * names, dtypes and shapes). The copy is reference counted: it lives while any model
+ * using it lives. Text encoders and UNets are not shared (LoRAs change them per model).
+ *
+ * Typical use: imgd_components_new(&c); lp.components = c; load models...; free the
+ * models; imgd_components_free(c). */
+typedef struct imgd_components imgd_components;
+
+/* Remembers content digests between runs (optional): get fills digest (64 hex digits +
+ * NUL) and returns true when one was stored for path with this size and mtime; put stores
+ * one. Called with the store's lock held, from the loading thread. */
+typedef bool (*imgd_digest_get_fn)(void *user, const char *path, uint64_t size, int64_t mtime_ns,
+                                   const char *component, char digest[65]);
+typedef void (*imgd_digest_put_fn)(void *user, const char *path, uint64_t size, int64_t mtime_ns,
+                                   const char *component, const char *digest);
+
+typedef struct imgd_components_stats {
+    uint64_t bytes;        /* tensor bytes of the components held, each counted once */
+    uint64_t saved_bytes;  /* bytes not held twice: sum of bytes * (users - 1) */
+    uint64_t hashed_bytes; /* tensor bytes read to compute digests (cached ones excluded) */
+    uint32_t count;        /* components held */
+    uint32_t users;        /* model references to them */
+} imgd_components_stats;
+
+/* A new, empty store into *out (owned by the caller; imgd_components_free). Returns IMGD_OK,
+ * IMGD_E_INVALID_ARG (out NULL) or IMGD_E_NOMEM (*out untouched). Thread-safety: a store may
+ * be shared by loads on several threads (they serialise on its lock). Since: 0.5 */
+IMGD_API imgd_status imgd_components_new(imgd_components **out);
+
+/* Sets (or clears, with NULL functions) the digest cache; user is borrowed. Call before
+ * loading models with c. Since: 0.5 */
+IMGD_API void imgd_components_set_digest_cache(imgd_components *c, imgd_digest_get_fn get,
+                                               imgd_digest_put_fn put, void *user);
+
+/* Frees the store. Every model loaded with it must have been freed first (a component
+ * still in use is freed anyway, with a warning, and its models must not run again). NULL is
+ * a no-op. Since: 0.5 */
+IMGD_API void imgd_components_free(imgd_components *c);
+
+/* Current totals. Thread-safety: safe from any thread. Since: 0.5 */
+IMGD_API void imgd_components_stats_get(imgd_components *c, imgd_components_stats *out);
 
 /* Opens, detects and prepares a model for generation (weights stay memory-mapped; nothing
  * is copied until a network needs another dtype). IMGD_E_UNSUPPORTED names the detected
@@ -479,6 +530,11 @@ typedef struct imgd_model imgd_model;
 IMGD_API imgd_status imgd_model_load(const char *path, const imgd_load_params *params,
                                      imgd_model **out);
 IMGD_API void        imgd_model_free(imgd_model *m);
+
+/* Tensor bytes of m's components held in its component store (shared with other models or
+ * ready to be; 0 without a store, for NULL, or when nothing was shareable). Thread-safety:
+ * safe from any thread while m lives. Since: 0.5 */
+IMGD_API uint64_t imgd_model_shared_bytes(const imgd_model *m);
 
 /* The detection result of a loaded model (borrowed; valid while m lives). Since: 0.2 */
 IMGD_API const imgd_model_info *imgd_model_get_info(const imgd_model *m);
@@ -915,7 +971,10 @@ typedef struct imgd_pull_params {
                                     tokenizers and weights; or a single-file repo's weights);
                                   "civitai:VERSION_ID", "civitai-model:MODEL_ID" (its newest
                                     version), "civitai-hash:SHA256" (the version a file with that
-                                    hash belongs to; a file already present is only verified), or a
+                                    hash belongs to; a file already present is only verified),
+                                    "civitai-hash:PATH" (a file the user already has: its sha256
+                                    is looked up and only PATH's NAME.civitai.json is written,
+                                    nothing downloaded; dest_dir may be NULL; since 0.5), or a
                                     civitai.com model/download URL; any other http(s) URL of one
                                     weight file (no hash to check; since 0.5). Copied. */
     const char      *dest_dir; /* folder the files go to (a pipeline into dest_dir/NAME); created */

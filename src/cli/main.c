@@ -172,7 +172,8 @@ static const cmd_row k_cmds[] = {
     {"pull", imgd_cli_pull, NULL,
      "download a model: a Hugging Face repo (org/name[@rev], the files a pipeline needs,\n"
      "      --variant fp16, sharded weights) or CivitAI (civitai:VERSION, civitai-model:ID,\n"
-     "      civitai-hash:SHA256, a civitai.com URL); resumable, parallel, sha256-verified;\n"
+     "      civitai-hash:SHA256, a civitai.com URL; civitai-hash:FILE: only the metadata of a\n"
+     "      file you have, beside it); resumable, parallel, sha256-verified;\n"
      "      tokens from HF_TOKEN / CIVITAI_TOKEN; hubs from IMGD_HF_ENDPOINT /\n"
      "      IMGD_CIVITAI_ENDPOINT"},
     {"resolve", imgd_cli_resolve, NULL,

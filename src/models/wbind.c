@@ -1,6 +1,7 @@
 /* Weight binding: canonical names to graph weights over the mapped file (see wbind.h). */
 #include "models/wbind.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,9 +25,10 @@ struct imgd_wbind {
     const imgd_weights    *w;
     const imgd_model_info *mi;
     imgd_keymap           *km;
-    imgd_arena             copies; /* transposed tensors */
-    imgd_strmap            copied; /* canonical -> pointer (as size_t) into copies */
-    imgd_strmap            over;   /* canonical -> index into ov (merged adapters) */
+    pthread_mutex_t        copy_mu; /* guards copies and copied (a binder may be shared) */
+    imgd_arena             copies;  /* transposed tensors */
+    imgd_strmap            copied;  /* canonical -> pointer (as size_t) into copies */
+    imgd_strmap            over;    /* canonical -> index into ov (merged adapters) */
     struct override       *ov;
     size_t                 n_ov, alloc_ov;
     imgd_wbind_adapt_fn    adapt;
@@ -40,6 +42,7 @@ imgd_status imgd_wbind_new(const imgd_weights *w, const imgd_model_info *mi, img
     if (!b) return imgd_fail(IMGD_E_NOMEM, "out of memory");
     b->w  = w;
     b->mi = mi;
+    pthread_mutex_init(&b->copy_mu, NULL);
     imgd_arena_init(&b->copies, 0);
     imgd_strmap_init(&b->copied);
     imgd_strmap_init(&b->over);
@@ -59,6 +62,7 @@ void imgd_wbind_free(imgd_wbind *b) {
     imgd_keymap_free(b->km);
     imgd_strmap_free(&b->copied);
     imgd_arena_free(&b->copies);
+    pthread_mutex_destroy(&b->copy_mu);
     imgd_free(b);
 }
 
@@ -78,6 +82,29 @@ bool imgd_wbind_dtype(const imgd_wbind *b, const char *canonical, imgd_dtype *ou
     const imgd_km_entry *e = b && canonical ? imgd_keymap_find(b->km, canonical) : NULL;
     if (!e || !out) return false;
     *out = b->w->t[e->src].dtype;
+    return true;
+}
+
+/* Bytes of one row (all dims after the first) of t; 0 when a quantized row does not tile
+ * into whole blocks. */
+static size_t row_bytes_of(const imgd_wtensor *t);
+
+bool imgd_wbind_view(const imgd_wbind *b, const char *canonical, imgd_dtype *dtype,
+                     const void **data, uint64_t *nbytes) {
+    const imgd_km_entry *e = b && canonical ? imgd_keymap_find(b->km, canonical) : NULL;
+    if (!e || !dtype || !data || !nbytes) return false;
+    const imgd_wtensor *t = &b->w->t[e->src];
+    if (e->op == IMGD_KM_SAME || e->op == IMGD_KM_SQUEEZE) {
+        *data   = t->data;
+        *nbytes = t->nbytes;
+    } else if (e->op == IMGD_KM_ROWS && row_bytes_of(t)) {
+        size_t rb = row_bytes_of(t);
+        *data     = t->data + (size_t)e->row_begin * rb;
+        *nbytes   = (uint64_t)(e->row_end - e->row_begin) * rb;
+    } else {
+        return false;
+    }
+    *dtype = t->dtype;
     return true;
 }
 
@@ -236,12 +263,14 @@ static imgd_tensor *bind(imgd_wbind *b, imgd_graph *g, const char *canonical, in
     size_t oi = 0;
     if (b->n_ov && imgd_strmap_get(&b->over, canonical, &oi))
         return imgd_graph_weight(g, canonical, b->ov[oi].dtype, cn, cs, b->ov[oi].data);
-    imgd_dtype  dt   = b->w->t[e->src].dtype;
+    imgd_dtype dt = b->w->t[e->src].dtype;
+    pthread_mutex_lock(&b->copy_mu);
     const void *data = entry_data(b, canonical, e, cs, cn);
     if (is_f8(dt)) {
         data = f8_upcast(b, canonical, dt, data, cs, cn);
         dt   = IMGD_DTYPE_F16;
     }
+    pthread_mutex_unlock(&b->copy_mu);
     if (!data) {
         (void)imgd_graph_fail(
             g, IMGD_E_UNSUPPORTED, "%s: tensor '%s' (stored as '%s', %s) cannot be bound: %s",
@@ -361,24 +390,10 @@ typedef struct const_blob {
     float  v[];
 } const_blob;
 
-imgd_tensor *imgd_wbind_const_f32(imgd_wbind *b, imgd_graph *g, const char *key, int32_t n_dims,
-                                  const int64_t *shape, const float *data) {
-    if (!g || imgd_graph_status(g) != IMGD_OK) return NULL;
-    if (!b || !key || (n_dims > 0 && !shape) || n_dims < 0 || n_dims > IMGD_MAX_DIMS) {
-        (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "imgd_wbind_const_f32: bad argument");
-        return NULL;
-    }
-    char mkey[NAME_CAP];
-    if (!imgd_fmt(mkey, sizeof mkey, "const:%s", key)) {
-        (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "constant name too long: %.64s...", key);
-        return NULL;
-    }
-    size_t n = 1;
-    for (int32_t i = 0; i < n_dims; i++)
-        if (shape[i] < 0 || !imgd_size_mul(n, (size_t)shape[i], &n)) {
-            (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "constant '%s': bad shape", key);
-            return NULL;
-        }
+/* The binder's copy of constant `key` (mkey: its map key), made from data on first use;
+ * NULL with a sticky error on g. Called with copy_mu held. */
+static const const_blob *const_blob_get(imgd_wbind *b, imgd_graph *g, const char *key,
+                                        const char *mkey, size_t n, const float *data) {
     size_t            prev = 0;
     const const_blob *blob = NULL;
     if (imgd_strmap_get(&b->copied, mkey, &prev)) {
@@ -409,6 +424,31 @@ imgd_tensor *imgd_wbind_const_f32(imgd_wbind *b, imgd_graph *g, const char *key,
         if (n) memcpy(nb->v, data, n * sizeof(float));
         blob = nb;
     }
+    return blob;
+}
+
+imgd_tensor *imgd_wbind_const_f32(imgd_wbind *b, imgd_graph *g, const char *key, int32_t n_dims,
+                                  const int64_t *shape, const float *data) {
+    if (!g || imgd_graph_status(g) != IMGD_OK) return NULL;
+    if (!b || !key || (n_dims > 0 && !shape) || n_dims < 0 || n_dims > IMGD_MAX_DIMS) {
+        (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "imgd_wbind_const_f32: bad argument");
+        return NULL;
+    }
+    char mkey[NAME_CAP];
+    if (!imgd_fmt(mkey, sizeof mkey, "const:%s", key)) {
+        (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "constant name too long: %.64s...", key);
+        return NULL;
+    }
+    size_t n = 1;
+    for (int32_t i = 0; i < n_dims; i++)
+        if (shape[i] < 0 || !imgd_size_mul(n, (size_t)shape[i], &n)) {
+            (void)imgd_graph_fail(g, IMGD_E_INVALID_ARG, "constant '%s': bad shape", key);
+            return NULL;
+        }
+    pthread_mutex_lock(&b->copy_mu);
+    const const_blob *blob = const_blob_get(b, g, key, mkey, n, data);
+    pthread_mutex_unlock(&b->copy_mu);
+    if (!blob) return NULL;
     return imgd_graph_weight(g, key, IMGD_DTYPE_F32, n_dims, shape, blob->v);
 }
 

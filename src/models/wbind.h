@@ -8,8 +8,10 @@
  * binder's arena.
  *
  * Ownership: the binder borrows the weights (which must outlive it and every graph built
- * from it) and owns its key map. Not thread-safe while binding; the graphs it fed are
- * independent of it afterwards except for the copied tensors (freed with the binder). */
+ * from it) and owns its key map. Binding is safe from several threads at once (a binder
+ * shared by models through pipeline/share.c: the copies are made under a lock), but
+ * overrides and the adapter must not change while another thread binds; the graphs it fed
+ * are independent of it afterwards except for the copied tensors (freed with the binder). */
 #ifndef IMGD_MODELS_WBIND_H
 #define IMGD_MODELS_WBIND_H
 
@@ -54,6 +56,13 @@ imgd_status imgd_wbind_read_f32(const imgd_wbind *b, const char *canonical, floa
 /* Stored dtype of a canonical tensor (the file's, whatever the map's op) into *out; false
  * when the tensor is absent (out untouched). */
 bool imgd_wbind_dtype(const imgd_wbind *b, const char *canonical, imgd_dtype *out);
+
+/* The stored bytes of a canonical tensor when its canonical layout is a view of the file
+ * (nothing copied): its dtype, data and byte count. false (outputs untouched) when absent,
+ * or when binding it copies (transposed or half-swapped tensors, rows splitting quantized
+ * blocks). Reads only. Used to hash a component's contents (pipeline/share.c). */
+bool imgd_wbind_view(const imgd_wbind *b, const char *canonical, imgd_dtype *dtype,
+                     const void **data, uint64_t *nbytes);
 
 /* The weights and model info the binder was built from. */
 const imgd_weights    *imgd_wbind_weights(const imgd_wbind *b);

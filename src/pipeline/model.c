@@ -272,6 +272,8 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
     if (st == IMGD_OK && m->vae_w) st = imgd_wbind_new(m->vae_w, m->vae_mi, &m->vae_wb);
     if (st == IMGD_OK && m->unet_w) st = imgd_wbind_new(m->unet_w, m->unet_mi, &m->unet_wb);
     if (st == IMGD_OK && !flux) st = build_configs(m, &lp.arch);
+    /* after the configs (from the model's own files): only the VAE's binder is swapped */
+    if (st == IMGD_OK && !flux && lp.components) st = imgd_sd_share_vae(m, lp.components, &lp.open);
     if (st == IMGD_OK && !flux) st = imgd_sd_tokenizer_load(m, path, lp.tokenizer_dir);
     if (st == IMGD_OK && !flux) st = imgd_sd_adapters_init(m, &lp);
     if (st == IMGD_OK) st = imgd_pool_new(lp.threads, &m->pool);
@@ -319,6 +321,7 @@ void imgd_model_free(imgd_model *m) {
     imgd_sd_adapters_free(m);
     imgd_sd_graphs_free(m);
     imgd_sd_controls_free(m);
+    imgd_sd_share_release(m); /* after the graphs, which bound the shared VAE */
     imgd_backend_free(m->vae_be);
     imgd_backend_free(m->be);
     imgd_pool_free(m->pool); /* after the backend, which borrows it */

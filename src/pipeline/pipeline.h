@@ -105,6 +105,7 @@ struct imgd_model {
      * model uses path, name, w, mi, wb (the transformer), vae_w / vae_mi / vae_wb, tok (the
      * CLIP tokenizer), be and pool of the fields above, nothing else. */
     struct imgd_flux_model *flux;
+    struct imgd_sd_share   *vae_share; /* the store's VAE vae_wb points to (share.c); NULL */
 };
 
 /* The CLIP tokenizer into m->tok: explicit_dir, else the search imgd.h documents for
@@ -137,6 +138,19 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p);
 /* A1111's "Lora hashes" value for p's LoRA set: "name: hash12, ..." (file names without
  * extension; A1111's short hashes), imgd_malloc'd into *out; NULL when the set is empty. */
 imgd_status imgd_sd_lora_hashes(imgd_model *m, const imgd_gen_params *p, char **out);
+
+/* ---- shared components (pipeline/share.c) ------------------------------------------------- */
+
+/* Binds m's VAE to the store's copy of an identical one, or hands it to the store for the
+ * next models (imgd_components in imgd.h). Called by imgd_model_load after the configs are
+ * built; m->vae_wb then points into the store and m->vae_share holds the reference.
+ * A component that cannot be compared (a VAE of transposed tensors, a checkpoint read into
+ * memory rather than mapped) stays the model's own. IMGD_E_NOMEM; a file that changed
+ * since the model opened it is IMGD_E_IO. */
+imgd_status imgd_sd_share_vae(imgd_model *m, imgd_components *c, const imgd_open_params *op);
+
+/* Drops m's references into its component store (imgd_model_free, after the graphs). */
+void imgd_sd_share_release(imgd_model *m);
 
 /* Frees the kept graphs. */
 void imgd_sd_graphs_free(imgd_model *m);

@@ -915,8 +915,48 @@ static bool is_plain_url(const char *src) {
     return !strstr(src, "://huggingface.co/") || strstr(src, "/resolve/") != NULL;
 }
 
+/* civitai-hash:PATH, a file the user already has: its sha256 names the version, whose
+ * metadata is written beside that file under its own name (nothing is downloaded). */
+static imgd_status civitai_local(pull_ctx *pc, const char *file, char **report) {
+    char        sha[65], src[96];
+    cJSON      *ver = NULL;
+    imgd_status st  = imgd_file_sha256(file, pc->p->progress, pc->p->user, sha);
+    if (st == IMGD_OK && imgd_fmt(src, sizeof src, "civitai-hash:%s", sha)) {
+        st = civitai_version(pc, src, &ver);
+        if (st == IMGD_E_NOT_FOUND) {
+            char why[768]; /* the hub's answer; copied: imgd_fail rewrites the message */
+            (void)imgd_fmt(why, sizeof why, "%s", imgd_last_error());
+            st = imgd_fail(IMGD_E_NOT_FOUND,
+                           "%s (sha256 %s) is not a file CivitAI knows: no model version has "
+                           "it (%s)",
+                           file, sha, why);
+        }
+    }
+    if (st == IMGD_OK) st = civitai_meta(ver, file);
+    cJSON_Delete(ver);
+    if (st != IMGD_OK || !report) return st;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *a = o ? cJSON_AddArrayToObject(o, "files") : NULL;
+    cJSON *f = a ? cJSON_CreateObject() : NULL;
+    if (f) {
+        cJSON_AddItemToArray(a, f);
+        (void)cJSON_AddStringToObject(o, "source", pc->p->source);
+        (void)cJSON_AddStringToObject(f, "path", file);
+        (void)cJSON_AddNumberToObject(f, "bytes", (double)file_size(file));
+        (void)cJSON_AddStringToObject(f, "sha256", sha);
+        (void)cJSON_AddBoolToObject(f, "downloaded", false);
+    }
+    char *txt = f ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    *report = txt ? imgd_strdup(txt) : NULL;
+    cJSON_free(txt);
+    return *report ? IMGD_OK : imgd_fail(IMGD_E_NOMEM, "out of memory");
+}
+
 imgd_status imgd_pull(const imgd_pull_params *p, char **report) {
-    if (!p || !p->source || !p->dest_dir) {
+    bool local = p && p->source && strncmp(p->source, "civitai-hash:", 13) == 0 &&
+                 imgd_path_is_file(p->source + 13);
+    if (!p || !p->source || (!p->dest_dir && !local)) {
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_pull: source and dest_dir are required");
     }
     (void)pthread_once(&g_curl_once, curl_init_once);
@@ -937,10 +977,15 @@ imgd_status imgd_pull(const imgd_pull_params *p, char **report) {
     memset(&l, 0, sizeof l);
     cJSON *ver = NULL;
     char   dir[4096];
-    (void)imgd_fmt(dir, sizeof dir, "%s", p->dest_dir);
+    (void)imgd_fmt(dir, sizeof dir, "%s", p->dest_dir ? p->dest_dir : "");
     if (url) {
         pc.endpoint = ""; /* no hub token goes to another host */
         pc.token    = NULL;
+    }
+    if (local) {
+        imgd_status lst = civitai_local(&pc, p->source + 13, report);
+        pthread_mutex_destroy(&pc.mu);
+        return lst;
     }
     imgd_status st = url   ? url_pull(p->source, p->dest_dir, &l)
                      : civ ? civitai_pull(&pc, p->source, &l, &ver)

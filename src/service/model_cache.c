@@ -98,11 +98,19 @@ static slot *find(imgd_mcache *c, const char *key) {
     return NULL;
 }
 
+/* Bytes held for the objects outside them (counted once). Called with mu held. */
+static uint64_t shared_bytes(const imgd_mcache *c) {
+    return c->p.shared ? c->p.shared(c->p.user) : 0;
+}
+
 /* Unlinks unreferenced ready slots, least recently used first, until need more bytes fit the
- * budget; returns them as a chain to free after unlocking. */
+ * budget; returns them as a chain to free after unlocking. Shared bytes are read once: an
+ * evicted object's share of them is returned only when it is freed, so eviction may go one
+ * object further than needed while shared components are held. */
 static slot *evict_for(imgd_mcache *c, uint64_t need) {
-    slot *out = NULL;
-    while (c->p.budget && c->bytes + need > c->p.budget) {
+    slot    *out    = NULL;
+    uint64_t shared = shared_bytes(c);
+    while (c->p.budget && c->bytes + shared + need > c->p.budget) {
         slot *v = NULL;
         for (slot *s = c->slots; s; s = s->next) {
             if (s->state == SLOT_READY && s->refs == 0 && (!v || s->last_use < v->last_use)) v = s;
@@ -158,10 +166,11 @@ static imgd_status run_load(imgd_mcache *c, slot *s, uint64_t estimate, void **o
         c->bytes += bytes;
         c->loads++;
         trim = evict_for(c, 0);
-        if (c->p.budget && c->bytes > c->p.budget) {
+        if (c->p.budget && c->bytes + shared_bytes(c) > c->p.budget) {
             IMGD_LOG(IMGD_LOG_WARN, "service.cache", "over_budget",
                      "%.1f MiB resident, budget %.1f MiB: models in use cannot be evicted",
-                     (double)c->bytes / 1048576.0, (double)c->p.budget / 1048576.0);
+                     (double)(c->bytes + shared_bytes(c)) / 1048576.0,
+                     (double)c->p.budget / 1048576.0);
         }
         *obj = o;
     } else {
@@ -286,7 +295,7 @@ void imgd_mcache_each(imgd_mcache *c, imgd_mcache_each_fn fn, void *user) {
             }
         }
         if (!best) break;
-        fn(user, best->key, best->bytes, best->refs, best->load_s);
+        fn(user, best->key, best->obj, best->bytes, best->refs, best->load_s);
         below = best->last_use;
     }
     pthread_mutex_unlock(&c->mu);
@@ -299,7 +308,8 @@ void imgd_mcache_stats_get(imgd_mcache *c, imgd_mcache_stats *out) {
     }
     pthread_mutex_lock(&c->mu);
     out->budget    = c->p.budget;
-    out->bytes     = c->bytes;
+    out->shared    = shared_bytes(c);
+    out->bytes     = c->bytes + out->shared;
     out->loads     = c->loads;
     out->evictions = c->evictions;
     out->hits      = c->hits;

@@ -31,11 +31,17 @@ typedef imgd_status (*imgd_mcache_load_fn)(void *user, const char *key, void **o
                                            uint64_t *bytes);
 typedef void (*imgd_mcache_free_fn)(void *user, const char *key, void *obj);
 
+/* Bytes held outside the objects but for them (components shared between models, each
+ * counted once): added to the objects' own bytes when checking the budget. Called with the
+ * cache's lock held (it must not call the cache). */
+typedef uint64_t (*imgd_mcache_shared_fn)(void *user);
+
 typedef struct imgd_mcache_params {
-    uint64_t            budget; /* bytes; 0 = unlimited */
-    imgd_mcache_load_fn load;   /* required */
-    imgd_mcache_free_fn free;   /* required */
-    void               *user;   /* passed to both */
+    uint64_t              budget; /* bytes; 0 = unlimited */
+    imgd_mcache_load_fn   load;   /* required */
+    imgd_mcache_free_fn   free;   /* required */
+    void                 *user;   /* passed to every function */
+    imgd_mcache_shared_fn shared; /* may be NULL: nothing is shared */
 } imgd_mcache_params;
 
 imgd_status imgd_mcache_new(const imgd_mcache_params *p, imgd_mcache **out);
@@ -59,13 +65,15 @@ bool imgd_mcache_unload(imgd_mcache *c, const char *key);
 bool imgd_mcache_loaded(imgd_mcache *c, const char *key);
 
 /* Calls fn for every loaded object, most recently used first, with the lock held (fn must
- * not call the cache). */
-typedef void (*imgd_mcache_each_fn)(void *user, const char *key, uint64_t bytes, int32_t refs,
-                                    double load_s);
+ * not call the cache). bytes: the object's own (shared bytes are counted in stats.shared). */
+typedef void (*imgd_mcache_each_fn)(void *user, const char *key, void *obj, uint64_t bytes,
+                                    int32_t refs, double load_s);
 void imgd_mcache_each(imgd_mcache *c, imgd_mcache_each_fn fn, void *user);
 
 typedef struct imgd_mcache_stats {
-    uint64_t budget, bytes; /* bytes: resident plus loads in flight (their estimates) */
+    uint64_t budget, bytes; /* bytes: resident plus loads in flight (their estimates), shared
+                               bytes included once */
+    uint64_t shared;        /* of which held for several objects (params.shared) */
     uint64_t loads, evictions, hits;
     uint32_t count; /* loaded objects */
 } imgd_mcache_stats;

@@ -141,6 +141,9 @@ static const char k_schema[] =
     "CREATE TABLE IF NOT EXISTS pins ("
     " root TEXT NOT NULL, id TEXT NOT NULL, sha256 TEXT NOT NULL, file TEXT NOT NULL,"
     " created_ms INTEGER NOT NULL, PRIMARY KEY (root, id));"
+    "CREATE TABLE IF NOT EXISTS components ("
+    " path TEXT NOT NULL, component TEXT NOT NULL, size INTEGER NOT NULL,"
+    " mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (path, component));"
     "PRAGMA user_version = 1;";
 
 static imgd_status db_open(imgd_registry *r) {
@@ -1083,4 +1086,49 @@ imgd_status imgd_registry_rollback(imgd_registry *r, const char *id) {
         IMGD_LOG(IMGD_LOG_INFO, "service.registry", "rollback", "%s back to %.10s", rid, p.sha);
     }
     return st;
+}
+
+/* ---- component digests ---------------------------------------------------------------------- */
+
+bool imgd_registry_digest_get(imgd_registry *r, const char *path, uint64_t size, int64_t mtime_ns,
+                              const char *component, char digest[65]) {
+    static const char sql[] = "SELECT digest FROM components WHERE path = ? AND component = ? "
+                              "AND size = ? AND mtime_ns = ?";
+    bool              found = false;
+    sqlite3_stmt     *s     = NULL;
+    pthread_mutex_lock(&r->mu);
+    if (sqlite3_prepare_v2(r->db, sql, -1, &s, NULL) == SQLITE_OK) {
+        (void)sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+        (void)sqlite3_bind_text(s, 2, component, -1, SQLITE_STATIC);
+        (void)sqlite3_bind_int64(s, 3, (sqlite3_int64)size);
+        (void)sqlite3_bind_int64(s, 4, mtime_ns);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+            const unsigned char *t = sqlite3_column_text(s, 0);
+            found = t && strlen((const char *)t) == 64 && imgd_fmt(digest, 65, "%s", t);
+        }
+    }
+    (void)sqlite3_finalize(s);
+    pthread_mutex_unlock(&r->mu);
+    return found;
+}
+
+void imgd_registry_digest_put(imgd_registry *r, const char *path, uint64_t size, int64_t mtime_ns,
+                              const char *component, const char *digest) {
+    static const char sql[] = "INSERT OR REPLACE INTO components VALUES (?,?,?,?,?)";
+    sqlite3_stmt     *s     = NULL;
+    pthread_mutex_lock(&r->mu);
+    int rc = sqlite3_prepare_v2(r->db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        (void)sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+        (void)sqlite3_bind_text(s, 2, component, -1, SQLITE_STATIC);
+        (void)sqlite3_bind_int64(s, 3, (sqlite3_int64)size);
+        (void)sqlite3_bind_int64(s, 4, mtime_ns);
+        (void)sqlite3_bind_text(s, 5, digest, -1, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+    }
+    if (rc != SQLITE_DONE) /* a cache: the digest is computed again next time */
+        IMGD_LOG(IMGD_LOG_WARN, "service.registry", "digest_not_stored", "%s: %s", path,
+                 sqlite3_errmsg(r->db));
+    (void)sqlite3_finalize(s);
+    pthread_mutex_unlock(&r->mu);
 }

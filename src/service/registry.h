@@ -98,6 +98,15 @@ imgd_status imgd_registry_hash(imgd_registry *r, const char *id, imgd_progress_f
  * caller about to load it sees the current file. IMGD_E_NOT_FOUND when it is gone. */
 imgd_status imgd_registry_refresh(imgd_registry *r, const char *id, imgd_reg_entry *out);
 
+/* Content digests of model components (pipeline/share.c compares VAEs by them), kept in the
+ * cache keyed by the file's real path and component and valid while its size and mtime are
+ * unchanged. get: true and digest (64 hex + NUL) when stored; put: stores (a failure is
+ * logged, the digest is then computed again next time). Safe from any thread. */
+bool imgd_registry_digest_get(imgd_registry *r, const char *path, uint64_t size, int64_t mtime_ns,
+                              const char *component, char digest[65]);
+void imgd_registry_digest_put(imgd_registry *r, const char *path, uint64_t size, int64_t mtime_ns,
+                              const char *component, const char *digest);
+
 /* ---- versions ------------------------------------------------------------------------------
  * A model id can be pinned to its current content: the registry records the sha256 and keeps
  * a hard link (a copy when the link fails, e.g. another file system) to the file in

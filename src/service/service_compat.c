@@ -117,6 +117,21 @@ static const a1111_scheduler k_a1111_schedulers[] = {
     {"normal", "Normal", "normal"},
 };
 
+bool svc_a1111_sampler_native(const char *name, const char **sampler, const char **schedule) {
+    for (size_t i = 0; name && i < sizeof k_a1111_samplers / sizeof k_a1111_samplers[0]; i++) {
+        const a1111_sampler *h = &k_a1111_samplers[i];
+        if (strcasecmp(name, h->name) == 0 || strcmp(name, h->alias) == 0 ||
+            strcmp(name, h->sampler) == 0) {
+            *sampler  = h->sampler;
+            *schedule = h->schedule[0]                         ? h->schedule
+                        : strncmp(h->sampler, "dpmpp", 5) == 0 ? "karras"
+                                                               : "normal";
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool a1111_sampler_map(const char *name, const char *sched, cJSON *native,
                               imgd_http_resp *resp) {
     const a1111_sampler *hit = NULL;

@@ -16,6 +16,7 @@
 #include "service/metrics.h"
 #include "service/model_cache.h"
 #include "service/registry.h"
+#include "service/schema.h"
 
 #define SVC_MODELS_MAX 32
 #define SVC_BATCH_MAX  16
@@ -70,9 +71,10 @@ struct imgd_server {
     imgd_auth        *auth;
     imgd_http        *http;
     imgd_svc_metrics  metrics;
-    imgd_registry    *reg;     /* every model under the dirs (STATE/registry.sqlite3) */
-    imgd_mcache      *cache;   /* loaded models under the memory budget */
-    char            **preload; /* ids warmed at start (readiness reports them) */
+    imgd_registry    *reg;        /* every model under the dirs (STATE/registry.sqlite3) */
+    imgd_mcache      *cache;      /* loaded models under the memory budget */
+    imgd_components  *components; /* VAEs shared between loaded models (pipeline/share.c) */
+    char            **preload;    /* ids warmed at start (readiness reports them) */
     size_t            n_preload;
 
     pthread_mutex_t    mu;       /* guards everything below */
@@ -161,6 +163,27 @@ typedef struct svc_gen_hold {
 imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
                                   svc_gen_hold *hold);
 void        svc_gen_hold_free(svc_gen_hold *hold);
+/* An A1111 sampler name ("DPM++ 2M Karras", "Euler a"), its k-diffusion alias or a native
+ * name -> the native sampler and schedule (A1111's "Automatic" schedule when the name implies
+ * none: karras for DPM++, normal otherwise). false when unknown (service_compat.c). */
+bool svc_a1111_sampler_native(const char *name, const char **sampler, const char **schedule);
+
+/* CivitAI defaults (service_civitai.c). caps: a checkpoint's sidecar applied to c's steps,
+ * cfg, sampler and schedule defaults (cm filled; false when there is none). annotate: after
+ * imgd_schema_for_generate, the checkpoint's clip skip default and "x-imgd-civitai" (cm may
+ * be NULL), and "x-imgd-loras" for c's LoRAs; false on NOMEM. entry_json: a registry entry's
+ * sidecar as "civitai" in /v1/models. */
+struct imgd_civitai_meta;
+bool svc_civitai_caps(const char *path, imgd_schema_caps *c, struct imgd_civitai_meta *cm);
+bool svc_civitai_annotate(imgd_server *s, cJSON *schema, const imgd_schema_caps *c,
+                          const struct imgd_civitai_meta *cm);
+void svc_civitai_entry_json(const imgd_reg_entry *e, cJSON *o);
+
+/* Before the schema's defaults: a LoRA of the request's "loras" given without a weight gets
+ * the recommended one the model's schema records ("x-imgd-loras", from NAME.civitai.json
+ * beside the LoRA). IMGD_E_NOMEM. Called with s->mu held (the schema is the descriptor's). */
+imgd_status svc_lora_weight_defaults(const cJSON *schema, cJSON *req);
+
 /* Fills gp->loras from the request's "loras" (registry ids -> files); the specs live in
  * hold. IMGD_E_INVALID_ARG names an unknown LoRA. */
 imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp);

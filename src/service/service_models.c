@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/map.h"
 #include "base/text.h"
+#include "service/civitai.h"
 #include "service/disk_cache.h"
 #include "service/schema.h"
 #include "service/service_impl.h"
@@ -282,39 +283,41 @@ static const char *const k_lora_kinds[]      = {"lora", "lycoris", NULL};
 static const char *const k_control_kinds[]   = {"controlnet", NULL};
 static const char *const k_embedding_kinds[] = {"embedding", NULL};
 
-static cJSON *caps_schema(imgd_server *s, const char *id, const char *family) {
+static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, const char *family) {
     imgd_schema_caps c;
     memset(&c, 0, sizeof c);
     size_t n_loras = 0, n_cn = 0, n_emb = 0;
-    char **loras       = adapters_for(s, family, k_lora_kinds, ADAPTER_ID, &n_loras);
-    char **cns         = adapters_for(s, family, k_control_kinds, ADAPTER_ID, &n_cn);
-    char **embs        = adapters_for(s, family, k_embedding_kinds, ADAPTER_STEM, &n_emb);
-    c.loras            = (const char *const *)loras;
-    c.n_loras          = n_loras;
-    c.controlnets      = (const char *const *)cns;
-    c.n_controlnets    = n_cn;
-    c.embeddings       = (const char *const *)embs;
-    c.n_embeddings     = n_emb;
-    c.model_id         = id;
-    c.family           = family;
-    c.img2img          = true;
-    c.inpaint          = true;
-    c.negative_prompt  = true;
-    c.size_min         = 64;
-    c.size_max         = 2048;
-    c.size_multiple    = 8;
-    bool xl            = strcmp(family, "sdxl") == 0 || strcmp(family, "sdxl_refiner") == 0;
-    c.width_default    = xl ? 1024 : strcmp(family, "sd2") == 0 ? 768 : 512;
-    c.size_cond        = xl;
-    c.aesthetic        = strcmp(family, "sdxl_refiner") == 0;
-    c.height_default   = c.width_default;
-    c.steps_default    = 20;
-    c.steps_max        = 150;
-    c.cfg_default      = 7.0;
-    c.cfg_max          = 30.0;
-    c.batch_max        = 8;
-    c.sampler_default  = "euler";
-    c.schedule_default = "default";
+    char **loras           = adapters_for(s, family, k_lora_kinds, ADAPTER_ID, &n_loras);
+    char **cns             = adapters_for(s, family, k_control_kinds, ADAPTER_ID, &n_cn);
+    char **embs            = adapters_for(s, family, k_embedding_kinds, ADAPTER_STEM, &n_emb);
+    c.loras                = (const char *const *)loras;
+    c.n_loras              = n_loras;
+    c.controlnets          = (const char *const *)cns;
+    c.n_controlnets        = n_cn;
+    c.embeddings           = (const char *const *)embs;
+    c.n_embeddings         = n_emb;
+    c.model_id             = id;
+    c.family               = family;
+    c.img2img              = true;
+    c.inpaint              = true;
+    c.negative_prompt      = true;
+    c.size_min             = 64;
+    c.size_max             = 2048;
+    c.size_multiple        = 8;
+    bool xl                = strcmp(family, "sdxl") == 0 || strcmp(family, "sdxl_refiner") == 0;
+    c.width_default        = xl ? 1024 : strcmp(family, "sd2") == 0 ? 768 : 512;
+    c.size_cond            = xl;
+    c.aesthetic            = strcmp(family, "sdxl_refiner") == 0;
+    c.height_default       = c.width_default;
+    c.steps_default        = 20;
+    c.steps_max            = 150;
+    c.cfg_default          = 7.0;
+    c.cfg_max              = 30.0;
+    c.batch_max            = 8;
+    c.sampler_default      = "euler";
+    c.schedule_default     = "default";
+    imgd_civitai_meta *cm  = imgd_malloc(sizeof *cm);
+    bool               civ = cm && !is_flux(family) && svc_civitai_caps(path, &c, cm);
     if (is_flux(family)) { /* guidance-distilled txt2img; dev has the guidance embedding */
         bool dev           = strcmp(family, "flux_dev") == 0;
         c.img2img          = false;
@@ -334,6 +337,11 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *family) {
         c.seq_default      = dev ? 512 : 256;
     }
     cJSON *schema = imgd_schema_for_generate(&c);
+    if (schema && !svc_civitai_annotate(s, schema, &c, civ ? cm : NULL)) { /* NAME.civitai.json */
+        cJSON_Delete(schema);
+        schema = NULL;
+    }
+    imgd_free(cm);
     names_free(loras, n_loras);
     names_free(cns, n_cn);
     names_free(embs, n_emb);
@@ -419,7 +427,7 @@ svc_model *svc_model_find(imgd_server *s, const char *id, int32_t *http_status, 
     (void)imgd_fmt(tmp.path, sizeof tmp.path, "%s", e->path);
     (void)imgd_fmt(tmp.family, sizeof tmp.family, "%s", e->family);
     (void)imgd_fmt(tmp.kind, sizeof tmp.kind, "%s", e->kind);
-    tmp.schema = caps_schema(s, tmp.id, tmp.family);
+    tmp.schema = caps_schema(s, tmp.id, tmp.path, tmp.family);
     if (!tmp.schema) {
         *http_status = 500;
         (void)imgd_fmt(detail, detail_cap, "out of memory building the schema of '%s'", id);
@@ -562,6 +570,7 @@ static imgd_status cache_load(void *user, const char *key, void **obj, uint64_t 
             lp.n_embeddings        = n_emb;
             lp.embeddings_skip_bad = true;
         }
+        lp.components = s->components;
         pthread_mutex_lock(&s->engine_mu);
         uint64_t before = imgd_alloc_bytes_in_use();
         double   t0     = mono_s();
@@ -572,8 +581,15 @@ static imgd_status cache_load(void *user, const char *key, void **obj, uint64_t 
         heap = after > before ? after - before : 0;
     }
     if (st == IMGD_OK) {
+        /* the model's own bytes: a VAE held in the component store is counted there, once
+           for every model using it (params.shared); one taken from the checkpoint itself
+           leaves the model's tensor bytes, one from a --vae file was never in them */
+        uint64_t shared  = imgd_model_shared_bytes(m);
+        bool     own_vae = !svc_model_load_params(s, key).vae;
+        uint64_t tb      = e->tensor_bytes;
+        if (own_vae) tb = tb > shared ? tb - shared : 0;
         *obj   = m;
-        *bytes = e->tensor_bytes + heap;
+        *bytes = tb + heap;
         imgd_svc_metrics_load(&s->metrics, key, t_prep + secs);
         IMGD_LOG(IMGD_LOG_INFO, "service", "model_loaded",
                  "%s in %.3f s (prepare %.3f s, load %.3f s; about %.1f MiB)", key, t_prep + secs,
@@ -593,6 +609,25 @@ static void cache_free(void *user, const char *key, void *obj) {
     imgd_model_free(obj);
 }
 
+/* The component store's digest cache: the registry's SQLite. */
+static bool digest_get(void *user, const char *path, uint64_t size, int64_t mtime_ns,
+                       const char *component, char digest[65]) {
+    return imgd_registry_digest_get(user, path, size, mtime_ns, component, digest);
+}
+
+static void digest_put(void *user, const char *path, uint64_t size, int64_t mtime_ns,
+                       const char *component, const char *digest) {
+    imgd_registry_digest_put(user, path, size, mtime_ns, component, digest);
+}
+
+/* imgd_mcache_shared_fn: the bytes of the components held in the store, once each. */
+static uint64_t cache_shared(void *user) {
+    imgd_server          *s = user;
+    imgd_components_stats cs;
+    imgd_components_stats_get(s->components, &cs);
+    return cs.bytes;
+}
+
 imgd_status svc_models_open(imgd_server *s) {
     char *db = imgd_path_join(s->state_dir, "registry.sqlite3");
     if (!db) return imgd_fail(IMGD_E_NOMEM, "out of memory");
@@ -605,7 +640,10 @@ imgd_status svc_models_open(imgd_server *s) {
     IMGD_LOG(IMGD_LOG_INFO, "service", "registry",
              "%llu models (%llu detected, %llu cached) in %.3f s", (unsigned long long)rs.seen,
              (unsigned long long)rs.detected, (unsigned long long)rs.reused, rs.seconds);
-    imgd_mcache_params cp = {s->p.memory_budget, cache_load, cache_free, s};
+    st = imgd_components_new(&s->components);
+    if (st != IMGD_OK) return st;
+    imgd_components_set_digest_cache(s->components, digest_get, digest_put, s->reg);
+    imgd_mcache_params cp = {s->p.memory_budget, cache_load, cache_free, s, cache_shared};
     return imgd_mcache_new(&cp, &s->cache);
 }
 
@@ -681,8 +719,10 @@ typedef struct loaded_ctx {
     char   first[SVC_ID_MAX];
 } loaded_ctx;
 
-static void loaded_each(void *user, const char *key, uint64_t bytes, int32_t refs, double load_s) {
+static void loaded_each(void *user, const char *key, void *obj, uint64_t bytes, int32_t refs,
+                        double load_s) {
     loaded_ctx *c = user;
+    (void)obj;
     (void)bytes;
     (void)refs;
     (void)load_s;
@@ -710,6 +750,8 @@ cJSON *svc_models_loaded(imgd_server *s) {
 void svc_models_free(imgd_server *s) {
     imgd_mcache_free(s->cache);
     s->cache = NULL;
+    imgd_components_free(s->components); /* after the models that use it */
+    s->components = NULL;
     imgd_registry_free(s->reg);
     s->reg = NULL;
     for (size_t i = 0; i < s->n_models; i++) cJSON_Delete(s->models[i].schema);
@@ -717,6 +759,25 @@ void svc_models_free(imgd_server *s) {
 }
 
 /* ---- listing ------------------------------------------------------------------------------ */
+
+typedef struct one_ctx {
+    const char *id;
+    double      load_s;
+    uint64_t    bytes, shared;
+    int32_t     refs;
+    bool        found;
+} one_ctx;
+
+static void one_each(void *user, const char *key, void *obj, uint64_t bytes, int32_t refs,
+                     double load_s) {
+    one_ctx *c = user;
+    if (strcmp(c->id, key) != 0) return;
+    c->found  = true;
+    c->load_s = load_s;
+    c->bytes  = bytes;
+    c->shared = imgd_model_shared_bytes(obj);
+    c->refs   = refs;
+}
 
 static cJSON *entry_json(imgd_server *s, const imgd_reg_entry *e) {
     cJSON *o = cJSON_CreateObject();
@@ -740,7 +801,14 @@ static cJSON *entry_json(imgd_server *s, const imgd_reg_entry *e) {
     if (e->pinned[0]) {
         (void)cJSON_AddStringToObject(o, "pinned", e->pinned);
     }
-    (void)cJSON_AddBoolToObject(o, "loaded", svc_model_is_loaded(s, e->id));
+    svc_civitai_entry_json(e, o);
+    one_ctx c = {e->id, 0, 0, 0, 0, false};
+    if (s->cache) imgd_mcache_each(s->cache, one_each, &c);
+    (void)cJSON_AddBoolToObject(o, "loaded", c.found);
+    if (c.found) {
+        (void)cJSON_AddNumberToObject(o, "resident_bytes", (double)(c.bytes + c.shared));
+        (void)cJSON_AddNumberToObject(o, "shared_bytes", (double)c.shared);
+    }
     return o;
 }
 
@@ -759,35 +827,20 @@ cJSON *svc_models_list(imgd_server *s) {
     return arr;
 }
 
-typedef struct one_ctx {
-    const char *id;
-    double      load_s;
-    uint64_t    bytes;
-    int32_t     refs;
-    bool        found;
-} one_ctx;
-
-static void one_each(void *user, const char *key, uint64_t bytes, int32_t refs, double load_s) {
-    one_ctx *c = user;
-    if (strcmp(c->id, key) != 0) return;
-    c->found  = true;
-    c->load_s = load_s;
-    c->bytes  = bytes;
-    c->refs   = refs;
-}
-
 cJSON *svc_model_json(imgd_server *s, const svc_model *sm) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     (void)cJSON_AddStringToObject(o, "id", sm->id);
     (void)cJSON_AddStringToObject(o, "family", sm->family);
     (void)cJSON_AddStringToObject(o, "kind", sm->kind);
-    one_ctx c = {sm->id, 0, 0, 0, false};
+    one_ctx c = {sm->id, 0, 0, 0, 0, false};
     imgd_mcache_each(s->cache, one_each, &c);
     (void)cJSON_AddBoolToObject(o, "loaded", c.found);
     if (c.found) {
         (void)cJSON_AddNumberToObject(o, "load_s", c.load_s);
-        (void)cJSON_AddNumberToObject(o, "resident_bytes", (double)c.bytes);
+        /* everything the model uses; shared_bytes of it are held once for several models */
+        (void)cJSON_AddNumberToObject(o, "resident_bytes", (double)(c.bytes + c.shared));
+        (void)cJSON_AddNumberToObject(o, "shared_bytes", (double)c.shared);
         (void)cJSON_AddNumberToObject(o, "in_use", c.refs);
     }
     imgd_reg_entry *e = imgd_malloc(sizeof *e);
@@ -809,6 +862,11 @@ cJSON *svc_model_json(imgd_server *s, const svc_model *sm) {
         (void)cJSON_AddBoolToObject(caps, "inpaint", true);
     }
     (void)cJSON_AddStringToObject(o, "schema", "schema");
+    /* CivitAI metadata the schema took its defaults from (service_civitai.c) */
+    const cJSON *civ = cJSON_GetObjectItemCaseSensitive(sm->schema, "x-imgd-civitai");
+    const cJSON *lm  = cJSON_GetObjectItemCaseSensitive(sm->schema, "x-imgd-loras");
+    if (civ) cJSON_AddItemToObject(o, "civitai", cJSON_Duplicate(civ, true));
+    if (lm) cJSON_AddItemToObject(o, "lora_metadata", cJSON_Duplicate(lm, true));
     svc_unit_json(s, sm->id, o);
     return o;
 }

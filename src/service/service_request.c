@@ -137,7 +137,8 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
     }
     imgd_schema_violation v;
     bool                  ok = imgd_schema_validate(sm->schema, req, &v);
-    imgd_status           st = ok ? imgd_schema_apply_defaults(sm->schema, req) : IMGD_OK;
+    imgd_status st = ok ? svc_lora_weight_defaults(sm->schema, req) : IMGD_OK; /* CivitAI */
+    if (ok && st == IMGD_OK) st = imgd_schema_apply_defaults(sm->schema, req);
     pthread_mutex_unlock(&s->mu);
     if (!ok) {
         imgd_http_problem(resp, 400, "validation", "The request does not match the model's schema",

@@ -207,7 +207,24 @@ static void r_metrics(imgd_server *s, const imgd_http_req *req, const char *arg,
     double up = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - s->t_started;
     imgd_buf_free(&resp->body);
     imgd_buf_init(&resp->body, (size_t)16 << 20);
-    if (imgd_svc_metrics_print(&s->metrics, &resp->body, jobs, names, loaded, up) != IMGD_OK) {
+    imgd_components_stats ks;
+    imgd_components_stats_get(s->components, &ks);
+    if (imgd_svc_metrics_print(&s->metrics, &resp->body, jobs, names, loaded, up) != IMGD_OK ||
+        imgd_buf_printf(
+            &resp->body,
+            "# HELP imgd_models_resident_bytes Bytes of the loaded models, components shared "
+            "between them counted once.\n# TYPE imgd_models_resident_bytes gauge\n"
+            "imgd_models_resident_bytes %llu\n"
+            "# HELP imgd_models_shared_bytes Bytes of components held once for several models "
+            "(VAEs).\n# TYPE imgd_models_shared_bytes gauge\nimgd_models_shared_bytes %llu\n"
+            "# HELP imgd_models_shared_saved_bytes Bytes not held twice thanks to sharing.\n"
+            "# TYPE imgd_models_shared_saved_bytes gauge\nimgd_models_shared_saved_bytes %llu\n"
+            "# HELP imgd_models_shared_hashed_bytes_total Tensor bytes read to compare "
+            "components (digests cached in the registry are not read again).\n"
+            "# TYPE imgd_models_shared_hashed_bytes_total counter\n"
+            "imgd_models_shared_hashed_bytes_total %llu\n",
+            (unsigned long long)cs.bytes, (unsigned long long)ks.bytes,
+            (unsigned long long)ks.saved_bytes, (unsigned long long)ks.hashed_bytes) != IMGD_OK) {
         imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
         return;
     }
@@ -225,6 +242,18 @@ static void r_models(imgd_server *s, const imgd_http_req *req, const char *arg,
     if (o && a) {
         cJSON_AddItemToObject(o, "models", a);
         a = NULL;
+    }
+    cJSON *mem = o ? cJSON_AddObjectToObject(o, "memory") : NULL;
+    if (mem) { /* the budget's view: shared components counted once */
+        imgd_mcache_stats     cs;
+        imgd_components_stats ks;
+        imgd_mcache_stats_get(s->cache, &cs);
+        imgd_components_stats_get(s->components, &ks);
+        (void)cJSON_AddNumberToObject(mem, "budget", (double)cs.budget);
+        (void)cJSON_AddNumberToObject(mem, "resident_bytes", (double)cs.bytes);
+        (void)cJSON_AddNumberToObject(mem, "shared_bytes", (double)ks.bytes);
+        (void)cJSON_AddNumberToObject(mem, "shared_saved_bytes", (double)ks.saved_bytes);
+        (void)cJSON_AddNumberToObject(mem, "shared_components", ks.count);
     }
     cJSON_Delete(a);
     svc_send_json(resp, 200, o);

@@ -176,6 +176,26 @@ def case_civitai_by_hash(hub, d):
     assert os.path.exists(os.path.join(d, "styleLora.civitai.json"))
 
 
+def case_civitai_by_local_file(hub, d):
+    # a file the user already has, under a name of their own: metadata beside it, no download
+    mine = os.path.join(d, "my-style.safetensors")
+    with open(mine, "wb") as f:
+        f.write(fake_hub.CIV_FILE)
+    j = ok(pull(hub, d, "civitai-hash:" + mine))
+    assert j["files"][0]["path"] == mine and not j["files"][0]["downloaded"], j
+    assert j["files"][0]["sha256"] == hashlib.sha256(fake_hub.CIV_FILE).hexdigest(), j
+    assert not any("/api/download/" in q[1] for q in hub.stats())
+    with open(os.path.join(d, "my-style.civitai.json")) as f:
+        meta = json.load(f)
+    assert meta["trainedWords"] == ["sks style"] and meta["baseModel"] == "SD 1.5", meta
+    assert files_under(d) == {"my-style.safetensors", "my-style.civitai.json"}, files_under(d)
+    # a file CivitAI does not know: a 404 naming the file and its hash
+    other = os.path.join(d, "unknown.safetensors")
+    with open(other, "wb") as f:
+        f.write(b"not on the hub")
+    fail(pull(hub, d, "civitai-hash:" + other), "unknown.safetensors", "not a file CivitAI knows")
+
+
 def case_civitai_wrong_hash(hub, d):
     fail(pull(hub, d, "civitai:101"), "sha256 mismatch", "bad.safetensors")
     assert files_under(d) == set(), files_under(d)

@@ -13,6 +13,7 @@ typedef struct fake {
     int        delay_ms;
     bool       fail;
     char       freed[16][16]; /* keys in free order */
+    atomic_int shared_users;  /* live objects whose key's second letter is 's' */
 } fake;
 
 /* The key's size is its first digit times 10 bytes ("6a" = 60 bytes). */
@@ -26,8 +27,9 @@ static imgd_status fake_load(void *user, const char *key, void **obj, uint64_t *
     if (f->fail) return imgd_fail(IMGD_E_FORMAT, "fake load of %s failed", key);
     int *o = imgd_malloc(sizeof *o);
     if (!o) return IMGD_E_NOMEM;
-    *o     = (unsigned char)key[0];
-    *obj   = o;
+    *o   = (unsigned char)key[0];
+    *obj = o;
+    if (key[1] == 's') atomic_fetch_add(&f->shared_users, 1);
     *bytes = (uint64_t)(key[0] - '0') * 10;
     return IMGD_OK;
 }
@@ -36,12 +38,13 @@ static void fake_free(void *user, const char *key, void *obj) {
     fake *f = user;
     int   i = atomic_fetch_add(&f->frees, 1);
     if (i < 16) (void)snprintf(f->freed[i], sizeof f->freed[i], "%s", key);
+    if (key[1] == 's') atomic_fetch_sub(&f->shared_users, 1);
     imgd_free(obj);
 }
 
 static imgd_mcache *make(fake *f, uint64_t budget) {
     memset(f, 0, sizeof *f);
-    imgd_mcache_params p = {budget, fake_load, fake_free, f};
+    imgd_mcache_params p = {budget, fake_load, fake_free, f, NULL};
     imgd_mcache       *c = NULL;
     CHECK_STATUS(imgd_mcache_new(&p, &c), IMGD_OK);
     return c;
@@ -120,6 +123,42 @@ static void *race_acquire(void *arg) {
     return NULL;
 }
 
+/* Objects with 's' as second letter share one 30-byte component, held while any lives. */
+static uint64_t fake_shared(void *user) {
+    fake *f = user;
+    return atomic_load(&f->shared_users) > 0 ? 30 : 0;
+}
+
+static void test_model_cache_counts_shared_bytes_once(void) {
+    fake f;
+    memset(&f, 0, sizeof f);
+    imgd_mcache_params p = {100, fake_load, fake_free, &f, fake_shared};
+    imgd_mcache       *c = NULL;
+    void              *o;
+    CHECK_STATUS(imgd_mcache_new(&p, &c), IMGD_OK);
+    /* 30 + 30 own bytes and 30 shared: 90 fit the budget of 100 (counted per object,
+       120 would not) */
+    CHECK_STATUS(imgd_mcache_acquire(c, "3sa", 30, &o), IMGD_OK);
+    imgd_mcache_release(c, "3sa");
+    CHECK_STATUS(imgd_mcache_acquire(c, "3sb", 30, &o), IMGD_OK);
+    imgd_mcache_release(c, "3sb");
+    CHECK_EQ_INT(f.frees, 0);
+    imgd_mcache_stats s;
+    imgd_mcache_stats_get(c, &s);
+    CHECK_EQ_INT(s.bytes, 90);
+    CHECK_EQ_INT(s.shared, 30);
+    /* 20 more do not fit: the least recently used goes, the shared part stays for 3sb */
+    CHECK_STATUS(imgd_mcache_acquire(c, "2x", 20, &o), IMGD_OK);
+    imgd_mcache_release(c, "2x");
+    CHECK_EQ_INT(f.frees, 1);
+    CHECK_STR(f.freed[0], "3sa");
+    imgd_mcache_stats_get(c, &s);
+    CHECK_EQ_INT(s.bytes, 80);
+    CHECK_EQ_INT(s.shared, 30);
+    imgd_mcache_free(c);
+    CHECK_EQ_INT(f.shared_users, 0);
+}
+
 static void test_model_cache_concurrent_loads_load_once(void) {
     fake         f;
     imgd_mcache *c = make(&f, 1000);
@@ -161,5 +200,6 @@ int main(void) {
     RUN(test_model_cache_never_evicts_a_model_in_use);
     RUN(test_model_cache_unload_waits_for_the_last_release);
     RUN(test_model_cache_concurrent_loads_load_once);
+    RUN(test_model_cache_counts_shared_bytes_once);
     TEST_END();
 }
