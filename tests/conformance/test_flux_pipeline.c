@@ -110,7 +110,7 @@ static void test_flow_schedule_matches_pipelines(void) {
     double              bad[2] = {1.0, 1.5};
     CHECK_STATUS(imgd_flow_schedule_new(&p, 2, bad, 0.5, &s), IMGD_E_INVALID_ARG);
     CHECK_MSG(strstr(imgd_last_error(), "sigmas[1]"), "%s", imgd_last_error());
-    CHECK_STATUS(imgd_flow_schedule_new(&p, 4, NULL, NAN, &s), IMGD_E_INVALID_ARG);
+    CHECK_STATUS(imgd_flow_schedule_new(&p, 4, NULL, (double)NAN, &s), IMGD_E_INVALID_ARG);
     CHECK_MSG(strstr(imgd_last_error(), "mu"), "%s", imgd_last_error());
     CHECK_STATUS(imgd_flow_schedule_new(&p, 0, NULL, 0.5, &s), IMGD_E_INVALID_ARG);
     CHECK(s == NULL);

@@ -358,7 +358,11 @@ static size_t quant_linear_run(bool fuse, const unsigned char *w, const float *x
     imgd_plan_info info  = {0};
     CHECK_STATUS(imgd_graph_new(&gp, &g), IMGD_OK);
     CHECK_STATUS(imgd_backend_new("cpu", NULL, &be), IMGD_OK);
-    if (!g || !be) return 0;
+    if (!g || !be) {
+        imgd_graph_free(g);
+        imgd_backend_free(be);
+        return 0;
+    }
     imgd_tensor *xi = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 2, (int64_t[]){4, 1024});
     imgd_tensor *wt = imgd_graph_weight(g, "w", IMGD_DTYPE_Q8_0, 2, (int64_t[]){16384, 1024}, w);
     imgd_tensor *o  = imgd_op_linear(g, xi, wt, NULL);
