@@ -115,10 +115,10 @@ static void hand(int kv, const float *x, float s, double *y) {
 static void test_hypernet_matches_hand_computation(void) {
     char path[4096];
     tu_tmp_path(path, sizeof path, "hypernet-ok.safetensors");
-    REQUIRE(write_file(path, k_full, IMGD_ARRAY_LEN(k_full), "relu", "True"));
     imgd_hypernet *hn = NULL;
     imgd_backend  *be = NULL;
     imgd_graph    *g  = NULL;
+    REQUIRE(write_file(path, k_full, IMGD_ARRAY_LEN(k_full), "relu", "True"));
     CHECK_STATUS(imgd_hypernet_load(path, &hn), IMGD_OK);
     REQUIRE(hn);
     CHECK_EQ_INT(hn->n, 1);
