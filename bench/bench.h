@@ -6,6 +6,10 @@
 
 double bench_now(void);
 
+/* Drops a file's pages from the page cache (written back first; clean pages only), so the
+ * next read comes from the disk: cold-start measurements. */
+void bench_drop_page_cache(const char *path);
+
 /* Prints {"bench":b,"metric":m,"value":v,"unit":u[,"vs":vs,"ratio":r]} on stdout. */
 void bench_emit(const char *bench, const char *metric, double value, const char *unit,
                 const char *vs, double ratio);

@@ -48,22 +48,14 @@ static int parse(int argc, char **argv, dopts *o) {
     return 0;
 }
 
-/* Drops a file's pages from the page cache (clean pages only). */
-static void drop_file(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return;
-    (void)fdatasync(fd);
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    (void)close(fd);
-}
-
 static void drop_dir(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         char p[2048];
-        if (e->d_name[0] != '.' && imgd_fmt(p, sizeof p, "%s/%s", dir, e->d_name)) drop_file(p);
+        if (e->d_name[0] != '.' && imgd_fmt(p, sizeof p, "%s/%s", dir, e->d_name))
+            bench_drop_page_cache(p);
     }
     (void)closedir(d);
 }
@@ -143,9 +135,9 @@ int bench_deploy(int argc, char **argv) {
     int    rc    = make_ckpt(&o, root, ckpt, sizeof ckpt);
     double first = -1, second = -1, third = -1;
     if (rc == 0) {
-        drop_file(ckpt);
+        bench_drop_page_cache(ckpt);
         first = one_start(&o, ckpt, state, tok); /* sha256 + convert + load */
-        drop_file(ckpt);
+        bench_drop_page_cache(ckpt);
         drop_dir(cache);
         second = first > 0 ? one_start(&o, ckpt, state, tok) : -1;  /* cache hit, from disk */
         third  = second > 0 ? one_start(&o, ckpt, state, tok) : -1; /* from the page cache */

@@ -1,9 +1,19 @@
 /* imgd-bench: measures what users feel; one JSON object per line. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench.h"
+
+void bench_drop_page_cache(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return;
+    (void)fdatasync(fd);
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    (void)close(fd);
+}
 
 double bench_now(void) {
     struct timespec ts;

@@ -120,15 +120,6 @@ static int bench_rescan(const char *root, int32_t n) {
 
 /* ---- cold starts ------------------------------------------------------------------------ */
 
-/* Drops path's pages from the page cache so a load reads the disk (clean pages only). */
-static void drop_cache(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return;
-    (void)fdatasync(fd);
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    (void)close(fd);
-}
-
 static double timed_load(const char *path, const imgd_load_params *lp, bool *ok) {
     imgd_model *m  = NULL;
     double      t0 = bench_now();
@@ -153,7 +144,7 @@ static double cold_start(imgd_registry *reg, const char *cache, const char *src,
         return 0;
     }
     double prep = bench_now() - t0;
-    drop_cache(out);
+    bench_drop_page_cache(out);
     double load = timed_load(out, lp, ok);
     printf("# cold start (%s): hash + disk cache %.3f s, load %.3f s\n", *hit ? "hit" : "convert",
            prep, load);
@@ -219,11 +210,11 @@ static int bench_cold(const ropts *o, const char *root) {
         return -1;
     }
     bool ok = true, hit1 = true, hit2 = false;
-    drop_cache(ckpt);
+    bench_drop_page_cache(ckpt);
     double direct = timed_load(ckpt, &lp, &ok);
-    drop_cache(ckpt);
+    bench_drop_page_cache(ckpt);
     double first = cold_start(reg, cache, ckpt, &lp, &hit1, &ok);
-    drop_cache(ckpt);
+    bench_drop_page_cache(ckpt);
     double second = cold_start(reg, cache, ckpt, &lp, &hit2, &ok);
     imgd_registry_free(reg);
     if (!ok || hit1 || !hit2) {

@@ -89,13 +89,6 @@ static int write_variant(const char *src, const char *dst, const char *flip) {
     return ok ? 0 : -1;
 }
 
-static void drop_cache(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return;
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    (void)close(fd);
-}
-
 /* VmRSS of this process in bytes (0 when unknown). */
 static double rss_bytes(void) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -163,8 +156,8 @@ static void child_run(const sopts *o, const char *a, const char *b, bool share, 
 static int run(const sopts *o, const char *a, const char *b, bool share, run_out *out) {
     int fds[2];
     if (pipe(fds) != 0) return -1;
-    drop_cache(a);
-    drop_cache(b);
+    bench_drop_page_cache(a);
+    bench_drop_page_cache(b);
     (void)fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) return -1;
