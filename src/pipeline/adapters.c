@@ -215,11 +215,6 @@ imgd_status imgd_sd_lora_sig(const imgd_model *m, const imgd_gen_params *p, uint
 /* ---- applying a set ---------------------------------------------------------------------------
  */
 
-static void drop_graph(imgd_sd_graph *k) {
-    imgd_graph_free(k->g);
-    memset(k, 0, sizeof *k);
-}
-
 /* Back to the base weights: overrides and hooks cleared, graphs that saw them dropped. */
 static void unapply(imgd_model *m) {
     imgd_sd_adapters *ad = m->ad;
@@ -227,7 +222,7 @@ static void unapply(imgd_model *m) {
     imgd_lora_stack_detach(m->wb);
     imgd_lora_stack_detach(imgd_sd_unet_bind(m));
     imgd_sd_te_graphs_drop(m);
-    drop_graph(&m->g_unet);
+    imgd_sd_graph_drop(&m->g_unet);
     imgd_lora_stack_free(ad->stack);
     ad->stack = NULL;
     imgd_free(ad->applied);
@@ -357,7 +352,7 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p) {
      * one) bind the base weights and must be rebuilt too. */
     if (st == IMGD_OK) {
         imgd_sd_te_graphs_drop(m);
-        drop_graph(&m->g_unet);
+        imgd_sd_graph_drop(&m->g_unet);
     }
     if (st == IMGD_OK && m->ad->n_cache + n > LORA_CACHE_MAX) cache_clear(m->ad);
     if (st == IMGD_OK && n > 0) st = imgd_lora_stack_new(m->pool, &m->ad->stack);

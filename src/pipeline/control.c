@@ -220,9 +220,7 @@ static imgd_status net_graph(imgd_sd_control_run *c, imgd_sd_control *n, int32_t
     imgd_sd_graph *k = &n->g;
     if (k->g && k->batch == batch && k->h == c->h && k->w == c->w && k->len == c->len)
         return IMGD_OK;
-    imgd_graph_free(k->g);
-    memset(k, 0, sizeof *k);
-    imgd_status st = imgd_graph_new(NULL, &k->g);
+    imgd_status st = imgd_sd_graph_new(k);
     if (st != IMGD_OK) return st;
     const imgd_unet_cfg *u = &n->cfg.unet;
     int64_t              S = (int64_t)1 << (n->cfg.hint_blocks / 2);
@@ -243,13 +241,14 @@ static imgd_status net_graph(imgd_sd_control_run *c, imgd_sd_control *n, int32_t
     }
     st = imgd_controlnet_build(k->g, n->wb, "controlnet", &n->cfg, k->in[0], k->in[1], k->in[2],
                                u->adm_in_channels > 0 ? &added : NULL, k->in[3], k->res, NULL);
-    if (st == IMGD_OK) st = imgd_graph_plan(k->g, c->m->be, NULL);
-    if (st == IMGD_OK) st = imgd_graph_alloc(k->g, NULL, 0);
+    char what[600];
+    (void)imgd_fmt(what, sizeof what, "ControlNet %s", n->path);
     if (st != IMGD_OK) {
-        imgd_graph_free(k->g);
-        memset(k, 0, sizeof *k);
-        return imgd_fail_prefix(st, "ControlNet %s graph", n->path);
+        imgd_sd_graph_drop(k);
+        return imgd_fail_prefix(st, "%s graph", what);
     }
+    st = imgd_sd_graph_finish(c->m->be, k, what);
+    if (st != IMGD_OK) return st;
     k->batch = batch;
     k->h     = c->h;
     k->w     = c->w;

@@ -155,6 +155,13 @@ void imgd_sd_share_release(imgd_model *m);
 /* Frees the kept graphs. */
 void imgd_sd_graphs_free(imgd_model *m);
 
+/* One kept graph (sd.c): drop frees it and clears k; new drops it and starts an empty graph
+ * (IMGD_E_NOMEM); finish plans and allocates a freshly built graph on be, dropping it and
+ * prefixing the error with "<what> graph" on failure. */
+void        imgd_sd_graph_drop(imgd_sd_graph *k);
+imgd_status imgd_sd_graph_new(imgd_sd_graph *k);
+imgd_status imgd_sd_graph_finish(imgd_backend *be, imgd_sd_graph *k, const char *what);
+
 /* Drops the text-encoder graphs (their weights changed). */
 void imgd_sd_te_graphs_drop(imgd_model *m);
 

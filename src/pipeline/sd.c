@@ -49,16 +49,16 @@ imgd_gen_params imgd_gen_params_default(void) {
 
 /* ---- kept graphs ------------------------------------------------------------------- */
 
-static void graph_drop(imgd_sd_graph *k) {
+void imgd_sd_graph_drop(imgd_sd_graph *k) {
     imgd_graph_free(k->g);
     memset(k, 0, sizeof *k);
 }
 
 void imgd_sd_graphs_free(imgd_model *m) {
     imgd_sd_te_graphs_drop(m);
-    graph_drop(&m->g_unet);
-    graph_drop(&m->g_dec);
-    graph_drop(&m->g_enc);
+    imgd_sd_graph_drop(&m->g_unet);
+    imgd_sd_graph_drop(&m->g_dec);
+    imgd_sd_graph_drop(&m->g_enc);
 }
 
 imgd_wbind *imgd_sd_vae_bind(imgd_model *m) {
@@ -69,15 +69,12 @@ imgd_wbind *imgd_sd_unet_bind(imgd_model *m) {
     return m->unet_wb ? m->unet_wb : m->wb;
 }
 
-/* Plans and allocates a freshly built graph on backend be. */
-static imgd_status finish_graph_on(imgd_model *m, imgd_backend *be, imgd_sd_graph *k,
-                                   const char *what) {
-    (void)m;
+imgd_status imgd_sd_graph_finish(imgd_backend *be, imgd_sd_graph *k, const char *what) {
     imgd_plan_info info;
     imgd_status    st = imgd_graph_plan(k->g, be, &info);
     if (st == IMGD_OK) st = imgd_graph_alloc(k->g, NULL, 0);
     if (st != IMGD_OK) {
-        graph_drop(k);
+        imgd_sd_graph_drop(k);
         return imgd_fail_prefix(st, "%s graph", what);
     }
     IMGD_LOG(IMGD_LOG_DEBUG, "pipeline", "graph_planned", "%s: %zu nodes, %.1f MB activations",
@@ -85,13 +82,8 @@ static imgd_status finish_graph_on(imgd_model *m, imgd_backend *be, imgd_sd_grap
     return IMGD_OK;
 }
 
-/* Plans and allocates a freshly built graph on the model's backend. */
-static imgd_status finish_graph(imgd_model *m, imgd_sd_graph *k, const char *what) {
-    return finish_graph_on(m, m->be, k, what);
-}
-
-static imgd_status new_graph(imgd_sd_graph *k) {
-    graph_drop(k);
+imgd_status imgd_sd_graph_new(imgd_sd_graph *k) {
+    imgd_sd_graph_drop(k);
     return imgd_graph_new(NULL, &k->g);
 }
 
@@ -120,7 +112,7 @@ static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, in
     } else {
         imgd_sd_graph *k = &m->g_dec;
         if (!k->g || k->batch != B || k->h != h || k->w != w) {
-            st = new_graph(k);
+            st = imgd_sd_graph_new(k);
             if (st == IMGD_OK) {
                 k->batch = B;
                 k->h     = h;
@@ -133,9 +125,9 @@ static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, in
                 if (st == IMGD_OK) {
                     k->out[0] = o.image;
                     imgd_graph_output(k->g, o.image);
-                    st = finish_graph_on(m, vae_backend(m), k, "VAE decoder");
+                    st = imgd_sd_graph_finish(vae_backend(m), k, "VAE decoder");
                 } else {
-                    graph_drop(k);
+                    imgd_sd_graph_drop(k);
                 }
             }
         }
@@ -162,7 +154,7 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
     imgd_sd_graph *k  = &m->g_enc;
     imgd_status    st = IMGD_OK;
     if (!k->g || k->h != H || k->w != W) {
-        st = new_graph(k);
+        st = imgd_sd_graph_new(k);
         if (st != IMGD_OK) return st;
         k->h = H;
         k->w = W;
@@ -172,14 +164,14 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
         memset(&o, 0, sizeof o);
         st = imgd_vae_encode_build(k->g, imgd_sd_vae_bind(m), "vae", &m->vae, k->in[0], &o);
         if (st != IMGD_OK) {
-            graph_drop(k);
+            imgd_sd_graph_drop(k);
             return st;
         }
         k->out[0] = o.mean;
         k->out[1] = o.logvar;
         imgd_graph_output(k->g, o.mean);
         imgd_graph_output(k->g, o.logvar);
-        st = finish_graph_on(m, vae_backend(m), k, "VAE encoder");
+        st = imgd_sd_graph_finish(vae_backend(m), k, "VAE encoder");
         if (st != IMGD_OK) return st;
     }
     size_t n      = (size_t)zc * h * w;
@@ -524,7 +516,7 @@ static imgd_status unet_graph(run_ctx *r, const stage *sg) {
     if (k->g && k->batch == r->ub && k->h == r->h && k->w == r->w && k->len == sg->len &&
         k->n_res == n_res)
         return IMGD_OK;
-    imgd_status st = new_graph(k);
+    imgd_status st = imgd_sd_graph_new(k);
     if (st != IMGD_OK) return st;
     k->batch = r->ub;
     k->h     = r->h;
@@ -557,11 +549,11 @@ static imgd_status unet_graph(run_ctx *r, const stage *sg) {
     st = imgd_unet_build(k->g, imgd_sd_unet_bind(m), "unet", &m->unet, k->in[0], k->in[1], k->in[2],
                          (n_res || m->n_time_ids) ? &ex : NULL, NULL, &k->out[0]);
     if (st != IMGD_OK) {
-        graph_drop(k);
+        imgd_sd_graph_drop(k);
         return st;
     }
     imgd_graph_output(k->g, k->out[0]);
-    return finish_graph(m, k, "UNet");
+    return imgd_sd_graph_finish(m->be, k, "UNet");
 }
 
 /* Fills the UNet input rows of every placed item (stopped items: zeros). */

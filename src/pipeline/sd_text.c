@@ -107,10 +107,7 @@ imgd_status imgd_sd_text_setup(imgd_model *m, int32_t te_heads) {
 }
 
 void imgd_sd_te_graphs_drop(imgd_model *m) {
-    for (int32_t e = 0; e < IMGD_SD_TE_MAX; e++) {
-        imgd_graph_free(m->te[e].g.g);
-        memset(&m->te[e].g, 0, sizeof m->te[e].g);
-    }
+    for (int32_t e = 0; e < IMGD_SD_TE_MAX; e++) imgd_sd_graph_drop(&m->te[e].g);
 }
 
 /* ---- graphs ------------------------------------------------------------------------------ */
@@ -129,9 +126,7 @@ static imgd_status te_graph(imgd_model *m, int32_t e, int32_t batch, int32_t lay
     imgd_sd_te    *te = &m->te[e];
     imgd_sd_graph *k  = &te->g;
     if (k->g && k->batch == batch && k->variant == layer) return IMGD_OK;
-    imgd_graph_free(k->g);
-    memset(k, 0, sizeof *k);
-    imgd_status st = imgd_graph_new(NULL, &k->g);
+    imgd_status st = imgd_sd_graph_new(k);
     if (st != IMGD_OK) return st;
     k->batch               = batch;
     k->variant             = layer;
@@ -156,8 +151,7 @@ static imgd_status te_graph(imgd_model *m, int32_t e, int32_t batch, int32_t lay
     }
     st = imgd_clip_text_build(k->g, m->wb, te->prefix, &te->cfg, batch, k->in[0], &req, &out);
     if (st != IMGD_OK) {
-        imgd_graph_free(k->g);
-        memset(k, 0, sizeof *k);
+        imgd_sd_graph_drop(k);
         return st;
     }
     if (!xl) {
@@ -173,15 +167,7 @@ static imgd_status te_graph(imgd_model *m, int32_t e, int32_t batch, int32_t lay
     k->in[1]  = out.pool_select;
     for (int i = 0; i < 3; i++)
         if (k->out[i]) imgd_graph_output(k->g, k->out[i]);
-    imgd_plan_info info;
-    st = imgd_graph_plan(k->g, m->be, &info);
-    if (st == IMGD_OK) st = imgd_graph_alloc(k->g, NULL, 0);
-    if (st != IMGD_OK) {
-        imgd_graph_free(k->g);
-        memset(k, 0, sizeof *k);
-        return imgd_fail_prefix(st, "%s graph", te->prefix);
-    }
-    return IMGD_OK;
+    return imgd_sd_graph_finish(m->be, k, te->prefix);
 }
 
 /* ---- encoding ---------------------------------------------------------------------------- */
