@@ -288,10 +288,12 @@ void imgd_server_stop(imgd_server *s, double grace_s) {
     s->stopping = true;
     pthread_cond_broadcast(&s->cv_work);
     pthread_mutex_unlock(&s->mu);
-    /* Let the running job finish within the grace period, then cancel it (it stays queued). */
+    /* Let the claimed batch (jobs clients already see running) finish within the grace period,
+     * then cancel what still runs (it stays queued). */
     for (;;) {
         bool busy = false;
         pthread_mutex_lock(&s->mu);
+        busy = s->batch_busy;
         for (size_t i = 0; i < SVC_BATCH_MAX; i++) busy = busy || s->live[i].active;
         pthread_mutex_unlock(&s->mu);
         if (!busy || mono_s() >= end) break;

@@ -87,6 +87,7 @@ struct imgd_server {
     svc_live           live[SVC_BATCH_MAX];
     char               current[SVC_ID_MAX]; /* model of the last job (A1111 "checkpoint") */
     bool               stopping, hard_stop, interrupt_all;
+    bool               batch_busy; /* a claimed batch is being run (clients see it running) */
     pthread_t          sched;
     bool               sched_started;
     pthread_mutex_t    engine_mu; /* held while the engine runs (generate, load, unload) */

@@ -265,7 +265,7 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
     }
     for (size_t i = 0; m && i < n; i++) {
         pthread_mutex_lock(&s->mu);
-        bool stop = s->hard_stop || s->stopping;
+        bool stop = s->hard_stop; /* a stop with grace lets claimed jobs finish */
         pthread_mutex_unlock(&s->mu);
         if (!items[i].ready) continue;
         if (stop) {
@@ -300,6 +300,12 @@ static bool idle_wait(imgd_server *s, int32_t ms) {
     return go;
 }
 
+static void batch_done(imgd_server *s) {
+    pthread_mutex_lock(&s->mu);
+    s->batch_busy = false;
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *sched_main(void *arg) {
     imgd_server *s       = arg;
     bool         idle    = true;
@@ -329,12 +335,21 @@ static void *sched_main(void *arg) {
         idle                = false;
         imgd_job_rec **recs = NULL;
         size_t         n    = 0;
+        /* Claimed jobs read as running to clients, so a stop with a grace period waits for
+         * the batch (batch_busy, set before the claim) instead of only for the sampling. */
+        pthread_mutex_lock(&s->mu);
+        stop          = s->stopping;
+        s->batch_busy = !stop;
+        pthread_mutex_unlock(&s->mu);
+        if (stop) break;
         if (imgd_jobstore_claim_batch(s->js, NULL, s->p.batch_max, &recs, &n) != IMGD_OK) {
+            batch_done(s);
             IMGD_LOG(IMGD_LOG_ERROR, "sched", "claim_failed", "%s", imgd_last_error());
             if (!idle_wait(s, 1000)) break;
             continue;
         }
         if (n > 0) run_batch(s, recs, n);
+        batch_done(s);
         imgd_job_rec_list_free(recs, n);
     }
     return NULL;
