@@ -9,6 +9,7 @@
 
 #include "base/alloc.h"
 #include "base/error.h"
+#include "formats/dtype.h"
 #include "tensor/ops.h"
 
 imgd_flux_gen_params imgd_flux_gen_params_default(void) {
@@ -42,11 +43,33 @@ void imgd_flux_denoiser_free(imgd_flux_denoiser *d) {
     imgd_free(d);
 }
 
+/* Whether the transformer's quantized weights stay in their blocks (linear_quant, on a
+ * backend that runs it for every quantized type the weights use: cpu, ref) rather than each
+ * being dequantized to an f32 activation before its matmul (cuda, and any backend that lacks
+ * linear_quant for one of the types). Real FLUX.1-dev is 12B parameters: 48 GB in f32. */
+static bool fuse_quant(const imgd_flux_gen_params *p) {
+    bool asked[IMGD_DTYPE_COUNT] = {false};
+    for (size_t i = 0;; i++) {
+        const char *name = imgd_wbind_name_at(p->transformer, i);
+        imgd_dtype  dt;
+        if (!name) break;
+        if (strncmp(name, "transformer.", 12) != 0 ||
+            !imgd_wbind_dtype(p->transformer, name, &dt) || (unsigned)dt >= IMGD_DTYPE_COUNT ||
+            asked[dt] || !imgd_dtype_traits_of(dt)->is_quant)
+            continue;
+        asked[dt] = true;
+        if (!imgd_backend_supports_linear_quant(p->be, dt)) return false;
+    }
+    return true;
+}
+
 static imgd_status denoiser_build(denoiser *d, const imgd_flux_gen_params *p, int64_t B,
                                   int64_t T) {
     const imgd_flux_cfg *c = p->cfg;
     int64_t              h = p->height / 8, w = p->width / 8, N = (h / 2) * (w / 2);
-    imgd_status          st = imgd_graph_new(NULL, &d->g);
+    imgd_graph_params    gp = imgd_graph_params_default();
+    gp.fuse_quant_linear    = fuse_quant(p);
+    imgd_status st          = imgd_graph_new(&gp, &d->g);
     if (st != IMGD_OK) return st;
     d->B   = B;
     d->T   = T;
@@ -157,7 +180,7 @@ static imgd_status decode(const imgd_flux_gen_params *p, const float *latents, i
     return st;
 }
 
-/* ---- entry point -------------------------------------------------------------------------- */
+/* ---- entry points ------------------------------------------------------------------------- */
 
 static imgd_status check(const imgd_flux_gen_params *p, const float *embeds, const float *pooled,
                          int64_t B, int64_t T, const float *latents, const float *image) {
@@ -189,6 +212,20 @@ static imgd_status check(const imgd_flux_gen_params *p, const float *embeds, con
         return imgd_fail(IMGD_E_INVALID_ARG, "flux: vae_scale %g must be positive",
                          (double)p->vae_scale);
     return IMGD_OK;
+}
+
+imgd_status imgd_flux_denoiser_prepare(const imgd_flux_gen_params *p, const float *embeds,
+                                       const float *pooled, int64_t batch, int64_t txt_len) {
+    float       lat = 0.0f; /* check() wants latents; none are read */
+    imgd_status st  = check(p, embeds, pooled, batch, txt_len, &lat, NULL);
+    if (st != IMGD_OK) return st;
+    if (!p->keep) return imgd_fail(IMGD_E_INVALID_ARG, "imgd_flux_denoiser_prepare: keep is NULL");
+    denoiser *d = NULL;
+    return denoiser_get(&d, p, embeds, pooled, batch, txt_len);
+}
+
+const imgd_graph *imgd_flux_denoiser_graph(const imgd_flux_denoiser *d) {
+    return d ? d->g : NULL;
 }
 
 imgd_status imgd_flux_generate(const imgd_flux_gen_params *p, const float *embeds,

@@ -68,4 +68,17 @@ imgd_status imgd_flux_generate(const imgd_flux_gen_params *p, const float *embed
                                const float *pooled, int64_t batch, int64_t txt_len, float *latents,
                                float *image);
 
+/* Builds, plans and allocates the transformer graph for batch x txt_len prompts at
+ * p->height x p->width into *p->keep (required), as imgd_flux_generate would on its first
+ * call, without running it: a later imgd_flux_generate with the same shape only runs steps
+ * (benchmarks time the two apart). A kept graph of another shape is replaced. Returns
+ * IMGD_OK, IMGD_E_INVALID_ARG (as imgd_flux_generate; keep NULL), the build and plan errors;
+ * *p->keep is then NULL. */
+imgd_status imgd_flux_denoiser_prepare(const imgd_flux_gen_params *p, const float *embeds,
+                                       const float *pooled, int64_t batch, int64_t txt_len);
+
+/* The planned transformer graph of a kept denoiser (for FLOP counts and tests); borrowed,
+ * valid until imgd_flux_denoiser_free(d). NULL for NULL. */
+const imgd_graph *imgd_flux_denoiser_graph(const imgd_flux_denoiser *d);
+
 #endif

@@ -5,7 +5,9 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "formats/dtype.h"
 #include "tensor/cpu/cpu.h"
+#include "tensor/ops.h"
 #include "tensor/ref.h"
 #ifdef IMGD_HAVE_CUDA
 #    include "tensor/cuda/cuda.h"
@@ -52,6 +54,23 @@ void imgd_backend_free(imgd_backend *be) {
 
 const char *imgd_backend_name(const imgd_backend *be) {
     return be ? be->iface->name(be) : "none";
+}
+
+bool imgd_backend_supports_linear_quant(const imgd_backend *be, imgd_dtype dt) {
+    /* never read: the probe graph is asked about, not planned or run */
+    static const unsigned char k_block[1024];
+    const imgd_dtype_traits *tr = (unsigned)dt < IMGD_DTYPE_COUNT ? imgd_dtype_traits_of(dt) : NULL;
+    if (!be || !tr || !tr->is_quant || tr->block_bytes > sizeof k_block) return false;
+    if (!be->iface->supports_op) return true;
+    imgd_graph *g = NULL;
+    if (imgd_graph_new(NULL, &g) != IMGD_OK) return false;
+    int64_t      k  = (int64_t)tr->block_elems;
+    imgd_tensor *x  = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 2, (int64_t[]){1, k});
+    imgd_tensor *w  = imgd_graph_weight(g, "w", dt, 2, (int64_t[]){1, k}, k_block);
+    imgd_tensor *y  = x && w ? imgd_op_linear_quant(g, x, w, NULL) : NULL;
+    bool         ok = y && y->op == IMGD_OP_LINEAR_QUANT && be->iface->supports_op(be, y);
+    imgd_graph_free(g);
+    return ok;
 }
 
 size_t imgd_backend_registry_count(void) {

@@ -13,6 +13,7 @@
 #include "golden.h"
 #include "models/flux.h"
 #include "models/wbind.h"
+#include "pipeline/flux_gen.h"
 #include "tensor/backend.h"
 #include "tensor/ops.h"
 #include "test.h"
@@ -172,6 +173,38 @@ static float *forward(imgd_wbind *b, const imgd_flux_cfg *cfg, const imgd_weight
     return y;
 }
 
+/* Linear_quant nodes in the pipeline's transformer graph (imgd_flux_denoiser_prepare, as
+ * imgd_flux_generate plans it) on backend `name`, 128 x 128 pixels, 8 text tokens; -1 when
+ * it fails to build or plan. */
+static long denoiser_fused(imgd_wbind *b, const imgd_flux_cfg *cfg, const char *name,
+                           bool *supports) {
+    imgd_backend       *be  = NULL;
+    imgd_flux_denoiser *den = NULL;
+    long                lq  = -1;
+    float              *emb = imgd_calloc((size_t)8 * (size_t)cfg->context_dim, sizeof *emb);
+    float              *pl  = imgd_calloc((size_t)cfg->pooled_dim, sizeof *pl);
+    CHECK_STATUS(imgd_backend_new(name, NULL, &be), IMGD_OK);
+    if (be && emb && pl) {
+        *supports              = imgd_backend_supports_linear_quant(be, IMGD_DTYPE_Q8_0);
+        imgd_flux_gen_params p = imgd_flux_gen_params_default();
+        p.transformer          = b;
+        p.cfg                  = cfg;
+        p.be                   = be;
+        p.height = p.width = 128;
+        p.keep             = &den;
+        CHECK_STATUS(imgd_flux_denoiser_prepare(&p, emb, pl, 1, 8), IMGD_OK);
+        const imgd_graph *g = imgd_flux_denoiser_graph(den);
+        if (g) lq = 0;
+        for (size_t i = 0; g && i < imgd_graph_tensor_count(g); i++)
+            lq += imgd_graph_tensor(g, i)->op == IMGD_OP_LINEAR_QUANT;
+    }
+    imgd_flux_denoiser_free(den);
+    imgd_backend_free(be);
+    imgd_free(emb);
+    imgd_free(pl);
+    return lq;
+}
+
 static void test_flux_gguf_q8_0_bfl_file(void) {
     const char *shared = tu_shared_dir();
     if (!shared) {
@@ -224,12 +257,40 @@ static void test_flux_gguf_q8_0_bfl_file(void) {
         }
         imgd_free(y0);
         imgd_free(y1);
+        /* the pipeline keeps the weights in their blocks where the backend runs linear_quant
+         * (cpu, ref) and dequantizes them where it does not (cuda) */
+        const tb_list *l = tb_backends();
+        for (size_t i = 0; i < l->n; i++) {
+            bool sup = false;
+            long lq  = denoiser_fused(b, &cfg, l->name[i], &sup);
+            printf("  pipeline graph on %s: %ld linear_quant nodes\n", l->name[i], lq);
+            CHECK(lq == (sup ? 8 : 0));
+        }
     }
     imgd_wbind_free(b);
     imgd_model_info_free(mi);
     imgd_weights_free(w);
     imgd_weights_free(gd);
     (void)remove(path);
+}
+
+/* cpu and ref run linear_quant for every quantized type they read; plain types never fuse */
+static void test_flux_gguf_linear_quant_capability(void) {
+    static const char *const names[] = {"cpu", "ref"};
+    static const imgd_dtype  quant[] = {IMGD_DTYPE_Q8_0, IMGD_DTYPE_Q4_0, IMGD_DTYPE_Q4_K,
+                                        IMGD_DTYPE_Q5_K};
+    static const imgd_dtype  plain[] = {IMGD_DTYPE_F32, IMGD_DTYPE_F16, IMGD_DTYPE_BF16};
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(names); k++) {
+        imgd_backend *be = NULL;
+        CHECK_STATUS(imgd_backend_new(names[k], NULL, &be), IMGD_OK);
+        for (size_t i = 0; be && i < IMGD_ARRAY_LEN(quant); i++)
+            CHECK_MSG(imgd_backend_supports_linear_quant(be, quant[i]), "%s: %s", names[k],
+                      imgd_dtype_name(quant[i]));
+        for (size_t i = 0; be && i < IMGD_ARRAY_LEN(plain); i++)
+            CHECK(!imgd_backend_supports_linear_quant(be, plain[i]));
+        imgd_backend_free(be);
+    }
+    CHECK(!imgd_backend_supports_linear_quant(NULL, IMGD_DTYPE_Q8_0));
 }
 
 static float g_noise[16 * 16 * 16];
@@ -303,6 +364,7 @@ done:
 }
 
 int main(void) {
+    RUN(test_flux_gguf_linear_quant_capability);
     RUN(test_flux_gguf_q8_0_bfl_file);
     RUN(test_flux_gguf_generates_through_public_api);
     TEST_END();
