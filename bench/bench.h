@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+#include "tensor/tensor.h"
+
 double bench_now(void);
 
 /* Drops a file's pages from the page cache (written back first; clean pages only), so the
@@ -37,6 +39,13 @@ int bench_fill_random(const char *path);
  * ("ckpt_sdxl_base_sgm": SDXL base of the real size). */
 int bench_model_write_case(const char *dir, const char *tag, const char *case_name, char *root,
                            size_t root_cap, char *target, size_t target_cap);
+
+/* imgd-bench sd --family flux (flux.c): bench_sd hands it its arguments. */
+int bench_sd_flux(int argc, char **argv);
+
+/* Multiply-adds of a planned graph's executed matmuls, fused quantized linears,
+ * convolutions and attentions, x2 (sd.c); 0 for NULL. */
+double bench_graph_flops(const imgd_graph *g);
 
 /* The machine's measured sgemm peak (see engine.c), GFLOP/s; 0 on failure. */
 double bench_gemm_peak_gflops(uint32_t threads);

@@ -10,7 +10,10 @@
  * cuBLASLt fp16 GEMM TFLOP/s measured in the same run.
  *
  * --family sdxl: the same for a random-weight SDXL base (both text encoders, 1024x1024 by
- * default, peak RSS beside weights + 3 GiB). */
+ * default, peak RSS beside weights + 3 GiB).
+ *
+ * --family flux: a random-weight FLUX.1-dev transformer of the real size in GGUF Q8_0
+ * (flux.c). */
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -77,7 +80,7 @@ static int parse(int argc, char **argv, opts *o) {
         i++;
     }
     if (strcmp(o->family, "sd15") != 0 && strcmp(o->family, "sdxl") != 0) {
-        fprintf(stderr, "imgd-bench sd: --family '%s': expected sd15 or sdxl\n", o->family);
+        fprintf(stderr, "imgd-bench sd: --family '%s': expected sd15, sdxl or flux\n", o->family);
         return -1;
     }
     if (!o->size) o->size = strcmp(o->family, "sdxl") == 0 ? 1024 : 512;
@@ -167,13 +170,14 @@ int bench_model_write_case(const char *dir, const char *tag, const char *case_na
     return 0;
 }
 
-/* Multiply-adds of the executed matmuls, convolutions and attentions of a graph, x2. */
-static double graph_flops(const imgd_graph *g) {
+double bench_graph_flops(const imgd_graph *g) {
     double f = 0;
-    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+    for (size_t i = 0; g && i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *t = imgd_graph_exec_node(g, i);
         double             o = (double)imgd_tensor_numel(t);
-        if (t->op == IMGD_OP_MATMUL) {
+        if (t->op == IMGD_OP_LINEAR_QUANT) {
+            f += 2.0 * o * (double)t->src[1]->shape[1]; /* w [out, in] */
+        } else if (t->op == IMGD_OP_MATMUL) {
             const imgd_tensor *a = t->src[0];
             int64_t            k = t->ip[0] ? a->shape[a->n_dims - 2] : a->shape[a->n_dims - 1];
             f += 2.0 * o * (double)k;
@@ -244,7 +248,7 @@ static int cuda_run(const opts *o, const char *target, imgd_precision prec, doub
     vram_sample();
     if (!rc) {
         double step  = r2->t_sample_s / r2->steps_run;
-        double flops = graph_flops(m->g_unet.g);
+        double flops = bench_graph_flops(m->g_unet.g);
         double tf    = flops / step / 1e12;
         char   k[64];
 #    define EMIT(metric, v, unit, vs, ratio)                                                       \
@@ -311,6 +315,9 @@ static int bench_sd_cuda(const opts *o, const char *target) {
 }
 
 int bench_sd(int argc, char **argv) {
+    for (int i = 0; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--family") == 0 && strcmp(argv[i + 1], "flux") == 0)
+            return bench_sd_flux(argc, argv);
     opts o;
     if (parse(argc, argv, &o) != 0) return 2;
     imgd_log_level_set(IMGD_LOG_WARN);
@@ -375,7 +382,7 @@ int bench_sd(int argc, char **argv) {
     }
     if (!rc) {
         double        step  = r2->t_sample_s / r2->steps_run;
-        double        flops = graph_flops(m->g_unet.g);
+        double        flops = bench_graph_flops(m->g_unet.g);
         double        peak  = bench_gemm_peak_gflops(o.threads);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
