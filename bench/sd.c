@@ -186,8 +186,8 @@ double bench_graph_flops(const imgd_graph *g) {
             f += 2.0 * o * (double)(w->shape[1] * w->shape[2] * w->shape[3]);
         } else if (t->op == IMGD_OP_ATTENTION) {
             const imgd_tensor *k = t->src[1];
-            /* q k^T and p v: 2 * 2 * (out elements) * keys */
-            f += 4.0 * o * (double)k->shape[k->n_dims - 2];
+            /* q k^T and p v: 2 * 2 * (out elements) * keys; k is [B, Lk, H, D] */
+            f += 4.0 * o * (double)k->shape[1];
         }
     }
     return f;
