@@ -151,7 +151,8 @@ typedef struct imgd_graph_params {
     uint32_t nodes_max;       /* cap on tensors in the graph, 0 = 1,000,000 */
     /* imgd_op_linear on a quantized weight builds linear_quant (the weight stays in its
      * blocks; backends cpu and ref) instead of dequantize + matmul (every backend; the
-     * f32 copy of the weight is an activation). Off by default. */
+     * f32 copy of the weight is an activation). Off by default; the FLUX pipeline sets it
+     * from imgd_backend_supports_linear_quant (tensor/backend.h). */
     bool fuse_quant_linear;
 } imgd_graph_params;
 
