@@ -59,9 +59,11 @@ static int parse(int argc, char **argv, opts *o) {
             fprintf(stderr, "imgd-bench sd: %s needs a value\n", a);
             return -1;
         }
-        if (strcmp(a, "--family") == 0)
-            ; /* flux: how bench_sd got here */
-        else if (strcmp(a, "--dir") == 0)
+        if (strcmp(a, "--family") == 0) { /* flux: how bench_sd got here */
+            i++;
+            continue;
+        }
+        if (strcmp(a, "--dir") == 0)
             o->dir = v;
         else if (strcmp(a, "--model") == 0)
             o->model = v;
@@ -90,11 +92,11 @@ static int parse(int argc, char **argv, opts *o) {
 
 /* ---- the model: FLUX.1-dev's tensors under BFL names ---------------------------------------- */
 
-#define HIDDEN  3072
+#define HIDDEN  ((int64_t)3072)
 #define MLP     (4 * HIDDEN)
 #define DEPTH   19
 #define SINGLE  38
-#define HEADDIM 128
+#define HEADDIM ((int64_t)128)
 
 typedef struct wt {
     char    name[96];
