@@ -13,7 +13,8 @@
  *
  * Not real size, and not run: the text encoders (random embeddings shaped like T5-XXL's
  * output [1, 512, 4096] and CLIP-L's pooled output [1, 768] go straight to the transformer
- * through pipeline/flux_gen.h) and the VAE (no decode). */
+ * through pipeline/flux_gen.h). The VAE only with --vae: a random FLUX VAE of the real size
+ * (ae.safetensors layout, BF16) decodes each size once after the steps. */
 #include "models/flux.h"
 
 #include <math.h>
@@ -25,11 +26,13 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/error.h"
 #include "base/text.h"
 #include "bench.h"
 #include "detect/detect.h"
 #include "formats/dtype.h"
 #include "imgd.h"
+#include "models/vae.h"
 #include "models/wbind.h"
 #include "pipeline/flux_gen.h"
 #include "tensor/backend.h"
@@ -42,6 +45,7 @@ typedef struct opts {
     int32_t     steps, txt_len;
     uint32_t    threads;
     bool        keep;
+    bool        vae; /* also write a random FLUX VAE (ae.safetensors layout) and decode */
 } opts;
 
 static int parse(int argc, char **argv, opts *o) {
@@ -51,8 +55,8 @@ static int parse(int argc, char **argv, opts *o) {
     o->txt_len = 512;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--keep") == 0) {
-            o->keep = true;
+        if (strcmp(a, "--keep") == 0 || strcmp(a, "--vae") == 0) {
+            *(a[2] == 'k' ? &o->keep : &o->vae) = true;
             continue;
         }
         if (!v) {
@@ -324,6 +328,8 @@ typedef struct run_ctx {
     const imgd_flux_cfg *cfg;
     imgd_backend        *be;
     double               wbytes, peak;
+    imgd_wbind          *vae; /* NULL: no decode */
+    const imgd_vae_cfg  *vae_cfg;
 } run_ctx;
 
 /* One image size: plan the transformer graph, run the steps, emit. */
@@ -332,25 +338,28 @@ static int run_size(const run_ctx *r, int32_t px, const float *emb, const float 
     imgd_flux_denoiser  *den = NULL;
     imgd_flux_gen_params p   = imgd_flux_gen_params_default();
     float               *lat = imgd_malloc((size_t)(B * N * 64) * sizeof *lat);
-    step_clock           sc  = {0, 0, 0};
-    char                 k[64];
-    int                  rc = lat ? 0 : 1;
-    p.transformer           = r->wb;
-    p.cfg                   = r->cfg;
-    p.be                    = r->be;
-    p.steps                 = r->o->steps;
+    float *img = r->vae ? imgd_malloc((size_t)B * 3 * (size_t)px * (size_t)px * sizeof *img) : NULL;
+    step_clock sc = {0, 0, 0};
+    char       k[64];
+    int        rc = lat && (img || !r->vae) ? 0 : 1;
+    p.transformer = r->wb;
+    p.cfg         = r->cfg;
+    p.be          = r->be;
+    p.steps       = r->o->steps;
     p.height = p.width = px;
     p.keep             = &den;
     p.on_step          = on_step;
     p.step_user        = &sc;
+    p.vae              = r->vae;
+    p.vae_cfg          = r->vae_cfg;
     for (int64_t i = 0; lat && i < B * N * 64; i++) lat[i] = urand() * 1.7f;
     double t0 = bench_now();
     if (!rc && imgd_flux_denoiser_prepare(&p, emb, pooled, B, T) != IMGD_OK) rc = 1;
     double t_plan = bench_now() - t0;
     sc.t_last     = bench_now();
     t0            = sc.t_last;
-    if (!rc && imgd_flux_generate(&p, emb, pooled, B, T, lat, NULL) != IMGD_OK) rc = 1;
-    double t_steps = bench_now() - t0;
+    if (!rc && imgd_flux_generate(&p, emb, pooled, B, T, lat, img) != IMGD_OK) rc = 1;
+    double t_end = bench_now(), t_steps = (img ? sc.t_last : t_end) - t0;
     if (rc) {
         fprintf(stderr, "imgd-bench sd --family flux: %dx%d: %s\n", (int)px, (int)px,
                 imgd_last_error());
@@ -374,6 +383,7 @@ static int run_size(const run_ctx *r, int32_t px, const float *emb, const float 
         EMIT("plan_s", t_plan, "s", NULL, 0);
         EMIT("transformer_step_s", step, "s", NULL, 0);
         EMIT("transformer_gflops", gf, "GFLOP/s", "gemm_peak", r->peak > 0 ? gf / r->peak : 0);
+        if (img) EMIT("vae_decode_s", t_end - sc.t_last, "s", NULL, 0);
         EMIT("peak_rss_gib", rss / 1073741824.0, "GiB", "weights_file", rss / r->wbytes);
         EMIT("rss_anon_gib", sc.anon_max / 1073741824.0, "GiB", NULL, 0);
         EMIT("rss_file_gib", sc.file_max / 1073741824.0, "GiB", NULL, 0);
@@ -381,6 +391,7 @@ static int run_size(const run_ctx *r, int32_t px, const float *emb, const float 
     }
     imgd_flux_denoiser_free(den);
     imgd_free(lat);
+    imgd_free(img);
     return rc;
 }
 
@@ -401,6 +412,42 @@ static int load(const char *path, imgd_weights **w, imgd_model_info **mi, imgd_w
     if ((*mi)->family != IMGD_FAMILY_FLUX_DEV) {
         fprintf(stderr, "imgd-bench sd --family flux: %s detected as %s, not FLUX.1 dev\n", path,
                 imgd_family_name((*mi)->family));
+        return 1;
+    }
+    return 0;
+}
+
+/* --vae: the FLUX VAE of the real size (ae.safetensors, BF16 as BFL ships it) with random
+ * weights, written by the detection corpus generator and filled in place. */
+static int vae_make(const opts *o, char *root, size_t root_cap, char *path, size_t path_cap,
+                    bool *made) {
+    double t0 = bench_now();
+    if (bench_model_write_case(o->dir, "flux-vae", "vae_flux_ldm", root, root_cap, path,
+                               path_cap) != 0) {
+        fprintf(stderr, "imgd-bench sd --family flux: could not write the VAE under %s\n", o->dir);
+        return 1;
+    }
+    *made = true;
+    if (bench_fill_random(path) != 0) return 1;
+    printf("# FLUX VAE of the real size (ae.safetensors, BF16), random weights, written in %.1f "
+           "s: %s\n",
+           bench_now() - t0, path);
+    return 0;
+}
+
+static int vae_load(const char *path, imgd_weights **w, imgd_model_info **mi, imgd_wbind **wb,
+                    imgd_vae_cfg *cfg) {
+    imgd_status st = imgd_weights_open(path, NULL, w);
+    if (st == IMGD_OK) st = imgd_model_detect(*w, mi);
+    if (st == IMGD_OK && !(*mi)->has_vae)
+        st = imgd_fail(IMGD_E_FORMAT, "%s is not detected as a VAE", path);
+    if (st == IMGD_OK) st = imgd_wbind_new(*w, *mi, wb);
+    if (st == IMGD_OK) st = imgd_vae_cfg_init(cfg, &(*mi)->vae, 0);
+    if (st == IMGD_OK && cfg->latent_channels != 16)
+        st = imgd_fail(IMGD_E_FORMAT, "%s: %d latent channels, FLUX's VAE has 16", path,
+                       (int)cfg->latent_channels);
+    if (st != IMGD_OK) {
+        fprintf(stderr, "imgd-bench sd --family flux: %s\n", imgd_last_error());
         return 1;
     }
     return 0;
@@ -451,9 +498,10 @@ int bench_sd_flux(int argc, char **argv) {
     }
     if (!rc) {
         printf("# not real: the text encoders are not run (random T5-XXL-shaped [1, %d, 4096] "
-               "and CLIP-L pooled [1, 768] embeddings go to the transformer) and nothing is "
-               "decoded (no VAE)\n",
-               (int)o.txt_len);
+               "and CLIP-L pooled [1, 768] embeddings go to the transformer); %s\n",
+               (int)o.txt_len,
+               o.vae ? "the VAE decode runs (--vae)"
+                     : "nothing is decoded (no VAE; --vae adds it)");
         bench_emit(BENCH, "file_gib", wbytes / 1073741824.0, "GiB", NULL, 0);
     }
     imgd_free(l.t);
@@ -477,18 +525,35 @@ int bench_sd_flux(int argc, char **argv) {
     }
     if (!rc) bench_emit(BENCH, "load_s", t_load, "s", NULL, 0);
 
+    char             vroot[1024], vpath[1400];
+    imgd_weights    *vw  = NULL;
+    imgd_model_info *vmi = NULL;
+    imgd_wbind      *vwb = NULL;
+    imgd_vae_cfg     vcfg;
+    bool             vdir = false;
+    if (!rc && o.vae) {
+        rc = vae_make(&o, vroot, sizeof vroot, vpath, sizeof vpath, &vdir);
+        if (!rc) rc = vae_load(vpath, &vw, &vmi, &vwb, &vcfg);
+    }
+
     size_t T      = (size_t)o.txt_len;
     float *emb    = rc ? NULL : imgd_malloc(T * 4096 * sizeof *emb);
     float *pooled = rc ? NULL : imgd_malloc(768 * sizeof *pooled);
     if (!rc && (!emb || !pooled)) rc = 1;
     for (size_t i = 0; !rc && i < T * 4096; i++) emb[i] = urand() * 0.5f;
     for (size_t i = 0; !rc && i < 768; i++) pooled[i] = urand();
-    run_ctx r = {&o, wb, &cfg, be, wbytes, peak};
+    run_ctx r = {&o, wb, &cfg, be, wbytes, peak, vwb, &vcfg};
     if (!rc && (o.size == 0 || o.size != 1024))
         rc = run_size(&r, o.size ? o.size : 512, emb, pooled);
     if (!rc && (o.size == 0 || o.size == 1024)) rc = run_size(&r, 1024, emb, pooled);
     imgd_free(emb);
     imgd_free(pooled);
+    imgd_wbind_free(vwb);
+    imgd_model_info_free(vmi);
+    imgd_weights_free(vw);
+    char cmd[1200];
+    if (vdir && !o.keep && imgd_fmt(cmd, sizeof cmd, "rm -rf '%s'", vroot) && system(cmd) != 0)
+        fprintf(stderr, "imgd-bench sd --family flux: could not remove %s\n", vroot);
     imgd_backend_free(be);
     imgd_wbind_free(wb);
     imgd_model_info_free(mi);

@@ -100,7 +100,7 @@ static float    urand(void) {
        return (float)((double)(g_rs >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
-/* Fills every tensor of the sparse checkpoint at path in place. */
+/* Fills every f32/f16/bf16 tensor of the sparse checkpoint at path in place. */
 int bench_fill_random(const char *path) {
     imgd_weights *w = NULL;
     if (imgd_weights_open(path, NULL, &w) != IMGD_OK) {
@@ -124,8 +124,9 @@ int bench_fill_random(const char *path) {
     for (size_t i = 0; rc == 0 && i < n; i++) {
         imgd_tensor_info t;
         if (imgd_weights_tensor(w, i, &t) != IMGD_OK) continue;
-        if (t.dtype != IMGD_DTYPE_F16 && t.dtype != IMGD_DTYPE_F32) continue;
-        size_t es = t.dtype == IMGD_DTYPE_F16 ? 2 : 4, cnt = (size_t)(t.nbytes / es);
+        if (t.dtype != IMGD_DTYPE_F16 && t.dtype != IMGD_DTYPE_BF16 && t.dtype != IMGD_DTYPE_F32)
+            continue;
+        size_t es = t.dtype == IMGD_DTYPE_F32 ? 4 : 2, cnt = (size_t)(t.nbytes / es);
         size_t fan_in = 1;
         for (int32_t d = 1; d < t.n_dims; d++) fan_in *= (size_t)t.shape[d];
         bool   norm = t.n_dims == 1 && (strstr(t.name, "norm") || strstr(t.name, "ln_"));
@@ -137,7 +138,9 @@ int bench_fill_random(const char *path) {
             if (k > cap) k = cap;
             for (size_t j = 0; j < k; j++) {
                 float v = norm && strstr(t.name, "weight") ? 1.0f : a * urand();
-                if (es == 2)
+                if (t.dtype == IMGD_DTYPE_BF16)
+                    buf[j] = imgd_f32_to_bf16(v);
+                else if (es == 2)
                     buf[j] = imgd_f32_to_f16(v);
                 else
                     memcpy((uint8_t *)buf + 4 * j, &v, 4);
