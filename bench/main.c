@@ -50,10 +50,11 @@ static const bench_row k_benches[] = {
      "      [--dir D] [--keep] [--backend cuda: it/s, peak VRAM, UNet TFLOP/s vs cuBLASLt fp16]\n"
      "      [--family sdxl: SDXL base at 1024x1024, peak RSS vs weights + 3 GiB]\n"
      "      [--family flux: a FLUX.1-dev transformer of the real size in GGUF Q8_0 (12.7 GB,\n"
-     "      streamed to --dir), random text embeddings, no VAE: load, s per transformer step\n"
+     "      streamed to --dir), random text embeddings: load, s per transformer step\n"
      "      at 512 and 1024 (--size PX: one), GFLOP/s vs the GEMM peak, peak RSS vs the file;\n"
      "      --steps N (1) --txt-len L (512) --threads N --dir D --keep; --model FILE: run an\n"
-     "      existing FLUX.1-dev GGUF instead of writing one]"},
+     "      existing FLUX.1-dev GGUF instead of writing one; --vae: also a random FLUX VAE\n"
+     "      of the real size, one decode per size]"},
     {"lora", bench_lora,
      "a rank-32 kohya LoRA (every attention, feed-forward, projection and 3x3 conv of the UNet,\n"
      "      every text-encoder linear; random weights) on a random SD 1.5: time to apply (merge)\n"
