@@ -401,7 +401,8 @@ static imgd_status infotext(imgd_model *m, const imgd_gen_params *p, char **out)
     if (p->init) in.denoising_strength = (double)p->strength;
     if (p->mask) in.mask_blur = p->mask_blur;
     /* extra_generation_params as A1111 and sd-webui-controlnet write them */
-    const char *extra[2 * (IMGD_CONTROL_MAX + 1)];
+    const char *extra[2 * (IMGD_CONTROL_MAX + 3)];
+    char        rsw[32];
     char        keys[IMGD_CONTROL_MAX][24], vals[IMGD_CONTROL_MAX][512];
     char       *hashes = NULL;
     imgd_status st     = imgd_sd_lora_hashes(m, p, &hashes);
@@ -418,6 +419,14 @@ static imgd_status infotext(imgd_model *m, const imgd_gen_params *p, char **out)
         extra[2 * k]     = keys[i];
         extra[2 * k + 1] = vals[i];
         k++;
+    }
+    if (p->refiner) { /* A1111 1.6+: the refiner checkpoint and the switch fraction */
+        (void)imgd_fmt(rsw, sizeof rsw, "%.7g", (double)p->refiner_switch); /* 0.8 */
+        extra[2 * k]     = "Refiner";
+        extra[2 * k + 1] = p->refiner->name;
+        extra[2 * k + 2] = "Refiner switch at";
+        extra[2 * k + 3] = rsw;
+        k += 2;
     }
     in.extra   = extra;
     in.n_extra = k;

@@ -1110,6 +1110,19 @@ static bool add_size_cond(cJSON *props, const imgd_schema_caps *caps) {
     };
     for (size_t i = 0; caps->size_cond && i < IMGD_ARRAY_LEN(f); i++)
         if (!add_range(prop(props, f[i].name, "integer", f[i].desc), 0, 16384, 0)) return false;
+    if (caps->n_refiners > 0) {
+        cJSON *r = prop(props, "refiner", "string",
+                        "SDXL base -> refiner hand-off: the model (a refiner, or any SDXL model) "
+                        "that runs the last steps on the same latents, with its own text "
+                        "encoder and the aesthetic scores. Omitted = no hand-off.");
+        if (!add_strings(r, "enum", caps->refiners, caps->n_refiners)) return false;
+        r = prop(props, "refiner_switch", "number",
+                 "Fraction of the schedule the base runs before the refiner takes over "
+                 "(diffusers' denoising_end); used with refiner.");
+        if (!num(r, "exclusiveMinimum", 0) || !num(r, "exclusiveMaximum", 1) ||
+            !num(r, "default", 0.8))
+            return false;
+    }
     if (!caps->aesthetic) return true;
     cJSON *p = prop(props, "aesthetic_score", "number",
                     "SDXL refiner conditioning: the aesthetic score the image should have "

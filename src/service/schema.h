@@ -102,6 +102,10 @@ typedef struct imgd_schema_caps {
     bool    guidance;                   /* FLUX.1-dev: adds guidance (0..100, guidance_default) */
     double  guidance_default;           /* e.g. 3.5 */
     int32_t seq_default; /* T5 tokens with max_sequence_length 0: 512 dev, 256 schnell */
+    const char *const *refiners; /* SDXL base: ids of the SDXL models that can take over the
+                                    last steps (refiners first); adds refiner (enum) and
+                                    refiner_switch (0 < f < 1, default 0.8) */
+    size_t n_refiners;
 } imgd_schema_caps;
 
 /* Builds the JSON Schema (draft 2020-12) of a POST /v1/generate body for one model:
@@ -117,7 +121,8 @@ typedef struct imgd_schema_caps {
  *                  preprocess, low_threshold, high_threshold, threshold, resize_mode,
  *                  guess_mode), original_width, original_height, crop_left,
  *                  crop_top, target_width, target_height (size_cond), aesthetic_score and
- *                  negative_aesthetic_score (aesthetic), max_sequence_length (flow; flow
+ *                  negative_aesthetic_score (aesthetic), refiner and refiner_switch
+ *                  (n_refiners > 0), max_sequence_length (flow; flow
  *                  also narrows sampler/schedule and drops clip_skip), guidance (guidance)
  * Each property has a description (conditional ones say which capability adds them) and a
  * default where one makes sense. Sampler and schedule enums come from the registries in

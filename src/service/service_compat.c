@@ -368,6 +368,16 @@ static cJSON *a1111_translate(imgd_server *s, const cJSON *a, bool img2img, imgd
         ok = cJSON_AddStringToObject(n, "model", ck->valuestring);
     else if (ok && current[0])
         ok = cJSON_AddStringToObject(n, "model", current);
+    /* A1111 1.6+ refiner: a checkpoint title ("name.safetensors [hash]") or "None" */
+    const cJSON *rc = get(a, "refiner_checkpoint");
+    if (ok && cJSON_IsString(rc) && rc->valuestring[0] && strcmp(rc->valuestring, "None") != 0) {
+        char  title[SVC_ID_MAX];
+        (void)imgd_fmt(title, sizeof title, "%s", rc->valuestring);
+        char *br = strstr(title, " [");
+        if (br && title[strlen(title) - 1] == ']') *br = '\0';
+        ok = cJSON_AddStringToObject(n, "refiner", title) &&
+             copy_member(n, a, "refiner_switch_at", "refiner_switch");
+    }
     const cJSON *sn = get(a, "sampler_name");
     if (!cJSON_IsString(sn)) sn = get(a, "sampler_index");
     const cJSON *sc = get(a, "scheduler");

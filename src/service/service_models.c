@@ -282,6 +282,26 @@ static void names_free(char **names, size_t n) {
 static const char *const k_lora_kinds[]      = {"lora", "lycoris", NULL};
 static const char *const k_control_kinds[]   = {"controlnet", NULL};
 static const char *const k_embedding_kinds[] = {"embedding", NULL};
+static const char *const k_model_kinds[]     = {"checkpoint", NULL};
+
+/* The models an SDXL base (id) can hand its last steps to: refiners first, then the other
+ * SDXL checkpoints (any SDXL UNet can refine). */
+static char **refiners_for(imgd_server *s, const char *id, size_t *n) {
+    size_t n_ref = 0, n_xl = 0;
+    char **ref   = adapters_for(s, "sdxl_refiner", k_model_kinds, ADAPTER_ID, &n_ref);
+    char **xl    = adapters_for(s, "sdxl", k_model_kinds, ADAPTER_ID, &n_xl);
+    char **all   = imgd_malloc((n_ref + n_xl + 1) * sizeof *all);
+    *n           = 0;
+    for (size_t i = 0; all && i < n_ref + n_xl; i++) {
+        char **slot = i < n_ref ? &ref[i] : &xl[i - n_ref];
+        if (strcmp(*slot, id) == 0) continue;
+        all[(*n)++] = *slot; /* moved */
+        *slot       = NULL;
+    }
+    names_free(ref, n_ref);
+    names_free(xl, n_xl);
+    return all;
+}
 
 static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, const char *family) {
     imgd_schema_caps c;
@@ -308,6 +328,10 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
     c.width_default        = xl ? 1024 : strcmp(family, "sd2") == 0 ? 768 : 512;
     c.size_cond            = xl;
     c.aesthetic            = strcmp(family, "sdxl_refiner") == 0;
+    size_t n_ref           = 0;
+    char **refs            = strcmp(family, "sdxl") == 0 ? refiners_for(s, id, &n_ref) : NULL;
+    c.refiners             = (const char *const *)refs;
+    c.n_refiners           = n_ref;
     c.height_default       = c.width_default;
     c.steps_default        = 20;
     c.steps_max            = 150;
@@ -345,6 +369,7 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
     names_free(loras, n_loras);
     names_free(cns, n_cn);
     names_free(embs, n_emb);
+    names_free(refs, n_ref);
     return schema;
 }
 

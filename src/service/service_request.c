@@ -116,6 +116,21 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
     }
     int32_t    hs;
     char       detail[768];
+    /* A refiner named by file name or hash: the stored request names its registry id (one
+     * the schema's enum lists). Looked up first: a lookup may move the table's entries. */
+    const cJSON *jr = cJSON_GetObjectItemCaseSensitive(req, "refiner");
+    svc_model   *rm = cJSON_IsString(jr) ? svc_model_find(s, jr->valuestring, &hs, detail,
+                                                          sizeof detail)
+                                         : NULL;
+    if (rm && strcmp(rm->id, jr->valuestring) != 0) {
+        cJSON *canon = cJSON_CreateString(rm->id);
+        if (!canon || !cJSON_ReplaceItemInObjectCaseSensitive(req, "refiner", canon)) {
+            cJSON_Delete(canon);
+            pthread_mutex_unlock(&s->mu);
+            imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+            return false;
+        }
+    }
     svc_model *sm = svc_model_find(s, id, &hs, detail, sizeof detail);
     if (!sm) {
         pthread_mutex_unlock(&s->mu);
@@ -340,6 +355,7 @@ imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
     gp->target_width    = (int32_t)jnum(r, "target_width", 0);
     gp->target_height   = (int32_t)jnum(r, "target_height", 0);
     gp->aesthetic_score = (float)jnum(r, "aesthetic_score", (double)gp->aesthetic_score);
+    gp->refiner_switch  = (float)jnum(r, "refiner_switch", (double)gp->refiner_switch);
     gp->negative_aesthetic_score =
         (float)jnum(r, "negative_aesthetic_score", (double)gp->negative_aesthetic_score);
     gp->guidance            = (float)jnum(r, "guidance", (double)gp->guidance);

@@ -28,6 +28,27 @@ os.symlink("/etc/passwd", os.path.join(EVIL, "passwd.safetensors"))
 XL = os.path.join(ROOT, "xl")
 shutil.copytree(os.path.join(os.path.dirname(svc.model_dir()), "sdxl-narrow", "diffusers"),
                 os.path.join(XL, "sdxl"))
+# ... and a second SDXL model to refine with: the same folder with other UNet output biases,
+# so that a hand-off to it changes the image.
+shutil.copytree(os.path.join(XL, "sdxl"), os.path.join(XL, "sdxl-ref"))
+
+
+def _perturb_bias(path, name, delta):
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        info = json.loads(f.read(n))[name]
+        assert info["dtype"] == "F32", info
+        lo, hi = info["data_offsets"]
+        f.seek(8 + n + lo)
+        vals = memoryview(bytearray(f.read(hi - lo))).cast("f")
+        for i in range(len(vals)):
+            vals[i] += delta
+        f.seek(8 + n + lo)
+        f.write(vals.tobytes())
+
+
+_perturb_bias(os.path.join(XL, "sdxl-ref", "unet", "diffusion_pytorch_model.safetensors"),
+              "conv_out.bias", 0.25)
 # FLUX.1: the dev folder, and schnell's partial folder with the dev folder's encoders and VAE
 # named in the config file.
 FLUX_KIT = os.path.join(os.path.dirname(svc.model_dir()), "flux-narrow")
@@ -38,7 +59,8 @@ FLUX_PARTS = {"clip_l": os.path.join(XL, "flux", "text_encoder"),
               "vae": os.path.join(XL, "flux", "vae")}
 SRV = svc.Server(ROOT, config={"http": {"body_max": BODY_MAX},
                                "queue": {"batch_max": 1},
-                               "models": {"sdxl": {"te_heads": 4}, "schnell": FLUX_PARTS}},
+                               "models": {"sdxl": {"te_heads": 4}, "sdxl-ref": {"te_heads": 4},
+                                          "schnell": FLUX_PARTS}},
                  extra_dirs=[EVIL, XL])
 S = requests.Session()
 PNG_B64 = None  # a 64x64 PNG the server made (for img2img)
@@ -691,6 +713,49 @@ def test_sdxl():
             pointer="/original_width")
 
 
+def test_sdxl_refiner():
+    # the base's schema offers the other SDXL models as refiners, never itself
+    p = S.get(url("/v1/models/sdxl/schema")).json()["properties"]
+    assert p["refiner"]["enum"] == ["sdxl-ref"], p["refiner"]
+    assert p["refiner_switch"]["default"] == 0.8, p["refiner_switch"]
+    assert p["refiner_switch"]["exclusiveMaximum"] == 1, p["refiner_switch"]
+    body = small(model="sdxl", seed=5, steps=4)
+    base = post("/v1/generate", body)
+    assert base.status_code == 200, base.text
+    a = png_pixels(base.json()["images"][0]["b64"])
+    # the refiner (other output biases) runs the last steps: other pixels; the same request
+    # again: the same pixels; the infotext says so as A1111 does
+    r = post("/v1/generate", dict(body, refiner="sdxl-ref", refiner_switch=0.5))
+    assert r.status_code == 200, r.text
+    b = png_pixels(r.json()["images"][0]["b64"])
+    assert b != a, "the refiner changed nothing"
+    again = post("/v1/generate", dict(body, refiner="sdxl-ref", refiner_switch=0.5))
+    assert png_pixels(again.json()["images"][0]["b64"]) == b
+    info = r.json()["infotext"]
+    assert "Refiner: " in info and "Refiner switch at: 0.5" in info, info
+    # a later switch leaves the refiner fewer steps: another image again
+    c = post("/v1/generate", dict(body, refiner="sdxl-ref", refiner_switch=0.9))
+    assert c.status_code == 200, c.text[:300]
+    assert png_pixels(c.json()["images"][0]["b64"]) not in (a, b)
+    # bad refiners: unknown, itself, an SD 1.x model, a switch outside (0, 1); the refiner of
+    # an SD 1.x request
+    problem(post("/v1/generate", dict(body, refiner="nope")), 400, pointer="/refiner")
+    problem(post("/v1/generate", dict(body, refiner="sdxl")), 400, pointer="/refiner")
+    problem(post("/v1/generate", dict(body, refiner=svc.MODEL_ID)), 400, pointer="/refiner")
+    problem(post("/v1/generate", dict(body, refiner="sdxl-ref", refiner_switch=1)), 400,
+            pointer="/refiner_switch")
+    problem(post("/v1/generate", small(model=svc.MODEL_ID, refiner="sdxl-ref")), 400,
+            pointer="/refiner")
+    # A1111 clients name it by checkpoint title
+    r = post("/sdapi/v1/txt2img", {"prompt": "a cat", "steps": 4, "width": 64, "height": 64,
+                                   "seed": 5, "override_settings": {"sd_model_checkpoint": "sdxl"},
+                                   "refiner_checkpoint": "sdxl-ref [0123456789]",
+                                   "refiner_switch_at": 0.5})
+    assert r.status_code == 200, r.text
+    assert "Refiner switch at: 0.5" in r.json()["info"], r.json()["info"]
+    still_serving()
+
+
 def test_flux():
     # the schema shows what the loaded variant supports: dev has guidance, schnell not;
     # neither has negative_prompt or clip_skip; 1024 by default; 28 / 4 steps
@@ -834,7 +899,7 @@ CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
          test_huge_body, test_content_type, test_model_traversal, test_bad_images,
          test_routes_and_methods, test_unknown_jobs, test_a1111,
          test_a1111_progress_while_running, test_openai_requests, test_runpod, test_metrics,
-         test_logs_request_id, test_sdxl, test_flux]
+         test_logs_request_id, test_sdxl, test_sdxl_refiner, test_flux]
 
 
 def main():
