@@ -875,6 +875,40 @@ def test_generate_with_controls():
                 pointer="/alwayson_scripts/controlnet/args/0/" + field)
     bad = dict(body, alwayson_scripts={"controlnet": {"args": [dict(unit, model="nope")]}})
     problem(post("/sdapi/v1/txt2img", bad), 400, pointer="/controls/0/model")
+    # the extension's own routes: the models and modules it offers, and its detect
+    ml = S.get(url("/controlnet/model_list"))
+    assert ml.status_code == 200 and any(m.split(" [")[0] == "control_narrow"
+                                         for m in ml.json()["model_list"]), ml.text
+    mods = S.get(url("/controlnet/module_list")).json()
+    assert "canny" in mods["module_list"] and mods["module_detail"]["canny"]["model_free"], mods
+    assert S.get(url("/controlnet/version")).json() == {"version": 2}
+
+    def detect(images, **kw):
+        return post("/controlnet/detect", dict({"controlnet_input_images": images}, **kw))
+
+    same = detect([PNG_B64], controlnet_module="none")
+    assert same.status_code == 200, same.text[:300]
+    assert png_pixels(same.json()["images"][0]) == png_pixels(PNG_B64)
+    inv = detect([PNG_B64], controlnet_module="invert (from white bg & black line)").json()
+    assert png_pixels(inv["images"][0]) != png_pixels(PNG_B64)
+    back = detect(inv["images"], controlnet_module="invert").json()
+    assert png_pixels(back["images"][0]) == png_pixels(PNG_B64), "invert twice is not identity"
+    edges = detect([PNG_B64, PNG_B64], controlnet_module="canny", controlnet_processor_res=32,
+                   controlnet_threshold_a=1, controlnet_threshold_b=2)
+    assert edges.status_code == 200 and edges.json()["info"] == "Success", edges.text[:300]
+    e0, e1 = edges.json()["images"]
+    raw = png_ok(e0, 32, 32)
+    assert raw[25] == 0, "canny gives a gray map"  # IHDR colour type
+    assert e0 == e1
+    high = detect([PNG_B64], controlnet_module="canny", controlnet_processor_res=32,
+                  controlnet_threshold_a=250, controlnet_threshold_b=255).json()["images"][0]
+    assert png_pixels(high) != png_pixels(e0), "the thresholds reach canny"
+    problem(detect([PNG_B64], controlnet_module="depth_midas"), 422, pointer="/controlnet_module")
+    problem(detect(["bm90IGFuIGltYWdl"], controlnet_module="canny"), 422,
+            pointer="/controlnet_input_images/0")
+    problem(detect([]), 422, pointer="/controlnet_input_images")
+    assert S.delete(url("/controlnet/model_list")).status_code == 405
+    still_serving()
 
 
 def test_embeddings():
