@@ -551,17 +551,17 @@ static imgd_status check_residuals(imgd_graph *g, const imgd_unet_cfg *c, const 
     for (int32_t i = 0; i < ex->n_down_res; i++) {
         int32_t ch = 0, div = 1;
         imgd_unet_skip_shape(c, i, &ch, &div);
-        if (!is_shape4(ex->down_res[i], B, ch, H / div, Wd / div)) {
+        int64_t h = imgd_unet_div_size(H, div), w = imgd_unet_div_size(Wd, div);
+        if (!is_shape4(ex->down_res[i], B, ch, h, w)) {
             return fail_input(g, "ControlNet down residual %d must be [%lld, %d, %lld, %lld]",
-                              (int)i, (long long)B, (int)ch, (long long)(H / div),
-                              (long long)(Wd / div));
+                              (int)i, (long long)B, (int)ch, (long long)h, (long long)w);
         }
     }
     int64_t div = (int64_t)1 << (c->n_levels - 1);
-    if (ex->mid_res && !is_shape4(ex->mid_res, B, c->widths[c->n_levels - 1], H / div, Wd / div)) {
+    int64_t mh = imgd_unet_div_size(H, div), mw = imgd_unet_div_size(Wd, div);
+    if (ex->mid_res && !is_shape4(ex->mid_res, B, c->widths[c->n_levels - 1], mh, mw)) {
         return fail_input(g, "ControlNet mid residual must be [%lld, %d, %lld, %lld]", (long long)B,
-                          (int)c->widths[c->n_levels - 1], (long long)(H / div),
-                          (long long)(Wd / div));
+                          (int)c->widths[c->n_levels - 1], (long long)mh, (long long)mw);
     }
     if (ex->conv_in_add && !is_shape4(ex->conv_in_add, B, c->widths[0], H, Wd)) {
         return fail_input(g, "conv_in_add must be [%lld, %d, %lld, %lld]", (long long)B,
@@ -576,18 +576,15 @@ static imgd_status check_inputs(imgd_graph *g, const imgd_unet_cfg *c, const img
     if (x->n_dims != 4) {
         return fail_input(g, "sample must be [B, C, H, W], got %d dims", (int)x->n_dims);
     }
-    int64_t B = x->shape[0], div = (int64_t)1 << (c->n_levels - 1);
+    int64_t B = x->shape[0];
     if (x->shape[1] != c->in_channels) {
         return fail_input(g, "sample has %lld channels but the model takes %d%s",
                           (long long)x->shape[1], (int)c->in_channels,
                           channel_hint(c->in_channels));
     }
-    if (x->shape[2] % div != 0 || x->shape[3] % div != 0 || x->shape[2] < 1 || x->shape[3] < 1) {
-        return fail_input(g,
-                          "latent size %lldx%lld is not a multiple of %lld (the UNet halves it "
-                          "%d times): use image sizes that are multiples of %lld pixels",
-                          (long long)x->shape[3], (long long)x->shape[2], (long long)div,
-                          (int)(c->n_levels - 1), (long long)(8 * div));
+    if (x->shape[2] < 1 || x->shape[3] < 1) {
+        return fail_input(g, "latent size %lldx%lld is empty", (long long)x->shape[3],
+                          (long long)x->shape[2]);
     }
     if (t->n_dims != 1 || (t->shape[0] != B && t->shape[0] != 1)) {
         return fail_input(g, "timestep must be [B] or [1] (B = %lld)", (long long)B);
@@ -684,7 +681,15 @@ static imgd_tensor *decoder(unet_b *u, imgd_tensor *h, imgd_unet_taps *taps, img
         if (i + 1 < c->n_levels) {
             char p[NAME_CAP];
             (void)imgd_fmt(p, sizeof p, "up_blocks.%d.upsamplers.0.conv", (int)i);
-            h = conv(u, imgd_op_upsample_nearest2x(g, h), p, c->widths[l], 3, 1);
+            imgd_tensor *up = imgd_op_upsample_nearest2x(g, h);
+            /* an odd skip (a side that is not a multiple of the UNet's divisor): nearest
+             * interpolation to its size equals the 2x upsampling cut to it */
+            const imgd_tensor *sk = ns > 0 ? skips[ns - 1] : NULL;
+            if (up && sk && up->shape[2] != sk->shape[2])
+                up = imgd_op_narrow(g, up, 2, 0, sk->shape[2]);
+            if (up && sk && up->shape[3] != sk->shape[3])
+                up = imgd_op_narrow(g, up, 3, 0, sk->shape[3]);
+            h = conv(u, up, p, c->widths[l], 3, 1);
         }
         if (taps) taps->up[i] = h;
     }

@@ -123,9 +123,17 @@ int32_t imgd_unet_heads(const imgd_unet_cfg *cfg, int32_t level);
 
 /* Number of skip connections (= ControlNet down residuals): 1 + levels * layers_per_block +
  * (levels - 1). Channels and spatial divisor of skip i via the out-parameters (may be NULL):
- * skip i of a [B, *, H, W] input is [B, channels, H / div, W / div]. */
+ * skip i of a [B, *, H, W] input is [B, channels, ceil(H / div), ceil(W / div)]
+ * (imgd_unet_div_size: each stride-2 convolution rounds up). */
 int32_t imgd_unet_skip_count(const imgd_unet_cfg *cfg);
 void    imgd_unet_skip_shape(const imgd_unet_cfg *cfg, int32_t i, int32_t *channels, int32_t *div);
+
+/* A latent side n after the halvings that divide it by div (a power of two): ceil(n / div).
+ * Sides that are not multiples run as diffusers runs them: each upsampler's output is cut
+ * to its skip's size (diffusers' forward_upsample_size, nearest interpolation). */
+static inline int64_t imgd_unet_div_size(int64_t n, int64_t div) {
+    return (n + div - 1) / div;
+}
 
 /* Appends the UNet forward pass to g.
  *   b       weights, required (borrowed for the graph's lifetime); missing tensors or

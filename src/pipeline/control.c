@@ -305,7 +305,8 @@ imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *ite
     for (int32_t i = 0; st == IMGD_OK && i < c->n_res; i++) {
         int32_t ch = m->unet.widths[m->unet.n_levels - 1], div = 1 << (m->unet.n_levels - 1);
         if (i + 1 < c->n_res) imgd_unet_skip_shape(&m->unet, i, &ch, &div);
-        c->res_n[i] = (size_t)ub * (size_t)ch * (hw / ((size_t)div * (size_t)div));
+        c->res_n[i] = (size_t)ub * (size_t)ch * (size_t)imgd_unet_div_size(h, div) *
+                      (size_t)imgd_unet_div_size(w, div);
         c->res[i]   = imgd_calloc(c->res_n[i], sizeof *c->res[i]);
         big         = c->res_n[i] > big ? c->res_n[i] : big;
         if (!c->res[i]) st = imgd_fail(IMGD_E_NOMEM, "out of memory");

@@ -549,7 +549,8 @@ static imgd_status unet_graph(run_ctx *r, const stage *sg) {
         int32_t ch = m->unet.widths[m->unet.n_levels - 1], div = 1 << (m->unet.n_levels - 1);
         if (i + 1 < n_res) imgd_unet_skip_shape(&m->unet, i, &ch, &div);
         k->res[i] = imgd_graph_input(k->g, "control_res", IMGD_DTYPE_F32, 4,
-                                     (const int64_t[]){r->ub, ch, r->h / div, r->w / div});
+                                     (const int64_t[]){r->ub, ch, imgd_unet_div_size(r->h, div),
+                                                       imgd_unet_div_size(r->w, div)});
         if (i + 1 < n_res) ex.down_res[i] = k->res[i];
     }
     k->n_res      = n_res;
