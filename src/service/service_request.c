@@ -86,6 +86,17 @@ static bool images_ok(const cJSON *req, imgd_http_resp *resp) {
     return true;
 }
 
+/* req[key] (a string naming a model by id, file name or hash) becomes the registry id `id`;
+ * false when out of memory. */
+static bool name_canon(cJSON *req, const char *key, const char *id) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, key);
+    if (cJSON_IsString(v) && strcmp(v->valuestring, id) == 0) return true;
+    cJSON *canon = cJSON_CreateString(id);
+    if (canon && cJSON_ReplaceItemInObjectCaseSensitive(req, key, canon)) return true;
+    cJSON_Delete(canon);
+    return false;
+}
+
 bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
                          imgd_http_resp *resp) {
     if (!cJSON_IsObject(req)) {
@@ -122,14 +133,10 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
     svc_model   *rm = cJSON_IsString(jr) ? svc_model_find(s, jr->valuestring, &hs, detail,
                                                           sizeof detail)
                                          : NULL;
-    if (rm && strcmp(rm->id, jr->valuestring) != 0) {
-        cJSON *canon = cJSON_CreateString(rm->id);
-        if (!canon || !cJSON_ReplaceItemInObjectCaseSensitive(req, "refiner", canon)) {
-            cJSON_Delete(canon);
-            pthread_mutex_unlock(&s->mu);
-            imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
-            return false;
-        }
+    if (rm && !name_canon(req, "refiner", rm->id)) {
+        pthread_mutex_unlock(&s->mu);
+        imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return false;
     }
     svc_model *sm = svc_model_find(s, id, &hs, detail, sizeof detail);
     if (!sm) {
@@ -141,14 +148,10 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
     (void)imgd_fmt(model_id, cap, "%s", sm->id);
     sm->last_used_ms = svc_now_ms();
     /* a model named by file name or hash: the stored request names its registry id */
-    if (cJSON_IsString(jm) && strcmp(jm->valuestring, sm->id) != 0) {
-        cJSON *canon = cJSON_CreateString(sm->id);
-        if (!canon || !cJSON_ReplaceItemInObjectCaseSensitive(req, "model", canon)) {
-            cJSON_Delete(canon);
-            pthread_mutex_unlock(&s->mu);
-            imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
-            return false;
-        }
+    if (cJSON_IsString(jm) && !name_canon(req, "model", sm->id)) {
+        pthread_mutex_unlock(&s->mu);
+        imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return false;
     }
     imgd_schema_violation v;
     bool                  ok = imgd_schema_validate(sm->schema, req, &v);

@@ -325,6 +325,17 @@ static float *run_unet(fixture *f, const imgd_unet_cfg *cfg, const char *be_name
     return run_unet_hw(f, cfg, be_name, t, nt, HS, HS, n);
 }
 
+/* max |a - r| over n values; *mx receives max |r|. */
+static double max_err(const float *a, const float *r, size_t n, double *mx) {
+    double err = 0.0;
+    *mx        = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        err = fmax(err, fabs((double)a[i] - (double)r[i]));
+        *mx = fmax(*mx, fabs((double)r[i]));
+    }
+    return err;
+}
+
 /* ---- cases ------------------------------------------------------------------------------- */
 
 static void test_unet_random_detects_sd2_style_config(void) {
@@ -361,11 +372,8 @@ static void test_unet_random_cpu_equals_ref_with_head_dim(void) {
     a = run_unet(&f, &f.cfg, "cpu", k_t2, B, &na);
     r = run_unet(&f, &f.cfg, "ref", k_t2, B, &nr);
     REQUIRE(a && r && na == nr && na == (size_t)B * COUT * HS * HS);
-    double err = 0.0, mx = 0.0;
-    for (size_t i = 0; i < na; i++) {
-        err = fmax(err, fabs((double)a[i] - (double)r[i]));
-        mx  = fmax(mx, fabs((double)r[i]));
-    }
+    double mx  = 0.0;
+    double err = max_err(a, r, na, &mx);
     printf("random SD2-style UNet: cpu vs ref max|err| %.3g (max|ref| %.3g)\n", err, mx);
     CHECK(isfinite(err) && mx > 0.1 && err <= 1e-4 * fmax(1.0, mx));
     /* the head split matters: heads 1 everywhere gives another result */
@@ -418,11 +426,8 @@ static void test_unet_random_odd_sizes(void) {
     a              = run_unet_hw(&f, &f.cfg, "cpu", k_t2, B, 10, 14, &na);
     r              = run_unet_hw(&f, &f.cfg, "ref", k_t2, B, 10, 14, &nr);
     REQUIRE(a && r && na == nr && na == (size_t)B * COUT * 10 * 14);
-    double err = 0.0, mx = 0.0;
-    for (size_t i = 0; i < na; i++) {
-        err = fmax(err, fabs((double)a[i] - (double)r[i]));
-        mx  = fmax(mx, fabs((double)r[i]));
-    }
+    double mx  = 0.0;
+    double err = max_err(a, r, na, &mx);
     printf("random UNet at latent 14x10: cpu vs ref max|err| %.3g (max|ref| %.3g)\n", err, mx);
     CHECK(isfinite(err) && mx > 0.1 && err <= 1e-4 * fmax(1.0, mx));
 done:
