@@ -47,7 +47,8 @@ static const bench_row k_benches[] = {
      "a random-weight SD 1.5 checkpoint of the real size: load, text encoder, s per UNet\n"
      "      step at 512x512 with CFG, VAE decode, peak RSS vs weights + 1.5 GiB, UNet GFLOP/s\n"
      "      vs the GEMM peak [--steps N (2)] [--size PX (512)] [--threads N] [--tokenizer DIR]\n"
-     "      [--dir D] [--keep] [--backend cuda: it/s, peak VRAM, UNet TFLOP/s vs cuBLASLt fp16]\n"
+     "      [--dir D] [--keep] [--zero-weights: no random fill, same kernel times]\n"
+     "      [--backend cuda: it/s, peak VRAM, UNet TFLOP/s vs cuBLASLt fp16]\n"
      "      [--family sdxl: SDXL base at 1024x1024, peak RSS vs weights + 3 GiB]"},
     {"lora", bench_lora,
      "a rank-32 kohya LoRA (every attention, feed-forward, projection and 3x3 conv of the UNet,\n"
