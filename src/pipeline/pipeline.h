@@ -118,6 +118,18 @@ imgd_wbind *imgd_sd_vae_bind(imgd_model *m);
 /* The binder the UNet comes from (the --unet file, or the checkpoint's own). */
 imgd_wbind *imgd_sd_unet_bind(imgd_model *m);
 
+/* An init image as [3, H, W] in [-1, 1]: RGB (alpha on white), resized to W x H with
+ * Lanczos when it has another size (diffusers' image processor). */
+imgd_status imgd_sd_prep_image(const imgd_image_u8 *src, int32_t W, int32_t H, float *out);
+
+/* VAE-encodes one image [1, 3, H, W] in [-1, 1] into its posterior sample, (mean + std *
+ * noise - shift) * scale, latent [1, zc, H/8, W/8]; noise: a caller-drawn [zc, H/8, W/8].
+ * The encoder graph is kept in k for the next image of the same size. */
+imgd_status imgd_vae_encode_sample(imgd_sd_graph *k, imgd_backend *be, imgd_wbind *wb,
+                                   const imgd_vae_cfg *cfg, float shift, float scale,
+                                   const float *image, int32_t H, int32_t W, const float *noise,
+                                   float *latent);
+
 /* Adapters (adapters.c). init: lora_dir and embeddings of lp; free: restores the base
  * weights and releases every loaded adapter. */
 imgd_status imgd_sd_adapters_init(imgd_model *m, const imgd_load_params *lp);

@@ -144,15 +144,13 @@ static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, in
     return IMGD_OK;
 }
 
-/* Encodes one image [1, 3, H, W] in [-1, 1] into its posterior sample times the scaling
- * factor: (mean + std * noise) * scale, latents [1, zc, H/8, W/8]. noise_out receives the
- * draw (caller-supplied noise of the same size). */
-static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int32_t W,
-                              const float *noise, float *latent) {
-    int32_t        S = imgd_vae_scale(&m->vae), zc = m->vae.latent_channels;
-    int32_t        h = H / S, w = W / S;
-    imgd_sd_graph *k  = &m->g_enc;
-    imgd_status    st = IMGD_OK;
+imgd_status imgd_vae_encode_sample(imgd_sd_graph *k, imgd_backend *be, imgd_wbind *wb,
+                                   const imgd_vae_cfg *cfg, float shift, float scale,
+                                   const float *image, int32_t H, int32_t W, const float *noise,
+                                   float *latent) {
+    int32_t     S = imgd_vae_scale(cfg), zc = cfg->latent_channels;
+    int32_t     h = H / S, w = W / S;
+    imgd_status st = IMGD_OK;
     if (!k->g || k->h != H || k->w != W) {
         st = imgd_sd_graph_new(k);
         if (st != IMGD_OK) return st;
@@ -162,7 +160,7 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
             imgd_graph_input(k->g, "image", IMGD_DTYPE_F32, 4, (const int64_t[]){1, 3, H, W});
         imgd_vae_encode_out o;
         memset(&o, 0, sizeof o);
-        st = imgd_vae_encode_build(k->g, imgd_sd_vae_bind(m), "vae", &m->vae, k->in[0], &o);
+        st = imgd_vae_encode_build(k->g, wb, "vae", cfg, k->in[0], &o);
         if (st != IMGD_OK) {
             imgd_sd_graph_drop(k);
             return st;
@@ -171,7 +169,7 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
         k->out[1] = o.logvar;
         imgd_graph_output(k->g, o.mean);
         imgd_graph_output(k->g, o.logvar);
-        st = imgd_sd_graph_finish(vae_backend(m), k, "VAE encoder");
+        st = imgd_sd_graph_finish(be, k, "VAE encoder");
         if (st != IMGD_OK) return st;
     }
     size_t n      = (size_t)zc * h * w;
@@ -184,11 +182,17 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
     if (st == IMGD_OK) st = imgd_graph_read_f32(k->g, k->out[1], logvar, n);
     if (st == IMGD_OK) {
         imgd_vae_posterior_sample(mean, logvar, noise, n, latent);
-        for (size_t i = 0; i < n; i++) latent[i] = (latent[i] - m->vae_shift) * m->vae_scale;
+        for (size_t i = 0; i < n; i++) latent[i] = (latent[i] - shift) * scale;
     }
     imgd_free(mean);
     imgd_free(logvar);
     return st;
+}
+
+static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int32_t W,
+                              const float *noise, float *latent) {
+    return imgd_vae_encode_sample(&m->g_enc, vae_backend(m), imgd_sd_vae_bind(m), &m->vae,
+                                  m->vae_shift, m->vae_scale, image, H, W, noise, latent);
 }
 
 /* ---- scheduler config ----------------------------------------------------------------- */
@@ -329,7 +333,7 @@ static imgd_status check_params(const imgd_model *m, const imgd_gen_params *p) {
 }
 
 /* The init image as [1, 3, H, W] in [-1, 1], resized (Lanczos) to W x H. */
-static imgd_status prep_image(const imgd_image_u8 *src, int32_t W, int32_t H, float *out) {
+imgd_status imgd_sd_prep_image(const imgd_image_u8 *src, int32_t W, int32_t H, float *out) {
     imgd_image  in = {src->w, src->h, src->c, src->px}, rgb = {0}, sized = {0};
     imgd_status st = imgd_image_to_rgb(&in, &rgb);
     if (st == IMGD_OK && (rgb.w != W || rgb.h != H))
@@ -1107,7 +1111,7 @@ static imgd_status item_start(run_ctx *r, item *it, int32_t first, float *x) {
         it->image_lat = imgd_malloc(per * sizeof *it->image_lat);
         if (!it->img || !it->vae_noise || !it->image_lat)
             return imgd_fail(IMGD_E_NOMEM, "out of memory");
-        st = prep_image(p->init, p->width, p->height, it->img);
+        st = imgd_sd_prep_image(p->init, p->width, p->height, it->img);
     }
     if (st == IMGD_OK && p->mask) {
         it->mask     = imgd_malloc(HW * sizeof *it->mask);

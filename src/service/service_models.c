@@ -344,7 +344,7 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
     bool               civ = cm && !is_flux(family) && svc_civitai_caps(path, &c, cm);
     if (is_flux(family)) { /* guidance-distilled txt2img; dev has the guidance embedding */
         bool dev           = strcmp(family, "flux_dev") == 0;
-        c.img2img          = false;
+        c.img2img          = true; /* FluxImg2ImgPipeline */
         c.inpaint          = false;
         c.negative_prompt  = false;
         c.n_loras          = 0;
@@ -881,10 +881,13 @@ cJSON *svc_model_json(imgd_server *s, const svc_model *sm) {
     }
     imgd_free(e);
     cJSON *caps = cJSON_AddObjectToObject(o, "capabilities");
-    if (caps) {
+    if (caps) { /* what the request schema was built from (FLUX: no inpainting) */
+        const cJSON *xc = cJSON_GetObjectItemCaseSensitive(sm->schema, "x-imgd-capabilities");
         (void)cJSON_AddBoolToObject(caps, "txt2img", true);
-        (void)cJSON_AddBoolToObject(caps, "img2img", true);
-        (void)cJSON_AddBoolToObject(caps, "inpaint", true);
+        (void)cJSON_AddBoolToObject(
+            caps, "img2img", !xc || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(xc, "img2img")));
+        (void)cJSON_AddBoolToObject(
+            caps, "inpaint", !xc || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(xc, "inpaint")));
     }
     (void)cJSON_AddStringToObject(o, "schema", "schema");
     /* CivitAI metadata the schema took its defaults from (service_civitai.c) */

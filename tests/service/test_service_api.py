@@ -771,7 +771,7 @@ def test_flux():
         assert p["width"]["default"] == 1024 and p["width"]["multipleOf"] == 16, p["width"]
         assert p["sampler"]["enum"] == ["euler"], p["sampler"]
         assert p["max_sequence_length"]["maximum"] == 512, p["max_sequence_length"]
-        assert "init_image" not in p, sorted(p)
+        assert "init_image" in p and "strength" in p and "mask_image" not in p, sorted(p)
     assert d["steps"]["default"] == 28 and s["steps"]["default"] == 4, (d["steps"], s["steps"])
     body = {"model": "flux", "prompt": "a red fox", "width": 64, "height": 64, "steps": 2,
             "seed": 5, "max_sequence_length": 64}
@@ -788,6 +788,15 @@ def test_flux():
             pointer="/negative_prompt")
     problem(post("/v1/generate", dict(body, clip_skip=2)), 400, pointer="/clip_skip")
     problem(post("/v1/generate", dict(body, width=72)), 400, pointer="/width")
+    # img2img: the txt2img image as the init image, half the steps run; a mask is refused
+    i2i = post("/v1/generate", dict(body, init_image=j["images"][0]["b64"], strength=0.5))
+    assert i2i.status_code == 200 and i2i.json()["steps_run"] == 1, i2i.text[:500]
+    assert "Denoising strength: 0.5" in i2i.json()["infotext"], i2i.json()["infotext"]
+    problem(post("/v1/generate", dict(body, init_image=j["images"][0]["b64"],
+                                      mask_image=j["images"][0]["b64"])), 400,
+            pointer="/mask_image")
+    caps = S.get(url("/v1/models/flux")).json()["capabilities"]
+    assert caps == {"txt2img": True, "img2img": True, "inpaint": False}, caps
     # schnell: its own steps default (4), no guidance field
     r = post("/v1/generate", {"model": "schnell", "prompt": "a red fox", "width": 64,
                               "height": 64, "seed": 5})
