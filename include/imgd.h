@@ -468,9 +468,9 @@ typedef struct imgd_load_params {
     struct imgd_components *components; /* share identical components (the VAE) with the other
                                            models loaded with the same store; borrowed, must
                                            outlive the model; NULL = none (Since: 0.5) */
-    const char *hypernet_dir; /* where <hypernet:name:w> prompt tags and relative
-                                 imgd_hypernet_spec paths are looked up (name, name.pt,
-                                 name.safetensors); NULL = none. Copied. Since: 0.6 */
+    const char *hypernet_dir;           /* where <hypernet:name:w> prompt tags and relative
+                                           imgd_hypernet_spec paths are looked up (name, name.pt,
+                                           name.safetensors); NULL = none. Copied. Since: 0.6 */
 } imgd_load_params;
 
 /* Defaults for imgd_load_params. Since: 0.2 */
@@ -665,9 +665,9 @@ typedef struct imgd_lora_spec {
  * to_v read context + mlp(context) * weight instead of the context, as A1111 applies them.
  * Since: 0.6 */
 typedef struct imgd_hypernet_spec {
-    const char *path;   /* .pt or .safetensors file, or a name looked up in
-                           imgd_load_params.hypernet_dir (name, name.pt, name.safetensors) */
-    float       weight; /* multiplier (A1111's strength), finite; 0 = no effect */
+    const char *path; /* .pt or .safetensors file, or a name looked up in
+                         imgd_load_params.hypernet_dir (name, name.pt, name.safetensors) */
+    float weight;     /* multiplier (A1111's strength), finite; 0 = no effect */
 } imgd_hypernet_spec;
 
 typedef struct imgd_gen_params {
@@ -849,9 +849,9 @@ IMGD_API imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *co
  * above are equal). The prompt chunk counts come from m's tokenizer; nothing else of m is
  * used. field: may be NULL; receives the static name of the first field that differs
  * ("width", "height", "steps", "sampler", "schedule", "init", "strength", "prompt", "loras",
- * "hypernets", "controls"; "negative" when the negative prompt cannot be tokenized; "params" for a NULL
- * argument), or NULL when batchable. A field that cannot be read (an unknown sampler name, a prompt
- * the tokenizer rejects) makes the pair not batchable and is named. Agrees with comparing
+ * "hypernets", "controls"; "negative" when the negative prompt cannot be tokenized; "params" for a
+ * NULL argument), or NULL when batchable. A field that cannot be read (an unknown sampler name, a
+ * prompt the tokenizer rejects) makes the pair not batchable and is named. Agrees with comparing
  * imgd_gen_batch_key() strings. Thread-safety: as imgd_generate() for m. Since: 0.3 */
 IMGD_API bool imgd_gen_params_batchable(const imgd_model *m, const imgd_gen_params *a,
                                         const imgd_gen_params *b, const char **field);

@@ -15,16 +15,16 @@
 #define CLI_ADAPTERS_MAX 16 /* --lora / --embedding / --hypernet flags */
 
 typedef struct gen_opts {
-    const char      *model, *out, *init, *mask, *tokenizer, *vae, *backend, *refiner;
-    bool             json;
-    bool             width_set, height_set, steps_set;
-    imgd_lora_spec   loras[CLI_ADAPTERS_MAX];
-    char             lora_path[CLI_ADAPTERS_MAX][1024];
-    const char      *embeddings[CLI_ADAPTERS_MAX];
+    const char        *model, *out, *init, *mask, *tokenizer, *vae, *backend, *refiner;
+    bool               json;
+    bool               width_set, height_set, steps_set;
+    imgd_lora_spec     loras[CLI_ADAPTERS_MAX];
+    char               lora_path[CLI_ADAPTERS_MAX][1024];
+    const char        *embeddings[CLI_ADAPTERS_MAX];
     imgd_hypernet_spec hypernets[CLI_ADAPTERS_MAX];
     char               hypernet_path[CLI_ADAPTERS_MAX][1024];
-    imgd_gen_params  p;
-    imgd_load_params lp;
+    imgd_gen_params    p;
+    imgd_load_params   lp;
     /* --control FILE:IMG[:SCALE[:START:END]]: the argument split in place */
     char              ctl_arg[IMGD_CONTROL_MAX][4096];
     const char       *ctl_img[IMGD_CONTROL_MAX];
@@ -119,11 +119,11 @@ static bool parse_lora(gen_opts *o, const char *v) {
     imgd_lora_spec *ls = &o->loras[i];
     float           w  = 1.0f;
     if (!parse_file_weight("--lora", v, o->lora_path[i], sizeof o->lora_path[i], &w)) return false;
-    ls->path           = o->lora_path[i];
-    ls->weight         = w;
-    ls->weight_te      = NAN;
-    ls->mode           = o->p.lora_mode;
-    o->p.loras         = o->loras;
+    ls->path      = o->lora_path[i];
+    ls->weight    = w;
+    ls->weight_te = NAN;
+    ls->mode      = o->p.lora_mode;
+    o->p.loras    = o->loras;
     o->p.n_loras++;
     return true;
 }
@@ -192,7 +192,8 @@ static const char k_usage[] =
     "      [--refiner MODEL [--refiner-switch F]]\n"
     "      [--init IMG --strength F] [--mask IMG] [--mask-blur PX] [--tokenizer DIR] [--vae PATH]\n"
     "      [--unet PATH] [--lora FILE[:W]]... [--lora-dir DIR] [--lora-mode auto|merge|unmerged]\n"
-    "      [--embedding FILE]... [--embedding-dir DIR] [--hypernet FILE[:W]]... [--hypernet-dir DIR]\n"
+    "      [--embedding FILE]... [--embedding-dir DIR]\n"
+    "      [--hypernet FILE[:W]]... [--hypernet-dir DIR]\n"
     "      [--control FILE:IMG[:SCALE[:START:END]]]... [--guess-mode]\n"
     "      [--control-preprocess none|canny|scribble|lineart|invert] [--canny-low F]\n"
     "      [--canny-high F] [--control-threshold F] [--control-resize just|crop|fill]\n"
@@ -520,8 +521,8 @@ int imgd_cli_generate(int argc, char **argv) {
     if (!rc && o.refiner) { /* the refiner: the same options, its own files */
         imgd_load_params rlp = o.lp;
         rlp.vae = rlp.unet = rlp.lora_dir = rlp.embedding_dir = rlp.hypernet_dir = NULL;
-        rlp.embeddings                                        = NULL;
-        rlp.n_embeddings                                      = 0;
+        rlp.embeddings                                                           = NULL;
+        rlp.n_embeddings                                                         = 0;
         /* a single-file refiner takes the base folder's tokenizer (both use CLIP's BPE) */
         char        tokdir[4096];
         struct stat sb;

@@ -259,13 +259,13 @@ imgd_status imgd_unet_cfg_check(const imgd_unet_cfg *c) {
 /* ---- weights ------------------------------------------------------------------------------ */
 
 typedef struct unet_b {
-    imgd_graph          *g;
-    imgd_wbind          *b;           /* NULL: placeholder weights */
-    const void          *placeholder; /* data of every weight when b is NULL (planning) */
-    const char          *prefix;
-    const imgd_unet_cfg *cfg;
-    imgd_tensor         *temb_act; /* silu(time embedding), read by every resnet */
-    imgd_tensor         *ctx;
+    imgd_graph                 *g;
+    imgd_wbind                 *b;           /* NULL: placeholder weights */
+    const void                 *placeholder; /* data of every weight when b is NULL (planning) */
+    const char                 *prefix;
+    const imgd_unet_cfg        *cfg;
+    imgd_tensor                *temb_act; /* silu(time embedding), read by every resnet */
+    imgd_tensor                *ctx;
     const imgd_hypernet *const *hn; /* imgd_unet_extra's hypernetworks; n_hn of them */
     const float                *hn_w;
     int32_t                     n_hn;
@@ -396,9 +396,9 @@ static imgd_tensor *resnet(unet_b *u, imgd_tensor *x, int64_t cout, const char *
 static imgd_tensor *attention(unet_b *u, imgd_tensor *x, imgd_tensor *c, int64_t heads,
                               const char *p) {
     if (!x || !c) return NULL;
-    imgd_graph *g = u->g;
-    int64_t     B = x->shape[0], Lq = x->shape[1], C = x->shape[2], Lk = c->shape[1];
-    char        s[NAME_CAP];
+    imgd_graph  *g = u->g;
+    int64_t      B = x->shape[0], Lq = x->shape[1], C = x->shape[2], Lk = c->shape[1];
+    char         s[NAME_CAP];
     imgd_tensor *ck = c, *cv = c; /* A1111's apply_hypernetworks: keys, values chained apart */
     for (int32_t i = 0; i < u->n_hn; i++) {
         ck = imgd_hypernet_apply(g, u->hn[i], 0, ck, u->hn_w[i]);

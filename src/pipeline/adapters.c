@@ -123,7 +123,8 @@ static imgd_status resolve_in(const char *dir, const char *name, char *out, cons
                      "%s '%s': no such file%s%s (also tried .safetensors, .pt, .ckpt); give a "
                      "path or set the %s directory (%s)",
                      what, name, dir ? " here or in " : "", dir ? dir : "",
-                     hypernet ? "hypernetwork" : "LoRA", hypernet ? "--hypernet-dir" : "--lora-dir");
+                     hypernet ? "hypernetwork" : "LoRA",
+                     hypernet ? "--hypernet-dir" : "--lora-dir");
 }
 
 static imgd_status resolve_path(const char *dir, const char *name, char *out, const char *what) {
@@ -455,14 +456,13 @@ static imgd_status hn_parse_tag(const char *dir, const char *b, const char *e, h
 
 /* The request's hypernetworks (*sp, HN_SET_MAX entries, *n used: the list, then the prompt's
  * tags) and the set's signature "path|w;..." (*s); the caller frees both, also on failure. */
-static imgd_status hn_set_of(const imgd_model *m, const imgd_gen_params *p, hn_spec **sp,
-                             size_t *n, char **s) {
+static imgd_status hn_set_of(const imgd_model *m, const imgd_gen_params *p, hn_spec **sp, size_t *n,
+                             char **s) {
     const char *dir = m->ad ? m->ad->hypernet_dir : NULL;
     *n              = 0;
     *s              = NULL;
     *sp             = NULL;
-    if (p->n_hypernets < 0 || (p->n_hypernets > 0 && !p->hypernets) ||
-        p->n_hypernets > HN_SET_MAX)
+    if (p->n_hypernets < 0 || (p->n_hypernets > 0 && !p->hypernets) || p->n_hypernets > HN_SET_MAX)
         return imgd_fail(IMGD_E_INVALID_ARG, "n_hypernets %d: expected 0..%d with hypernets set",
                          (int)p->n_hypernets, HN_SET_MAX);
     const char *text = p->prompt ? p->prompt : "", *b, *e;
@@ -603,8 +603,8 @@ imgd_status imgd_sd_hypernet_apply(imgd_model *m, const imgd_gen_params *p) {
     if (st == IMGD_OK && n > 0) {
         ad->hn_applied = s;
         s              = NULL;
-        IMGD_LOG(IMGD_LOG_INFO, "pipeline", "hypernet_applied", "%zu hypernetwork(s), %d active",
-                 n, (int)ad->n_hn);
+        IMGD_LOG(IMGD_LOG_INFO, "pipeline", "hypernet_applied", "%zu hypernetwork(s), %d active", n,
+                 (int)ad->n_hn);
     } else if (st != IMGD_OK) {
         hn_unapply(m);
     }

@@ -404,8 +404,8 @@ static imgd_status infotext(imgd_model *m, const imgd_gen_params *p, char **out)
     char        keys[IMGD_CONTROL_MAX][24], vals[IMGD_CONTROL_MAX][512];
     const char *extra[2 * (IMGD_CONTROL_MAX + 3)];
     char       *hashes = NULL, *hn_names = NULL, *hn_weights = NULL;
-    imgd_status st     = imgd_sd_lora_hashes(m, p, &hashes);
-    size_t      k      = 0;
+    imgd_status st = imgd_sd_lora_hashes(m, p, &hashes);
+    size_t      k  = 0;
     if (st == IMGD_OK) st = imgd_sd_hypernet_info(m, p, &hn_names, &hn_weights);
     if (st == IMGD_OK && hn_names) { /* A1111 before extra networks: one hypernetwork */
         extra[2 * k]     = "Hypernet";
@@ -724,7 +724,7 @@ typedef struct batch_sig {
     imgd_sampler_kind  sampler;
     imgd_schedule_kind schedule;
     bool               init;
-    float              strength; /* with init only, else 0 */
+    float              strength;  /* with init only, else 0 */
     uint64_t           loras;     /* imgd_sd_lora_sig; 0 = none */
     uint64_t           hypernets; /* imgd_sd_hypernet_sig; 0 = none */
     int32_t            n_controls;

@@ -71,7 +71,7 @@ static void hnet_init(hnet *h, const int32_t *dims, int32_t n, int32_t mult, boo
     for (int32_t i = 0; i < n; i++) {
         mlp_init(&h->kv[i][0], dims[i], mult * dims[i], zero_last);
         if (same_kv) {
-            mlp *k = &h->kv[i][0], *v = &h->kv[i][1];
+            mlp    *k = &h->kv[i][0], *v = &h->kv[i][1];
             int32_t o0 = k->hid ? k->hid : k->d;
             v->d       = k->d;
             v->hid     = k->hid;
@@ -167,7 +167,8 @@ static void hand_apply(const hnet *h, float *c, size_t rows, int32_t d, float w)
     imgd_free(hid);
 }
 
-/* ---- helpers ---------------------------------------------------------------------------------- */
+/* ---- helpers ----------------------------------------------------------------------------------
+ */
 
 static imgd_model *load_sd15(const char *hn_dir) {
     char             path[4096], tok[4096];
@@ -222,8 +223,8 @@ static bool run_unet(imgd_model *m, const imgd_unet_cfg *cfg, imgd_weights *gd, 
     ex.hypernets        = hn;
     ex.hypernet_weights = w;
     ex.n_hypernets      = n;
-    imgd_status st = imgd_unet_build(g, imgd_sd_unet_bind(m), "unet", cfg, x, t, c, n ? &ex : NULL,
-                                     NULL, &o);
+    imgd_status st =
+        imgd_unet_build(g, imgd_sd_unet_bind(m), "unet", cfg, x, t, c, n ? &ex : NULL, NULL, &o);
     const float *gx = gf(gd, "sample", NU), *gt = gf(gd, "timestep", 2);
     if (st == IMGD_OK && gx && gt) {
         imgd_graph_output(g, o);
@@ -251,7 +252,8 @@ static imgd_hypernet *write_load(const hnet *h, const char *name, char *path, si
     return hn;
 }
 
-/* ---- the UNet hook ---------------------------------------------------------------------------- */
+/* ---- the UNet hook ----------------------------------------------------------------------------
+ */
 
 /* (b) The context width only: the hooked UNet on c equals the plain UNet on c' (computed
  * here); two files chain. sd15-narrow's level 1 self-attention is 16 wide like the context,
@@ -362,19 +364,20 @@ done:
     hnet_free(&z);
 }
 
-/* ---- the pipeline ------------------------------------------------------------------------------ */
+/* ---- the pipeline ------------------------------------------------------------------------------
+ */
 
 static float *gen(imgd_model *m, const char *prompt, const imgd_hypernet_spec *hs, int32_t n,
                   imgd_status want, char **info) {
-    imgd_gen_params p = imgd_gen_params_default();
-    p.prompt          = prompt;
-    p.negative        = "blurry";
-    p.steps           = 2;
-    p.width           = 64;
-    p.height          = 64;
-    p.seed            = 7;
-    p.hypernets       = hs;
-    p.n_hypernets     = n;
+    imgd_gen_params p   = imgd_gen_params_default();
+    p.prompt            = prompt;
+    p.negative          = "blurry";
+    p.steps             = 2;
+    p.width             = 64;
+    p.height            = 64;
+    p.seed              = 7;
+    p.hypernets         = hs;
+    p.n_hypernets       = n;
     imgd_gen_result *r  = NULL;
     imgd_status      st = imgd_generate(m, &p, &r);
     CHECK_MSG(st == want, "generate '%s': %s (%s)", prompt, imgd_status_name(st),
@@ -405,22 +408,22 @@ static void test_hypernet_sd_generate_tags_and_graph_refresh(void) {
     imgd_model *m     = load_sd15(tu_tmpdir());
     float      *plain = NULL, *zero = NULL, *list = NULL, *tagged = NULL, *again = NULL;
     float      *other = NULL, *tag_w0 = NULL, *dflt = NULL;
-    char       *info  = NULL;
+    char       *info = NULL;
     REQUIRE(m);
     const char *pr = "a photograph of an astronaut riding a horse";
     (void)imgd_fmt(tag, sizeof tag, "%s <hypernet:%s:0.7>", pr, name);
     (void)imgd_fmt(tag0, sizeof tag0, "%s<hypernet:%s:0>", pr, name);
     (void)imgd_fmt(tagd, sizeof tagd, "<hypernet:%s>%s", name, pr);
     imgd_hypernet_spec s07 = {path, 0.7f}, s0 = {name, 0.0f}, s03 = {path, 0.3f}, s1 = {name, 1};
-    plain                  = gen(m, pr, NULL, 0, IMGD_OK, NULL);
-    zero                   = gen(m, pr, &s0, 1, IMGD_OK, NULL);
-    list                   = gen(m, pr, &s07, 1, IMGD_OK, &info);
-    tagged                 = gen(m, tag, NULL, 0, IMGD_OK, NULL);
-    again                  = gen(m, pr, NULL, 0, IMGD_OK, NULL);
-    other                  = gen(m, pr, &s03, 1, IMGD_OK, NULL);
-    tag_w0                 = gen(m, tag0, NULL, 0, IMGD_OK, NULL);
-    dflt                   = gen(m, tagd, &s1, 0, IMGD_OK, NULL);
-    float *dlist           = gen(m, pr, &s1, 1, IMGD_OK, NULL);
+    plain        = gen(m, pr, NULL, 0, IMGD_OK, NULL);
+    zero         = gen(m, pr, &s0, 1, IMGD_OK, NULL);
+    list         = gen(m, pr, &s07, 1, IMGD_OK, &info);
+    tagged       = gen(m, tag, NULL, 0, IMGD_OK, NULL);
+    again        = gen(m, pr, NULL, 0, IMGD_OK, NULL);
+    other        = gen(m, pr, &s03, 1, IMGD_OK, NULL);
+    tag_w0       = gen(m, tag0, NULL, 0, IMGD_OK, NULL);
+    dflt         = gen(m, tagd, &s1, 0, IMGD_OK, NULL);
+    float *dlist = gen(m, pr, &s1, 1, IMGD_OK, NULL);
     CHECK_MSG(same(plain, zero), "weight 0 changed the image");
     CHECK_MSG(plain && list && !same(plain, list), "the hypernetwork changed nothing");
     CHECK_MSG(same(list, tagged), "<hypernet:name:0.7> differs from hypernets[] {path, 0.7}");
@@ -448,10 +451,10 @@ static void test_hypernet_sd_generate_tags_and_graph_refresh(void) {
     CHECK_STATUS(imgd_gen_batch_key(m, &a, ka, sizeof ka), IMGD_OK);
     CHECK_STATUS(imgd_gen_batch_key(m, &b, kb, sizeof kb), IMGD_OK);
     CHECK(strcmp(ka, kb) != 0 && strstr(kb, " hn="));
-    b.prompt       = pr;
-    b.hypernets    = &s07;
-    b.n_hypernets  = 1;
-    a.prompt       = tag;
+    b.prompt      = pr;
+    b.hypernets   = &s07;
+    b.n_hypernets = 1;
+    a.prompt      = tag;
     CHECK(imgd_gen_params_batchable(m, &a, &b, &field));
 done:
     imgd_free(plain);
@@ -508,9 +511,9 @@ static void test_hypernet_sd_sdxl(void) {
     CHECK_STATUS(imgd_model_load(path, &lp, &m), IMGD_OK);
     REQUIRE(m);
     imgd_hypernet_spec s0 = {hp, 0.0f}, s1 = {hp, 0.8f};
-    float *plain = gen(m, "a cat", NULL, 0, IMGD_OK, NULL);
-    float *zero  = gen(m, "a cat", &s0, 1, IMGD_OK, NULL);
-    float *hooked = gen(m, "a cat", &s1, 1, IMGD_OK, NULL);
+    float             *plain  = gen(m, "a cat", NULL, 0, IMGD_OK, NULL);
+    float             *zero   = gen(m, "a cat", &s0, 1, IMGD_OK, NULL);
+    float             *hooked = gen(m, "a cat", &s1, 1, IMGD_OK, NULL);
     CHECK_MSG(same(plain, zero), "SDXL: weight 0 changed the image");
     CHECK_MSG(plain && hooked && !same(plain, hooked), "SDXL: the hypernetwork changed nothing");
     imgd_free(plain);
