@@ -742,8 +742,9 @@ typedef struct imgd_gen_params {
      * (files and weights) differs from the previous one. A file none of whose widths is the
      * width of an attention context of the model (its cross-attention width or a
      * self-attention's channel count) is refused (IMGD_E_UNSUPPORTED, naming the file, its
-     * widths and the model's). SD 1.x / 2.x / SDXL; refused for FLUX. Not applied to a
-     * refiner. Items of one imgd_generate_many batch must name the same set. Since: 0.6 */
+     * widths and the model's). SD 1.x / 2.x / SDXL (the request's ControlNets are hooked
+     * too, as A1111 hooks every attention); refused for FLUX. Not applied to a refiner.
+     * Items of one imgd_generate_many batch must name the same set. Since: 0.6 */
     const imgd_hypernet_spec *hypernets; /* n_hypernets entries, borrowed for the call;
                                             NULL = none */
     int32_t n_hypernets;                 /* 0..16, tags included */

@@ -563,10 +563,12 @@ static imgd_status hn_get(imgd_model *m, const char *path, const imgd_hypernet *
     return IMGD_OK;
 }
 
-/* No hypernetwork applied; the UNet graph that saw the old set is dropped. */
+/* No hypernetwork applied; the UNet and ControlNet graphs that saw the old set are
+ * dropped. */
 static void hn_unapply(imgd_model *m) {
     imgd_sd_adapters *ad = m->ad;
     imgd_sd_graph_drop(&m->g_unet);
+    for (int32_t i = 0; i < m->n_controls; i++) imgd_sd_graph_drop(&m->controls[i]->g);
     ad->n_hn = 0;
     imgd_free(ad->hn_applied);
     ad->hn_applied = NULL;

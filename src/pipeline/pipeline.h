@@ -146,8 +146,9 @@ imgd_status imgd_sd_hypernet_sig(const imgd_model *m, const imgd_gen_params *p, 
 
 /* Makes p's hypernetwork set the applied one (nothing to do when it already is): loads the
  * files (cached per model; a file that matches no attention width of the UNet is refused
- * with IMGD_E_UNSUPPORTED naming its widths and the model's) and drops the UNet graph so
- * that the next build applies them. On failure no hypernetwork is applied. */
+ * with IMGD_E_UNSUPPORTED naming its widths and the model's) and drops the UNet and
+ * ControlNet graphs so that the next builds apply them. On failure no hypernetwork is
+ * applied. */
 imgd_status imgd_sd_hypernet_apply(imgd_model *m, const imgd_gen_params *p);
 
 /* The applied hypernetworks of non-zero weight, in order (*hn, *w: valid until the set

@@ -319,6 +319,8 @@ done:
     imgd_hypernet_free(hb);
     hnet_free(&a);
     hnet_free(&b);
+    (void)remove(p1);
+    (void)remove(p2);
 }
 
 /* (a) and (c) on the full UNet: weight 0 and a zero last layer change nothing (bit for bit);
@@ -362,6 +364,8 @@ done:
     imgd_hypernet_free(hz);
     hnet_free(&s8);
     hnet_free(&z);
+    (void)remove(p1);
+    (void)remove(p2);
 }
 
 /* ---- the pipeline ------------------------------------------------------------------------------
@@ -468,6 +472,7 @@ done:
     imgd_free(info);
     imgd_model_free(m);
     hnet_free(&h);
+    (void)remove(path);
 }
 
 /* (d) A file whose widths match no attention of the model is refused, naming both lists. */
@@ -492,6 +497,80 @@ static void test_hypernet_sd_refuses_other_family_widths(void) {
 done:
     imgd_model_free(m);
     hnet_free(&h);
+    (void)remove(path);
+}
+
+/* The ControlNet's residuals for one step on fixed inputs, p's hypernetworks applied; all
+ * residuals concatenated into out (cap floats); returns the count (0 on failure). */
+static size_t control_res(imgd_model *m, const imgd_gen_params *p, float *out, size_t cap) {
+    imgd_sd_control_run *run = NULL;
+    imgd_sd_control_item it  = {p, 0, 1, false};
+    size_t               n   = 0;
+    float                x[4 * 8 * 8], t[1] = {500.0f}, ctx[77 * 16];
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(x); i++) x[i] = (float)((int)(i * 7 % 13) - 6) / 4.0f;
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(ctx); i++) ctx[i] = (float)((int)(i * 5 % 11) - 5) / 3.0f;
+    imgd_status st = imgd_sd_hypernet_apply(m, p);
+    if (st == IMGD_OK) st = imgd_sd_control_begin(m, &it, 1, 1, 8, 8, 77, &run);
+    if (st == IMGD_OK) st = imgd_sd_control_step(run, x, 4, t, ctx, NULL, NULL, 0, 1);
+    int32_t k = 0;
+    for (; st == IMGD_OK && imgd_sd_control_res(run, k); k++) {
+        int32_t ch = m->unet.widths[m->unet.n_levels - 1], div = 1 << (m->unet.n_levels - 1);
+        if (k < imgd_unet_skip_count(&m->unet)) imgd_unet_skip_shape(&m->unet, k, &ch, &div);
+        size_t c = (size_t)ch * (size_t)(8 / div) * (size_t)(8 / div);
+        if (n + c > cap) break;
+        memcpy(out + n, imgd_sd_control_res(run, k), c * sizeof *out);
+        n += c;
+    }
+    CHECK_MSG(st == IMGD_OK && k == imgd_unet_skip_count(&m->unet) + 1, "control run: %s",
+              imgd_last_error());
+    imgd_sd_control_free(run);
+    return st == IMGD_OK ? n : 0;
+}
+
+/* A1111 hooks the ControlNet's attentions too: its residuals move with a hypernetwork of a
+ * self-attention width, and weight 0 leaves them bit for bit. */
+static void test_hypernet_sd_controlnet_is_hooked(void) {
+    char hp[4096], cn[4096];
+    hnet h;
+    hnet_init(&h, (int32_t[]){8}, 1, 2, false, false);
+    tu_tmp_path(hp, sizeof hp, "hn-ctl.safetensors");
+    CHECK(hnet_write(&h, hp));
+    (void)imgd_fmt(cn, sizeof cn, "%s/conformance/sd15-narrow/controlnet/diffusers", g_shared);
+    imgd_model   *m   = load_sd15(NULL);
+    size_t        cap = 1 << 16;
+    float        *r0 = imgd_malloc(cap * 4), *r1 = imgd_malloc(cap * 4), *r2 = imgd_malloc(cap * 4);
+    uint8_t       px[64 * 64 * 3];
+    imgd_image_u8 img = {64, 64, 3, px};
+    for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(i * 37 % 251);
+    REQUIRE(m && r0 && r1 && r2);
+    imgd_control_spec c   = imgd_control_spec_default();
+    c.path                = cn;
+    c.image               = &img;
+    imgd_gen_params p     = imgd_gen_params_default();
+    p.prompt              = "a cat";
+    p.width               = 64;
+    p.height              = 64;
+    p.controls            = &c;
+    p.n_controls          = 1;
+    size_t             n0 = control_res(m, &p, r0, cap);
+    imgd_hypernet_spec s  = {hp, 1.0f};
+    p.hypernets           = &s;
+    p.n_hypernets         = 1;
+    size_t n1             = control_res(m, &p, r1, cap);
+    s.weight              = 0.0f;
+    size_t n2             = control_res(m, &p, r2, cap);
+    REQUIRE(n0 > 0 && n0 == n1 && n0 == n2);
+    double moved = rel_err(r1, r0, n0);
+    printf("  ControlNet residuals, width-8 hypernetwork: moved %.2e\n", moved);
+    CHECK_MSG(moved > 1e-4, "the ControlNet's attentions are not hooked (%g)", moved);
+    CHECK_MSG(memcmp(r0, r2, n0 * 4) == 0, "weight 0 changed the ControlNet residuals");
+done:
+    imgd_free(r0);
+    imgd_free(r1);
+    imgd_free(r2);
+    imgd_model_free(m);
+    hnet_free(&h);
+    (void)remove(hp);
 }
 
 /* SDXL: the narrow SDXL model's context width (32) and a self-attention width (16). */
@@ -522,6 +601,7 @@ static void test_hypernet_sd_sdxl(void) {
 done:
     imgd_model_free(m);
     hnet_free(&h);
+    (void)remove(hp);
 }
 
 int main(void) {
@@ -535,6 +615,7 @@ int main(void) {
     RUN(test_hypernet_sd_self_attention_is_hooked);
     RUN(test_hypernet_sd_generate_tags_and_graph_refresh);
     RUN(test_hypernet_sd_refuses_other_family_widths);
+    RUN(test_hypernet_sd_controlnet_is_hooked);
     RUN(test_hypernet_sd_sdxl);
     TEST_END();
 }
