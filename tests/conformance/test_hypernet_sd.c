@@ -194,6 +194,17 @@ static const float *gf(imgd_weights *g, const char *name, size_t n) {
     return t.data;
 }
 
+/* a and b hold the same bits (n floats). */
+static bool bit_equal(const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x, y;
+        memcpy(&x, &a[i], sizeof x);
+        memcpy(&y, &b[i], sizeof y);
+        if (x != y) return false;
+    }
+    return true;
+}
+
 /* max |a - b| / max(1, max |ref|). */
 static double rel_err(const float *a, const float *ref, size_t n) {
     double e = 0, mx = 1;
@@ -288,7 +299,7 @@ static void test_hypernet_sd_context_width_feeds_to_k_to_v(void) {
     float                w1[1]  = {0.7f};
     REQUIRE(run_unet(m, &cfg, gd, gc, one, w1, 1, o1));
     memcpy(cc, gc, NC * 4);
-    hand_apply(&a, cc, 2 * 77, 16, 0.7f);
+    hand_apply(&a, cc, (size_t)2 * 77, 16, 0.7f);
     REQUIRE(run_unet(m, &cfg, gd, cc, NULL, NULL, 0, o2));
     REQUIRE(run_unet(m, &cfg, gd, gc, NULL, NULL, 0, o0));
     double e = rel_err(o1, o2, NU), moved = rel_err(o0, o2, NU);
@@ -302,8 +313,8 @@ static void test_hypernet_sd_context_width_feeds_to_k_to_v(void) {
     float                w2[2]  = {0.5f, -1.25f};
     REQUIRE(run_unet(m, &cfg, gd, gc, two, w2, 2, o1));
     memcpy(cc, gc, NC * 4);
-    hand_apply(&a, cc, 2 * 77, 16, 0.5f);
-    hand_apply(&b, cc, 2 * 77, 16, -1.25f);
+    hand_apply(&a, cc, (size_t)2 * 77, 16, 0.5f);
+    hand_apply(&b, cc, (size_t)2 * 77, 16, -1.25f);
     REQUIRE(run_unet(m, &cfg, gd, cc, NULL, NULL, 0, o2));
     e = rel_err(o1, o2, NU);
     printf("  context width, two files chained: %.2e\n", e);
@@ -343,12 +354,12 @@ static void test_hypernet_sd_self_attention_is_hooked(void) {
     const imgd_hypernet *l[1] = {hz};
     float                w[1] = {1.0f};
     REQUIRE(run_unet(m, &m->unet, gd, gc, l, w, 1, o1));
-    CHECK_MSG(memcmp(o0, o1, NU * 4) == 0, "a zero last layer changed the UNet output (%.3g)",
+    CHECK_MSG(bit_equal(o0, o1, NU), "a zero last layer changed the UNet output (%.3g)",
               rel_err(o1, o0, NU));
     l[0] = hs;
     w[0] = 0.0f;
     REQUIRE(run_unet(m, &m->unet, gd, gc, l, w, 1, o1));
-    CHECK_MSG(memcmp(o0, o1, NU * 4) == 0, "weight 0 changed the UNet output (%.3g)",
+    CHECK_MSG(bit_equal(o0, o1, NU), "weight 0 changed the UNet output (%.3g)",
               rel_err(o1, o0, NU));
     w[0] = 1.0f;
     REQUIRE(run_unet(m, &m->unet, gd, gc, l, w, 1, o1));
@@ -396,7 +407,7 @@ static float *gen(imgd_model *m, const char *prompt, const imgd_hypernet_spec *h
 }
 
 static bool same(const float *a, const float *b) {
-    return a && b && memcmp(a, b, (size_t)3 * 64 * 64 * sizeof *a) == 0;
+    return a && b && bit_equal(a, b, (size_t)3 * 64 * 64);
 }
 
 /* (a), (e) and the kept graph through imgd_generate: weight 0 = no hypernetwork, a tag gives
@@ -563,7 +574,7 @@ static void test_hypernet_sd_controlnet_is_hooked(void) {
     double moved = rel_err(r1, r0, n0);
     printf("  ControlNet residuals, width-8 hypernetwork: moved %.2e\n", moved);
     CHECK_MSG(moved > 1e-4, "the ControlNet's attentions are not hooked (%g)", moved);
-    CHECK_MSG(memcmp(r0, r2, n0 * 4) == 0, "weight 0 changed the ControlNet residuals");
+    CHECK_MSG(bit_equal(r0, r2, n0), "weight 0 changed the ControlNet residuals");
 done:
     imgd_free(r0);
     imgd_free(r1);
