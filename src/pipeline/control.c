@@ -239,8 +239,10 @@ static imgd_status net_graph(imgd_sd_control_run *c, imgd_sd_control *n, int32_t
         k->in[5] = added.time_ids = imgd_graph_input(k->g, "time_ids", IMGD_DTYPE_F32, 2,
                                                      (const int64_t[]){batch, c->m->n_time_ids});
     }
+    added.n_hypernets = imgd_sd_hypernets(c->m, &added.hypernets, &added.hypernet_weights);
     st = imgd_controlnet_build(k->g, n->wb, "controlnet", &n->cfg, k->in[0], k->in[1], k->in[2],
-                               u->adm_in_channels > 0 ? &added : NULL, k->in[3], k->res, NULL);
+                               u->adm_in_channels > 0 || added.n_hypernets > 0 ? &added : NULL,
+                               k->in[3], k->res, NULL);
     char what[600];
     (void)imgd_fmt(what, sizeof what, "ControlNet %s", n->path);
     if (st != IMGD_OK) {

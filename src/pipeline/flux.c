@@ -451,6 +451,10 @@ static imgd_status check_params(const imgd_model *m, const imgd_gen_params *p) {
         return imgd_fail(IMGD_E_INVALID_ARG, "strength %g: expected (0, 1]", (double)p->strength);
     if ((p->loras && p->n_loras > 0) || strstr(p->prompt, "<lora:"))
         return imgd_fail(IMGD_E_UNSUPPORTED, "%s: LoRAs are not supported for FLUX yet", m->path);
+    if ((p->hypernets && p->n_hypernets > 0) || strstr(p->prompt, "<hypernet:"))
+        return imgd_fail(IMGD_E_UNSUPPORTED,
+                         "%s: hypernetworks apply to SD 1.x / 2.x / SDXL UNets, not to FLUX",
+                         m->path);
     if (p->controls && p->n_controls > 0)
         return imgd_fail(IMGD_E_UNSUPPORTED, "%s: ControlNets are not supported for FLUX yet",
                          m->path);

@@ -135,7 +135,7 @@ imgd_status imgd_vae_encode_sample(imgd_sd_graph *k, imgd_backend *be, imgd_wbin
 imgd_status imgd_sd_adapters_init(imgd_model *m, const imgd_load_params *lp);
 void        imgd_sd_adapters_free(imgd_model *m);
 
-/* The prompt without its <lora:...> tags (imgd_malloc'd into *out). */
+/* The prompt without its <lora:...> and <hypernet:...> tags (imgd_malloc'd into *out). */
 imgd_status imgd_sd_prompt_strip(const char *prompt, char **out);
 
 /* A hash of p's LoRA set (loras and prompt tags resolved; 0 = none): requests batch only
@@ -150,6 +150,28 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p);
 /* A1111's "Lora hashes" value for p's LoRA set: "name: hash12, ..." (file names without
  * extension; A1111's short hashes), imgd_malloc'd into *out; NULL when the set is empty. */
 imgd_status imgd_sd_lora_hashes(imgd_model *m, const imgd_gen_params *p, char **out);
+
+/* A hash of p's hypernetwork set (hypernets, then <hypernet:name[:w]> prompt tags, resolved
+ * in the model's hypernet_dir; 0 = none): requests batch only with equal ones.
+ * IMGD_E_INVALID_ARG names a bad field or a tag naming no file. */
+imgd_status imgd_sd_hypernet_sig(const imgd_model *m, const imgd_gen_params *p, uint64_t *sig);
+
+/* Makes p's hypernetwork set the applied one (nothing to do when it already is): loads the
+ * files (cached per model; a file that matches no attention width of the UNet is refused
+ * with IMGD_E_UNSUPPORTED naming its widths and the model's) and drops the UNet and
+ * ControlNet graphs so that the next builds apply them. On failure no hypernetwork is
+ * applied. */
+imgd_status imgd_sd_hypernet_apply(imgd_model *m, const imgd_gen_params *p);
+
+/* The applied hypernetworks of non-zero weight, in order (*hn, *w: valid until the set
+ * changes); returns their count (0: *hn and *w untouched). */
+int32_t imgd_sd_hypernets(const imgd_model *m, const imgd_hypernet *const **hn, const float **w);
+
+/* A1111 infotext values of p's structured hypernetworks (tags stay in the prompt):
+ * "name, ..." and "w, ..." (file names without extension), imgd_malloc'd; both NULL when
+ * p has none. */
+imgd_status imgd_sd_hypernet_info(const imgd_model *m, const imgd_gen_params *p, char **names,
+                                  char **weights);
 
 /* ---- shared components (pipeline/share.c) ------------------------------------------------- */
 

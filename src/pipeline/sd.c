@@ -405,12 +405,20 @@ static imgd_status infotext(imgd_model *m, const imgd_gen_params *p, char **out)
     if (p->init) in.denoising_strength = (double)p->strength;
     if (p->mask) in.mask_blur = p->mask_blur;
     /* extra_generation_params as A1111 and sd-webui-controlnet write them */
-    const char *extra[2 * (IMGD_CONTROL_MAX + 3)];
     char        rsw[32];
     char        keys[IMGD_CONTROL_MAX][24], vals[IMGD_CONTROL_MAX][512];
-    char       *hashes = NULL;
-    imgd_status st     = imgd_sd_lora_hashes(m, p, &hashes);
-    size_t      k      = 0;
+    const char *extra[2 * (IMGD_CONTROL_MAX + 5)]; /* hypernet 2, lora 1, refiner 2 */
+    char       *hashes = NULL, *hn_names = NULL, *hn_weights = NULL;
+    imgd_status st = imgd_sd_lora_hashes(m, p, &hashes);
+    size_t      k  = 0;
+    if (st == IMGD_OK) st = imgd_sd_hypernet_info(m, p, &hn_names, &hn_weights);
+    if (st == IMGD_OK && hn_names) { /* A1111 before extra networks: one hypernetwork */
+        extra[2 * k]     = "Hypernet";
+        extra[2 * k + 1] = hn_names;
+        extra[2 * k + 2] = "Hypernet strength";
+        extra[2 * k + 3] = hn_weights;
+        k += 2;
+    }
     if (st == IMGD_OK && hashes) {
         extra[2 * k]     = "Lora hashes";
         extra[2 * k + 1] = hashes;
@@ -436,6 +444,8 @@ static imgd_status infotext(imgd_model *m, const imgd_gen_params *p, char **out)
     in.n_extra = k;
     if (st == IMGD_OK) st = imgd_a1111_parameters(&in, out);
     imgd_free(hashes);
+    imgd_free(hn_names);
+    imgd_free(hn_weights);
     return st;
 }
 
@@ -557,11 +567,12 @@ static imgd_status unet_graph(run_ctx *r, const stage *sg) {
                                                        imgd_unet_div_size(r->w, div)});
         if (i + 1 < n_res) ex.down_res[i] = k->res[i];
     }
-    k->n_res      = n_res;
-    ex.n_down_res = n_res > 0 ? n_res - 1 : 0;
-    ex.mid_res    = n_res > 0 ? k->res[n_res - 1] : NULL;
+    k->n_res       = n_res;
+    ex.n_down_res  = n_res > 0 ? n_res - 1 : 0;
+    ex.mid_res     = n_res > 0 ? k->res[n_res - 1] : NULL;
+    ex.n_hypernets = imgd_sd_hypernets(m, &ex.hypernets, &ex.hypernet_weights);
     st = imgd_unet_build(k->g, imgd_sd_unet_bind(m), "unet", &m->unet, k->in[0], k->in[1], k->in[2],
-                         (n_res || m->n_time_ids) ? &ex : NULL, NULL, &k->out[0]);
+                         (n_res || m->n_time_ids || ex.n_hypernets) ? &ex : NULL, NULL, &k->out[0]);
     if (st != IMGD_OK) {
         imgd_sd_graph_drop(k);
         return st;
@@ -727,8 +738,9 @@ typedef struct batch_sig {
     imgd_sampler_kind  sampler;
     imgd_schedule_kind schedule;
     bool               init;
-    float              strength; /* with init only, else 0 */
-    uint64_t           loras;    /* imgd_sd_lora_sig; 0 = none */
+    float              strength;  /* with init only, else 0 */
+    uint64_t           loras;     /* imgd_sd_lora_sig; 0 = none */
+    uint64_t           hypernets; /* imgd_sd_hypernet_sig; 0 = none */
     int32_t            n_controls;
     uint64_t           controls; /* FNV-1a of the ControlNet paths, in order */
     const imgd_model  *refiner;
@@ -790,6 +802,9 @@ static imgd_status sig_of(const imgd_model *m, const imgd_gen_params *p, batch_s
     *field = "loras";
     st     = imgd_sd_lora_sig(m, p, &s->loras);
     if (st != IMGD_OK) return st;
+    *field = "hypernets";
+    st     = imgd_sd_hypernet_sig(m, p, &s->hypernets);
+    if (st != IMGD_OK) return st;
     *field    = NULL;
     s->chunks = (int32_t)(np > nn ? np : nn);
     return IMGD_OK;
@@ -835,6 +850,9 @@ static const char *sig_diff(const batch_sig *a, const batch_sig *b, char *why, s
     } else if (a->loras != b->loras) {
         f = "loras";
         (void)imgd_fmt(why, cap, "different LoRA sets");
+    } else if (a->hypernets != b->hypernets) {
+        f = "hypernets";
+        (void)imgd_fmt(why, cap, "different hypernetwork sets");
     } else if (a->refiner != b->refiner || !same_float(a->refiner_switch, b->refiner_switch)) {
         f = "refiner";
         (void)imgd_fmt(why, cap, "%s vs %s", a->refiner ? a->refiner->path : "none",
@@ -882,8 +900,11 @@ imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, ch
         (void)imgd_fmt(init, sizeof init, "%.9g", (double)s.strength);
     else
         (void)imgd_fmt(init, sizeof init, "none");
-    char loras[32] = "";
+    char loras[64] = "";
     if (s.loras) (void)imgd_fmt(loras, sizeof loras, " loras=%016llx", (unsigned long long)s.loras);
+    if (s.hypernets)
+        (void)imgd_fmt(loras + strlen(loras), sizeof loras - strlen(loras), " hn=%016llx",
+                       (unsigned long long)s.hypernets);
     if (!imgd_fmt(key, sizeof key, "%dx%d steps=%d sampler=%s schedule=%s init=%s chunks=%d%s",
                   (int)s.width, (int)s.height, (int)s.steps, imgd_sampler_kind_name(s.sampler),
                   imgd_schedule_kind_name(s.schedule), init, (int)s.chunks, loras))
@@ -1277,6 +1298,7 @@ imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *item
     for (size_t i = 0; smp && i < n; i++) { /* the batch's LoRA set (batch_check: all equal) */
         if (r.it[i].st != IMGD_OK) continue;
         st = imgd_sd_lora_apply(m, r.it[i].p);
+        if (st == IMGD_OK) st = imgd_sd_hypernet_apply(m, r.it[i].p);
         if (st != IMGD_OK) fail_running(&r, st);
         break;
     }

@@ -88,6 +88,8 @@ typedef struct imgd_schema_caps {
     size_t             n_controlnets;
     const char *const *embeddings; /* textual-inversion names usable in prompts */
     size_t             n_embeddings;
+    const char *const *hypernets; /* A1111 hypernetwork ids for this model (SD family) */
+    size_t             n_hypernets;
     bool               img2img;         /* adds init_image and strength */
     bool               inpaint;         /* adds mask_image and mask_blur (and init_image) */
     bool               negative_prompt; /* adds negative_prompt */
@@ -116,7 +118,8 @@ typedef struct imgd_schema_caps {
  *   caps-dependent: negative_prompt (negative_prompt), init_image (img2img or inpaint),
  *                  strength (img2img or inpaint), mask_image and mask_blur (inpaint;
  *                  dependentRequired mask_image -> init_image), loras (n_loras > 0, items
- *                  "$ref": "#/$defs/lora"), controls (n_controlnets > 0,
+ *                  "$ref": "#/$defs/lora"), hypernets (n_hypernets > 0, items
+ *                  "$ref": "#/$defs/hypernet": name, weight), controls (n_controlnets > 0,
  *                  items "$ref": "#/$defs/control": model, image, scale, start, end,
  *                  preprocess, low_threshold, high_threshold, threshold, resize_mode,
  *                  guess_mode), original_width, original_height, crop_left,

@@ -539,6 +539,29 @@ static void a1111_loras(imgd_server *s, imgd_http_resp *resp) {
     svc_send_json(resp, 200, out);
 }
 
+/* Hypernetworks under the model dirs, as A1111 lists them: {"name": file name without
+ * extension (what <hypernet:NAME:W> takes), "path"}. */
+static void a1111_hypernetworks(imgd_server *s, imgd_http_resp *resp) {
+    cJSON *out = cJSON_CreateArray();
+    size_t n   = imgd_registry_count(s->reg);
+    for (size_t i = 0; out && i < n; i++) {
+        imgd_reg_entry e;
+        if (imgd_registry_at(s->reg, i, &e) != IMGD_OK || strcmp(e.kind, "hypernetwork") != 0)
+            continue;
+        char        name[SVC_ID_MAX];
+        const char *base = strrchr(e.id, '/');
+        (void)imgd_fmt(name, sizeof name, "%s", base ? base + 1 : e.id);
+        char *dot = strrchr(name, '.');
+        if (dot) *dot = '\0';
+        cJSON *o = cJSON_CreateObject();
+        if (!o) continue;
+        cJSON_AddItemToArray(out, o);
+        (void)cJSON_AddStringToObject(o, "name", name);
+        (void)cJSON_AddStringToObject(o, "path", e.id);
+    }
+    svc_send_json(resp, 200, out);
+}
+
 static void a1111_samplers(imgd_http_resp *resp) {
     cJSON *out = cJSON_CreateArray();
     for (size_t i = 0; out && i < sizeof k_a1111_samplers / sizeof k_a1111_samplers[0]; i++) {
@@ -663,6 +686,9 @@ static bool route_a1111(imgd_server *s, const imgd_http_req *req, imgd_http_resp
     } else if (strcmp(p, "loras") == 0 && getm) {
         resp->route = "/sdapi/v1/loras";
         a1111_loras(s, resp);
+    } else if (strcmp(p, "hypernetworks") == 0 && getm) {
+        resp->route = "/sdapi/v1/hypernetworks";
+        a1111_hypernetworks(s, resp);
     } else if (strcmp(p, "options") == 0 && (getm || post)) {
         resp->route = "/sdapi/v1/options";
         a1111_options(s, req, resp);
@@ -1156,6 +1182,7 @@ static const compat_path k_compat_paths[] = {
     {"/sdapi/v1/samplers", "GET"},
     {"/sdapi/v1/schedulers", "GET"},
     {"/sdapi/v1/loras", "GET"},
+    {"/sdapi/v1/hypernetworks", "GET"},
     {"/sdapi/v1/options", "GET, POST"},
     {"/sdapi/v1/progress", "GET"},
     {"/sdapi/v1/interrupt", "POST"},

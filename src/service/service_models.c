@@ -197,6 +197,101 @@ imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_param
     return svc_unit_loras(s, hold, gp);
 }
 
+/* ---- hypernetworks ------------------------------------------------------------------------ */
+
+/* The registry's hypernetwork file for name (id or file name); IMGD_E_INVALID_ARG names
+ * what (the field or tag) when there is none. */
+static imgd_status hypernet_find(imgd_server *s, const char *name, const char *what,
+                                 imgd_reg_entry *e) {
+    if (imgd_registry_find(s->reg, name, e) != IMGD_OK || strcmp(e->kind, "hypernetwork") != 0)
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "%s: no hypernetwork '%s' under the model dirs (GET "
+                         "/sdapi/v1/hypernetworks lists them)",
+                         what, name);
+    return IMGD_OK;
+}
+
+static imgd_status hypernet_add(svc_gen_hold *hold, const char *path, float w) {
+    if (hold->n_hypernets == IMGD_ARRAY_LEN(hold->hypernets))
+        return imgd_fail(IMGD_E_INVALID_ARG, "at most %zu hypernetworks (field and tags)",
+                         IMGD_ARRAY_LEN(hold->hypernets));
+    char *p = imgd_strdup(path);
+    if (!p) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    hold->hypernet_paths[hold->n_hypernets] = p;
+    hold->hypernets[hold->n_hypernets++]    = (imgd_hypernet_spec){p, w};
+    return IMGD_OK;
+}
+
+/* Takes <hypernet:NAME[:W]> tags out of gp->prompt into hold (A1111: W defaults to 1). */
+static imgd_status hypernet_tags_take(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp) {
+    const char *p = gp->prompt;
+    if (!p || !strstr(p, "<hypernet:")) return IMGD_OK;
+    imgd_buf b;
+    imgd_buf_init(&b, (size_t)1 << 20);
+    imgd_status st = IMGD_OK;
+    while (st == IMGD_OK && *p) {
+        const char *t     = strstr(p, "<hypernet:");
+        const char *close = t ? strchr(t, '>') : NULL;
+        if (!t || !close) {
+            st = imgd_buf_puts(&b, p);
+            break;
+        }
+        char   tag[SVC_ID_MAX];
+        size_t tl = (size_t)(close - (t + 10));
+        if (tl >= sizeof tag) {
+            st = imgd_fail(IMGD_E_INVALID_ARG, "prompt: a <hypernet:...> tag is too long");
+            break;
+        }
+        memcpy(tag, t + 10, tl);
+        tag[tl]  = '\0';
+        char *wt = strchr(tag, ':');
+        if (wt) *wt++ = '\0';
+        char  *end = NULL;
+        double w   = wt ? strtod(wt, &end) : 1.0;
+        if (wt && (end == wt || *end || !isfinite(w))) {
+            st = imgd_fail(IMGD_E_INVALID_ARG, "prompt: <hypernet:%s:%s>: '%s' is not a weight",
+                           tag, wt, wt);
+            break;
+        }
+        imgd_reg_entry e;
+        st = hypernet_find(s, tag, "prompt: <hypernet:...>", &e);
+        if (st == IMGD_OK) st = hypernet_add(hold, e.path, (float)w);
+        if (st == IMGD_OK) st = imgd_buf_append(&b, p, (size_t)(t - p));
+        p = close + 1;
+    }
+    char *text = st == IMGD_OK ? imgd_buf_take(&b) : NULL;
+    imgd_buf_free(&b);
+    if (st != IMGD_OK) return st;
+    if (!text) text = imgd_strdup(""); /* the prompt was tags only */
+    if (!text) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_free(hold->prompt); /* gp->prompt may point to it: replaced right after */
+    hold->prompt = text;
+    gp->prompt   = text;
+    return IMGD_OK;
+}
+
+imgd_status svc_hypernets_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(hold->req, "hypernets");
+    int          n   = cJSON_GetArraySize(arr);
+    imgd_status  st  = IMGD_OK;
+    for (int i = 0; st == IMGD_OK && i < n; i++) {
+        const cJSON   *it = cJSON_GetArrayItem(arr, i);
+        const cJSON   *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+        const cJSON   *w  = cJSON_GetObjectItemCaseSensitive(it, "weight");
+        imgd_reg_entry e;
+        char           what[32];
+        (void)imgd_fmt(what, sizeof what, "hypernets[%d]", i);
+        st = hypernet_find(s, cJSON_IsString(nm) ? nm->valuestring : "?", what, &e);
+        if (st == IMGD_OK)
+            st = hypernet_add(hold, e.path, w && cJSON_IsNumber(w) ? (float)w->valuedouble : 1.0f);
+    }
+    if (st == IMGD_OK) st = hypernet_tags_take(s, hold, gp);
+    if (st != IMGD_OK || hold->n_hypernets == 0) return st;
+    gp->hypernets   = hold->hypernets;
+    gp->n_hypernets = (int32_t)hold->n_hypernets;
+    return IMGD_OK;
+}
+
 /* ---- descriptors -------------------------------------------------------------------------- */
 
 static bool is_flux(const char *family) {
@@ -239,11 +334,13 @@ static char **adapters_for(imgd_server *s, const char *family, const char *const
         imgd_reg_entry e;
         if (imgd_registry_at(s->reg, i, &e) != IMGD_OK) continue;
         /* embeddings of a width no family uses (small test models) are detected as family
-         * unknown: offered too, the load skips those that do not fit */
+         * unknown: offered too, the load skips those that do not fit; so are hypernetworks
+         * without a text-context width (the generation refuses those that fit no width) */
         bool emb = strcmp(e.kind, "embedding") == 0;
+        bool hn  = strcmp(e.kind, "hypernetwork") == 0;
         if (!kind_in(e.kind, kinds) ||
             (strcmp(e.family, family) != 0 &&
-             !(emb && (!e.family[0] || strcmp(e.family, "unknown") == 0))))
+             !((emb || hn) && (!e.family[0] || strcmp(e.family, "unknown") == 0))))
             continue;
         if (*n == cap) {
             cap         = cap ? cap * 2 : 16;
@@ -302,12 +399,14 @@ static char **refiners_for(imgd_server *s, const char *id, size_t *n) {
     names_free(xl, n_xl);
     return all;
 }
+static const char *const k_hypernet_kinds[]  = {"hypernetwork", NULL};
 
 static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, const char *family) {
     imgd_schema_caps c;
     memset(&c, 0, sizeof c);
-    size_t n_loras = 0, n_cn = 0, n_emb = 0;
+    size_t n_loras = 0, n_cn = 0, n_emb = 0, n_hn = 0;
     char **loras           = adapters_for(s, family, k_lora_kinds, ADAPTER_ID, &n_loras);
+    char **hns             = adapters_for(s, family, k_hypernet_kinds, ADAPTER_ID, &n_hn);
     char **cns             = adapters_for(s, family, k_control_kinds, ADAPTER_ID, &n_cn);
     char **embs            = adapters_for(s, family, k_embedding_kinds, ADAPTER_STEM, &n_emb);
     c.loras                = (const char *const *)loras;
@@ -316,6 +415,8 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
     c.n_controlnets        = n_cn;
     c.embeddings           = (const char *const *)embs;
     c.n_embeddings         = n_emb;
+    c.hypernets            = (const char *const *)hns;
+    c.n_hypernets          = n_hn;
     c.model_id             = id;
     c.family               = family;
     c.img2img              = true;
@@ -350,6 +451,7 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
         c.n_loras          = 0;
         c.n_controlnets    = 0; /* FLUX runs no ControlNet, LoRA or embedding yet */
         c.n_embeddings     = 0;
+        c.n_hypernets      = 0; /* nor hypernetworks: they hook UNet attentions */
         c.size_multiple    = 16;
         c.width_default    = 1024;
         c.height_default   = 1024;
@@ -370,6 +472,7 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
     names_free(cns, n_cn);
     names_free(embs, n_emb);
     names_free(refs, n_ref);
+    names_free(hns, n_hn);
     return schema;
 }
 

@@ -441,6 +441,7 @@ void svc_gen_hold_free(svc_gen_hold *hold) {
     imgd_free(hold->with_unit);
     imgd_free(hold->prompt);
     for (size_t i = 0; i < hold->n_tags; i++) imgd_free(hold->tag_paths[i]);
+    for (size_t i = 0; i < hold->n_hypernets; i++) imgd_free(hold->hypernet_paths[i]);
     for (size_t i = 0; i < hold->n_controls; i++) {
         imgd_free(hold->control_paths[i]);
         imgd_image_u8_free(&hold->control_img[i]);

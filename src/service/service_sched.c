@@ -277,6 +277,7 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
         }
         if (svc_request_to_params(it->rec->request_json, &it->gp, &it->hold) != IMGD_OK ||
             svc_loras_resolve(s, &it->hold, &it->gp) != IMGD_OK ||
+            svc_hypernets_resolve(s, &it->hold, &it->gp) != IMGD_OK ||
             svc_controls_resolve(s, &it->hold, &it->gp) != IMGD_OK) {
             fail_job(s, it->rec, 400, "bad-input", "The request cannot be used", imgd_last_error());
             continue;

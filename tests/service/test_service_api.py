@@ -54,6 +54,35 @@ _perturb_bias(os.path.join(XL, "sdxl-ref", "unet", "diffusion_pytorch_model.safe
 FLUX_KIT = os.path.join(os.path.dirname(svc.model_dir()), "flux-narrow")
 shutil.copytree(os.path.join(FLUX_KIT, "diffusers"), os.path.join(XL, "flux"))
 shutil.copytree(os.path.join(FLUX_KIT, "schnell"), os.path.join(XL, "schnell"))
+
+
+def write_hypernet(path, widths=(8, 16, 32), seed=3):
+    """An A1111 hypernetwork as safetensors (layer_structure [1, 2, 1], relu): widths 8, 16
+    and 32 are attention widths of both narrow models (no text width: family unknown)."""
+    import random
+    import struct
+    rnd, header, blobs, off = random.Random(seed), {}, [], 0
+    for d in widths:
+        for kv in (0, 1):
+            for name, shape, scale in (("linear.0.weight", [2 * d, d], d ** -0.5),
+                                       ("linear.0.bias", [2 * d], 0.1),
+                                       ("linear.2.weight", [d, 2 * d], (2 * d) ** -0.5),
+                                       ("linear.2.bias", [d], 0.1)):
+                n = shape[0] * (shape[1] if len(shape) > 1 else 1)
+                b = struct.pack(f"<{n}f", *[rnd.uniform(-scale, scale) for _ in range(n)])
+                header[f"{d}.{kv}.{name}"] = {"dtype": "F32", "shape": shape,
+                                              "data_offsets": [off, off + len(b)]}
+                blobs.append(b)
+                off += len(b)
+    header["__metadata__"] = {"activation_func": "relu", "is_layer_norm": "False",
+                              "activate_output": "False"}
+    hj = json.dumps(header).encode()
+    hj += b" " * (-len(hj) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
+
+
+write_hypernet(os.path.join(XL, "hn-narrow.safetensors"))
 FLUX_PARTS = {"clip_l": os.path.join(XL, "flux", "text_encoder"),
               "t5": os.path.join(XL, "flux", "text_encoder_2"),
               "vae": os.path.join(XL, "flux", "vae")}
@@ -236,6 +265,44 @@ def test_generate_with_lora():
     assert re.search(r'Lora hashes: "narrow-lora_peft: [0-9a-f]{12}"', info), info
     bad = post("/v1/generate", small(prompt="a cat <lora:nope:1>"))
     assert bad.status_code == 400 and "nope" in bad.text, bad.text
+
+
+def test_generate_with_hypernet():
+    s = S.get(url(f"/v1/models/{svc.MODEL_ID}/schema")).json()
+    assert s["$defs"]["hypernet"]["properties"]["name"]["enum"] == ["hn-narrow.safetensors"], s
+    assert s["properties"]["hypernets"]["items"] == {"$ref": "#/$defs/hypernet"}
+    base = png_pixels(post("/v1/generate", small(seed=7)).json()["images"][0]["b64"])
+    zero = post("/v1/generate", small(seed=7, hypernets=[
+        {"name": "hn-narrow.safetensors", "weight": 0}]))
+    assert zero.status_code == 200, zero.text
+    assert png_pixels(zero.json()["images"][0]["b64"]) == base, "weight 0 changed the image"
+    one = post("/v1/generate", small(seed=7, hypernets=[
+        {"name": "hn-narrow.safetensors", "weight": 0.8}]))
+    assert one.status_code == 200, one.text
+    a = png_pixels(one.json()["images"][0]["b64"])
+    assert a != base, "the hypernetwork changed nothing"
+    info = one.json()["infotext"]
+    assert "Hypernet: hn-narrow, Hypernet strength: 0.8" in info and "/" not in info, info
+    # the A1111 prompt tag, by file name: the same pixels; then without it the base again
+    tag = post("/v1/generate", small(seed=7, prompt="a cat <hypernet:hn-narrow:0.8>"))
+    assert tag.status_code == 200, tag.text
+    assert png_pixels(tag.json()["images"][0]["b64"]) == a
+    assert png_pixels(post("/v1/generate", small(seed=7)).json()["images"][0]["b64"]) == base
+    problem(post("/v1/generate", small(hypernets=[{"name": "nope.pt"}])), 400,
+            pointer="/hypernets/0/name")
+    bad = post("/v1/generate", small(prompt="a cat <hypernet:nope:1>"))
+    assert bad.status_code == 400 and "nope" in bad.text, bad.text
+    # A1111: the listing and txt2img with the tag
+    hns = S.get(url("/sdapi/v1/hypernetworks")).json()
+    assert hns == [{"name": "hn-narrow", "path": "hn-narrow.safetensors"}], hns
+    body = {"prompt": "a cat <hypernet:hn-narrow:0.8>", "steps": 2, "width": 64, "height": 64,
+            "seed": 7, "sampler_name": "Euler"}
+    r = post("/sdapi/v1/txt2img", body)
+    assert r.status_code == 200, r.text
+    body["prompt"] = "a cat"
+    r0 = post("/sdapi/v1/txt2img", body)
+    assert r0.status_code == 200, r0.text
+    assert png_pixels(r.json()["images"][0]) != png_pixels(r0.json()["images"][0])
 
 
 def png_pixels(b64):
@@ -935,6 +1002,7 @@ def test_embeddings():
 
 CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
          test_model_load_unload, test_generate_response_format_url, test_generate_with_lora,
+         test_generate_with_hypernet,
          test_generate_with_controls, test_embeddings,
          test_generate_batch_and_random_seed, test_img2img_native,
          test_jobs_async, test_sse_progress, test_cancel_queued_and_running,
