@@ -895,30 +895,36 @@ imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, ch
     const char *field = NULL;
     imgd_status st    = sig_of(m, p, &s, &field);
     if (st != IMGD_OK) return st;
-    char init[32], key[IMGD_GEN_BATCH_KEY_MAX];
+    char init[32], full[512], key[IMGD_GEN_BATCH_KEY_MAX];
     if (s.init)
         (void)imgd_fmt(init, sizeof init, "%.9g", (double)s.strength);
     else
         (void)imgd_fmt(init, sizeof init, "none");
-    char loras[64] = "";
-    if (s.loras) (void)imgd_fmt(loras, sizeof loras, " loras=%016llx", (unsigned long long)s.loras);
+    (void)imgd_fmt(full, sizeof full, "%dx%d steps=%d sampler=%s schedule=%s init=%s chunks=%d",
+                   (int)s.width, (int)s.height, (int)s.steps, imgd_sampler_kind_name(s.sampler),
+                   imgd_schedule_kind_name(s.schedule), init, (int)s.chunks);
+    size_t base = strlen(full), kl = base;
+    /* the adapters: each a hash, a few dozen bytes at most */
+    if (s.loras)
+        (void)imgd_fmt(full + kl, sizeof full - kl, " loras=%016llx", (unsigned long long)s.loras);
+    kl = strlen(full);
     if (s.hypernets)
-        (void)imgd_fmt(loras + strlen(loras), sizeof loras - strlen(loras), " hn=%016llx",
+        (void)imgd_fmt(full + kl, sizeof full - kl, " hn=%016llx",
                        (unsigned long long)s.hypernets);
-    if (!imgd_fmt(key, sizeof key, "%dx%d steps=%d sampler=%s schedule=%s init=%s chunks=%d%s",
-                  (int)s.width, (int)s.height, (int)s.steps, imgd_sampler_kind_name(s.sampler),
-                  imgd_schedule_kind_name(s.schedule), init, (int)s.chunks, loras))
-        return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
-                         (int)IMGD_GEN_BATCH_KEY_MAX);
-    size_t kl = strlen(key);
-    if (s.n_controls > 0 && !imgd_fmt(key + kl, sizeof key - kl, " controls=%d:%016llx",
-                                      (int)s.n_controls, (unsigned long long)s.controls))
-        return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
-                         (int)IMGD_GEN_BATCH_KEY_MAX);
-    kl = strlen(key);
-    if (s.refiner &&
-        !imgd_fmt(key + kl, sizeof key - kl, " refiner=%016llx:%.9g",
-                  (unsigned long long)imgd_str_hash(s.refiner->path), (double)s.refiner_switch))
+    kl = strlen(full);
+    if (s.n_controls > 0)
+        (void)imgd_fmt(full + kl, sizeof full - kl, " controls=%d:%016llx", (int)s.n_controls,
+                       (unsigned long long)s.controls);
+    kl = strlen(full);
+    if (s.refiner)
+        (void)imgd_fmt(full + kl, sizeof full - kl, " refiner=%016llx:%.9g",
+                       (unsigned long long)imgd_str_hash(s.refiner->path),
+                       (double)s.refiner_switch);
+    /* too long with every adapter named: the adapters' part becomes one hash of it */
+    if (strlen(full) < sizeof key)
+        (void)imgd_fmt(key, sizeof key, "%s", full);
+    else if (!imgd_fmt(key, sizeof key, "%.*s adapters=%016llx", (int)base, full,
+                       (unsigned long long)imgd_str_hash(full + base)))
         return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
                          (int)IMGD_GEN_BATCH_KEY_MAX);
     if (strlen(key) >= cap)
