@@ -109,10 +109,10 @@ static float urand(uint64_t *s) {
  * each with its own buffer; the RNG is seeded per task, so the file does not depend on the
  * thread count. */
 typedef struct fill_task {
-    off_t  off;      /* file offset of the chunk */
-    size_t cnt, es;  /* elements, element size */
-    float  a;        /* uniform range (0: constant 1 or 0) */
-    bool   ones;     /* a norm's weight */
+    off_t  off;     /* file offset of the chunk */
+    size_t cnt, es; /* elements, element size */
+    float  a;       /* uniform range (0: constant 1 or 0) */
+    bool   ones;    /* a norm's weight */
 } fill_task;
 
 typedef struct fill_ctx {
@@ -137,7 +137,8 @@ static void fill_run(void *p, size_t b, size_t e, uint32_t tid) {
                 memcpy(buf + 4 * j, &v, 4);
             }
         }
-        if (pwrite(c->fd, buf, t->cnt * t->es, t->off) != (ssize_t)(t->cnt * t->es)) atomic_store(&c->rc, -1);
+        if (pwrite(c->fd, buf, t->cnt * t->es, t->off) != (ssize_t)(t->cnt * t->es))
+            atomic_store(&c->rc, -1);
     }
 }
 
@@ -157,8 +158,8 @@ int bench_fill_random(const char *path) {
     }
     int        fd = open(path, O_RDWR);
     uint8_t    hl[8];
-    uint64_t   hlen = 0;
-    int        rc   = fd >= 0 && pread(fd, hl, 8, 0) == 8 ? 0 : -1;
+    uint64_t   hlen  = 0;
+    int        rc    = fd >= 0 && pread(fd, hl, 8, 0) == 8 ? 0 : -1;
     fill_task *tasks = NULL;
     size_t     nt = 0, cap = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)hl[i] << (8 * i);

@@ -309,8 +309,8 @@ imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *ite
         if (i + 1 < c->n_res) imgd_unet_skip_shape(&m->unet, i, &ch, &div);
         c->res_n[i] = (size_t)ub * (size_t)ch * (size_t)imgd_unet_div_size(h, div) *
                       (size_t)imgd_unet_div_size(w, div);
-        c->res[i]   = imgd_calloc(c->res_n[i], sizeof *c->res[i]);
-        big         = c->res_n[i] > big ? c->res_n[i] : big;
+        c->res[i] = imgd_calloc(c->res_n[i], sizeof *c->res[i]);
+        big       = c->res_n[i] > big ? c->res_n[i] : big;
         if (!c->res[i]) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
     if (st == IMGD_OK) {

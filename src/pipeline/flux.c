@@ -601,13 +601,13 @@ static imgd_status draw_latents(imgd_model *m, const imgd_gen_params *p, float *
     size_t           per = (size_t)(16 * h * w), n = (size_t)B * per;
     float           *z   = imgd_malloc(n * sizeof *z);
     float           *img = NULL, *x0 = NULL;
-    imgd_status      st  = IMGD_OK;
+    imgd_status      st = IMGD_OK;
     imgd_rng         rng;
     if (!z) return imgd_fail(IMGD_E_NOMEM, "out of memory for the noise");
     imgd_rng_init(&rng, p->rng == IMGD_RNG_MODE_PHILOX ? IMGD_RNG_PHILOX : IMGD_RNG_CPU, p->seed);
     if (p->init) {
-        img = imgd_malloc((size_t)3 * p->width * p->height * sizeof *img);
-        x0  = imgd_malloc(n * sizeof *x0);
+        img       = imgd_malloc((size_t)3 * p->width * p->height * sizeof *img);
+        x0        = imgd_malloc(n * sizeof *x0);
         *init_lat = imgd_malloc(n * sizeof **init_lat);
         if (!img || !x0 || !*init_lat) st = imgd_fail(IMGD_E_NOMEM, "out of memory for img2img");
         if (st == IMGD_OK) st = imgd_sd_prep_image(p->init, p->width, p->height, img);
@@ -677,7 +677,7 @@ static imgd_status run_one(imgd_model *m, const imgd_gen_params *p, double t0,
         memcpy(emb + (size_t)b * L * D, emb, (size_t)L * D * sizeof *emb);
         memcpy(pooled + (size_t)b * P, pooled, P * sizeof *pooled);
     }
-    t_enc = now_s() - t_enc;
+    t_enc           = now_s() - t_enc;
     float *init_lat = NULL;
     if (st == IMGD_OK) st = draw_latents(m, p, lat, &init_lat);
     step_ctx sc = {p, t0, 0, 0};

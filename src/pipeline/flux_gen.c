@@ -217,8 +217,7 @@ imgd_status imgd_flux_generate(const imgd_flux_gen_params *p, const float *embed
     if (st == IMGD_OK && p->init_latents)
         st = imgd_flow_scale_noise(s, p->first_step, p->init_latents, latents, n, latents);
     if (st == IMGD_OK)
-        st = imgd_flow_run(s, latents, n, p->first_step, v, denoise, d, p->on_step,
-                           p->step_user);
+        st = imgd_flow_run(s, latents, n, p->first_step, v, denoise, d, p->on_step, p->step_user);
     imgd_free(v);
     if (!p->keep) imgd_flux_denoiser_free(d); /* its activations go before the decode's */
     imgd_flow_schedule_free(s);

@@ -909,8 +909,7 @@ imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, ch
         (void)imgd_fmt(full + kl, sizeof full - kl, " loras=%016llx", (unsigned long long)s.loras);
     kl = strlen(full);
     if (s.hypernets)
-        (void)imgd_fmt(full + kl, sizeof full - kl, " hn=%016llx",
-                       (unsigned long long)s.hypernets);
+        (void)imgd_fmt(full + kl, sizeof full - kl, " hn=%016llx", (unsigned long long)s.hypernets);
     kl = strlen(full);
     if (s.n_controls > 0)
         (void)imgd_fmt(full + kl, sizeof full - kl, " controls=%d:%016llx", (int)s.n_controls,

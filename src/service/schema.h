@@ -90,23 +90,23 @@ typedef struct imgd_schema_caps {
     size_t             n_embeddings;
     const char *const *hypernets; /* A1111 hypernetwork ids for this model (SD family) */
     size_t             n_hypernets;
-    bool               img2img;         /* adds init_image and strength */
-    bool               inpaint;         /* adds mask_image and mask_blur (and init_image) */
-    bool               negative_prompt; /* adds negative_prompt */
-    bool               size_cond;       /* SDXL: adds original_width/height, crop_left/top,
-                                           target_width/height (micro-conditioning) */
-    bool aesthetic;                     /* SDXL refiner: adds aesthetic_score and
-                                           negative_aesthetic_score */
-    bool flow;                          /* FLUX.1: flow-matching Euler only (sampler enum
-                                           "euler", schedule "default"/"simple"), no
-                                           clip_skip, cfg_scale documented as ignored; adds
-                                           max_sequence_length (1..512, 0 = seq_default) */
-    bool    guidance;                   /* FLUX.1-dev: adds guidance (0..100, guidance_default) */
-    double  guidance_default;           /* e.g. 3.5 */
-    int32_t seq_default; /* T5 tokens with max_sequence_length 0: 512 dev, 256 schnell */
-    const char *const *refiners; /* SDXL base: ids of the SDXL models that can take over the
-                                    last steps (refiners first); adds refiner (enum) and
-                                    refiner_switch (0 < f < 1, default 0.8) */
+    bool               img2img;          /* adds init_image and strength */
+    bool               inpaint;          /* adds mask_image and mask_blur (and init_image) */
+    bool               negative_prompt;  /* adds negative_prompt */
+    bool               size_cond;        /* SDXL: adds original_width/height, crop_left/top,
+                                            target_width/height (micro-conditioning) */
+    bool aesthetic;                      /* SDXL refiner: adds aesthetic_score and
+                                            negative_aesthetic_score */
+    bool flow;                           /* FLUX.1: flow-matching Euler only (sampler enum
+                                            "euler", schedule "default"/"simple"), no
+                                            clip_skip, cfg_scale documented as ignored; adds
+                                            max_sequence_length (1..512, 0 = seq_default) */
+    bool               guidance;         /* FLUX.1-dev: adds guidance (0..100, guidance_default) */
+    double             guidance_default; /* e.g. 3.5 */
+    int32_t            seq_default; /* T5 tokens with max_sequence_length 0: 512 dev, 256 schnell */
+    const char *const *refiners;    /* SDXL base: ids of the SDXL models that can take over the
+                                       last steps (refiners first); adds refiner (enum) and
+                                       refiner_switch (0 < f < 1, default 0.8) */
     size_t n_refiners;
 } imgd_schema_caps;
 

@@ -374,7 +374,7 @@ static cJSON *a1111_translate(imgd_server *s, const cJSON *a, bool img2img, imgd
     /* A1111 1.6+ refiner: a checkpoint title ("name.safetensors [hash]") or "None" */
     const cJSON *rc = get(a, "refiner_checkpoint");
     if (ok && cJSON_IsString(rc) && rc->valuestring[0] && strcmp(rc->valuestring, "None") != 0) {
-        char  title[SVC_ID_MAX];
+        char title[SVC_ID_MAX];
         (void)imgd_fmt(title, sizeof title, "%s", rc->valuestring);
         char *br = strstr(title, " [");
         if (br && title[strlen(title) - 1] == ']') *br = '\0';
@@ -1011,8 +1011,7 @@ static void cn_module_list(imgd_http_resp *resp) {
         double      lo[2], hi[2], def[2];
     } k_detail[] = {
         {"none", {NULL, NULL}, {0, 0}, {0, 0}, {0, 0}},
-        {"canny", {"Canny Low Threshold", "Canny High Threshold"}, {1, 1}, {255, 255},
-         {100, 200}},
+        {"canny", {"Canny Low Threshold", "Canny High Threshold"}, {1, 1}, {255, 255}, {100, 200}},
         {"invert (from white bg & black line)", {NULL, NULL}, {0, 0}, {0, 0}, {0, 0}},
         {"threshold", {"Binarization Threshold", NULL}, {0, 0}, {255, 0}, {127, 0}},
         {"scribble", {"Binarization Threshold", NULL}, {0, 0}, {255, 0}, {127, 0}},
@@ -1053,9 +1052,8 @@ static imgd_status cn_detect_one(const char *in, const imgd_control_spec *spec, 
     if (st == IMGD_OK && res > 0 && IMGD_MIN(rgb.w, rgb.h) != res) {
         double  k = (double)res / IMGD_MIN(rgb.w, rgb.h);
         int32_t w = (int32_t)lround(rgb.w * k), h = (int32_t)lround(rgb.h * k);
-        st        = imgd_image_resize(&rgb, w < 1 ? 1 : w, h < 1 ? 1 : h, IMGD_RESIZE_LANCZOS,
-                                      &sized);
-        cur       = &sized;
+        st  = imgd_image_resize(&rgb, w < 1 ? 1 : w, h < 1 ? 1 : h, IMGD_RESIZE_LANCZOS, &sized);
+        cur = &sized;
     }
     if (st == IMGD_OK) st = imgd_control_preprocess(cur, spec, &out, &binary);
     imgd_image_save_params sp = imgd_image_save_params_default();
@@ -1088,9 +1086,10 @@ static void cn_detect(imgd_server *s, const imgd_http_req *req, imgd_http_resp *
     imgd_control_spec spec = imgd_control_spec_default();
     int32_t           pv   = 0;
     const cJSON      *imgs = get(body, "controlnet_input_images");
-    const cJSON      *ta = get(body, "controlnet_threshold_a"), *tb = get(body, "controlnet_threshold_b");
-    const cJSON      *pr = get(body, "controlnet_processor_res");
-    int32_t           res = cJSON_IsNumber(pr) && pr->valuedouble > 0 ? (int32_t)pr->valuedouble : 0;
+    const cJSON      *ta   = get(body, "controlnet_threshold_a"),
+                *tb        = get(body, "controlnet_threshold_b");
+    const cJSON *pr        = get(body, "controlnet_processor_res");
+    int32_t      res = cJSON_IsNumber(pr) && pr->valuedouble > 0 ? (int32_t)pr->valuedouble : 0;
     if (!imgd_control_pre_parse(pre ? pre : name, &pv)) {
         imgd_http_problem(resp, 422, "validation", "Unsupported preprocessor",
                           "controlnet_module: this preprocessor needs a model imgd does not run",
@@ -1105,17 +1104,17 @@ static void cn_detect(imgd_server *s, const imgd_http_req *req, imgd_http_resp *
                           "the extension's default is 512");
     } else {
         spec.preprocess = pv;
-        bool ta_ok = cJSON_IsNumber(ta) && ta->valuedouble >= 0; /* -1: the module's default */
+        bool ta_ok      = cJSON_IsNumber(ta) && ta->valuedouble >= 0; /* -1: the module's default */
         if (pv == IMGD_CONTROL_PRE_CANNY) {
             if (ta_ok) spec.low = (float)ta->valuedouble;
             if (cJSON_IsNumber(tb) && tb->valuedouble >= 0) spec.high = (float)tb->valuedouble;
         } else if (ta_ok) {
             spec.threshold = (float)ta->valuedouble;
         }
-        cJSON *o   = cJSON_CreateObject();
-        cJSON *arr = o ? cJSON_AddArrayToObject(o, "images") : NULL;
-        int    i   = 0;
-        bool   ok  = arr != NULL;
+        cJSON       *o   = cJSON_CreateObject();
+        cJSON       *arr = o ? cJSON_AddArrayToObject(o, "images") : NULL;
+        int          i   = 0;
+        bool         ok  = arr != NULL;
         const cJSON *im;
         cJSON_ArrayForEach(im, imgs) {
             char       *b64 = NULL;
@@ -1135,8 +1134,10 @@ static void cn_detect(imgd_server *s, const imgd_http_req *req, imgd_http_resp *
             i++;
         }
         if (ok) (void)cJSON_AddStringToObject(o, "info", "Success");
-        if (ok) svc_send_json(resp, 200, o);
-        else cJSON_Delete(o);
+        if (ok)
+            svc_send_json(resp, 200, o);
+        else
+            cJSON_Delete(o);
     }
     cJSON_Delete(body);
 }
@@ -1150,8 +1151,7 @@ static bool route_controlnet(imgd_server *s, const imgd_http_req *req, imgd_http
         return true;
     }
     if (strcmp(req->method, "GET") != 0) return false;
-    if (strcmp(p, "model_list") != 0 && strcmp(p, "module_list") != 0 &&
-        strcmp(p, "version") != 0)
+    if (strcmp(p, "model_list") != 0 && strcmp(p, "module_list") != 0 && strcmp(p, "version") != 0)
         return false;
     if (!svc_auth_request(s, req, resp, &who)) {
         resp->route = "/controlnet/(auth)";

@@ -385,10 +385,10 @@ static const char *const k_model_kinds[]     = {"checkpoint", NULL};
  * SDXL checkpoints (any SDXL UNet can refine). */
 static char **refiners_for(imgd_server *s, const char *id, size_t *n) {
     size_t n_ref = 0, n_xl = 0;
-    char **ref   = adapters_for(s, "sdxl_refiner", k_model_kinds, ADAPTER_ID, &n_ref);
-    char **xl    = adapters_for(s, "sdxl", k_model_kinds, ADAPTER_ID, &n_xl);
-    char **all   = imgd_malloc((n_ref + n_xl + 1) * sizeof *all);
-    *n           = 0;
+    char **ref = adapters_for(s, "sdxl_refiner", k_model_kinds, ADAPTER_ID, &n_ref);
+    char **xl  = adapters_for(s, "sdxl", k_model_kinds, ADAPTER_ID, &n_xl);
+    char **all = imgd_malloc((n_ref + n_xl + 1) * sizeof *all);
+    *n         = 0;
     for (size_t i = 0; all && i < n_ref + n_xl; i++) {
         char **slot = i < n_ref ? &ref[i] : &xl[i - n_ref];
         if (strcmp(*slot, id) == 0) continue;
@@ -399,7 +399,7 @@ static char **refiners_for(imgd_server *s, const char *id, size_t *n) {
     names_free(xl, n_xl);
     return all;
 }
-static const char *const k_hypernet_kinds[]  = {"hypernetwork", NULL};
+static const char *const k_hypernet_kinds[] = {"hypernetwork", NULL};
 
 static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, const char *family) {
     imgd_schema_caps c;

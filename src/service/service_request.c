@@ -125,14 +125,13 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
             return false;
         }
     }
-    int32_t    hs;
-    char       detail[768];
+    int32_t hs;
+    char    detail[768];
     /* A refiner named by file name or hash: the stored request names its registry id (one
      * the schema's enum lists). Looked up first: a lookup may move the table's entries. */
     const cJSON *jr = cJSON_GetObjectItemCaseSensitive(req, "refiner");
-    svc_model   *rm = cJSON_IsString(jr) ? svc_model_find(s, jr->valuestring, &hs, detail,
-                                                          sizeof detail)
-                                         : NULL;
+    svc_model   *rm =
+        cJSON_IsString(jr) ? svc_model_find(s, jr->valuestring, &hs, detail, sizeof detail) : NULL;
     if (rm && !name_canon(req, "refiner", rm->id)) {
         pthread_mutex_unlock(&s->mu);
         imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);

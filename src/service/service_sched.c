@@ -127,10 +127,10 @@ typedef struct batch_item {
     svc_gen_hold    hold;
     step_ctx        ctx;
     char            key[IMGD_GEN_BATCH_KEY_MAX];
-    bool            ready;                 /* params built; not yet run */
-    imgd_model     *refiner;               /* the request's refiner, a reference held */
+    bool            ready;                  /* params built; not yet run */
+    imgd_model     *refiner;                /* the request's refiner, a reference held */
     char            refiner_id[SVC_ID_MAX]; /* its registry id ("" = none) */
-    char            refiner_err[512];      /* why it could not be loaded */
+    char            refiner_err[512];       /* why it could not be loaded */
 } batch_item;
 
 /* The refiner a request names ("refiner": a registry id, checked by the schema), loaded and
@@ -138,10 +138,10 @@ typedef struct batch_item {
 static void refiner_acquire(imgd_server *s, batch_item *it) {
     cJSON       *req = cJSON_Parse(it->rec->request_json);
     const cJSON *r   = cJSON_GetObjectItemCaseSensitive(req, "refiner");
-    if (cJSON_IsString(r) && svc_model_acquire(s, r->valuestring, &it->refiner,
-                                               it->refiner_id) != IMGD_OK) {
-        (void)imgd_fmt(it->refiner_err, sizeof it->refiner_err, "refiner '%s': %s",
-                       r->valuestring, imgd_last_error());
+    if (cJSON_IsString(r) &&
+        svc_model_acquire(s, r->valuestring, &it->refiner, it->refiner_id) != IMGD_OK) {
+        (void)imgd_fmt(it->refiner_err, sizeof it->refiner_err, "refiner '%s': %s", r->valuestring,
+                       imgd_last_error());
         it->refiner       = NULL;
         it->refiner_id[0] = '\0';
     }

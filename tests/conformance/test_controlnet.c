@@ -515,14 +515,14 @@ static void test_odd_sizes(void) {
     s.image             = &img;
     s.path              = cn;
     for (int32_t k = 0; k < 2; k++) {
-        imgd_gen_params p = imgd_gen_params_default();
-        p.prompt          = "a photograph of an astronaut riding a horse";
-        p.steps           = 2;
-        p.seed            = 3;
-        p.width           = k ? 120 : 136;
-        p.height          = k ? 136 : 120;
-        p.controls        = k ? &s : NULL;
-        p.n_controls      = k;
+        imgd_gen_params p    = imgd_gen_params_default();
+        p.prompt             = "a photograph of an astronaut riding a horse";
+        p.steps              = 2;
+        p.seed               = 3;
+        p.width              = k ? 120 : 136;
+        p.height             = k ? 136 : 120;
+        p.controls           = k ? &s : NULL;
+        p.n_controls         = k;
         imgd_gen_result *res = NULL;
         imgd_status      st  = imgd_generate(m, &p, &res);
         CHECK_MSG(st == IMGD_OK, "%dx%d%s: %s", (int)p.width, (int)p.height,

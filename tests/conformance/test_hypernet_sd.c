@@ -475,10 +475,9 @@ static void test_hypernet_sd_generate_tags_and_graph_refresh(void) {
      * still different per set */
     {
         char lp[4096], cp[4096], k1[IMGD_GEN_BATCH_KEY_MAX], k2[IMGD_GEN_BATCH_KEY_MAX];
-        (void)imgd_fmt(lp, sizeof lp, "%s/conformance/sd15-narrow/lora/narrow-lora_kohya.safetensors",
-                       g_shared);
-        (void)imgd_fmt(cp, sizeof cp, "%s/conformance/sd15-narrow/controlnet/diffusers",
-                       g_shared);
+        (void)imgd_fmt(lp, sizeof lp,
+                       "%s/conformance/sd15-narrow/lora/narrow-lora_kohya.safetensors", g_shared);
+        (void)imgd_fmt(cp, sizeof cp, "%s/conformance/sd15-narrow/controlnet/diffusers", g_shared);
         uint8_t           px[3 * 8 * 8] = {0};
         imgd_image_u8     ci            = {8, 8, 3, px};
         imgd_lora_spec    ls            = {lp, 0.5f, NAN, IMGD_LORA_MODE_AUTO};
@@ -492,9 +491,9 @@ static void test_hypernet_sd_generate_tags_and_graph_refresh(void) {
         b.init                          = &ci;
         b.strength                      = 0.123456789f;
         b.width = b.height = 8192;
-        b.steps                         = 1000;
-        b.sampler                       = "dpmpp_2m_sde";
-        b.schedule                      = "sgm_uniform";
+        b.steps            = 1000;
+        b.sampler          = "dpmpp_2m_sde";
+        b.schedule         = "sgm_uniform";
         CHECK_STATUS(imgd_gen_batch_key(m, &b, k1, sizeof k1), IMGD_OK);
         ls.weight = 0.25f;
         CHECK_STATUS(imgd_gen_batch_key(m, &b, k2, sizeof k2), IMGD_OK);

@@ -272,12 +272,12 @@ static const float k_t2[B] = {981.0f, 3.25f};
 /* Builds and runs the UNet on backend `be_name` with deterministic inputs and timesteps
  * t[0..nt) (nt = B, or 1 for one timestep shared by the batch); returns the output (n
  * floats, caller frees) or NULL. */
-static float *run_unet_hw(fixture *f, const imgd_unet_cfg *cfg, const char *be_name,
-                          const float *t, int64_t nt, int64_t H, int64_t W, size_t *n) {
+static float *run_unet_hw(fixture *f, const imgd_unet_cfg *cfg, const char *be_name, const float *t,
+                          int64_t nt, int64_t H, int64_t W, size_t *n) {
     static float x[B * CIN * 32 * 32], ctx[B * L * CTX];
-    if (H * W > 32 * 32) return NULL;
+    if (H * W > (int64_t)32 * 32) return NULL;
     uint64_t s = 7;
-    for (size_t i = 0; i < (size_t)(B * CIN * H * W); i++) {
+    for (size_t i = 0; i < (size_t)((int64_t)B * CIN * H * W); i++) {
         s ^= s << 13;
         s ^= s >> 7;
         s ^= s << 17;

@@ -97,8 +97,8 @@ static void copy_task(void *p, size_t tb, size_t te) {
 static void copy_strided(cpu_backend *cb, int32_t nd, const int64_t *shape, const void *src,
                          imgd_dtype st, const int64_t *ss, void *dst, imgd_dtype dt,
                          const int64_t *ds) {
-    copy_ctx c = {src, dst, st, dt, imgd_dtype_size(st), imgd_dtype_size(dt), 0, {0}, {0}, {0},
-                  0, 1};
+    copy_ctx c     = {src, dst, st, dt, imgd_dtype_size(st), imgd_dtype_size(dt), 0, {0},
+                      {0}, {0}, 0,  1};
     int64_t  numel = 1;
     for (int32_t d = 0; d < nd; d++) {
         numel *= shape[d];
