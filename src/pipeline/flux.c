@@ -699,7 +699,7 @@ static imgd_status run_one(imgd_model *m, const imgd_gen_params *p, double t0,
         gp.step_user            = &sc;
         gp.keep                 = &f->den;
         gp.init_latents         = init_lat;
-        gp.first_step           = p->init ? img2img_first_step(p->steps, p->strength) : 0;
+        gp.first_step           = p->init ? img2img_first_step(p->steps, (double)p->strength) : 0;
         double t_smp            = now_s();
         sc.t_last               = t_smp;
         st                      = imgd_flux_generate(&gp, emb, pooled, B, L, lat, pixels);
