@@ -16,6 +16,7 @@
  * (flux.c). */
 #include <fcntl.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/pool.h"
 #include "base/text.h"
 #include "bench.h"
 #include "detect/corpus_gen.h"
@@ -39,6 +41,7 @@ typedef struct opts {
     int32_t     steps, size;
     uint32_t    threads;
     bool        keep;
+    bool        zero; /* --zero-weights: leave the sparse file's zeros (no fill) */
 } opts;
 
 static int parse(int argc, char **argv, opts *o) {
@@ -51,6 +54,10 @@ static int parse(int argc, char **argv, opts *o) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--keep") == 0) {
             o->keep = true;
+            continue;
+        }
+        if (strcmp(a, "--zero-weights") == 0) {
+            o->zero = true;
             continue;
         }
         if (!v) {
@@ -92,12 +99,51 @@ static int parse(int argc, char **argv, opts *o) {
 }
 
 /* xorshift for the random weights (the values only need to be sane, not torch's) */
-static uint64_t g_rs = 0x9E3779B97F4A7C15ull;
-static float    urand(void) {
-       g_rs ^= g_rs << 13;
-       g_rs ^= g_rs >> 7;
-       g_rs ^= g_rs << 17;
-       return (float)((double)(g_rs >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+static float urand(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (float)((double)(*s >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+#define FILL_CHUNK ((size_t)1 << 22) /* elements per task */
+
+/* One task per FILL_CHUNK elements of a tensor, filled and written by the pool's threads,
+ * each with its own buffer; the RNG is seeded per task, so the file does not depend on the
+ * thread count. */
+typedef struct fill_task {
+    off_t  off;     /* file offset of the chunk */
+    size_t cnt, es; /* elements, element size */
+    float  a;       /* uniform range (0: constant 1 or 0) */
+    bool   ones;    /* a norm's weight */
+    bool   bf16;    /* es 2: bf16 rather than f16 */
+} fill_task;
+
+typedef struct fill_ctx {
+    int              fd;
+    const fill_task *tasks;
+    uint8_t        **bufs; /* per thread, FILL_CHUNK * 4 bytes */
+    atomic_int       rc;
+} fill_ctx;
+
+static void fill_run(void *p, size_t b, size_t e, uint32_t tid) {
+    fill_ctx *c   = p;
+    uint8_t  *buf = c->bufs[tid];
+    for (size_t i = b; i < e; i++) {
+        const fill_task *t = &c->tasks[i];
+        uint64_t         s = 0x9E3779B97F4A7C15ull ^ ((uint64_t)(i + 1) * 0xD1B54A32D192ED03ull);
+        for (size_t j = 0; j < t->cnt; j++) {
+            float v = t->ones ? 1.0f : t->a * urand(&s);
+            if (t->es == 2) {
+                uint16_t h = t->bf16 ? imgd_f32_to_bf16(v) : imgd_f32_to_f16(v);
+                memcpy(buf + 2 * j, &h, 2);
+            } else {
+                memcpy(buf + 4 * j, &v, 4);
+            }
+        }
+        if (pwrite(c->fd, buf, t->cnt * t->es, t->off) != (ssize_t)(t->cnt * t->es))
+            atomic_store(&c->rc, -1);
+    }
 }
 
 /* Fills every f32/f16/bf16 tensor of the sparse checkpoint at path in place. */
@@ -114,13 +160,13 @@ int bench_fill_random(const char *path) {
         if (imgd_weights_tensor(w, i, &t) == IMGD_OK && (!min || (const uint8_t *)t.data < min))
             min = t.data;
     }
-    int      fd = open(path, O_RDWR);
-    uint8_t  hl[8];
-    uint64_t hlen = 0;
-    int      rc   = fd >= 0 && pread(fd, hl, 8, 0) == 8 ? 0 : -1;
+    int        fd = open(path, O_RDWR);
+    uint8_t    hl[8];
+    uint64_t   hlen  = 0;
+    int        rc    = fd >= 0 && pread(fd, hl, 8, 0) == 8 ? 0 : -1;
+    fill_task *tasks = NULL;
+    size_t     nt = 0, cap = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)hl[i] << (8 * i);
-    uint16_t *buf = imgd_malloc((size_t)1 << 24);
-    if (!buf) rc = -1;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         imgd_tensor_info t;
         if (imgd_weights_tensor(w, i, &t) != IMGD_OK) continue;
@@ -129,27 +175,42 @@ int bench_fill_random(const char *path) {
         size_t es = t.dtype == IMGD_DTYPE_F32 ? 4 : 2, cnt = (size_t)(t.nbytes / es);
         size_t fan_in = 1;
         for (int32_t d = 1; d < t.n_dims; d++) fan_in *= (size_t)t.shape[d];
-        bool   norm = t.n_dims == 1 && (strstr(t.name, "norm") || strstr(t.name, "ln_"));
-        float  a    = t.n_dims >= 2 ? 1.0f / sqrtf((float)fan_in) : 0.0f;
-        off_t  off  = (off_t)(8 + hlen + (uint64_t)((const uint8_t *)t.data - min));
-        size_t done = 0;
-        while (rc == 0 && done < cnt) {
-            size_t k = cnt - done, cap = ((size_t)1 << 24) / es;
-            if (k > cap) k = cap;
-            for (size_t j = 0; j < k; j++) {
-                float v = norm && strstr(t.name, "weight") ? 1.0f : a * urand();
-                if (t.dtype == IMGD_DTYPE_BF16)
-                    buf[j] = imgd_f32_to_bf16(v);
-                else if (es == 2)
-                    buf[j] = imgd_f32_to_f16(v);
-                else
-                    memcpy((uint8_t *)buf + 4 * j, &v, 4);
+        bool  norm = t.n_dims == 1 && (strstr(t.name, "norm") || strstr(t.name, "ln_"));
+        float a    = t.n_dims >= 2 ? 1.0f / sqrtf((float)fan_in) : 0.0f;
+        off_t off  = (off_t)(8 + hlen + (uint64_t)((const uint8_t *)t.data - min));
+        for (size_t done = 0; rc == 0 && done < cnt; done += FILL_CHUNK) {
+            if (nt == cap) {
+                cap             = cap ? cap * 2 : 1024;
+                fill_task *grow = imgd_realloc(tasks, cap * sizeof *grow);
+                if (!grow) {
+                    rc = -1;
+                    break;
+                }
+                tasks = grow;
             }
-            if (pwrite(fd, buf, k * es, off + (off_t)(done * es)) != (ssize_t)(k * es)) rc = -1;
-            done += k;
+            tasks[nt++] = (fill_task){
+                off + (off_t)(done * es),         IMGD_MIN(FILL_CHUNK, cnt - done), es, a,
+                norm && strstr(t.name, "weight"), t.dtype == IMGD_DTYPE_BF16};
         }
     }
-    imgd_free(buf);
+    imgd_pool *pool = NULL;
+    uint32_t   nth  = 0;
+    if (rc == 0 && imgd_pool_new(0, &pool) != IMGD_OK) rc = -1;
+    if (rc == 0) nth = imgd_pool_size(pool);
+    uint8_t **bufs = rc == 0 ? imgd_calloc(nth, sizeof *bufs) : NULL;
+    for (uint32_t i = 0; bufs && i < nth; i++)
+        if (!(bufs[i] = imgd_malloc(FILL_CHUNK * 4))) rc = -1;
+    if (rc == 0 && bufs) {
+        fill_ctx c = {fd, tasks, bufs, 0};
+        imgd_pool_run_dynamic(pool, nt, 1, fill_run, &c);
+        rc = atomic_load(&c.rc);
+    } else {
+        rc = -1;
+    }
+    for (uint32_t i = 0; bufs && i < nth; i++) imgd_free(bufs[i]);
+    imgd_free(bufs);
+    imgd_pool_free(pool);
+    imgd_free(tasks);
     if (fd >= 0 && close(fd) != 0) rc = -1;
     imgd_weights_free(w);
     if (rc) fprintf(stderr, "imgd-bench sd: could not write the weights of %s\n", path);
@@ -349,9 +410,10 @@ int bench_sd(int argc, char **argv) {
         return 1;
     }
     double t0 = bench_now();
-    int    rc = bench_fill_random(target);
-    printf("# random %s (f16) written in %.1f s: %s\n", xl ? "SDXL base" : "SD 1.5",
-           bench_now() - t0, target);
+    /* zeros time the same as random values in dense kernels (no denormals): for quick runs */
+    int rc = o.zero ? 0 : bench_fill_random(target);
+    printf("# %s %s (f16) written in %.1f s: %s\n", o.zero ? "zero-weight" : "random",
+           xl ? "SDXL base" : "SD 1.5", bench_now() - t0, target);
     struct stat st;
     double      wbytes = stat(target, &st) == 0 ? (double)st.st_size : 0;
 

@@ -468,6 +468,9 @@ typedef struct imgd_load_params {
     struct imgd_components *components; /* share identical components (the VAE) with the other
                                            models loaded with the same store; borrowed, must
                                            outlive the model; NULL = none (Since: 0.5) */
+    const char *hypernet_dir;           /* where <hypernet:name:w> prompt tags and relative
+                                           imgd_hypernet_spec paths are looked up (name, name.pt,
+                                           name.safetensors); NULL = none. Copied. Since: 0.6 */
 } imgd_load_params;
 
 /* Defaults for imgd_load_params. Since: 0.2 */
@@ -657,6 +660,16 @@ typedef struct imgd_lora_spec {
     int32_t     mode;      /* imgd_lora_mode */
 } imgd_lora_spec;
 
+/* One A1111 hypernetwork of a request (imgd_gen_params.hypernets): for every attention of
+ * the UNet (self-attention included) whose context width has MLPs in the file, to_k and
+ * to_v read context + mlp(context) * weight instead of the context, as A1111 applies them.
+ * Since: 0.6 */
+typedef struct imgd_hypernet_spec {
+    const char *path; /* .pt or .safetensors file, or a name looked up in
+                         imgd_load_params.hypernet_dir (name, name.pt, name.safetensors) */
+    float weight;     /* multiplier (A1111's strength), finite; 0 = no effect */
+} imgd_hypernet_spec;
+
 typedef struct imgd_gen_params {
     const char   *prompt;   /* A1111 syntax: (word:1.3), (word), [word], \(, BREAK */
     const char   *negative; /* NULL or "" = the empty prompt's embedding */
@@ -721,6 +734,20 @@ typedef struct imgd_gen_params {
     float guidance;              /* distilled guidance scale, 0..100 (default 3.5); used only
                                     by models with a guidance embedding (dev, not schnell) */
     int32_t max_sequence_length; /* T5 tokens, 1..512; 0 = 512 (dev) / 256 (schnell) */
+
+    /* A1111 hypernetworks, besides <hypernet:name[:w]> tags in the prompt (w defaults to 1;
+     * removed from the text before tokenizing, names looked up in
+     * imgd_load_params.hypernet_dir). All apply, in order: this list, then the tags. Loaded
+     * files are cached by the model; the UNet graph is rebuilt only when a request's set
+     * (files and weights) differs from the previous one. A file none of whose widths is the
+     * width of an attention context of the model (its cross-attention width or a
+     * self-attention's channel count) is refused (IMGD_E_UNSUPPORTED, naming the file, its
+     * widths and the model's). SD 1.x / 2.x / SDXL (the request's ControlNets are hooked
+     * too, as A1111 hooks every attention); refused for FLUX. Not applied to a refiner.
+     * Items of one imgd_generate_many batch must name the same set. Since: 0.6 */
+    const imgd_hypernet_spec *hypernets; /* n_hypernets entries, borrowed for the call;
+                                            NULL = none */
+    int32_t n_hypernets;                 /* 0..16, tags included */
 } imgd_gen_params;
 
 /* Defaults: 20 steps, cfg 7.5, 512x512 (the model's native size), euler, default
@@ -758,8 +785,9 @@ IMGD_API void        imgd_gen_result_free(imgd_gen_result *r);
  *   whether `init` is set (txt2img vs img2img/inpaint) and, with init, strength; and the
  *   prompt length in 75-token chunks, max(prompt, negative) (a prompt over 75 tokens has
  *   two chunks; the UNet's text context has one length per batch); the LoRA set (loras and
- *   prompt tags, with weights and modes); and the ControlNet files (`controls[i].path`, in
- *   order; none for both is equal).
+ *   prompt tags, with weights and modes); the hypernetwork set (hypernets and prompt tags,
+ *   with weights, in order); and the ControlNet files (`controls[i].path`, in order; none
+ *   for both is equal).
  * May differ per item:
  *   prompt, negative, seed, rng, noise (each item draws its own noise, also the
  *   per-step noise of ancestral and SDE samplers, from its own generator in the order a
@@ -822,9 +850,9 @@ IMGD_API imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *co
  * above are equal). The prompt chunk counts come from m's tokenizer; nothing else of m is
  * used. field: may be NULL; receives the static name of the first field that differs
  * ("width", "height", "steps", "sampler", "schedule", "init", "strength", "prompt", "loras",
- * "controls"; "negative" when the negative prompt cannot be tokenized; "params" for a NULL
- * argument), or NULL when batchable. A field that cannot be read (an unknown sampler name, a prompt
- * the tokenizer rejects) makes the pair not batchable and is named. Agrees with comparing
+ * "hypernets", "controls"; "negative" when the negative prompt cannot be tokenized; "params" for a
+ * NULL argument), or NULL when batchable. A field that cannot be read (an unknown sampler name, a
+ * prompt the tokenizer rejects) makes the pair not batchable and is named. Agrees with comparing
  * imgd_gen_batch_key() strings. Thread-safety: as imgd_generate() for m. Since: 0.3 */
 IMGD_API bool imgd_gen_params_batchable(const imgd_model *m, const imgd_gen_params *a,
                                         const imgd_gen_params *b, const char **field);

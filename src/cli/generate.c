@@ -12,17 +12,19 @@
 #include "cli.h"
 #include "imgd.h"
 
-#define CLI_ADAPTERS_MAX 16 /* --lora / --embedding flags */
+#define CLI_ADAPTERS_MAX 16 /* --lora / --embedding / --hypernet flags */
 
 typedef struct gen_opts {
-    const char      *model, *out, *init, *mask, *tokenizer, *vae, *backend, *refiner;
-    bool             json;
-    bool             width_set, height_set, steps_set;
-    imgd_lora_spec   loras[CLI_ADAPTERS_MAX];
-    char             lora_path[CLI_ADAPTERS_MAX][1024];
-    const char      *embeddings[CLI_ADAPTERS_MAX];
-    imgd_gen_params  p;
-    imgd_load_params lp;
+    const char        *model, *out, *init, *mask, *tokenizer, *vae, *backend, *refiner;
+    bool               json;
+    bool               width_set, height_set, steps_set;
+    imgd_lora_spec     loras[CLI_ADAPTERS_MAX];
+    char               lora_path[CLI_ADAPTERS_MAX][1024];
+    const char        *embeddings[CLI_ADAPTERS_MAX];
+    imgd_hypernet_spec hypernets[CLI_ADAPTERS_MAX];
+    char               hypernet_path[CLI_ADAPTERS_MAX][1024];
+    imgd_gen_params    p;
+    imgd_load_params   lp;
     /* --control FILE:IMG[:SCALE[:START:END]]: the argument split in place */
     char              ctl_arg[IMGD_CONTROL_MAX][4096];
     const char       *ctl_img[IMGD_CONTROL_MAX];
@@ -69,33 +71,59 @@ static bool parse_float(const char *flag, const char *v, double lo, double hi, f
     return true;
 }
 
-/* --lora FILE[:W]: W after the last ':' when it is a number (paths may contain ':'). */
+/* FILE[:W] of --lora / --hypernet into path (cap bytes) and *w: W after the last ':' when
+ * it is a number (paths may contain ':'), else 1. */
+static bool parse_file_weight(const char *flag, const char *v, char *path, size_t cap, float *w) {
+    const char *colon = strrchr(v, ':');
+    char       *end   = NULL;
+    double      x     = colon ? strtod(colon + 1, &end) : 1.0;
+    size_t      n     = strlen(v);
+    if (colon && end && end != colon + 1 && *end == '\0' && isfinite(x))
+        n = (size_t)(colon - v);
+    else
+        x = 1.0;
+    if (n == 0 || n >= cap) {
+        fprintf(stderr, "imgd generate: %s '%s': expected FILE[:WEIGHT]\n", flag, v);
+        return false;
+    }
+    memcpy(path, v, n);
+    path[n] = '\0';
+    *w      = (float)x;
+    return true;
+}
+
+/* --hypernet FILE[:W] */
+static bool parse_hypernet(gen_opts *o, const char *v) {
+    if (o->p.n_hypernets == CLI_ADAPTERS_MAX) {
+        fprintf(stderr, "imgd generate: more than %d --hypernet flags\n", CLI_ADAPTERS_MAX);
+        return false;
+    }
+    int32_t             i  = o->p.n_hypernets;
+    imgd_hypernet_spec *hs = &o->hypernets[i];
+    if (!parse_file_weight("--hypernet", v, o->hypernet_path[i], sizeof o->hypernet_path[i],
+                           &hs->weight))
+        return false;
+    hs->path       = o->hypernet_path[i];
+    o->p.hypernets = o->hypernets;
+    o->p.n_hypernets++;
+    return true;
+}
+
+/* --lora FILE[:W] */
 static bool parse_lora(gen_opts *o, const char *v) {
     if (o->p.n_loras == CLI_ADAPTERS_MAX) {
         fprintf(stderr, "imgd generate: more than %d --lora flags\n", CLI_ADAPTERS_MAX);
         return false;
     }
-    int32_t         i     = o->p.n_loras;
-    imgd_lora_spec *ls    = &o->loras[i];
-    const char     *colon = strrchr(v, ':');
-    char           *end   = NULL;
-    double          w     = colon ? strtod(colon + 1, &end) : 1.0;
-    size_t          n     = strlen(v);
-    if (colon && end && end != colon + 1 && *end == '\0' && isfinite(w))
-        n = (size_t)(colon - v);
-    else
-        w = 1.0;
-    if (n == 0 || n >= sizeof o->lora_path[i]) {
-        fprintf(stderr, "imgd generate: --lora '%s': expected FILE[:WEIGHT]\n", v);
-        return false;
-    }
-    memcpy(o->lora_path[i], v, n);
-    o->lora_path[i][n] = '\0';
-    ls->path           = o->lora_path[i];
-    ls->weight         = (float)w;
-    ls->weight_te      = NAN;
-    ls->mode           = o->p.lora_mode;
-    o->p.loras         = o->loras;
+    int32_t         i  = o->p.n_loras;
+    imgd_lora_spec *ls = &o->loras[i];
+    float           w  = 1.0f;
+    if (!parse_file_weight("--lora", v, o->lora_path[i], sizeof o->lora_path[i], &w)) return false;
+    ls->path      = o->lora_path[i];
+    ls->weight    = w;
+    ls->weight_te = NAN;
+    ls->mode      = o->p.lora_mode;
+    o->p.loras    = o->loras;
     o->p.n_loras++;
     return true;
 }
@@ -165,6 +193,7 @@ static const char k_usage[] =
     "      [--init IMG --strength F] [--mask IMG] [--mask-blur PX] [--tokenizer DIR] [--vae PATH]\n"
     "      [--unet PATH] [--lora FILE[:W]]... [--lora-dir DIR] [--lora-mode auto|merge|unmerged]\n"
     "      [--embedding FILE]... [--embedding-dir DIR]\n"
+    "      [--hypernet FILE[:W]]... [--hypernet-dir DIR]\n"
     "      [--control FILE:IMG[:SCALE[:START:END]]]... [--guess-mode]\n"
     "      [--control-preprocess none|canny|scribble|lineart|invert] [--canny-low F]\n"
     "      [--canny-high F] [--control-threshold F] [--control-resize just|crop|fill]\n"
@@ -317,6 +346,10 @@ static int parse(int argc, char **argv, gen_opts *o) {
             ok = parse_lora(o, v);
         } else if (IS("--lora-dir")) {
             o->lp.lora_dir = v;
+        } else if (IS("--hypernet")) {
+            ok = parse_hypernet(o, v);
+        } else if (IS("--hypernet-dir")) {
+            o->lp.hypernet_dir = v;
         } else if (IS("--lora-mode")) {
             ok = parse_lora_mode(v, &o->p.lora_mode);
             for (int32_t k = 0; ok && k < o->p.n_loras; k++) o->loras[k].mode = o->p.lora_mode;
@@ -487,9 +520,9 @@ int imgd_cli_generate(int argc, char **argv) {
     imgd_model *rm = NULL;
     if (!rc && o.refiner) { /* the refiner: the same options, its own files */
         imgd_load_params rlp = o.lp;
-        rlp.vae = rlp.unet = rlp.lora_dir = rlp.embedding_dir = NULL;
-        rlp.embeddings                                        = NULL;
-        rlp.n_embeddings                                      = 0;
+        rlp.vae = rlp.unet = rlp.lora_dir = rlp.embedding_dir = rlp.hypernet_dir = NULL;
+        rlp.embeddings                                                           = NULL;
+        rlp.n_embeddings                                                         = 0;
         /* a single-file refiner takes the base folder's tokenizer (both use CLIP's BPE) */
         char        tokdir[4096];
         struct stat sb;

@@ -136,6 +136,11 @@ imgd_status imgd_controlnet_build(imgd_graph *g, imgd_wbind *b, const char *pref
         ex.text_embeds = added->text_embeds;
         ex.time_ids    = added->time_ids;
     }
+    if (added) { /* A1111 hooks the ControlNet's attentions too (one CrossAttention class) */
+        ex.hypernets        = added->hypernets;
+        ex.hypernet_weights = added->hypernet_weights;
+        ex.n_hypernets      = added->n_hypernets;
+    }
     ex.conv_in_add = hint_encoder(g, b, prefix, cfg, cond);
     if (!ex.conv_in_add) return imgd_graph_status(g);
     imgd_tensor *skips[IMGD_UNET_SKIPS_MAX], *mid = NULL;

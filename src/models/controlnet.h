@@ -44,7 +44,10 @@ imgd_status imgd_controlnet_cfg_from_detect(const imgd_model_info *mi, const img
  *   x, t, ctx  as imgd_unet_build (x has cfg->unet.in_channels channels: the latents).
  *   added      SDXL ControlNets (cfg->unet.adm_in_channels > 0, diffusers'
  *              addition_embed_type "text_time"): its text_embeds [B, P] and time_ids [B, K]
- *              as the SDXL UNet takes them (the other members are ignored); NULL otherwise.
+ *              as the SDXL UNet takes them; hypernets / hypernet_weights / n_hypernets,
+ *              applied to every attention as the UNet applies them (A1111 hooks the
+ *              ControlNet's attentions too); the other members are ignored. May be NULL
+ *              for an SD 1.x / 2.x ControlNet.
  *   cond       [B, cond_channels, 8h, 8w] control image in [0, 1] (h, w: x's size; the
  *              hint encoder halves it n times: 2^(hint_blocks / 2) must equal H / h).
  *   res        receives imgd_unet_skip_count(&cfg->unet) + 1 tensors: the down residuals in

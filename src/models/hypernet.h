@@ -1,7 +1,8 @@
 /* A1111 hypernetworks (modules/hypernetworks/hypernetwork.py): for each cross-attention
  * context width (768, 1024, 320, 640, 1280, ...) two small MLPs, one for the keys and one
- * for the values; A1111 feeds to_k / to_v of every cross-attention whose context has that
- * width with context + mlp(context) * strength instead of the context.
+ * for the values; A1111 feeds to_k / to_v of every attention whose context has that width
+ * (self-attention too: its context is its input) with context + mlp(context) * strength
+ * instead of the context. The UNet applies them through imgd_unet_extra.hypernets.
  *
  * Files: A1111's .pt (read by the safe pickle reader: tensors "<width>.<0|1>.linear.<n>.
  * weight|bias", the scalar entries activation_func, is_layer_norm, activate_output,

@@ -3,6 +3,7 @@
  * transformers/transformer_2d.py, attention.py), so parameters bind by canonical name. */
 #include "models/unet.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,6 +62,30 @@ int32_t imgd_unet_heads(const imgd_unet_cfg *cfg, int32_t level) {
     if (cfg->head_dim > 0) return w % cfg->head_dim == 0 ? w / cfg->head_dim : 0;
     int32_t h = cfg->heads[level];
     return h > 0 && w % h == 0 ? h : 0;
+}
+
+/* Adds w to the ascending set dims[0..*n) (capacity cap). */
+static void width_add(int32_t *dims, int32_t *n, int32_t cap, int32_t w) {
+    int32_t i = 0;
+    while (i < *n && dims[i] < w) i++;
+    if ((i < *n && dims[i] == w) || *n == cap) return;
+    memmove(dims + i + 1, dims + i, (size_t)(*n - i) * sizeof *dims);
+    dims[i] = w;
+    (*n)++;
+}
+
+int32_t imgd_unet_attn_widths(const imgd_unet_cfg *cfg, int32_t *dims, int32_t cap) {
+    int32_t n = 0;
+    if (!cfg || !dims || cap < 1) return 0;
+    bool any = false;
+    for (int32_t l = 0; l < cfg->n_levels && l < IMGD_MAX_LEVELS; l++) {
+        bool mid = l == cfg->n_levels - 1 && cfg->mid_depth > 0;
+        if (cfg->attn_depth[l] <= 0 && !mid) continue;
+        width_add(dims, &n, cap, cfg->widths[l]);
+        any = true;
+    }
+    if (any && cfg->context_dim > 0) width_add(dims, &n, cap, cfg->context_dim);
+    return n;
 }
 
 int32_t imgd_unet_skip_count(const imgd_unet_cfg *cfg) {
@@ -234,13 +259,16 @@ imgd_status imgd_unet_cfg_check(const imgd_unet_cfg *c) {
 /* ---- weights ------------------------------------------------------------------------------ */
 
 typedef struct unet_b {
-    imgd_graph          *g;
-    imgd_wbind          *b;           /* NULL: placeholder weights */
-    const void          *placeholder; /* data of every weight when b is NULL (planning) */
-    const char          *prefix;
-    const imgd_unet_cfg *cfg;
-    imgd_tensor         *temb_act; /* silu(time embedding), read by every resnet */
-    imgd_tensor         *ctx;
+    imgd_graph                 *g;
+    imgd_wbind                 *b;           /* NULL: placeholder weights */
+    const void                 *placeholder; /* data of every weight when b is NULL (planning) */
+    const char                 *prefix;
+    const imgd_unet_cfg        *cfg;
+    imgd_tensor                *temb_act; /* silu(time embedding), read by every resnet */
+    imgd_tensor                *ctx;
+    const imgd_hypernet *const *hn; /* imgd_unet_extra's hypernetworks; n_hn of them */
+    const float                *hn_w;
+    int32_t                     n_hn;
 } unet_b;
 
 /* Never read: placeholder graphs are planned, not computed. */
@@ -368,15 +396,20 @@ static imgd_tensor *resnet(unet_b *u, imgd_tensor *x, int64_t cout, const char *
 static imgd_tensor *attention(unet_b *u, imgd_tensor *x, imgd_tensor *c, int64_t heads,
                               const char *p) {
     if (!x || !c) return NULL;
-    imgd_graph *g = u->g;
-    int64_t     B = x->shape[0], Lq = x->shape[1], C = x->shape[2], Lk = c->shape[1];
-    char        s[NAME_CAP];
+    imgd_graph  *g = u->g;
+    int64_t      B = x->shape[0], Lq = x->shape[1], C = x->shape[2], Lk = c->shape[1];
+    char         s[NAME_CAP];
+    imgd_tensor *ck = c, *cv = c; /* A1111's apply_hypernetworks: keys, values chained apart */
+    for (int32_t i = 0; i < u->n_hn; i++) {
+        ck = imgd_hypernet_apply(g, u->hn[i], 0, ck, u->hn_w[i]);
+        cv = imgd_hypernet_apply(g, u->hn[i], 1, cv, u->hn_w[i]);
+    }
     (void)imgd_fmt(s, sizeof s, "%s.to_q", p);
     imgd_tensor *q = linear(u, x, s, C, false);
     (void)imgd_fmt(s, sizeof s, "%s.to_k", p);
-    imgd_tensor *k = linear(u, c, s, C, false);
+    imgd_tensor *k = linear(u, ck, s, C, false);
     (void)imgd_fmt(s, sizeof s, "%s.to_v", p);
-    imgd_tensor *v = linear(u, c, s, C, false);
+    imgd_tensor *v = linear(u, cv, s, C, false);
     int64_t      d = C / heads;
     q              = imgd_op_reshape(g, q, 4, (int64_t[]){B, Lq, heads, d});
     k              = imgd_op_reshape(g, k, 4, (int64_t[]){B, Lk, heads, d});
@@ -551,17 +584,17 @@ static imgd_status check_residuals(imgd_graph *g, const imgd_unet_cfg *c, const 
     for (int32_t i = 0; i < ex->n_down_res; i++) {
         int32_t ch = 0, div = 1;
         imgd_unet_skip_shape(c, i, &ch, &div);
-        if (!is_shape4(ex->down_res[i], B, ch, H / div, Wd / div)) {
+        int64_t h = imgd_unet_div_size(H, div), w = imgd_unet_div_size(Wd, div);
+        if (!is_shape4(ex->down_res[i], B, ch, h, w)) {
             return fail_input(g, "ControlNet down residual %d must be [%lld, %d, %lld, %lld]",
-                              (int)i, (long long)B, (int)ch, (long long)(H / div),
-                              (long long)(Wd / div));
+                              (int)i, (long long)B, (int)ch, (long long)h, (long long)w);
         }
     }
     int64_t div = (int64_t)1 << (c->n_levels - 1);
-    if (ex->mid_res && !is_shape4(ex->mid_res, B, c->widths[c->n_levels - 1], H / div, Wd / div)) {
+    int64_t mh = imgd_unet_div_size(H, div), mw = imgd_unet_div_size(Wd, div);
+    if (ex->mid_res && !is_shape4(ex->mid_res, B, c->widths[c->n_levels - 1], mh, mw)) {
         return fail_input(g, "ControlNet mid residual must be [%lld, %d, %lld, %lld]", (long long)B,
-                          (int)c->widths[c->n_levels - 1], (long long)(H / div),
-                          (long long)(Wd / div));
+                          (int)c->widths[c->n_levels - 1], (long long)mh, (long long)mw);
     }
     if (ex->conv_in_add && !is_shape4(ex->conv_in_add, B, c->widths[0], H, Wd)) {
         return fail_input(g, "conv_in_add must be [%lld, %d, %lld, %lld]", (long long)B,
@@ -576,18 +609,15 @@ static imgd_status check_inputs(imgd_graph *g, const imgd_unet_cfg *c, const img
     if (x->n_dims != 4) {
         return fail_input(g, "sample must be [B, C, H, W], got %d dims", (int)x->n_dims);
     }
-    int64_t B = x->shape[0], div = (int64_t)1 << (c->n_levels - 1);
+    int64_t B = x->shape[0];
     if (x->shape[1] != c->in_channels) {
         return fail_input(g, "sample has %lld channels but the model takes %d%s",
                           (long long)x->shape[1], (int)c->in_channels,
                           channel_hint(c->in_channels));
     }
-    if (x->shape[2] % div != 0 || x->shape[3] % div != 0 || x->shape[2] < 1 || x->shape[3] < 1) {
-        return fail_input(g,
-                          "latent size %lldx%lld is not a multiple of %lld (the UNet halves it "
-                          "%d times): use image sizes that are multiples of %lld pixels",
-                          (long long)x->shape[3], (long long)x->shape[2], (long long)div,
-                          (int)(c->n_levels - 1), (long long)(8 * div));
+    if (x->shape[2] < 1 || x->shape[3] < 1) {
+        return fail_input(g, "latent size %lldx%lld is empty", (long long)x->shape[3],
+                          (long long)x->shape[2]);
     }
     if (t->n_dims != 1 || (t->shape[0] != B && t->shape[0] != 1)) {
         return fail_input(g, "timestep must be [B] or [1] (B = %lld)", (long long)B);
@@ -601,6 +631,15 @@ static imgd_status check_inputs(imgd_graph *g, const imgd_unet_cfg *c, const img
                           "cross-attention width)%s",
                           (long long)B, (int)c->context_dim,
                           ctx && ctx->n_dims == 3 ? "" : ": missing or not 3-D");
+    }
+    if (ex && (ex->n_hypernets < 0 || ex->n_hypernets > IMGD_UNET_HYPERNETS_MAX ||
+               (ex->n_hypernets > 0 && (!ex->hypernets || !ex->hypernet_weights)))) {
+        return fail_input(g, "n_hypernets = %d: expected 0..%d with hypernets and weights set",
+                          (int)ex->n_hypernets, IMGD_UNET_HYPERNETS_MAX);
+    }
+    for (int32_t i = 0; ex && i < ex->n_hypernets; i++) {
+        if (!ex->hypernets[i] || !isfinite(ex->hypernet_weights[i]))
+            return fail_input(g, "hypernets[%d]: NULL, or a weight that is not finite", (int)i);
     }
     return ex ? check_residuals(g, c, x, ex) : IMGD_OK;
 }
@@ -684,7 +723,15 @@ static imgd_tensor *decoder(unet_b *u, imgd_tensor *h, imgd_unet_taps *taps, img
         if (i + 1 < c->n_levels) {
             char p[NAME_CAP];
             (void)imgd_fmt(p, sizeof p, "up_blocks.%d.upsamplers.0.conv", (int)i);
-            h = conv(u, imgd_op_upsample_nearest2x(g, h), p, c->widths[l], 3, 1);
+            imgd_tensor *up = imgd_op_upsample_nearest2x(g, h);
+            /* an odd skip (a side that is not a multiple of the UNet's divisor): nearest
+             * interpolation to its size equals the 2x upsampling cut to it */
+            const imgd_tensor *sk = ns > 0 ? skips[ns - 1] : NULL;
+            if (up && sk && up->shape[2] != sk->shape[2])
+                up = imgd_op_narrow(g, up, 2, 0, sk->shape[2]);
+            if (up && sk && up->shape[3] != sk->shape[3])
+                up = imgd_op_narrow(g, up, 3, 0, sk->shape[3]);
+            h = conv(u, up, p, c->widths[l], 3, 1);
         }
         if (taps) taps->up[i] = h;
     }
@@ -728,6 +775,11 @@ static imgd_status begin(unet_b *u, imgd_graph *g, imgd_wbind *b, const void *pl
     if (taps) memset(taps, 0, sizeof *taps);
     *u = (unet_b){
         .g = g, .b = b, .placeholder = placeholder, .prefix = prefix, .cfg = cfg, .ctx = ctx};
+    if (ex) {
+        u->hn   = ex->hypernets;
+        u->hn_w = ex->hypernet_weights;
+        u->n_hn = ex->n_hypernets;
+    }
     return IMGD_OK;
 }
 

@@ -27,11 +27,15 @@
 #define IMGD_MODELS_UNET_H
 
 #include "detect/detect.h"
+#include "models/hypernet.h"
 #include "models/wbind.h"
 #include "tensor/tensor.h"
 
 /* Most skip connections a UNet may have (1 + levels * (layers_per_block + 1)). */
 #define IMGD_UNET_SKIPS_MAX 64
+
+/* Most hypernetworks one UNet graph applies (imgd_unet_extra). */
+#define IMGD_UNET_HYPERNETS_MAX 16
 
 /* Architecture of one UNet. imgd_unet_cfg_from_detect fills it from the detected config;
  * the fields marked "override" are what shapes cannot tell and a caller may set afterwards
@@ -88,6 +92,17 @@ typedef struct imgd_unet_extra {
     /* Added to conv_in's output before anything reads it (a ControlNet's hint embedding
      * when this graph is a ControlNet encoder). NULL = none. */
     imgd_tensor *conv_in_add;
+
+    /* A1111 hypernetworks (models/hypernet.h), as modules/sd_hijack_optimizations.py and
+     * hypernetwork.apply_hypernetworks apply them: in every attention, self-attention
+     * included (its context is its own input), the input of to_k goes through the key MLP
+     * and the input of to_v through the value MLP of each hypernetwork in turn, keys and
+     * values chained separately (c_k = hn_i(c_k) ...), each MLP only where the file has
+     * one for the context's width: c + mlp(c) * weights[i]. Borrowed for the graph's
+     * lifetime. NULL / 0 = none (the graph is then exactly the plain UNet's). */
+    const imgd_hypernet *const *hypernets;
+    const float                *hypernet_weights; /* n_hypernets multipliers */
+    int32_t                     n_hypernets;      /* 0..IMGD_UNET_HYPERNETS_MAX */
 } imgd_unet_extra;
 
 /* Intermediate tensors (diffusers module outputs), for tests and tools. When a taps struct
@@ -118,14 +133,27 @@ imgd_status imgd_unet_cfg_from_detect(const imgd_model_info *mi, imgd_unet_cfg *
  * set instead. */
 imgd_status imgd_unet_cfg_check(const imgd_unet_cfg *cfg);
 
+/* The distinct widths of the attention contexts of a UNet, which a hypernetwork's MLPs are
+ * keyed by: context_dim (cross-attention) and the width of every level with attention
+ * (self-attention), ascending, into dims (cap entries); returns how many there are. */
+int32_t imgd_unet_attn_widths(const imgd_unet_cfg *cfg, int32_t *dims, int32_t cap);
+
 /* Attention heads at level (0..n_levels-1) after applying head_dim; 0 when unusable. */
 int32_t imgd_unet_heads(const imgd_unet_cfg *cfg, int32_t level);
 
 /* Number of skip connections (= ControlNet down residuals): 1 + levels * layers_per_block +
  * (levels - 1). Channels and spatial divisor of skip i via the out-parameters (may be NULL):
- * skip i of a [B, *, H, W] input is [B, channels, H / div, W / div]. */
+ * skip i of a [B, *, H, W] input is [B, channels, ceil(H / div), ceil(W / div)]
+ * (imgd_unet_div_size: each stride-2 convolution rounds up). */
 int32_t imgd_unet_skip_count(const imgd_unet_cfg *cfg);
 void    imgd_unet_skip_shape(const imgd_unet_cfg *cfg, int32_t i, int32_t *channels, int32_t *div);
+
+/* A latent side n after the halvings that divide it by div (a power of two): ceil(n / div).
+ * Sides that are not multiples run as diffusers runs them: each upsampler's output is cut
+ * to its skip's size (diffusers' forward_upsample_size, nearest interpolation). */
+static inline int64_t imgd_unet_div_size(int64_t n, int64_t div) {
+    return (n + div - 1) / div;
+}
 
 /* Appends the UNet forward pass to g.
  *   b       weights, required (borrowed for the graph's lifetime); missing tensors or

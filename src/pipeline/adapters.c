@@ -1,7 +1,8 @@
 /* Adapters of an SD 1.x / 2.x model: the LoRA set of a request (imgd_gen_params.loras and
  * A1111 <lora:name:w> prompt tags) applied merged or unmerged through models/lora.h, with a
- * per-model cache of loaded files; textual-inversion embeddings loaded with the model and
- * triggered by their file names. */
+ * per-model cache of loaded files; the hypernetwork set (imgd_gen_params.hypernets and
+ * <hypernet:name:w> tags, models/hypernet.h) handed to the UNet graph; textual-inversion
+ * embeddings loaded with the model and triggered by their file names. */
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +24,13 @@
 #define LORA_SET_MAX   64   /* adapters in one request */
 #define EMBEDDINGS_MAX 1024 /* embeddings a model loads */
 #define PATH_CAP       4096
+#define HN_CACHE_MAX   16 /* hypernetwork files kept loaded per model */
+#define HN_SET_MAX     IMGD_UNET_HYPERNETS_MAX
+
+typedef struct hn_cached {
+    char          *path;
+    imgd_hypernet *h;
+} hn_cached;
 
 typedef struct cached {
     char      *path;
@@ -36,6 +44,15 @@ typedef struct imgd_sd_adapters {
     size_t           n_cache;
     char            *applied; /* signature of the applied set; NULL = none */
     imgd_lora_stack *stack;
+    /* hypernetworks: loaded files, the applied set's signature (NULL = none) and its
+     * members of non-zero weight, in order, as the UNet graph applies them */
+    char                *hypernet_dir;
+    hn_cached            hn_cache[HN_CACHE_MAX];
+    size_t               n_hn_cache;
+    char                *hn_applied;
+    const imgd_hypernet *hn[HN_SET_MAX];
+    float                hn_w[HN_SET_MAX];
+    int32_t              n_hn;
 } imgd_sd_adapters;
 
 /* One resolved adapter of a request. */
@@ -48,13 +65,28 @@ typedef struct spec {
 /* ---- prompt tags ------------------------------------------------------------------------------
  */
 
-/* Next "<lora:" tag at or after s: [*b, *e) spans it ('<' .. '>' inclusive). */
-static bool next_tag(const char *s, const char **b, const char **e) {
-    const char *p = strstr(s, "<lora:");
+#define TAG_LORA     "<lora:"
+#define TAG_HYPERNET "<hypernet:"
+
+/* Next tag opening with kind ("<lora:") at or after s: [*b, *e) spans it ('<' .. '>'
+ * inclusive). */
+static bool next_tag(const char *s, const char *kind, const char **b, const char **e) {
+    const char *p = strstr(s, kind);
     const char *q = p ? strchr(p, '>') : NULL;
     if (!q) return false;
     *b = p;
     *e = q + 1;
+    return true;
+}
+
+/* The first <lora:...> or <hypernet:...> tag at or after s. */
+static bool next_any_tag(const char *s, const char **b, const char **e) {
+    const char *lb = NULL, *le = NULL, *hb = NULL, *he = NULL;
+    bool        l = next_tag(s, TAG_LORA, &lb, &le), h = next_tag(s, TAG_HYPERNET, &hb, &he);
+    if (!l && !h) return false;
+    bool first_l = l && (!h || lb < hb);
+    *b           = first_l ? lb : hb;
+    *e           = first_l ? le : he;
     return true;
 }
 
@@ -63,7 +95,7 @@ imgd_status imgd_sd_prompt_strip(const char *prompt, char **out) {
     char       *o = imgd_malloc(strlen(s) + 1);
     if (!o) return imgd_fail(IMGD_E_NOMEM, "out of memory");
     size_t k = 0;
-    while (next_tag(s, &b, &e)) {
+    while (next_any_tag(s, &b, &e)) {
         memcpy(o + k, s, (size_t)(b - s));
         k += (size_t)(b - s);
         s = e;
@@ -78,8 +110,10 @@ static bool is_file(const char *p) {
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* path (as given, then with extensions; relative names also in dir). */
-static imgd_status resolve_path(const char *dir, const char *name, char *out, const char *what) {
+/* path (as given, then with extensions; relative names also in dir). hypernet: the
+ * message names the hypernetwork directory rather than the LoRA one. */
+static imgd_status resolve_in(const char *dir, const char *name, char *out, const char *what,
+                              bool hypernet) {
     static const char *const ext[] = {"", ".safetensors", ".pt", ".ckpt", ".bin"};
     for (size_t i = 0; i < IMGD_ARRAY_LEN(ext); i++)
         if (imgd_fmt(out, PATH_CAP, "%s%s", name, ext[i]) && is_file(out)) return IMGD_OK;
@@ -87,8 +121,14 @@ static imgd_status resolve_path(const char *dir, const char *name, char *out, co
         if (imgd_fmt(out, PATH_CAP, "%s/%s%s", dir, name, ext[i]) && is_file(out)) return IMGD_OK;
     return imgd_fail(IMGD_E_INVALID_ARG,
                      "%s '%s': no such file%s%s (also tried .safetensors, .pt, .ckpt); give a "
-                     "path or set the LoRA directory (--lora-dir)",
-                     what, name, dir ? " here or in " : "", dir ? dir : "");
+                     "path or set the %s directory (%s)",
+                     what, name, dir ? " here or in " : "", dir ? dir : "",
+                     hypernet ? "hypernetwork" : "LoRA",
+                     hypernet ? "--hypernet-dir" : "--lora-dir");
+}
+
+static imgd_status resolve_path(const char *dir, const char *name, char *out, const char *what) {
+    return resolve_in(dir, name, out, what, false);
 }
 
 static bool parse_weight(const char *s, size_t n, float *out) {
@@ -162,7 +202,7 @@ static imgd_status resolve_set(const imgd_model *m, const imgd_gen_params *p, sp
         if (st != IMGD_OK) return st;
     }
     const char *s = p->prompt ? p->prompt : "", *b, *e;
-    while (next_tag(s, &b, &e)) {
+    while (next_tag(s, TAG_LORA, &b, &e)) {
         if (*n == LORA_SET_MAX)
             return imgd_fail(IMGD_E_TOO_LARGE, "more than %d LoRAs in one request", LORA_SET_MAX);
         imgd_status st = parse_tag(dir, b, e, p->lora_mode != IMGD_LORA_MODE_UNMERGED, &out[*n]);
@@ -384,6 +424,239 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p) {
     return st;
 }
 
+/* ---- hypernetworks ----------------------------------------------------------------------------
+ */
+
+/* One resolved hypernetwork of a request. */
+typedef struct hn_spec {
+    char  path[PATH_CAP];
+    float w;
+} hn_spec;
+
+/* A1111's <hypernet:name[:multiplier]> (modules/extra_networks_hypernet.py: multiplier 1
+ * when absent). */
+static imgd_status hn_parse_tag(const char *dir, const char *b, const char *e, hn_spec *sp) {
+    const char *p = b + strlen(TAG_HYPERNET), *end = e - 1;
+    const char *c = memchr(p, ':', (size_t)(end - p));
+    size_t      n = (size_t)((c ? c : end) - p);
+    char        name[PATH_CAP];
+    if (n == 0 || n >= sizeof name)
+        return imgd_fail(IMGD_E_INVALID_ARG, "prompt tag %.*s: no hypernetwork name", (int)(e - b),
+                         b);
+    memcpy(name, p, n);
+    name[n] = '\0';
+    sp->w   = 1.0f;
+    if (c && (memchr(c + 1, ':', (size_t)(end - c - 1)) ||
+              !parse_weight(c + 1, (size_t)(end - c - 1), &sp->w)))
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "prompt tag %.*s: expected <hypernet:name> or <hypernet:name:weight>",
+                         (int)(e - b), b);
+    return resolve_in(dir, name, sp->path, "prompt tag <hypernet:...>", true);
+}
+
+/* The request's hypernetworks (*sp, HN_SET_MAX entries, *n used: the list, then the prompt's
+ * tags) and the set's signature "path|w;..." (*s); the caller frees both, also on failure. */
+static imgd_status hn_set_of(const imgd_model *m, const imgd_gen_params *p, hn_spec **sp, size_t *n,
+                             char **s) {
+    const char *dir = m->ad ? m->ad->hypernet_dir : NULL;
+    *n              = 0;
+    *s              = NULL;
+    *sp             = NULL;
+    if (p->n_hypernets < 0 || (p->n_hypernets > 0 && !p->hypernets) || p->n_hypernets > HN_SET_MAX)
+        return imgd_fail(IMGD_E_INVALID_ARG, "n_hypernets %d: expected 0..%d with hypernets set",
+                         (int)p->n_hypernets, HN_SET_MAX);
+    const char *text = p->prompt ? p->prompt : "", *b, *e;
+    if (p->n_hypernets == 0 && !strstr(text, TAG_HYPERNET)) return IMGD_OK;
+    *sp = imgd_calloc(HN_SET_MAX, sizeof **sp);
+    if (!*sp) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    for (int32_t i = 0; i < p->n_hypernets; i++) {
+        const imgd_hypernet_spec *hs = &p->hypernets[i];
+        if (!hs->path || !isfinite(hs->weight))
+            return imgd_fail(IMGD_E_INVALID_ARG,
+                             "hypernets[%d]: path is required and weight must be finite", (int)i);
+        (*sp)[*n].w    = hs->weight;
+        imgd_status st = resolve_in(dir, hs->path, (*sp)[*n].path, "hypernets[].path", true);
+        if (st != IMGD_OK) return st;
+        (*n)++;
+    }
+    while (next_tag(text, TAG_HYPERNET, &b, &e)) {
+        if (*n == HN_SET_MAX)
+            return imgd_fail(IMGD_E_TOO_LARGE, "more than %d hypernetworks in one request",
+                             HN_SET_MAX);
+        imgd_status st = hn_parse_tag(dir, b, e, &(*sp)[*n]);
+        if (st != IMGD_OK) return st;
+        (*n)++;
+        text = e;
+    }
+    if (*n == 0) return IMGD_OK;
+    imgd_buf sig;
+    imgd_buf_init(&sig, (size_t)HN_SET_MAX * (PATH_CAP + 32));
+    imgd_status st = IMGD_OK;
+    for (size_t i = 0; st == IMGD_OK && i < *n; i++)
+        st = imgd_buf_printf(&sig, "%s|%.9g;", (*sp)[i].path, (double)(*sp)[i].w);
+    if (st == IMGD_OK) *s = imgd_buf_take(&sig);
+    imgd_buf_free(&sig);
+    if (st == IMGD_OK && !*s) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
+    return st;
+}
+
+imgd_status imgd_sd_hypernet_sig(const imgd_model *m, const imgd_gen_params *p, uint64_t *sig) {
+    hn_spec    *sp = NULL;
+    size_t      n  = 0;
+    char       *s  = NULL;
+    imgd_status st = hn_set_of(m, p, &sp, &n, &s);
+    if (st == IMGD_OK) *sig = n ? imgd_str_hash(s) | 1u : 0;
+    imgd_free(s);
+    imgd_free(sp);
+    return st;
+}
+
+/* "a, b, c" of n widths. */
+static void widths_text(const int32_t *d, int32_t n, char *out, size_t cap) {
+    size_t k = 0;
+    out[0]   = '\0';
+    for (int32_t i = 0; i < n && k < cap; i++) {
+        (void)imgd_fmt(out + k, cap - k, "%s%d", i ? ", " : "", (int)d[i]);
+        k += strlen(out + k);
+    }
+}
+
+/* The loaded file for path (cached), refused when none of its widths is an attention width
+ * of m's UNet. */
+static imgd_status hn_get(imgd_model *m, const char *path, const imgd_hypernet **out) {
+    imgd_sd_adapters *ad = m->ad;
+    for (size_t i = 0; i < ad->n_hn_cache; i++) {
+        if (strcmp(ad->hn_cache[i].path, path) == 0) {
+            *out = ad->hn_cache[i].h;
+            return IMGD_OK;
+        }
+    }
+    imgd_hypernet *h  = NULL;
+    imgd_status    st = imgd_hypernet_load(path, &h);
+    if (st != IMGD_OK) return st;
+    int32_t dims[2 * IMGD_MAX_LEVELS + 1];
+    int32_t nd    = imgd_unet_attn_widths(&m->unet, dims, (int32_t)IMGD_ARRAY_LEN(dims));
+    bool    match = false;
+    for (int32_t i = 0; i < h->n; i++)
+        for (int32_t k = 0; k < nd; k++) match = match || h->dim[i] == dims[k];
+    if (!match) {
+        char hw[128], mw[128];
+        widths_text(h->dim, h->n, hw, sizeof hw);
+        widths_text(dims, nd, mw, sizeof mw);
+        imgd_hypernet_free(h);
+        return imgd_fail(IMGD_E_UNSUPPORTED,
+                         "hypernetwork %s: its widths (%s) match no attention of %s (widths %s: "
+                         "cross-attention context and self-attention channels); it was made for "
+                         "another model family",
+                         path, hw, m->path, mw);
+    }
+    char *p = imgd_strdup(path);
+    if (!p) {
+        imgd_hypernet_free(h);
+        return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    }
+    char hw[128];
+    widths_text(h->dim, h->n, hw, sizeof hw);
+    IMGD_LOG(IMGD_LOG_INFO, "pipeline", "hypernet_loaded", "%s: widths %s", path, hw);
+    ad->hn_cache[ad->n_hn_cache++] = (hn_cached){p, h};
+    *out                           = h;
+    return IMGD_OK;
+}
+
+/* No hypernetwork applied; the UNet and ControlNet graphs that saw the old set are
+ * dropped. */
+static void hn_unapply(imgd_model *m) {
+    imgd_sd_adapters *ad = m->ad;
+    imgd_sd_graph_drop(&m->g_unet);
+    for (int32_t i = 0; i < m->n_controls; i++) imgd_sd_graph_drop(&m->controls[i]->g);
+    ad->n_hn = 0;
+    imgd_free(ad->hn_applied);
+    ad->hn_applied = NULL;
+}
+
+static void hn_cache_clear(imgd_sd_adapters *ad) {
+    for (size_t i = 0; i < ad->n_hn_cache; i++) {
+        imgd_hypernet_free(ad->hn_cache[i].h);
+        imgd_free(ad->hn_cache[i].path);
+    }
+    ad->n_hn_cache = 0;
+}
+
+imgd_status imgd_sd_hypernet_apply(imgd_model *m, const imgd_gen_params *p) {
+    imgd_sd_adapters *ad = m->ad;
+    hn_spec          *sp = NULL;
+    size_t            n  = 0;
+    char             *s  = NULL;
+    imgd_status       st = hn_set_of(m, p, &sp, &n, &s);
+    if (st == IMGD_OK && (ad->hn_applied ? s && strcmp(ad->hn_applied, s) == 0 : n == 0)) {
+        imgd_free(s);
+        imgd_free(sp);
+        return IMGD_OK;
+    }
+    if (st == IMGD_OK) hn_unapply(m); /* the graph borrows the cached files: drop it first */
+    if (st == IMGD_OK && ad->n_hn_cache + n > HN_CACHE_MAX) hn_cache_clear(ad);
+    for (size_t i = 0; st == IMGD_OK && i < n; i++) {
+        const imgd_hypernet *h = NULL;
+        st                     = hn_get(m, sp[i].path, &h);
+        if (st != IMGD_OK || sp[i].w == 0.0f) continue; /* weight 0: the plain UNet's k / v */
+        ad->hn[ad->n_hn]     = h;
+        ad->hn_w[ad->n_hn++] = sp[i].w;
+    }
+    if (st == IMGD_OK && n > 0) {
+        ad->hn_applied = s;
+        s              = NULL;
+        IMGD_LOG(IMGD_LOG_INFO, "pipeline", "hypernet_applied", "%zu hypernetwork(s), %d active", n,
+                 (int)ad->n_hn);
+    } else if (st != IMGD_OK) {
+        hn_unapply(m);
+    }
+    imgd_free(s);
+    imgd_free(sp);
+    return st;
+}
+
+int32_t imgd_sd_hypernets(const imgd_model *m, const imgd_hypernet *const **hn, const float **w) {
+    if (!m->ad || m->ad->n_hn == 0) return 0;
+    *hn = m->ad->hn;
+    *w  = m->ad->hn_w;
+    return m->ad->n_hn;
+}
+
+imgd_status imgd_sd_hypernet_info(const imgd_model *m, const imgd_gen_params *p, char **names,
+                                  char **weights) {
+    *names = *weights = NULL;
+    if (p->n_hypernets <= 0 || !p->hypernets) return IMGD_OK;
+    hn_spec    *sp = NULL;
+    size_t      n  = 0;
+    char       *s  = NULL;
+    imgd_status st = hn_set_of(m, p, &sp, &n, &s);
+    imgd_free(s);
+    imgd_buf bn, bw;
+    imgd_buf_init(&bn, (size_t)1 << 16);
+    imgd_buf_init(&bw, (size_t)1 << 12);
+    /* the structured list only: tags stay in the prompt, where A1111 keeps them */
+    for (size_t i = 0; st == IMGD_OK && i < (size_t)p->n_hypernets && i < n; i++) {
+        char name[256];
+        stem_of(sp[i].path, name, sizeof name);
+        st = imgd_buf_printf(&bn, "%s%s", i ? ", " : "", name);
+        if (st == IMGD_OK) st = imgd_buf_printf(&bw, "%s%g", i ? ", " : "", (double)sp[i].w);
+    }
+    imgd_free(sp);
+    if (st == IMGD_OK && bn.len > 0) {
+        *names   = imgd_buf_take(&bn);
+        *weights = imgd_buf_take(&bw);
+        if (!*names || !*weights) {
+            imgd_free(*names);
+            imgd_free(*weights);
+            *names = *weights = NULL;
+            st                = imgd_fail(IMGD_E_NOMEM, "out of memory");
+        }
+    }
+    imgd_buf_free(&bn);
+    imgd_buf_free(&bw);
+    return st;
+}
+
 /* ---- textual inversion ------------------------------------------------------------------------
  */
 
@@ -502,6 +775,8 @@ imgd_status imgd_sd_adapters_init(imgd_model *m, const imgd_load_params *lp) {
     if (!m->ad) return imgd_fail(IMGD_E_NOMEM, "out of memory");
     if (lp->lora_dir && !(m->ad->lora_dir = imgd_strdup(lp->lora_dir)))
         return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    if (lp->hypernet_dir && !(m->ad->hypernet_dir = imgd_strdup(lp->hypernet_dir)))
+        return imgd_fail(IMGD_E_NOMEM, "out of memory");
     if (lp->n_embeddings && !lp->embeddings)
         return imgd_fail(IMGD_E_INVALID_ARG, "n_embeddings %zu without embeddings",
                          lp->n_embeddings);
@@ -522,6 +797,9 @@ void imgd_sd_adapters_free(imgd_model *m) {
     if (!m->ad) return;
     unapply(m);
     cache_clear(m->ad);
+    hn_unapply(m);
+    hn_cache_clear(m->ad);
+    imgd_free(m->ad->hypernet_dir);
     imgd_free(m->ad->lora_dir);
     imgd_free(m->ad);
     m->ad = NULL;

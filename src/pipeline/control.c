@@ -239,8 +239,10 @@ static imgd_status net_graph(imgd_sd_control_run *c, imgd_sd_control *n, int32_t
         k->in[5] = added.time_ids = imgd_graph_input(k->g, "time_ids", IMGD_DTYPE_F32, 2,
                                                      (const int64_t[]){batch, c->m->n_time_ids});
     }
+    added.n_hypernets = imgd_sd_hypernets(c->m, &added.hypernets, &added.hypernet_weights);
     st = imgd_controlnet_build(k->g, n->wb, "controlnet", &n->cfg, k->in[0], k->in[1], k->in[2],
-                               u->adm_in_channels > 0 ? &added : NULL, k->in[3], k->res, NULL);
+                               u->adm_in_channels > 0 || added.n_hypernets > 0 ? &added : NULL,
+                               k->in[3], k->res, NULL);
     char what[600];
     (void)imgd_fmt(what, sizeof what, "ControlNet %s", n->path);
     if (st != IMGD_OK) {
@@ -305,9 +307,10 @@ imgd_status imgd_sd_control_begin(imgd_model *m, const imgd_sd_control_item *ite
     for (int32_t i = 0; st == IMGD_OK && i < c->n_res; i++) {
         int32_t ch = m->unet.widths[m->unet.n_levels - 1], div = 1 << (m->unet.n_levels - 1);
         if (i + 1 < c->n_res) imgd_unet_skip_shape(&m->unet, i, &ch, &div);
-        c->res_n[i] = (size_t)ub * (size_t)ch * (hw / ((size_t)div * (size_t)div));
-        c->res[i]   = imgd_calloc(c->res_n[i], sizeof *c->res[i]);
-        big         = c->res_n[i] > big ? c->res_n[i] : big;
+        c->res_n[i] = (size_t)ub * (size_t)ch * (size_t)imgd_unet_div_size(h, div) *
+                      (size_t)imgd_unet_div_size(w, div);
+        c->res[i] = imgd_calloc(c->res_n[i], sizeof *c->res[i]);
+        big       = c->res_n[i] > big ? c->res_n[i] : big;
         if (!c->res[i]) st = imgd_fail(IMGD_E_NOMEM, "out of memory");
     }
     if (st == IMGD_OK) {

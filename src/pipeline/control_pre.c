@@ -332,33 +332,37 @@ imgd_status imgd_control_fit(const imgd_image *img, int32_t W, int32_t H, int32_
 
 /* ---- the whole path ------------------------------------------------------------------------ */
 
+imgd_status imgd_control_preprocess(const imgd_image *rgb, const imgd_control_spec *spec,
+                                    imgd_image *out, bool *binary) {
+    if (!rgb || !spec || !out || !binary || !rgb->px)
+        return imgd_fail(IMGD_E_INVALID_ARG, "control image: NULL or empty");
+    *binary = false;
+    switch (spec->preprocess) {
+    case IMGD_CONTROL_PRE_NONE: return imgd_image_to_rgb(rgb, out); /* a copy */
+    case IMGD_CONTROL_PRE_CANNY:
+        *binary = true;
+        return imgd_control_canny(rgb, spec->low, spec->high, out);
+    case IMGD_CONTROL_PRE_SCRIBBLE:
+    case IMGD_CONTROL_PRE_LINEART:
+        *binary = true;
+        return imgd_control_threshold(rgb, spec->threshold,
+                                      spec->preprocess == IMGD_CONTROL_PRE_SCRIBBLE, out);
+    case IMGD_CONTROL_PRE_INVERT: return imgd_control_invert(rgb, out);
+    default:
+        return imgd_fail(IMGD_E_INVALID_ARG, "control preprocess %d: expected 0..%d",
+                         (int)spec->preprocess, (int)IMGD_CONTROL_PRE_COUNT - 1);
+    }
+}
+
 imgd_status imgd_control_prepare(const imgd_image_u8 *src, const imgd_control_spec *spec, int32_t W,
                                  int32_t H, float *out) {
     if (!src || !spec || !out || !src->px)
         return imgd_fail(IMGD_E_INVALID_ARG, "control image: NULL or empty");
     imgd_image  in = {src->w, src->h, src->c, src->px}, rgb = {0}, pre = {0}, fit = {0};
-    imgd_status st     = imgd_image_to_rgb(&in, &rgb);
     bool        binary = false;
-    if (st == IMGD_OK) {
-        switch (spec->preprocess) {
-        case IMGD_CONTROL_PRE_NONE: break;
-        case IMGD_CONTROL_PRE_CANNY:
-            st     = imgd_control_canny(&rgb, spec->low, spec->high, &pre);
-            binary = true;
-            break;
-        case IMGD_CONTROL_PRE_SCRIBBLE:
-        case IMGD_CONTROL_PRE_LINEART:
-            st     = imgd_control_threshold(&rgb, spec->threshold,
-                                            spec->preprocess == IMGD_CONTROL_PRE_SCRIBBLE, &pre);
-            binary = true;
-            break;
-        case IMGD_CONTROL_PRE_INVERT: st = imgd_control_invert(&rgb, &pre); break;
-        default:
-            st = imgd_fail(IMGD_E_INVALID_ARG, "control preprocess %d: expected 0..%d",
-                           (int)spec->preprocess, (int)IMGD_CONTROL_PRE_COUNT - 1);
-            break;
-        }
-    }
+    imgd_status st     = imgd_image_to_rgb(&in, &rgb);
+    if (st == IMGD_OK && spec->preprocess != IMGD_CONTROL_PRE_NONE)
+        st = imgd_control_preprocess(&rgb, spec, &pre, &binary);
     const imgd_image *cur = pre.px ? &pre : &rgb;
     if (st == IMGD_OK && (cur->w != W || cur->h != H)) {
         st  = imgd_control_fit(cur, W, H, spec->resize_mode, binary, &fit);

@@ -57,6 +57,11 @@ bool imgd_control_fit_geometry(int32_t w, int32_t h, int32_t W, int32_t H, int32
 imgd_status imgd_control_fit(const imgd_image *img, int32_t W, int32_t H, int32_t mode, bool binary,
                              imgd_image *out);
 
+/* spec's preprocessor alone on an RGB image (none: a copy); *binary tells whether the
+ * result is a 0/255 map (canny, scribble, lineart) for imgd_control_fit. */
+imgd_status imgd_control_preprocess(const imgd_image *rgb, const imgd_control_spec *spec,
+                                    imgd_image *out, bool *binary);
+
 /* The whole path of one control image: to RGB (alpha on white), the spec's preprocessor,
  * the resize mode to W x H, then [3, H, W] floats in [0, 1] into out (3 W H floats). */
 imgd_status imgd_control_prepare(const imgd_image_u8 *src, const imgd_control_spec *spec, int32_t W,

@@ -20,6 +20,7 @@
 #include "pipeline/flux_gen.h"
 #include "pipeline/image.h"
 #include "pipeline/infotext.h"
+#include "pipeline/pipeline.h"
 #include "sampling/flow.h"
 #include "sampling/rng.h"
 
@@ -48,7 +49,8 @@ struct imgd_flux_model {
     imgd_t5_runner     *t5_run;
     imgd_graph         *clip_g; /* CLIP for one 77-token prompt, pooled output */
     imgd_tensor        *clip_emb, *clip_sel, *clip_pooled;
-    imgd_flux_denoiser *den; /* the transformer graph of the last request's shape */
+    imgd_flux_denoiser *den;   /* the transformer graph of the last request's shape */
+    imgd_sd_graph       g_enc; /* img2img: the VAE encoder of the last init image's size */
 };
 
 static double now_s(void) {
@@ -356,6 +358,7 @@ static imgd_status clip_graph(imgd_flux_model *f, imgd_backend *be) {
 void imgd_flux_model_free(imgd_flux_model *f) {
     if (!f) return;
     imgd_flux_denoiser_free(f->den);
+    imgd_sd_graph_drop(&f->g_enc);
     imgd_graph_free(f->clip_g);
     imgd_t5_runner_free(f->t5_run);
     imgd_t5_tok_free(f->t5_tok);
@@ -439,13 +442,19 @@ static imgd_status check_params(const imgd_model *m, const imgd_gen_params *p) {
                          "clip_skip %d: FLUX conditions on CLIP's pooled output only; clip skip "
                          "does not apply (use 1)",
                          (int)p->clip_skip);
-    if (p->init || p->mask)
+    if (p->mask)
         return imgd_fail(IMGD_E_UNSUPPORTED,
-                         "%s: img2img and inpainting are not supported for "
-                         "FLUX yet (txt2img only)",
+                         "%s: inpainting is not supported for FLUX yet (txt2img and img2img: "
+                         "send the init image without a mask)",
                          m->path);
+    if (p->init && (!isfinite(p->strength) || p->strength <= 0 || p->strength > 1))
+        return imgd_fail(IMGD_E_INVALID_ARG, "strength %g: expected (0, 1]", (double)p->strength);
     if ((p->loras && p->n_loras > 0) || strstr(p->prompt, "<lora:"))
         return imgd_fail(IMGD_E_UNSUPPORTED, "%s: LoRAs are not supported for FLUX yet", m->path);
+    if ((p->hypernets && p->n_hypernets > 0) || strstr(p->prompt, "<hypernet:"))
+        return imgd_fail(IMGD_E_UNSUPPORTED,
+                         "%s: hypernetworks apply to SD 1.x / 2.x / SDXL UNets, not to FLUX",
+                         m->path);
     if (p->controls && p->n_controls > 0)
         return imgd_fail(IMGD_E_UNSUPPORTED, "%s: ControlNets are not supported for FLUX yet",
                          m->path);
@@ -529,7 +538,7 @@ static imgd_status on_step(void *user, int32_t step, int32_t steps, float *x, si
     step_ctx *s = user;
     (void)x;
     (void)n;
-    s->run    = step + 1;
+    s->run++; /* steps run (img2img starts late) */
     s->t_last = now_s();
     if (s->p->on_step && !s->p->on_step(step + 1, steps, s->t_last - s->t0, s->p->user))
         return imgd_fail(IMGD_E_CANCELLED, "cancelled at step %d of %d", (int)(step + 1),
@@ -553,6 +562,7 @@ static imgd_status infotext(const imgd_model *m, const imgd_gen_params *p, char 
     in.height    = p->height;
     in.model     = m->name;
     in.rng       = p->rng == IMGD_RNG_MODE_CPU ? "CPU" : NULL;
+    if (p->init) in.denoising_strength = (double)p->strength;
     if (m->flux->cfg.guidance_embed) {
         in.extra   = extra;
         in.n_extra = 1;
@@ -560,26 +570,60 @@ static imgd_status infotext(const imgd_model *m, const imgd_gen_params *p, char 
     return imgd_a1111_parameters(&in, out);
 }
 
-/* The initial latents [B, N, 64]: noise drawn as [B, 16, H/8, W/8] (FluxPipeline's
- * prepare_latents, one draw for the request's images), then packed. */
-static imgd_status draw_latents(const imgd_gen_params *p, float *lat) {
-    int64_t     B = p->batch, h = p->height / 8, w = p->width / 8;
-    size_t      n  = (size_t)(B * 16 * h * w);
-    float      *z  = imgd_malloc(n * sizeof *z);
-    imgd_status st = IMGD_OK;
-    if (!z) return imgd_fail(IMGD_E_NOMEM, "out of memory for the noise");
-    if (p->noise) {
-        if (!p->noise(z, n, p->noise_user))
-            st = imgd_fail(IMGD_E_INVALID_ARG, "the noise callback supplied no draw of %zu values",
-                           n);
-    } else {
-        imgd_rng rng;
-        imgd_rng_init(&rng, p->rng == IMGD_RNG_MODE_PHILOX ? IMGD_RNG_PHILOX : IMGD_RNG_CPU,
-                      p->seed);
-        imgd_rng_randn(&rng, z, n);
+/* One draw of n normals: the request's noise callback, else its RNG. */
+static imgd_status draw(const imgd_gen_params *p, imgd_rng *rng, float *out, size_t n) {
+    if (!p->noise) {
+        imgd_rng_randn(rng, out, n);
+        return IMGD_OK;
     }
+    return p->noise(out, n, p->noise_user)
+               ? IMGD_OK
+               : imgd_fail(IMGD_E_INVALID_ARG, "the noise callback supplied no draw of %zu values",
+                           n);
+}
+
+/* FluxImg2ImgPipeline.get_timesteps (SD3's): t_start = int(N - min(N * strength, N)),
+ * the rounding after the subtraction (SD's pipelines round N * strength first). */
+static int32_t img2img_first_step(int32_t steps, double strength) {
+    double init = fmin((double)steps * strength, (double)steps);
+    double rest = fmax((double)steps - init, 0.0);
+    return (int32_t)rest;
+}
+
+/* The initial latents [B, N, 64], drawn in FluxPipeline's / FluxImg2ImgPipeline's order
+ * from one generator: for img2img the VAE posterior sample of the init image first (its
+ * latents, shifted and scaled, repeated for the B images into *init_lat), then the noise
+ * [B, 16, H/8, W/8] of the request's images; packed. */
+static imgd_status draw_latents(imgd_model *m, const imgd_gen_params *p, float *lat,
+                                float **init_lat) {
+    imgd_flux_model *f = m->flux;
+    int64_t          B = p->batch, h = p->height / 8, w = p->width / 8;
+    size_t           per = (size_t)(16 * h * w), n = (size_t)B * per;
+    float           *z   = imgd_malloc(n * sizeof *z);
+    float           *img = NULL, *x0 = NULL;
+    imgd_status      st = IMGD_OK;
+    imgd_rng         rng;
+    if (!z) return imgd_fail(IMGD_E_NOMEM, "out of memory for the noise");
+    imgd_rng_init(&rng, p->rng == IMGD_RNG_MODE_PHILOX ? IMGD_RNG_PHILOX : IMGD_RNG_CPU, p->seed);
+    if (p->init) {
+        img       = imgd_malloc((size_t)3 * p->width * p->height * sizeof *img);
+        x0        = imgd_malloc(n * sizeof *x0);
+        *init_lat = imgd_malloc(n * sizeof **init_lat);
+        if (!img || !x0 || !*init_lat) st = imgd_fail(IMGD_E_NOMEM, "out of memory for img2img");
+        if (st == IMGD_OK) st = imgd_sd_prep_image(p->init, p->width, p->height, img);
+        if (st == IMGD_OK) st = draw(p, &rng, z, per); /* the posterior sample's draw */
+        if (st == IMGD_OK)
+            st = imgd_vae_encode_sample(&f->g_enc, m->be, f->vae_wb, &f->vae, f->vae_shift,
+                                        f->vae_scale, img, p->height, p->width, z, x0);
+        for (int64_t b = 1; st == IMGD_OK && b < B; b++)
+            memcpy(x0 + (size_t)b * per, x0, per * sizeof *x0);
+        if (st == IMGD_OK) imgd_flux_pack(x0, B, 16, h, w, *init_lat);
+    }
+    if (st == IMGD_OK) st = draw(p, &rng, z, n);
     if (st == IMGD_OK) imgd_flux_pack(z, B, 16, h, w, lat);
     imgd_free(z);
+    imgd_free(img);
+    imgd_free(x0);
     return st;
 }
 
@@ -633,8 +677,9 @@ static imgd_status run_one(imgd_model *m, const imgd_gen_params *p, double t0,
         memcpy(emb + (size_t)b * L * D, emb, (size_t)L * D * sizeof *emb);
         memcpy(pooled + (size_t)b * P, pooled, P * sizeof *pooled);
     }
-    t_enc = now_s() - t_enc;
-    if (st == IMGD_OK) st = draw_latents(p, lat);
+    t_enc           = now_s() - t_enc;
+    float *init_lat = NULL;
+    if (st == IMGD_OK) st = draw_latents(m, p, lat, &init_lat);
     step_ctx sc = {p, t0, 0, 0};
     if (st == IMGD_OK) {
         imgd_flux_gen_params gp = imgd_flux_gen_params_default();
@@ -653,6 +698,8 @@ static imgd_status run_one(imgd_model *m, const imgd_gen_params *p, double t0,
         gp.on_step              = on_step;
         gp.step_user            = &sc;
         gp.keep                 = &f->den;
+        gp.init_latents         = init_lat;
+        gp.first_step           = p->init ? img2img_first_step(p->steps, (double)p->strength) : 0;
         double t_smp            = now_s();
         sc.t_last               = t_smp;
         st                      = imgd_flux_generate(&gp, emb, pooled, B, L, lat, pixels);
@@ -670,6 +717,7 @@ static imgd_status run_one(imgd_model *m, const imgd_gen_params *p, double t0,
     imgd_free(emb);
     imgd_free(pooled);
     imgd_free(lat);
+    imgd_free(init_lat);
     imgd_free(pixels);
     return st;
 }

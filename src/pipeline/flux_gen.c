@@ -248,8 +248,13 @@ imgd_status imgd_flux_generate(const imgd_flux_gen_params *p, const float *embed
         v = imgd_malloc(n * sizeof *v);
         if (!v) st = imgd_fail(IMGD_E_NOMEM, "flux: out of memory for the velocity");
     }
+    if (st == IMGD_OK && (p->first_step < 0 || p->first_step >= p->steps))
+        st = imgd_fail(IMGD_E_INVALID_ARG, "flux: first_step %d: expected 0..%d",
+                       (int)p->first_step, (int)p->steps - 1);
+    if (st == IMGD_OK && p->init_latents)
+        st = imgd_flow_scale_noise(s, p->first_step, p->init_latents, latents, n, latents);
     if (st == IMGD_OK)
-        st = imgd_flow_run(s, latents, n, 0, v, denoise, d, p->on_step, p->step_user);
+        st = imgd_flow_run(s, latents, n, p->first_step, v, denoise, d, p->on_step, p->step_user);
     imgd_free(v);
     if (!p->keep) imgd_flux_denoiser_free(d); /* its activations go before the decode's */
     imgd_flow_schedule_free(s);

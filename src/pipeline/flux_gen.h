@@ -48,6 +48,12 @@ typedef struct imgd_flux_gen_params {
      * call). It belongs to one transformer, cfg and backend; the caller frees it with
      * imgd_flux_denoiser_free. */
     imgd_flux_denoiser **keep;
+    /* img2img (FluxImg2ImgPipeline): the packed image latents [B, N, 64] (VAE posterior
+     * sample, shifted and scaled) and the first iteration; the run starts from
+     * sigma_first * latents + (1 - sigma_first) * init_latents (scale_noise) and runs
+     * iterations first_step..steps-1. NULL / 0: txt2img. */
+    const float *init_latents;
+    int32_t      first_step;
 } imgd_flux_gen_params;
 
 /* FLUX.1-dev defaults: flow = imgd_flow_params_default(), 28 steps, guidance 3.5, 1024 x

@@ -118,12 +118,24 @@ imgd_wbind *imgd_sd_vae_bind(imgd_model *m);
 /* The binder the UNet comes from (the --unet file, or the checkpoint's own). */
 imgd_wbind *imgd_sd_unet_bind(imgd_model *m);
 
+/* An init image as [3, H, W] in [-1, 1]: RGB (alpha on white), resized to W x H with
+ * Lanczos when it has another size (diffusers' image processor). */
+imgd_status imgd_sd_prep_image(const imgd_image_u8 *src, int32_t W, int32_t H, float *out);
+
+/* VAE-encodes one image [1, 3, H, W] in [-1, 1] into its posterior sample, (mean + std *
+ * noise - shift) * scale, latent [1, zc, H/8, W/8]; noise: a caller-drawn [zc, H/8, W/8].
+ * The encoder graph is kept in k for the next image of the same size. */
+imgd_status imgd_vae_encode_sample(imgd_sd_graph *k, imgd_backend *be, imgd_wbind *wb,
+                                   const imgd_vae_cfg *cfg, float shift, float scale,
+                                   const float *image, int32_t H, int32_t W, const float *noise,
+                                   float *latent);
+
 /* Adapters (adapters.c). init: lora_dir and embeddings of lp; free: restores the base
  * weights and releases every loaded adapter. */
 imgd_status imgd_sd_adapters_init(imgd_model *m, const imgd_load_params *lp);
 void        imgd_sd_adapters_free(imgd_model *m);
 
-/* The prompt without its <lora:...> tags (imgd_malloc'd into *out). */
+/* The prompt without its <lora:...> and <hypernet:...> tags (imgd_malloc'd into *out). */
 imgd_status imgd_sd_prompt_strip(const char *prompt, char **out);
 
 /* A hash of p's LoRA set (loras and prompt tags resolved; 0 = none): requests batch only
@@ -138,6 +150,28 @@ imgd_status imgd_sd_lora_apply(imgd_model *m, const imgd_gen_params *p);
 /* A1111's "Lora hashes" value for p's LoRA set: "name: hash12, ..." (file names without
  * extension; A1111's short hashes), imgd_malloc'd into *out; NULL when the set is empty. */
 imgd_status imgd_sd_lora_hashes(imgd_model *m, const imgd_gen_params *p, char **out);
+
+/* A hash of p's hypernetwork set (hypernets, then <hypernet:name[:w]> prompt tags, resolved
+ * in the model's hypernet_dir; 0 = none): requests batch only with equal ones.
+ * IMGD_E_INVALID_ARG names a bad field or a tag naming no file. */
+imgd_status imgd_sd_hypernet_sig(const imgd_model *m, const imgd_gen_params *p, uint64_t *sig);
+
+/* Makes p's hypernetwork set the applied one (nothing to do when it already is): loads the
+ * files (cached per model; a file that matches no attention width of the UNet is refused
+ * with IMGD_E_UNSUPPORTED naming its widths and the model's) and drops the UNet and
+ * ControlNet graphs so that the next builds apply them. On failure no hypernetwork is
+ * applied. */
+imgd_status imgd_sd_hypernet_apply(imgd_model *m, const imgd_gen_params *p);
+
+/* The applied hypernetworks of non-zero weight, in order (*hn, *w: valid until the set
+ * changes); returns their count (0: *hn and *w untouched). */
+int32_t imgd_sd_hypernets(const imgd_model *m, const imgd_hypernet *const **hn, const float **w);
+
+/* A1111 infotext values of p's structured hypernetworks (tags stay in the prompt):
+ * "name, ..." and "w, ..." (file names without extension), imgd_malloc'd; both NULL when
+ * p has none. */
+imgd_status imgd_sd_hypernet_info(const imgd_model *m, const imgd_gen_params *p, char **names,
+                                  char **weights);
 
 /* ---- shared components (pipeline/share.c) ------------------------------------------------- */
 

@@ -144,15 +144,13 @@ static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, in
     return IMGD_OK;
 }
 
-/* Encodes one image [1, 3, H, W] in [-1, 1] into its posterior sample times the scaling
- * factor: (mean + std * noise) * scale, latents [1, zc, H/8, W/8]. noise_out receives the
- * draw (caller-supplied noise of the same size). */
-static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int32_t W,
-                              const float *noise, float *latent) {
-    int32_t        S = imgd_vae_scale(&m->vae), zc = m->vae.latent_channels;
-    int32_t        h = H / S, w = W / S;
-    imgd_sd_graph *k  = &m->g_enc;
-    imgd_status    st = IMGD_OK;
+imgd_status imgd_vae_encode_sample(imgd_sd_graph *k, imgd_backend *be, imgd_wbind *wb,
+                                   const imgd_vae_cfg *cfg, float shift, float scale,
+                                   const float *image, int32_t H, int32_t W, const float *noise,
+                                   float *latent) {
+    int32_t     S = imgd_vae_scale(cfg), zc = cfg->latent_channels;
+    int32_t     h = H / S, w = W / S;
+    imgd_status st = IMGD_OK;
     if (!k->g || k->h != H || k->w != W) {
         st = imgd_sd_graph_new(k);
         if (st != IMGD_OK) return st;
@@ -162,7 +160,7 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
             imgd_graph_input(k->g, "image", IMGD_DTYPE_F32, 4, (const int64_t[]){1, 3, H, W});
         imgd_vae_encode_out o;
         memset(&o, 0, sizeof o);
-        st = imgd_vae_encode_build(k->g, imgd_sd_vae_bind(m), "vae", &m->vae, k->in[0], &o);
+        st = imgd_vae_encode_build(k->g, wb, "vae", cfg, k->in[0], &o);
         if (st != IMGD_OK) {
             imgd_sd_graph_drop(k);
             return st;
@@ -171,7 +169,7 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
         k->out[1] = o.logvar;
         imgd_graph_output(k->g, o.mean);
         imgd_graph_output(k->g, o.logvar);
-        st = imgd_sd_graph_finish(vae_backend(m), k, "VAE encoder");
+        st = imgd_sd_graph_finish(be, k, "VAE encoder");
         if (st != IMGD_OK) return st;
     }
     size_t n      = (size_t)zc * h * w;
@@ -184,11 +182,17 @@ static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int3
     if (st == IMGD_OK) st = imgd_graph_read_f32(k->g, k->out[1], logvar, n);
     if (st == IMGD_OK) {
         imgd_vae_posterior_sample(mean, logvar, noise, n, latent);
-        for (size_t i = 0; i < n; i++) latent[i] = (latent[i] - m->vae_shift) * m->vae_scale;
+        for (size_t i = 0; i < n; i++) latent[i] = (latent[i] - shift) * scale;
     }
     imgd_free(mean);
     imgd_free(logvar);
     return st;
+}
+
+static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int32_t W,
+                              const float *noise, float *latent) {
+    return imgd_vae_encode_sample(&m->g_enc, vae_backend(m), imgd_sd_vae_bind(m), &m->vae,
+                                  m->vae_shift, m->vae_scale, image, H, W, noise, latent);
 }
 
 /* ---- scheduler config ----------------------------------------------------------------- */
@@ -329,7 +333,7 @@ static imgd_status check_params(const imgd_model *m, const imgd_gen_params *p) {
 }
 
 /* The init image as [1, 3, H, W] in [-1, 1], resized (Lanczos) to W x H. */
-static imgd_status prep_image(const imgd_image_u8 *src, int32_t W, int32_t H, float *out) {
+imgd_status imgd_sd_prep_image(const imgd_image_u8 *src, int32_t W, int32_t H, float *out) {
     imgd_image  in = {src->w, src->h, src->c, src->px}, rgb = {0}, sized = {0};
     imgd_status st = imgd_image_to_rgb(&in, &rgb);
     if (st == IMGD_OK && (rgb.w != W || rgb.h != H))
@@ -401,11 +405,20 @@ static imgd_status infotext(imgd_model *m, const imgd_gen_params *p, char **out)
     if (p->init) in.denoising_strength = (double)p->strength;
     if (p->mask) in.mask_blur = p->mask_blur;
     /* extra_generation_params as A1111 and sd-webui-controlnet write them */
-    const char *extra[2 * (IMGD_CONTROL_MAX + 1)];
+    char        rsw[32];
     char        keys[IMGD_CONTROL_MAX][24], vals[IMGD_CONTROL_MAX][512];
-    char       *hashes = NULL;
-    imgd_status st     = imgd_sd_lora_hashes(m, p, &hashes);
-    size_t      k      = 0;
+    const char *extra[2 * (IMGD_CONTROL_MAX + 5)]; /* hypernet 2, lora 1, refiner 2 */
+    char       *hashes = NULL, *hn_names = NULL, *hn_weights = NULL;
+    imgd_status st = imgd_sd_lora_hashes(m, p, &hashes);
+    size_t      k  = 0;
+    if (st == IMGD_OK) st = imgd_sd_hypernet_info(m, p, &hn_names, &hn_weights);
+    if (st == IMGD_OK && hn_names) { /* A1111 before extra networks: one hypernetwork */
+        extra[2 * k]     = "Hypernet";
+        extra[2 * k + 1] = hn_names;
+        extra[2 * k + 2] = "Hypernet strength";
+        extra[2 * k + 3] = hn_weights;
+        k += 2;
+    }
     if (st == IMGD_OK && hashes) {
         extra[2 * k]     = "Lora hashes";
         extra[2 * k + 1] = hashes;
@@ -419,10 +432,20 @@ static imgd_status infotext(imgd_model *m, const imgd_gen_params *p, char **out)
         extra[2 * k + 1] = vals[i];
         k++;
     }
+    if (p->refiner) { /* A1111 1.6+: the refiner checkpoint and the switch fraction */
+        (void)imgd_fmt(rsw, sizeof rsw, "%.7g", (double)p->refiner_switch); /* 0.8 */
+        extra[2 * k]     = "Refiner";
+        extra[2 * k + 1] = p->refiner->name;
+        extra[2 * k + 2] = "Refiner switch at";
+        extra[2 * k + 3] = rsw;
+        k += 2;
+    }
     in.extra   = extra;
     in.n_extra = k;
     if (st == IMGD_OK) st = imgd_a1111_parameters(&in, out);
     imgd_free(hashes);
+    imgd_free(hn_names);
+    imgd_free(hn_weights);
     return st;
 }
 
@@ -540,14 +563,16 @@ static imgd_status unet_graph(run_ctx *r, const stage *sg) {
         int32_t ch = m->unet.widths[m->unet.n_levels - 1], div = 1 << (m->unet.n_levels - 1);
         if (i + 1 < n_res) imgd_unet_skip_shape(&m->unet, i, &ch, &div);
         k->res[i] = imgd_graph_input(k->g, "control_res", IMGD_DTYPE_F32, 4,
-                                     (const int64_t[]){r->ub, ch, r->h / div, r->w / div});
+                                     (const int64_t[]){r->ub, ch, imgd_unet_div_size(r->h, div),
+                                                       imgd_unet_div_size(r->w, div)});
         if (i + 1 < n_res) ex.down_res[i] = k->res[i];
     }
-    k->n_res      = n_res;
-    ex.n_down_res = n_res > 0 ? n_res - 1 : 0;
-    ex.mid_res    = n_res > 0 ? k->res[n_res - 1] : NULL;
+    k->n_res       = n_res;
+    ex.n_down_res  = n_res > 0 ? n_res - 1 : 0;
+    ex.mid_res     = n_res > 0 ? k->res[n_res - 1] : NULL;
+    ex.n_hypernets = imgd_sd_hypernets(m, &ex.hypernets, &ex.hypernet_weights);
     st = imgd_unet_build(k->g, imgd_sd_unet_bind(m), "unet", &m->unet, k->in[0], k->in[1], k->in[2],
-                         (n_res || m->n_time_ids) ? &ex : NULL, NULL, &k->out[0]);
+                         (n_res || m->n_time_ids || ex.n_hypernets) ? &ex : NULL, NULL, &k->out[0]);
     if (st != IMGD_OK) {
         imgd_sd_graph_drop(k);
         return st;
@@ -713,8 +738,9 @@ typedef struct batch_sig {
     imgd_sampler_kind  sampler;
     imgd_schedule_kind schedule;
     bool               init;
-    float              strength; /* with init only, else 0 */
-    uint64_t           loras;    /* imgd_sd_lora_sig; 0 = none */
+    float              strength;  /* with init only, else 0 */
+    uint64_t           loras;     /* imgd_sd_lora_sig; 0 = none */
+    uint64_t           hypernets; /* imgd_sd_hypernet_sig; 0 = none */
     int32_t            n_controls;
     uint64_t           controls; /* FNV-1a of the ControlNet paths, in order */
     const imgd_model  *refiner;
@@ -776,6 +802,9 @@ static imgd_status sig_of(const imgd_model *m, const imgd_gen_params *p, batch_s
     *field = "loras";
     st     = imgd_sd_lora_sig(m, p, &s->loras);
     if (st != IMGD_OK) return st;
+    *field = "hypernets";
+    st     = imgd_sd_hypernet_sig(m, p, &s->hypernets);
+    if (st != IMGD_OK) return st;
     *field    = NULL;
     s->chunks = (int32_t)(np > nn ? np : nn);
     return IMGD_OK;
@@ -821,6 +850,9 @@ static const char *sig_diff(const batch_sig *a, const batch_sig *b, char *why, s
     } else if (a->loras != b->loras) {
         f = "loras";
         (void)imgd_fmt(why, cap, "different LoRA sets");
+    } else if (a->hypernets != b->hypernets) {
+        f = "hypernets";
+        (void)imgd_fmt(why, cap, "different hypernetwork sets");
     } else if (a->refiner != b->refiner || !same_float(a->refiner_switch, b->refiner_switch)) {
         f = "refiner";
         (void)imgd_fmt(why, cap, "%s vs %s", a->refiner ? a->refiner->path : "none",
@@ -863,27 +895,35 @@ imgd_status imgd_gen_batch_key(const imgd_model *m, const imgd_gen_params *p, ch
     const char *field = NULL;
     imgd_status st    = sig_of(m, p, &s, &field);
     if (st != IMGD_OK) return st;
-    char init[32], key[IMGD_GEN_BATCH_KEY_MAX];
+    char init[32], full[512], key[IMGD_GEN_BATCH_KEY_MAX];
     if (s.init)
         (void)imgd_fmt(init, sizeof init, "%.9g", (double)s.strength);
     else
         (void)imgd_fmt(init, sizeof init, "none");
-    char loras[32] = "";
-    if (s.loras) (void)imgd_fmt(loras, sizeof loras, " loras=%016llx", (unsigned long long)s.loras);
-    if (!imgd_fmt(key, sizeof key, "%dx%d steps=%d sampler=%s schedule=%s init=%s chunks=%d%s",
-                  (int)s.width, (int)s.height, (int)s.steps, imgd_sampler_kind_name(s.sampler),
-                  imgd_schedule_kind_name(s.schedule), init, (int)s.chunks, loras))
-        return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
-                         (int)IMGD_GEN_BATCH_KEY_MAX);
-    size_t kl = strlen(key);
-    if (s.n_controls > 0 && !imgd_fmt(key + kl, sizeof key - kl, " controls=%d:%016llx",
-                                      (int)s.n_controls, (unsigned long long)s.controls))
-        return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
-                         (int)IMGD_GEN_BATCH_KEY_MAX);
-    kl = strlen(key);
-    if (s.refiner &&
-        !imgd_fmt(key + kl, sizeof key - kl, " refiner=%016llx:%.9g",
-                  (unsigned long long)imgd_str_hash(s.refiner->path), (double)s.refiner_switch))
+    (void)imgd_fmt(full, sizeof full, "%dx%d steps=%d sampler=%s schedule=%s init=%s chunks=%d",
+                   (int)s.width, (int)s.height, (int)s.steps, imgd_sampler_kind_name(s.sampler),
+                   imgd_schedule_kind_name(s.schedule), init, (int)s.chunks);
+    size_t base = strlen(full), kl = base;
+    /* the adapters: each a hash, a few dozen bytes at most */
+    if (s.loras)
+        (void)imgd_fmt(full + kl, sizeof full - kl, " loras=%016llx", (unsigned long long)s.loras);
+    kl = strlen(full);
+    if (s.hypernets)
+        (void)imgd_fmt(full + kl, sizeof full - kl, " hn=%016llx", (unsigned long long)s.hypernets);
+    kl = strlen(full);
+    if (s.n_controls > 0)
+        (void)imgd_fmt(full + kl, sizeof full - kl, " controls=%d:%016llx", (int)s.n_controls,
+                       (unsigned long long)s.controls);
+    kl = strlen(full);
+    if (s.refiner)
+        (void)imgd_fmt(full + kl, sizeof full - kl, " refiner=%016llx:%.9g",
+                       (unsigned long long)imgd_str_hash(s.refiner->path),
+                       (double)s.refiner_switch);
+    /* too long with every adapter named: the adapters' part becomes one hash of it */
+    if (strlen(full) < sizeof key)
+        (void)imgd_fmt(key, sizeof key, "%s", full);
+    else if (!imgd_fmt(key, sizeof key, "%.*s adapters=%016llx", (int)base, full,
+                       (unsigned long long)imgd_str_hash(full + base)))
         return imgd_fail(IMGD_E_INTERNAL, "batch key longer than %d bytes",
                          (int)IMGD_GEN_BATCH_KEY_MAX);
     if (strlen(key) >= cap)
@@ -1097,7 +1137,7 @@ static imgd_status item_start(run_ctx *r, item *it, int32_t first, float *x) {
         it->image_lat = imgd_malloc(per * sizeof *it->image_lat);
         if (!it->img || !it->vae_noise || !it->image_lat)
             return imgd_fail(IMGD_E_NOMEM, "out of memory");
-        st = prep_image(p->init, p->width, p->height, it->img);
+        st = imgd_sd_prep_image(p->init, p->width, p->height, it->img);
     }
     if (st == IMGD_OK && p->mask) {
         it->mask     = imgd_malloc(HW * sizeof *it->mask);
@@ -1263,6 +1303,7 @@ imgd_status imgd_generate_many(imgd_model *m, const imgd_gen_params *const *item
     for (size_t i = 0; smp && i < n; i++) { /* the batch's LoRA set (batch_check: all equal) */
         if (r.it[i].st != IMGD_OK) continue;
         st = imgd_sd_lora_apply(m, r.it[i].p);
+        if (st == IMGD_OK) st = imgd_sd_hypernet_apply(m, r.it[i].p);
         if (st != IMGD_OK) fail_running(&r, st);
         break;
     }

@@ -80,7 +80,7 @@ float imgd_flow_model_t(const imgd_flow_schedule *s, int32_t i);
 void imgd_flow_step(const imgd_flow_schedule *s, int32_t i, float *x, const float *v, size_t n);
 
 /* img2img start (scale_noise): out = sigma_i * noise + (1 - sigma_i) * x0 (out may alias
- * x0). IMGD_E_INVALID_ARG for i outside the schedule. */
+ * x0 or noise). IMGD_E_INVALID_ARG for i outside the schedule. */
 imgd_status imgd_flow_scale_noise(const imgd_flow_schedule *s, int32_t i, const float *x0,
                                   const float *noise, size_t n, float *out);
 

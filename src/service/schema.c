@@ -1110,6 +1110,19 @@ static bool add_size_cond(cJSON *props, const imgd_schema_caps *caps) {
     };
     for (size_t i = 0; caps->size_cond && i < IMGD_ARRAY_LEN(f); i++)
         if (!add_range(prop(props, f[i].name, "integer", f[i].desc), 0, 16384, 0)) return false;
+    if (caps->n_refiners > 0) {
+        cJSON *r = prop(props, "refiner", "string",
+                        "SDXL base -> refiner hand-off: the model (a refiner, or any SDXL model) "
+                        "that runs the last steps on the same latents, with its own text "
+                        "encoder and the aesthetic scores. Omitted = no hand-off.");
+        if (!add_strings(r, "enum", caps->refiners, caps->n_refiners)) return false;
+        r = prop(props, "refiner_switch", "number",
+                 "Fraction of the schedule the base runs before the refiner takes over "
+                 "(diffusers' denoising_end); used with refiner.");
+        if (!num(r, "exclusiveMinimum", 0) || !num(r, "exclusiveMaximum", 1) ||
+            !num(r, "default", 0.8))
+            return false;
+    }
     if (!caps->aesthetic) return true;
     cJSON *p = prop(props, "aesthetic_score", "number",
                     "SDXL refiner conditioning: the aesthetic score the image should have "
@@ -1199,6 +1212,35 @@ static bool add_loras(cJSON *root, cJSON *props, const imgd_schema_caps *caps) {
     cJSON *items = p ? cJSON_AddObjectToObject(p, "items") : NULL;
     return str(items, "$ref", "#/$defs/lora") &&
            num(p, "maxItems", (double)IMGD_MIN(caps->n_loras, (size_t)16));
+}
+
+/* "hypernets": A1111 hypernetworks for this model (their ids in $defs/hypernet's enum). */
+static bool add_hypernets(cJSON *root, cJSON *props, const imgd_schema_caps *caps) {
+    if (caps->n_hypernets == 0) return true;
+    cJSON *defs = cJSON_GetObjectItemCaseSensitive(root, "$defs");
+    if (!defs) defs = cJSON_AddObjectToObject(root, "$defs");
+    cJSON *h = defs ? cJSON_AddObjectToObject(defs, "hypernet") : NULL;
+    if (!str(h, "type", "object") ||
+        !str(h, "description", "One A1111 hypernetwork to apply to the UNet's attentions.") ||
+        !cJSON_AddFalseToObject(h, "additionalProperties")) {
+        return false;
+    }
+    static const char *const req[] = {"name"};
+    cJSON                   *hp    = cJSON_AddObjectToObject(h, "properties");
+    if (!hp || !add_strings(h, "required", req, 1)) return false;
+    cJSON *p =
+        prop(hp, "name", "string", "Hypernetwork id, one of those available for this model.");
+    if (!add_strings(p, "enum", caps->hypernets, caps->n_hypernets)) return false;
+    p = prop(hp, "weight", "number",
+             "Multiplier (A1111's strength), -10 to 10: to_k / to_v read context + "
+             "mlp(context) x weight.");
+    if (!add_range(p, -10, 10, 1)) return false;
+    p            = prop(props, "hypernets", "array",
+                        "A1111 hypernetworks, applied in order (present because hypernetworks are "
+                                   "available). <hypernet:name:weight> in the prompt works too.");
+    cJSON *items = p ? cJSON_AddObjectToObject(p, "items") : NULL;
+    return str(items, "$ref", "#/$defs/hypernet") &&
+           num(p, "maxItems", (double)IMGD_MIN(caps->n_hypernets, (size_t)16));
 }
 
 /* "controls": ControlNets for this model's family (their ids in $defs/control's enum). */
@@ -1312,7 +1354,8 @@ cJSON *imgd_schema_for_generate(const imgd_schema_caps *caps) {
          add_size(props, "width", caps->width_default, caps) &&
          add_size(props, "height", caps->height_default, caps) && add_size_cond(props, caps) &&
          add_output(props, caps) && add_images(root, props, caps) && add_loras(root, props, caps) &&
-         add_controls(root, props, caps) && add_caps_note(root, caps);
+         add_hypernets(root, props, caps) && add_controls(root, props, caps) &&
+         add_caps_note(root, caps);
     if (!ok) {
         cJSON_Delete(root);
         return NULL;

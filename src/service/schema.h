@@ -88,20 +88,26 @@ typedef struct imgd_schema_caps {
     size_t             n_controlnets;
     const char *const *embeddings; /* textual-inversion names usable in prompts */
     size_t             n_embeddings;
-    bool               img2img;         /* adds init_image and strength */
-    bool               inpaint;         /* adds mask_image and mask_blur (and init_image) */
-    bool               negative_prompt; /* adds negative_prompt */
-    bool               size_cond;       /* SDXL: adds original_width/height, crop_left/top,
-                                           target_width/height (micro-conditioning) */
-    bool aesthetic;                     /* SDXL refiner: adds aesthetic_score and
-                                           negative_aesthetic_score */
-    bool flow;                          /* FLUX.1: flow-matching Euler only (sampler enum
-                                           "euler", schedule "default"/"simple"), no
-                                           clip_skip, cfg_scale documented as ignored; adds
-                                           max_sequence_length (1..512, 0 = seq_default) */
-    bool    guidance;                   /* FLUX.1-dev: adds guidance (0..100, guidance_default) */
-    double  guidance_default;           /* e.g. 3.5 */
-    int32_t seq_default; /* T5 tokens with max_sequence_length 0: 512 dev, 256 schnell */
+    const char *const *hypernets; /* A1111 hypernetwork ids for this model (SD family) */
+    size_t             n_hypernets;
+    bool               img2img;          /* adds init_image and strength */
+    bool               inpaint;          /* adds mask_image and mask_blur (and init_image) */
+    bool               negative_prompt;  /* adds negative_prompt */
+    bool               size_cond;        /* SDXL: adds original_width/height, crop_left/top,
+                                            target_width/height (micro-conditioning) */
+    bool aesthetic;                      /* SDXL refiner: adds aesthetic_score and
+                                            negative_aesthetic_score */
+    bool flow;                           /* FLUX.1: flow-matching Euler only (sampler enum
+                                            "euler", schedule "default"/"simple"), no
+                                            clip_skip, cfg_scale documented as ignored; adds
+                                            max_sequence_length (1..512, 0 = seq_default) */
+    bool               guidance;         /* FLUX.1-dev: adds guidance (0..100, guidance_default) */
+    double             guidance_default; /* e.g. 3.5 */
+    int32_t            seq_default; /* T5 tokens with max_sequence_length 0: 512 dev, 256 schnell */
+    const char *const *refiners;    /* SDXL base: ids of the SDXL models that can take over the
+                                       last steps (refiners first); adds refiner (enum) and
+                                       refiner_switch (0 < f < 1, default 0.8) */
+    size_t n_refiners;
 } imgd_schema_caps;
 
 /* Builds the JSON Schema (draft 2020-12) of a POST /v1/generate body for one model:
@@ -112,12 +118,14 @@ typedef struct imgd_schema_caps {
  *   caps-dependent: negative_prompt (negative_prompt), init_image (img2img or inpaint),
  *                  strength (img2img or inpaint), mask_image and mask_blur (inpaint;
  *                  dependentRequired mask_image -> init_image), loras (n_loras > 0, items
- *                  "$ref": "#/$defs/lora"), controls (n_controlnets > 0,
+ *                  "$ref": "#/$defs/lora"), hypernets (n_hypernets > 0, items
+ *                  "$ref": "#/$defs/hypernet": name, weight), controls (n_controlnets > 0,
  *                  items "$ref": "#/$defs/control": model, image, scale, start, end,
  *                  preprocess, low_threshold, high_threshold, threshold, resize_mode,
  *                  guess_mode), original_width, original_height, crop_left,
  *                  crop_top, target_width, target_height (size_cond), aesthetic_score and
- *                  negative_aesthetic_score (aesthetic), max_sequence_length (flow; flow
+ *                  negative_aesthetic_score (aesthetic), refiner and refiner_switch
+ *                  (n_refiners > 0), max_sequence_length (flow; flow
  *                  also narrows sampler/schedule and drops clip_skip), guidance (guidance)
  * Each property has a description (conditional ones say which capability adds them) and a
  * default where one makes sense. Sampler and schedule enums come from the registries in

@@ -9,9 +9,12 @@
 #include <time.h>
 
 #include "base/alloc.h"
+#include "base/base64.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "base/text.h"
+#include "pipeline/control_pre.h"
+#include "pipeline/image.h"
 #include "service/registry.h"
 #include "service/service_impl.h"
 
@@ -368,6 +371,16 @@ static cJSON *a1111_translate(imgd_server *s, const cJSON *a, bool img2img, imgd
         ok = cJSON_AddStringToObject(n, "model", ck->valuestring);
     else if (ok && current[0])
         ok = cJSON_AddStringToObject(n, "model", current);
+    /* A1111 1.6+ refiner: a checkpoint title ("name.safetensors [hash]") or "None" */
+    const cJSON *rc = get(a, "refiner_checkpoint");
+    if (ok && cJSON_IsString(rc) && rc->valuestring[0] && strcmp(rc->valuestring, "None") != 0) {
+        char title[SVC_ID_MAX];
+        (void)imgd_fmt(title, sizeof title, "%s", rc->valuestring);
+        char *br = strstr(title, " [");
+        if (br && title[strlen(title) - 1] == ']') *br = '\0';
+        ok = cJSON_AddStringToObject(n, "refiner", title) &&
+             copy_member(n, a, "refiner_switch_at", "refiner_switch");
+    }
     const cJSON *sn = get(a, "sampler_name");
     if (!cJSON_IsString(sn)) sn = get(a, "sampler_index");
     const cJSON *sc = get(a, "scheduler");
@@ -526,6 +539,29 @@ static void a1111_loras(imgd_server *s, imgd_http_resp *resp) {
     svc_send_json(resp, 200, out);
 }
 
+/* Hypernetworks under the model dirs, as A1111 lists them: {"name": file name without
+ * extension (what <hypernet:NAME:W> takes), "path"}. */
+static void a1111_hypernetworks(imgd_server *s, imgd_http_resp *resp) {
+    cJSON *out = cJSON_CreateArray();
+    size_t n   = imgd_registry_count(s->reg);
+    for (size_t i = 0; out && i < n; i++) {
+        imgd_reg_entry e;
+        if (imgd_registry_at(s->reg, i, &e) != IMGD_OK || strcmp(e.kind, "hypernetwork") != 0)
+            continue;
+        char        name[SVC_ID_MAX];
+        const char *base = strrchr(e.id, '/');
+        (void)imgd_fmt(name, sizeof name, "%s", base ? base + 1 : e.id);
+        char *dot = strrchr(name, '.');
+        if (dot) *dot = '\0';
+        cJSON *o = cJSON_CreateObject();
+        if (!o) continue;
+        cJSON_AddItemToArray(out, o);
+        (void)cJSON_AddStringToObject(o, "name", name);
+        (void)cJSON_AddStringToObject(o, "path", e.id);
+    }
+    svc_send_json(resp, 200, out);
+}
+
 static void a1111_samplers(imgd_http_resp *resp) {
     cJSON *out = cJSON_CreateArray();
     for (size_t i = 0; out && i < sizeof k_a1111_samplers / sizeof k_a1111_samplers[0]; i++) {
@@ -650,6 +686,9 @@ static bool route_a1111(imgd_server *s, const imgd_http_req *req, imgd_http_resp
     } else if (strcmp(p, "loras") == 0 && getm) {
         resp->route = "/sdapi/v1/loras";
         a1111_loras(s, resp);
+    } else if (strcmp(p, "hypernetworks") == 0 && getm) {
+        resp->route = "/sdapi/v1/hypernetworks";
+        a1111_hypernetworks(s, resp);
     } else if (strcmp(p, "options") == 0 && (getm || post)) {
         resp->route = "/sdapi/v1/options";
         a1111_options(s, req, resp);
@@ -938,6 +977,197 @@ static bool route_runpod(imgd_server *s, const imgd_http_req *req, imgd_http_res
     return true;
 }
 
+/* ---- sd-webui-controlnet's own API (/controlnet/...) ----------------------------------------- */
+
+/* GET /controlnet/model_list: the ControlNets under the model dirs as the extension names
+ * them ("name [hash8]" once the sha256 is known, else "name"); cn_model_id reads both. */
+static void cn_model_list(imgd_server *s, imgd_http_resp *resp) {
+    cJSON *o   = cJSON_CreateObject();
+    cJSON *arr = o ? cJSON_AddArrayToObject(o, "model_list") : NULL;
+    size_t n   = imgd_registry_count(s->reg);
+    for (size_t i = 0; arr && i < n; i++) {
+        imgd_reg_entry e;
+        if (imgd_registry_at(s->reg, i, &e) != IMGD_OK || strcmp(e.kind, "controlnet") != 0)
+            continue;
+        char        name[SVC_ID_MAX + 16];
+        const char *base = strrchr(e.id, '/');
+        (void)imgd_fmt(name, sizeof name, "%s", base ? base + 1 : e.id);
+        char *dot = strrchr(name, '.');
+        if (dot && dot != name) *dot = '\0';
+        if (e.sha256[0]) {
+            size_t l = strlen(name);
+            (void)imgd_fmt(name + l, sizeof name - l, " [%.8s]", e.sha256);
+        }
+        cJSON_AddItemToArray(arr, cJSON_CreateString(name));
+    }
+    svc_send_json(resp, 200, o);
+}
+
+/* GET /controlnet/module_list: the preprocessors imgd runs (model-free), with the sliders
+ * the extension's UI shows for them. */
+static void cn_module_list(imgd_http_resp *resp) {
+    static const struct {
+        const char *module, *slider[2];
+        double      lo[2], hi[2], def[2];
+    } k_detail[] = {
+        {"none", {NULL, NULL}, {0, 0}, {0, 0}, {0, 0}},
+        {"canny", {"Canny Low Threshold", "Canny High Threshold"}, {1, 1}, {255, 255}, {100, 200}},
+        {"invert (from white bg & black line)", {NULL, NULL}, {0, 0}, {0, 0}, {0, 0}},
+        {"threshold", {"Binarization Threshold", NULL}, {0, 0}, {255, 0}, {127, 0}},
+        {"scribble", {"Binarization Threshold", NULL}, {0, 0}, {255, 0}, {127, 0}},
+    };
+    cJSON *o   = cJSON_CreateObject();
+    cJSON *arr = o ? cJSON_AddArrayToObject(o, "module_list") : NULL;
+    cJSON *det = o ? cJSON_AddObjectToObject(o, "module_detail") : NULL;
+    for (size_t i = 0; arr && det && i < IMGD_ARRAY_LEN(k_detail); i++) {
+        cJSON_AddItemToArray(arr, cJSON_CreateString(k_detail[i].module));
+        cJSON *d  = cJSON_AddObjectToObject(det, k_detail[i].module);
+        cJSON *sl = d ? cJSON_AddArrayToObject(d, "sliders") : NULL;
+        if (d) (void)cJSON_AddTrueToObject(d, "model_free");
+        for (int k = 0; sl && k < 2 && k_detail[i].slider[k]; k++) {
+            cJSON *s = cJSON_CreateObject();
+            if (!s) break;
+            cJSON_AddItemToArray(sl, s);
+            (void)cJSON_AddStringToObject(s, "name", k_detail[i].slider[k]);
+            (void)cJSON_AddNumberToObject(s, "min", k_detail[i].lo[k]);
+            (void)cJSON_AddNumberToObject(s, "max", k_detail[i].hi[k]);
+            (void)cJSON_AddNumberToObject(s, "value", k_detail[i].def[k]);
+        }
+    }
+    svc_send_json(resp, 200, o);
+}
+
+/* One image of /controlnet/detect: decoded, its shorter side brought to res (0 = as is),
+ * preprocessed, PNG, base64 into *b64. */
+static imgd_status cn_detect_one(const char *in, const imgd_control_spec *spec, int32_t res,
+                                 char **b64) {
+    uint8_t    *bytes = NULL, *png = NULL;
+    size_t      n = 0, pn = 0;
+    imgd_image  img = {0}, rgb = {0}, sized = {0}, out = {0};
+    bool        binary = false;
+    imgd_status st     = imgd_base64_decode_data_url(in, strlen(in), &bytes, &n);
+    if (st == IMGD_OK) st = imgd_image_decode(bytes, n, "controlnet_input_images", NULL, &img);
+    if (st == IMGD_OK) st = imgd_image_to_rgb(&img, &rgb);
+    const imgd_image *cur = &rgb;
+    if (st == IMGD_OK && res > 0 && IMGD_MIN(rgb.w, rgb.h) != res) {
+        double  k = (double)res / IMGD_MIN(rgb.w, rgb.h);
+        int32_t w = (int32_t)lround(rgb.w * k), h = (int32_t)lround(rgb.h * k);
+        st  = imgd_image_resize(&rgb, w < 1 ? 1 : w, h < 1 ? 1 : h, IMGD_RESIZE_LANCZOS, &sized);
+        cur = &sized;
+    }
+    if (st == IMGD_OK) st = imgd_control_preprocess(cur, spec, &out, &binary);
+    imgd_image_save_params sp = imgd_image_save_params_default();
+    sp.format                 = IMGD_IMAGE_FORMAT_PNG;
+    if (st == IMGD_OK) st = imgd_image_encode(&out, &sp, &png, &pn);
+    if (st == IMGD_OK) st = imgd_base64_encode(png, pn, b64, NULL);
+    imgd_free(bytes);
+    imgd_free(png);
+    imgd_image_free(&img);
+    imgd_image_free(&rgb);
+    imgd_image_free(&sized);
+    imgd_image_free(&out);
+    return st;
+}
+
+/* POST /controlnet/detect: runs a preprocessor on images without generating
+ * ({"controlnet_module", "controlnet_input_images": [b64], "controlnet_processor_res",
+ * "controlnet_threshold_a", "controlnet_threshold_b"} -> {"images": [b64 PNG], "info"}). */
+static void cn_detect(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp) {
+    imgd_auth_result who;
+    if (!svc_auth_request(s, req, resp, &who)) return;
+    cJSON *body = svc_parse_body(req, resp);
+    if (!body) return;
+    const cJSON *mod  = get(body, "controlnet_module");
+    const char  *name = cJSON_IsString(mod) ? mod->valuestring : "none";
+    const char  *pre  = NULL;
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_cn_modules); k++) {
+        if (strcmp(name, k_cn_modules[k].a1111) == 0) pre = k_cn_modules[k].imgd;
+    }
+    imgd_control_spec spec = imgd_control_spec_default();
+    int32_t           pv   = 0;
+    const cJSON      *imgs = get(body, "controlnet_input_images");
+    const cJSON      *ta   = get(body, "controlnet_threshold_a"),
+                *tb        = get(body, "controlnet_threshold_b");
+    const cJSON *pr        = get(body, "controlnet_processor_res");
+    int32_t      res = cJSON_IsNumber(pr) && pr->valuedouble > 0 ? (int32_t)pr->valuedouble : 0;
+    if (!imgd_control_pre_parse(pre ? pre : name, &pv)) {
+        imgd_http_problem(resp, 422, "validation", "Unsupported preprocessor",
+                          "controlnet_module: this preprocessor needs a model imgd does not run",
+                          "/controlnet_module", "GET /controlnet/module_list lists those it runs");
+    } else if (!cJSON_IsArray(imgs) || cJSON_GetArraySize(imgs) < 1) {
+        imgd_http_problem(resp, 422, "validation", "No images",
+                          "controlnet_input_images: expected an array of base64 images",
+                          "/controlnet_input_images", "send [\"<base64 PNG>\"]");
+    } else if (res > 8192) {
+        imgd_http_problem(resp, 422, "validation", "Processor resolution too large",
+                          "controlnet_processor_res: at most 8192", "/controlnet_processor_res",
+                          "the extension's default is 512");
+    } else {
+        spec.preprocess = pv;
+        bool ta_ok      = cJSON_IsNumber(ta) && ta->valuedouble >= 0; /* -1: the module's default */
+        if (pv == IMGD_CONTROL_PRE_CANNY) {
+            if (ta_ok) spec.low = (float)ta->valuedouble;
+            if (cJSON_IsNumber(tb) && tb->valuedouble >= 0) spec.high = (float)tb->valuedouble;
+        } else if (ta_ok) {
+            spec.threshold = (float)ta->valuedouble;
+        }
+        cJSON       *o   = cJSON_CreateObject();
+        cJSON       *arr = o ? cJSON_AddArrayToObject(o, "images") : NULL;
+        int          i   = 0;
+        bool         ok  = arr != NULL;
+        const cJSON *im;
+        cJSON_ArrayForEach(im, imgs) {
+            char       *b64 = NULL;
+            imgd_status st  = cJSON_IsString(im) ? cn_detect_one(im->valuestring, &spec, res, &b64)
+                                                 : imgd_fail(IMGD_E_INVALID_ARG, "not a string");
+            if (st != IMGD_OK) {
+                char ptr[64];
+                (void)imgd_fmt(ptr, sizeof ptr, "/controlnet_input_images/%d", i);
+                imgd_http_problem(resp, st == IMGD_E_NOMEM ? 500 : 422, "validation",
+                                  "The image cannot be used", imgd_last_error(), ptr,
+                                  "send a PNG, JPEG or WebP file as standard base64");
+                ok = false;
+                break;
+            }
+            cJSON_AddItemToArray(arr, cJSON_CreateString(b64));
+            imgd_free(b64);
+            i++;
+        }
+        if (ok) (void)cJSON_AddStringToObject(o, "info", "Success");
+        if (ok)
+            svc_send_json(resp, 200, o);
+        else
+            cJSON_Delete(o);
+    }
+    cJSON_Delete(body);
+}
+
+static bool route_controlnet(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp) {
+    const char      *p = req->path + strlen("/controlnet/");
+    imgd_auth_result who;
+    if (strcmp(p, "detect") == 0 && strcmp(req->method, "POST") == 0) {
+        resp->route = "/controlnet/detect";
+        cn_detect(s, req, resp);
+        return true;
+    }
+    if (strcmp(req->method, "GET") != 0) return false;
+    if (strcmp(p, "model_list") != 0 && strcmp(p, "module_list") != 0 && strcmp(p, "version") != 0)
+        return false;
+    if (!svc_auth_request(s, req, resp, &who)) {
+        resp->route = "/controlnet/(auth)";
+    } else if (strcmp(p, "model_list") == 0) {
+        resp->route = "/controlnet/model_list";
+        cn_model_list(s, resp);
+    } else if (strcmp(p, "module_list") == 0) {
+        resp->route = "/controlnet/module_list";
+        cn_module_list(resp);
+    } else {
+        resp->route = "/controlnet/version";
+        imgd_http_json(resp, 200, "{\"version\":2}");
+    }
+    return true;
+}
+
 /* Every compatibility path and the methods it answers, for 405 + Allow (a wrong method on a
  * known path is not a 404). A pattern ending in '/' matches any path it starts. */
 typedef struct compat_path {
@@ -952,9 +1182,14 @@ static const compat_path k_compat_paths[] = {
     {"/sdapi/v1/samplers", "GET"},
     {"/sdapi/v1/schedulers", "GET"},
     {"/sdapi/v1/loras", "GET"},
+    {"/sdapi/v1/hypernetworks", "GET"},
     {"/sdapi/v1/options", "GET, POST"},
     {"/sdapi/v1/progress", "GET"},
     {"/sdapi/v1/interrupt", "POST"},
+    {"/controlnet/model_list", "GET"},
+    {"/controlnet/module_list", "GET"},
+    {"/controlnet/version", "GET"},
+    {"/controlnet/detect", "POST"},
     {"/v1/images/generations", "POST"},
     {"/run", "POST"},
     {"/runsync", "POST"},
@@ -1000,6 +1235,7 @@ static bool compat_wrong_method(const imgd_http_req *req, imgd_http_resp *resp) 
 bool svc_route_compat(imgd_server *s, const imgd_http_req *req, imgd_http_resp *resp) {
     if (compat_wrong_method(req, resp)) return true;
     if (strncmp(req->path, "/sdapi/v1/", 10) == 0) return route_a1111(s, req, resp);
+    if (strncmp(req->path, "/controlnet/", 12) == 0) return route_controlnet(s, req, resp);
     if (strcmp(req->path, "/v1/images/generations") == 0 && strcmp(req->method, "POST") == 0) {
         resp->route = "/v1/images/generations";
         openai_generations(s, req, resp);

@@ -146,16 +146,20 @@ bool svc_job_submit(imgd_server *s, const imgd_http_req *hr, cJSON *req, const c
 bool svc_job_wait(imgd_server *s, const char *id, double timeout_s);
 /* Builds gen params from a stored request; the strings and images live in *hold. */
 typedef struct svc_gen_hold {
-    cJSON            *req;
-    imgd_image_u8     init, mask;
-    imgd_lora_spec   *loras; /* from the request's "loras", paths resolved by the registry */
-    char            **paths;
-    size_t            n_paths;
-    char             *prompt;    /* the prompt without its <lora:...> tags, or NULL */
-    imgd_lora_spec   *with_unit; /* gp->loras plus the --model-id adapter, or NULL */
-    imgd_lora_spec    tags[16];  /* those tags, files resolved by the registry */
-    char             *tag_paths[16];
-    size_t            n_tags;
+    cJSON             *req;
+    imgd_image_u8      init, mask;
+    imgd_lora_spec    *loras; /* from the request's "loras", paths resolved by the registry */
+    char             **paths;
+    size_t             n_paths;
+    char              *prompt;    /* the prompt without its <lora:...> tags, or NULL */
+    imgd_lora_spec    *with_unit; /* gp->loras plus the --model-id adapter, or NULL */
+    imgd_lora_spec     tags[16];  /* those tags, files resolved by the registry */
+    char              *tag_paths[16];
+    size_t             n_tags;
+    imgd_hypernet_spec hypernets[16]; /* "hypernets", then <hypernet:...> tags, files resolved
+                                         by the registry */
+    char             *hypernet_paths[16];
+    size_t            n_hypernets;
     imgd_control_spec controls[IMGD_CONTROL_MAX]; /* from "controls", files resolved */
     imgd_image_u8     control_img[IMGD_CONTROL_MAX];
     char             *control_paths[IMGD_CONTROL_MAX];
@@ -184,6 +188,11 @@ void svc_civitai_entry_json(const imgd_reg_entry *e, cJSON *o);
  * the recommended one the model's schema records ("x-imgd-loras", from NAME.civitai.json
  * beside the LoRA). IMGD_E_NOMEM. Called with s->mu held (the schema is the descriptor's). */
 imgd_status svc_lora_weight_defaults(const cJSON *schema, cJSON *req);
+
+/* Fills gp->hypernets from the request's "hypernets" and the prompt's <hypernet:NAME[:W]>
+ * tags (taken out of gp->prompt: hold->prompt), registry ids or file names -> files of kind
+ * hypernetwork; the specs live in hold. IMGD_E_INVALID_ARG names the field or tag. */
+imgd_status svc_hypernets_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp);
 
 /* Fills gp->loras from the request's "loras" (registry ids -> files); the specs live in
  * hold. IMGD_E_INVALID_ARG names an unknown LoRA. */

@@ -197,6 +197,101 @@ imgd_status svc_loras_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_param
     return svc_unit_loras(s, hold, gp);
 }
 
+/* ---- hypernetworks ------------------------------------------------------------------------ */
+
+/* The registry's hypernetwork file for name (id or file name); IMGD_E_INVALID_ARG names
+ * what (the field or tag) when there is none. */
+static imgd_status hypernet_find(imgd_server *s, const char *name, const char *what,
+                                 imgd_reg_entry *e) {
+    if (imgd_registry_find(s->reg, name, e) != IMGD_OK || strcmp(e->kind, "hypernetwork") != 0)
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "%s: no hypernetwork '%s' under the model dirs (GET "
+                         "/sdapi/v1/hypernetworks lists them)",
+                         what, name);
+    return IMGD_OK;
+}
+
+static imgd_status hypernet_add(svc_gen_hold *hold, const char *path, float w) {
+    if (hold->n_hypernets == IMGD_ARRAY_LEN(hold->hypernets))
+        return imgd_fail(IMGD_E_INVALID_ARG, "at most %zu hypernetworks (field and tags)",
+                         IMGD_ARRAY_LEN(hold->hypernets));
+    char *p = imgd_strdup(path);
+    if (!p) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    hold->hypernet_paths[hold->n_hypernets] = p;
+    hold->hypernets[hold->n_hypernets++]    = (imgd_hypernet_spec){p, w};
+    return IMGD_OK;
+}
+
+/* Takes <hypernet:NAME[:W]> tags out of gp->prompt into hold (A1111: W defaults to 1). */
+static imgd_status hypernet_tags_take(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp) {
+    const char *p = gp->prompt;
+    if (!p || !strstr(p, "<hypernet:")) return IMGD_OK;
+    imgd_buf b;
+    imgd_buf_init(&b, (size_t)1 << 20);
+    imgd_status st = IMGD_OK;
+    while (st == IMGD_OK && *p) {
+        const char *t     = strstr(p, "<hypernet:");
+        const char *close = t ? strchr(t, '>') : NULL;
+        if (!t || !close) {
+            st = imgd_buf_puts(&b, p);
+            break;
+        }
+        char   tag[SVC_ID_MAX];
+        size_t tl = (size_t)(close - (t + 10));
+        if (tl >= sizeof tag) {
+            st = imgd_fail(IMGD_E_INVALID_ARG, "prompt: a <hypernet:...> tag is too long");
+            break;
+        }
+        memcpy(tag, t + 10, tl);
+        tag[tl]  = '\0';
+        char *wt = strchr(tag, ':');
+        if (wt) *wt++ = '\0';
+        char  *end = NULL;
+        double w   = wt ? strtod(wt, &end) : 1.0;
+        if (wt && (end == wt || *end || !isfinite(w))) {
+            st = imgd_fail(IMGD_E_INVALID_ARG, "prompt: <hypernet:%s:%s>: '%s' is not a weight",
+                           tag, wt, wt);
+            break;
+        }
+        imgd_reg_entry e;
+        st = hypernet_find(s, tag, "prompt: <hypernet:...>", &e);
+        if (st == IMGD_OK) st = hypernet_add(hold, e.path, (float)w);
+        if (st == IMGD_OK) st = imgd_buf_append(&b, p, (size_t)(t - p));
+        p = close + 1;
+    }
+    char *text = st == IMGD_OK ? imgd_buf_take(&b) : NULL;
+    imgd_buf_free(&b);
+    if (st != IMGD_OK) return st;
+    if (!text) text = imgd_strdup(""); /* the prompt was tags only */
+    if (!text) return imgd_fail(IMGD_E_NOMEM, "out of memory");
+    imgd_free(hold->prompt); /* gp->prompt may point to it: replaced right after */
+    hold->prompt = text;
+    gp->prompt   = text;
+    return IMGD_OK;
+}
+
+imgd_status svc_hypernets_resolve(imgd_server *s, svc_gen_hold *hold, imgd_gen_params *gp) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(hold->req, "hypernets");
+    int          n   = cJSON_GetArraySize(arr);
+    imgd_status  st  = IMGD_OK;
+    for (int i = 0; st == IMGD_OK && i < n; i++) {
+        const cJSON   *it = cJSON_GetArrayItem(arr, i);
+        const cJSON   *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+        const cJSON   *w  = cJSON_GetObjectItemCaseSensitive(it, "weight");
+        imgd_reg_entry e;
+        char           what[32];
+        (void)imgd_fmt(what, sizeof what, "hypernets[%d]", i);
+        st = hypernet_find(s, cJSON_IsString(nm) ? nm->valuestring : "?", what, &e);
+        if (st == IMGD_OK)
+            st = hypernet_add(hold, e.path, w && cJSON_IsNumber(w) ? (float)w->valuedouble : 1.0f);
+    }
+    if (st == IMGD_OK) st = hypernet_tags_take(s, hold, gp);
+    if (st != IMGD_OK || hold->n_hypernets == 0) return st;
+    gp->hypernets   = hold->hypernets;
+    gp->n_hypernets = (int32_t)hold->n_hypernets;
+    return IMGD_OK;
+}
+
 /* ---- descriptors -------------------------------------------------------------------------- */
 
 static bool is_flux(const char *family) {
@@ -239,11 +334,13 @@ static char **adapters_for(imgd_server *s, const char *family, const char *const
         imgd_reg_entry e;
         if (imgd_registry_at(s->reg, i, &e) != IMGD_OK) continue;
         /* embeddings of a width no family uses (small test models) are detected as family
-         * unknown: offered too, the load skips those that do not fit */
+         * unknown: offered too, the load skips those that do not fit; so are hypernetworks
+         * without a text-context width (the generation refuses those that fit no width) */
         bool emb = strcmp(e.kind, "embedding") == 0;
+        bool hn  = strcmp(e.kind, "hypernetwork") == 0;
         if (!kind_in(e.kind, kinds) ||
             (strcmp(e.family, family) != 0 &&
-             !(emb && (!e.family[0] || strcmp(e.family, "unknown") == 0))))
+             !((emb || hn) && (!e.family[0] || strcmp(e.family, "unknown") == 0))))
             continue;
         if (*n == cap) {
             cap         = cap ? cap * 2 : 16;
@@ -282,12 +379,34 @@ static void names_free(char **names, size_t n) {
 static const char *const k_lora_kinds[]      = {"lora", "lycoris", NULL};
 static const char *const k_control_kinds[]   = {"controlnet", NULL};
 static const char *const k_embedding_kinds[] = {"embedding", NULL};
+static const char *const k_model_kinds[]     = {"checkpoint", NULL};
+
+/* The models an SDXL base (id) can hand its last steps to: refiners first, then the other
+ * SDXL checkpoints (any SDXL UNet can refine). */
+static char **refiners_for(imgd_server *s, const char *id, size_t *n) {
+    size_t n_ref = 0, n_xl = 0;
+    char **ref = adapters_for(s, "sdxl_refiner", k_model_kinds, ADAPTER_ID, &n_ref);
+    char **xl  = adapters_for(s, "sdxl", k_model_kinds, ADAPTER_ID, &n_xl);
+    char **all = imgd_malloc((n_ref + n_xl + 1) * sizeof *all);
+    *n         = 0;
+    for (size_t i = 0; all && i < n_ref + n_xl; i++) {
+        char **slot = i < n_ref ? &ref[i] : &xl[i - n_ref];
+        if (strcmp(*slot, id) == 0) continue;
+        all[(*n)++] = *slot; /* moved */
+        *slot       = NULL;
+    }
+    names_free(ref, n_ref);
+    names_free(xl, n_xl);
+    return all;
+}
+static const char *const k_hypernet_kinds[] = {"hypernetwork", NULL};
 
 static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, const char *family) {
     imgd_schema_caps c;
     memset(&c, 0, sizeof c);
-    size_t n_loras = 0, n_cn = 0, n_emb = 0;
+    size_t n_loras = 0, n_cn = 0, n_emb = 0, n_hn = 0;
     char **loras           = adapters_for(s, family, k_lora_kinds, ADAPTER_ID, &n_loras);
+    char **hns             = adapters_for(s, family, k_hypernet_kinds, ADAPTER_ID, &n_hn);
     char **cns             = adapters_for(s, family, k_control_kinds, ADAPTER_ID, &n_cn);
     char **embs            = adapters_for(s, family, k_embedding_kinds, ADAPTER_STEM, &n_emb);
     c.loras                = (const char *const *)loras;
@@ -296,6 +415,8 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
     c.n_controlnets        = n_cn;
     c.embeddings           = (const char *const *)embs;
     c.n_embeddings         = n_emb;
+    c.hypernets            = (const char *const *)hns;
+    c.n_hypernets          = n_hn;
     c.model_id             = id;
     c.family               = family;
     c.img2img              = true;
@@ -308,6 +429,10 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
     c.width_default        = xl ? 1024 : strcmp(family, "sd2") == 0 ? 768 : 512;
     c.size_cond            = xl;
     c.aesthetic            = strcmp(family, "sdxl_refiner") == 0;
+    size_t n_ref           = 0;
+    char **refs            = strcmp(family, "sdxl") == 0 ? refiners_for(s, id, &n_ref) : NULL;
+    c.refiners             = (const char *const *)refs;
+    c.n_refiners           = n_ref;
     c.height_default       = c.width_default;
     c.steps_default        = 20;
     c.steps_max            = 150;
@@ -320,12 +445,13 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
     bool               civ = cm && !is_flux(family) && svc_civitai_caps(path, &c, cm);
     if (is_flux(family)) { /* guidance-distilled txt2img; dev has the guidance embedding */
         bool dev           = strcmp(family, "flux_dev") == 0;
-        c.img2img          = false;
+        c.img2img          = true; /* FluxImg2ImgPipeline */
         c.inpaint          = false;
         c.negative_prompt  = false;
         c.n_loras          = 0;
         c.n_controlnets    = 0; /* FLUX runs no ControlNet, LoRA or embedding yet */
         c.n_embeddings     = 0;
+        c.n_hypernets      = 0; /* nor hypernetworks: they hook UNet attentions */
         c.size_multiple    = 16;
         c.width_default    = 1024;
         c.height_default   = 1024;
@@ -345,6 +471,8 @@ static cJSON *caps_schema(imgd_server *s, const char *id, const char *path, cons
     names_free(loras, n_loras);
     names_free(cns, n_cn);
     names_free(embs, n_emb);
+    names_free(refs, n_ref);
+    names_free(hns, n_hn);
     return schema;
 }
 
@@ -856,10 +984,13 @@ cJSON *svc_model_json(imgd_server *s, const svc_model *sm) {
     }
     imgd_free(e);
     cJSON *caps = cJSON_AddObjectToObject(o, "capabilities");
-    if (caps) {
+    if (caps) { /* what the request schema was built from (FLUX: no inpainting) */
+        const cJSON *xc = cJSON_GetObjectItemCaseSensitive(sm->schema, "x-imgd-capabilities");
         (void)cJSON_AddBoolToObject(caps, "txt2img", true);
-        (void)cJSON_AddBoolToObject(caps, "img2img", true);
-        (void)cJSON_AddBoolToObject(caps, "inpaint", true);
+        (void)cJSON_AddBoolToObject(
+            caps, "img2img", !xc || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(xc, "img2img")));
+        (void)cJSON_AddBoolToObject(
+            caps, "inpaint", !xc || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(xc, "inpaint")));
     }
     (void)cJSON_AddStringToObject(o, "schema", "schema");
     /* CivitAI metadata the schema took its defaults from (service_civitai.c) */

@@ -86,6 +86,17 @@ static bool images_ok(const cJSON *req, imgd_http_resp *resp) {
     return true;
 }
 
+/* req[key] (a string naming a model by id, file name or hash) becomes the registry id `id`;
+ * false when out of memory. */
+static bool name_canon(cJSON *req, const char *key, const char *id) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, key);
+    if (cJSON_IsString(v) && strcmp(v->valuestring, id) == 0) return true;
+    cJSON *canon = cJSON_CreateString(id);
+    if (canon && cJSON_ReplaceItemInObjectCaseSensitive(req, key, canon)) return true;
+    cJSON_Delete(canon);
+    return false;
+}
+
 bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
                          imgd_http_resp *resp) {
     if (!cJSON_IsObject(req)) {
@@ -114,8 +125,18 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
             return false;
         }
     }
-    int32_t    hs;
-    char       detail[768];
+    int32_t hs;
+    char    detail[768];
+    /* A refiner named by file name or hash: the stored request names its registry id (one
+     * the schema's enum lists). Looked up first: a lookup may move the table's entries. */
+    const cJSON *jr = cJSON_GetObjectItemCaseSensitive(req, "refiner");
+    svc_model   *rm =
+        cJSON_IsString(jr) ? svc_model_find(s, jr->valuestring, &hs, detail, sizeof detail) : NULL;
+    if (rm && !name_canon(req, "refiner", rm->id)) {
+        pthread_mutex_unlock(&s->mu);
+        imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return false;
+    }
     svc_model *sm = svc_model_find(s, id, &hs, detail, sizeof detail);
     if (!sm) {
         pthread_mutex_unlock(&s->mu);
@@ -126,14 +147,10 @@ bool svc_request_prepare(imgd_server *s, cJSON *req, char *model_id, size_t cap,
     (void)imgd_fmt(model_id, cap, "%s", sm->id);
     sm->last_used_ms = svc_now_ms();
     /* a model named by file name or hash: the stored request names its registry id */
-    if (cJSON_IsString(jm) && strcmp(jm->valuestring, sm->id) != 0) {
-        cJSON *canon = cJSON_CreateString(sm->id);
-        if (!canon || !cJSON_ReplaceItemInObjectCaseSensitive(req, "model", canon)) {
-            cJSON_Delete(canon);
-            pthread_mutex_unlock(&s->mu);
-            imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
-            return false;
-        }
+    if (cJSON_IsString(jm) && !name_canon(req, "model", sm->id)) {
+        pthread_mutex_unlock(&s->mu);
+        imgd_http_problem(resp, 500, "internal", "Out of memory", NULL, NULL, NULL);
+        return false;
     }
     imgd_schema_violation v;
     bool                  ok = imgd_schema_validate(sm->schema, req, &v);
@@ -340,6 +357,7 @@ imgd_status svc_request_to_params(const char *request_json, imgd_gen_params *gp,
     gp->target_width    = (int32_t)jnum(r, "target_width", 0);
     gp->target_height   = (int32_t)jnum(r, "target_height", 0);
     gp->aesthetic_score = (float)jnum(r, "aesthetic_score", (double)gp->aesthetic_score);
+    gp->refiner_switch  = (float)jnum(r, "refiner_switch", (double)gp->refiner_switch);
     gp->negative_aesthetic_score =
         (float)jnum(r, "negative_aesthetic_score", (double)gp->negative_aesthetic_score);
     gp->guidance            = (float)jnum(r, "guidance", (double)gp->guidance);
@@ -422,6 +440,7 @@ void svc_gen_hold_free(svc_gen_hold *hold) {
     imgd_free(hold->with_unit);
     imgd_free(hold->prompt);
     for (size_t i = 0; i < hold->n_tags; i++) imgd_free(hold->tag_paths[i]);
+    for (size_t i = 0; i < hold->n_hypernets; i++) imgd_free(hold->hypernet_paths[i]);
     for (size_t i = 0; i < hold->n_controls; i++) {
         imgd_free(hold->control_paths[i]);
         imgd_image_u8_free(&hold->control_img[i]);

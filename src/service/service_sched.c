@@ -127,8 +127,26 @@ typedef struct batch_item {
     svc_gen_hold    hold;
     step_ctx        ctx;
     char            key[IMGD_GEN_BATCH_KEY_MAX];
-    bool            ready; /* params built; not yet run */
+    bool            ready;                  /* params built; not yet run */
+    imgd_model     *refiner;                /* the request's refiner, a reference held */
+    char            refiner_id[SVC_ID_MAX]; /* its registry id ("" = none) */
+    char            refiner_err[512];       /* why it could not be loaded */
 } batch_item;
+
+/* The refiner a request names ("refiner": a registry id, checked by the schema), loaded and
+ * held for the batch. Taken before engine_mu, as the batch's model. */
+static void refiner_acquire(imgd_server *s, batch_item *it) {
+    cJSON       *req = cJSON_Parse(it->rec->request_json);
+    const cJSON *r   = cJSON_GetObjectItemCaseSensitive(req, "refiner");
+    if (cJSON_IsString(r) &&
+        svc_model_acquire(s, r->valuestring, &it->refiner, it->refiner_id) != IMGD_OK) {
+        (void)imgd_fmt(it->refiner_err, sizeof it->refiner_err, "refiner '%s': %s", r->valuestring,
+                       imgd_last_error());
+        it->refiner       = NULL;
+        it->refiner_id[0] = '\0';
+    }
+    cJSON_Delete(req);
+}
 
 /* Stores the outcome of one job: its result, or why it has none. */
 static void finish_item(imgd_server *s, batch_item *it, imgd_status st, const char *err,
@@ -239,6 +257,10 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
     char        lerr[512];
     (void)imgd_fmt(lerr, sizeof lerr, "%s", lst == IMGD_OK ? "" : imgd_last_error());
     if (m) set_current(s, canon);
+    for (size_t i = 0; m && i < n; i++) {
+        items[i].rec = recs[i];
+        refiner_acquire(s, &items[i]);
+    }
     pthread_mutex_lock(&s->engine_mu);
     for (size_t i = 0; i < n; i++) {
         batch_item *it = &items[i];
@@ -248,12 +270,19 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
                      lst == IMGD_OK ? "the model was unloaded" : lerr);
             continue;
         }
+        if (it->refiner_err[0]) {
+            fail_job(s, it->rec, 422, "model-load", "The refiner could not be loaded",
+                     it->refiner_err);
+            continue;
+        }
         if (svc_request_to_params(it->rec->request_json, &it->gp, &it->hold) != IMGD_OK ||
             svc_loras_resolve(s, &it->hold, &it->gp) != IMGD_OK ||
+            svc_hypernets_resolve(s, &it->hold, &it->gp) != IMGD_OK ||
             svc_controls_resolve(s, &it->hold, &it->gp) != IMGD_OK) {
             fail_job(s, it->rec, 400, "bad-input", "The request cannot be used", imgd_last_error());
             continue;
         }
+        it->gp.refiner = it->refiner;
         it->ctx        = (step_ctx){s, i, it->rec->id, it->rec->deadline_ms, false};
         it->gp.on_step = on_step;
         it->gp.user    = &it->ctx;
@@ -278,7 +307,10 @@ static void run_batch(imgd_server *s, imgd_job_rec **recs, size_t n) {
     }
     pthread_mutex_unlock(&s->engine_mu);
     if (m) svc_model_release(s, canon);
-    for (size_t i = 0; i < n; i++) svc_gen_hold_free(&items[i].hold);
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].refiner_id[0]) svc_model_release(s, items[i].refiner_id);
+        svc_gen_hold_free(&items[i].hold);
+    }
     notify(s);
     imgd_svc_metrics_batch(&s->metrics, n, images, steps, sample_s);
 }

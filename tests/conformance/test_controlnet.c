@@ -493,8 +493,60 @@ static void test_controlnet_keep_and_guess_scales(void) {
     CHECK_NEAR(imgd_controlnet_guess_scale(3, 13), pow(10.0, -0.75), 1e-6);
 }
 
+/* Sizes that are multiples of 8 but not of 64 (latent 17x15: the UNet's halvings round up
+ * and its upsamplers cut back, as diffusers' forward_upsample_size): txt2img, and with a
+ * ControlNet whose residuals take the rounded-up sizes. */
+static void test_odd_sizes(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: odd sizes not checked");
+        return;
+    }
+    char          gp[4096], cn[4096];
+    imgd_weights *g = NULL;
+    imgd_fmt(gp, sizeof gp,
+             "%s/conformance/sd15-narrow/goldens/txt2img_euler_controlnet.safetensors", shared);
+    imgd_fmt(cn, sizeof cn, "%s/conformance/%s", shared, k_layouts[0].rel);
+    CHECK_STATUS(imgd_weights_open(gp, NULL, &g), IMGD_OK);
+    imgd_model   *m   = g ? load_model(shared) : NULL;
+    imgd_image_u8 img = {0};
+    if (!m || !control_image(g, &img)) goto done;
+    imgd_control_spec s = imgd_control_spec_default();
+    s.image             = &img;
+    s.path              = cn;
+    for (int32_t k = 0; k < 2; k++) {
+        imgd_gen_params p    = imgd_gen_params_default();
+        p.prompt             = "a photograph of an astronaut riding a horse";
+        p.steps              = 2;
+        p.seed               = 3;
+        p.width              = k ? 120 : 136;
+        p.height             = k ? 136 : 120;
+        p.controls           = k ? &s : NULL;
+        p.n_controls         = k;
+        imgd_gen_result *res = NULL;
+        imgd_status      st  = imgd_generate(m, &p, &res);
+        CHECK_MSG(st == IMGD_OK, "%dx%d%s: %s", (int)p.width, (int)p.height,
+                  k ? " with a ControlNet" : "", imgd_last_error());
+        if (st != IMGD_OK) continue;
+        CHECK(res->n == 1 && res->images[0].w == p.width && res->images[0].h == p.height);
+        size_t n  = (size_t)3 * (size_t)p.width * (size_t)p.height;
+        float  lo = INFINITY, hi = -INFINITY;
+        for (size_t i = 0; i < n; i++) {
+            lo = fminf(lo, res->pixels[i]);
+            hi = fmaxf(hi, res->pixels[i]);
+        }
+        CHECK_MSG(isfinite(lo) && isfinite(hi) && hi > lo, "pixels %g..%g", (double)lo, (double)hi);
+        imgd_gen_result_free(res);
+    }
+done:
+    imgd_free(img.px);
+    imgd_model_free(m);
+    imgd_weights_free(g);
+}
+
 int main(void) {
     RUN(test_controlnet_keep_and_guess_scales);
+    RUN(test_odd_sizes);
     RUN(test_controlnet_residuals_match_diffusers);
     RUN(test_controlnet_pipeline_matches_golden);
     TEST_END();

@@ -276,6 +276,77 @@ done:
     imgd_weights_free(gd);
 }
 
+/* img2img as FluxImg2ImgPipeline: the VAE posterior sample is drawn before the noise;
+ * strength 1 starts from sigma 1 (pure noise), so with the replayed draw it gives the
+ * txt2img image bit for bit; t_start = int(N - N * strength) sets the steps run; inpainting
+ * and a strength outside (0, 1] are refused by name. */
+static void test_flux_api_img2img(void) {
+    char             a[4096];
+    imgd_load_params lp = load_params();
+    imgd_model      *m  = NULL;
+    imgd_gen_result *r0 = NULL, *r1 = NULL, *r2 = NULL;
+    imgd_weights    *gd = tg_open_golden(g_shared, "flux-narrow/goldens/txt2img_flux.safetensors");
+    tape             t;
+    memset(&t, 0, sizeof t);
+    REQUIRE(gd != NULL);
+    size_t       ni = 0, nimg = 0;
+    const float *init = tg_golden(gd, "initial_latents", &ni);
+    const float *img  = tg_golden(gd, "image", &nimg);
+    REQUIRE(init && img && ni == 4096);
+    imgd_flux_unpack(init, 1, 16, 16, 16, t.z);
+    CHECK_STATUS(imgd_model_load(kit(a, "diffusers"), &lp, &m), IMGD_OK);
+    REQUIRE(m != NULL);
+    imgd_gen_params p = gen_params(&t);
+    CHECK_STATUS(imgd_generate(m, &p, &r0), IMGD_OK);
+    REQUIRE(r0 != NULL && r0->n == 1);
+    /* the txt2img image, at another size, as the init image */
+    imgd_image_u8 src = r0->images[0];
+    src.w             = 64;
+    src.h             = 128 * 128 / 64 / 2; /* 64 x 128 of the first rows: resized to 128 */
+    t.draws           = 0;
+    p                 = gen_params(&t);
+    p.init            = &src;
+    p.strength        = 1.0f;
+    CHECK_STATUS(imgd_generate(m, &p, &r1), IMGD_OK);
+    REQUIRE(r1 != NULL);
+    CHECK_EQ_INT(t.draws, 2); /* posterior sample, then the noise */
+    CHECK_EQ_INT(r1->steps_run, 4);
+    CHECK_MSG(memcmp(r1->pixels, r0->pixels, nimg * sizeof(float)) == 0,
+              "img2img at strength 1 differs from txt2img with the same noise");
+    CHECK_MSG(strstr(r1->infotext, "Denoising strength: 1"), "%s", r1->infotext);
+    static const struct {
+        float   strength;
+        int32_t steps_run;
+    } k_runs[] = {{0.6f, 3}, {0.5f, 2}, {0.1f, 1}, {0.75f, 3}};
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(k_runs); i++) {
+        p          = gen_params(&t);
+        p.init     = &src;
+        p.strength = k_runs[i].strength;
+        CHECK_STATUS(imgd_generate(m, &p, &r2), IMGD_OK);
+        if (!r2) continue;
+        CHECK_MSG(r2->steps_run == k_runs[i].steps_run, "strength %g: %d steps run, want %d",
+                  (double)k_runs[i].strength, (int)r2->steps_run, (int)k_runs[i].steps_run);
+        CHECK(memcmp(r2->pixels, r0->pixels, nimg * sizeof(float)) != 0);
+        imgd_gen_result_free(r2);
+        r2 = NULL;
+    }
+    p          = gen_params(&t);
+    p.init     = &src;
+    p.strength = 0.0f;
+    CHECK_STATUS(imgd_generate(m, &p, &r2), IMGD_E_INVALID_ARG);
+    CHECK_MSG(strstr(imgd_last_error(), "strength"), "%s", imgd_last_error());
+    p.strength = 0.5f;
+    p.mask     = &src;
+    CHECK_STATUS(imgd_generate(m, &p, &r2), IMGD_E_UNSUPPORTED);
+    CHECK_MSG(strstr(imgd_last_error(), "inpainting"), "%s", imgd_last_error());
+done:
+    imgd_gen_result_free(r0);
+    imgd_gen_result_free(r1);
+    imgd_gen_result_free(r2);
+    imgd_model_free(m);
+    imgd_weights_free(gd);
+}
+
 /* Load errors name the file, what is missing or wrong, and the param that fixes it. */
 static void test_flux_api_load_errors_name_the_fix(void) {
     char             a[4096], d[4096], c[4096], t5[4096], v[4096], x[4096];
@@ -354,6 +425,7 @@ int main(void) {
     RUN(test_flux_api_bfl_single_files_match_txt2img);
     RUN(test_flux_api_finds_parts_beside_single_file);
     RUN(test_flux_api_batch_cancel_and_request_errors);
+    RUN(test_flux_api_img2img);
     RUN(test_flux_api_load_errors_name_the_fix);
     TEST_END();
 }

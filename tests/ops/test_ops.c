@@ -511,6 +511,9 @@ static const op_case k_cases[] = {
     {"rope", b_rope_nd, "mode=0,l=5,d=12,axes=2,a0=4,a1=6", 0},
     /* large enough to run threaded and cross every kernel's blocking */
     {"cast", b_cast, "type=f16,to=f32,a=3,b=257,c=301,perm=1", 0},
+    /* contiguous weights are one long row: copied in pieces, the last one short */
+    {"cast", b_cast, "type=f16,to=f32,a=1,b=1,c=100003", 0},
+    {"cast", b_cast, "type=bf16,to=f32,a=1,b=3,c=40001", 0},
     {"dequantize", b_dequantize, "type=q4_k,rows=67,cols=1024", 0},
     {"concat", b_concat, "axis=1,n=2,perm=1,big=1", 0},
     {"upsample", b_upsample, "n=2,c=33,h=31,w=29", 0},

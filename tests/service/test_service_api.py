@@ -28,17 +28,68 @@ os.symlink("/etc/passwd", os.path.join(EVIL, "passwd.safetensors"))
 XL = os.path.join(ROOT, "xl")
 shutil.copytree(os.path.join(os.path.dirname(svc.model_dir()), "sdxl-narrow", "diffusers"),
                 os.path.join(XL, "sdxl"))
+# ... and a second SDXL model to refine with: the same folder with other UNet output biases,
+# so that a hand-off to it changes the image.
+shutil.copytree(os.path.join(XL, "sdxl"), os.path.join(XL, "sdxl-ref"))
+
+
+def _perturb_bias(path, name, delta):
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        info = json.loads(f.read(n))[name]
+        assert info["dtype"] == "F32", info
+        lo, hi = info["data_offsets"]
+        f.seek(8 + n + lo)
+        vals = memoryview(bytearray(f.read(hi - lo))).cast("f")
+        for i in range(len(vals)):
+            vals[i] += delta
+        f.seek(8 + n + lo)
+        f.write(vals.tobytes())
+
+
+_perturb_bias(os.path.join(XL, "sdxl-ref", "unet", "diffusion_pytorch_model.safetensors"),
+              "conv_out.bias", 0.25)
 # FLUX.1: the dev folder, and schnell's partial folder with the dev folder's encoders and VAE
 # named in the config file.
 FLUX_KIT = os.path.join(os.path.dirname(svc.model_dir()), "flux-narrow")
 shutil.copytree(os.path.join(FLUX_KIT, "diffusers"), os.path.join(XL, "flux"))
 shutil.copytree(os.path.join(FLUX_KIT, "schnell"), os.path.join(XL, "schnell"))
+
+
+def write_hypernet(path, widths=(8, 16, 32), seed=3):
+    """An A1111 hypernetwork as safetensors (layer_structure [1, 2, 1], relu): widths 8, 16
+    and 32 are attention widths of both narrow models (no text width: family unknown)."""
+    import random
+    import struct
+    rnd, header, blobs, off = random.Random(seed), {}, [], 0
+    for d in widths:
+        for kv in (0, 1):
+            for name, shape, scale in (("linear.0.weight", [2 * d, d], d ** -0.5),
+                                       ("linear.0.bias", [2 * d], 0.1),
+                                       ("linear.2.weight", [d, 2 * d], (2 * d) ** -0.5),
+                                       ("linear.2.bias", [d], 0.1)):
+                n = shape[0] * (shape[1] if len(shape) > 1 else 1)
+                b = struct.pack(f"<{n}f", *[rnd.uniform(-scale, scale) for _ in range(n)])
+                header[f"{d}.{kv}.{name}"] = {"dtype": "F32", "shape": shape,
+                                              "data_offsets": [off, off + len(b)]}
+                blobs.append(b)
+                off += len(b)
+    header["__metadata__"] = {"activation_func": "relu", "is_layer_norm": "False",
+                              "activate_output": "False"}
+    hj = json.dumps(header).encode()
+    hj += b" " * (-len(hj) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
+
+
+write_hypernet(os.path.join(XL, "hn-narrow.safetensors"))
 FLUX_PARTS = {"clip_l": os.path.join(XL, "flux", "text_encoder"),
               "t5": os.path.join(XL, "flux", "text_encoder_2"),
               "vae": os.path.join(XL, "flux", "vae")}
 SRV = svc.Server(ROOT, config={"http": {"body_max": BODY_MAX},
                                "queue": {"batch_max": 1},
-                               "models": {"sdxl": {"te_heads": 4}, "schnell": FLUX_PARTS}},
+                               "models": {"sdxl": {"te_heads": 4}, "sdxl-ref": {"te_heads": 4},
+                                          "schnell": FLUX_PARTS}},
                  extra_dirs=[EVIL, XL])
 S = requests.Session()
 PNG_B64 = None  # a 64x64 PNG the server made (for img2img)
@@ -214,6 +265,44 @@ def test_generate_with_lora():
     assert re.search(r'Lora hashes: "narrow-lora_peft: [0-9a-f]{12}"', info), info
     bad = post("/v1/generate", small(prompt="a cat <lora:nope:1>"))
     assert bad.status_code == 400 and "nope" in bad.text, bad.text
+
+
+def test_generate_with_hypernet():
+    s = S.get(url(f"/v1/models/{svc.MODEL_ID}/schema")).json()
+    assert s["$defs"]["hypernet"]["properties"]["name"]["enum"] == ["hn-narrow.safetensors"], s
+    assert s["properties"]["hypernets"]["items"] == {"$ref": "#/$defs/hypernet"}
+    base = png_pixels(post("/v1/generate", small(seed=7)).json()["images"][0]["b64"])
+    zero = post("/v1/generate", small(seed=7, hypernets=[
+        {"name": "hn-narrow.safetensors", "weight": 0}]))
+    assert zero.status_code == 200, zero.text
+    assert png_pixels(zero.json()["images"][0]["b64"]) == base, "weight 0 changed the image"
+    one = post("/v1/generate", small(seed=7, hypernets=[
+        {"name": "hn-narrow.safetensors", "weight": 0.8}]))
+    assert one.status_code == 200, one.text
+    a = png_pixels(one.json()["images"][0]["b64"])
+    assert a != base, "the hypernetwork changed nothing"
+    info = one.json()["infotext"]
+    assert "Hypernet: hn-narrow, Hypernet strength: 0.8" in info and "/" not in info, info
+    # the A1111 prompt tag, by file name: the same pixels; then without it the base again
+    tag = post("/v1/generate", small(seed=7, prompt="a cat <hypernet:hn-narrow:0.8>"))
+    assert tag.status_code == 200, tag.text
+    assert png_pixels(tag.json()["images"][0]["b64"]) == a
+    assert png_pixels(post("/v1/generate", small(seed=7)).json()["images"][0]["b64"]) == base
+    problem(post("/v1/generate", small(hypernets=[{"name": "nope.pt"}])), 400,
+            pointer="/hypernets/0/name")
+    bad = post("/v1/generate", small(prompt="a cat <hypernet:nope:1>"))
+    assert bad.status_code == 400 and "nope" in bad.text, bad.text
+    # A1111: the listing and txt2img with the tag
+    hns = S.get(url("/sdapi/v1/hypernetworks")).json()
+    assert hns == [{"name": "hn-narrow", "path": "hn-narrow.safetensors"}], hns
+    body = {"prompt": "a cat <hypernet:hn-narrow:0.8>", "steps": 2, "width": 64, "height": 64,
+            "seed": 7, "sampler_name": "Euler"}
+    r = post("/sdapi/v1/txt2img", body)
+    assert r.status_code == 200, r.text
+    body["prompt"] = "a cat"
+    r0 = post("/sdapi/v1/txt2img", body)
+    assert r0.status_code == 200, r0.text
+    assert png_pixels(r.json()["images"][0]) != png_pixels(r0.json()["images"][0])
 
 
 def png_pixels(b64):
@@ -691,6 +780,49 @@ def test_sdxl():
             pointer="/original_width")
 
 
+def test_sdxl_refiner():
+    # the base's schema offers the other SDXL models as refiners, never itself
+    p = S.get(url("/v1/models/sdxl/schema")).json()["properties"]
+    assert p["refiner"]["enum"] == ["sdxl-ref"], p["refiner"]
+    assert p["refiner_switch"]["default"] == 0.8, p["refiner_switch"]
+    assert p["refiner_switch"]["exclusiveMaximum"] == 1, p["refiner_switch"]
+    body = small(model="sdxl", seed=5, steps=4)
+    base = post("/v1/generate", body)
+    assert base.status_code == 200, base.text
+    a = png_pixels(base.json()["images"][0]["b64"])
+    # the refiner (other output biases) runs the last steps: other pixels; the same request
+    # again: the same pixels; the infotext says so as A1111 does
+    r = post("/v1/generate", dict(body, refiner="sdxl-ref", refiner_switch=0.5))
+    assert r.status_code == 200, r.text
+    b = png_pixels(r.json()["images"][0]["b64"])
+    assert b != a, "the refiner changed nothing"
+    again = post("/v1/generate", dict(body, refiner="sdxl-ref", refiner_switch=0.5))
+    assert png_pixels(again.json()["images"][0]["b64"]) == b
+    info = r.json()["infotext"]
+    assert "Refiner: " in info and "Refiner switch at: 0.5" in info, info
+    # a later switch leaves the refiner fewer steps: another image again
+    c = post("/v1/generate", dict(body, refiner="sdxl-ref", refiner_switch=0.9))
+    assert c.status_code == 200, c.text[:300]
+    assert png_pixels(c.json()["images"][0]["b64"]) not in (a, b)
+    # bad refiners: unknown, itself, an SD 1.x model, a switch outside (0, 1); the refiner of
+    # an SD 1.x request
+    problem(post("/v1/generate", dict(body, refiner="nope")), 400, pointer="/refiner")
+    problem(post("/v1/generate", dict(body, refiner="sdxl")), 400, pointer="/refiner")
+    problem(post("/v1/generate", dict(body, refiner=svc.MODEL_ID)), 400, pointer="/refiner")
+    problem(post("/v1/generate", dict(body, refiner="sdxl-ref", refiner_switch=1)), 400,
+            pointer="/refiner_switch")
+    problem(post("/v1/generate", small(model=svc.MODEL_ID, refiner="sdxl-ref")), 400,
+            pointer="/refiner")
+    # A1111 clients name it by checkpoint title
+    r = post("/sdapi/v1/txt2img", {"prompt": "a cat", "steps": 4, "width": 64, "height": 64,
+                                   "seed": 5, "override_settings": {"sd_model_checkpoint": "sdxl"},
+                                   "refiner_checkpoint": "sdxl-ref [0123456789]",
+                                   "refiner_switch_at": 0.5})
+    assert r.status_code == 200, r.text
+    assert "Refiner switch at: 0.5" in r.json()["info"], r.json()["info"]
+    still_serving()
+
+
 def test_flux():
     # the schema shows what the loaded variant supports: dev has guidance, schnell not;
     # neither has negative_prompt or clip_skip; 1024 by default; 28 / 4 steps
@@ -706,7 +838,7 @@ def test_flux():
         assert p["width"]["default"] == 1024 and p["width"]["multipleOf"] == 16, p["width"]
         assert p["sampler"]["enum"] == ["euler"], p["sampler"]
         assert p["max_sequence_length"]["maximum"] == 512, p["max_sequence_length"]
-        assert "init_image" not in p, sorted(p)
+        assert "init_image" in p and "strength" in p and "mask_image" not in p, sorted(p)
     assert d["steps"]["default"] == 28 and s["steps"]["default"] == 4, (d["steps"], s["steps"])
     body = {"model": "flux", "prompt": "a red fox", "width": 64, "height": 64, "steps": 2,
             "seed": 5, "max_sequence_length": 64}
@@ -723,6 +855,15 @@ def test_flux():
             pointer="/negative_prompt")
     problem(post("/v1/generate", dict(body, clip_skip=2)), 400, pointer="/clip_skip")
     problem(post("/v1/generate", dict(body, width=72)), 400, pointer="/width")
+    # img2img: the txt2img image as the init image, half the steps run; a mask is refused
+    i2i = post("/v1/generate", dict(body, init_image=j["images"][0]["b64"], strength=0.5))
+    assert i2i.status_code == 200 and i2i.json()["steps_run"] == 1, i2i.text[:500]
+    assert "Denoising strength: 0.5" in i2i.json()["infotext"], i2i.json()["infotext"]
+    problem(post("/v1/generate", dict(body, init_image=j["images"][0]["b64"],
+                                      mask_image=j["images"][0]["b64"])), 400,
+            pointer="/mask_image")
+    caps = S.get(url("/v1/models/flux")).json()["capabilities"]
+    assert caps == {"txt2img": True, "img2img": True, "inpaint": False}, caps
     # schnell: its own steps default (4), no guidance field
     r = post("/v1/generate", {"model": "schnell", "prompt": "a red fox", "width": 64,
                               "height": 64, "seed": 5})
@@ -810,6 +951,40 @@ def test_generate_with_controls():
                 pointer="/alwayson_scripts/controlnet/args/0/" + field)
     bad = dict(body, alwayson_scripts={"controlnet": {"args": [dict(unit, model="nope")]}})
     problem(post("/sdapi/v1/txt2img", bad), 400, pointer="/controls/0/model")
+    # the extension's own routes: the models and modules it offers, and its detect
+    ml = S.get(url("/controlnet/model_list"))
+    assert ml.status_code == 200 and any(m.split(" [")[0] == "control_narrow"
+                                         for m in ml.json()["model_list"]), ml.text
+    mods = S.get(url("/controlnet/module_list")).json()
+    assert "canny" in mods["module_list"] and mods["module_detail"]["canny"]["model_free"], mods
+    assert S.get(url("/controlnet/version")).json() == {"version": 2}
+
+    def detect(images, **kw):
+        return post("/controlnet/detect", dict({"controlnet_input_images": images}, **kw))
+
+    same = detect([PNG_B64], controlnet_module="none")
+    assert same.status_code == 200, same.text[:300]
+    assert png_pixels(same.json()["images"][0]) == png_pixels(PNG_B64)
+    inv = detect([PNG_B64], controlnet_module="invert (from white bg & black line)").json()
+    assert png_pixels(inv["images"][0]) != png_pixels(PNG_B64)
+    back = detect(inv["images"], controlnet_module="invert").json()
+    assert png_pixels(back["images"][0]) == png_pixels(PNG_B64), "invert twice is not identity"
+    edges = detect([PNG_B64, PNG_B64], controlnet_module="canny", controlnet_processor_res=32,
+                   controlnet_threshold_a=1, controlnet_threshold_b=2)
+    assert edges.status_code == 200 and edges.json()["info"] == "Success", edges.text[:300]
+    e0, e1 = edges.json()["images"]
+    raw = png_ok(e0, 32, 32)
+    assert raw[25] == 0, "canny gives a gray map"  # IHDR colour type
+    assert e0 == e1
+    high = detect([PNG_B64], controlnet_module="canny", controlnet_processor_res=32,
+                  controlnet_threshold_a=250, controlnet_threshold_b=255).json()["images"][0]
+    assert png_pixels(high) != png_pixels(e0), "the thresholds reach canny"
+    problem(detect([PNG_B64], controlnet_module="depth_midas"), 422, pointer="/controlnet_module")
+    problem(detect(["bm90IGFuIGltYWdl"], controlnet_module="canny"), 422,
+            pointer="/controlnet_input_images/0")
+    problem(detect([]), 422, pointer="/controlnet_input_images")
+    assert S.delete(url("/controlnet/model_list")).status_code == 405
+    still_serving()
 
 
 def test_embeddings():
@@ -827,6 +1002,7 @@ def test_embeddings():
 
 CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
          test_model_load_unload, test_generate_response_format_url, test_generate_with_lora,
+         test_generate_with_hypernet,
          test_generate_with_controls, test_embeddings,
          test_generate_batch_and_random_seed, test_img2img_native,
          test_jobs_async, test_sse_progress, test_cancel_queued_and_running,
@@ -834,7 +1010,7 @@ CASES = [test_health_ready, test_models, test_generate_sync, test_schema,
          test_huge_body, test_content_type, test_model_traversal, test_bad_images,
          test_routes_and_methods, test_unknown_jobs, test_a1111,
          test_a1111_progress_while_running, test_openai_requests, test_runpod, test_metrics,
-         test_logs_request_id, test_sdxl, test_flux]
+         test_logs_request_id, test_sdxl, test_sdxl_refiner, test_flux]
 
 
 def main():

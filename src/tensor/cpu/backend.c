@@ -1,6 +1,8 @@
 /* CPU backend: the vtable, the per-op kernel table, memory, and the oneDNN engine. */
 #include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "base/error.h"
@@ -151,6 +153,12 @@ static omp_set_fn omp_setter(void) {
     return fn;
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static imgd_status cpu_run(imgd_backend *be, imgd_graph *g) {
     cpu_backend *cb = be->ctx;
     if (cb->omp_set) cb->omp_set((int)cb->n_threads); /* the thread that computes may vary */
@@ -158,14 +166,40 @@ static imgd_status cpu_run(imgd_backend *be, imgd_graph *g) {
         const imgd_tensor *n = imgd_graph_exec_node(g, i);
         if (imgd_graph_cancel_requested(g))
             return imgd_fail(IMGD_E_CANCELLED, "compute cancelled before node %zu", i);
+        double      t0 = cb->profile ? now_s() : 0;
         imgd_status st = k_cpu_kernels[n->op].run(cb, n);
         if (st != IMGD_OK) return st;
+        if (cb->profile) {
+            cb->prof_s[n->op] += now_s() - t0;
+            cb->prof_n[n->op]++;
+        }
     }
     return IMGD_OK;
 }
 
+/* IMGD_PROFILE: seconds per op kind over the backend's life, largest first, on stderr. */
+static void print_profile(const cpu_backend *cb) {
+    double total = 0;
+    for (int i = 0; i < IMGD_OP_COUNT; i++) total += cb->prof_s[i];
+    if (total <= 0) return;
+    bool done[IMGD_OP_COUNT] = {false};
+    fprintf(stderr, "imgd profile (cpu, %u threads): %.3f s in kernels\n", cb->n_threads, total);
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < IMGD_OP_COUNT; i++)
+            if (!done[i] && cb->prof_n[i] && (best < 0 || cb->prof_s[i] > cb->prof_s[best]))
+                best = i;
+        if (best < 0) break;
+        done[best] = true;
+        fprintf(stderr, "  %-16s %9.3f s %5.1f%%  %8llu runs\n", imgd_op_name((imgd_op)best),
+                cb->prof_s[best], 100.0 * cb->prof_s[best] / total,
+                (unsigned long long)cb->prof_n[best]);
+    }
+}
+
 static void cpu_free(imgd_backend *be) {
     cpu_backend *cb = be->ctx;
+    if (cb->profile) print_profile(cb);
     if (cb->stream) dnnl_stream_destroy(cb->stream);
     if (cb->engine) dnnl_engine_destroy(cb->engine);
     if (cb->owns_pool) imgd_pool_free(cb->pool);
@@ -223,6 +257,7 @@ imgd_status imgd_cpu_backend_new(const imgd_backend_params *params, imgd_backend
     if (st == IMGD_OK) {
         cb->n_threads   = imgd_pool_size(cb->pool);
         cb->omp_set     = omp_setter();
+        cb->profile     = getenv("IMGD_PROFILE") != NULL;
         dnnl_status_t s = dnnl_engine_create(&cb->engine, dnnl_cpu, 0);
         if (s == dnnl_success)
             s = dnnl_stream_create(&cb->stream, cb->engine, dnnl_stream_default_flags);

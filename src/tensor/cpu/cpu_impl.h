@@ -34,6 +34,9 @@ typedef struct cpu_backend {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     void (*omp_set)(int); /* omp_set_num_threads, NULL when OpenMP is not loaded */
+    bool     profile;     /* IMGD_PROFILE set: time every node, print per op at free */
+    double   prof_s[IMGD_OP_COUNT];
+    uint64_t prof_n[IMGD_OP_COUNT];
 } cpu_backend;
 
 /* One row per op in backend.c's table. */

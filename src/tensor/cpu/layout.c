@@ -18,6 +18,9 @@ typedef struct copy_ctx {
     int64_t              shape[IMGD_MAX_DIMS];
     int64_t              ss[IMGD_MAX_DIMS];
     int64_t              ds[IMGD_MAX_DIMS];
+    size_t               piece, pieces; /* each row is copied in `pieces` tasks of `piece`
+                                           elements (the last shorter): a contiguous tensor
+                                           is one row, and still uses every thread */
 } copy_ctx;
 
 static float load_f(const unsigned char *p, imgd_dtype dt) {
@@ -72,18 +75,21 @@ static void copy_row(const copy_ctx *c, const unsigned char *s, unsigned char *d
     }
 }
 
-static void copy_task(void *p, size_t rb, size_t re) {
+static void copy_task(void *p, size_t tb, size_t te) {
     const copy_ctx *c     = p;
     size_t          inner = (size_t)c->shape[c->nd - 1];
-    for (size_t r = rb; r < re; r++) {
-        int64_t so = 0, dof = 0, x = (int64_t)r;
+    for (size_t t = tb; t < te; t++) {
+        size_t  r = t / c->pieces, off = (t % c->pieces) * c->piece;
+        int64_t so = (int64_t)off * c->ss[c->nd - 1], dof = (int64_t)off * c->ds[c->nd - 1];
+        int64_t x = (int64_t)r;
         for (int32_t d = c->nd - 2; d >= 0; d--) {
             int64_t i = x % c->shape[d];
             x /= c->shape[d];
             so += i * c->ss[d];
             dof += i * c->ds[d];
         }
-        copy_row(c, c->src + so * (int64_t)c->ses, c->dst + dof * (int64_t)c->des, inner);
+        copy_row(c, c->src + so * (int64_t)c->ses, c->dst + dof * (int64_t)c->des,
+                 IMGD_MIN(c->piece, inner - off));
     }
 }
 
@@ -91,7 +97,8 @@ static void copy_task(void *p, size_t rb, size_t re) {
 static void copy_strided(cpu_backend *cb, int32_t nd, const int64_t *shape, const void *src,
                          imgd_dtype st, const int64_t *ss, void *dst, imgd_dtype dt,
                          const int64_t *ds) {
-    copy_ctx c     = {src, dst, st, dt, imgd_dtype_size(st), imgd_dtype_size(dt), 0, {0}, {0}, {0}};
+    copy_ctx c     = {src, dst, st, dt, imgd_dtype_size(st), imgd_dtype_size(dt), 0, {0},
+                      {0}, {0}, 0,  1};
     int64_t  numel = 1;
     for (int32_t d = 0; d < nd; d++) {
         numel *= shape[d];
@@ -114,8 +121,16 @@ static void copy_strided(cpu_backend *cb, int32_t nd, const int64_t *shape, cons
         c.shape[0] = 1;
         c.ss[0] = c.ds[0] = 1;
     }
-    size_t inner = (size_t)c.shape[c.nd - 1];
-    cpu_parallel(cb, (size_t)numel / inner, inner * 2, copy_task, &c);
+    size_t inner = (size_t)c.shape[c.nd - 1], rows = (size_t)numel / inner;
+    /* pieces of at least 16k elements, enough of them for every thread */
+    c.piece  = inner;
+    c.pieces = 1;
+    if (rows < 4 * (size_t)cb->n_threads && inner > 32768) {
+        size_t want = (4 * (size_t)cb->n_threads + rows - 1) / rows;
+        c.piece     = IMGD_MAX((size_t)16384, (inner + want - 1) / want);
+        c.pieces    = (inner + c.piece - 1) / c.piece;
+    }
+    cpu_parallel(cb, rows * c.pieces, IMGD_MIN(c.piece, inner) * 2, copy_task, &c);
 }
 
 imgd_status cpu_cast(cpu_backend *cb, const imgd_tensor *n) {
