@@ -514,50 +514,38 @@ static void a1111_sd_models(imgd_server *s, imgd_http_resp *resp) {
     svc_send_json(resp, 200, out);
 }
 
-/* LoRAs and LyCORIS files under the model dirs, as A1111's Lora extension lists them. */
-static void a1111_loras(imgd_server *s, imgd_http_resp *resp) {
+/* The file name of a registry id without its extension (what A1111 lists and prompt tags
+ * name). */
+static void id_stem(const char *id, char *out, size_t cap) {
+    const char *base = strrchr(id, '/');
+    (void)imgd_fmt(out, cap, "%s", base ? base + 1 : id);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out) *dot = '\0';
+}
+
+/* Registry entries of the given kinds (NULL-terminated) as A1111 lists its extra networks:
+ * {"name": stem, "path": id}; LoRAs add "alias" and the base family in "metadata" (A1111's
+ * Lora extension), hypernetworks have just the two (A1111's /sdapi/v1/hypernetworks). */
+static void a1111_networks(imgd_server *s, const char *const *kinds, bool lora,
+                           imgd_http_resp *resp) {
     cJSON *out = cJSON_CreateArray();
     size_t n   = imgd_registry_count(s->reg);
     for (size_t i = 0; out && i < n; i++) {
         imgd_reg_entry e;
         if (imgd_registry_at(s->reg, i, &e) != IMGD_OK) continue;
-        if (strcmp(e.kind, "lora") != 0 && strcmp(e.kind, "lycoris") != 0) continue;
-        char        name[SVC_ID_MAX];
-        const char *base = strrchr(e.id, '/');
-        (void)imgd_fmt(name, sizeof name, "%s", base ? base + 1 : e.id);
-        char *dot = strrchr(name, '.');
-        if (dot) *dot = '\0';
+        bool hit = false;
+        for (size_t k = 0; kinds[k] && !hit; k++) hit = strcmp(e.kind, kinds[k]) == 0;
+        if (!hit) continue;
+        char name[SVC_ID_MAX];
+        id_stem(e.id, name, sizeof name);
         cJSON *o = cJSON_CreateObject();
         if (!o) continue;
         cJSON_AddItemToArray(out, o);
         (void)cJSON_AddStringToObject(o, "name", name);
-        (void)cJSON_AddStringToObject(o, "alias", name);
+        if (lora) (void)cJSON_AddStringToObject(o, "alias", name);
         (void)cJSON_AddStringToObject(o, "path", e.id);
-        cJSON *md = cJSON_AddObjectToObject(o, "metadata");
+        cJSON *md = lora ? cJSON_AddObjectToObject(o, "metadata") : NULL;
         if (md) (void)cJSON_AddStringToObject(md, "ss_base_model_version", e.family);
-    }
-    svc_send_json(resp, 200, out);
-}
-
-/* Hypernetworks under the model dirs, as A1111 lists them: {"name": file name without
- * extension (what <hypernet:NAME:W> takes), "path"}. */
-static void a1111_hypernetworks(imgd_server *s, imgd_http_resp *resp) {
-    cJSON *out = cJSON_CreateArray();
-    size_t n   = imgd_registry_count(s->reg);
-    for (size_t i = 0; out && i < n; i++) {
-        imgd_reg_entry e;
-        if (imgd_registry_at(s->reg, i, &e) != IMGD_OK || strcmp(e.kind, "hypernetwork") != 0)
-            continue;
-        char        name[SVC_ID_MAX];
-        const char *base = strrchr(e.id, '/');
-        (void)imgd_fmt(name, sizeof name, "%s", base ? base + 1 : e.id);
-        char *dot = strrchr(name, '.');
-        if (dot) *dot = '\0';
-        cJSON *o = cJSON_CreateObject();
-        if (!o) continue;
-        cJSON_AddItemToArray(out, o);
-        (void)cJSON_AddStringToObject(o, "name", name);
-        (void)cJSON_AddStringToObject(o, "path", e.id);
     }
     svc_send_json(resp, 200, out);
 }
@@ -685,10 +673,10 @@ static bool route_a1111(imgd_server *s, const imgd_http_req *req, imgd_http_resp
         a1111_schedulers(resp);
     } else if (strcmp(p, "loras") == 0 && getm) {
         resp->route = "/sdapi/v1/loras";
-        a1111_loras(s, resp);
+        a1111_networks(s, (const char *const[]){"lora", "lycoris", NULL}, true, resp);
     } else if (strcmp(p, "hypernetworks") == 0 && getm) {
         resp->route = "/sdapi/v1/hypernetworks";
-        a1111_hypernetworks(s, resp);
+        a1111_networks(s, (const char *const[]){"hypernetwork", NULL}, false, resp);
     } else if (strcmp(p, "options") == 0 && (getm || post)) {
         resp->route = "/sdapi/v1/options";
         a1111_options(s, req, resp);
@@ -989,11 +977,8 @@ static void cn_model_list(imgd_server *s, imgd_http_resp *resp) {
         imgd_reg_entry e;
         if (imgd_registry_at(s->reg, i, &e) != IMGD_OK || strcmp(e.kind, "controlnet") != 0)
             continue;
-        char        name[SVC_ID_MAX + 16];
-        const char *base = strrchr(e.id, '/');
-        (void)imgd_fmt(name, sizeof name, "%s", base ? base + 1 : e.id);
-        char *dot = strrchr(name, '.');
-        if (dot && dot != name) *dot = '\0';
+        char name[SVC_ID_MAX + 16];
+        id_stem(e.id, name, sizeof name);
         if (e.sha256[0]) {
             size_t l = strlen(name);
             (void)imgd_fmt(name + l, sizeof name - l, " [%.8s]", e.sha256);

@@ -187,22 +187,32 @@ static bool cancel_at_2(int32_t step, int32_t steps, double elapsed_s, void *use
 }
 
 /* Batch 2 from one draw: both images equal the golden; cancel; request errors. */
-static void test_flux_api_batch_cancel_and_request_errors(void) {
+/* The dev golden (its initial latents into t, its image into *img / *nimg) and the dev
+ * folder loaded into *m; false (with what failed checked) when either is missing. */
+static bool open_dev(tape *t, imgd_weights **gd, imgd_model **m, const float **img, size_t *nimg) {
     char             a[4096];
     imgd_load_params lp = load_params();
+    size_t           ni = 0;
+    memset(t, 0, sizeof *t);
+    *gd = tg_open_golden(g_shared, "flux-narrow/goldens/txt2img_flux.safetensors");
+    if (!*gd) return false;
+    const float *init = tg_golden(*gd, "initial_latents", &ni);
+    *img              = tg_golden(*gd, "image", nimg);
+    CHECK(init && *img && ni == 4096);
+    if (!init || !*img || ni != 4096) return false;
+    imgd_flux_unpack(init, 1, 16, 16, 16, t->z);
+    CHECK_STATUS(imgd_model_load(kit(a, "diffusers"), &lp, m), IMGD_OK);
+    return *m != NULL;
+}
+
+static void test_flux_api_batch_cancel_and_request_errors(void) {
     imgd_model      *m  = NULL;
     imgd_gen_result *r  = NULL;
-    imgd_weights    *gd = tg_open_golden(g_shared, "flux-narrow/goldens/txt2img_flux.safetensors");
+    imgd_weights    *gd = NULL;
     tape             t;
-    memset(&t, 0, sizeof t);
-    REQUIRE(gd != NULL);
-    size_t       ni = 0, nimg = 0;
-    const float *init = tg_golden(gd, "initial_latents", &ni);
-    const float *img  = tg_golden(gd, "image", &nimg);
-    REQUIRE(init && img && ni == 4096);
-    imgd_flux_unpack(init, 1, 16, 16, 16, t.z);
-    CHECK_STATUS(imgd_model_load(kit(a, "diffusers"), &lp, &m), IMGD_OK);
-    REQUIRE(m != NULL);
+    size_t           nimg = 0;
+    const float     *img  = NULL;
+    REQUIRE(open_dev(&t, &gd, &m, &img, &nimg));
     imgd_gen_params p = gen_params(&t);
     p.batch           = 2;
     CHECK_STATUS(imgd_generate(m, &p, &r), IMGD_OK);
@@ -281,21 +291,13 @@ done:
  * txt2img image bit for bit; t_start = int(N - N * strength) sets the steps run; inpainting
  * and a strength outside (0, 1] are refused by name. */
 static void test_flux_api_img2img(void) {
-    char             a[4096];
-    imgd_load_params lp = load_params();
     imgd_model      *m  = NULL;
     imgd_gen_result *r0 = NULL, *r1 = NULL, *r2 = NULL;
-    imgd_weights    *gd = tg_open_golden(g_shared, "flux-narrow/goldens/txt2img_flux.safetensors");
+    imgd_weights    *gd = NULL;
     tape             t;
-    memset(&t, 0, sizeof t);
-    REQUIRE(gd != NULL);
-    size_t       ni = 0, nimg = 0;
-    const float *init = tg_golden(gd, "initial_latents", &ni);
-    const float *img  = tg_golden(gd, "image", &nimg);
-    REQUIRE(init && img && ni == 4096);
-    imgd_flux_unpack(init, 1, 16, 16, 16, t.z);
-    CHECK_STATUS(imgd_model_load(kit(a, "diffusers"), &lp, &m), IMGD_OK);
-    REQUIRE(m != NULL);
+    size_t           nimg = 0;
+    const float     *img  = NULL;
+    REQUIRE(open_dev(&t, &gd, &m, &img, &nimg));
     imgd_gen_params p = gen_params(&t);
     CHECK_STATUS(imgd_generate(m, &p, &r0), IMGD_OK);
     REQUIRE(r0 != NULL && r0->n == 1);
