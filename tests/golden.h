@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 
+#include "base/text.h"
 #include "imgd.h"
 #include "test.h"
 
@@ -26,6 +27,22 @@ static inline imgd_weights *tg_open_golden(const char *shared, const char *rel) 
     imgd_weights *w = NULL;
     CHECK_STATUS(imgd_weights_open(path, NULL, &w), IMGD_OK);
     return w;
+}
+
+/* Loads the kit's sd15-narrow diffusers folder in f32 with its tokenizer and 4 text-encoder
+ * heads, on top of lp (the caller's adapter fields: lora_dir, embeddings, hypernet_dir...);
+ * a failed check naming the error and NULL when it cannot be loaded. */
+static inline imgd_model *tg_load_sd15(const char *shared, imgd_load_params lp) {
+    char path[4096], tok[4096];
+    (void)imgd_fmt(tok, sizeof tok, "%s/conformance/sd15-narrow/diffusers/tokenizer", shared);
+    (void)imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", shared);
+    lp.precision     = IMGD_PRECISION_F32;
+    lp.arch.te_heads = 4;
+    lp.tokenizer_dir = tok;
+    imgd_model *m    = NULL;
+    imgd_status st   = imgd_model_load(path, &lp, &m);
+    CHECK_MSG(st == IMGD_OK, "load %s: %s", path, imgd_last_error());
+    return m;
 }
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "base/alloc.h"
 #include "base/text.h"
+#include "golden.h"
 #include "models/controlnet.h"
 #include "models/unet.h"
 #include "models/wbind.h"
@@ -263,16 +264,7 @@ static bool replay_noise(float *out, size_t n, void *user) {
 }
 
 static imgd_model *load_model(const char *shared) {
-    char             path[4096], tok[4096];
-    imgd_load_params lp = imgd_load_params_default();
-    lp.precision        = IMGD_PRECISION_F32;
-    lp.arch.te_heads    = 4;
-    (void)imgd_fmt(tok, sizeof tok, "%s/conformance/sd15-narrow/diffusers/tokenizer", shared);
-    (void)imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", shared);
-    lp.tokenizer_dir = tok;
-    imgd_model *m    = NULL;
-    CHECK_MSG(imgd_model_load(path, &lp, &m) == IMGD_OK, "load %s: %s", path, imgd_last_error());
-    return m;
+    return tg_load_sd15(shared, imgd_load_params_default());
 }
 
 /* The golden's control image as 8-bit RGB (its values are k / 255). */

@@ -12,6 +12,7 @@
 #include "base/alloc.h"
 #include "base/text.h"
 #include "formats/safetensors.h"
+#include "golden.h"
 #include "pipeline/pipeline.h"
 #include "tensor/ops.h"
 #include "test.h"
@@ -171,18 +172,9 @@ static void hand_apply(const hnet *h, float *c, size_t rows, int32_t d, float w)
  */
 
 static imgd_model *load_sd15(const char *hn_dir) {
-    char             path[4096], tok[4096];
     imgd_load_params lp = imgd_load_params_default();
-    lp.precision        = IMGD_PRECISION_F32;
-    lp.arch.te_heads    = 4;
-    (void)imgd_fmt(tok, sizeof tok, "%s/conformance/sd15-narrow/diffusers/tokenizer", g_shared);
-    (void)imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", g_shared);
-    lp.tokenizer_dir = tok;
-    lp.hypernet_dir  = hn_dir;
-    imgd_model *m    = NULL;
-    imgd_status st   = imgd_model_load(path, &lp, &m);
-    CHECK_MSG(st == IMGD_OK, "load %s: %s", path, imgd_last_error());
-    return m;
+    lp.hypernet_dir     = hn_dir;
+    return tg_load_sd15(g_shared, lp);
 }
 
 static const float *gf(imgd_weights *g, const char *name, size_t n) {

@@ -9,29 +9,22 @@
 #include "base/alloc.h"
 #include "base/text.h"
 #include "formats/safetensors.h"
+#include "golden.h"
 #include "models/prompt.h"
 #include "pipeline/pipeline.h"
 #include "tensor/ops.h"
 #include "test.h"
 #include "util.h"
 
-static char g_dir[4096]; /* sd15-narrow */
+static char        g_dir[4096]; /* sd15-narrow */
+static const char *g_shared;    /* ../shared */
 
 static imgd_model *load_model(const char *const *emb, size_t n_emb, const char *lora_dir) {
-    char             path[4096], tok[4096];
     imgd_load_params lp = imgd_load_params_default();
-    lp.precision        = IMGD_PRECISION_F32;
-    lp.arch.te_heads    = 4;
-    (void)imgd_fmt(tok, sizeof tok, "%s/diffusers/tokenizer", g_dir);
-    (void)imgd_fmt(path, sizeof path, "%s/diffusers", g_dir);
-    lp.tokenizer_dir = tok;
-    lp.embeddings    = emb;
-    lp.n_embeddings  = n_emb;
-    lp.lora_dir      = lora_dir;
-    imgd_model *m    = NULL;
-    imgd_status st   = imgd_model_load(path, &lp, &m);
-    CHECK_MSG(st == IMGD_OK, "load %s: %s", path, imgd_last_error());
-    return m;
+    lp.embeddings       = emb;
+    lp.n_embeddings     = n_emb;
+    lp.lora_dir         = lora_dir;
+    return tg_load_sd15(g_shared, lp);
 }
 
 static const float *gf(imgd_weights *g, const char *name, size_t n) {
@@ -471,6 +464,7 @@ int main(void) {
         TEST_SKIP("../shared/conformance absent: LoRA goldens not checked");
         TEST_END();
     }
+    g_shared = shared;
     (void)imgd_fmt(g_dir, sizeof g_dir, "%s/conformance/sd15-narrow", shared);
     RUN(test_lora_unet_and_text_encoder_goldens);
     RUN(test_lora_txt2img_pipeline_golden);
