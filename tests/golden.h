@@ -2,6 +2,7 @@
 #ifndef IMGD_TEST_GOLDEN_H
 #define IMGD_TEST_GOLDEN_H
 
+#include <math.h>
 #include <stdio.h>
 
 #include "base/text.h"
@@ -18,6 +19,28 @@ static inline const float *tg_golden(const imgd_weights *w, const char *name, si
     }
     *n = (size_t)(t.nbytes / sizeof(float));
     return t.data;
+}
+
+/* A golden tensor of exactly n f32 values, or NULL after a failed check naming it. */
+static inline const float *tg_golden_n(const imgd_weights *w, const char *name, size_t n) {
+    size_t       got = 0;
+    const float *d   = tg_golden(w, name, &got);
+    if (d && got != n) {
+        CHECK_MSG(0, "golden tensor '%s' has %zu values, expected %zu", name, got, n);
+        return NULL;
+    }
+    return d;
+}
+
+/* max |a - ref| / max(1, max |ref|) over n values (NaN counts as the largest error). */
+static inline double tg_rel_err(const float *a, const float *ref, size_t n) {
+    double e = 0, mx = 1;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)ref[i]);
+        if (!(d <= e)) e = d;
+        if (fabs((double)ref[i]) > mx) mx = fabs((double)ref[i]);
+    }
+    return e / mx;
 }
 
 /* Opens shared/conformance/REL (a failed check when it cannot be opened); NULL then. */

@@ -293,8 +293,7 @@ void imgd_server_stop(imgd_server *s, double grace_s) {
     for (;;) {
         bool busy = false;
         pthread_mutex_lock(&s->mu);
-        busy = s->batch_busy;
-        for (size_t i = 0; i < SVC_BATCH_MAX; i++) busy = busy || s->live[i].active;
+        busy = s->batch_busy; /* covers the live slots: they are set inside the batch */
         pthread_mutex_unlock(&s->mu);
         if (!busy || mono_s() >= end) break;
         struct timespec ts = {0, 50 * 1000000L};

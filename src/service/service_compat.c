@@ -215,10 +215,10 @@ static int cn_control_mode(const cJSON *v) {
     return -1;
 }
 
-/* The extension's model name "control_x [hash8]" -> a registry id (the name without the hash
- * as an id or file name, or the hash); the name as given when nothing matches (the schema
- * then refuses it, naming the field). */
-static bool cn_model_id(imgd_server *s, const char *name, char *out, size_t cap) {
+/* An A1111 title "name [hash]" (a checkpoint, the ControlNet extension's model) -> a
+ * registry id (the hash, or the name without it as an id or file name); the name as given
+ * when nothing matches (the schema then refuses it, naming the field). */
+static bool title_id(imgd_server *s, const char *name, char *out, size_t cap) {
     char n[SVC_ID_MAX];
     if (!imgd_fmt(n, sizeof n, "%s", name)) return false;
     char          *br = strstr(n, " [");
@@ -280,7 +280,7 @@ static bool cn_unit(imgd_server *s, const cJSON *u, int i, cJSON *controls, imgd
                                  : "\"My prompt is more important\" is not supported",
                           "use 0 / Balanced or 2 / ControlNet is more important");
     char id[SVC_ID_MAX];
-    if (!cn_model_id(s, mo->valuestring, id, sizeof id))
+    if (!title_id(s, mo->valuestring, id, sizeof id))
         return cn_problem(resp, i, "model", "the model name is too long",
                           "name a ControlNet: GET /v1/models lists them (kind controlnet)");
     cJSON *c = cJSON_CreateObject();
@@ -373,14 +373,11 @@ static cJSON *a1111_translate(imgd_server *s, const cJSON *a, bool img2img, imgd
         ok = cJSON_AddStringToObject(n, "model", current);
     /* A1111 1.6+ refiner: a checkpoint title ("name.safetensors [hash]") or "None" */
     const cJSON *rc = get(a, "refiner_checkpoint");
-    if (ok && cJSON_IsString(rc) && rc->valuestring[0] && strcmp(rc->valuestring, "None") != 0) {
-        char title[SVC_ID_MAX];
-        (void)imgd_fmt(title, sizeof title, "%s", rc->valuestring);
-        char *br = strstr(title, " [");
-        if (br && title[strlen(title) - 1] == ']') *br = '\0';
-        ok = cJSON_AddStringToObject(n, "refiner", title) &&
+    char         rid[SVC_ID_MAX];
+    if (ok && cJSON_IsString(rc) && rc->valuestring[0] && strcmp(rc->valuestring, "None") != 0)
+        ok = title_id(s, rc->valuestring, rid, sizeof rid) &&
+             cJSON_AddStringToObject(n, "refiner", rid) &&
              copy_member(n, a, "refiner_switch_at", "refiner_switch");
-    }
     const cJSON *sn = get(a, "sampler_name");
     if (!cJSON_IsString(sn)) sn = get(a, "sampler_index");
     const cJSON *sc = get(a, "scheduler");
@@ -968,7 +965,7 @@ static bool route_runpod(imgd_server *s, const imgd_http_req *req, imgd_http_res
 /* ---- sd-webui-controlnet's own API (/controlnet/...) ----------------------------------------- */
 
 /* GET /controlnet/model_list: the ControlNets under the model dirs as the extension names
- * them ("name [hash8]" once the sha256 is known, else "name"); cn_model_id reads both. */
+ * them ("name [hash8]" once the sha256 is known, else "name"); title_id reads both. */
 static void cn_model_list(imgd_server *s, imgd_http_resp *resp) {
     cJSON *o   = cJSON_CreateObject();
     cJSON *arr = o ? cJSON_AddArrayToObject(o, "model_list") : NULL;

@@ -177,15 +177,6 @@ static imgd_model *load_sd15(const char *hn_dir) {
     return tg_load_sd15(g_shared, lp);
 }
 
-static const float *gf(imgd_weights *g, const char *name, size_t n) {
-    imgd_tensor_info t;
-    if (imgd_weights_find(g, name, &t) != IMGD_OK || t.nbytes != n * 4) {
-        CHECK_MSG(0, "golden tensor %s missing or of another size", name);
-        return NULL;
-    }
-    return t.data;
-}
-
 /* a and b hold the same bits (n floats). */
 static bool bit_equal(const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -195,17 +186,6 @@ static bool bit_equal(const float *a, const float *b, size_t n) {
         if (x != y) return false;
     }
     return true;
-}
-
-/* max |a - b| / max(1, max |ref|). */
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double e = 0, mx = 1;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)ref[i]);
-        if (!(d <= e)) e = d;
-        if (fabs((double)ref[i]) > mx) mx = fabs((double)ref[i]);
-    }
-    return e / mx;
 }
 
 #define NU ((size_t)2 * 4 * 32 * 32)
@@ -228,7 +208,7 @@ static bool run_unet(imgd_model *m, const imgd_unet_cfg *cfg, imgd_weights *gd, 
     ex.n_hypernets      = n;
     imgd_status st =
         imgd_unet_build(g, imgd_sd_unet_bind(m), "unet", cfg, x, t, c, n ? &ex : NULL, NULL, &o);
-    const float *gx = gf(gd, "sample", NU), *gt = gf(gd, "timestep", 2);
+    const float *gx = tg_golden_n(gd, "sample", NU), *gt = tg_golden_n(gd, "timestep", 2);
     if (st == IMGD_OK && gx && gt) {
         imgd_graph_output(g, o);
         st = imgd_graph_plan(g, m->be, NULL);
@@ -276,7 +256,7 @@ static void test_hypernet_sd_context_width_feeds_to_k_to_v(void) {
     (void)imgd_fmt(gp, sizeof gp, "%s/conformance/sd15-narrow/goldens/unet.safetensors", g_shared);
     CHECK_STATUS(imgd_weights_open(gp, NULL, &gd), IMGD_OK);
     REQUIRE(ha && hb && m && gd && o1 && o2 && o0 && cc);
-    const float *gc = gf(gd, "encoder_hidden_states", NC);
+    const float *gc = tg_golden_n(gd, "encoder_hidden_states", NC);
     REQUIRE(gc);
     imgd_unet_cfg cfg = m->unet;
     cfg.attn_depth[1] = 0;
@@ -294,7 +274,7 @@ static void test_hypernet_sd_context_width_feeds_to_k_to_v(void) {
     hand_apply(&a, cc, (size_t)2 * 77, 16, 0.7f);
     REQUIRE(run_unet(m, &cfg, gd, cc, NULL, NULL, 0, o2));
     REQUIRE(run_unet(m, &cfg, gd, gc, NULL, NULL, 0, o0));
-    double e = rel_err(o1, o2, NU), moved = rel_err(o0, o2, NU);
+    double e = tg_rel_err(o1, o2, NU), moved = tg_rel_err(o0, o2, NU);
     printf("  context width, one file: hooked vs plain on c' %.2e (the hook moves it %.2e)\n", e,
            moved);
     CHECK_MSG(e <= 1e-5, "hooked UNet vs plain UNet on c + mlp(c) w: %g", e);
@@ -308,7 +288,7 @@ static void test_hypernet_sd_context_width_feeds_to_k_to_v(void) {
     hand_apply(&a, cc, (size_t)2 * 77, 16, 0.5f);
     hand_apply(&b, cc, (size_t)2 * 77, 16, -1.25f);
     REQUIRE(run_unet(m, &cfg, gd, cc, NULL, NULL, 0, o2));
-    e = rel_err(o1, o2, NU);
+    e = tg_rel_err(o1, o2, NU);
     printf("  context width, two files chained: %.2e\n", e);
     CHECK_MSG(e <= 1e-5, "chained hypernetworks vs plain UNet on b(a(c)): %g", e);
 done:
@@ -341,21 +321,21 @@ static void test_hypernet_sd_self_attention_is_hooked(void) {
     (void)imgd_fmt(gp, sizeof gp, "%s/conformance/sd15-narrow/goldens/unet.safetensors", g_shared);
     CHECK_STATUS(imgd_weights_open(gp, NULL, &gd), IMGD_OK);
     REQUIRE(hs && hz && m && gd && o0 && o1);
-    const float *gc = gf(gd, "encoder_hidden_states", NC);
+    const float *gc = tg_golden_n(gd, "encoder_hidden_states", NC);
     REQUIRE(gc && run_unet(m, &m->unet, gd, gc, NULL, NULL, 0, o0));
     const imgd_hypernet *l[1] = {hz};
     float                w[1] = {1.0f};
     REQUIRE(run_unet(m, &m->unet, gd, gc, l, w, 1, o1));
     CHECK_MSG(bit_equal(o0, o1, NU), "a zero last layer changed the UNet output (%.3g)",
-              rel_err(o1, o0, NU));
+              tg_rel_err(o1, o0, NU));
     l[0] = hs;
     w[0] = 0.0f;
     REQUIRE(run_unet(m, &m->unet, gd, gc, l, w, 1, o1));
     CHECK_MSG(bit_equal(o0, o1, NU), "weight 0 changed the UNet output (%.3g)",
-              rel_err(o1, o0, NU));
+              tg_rel_err(o1, o0, NU));
     w[0] = 1.0f;
     REQUIRE(run_unet(m, &m->unet, gd, gc, l, w, 1, o1));
-    double moved = rel_err(o1, o0, NU);
+    double moved = tg_rel_err(o1, o0, NU);
     printf("  self-attention width 8: output moved %.2e\n", moved);
     CHECK_MSG(moved > 1e-3, "a width-8 (self-attention) hypernetwork changed nothing (%g)", moved);
 done:
@@ -591,7 +571,7 @@ static void test_hypernet_sd_controlnet_is_hooked(void) {
     s.weight              = 0.0f;
     size_t n2             = control_res(m, &p, r2, cap);
     REQUIRE(n0 > 0 && n0 == n1 && n0 == n2);
-    double moved = rel_err(r1, r0, n0);
+    double moved = tg_rel_err(r1, r0, n0);
     printf("  ControlNet residuals, width-8 hypernetwork: moved %.2e\n", moved);
     CHECK_MSG(moved > 1e-4, "the ControlNet's attentions are not hooked (%g)", moved);
     CHECK_MSG(bit_equal(r0, r2, n0), "weight 0 changed the ControlNet residuals");

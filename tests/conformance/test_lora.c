@@ -27,26 +27,6 @@ static imgd_model *load_model(const char *const *emb, size_t n_emb, const char *
     return tg_load_sd15(g_shared, lp);
 }
 
-static const float *gf(imgd_weights *g, const char *name, size_t n) {
-    imgd_tensor_info t;
-    if (imgd_weights_find(g, name, &t) != IMGD_OK || t.nbytes != n * 4) {
-        CHECK_MSG(0, "golden tensor %s missing or of another size", name);
-        return NULL;
-    }
-    return t.data;
-}
-
-/* max |a - b| / max(1, max |ref|). */
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double e = 0, mx = 1;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)ref[i]);
-        if (!(d <= e)) e = d;
-        if (fabs((double)ref[i]) > mx) mx = fabs((double)ref[i]);
-    }
-    return e / mx;
-}
-
 /* Runs a graph built by fn on the model's backend, binding ins and reading out. */
 static bool run_unet(imgd_model *m, imgd_weights *gd, float *out, size_t n) {
     imgd_graph *g = NULL;
@@ -57,9 +37,9 @@ static bool run_unet(imgd_model *m, imgd_weights *gd, float *out, size_t n) {
     imgd_tensor *o = NULL;
     imgd_status  st =
         imgd_unet_build(g, imgd_sd_unet_bind(m), "unet", &m->unet, x, t, c, NULL, NULL, &o);
-    const float *gx = gf(gd, "unet.sample", (size_t)2 * 4 * 32 * 32),
-                *gt = gf(gd, "unet.timestep", 2);
-    const float *gc = gf(gd, "unet.encoder_hidden_states", (size_t)2 * 77 * 16);
+    const float *gx = tg_golden_n(gd, "unet.sample", (size_t)2 * 4 * 32 * 32),
+                *gt = tg_golden_n(gd, "unet.timestep", 2);
+    const float *gc = tg_golden_n(gd, "unet.encoder_hidden_states", (size_t)2 * 77 * 16);
     if (st == IMGD_OK && gx && gt && gc) {
         imgd_graph_output(g, o);
         st = imgd_graph_plan(g, m->be, NULL);
@@ -160,15 +140,15 @@ static void test_lora_unet_and_text_encoder_goldens(void) {
                 if (st != IMGD_OK) continue;
                 if (mode == IMGD_LORA_MODE_MERGE) CHECK(weights_hash(m) != h0);
                 if (mode == IMGD_LORA_MODE_UNMERGED) CHECK(weights_hash(m) == h0);
-                const float *ru = gf(gd, nu_name, nu), *rt = gf(gd, nt_name, nt);
+                const float *ru = tg_golden_n(gd, nu_name, nu), *rt = tg_golden_n(gd, nt_name, nt);
                 if (ru && run_unet(m, gd, ou, nu)) {
-                    double e = rel_err(ou, ru, nu);
+                    double e = tg_rel_err(ou, ru, nu);
                     printf("  %s %s s=%.1f unet: max err %.2e\n", f ? "peft" : "kohya",
                            mode == 1 ? "merged" : "unmerged", (double)s, e);
                     CHECK_MSG(e <= 1e-4, "unet error %g", e);
                 }
                 if (rt && run_te(m, ids, 4, ot)) {
-                    double e = rel_err(ot, rt, nt);
+                    double e = tg_rel_err(ot, rt, nt);
                     printf("  %s %s s=%.1f text encoder: max err %.2e\n", f ? "peft" : "kohya",
                            mode == 1 ? "merged" : "unmerged", (double)s, e);
                     CHECK_MSG(e <= 1e-4, "text encoder error %g", e);
@@ -179,8 +159,8 @@ static void test_lora_unet_and_text_encoder_goldens(void) {
     CHECK_STATUS(apply(m, NULL, 0, 0), IMGD_OK);
     CHECK(weights_hash(m) == h0);
     CHECK(imgd_wbind_override_count(m->wb) == 0);
-    const float *r0 = gf(gd, "unet.out_no_lora", nu);
-    if (r0 && run_unet(m, gd, ou, nu)) CHECK(rel_err(ou, r0, nu) <= 1e-4);
+    const float *r0 = tg_golden_n(gd, "unet.out_no_lora", nu);
+    if (r0 && run_unet(m, gd, ou, nu)) CHECK(tg_rel_err(ou, r0, nu) <= 1e-4);
     imgd_free(ou);
     imgd_free(ot);
 done:
@@ -199,7 +179,7 @@ static bool replay_noise(float *out, size_t n, void *user) {
         memset(out, 0, n * sizeof *out);
         return true;
     }
-    const float *d = gf(r->g, "initial_latents", n);
+    const float *d = tg_golden_n(r->g, "initial_latents", n);
     if (d) memcpy(out, d, n * sizeof *out);
     return d != NULL;
 }
@@ -235,7 +215,7 @@ static void test_lora_txt2img_pipeline_golden(void) {
         imgd_gen_result *res = NULL;
         imgd_status      st  = imgd_generate(m, &p, &res);
         CHECK_MSG(st == IMGD_OK, "generate: %s", imgd_last_error());
-        const float *ref = gf(r.g, "image", (size_t)3 * 128 * 128);
+        const float *ref = tg_golden_n(r.g, "image", (size_t)3 * 128 * 128);
         if (st == IMGD_OK && ref) {
             double mx = 0, mean = 0;
             for (size_t i = 0; i < (size_t)3 * 128 * 128; i++) {
@@ -271,7 +251,7 @@ static void test_textual_inversion_golden(void) {
         imgd_model *m       = load_model(list, 1, NULL);
         if (!m) continue;
         CHECK(m->n_ti == 2);
-        const float *rows = gf(gd, "token_embedding_rows_49408_49409", 32);
+        const float *rows = tg_golden_n(gd, "token_embedding_rows_49408_49409", 32);
         /* bit-identical rows: compare the bit patterns, not the float values */
         for (int32_t i = 0; rows && i < 32; i++) {
             uint32_t a, b;
@@ -290,9 +270,9 @@ static void test_textual_inversion_golden(void) {
         }
         CHECK(memcmp(ids, ti.data, sizeof ids) == 0);
         float       *out = imgd_malloc((size_t)3 * 77 * 16 * sizeof *out);
-        const float *ref = gf(gd, "last_hidden_state", (size_t)3 * 77 * 16);
+        const float *ref = tg_golden_n(gd, "last_hidden_state", (size_t)3 * 77 * 16);
         if (out && ref && run_te(m, ids, 3, out)) {
-            double err = rel_err(out, ref, (size_t)3 * 77 * 16);
+            double err = tg_rel_err(out, ref, (size_t)3 * 77 * 16);
             printf("  textual inversion (.%s): text encoder max err %.2e\n", ext[e], err);
             CHECK(err <= 1e-4);
         }
@@ -448,7 +428,7 @@ static void test_lycoris_synthetic_merge_matches_hand_computation(void) {
     CHECK_STATUS(imgd_weights_open(gp, NULL, &gd), IMGD_OK);
     if (gd && om && ou && run_unet(m, gd, om, nu) &&
         apply(m, path, 0.8f, IMGD_LORA_MODE_UNMERGED) == IMGD_OK && run_unet(m, gd, ou, nu)) {
-        double e = rel_err(ou, om, nu);
+        double e = tg_rel_err(ou, om, nu);
         printf("  synthetic LyCORIS unmerged vs merged UNet: max err %.2e\n", e);
         CHECK(e <= 1e-5);
     }
