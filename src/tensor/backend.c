@@ -92,3 +92,20 @@ size_t imgd_backend_count(void) {
 const char *imgd_backend_name_at(size_t i) {
     return imgd_backend_registry_name(i);
 }
+
+void imgd_backend_profile_print(const char *title, const double *seconds, const uint64_t *runs) {
+    double total = 0;
+    for (int i = 0; i < IMGD_OP_COUNT; i++) total += seconds[i];
+    if (total <= 0) return;
+    bool done[IMGD_OP_COUNT] = {false};
+    fprintf(stderr, "%s: %.3f s in kernels\n", title, total);
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < IMGD_OP_COUNT; i++)
+            if (!done[i] && runs[i] && (best < 0 || seconds[i] > seconds[best])) best = i;
+        if (best < 0) break;
+        done[best] = true;
+        fprintf(stderr, "  %-16s %9.3f s %5.1f%%  %8llu runs\n", imgd_op_name((imgd_op)best),
+                seconds[best], 100.0 * seconds[best] / total, (unsigned long long)runs[best]);
+    }
+}

@@ -139,4 +139,8 @@ const char *imgd_backend_registry_doc(size_t i);
 imgd_status imgd_host_buffer_alloc(const char *who, size_t n, void **out);
 void        imgd_host_buffer_free(void *p);
 
+/* IMGD_PROFILE: prints `title`, then seconds and runs per op kind (arrays of IMGD_OP_COUNT),
+ * largest first, on stderr; nothing when no time was recorded. */
+void imgd_backend_profile_print(const char *title, const double *seconds, const uint64_t *runs);
+
 #endif

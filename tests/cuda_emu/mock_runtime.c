@@ -84,6 +84,70 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d) {
     return cudaSuccess;
 }
 
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
+    (void)flags;
+    return cudaMalloc(p, n);
+}
+cudaError_t cudaFreeHost(void *p) {
+    return cudaFree(p);
+}
+/* Streams run synchronously here, so there is nothing to capture: capture is refused and
+ * the backend's eager fallback runs (tests/cuda_emu checks that path; replays run on a GPU). */
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m) {
+    (void)s;
+    (void)m;
+    return cudaErrorStreamCaptureUnsupported;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) {
+    (void)s;
+    *g = NULL;
+    return cudaErrorStreamCaptureInvalidated;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long f) {
+    (void)g;
+    (void)f;
+    *e = NULL;
+    return cudaErrorNotSupported;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
+    (void)e;
+    (void)s;
+    return cudaErrorNotSupported;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+    (void)g;
+    return cudaSuccess;
+}
+/* Events: timestamps of the (synchronous) host run. */
+#include <time.h>
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    *e = (cudaEvent_t)imgd_calloc(1, sizeof(double));
+    return *e ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    struct timespec ts;
+    (void)s;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    *(double *)(void *)e = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned f) {
+    (void)f;
+    return cudaEventRecord(e, s);
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    *ms = (float)(*(double *)(void *)b - *(double *)(void *)a);
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    imgd_free(e);
+    return cudaSuccess;
+}
+
 /* ---- cuBLAS ---------------------------------------------------------------------------------- */
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
@@ -102,6 +166,12 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
     (void)h;
     (void)m;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void *w, size_t n) {
+    (void)h;
+    (void)w;
+    (void)n;
     return CUBLAS_STATUS_SUCCESS;
 }
 const char *cublasGetStatusName(cublasStatus_t s) {

@@ -17,7 +17,8 @@
  * cuda-f16 and cuda-bf16 run matmul, conv2d and attention with fp16/bf16 GEMM operands
  * (the new paths: cuDNN, GEMM attention, weights read directly); cuda-f16-old the same with
  * those paths off; cuda-im2col and cuda-attn-gemm the f32 alternatives of conv2d and
- * attention.
+ * attention; cuda-graph every op in f16 math without IMGD_CUDA_SYNC, computed twice: the
+ * first run captures the graph, the second (checked) replays it.
  *
  * `--backend cuda` (ctest test_cuda_ops) runs the cuda configurations only, prints every
  * case's NMSE and max error, and exits 77 (ctest SKIP_RETURN_CODE) with "SKIP: no CUDA
@@ -555,34 +556,40 @@ typedef struct be_config {
     imgd_gpu_math gpu_math;
     bool          portable;
     double        nmse_min; /* tolerance floor for this configuration */
+    bool          twice;    /* computes twice and checks the second run (cuda: the replay of
+                               the CUDA graph the first run captured) */
 } be_config;
 
 /* The cuda configurations cover each path of the backend and its fallback (selected by
  * the environment when the backend is created; tensor/cuda/cuda.h): cuDNN or im2col conv2d,
  * flash or GEMM attention, weights read directly in the GEMM type or rounded per run. */
 static const be_config k_configs[] = {
-    {"cpu", "cpu", NULL, NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0},
+    {"cpu", "cpu", NULL, NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0,
+     false},
     {"cpu-openblas", "cpu", "matmul", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_OPENBLAS,
-     IMGD_GPU_MATH_F32, false, 0},
+     IMGD_GPU_MATH_F32, false, 0, false},
     {"cpu-portable", "cpu", "attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
-     IMGD_GPU_MATH_F32, true, 0},
+     IMGD_GPU_MATH_F32, true, 0, false},
     {"cpu-bf16", "cpu", "matmul,conv2d", NULL, IMGD_CPU_MATH_BF16, IMGD_CPU_GEMM_AUTO,
-     IMGD_GPU_MATH_F32, false, 1e-4},
+     IMGD_GPU_MATH_F32, false, 1e-4, false},
     /* f32: cuDNN conv2d where built with it, flash attention */
-    {"cuda", "cuda", NULL, NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false,
-     0},
+    {"cuda", "cuda", NULL, NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0,
+     false},
     {"cuda-im2col", "cuda", "conv2d", "IMGD_CUDA_CUDNN=0", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
-     IMGD_GPU_MATH_F32, false, 0},
+     IMGD_GPU_MATH_F32, false, 0, false},
     {"cuda-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
-     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0},
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0, false},
     /* operands rounded to 11 / 8 significant bits: NMSE ~1e-7 / ~1e-5 on these inputs */
     {"cuda-f16", "cuda", "matmul,conv2d,attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
-     IMGD_GPU_MATH_F16, false, 1e-5},
+     IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-f16-old", "cuda", "matmul,conv2d,attention",
      "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0", IMGD_CPU_MATH_F32,
-     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5},
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-bf16", "cuda", "matmul,conv2d,attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
-     IMGD_GPU_MATH_BF16, false, 1e-4},
+     IMGD_GPU_MATH_BF16, false, 1e-4, false},
+    /* every op without IMGD_CUDA_SYNC, so the graph is captured and then replayed */
+    {"cuda-graph", "cuda", NULL, "IMGD_CUDA_SYNC=0", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_F16, false, 1e-5, true},
 };
 
 /* Ops a backend lacks by design (supports_op answers false, imgd_graph_plan says so): not
@@ -629,7 +636,7 @@ static void ctx_free(tctx *c) {
     memset(c, 0, sizeof *c);
 }
 
-static result run_on(const op_case *tc, uint64_t seed, imgd_backend *be, int reps) {
+static result run_on(const op_case *tc, uint64_t seed, imgd_backend *be, int reps, bool twice) {
     result       r = {NULL, 0, 0, IMGD_OK};
     tctx         c = {.vars = tc->vars, .rng = seed * 2654435761u + 88172645463325252u};
     imgd_tensor *out;
@@ -639,6 +646,7 @@ static result run_on(const op_case *tc, uint64_t seed, imgd_backend *be, int rep
     r.st = imgd_graph_plan(c.g, be, NULL);
     if (r.st == IMGD_OK) r.st = imgd_graph_alloc(c.g, NULL, 0);
     if (r.st == IMGD_OK) r.st = imgd_graph_compute(c.g);
+    if (r.st == IMGD_OK && twice) r.st = imgd_graph_compute(c.g);
     if (r.st == IMGD_OK && reps > 0) {
         double t0 = tu_now_s();
         for (int i = 0; i < reps && r.st == IMGD_OK; i++) r.st = imgd_graph_compute(c.g);
@@ -770,12 +778,12 @@ static int run_case(const opts *o, size_t ci, imgd_backend *ref, imgd_backend **
         const be_config *cfg = &k_configs[k];
         if (!bes[k] || !in_list(cfg->ops, tc->op) || lacks(cfg, tc->op)) continue;
         if (!has_ref && !o->perf) {
-            r_ref   = run_on(tc, ci, ref, 0);
+            r_ref   = run_on(tc, ci, ref, 0, false);
             has_ref = true;
         }
         char label[256];
         (void)imgd_fmt(label, sizeof label, "%s(%s) [%s]", tc->op, tc->vars, cfg->name);
-        result r  = run_on(tc, ci, bes[k], o->perf ? 20 : 0);
+        result r  = run_on(tc, ci, bes[k], o->perf ? 20 : 0, k_configs[k].twice);
         bool   ok = r.st == IMGD_OK &&
                   (o->perf || (r_ref.st == IMGD_OK &&
                                compare(label, &r_ref, &r,

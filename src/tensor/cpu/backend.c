@@ -179,22 +179,9 @@ static imgd_status cpu_run(imgd_backend *be, imgd_graph *g) {
 
 /* IMGD_PROFILE: seconds per op kind over the backend's life, largest first, on stderr. */
 static void print_profile(const cpu_backend *cb) {
-    double total = 0;
-    for (int i = 0; i < IMGD_OP_COUNT; i++) total += cb->prof_s[i];
-    if (total <= 0) return;
-    bool done[IMGD_OP_COUNT] = {false};
-    fprintf(stderr, "imgd profile (cpu, %u threads): %.3f s in kernels\n", cb->n_threads, total);
-    for (;;) {
-        int best = -1;
-        for (int i = 0; i < IMGD_OP_COUNT; i++)
-            if (!done[i] && cb->prof_n[i] && (best < 0 || cb->prof_s[i] > cb->prof_s[best]))
-                best = i;
-        if (best < 0) break;
-        done[best] = true;
-        fprintf(stderr, "  %-16s %9.3f s %5.1f%%  %8llu runs\n", imgd_op_name((imgd_op)best),
-                cb->prof_s[best], 100.0 * cb->prof_s[best] / total,
-                (unsigned long long)cb->prof_n[best]);
-    }
+    char title[64];
+    (void)snprintf(title, sizeof title, "imgd profile (cpu, %u threads)", cb->n_threads);
+    imgd_backend_profile_print(title, cb->prof_s, cb->prof_n);
 }
 
 static void cpu_free(imgd_backend *be) {

@@ -81,10 +81,7 @@ static void cuda_buffer_free(imgd_backend *be, void *p) {
 }
 
 static imgd_status cuda_read(imgd_backend *be, const void *src, void *dst, size_t n) {
-    cuda_backend *cb = be->ctx;
-    CUDA_TRY(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, cb->stream), "reading a result");
-    CUDA_TRY(cudaStreamSynchronize(cb->stream), "reading a result");
-    return IMGD_OK;
+    return cuda_exec_read(be->ctx, src, dst, n);
 }
 
 /* ---- vtable: support -------------------------------------------------------------------- */
@@ -124,7 +121,7 @@ static void node_free(cuda_node *st) {
 
 /* Frees every device copy (leaves': weights, inputs) and every node's state. */
 static void cuda_release(imgd_backend *be, imgd_graph *g) {
-    IMGD_UNUSED(be);
+    cuda_exec_forget(be->ctx, g);
     for (size_t i = 0; i < imgd_graph_tensor_count(g); i++) {
         imgd_tensor *t = imgd_graph_tensor(g, i);
         if (!t->backend_data) continue;
@@ -273,20 +270,7 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
 
 /* ---- vtable: run -------------------------------------------------------------------------- */
 
-static imgd_status upload_inputs(cuda_backend *cb, imgd_graph *g) {
-    for (size_t i = 0; i < imgd_graph_tensor_count(g); i++) {
-        const imgd_tensor *t = imgd_graph_tensor(g, i);
-        if (t->kind != IMGD_TENSOR_INPUT || !t->backend_data || !t->nbytes) continue;
-        char what[160];
-        (void)imgd_fmt(what, sizeof what, "uploading input '%s'", t->name ? t->name : "?");
-        CUDA_TRY(cudaMemcpyAsync(t->backend_data, t->data, t->nbytes, cudaMemcpyHostToDevice,
-                                 cb->stream),
-                 what);
-    }
-    return IMGD_OK;
-}
-
-static imgd_status run_node(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *what) {
     switch (n->op) {
     case IMGD_OP_DEQUANTIZE:
         CUDA_TRY(cudaMemcpyAsync(n->data, cuda_node_of(n)->dev, imgd_tensor_nbytes(n),
@@ -306,31 +290,13 @@ static imgd_status run_node(cuda_backend *cb, const imgd_tensor *n, const char *
 }
 
 static imgd_status cuda_run(imgd_backend *be, imgd_graph *g) {
-    cuda_backend *cb = be->ctx;
-    CUDA_TRY(cudaSetDevice(cb->device), "compute");
-    imgd_status st = upload_inputs(cb, g);
-    for (size_t i = 0; st == IMGD_OK && i < imgd_graph_exec_count(g); i++) {
-        const imgd_tensor *n = imgd_graph_exec_node(g, i);
-        if (imgd_graph_cancel_requested(g)) {
-            st = imgd_fail(IMGD_E_CANCELLED, "compute cancelled before node %zu", i);
-            break;
-        }
-        char what[96];
-        (void)imgd_fmt(what, sizeof what, "node %zu (%s)", i, imgd_op_name(n->op));
-        st = run_node(cb, n, what);
-        if (st == IMGD_OK && cb->sync_each) {
-            cudaError_t e = cudaStreamSynchronize(cb->stream);
-            if (e != cudaSuccess) st = cuda_fail(e, "kernel (IMGD_CUDA_SYNC)", what);
-        }
-    }
-    /* Waits for the queued work, so an asynchronous fault is reported by this compute. */
-    cudaError_t e = cudaStreamSynchronize(cb->stream);
-    if (st == IMGD_OK && e != cudaSuccess) st = cuda_fail(e, "cudaStreamSynchronize", "compute");
-    return st;
+    return cuda_exec_run(be->ctx, g);
 }
 
 static void cuda_free(imgd_backend *be) {
     cuda_backend *cb = be->ctx;
+    if (cb->stream) (void)cudaStreamSynchronize(cb->stream);
+    cuda_exec_free(cb);
 #ifdef IMGD_HAVE_CUDNN
     if (cb->dnn) (void)cudnnDestroy(cb->dnn);
 #endif
@@ -380,6 +346,8 @@ static bool env_flag(const char *name, bool dflt) {
 static imgd_status env_paths(cuda_backend *cb) {
     cb->verbose        = env_flag("IMGD_CUDA_VERBOSE", false);
     cb->direct_weights = env_flag("IMGD_CUDA_DIRECT_WEIGHTS", true);
+    cb->graphs         = env_flag("IMGD_CUDA_GRAPH", true);
+    cb->profile        = getenv("IMGD_PROFILE") != NULL;
 #ifdef IMGD_HAVE_CUDNN
     cb->use_cudnn = env_flag("IMGD_CUDA_CUDNN", true);
 #else
@@ -420,6 +388,11 @@ static imgd_status cuda_init(cuda_backend *cb, const imgd_backend_params *p) {
     CUDA_TRY(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking), "creating a stream");
     CUBLAS_TRY(cublasCreate(&cb->blas), "creating the cuBLAS handle");
     CUBLAS_TRY(cublasSetStream(cb->blas, cb->stream), "cuBLAS stream");
+    /* an explicit workspace (32 MiB, what cuBLAS asks for on Hopper): a captured graph then
+     * holds no allocation of cuBLAS's own */
+    const size_t ws = (size_t)32 << 20;
+    CUDA_TRY(cudaMalloc(&cb->blas_ws, ws), "allocating the cuBLAS workspace");
+    CUBLAS_TRY(cublasSetWorkspace(cb->blas, cb->blas_ws, ws), "cuBLAS workspace");
     /* default math keeps f32 GEMMs in f32 (TF32 is opt-in): results are compared with the
      * reference at f32 tolerances */
     CUBLAS_TRY(cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH), "cuBLAS math mode");

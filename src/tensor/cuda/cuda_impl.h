@@ -20,6 +20,17 @@ typedef enum cuda_attn {
     CUDA_ATTN_GEMM  = 1, /* cuBLAS Q K^T, a masked softmax kernel, P V (attention_gemm.c) */
 } cuda_attn;
 
+/* A captured CUDA graph of one planned imgd graph (exec.c). */
+typedef struct cuda_replay {
+    const imgd_graph *g;            /* NULL: free slot */
+    uint64_t          sig;          /* plan signature the capture was made for */
+    cudaGraphExec_t   exec;         /* NULL until captured */
+    bool              uncapturable; /* capture failed once for this plan: run eagerly */
+    uint64_t          used;         /* cuda_backend.clock at the last run (eviction) */
+} cuda_replay;
+
+#define CUDA_REPLAY_MAX 16
+
 typedef struct cuda_backend {
     imgd_backend   base;
     int            device;
@@ -37,6 +48,22 @@ typedef struct cuda_backend {
     cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|auto (auto: gemm in f16/bf16
                             math, flash in f32) */
     bool verbose;        /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
+    bool graphs;         /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
+                            graph on its first run and replayed while its signature (every
+                            node's op, parameters and addresses) is unchanged */
+    bool profile;        /* IMGD_PROFILE: GPU time per op kind (events), printed at free */
+    /* exec.c state */
+    cuda_replay  replay[CUDA_REPLAY_MAX];
+    uint64_t     clock;
+    void        *pin_in, *pin_out; /* pinned staging for input uploads and result reads */
+    size_t       pin_in_cap, pin_out_cap;
+    void        *blas_ws; /* cuBLAS workspace (set explicitly: captures allocate nothing) */
+    cudaEvent_t *ev;      /* profile: one event before each node and one after the last */
+    size_t       n_ev;
+    double       prof_s[IMGD_OP_COUNT];
+    uint64_t     prof_n[IMGD_OP_COUNT];
+    double       prof_wall_s; /* host time of the profiled runs, enqueue to completion */
+    uint64_t     prof_runs, prof_replays;
 #ifdef IMGD_HAVE_CUDNN
     cudnnHandle_t dnn;
 #endif
@@ -101,6 +128,17 @@ void *cuda_dptr(const imgd_tensor *t);
 
 /* Describes t (f32/f16/bf16, <= CUK_MAX_DIMS dims) for a kernel, at its device address. */
 cuk_tensor cuda_desc(const imgd_tensor *t);
+
+/* exec.c: running a planned graph (capture, replay, eager), input staging, profiling. */
+imgd_status cuda_exec_run(cuda_backend *cb, imgd_graph *g);
+/* Drops g's captured graph (its plan is being released). */
+void cuda_exec_forget(cuda_backend *cb, const imgd_graph *g);
+/* Result read through the pinned staging buffer (large reads go direct). */
+imgd_status cuda_exec_read(cuda_backend *cb, const void *src, void *dst, size_t n);
+/* Frees captured graphs, staging, events; prints the profile when IMGD_PROFILE is set. */
+void cuda_exec_free(cuda_backend *cb);
+/* Runs one node (the op's launcher); what names it in errors. */
+imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *what);
 
 /* ---- per-op host code ---------------------------------------------------------------------- */
 
