@@ -149,15 +149,28 @@ static imgd_tensor *maybe_strided(tctx *c, imgd_dtype dt, int32_t nd, const int6
 
 /* ---- builders: layout ------------------------------------------------------------------ */
 
+/* use=1: the result of a constant op (cast or dequantize of a weight) feeds an add, so it
+ * is not a graph output (the cuda backend folds such constants at plan time); use=2: a
+ * narrowed, transposed view of it does (its offset into the folded copy). */
+static imgd_tensor *use_const(tctx *c, imgd_tensor *k) {
+    int64_t use = vi(c, "use", 0);
+    if (use == 2)
+        k = imgd_op_transpose(c->g, imgd_op_narrow(c->g, k, 0, 1, k->shape[0] - 1), -1, -2);
+    if (!use || !k) return k;
+    int64_t shape[IMGD_MAX_DIMS];
+    memcpy(shape, k->shape, sizeof shape);
+    return imgd_op_add(c->g, k, rnd(c, IMGD_DTYPE_F32, k->n_dims, shape));
+}
+
 static imgd_tensor *b_cast(tctx *c) {
     int64_t      shape[3] = {vi(c, "a", 3), vi(c, "b", 5), vi(c, "c", 7)};
     imgd_tensor *x        = maybe_strided(c, vtype(c, "type"), 3, shape);
-    return imgd_op_cast(c->g, x, vtype(c, "to"));
+    return use_const(c, imgd_op_cast(c->g, x, vtype(c, "to")));
 }
 
 static imgd_tensor *b_dequantize(tctx *c) {
     imgd_tensor *w = RND(c, vtype(c, "type"), vi(c, "rows", 3), vi(c, "cols", 256));
-    return imgd_op_dequantize(c->g, w);
+    return use_const(c, imgd_op_dequantize(c->g, w));
 }
 
 static imgd_tensor *b_concat(tctx *c) {
@@ -403,9 +416,12 @@ static const op_case k_cases[] = {
     {"cast", b_cast, "type=bf16,to=f32,perm=1", 0},
     {"cast", b_cast, "type=f32,to=bf16,perm=1", 0},
     {"cast", b_cast, "type=f16,to=bf16,a=4,b=1,c=300", 0},
+    {"cast", b_cast, "type=f16,to=f32,a=2,b=33,c=65,use=1", 0},
+    {"cast", b_cast, "type=bf16,to=f32,a=3,b=9,c=17,perm=1,use=2", 0},
     {"dequantize", b_dequantize, "type=q8_0,rows=3,cols=96", 0},
     {"dequantize", b_dequantize, "type=q4_0,rows=17,cols=64", 0},
     {"dequantize", b_dequantize, "type=q4_k,rows=5,cols=512", 0},
+    {"dequantize", b_dequantize, "type=q8_0,rows=4,cols=64,use=2", 0},
     {"concat", b_concat, "axis=0", 0},
     {"concat", b_concat, "axis=1,n=3,perm=1", 0},
     {"concat", b_concat, "axis=2,type=f16", 0},

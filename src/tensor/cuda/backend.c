@@ -36,7 +36,13 @@ imgd_status cudnn_fail(cudnnStatus_t s, const char *call, const char *what) {
 
 void *cuda_dptr(const imgd_tensor *t) {
     const imgd_tensor *s = t->storage;
-    if (s->kind == IMGD_TENSOR_ACTIVATION || !s->backend_data) return t->data;
+    if (!s->backend_data) return t->data;
+    if (s->kind == IMGD_TENSOR_ACTIVATION) {
+        const cuda_node *ns = s->op != IMGD_OP_NONE ? cuda_node_of(s) : NULL;
+        if (!ns || !ns->folded) return t->data;
+        size_t off = (size_t)((const unsigned char *)t->data - (const unsigned char *)s->data);
+        return (unsigned char *)ns->dev + off;
+    }
     size_t off = (size_t)((const unsigned char *)t->data - (const unsigned char *)s->data);
     return (unsigned char *)s->backend_data + off;
 }
@@ -198,6 +204,50 @@ static void mark_skipped_casts(imgd_graph *g) {
     }
 }
 
+/* Constants are computed once, at plan time, into the node's own device memory: a
+ * DEQUANTIZE (its f32 weight is already there) and a CAST of a weight of at most
+ * CUDA_FOLD_MAX elements (biases and norm scales; larger casts in f32 math would double the
+ * weights' memory, and in f16/bf16 math GEMMs read their weights directly). Not for nodes the
+ * caller reads (graph outputs). */
+#define CUDA_FOLD_MAX ((int64_t)1 << 20)
+
+static imgd_status fold_constants(cuda_backend *cb, imgd_graph *g) {
+    for (size_t i = 0; i < imgd_graph_tensor_count(g); i++) {
+        const imgd_tensor *t = imgd_graph_tensor(g, i);
+        if (t->is_output && t->storage->op != IMGD_OP_NONE && t->storage->backend_data)
+            cuda_node_of(t->storage)->is_out = true;
+    }
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        imgd_tensor       *n  = imgd_graph_exec_node(g, i);
+        cuda_node         *ns = cuda_node_of(n);
+        const imgd_tensor *w  = n->src[0] ? n->src[0]->storage : NULL;
+        if (!ns || ns->is_out) continue;
+        if (n->op == IMGD_OP_DEQUANTIZE) {
+            ns->folded = ns->dev != NULL;
+            continue;
+        }
+        if (n->op != IMGD_OP_CAST || ns->skip || !w || w->op != IMGD_OP_NONE ||
+            w->kind != IMGD_TENSOR_WEIGHT || imgd_tensor_numel(n) > CUDA_FOLD_MAX)
+            continue;
+        char what[160];
+        (void)imgd_fmt(what, sizeof what, "folding the cast of weight '%s'",
+                       w->name ? w->name : "?");
+        size_t nb = imgd_tensor_nbytes(n);
+        void  *p  = NULL;
+        CUDA_TRY(cudaMalloc(&p, nb ? nb : 1), what);
+        ns->dev        = p;
+        cuk_tensor out = cuda_desc(n), src = cuda_desc(n->src[0]);
+        out.data       = p;
+        out.contiguous = 1;
+        /* a view of the weight gets its address at compute: locate it in the weight now */
+        src.data = (unsigned char *)w->backend_data +
+                   (size_t)n->src[0]->offset * imgd_dtype_size(n->src[0]->dtype);
+        CUDA_TRY(cuk_copy(&out, &src, cb->stream), what);
+        ns->folded = true;
+    }
+    return IMGD_OK;
+}
+
 static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
     cuda_node *state = imgd_calloc(1, sizeof *state);
     if (!state) return imgd_fail(IMGD_E_NOMEM, "cuda: node state: out of host memory");
@@ -213,6 +263,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
     /* a cast of a weight: its source is uploaded too (GEMMs may read it directly) */
     if (st == IMGD_OK && n->op == IMGD_OP_CONV2D) st = cuda_conv2d_prepare(cb, n);
     if (st == IMGD_OK && n->op == IMGD_OP_MATMUL) st = cuda_matmul_prepare(cb, n);
+    if (st == IMGD_OK && n->op == IMGD_OP_GROUP_NORM) cuda_group_norm_prepare(n);
     if (st == IMGD_OK && n->op == IMGD_OP_ATTENTION) {
         state->attn_gemm = cb->attn == CUDA_ATTN_GEMM && cuda_attn_gemm_supported(n);
         if (state->attn_gemm) cuda_attn_gemm_prepare(cb, n);
@@ -223,7 +274,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 /* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     int conv_dnn = 0, conv_col = 0, att_gemm = 0, att_flash = 0, direct = 0, converted = 0;
-    int casts = 0, skipped = 0;
+    int casts = 0, skipped = 0, folded = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n  = imgd_graph_exec_node(g, i);
         const cuda_node   *ns = cuda_node_of(n);
@@ -240,6 +291,7 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
             casts++;
             skipped += ns->skip;
         }
+        folded += ns->folded;
         for (int s = 0; s < 2; s++) {
             direct += ns->cnst[s] && !ns->owned[s];
             converted += ns->owned[s] != NULL;
@@ -248,9 +300,9 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     fprintf(stderr,
             "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d gemm + "
             "%d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
-            "skipped\n",
+            "skipped; %d constants folded at plan\n",
             imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
-            conv_col, att_gemm, att_flash, direct, converted, skipped, casts);
+            conv_col, att_gemm, att_flash, direct, converted, skipped, casts, folded);
 }
 
 static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
@@ -263,6 +315,8 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
             return imgd_fail_prefix(st, "cuda: preparing node %zu (%s)", i, imgd_op_name(n->op));
     }
     mark_skipped_casts(g);
+    imgd_status st = fold_constants(cb, g);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: preparing constants");
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
     if (cb->verbose) report_paths(cb, g);
     return IMGD_OK;
@@ -271,6 +325,7 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
 /* ---- vtable: run -------------------------------------------------------------------------- */
 
 imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+    if (cuda_node_of(n) && cuda_node_of(n)->folded) return IMGD_OK;
     switch (n->op) {
     case IMGD_OP_DEQUANTIZE:
         CUDA_TRY(cudaMemcpyAsync(n->data, cuda_node_of(n)->dev, imgd_tensor_nbytes(n),

@@ -72,7 +72,11 @@ typedef struct cuda_backend {
 /* Per-node state of an executed node (its backend_data; leaves hold a device pointer
  * instead). Created by prepare, freed by release. */
 typedef struct cuda_node {
-    void       *dev;     /* owned device memory: DEQUANTIZE's f32 weight */
+    void       *dev;     /* owned device memory: DEQUANTIZE's f32 weight, a folded CAST's
+                            result */
+    bool        folded;  /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
+                            computed at plan time; readers get dev (cuda_dptr), runs skip it */
+    bool        is_out;  /* the graph output is this node or a view of it (never folded) */
     const void *cnst[2]; /* matmul/conv2d: device address of operand s (src[s]'s first
                             element) as a constant in the GEMM type, or NULL: converted per
                             run (f16/bf16 math) or read as is (f32) */
@@ -144,6 +148,8 @@ imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *wh
 
 /* dispatch.c: everything but matmul/conv2d/dequantize. `what` names the node in errors. */
 imgd_status cuda_run_op(cuda_backend *cb, const imgd_tensor *n, const char *what);
+/* Sets a group_norm node's scratch (partial sums per chunk of each group). */
+void cuda_group_norm_prepare(imgd_tensor *n);
 /* Whether dispatch.c / matmul.c can run n (dtype, layout and size limits). */
 bool cuda_op_supported(const imgd_tensor *n);
 

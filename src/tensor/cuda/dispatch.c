@@ -26,6 +26,13 @@ static bool attention_supported(const imgd_tensor *n) {
     return !m || (m->dtype == IMGD_DTYPE_F32 && m->n_dims >= 1 && m->n_dims <= 4);
 }
 
+void cuda_group_norm_prepare(imgd_tensor *n) {
+    const imgd_tensor *x = n->src[0];
+    int64_t            N = x->shape[0], C = x->n_dims > 1 ? x->shape[1] : 1;
+    int64_t            S = N * C > 0 ? imgd_tensor_numel(x) / (N * C) : 0;
+    n->scratch_bytes     = cuk_group_norm_scratch(N, C, S, n->ip[0]);
+}
+
 bool cuda_op_supported(const imgd_tensor *n) {
     for (int s = 0; s < IMGD_TENSOR_SRC_MAX; s++)
         if (n->src[s] && n->src[s]->n_dims > CUK_MAX_DIMS) return false;
@@ -162,7 +169,7 @@ static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {
         int64_t S = N * C > 0 ? imgd_tensor_numel(x) / (N * C) : 0;
         return cuk_group_norm(n->data, cuda_dptr(x), n->src[1] ? cuda_dptr(n->src[1]) : NULL,
                               n->src[2] ? cuda_dptr(n->src[2]) : NULL, N, C, S, n->ip[0], n->fp[0],
-                              (int32_t)n->ip[1], s);
+                              (int32_t)n->ip[1], n->scratch, s);
     }
     case IMGD_OP_LAYER_NORM:
         return cuk_layer_norm(n->data, cuda_dptr(x), n->src[1] ? cuda_dptr(n->src[1]) : NULL,

@@ -105,10 +105,12 @@ cudaError_t cuk_rope(float *out, const cuk_tensor *x, const cuk_tensor *pos, int
 
 /* ---- norm.cu ------------------------------------------------------------------------------ */
 
-/* x [N, C, S] contiguous f32; gamma/beta [C] or NULL. */
+/* x [N, C, S] contiguous f32; gamma/beta [C] or NULL; scratch: device memory of
+ * cuk_group_norm_scratch(N, C, S, G) bytes for the per-chunk partial sums. */
 cudaError_t cuk_group_norm(float *out, const float *x, const float *gamma, const float *beta,
                            int64_t N, int64_t C, int64_t S, int64_t G, float eps, int32_t silu,
-                           cudaStream_t s);
+                           double *scratch, cudaStream_t s);
+size_t      cuk_group_norm_scratch(int64_t N, int64_t C, int64_t S, int64_t G);
 /* Row ops on x [rows, D] contiguous f32. */
 cudaError_t cuk_layer_norm(float *out, const float *x, const float *gamma, const float *beta,
                            int64_t rows, int64_t D, float eps, cudaStream_t s);
