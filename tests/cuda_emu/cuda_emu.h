@@ -13,6 +13,7 @@
 #include <cuda_runtime_api.h>
 #include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "tensor/cuda/kernels.h"
@@ -121,6 +122,90 @@ template <class T> T __shfl_sync(unsigned, T v, int src) {
 
 #define CUK_LAUNCH(k, g, b, sm, st) cuk_emu::launch(k, dim3(g), dim3(b), (size_t)(sm))
 #define CUK_DYN_SHARED(T, name)     T *name = cuk_emu::dyn_shared<T>()
+
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    (void)mask;
+    cuk_emu::g_block->warp_bar[cuk_emu::tl_lin / 32]->arrive_and_wait();
+}
+
+/* fp16 / bf16 scalars as their bits */
+struct __half {
+    uint16_t x;
+};
+struct __nv_bfloat16 {
+    uint16_t x;
+};
+inline __half __float2half_rn(float v) {
+    return __half{imgd_f32_to_f16(v)};
+}
+inline __nv_bfloat16 __float2bfloat16_rn(float v) {
+    return __nv_bfloat16{imgd_f32_to_bf16(v)};
+}
+
+/* WMMA: every lane of a warp holds the whole 16x16 tile and computes the whole product (the
+ * results are the same in every lane); each *_sync is a warp barrier before and after, as the
+ * warp-synchronous originals are. */
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
+    float x[16 * 16];
+};
+inline float emu_f(float v) {
+    return v;
+}
+inline float emu_f(__half v) {
+    return imgd_f16_to_f32(v.x);
+}
+inline float emu_f(__nv_bfloat16 v) {
+    return imgd_bf16_to_f32(v.x);
+}
+template <class Use, class T, class L>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, L> &f, const T *p, unsigned ldm) {
+    __syncwarp();
+    const bool rm = std::is_same<L, row_major>::value;
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++) f.x[r * 16 + c] = emu_f(rm ? p[r * ldm + c] : p[c * ldm + r]);
+    __syncwarp();
+}
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const float *p,
+                             unsigned ldm, layout_t l) {
+    __syncwarp();
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++)
+            f.x[r * 16 + c] = l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
+    __syncwarp();
+}
+inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f,
+                              unsigned ldm, layout_t l) {
+    __syncwarp();
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++)
+            (l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * 16 + c];
+    __syncwarp();
+}
+inline void fill_fragment(fragment<accumulator, 16, 16, 16, float> &f, float v) {
+    for (float &x : f.x) x = v;
+}
+template <class TA, class LA, class TB, class LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
+              const fragment<matrix_a, 16, 16, 16, TA, LA> &a,
+              const fragment<matrix_b, 16, 16, 16, TB, LB> &b,
+              const fragment<accumulator, 16, 16, 16, float> &c) {
+    float t[16 * 16];
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) {
+            float acc = c.x[i * 16 + j];
+            for (int k = 0; k < 16; k++) acc += a.x[i * 16 + k] * b.x[k * 16 + j];
+            t[i * 16 + j] = acc;
+        }
+    std::memcpy(d.x, t, sizeof t);
+}
+} // namespace nvcuda::wmma
 
 inline float cuk_ld(const void *p, int32_t dtype, int64_t off) {
     if (dtype == CUK_F32) return static_cast<const float *>(p)[off];

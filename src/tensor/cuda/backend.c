@@ -265,7 +265,11 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
     if (st == IMGD_OK && n->op == IMGD_OP_MATMUL) st = cuda_matmul_prepare(cb, n);
     if (st == IMGD_OK && n->op == IMGD_OP_GROUP_NORM) cuda_group_norm_prepare(n);
     if (st == IMGD_OK && n->op == IMGD_OP_ATTENTION) {
-        state->attn_gemm = cb->attn == CUDA_ATTN_GEMM && cuda_attn_gemm_supported(n);
+        state->attn_wmma = cb->attn == CUDA_ATTN_WMMA && cuda_attn_wmma_supported(cb, n);
+        /* wmma falls back to gemm (head dims over CUK_ATTN_WMMA_D_MAX, e.g. the VAE's 512) */
+        state->attn_gemm = !state->attn_wmma &&
+                           (cb->attn == CUDA_ATTN_GEMM || cb->attn == CUDA_ATTN_WMMA) &&
+                           cuda_attn_gemm_supported(n);
         if (state->attn_gemm) cuda_attn_gemm_prepare(cb, n);
     }
     return st;
@@ -273,7 +277,8 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 
 /* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
-    int conv_dnn = 0, conv_col = 0, att_gemm = 0, att_flash = 0, direct = 0, converted = 0;
+    int conv_dnn = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0, direct = 0;
+    int converted = 0;
     int casts = 0, skipped = 0, folded = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n  = imgd_graph_exec_node(g, i);
@@ -285,7 +290,8 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         }
         if (n->op == IMGD_OP_ATTENTION) {
             att_gemm += ns->attn_gemm;
-            att_flash += !ns->attn_gemm;
+            att_wmma += ns->attn_wmma;
+            att_flash += !ns->attn_gemm && !ns->attn_wmma;
         }
         if (n->op == IMGD_OP_CAST) {
             casts++;
@@ -297,12 +303,13 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
             converted += ns->owned[s] != NULL;
         }
     }
-    fprintf(stderr,
-            "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d gemm + "
-            "%d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
-            "skipped; %d constants folded at plan\n",
-            imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
-            conv_col, att_gemm, att_flash, direct, converted, skipped, casts, folded);
+    fprintf(
+        stderr,
+        "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d wmma + "
+        "%d gemm + %d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
+        "skipped; %d constants folded at plan\n",
+        imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
+        conv_col, att_wmma, att_gemm, att_flash, direct, converted, skipped, casts, folded);
 }
 
 static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
@@ -335,6 +342,7 @@ imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *wh
     case IMGD_OP_MATMUL: return cuda_matmul(cb, n, what);
     case IMGD_OP_CONV2D: return cuda_conv2d(cb, n, what);
     case IMGD_OP_ATTENTION:
+        if (cuda_node_of(n)->attn_wmma) return cuda_attn_wmma(cb, n, what);
         if (cuda_node_of(n)->attn_gemm) return cuda_attn_gemm(cb, n, what);
         return cuda_run_op(cb, n, what);
     case IMGD_OP_CAST:
@@ -410,13 +418,16 @@ static imgd_status env_paths(cuda_backend *cb) {
 #endif
     const char *a = getenv("IMGD_CUDA_ATTN");
     if (!a || !*a || strcmp(a, "auto") == 0)
-        cb->attn = cuda_math_low(cb) ? CUDA_ATTN_GEMM : CUDA_ATTN_FLASH;
+        cb->attn = cuda_math_low(cb) ? CUDA_ATTN_WMMA : CUDA_ATTN_FLASH;
     else if (strcmp(a, "gemm") == 0)
         cb->attn = CUDA_ATTN_GEMM;
+    else if (strcmp(a, "wmma") == 0) /* f32 math: flash (tensor cores would round to f16) */
+        cb->attn = cuda_math_low(cb) ? CUDA_ATTN_WMMA : CUDA_ATTN_FLASH;
     else if (strcmp(a, "flash") == 0)
         cb->attn = CUDA_ATTN_FLASH;
     else
-        return imgd_fail(IMGD_E_INVALID_ARG, "cuda: IMGD_CUDA_ATTN='%s' is not flash|gemm|auto", a);
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "cuda: IMGD_CUDA_ATTN='%s' is not flash|gemm|wmma|auto", a);
     return IMGD_OK;
 }
 

@@ -18,6 +18,8 @@
 typedef enum cuda_attn {
     CUDA_ATTN_FLASH = 0, /* the f32 online-softmax kernel (attention.cu) */
     CUDA_ATTN_GEMM  = 1, /* cuBLAS Q K^T, a masked softmax kernel, P V (attention_gemm.c) */
+    CUDA_ATTN_WMMA  = 2, /* flash attention on tensor cores (attention_wmma.cu; f16/bf16
+                            math, head dims up to CUK_ATTN_WMMA_D_MAX, else gemm) */
 } cuda_attn;
 
 /* A captured CUDA graph of one planned imgd graph (exec.c). */
@@ -45,7 +47,7 @@ typedef struct cuda_backend {
                             type), and casts nobody else reads are skipped */
     bool use_cudnn;      /* IMGD_CUDA_CUDNN (default 1 in builds with cuDNN): conv2d
                             through cudnnConvolutionForward instead of im2col + GEMM */
-    cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|auto (auto: gemm in f16/bf16
+    cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|auto (auto: wmma in f16/bf16
                             math, flash in f32) */
     bool verbose;        /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
     bool graphs;         /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
@@ -72,9 +74,9 @@ typedef struct cuda_backend {
 /* Per-node state of an executed node (its backend_data; leaves hold a device pointer
  * instead). Created by prepare, freed by release. */
 typedef struct cuda_node {
-    void       *dev;     /* owned device memory: DEQUANTIZE's f32 weight, a folded CAST's
+    void *dev;           /* owned device memory: DEQUANTIZE's f32 weight, a folded CAST's
                             result */
-    bool        folded;  /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
+    bool folded;         /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
                             computed at plan time; readers get dev (cuda_dptr), runs skip it */
     bool        is_out;  /* the graph output is this node or a view of it (never folded) */
     const void *cnst[2]; /* matmul/conv2d: device address of operand s (src[s]'s first
@@ -85,6 +87,7 @@ typedef struct cuda_node {
     bool    needed;      /* prepare: a CAST some node reads as data */
     bool    cudnn;       /* conv2d through cuDNN (descriptors below are set) */
     bool    attn_gemm;   /* attention through attention_gemm.c */
+    bool    attn_wmma;   /* attention through attention_wmma.cu */
     int32_t algo;        /* cudnnConvolutionFwdAlgo_t */
     size_t  ws_bytes;    /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN
@@ -150,6 +153,10 @@ imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *wh
 imgd_status cuda_run_op(cuda_backend *cb, const imgd_tensor *n, const char *what);
 /* Sets a group_norm node's scratch (partial sums per chunk of each group). */
 void cuda_group_norm_prepare(imgd_tensor *n);
+/* Runs attention node n through the tensor-core flash kernel. */
+imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *what);
+/* Whether the tensor-core flash kernel runs attention node n in cb's math. */
+bool cuda_attn_wmma_supported(const cuda_backend *cb, const imgd_tensor *n);
 /* Whether dispatch.c / matmul.c can run n (dtype, layout and size limits). */
 bool cuda_op_supported(const imgd_tensor *n);
 

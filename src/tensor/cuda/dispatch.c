@@ -128,17 +128,41 @@ static cudaError_t launch_pad(const imgd_tensor *n, cudaStream_t s) {
     return cuk_pad(&out, &src, before, n->fp[0], s);
 }
 
+bool cuda_attn_wmma_supported(const cuda_backend *cb, const imgd_tensor *n) {
+    const imgd_tensor *q = n->src[0], *k = n->src[1], *v = n->src[2];
+    if (!cuda_math_low(cb) || !attention_supported(n)) return false;
+    int64_t D = q->shape[3];
+    return D <= CUK_ATTN_WMMA_D_MAX && k->shape[3] == D && v->shape[3] == D &&
+           imgd_tensor_is_contiguous(n);
+}
+
+/* Mask strides over (b, h, i, j): its dims right-aligned; size 1 broadcasts (stride 0). */
+static void mask_strides(const imgd_tensor *m, int64_t ms[4]) {
+    for (int d = 0; d < 4; d++) ms[d] = 0;
+    if (!m) return;
+    for (int32_t i = 0; i < m->n_dims; i++) {
+        int32_t d = 4 - m->n_dims + i;
+        ms[d]     = m->shape[i] == 1 ? 0 : m->stride[i];
+    }
+}
+
 static cudaError_t launch_attention(const imgd_tensor *n, cudaStream_t s) {
     cuk_tensor         q = cuda_desc(n->src[0]), k = cuda_desc(n->src[1]), v = cuda_desc(n->src[2]);
-    const imgd_tensor *m     = n->src[3];
-    int64_t            ms[4] = {0, 0, 0, 0};
-    if (m) { /* mask dims right-aligned to (b, h, i, j); size 1 broadcasts */
-        for (int32_t i = 0; i < m->n_dims; i++) {
-            int32_t d = 4 - m->n_dims + i;
-            ms[d]     = m->shape[i] == 1 ? 0 : m->stride[i];
-        }
-    }
+    const imgd_tensor *m = n->src[3];
+    int64_t            ms[4];
+    mask_strides(m, ms);
     return cuk_attention(n->data, &q, &k, &v, m ? cuda_dptr(m) : NULL, ms, n->fp[0], s);
+}
+
+imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+    cuk_tensor         q = cuda_desc(n->src[0]), k = cuda_desc(n->src[1]), v = cuda_desc(n->src[2]);
+    const imgd_tensor *m = n->src[3];
+    int64_t            ms[4];
+    mask_strides(m, ms);
+    cudaError_t e = cuk_attention_wmma(n->data, &q, &k, &v, m ? cuda_dptr(m) : NULL, ms, n->fp[0],
+                                       cuda_math_cuk(cb), cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_attention_wmma", what);
+    return IMGD_OK;
 }
 
 static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {

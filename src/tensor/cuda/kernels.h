@@ -139,6 +139,18 @@ cudaError_t cuk_attn_softmax(void *P, int32_t p_dtype, const float *S, int64_t h
 cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_tensor *k, const cuk_tensor *v,
                           const float *mask, const int64_t *mstride, float scale, cudaStream_t s);
 
+/* ---- attention_wmma.cu -------------------------------------------------------------------- */
+
+/* Head dims the tensor-core kernel handles (padded to 32, 48, 64, 80, 96, 128 or 160). */
+#define CUK_ATTN_WMMA_D_MAX 160
+
+/* Flash attention on tensor cores: q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, D] (any of
+ * the three dtypes, strided) rounded to math (CUK_F16 or CUK_BF16) in shared memory, f32
+ * accumulation and softmax; mask as cuk_attention's; out [B, Lq, H, D] contiguous f32. */
+cudaError_t cuk_attention_wmma(float *out, const cuk_tensor *q, const cuk_tensor *k,
+                               const cuk_tensor *v, const float *mask, const int64_t *mstride,
+                               float scale, int32_t math, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

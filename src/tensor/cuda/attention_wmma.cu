@@ -1,0 +1,209 @@
+// Scaled-dot-product attention on tensor cores without materialising the scores (flash
+// attention, FA1-style on WMMA fragments), for f16/bf16 math.
+//
+// Block: 4 warps and 64 query rows (16 per warp) of one (batch, head). Q (pre-scaled), and per
+// tile of 64 keys K and V, are converted from the graph's dtype into the math type in shared
+// memory, zero-padded to DP (the head dim rounded up to a multiple of 16) and beyond the last
+// key. Per tile each warp computes its 16 x 64 scores S = Q K^T with WMMA (f32 accumulation)
+// into shared memory; two lanes per row then add the mask, update the row's running max and
+// sum (online softmax, f32), write the probabilities P in the math type and rescale the
+// row's output accumulator O (f32, shared memory); then O += P V with WMMA. At the end O is
+// divided by the row sums and written as f32 [B, Lq, H, D]. Keys past Lk and -inf scores
+// contribute exactly zero; a row whose scores are all -inf gives zeros, as the other kernels.
+#include "device_impl.h"
+
+#ifndef CUK_EMU
+#    include <mma.h>
+#endif
+
+using namespace nvcuda;
+
+#define FA_BQ    64 /* query rows per block (16 per warp) */
+#define FA_BK    64 /* keys per tile */
+#define FA_WARPS 4
+#define FA_SLD   (FA_BK + 4) /* row stride of the f32 scores (floats) */
+#define FA_PLD   (FA_BK + 8) /* row stride of the probabilities (math-type elements) */
+
+template <class T> struct fa_type;
+template <> struct fa_type<__half> {
+    static __device__ __forceinline__ __half from(float v) {
+        return __float2half_rn(v);
+    }
+};
+template <> struct fa_type<__nv_bfloat16> {
+    static __device__ __forceinline__ __nv_bfloat16 from(float v) {
+        return __float2bfloat16_rn(v);
+    }
+};
+
+struct fa_args {
+    cuk_tensor   q, k, v;
+    float       *out;
+    const float *mask;
+    int64_t      ms[4];
+    float        scale;
+};
+
+/* Shared memory of a block for head dim DP, in bytes. */
+static size_t fa_shmem(int DP, size_t elem) {
+    size_t ld = (size_t)DP + 8;
+    return 3 * FA_BQ * ld * elem                               /* Q, K, V tiles */
+           + FA_WARPS * 16 * (size_t)FA_SLD * sizeof(float)    /* scores */
+           + FA_WARPS * 16 * (size_t)FA_PLD * elem             /* probabilities */
+           + FA_WARPS * 16 * ((size_t)DP + 4) * sizeof(float); /* output accumulators */
+}
+
+/* Loads rows [r0, r0 + 64) of t (a [B, L, H, D] tensor at batch b, head h) into dst [64][ld],
+ * times mul, zero beyond L and D. */
+template <class T, int DP>
+__device__ __forceinline__ void fa_load(T *dst, const cuk_tensor &t, int64_t b, int64_t h,
+                                        int64_t r0, int64_t L, int64_t D, float mul) {
+    const int64_t base = b * t.stride[0] + h * t.stride[2];
+    for (int e = threadIdx.x; e < FA_BQ * DP; e += blockDim.x) {
+        int     r = e / DP, d = e % DP;
+        int64_t row = r0 + r;
+        float   v   = 0.0f;
+        if (row < L && d < D)
+            v = cuk_ld(t.data, t.dtype, base + row * t.stride[1] + d * t.stride[3]) * mul;
+        dst[r * (DP + 8) + d] = fa_type<T>::from(v);
+    }
+}
+
+template <class T, int DP> __global__ void k_flash_wmma(fa_args a) {
+    constexpr int LD = DP + 8, OLD = DP + 4;
+    CUK_DYN_SHARED(unsigned char, smem);
+    T     *qs = reinterpret_cast<T *>(smem);
+    T     *ks = qs + FA_BQ * LD;
+    T     *vs = ks + FA_BK * LD;
+    float *ss = reinterpret_cast<float *>(vs + FA_BK * LD);
+    T     *ps = reinterpret_cast<T *>(ss + FA_WARPS * 16 * FA_SLD);
+    float *os = reinterpret_cast<float *>(ps + FA_WARPS * 16 * FA_PLD);
+
+    const int     warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t b = blockIdx.z, h = blockIdx.y, q0 = (int64_t)blockIdx.x * FA_BQ;
+    const int64_t Lq = a.q.shape[1], Lk = a.k.shape[1], D = a.q.shape[3];
+    float        *sw = ss + warp * 16 * FA_SLD;
+    T            *pw = ps + warp * 16 * FA_PLD;
+    float        *ow = os + warp * 16 * OLD;
+    const int     r = lane / 2, half = lane % 2; /* this lane's row and half of the columns */
+    const int64_t i = q0 + warp * 16 + r;        /* its query row */
+
+    fa_load<T, DP>(qs, a.q, b, h, q0, Lq, D, a.scale);
+    for (int c = half * (DP / 2); c < (half + 1) * (DP / 2); c++) ow[r * OLD + c] = 0.0f;
+    float        m = -INFINITY, l = 0.0f;
+    const float *mrow =
+        a.mask && i < Lq ? a.mask + b * a.ms[0] + h * a.ms[1] + i * a.ms[2] : nullptr;
+
+    for (int64_t j0 = 0; j0 < Lk; j0 += FA_BK) {
+        __syncthreads(); /* the previous tile is no longer read (and Q is loaded) */
+        fa_load<T, DP>(ks, a.k, b, h, j0, Lk, D, 1.0f);
+        fa_load<T, DP>(vs, a.v, b, h, j0, Lk, D, 1.0f);
+        __syncthreads();
+
+        /* S = Q K^T for this warp's 16 rows */
+        for (int t = 0; t < FA_BK / 16; t++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.0f);
+            for (int kk = 0; kk < DP / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fq;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fk;
+                wmma::load_matrix_sync(fq, qs + warp * 16 * LD + kk * 16, LD);
+                wmma::load_matrix_sync(fk, ks + t * 16 * LD + kk * 16, LD);
+                wmma::mma_sync(acc, fq, fk, acc);
+            }
+            wmma::store_matrix_sync(sw + t * 16, acc, FA_SLD, wmma::mem_row_major);
+        }
+        __syncwarp();
+
+        /* online softmax: this lane's 32 columns of row r */
+        const int c0 = half * (FA_BK / 2);
+        float     mt = -INFINITY;
+        for (int c = c0; c < c0 + FA_BK / 2; c++) {
+            float s = j0 + c < Lk ? sw[r * FA_SLD + c] : -INFINITY;
+            if (mrow && j0 + c < Lk) s += mrow[(j0 + c) * a.ms[3]];
+            sw[r * FA_SLD + c] = s;
+            mt                 = fmaxf(mt, s);
+        }
+        mt               = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+        const float mn   = fmaxf(m, mt);
+        float       corr = 0.0f, ps_sum = 0.0f;
+        if (mn != -INFINITY) corr = m == -INFINITY ? 0.0f : expf(m - mn);
+        for (int c = c0; c < c0 + FA_BK / 2; c++) {
+            float s = sw[r * FA_SLD + c];
+            float p = (mn == -INFINITY || s == -INFINITY) ? 0.0f : expf(s - mn);
+            ps_sum += p;
+            pw[r * FA_PLD + c] = fa_type<T>::from(p);
+        }
+        ps_sum += __shfl_xor_sync(0xffffffffu, ps_sum, 1);
+        l = l * corr + ps_sum;
+        m = mn;
+        for (int c = half * (DP / 2); c < (half + 1) * (DP / 2); c++) ow[r * OLD + c] *= corr;
+        __syncwarp();
+
+        /* O += P V */
+        for (int t = 0; t < DP / 16; t++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::load_matrix_sync(acc, ow + t * 16, OLD, wmma::mem_row_major);
+            for (int kk = 0; kk < FA_BK / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fp;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fv;
+                wmma::load_matrix_sync(fp, pw + kk * 16, FA_PLD);
+                wmma::load_matrix_sync(fv, vs + kk * 16 * LD + t * 16, LD);
+                wmma::mma_sync(acc, fp, fv, acc);
+            }
+            wmma::store_matrix_sync(ow + t * 16, acc, OLD, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    if (i >= Lq) return;
+    const int64_t H   = a.q.shape[2];
+    const float   inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float        *o   = a.out + ((b * Lq + i) * H + h) * D;
+    for (int c = half * (DP / 2); c < (half + 1) * (DP / 2); c++)
+        if (c < D) o[c] = ow[r * OLD + c] * inv;
+}
+
+template <class T, int DP> static cudaError_t fa_launch(const fa_args &a, cudaStream_t s) {
+    const int64_t Lq = a.q.shape[1], H = a.q.shape[2], B = a.q.shape[0];
+    size_t        shmem   = fa_shmem(DP, sizeof(T));
+    void (*kern)(fa_args) = k_flash_wmma<T, DP>;
+    if (shmem > 48 * 1024) {
+        cudaError_t e =
+            cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
+        if (e != cudaSuccess) return e;
+    }
+    dim3 grid((unsigned)((Lq + FA_BQ - 1) / FA_BQ), (unsigned)H, (unsigned)B);
+    CUK_LAUNCH(kern, grid, FA_WARPS * 32, shmem, s)(a);
+    return cudaGetLastError();
+}
+
+template <class T> static cudaError_t fa_dispatch(const fa_args &a, int64_t D, cudaStream_t s) {
+    if (D <= 32) return fa_launch<T, 32>(a, s);
+    if (D <= 48) return fa_launch<T, 48>(a, s);
+    if (D <= 64) return fa_launch<T, 64>(a, s);
+    if (D <= 80) return fa_launch<T, 80>(a, s);
+    if (D <= 96) return fa_launch<T, 96>(a, s);
+    if (D <= 128) return fa_launch<T, 128>(a, s);
+    return fa_launch<T, 160>(a, s);
+}
+
+extern "C" cudaError_t cuk_attention_wmma(float *out, const cuk_tensor *q, const cuk_tensor *k,
+                                          const cuk_tensor *v, const float *mask,
+                                          const int64_t *mstride, float scale, int32_t math,
+                                          cudaStream_t s) {
+    int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3];
+    if (B * Lq * H * D == 0) return cudaSuccess;
+    if (D > CUK_ATTN_WMMA_D_MAX || v->shape[3] != D || k->shape[3] != D || H > 65535 || B > 65535 ||
+        (math != CUK_F16 && math != CUK_BF16))
+        return cudaErrorInvalidValue;
+    fa_args a;
+    a.q     = *q;
+    a.k     = *k;
+    a.v     = *v;
+    a.out   = out;
+    a.mask  = mask;
+    a.scale = scale;
+    for (int i = 0; i < 4; i++) a.ms[i] = mask ? mstride[i] : 0;
+    if (math == CUK_BF16) return fa_dispatch<__nv_bfloat16>(a, D, s);
+    return fa_dispatch<__half>(a, D, s);
+}
