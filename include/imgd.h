@@ -471,7 +471,18 @@ typedef struct imgd_load_params {
     const char *hypernet_dir;           /* where <hypernet:name:w> prompt tags and relative
                                            imgd_hypernet_spec paths are looked up (name, name.pt,
                                            name.safetensors); NULL = none. Copied. Since: 0.6 */
+    uint32_t offload; /* IMGD_OFFLOAD_* bits: with a backend other than cpu (a GPU), run
+                         the text encoders (CLIP, T5) and/or the VAE on the cpu backend
+                         instead, so their weights and activations take no device memory
+                         (f16 becomes f32 there); ignored when backend is cpu. Since: 0.7 */
 } imgd_load_params;
+
+/* imgd_load_params.offload bits. Since: 0.7 */
+#define IMGD_OFFLOAD_TE  1u /* text encoders */
+#define IMGD_OFFLOAD_VAE 2u /* VAE (encode and decode) */
+/* Parses "te", "vae", "te,vae" (or "none", "") into IMGD_OFFLOAD_* bits; false (and *bits
+ * untouched) on anything else. Since: 0.7 */
+IMGD_API bool imgd_offload_parse(const char *s, uint32_t *bits);
 
 /* Defaults for imgd_load_params. Since: 0.2 */
 IMGD_API imgd_load_params imgd_load_params_default(void);

@@ -198,6 +198,7 @@ static const char k_usage[] =
     "      [--control-preprocess none|canny|scribble|lineart|invert] [--canny-low F]\n"
     "      [--canny-high F] [--control-threshold F] [--control-resize just|crop|fill]\n"
     "      [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref|cuda] [--groups N]\n"
+    "      [--offload te|vae|te,vae]\n"
     "      [--heads N | --head-dim N] [--te-heads N] [--prediction eps|v] [-o OUT.png] [--json]\n"
     "   FLUX.1: [--guidance F] [--max-sequence-length N] [--clip-l PATH] [--t5 PATH]\n"
     "      [--t5-tokenizer PATH] [--rope-axes A,B,C] (--vae ae.safetensors)";
@@ -368,6 +369,14 @@ static int parse(int argc, char **argv, gen_opts *o) {
             o->lp.vae = v;
         } else if (IS("--backend")) {
             o->lp.backend = v;
+        } else if (IS("--offload")) {
+            if (!imgd_offload_parse(v, &o->lp.offload)) {
+                fprintf(stderr,
+                        "imgd generate: --offload '%s': expected te, vae or te,vae (the parts "
+                        "to run on the CPU when --backend is a GPU)\n",
+                        v);
+                ok = false;
+            }
         } else if (IS("--precision")) {
             if (!imgd_precision_parse(v, &o->lp.precision)) {
                 fprintf(stderr,

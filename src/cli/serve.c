@@ -14,7 +14,8 @@ static const char k_usage[] =
     "imgd serve --models DIR... [--preload ID...] [--host H] [--port P] [--state DIR]\n"
     "      [--memory-budget BYTES|NGiB|NMiB] [--disk-cache-max BYTES|NGiB|off]\n"
     "      [--config FILE] [--batch-max N] [--batch-wait-ms MS] [--queue-max N]\n"
-    "      [--tokenizer DIR] [--precision f32|bf16|f16|auto] [--threads N] [--backend cpu|ref]\n"
+    "      [--tokenizer DIR] [--precision f32|bf16|f16|auto] [--threads N]\n"
+    "      [--backend cpu|ref|cuda] [--offload te|vae|te,vae]\n"
     "      [--grace S] [--model-id ID] [--download-dir DIR] [--warmup]\n"
     "      [--runpod] [--runpod-concurrency N]\n"
     "      (env MODEL_ID = --model-id; RUNPOD_* variables configure --runpod: README \"Deploy\")";
@@ -149,6 +150,14 @@ static int parse(int argc, char **argv, serve_opts *o) {
             o->p.load.tokenizer_dir = v;
         } else if (IS("--backend")) {
             o->p.load.backend = v;
+        } else if (IS("--offload")) {
+            if (!imgd_offload_parse(v, &o->p.load.offload)) {
+                fprintf(stderr,
+                        "imgd serve: --offload '%s': expected te, vae or te,vae (the parts to "
+                        "run on the CPU when --backend is a GPU)\n",
+                        v);
+                return 2;
+            }
         } else if (IS("--precision")) {
             if (!imgd_precision_parse(v, &o->p.load.precision)) {
                 fprintf(stderr, "imgd serve: --precision '%s': expected f32, bf16, f16 or auto\n",

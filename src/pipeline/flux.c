@@ -382,8 +382,10 @@ imgd_status imgd_flux_model_load(imgd_model *m, const imgd_load_params *lp) {
         st        = configs(f, m, lp);
     }
     if (st == IMGD_OK) st = t5_tok_find(f, m, lp);
-    if (st == IMGD_OK) st = imgd_t5_runner_new(f->t5_wb, f->t5_prefix, &f->t5, m->be, &f->t5_run);
-    if (st == IMGD_OK) st = clip_graph(f, m->be);
+    if (st == IMGD_OK)
+        st = imgd_t5_runner_new(f->t5_wb, f->t5_prefix, &f->t5, imgd_model_te_backend(m),
+                                &f->t5_run);
+    if (st == IMGD_OK) st = clip_graph(f, imgd_model_te_backend(m));
     if (st != IMGD_OK) {
         imgd_flux_model_free(f);
         return st;
@@ -613,8 +615,9 @@ static imgd_status draw_latents(imgd_model *m, const imgd_gen_params *p, float *
         if (st == IMGD_OK) st = imgd_sd_prep_image(p->init, p->width, p->height, img);
         if (st == IMGD_OK) st = draw(p, &rng, z, per); /* the posterior sample's draw */
         if (st == IMGD_OK)
-            st = imgd_vae_encode_sample(&f->g_enc, m->be, f->vae_wb, &f->vae, f->vae_shift,
-                                        f->vae_scale, img, p->height, p->width, z, x0);
+            st =
+                imgd_vae_encode_sample(&f->g_enc, imgd_model_vae_backend(m), f->vae_wb, &f->vae,
+                                       f->vae_shift, f->vae_scale, img, p->height, p->width, z, x0);
         for (int64_t b = 1; st == IMGD_OK && b < B; b++)
             memcpy(x0 + (size_t)b * per, x0, per * sizeof *x0);
         if (st == IMGD_OK) imgd_flux_pack(x0, B, 16, h, w, *init_lat);
@@ -690,6 +693,7 @@ static imgd_status run_one(imgd_model *m, const imgd_gen_params *p, double t0,
         gp.vae_scale            = f->vae_scale;
         gp.vae_shift            = f->vae_shift;
         gp.be                   = m->be;
+        gp.vae_be               = imgd_model_vae_backend(m);
         gp.flow                 = f->flow;
         gp.steps                = p->steps;
         gp.guidance             = p->guidance;

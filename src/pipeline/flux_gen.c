@@ -164,7 +164,7 @@ static imgd_status decode(const imgd_flux_gen_params *p, const float *latents, i
         if (st == IMGD_OK) {
             imgd_graph_output(g, o.image);
             imgd_graph_set_cancel(g, p->cancel);
-            st = imgd_graph_plan(g, p->be, NULL);
+            st = imgd_graph_plan(g, p->vae_be ? p->vae_be : p->be, NULL);
         }
         if (st == IMGD_OK) st = imgd_graph_alloc(g, NULL, 0);
         if (st == IMGD_OK) st = imgd_graph_compute(g);

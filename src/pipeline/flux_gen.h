@@ -34,6 +34,7 @@ typedef struct imgd_flux_gen_params {
     const imgd_vae_cfg  *vae_cfg;              /* required with vae */
     float                vae_scale, vae_shift; /* 0.3611, 0.1159 */
     imgd_backend        *be;                   /* required (borrowed) */
+    imgd_backend        *vae_be;               /* the decode's; NULL = be */
     imgd_flow_params     flow;                 /* scheduler_config.json; default FLUX.1-dev */
     int32_t              steps;                /* 1..1000 (dev 28-50, schnell 4) */
     float                guidance;             /* distilled guidance (dev only; 3.5) */

@@ -186,6 +186,48 @@ static imgd_backend_params backend_params(const imgd_load_params *p) {
     return bp;
 }
 
+bool imgd_offload_parse(const char *s, uint32_t *bits) {
+    uint32_t b = 0;
+    if (!s) return false;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        if (n == 2 && strncmp(s, "te", 2) == 0)
+            b |= IMGD_OFFLOAD_TE;
+        else if (n == 3 && strncmp(s, "vae", 3) == 0)
+            b |= IMGD_OFFLOAD_VAE;
+        else if (!(n == 4 && strncmp(s, "none", 4) == 0))
+            return false;
+        s += n;
+        if (*s == ',') s++;
+    }
+    *bits = b;
+    return true;
+}
+
+/* The CPU backend the offloaded parts run on (f32 where the GPU was asked for f16, which
+ * the CPU does not compute), shared by the text encoders and the VAE. */
+static imgd_status offload_backends(imgd_model *m, const imgd_load_params *lp) {
+    if (lp->offload & ~(IMGD_OFFLOAD_TE | IMGD_OFFLOAD_VAE))
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "offload 0x%x: only IMGD_OFFLOAD_TE | "
+                         "IMGD_OFFLOAD_VAE (te, vae) exist",
+                         (unsigned)lp->offload);
+    imgd_load_params cl = *lp;
+    if (cl.precision == IMGD_PRECISION_F16) cl.precision = IMGD_PRECISION_F32;
+    imgd_backend_params bp = backend_params(&cl);
+    bp.pool                = m->pool;
+    imgd_backend *cpu      = NULL;
+    imgd_status   st       = imgd_backend_new("cpu", &bp, &cpu);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "offload to the CPU");
+    if (lp->offload & IMGD_OFFLOAD_TE) m->te_be = cpu;
+    if (lp->offload & IMGD_OFFLOAD_VAE) m->vae_be = cpu;
+    IMGD_LOG(IMGD_LOG_INFO, "pipeline", "offload", "%s%s%s run on the CPU backend",
+             lp->offload & IMGD_OFFLOAD_TE ? "the text encoders" : "",
+             lp->offload == (IMGD_OFFLOAD_TE | IMGD_OFFLOAD_VAE) ? " and " : "",
+             lp->offload & IMGD_OFFLOAD_VAE ? "the VAE" : "");
+    return IMGD_OK;
+}
+
 /* Whether a VAE file is one of the fp16-safe SDXL VAEs (madebyollin's sdxl-vae-fp16-fix
  * and its copies), by name: its weights are the same shapes as the original's. */
 static bool fp16_safe_vae(const char *path) {
@@ -285,10 +327,13 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
     if (st == IMGD_OK && flux) st = imgd_flux_model_load(m, &lp);
     if (st == IMGD_OK && flux) /* after the encoders, whose errors say more */
         st = imgd_sd_tokenizer_load(m, path, flux_tokenizer_dir(&lp, tokdir));
+    /* --offload: the text encoders and/or the VAE on the CPU backend */
+    if (st == IMGD_OK && lp.offload && lp.backend && strcmp(lp.backend, "cpu") != 0)
+        st = offload_backends(m, &lp);
     /* SDXL's VAE overflows in f16 (NaNs): on a GPU asked for f16 it runs in bf16 on a
      * backend of its own, unless the file is the fp16-fix VAE */
     if (st == IMGD_OK && lp.precision == IMGD_PRECISION_F16 && !on_cpu && m->n_time_ids > 0 &&
-        !fp16_safe_vae(lp.vae ? lp.vae : path)) {
+        !m->vae_be && !fp16_safe_vae(lp.vae ? lp.vae : path)) {
         imgd_backend_params bp = backend_params(&lp);
         bp.pool                = m->pool;
         bp.gpu_math            = IMGD_GPU_MATH_BF16;
@@ -322,6 +367,7 @@ void imgd_model_free(imgd_model *m) {
     imgd_sd_graphs_free(m);
     imgd_sd_controls_free(m);
     imgd_sd_share_release(m); /* after the graphs, which bound the shared VAE */
+    if (m->te_be != m->vae_be) imgd_backend_free(m->te_be); /* the two may be one */
     imgd_backend_free(m->vae_be);
     imgd_backend_free(m->be);
     imgd_pool_free(m->pool); /* after the backend, which borrows it */

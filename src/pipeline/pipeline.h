@@ -68,8 +68,10 @@ struct imgd_model {
     imgd_clip_tok   *tok;
     imgd_backend    *be;
     imgd_backend    *vae_be; /* the VAE's when it needs other math (SDXL's VAE overflows in
-                                f16: bf16 on GPUs); NULL = be */
-    imgd_pool *pool; /* the compute threads: the backend's (borrowed) and the LoRA merge's */
+                                f16: bf16 on GPUs) or runs on the CPU (IMGD_OFFLOAD_VAE);
+                                NULL = be */
+    imgd_backend *te_be;     /* the text encoders' on the CPU (IMGD_OFFLOAD_TE); NULL = be */
+    imgd_pool    *pool; /* the compute threads: the backend's (borrowed) and the LoRA merge's */
 
     imgd_sd_te te[IMGD_SD_TE_MAX];
     int32_t    n_te;
@@ -114,6 +116,9 @@ imgd_status imgd_sd_tokenizer_load(imgd_model *m, const char *path, const char *
 
 /* The binder and prefix the VAE comes from (the --vae file, or the checkpoint's own). */
 imgd_wbind *imgd_sd_vae_bind(imgd_model *m);
+/* The backends the VAE and the text encoders run on (vae_be / te_be, else be). */
+imgd_backend *imgd_model_vae_backend(const imgd_model *m);
+imgd_backend *imgd_model_te_backend(const imgd_model *m);
 
 /* The binder the UNet comes from (the --unet file, or the checkpoint's own). */
 imgd_wbind *imgd_sd_unet_bind(imgd_model *m);

@@ -89,8 +89,12 @@ imgd_status imgd_sd_graph_new(imgd_sd_graph *k) {
 
 /* ---- VAE ---------------------------------------------------------------------------- */
 
-static imgd_backend *vae_backend(imgd_model *m) {
+imgd_backend *imgd_model_vae_backend(const imgd_model *m) {
     return m->vae_be ? m->vae_be : m->be;
+}
+
+imgd_backend *imgd_model_te_backend(const imgd_model *m) {
+    return m->te_be ? m->te_be : m->be;
 }
 
 /* Latents above this many latent pixels are decoded in tiles (seams blended). */
@@ -107,8 +111,8 @@ static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, in
     imgd_status st = IMGD_OK;
     if ((int64_t)h * w > TILED_DECODE_PIXELS) {
         imgd_vae_tiling t = imgd_vae_tiling_default();
-        st = imgd_vae_decode_tiled(imgd_sd_vae_bind(m), vae_backend(m), "vae", &m->vae, &t, z, B, h,
-                                   w, image, NULL);
+        st = imgd_vae_decode_tiled(imgd_sd_vae_bind(m), imgd_model_vae_backend(m), "vae", &m->vae,
+                                   &t, z, B, h, w, image, NULL);
     } else {
         imgd_sd_graph *k = &m->g_dec;
         if (!k->g || k->batch != B || k->h != h || k->w != w) {
@@ -125,7 +129,7 @@ static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, in
                 if (st == IMGD_OK) {
                     k->out[0] = o.image;
                     imgd_graph_output(k->g, o.image);
-                    st = imgd_sd_graph_finish(vae_backend(m), k, "VAE decoder");
+                    st = imgd_sd_graph_finish(imgd_model_vae_backend(m), k, "VAE decoder");
                 } else {
                     imgd_sd_graph_drop(k);
                 }
@@ -191,8 +195,8 @@ imgd_status imgd_vae_encode_sample(imgd_sd_graph *k, imgd_backend *be, imgd_wbin
 
 static imgd_status vae_encode(imgd_model *m, const float *image, int32_t H, int32_t W,
                               const float *noise, float *latent) {
-    return imgd_vae_encode_sample(&m->g_enc, vae_backend(m), imgd_sd_vae_bind(m), &m->vae,
-                                  m->vae_shift, m->vae_scale, image, H, W, noise, latent);
+    return imgd_vae_encode_sample(&m->g_enc, imgd_model_vae_backend(m), imgd_sd_vae_bind(m),
+                                  &m->vae, m->vae_shift, m->vae_scale, image, H, W, noise, latent);
 }
 
 /* ---- scheduler config ----------------------------------------------------------------- */

@@ -167,7 +167,7 @@ static imgd_status te_graph(imgd_model *m, int32_t e, int32_t batch, int32_t lay
     k->in[1]  = out.pool_select;
     for (int i = 0; i < 3; i++)
         if (k->out[i]) imgd_graph_output(k->g, k->out[i]);
-    return imgd_sd_graph_finish(m->be, k, te->prefix);
+    return imgd_sd_graph_finish(imgd_model_te_backend(m), k, te->prefix);
 }
 
 /* ---- encoding ---------------------------------------------------------------------------- */

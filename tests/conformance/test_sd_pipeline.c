@@ -6,10 +6,13 @@
  * mean abs <= 1e-4). Also: same seed twice is bit-identical, and a batch of 2 equals two
  * batch-1 runs given the same noise. */
 #include <math.h>
+#include <string.h>
 
 #include "backends.h"
 #include "base/alloc.h"
 #include "base/text.h"
+#include "pipeline/pipeline.h"
+#include "tensor/backend.h"
 #include "test.h"
 #include "util.h"
 
@@ -80,11 +83,14 @@ static const char *shared_or_skip(void) {
     return s;
 }
 
-static imgd_model *load(const char *shared, const char *layout, bool inpaint) {
+/* backend NULL: cpu, or $IMGD_TEST_BACKEND */
+static imgd_model *load_on(const char *shared, const char *layout, bool inpaint,
+                           const char *backend, uint32_t offload) {
     char             path[4096], tok[4096], unet[4096];
     imgd_load_params lp = imgd_load_params_default();
     lp.precision        = IMGD_PRECISION_F32;
-    lp.backend          = tb_primary(); /* cpu, or $IMGD_TEST_BACKEND */
+    lp.backend          = backend ? backend : tb_primary();
+    lp.offload          = offload;
     /* the narrow text encoder has 4 heads: not in the shapes, not in the LDM yaml */
     lp.arch.te_heads = 4;
     (void)imgd_fmt(tok, sizeof tok, "%s/conformance/sd15-narrow/diffusers/tokenizer", shared);
@@ -103,6 +109,10 @@ static imgd_model *load(const char *shared, const char *layout, bool inpaint) {
     imgd_status st = imgd_model_load(path, &lp, &m);
     CHECK_MSG(st == IMGD_OK, "load %s: %s", path, imgd_last_error());
     return m;
+}
+
+static imgd_model *load(const char *shared, const char *layout, bool inpaint) {
+    return load_on(shared, layout, inpaint, NULL, 0);
 }
 
 static bool load_png(const char *shared, const char *name, imgd_image_u8 *img) {
@@ -366,11 +376,55 @@ static void test_sd_pipeline_bad_requests_are_named(void) {
     CHECK(bad == NULL);
 }
 
+/* --offload: the text encoder and the VAE run on the cpu backend while the UNet runs on
+ * another (ref here; a GPU in use): each part is where it was sent, and txt2img and img2img
+ * (the VAE encoder too) still match the goldens. */
+static void test_sd_pipeline_offload(void) {
+    uint32_t bits = 99;
+    CHECK(imgd_offload_parse("te,vae", &bits) && bits == (IMGD_OFFLOAD_TE | IMGD_OFFLOAD_VAE));
+    CHECK(imgd_offload_parse("vae", &bits) && bits == IMGD_OFFLOAD_VAE);
+    CHECK(imgd_offload_parse("", &bits) && bits == 0);
+    CHECK(!imgd_offload_parse("gpu", &bits) && bits == 0);
+    CHECK(imgd_offload_parse("none", &bits) && bits == 0);
+    const char *shared = shared_or_skip();
+    if (!shared) return;
+    imgd_model *m = load_on(shared, "diffusers", false, "ref", IMGD_OFFLOAD_TE | IMGD_OFFLOAD_VAE);
+    if (!m) return;
+    CHECK(m->te_be && m->te_be == m->vae_be);
+    CHECK(strcmp(imgd_backend_name(m->be), "ref") == 0);
+    CHECK(strcmp(imgd_backend_name(imgd_model_te_backend(m)), "cpu") == 0);
+    CHECK(strcmp(imgd_backend_name(imgd_model_vae_backend(m)), "cpu") == 0);
+    run_case(shared, m, &k_cases[0], "ref+offload");
+    run_case(shared, m, &k_cases[10], "ref+offload");
+    imgd_model_free(m);
+    m = load_on(shared, "diffusers", false, "ref", IMGD_OFFLOAD_TE);
+    if (m) {
+        CHECK(m->te_be && !m->vae_be);
+        imgd_model_free(m);
+    }
+    /* the cpu backend itself: nothing to offload */
+    m = load_on(shared, "diffusers", false, "cpu", IMGD_OFFLOAD_TE | IMGD_OFFLOAD_VAE);
+    if (m) {
+        CHECK(!m->te_be && !m->vae_be);
+        imgd_model_free(m);
+    }
+    imgd_load_params lp = imgd_load_params_default();
+    lp.backend          = "ref";
+    lp.offload          = 4;
+    imgd_model *bad     = NULL;
+    char        path[4096];
+    (void)imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", shared);
+    CHECK_EQ_INT(imgd_model_load(path, &lp, &bad), IMGD_E_INVALID_ARG);
+    CHECK(strstr(imgd_last_error(), "offload") != NULL);
+    CHECK(bad == NULL);
+}
+
 int main(void) {
     imgd_log_level_set(IMGD_LOG_WARN);
     RUN(test_sd_pipeline_matches_goldens_every_layout);
     RUN(test_sd_pipeline_sdxl_matches_golden);
     RUN(test_sd_pipeline_seed_repeatable_and_batch_consistent);
     RUN(test_sd_pipeline_bad_requests_are_named);
+    RUN(test_sd_pipeline_offload);
     TEST_END();
 }

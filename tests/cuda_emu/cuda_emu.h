@@ -128,6 +128,15 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
     cuk_emu::g_block->warp_bar[cuk_emu::tl_lin / 32]->arrive_and_wait();
 }
 
+inline float4 make_float4(float x, float y, float z, float w) {
+    float4 v;
+    v.x = x;
+    v.y = y;
+    v.z = z;
+    v.w = w;
+    return v;
+}
+
 /* fp16 / bf16 scalars as their bits */
 struct __half {
     uint16_t x;

@@ -54,11 +54,43 @@ static size_t fa_shmem(int DP, size_t elem) {
 }
 
 /* Loads rows [r0, r0 + 64) of t (a [B, L, H, D] tensor at batch b, head h) into dst [64][ld],
- * times mul, zero beyond L and D. */
+ * times mul, zero beyond L and D. f32 rows with unit stride and D % 4 == 0 (every SD / SDXL /
+ * FLUX head) go four values at a time, the loads of a pass issued before any store so their
+ * latency overlaps; other layouts element by element. */
 template <class T, int DP>
 __device__ __forceinline__ void fa_load(T *dst, const cuk_tensor &t, int64_t b, int64_t h,
                                         int64_t r0, int64_t L, int64_t D, float mul) {
     const int64_t base = b * t.stride[0] + h * t.stride[2];
+    const bool    vec  = t.dtype == CUK_F32 && t.stride[3] == 1 && D % 4 == 0 &&
+                     t.stride[1] % 4 == 0 && base % 4 == 0 &&
+                     ((uintptr_t)t.data & 15) == 0;
+    if (vec) {
+        constexpr int Q4 = DP / 4, N4 = FA_BQ * Q4, PASS = 8; /* float4s per pass and thread */
+        const float  *src = static_cast<const float *>(t.data) + base;
+        for (int e0 = 0; e0 < N4; e0 += PASS * FA_WARPS * 32) {
+            float4 v[PASS];
+#pragma unroll
+            for (int u = 0; u < PASS; u++) {
+                int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
+                int r = e / Q4, d = (e % Q4) * 4;
+                v[u]  = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (e < N4 && r0 + r < L && d < D)
+                    v[u] = *reinterpret_cast<const float4 *>(src + (r0 + r) * t.stride[1] + d);
+            }
+#pragma unroll
+            for (int u = 0; u < PASS; u++) {
+                int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
+                if (e >= N4) break;
+                int r = e / Q4, d = (e % Q4) * 4;
+                T  *o = dst + r * (DP + 8) + d;
+                o[0]  = fa_type<T>::from(v[u].x * mul);
+                o[1]  = fa_type<T>::from(v[u].y * mul);
+                o[2]  = fa_type<T>::from(v[u].z * mul);
+                o[3]  = fa_type<T>::from(v[u].w * mul);
+            }
+        }
+        return;
+    }
     for (int e = threadIdx.x; e < FA_BQ * DP; e += blockDim.x) {
         int     r = e / DP, d = e % DP;
         int64_t row = r0 + r;
