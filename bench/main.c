@@ -48,7 +48,7 @@ static const bench_row k_benches[] = {
      "      step at 512x512 with CFG, VAE decode, peak RSS vs weights + 1.5 GiB, UNet GFLOP/s\n"
      "      vs the GEMM peak [--steps N (2)] [--size PX (512)] [--threads N] [--tokenizer DIR]\n"
      "      [--dir D] [--keep] [--zero-weights: no random fill, same kernel times]\n"
-     "      [--backend cuda: it/s, peak VRAM, UNet TFLOP/s vs cuBLASLt fp16]\n"
+     "      [--backend cuda: it/s, peak VRAM, UNet TFLOP/s vs cuBLASLt fp16; --offload te,vae]\n"
      "      [--family sdxl: SDXL base at 1024x1024, peak RSS vs weights + 3 GiB]\n"
      "      [--family flux: a FLUX.1-dev transformer of the real size in GGUF Q8_0 (12.7 GB,\n"
      "      streamed to --dir), random text embeddings: load, s per transformer step\n"

@@ -7,7 +7,8 @@
  * --backend cuda (builds with the CUDA toolkit): the same model on the GPU, reporting it/s,
  * load time (file) and first-run time (planning and weight upload included), peak VRAM
  * (cudaMemGetInfo, sampled at every step), and the UNet's achieved TFLOP/s beside the card's
- * cuBLASLt fp16 GEMM TFLOP/s measured in the same run.
+ * cuBLASLt fp16 GEMM TFLOP/s measured in the same run; --offload te,vae runs those parts on
+ * the CPU (peak VRAM without them).
  *
  * --family sdxl: the same for a random-weight SDXL base (both text encoders, 1024x1024 by
  * default, peak RSS beside weights + 3 GiB).
@@ -41,7 +42,8 @@ typedef struct opts {
     int32_t     steps, size;
     uint32_t    threads;
     bool        keep;
-    bool        zero; /* --zero-weights: leave the sparse file's zeros (no fill) */
+    bool        zero;    /* --zero-weights: leave the sparse file's zeros (no fill) */
+    uint32_t    offload; /* --offload te,vae: those parts on the CPU (GPU runs) */
 } opts;
 
 static int parse(int argc, char **argv, opts *o) {
@@ -80,7 +82,12 @@ static int parse(int argc, char **argv, opts *o) {
             o->size = (int32_t)strtol(v, NULL, 10);
         else if (strcmp(a, "--threads") == 0)
             o->threads = (uint32_t)strtoul(v, NULL, 10);
-        else {
+        else if (strcmp(a, "--offload") == 0) {
+            if (!imgd_offload_parse(v, &o->offload)) {
+                fprintf(stderr, "imgd-bench sd: --offload '%s': expected te, vae or te,vae\n", v);
+                return -1;
+            }
+        } else {
             fprintf(stderr, "imgd-bench sd: unknown option %s\n", a);
             return -1;
         }
@@ -290,6 +297,7 @@ static int cuda_run(const opts *o, const char *target, imgd_precision prec, doub
     lp.precision        = prec;
     lp.tokenizer_dir    = o->tokenizer;
     lp.backend          = "cuda";
+    lp.offload          = o->offload;
     g_vram_peak         = 0;
     vram_sample();
     double           vram0 = g_vram_peak; /* the CUDA context and what is left of earlier runs */

@@ -187,9 +187,16 @@ static float ld(const void *p, cudaDataType_t t, int64_t i) {
     return t == CUDA_R_16F ? imgd_f16_to_f32(h) : imgd_bf16_to_f32(h);
 }
 
+static void st(void *p, cudaDataType_t t, int64_t i, float v) {
+    if (t == CUDA_R_32F)
+        ((float *)p)[i] = v;
+    else
+        ((uint16_t *)p)[i] = t == CUDA_R_16F ? imgd_f32_to_f16(v) : imgd_f32_to_bf16(v);
+}
+
 static int gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
                  const void *A, cudaDataType_t at, int lda, const void *B, int ldb, float beta,
-                 float *C, int ldc) {
+                 void *C, cudaDataType_t ct, int ldc) {
     int ra = ta == CUBLAS_OP_N ? m : k, rb = tb == CUBLAS_OP_N ? k : n;
     if (lda < (ra > 1 ? ra : 1) || ldb < (rb > 1 ? rb : 1) || ldc < (m > 1 ? m : 1)) {
         fprintf(stderr,
@@ -207,9 +214,9 @@ static int gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                                             : ld(B, at, j + (int64_t)p * ldb);
                 acc += (double)a * (double)b;
             }
-            float *c = &C[i + (int64_t)j * ldc];
+            int64_t ci = i + (int64_t)j * ldc;
             acc *= (double)alpha;
-            *c = (float)(beta == 0.0f ? acc : acc + (double)beta * (double)*c);
+            st(C, ct, ci, (float)(beta == 0.0f ? acc : acc + (double)beta * (double)ld(C, ct, ci)));
         }
     return 0;
 }
@@ -221,10 +228,10 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             cublasGemmAlgo_t algo) {
     (void)h;
     (void)algo;
-    if (ct != CUDA_R_32F || comp != CUBLAS_COMPUTE_32F || bt != at)
+    if ((ct != CUDA_R_32F && ct != at) || comp != CUBLAS_COMPUTE_32F || bt != at)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     return gemm1(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, ldb, *(const float *)beta,
-                 C, ldc)
+                 C, ct, ldc)
                ? CUBLAS_STATUS_INVALID_VALUE
                : CUBLAS_STATUS_SUCCESS;
 }
@@ -238,9 +245,10 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           cublasComputeType_t comp, cublasGemmAlgo_t algo) {
     size_t es = at == CUDA_R_32F ? 4 : 2;
     for (int b = 0; b < batch; b++) {
-        cublasStatus_t s = cublasGemmEx(h, ta, tb, m, n, k, alpha, (const char *)A + b * sa * es,
-                                        at, lda, (const char *)B + b * sb * es, bt, ldb, beta,
-                                        (float *)C + b * sc, ct, ldc, comp, algo);
+        cublasStatus_t s =
+            cublasGemmEx(h, ta, tb, m, n, k, alpha, (const char *)A + b * sa * es, at, lda,
+                         (const char *)B + b * sb * es, bt, ldb, beta,
+                         (char *)C + b * sc * (ct == CUDA_R_32F ? 4 : 2), ct, ldc, comp, algo);
         if (s != CUBLAS_STATUS_SUCCESS) return s;
     }
     return CUBLAS_STATUS_SUCCESS;

@@ -783,6 +783,25 @@ static imgd_status make_backend(const be_config *cfg, imgd_backend **out) {
     return st;
 }
 
+/* A graph whose weights cannot fit on the device (2 TiB of f16) is refused by plan, before
+ * any upload, with the numbers and what to do. The weight's memory is never read. */
+static void check_too_big(imgd_backend *be) {
+    imgd_graph *g = NULL;
+    if (imgd_graph_new(NULL, &g) != IMGD_OK) return;
+    static const uint16_t one = 0;
+    int64_t               n   = (int64_t)1 << 20;
+    imgd_tensor          *x   = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 2, (int64_t[]){1, n});
+    imgd_tensor *w = imgd_graph_weight(g, "huge", IMGD_DTYPE_F16, 2, (int64_t[]){n, n}, &one);
+    imgd_tensor *y = imgd_op_matmul(g, x, imgd_op_cast(g, w, IMGD_DTYPE_F32), false, false, NULL);
+    imgd_graph_output(g, y);
+    imgd_status st = imgd_graph_plan(g, be, NULL);
+    CHECK_EQ_INT(st, IMGD_E_NOMEM);
+    CHECK_MSG(strstr(imgd_last_error(), "MiB free") && strstr(imgd_last_error(), "--offload"),
+              "too big: %s", imgd_last_error());
+    printf("  too big for the device: %s\n", imgd_last_error());
+    imgd_graph_free(g);
+}
+
 static bool case_selected(const opts *o, const op_case *tc) {
     return (!o->op || strcmp(o->op, tc->op) == 0) && (!o->vars || strstr(tc->vars, o->vars));
 }
@@ -872,6 +891,8 @@ int main(int argc, char **argv) {
             g_test_passed++;
     }
     printf("%d cases, %d backend runs failed\n", n_cases, n_failed);
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
+        if (bes[k] && strcmp(k_configs[k].name, "cuda") == 0) check_too_big(bes[k]);
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) imgd_backend_free(bes[k]);
     imgd_backend_free(ref);
     TEST_END();

@@ -5,6 +5,11 @@
  *   P = softmax(S + mask)  cuk_attn_softmax, in the GEMM type;
  *   O = P V           one cublasGemmStridedBatchedEx, f32 into the node's [B, Lq, H, Dv].
  *
+ * In f16 math the scores are stored in f16 (rounded from the f32 accumulation, as f16
+ * inference frameworks do) and the probabilities overwrite them, which halves the memory
+ * traffic of the largest attentions; bf16 keeps f32 scores (8 significant bits would move
+ * exp() by percents).
+ *
  * Chunks keep the scores and probabilities within ATTN_CHUNK_BYTES. In f16/bf16 math q, k
  * and v are rounded into scratch first (contiguous [B, L, H, D]); in f32 they are read in
  * place when their rows are unit-stride, else copied.
@@ -25,6 +30,16 @@ typedef struct attn_geom {
     int64_t hc, qc; /* chunk: heads, query rows */
 } attn_geom;
 
+/* Scores in f16, the probabilities written over them (f16 math). */
+static bool scores_low(const cuda_backend *cb) {
+    return cb->math == IMGD_GPU_MATH_F16;
+}
+
+/* Bytes per score (and the probability that may share its place). */
+static size_t score_row_bytes(const cuda_backend *cb) {
+    return scores_low(cb) ? 2 : sizeof(float) + cuda_math_size(cb);
+}
+
 static void attn_geometry(const cuda_backend *cb, const imgd_tensor *n, attn_geom *g) {
     const imgd_tensor *q = n->src[0], *k = n->src[1], *v = n->src[2];
     g->B             = q->shape[0];
@@ -33,7 +48,7 @@ static void attn_geometry(const cuda_backend *cb, const imgd_tensor *n, attn_geo
     g->D             = q->shape[3];
     g->Lk            = k->shape[1];
     g->Dv            = v->shape[3];
-    size_t  row      = (size_t)(g->Lk > 0 ? g->Lk : 1) * (sizeof(float) + cuda_math_size(cb));
+    size_t  row      = (size_t)(g->Lk > 0 ? g->Lk : 1) * score_row_bytes(cb);
     int64_t rows_max = (int64_t)(ATTN_CHUNK_BYTES / row);
     if (rows_max < 1) rows_max = 1;
     if (g->Lq <= rows_max) {
@@ -68,8 +83,8 @@ static size_t operand_bytes(const cuda_backend *cb, const imgd_tensor *t) {
     return cuda_align_up((size_t)imgd_tensor_numel(t) * cuda_math_size(cb));
 }
 
-static size_t scores_bytes(const attn_geom *g) {
-    return cuda_align_up((size_t)(g->hc * g->qc * g->Lk) * sizeof(float));
+static size_t scores_bytes(const cuda_backend *cb, const attn_geom *g) {
+    return cuda_align_up((size_t)(g->hc * g->qc * g->Lk) * (scores_low(cb) ? 2 : sizeof(float)));
 }
 
 void cuda_attn_gemm_prepare(cuda_backend *cb, imgd_tensor *n) {
@@ -77,7 +92,8 @@ void cuda_attn_gemm_prepare(cuda_backend *cb, imgd_tensor *n) {
     attn_geometry(cb, n, &g);
     size_t ops = 0;
     for (int s = 0; s < 3; s++) ops += operand_bytes(cb, n->src[s]);
-    n->scratch_bytes = ops + scores_bytes(&g) + (size_t)(g.hc * g.qc * g.Lk) * cuda_math_size(cb);
+    n->scratch_bytes = ops + scores_bytes(cb, &g) +
+                       (scores_low(cb) ? 0 : (size_t)(g.hc * g.qc * g.Lk) * cuda_math_size(cb));
 }
 
 /* An operand at its device address with its element strides, or copied into dst
@@ -126,9 +142,11 @@ imgd_status cuda_attn_gemm(cuda_backend *cb, const imgd_tensor *n, const char *w
     if (st == IMGD_OK) st = operand(cb, n->src[2], sc, what, &v);
     sc += operand_bytes(cb, n->src[2]);
     if (st != IMGD_OK) return st;
-    float             *S = (float *)(void *)sc;
-    void              *P = sc + scores_bytes(&g);
-    const imgd_tensor *m = n->src[3];
+    void              *S   = sc;
+    void              *P   = scores_low(cb) ? S : sc + scores_bytes(cb, &g);
+    cudaDataType_t     st_ = scores_low(cb) ? CUDA_R_16F : CUDA_R_32F;
+    int32_t            sdt = scores_low(cb) ? CUK_F16 : CUK_F32;
+    const imgd_tensor *m   = n->src[3];
     int64_t            ms[4];
     mask_strides(m, ms);
     const float *mask  = m ? cuda_dptr(m) : NULL;
@@ -143,11 +161,12 @@ imgd_status cuda_attn_gemm(cuda_backend *cb, const imgd_tensor *n, const char *w
                     q.p + (size_t)(b * q.s[0] + i0 * q.s[1] + h0 * q.s[2]) * es;
                 const unsigned char *K = k.p + (size_t)(b * k.s[0] + h0 * k.s[2]) * es;
                 const unsigned char *V = v.p + (size_t)(b * v.s[0] + h0 * v.s[2]) * es;
-                st = cuda_gemm_a(cb, CUBLAS_OP_T, CUBLAS_OP_N, g.Lk, qc, g.D, scale, K, k.s[1],
-                                 k.s[2], Q, q.s[1], q.s[2], 0.0f, S, g.Lk, qc * g.Lk, hc, what);
+                st =
+                    cuda_gemm_t(cb, CUBLAS_OP_T, CUBLAS_OP_N, g.Lk, qc, g.D, scale, K, k.s[1],
+                                k.s[2], Q, q.s[1], q.s[2], 0.0f, S, st_, g.Lk, qc * g.Lk, hc, what);
                 if (st != IMGD_OK) return st;
-                cudaError_t e = cuk_attn_softmax(P, cuda_math_cuk(cb), S, hc, qc, g.Lk, mask, ms, b,
-                                                 h0, i0, cb->stream);
+                cudaError_t e = cuk_attn_softmax(P, cuda_math_cuk(cb), S, sdt, hc, qc, g.Lk, mask,
+                                                 ms, b, h0, i0, cb->stream);
                 if (e != cudaSuccess) return cuda_fail(e, "cuk_attn_softmax", what);
                 st = cuda_gemm_a(cb, CUBLAS_OP_N, CUBLAS_OP_N, g.Dv, qc, g.Lk, 1.0f, V, v.s[1],
                                  v.s[2], P, g.Lk, qc * g.Lk, 0.0f,

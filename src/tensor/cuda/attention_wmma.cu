@@ -61,9 +61,8 @@ template <class T, int DP>
 __device__ __forceinline__ void fa_load(T *dst, const cuk_tensor &t, int64_t b, int64_t h,
                                         int64_t r0, int64_t L, int64_t D, float mul) {
     const int64_t base = b * t.stride[0] + h * t.stride[2];
-    const bool    vec  = t.dtype == CUK_F32 && t.stride[3] == 1 && D % 4 == 0 &&
-                     t.stride[1] % 4 == 0 && base % 4 == 0 &&
-                     ((uintptr_t)t.data & 15) == 0;
+    const bool vec = t.dtype == CUK_F32 && t.stride[3] == 1 && D % 4 == 0 && t.stride[1] % 4 == 0 &&
+                     base % 4 == 0 && ((uintptr_t)t.data & 15) == 0;
     if (vec) {
         constexpr int Q4 = DP / 4, N4 = FA_BQ * Q4, PASS = 8; /* float4s per pass and thread */
         const float  *src = static_cast<const float *>(t.data) + base;
@@ -73,7 +72,7 @@ __device__ __forceinline__ void fa_load(T *dst, const cuk_tensor &t, int64_t b, 
             for (int u = 0; u < PASS; u++) {
                 int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
                 int r = e / Q4, d = (e % Q4) * 4;
-                v[u]  = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
                 if (e < N4 && r0 + r < L && d < D)
                     v[u] = *reinterpret_cast<const float4 *>(src + (r0 + r) * t.stride[1] + d);
             }

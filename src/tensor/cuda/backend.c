@@ -5,6 +5,7 @@
 
 #include "base/alloc.h"
 #include "base/error.h"
+#include "base/log.h"
 #include "base/text.h"
 #include "cuda_impl.h"
 #include "formats/dtype.h"
@@ -70,13 +71,31 @@ static const char *cuda_name(const imgd_backend *be) {
     return "cuda";
 }
 
+#define MIB(b) ((double)(b) / 1048576.0)
+
+/* The advice every out-of-device-memory error ends with. */
+#define VRAM_ADVICE                                                                                \
+    "run the text encoders / VAE on the CPU (--offload te,vae), use --precision f16, a smaller "   \
+    "size or batch, or free the device (other processes, other models)"
+
+/* A graph's planned activations (and other backend buffers): checked against the device's
+ * free memory first, so a card that is too small is named with the numbers. */
 static imgd_status cuda_alloc(imgd_backend *be, size_t n, void **out) {
     cuda_backend *cb = be->ctx;
     void         *p  = NULL;
     char          what[64];
     (void)imgd_fmt(what, sizeof what, "allocating %zu bytes on device %d", n, cb->device);
     CUDA_TRY(cudaSetDevice(cb->device), what);
+    size_t fr = 0, total = 0;
+    CUDA_TRY(cudaMemGetInfo(&fr, &total), what);
+    if (n > fr)
+        return imgd_fail(IMGD_E_NOMEM,
+                         "cuda: device %d needs %.0f MiB more for a graph's activations but has "
+                         "%.0f MiB free of %.0f MiB; " VRAM_ADVICE,
+                         cb->device, MIB(n), MIB(fr), MIB(total));
     CUDA_TRY(cudaMalloc(&p, n), what); /* 256-byte aligned: >= IMGD_TENSOR_ALIGN */
+    IMGD_LOG(IMGD_LOG_DEBUG, "cuda", "alloc", "device %d: %.1f MiB of activations (%.0f MiB free)",
+             cb->device, MIB(n), MIB(fr - n));
     *out = p;
     return IMGD_OK;
 }
@@ -312,9 +331,65 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         conv_col, att_wmma, att_gemm, att_flash, direct, converted, skipped, casts, folded);
 }
 
+static int cmp_ptr(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t) * (const void *const *)a, y = (uintptr_t) * (const void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Device memory prepare will take: weights not yet uploaded (each storage once) and the f32
+ * expansions of quantized weights. */
+static imgd_status upload_need(imgd_graph *g, size_t *need, size_t *n_weights) {
+    size_t       cap = 0, k = 0;
+    const void **seen = NULL;
+    *need = *n_weights = 0;
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        const imgd_tensor *n = imgd_graph_exec_node(g, i);
+        if (n->op == IMGD_OP_DEQUANTIZE) *need += imgd_tensor_nbytes(n);
+        for (int s = 0; s < IMGD_TENSOR_SRC_MAX; s++) {
+            const imgd_tensor *w = n->src[s] ? n->src[s]->storage : NULL;
+            if (!w || w->op != IMGD_OP_NONE || w->kind == IMGD_TENSOR_ACTIVATION || w->backend_data)
+                continue;
+            if (k == cap) {
+                cap             = cap ? cap * 2 : 1024;
+                const void **ns = imgd_realloc(seen, cap * sizeof *ns);
+                if (!ns) {
+                    imgd_free(seen);
+                    return imgd_fail(IMGD_E_NOMEM, "cuda: planning: out of host memory");
+                }
+                seen = ns;
+            }
+            seen[k++] = w;
+        }
+    }
+    if (k) qsort(seen, k, sizeof *seen, cmp_ptr);
+    for (size_t i = 0; i < k; i++) {
+        if (i && seen[i] == seen[i - 1]) continue;
+        const imgd_tensor *w = seen[i];
+        *need += w->nbytes;
+        *n_weights += w->kind == IMGD_TENSOR_WEIGHT;
+    }
+    imgd_free(seen);
+    return IMGD_OK;
+}
+
 static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     cuda_backend *cb = be->ctx;
     CUDA_TRY(cudaSetDevice(cb->device), "prepare");
+    size_t      need = 0, n_weights = 0, fr = 0, total = 0;
+    imgd_status pre = upload_need(g, &need, &n_weights);
+    if (pre != IMGD_OK) return pre;
+    CUDA_TRY(cudaMemGetInfo(&fr, &total), "prepare");
+    char dev[128];
+    imgd_cuda_device_name(dev, sizeof dev);
+    if (need > fr)
+        return imgd_fail(IMGD_E_NOMEM,
+                         "cuda: device %d (%s) needs %.0f MiB for this graph's %zu weights but "
+                         "has %.0f MiB free of %.0f MiB; " VRAM_ADVICE,
+                         cb->device, dev, MIB(need), n_weights, MIB(fr), MIB(total));
+    IMGD_LOG(IMGD_LOG_INFO, "cuda", "plan",
+             "device %d (%s): %zu nodes, uploading %zu weights (%.1f MiB); %.0f MiB free of "
+             "%.0f MiB before",
+             cb->device, dev, imgd_graph_exec_count(g), n_weights, MIB(need), MIB(fr), MIB(total));
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         imgd_tensor *n  = imgd_graph_exec_node(g, i);
         imgd_status  st = prepare_node(cb, n);

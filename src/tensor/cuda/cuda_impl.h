@@ -189,6 +189,12 @@ imgd_status cuda_gemm_a(cuda_backend *cb, cublasOperation_t op_a, cublasOperatio
                         int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
                         int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
                         float *C, int64_t ldc, int64_t stride_c, int64_t batches, const char *what);
+/* cuda_gemm_a with C of type ct (f32, or the GEMM type: f32 accumulation rounded on store). */
+imgd_status cuda_gemm_t(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
+                        int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
+                        int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
+                        void *C, cudaDataType_t ct, int64_t ldc, int64_t stride_c, int64_t batches,
+                        const char *what);
 /* cuda_gemm_a with alpha = 1. */
 imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
                       int64_t n, int64_t k, const void *A, int64_t lda, int64_t stride_a,

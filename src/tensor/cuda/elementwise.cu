@@ -120,7 +120,7 @@ __global__ void k_rope(float *out, cuk_tensor x, cuk_tensor pos, int32_t neox, i
             i1     = 2 * k + 1;
         }
         int64_t start = 0, j = k, d = nr;
-        int32_t a     = 0;
+        int32_t a = 0;
         for (; a < axes.n; a++) {
             int64_t h = axes.d[a] / 2;
             if (k < start + h) {
@@ -139,8 +139,8 @@ __global__ void k_rope(float *out, cuk_tensor x, cuk_tensor pos, int32_t neox, i
 }
 
 extern "C" cudaError_t cuk_rope(float *out, const cuk_tensor *x, const cuk_tensor *pos,
-                                int32_t neox, int64_t n_rot, const cuk_rope_axes *axes,
-                                float theta, cudaStream_t s) {
+                                int32_t neox, int64_t n_rot, const cuk_rope_axes *axes, float theta,
+                                cudaStream_t s) {
     int64_t n = cuk_numel(x);
     if (n == 0) return cudaSuccess;
     if (x->n_dims != 4) return cudaErrorInvalidValue;

@@ -118,14 +118,14 @@ cudaError_t cuk_rms_norm(float *out, const float *x, const float *gamma, int64_t
                          float eps, cudaStream_t s);
 cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale,
                         cudaStream_t s);
-/* Attention probabilities for a chunk of scores: S [hc, qc, Lk] (contiguous f32, already
+/* Attention probabilities for a chunk of scores: S [hc, qc, Lk] (contiguous, s_dtype, already
  * scaled) of batch b, heads h0.., query rows i0..; row (hl, il) adds
  * mask[b*ms[0] + (h0+hl)*ms[1] + (i0+il)*ms[2] + j*ms[3]] (mask f32 or NULL) and writes
- * softmax over j to P [hc, qc, Lk] (p_dtype, contiguous). A row whose scores are all -inf
- * gets zeros (as the flash kernel's output). */
-cudaError_t cuk_attn_softmax(void *P, int32_t p_dtype, const float *S, int64_t hc, int64_t qc,
-                             int64_t Lk, const float *mask, const int64_t *ms, int64_t b,
-                             int64_t h0, int64_t i0, cudaStream_t s);
+ * softmax over j to P [hc, qc, Lk] (p_dtype, contiguous; P may be S when the dtypes are the
+ * same). A row whose scores are all -inf gets zeros (as the flash kernel's output). */
+cudaError_t cuk_attn_softmax(void *P, int32_t p_dtype, const void *S, int32_t s_dtype, int64_t hc,
+                             int64_t qc, int64_t Lk, const float *mask, const int64_t *ms,
+                             int64_t b, int64_t h0, int64_t i0, cudaStream_t s);
 
 /* ---- attention.cu ------------------------------------------------------------------------- */
 

@@ -125,24 +125,33 @@ imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t i
     return IMGD_OK;
 }
 
+imgd_status cuda_gemm_t(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
+                        int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
+                        int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
+                        void *C, cudaDataType_t ct, int64_t ldc, int64_t stride_c, int64_t batches,
+                        const char *what) {
+    cudaDataType_t t = cuda_math_type(cb);
+    if (batches == 1)
+        CUBLAS_TRY(cublasGemmEx(cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha, A, t,
+                                (int)lda, B, t, (int)ldb, &beta, C, ct, (int)ldc,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   what);
+    else
+        CUBLAS_TRY(cublasGemmStridedBatchedEx(cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha,
+                                              A, t, (int)lda, stride_a, B, t, (int)ldb, stride_b,
+                                              &beta, C, ct, (int)ldc, stride_c, (int)batches,
+                                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   what);
+    return IMGD_OK;
+}
+
 imgd_status cuda_gemm_a(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
                         int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
                         int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
                         float *C, int64_t ldc, int64_t stride_c, int64_t batches,
                         const char *what) {
-    cudaDataType_t t = cuda_math_type(cb);
-    if (batches == 1)
-        CUBLAS_TRY(cublasGemmEx(cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha, A, t,
-                                (int)lda, B, t, (int)ldb, &beta, C, CUDA_R_32F, (int)ldc,
-                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                   what);
-    else
-        CUBLAS_TRY(cublasGemmStridedBatchedEx(
-                       cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha, A, t, (int)lda,
-                       stride_a, B, t, (int)ldb, stride_b, &beta, C, CUDA_R_32F, (int)ldc, stride_c,
-                       (int)batches, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                   what);
-    return IMGD_OK;
+    return cuda_gemm_t(cb, op_a, op_b, m, n, k, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
+                       CUDA_R_32F, ldc, stride_c, batches, what);
 }
 
 imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,

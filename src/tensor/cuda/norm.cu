@@ -203,8 +203,8 @@ extern "C" cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int
 /* Rows of the attention scores, one block per row (grid-stride over rows). */
 struct attn_sm_args {
     void        *P;
-    int32_t      pdt;
-    const float *S;
+    int32_t      pdt, sdt;
+    const void  *S;
     int64_t      rows, qc, Lk;
     const float *mask;
     int64_t      ms[4];
@@ -215,36 +215,40 @@ __global__ void k_attn_softmax(attn_sm_args a) {
     __shared__ double red[NORM_THREADS / 32];
     __shared__ float  redf[NORM_THREADS / 32];
     for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) { /* uniform per block */
-        const float  *sr = a.S + r * a.Lk;
+        const int64_t sr = r * a.Lk;                           /* the row's first score */
         const int64_t hl = r / a.qc, il = r % a.qc;
         const float  *mr =
             a.mask ? a.mask + a.b * a.ms[0] + (a.h0 + hl) * a.ms[1] + (a.i0 + il) * a.ms[2]
                     : nullptr;
         float mx = -INFINITY;
         for (int64_t j = threadIdx.x; j < a.Lk; j += blockDim.x)
-            mx = fmaxf(mx, mr ? sr[j] + mr[j * a.ms[3]] : sr[j]);
+            mx = fmaxf(mx, cuk_ld(a.S, a.sdt, sr + j) + (mr ? mr[j * a.ms[3]] : 0.0f));
         mx         = block_max(mx, redf);
         double sum = 0;
         if (mx != -INFINITY)
             for (int64_t j = threadIdx.x; j < a.Lk; j += blockDim.x)
-                sum += (double)expf((mr ? sr[j] + mr[j * a.ms[3]] : sr[j]) - mx);
+                sum +=
+                    (double)expf(cuk_ld(a.S, a.sdt, sr + j) + (mr ? mr[j * a.ms[3]] : 0.0f) - mx);
         sum       = block_sum(sum, red);
         float inv = sum > 0 ? (float)(1.0 / sum) : 0.0f;
         for (int64_t j = threadIdx.x; j < a.Lk; j += blockDim.x) {
             float p =
-                mx == -INFINITY ? 0.0f : expf((mr ? sr[j] + mr[j * a.ms[3]] : sr[j]) - mx) * inv;
+                mx == -INFINITY
+                    ? 0.0f
+                    : expf(cuk_ld(a.S, a.sdt, sr + j) + (mr ? mr[j * a.ms[3]] : 0.0f) - mx) * inv;
             cuk_st(a.P, a.pdt, r * a.Lk + j, p);
         }
     }
 }
 
-extern "C" cudaError_t cuk_attn_softmax(void *P, int32_t p_dtype, const float *S, int64_t hc,
-                                        int64_t qc, int64_t Lk, const float *mask,
+extern "C" cudaError_t cuk_attn_softmax(void *P, int32_t p_dtype, const void *S, int32_t s_dtype,
+                                        int64_t hc, int64_t qc, int64_t Lk, const float *mask,
                                         const int64_t *ms, int64_t b, int64_t h0, int64_t i0,
                                         cudaStream_t s) {
     attn_sm_args a;
     a.P    = P;
     a.pdt  = p_dtype;
+    a.sdt  = s_dtype;
     a.S    = S;
     a.rows = hc * qc;
     a.qc   = qc;
