@@ -85,10 +85,10 @@ static const char *shared_or_skip(void) {
 
 /* backend NULL: cpu, or $IMGD_TEST_BACKEND */
 static imgd_model *load_on(const char *shared, const char *layout, bool inpaint,
-                           const char *backend, uint32_t offload) {
+                           const char *backend, uint32_t offload, imgd_precision prec) {
     char             path[4096], tok[4096], unet[4096];
     imgd_load_params lp = imgd_load_params_default();
-    lp.precision        = IMGD_PRECISION_F32;
+    lp.precision        = prec;
     lp.backend          = backend ? backend : tb_primary();
     lp.offload          = offload;
     /* the narrow text encoder has 4 heads: not in the shapes, not in the LDM yaml */
@@ -112,7 +112,7 @@ static imgd_model *load_on(const char *shared, const char *layout, bool inpaint,
 }
 
 static imgd_model *load(const char *shared, const char *layout, bool inpaint) {
-    return load_on(shared, layout, inpaint, NULL, 0);
+    return load_on(shared, layout, inpaint, NULL, 0, IMGD_PRECISION_F32);
 }
 
 static bool load_png(const char *shared, const char *name, imgd_image_u8 *img) {
@@ -124,7 +124,18 @@ static bool load_png(const char *shared, const char *name, imgd_image_u8 *img) {
 }
 
 /* Runs one case on model m and compares the image; returns the max abs error. */
-static double run_case(const char *shared, imgd_model *m, const pcase *c, const char *layout) {
+/* Image tolerances against the goldens: f32 compute, and (GPU) f16 / bf16 compute, where
+ * every GEMM operand, attention score and (in the CUDA backend) stored activation is rounded
+ * to 11 / 8 significant bits. */
+#define TOL_F32_MAX   2e-3
+#define TOL_F32_MEAN  1e-4
+#define TOL_F16_MAX   3e-2
+#define TOL_F16_MEAN  3e-3
+#define TOL_BF16_MAX  1e-1
+#define TOL_BF16_MEAN 1.5e-2
+
+static double run_case_tol(const char *shared, imgd_model *m, const pcase *c, const char *layout,
+                           double tol_max, double tol_mean) {
     char gpath[4096];
     (void)imgd_fmt(gpath, sizeof gpath, "%s/conformance/sd15-narrow/goldens/%s.safetensors", shared,
                    c->golden);
@@ -169,14 +180,19 @@ static double run_case(const char *shared, imgd_model *m, const pcase *c, const 
         mean = sum / (double)n;
         printf("%-26s %-10s image max abs %.3g mean abs %.3g (%d draws, %d steps, %.2fs)\n",
                c->golden, layout, mx, mean, r.draws, (int)res->steps_run, res->t_total_s);
-        CHECK_MSG(mx <= 2e-3 && mean <= 1e-4, "%s (%s): image max abs %g, mean abs %g", c->golden,
-                  layout, mx, mean);
+        CHECK_MSG(mx <= tol_max && mean <= tol_mean,
+                  "%s (%s): image max abs %g, mean abs %g (tolerance %g, %g)", c->golden, layout,
+                  mx, mean, tol_max, tol_mean);
     }
     imgd_gen_result_free(res);
     imgd_image_u8_free(&init);
     imgd_image_u8_free(&mask);
     imgd_weights_free(r.g);
     return mx;
+}
+
+static double run_case(const char *shared, imgd_model *m, const pcase *c, const char *layout) {
+    return run_case_tol(shared, m, c, layout, TOL_F32_MAX, TOL_F32_MEAN);
 }
 
 static void test_sd_pipeline_matches_goldens_every_layout(void) {
@@ -388,7 +404,8 @@ static void test_sd_pipeline_offload(void) {
     CHECK(imgd_offload_parse("none", &bits) && bits == 0);
     const char *shared = shared_or_skip();
     if (!shared) return;
-    imgd_model *m = load_on(shared, "diffusers", false, "ref", IMGD_OFFLOAD_TE | IMGD_OFFLOAD_VAE);
+    imgd_model *m = load_on(shared, "diffusers", false, "ref", IMGD_OFFLOAD_TE | IMGD_OFFLOAD_VAE,
+                            IMGD_PRECISION_F32);
     if (!m) return;
     CHECK(m->te_be && m->te_be == m->vae_be);
     CHECK(strcmp(imgd_backend_name(m->be), "ref") == 0);
@@ -397,13 +414,14 @@ static void test_sd_pipeline_offload(void) {
     run_case(shared, m, &k_cases[0], "ref+offload");
     run_case(shared, m, &k_cases[10], "ref+offload");
     imgd_model_free(m);
-    m = load_on(shared, "diffusers", false, "ref", IMGD_OFFLOAD_TE);
+    m = load_on(shared, "diffusers", false, "ref", IMGD_OFFLOAD_TE, IMGD_PRECISION_F32);
     if (m) {
         CHECK(m->te_be && !m->vae_be);
         imgd_model_free(m);
     }
     /* the cpu backend itself: nothing to offload */
-    m = load_on(shared, "diffusers", false, "cpu", IMGD_OFFLOAD_TE | IMGD_OFFLOAD_VAE);
+    m = load_on(shared, "diffusers", false, "cpu", IMGD_OFFLOAD_TE | IMGD_OFFLOAD_VAE,
+                IMGD_PRECISION_F32);
     if (m) {
         CHECK(!m->te_be && !m->vae_be);
         imgd_model_free(m);
@@ -419,6 +437,36 @@ static void test_sd_pipeline_offload(void) {
     CHECK(bad == NULL);
 }
 
+/* On a GPU backend (IMGD_TEST_BACKEND=cuda), f16 and bf16 compute against the same goldens
+ * within the looser tolerances above: txt2img, img2img and 9-channel inpainting. */
+static void test_sd_pipeline_low_precision_on_gpu(void) {
+    if (strcmp(tb_primary(), "cuda") != 0) {
+        TEST_SKIP("f16/bf16 goldens: the backend under test is %s, not cuda "
+                  "(IMGD_TEST_BACKEND=cuda)",
+                  tb_primary());
+        return;
+    }
+    const char *shared = shared_or_skip();
+    if (!shared) return;
+    static const imgd_precision precs[] = {IMGD_PRECISION_F16, IMGD_PRECISION_BF16};
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(precs); i++) {
+        bool        f16  = precs[i] == IMGD_PRECISION_F16;
+        const char *name = f16 ? "cuda-f16" : "cuda-bf16";
+        double tmax = f16 ? TOL_F16_MAX : TOL_BF16_MAX, tmean = f16 ? TOL_F16_MEAN : TOL_BF16_MEAN;
+        imgd_model *m = load_on(shared, "diffusers", false, NULL, 0, precs[i]);
+        if (m) {
+            run_case_tol(shared, m, &k_cases[0], name, tmax, tmean);
+            run_case_tol(shared, m, &k_cases[10], name, tmax, tmean);
+            imgd_model_free(m);
+        }
+        m = load_on(shared, "diffusers", true, NULL, 0, precs[i]);
+        if (m) {
+            run_case_tol(shared, m, &k_cases[12], name, tmax, tmean);
+            imgd_model_free(m);
+        }
+    }
+}
+
 int main(void) {
     imgd_log_level_set(IMGD_LOG_WARN);
     RUN(test_sd_pipeline_matches_goldens_every_layout);
@@ -426,5 +474,6 @@ int main(void) {
     RUN(test_sd_pipeline_seed_repeatable_and_batch_consistent);
     RUN(test_sd_pipeline_bad_requests_are_named);
     RUN(test_sd_pipeline_offload);
+    RUN(test_sd_pipeline_low_precision_on_gpu);
     TEST_END();
 }
