@@ -137,6 +137,13 @@ inline float4 make_float4(float x, float y, float z, float w) {
     return v;
 }
 
+inline uint2 make_uint2(unsigned x, unsigned y) {
+    uint2 v;
+    v.x = x;
+    v.y = y;
+    return v;
+}
+
 /* fp16 / bf16 scalars as their bits */
 struct __half {
     uint16_t x;

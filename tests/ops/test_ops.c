@@ -39,7 +39,7 @@
 
 /* ---- case context -------------------------------------------------------------------- */
 
-#define BUFS_MAX 16
+#define BUFS_MAX 32
 
 typedef struct tctx {
     imgd_graph *g;
@@ -171,6 +171,61 @@ static imgd_tensor *b_cast(tctx *c) {
 static imgd_tensor *b_dequantize(tctx *c) {
     imgd_tensor *w = RND(c, vtype(c, "type"), vi(c, "rows", 3), vi(c, "cols", 256));
     return use_const(c, imgd_op_dequantize(c->g, w));
+}
+
+/* Weights scaled by 1/sqrt(fan_in), as trained networks are, so the chain's values stay O(1)
+ * (unit-range weights grow them past f16's range in a few layers). */
+static imgd_tensor *wgt(tctx *c, imgd_dtype dt, int32_t nd, const int64_t *shape, int64_t fan_in) {
+    float a = 1.0f / sqrtf((float)fan_in);
+    return rnd_range(c, dt, -a, a, nd, shape);
+}
+
+/* A small UNet-like block whose intermediates are activations, not graph outputs: on cuda in
+ * f16/bf16 math they are stored in the math type (half_act), so every kernel family reads and
+ * writes such values, through views (reshape, permute, narrow) too. var mix=1 adds the
+ * remaining families (pool, pad, upsample, concat, rms_norm, softmax, timestep). */
+static imgd_tensor *b_chain(tctx *c) {
+    imgd_graph      *g = c->g;
+    const int64_t    B = 2, C = vi(c, "c", 32), H = 12, W = 10, L = H * W, NH = 4, D = C / NH;
+    const imgd_dtype F = IMGD_DTYPE_F32, F16 = IMGD_DTYPE_F16;
+    imgd_tensor     *x = RND(c, F, B, C, H, W);
+    imgd_tensor     *h =
+        imgd_op_conv2d(g, x, wgt(c, F16, 4, SHAPE(C, C, 3, 3), 9 * C), RND(c, F, C), 1, 1);
+    h              = imgd_op_group_norm(g, h, 8, 1e-5f, RND(c, F, C), RND(c, F, C), true);
+    h              = imgd_op_conv2d(g, h, wgt(c, F, 4, SHAPE(C, C, 1, 1), C), NULL, 1, 0);
+    h              = imgd_op_add(g, imgd_op_scale(g, h, 0.5f, 0.0f), x);
+    imgd_tensor *t = imgd_op_cont(g, imgd_op_permute(g, imgd_op_reshape(g, h, 3, SHAPE(B, C, L)),
+                                                     (const int32_t[]){0, 2, 1}));
+    imgd_tensor *n = imgd_op_layer_norm(g, t, 1e-5f, RND(c, F, C), NULL);
+    imgd_tensor *q = imgd_op_linear(g, n, wgt(c, F16, 2, SHAPE(C, C), C), NULL);
+    imgd_tensor *k = imgd_op_linear(g, n, wgt(c, F16, 2, SHAPE(C, C), C), NULL);
+    imgd_tensor *v = imgd_op_linear(g, n, wgt(c, F16, 2, SHAPE(C, C), C), RND(c, F, C));
+    imgd_tensor *a = imgd_op_attention(g, imgd_op_reshape(g, q, 4, SHAPE(B, L, NH, D)),
+                                       imgd_op_reshape(g, k, 4, SHAPE(B, L, NH, D)),
+                                       imgd_op_reshape(g, v, 4, SHAPE(B, L, NH, D)), NULL, 0.0f);
+    a = imgd_op_linear(g, imgd_op_reshape(g, a, 3, SHAPE(B, L, C)), wgt(c, F, 2, SHAPE(C, C), C),
+                       RND(c, F, C));
+    t = imgd_op_add(g, t, a);
+    imgd_tensor *f = imgd_op_geglu(
+        g, imgd_op_linear(g, t, wgt(c, F16, 2, SHAPE(4 * C, C), C), RND(c, F, 4 * C)));
+    f = imgd_op_matmul(g, f, wgt(c, F, 2, SHAPE(2 * C, C), 2 * C), false, false, NULL);
+    t = imgd_op_add(g, t, imgd_op_gelu(g, f));
+    if (!vi(c, "mix", 0)) return imgd_op_narrow(g, t, 1, 3, L - 5);
+    /* back to [B, C, H, W], then the other families */
+    imgd_tensor *s =
+        imgd_op_cont(g, imgd_op_reshape(g, imgd_op_permute(g, t, (const int32_t[]){0, 2, 1}), 4,
+                                        SHAPE(B, C, H, W)));
+    imgd_tensor *p = imgd_op_avg_pool2d(g, s, 2, 2, 0);
+    p              = imgd_op_upsample_nearest2x(g, p);
+    p = imgd_op_pad(g, p, (const int64_t[]){0, 0, 0, 0}, (const int64_t[]){0, 0, 0, 0}, 0.0f);
+    imgd_tensor *cat[2] = {p, imgd_op_silu(g, s)};
+    imgd_tensor *u      = imgd_op_concat(g, 2, cat, 1);
+    u = imgd_op_rms_norm(g, imgd_op_cont(g, imgd_op_reshape(g, u, 3, SHAPE(B, 2 * C, L))), 1e-6f,
+                         NULL);
+    u = imgd_op_softmax(g, u, 0.7f);
+    imgd_tensor *ts = imgd_op_timestep_embedding(g, RND(c, F, B), (int32_t)L, true, 0.0f, 10000.0f);
+    u               = imgd_op_mul(g, u, imgd_op_reshape(g, ts, 3, SHAPE(B, 1, L)));
+    return imgd_op_clamp(g, imgd_op_quick_gelu(g, imgd_op_scale(g, u, 50.0f, 0.0f)), -0.5f, 0.5f);
 }
 
 static imgd_tensor *b_concat(tctx *c) {
@@ -417,6 +472,8 @@ static const op_case k_cases[] = {
     {"cast", b_cast, "type=f32,to=bf16,perm=1", 0},
     {"cast", b_cast, "type=f16,to=bf16,a=4,b=1,c=300", 0},
     {"cast", b_cast, "type=f16,to=f32,a=2,b=33,c=65,use=1", 0},
+    {"chain", b_chain, "c=32", 0},
+    {"chain", b_chain, "c=64,mix=1", 0},
     {"cast", b_cast, "type=bf16,to=f32,a=3,b=9,c=17,perm=1,use=2", 0},
     {"dequantize", b_dequantize, "type=q8_0,rows=3,cols=96", 0},
     {"dequantize", b_dequantize, "type=q4_0,rows=17,cols=64", 0},
@@ -605,6 +662,9 @@ static const be_config k_configs[] = {
     {"cuda-f16-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-bf16", "cuda", "matmul,conv2d,attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_BF16, false, 1e-4, false},
+    /* the chain's half-precision storage in bf16 */
+    {"cuda-bf16-chain", "cuda", "chain", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_BF16, false, 1e-4, false},
     /* every op without IMGD_CUDA_SYNC, so the graph is captured and then replayed */
     {"cuda-graph", "cuda", NULL, "IMGD_CUDA_SYNC=0", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,

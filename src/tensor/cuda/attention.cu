@@ -14,7 +14,8 @@
 
 struct att_args {
     cuk_tensor   q, k, v;
-    float       *out;
+    void        *out;
+    int32_t      odt;
     const float *mask;
     int64_t      ms[4];
     float        scale;
@@ -89,11 +90,11 @@ template <int ACC> __global__ void k_attention(att_args a) {
         }
     }
     if (!valid) return;
-    float  inv = l > 0.0f ? 1.0f / l : 0.0f;
-    float *o   = a.out + ((b * Lq + i) * H + h) * Dv;
+    float         inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const int64_t o   = ((b * Lq + i) * H + h) * Dv;
     for (int c = 0; c < ACC; c++) {
         int64_t d = lane + 32 * c;
-        if (d < Dv) o[d] = acc[c] * inv;
+        if (d < Dv) cuk_st(a.out, a.odt, o + d, acc[c] * inv);
     }
 }
 
@@ -108,9 +109,9 @@ static cudaError_t launch(const att_args &a, dim3 grid, size_t shmem, cudaStream
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_tensor *k,
-                                     const cuk_tensor *v, const float *mask, const int64_t *mstride,
-                                     float scale, cudaStream_t s) {
+extern "C" cudaError_t cuk_attention(void *out, int32_t odt, const cuk_tensor *q,
+                                     const cuk_tensor *k, const cuk_tensor *v, const float *mask,
+                                     const int64_t *mstride, float scale, cudaStream_t s) {
     int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3];
     int64_t Dv = v->shape[3];
     if (B * Lq * H * Dv == 0) return cudaSuccess;
@@ -121,6 +122,7 @@ extern "C" cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_
     a.k     = *k;
     a.v     = *v;
     a.out   = out;
+    a.odt   = odt;
     a.mask  = mask;
     a.scale = scale;
     for (int i = 0; i < 4; i++) a.ms[i] = mask ? mstride[i] : 0;

@@ -73,7 +73,8 @@ bool cuda_attn_gemm_supported(const imgd_tensor *n) {
 /* Whether t ([B, L, H, D], f32) can be a GEMM operand as it is: unit-stride rows, row
  * stride a valid leading dimension. */
 static bool in_place(const cuda_backend *cb, const imgd_tensor *t) {
-    if (cuda_math_low(cb) || t->dtype != IMGD_DTYPE_F32) return false;
+    /* f32 in f32 math, or (half activations) already in the math type */
+    if (cuda_cuk_of(t) != cuda_math_cuk(cb)) return false;
     int64_t D = t->shape[3];
     return (t->stride[3] == 1 || D == 1) && t->stride[1] >= D && t->stride[1] <= INT_MAX &&
            t->stride[0] >= 0 && t->stride[2] >= 0;
@@ -149,9 +150,11 @@ imgd_status cuda_attn_gemm(cuda_backend *cb, const imgd_tensor *n, const char *w
     const imgd_tensor *m   = n->src[3];
     int64_t            ms[4];
     mask_strides(m, ms);
-    const float *mask  = m ? cuda_dptr(m) : NULL;
-    float       *out   = n->data;
-    float        scale = n->fp[0];
+    const float   *mask  = m ? cuda_dptr(m) : NULL;
+    unsigned char *out   = n->data;
+    cudaDataType_t ot    = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
+    size_t         oes   = ot == CUDA_R_32F ? 4 : 2;
+    float          scale = n->fp[0];
     for (int64_t b = 0; b < g.B; b++)
         for (int64_t h0 = 0; h0 < g.H; h0 += g.hc)
             for (int64_t i0 = 0; i0 < g.Lq; i0 += g.qc) {
@@ -168,10 +171,10 @@ imgd_status cuda_attn_gemm(cuda_backend *cb, const imgd_tensor *n, const char *w
                 cudaError_t e = cuk_attn_softmax(P, cuda_math_cuk(cb), S, sdt, hc, qc, g.Lk, mask,
                                                  ms, b, h0, i0, cb->stream);
                 if (e != cudaSuccess) return cuda_fail(e, "cuk_attn_softmax", what);
-                st = cuda_gemm_a(cb, CUBLAS_OP_N, CUBLAS_OP_N, g.Dv, qc, g.Lk, 1.0f, V, v.s[1],
+                st = cuda_gemm_t(cb, CUBLAS_OP_N, CUBLAS_OP_N, g.Dv, qc, g.Lk, 1.0f, V, v.s[1],
                                  v.s[2], P, g.Lk, qc * g.Lk, 0.0f,
-                                 out + ((b * g.Lq + i0) * g.H + h0) * g.Dv, g.H * g.Dv, g.Dv, hc,
-                                 what);
+                                 out + (size_t)(((b * g.Lq + i0) * g.H + h0) * g.Dv) * oes, ot,
+                                 g.H * g.Dv, g.Dv, hc, what);
                 if (st != IMGD_OK) return st;
             }
     return IMGD_OK;

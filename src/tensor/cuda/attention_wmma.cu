@@ -38,7 +38,8 @@ template <> struct fa_type<__nv_bfloat16> {
 
 struct fa_args {
     cuk_tensor   q, k, v;
-    float       *out;
+    void        *out;
+    int32_t      odt;
     const float *mask;
     int64_t      ms[4];
     float        scale;
@@ -86,6 +87,34 @@ __device__ __forceinline__ void fa_load(T *dst, const cuk_tensor &t, int64_t b, 
                 o[1]  = fa_type<T>::from(v[u].y * mul);
                 o[2]  = fa_type<T>::from(v[u].z * mul);
                 o[3]  = fa_type<T>::from(v[u].w * mul);
+            }
+        }
+        return;
+    }
+    const bool vec16 = t.dtype != CUK_F32 && t.stride[3] == 1 && D % 4 == 0 &&
+                       t.stride[1] % 4 == 0 && base % 4 == 0 && ((uintptr_t)t.data & 7) == 0;
+    if (vec16) { /* four 16-bit values (8 bytes) at a time */
+        constexpr int   Q4 = DP / 4, N4 = FA_BQ * Q4, PASS = 8;
+        const uint16_t *src = static_cast<const uint16_t *>(t.data) + base;
+        for (int e0 = 0; e0 < N4; e0 += PASS * FA_WARPS * 32) {
+            uint2 v[PASS];
+#pragma unroll
+            for (int u = 0; u < PASS; u++) {
+                int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
+                int r = e / Q4, d = (e % Q4) * 4;
+                v[u] = make_uint2(0u, 0u);
+                if (e < N4 && r0 + r < L && d < D)
+                    v[u] = *reinterpret_cast<const uint2 *>(src + (r0 + r) * t.stride[1] + d);
+            }
+#pragma unroll
+            for (int u = 0; u < PASS; u++) {
+                int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
+                if (e >= N4) break;
+                int      r = e / Q4, d = (e % Q4) * 4;
+                T       *o    = dst + r * (DP + 8) + d;
+                uint16_t h[4] = {(uint16_t)(v[u].x & 0xffffu), (uint16_t)(v[u].x >> 16),
+                                 (uint16_t)(v[u].y & 0xffffu), (uint16_t)(v[u].y >> 16)};
+                for (int j = 0; j < 4; j++) o[j] = fa_type<T>::from(cuk_ld(h, t.dtype, j) * mul);
             }
         }
         return;
@@ -189,9 +218,9 @@ template <class T, int DP> __global__ void k_flash_wmma(fa_args a) {
     if (i >= Lq) return;
     const int64_t H   = a.q.shape[2];
     const float   inv = l > 0.0f ? 1.0f / l : 0.0f;
-    float        *o   = a.out + ((b * Lq + i) * H + h) * D;
+    const int64_t o   = ((b * Lq + i) * H + h) * D;
     for (int c = half * (DP / 2); c < (half + 1) * (DP / 2); c++)
-        if (c < D) o[c] = ow[r * OLD + c] * inv;
+        if (c < D) cuk_st(a.out, a.odt, o + c, ow[r * OLD + c] * inv);
 }
 
 template <class T, int DP> static cudaError_t fa_launch(const fa_args &a, cudaStream_t s) {
@@ -218,10 +247,10 @@ template <class T> static cudaError_t fa_dispatch(const fa_args &a, int64_t D, c
     return fa_launch<T, 160>(a, s);
 }
 
-extern "C" cudaError_t cuk_attention_wmma(float *out, const cuk_tensor *q, const cuk_tensor *k,
-                                          const cuk_tensor *v, const float *mask,
-                                          const int64_t *mstride, float scale, int32_t math,
-                                          cudaStream_t s) {
+extern "C" cudaError_t cuk_attention_wmma(void *out, int32_t odt, const cuk_tensor *q,
+                                          const cuk_tensor *k, const cuk_tensor *v,
+                                          const float *mask, const int64_t *mstride, float scale,
+                                          int32_t math, cudaStream_t s) {
     int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3];
     if (B * Lq * H * D == 0) return cudaSuccess;
     if (D > CUK_ATTN_WMMA_D_MAX || v->shape[3] != D || k->shape[3] != D || H > 65535 || B > 65535 ||
@@ -232,6 +261,7 @@ extern "C" cudaError_t cuk_attention_wmma(float *out, const cuk_tensor *q, const
     a.k     = *k;
     a.v     = *v;
     a.out   = out;
+    a.odt   = odt;
     a.mask  = mask;
     a.scale = scale;
     for (int i = 0; i < 4; i++) a.ms[i] = mask ? mstride[i] : 0;

@@ -35,11 +35,29 @@ imgd_status cudnn_fail(cudnnStatus_t s, const char *call, const char *what) {
 }
 #endif
 
+static int32_t cuk_of_dtype(imgd_dtype dt) {
+    return dt == IMGD_DTYPE_F16 ? CUK_F16 : dt == IMGD_DTYPE_BF16 ? CUK_BF16 : CUK_F32;
+}
+
+int32_t cuda_cuk_of(const imgd_tensor *t) {
+    const imgd_tensor *s = t->storage;
+    if (s->kind == IMGD_TENSOR_ACTIVATION && s->op != IMGD_OP_NONE && s->backend_data &&
+        cuda_node_of(s)->half_dt)
+        return cuda_node_of(s)->half_dt;
+    return cuk_of_dtype(t->dtype);
+}
+
+size_t cuda_store_bytes(const imgd_tensor *t) {
+    return (size_t)imgd_tensor_numel(t) * (cuda_cuk_of(t) == CUK_F32 ? 4 : 2);
+}
+
 void *cuda_dptr(const imgd_tensor *t) {
     const imgd_tensor *s = t->storage;
     if (!s->backend_data) return t->data;
     if (s->kind == IMGD_TENSOR_ACTIVATION) {
         const cuda_node *ns = s->op != IMGD_OP_NONE ? cuda_node_of(s) : NULL;
+        /* half storage: the planner placed views at f32 offsets; elements are 2 bytes */
+        if (ns && ns->half_dt) return (unsigned char *)s->data + (size_t)t->offset * 2;
         if (!ns || !ns->folded) return t->data;
         size_t off = (size_t)((const unsigned char *)t->data - (const unsigned char *)s->data);
         return (unsigned char *)ns->dev + off;
@@ -52,9 +70,7 @@ cuk_tensor cuda_desc(const imgd_tensor *t) {
     cuk_tensor d;
     memset(&d, 0, sizeof d);
     d.data       = cuda_dptr(t);
-    d.dtype      = t->dtype == IMGD_DTYPE_F16    ? CUK_F16
-                   : t->dtype == IMGD_DTYPE_BF16 ? CUK_BF16
-                                                 : CUK_F32;
+    d.dtype      = cuda_cuk_of(t);
     d.n_dims     = t->n_dims;
     d.contiguous = imgd_tensor_is_contiguous(t);
     for (int32_t i = 0; i < t->n_dims && i < CUK_MAX_DIMS; i++) {
@@ -267,6 +283,43 @@ static imgd_status fold_constants(cuda_backend *cb, imgd_graph *g) {
     return IMGD_OK;
 }
 
+/* Operands kernels read as raw f32 (biases, norm scales, attention masks): their producers
+ * keep f32 storage. */
+static bool raw_f32_operand(const imgd_tensor *n, int s) {
+    switch (n->op) {
+    case IMGD_OP_MATMUL:
+    case IMGD_OP_CONV2D: return s == 2;
+    case IMGD_OP_GROUP_NORM:
+    case IMGD_OP_LAYER_NORM:
+    case IMGD_OP_RMS_NORM: return s == 1 || s == 2;
+    case IMGD_OP_ATTENTION: return s == 3;
+    default: return false;
+    }
+}
+
+/* cuda_backend.half_act: which f32 activations are stored in the math type. Not: graph
+ * outputs (the host reads f32), constants (folded f32 copies), dequantized weights, skipped
+ * casts, conv2d through im2col (its GEMM writes f32), raw-f32 operands. */
+static void plan_storage(cuda_backend *cb, imgd_graph *g) {
+    if (!cb->half_act || !cuda_math_low(cb)) return;
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        imgd_tensor *n  = imgd_graph_exec_node(g, i);
+        cuda_node   *ns = cuda_node_of(n);
+        if (!ns || n->dtype != IMGD_DTYPE_F32 || n->storage != n || ns->folded || ns->is_out ||
+            ns->skip || n->op == IMGD_OP_DEQUANTIZE || (n->op == IMGD_OP_CONV2D && !ns->cudnn))
+            continue;
+        ns->half_dt = cuda_math_cuk(cb);
+    }
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        const imgd_tensor *n = imgd_graph_exec_node(g, i);
+        for (int s = 0; s < IMGD_TENSOR_SRC_MAX; s++) {
+            const imgd_tensor *p = n->src[s] ? n->src[s]->storage : NULL;
+            if (p && raw_f32_operand(n, s) && p->op != IMGD_OP_NONE && p->backend_data)
+                cuda_node_of(p)->half_dt = 0;
+        }
+    }
+}
+
 static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
     cuda_node *state = imgd_calloc(1, sizeof *state);
     if (!state) return imgd_fail(IMGD_E_NOMEM, "cuda: node state: out of host memory");
@@ -298,7 +351,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     int conv_dnn = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0, direct = 0;
     int converted = 0;
-    int casts = 0, skipped = 0, folded = 0;
+    int casts = 0, skipped = 0, folded = 0, half = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n  = imgd_graph_exec_node(g, i);
         const cuda_node   *ns = cuda_node_of(n);
@@ -317,6 +370,7 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
             skipped += ns->skip;
         }
         folded += ns->folded;
+        half += ns->half_dt != 0;
         for (int s = 0; s < 2; s++) {
             direct += ns->cnst[s] && !ns->owned[s];
             converted += ns->owned[s] != NULL;
@@ -326,9 +380,9 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         stderr,
         "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d wmma + "
         "%d gemm + %d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
-        "skipped; %d constants folded at plan\n",
+        "skipped; %d constants folded at plan; %d activations stored in the math type\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
-        conv_col, att_wmma, att_gemm, att_flash, direct, converted, skipped, casts, folded);
+        conv_col, att_wmma, att_gemm, att_flash, direct, converted, skipped, casts, folded, half);
 }
 
 static int cmp_ptr(const void *a, const void *b) {
@@ -399,6 +453,7 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     mark_skipped_casts(g);
     imgd_status st = fold_constants(cb, g);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: preparing constants");
+    plan_storage(cb, g);
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
     if (cb->verbose) report_paths(cb, g);
     return IMGD_OK;
@@ -485,6 +540,7 @@ static imgd_status env_paths(cuda_backend *cb) {
     cb->verbose        = env_flag("IMGD_CUDA_VERBOSE", false);
     cb->direct_weights = env_flag("IMGD_CUDA_DIRECT_WEIGHTS", true);
     cb->graphs         = env_flag("IMGD_CUDA_GRAPH", true);
+    cb->half_act       = env_flag("IMGD_CUDA_HALF_ACT", true);
     cb->profile        = getenv("IMGD_PROFILE") != NULL;
 #ifdef IMGD_HAVE_CUDNN
     cb->use_cudnn = env_flag("IMGD_CUDA_CUDNN", true);

@@ -201,16 +201,25 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
         st = cuda_to_math(cb, n->src[1], sc, what);
         w  = sc;
     }
-    unsigned char *x = sc + wb, *y = sc + wb + xb;
-    if (st == IMGD_OK) st = cuda_to_math(cb, n->src[0], x, what);
+    const imgd_tensor *src = n->src[0], *bias = n->src[2];
+    const void        *x = sc + wb;
+    void              *y = sc + wb + xb;
+    /* half activations: the input is read and (without a bias) the output written in place */
+    if (cuda_cuk_of(src) == cuda_math_cuk(cb) && imgd_tensor_is_contiguous(src))
+        x = cuda_dptr(src);
+    else if (st == IMGD_OK)
+        st = cuda_to_math(cb, src, sc + wb, what);
     if (st != IMGD_OK) return st;
+    bool direct_out = !bias && cuda_cuk_of(n) == cuda_math_cuk(cb);
+    if (direct_out) y = n->data;
     const float beta = 0.0f;
     CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, w, ns->cd, algo, ws,
                                       ns->ws_bytes, &beta, ns->yd, y),
               what);
-    const imgd_tensor *bias = n->src[2];
-    cudaError_t e = cuk_bias_cast(n->data, y, cuda_math_cuk(cb), bias ? cuda_dptr(bias) : NULL,
-                                  imgd_tensor_numel(n), g->P, g->O, cb->stream);
+    if (direct_out) return IMGD_OK;
+    cudaError_t e =
+        cuk_bias_cast(n->data, cuda_cuk_of(n), y, cuda_math_cuk(cb), bias ? cuda_dptr(bias) : NULL,
+                      imgd_tensor_numel(n), g->P, g->O, cb->stream);
     if (e != cudaSuccess) return cuda_fail(e, "cuk_bias_cast", what);
     return IMGD_OK;
 }
@@ -255,7 +264,7 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
     if (st != IMGD_OK) return st;
     if (g.CK == 0) {
         if (!n->src[2])
-            CUDA_TRY(cudaMemsetAsync(n->data, 0, imgd_tensor_nbytes(n), cb->stream), what);
+            CUDA_TRY(cudaMemsetAsync(n->data, 0, cuda_store_bytes(n), cb->stream), what);
         return IMGD_OK;
     }
     unsigned char       *scratch = n->scratch;
@@ -276,7 +285,10 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
         }
         if (st != IMGD_OK) return st;
     }
-    size_t x_es = cuda_math_low(cb) && g.direct ? es : sizeof(float); /* x converted or not */
+    /* x converted (1x1), or read by im2col as stored */
+    size_t x_es = cuda_math_low(cb) && g.direct       ? es
+                  : cuda_cuk_of(n->src[0]) == CUK_F32 ? sizeof(float)
+                                                      : 2;
     for (int64_t b = 0; b < g.N; b++) {
         const unsigned char *xb = x + (size_t)(b * g.C * g.H * g.W) * x_es;
         float               *ob = out + b * g.O * g.P;
@@ -289,8 +301,8 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
         for (int64_t p0 = 0; p0 < g.P; p0 += g.chunk) {
             int64_t     pc = g.P - p0 < g.chunk ? g.P - p0 : g.chunk;
             cudaError_t e =
-                cuk_im2col(col, cuda_math_cuk(cb), (const float *)(const void *)xb, g.C, g.H, g.W,
-                           g.KH, g.KW, g.sh, g.sw, g.ph, g.pw, g.OW, p0, pc, cb->stream);
+                cuk_im2col(col, cuda_math_cuk(cb), xb, cuda_cuk_of(n->src[0]), g.C, g.H, g.W, g.KH,
+                           g.KW, g.sh, g.sw, g.ph, g.pw, g.OW, p0, pc, cb->stream);
             if (e != cudaSuccess) return cuda_fail(e, "cuk_im2col", what);
             /* out_b[:, p0:p0+pc]^T (pc x O, ld P) = col^T (pc x CK) w^T (CK x O) */
             st = cuda_gemm(cb, CUBLAS_OP_N, CUBLAS_OP_N, pc, g.O, g.CK, col, pc, 0, w, g.CK, 0,

@@ -54,6 +54,10 @@ typedef struct cuda_backend {
                             graph on its first run and replayed while its signature (every
                             node's op, parameters and addresses) is unchanged */
     bool profile;        /* IMGD_PROFILE: GPU time per op kind (events), printed at free */
+    bool half_act;       /* IMGD_CUDA_HALF_ACT (default 1): in f16/bf16 math, f32
+                            activations are stored in the math type (half the memory
+                            traffic; GEMMs and attention read them without conversion); graph
+                            outputs, constants and a few raw-f32 operands stay f32 */
     /* exec.c state */
     cuda_replay  replay[CUDA_REPLAY_MAX];
     uint64_t     clock;
@@ -78,7 +82,9 @@ typedef struct cuda_node {
                             result */
     bool folded;         /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
                             computed at plan time; readers get dev (cuda_dptr), runs skip it */
-    bool        is_out;  /* the graph output is this node or a view of it (never folded) */
+    bool    is_out;      /* the graph output is this node or a view of it (never folded) */
+    int32_t half_dt;     /* 0: stored as its graph dtype; CUK_F16 / CUK_BF16: an f32
+                            activation stored in the math type (cuda_backend.half_act) */
     const void *cnst[2]; /* matmul/conv2d: device address of operand s (src[s]'s first
                             element) as a constant in the GEMM type, or NULL: converted per
                             run (f16/bf16 math) or read as is (f32) */
@@ -133,8 +139,14 @@ imgd_status cudnn_fail(cudnnStatus_t s, const char *call, const char *what);
  * device copy, which prepare keeps in the storage leaf's backend_data. */
 void *cuda_dptr(const imgd_tensor *t);
 
-/* Describes t (f32/f16/bf16, <= CUK_MAX_DIMS dims) for a kernel, at its device address. */
+/* Describes t (f32/f16/bf16, <= CUK_MAX_DIMS dims) for a kernel, at its device address, in
+ * the dtype it is stored in. */
 cuk_tensor cuda_desc(const imgd_tensor *t);
+/* The cuk_dtype t's values are stored in on the device (its graph dtype, or the math type for
+ * an f32 activation stored in half precision). */
+int32_t cuda_cuk_of(const imgd_tensor *t);
+/* Bytes of t's values as stored (contiguous). */
+size_t cuda_store_bytes(const imgd_tensor *t);
 
 /* exec.c: running a planned graph (capture, replay, eager), input staging, profiling. */
 imgd_status cuda_exec_run(cuda_backend *cb, imgd_graph *g);

@@ -151,7 +151,8 @@ static cudaError_t launch_attention(const imgd_tensor *n, cudaStream_t s) {
     const imgd_tensor *m = n->src[3];
     int64_t            ms[4];
     mask_strides(m, ms);
-    return cuk_attention(n->data, &q, &k, &v, m ? cuda_dptr(m) : NULL, ms, n->fp[0], s);
+    return cuk_attention(n->data, cuda_cuk_of(n), &q, &k, &v, m ? cuda_dptr(m) : NULL, ms, n->fp[0],
+                         s);
 }
 
 imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *what) {
@@ -159,15 +160,16 @@ imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *w
     const imgd_tensor *m = n->src[3];
     int64_t            ms[4];
     mask_strides(m, ms);
-    cudaError_t e = cuk_attention_wmma(n->data, &q, &k, &v, m ? cuda_dptr(m) : NULL, ms, n->fp[0],
-                                       cuda_math_cuk(cb), cb->stream);
+    cudaError_t e = cuk_attention_wmma(n->data, cuda_cuk_of(n), &q, &k, &v, m ? cuda_dptr(m) : NULL,
+                                       ms, n->fp[0], cuda_math_cuk(cb), cb->stream);
     if (e != cudaSuccess) return cuda_fail(e, "cuk_attention_wmma", what);
     return IMGD_OK;
 }
 
 static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {
-    const imgd_tensor *x = n->src[0];
-    int64_t            D = n->n_dims ? n->shape[n->n_dims - 1] : 1;
+    const imgd_tensor *x  = n->src[0];
+    int64_t            D  = n->n_dims ? n->shape[n->n_dims - 1] : 1;
+    int32_t            od = cuda_cuk_of(n), xd = x ? cuda_cuk_of(x) : CUK_F32;
     cuk_tensor         out, a, b;
     switch (n->op) {
     case IMGD_OP_CAST:
@@ -185,26 +187,28 @@ static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {
         int64_t H = x->shape[nd - 2], W = x->shape[nd - 1];
         int64_t OH = n->shape[nd - 2], OW = n->shape[nd - 1];
         int64_t planes = H * W > 0 ? imgd_tensor_numel(x) / (H * W) : 0;
-        return cuk_avg_pool2d(n->data, cuda_dptr(x), planes, H, W, OH, OW, (int32_t)n->ip[0],
-                              (int32_t)n->ip[1], (int32_t)n->ip[2], s);
+        return cuk_avg_pool2d(n->data, od, cuda_dptr(x), xd, planes, H, W, OH, OW,
+                              (int32_t)n->ip[0], (int32_t)n->ip[1], (int32_t)n->ip[2], s);
     }
     case IMGD_OP_GROUP_NORM: {
         int64_t N = x->shape[0], C = x->shape[1];
         int64_t S = N * C > 0 ? imgd_tensor_numel(x) / (N * C) : 0;
-        return cuk_group_norm(n->data, cuda_dptr(x), n->src[1] ? cuda_dptr(n->src[1]) : NULL,
+        return cuk_group_norm(n->data, od, cuda_dptr(x), xd,
+                              n->src[1] ? cuda_dptr(n->src[1]) : NULL,
                               n->src[2] ? cuda_dptr(n->src[2]) : NULL, N, C, S, n->ip[0], n->fp[0],
                               (int32_t)n->ip[1], n->scratch, s);
     }
     case IMGD_OP_LAYER_NORM:
-        return cuk_layer_norm(n->data, cuda_dptr(x), n->src[1] ? cuda_dptr(n->src[1]) : NULL,
-                              n->src[2] ? cuda_dptr(n->src[2]) : NULL, rows_of(n, D), D, n->fp[0],
-                              s);
+        return cuk_layer_norm(
+            n->data, od, cuda_dptr(x), xd, n->src[1] ? cuda_dptr(n->src[1]) : NULL,
+            n->src[2] ? cuda_dptr(n->src[2]) : NULL, rows_of(n, D), D, n->fp[0], s);
     case IMGD_OP_RMS_NORM:
-        return cuk_rms_norm(n->data, cuda_dptr(x), n->src[1] ? cuda_dptr(n->src[1]) : NULL,
+        return cuk_rms_norm(n->data, od, cuda_dptr(x), xd, n->src[1] ? cuda_dptr(n->src[1]) : NULL,
                             rows_of(n, D), D, n->fp[0], s);
-    case IMGD_OP_SOFTMAX: return cuk_softmax(n->data, cuda_dptr(x), rows_of(n, D), D, n->fp[0], s);
+    case IMGD_OP_SOFTMAX:
+        return cuk_softmax(n->data, od, cuda_dptr(x), xd, rows_of(n, D), D, n->fp[0], s);
     case IMGD_OP_ATTENTION: return launch_attention(n, s);
-    case IMGD_OP_GEGLU: return cuk_geglu(n->data, cuda_dptr(x), rows_of(n, D), D, s);
+    case IMGD_OP_GEGLU: return cuk_geglu(n->data, od, cuda_dptr(x), xd, rows_of(n, D), D, s);
     case IMGD_OP_ADD:
     case IMGD_OP_SUB:
     case IMGD_OP_MUL:
@@ -215,7 +219,7 @@ static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {
         return cuk_binary(&out, &a, &b, binary_code(n->op), s);
     case IMGD_OP_TIMESTEP_EMBEDDING:
         a = cuda_desc(x);
-        return cuk_timestep(n->data, &a, n->shape[0], n->ip[0], (int32_t)n->ip[1], n->fp[0],
+        return cuk_timestep(n->data, od, &a, n->shape[0], n->ip[0], (int32_t)n->ip[1], n->fp[0],
                             n->fp[1], s);
     case IMGD_OP_ROPE: {
         cuk_rope_axes axes = {(int32_t)n->ip[2], {0}};
@@ -223,11 +227,11 @@ static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {
             axes.d[i] = (int32_t)n->ip[3 + i];
         a = cuda_desc(x);
         b = cuda_desc(n->src[1]);
-        return cuk_rope(n->data, &a, &b, n->ip[0] == 0, n->ip[1], &axes, n->fp[0], s);
+        return cuk_rope(n->data, od, &a, &b, n->ip[0] == 0, n->ip[1], &axes, n->fp[0], s);
     }
     default: /* the unary family */
         a = cuda_desc(x);
-        return cuk_unary(n->data, &a, unary_code(n->op), n->fp[0], n->fp[1], s);
+        return cuk_unary(n->data, od, &a, unary_code(n->op), n->fp[0], n->fp[1], s);
     }
 }
 

@@ -57,40 +57,44 @@ cudaError_t cuk_pad(const cuk_tensor *out, const cuk_tensor *src, const int64_t 
                     float value, cudaStream_t s);
 /* Nearest x2 on the last two dims. */
 cudaError_t cuk_upsample2x(const cuk_tensor *out, const cuk_tensor *src, cudaStream_t s);
-/* Average pooling on the last two dims of contiguous f32 src [planes, H, W] into out
- * [planes, OH, OW], divisor k*k (padding counted). */
-cudaError_t cuk_avg_pool2d(float *out, const float *src, int64_t planes, int64_t H, int64_t W,
-                           int64_t OH, int64_t OW, int32_t k, int32_t stride, int32_t pad,
-                           cudaStream_t s);
-/* out[i] = bias[(i / inner) % nb] for i < total (a GEMM output prefilled with its bias). */
-cudaError_t cuk_fill_bias(float *out, const float *bias, int64_t total, int64_t inner, int64_t nb,
+/* Average pooling on the last two dims of contiguous src [planes, H, W] (sdt) into out
+ * [planes, OH, OW] (odt), divisor k*k (padding counted). */
+cudaError_t cuk_avg_pool2d(void *out, int32_t odt, const void *src, int32_t sdt, int64_t planes,
+                           int64_t H, int64_t W, int64_t OH, int64_t OW, int32_t k, int32_t stride,
+                           int32_t pad, cudaStream_t s);
+/* out[i] (odt) = bias[(i / inner) % nb] for i < total (a GEMM output prefilled with its
+ * bias). */
+cudaError_t cuk_fill_bias(void *out, int32_t odt, const float *bias, int64_t total, int64_t inner,
+                          int64_t nb, cudaStream_t s);
+/* out[i] (odt) = src[i] (src_dtype) + bias[(i / inner) % nb] for i < total; no bias when bias
+ * is NULL (a cuDNN output in the GEMM type stored in the graph's storage type). */
+cudaError_t cuk_bias_cast(void *out, int32_t odt, const void *src, int32_t src_dtype,
+                          const float *bias, int64_t total, int64_t inner, int64_t nb,
                           cudaStream_t s);
-/* out[i] (f32) = src[i] (src_dtype) + bias[(i / inner) % nb] for i < total; no bias when bias
- * is NULL (a cuDNN output in the GEMM type widened to the graph's f32). */
-cudaError_t cuk_bias_cast(float *out, const void *src, int32_t src_dtype, const float *bias,
-                          int64_t total, int64_t inner, int64_t nb, cudaStream_t s);
 /* col[(c*KH + ky)*KW + kx][p - p0] (col_dtype, a cuk_dtype) for output pixels p in
- * [p0, p0 + pc) of one image x [C, H, W] (contiguous f32); zero where the window falls in the
+ * [p0, p0 + pc) of one image x [C, H, W] (contiguous, xdt); zero where the window falls in the
  * padding. */
-cudaError_t cuk_im2col(void *col, int32_t col_dtype, const float *x, int64_t C, int64_t H,
-                       int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
-                       int64_t pw, int64_t OW, int64_t p0, int64_t pc, cudaStream_t s);
+cudaError_t cuk_im2col(void *col, int32_t col_dtype, const void *x, int32_t xdt, int64_t C,
+                       int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
+                       int64_t ph, int64_t pw, int64_t OW, int64_t p0, int64_t pc, cudaStream_t s);
 
 /* ---- elementwise.cu ----------------------------------------------------------------------- */
 
-/* out (contiguous f32) = f(src) with f one of CUK_GELU..CUK_SCALE; f0/f1: clamp lo/hi or
- * scale s/b. */
-cudaError_t cuk_unary(float *out, const cuk_tensor *src, int32_t op, float f0, float f1,
+/* Outputs below are contiguous in their dtype odt (a cuk_dtype); raw inputs carry theirs.
+ * Arithmetic is f32 whatever the storage. */
+/* out = f(src) with f one of CUK_GELU..CUK_SCALE; f0/f1: clamp lo/hi or scale s/b. */
+cudaError_t cuk_unary(void *out, int32_t odt, const cuk_tensor *src, int32_t op, float f0, float f1,
                       cudaStream_t s);
-/* out [rows, D] = a * gelu(b) for src rows [a (D), b (D)] (contiguous f32). */
-cudaError_t cuk_geglu(float *out, const float *src, int64_t rows, int64_t D, cudaStream_t s);
-/* out (contiguous f32, shape of out) = a op b; a and b carry out's shape with broadcast
- * strides (0 where they broadcast). */
+/* out [rows, D] = a * gelu(b) for src rows [a (D), b (D)] (contiguous, sdt). */
+cudaError_t cuk_geglu(void *out, int32_t odt, const void *src, int32_t sdt, int64_t rows, int64_t D,
+                      cudaStream_t s);
+/* out (contiguous, out->dtype, shape of out) = a op b; a and b carry out's shape with
+ * broadcast strides (0 where they broadcast). */
 cudaError_t cuk_binary(const cuk_tensor *out, const cuk_tensor *a, const cuk_tensor *b, int32_t op,
                        cudaStream_t s);
 /* diffusers get_timestep_embedding: t (N values, strided by t_stride) -> out [N, dim]. */
-cudaError_t cuk_timestep(float *out, const cuk_tensor *t, int64_t N, int64_t dim, int32_t flip,
-                         float max_period, float shift, cudaStream_t s);
+cudaError_t cuk_timestep(void *out, int32_t odt, const cuk_tensor *t, int64_t N, int64_t dim,
+                         int32_t flip, float max_period, float shift, cudaStream_t s);
 /* Axis dims of a multi-axis rope (tensor/ops.h imgd_op_rope_nd); n = 1, d[0] = n_rot for a
  * plain rope. */
 #define CUK_ROPE_AXES_MAX 8
@@ -100,24 +104,25 @@ typedef struct cuk_rope_axes {
 } cuk_rope_axes;
 
 /* Rotary embedding of x [B, L, H, D] (strided) at pos [L, axes.n] into contiguous out. */
-cudaError_t cuk_rope(float *out, const cuk_tensor *x, const cuk_tensor *pos, int32_t neox,
-                     int64_t n_rot, const cuk_rope_axes *axes, float theta, cudaStream_t s);
+cudaError_t cuk_rope(void *out, int32_t odt, const cuk_tensor *x, const cuk_tensor *pos,
+                     int32_t neox, int64_t n_rot, const cuk_rope_axes *axes, float theta,
+                     cudaStream_t s);
 
 /* ---- norm.cu ------------------------------------------------------------------------------ */
 
-/* x [N, C, S] contiguous f32; gamma/beta [C] or NULL; scratch: device memory of
- * cuk_group_norm_scratch(N, C, S, G) bytes for the per-chunk partial sums. */
-cudaError_t cuk_group_norm(float *out, const float *x, const float *gamma, const float *beta,
-                           int64_t N, int64_t C, int64_t S, int64_t G, float eps, int32_t silu,
-                           double *scratch, cudaStream_t s);
+/* x [N, C, S] contiguous (xdt) into out (odt); gamma/beta [C] f32 or NULL; scratch: device
+ * memory of cuk_group_norm_scratch(N, C, S, G) bytes for the per-chunk partial sums. */
+cudaError_t cuk_group_norm(void *out, int32_t odt, const void *x, int32_t xdt, const float *gamma,
+                           const float *beta, int64_t N, int64_t C, int64_t S, int64_t G, float eps,
+                           int32_t silu, double *scratch, cudaStream_t s);
 size_t      cuk_group_norm_scratch(int64_t N, int64_t C, int64_t S, int64_t G);
-/* Row ops on x [rows, D] contiguous f32. */
-cudaError_t cuk_layer_norm(float *out, const float *x, const float *gamma, const float *beta,
-                           int64_t rows, int64_t D, float eps, cudaStream_t s);
-cudaError_t cuk_rms_norm(float *out, const float *x, const float *gamma, int64_t rows, int64_t D,
-                         float eps, cudaStream_t s);
-cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale,
-                        cudaStream_t s);
+/* Row ops on x [rows, D] contiguous (xdt) into out (odt); gamma/beta f32 or NULL. */
+cudaError_t cuk_layer_norm(void *out, int32_t odt, const void *x, int32_t xdt, const float *gamma,
+                           const float *beta, int64_t rows, int64_t D, float eps, cudaStream_t s);
+cudaError_t cuk_rms_norm(void *out, int32_t odt, const void *x, int32_t xdt, const float *gamma,
+                         int64_t rows, int64_t D, float eps, cudaStream_t s);
+cudaError_t cuk_softmax(void *out, int32_t odt, const void *x, int32_t xdt, int64_t rows, int64_t D,
+                        float scale, cudaStream_t s);
 /* Attention probabilities for a chunk of scores: S [hc, qc, Lk] (contiguous, s_dtype, already
  * scaled) of batch b, heads h0.., query rows i0..; row (hl, il) adds
  * mask[b*ms[0] + (h0+hl)*ms[1] + (i0+il)*ms[2] + j*ms[3]] (mask f32 or NULL) and writes
@@ -133,11 +138,12 @@ cudaError_t cuk_attn_softmax(void *P, int32_t p_dtype, const void *S, int32_t s_
  * memory per block (sm_80+; the SD VAE's single 512-wide head needs ~160 KiB). */
 #define CUK_ATTN_D_MAX 512
 
-/* q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv] f32 strided; mask f32 or NULL with
+/* q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv] strided; mask f32 or NULL with
  * element strides mstride[4] over (b, h, i, j), 0 where it broadcasts; out [B, Lq, H, Dv]
- * contiguous. */
-cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_tensor *k, const cuk_tensor *v,
-                          const float *mask, const int64_t *mstride, float scale, cudaStream_t s);
+ * contiguous (odt). */
+cudaError_t cuk_attention(void *out, int32_t odt, const cuk_tensor *q, const cuk_tensor *k,
+                          const cuk_tensor *v, const float *mask, const int64_t *mstride,
+                          float scale, cudaStream_t s);
 
 /* ---- attention_wmma.cu -------------------------------------------------------------------- */
 
@@ -146,8 +152,8 @@ cudaError_t cuk_attention(float *out, const cuk_tensor *q, const cuk_tensor *k, 
 
 /* Flash attention on tensor cores: q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, D] (any of
  * the three dtypes, strided) rounded to math (CUK_F16 or CUK_BF16) in shared memory, f32
- * accumulation and softmax; mask as cuk_attention's; out [B, Lq, H, D] contiguous f32. */
-cudaError_t cuk_attention_wmma(float *out, const cuk_tensor *q, const cuk_tensor *k,
+ * accumulation and softmax; mask as cuk_attention's; out [B, Lq, H, D] contiguous (odt). */
+cudaError_t cuk_attention_wmma(void *out, int32_t odt, const cuk_tensor *q, const cuk_tensor *k,
                                const cuk_tensor *v, const float *mask, const int64_t *mstride,
                                float scale, int32_t math, cudaStream_t s);
 

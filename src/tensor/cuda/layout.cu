@@ -97,8 +97,8 @@ extern "C" cudaError_t cuk_upsample2x(const cuk_tensor *out, const cuk_tensor *s
     return cudaGetLastError();
 }
 
-__global__ void k_avg_pool(float *out, const float *x, int64_t H, int64_t W, int64_t OH, int64_t OW,
-                           int32_t k, int32_t st, int32_t pad, int64_t n) {
+__global__ void k_avg_pool(void *out, int32_t odt, const void *x, int32_t xdt, int64_t H, int64_t W,
+                           int64_t OH, int64_t OW, int32_t k, int32_t st, int32_t pad, int64_t n) {
     CUK_FOR(i, n) {
         int64_t ox = i % OW, oy = (i / OW) % OH, pl = i / (OW * OH);
         float   acc = 0.0f;
@@ -107,74 +107,75 @@ __global__ void k_avg_pool(float *out, const float *x, int64_t H, int64_t W, int
             if (iy < 0 || iy >= H) continue;
             for (int32_t kx = 0; kx < k; kx++) {
                 int64_t ix = ox * st - pad + kx;
-                if (ix >= 0 && ix < W) acc += x[(pl * H + iy) * W + ix];
+                if (ix >= 0 && ix < W) acc += cuk_ld(x, xdt, (pl * H + iy) * W + ix);
             }
         }
-        out[i] = acc / (float)(k * k);
+        cuk_st(out, odt, i, acc / (float)(k * k));
     }
 }
 
-extern "C" cudaError_t cuk_avg_pool2d(float *out, const float *src, int64_t planes, int64_t H,
-                                      int64_t W, int64_t OH, int64_t OW, int32_t k, int32_t stride,
-                                      int32_t pad, cudaStream_t s) {
+extern "C" cudaError_t cuk_avg_pool2d(void *out, int32_t odt, const void *src, int32_t sdt,
+                                      int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                      int32_t k, int32_t stride, int32_t pad, cudaStream_t s) {
     int64_t n = planes * OH * OW;
     if (n == 0) return cudaSuccess;
     CUK_LAUNCH(k_avg_pool, cuk_blocks(n), CUK_THREADS, 0, s)
-    (out, src, H, W, OH, OW, k, stride, pad, n);
+    (out, odt, src, sdt, H, W, OH, OW, k, stride, pad, n);
     return cudaGetLastError();
 }
 
-__global__ void k_fill_bias(float *out, const float *bias, int64_t total, int64_t inner,
+__global__ void k_fill_bias(void *out, int32_t odt, const float *bias, int64_t total, int64_t inner,
                             int64_t nb) {
-    CUK_FOR(i, total) out[i] = bias[(i / inner) % nb];
+    CUK_FOR(i, total) cuk_st(out, odt, i, bias[(i / inner) % nb]);
 }
 
-extern "C" cudaError_t cuk_fill_bias(float *out, const float *bias, int64_t total, int64_t inner,
-                                     int64_t nb, cudaStream_t s) {
+extern "C" cudaError_t cuk_fill_bias(void *out, int32_t odt, const float *bias, int64_t total,
+                                     int64_t inner, int64_t nb, cudaStream_t s) {
     if (total == 0) return cudaSuccess;
     if (inner < 1 || nb < 1) return cudaErrorInvalidValue;
-    CUK_LAUNCH(k_fill_bias, cuk_blocks(total), CUK_THREADS, 0, s)(out, bias, total, inner, nb);
+    CUK_LAUNCH(k_fill_bias, cuk_blocks(total), CUK_THREADS, 0, s)(out, odt, bias, total, inner, nb);
     return cudaGetLastError();
 }
 
-__global__ void k_bias_cast(float *out, const void *src, int32_t dt, const float *bias,
+__global__ void k_bias_cast(void *out, int32_t odt, const void *src, int32_t dt, const float *bias,
                             int64_t total, int64_t inner, int64_t nb) {
     CUK_FOR(i, total) {
         float v = cuk_ld(src, dt, i);
-        out[i]  = bias ? v + bias[(i / inner) % nb] : v;
+        cuk_st(out, odt, i, bias ? v + bias[(i / inner) % nb] : v);
     }
 }
 
-extern "C" cudaError_t cuk_bias_cast(float *out, const void *src, int32_t src_dtype,
+extern "C" cudaError_t cuk_bias_cast(void *out, int32_t odt, const void *src, int32_t src_dtype,
                                      const float *bias, int64_t total, int64_t inner, int64_t nb,
                                      cudaStream_t s) {
     if (total == 0) return cudaSuccess;
     if (inner < 1 || nb < 1) return cudaErrorInvalidValue;
     CUK_LAUNCH(k_bias_cast, cuk_blocks(total), CUK_THREADS, 0, s)
-    (out, src, src_dtype, bias, total, inner, nb);
+    (out, odt, src, src_dtype, bias, total, inner, nb);
     return cudaGetLastError();
 }
 
-__global__ void k_im2col(void *col, int32_t dt, const float *x, int64_t H, int64_t W, int64_t KH,
-                         int64_t KW, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OW,
-                         int64_t p0, int64_t pc, int64_t n) {
+__global__ void k_im2col(void *col, int32_t dt, const void *x, int32_t xdt, int64_t H, int64_t W,
+                         int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                         int64_t OW, int64_t p0, int64_t pc, int64_t n) {
     CUK_FOR(i, n) {
         int64_t p = i % pc, r = i / pc; /* r = (c*KH + ky)*KW + kx */
         int64_t kx = r % KW, ky = (r / KW) % KH, c = r / (KW * KH);
         int64_t op = p0 + p, oy = op / OW, ox = op % OW;
         int64_t iy = oy * sh - ph + ky, ix = ox * sw - pw + kx;
         cuk_st(col, dt, i,
-               (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(c * H + iy) * W + ix] : 0.0f);
+               (iy >= 0 && iy < H && ix >= 0 && ix < W) ? cuk_ld(x, xdt, (c * H + iy) * W + ix)
+                                                        : 0.0f);
     }
 }
 
-extern "C" cudaError_t cuk_im2col(void *col, int32_t col_dtype, const float *x, int64_t C,
-                                  int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh,
-                                  int64_t sw, int64_t ph, int64_t pw, int64_t OW, int64_t p0,
-                                  int64_t pc, cudaStream_t s) {
+extern "C" cudaError_t cuk_im2col(void *col, int32_t col_dtype, const void *x, int32_t xdt,
+                                  int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                  int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OW,
+                                  int64_t p0, int64_t pc, cudaStream_t s) {
     int64_t n = C * KH * KW * pc;
     if (n == 0) return cudaSuccess;
     CUK_LAUNCH(k_im2col, cuk_blocks(n), CUK_THREADS, 0, s)
-    (col, col_dtype, x, H, W, KH, KW, sh, sw, ph, pw, OW, p0, pc, n);
+    (col, col_dtype, x, xdt, H, W, KH, KW, sh, sw, ph, pw, OW, p0, pc, n);
     return cudaGetLastError();
 }

@@ -118,8 +118,8 @@ imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t i
     const imgd_tensor *bias = n->src[2];
     *beta                   = 0.0f;
     if (!bias) return IMGD_OK;
-    cudaError_t e =
-        cuk_fill_bias(n->data, cuda_dptr(bias), imgd_tensor_numel(n), inner, nb, cb->stream);
+    cudaError_t e = cuk_fill_bias(n->data, cuda_cuk_of(n), cuda_dptr(bias), imgd_tensor_numel(n),
+                                  inner, nb, cb->stream);
     if (e != cudaSuccess) return cuda_fail(e, "cuk_fill_bias", what);
     *beta = 1.0f;
     return IMGD_OK;
@@ -259,6 +259,8 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
         imgd_status    st = IMGD_OK;
         if (ns && ns->cnst[0]) {
             pa = ns->cnst[0];
+        } else if (cuda_cuk_of(a) == cuda_math_cuk(cb)) {
+            /* stored in the math type already (half activations): read in place */
         } else {
             ca = contiguous_like(a);
             st = cuda_to_math(cb, a, sa, what);
@@ -267,6 +269,8 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
         }
         if (ns && ns->cnst[1]) {
             pb = ns->cnst[1];
+        } else if (cuda_cuk_of(b) == cuda_math_cuk(cb)) {
+            /* in place, as above */
         } else if (st == IMGD_OK) {
             cbt = contiguous_like(b);
             st  = cuda_to_math(cb, b, sb, what);
@@ -276,31 +280,52 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
         if (st != IMGD_OK) return st;
     }
     mm_geom g;
-    if (!mm_geometry(n, a, b, &g))
-        return imgd_fail(IMGD_E_INTERNAL, "cuda: %s: operand layout changed since planning", what);
+    if (!mm_geometry(n, a, b, &g)) { /* an in-place operand cuBLAS cannot read: copy it */
+        if (a == n->src[0] && cuda_math_low(cb) && !(ns && ns->cnst[0])) {
+            ca             = contiguous_like(a);
+            imgd_status cs = cuda_to_math(cb, a, n->scratch, what);
+            if (cs != IMGD_OK) return cs;
+            pa = n->scratch;
+            a  = &ca;
+        }
+        if (b == n->src[1] && cuda_math_low(cb) && !(ns && ns->cnst[1])) {
+            cbt               = contiguous_like(b);
+            unsigned char *sb = (unsigned char *)n->scratch + operand_scratch(cb, n, 0);
+            imgd_status    cs = cuda_to_math(cb, b, sb, what);
+            if (cs != IMGD_OK) return cs;
+            pb = sb;
+            b  = &cbt;
+        }
+        if (!mm_geometry(n, a, b, &g))
+            return imgd_fail(IMGD_E_INTERNAL, "cuda: %s: operand layout changed since planning",
+                             what);
+    }
     if (g.batches == 0) return IMGD_OK;
     float       beta = 0.0f;
     imgd_status st   = cuda_gemm_out_init(cb, n, 1, g.N, what, &beta);
     if (st != IMGD_OK) return st;
     if (g.K == 0) {
         if (!n->src[2])
-            CUDA_TRY(cudaMemsetAsync(n->data, 0, imgd_tensor_nbytes(n), cb->stream), what);
+            CUDA_TRY(cudaMemsetAsync(n->data, 0, cuda_store_bytes(n), cb->stream), what);
         return IMGD_OK;
     }
     const unsigned char *A = pb, *B = pa; /* cuBLAS "A" is our b */
-    float               *C   = n->data;
+    unsigned char       *C   = n->data;
+    cudaDataType_t       ct  = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
+    size_t               ces = ct == CUDA_R_32F ? 4 : 2;
     int64_t              one = g.batches > 1 ? 1 : 0;
     int64_t              sa = batch_offset(b, n, one), sb = batch_offset(a, n, one);
     bool                 uniform = true;
     for (int64_t bt = 2; bt < g.batches && uniform; bt++)
         uniform = batch_offset(b, n, bt) == bt * sa && batch_offset(a, n, bt) == bt * sb;
     if (uniform)
-        return cuda_gemm(cb, g.op_a, g.op_b, g.N, g.M, g.K, A, g.ld_a, sa, B, g.ld_b, sb, beta, C,
-                         g.N, g.M * g.N, g.batches, what);
+        return cuda_gemm_t(cb, g.op_a, g.op_b, g.N, g.M, g.K, 1.0f, A, g.ld_a, sa, B, g.ld_b, sb,
+                           beta, C, ct, g.N, g.M * g.N, g.batches, what);
     for (int64_t bt = 0; bt < g.batches; bt++) {
-        st = cuda_gemm(cb, g.op_a, g.op_b, g.N, g.M, g.K, A + (size_t)batch_offset(b, n, bt) * es,
-                       g.ld_a, 0, B + (size_t)batch_offset(a, n, bt) * es, g.ld_b, 0, beta,
-                       C + bt * g.M * g.N, g.N, 0, 1, what);
+        st = cuda_gemm_t(cb, g.op_a, g.op_b, g.N, g.M, g.K, 1.0f,
+                         A + (size_t)batch_offset(b, n, bt) * es, g.ld_a, 0,
+                         B + (size_t)batch_offset(a, n, bt) * es, g.ld_b, 0, beta,
+                         C + (size_t)(bt * g.M * g.N) * ces, ct, g.N, 0, 1, what);
         if (st != IMGD_OK) return st;
     }
     return IMGD_OK;

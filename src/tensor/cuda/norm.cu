@@ -48,14 +48,13 @@ extern "C" size_t cuk_group_norm_scratch(int64_t N, int64_t C, int64_t S, int64_
     return (size_t)(N * G * chunks) * 2 * sizeof(double);
 }
 
-__global__ void k_gn_partial(double *part, const float *x, int64_t cnt, int64_t chunk) {
+__global__ void k_gn_partial(double *part, const void *x, int32_t xdt, int64_t cnt, int64_t chunk) {
     __shared__ double red[NORM_THREADS / 32];
     const int64_t     bg = blockIdx.x, p = blockIdx.y, P = gridDim.y;
     const int64_t     i0 = p * chunk, i1 = i0 + chunk < cnt ? i0 + chunk : cnt;
-    const float      *xg = x + bg * cnt;
     double            s = 0, q = 0;
     for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
-        double v = (double)xg[i];
+        double v = (double)cuk_ld(x, xdt, bg * cnt + i);
         s += v;
         q += v * v;
     }
@@ -67,9 +66,9 @@ __global__ void k_gn_partial(double *part, const float *x, int64_t cnt, int64_t 
     }
 }
 
-__global__ void k_gn_apply(float *out, const float *x, const double *part, const float *gamma,
-                           const float *beta, int64_t cnt, int64_t chunk, int64_t S, int64_t cpg,
-                           int64_t G, float eps, int32_t silu) {
+__global__ void k_gn_apply(void *out, int32_t odt, const void *x, int32_t xdt, const double *part,
+                           const float *gamma, const float *beta, int64_t cnt, int64_t chunk,
+                           int64_t S, int64_t cpg, int64_t G, float eps, int32_t silu) {
     __shared__ double red[NORM_THREADS / 32];
     const int64_t     bg = blockIdx.x, p = blockIdx.y, P = gridDim.y, g = bg % G;
     double            s = 0, q = 0;
@@ -85,30 +84,29 @@ __global__ void k_gn_apply(float *out, const float *x, const double *part, const
     const float   rstd = (float)(1.0 / sqrt(var + (double)eps));
     const float   m    = (float)mean;
     const int64_t i0 = p * chunk, i1 = i0 + chunk < cnt ? i0 + chunk : cnt;
-    const float  *xg = x + bg * cnt;
-    float        *og = out + bg * cnt;
     for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
         int64_t c = g * cpg + i / S;
-        float   y = (xg[i] - m) * rstd;
+        float   y = (cuk_ld(x, xdt, bg * cnt + i) - m) * rstd;
         if (gamma) y *= gamma[c];
         if (beta) y += beta[c];
         if (silu) y = y / (1.0f + expf(-y));
-        og[i] = y;
+        cuk_st(out, odt, bg * cnt + i, y);
     }
 }
 
-extern "C" cudaError_t cuk_group_norm(float *out, const float *x, const float *gamma,
-                                      const float *beta, int64_t N, int64_t C, int64_t S, int64_t G,
-                                      float eps, int32_t silu, double *scratch, cudaStream_t s) {
+extern "C" cudaError_t cuk_group_norm(void *out, int32_t odt, const void *x, int32_t xdt,
+                                      const float *gamma, const float *beta, int64_t N, int64_t C,
+                                      int64_t S, int64_t G, float eps, int32_t silu,
+                                      double *scratch, cudaStream_t s) {
     if (N * C * S == 0) return cudaSuccess;
     if (G < 1 || C % G != 0 || N * G > 0x7fffffff || !scratch) return cudaErrorInvalidValue;
     const int64_t cnt = C / G * S, chunk = gn_chunk(cnt);
     const dim3    grid((unsigned)(N * G), (unsigned)((cnt + chunk - 1) / chunk));
-    CUK_LAUNCH(k_gn_partial, grid, NORM_THREADS, 0, s)(scratch, x, cnt, chunk);
+    CUK_LAUNCH(k_gn_partial, grid, NORM_THREADS, 0, s)(scratch, x, xdt, cnt, chunk);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     CUK_LAUNCH(k_gn_apply, grid, NORM_THREADS, 0, s)
-    (out, x, scratch, gamma, beta, cnt, chunk, S, C / G, G, eps, silu);
+    (out, odt, x, xdt, scratch, gamma, beta, cnt, chunk, S, C / G, G, eps, silu);
     return cudaGetLastError();
 }
 
@@ -122,81 +120,90 @@ static dim3 row_grid(int64_t rows) {
     return dim3((unsigned)x, (unsigned)((rows + x - 1) / x));
 }
 
-__global__ void k_layer_norm(float *out, const float *x, const float *gamma, const float *beta,
-                             int64_t rows, int64_t D, float eps) {
+__global__ void k_layer_norm(void *out, int32_t odt, const void *x, int32_t xdt, const float *gamma,
+                             const float *beta, int64_t rows, int64_t D, float eps) {
     __shared__ double red[NORM_THREADS / 32];
     int64_t           r = row_index();
     if (r >= rows) return; /* uniform per block */
-    const float *xr = x + r * D;
-    double       s  = 0;
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += (double)xr[i];
+    const int64_t xr = r * D;
+    double        s  = 0;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += (double)cuk_ld(x, xdt, xr + i);
     double mean = block_sum(s, red) / (double)D;
     double v    = 0;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-        double d = (double)xr[i] - mean;
+        double d = (double)cuk_ld(x, xdt, xr + i) - mean;
         v += d * d;
     }
     float rstd = (float)(1.0 / sqrt(block_sum(v, red) / (double)D + (double)eps));
     float m    = (float)mean;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-        float y = (xr[i] - m) * rstd;
+        float y = (cuk_ld(x, xdt, xr + i) - m) * rstd;
         if (gamma) y *= gamma[i];
         if (beta) y += beta[i];
-        out[r * D + i] = y;
+        cuk_st(out, odt, xr + i, y);
     }
 }
 
-extern "C" cudaError_t cuk_layer_norm(float *out, const float *x, const float *gamma,
-                                      const float *beta, int64_t rows, int64_t D, float eps,
-                                      cudaStream_t s) {
+extern "C" cudaError_t cuk_layer_norm(void *out, int32_t odt, const void *x, int32_t xdt,
+                                      const float *gamma, const float *beta, int64_t rows,
+                                      int64_t D, float eps, cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
-    CUK_LAUNCH(k_layer_norm, row_grid(rows), NORM_THREADS, 0, s)(out, x, gamma, beta, rows, D, eps);
+    CUK_LAUNCH(k_layer_norm, row_grid(rows), NORM_THREADS, 0, s)
+    (out, odt, x, xdt, gamma, beta, rows, D, eps);
     return cudaGetLastError();
 }
 
-__global__ void k_rms_norm(float *out, const float *x, const float *gamma, int64_t rows, int64_t D,
-                           float eps) {
+__global__ void k_rms_norm(void *out, int32_t odt, const void *x, int32_t xdt, const float *gamma,
+                           int64_t rows, int64_t D, float eps) {
     __shared__ double red[NORM_THREADS / 32];
     int64_t           r = row_index();
     if (r >= rows) return;
-    const float *xr = x + r * D;
-    double       ss = 0;
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
+    const int64_t xr = r * D;
+    double        ss = 0;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        double v = (double)cuk_ld(x, xdt, xr + i);
+        ss += v * v;
+    }
     float rs = (float)(1.0 / sqrt(block_sum(ss, red) / (double)D + (double)eps));
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-        float y = xr[i] * rs;
+        float y = cuk_ld(x, xdt, xr + i) * rs;
         if (gamma) y *= gamma[i];
-        out[r * D + i] = y;
+        cuk_st(out, odt, xr + i, y);
     }
 }
 
-extern "C" cudaError_t cuk_rms_norm(float *out, const float *x, const float *gamma, int64_t rows,
-                                    int64_t D, float eps, cudaStream_t s) {
+extern "C" cudaError_t cuk_rms_norm(void *out, int32_t odt, const void *x, int32_t xdt,
+                                    const float *gamma, int64_t rows, int64_t D, float eps,
+                                    cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
-    CUK_LAUNCH(k_rms_norm, row_grid(rows), NORM_THREADS, 0, s)(out, x, gamma, rows, D, eps);
+    CUK_LAUNCH(k_rms_norm, row_grid(rows), NORM_THREADS, 0, s)
+    (out, odt, x, xdt, gamma, rows, D, eps);
     return cudaGetLastError();
 }
 
-__global__ void k_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale) {
+__global__ void k_softmax(void *out, int32_t odt, const void *x, int32_t xdt, int64_t rows,
+                          int64_t D, float scale) {
     __shared__ double red[NORM_THREADS / 32];
     __shared__ float  redf[NORM_THREADS / 32];
     int64_t           r = row_index();
     if (r >= rows) return;
-    const float *xr = x + r * D;
-    float        mx = -INFINITY;
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) mx = fmaxf(mx, xr[i] * scale);
+    const int64_t xr = r * D;
+    float         mx = -INFINITY;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+        mx = fmaxf(mx, cuk_ld(x, xdt, xr + i) * scale);
     mx         = block_max(mx, redf);
     double sum = 0;
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) sum += (double)expf(xr[i] * scale - mx);
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+        sum += (double)expf(cuk_ld(x, xdt, xr + i) * scale - mx);
     float inv = (float)(1.0 / block_sum(sum, red));
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
-        out[r * D + i] = expf(xr[i] * scale - mx) * inv;
+        cuk_st(out, odt, xr + i, expf(cuk_ld(x, xdt, xr + i) * scale - mx) * inv);
 }
 
-extern "C" cudaError_t cuk_softmax(float *out, const float *x, int64_t rows, int64_t D, float scale,
-                                   cudaStream_t s) {
+extern "C" cudaError_t cuk_softmax(void *out, int32_t odt, const void *x, int32_t xdt, int64_t rows,
+                                   int64_t D, float scale, cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
-    CUK_LAUNCH(k_softmax, row_grid(rows), NORM_THREADS, 0, s)(out, x, rows, D, scale);
+    CUK_LAUNCH(k_softmax, row_grid(rows), NORM_THREADS, 0, s)(out, odt, x, xdt, rows, D, scale);
     return cudaGetLastError();
 }
 
