@@ -8,9 +8,10 @@
 #   3. the SD conformance goldens on the cuda backend (IMGD_TEST_BACKEND=cuda, f32); a
 #      failing test is rerun with IMGD_CUDA_CUDNN=0 to tell whether cuDNN is the cause
 #   4. imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (it/s, load, peak VRAM,
-#      UNet TFLOP/s vs the card's cuBLASLt fp16 GEMM TFLOP/s), then the same with the new
-#      paths off (IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0) for
-#      comparison
+#      UNet TFLOP/s vs the card's cuBLASLt fp16 GEMM TFLOP/s), with IMGD_PROFILE=1 (GPU time
+#      per op kind), then the same with the fast paths off (IMGD_CUDA_CUDNN=0
+#      IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0)
+#      for comparison
 # Prints everything; every stage runs even when an earlier test stage fails, and the script
 # exits non-zero if any stage failed (the build failing stops it).
 #
@@ -72,16 +73,16 @@ for t in test_clip_text test_unet test_vae test_sd_pipeline; do
     fi
 done
 
-stage "bench: imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (new paths on)"
-timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
+stage "bench: imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (fast paths on)"
+IMGD_PROFILE=1 timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
 
-stage "bench: the same with the new paths off (IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0)"
-IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 \
+stage "bench: the same with the fast paths off"
+IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0 \
     timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
 rc=$?
-[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda, new paths off (rc $rc)")
+[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda, fast paths off (rc $rc)")
 
 stage "done"
 if ((${#FAILED[@]})); then

@@ -131,7 +131,7 @@ static bool load_png(const char *shared, const char *name, imgd_image_u8 *img) {
 #define TOL_F32_MEAN  1e-4
 #define TOL_F16_MAX   3e-2
 #define TOL_F16_MEAN  3e-3
-#define TOL_BF16_MAX  1e-1
+#define TOL_BF16_MAX  1.5e-1
 #define TOL_BF16_MEAN 1.5e-2
 
 static double run_case_tol(const char *shared, imgd_model *m, const pcase *c, const char *layout,

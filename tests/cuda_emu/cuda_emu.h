@@ -137,6 +137,10 @@ inline float4 make_float4(float x, float y, float z, float w) {
     return v;
 }
 
+inline float __expf(float x) {
+    return expf(x);
+}
+
 inline uint2 make_uint2(unsigned x, unsigned y) {
     uint2 v;
     v.x = x;

@@ -2,14 +2,16 @@
 // attention, FA1-style on WMMA fragments), for f16/bf16 math.
 //
 // Block: 4 warps and 64 query rows (16 per warp) of one (batch, head). Q (pre-scaled), and per
-// tile of 64 keys K and V, are converted from the graph's dtype into the math type in shared
+// tile of 64 keys K and V, are converted from their stored dtype into the math type in shared
 // memory, zero-padded to DP (the head dim rounded up to a multiple of 16) and beyond the last
-// key. Per tile each warp computes its 16 x 64 scores S = Q K^T with WMMA (f32 accumulation)
-// into shared memory; two lanes per row then add the mask, update the row's running max and
-// sum (online softmax, f32), write the probabilities P in the math type and rescale the
-// row's output accumulator O (f32, shared memory); then O += P V with WMMA. At the end O is
-// divided by the row sums and written as f32 [B, Lq, H, D]. Keys past Lk and -inf scores
-// contribute exactly zero; a row whose scores are all -inf gives zeros, as the other kernels.
+// key; each warp keeps its Q rows as WMMA fragments in registers. Per tile each warp computes
+// its 16 x 64 scores S = Q K^T with WMMA (f32 accumulation) into shared memory; two lanes per
+// row then add the mask, update the row's running max and sum (online softmax, f32, in
+// registers), write the probabilities P in the math type and rescale the row's output
+// accumulator O (f32, shared memory) when its max moved; then O += P V with WMMA. At the end O
+// is divided by the row sums and written [B, Lq, H, D] in the output's dtype. Keys past Lk and
+// -inf scores contribute exactly zero; a row whose scores are all -inf gives zeros, as the
+// other kernels.
 #include "device_impl.h"
 
 #ifndef CUK_EMU
@@ -150,6 +152,11 @@ template <class T, int DP> __global__ void k_flash_wmma(fa_args a) {
 
     fa_load<T, DP>(qs, a.q, b, h, q0, Lq, D, a.scale);
     for (int c = half * (DP / 2); c < (half + 1) * (DP / 2); c++) ow[r * OLD + c] = 0.0f;
+    __syncthreads();
+    /* the warp's Q rows stay in registers for every key tile */
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fq[DP / 16];
+    for (int kk = 0; kk < DP / 16; kk++)
+        wmma::load_matrix_sync(fq[kk], qs + warp * 16 * LD + kk * 16, LD);
     float        m = -INFINITY, l = 0.0f;
     const float *mrow =
         a.mask && i < Lq ? a.mask + b * a.ms[0] + h * a.ms[1] + i * a.ms[2] : nullptr;
@@ -165,39 +172,42 @@ template <class T, int DP> __global__ void k_flash_wmma(fa_args a) {
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
             wmma::fill_fragment(acc, 0.0f);
             for (int kk = 0; kk < DP / 16; kk++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fq;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fk;
-                wmma::load_matrix_sync(fq, qs + warp * 16 * LD + kk * 16, LD);
                 wmma::load_matrix_sync(fk, ks + t * 16 * LD + kk * 16, LD);
-                wmma::mma_sync(acc, fq, fk, acc);
+                wmma::mma_sync(acc, fq[kk], fk, acc);
             }
             wmma::store_matrix_sync(sw + t * 16, acc, FA_SLD, wmma::mem_row_major);
         }
         __syncwarp();
 
-        /* online softmax: this lane's 32 columns of row r */
+        /* online softmax: this lane's 32 columns of row r, held in registers (__expf: the
+         * probabilities are rounded to 11 or 8 bits right after) */
         const int c0 = half * (FA_BK / 2);
+        float     sv[FA_BK / 2];
         float     mt = -INFINITY;
-        for (int c = c0; c < c0 + FA_BK / 2; c++) {
-            float s = j0 + c < Lk ? sw[r * FA_SLD + c] : -INFINITY;
-            if (mrow && j0 + c < Lk) s += mrow[(j0 + c) * a.ms[3]];
-            sw[r * FA_SLD + c] = s;
-            mt                 = fmaxf(mt, s);
+#pragma unroll
+        for (int c = 0; c < FA_BK / 2; c++) {
+            const int64_t j = j0 + c0 + c;
+            float         s = j < Lk ? sw[r * FA_SLD + c0 + c] : -INFINITY;
+            if (mrow && j < Lk) s += mrow[j * a.ms[3]];
+            sv[c] = s;
+            mt    = fmaxf(mt, s);
         }
         mt               = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
         const float mn   = fmaxf(m, mt);
         float       corr = 0.0f, ps_sum = 0.0f;
-        if (mn != -INFINITY) corr = m == -INFINITY ? 0.0f : expf(m - mn);
-        for (int c = c0; c < c0 + FA_BK / 2; c++) {
-            float s = sw[r * FA_SLD + c];
-            float p = (mn == -INFINITY || s == -INFINITY) ? 0.0f : expf(s - mn);
+        if (mn != -INFINITY) corr = m == -INFINITY ? 0.0f : __expf(m - mn);
+#pragma unroll
+        for (int c = 0; c < FA_BK / 2; c++) {
+            float p = (mn == -INFINITY || sv[c] == -INFINITY) ? 0.0f : __expf(sv[c] - mn);
             ps_sum += p;
-            pw[r * FA_PLD + c] = fa_type<T>::from(p);
+            pw[r * FA_PLD + c0 + c] = fa_type<T>::from(p);
         }
         ps_sum += __shfl_xor_sync(0xffffffffu, ps_sum, 1);
         l = l * corr + ps_sum;
         m = mn;
-        for (int c = half * (DP / 2); c < (half + 1) * (DP / 2); c++) ow[r * OLD + c] *= corr;
+        if (corr != 1.0f) /* the row's max moved: rescale what it has accumulated */
+            for (int c = half * (DP / 2); c < (half + 1) * (DP / 2); c++) ow[r * OLD + c] *= corr;
         __syncwarp();
 
         /* O += P V */

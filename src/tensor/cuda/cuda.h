@@ -1,26 +1,39 @@
 /* The CUDA backend ("cuda"), built when CMake finds the CUDA toolkit (IMGD_HAVE_CUDA).
  *
- * Memory: the planned activation buffer and every allocation come from cudaMalloc. Weights
- * the graph reads are uploaded once, in prepare (imgd_graph_plan), into device copies kept
- * until the graph is released or re-planned; inputs are uploaded from their bound host memory
- * at the start of every compute; outputs are read back with imgd_graph_read_f32 (the
- * backend's read hook). Kernels: cuBLAS GEMMs for matmul, cuDNN (or im2col + cuBLAS) for
- * conv2d, a tiled online-softmax attention kernel or batched cuBLAS GEMMs for attention, and
- * one CUDA kernel per other op, all f32 (no TF32) by default; params->gpu_math F16/BF16
- * gives matmul, conv2d and attention fp16/bf16 operands on tensor cores (f32 accumulation,
- * f32 results). Quantized weights are dequantized on the host at plan time.
+ * Memory: the planned activation buffer and every allocation come from cudaMalloc; prepare
+ * checks the device's free memory first and fails with the numbers (IMGD_E_NOMEM) when the
+ * weights or the activations do not fit. Weights the graph reads are uploaded once, in
+ * prepare (imgd_graph_plan), into device copies kept until the graph is released or
+ * re-planned; small constants (casts of weights up to 1M elements, dequantized weights) are
+ * computed once there too. Inputs are staged in pinned memory and uploaded at every compute;
+ * outputs are read back through pinned memory with imgd_graph_read_f32 (the read hook).
  *
- * Paths, each switchable off from the environment (read when the backend is created), so a
- * GPU run can fall back if one is wrong:
+ * Kernels: cuBLAS GEMMs for matmul, cuDNN (or im2col + cuBLAS) for conv2d, and for attention
+ * a tensor-core flash kernel (f16/bf16), batched cuBLAS GEMMs, or an f32 online-softmax
+ * kernel; one CUDA kernel per other op. All f32 (no TF32) by default; params->gpu_math
+ * F16/BF16 gives matmul, conv2d and attention fp16/bf16 operands on tensor cores (f32
+ * accumulation) and stores f32 activations in that type. Quantized weights are dequantized
+ * on the host at plan time.
+ *
+ * Execution: the first compute of a plan is captured as a CUDA graph and later computes
+ * replay it while the plan's signature (ops, parameters, shapes, addresses) is unchanged.
+ *
+ * Paths, each switchable from the environment (read when the backend is created), so a GPU
+ * run can fall back if one is wrong:
  *   IMGD_CUDA_CUDNN=0           conv2d as im2col + cuBLAS instead of cuDNN (builds with cuDNN)
- *   IMGD_CUDA_ATTN=flash|gemm   attention kernel; default (auto): gemm in f16/bf16, flash in f32
+ *   IMGD_CUDA_ATTN=wmma|gemm|flash  attention; default (auto): wmma (tensor-core flash) in
+ *                               f16/bf16, falling back to gemm over head dim 160; flash in f32
  *   IMGD_CUDA_DIRECT_WEIGHTS=0  f16/bf16: round weights per run from their f32 cast instead of
  *                               reading them in the GEMM type (converted once at plan time)
+ *   IMGD_CUDA_HALF_ACT=0        f16/bf16: keep activations in f32 (GEMMs convert per run)
+ *   IMGD_CUDA_GRAPH=0           run node by node instead of capturing CUDA graphs
  *
- * Debugging: IMGD_CUDA_SYNC=1 synchronises after every node, so an asynchronous kernel
- * failure is reported with the node's index and op. IMGD_CUDA_DEVICE=N picks the device
- * (default 0). IMGD_CUDA_VERBOSE=1 prints, per planned graph, how many conv2d/attention nodes
- * took each path, how many weights GEMMs read directly and how many casts were skipped. */
+ * Debugging: IMGD_CUDA_SYNC=1 synchronises after every node (no graph capture), so an
+ * asynchronous kernel failure is reported with the node's index and op. IMGD_CUDA_DEVICE=N
+ * picks the device (default 0). IMGD_CUDA_VERBOSE=1 prints, per planned graph, which path
+ * each conv2d/attention node took, how weights are read, how many casts were skipped or
+ * folded and how many activations are stored in half precision. IMGD_PROFILE=1 prints GPU
+ * time per op kind (events recorded inside the graph) when the backend is freed. */
 #ifndef IMGD_TENSOR_CUDA_CUDA_H
 #define IMGD_TENSOR_CUDA_CUDA_H
 
