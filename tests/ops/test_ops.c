@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "base/alloc.h"
+#include "base/log.h"
 #include "base/text.h"
 #include "formats/dtype.h"
 #include "tensor/backend.h"
@@ -900,6 +901,7 @@ static int run_case(const opts *o, size_t ci, imgd_backend *ref, imgd_backend **
 int main(int argc, char **argv) {
     opts o = {0};
     if (parse_args(argc, argv, &o) != 0) return 2;
+    imgd_log_level_set(IMGD_LOG_WARN); /* no per-plan device-memory lines */
     if (o.list) {
         for (size_t i = 0; i < IMGD_ARRAY_LEN(k_cases); i++)
             printf("%s(%s)\n", k_cases[i].op, k_cases[i].vars);
