@@ -543,7 +543,8 @@ static imgd_status env_paths(cuda_backend *cb) {
     cb->half_act       = env_flag("IMGD_CUDA_HALF_ACT", true);
     cb->profile        = getenv("IMGD_PROFILE") != NULL;
 #ifdef IMGD_HAVE_CUDNN
-    cb->use_cudnn = env_flag("IMGD_CUDA_CUDNN", true);
+    cb->use_cudnn  = env_flag("IMGD_CUDA_CUDNN", true);
+    cb->cudnn_find = env_flag("IMGD_CUDA_CUDNN_FIND", false);
 #else
     cb->use_cudnn = false;
 #endif

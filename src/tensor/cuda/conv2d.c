@@ -156,9 +156,16 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const conv_geom *g, cuda_node
                          (long long)g->OW);
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int                           got = 0;
-    CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(cb->dnn, ns->xd, ns->wd, ns->cd, ns->yd,
-                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf),
-              "conv2d: choosing the cuDNN algorithm");
+    if (cb->cudnn_find) /* timed on the device, fastest first (IMGD_CUDA_CUDNN_FIND) */
+        CUDNN_TRY(cudnnFindConvolutionForwardAlgorithm(cb->dnn, ns->xd, ns->wd, ns->cd, ns->yd,
+                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got,
+                                                       perf),
+                  "conv2d: timing the cuDNN algorithms");
+    else
+        CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(cb->dnn, ns->xd, ns->wd, ns->cd, ns->yd,
+                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got,
+                                                         perf),
+                  "conv2d: choosing the cuDNN algorithm");
     for (int i = 0; i < got; i++) {
         if (!algo_ok(cb, &perf[i])) continue;
         cudnnMathType_t mt = cuda_math_low(cb) ? perf[i].mathType : CUDNN_FMA_MATH;

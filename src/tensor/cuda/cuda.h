@@ -27,6 +27,9 @@
  *                               reading them in the GEMM type (converted once at plan time)
  *   IMGD_CUDA_HALF_ACT=0        f16/bf16: keep activations in f32 (GEMMs convert per run)
  *   IMGD_CUDA_GRAPH=0           run node by node instead of capturing CUDA graphs
+ *   IMGD_CUDA_CUDNN_FIND=1      time every cuDNN algorithm of each conv2d at plan time instead
+ *                               of taking cuDNN's heuristic choice (H100: no faster, plans 5x
+ *                               slower; off by default)
  *
  * Debugging: IMGD_CUDA_SYNC=1 synchronises after every node (no graph capture), so an
  * asynchronous kernel failure is reported with the node's index and op. IMGD_CUDA_DEVICE=N

@@ -47,6 +47,8 @@ typedef struct cuda_backend {
                             type), and casts nobody else reads are skipped */
     bool use_cudnn;      /* IMGD_CUDA_CUDNN (default 1 in builds with cuDNN): conv2d
                             through cudnnConvolutionForward instead of im2col + GEMM */
+    bool cudnn_find;     /* IMGD_CUDA_CUDNN_FIND=1: each conv2d's algorithm timed on the
+                            device at plan time instead of cuDNN's heuristic choice */
     cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|auto (auto: wmma in f16/bf16
                             math, flash in f32) */
     bool verbose;        /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
