@@ -171,7 +171,10 @@ struct matrix_b {};
 struct accumulator {};
 struct row_major {};
 struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
+enum layout_t {
+    mem_row_major,
+    mem_col_major
+};
 template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
     float x[16 * 16];
 };
@@ -212,9 +215,9 @@ inline void fill_fragment(fragment<accumulator, 16, 16, 16, float> &f, float v) 
     for (float &x : f.x) x = v;
 }
 template <class TA, class LA, class TB, class LB>
-void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
-              const fragment<matrix_a, 16, 16, 16, TA, LA> &a,
-              const fragment<matrix_b, 16, 16, 16, TB, LB> &b,
+void mma_sync(fragment<accumulator, 16, 16, 16, float>       &d,
+              const fragment<matrix_a, 16, 16, 16, TA, LA>   &a,
+              const fragment<matrix_b, 16, 16, 16, TB, LB>   &b,
               const fragment<accumulator, 16, 16, 16, float> &c) {
     float t[16 * 16];
     for (int i = 0; i < 16; i++)

@@ -12,18 +12,9 @@
 #define ATT_Q  16 /* query rows (warps) per block */
 #define ATT_TK 32 /* keys per tile (one per lane) */
 
-struct att_args {
-    cuk_tensor   q, k, v;
-    void        *out;
-    int32_t      odt;
-    const float *mask;
-    int64_t      ms[4];
-    float        scale;
-};
-
 /* ACC: output columns per lane (Dv <= 32 * ACC), a template so small heads keep few
  * registers. */
-template <int ACC> __global__ void k_attention(att_args a) {
+template <int ACC> __global__ void k_attention(cuk_attn_args a) {
     CUK_DYN_SHARED(float, sm);
     const int64_t B = a.q.shape[0], Lq = a.q.shape[1], H = a.q.shape[2], D = a.q.shape[3];
     const int64_t Lk = a.k.shape[1], Dv = a.v.shape[3];
@@ -99,7 +90,7 @@ template <int ACC> __global__ void k_attention(att_args a) {
 }
 
 template <int ACC>
-static cudaError_t launch(const att_args &a, dim3 grid, size_t shmem, cudaStream_t s) {
+static cudaError_t launch(const cuk_attn_args &a, dim3 grid, size_t shmem, cudaStream_t s) {
     if (shmem > 48 * 1024) { /* opt in to the large shared memory of sm_80+ (D up to 512) */
         cudaError_t e = cudaFuncSetAttribute(
             k_attention<ACC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
@@ -117,16 +108,8 @@ extern "C" cudaError_t cuk_attention(void *out, int32_t odt, const cuk_tensor *q
     if (B * Lq * H * Dv == 0) return cudaSuccess;
     if (D > CUK_ATTN_D_MAX || Dv > CUK_ATTN_D_MAX || D < 1 || H > 65535 || B > 65535)
         return cudaErrorInvalidValue;
-    att_args a;
-    a.q     = *q;
-    a.k     = *k;
-    a.v     = *v;
-    a.out   = out;
-    a.odt   = odt;
-    a.mask  = mask;
-    a.scale = scale;
-    for (int i = 0; i < 4; i++) a.ms[i] = mask ? mstride[i] : 0;
-    size_t shmem = sizeof(float) * (size_t)(ATT_TK * (D + 1) + ATT_TK * (Dv + 1) + ATT_Q * D);
+    cuk_attn_args a = cuk_attn_args_make(out, odt, q, k, v, mask, mstride, scale);
+    size_t shmem    = sizeof(float) * (size_t)(ATT_TK * (D + 1) + ATT_TK * (Dv + 1) + ATT_Q * D);
     dim3   grid((unsigned)((Lq + ATT_Q - 1) / ATT_Q), (unsigned)H, (unsigned)B);
     if (Dv <= 64) return launch<2>(a, grid, shmem, s);
     if (Dv <= 128) return launch<4>(a, grid, shmem, s);

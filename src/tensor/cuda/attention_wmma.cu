@@ -38,15 +38,6 @@ template <> struct fa_type<__nv_bfloat16> {
     }
 };
 
-struct fa_args {
-    cuk_tensor   q, k, v;
-    void        *out;
-    int32_t      odt;
-    const float *mask;
-    int64_t      ms[4];
-    float        scale;
-};
-
 /* Shared memory of a block for head dim DP, in bytes. */
 static size_t fa_shmem(int DP, size_t elem) {
     size_t ld = (size_t)DP + 8;
@@ -56,69 +47,69 @@ static size_t fa_shmem(int DP, size_t elem) {
            + FA_WARPS * 16 * ((size_t)DP + 4) * sizeof(float); /* output accumulators */
 }
 
+/* The four values of a vector load, as f32: four f32, or four 16-bit values of dtype dt. */
+__device__ __forceinline__ void fa_unpack(const float4 &v, int32_t dt, float o[4]) {
+    (void)dt;
+    o[0] = v.x;
+    o[1] = v.y;
+    o[2] = v.z;
+    o[3] = v.w;
+}
+
+__device__ __forceinline__ void fa_unpack(const uint2 &v, int32_t dt, float o[4]) {
+    const uint16_t h[4] = {(uint16_t)(v.x & 0xffffu), (uint16_t)(v.x >> 16),
+                           (uint16_t)(v.y & 0xffffu), (uint16_t)(v.y >> 16)};
+    for (int j = 0; j < 4; j++) o[j] = cuk_ld(h, dt, j);
+}
+
+/* Rows [r0, r0 + 64) of src (row stride ld elements of type E, four at a time as V) into dst,
+ * times mul; the loads of a pass are issued before any store so their latency overlaps. */
+template <class T, int DP, class V, class E>
+__device__ __forceinline__ void fa_load_vec(T *dst, const E *src, int32_t dt, int64_t ld,
+                                            int64_t r0, int64_t L, int64_t D, float mul) {
+    constexpr int Q4 = DP / 4, N4 = FA_BQ * Q4, PASS = 8; /* vectors per pass and thread */
+    for (int e0 = 0; e0 < N4; e0 += PASS * FA_WARPS * 32) {
+        V v[PASS];
+#pragma unroll
+        for (int u = 0; u < PASS; u++) {
+            int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
+            int r = e / Q4, d = (e % Q4) * 4;
+            memset(&v[u], 0, sizeof v[u]);
+            if (e < N4 && r0 + r < L && d < D)
+                v[u] = *reinterpret_cast<const V *>(src + (r0 + r) * ld + d);
+        }
+#pragma unroll
+        for (int u = 0; u < PASS; u++) {
+            int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
+            if (e >= N4) break;
+            int   r = e / Q4, d = (e % Q4) * 4;
+            T    *o = dst + r * (DP + 8) + d;
+            float f[4];
+            fa_unpack(v[u], dt, f);
+            for (int j = 0; j < 4; j++) o[j] = fa_type<T>::from(f[j] * mul);
+        }
+    }
+}
+
 /* Loads rows [r0, r0 + 64) of t (a [B, L, H, D] tensor at batch b, head h) into dst [64][ld],
- * times mul, zero beyond L and D. f32 rows with unit stride and D % 4 == 0 (every SD / SDXL /
- * FLUX head) go four values at a time, the loads of a pass issued before any store so their
- * latency overlaps; other layouts element by element. */
+ * times mul, zero beyond L and D. Rows with unit stride and D % 4 == 0 (every SD / SDXL /
+ * FLUX head) go four values at a time (16 bytes of f32, 8 of f16/bf16); other layouts
+ * element by element. */
 template <class T, int DP>
 __device__ __forceinline__ void fa_load(T *dst, const cuk_tensor &t, int64_t b, int64_t h,
                                         int64_t r0, int64_t L, int64_t D, float mul) {
     const int64_t base = b * t.stride[0] + h * t.stride[2];
-    const bool vec = t.dtype == CUK_F32 && t.stride[3] == 1 && D % 4 == 0 && t.stride[1] % 4 == 0 &&
-                     base % 4 == 0 && ((uintptr_t)t.data & 15) == 0;
-    if (vec) {
-        constexpr int Q4 = DP / 4, N4 = FA_BQ * Q4, PASS = 8; /* float4s per pass and thread */
-        const float  *src = static_cast<const float *>(t.data) + base;
-        for (int e0 = 0; e0 < N4; e0 += PASS * FA_WARPS * 32) {
-            float4 v[PASS];
-#pragma unroll
-            for (int u = 0; u < PASS; u++) {
-                int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
-                int r = e / Q4, d = (e % Q4) * 4;
-                v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                if (e < N4 && r0 + r < L && d < D)
-                    v[u] = *reinterpret_cast<const float4 *>(src + (r0 + r) * t.stride[1] + d);
-            }
-#pragma unroll
-            for (int u = 0; u < PASS; u++) {
-                int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
-                if (e >= N4) break;
-                int r = e / Q4, d = (e % Q4) * 4;
-                T  *o = dst + r * (DP + 8) + d;
-                o[0]  = fa_type<T>::from(v[u].x * mul);
-                o[1]  = fa_type<T>::from(v[u].y * mul);
-                o[2]  = fa_type<T>::from(v[u].z * mul);
-                o[3]  = fa_type<T>::from(v[u].w * mul);
-            }
-        }
+    const bool    f32  = t.dtype == CUK_F32;
+    const bool    vec  = t.stride[3] == 1 && D % 4 == 0 && t.stride[1] % 4 == 0 && base % 4 == 0 &&
+                     ((uintptr_t)t.data & (f32 ? 15 : 7)) == 0;
+    if (vec && f32) {
+        fa_load_vec<T, DP, float4>(dst, static_cast<const float *>(t.data) + base, t.dtype,
+                                   t.stride[1], r0, L, D, mul);
         return;
     }
-    const bool vec16 = t.dtype != CUK_F32 && t.stride[3] == 1 && D % 4 == 0 &&
-                       t.stride[1] % 4 == 0 && base % 4 == 0 && ((uintptr_t)t.data & 7) == 0;
-    if (vec16) { /* four 16-bit values (8 bytes) at a time */
-        constexpr int   Q4 = DP / 4, N4 = FA_BQ * Q4, PASS = 8;
-        const uint16_t *src = static_cast<const uint16_t *>(t.data) + base;
-        for (int e0 = 0; e0 < N4; e0 += PASS * FA_WARPS * 32) {
-            uint2 v[PASS];
-#pragma unroll
-            for (int u = 0; u < PASS; u++) {
-                int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
-                int r = e / Q4, d = (e % Q4) * 4;
-                v[u] = make_uint2(0u, 0u);
-                if (e < N4 && r0 + r < L && d < D)
-                    v[u] = *reinterpret_cast<const uint2 *>(src + (r0 + r) * t.stride[1] + d);
-            }
-#pragma unroll
-            for (int u = 0; u < PASS; u++) {
-                int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
-                if (e >= N4) break;
-                int      r = e / Q4, d = (e % Q4) * 4;
-                T       *o    = dst + r * (DP + 8) + d;
-                uint16_t h[4] = {(uint16_t)(v[u].x & 0xffffu), (uint16_t)(v[u].x >> 16),
-                                 (uint16_t)(v[u].y & 0xffffu), (uint16_t)(v[u].y >> 16)};
-                for (int j = 0; j < 4; j++) o[j] = fa_type<T>::from(cuk_ld(h, t.dtype, j) * mul);
-            }
-        }
+    if (vec) {
+        fa_load_vec<T, DP, uint2>(dst, static_cast<const uint16_t *>(t.data) + base, t.dtype,
+                                  t.stride[1], r0, L, D, mul);
         return;
     }
     for (int e = threadIdx.x; e < FA_BQ * DP; e += blockDim.x) {
@@ -131,7 +122,7 @@ __device__ __forceinline__ void fa_load(T *dst, const cuk_tensor &t, int64_t b, 
     }
 }
 
-template <class T, int DP> __global__ void k_flash_wmma(fa_args a) {
+template <class T, int DP> __global__ void k_flash_wmma(cuk_attn_args a) {
     constexpr int LD = DP + 8, OLD = DP + 4;
     CUK_DYN_SHARED(unsigned char, smem);
     T     *qs = reinterpret_cast<T *>(smem);
@@ -233,10 +224,10 @@ template <class T, int DP> __global__ void k_flash_wmma(fa_args a) {
         if (c < D) cuk_st(a.out, a.odt, o + c, ow[r * OLD + c] * inv);
 }
 
-template <class T, int DP> static cudaError_t fa_launch(const fa_args &a, cudaStream_t s) {
+template <class T, int DP> static cudaError_t fa_launch(const cuk_attn_args &a, cudaStream_t s) {
     const int64_t Lq = a.q.shape[1], H = a.q.shape[2], B = a.q.shape[0];
-    size_t        shmem   = fa_shmem(DP, sizeof(T));
-    void (*kern)(fa_args) = k_flash_wmma<T, DP>;
+    size_t        shmem         = fa_shmem(DP, sizeof(T));
+    void (*kern)(cuk_attn_args) = k_flash_wmma<T, DP>;
     if (shmem > 48 * 1024) {
         cudaError_t e =
             cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
@@ -247,7 +238,8 @@ template <class T, int DP> static cudaError_t fa_launch(const fa_args &a, cudaSt
     return cudaGetLastError();
 }
 
-template <class T> static cudaError_t fa_dispatch(const fa_args &a, int64_t D, cudaStream_t s) {
+template <class T>
+static cudaError_t fa_dispatch(const cuk_attn_args &a, int64_t D, cudaStream_t s) {
     if (D <= 32) return fa_launch<T, 32>(a, s);
     if (D <= 48) return fa_launch<T, 48>(a, s);
     if (D <= 64) return fa_launch<T, 64>(a, s);
@@ -266,15 +258,7 @@ extern "C" cudaError_t cuk_attention_wmma(void *out, int32_t odt, const cuk_tens
     if (D > CUK_ATTN_WMMA_D_MAX || v->shape[3] != D || k->shape[3] != D || H > 65535 || B > 65535 ||
         (math != CUK_F16 && math != CUK_BF16))
         return cudaErrorInvalidValue;
-    fa_args a;
-    a.q     = *q;
-    a.k     = *k;
-    a.v     = *v;
-    a.out   = out;
-    a.odt   = odt;
-    a.mask  = mask;
-    a.scale = scale;
-    for (int i = 0; i < 4; i++) a.ms[i] = mask ? mstride[i] : 0;
+    cuk_attn_args a = cuk_attn_args_make(out, odt, q, k, v, mask, mstride, scale);
     if (math == CUK_BF16) return fa_dispatch<__nv_bfloat16>(a, D, s);
     return fa_dispatch<__half>(a, D, s);
 }

@@ -70,6 +70,32 @@ __device__ __forceinline__ float cuk_at(const cuk_tensor &t, int64_t lin) {
     return cuk_ld(t.data, t.dtype, cuk_off(t, lin));
 }
 
+/* What both attention kernels (attention.cu, attention_wmma.cu) take. */
+struct cuk_attn_args {
+    cuk_tensor   q, k, v;
+    void        *out;
+    int32_t      odt;
+    const float *mask;
+    int64_t      ms[4]; /* mask strides over (b, h, i, j); 0 without a mask */
+    float        scale;
+};
+
+static inline cuk_attn_args cuk_attn_args_make(void *out, int32_t odt, const cuk_tensor *q,
+                                               const cuk_tensor *k, const cuk_tensor *v,
+                                               const float *mask, const int64_t *mstride,
+                                               float scale) {
+    cuk_attn_args a;
+    a.q     = *q;
+    a.k     = *k;
+    a.v     = *v;
+    a.out   = out;
+    a.odt   = odt;
+    a.mask  = mask;
+    a.scale = scale;
+    for (int i = 0; i < 4; i++) a.ms[i] = mask ? mstride[i] : 0;
+    return a;
+}
+
 #define CUK_FOR(i, n)                                                                              \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
          i += (int64_t)blockDim.x * gridDim.x)
