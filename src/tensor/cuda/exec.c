@@ -220,7 +220,8 @@ static cuda_replay *replay_slot(cuda_backend *cb, const imgd_graph *g) {
 }
 
 /* Captures g's run into r->exec. False (and the stream usable again) when capture is not
- * possible; *node_st then holds a node's own error if one failed while capturing. */
+ * possible (a call that cannot be captured, or a node that failed: the eager run that follows
+ * reports a node's own error). */
 static bool capture(cuda_backend *cb, imgd_graph *g, cuda_replay *r) {
     cudaError_t e = cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess) {
