@@ -322,7 +322,14 @@ imgd_status imgd_model_load(const char *path, const imgd_load_params *params, im
     if (st == IMGD_OK) {
         imgd_backend_params bp = backend_params(&lp);
         bp.pool                = m->pool;
-        st                     = imgd_backend_new(lp.backend ? lp.backend : "cpu", &bp, &m->be);
+        /* FLUX's T5 and transformer overflow f16 (the GPU stores activations in the math
+         * type): f16 on a GPU runs in bf16, as diffusers recommends */
+        if (flux && !on_cpu && lp.precision == IMGD_PRECISION_F16) {
+            bp.gpu_math = IMGD_GPU_MATH_BF16;
+            IMGD_LOG(IMGD_LOG_INFO, "pipeline", "flux_bf16",
+                     "%s: FLUX runs in bf16 on the GPU (its activations overflow f16)", path);
+        }
+        st = imgd_backend_new(lp.backend ? lp.backend : "cpu", &bp, &m->be);
     }
     if (st == IMGD_OK && flux) st = imgd_flux_model_load(m, &lp);
     if (st == IMGD_OK && flux) /* after the encoders, whose errors say more */
