@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "imgd.h"
@@ -207,18 +208,52 @@ static int parse(int argc, char **argv, serve_opts *o) {
     return 0;
 }
 
+/* SIGTERM/SIGINT: a handler writes the signal to a pipe the main thread waits on. Blocking
+ * the signals and sigwait() was not enough: libraries start threads before main (OpenBLAS's
+ * pool), those threads have the signals unblocked, and the kernel may deliver SIGTERM to one
+ * of them, whose default action kills the process without the graceful stop. A handler runs
+ * in whichever thread gets the signal. */
+static int g_stop_pipe[2] = {-1, -1};
+
+static void on_stop_signal(int sig) {
+    unsigned char c = (unsigned char)sig;
+    ssize_t       n = write(g_stop_pipe[1], &c, 1); /* async-signal-safe */
+    (void)n;
+}
+
+static int install_stop_handlers(void) {
+    if (pipe(g_stop_pipe) != 0) return -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    (void)sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) return -1;
+    (void)signal(SIGPIPE, SIG_IGN); /* a closed client must not kill us */
+    return 0;
+}
+
+/* Waits for SIGTERM or SIGINT; returns it. */
+static int wait_stop_signal(void) {
+    unsigned char c = 0;
+    for (;;) {
+        ssize_t n = read(g_stop_pipe[0], &c, 1);
+        if (n == 1) return c;
+        if (n < 0 && errno == EINTR) continue;
+        return SIGTERM; /* the pipe failed: stop as if asked */
+    }
+}
+
 int imgd_cli_serve(int argc, char **argv) {
     serve_opts o;
     memset(&o, 0, sizeof o);
     int rc = parse(argc, argv, &o);
     if (rc) return rc;
-    /* SIGTERM/SIGINT end the wait below; SIGPIPE from a closed client must not kill us. */
-    sigset_t set;
-    (void)sigemptyset(&set);
-    (void)sigaddset(&set, SIGTERM);
-    (void)sigaddset(&set, SIGINT);
-    (void)pthread_sigmask(SIG_BLOCK, &set, NULL);
-    (void)signal(SIGPIPE, SIG_IGN);
+    if (install_stop_handlers() != 0) {
+        fprintf(stderr, "imgd serve: cannot install the SIGTERM/SIGINT handlers: %s\n",
+                strerror(errno));
+        return 1;
+    }
     imgd_server *srv = NULL;
     imgd_status  st  = imgd_server_start(&o.p, &srv);
     if (st != IMGD_OK) {
@@ -240,8 +275,7 @@ int imgd_cli_serve(int argc, char **argv) {
     printf("imgd serve: listening on http://%s:%u\n", o.p.host ? o.p.host : "127.0.0.1",
            (unsigned)imgd_server_port(srv));
     (void)fflush(stdout);
-    int sig = 0;
-    (void)sigwait(&set, &sig);
+    int sig = wait_stop_signal();
     fprintf(stderr, "imgd serve: %s: stopping (grace %.0f s)\n",
             sig == SIGTERM ? "SIGTERM" : "SIGINT", o.grace_s);
     imgd_server_stop(srv, o.grace_s);

@@ -106,7 +106,8 @@ def test_sigterm_finishes_running_job():
         srv.start()
         j = job_of(srv, jid)
         assert j["state"] == "succeeded" and j["attempts"] == 1, (j, log[-2000:])
-        assert srv.stop() == 0
+        rc = srv.stop()
+        assert rc == 0, (svc.sig_name(rc), srv.log()[-3000:])
     finally:
         if srv.proc:
             srv.kill9()
