@@ -119,16 +119,6 @@ static imgd_status operand(cuda_backend *cb, const imgd_tensor *t, unsigned char
     return cuda_to_math(cb, t, dst, what);
 }
 
-/* Mask element strides over (b, h, i, j): its dims right-aligned, 0 where size 1. */
-static void mask_strides(const imgd_tensor *m, int64_t ms[4]) {
-    for (int i = 0; i < 4; i++) ms[i] = 0;
-    if (!m) return;
-    for (int32_t i = 0; i < m->n_dims; i++) {
-        int32_t d = 4 - m->n_dims + i;
-        ms[d]     = m->shape[i] == 1 ? 0 : m->stride[i];
-    }
-}
-
 imgd_status cuda_attn_gemm(cuda_backend *cb, const imgd_tensor *n, const char *what) {
     attn_geom g;
     attn_geometry(cb, n, &g);
@@ -149,7 +139,7 @@ imgd_status cuda_attn_gemm(cuda_backend *cb, const imgd_tensor *n, const char *w
     int32_t            sdt = scores_low(cb) ? CUK_F16 : CUK_F32;
     const imgd_tensor *m   = n->src[3];
     int64_t            ms[4];
-    mask_strides(m, ms);
+    cuda_mask_strides(m, ms);
     const float   *mask  = m ? cuda_dptr(m) : NULL;
     unsigned char *out   = n->data;
     cudaDataType_t ot    = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);

@@ -167,6 +167,9 @@ imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *wh
 imgd_status cuda_run_op(cuda_backend *cb, const imgd_tensor *n, const char *what);
 /* Sets a group_norm node's scratch (partial sums per chunk of each group). */
 void cuda_group_norm_prepare(imgd_tensor *n);
+/* Element strides of attention mask m (or NULL: zeros) over (b, h, i, j): its dims
+ * right-aligned, 0 where a dim has size 1 (broadcast). */
+void cuda_mask_strides(const imgd_tensor *m, int64_t ms[4]);
 /* Runs attention node n through the tensor-core flash kernel. */
 imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *what);
 /* Whether the tensor-core flash kernel runs attention node n in cb's math. */

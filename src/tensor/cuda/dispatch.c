@@ -136,8 +136,7 @@ bool cuda_attn_wmma_supported(const cuda_backend *cb, const imgd_tensor *n) {
            imgd_tensor_is_contiguous(n);
 }
 
-/* Mask strides over (b, h, i, j): its dims right-aligned; size 1 broadcasts (stride 0). */
-static void mask_strides(const imgd_tensor *m, int64_t ms[4]) {
+void cuda_mask_strides(const imgd_tensor *m, int64_t ms[4]) {
     for (int d = 0; d < 4; d++) ms[d] = 0;
     if (!m) return;
     for (int32_t i = 0; i < m->n_dims; i++) {
@@ -150,7 +149,7 @@ static cudaError_t launch_attention(const imgd_tensor *n, cudaStream_t s) {
     cuk_tensor         q = cuda_desc(n->src[0]), k = cuda_desc(n->src[1]), v = cuda_desc(n->src[2]);
     const imgd_tensor *m = n->src[3];
     int64_t            ms[4];
-    mask_strides(m, ms);
+    cuda_mask_strides(m, ms);
     return cuk_attention(n->data, cuda_cuk_of(n), &q, &k, &v, m ? cuda_dptr(m) : NULL, ms, n->fp[0],
                          s);
 }
@@ -159,7 +158,7 @@ imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *w
     cuk_tensor         q = cuda_desc(n->src[0]), k = cuda_desc(n->src[1]), v = cuda_desc(n->src[2]);
     const imgd_tensor *m = n->src[3];
     int64_t            ms[4];
-    mask_strides(m, ms);
+    cuda_mask_strides(m, ms);
     cudaError_t e = cuk_attention_wmma(n->data, cuda_cuk_of(n), &q, &k, &v, m ? cuda_dptr(m) : NULL,
                                        ms, n->fp[0], cuda_math_cuk(cb), cb->stream);
     if (e != cudaSuccess) return cuda_fail(e, "cuk_attention_wmma", what);
