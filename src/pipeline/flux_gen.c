@@ -44,8 +44,8 @@ void imgd_flux_denoiser_free(imgd_flux_denoiser *d) {
 }
 
 /* Whether the transformer's quantized weights stay in their blocks (linear_quant, on a
- * backend that runs it for every quantized type the weights use: cpu, ref) rather than each
- * being dequantized to an f32 activation before its matmul (cuda, and any backend that lacks
+ * backend that runs it for every quantized type the weights use: cpu, ref, cuda) rather than
+ * each being dequantized to an f32 activation before its matmul (a backend that lacks
  * linear_quant for one of the types). Real FLUX.1-dev is 12B parameters: 48 GB in f32. */
 static bool fuse_quant(const imgd_flux_gen_params *p) {
     bool asked[IMGD_DTYPE_COUNT] = {false};

@@ -123,10 +123,10 @@ void imgd_backend_free(imgd_backend *be);
 const char *imgd_backend_name(const imgd_backend *be);
 
 /* Whether be runs linear_quant (imgd_op_linear_quant: the weight stays in its blocks) on
- * weights of dtype dt: asks the backend's supports_op about a one-node probe graph. cpu and
- * ref: every quantized type they dequantize; cuda: none (build with imgd_op_linear, which
- * dequantizes). False for a non-quantized dt, a NULL backend or a failed allocation. Graph
- * builders set imgd_graph_params.fuse_quant_linear from it. */
+ * weights of dtype dt: asks the backend's supports_op about a one-node probe graph. cpu,
+ * ref and cuda: every quantized type they dequantize (cuda: Q4_0 … Q8_1 and Q2_K … Q6_K). False for
+ * a non-quantized dt, a NULL backend or a failed allocation. Graph builders set
+ * imgd_graph_params.fuse_quant_linear from it. */
 bool imgd_backend_supports_linear_quant(const imgd_backend *be, imgd_dtype dt);
 
 /* The registry, for tools and tests: count, and the i-th name and one-line doc. */

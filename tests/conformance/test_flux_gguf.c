@@ -258,7 +258,7 @@ static void test_flux_gguf_q8_0_bfl_file(void) {
         imgd_free(y0);
         imgd_free(y1);
         /* the pipeline keeps the weights in their blocks where the backend runs linear_quant
-         * (cpu, ref) and dequantizes them where it does not (cuda) */
+         * (cpu, ref, cuda) and dequantizes them where it does not */
         const tb_list *l = tb_backends();
         for (size_t i = 0; i < l->n; i++) {
             bool sup = false;
@@ -274,17 +274,18 @@ static void test_flux_gguf_q8_0_bfl_file(void) {
     (void)remove(path);
 }
 
-/* cpu and ref run linear_quant for every quantized type they read; plain types never fuse */
+/* The tested backends (cpu and ref, or IMGD_TEST_BACKEND, e.g. cuda) run linear_quant for
+ * every quantized type they read; plain types never fuse. */
 static void test_flux_gguf_linear_quant_capability(void) {
-    static const char *const names[] = {"cpu", "ref"};
-    static const imgd_dtype  quant[] = {IMGD_DTYPE_Q8_0, IMGD_DTYPE_Q4_0, IMGD_DTYPE_Q4_K,
-                                        IMGD_DTYPE_Q5_K};
-    static const imgd_dtype  plain[] = {IMGD_DTYPE_F32, IMGD_DTYPE_F16, IMGD_DTYPE_BF16};
-    for (size_t k = 0; k < IMGD_ARRAY_LEN(names); k++) {
+    const tb_list          *l       = tb_backends();
+    static const imgd_dtype quant[] = {IMGD_DTYPE_Q8_0, IMGD_DTYPE_Q4_0, IMGD_DTYPE_Q4_K,
+                                       IMGD_DTYPE_Q5_K};
+    static const imgd_dtype plain[] = {IMGD_DTYPE_F32, IMGD_DTYPE_F16, IMGD_DTYPE_BF16};
+    for (size_t k = 0; k < l->n; k++) {
         imgd_backend *be = NULL;
-        CHECK_STATUS(imgd_backend_new(names[k], NULL, &be), IMGD_OK);
+        CHECK_STATUS(imgd_backend_new(l->name[k], NULL, &be), IMGD_OK);
         for (size_t i = 0; be && i < IMGD_ARRAY_LEN(quant); i++)
-            CHECK_MSG(imgd_backend_supports_linear_quant(be, quant[i]), "%s: %s", names[k],
+            CHECK_MSG(imgd_backend_supports_linear_quant(be, quant[i]), "%s: %s", l->name[k],
                       imgd_dtype_name(quant[i]));
         for (size_t i = 0; be && i < IMGD_ARRAY_LEN(plain); i++)
             CHECK(!imgd_backend_supports_linear_quant(be, plain[i]));

@@ -31,7 +31,7 @@ TEST=${EMU_TEST:-ops/test_ops}
 NAME=$(basename "$TEST")
 # host files of the backend, without cuDNN (IMGD_HAVE_CUDNN unset: conv2d runs im2col here)
 for f in src/tensor/cuda/backend.c src/tensor/cuda/exec.c src/tensor/cuda/dispatch.c src/tensor/cuda/matmul.c \
-         src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/backend.c tests/cuda_emu/mock_runtime.c "tests/$TEST.c"; do
+         src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/cuda/quant.c src/tensor/backend.c tests/cuda_emu/mock_runtime.c "tests/$TEST.c"; do
     o=$OUT/$(echo "$f" | tr / _).o
     gcc -std=c11 -O1 -g "${DEF[@]}" "${INC[@]}" -c "$f" -o "$o"
     objs+=("$o")

@@ -97,14 +97,23 @@ static imgd_dtype vtype(const tctx *c, const char *key) {
     return IMGD_DTYPE_F32;
 }
 
-/* Fills quantized blocks with random bytes and small finite f16 scales. */
+/* Fills quantized blocks with random bytes and small finite f16 scales (d) and mins (m),
+ * at their offsets in each block type (formats/quant_blocks.h). */
 static void fill_quant(tctx *c, imgd_dtype dt, unsigned char *p, size_t bytes) {
     for (size_t i = 0; i < bytes; i++) p[i] = (unsigned char)((frand(c) + 1.0f) * 127.9f);
-    size_t bb = imgd_dtype_traits_of(dt)->block_bytes;
+    size_t bb = imgd_dtype_traits_of(dt)->block_bytes, d_at = 0, m_at = 2;
+    bool   has_m = dt == IMGD_DTYPE_Q4_1 || dt == IMGD_DTYPE_Q5_1 || dt == IMGD_DTYPE_Q8_1 ||
+                 dt == IMGD_DTYPE_Q4_K || dt == IMGD_DTYPE_Q5_K || dt == IMGD_DTYPE_Q2_K;
+    if (dt == IMGD_DTYPE_Q2_K) {
+        d_at = 80;
+        m_at = 82;
+    }
+    if (dt == IMGD_DTYPE_Q3_K) d_at = 108;
+    if (dt == IMGD_DTYPE_Q6_K) d_at = 208;
     for (size_t b = 0; b + bb <= bytes; b += bb) {
         uint16_t d = imgd_f32_to_f16(0.01f + 0.01f * frand(c)), m = imgd_f32_to_f16(0.005f);
-        memcpy(p + b, &d, 2);
-        if (dt == IMGD_DTYPE_Q4_K || dt == IMGD_DTYPE_Q5_K) memcpy(p + b + 2, &m, 2);
+        memcpy(p + b + d_at, &d, 2);
+        if (has_m) memcpy(p + b + m_at, &m, 2);
     }
 }
 
@@ -454,13 +463,15 @@ static imgd_tensor *b_rope_nd(tctx *c) {
                            10000.0f);
 }
 
-/* linear_quant: x [b, m, k] against a quantized weight [n, k] (bias optional); the ref
- * kernel is the dequantize-then-f32 reference. */
+/* linear_quant: x [b, m, k] against a quantized weight [n, k] (bias optional; pre=1: x is
+ * the output of a silu, stored in the math type on cuda); the ref kernel is the
+ * dequantize-then-f32 reference. */
 static imgd_tensor *b_linear_quant(tctx *c) {
     int64_t      K = vi(c, "k", 256), N = vi(c, "n", 67);
     imgd_tensor *x = RND(c, IMGD_DTYPE_F32, vi(c, "b", 2), vi(c, "m", 7), K);
     imgd_tensor *w = RND(c, vtype(c, "type"), N, K);
     imgd_tensor *b = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, N) : NULL;
+    if (vi(c, "pre", 0)) x = imgd_op_silu(c->g, x); /* an activation, not an input */
     return imgd_op_linear_quant(c->g, x, w, b);
 }
 
@@ -480,6 +491,14 @@ static const op_case k_cases[] = {
     {"dequantize", b_dequantize, "type=q4_0,rows=17,cols=64", 0},
     {"dequantize", b_dequantize, "type=q4_k,rows=5,cols=512", 0},
     {"dequantize", b_dequantize, "type=q8_0,rows=4,cols=64,use=2", 0},
+    {"dequantize", b_dequantize, "type=q4_1,rows=3,cols=64,use=1", 0},
+    {"dequantize", b_dequantize, "type=q5_0,rows=5,cols=32,use=1", 0},
+    {"dequantize", b_dequantize, "type=q5_1,rows=2,cols=96,use=1", 0},
+    {"dequantize", b_dequantize, "type=q2_k,rows=3,cols=256,use=1", 0},
+    {"dequantize", b_dequantize, "type=q3_k,rows=2,cols=512,use=1", 0},
+    {"dequantize", b_dequantize, "type=q5_k,rows=3,cols=256,use=1", 0},
+    {"dequantize", b_dequantize, "type=q6_k,rows=2,cols=256", 0},
+    {"dequantize", b_dequantize, "type=q6_k,rows=4,cols=256,use=2", 0},
     {"concat", b_concat, "axis=0", 0},
     {"concat", b_concat, "axis=1,n=3,perm=1", 0},
     {"concat", b_concat, "axis=2,type=f16", 0},
@@ -583,6 +602,8 @@ static const op_case k_cases[] = {
     {"linear_quant", b_linear_quant, "type=q4_0,b=1,m=1,k=160,n=33,bias=0", 0},
     {"linear_quant", b_linear_quant, "type=q4_k,b=3,m=5,k=512,n=29", 0},
     {"linear_quant", b_linear_quant, "type=q5_k,m=3,k=256,n=131", 0},
+    {"linear_quant", b_linear_quant, "type=q6_k,m=4,k=256,n=40,pre=1", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,b=1,m=0,k=64,n=5", 0},
     {"rope", b_rope_nd, "mode=1,l=9,d=20,a0=4,a1=6,a2=6,h=2", 0},
     {"rope", b_rope_nd, "mode=0,l=5,d=12,axes=2,a0=4,a1=6", 0},
     /* large enough to run threaded and cross every kernel's blocking */
@@ -655,15 +676,15 @@ static const be_config k_configs[] = {
     {"cuda-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0, false},
     /* operands rounded to 11 / 8 significant bits: NMSE ~1e-7 / ~1e-5 on these inputs */
-    {"cuda-f16", "cuda", "matmul,conv2d,attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
-     IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-f16", "cuda", "matmul,conv2d,attention,linear_quant,dequantize", NULL, IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-f16-old", "cuda", "matmul,conv2d,attention",
      "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-f16-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-bf16", "cuda", "matmul,conv2d,attention", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
-     IMGD_GPU_MATH_BF16, false, 1e-4, false},
+    {"cuda-bf16", "cuda", "matmul,conv2d,attention,linear_quant,dequantize", NULL,
+     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
     /* the chain's half-precision storage in bf16 */
     {"cuda-bf16-chain", "cuda", "chain", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_BF16, false, 1e-4, false},
@@ -671,22 +692,6 @@ static const be_config k_configs[] = {
     {"cuda-graph", "cuda", NULL, "IMGD_CUDA_SYNC=0", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_F16, false, 1e-5, true},
 };
-
-/* Ops a backend lacks by design (supports_op answers false, imgd_graph_plan says so): not
- * run on it. cuda: linear_quant (graphs for cuda keep fuse_quant_linear off and get
- * dequantize + matmul, with the weight expanded once at plan time). */
-static const struct {
-    const char *backend, *op;
-} k_lacks[] = {
-    {"cuda", "linear_quant"},
-};
-
-static bool lacks(const be_config *cfg, const char *op) {
-    for (size_t i = 0; i < IMGD_ARRAY_LEN(k_lacks); i++)
-        if (strcmp(cfg->backend, k_lacks[i].backend) == 0 && strcmp(op, k_lacks[i].op) == 0)
-            return true;
-    return false;
-}
 
 static bool in_list(const char *list, const char *op) {
     if (!list) return true;
@@ -875,7 +880,7 @@ static int run_case(const opts *o, size_t ci, imgd_backend *ref, imgd_backend **
     bool           has_ref = false;
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) {
         const be_config *cfg = &k_configs[k];
-        if (!bes[k] || !in_list(cfg->ops, tc->op) || lacks(cfg, tc->op)) continue;
+        if (!bes[k] || !in_list(cfg->ops, tc->op)) continue;
         if (!has_ref && !o->perf) {
             r_ref   = run_on(tc, ci, ref, 0, false);
             has_ref = true;

@@ -55,12 +55,12 @@ void *cuda_dptr(const imgd_tensor *t) {
     const imgd_tensor *s = t->storage;
     if (!s->backend_data) return t->data;
     if (s->kind == IMGD_TENSOR_ACTIVATION) {
-        const cuda_node *ns = s->op != IMGD_OP_NONE ? cuda_node_of(s) : NULL;
+        const cuda_node *ns   = s->op != IMGD_OP_NONE ? cuda_node_of(s) : NULL;
+        unsigned char   *base = ns && ns->folded ? ns->dev : s->data;
         /* half storage: the planner placed views at f32 offsets; elements are 2 bytes */
-        if (ns && ns->half_dt) return (unsigned char *)s->data + (size_t)t->offset * 2;
+        if (ns && ns->half_dt) return base + (size_t)t->offset * 2;
         if (!ns || !ns->folded) return t->data;
-        size_t off = (size_t)((const unsigned char *)t->data - (const unsigned char *)s->data);
-        return (unsigned char *)ns->dev + off;
+        return base + (size_t)((const unsigned char *)t->data - (const unsigned char *)s->data);
     }
     size_t off = (size_t)((const unsigned char *)t->data - (const unsigned char *)s->data);
     return (unsigned char *)s->backend_data + off;
@@ -127,22 +127,12 @@ static imgd_status cuda_read(imgd_backend *be, const void *src, void *dst, size_
 
 /* ---- vtable: support -------------------------------------------------------------------- */
 
-static bool dequant_supported(const imgd_tensor *n) {
-    static const imgd_dtype ok[] = {
-        IMGD_DTYPE_Q4_0, IMGD_DTYPE_Q4_1, IMGD_DTYPE_Q5_0, IMGD_DTYPE_Q5_1, IMGD_DTYPE_Q8_0,
-        IMGD_DTYPE_Q2_K, IMGD_DTYPE_Q3_K, IMGD_DTYPE_Q4_K, IMGD_DTYPE_Q5_K, IMGD_DTYPE_Q6_K};
-    /* dequantized on the host at plan time, so the source must be a constant weight */
-    if (n->src[0]->storage->kind != IMGD_TENSOR_WEIGHT || n->dtype != IMGD_DTYPE_F32) return false;
-    for (size_t i = 0; i < IMGD_ARRAY_LEN(ok); i++)
-        if (n->src[0]->dtype == ok[i]) return true;
-    return false;
-}
-
 static bool cuda_supports(const imgd_backend *be, const imgd_tensor *n) {
     IMGD_UNUSED(be);
     if (n->n_dims > CUK_MAX_DIMS) return false;
     switch (n->op) {
-    case IMGD_OP_DEQUANTIZE: return dequant_supported(n);
+    case IMGD_OP_DEQUANTIZE: return cuda_dequantize_supported(n);
+    case IMGD_OP_LINEAR_QUANT: return cuda_linear_quant_supported(n);
     case IMGD_OP_MATMUL: return cuda_matmul_supported(n);
     case IMGD_OP_CONV2D: return cuda_conv2d_supported(n);
     default: return cuda_op_supported(n);
@@ -188,31 +178,39 @@ static imgd_status upload_leaf(cuda_backend *cb, imgd_tensor *s) {
     return IMGD_OK;
 }
 
-/* A quantized weight is expanded to f32 on the host and kept on the device; the node then
- * only copies it into its output. */
-static imgd_status prepare_dequantize(cuda_backend *cb, imgd_tensor *n, cuda_node *state) {
-    const imgd_tensor       *w  = n->src[0];
-    const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
-    size_t                   nb = imgd_tensor_nbytes(n);
-    float                   *h  = imgd_malloc(nb ? nb : 1);
-    if (!h)
-        return imgd_fail(IMGD_E_NOMEM, "cuda: dequantizing '%s': out of host memory",
-                         w->storage->name ? w->storage->name : "?");
-    /* w may be a view (views get their address at compute): locate it in its storage */
-    const unsigned char *src = (const unsigned char *)w->storage->data +
-                               (size_t)w->offset / tr->block_elems * tr->block_bytes;
-    imgd_status st =
-        imgd_quant_dequantize(w->dtype, src, (uint64_t)imgd_tensor_numel(n) / tr->block_elems, h);
-    void       *p = NULL;
-    cudaError_t e = cudaSuccess;
-    if (st == IMGD_OK) {
-        e = cudaMalloc(&p, nb ? nb : 1);
-        if (e == cudaSuccess) state->dev = p;
-        if (e == cudaSuccess) e = cudaMemcpy(p, h, nb, cudaMemcpyHostToDevice);
-        if (e != cudaSuccess) st = cuda_fail(e, "cudaMalloc/cudaMemcpy", "dequantized weight");
+/* Folds DEQUANTIZE node n: its weight's blocks are expanded on the device into the node's
+ * own memory, in its storage type. The blocks go up to a temporary buffer unless another node
+ * already uploaded the weight. */
+static imgd_status fold_dequantize(cuda_backend *cb, imgd_tensor *n, cuda_node *ns) {
+    const imgd_tensor *w = n->src[0], *s = w->storage;
+    char               what[160];
+    (void)imgd_fmt(what, sizeof what, "dequantizing weight '%s' (%s)", s->name ? s->name : "?",
+                   imgd_dtype_name(w->dtype));
+    size_t      off = cuda_quant_offset(w), qbytes = imgd_tensor_nbytes(w);
+    const void *src = s->backend_data ? (const unsigned char *)s->backend_data + off : NULL;
+    void       *tmp = NULL, *p = NULL;
+    if (!src) {
+        CUDA_TRY(cudaMalloc(&tmp, qbytes ? qbytes : 1), what);
+        cudaError_t e = cudaMemcpyAsync(tmp, (const unsigned char *)s->data + off, qbytes,
+                                        cudaMemcpyHostToDevice, cb->stream);
+        if (e != cudaSuccess) {
+            (void)cudaFree(tmp);
+            return cuda_fail(e, "cudaMemcpyAsync", what);
+        }
+        src = tmp;
     }
-    imgd_free(h);
-    IMGD_UNUSED(cb);
+    cudaError_t e  = cudaMalloc(&p, cuda_store_bytes(n) ? cuda_store_bytes(n) : 1);
+    imgd_status st = e == cudaSuccess ? IMGD_OK : cuda_fail(e, "cudaMalloc", what);
+    if (st == IMGD_OK) {
+        ns->dev = p;
+        st      = cuda_dequant(cb, w, src, p, cuda_cuk_of(n), what);
+    }
+    if (tmp) { /* the kernel reads it: wait before freeing */
+        e = cudaStreamSynchronize(cb->stream);
+        if (st == IMGD_OK && e != cudaSuccess) st = cuda_fail(e, "cudaStreamSynchronize", what);
+        (void)cudaFree(tmp);
+    }
+    ns->folded = st == IMGD_OK;
     return st;
 }
 
@@ -239,29 +237,29 @@ static void mark_skipped_casts(imgd_graph *g) {
     }
 }
 
-/* Constants are computed once, at plan time, into the node's own device memory: a
- * DEQUANTIZE (its f32 weight is already there) and a CAST of a weight of at most
- * CUDA_FOLD_MAX elements (biases and norm scales; larger casts in f32 math would double the
- * weights' memory, and in f16/bf16 math GEMMs read their weights directly). Not for nodes the
- * caller reads (graph outputs). */
-#define CUDA_FOLD_MAX ((int64_t)1 << 20)
-
-static imgd_status fold_constants(cuda_backend *cb, imgd_graph *g) {
+/* Marks the nodes whose results the caller reads (graph outputs, or views of them). */
+static void mark_outputs(imgd_graph *g) {
     for (size_t i = 0; i < imgd_graph_tensor_count(g); i++) {
         const imgd_tensor *t = imgd_graph_tensor(g, i);
         if (t->is_output && t->storage->op != IMGD_OP_NONE && t->storage->backend_data)
             cuda_node_of(t->storage)->is_out = true;
     }
+}
+
+/* Constants are computed once, at plan time, into the node's own device memory: a CAST of a
+ * weight of at most CUDA_FOLD_MAX elements (biases and norm scales; larger casts in f32 math
+ * would double the weights' memory, and in f16/bf16 math GEMMs read their weights directly),
+ * in f32, before plan_storage; and a DEQUANTIZE, in its storage type, after it. Not for nodes
+ * the caller reads (graph outputs): an output DEQUANTIZE runs each time from its uploaded
+ * weight. */
+#define CUDA_FOLD_MAX ((int64_t)1 << 20)
+
+static imgd_status fold_casts(cuda_backend *cb, imgd_graph *g) {
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         imgd_tensor       *n  = imgd_graph_exec_node(g, i);
         cuda_node         *ns = cuda_node_of(n);
         const imgd_tensor *w  = n->src[0] ? n->src[0]->storage : NULL;
-        if (!ns || ns->is_out) continue;
-        if (n->op == IMGD_OP_DEQUANTIZE) {
-            ns->folded = ns->dev != NULL;
-            continue;
-        }
-        if (n->op != IMGD_OP_CAST || ns->skip || !w || w->op != IMGD_OP_NONE ||
+        if (!ns || ns->is_out || n->op != IMGD_OP_CAST || ns->skip || !w || w->op != IMGD_OP_NONE ||
             w->kind != IMGD_TENSOR_WEIGHT || imgd_tensor_numel(n) > CUDA_FOLD_MAX)
             continue;
         char what[160];
@@ -283,12 +281,29 @@ static imgd_status fold_constants(cuda_backend *cb, imgd_graph *g) {
     return IMGD_OK;
 }
 
+static imgd_status fold_dequantizes(cuda_backend *cb, imgd_graph *g) {
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        imgd_tensor *n  = imgd_graph_exec_node(g, i);
+        cuda_node   *ns = cuda_node_of(n);
+        if (n->op != IMGD_OP_DEQUANTIZE || !ns) continue;
+        imgd_tensor *w  = n->src[0]->storage;
+        imgd_status  st = IMGD_OK;
+        if (!ns->is_out)
+            st = fold_dequantize(cb, n, ns);
+        else if (!w->backend_data)
+            st = upload_leaf(cb, w);
+        if (st != IMGD_OK) return st;
+    }
+    return IMGD_OK;
+}
+
 /* Operands kernels read as raw f32 (biases, norm scales, attention masks): their producers
  * keep f32 storage. */
 static bool raw_f32_operand(const imgd_tensor *n, int s) {
     switch (n->op) {
     case IMGD_OP_MATMUL:
-    case IMGD_OP_CONV2D: return s == 2;
+    case IMGD_OP_CONV2D:
+    case IMGD_OP_LINEAR_QUANT: return s == 2;
     case IMGD_OP_GROUP_NORM:
     case IMGD_OP_LAYER_NORM:
     case IMGD_OP_RMS_NORM: return s == 1 || s == 2;
@@ -298,15 +313,15 @@ static bool raw_f32_operand(const imgd_tensor *n, int s) {
 }
 
 /* cuda_backend.half_act: which f32 activations are stored in the math type. Not: graph
- * outputs (the host reads f32), constants (folded f32 copies), dequantized weights, skipped
- * casts, conv2d through im2col (its GEMM writes f32), raw-f32 operands. */
+ * outputs (the host reads f32), folded casts (f32 copies), skipped casts, conv2d through im2col
+ * (its GEMM writes f32), raw-f32 operands. */
 static void plan_storage(cuda_backend *cb, imgd_graph *g) {
     if (!cb->half_act || !cuda_math_low(cb)) return;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         imgd_tensor *n  = imgd_graph_exec_node(g, i);
         cuda_node   *ns = cuda_node_of(n);
         if (!ns || n->dtype != IMGD_DTYPE_F32 || n->storage != n || ns->folded || ns->is_out ||
-            ns->skip || n->op == IMGD_OP_DEQUANTIZE || (n->op == IMGD_OP_CONV2D && !ns->cudnn))
+            ns->skip || (n->op == IMGD_OP_CONV2D && !ns->cudnn))
             continue;
         ns->half_dt = cuda_math_cuk(cb);
     }
@@ -324,7 +339,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
     cuda_node *state = imgd_calloc(1, sizeof *state);
     if (!state) return imgd_fail(IMGD_E_NOMEM, "cuda: node state: out of host memory");
     n->backend_data = state; /* release frees it, even when a step below fails */
-    if (n->op == IMGD_OP_DEQUANTIZE) return prepare_dequantize(cb, n, state);
+    if (n->op == IMGD_OP_DEQUANTIZE) return IMGD_OK; /* fold_dequantizes */
     imgd_status st = IMGD_OK;
     for (int s = 0; s < IMGD_TENSOR_SRC_MAX && st == IMGD_OK; s++) {
         imgd_tensor *src = n->src[s] ? n->src[s]->storage : NULL;
@@ -335,6 +350,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
     /* a cast of a weight: its source is uploaded too (GEMMs may read it directly) */
     if (st == IMGD_OK && n->op == IMGD_OP_CONV2D) st = cuda_conv2d_prepare(cb, n);
     if (st == IMGD_OK && n->op == IMGD_OP_MATMUL) st = cuda_matmul_prepare(cb, n);
+    if (st == IMGD_OK && n->op == IMGD_OP_LINEAR_QUANT) st = cuda_linear_quant_prepare(cb, n);
     if (st == IMGD_OK && n->op == IMGD_OP_GROUP_NORM) cuda_group_norm_prepare(n);
     if (st == IMGD_OK && n->op == IMGD_OP_ATTENTION) {
         state->attn_wmma = cb->attn == CUDA_ATTN_WMMA && cuda_attn_wmma_supported(cb, n);
@@ -391,7 +407,7 @@ static int cmp_ptr(const void *a, const void *b) {
 }
 
 /* Device memory prepare will take: weights not yet uploaded (each storage once) and the f32
- * expansions of quantized weights. */
+ * expansions of quantized weights (DEQUANTIZE; their blocks go up to a temporary buffer). */
 static imgd_status upload_need(imgd_graph *g, size_t *need, size_t *n_weights) {
     size_t       cap = 0, k = 0;
     const void **seen = NULL;
@@ -451,9 +467,11 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
             return imgd_fail_prefix(st, "cuda: preparing node %zu (%s)", i, imgd_op_name(n->op));
     }
     mark_skipped_casts(g);
-    imgd_status st = fold_constants(cb, g);
+    mark_outputs(g);
+    imgd_status st = fold_casts(cb, g);
+    if (st == IMGD_OK) plan_storage(cb, g);
+    if (st == IMGD_OK) st = fold_dequantizes(cb, g);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: preparing constants");
-    plan_storage(cb, g);
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
     if (cb->verbose) report_paths(cb, g);
     return IMGD_OK;
@@ -464,11 +482,9 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
 imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *what) {
     if (cuda_node_of(n) && cuda_node_of(n)->folded) return IMGD_OK;
     switch (n->op) {
-    case IMGD_OP_DEQUANTIZE:
-        CUDA_TRY(cudaMemcpyAsync(n->data, cuda_node_of(n)->dev, imgd_tensor_nbytes(n),
-                                 cudaMemcpyDeviceToDevice, cb->stream),
-                 what);
-        return IMGD_OK;
+    case IMGD_OP_DEQUANTIZE: /* a graph output (others are folded) */
+        return cuda_dequant(cb, n->src[0], cuda_dptr(n->src[0]), n->data, cuda_cuk_of(n), what);
+    case IMGD_OP_LINEAR_QUANT: return cuda_linear_quant(cb, n, what);
     case IMGD_OP_MATMUL: return cuda_matmul(cb, n, what);
     case IMGD_OP_CONV2D: return cuda_conv2d(cb, n, what);
     case IMGD_OP_ATTENTION:

@@ -4,16 +4,18 @@
  * checks the device's free memory first and fails with the numbers (IMGD_E_NOMEM) when the
  * weights or the activations do not fit. Weights the graph reads are uploaded once, in
  * prepare (imgd_graph_plan), into device copies kept until the graph is released or
- * re-planned; small constants (casts of weights up to 1M elements, dequantized weights) are
- * computed once there too. Inputs are staged in pinned memory and uploaded at every compute;
+ * re-planned; small constants (casts of weights up to 1M elements) and dequantized weights
+ * are computed once there too. Inputs are staged in pinned memory and uploaded at every compute;
  * outputs are read back through pinned memory with imgd_graph_read_f32 (the read hook).
  *
  * Kernels: cuBLAS GEMMs for matmul, cuDNN (or im2col + cuBLAS) for conv2d, and for attention
  * a tensor-core flash kernel (f16/bf16), batched cuBLAS GEMMs, or an f32 online-softmax
  * kernel; one CUDA kernel per other op. All f32 (no TF32) by default; params->gpu_math
  * F16/BF16 gives matmul, conv2d and attention fp16/bf16 operands on tensor cores (f32
- * accumulation) and stores f32 activations in that type. Quantized weights are dequantized
- * on the host at plan time.
+ * accumulation) and stores f32 activations in that type. Quantized (ggml block) weights are
+ * expanded on the device: a DEQUANTIZE once at plan time, into the storage type; a
+ * LINEAR_QUANT per run, tile by tile into the GEMM operand type, so the weight stays in its
+ * blocks in device memory.
  *
  * Execution: the first compute of a plan is captured as a CUDA graph and later computes
  * replay it while the plan's signature (ops, parameters, shapes, addresses) is unchanged.

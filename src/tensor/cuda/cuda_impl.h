@@ -80,9 +80,8 @@ typedef struct cuda_backend {
 /* Per-node state of an executed node (its backend_data; leaves hold a device pointer
  * instead). Created by prepare, freed by release. */
 typedef struct cuda_node {
-    void *dev;           /* owned device memory: DEQUANTIZE's f32 weight, a folded CAST's
-                            result */
-    bool folded;         /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
+    void *dev;           /* owned device memory: a folded DEQUANTIZE's or CAST's result */
+    bool  folded;        /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
                             computed at plan time; readers get dev (cuda_dptr), runs skip it */
     bool    is_out;      /* the graph output is this node or a view of it (never folded) */
     int32_t half_dt;     /* 0: stored as its graph dtype; CUK_F16 / CUK_BF16: an f32
@@ -226,6 +225,20 @@ imgd_status cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n);
 imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what);
 /* Destroys the cuDNN descriptors of a conv2d node's state (NULL-safe). */
 void cuda_conv2d_release(cuda_node *st);
+
+/* quant.c: ggml block weights (DEQUANTIZE folded by backend.c, LINEAR_QUANT per run) */
+/* The cuk quant type of dt, or -1 when the device cannot expand it. */
+int32_t cuda_quant_type(imgd_dtype dt);
+/* Byte offset of quantized view w's first block in its storage. */
+size_t cuda_quant_offset(const imgd_tensor *w);
+bool   cuda_dequantize_supported(const imgd_tensor *n);
+/* Expands the blocks of w's values (w gives the type and count; src: their device address)
+ * into out (contiguous, odt). */
+imgd_status cuda_dequant(cuda_backend *cb, const imgd_tensor *w, const void *src, void *out,
+                         int32_t odt, const char *what);
+bool        cuda_linear_quant_supported(const imgd_tensor *n);
+imgd_status cuda_linear_quant_prepare(cuda_backend *cb, imgd_tensor *n); /* scratch_bytes */
+imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char *what);
 
 /* attention_gemm.c: attention as batched GEMMs (cb->attn == CUDA_ATTN_GEMM) */
 bool        cuda_attn_gemm_supported(const imgd_tensor *n);

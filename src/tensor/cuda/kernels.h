@@ -157,6 +157,28 @@ cudaError_t cuk_attention_wmma(void *out, int32_t odt, const cuk_tensor *q, cons
                                const cuk_tensor *v, const float *mask, const int64_t *mstride,
                                float scale, int32_t math, cudaStream_t s);
 
+/* ---- quant.cu ----------------------------------------------------------------------------- */
+
+/* ggml block types the device expands (formats/quant_blocks.h). */
+enum {
+    CUK_Q4_0 = 0,
+    CUK_Q4_1 = 1,
+    CUK_Q5_0 = 2,
+    CUK_Q5_1 = 3,
+    CUK_Q8_0 = 4,
+    CUK_Q8_1 = 5,
+    CUK_Q2_K = 6,
+    CUK_Q3_K = 7,
+    CUK_Q4_K = 8,
+    CUK_Q5_K = 9,
+    CUK_Q6_K = 10,
+};
+
+/* out (contiguous, odt) = the n_blocks consecutive blocks of type qtype at src expanded (32
+ * or 256 values each, in order). */
+cudaError_t cuk_dequant(void *out, int32_t odt, const void *src, int32_t qtype, int64_t n_blocks,
+                        cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,127 @@
+/* Quantized (ggml block) weights on the device: DEQUANTIZE and LINEAR_QUANT.
+ *
+ * Both expand blocks with cuk_dequant (quant.cu, the host's decoders compiled for the device).
+ * A DEQUANTIZE of a weight is a constant: backend.c folds it once at plan time into the
+ * node's own memory, in its storage type (the math type in f16/bf16 math). LINEAR_QUANT keeps
+ * the weight in its blocks on the device (a 12B-parameter FLUX in Q8_0 takes 12.7 GB instead
+ * of 24 GB in f16) and expands it per run, CUDA_LQ_TILE values of whole rows at a time, into
+ * the node's scratch in the GEMM type; each tile is one cuBLAS GEMM over all rows of x into
+ * the matching columns of y, so the expanded copy never exceeds one tile. */
+#include <limits.h>
+
+#include "base/error.h"
+#include "cuda_impl.h"
+#include "formats/dtype.h"
+
+#define CUDA_LQ_TILE ((int64_t)1 << 23) /* weight values expanded per tile (16 MiB in f16) */
+
+int32_t cuda_quant_type(imgd_dtype dt) {
+    switch (dt) {
+    case IMGD_DTYPE_Q4_0: return CUK_Q4_0;
+    case IMGD_DTYPE_Q4_1: return CUK_Q4_1;
+    case IMGD_DTYPE_Q5_0: return CUK_Q5_0;
+    case IMGD_DTYPE_Q5_1: return CUK_Q5_1;
+    case IMGD_DTYPE_Q8_0: return CUK_Q8_0;
+    case IMGD_DTYPE_Q8_1: return CUK_Q8_1;
+    case IMGD_DTYPE_Q2_K: return CUK_Q2_K;
+    case IMGD_DTYPE_Q3_K: return CUK_Q3_K;
+    case IMGD_DTYPE_Q4_K: return CUK_Q4_K;
+    case IMGD_DTYPE_Q5_K: return CUK_Q5_K;
+    case IMGD_DTYPE_Q6_K: return CUK_Q6_K;
+    default: return -1;
+    }
+}
+
+/* A quantized constant weight (or a contiguous view of one) the device can expand. */
+static bool quant_weight(const imgd_tensor *w) {
+    return w->storage->kind == IMGD_TENSOR_WEIGHT && cuda_quant_type(w->dtype) >= 0 &&
+           imgd_tensor_is_contiguous(w);
+}
+
+bool cuda_dequantize_supported(const imgd_tensor *n) {
+    return n->dtype == IMGD_DTYPE_F32 && quant_weight(n->src[0]);
+}
+
+size_t cuda_quant_offset(const imgd_tensor *w) {
+    const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
+    return (size_t)w->offset / tr->block_elems * tr->block_bytes;
+}
+
+imgd_status cuda_dequant(cuda_backend *cb, const imgd_tensor *w, const void *src, void *out,
+                         int32_t odt, const char *what) {
+    const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
+    int64_t                  nb = imgd_tensor_numel(w) / tr->block_elems;
+    cudaError_t e = cuk_dequant(out, odt, src, cuda_quant_type(w->dtype), nb, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_dequant", what);
+    return IMGD_OK;
+}
+
+/* ---- linear_quant --------------------------------------------------------------------------- */
+
+bool cuda_linear_quant_supported(const imgd_tensor *n) {
+    const imgd_tensor *x = n->src[0], *w = n->src[1], *bias = n->src[2];
+    if (n->dtype != IMGD_DTYPE_F32 || n->n_dims < 1 || w->n_dims != 2 || !quant_weight(w))
+        return false;
+    if (x->dtype != IMGD_DTYPE_F32 && x->dtype != IMGD_DTYPE_F16 && x->dtype != IMGD_DTYPE_BF16)
+        return false;
+    if (bias && (bias->dtype != IMGD_DTYPE_F32 || !imgd_tensor_is_contiguous(bias))) return false;
+    int64_t N = w->shape[0], K = w->shape[1], M = K ? imgd_tensor_numel(x) / K : 0;
+    return M <= INT_MAX && N <= INT_MAX && K <= INT_MAX;
+}
+
+static int64_t lq_tile_rows(const imgd_tensor *n) {
+    int64_t N = n->src[1]->shape[0], K = n->src[1]->shape[1];
+    int64_t t = K > 0 ? CUDA_LQ_TILE / K : N;
+    if (t < 16) t = 16;
+    return t < N ? t : N;
+}
+
+/* Scratch: x in the GEMM type (when it is not stored so, contiguous), then one tile. */
+static size_t lq_x_bytes(const cuda_backend *cb, const imgd_tensor *n) {
+    return cuda_align_up((size_t)imgd_tensor_numel(n->src[0]) * cuda_math_size(cb));
+}
+
+imgd_status cuda_linear_quant_prepare(cuda_backend *cb, imgd_tensor *n) {
+    n->scratch_bytes = lq_x_bytes(cb, n) +
+                       (size_t)lq_tile_rows(n) * (size_t)n->src[1]->shape[1] * cuda_math_size(cb);
+    return IMGD_OK;
+}
+
+imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+    const imgd_tensor       *x = n->src[0], *w = n->src[1];
+    const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
+    int64_t                  N = w->shape[0], K = w->shape[1], M = K ? imgd_tensor_numel(x) / K : 0;
+    if (M == 0 || N == 0) return IMGD_OK;
+    float       beta = 0.0f;
+    imgd_status st   = cuda_gemm_out_init(cb, n, 1, N, what, &beta);
+    if (st != IMGD_OK) return st;
+    if (K == 0) {
+        if (!n->src[2])
+            CUDA_TRY(cudaMemsetAsync(n->data, 0, cuda_store_bytes(n), cb->stream), what);
+        return IMGD_OK;
+    }
+    unsigned char *scratch = n->scratch, *tile = scratch + lq_x_bytes(cb, n);
+    const void    *px = cuda_dptr(x);
+    if (cuda_cuk_of(x) != cuda_math_cuk(cb) || !imgd_tensor_is_contiguous(x)) {
+        st = cuda_to_math(cb, x, scratch, what);
+        if (st != IMGD_OK) return st;
+        px = scratch;
+    }
+    cudaDataType_t       ct  = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
+    size_t               ces = ct == CUDA_R_32F ? 4 : 2;
+    size_t               row = (size_t)(K / tr->block_elems) * tr->block_bytes;
+    const unsigned char *wq  = cuda_dptr(w);
+    int64_t              T   = lq_tile_rows(n);
+    for (int64_t n0 = 0; n0 < N; n0 += T) {
+        int64_t     t    = N - n0 < T ? N - n0 : T;
+        imgd_tensor part = *w; /* the tile's rows, for the block count */
+        part.shape[0]    = t;
+        st = cuda_dequant(cb, &part, wq + (size_t)n0 * row, tile, cuda_math_cuk(cb), what);
+        if (st != IMGD_OK) return st;
+        /* column-major y^T [N, M] (ld N), rows n0.. = tile [t, K] x^T */
+        st = cuda_gemm_t(cb, CUBLAS_OP_T, CUBLAS_OP_N, t, M, K, 1.0f, tile, K, 0, px, K, 0, beta,
+                         (unsigned char *)n->data + (size_t)n0 * ces, ct, N, 0, 1, what);
+        if (st != IMGD_OK) return st;
+    }
+    return IMGD_OK;
+}
