@@ -2,8 +2,10 @@
  * emulated build (tests/cuda_emu/run.sh): device memory is host memory, copies are memcpy,
  * streams are synchronous, and the GEMMs are plain column-major loops that also check
  * cuBLAS's leading-dimension rules. */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +252,225 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                          (const char *)B + b * sb * es, bt, ldb, beta,
                          (char *)C + b * sc * (ct == CUDA_R_32F ? 4 : 2), ct, ldc, comp, algo);
         if (s != CUBLAS_STATUS_SUCCESS) return s;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* ---- cuBLASLt ---------------------------------------------------------------------------------
+ * Descriptors keep their attributes in the opaque words; the matmul checks the pointers against
+ * the alignments the preference declared (a real kernel chosen for them would fault or
+ * misread), and the bias type against cuBLASLt's rule (the type of D). */
+
+enum {
+    LD_TYPE,
+    LD_ROWS,
+    LD_COLS,
+    LD_LD,
+    LD_BATCH,
+    LD_STRIDE
+};
+enum {
+    MD_TA,
+    MD_TB,
+    MD_EPI,
+    MD_BIAS,
+    MD_BIAS_T
+};
+enum {
+    PF_WS,
+    PF_AL_A,
+    PF_AL_B,
+    PF_AL_C,
+    PF_AL_D
+};
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
+    *h = (cublasLtHandle_t)(uintptr_t)1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
+    (void)h;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType t, uint64_t rows,
+                                          uint64_t cols, int64_t ld) {
+    *l = imgd_calloc(1, sizeof **l);
+    if (!*l) return CUBLAS_STATUS_ALLOC_FAILED;
+    (*l)->data[LD_TYPE]  = (uint64_t)t;
+    (*l)->data[LD_ROWS]  = rows;
+    (*l)->data[LD_COLS]  = cols;
+    (*l)->data[LD_LD]    = (uint64_t)ld;
+    (*l)->data[LD_BATCH] = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t          l,
+                                                cublasLtMatrixLayoutAttribute_t a, const void *v,
+                                                size_t n) {
+    if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT && n == sizeof(int32_t)) {
+        int32_t c;
+        memcpy(&c, v, n);
+        l->data[LD_BATCH] = (uint64_t)c;
+    } else if (a == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET && n == sizeof(int64_t)) {
+        memcpy(&l->data[LD_STRIDE], v, n);
+    } else {
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+    imgd_free(l);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c,
+                                        cudaDataType_t scale) {
+    if (c != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    *d = imgd_calloc(1, sizeof **d);
+    if (!*d) return CUBLAS_STATUS_ALLOC_FAILED;
+    (*d)->data[MD_EPI]    = CUBLASLT_EPILOGUE_DEFAULT;
+    (*d)->data[MD_BIAS_T] = (uint64_t)-1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t           d,
+                                              cublasLtMatmulDescAttributes_t a, const void *v,
+                                              size_t n) {
+    int32_t i32 = 0;
+    if (n == sizeof i32) memcpy(&i32, v, n);
+    switch (a) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: d->data[MD_TA] = (uint64_t)i32; break;
+    case CUBLASLT_MATMUL_DESC_TRANSB: d->data[MD_TB] = (uint64_t)i32; break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: d->data[MD_EPI] = (uint64_t)i32; break;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: d->data[MD_BIAS_T] = (uint64_t)(int64_t)i32; break;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+        if (n != sizeof(void *)) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&d->data[MD_BIAS], v, n);
+        break;
+    default: return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    return n == sizeof i32 || a == CUBLASLT_MATMUL_DESC_BIAS_POINTER ? CUBLAS_STATUS_SUCCESS
+                                                                     : CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+    imgd_free(d);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
+    *p = imgd_calloc(1, sizeof **p);
+    if (!*p) return CUBLAS_STATUS_ALLOC_FAILED;
+    for (int i = PF_AL_A; i <= PF_AL_D; i++) (*p)->data[i] = 256;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t           p,
+                                                    cublasLtMatmulPreferenceAttributes_t a,
+                                                    const void *v, size_t n) {
+    uint32_t u32 = 0;
+    switch (a) {
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
+        if (n != sizeof(uint64_t)) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&p->data[PF_WS], v, n);
+        return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES:
+        if (n != sizeof u32) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&u32, v, n);
+        p->data[PF_AL_A + (a - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES)] = u32;
+        return CUBLAS_STATUS_SUCCESS;
+    default: return CUBLAS_STATUS_INVALID_VALUE;
+    }
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+    imgd_free(p);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* The one "algorithm" remembers the alignments it was chosen for (its first four words). */
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dl,
+                                              cublasLtMatmulPreference_t p, int req,
+                                              cublasLtMatmulHeuristicResult_t *res, int *n_res) {
+    (void)h;
+    (void)a;
+    (void)b;
+    (void)c;
+    *n_res = 0;
+    if (req < 1) return CUBLAS_STATUS_INVALID_VALUE;
+    /* the documented bias type: D's (default -1 means D's) */
+    if (d->data[MD_BIAS_T] != (uint64_t)-1 && d->data[MD_BIAS_T] != dl->data[LD_TYPE])
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (d->data[MD_EPI] != CUBLASLT_EPILOGUE_DEFAULT && d->data[MD_EPI] != CUBLASLT_EPILOGUE_BIAS)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    memset(res, 0, sizeof *res);
+    for (int i = 0; i < 4; i++) res->algo.data[i] = p->data[PF_AL_A + i];
+    res->state = CUBLAS_STATUS_SUCCESS;
+    *n_res     = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+static bool aligned(const void *ptr, uint64_t al) {
+    return al == 0 || (uintptr_t)ptr % al == 0;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha,
+                              const void *A, cublasLtMatrixLayout_t la, const void *B,
+                              cublasLtMatrixLayout_t lb, const void *beta, const void *C,
+                              cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ldl,
+                              const cublasLtMatmulAlgo_t *algo, void *ws, size_t ws_bytes,
+                              cudaStream_t s) {
+    (void)h;
+    (void)ws;
+    (void)ws_bytes;
+    (void)s;
+    if (!aligned(A, algo->data[0]) || !aligned(B, algo->data[1]) || !aligned(C, algo->data[2]) ||
+        !aligned(D, algo->data[3])) {
+        fprintf(stderr, "mock cuBLASLt: a pointer is less aligned than the preference said\n");
+        return CUBLAS_STATUS_EXECUTION_FAILED;
+    }
+    if (C != D || lc != ldl) return CUBLAS_STATUS_NOT_SUPPORTED; /* what the backend uses */
+    cublasOperation_t ta = (cublasOperation_t)d->data[MD_TA],
+                      tb = (cublasOperation_t)d->data[MD_TB];
+    cudaDataType_t at = (cudaDataType_t)la->data[LD_TYPE], ct = (cudaDataType_t)ldl->data[LD_TYPE];
+    int64_t        m = (int64_t)ldl->data[LD_ROWS], n = (int64_t)ldl->data[LD_COLS];
+    int64_t        k       = (int64_t)(ta == CUBLAS_OP_N ? la->data[LD_COLS] : la->data[LD_ROWS]);
+    int64_t        batches = (int64_t)ldl->data[LD_BATCH];
+    if ((int64_t)(ta == CUBLAS_OP_N ? la->data[LD_ROWS] : la->data[LD_COLS]) != m ||
+        (int64_t)(tb == CUBLAS_OP_N ? lb->data[LD_ROWS] : lb->data[LD_COLS]) != k ||
+        (int64_t)(tb == CUBLAS_OP_N ? lb->data[LD_COLS] : lb->data[LD_ROWS]) != n ||
+        la->data[LD_BATCH] != (uint64_t)batches || lb->data[LD_BATCH] != (uint64_t)batches ||
+        (cudaDataType_t)lb->data[LD_TYPE] != at) {
+        fprintf(stderr, "mock cuBLASLt: layouts disagree (m %lld n %lld k %lld)\n", (long long)m,
+                (long long)n, (long long)k);
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    const void *bias = NULL;
+    memcpy(&bias, &d->data[MD_BIAS], sizeof bias);
+    bool   with_bias = d->data[MD_EPI] == CUBLASLT_EPILOGUE_BIAS;
+    size_t es = at == CUDA_R_32F ? 4 : 2, cs = ct == CUDA_R_32F ? 4 : 2;
+    float  al = *(const float *)alpha, be = *(const float *)beta;
+    for (int64_t bt = 0; bt < batches; bt++) {
+        const char *pa  = (const char *)A + bt * (int64_t)la->data[LD_STRIDE] * (int64_t)es;
+        const char *pb  = (const char *)B + bt * (int64_t)lb->data[LD_STRIDE] * (int64_t)es;
+        char       *pd  = (char *)D + bt * (int64_t)ldl->data[LD_STRIDE] * (int64_t)cs;
+        int64_t     lda = (int64_t)la->data[LD_LD], ldb = (int64_t)lb->data[LD_LD];
+        int64_t     ldd = (int64_t)ldl->data[LD_LD];
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double acc = 0;
+                for (int64_t p = 0; p < k; p++) {
+                    float a = ta == CUBLAS_OP_N ? ld(pa, at, i + p * lda) : ld(pa, at, p + i * lda);
+                    float b = tb == CUBLAS_OP_N ? ld(pb, at, p + j * ldb) : ld(pb, at, j + p * ldb);
+                    acc += (double)a * (double)b;
+                }
+                int64_t ci = i + j * ldd;
+                acc *= (double)al;
+                if (be != 0.0f) acc += (double)be * (double)ld(pd, ct, ci);
+                if (with_bias) acc += (double)ld(bias, ct, i);
+                st(pd, ct, ci, (float)acc);
+            }
     }
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -146,6 +146,7 @@ static void node_free(cuda_node *st) {
     if (st->dev) (void)cudaFree(st->dev);
     for (int s = 0; s < 2; s++)
         if (st->owned[s]) (void)cudaFree(st->owned[s]);
+    if (st->lt_bias_owned) (void)cudaFree(st->lt_bias_owned);
     cuda_conv2d_release(st);
     imgd_free(st);
 }
@@ -366,7 +367,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 /* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     int conv_dnn = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0, direct = 0;
-    int converted = 0;
+    int converted = 0, lt = 0;
     int casts = 0, skipped = 0, folded = 0, half = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n  = imgd_graph_exec_node(g, i);
@@ -387,6 +388,7 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         }
         folded += ns->folded;
         half += ns->half_dt != 0;
+        lt += ns->lt_bias != NULL;
         for (int s = 0; s < 2; s++) {
             direct += ns->cnst[s] && !ns->owned[s];
             converted += ns->owned[s] != NULL;
@@ -396,9 +398,11 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         stderr,
         "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d wmma + "
         "%d gemm + %d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
-        "skipped; %d constants folded at plan; %d activations stored in the math type\n",
+        "skipped; %d constants folded at plan; %d activations stored in the math type; %d GEMMs "
+        "with the bias in the cuBLASLt epilogue\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
-        conv_col, att_wmma, att_gemm, att_flash, direct, converted, skipped, casts, folded, half);
+        conv_col, att_wmma, att_gemm, att_flash, direct, converted, skipped, casts, folded, half,
+        lt);
 }
 
 static int cmp_ptr(const void *a, const void *b) {
@@ -471,6 +475,11 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     imgd_status st = fold_casts(cb, g);
     if (st == IMGD_OK) plan_storage(cb, g);
     if (st == IMGD_OK) st = fold_dequantizes(cb, g);
+    for (size_t i = 0; i < imgd_graph_exec_count(g) && st == IMGD_OK; i++) {
+        imgd_tensor *n = imgd_graph_exec_node(g, i);
+        if (n->op == IMGD_OP_MATMUL || n->op == IMGD_OP_LINEAR_QUANT)
+            st = cuda_gemm_bias_prepare(cb, n);
+    }
     if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: preparing constants");
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
     if (cb->verbose) report_paths(cb, g);
@@ -509,6 +518,7 @@ static void cuda_free(imgd_backend *be) {
 #ifdef IMGD_HAVE_CUDNN
     if (cb->dnn) (void)cudnnDestroy(cb->dnn);
 #endif
+    if (cb->lt) (void)cublasLtDestroy(cb->lt);
     if (cb->blas) (void)cublasDestroy(cb->blas);
     if (cb->stream) (void)cudaStreamDestroy(cb->stream);
     imgd_free(cb);
@@ -557,6 +567,7 @@ static imgd_status env_paths(cuda_backend *cb) {
     cb->direct_weights = env_flag("IMGD_CUDA_DIRECT_WEIGHTS", true);
     cb->graphs         = env_flag("IMGD_CUDA_GRAPH", true);
     cb->half_act       = env_flag("IMGD_CUDA_HALF_ACT", true);
+    cb->use_lt         = env_flag("IMGD_CUDA_LT", true);
     cb->profile        = getenv("IMGD_PROFILE") != NULL;
 #ifdef IMGD_HAVE_CUDNN
     cb->use_cudnn  = env_flag("IMGD_CUDA_CUDNN", true);
@@ -602,11 +613,11 @@ static imgd_status cuda_init(cuda_backend *cb, const imgd_backend_params *p) {
     CUDA_TRY(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking), "creating a stream");
     CUBLAS_TRY(cublasCreate(&cb->blas), "creating the cuBLAS handle");
     CUBLAS_TRY(cublasSetStream(cb->blas, cb->stream), "cuBLAS stream");
-    /* an explicit workspace (32 MiB, what cuBLAS asks for on Hopper): a captured graph then
-     * holds no allocation of cuBLAS's own */
-    const size_t ws = (size_t)32 << 20;
-    CUDA_TRY(cudaMalloc(&cb->blas_ws, ws), "allocating the cuBLAS workspace");
-    CUBLAS_TRY(cublasSetWorkspace(cb->blas, cb->blas_ws, ws), "cuBLAS workspace");
+    /* an explicit workspace: a captured graph then holds no allocation of cuBLAS's own; the
+     * cuBLASLt calls (same stream) share it */
+    CUDA_TRY(cudaMalloc(&cb->blas_ws, CUDA_BLAS_WS), "allocating the cuBLAS workspace");
+    CUBLAS_TRY(cublasSetWorkspace(cb->blas, cb->blas_ws, CUDA_BLAS_WS), "cuBLAS workspace");
+    if (cb->use_lt) CUBLAS_TRY(cublasLtCreate(&cb->lt), "creating the cuBLASLt handle");
     /* default math keeps f32 GEMMs in f32 (TF32 is opt-in): results are compared with the
      * reference at f32 tolerances */
     CUBLAS_TRY(cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH), "cuBLAS math mode");

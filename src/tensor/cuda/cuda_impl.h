@@ -4,6 +4,7 @@
 #ifndef IMGD_TENSOR_CUDA_CUDA_IMPL_H
 #define IMGD_TENSOR_CUDA_CUDA_IMPL_H
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <stdbool.h>
@@ -33,13 +34,17 @@ typedef struct cuda_replay {
 
 #define CUDA_REPLAY_MAX 16
 
+/* The cuBLAS / cuBLASLt workspace (what cuBLAS asks for on Hopper). */
+#define CUDA_BLAS_WS ((size_t)32 << 20)
+
 typedef struct cuda_backend {
-    imgd_backend   base;
-    int            device;
-    cudaStream_t   stream; /* every kernel, copy and cuBLAS call runs on it */
-    cublasHandle_t blas;
-    bool           sync_each; /* IMGD_CUDA_SYNC=1: synchronise and check after every node */
-    imgd_gpu_math  math;      /* operand type of matmul/conv2d GEMMs */
+    imgd_backend     base;
+    int              device;
+    cudaStream_t     stream; /* every kernel, copy and cuBLAS call runs on it */
+    cublasHandle_t   blas;
+    cublasLtHandle_t lt;        /* cuBLASLt: GEMMs with their bias in the epilogue (use_lt) */
+    bool             sync_each; /* IMGD_CUDA_SYNC=1: synchronise and check after every node */
+    imgd_gpu_math    math;      /* operand type of matmul/conv2d GEMMs */
     /* Paths, each selectable off by the environment (read once, at creation): */
     bool direct_weights; /* IMGD_CUDA_DIRECT_WEIGHTS (default 1): in f16/bf16 math,
                             GEMMs read constant weights in the math type, converted once
@@ -51,6 +56,11 @@ typedef struct cuda_backend {
                             device at plan time instead of cuDNN's heuristic choice */
     cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|auto (auto: wmma in f16/bf16
                             math, flash in f32) */
+    bool use_lt;         /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
+                            constant bias runs through cuBLASLt with the bias added in the
+                            GEMM's epilogue instead of prefilled into its output (one pass
+                            over the output less); off, or where cuBLASLt has no algorithm,
+                            through cublasGemmEx */
     bool verbose;        /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
     bool graphs;         /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
                             graph on its first run and replayed while its signature (every
@@ -80,23 +90,27 @@ typedef struct cuda_backend {
 /* Per-node state of an executed node (its backend_data; leaves hold a device pointer
  * instead). Created by prepare, freed by release. */
 typedef struct cuda_node {
-    void *dev;           /* owned device memory: a folded DEQUANTIZE's or CAST's result */
-    bool  folded;        /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
-                            computed at plan time; readers get dev (cuda_dptr), runs skip it */
-    bool    is_out;      /* the graph output is this node or a view of it (never folded) */
-    int32_t half_dt;     /* 0: stored as its graph dtype; CUK_F16 / CUK_BF16: an f32
-                            activation stored in the math type (cuda_backend.half_act) */
-    const void *cnst[2]; /* matmul/conv2d: device address of operand s (src[s]'s first
-                            element) as a constant in the GEMM type, or NULL: converted per
-                            run (f16/bf16 math) or read as is (f32) */
-    void   *owned[2];    /* device memory behind cnst[s] when converted at plan time */
-    bool    skip;        /* a CAST that only GEMMs reading its weight directly consume */
-    bool    needed;      /* prepare: a CAST some node reads as data */
-    bool    cudnn;       /* conv2d through cuDNN (descriptors below are set) */
-    bool    attn_gemm;   /* attention through attention_gemm.c */
-    bool    attn_wmma;   /* attention through attention_wmma.cu */
-    int32_t algo;        /* cudnnConvolutionFwdAlgo_t */
-    size_t  ws_bytes;    /* cuDNN workspace, at the end of the node's scratch */
+    void *dev;             /* owned device memory: a folded DEQUANTIZE's or CAST's result */
+    bool  folded;          /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
+                              computed at plan time; readers get dev (cuda_dptr), runs skip it */
+    bool    is_out;        /* the graph output is this node or a view of it (never folded) */
+    int32_t half_dt;       /* 0: stored as its graph dtype; CUK_F16 / CUK_BF16: an f32
+                              activation stored in the math type (cuda_backend.half_act) */
+    const void *cnst[2];   /* matmul/conv2d: device address of operand s (src[s]'s first
+                              element) as a constant in the GEMM type, or NULL: converted per
+                              run (f16/bf16 math) or read as is (f32) */
+    void       *owned[2];  /* device memory behind cnst[s] when converted at plan time */
+    const void *lt_bias;   /* matmul / linear_quant: the constant bias in the output's storage
+                              type, for the cuBLASLt epilogue (NULL: prefilled, cublasGemmEx) */
+    void   *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
+    int32_t lt_bias_dt;    /* its cuk_dtype */
+    bool    skip;          /* a CAST that only GEMMs reading its weight directly consume */
+    bool    needed;        /* prepare: a CAST some node reads as data */
+    bool    cudnn;         /* conv2d through cuDNN (descriptors below are set) */
+    bool    attn_gemm;     /* attention through attention_gemm.c */
+    bool    attn_wmma;     /* attention through attention_wmma.cu */
+    int32_t algo;          /* cudnnConvolutionFwdAlgo_t */
+    size_t  ws_bytes;      /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN
     cudnnTensorDescriptor_t      xd, yd;
     cudnnFilterDescriptor_t      wd;
@@ -211,6 +225,18 @@ imgd_status cuda_gemm_t(cuda_backend *cb, cublasOperation_t op_a, cublasOperatio
                         int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
                         void *C, cudaDataType_t ct, int64_t ldc, int64_t stride_c, int64_t batches,
                         const char *what);
+/* Column-major C = op_a(A) op_b(B) + bias (bias[i] added to row i of C, type of C) over
+ * `batches` strided batches through cuBLASLt, with the bias in the epilogue. Sets *ran to
+ * false without failing when cuBLASLt has no algorithm for it (the caller then uses
+ * cuda_gemm_t). */
+imgd_status cuda_gemm_bias(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b,
+                           int64_t m, int64_t n, int64_t k, const void *A, int64_t lda,
+                           int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b,
+                           const void *bias, void *C, cudaDataType_t ct, int64_t ldc,
+                           int64_t stride_c, int64_t batches, bool *ran, const char *what);
+/* After plan_storage: gives matmul / linear_quant node n with a constant bias its copy in n's
+ * storage type (cuda_node.lt_bias) when cb->use_lt. */
+imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n);
 /* cuda_gemm_a with alpha = 1. */
 imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
                       int64_t n, int64_t k, const void *A, int64_t lda, int64_t stride_a,

@@ -162,6 +162,143 @@ imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_
                        ldc, stride_c, batches, what);
 }
 
+/* ---- cuBLASLt with the bias in the epilogue ---------------------------------------------- */
+
+/* Largest power of two up to 256 that divides p's address (cuBLASLt's alignment preference:
+ * by default it assumes 256 and would pick kernels an offset view cannot feed). */
+static uint32_t ptr_align(const void *p) {
+    uintptr_t a  = (uintptr_t)p;
+    uint32_t  al = 256;
+    while (al > 1 && (a & (al - 1)) != 0) al >>= 1;
+    return al;
+}
+
+static cublasStatus_t lt_layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int64_t rows,
+                                int64_t cols, int64_t ld, int64_t batches, int64_t stride) {
+    cublasStatus_t s = cublasLtMatrixLayoutCreate(l, t, (uint64_t)rows, (uint64_t)cols, ld);
+    if (s != CUBLAS_STATUS_SUCCESS || batches <= 1) return s;
+    int32_t bc = (int32_t)batches;
+    s = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    return cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                            &stride, sizeof stride);
+}
+
+imgd_status cuda_gemm_bias(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b,
+                           int64_t m, int64_t n, int64_t k, const void *A, int64_t lda,
+                           int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b,
+                           const void *bias, void *C, cudaDataType_t ct, int64_t ldc,
+                           int64_t stride_c, int64_t batches, bool *ran, const char *what) {
+    cublasLtMatmulDesc_t            op = NULL;
+    cublasLtMatrixLayout_t          la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t      pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    cudaDataType_t                  t   = cuda_math_type(cb);
+    cublasLtEpilogue_t              epi = CUBLASLT_EPILOGUE_BIAS;
+    int32_t                         bt = (int32_t)ct, ta = (int32_t)op_a, tb = (int32_t)op_b;
+    uint64_t                        ws   = CUDA_BLAS_WS;
+    uint32_t                        al_a = ptr_align(A), al_b = ptr_align(B), al_c = ptr_align(C);
+    int                             n_res = 0;
+    const char                     *call  = "cublasLtMatmulDescCreate";
+    float                           alpha = 1.0f, beta = 0.0f;
+    *ran             = false;
+    cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+#define LT_STEP(c)                                                                                 \
+    do {                                                                                           \
+        if (s == CUBLAS_STATUS_SUCCESS) {                                                          \
+            call = #c;                                                                             \
+            s    = (c);                                                                            \
+        }                                                                                          \
+    } while (0)
+    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    LT_STEP(
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    LT_STEP(
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    LT_STEP(lt_layout(&la, t, op_a == CUBLAS_OP_N ? m : k, op_a == CUBLAS_OP_N ? k : m, lda,
+                      batches, stride_a));
+    LT_STEP(lt_layout(&lb, t, op_b == CUBLAS_OP_N ? k : n, op_b == CUBLAS_OP_N ? n : k, ldb,
+                      batches, stride_b));
+    LT_STEP(lt_layout(&lc, ct, m, n, ldc, batches, stride_c));
+    LT_STEP(cublasLtMatmulPreferenceCreate(&pref));
+    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &ws, sizeof ws));
+    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                 &al_a, sizeof al_a));
+    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                 &al_b, sizeof al_b));
+    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                 &al_c, sizeof al_c));
+    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                 &al_c, sizeof al_c));
+    if (s == CUBLAS_STATUS_SUCCESS) {
+        /* no algorithm (NOT_SUPPORTED or none returned): the caller takes cublasGemmEx */
+        s = cublasLtMatmulAlgoGetHeuristic(cb->lt, op, la, lb, lc, lc, pref, 1, &res, &n_res);
+        if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && n_res < 1)) {
+            s     = CUBLAS_STATUS_SUCCESS;
+            n_res = 0;
+        }
+        call = "cublasLtMatmulAlgoGetHeuristic";
+    }
+    if (s == CUBLAS_STATUS_SUCCESS && n_res > 0) {
+        LT_STEP(cublasLtMatmul(cb->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &res.algo,
+                               cb->blas_ws, CUDA_BLAS_WS, cb->stream));
+        *ran = s == CUBLAS_STATUS_SUCCESS;
+    }
+#undef LT_STEP
+    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) (void)cublasLtMatrixLayoutDestroy(lc);
+    if (lb) (void)cublasLtMatrixLayoutDestroy(lb);
+    if (la) (void)cublasLtMatrixLayoutDestroy(la);
+    if (op) (void)cublasLtMatmulDescDestroy(op);
+    return s == CUBLAS_STATUS_SUCCESS ? IMGD_OK : cublas_fail(s, call, what);
+}
+
+/* Device address of constant f32 bias b (a weight, or a folded cast of one, or views of
+ * those), or NULL when b is computed per run. */
+static unsigned char *const_bias(const imgd_tensor *b) {
+    const imgd_tensor *s = b->storage;
+    if (s->op == IMGD_OP_NONE)
+        return s->kind == IMGD_TENSOR_WEIGHT && s->backend_data
+                   ? (unsigned char *)s->backend_data + (size_t)b->offset * 4
+                   : NULL;
+    const cuda_node *ns = cuda_node_of(s);
+    if (!ns || !ns->folded || ns->half_dt) return NULL;
+    return (unsigned char *)ns->dev + (size_t)b->offset * 4;
+}
+
+imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n) {
+    cuda_node         *ns = cuda_node_of(n);
+    const imgd_tensor *b  = n->src[2];
+    if (!cb->use_lt || !ns || !b || b->dtype != IMGD_DTYPE_F32 || !imgd_tensor_is_contiguous(b))
+        return IMGD_OK;
+    unsigned char *p = const_bias(b);
+    if (!p) return IMGD_OK;
+    ns->lt_bias_dt = cuda_cuk_of(n);
+    if (ns->lt_bias_dt == CUK_F32) {
+        ns->lt_bias = p;
+        return IMGD_OK;
+    }
+    char what[160];
+    (void)imgd_fmt(what, sizeof what, "converting bias '%s' to the output type",
+                   b->storage->name ? b->storage->name : "?");
+    size_t bytes = (size_t)imgd_tensor_numel(b) * 2;
+    void  *q     = NULL;
+    CUDA_TRY(cudaMalloc(&q, bytes ? bytes : 1), what);
+    ns->lt_bias_owned = q;
+    cuk_tensor src = cuda_desc(b), out = cuda_desc(b);
+    src.data       = p;
+    src.dtype      = CUK_F32;
+    out.data       = q;
+    out.dtype      = ns->lt_bias_dt;
+    out.contiguous = 1;
+    CUDA_TRY(cuk_copy(&out, &src, cb->stream), what);
+    ns->lt_bias = q;
+    return IMGD_OK;
+}
+
 /* ---- constant operands ------------------------------------------------------------------- */
 
 /* The weight leaf whose values operand t reads, with t's offset and strides valid in that
@@ -301,14 +438,6 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
                              what);
     }
     if (g.batches == 0) return IMGD_OK;
-    float       beta = 0.0f;
-    imgd_status st   = cuda_gemm_out_init(cb, n, 1, g.N, what, &beta);
-    if (st != IMGD_OK) return st;
-    if (g.K == 0) {
-        if (!n->src[2])
-            CUDA_TRY(cudaMemsetAsync(n->data, 0, cuda_store_bytes(n), cb->stream), what);
-        return IMGD_OK;
-    }
     const unsigned char *A = pb, *B = pa; /* cuBLAS "A" is our b */
     unsigned char       *C   = n->data;
     cudaDataType_t       ct  = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
@@ -318,9 +447,32 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
     bool                 uniform = true;
     for (int64_t bt = 2; bt < g.batches && uniform; bt++)
         uniform = batch_offset(b, n, bt) == bt * sa && batch_offset(a, n, bt) == bt * sb;
+    /* a weight shared by every batch (a linear layer over [B, L, K]) whose activation rows
+     * are evenly spaced across batches: one GEMM over all B * L rows */
+    int64_t rows = g.M, nb = g.batches;
+    if (uniform && nb > 1 && sa == 0 && g.op_b == CUBLAS_OP_N && sb == g.M * g.ld_b &&
+        g.M * nb <= INT_MAX) {
+        rows = g.M * nb;
+        nb   = 1;
+    }
+    if (ns && ns->lt_bias && uniform && g.K > 0) {
+        bool        ran = false;
+        imgd_status ls =
+            cuda_gemm_bias(cb, g.op_a, g.op_b, g.N, rows, g.K, A, g.ld_a, sa, B, g.ld_b, sb,
+                           ns->lt_bias, C, ct, g.N, rows * g.N, nb, &ran, what);
+        if (ls != IMGD_OK || ran) return ls;
+    }
+    float       beta = 0.0f;
+    imgd_status st   = cuda_gemm_out_init(cb, n, 1, g.N, what, &beta);
+    if (st != IMGD_OK) return st;
+    if (g.K == 0) {
+        if (!n->src[2])
+            CUDA_TRY(cudaMemsetAsync(n->data, 0, cuda_store_bytes(n), cb->stream), what);
+        return IMGD_OK;
+    }
     if (uniform)
-        return cuda_gemm_t(cb, g.op_a, g.op_b, g.N, g.M, g.K, 1.0f, A, g.ld_a, sa, B, g.ld_b, sb,
-                           beta, C, ct, g.N, g.M * g.N, g.batches, what);
+        return cuda_gemm_t(cb, g.op_a, g.op_b, g.N, rows, g.K, 1.0f, A, g.ld_a, sa, B, g.ld_b, sb,
+                           beta, C, ct, g.N, rows * g.N, nb, what);
     for (int64_t bt = 0; bt < g.batches; bt++) {
         st = cuda_gemm_t(cb, g.op_a, g.op_b, g.N, g.M, g.K, 1.0f,
                          A + (size_t)batch_offset(b, n, bt) * es, g.ld_a, 0,

@@ -87,41 +87,68 @@ imgd_status cuda_linear_quant_prepare(cuda_backend *cb, imgd_tensor *n) {
     return IMGD_OK;
 }
 
-imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char *what) {
-    const imgd_tensor       *x = n->src[0], *w = n->src[1];
+/* y [M, N] (its storage type) from x (px: [M, K] in the GEMM type) tile by tile. bias: the
+ * node's cuBLASLt bias (each tile's GEMM adds it in its epilogue; *ran false when cuBLASLt
+ * had no algorithm for a tile), or NULL (beta: the output is prefilled or not). */
+static imgd_status lq_tiles(cuda_backend *cb, const imgd_tensor *n, const void *px,
+                            const unsigned char *bias, float beta, bool *ran, const char *what) {
+    const imgd_tensor       *w  = n->src[1];
     const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
-    int64_t                  N = w->shape[0], K = w->shape[1], M = K ? imgd_tensor_numel(x) / K : 0;
-    if (M == 0 || N == 0) return IMGD_OK;
-    float       beta = 0.0f;
-    imgd_status st   = cuda_gemm_out_init(cb, n, 1, N, what, &beta);
-    if (st != IMGD_OK) return st;
-    if (K == 0) {
-        if (!n->src[2])
-            CUDA_TRY(cudaMemsetAsync(n->data, 0, cuda_store_bytes(n), cb->stream), what);
-        return IMGD_OK;
-    }
-    unsigned char *scratch = n->scratch, *tile = scratch + lq_x_bytes(cb, n);
-    const void    *px = cuda_dptr(x);
-    if (cuda_cuk_of(x) != cuda_math_cuk(cb) || !imgd_tensor_is_contiguous(x)) {
-        st = cuda_to_math(cb, x, scratch, what);
-        if (st != IMGD_OK) return st;
-        px = scratch;
-    }
-    cudaDataType_t       ct  = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
-    size_t               ces = ct == CUDA_R_32F ? 4 : 2;
-    size_t               row = (size_t)(K / tr->block_elems) * tr->block_bytes;
-    const unsigned char *wq  = cuda_dptr(w);
-    int64_t              T   = lq_tile_rows(n);
-    for (int64_t n0 = 0; n0 < N; n0 += T) {
+    int64_t                  N = w->shape[0], K = w->shape[1], M = imgd_tensor_numel(n->src[0]) / K;
+    cudaDataType_t           ct   = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
+    size_t                   ces  = ct == CUDA_R_32F ? 4 : 2;
+    size_t                   row  = (size_t)(K / tr->block_elems) * tr->block_bytes;
+    const unsigned char     *wq   = cuda_dptr(w);
+    unsigned char           *tile = (unsigned char *)n->scratch + lq_x_bytes(cb, n);
+    unsigned char           *y    = n->data;
+    int64_t                  T    = lq_tile_rows(n);
+    *ran                          = true;
+    for (int64_t n0 = 0; n0 < N && *ran; n0 += T) {
         int64_t     t    = N - n0 < T ? N - n0 : T;
         imgd_tensor part = *w; /* the tile's rows, for the block count */
         part.shape[0]    = t;
-        st = cuda_dequant(cb, &part, wq + (size_t)n0 * row, tile, cuda_math_cuk(cb), what);
+        imgd_status st =
+            cuda_dequant(cb, &part, wq + (size_t)n0 * row, tile, cuda_math_cuk(cb), what);
         if (st != IMGD_OK) return st;
         /* column-major y^T [N, M] (ld N), rows n0.. = tile [t, K] x^T */
-        st = cuda_gemm_t(cb, CUBLAS_OP_T, CUBLAS_OP_N, t, M, K, 1.0f, tile, K, 0, px, K, 0, beta,
-                         (unsigned char *)n->data + (size_t)n0 * ces, ct, N, 0, 1, what);
+        if (bias)
+            st = cuda_gemm_bias(cb, CUBLAS_OP_T, CUBLAS_OP_N, t, M, K, tile, K, 0, px, K, 0,
+                                bias + (size_t)n0 * ces, y + (size_t)n0 * ces, ct, N, 0, 1, ran,
+                                what);
+        else
+            st = cuda_gemm_t(cb, CUBLAS_OP_T, CUBLAS_OP_N, t, M, K, 1.0f, tile, K, 0, px, K, 0,
+                             beta, y + (size_t)n0 * ces, ct, N, 0, 1, what);
         if (st != IMGD_OK) return st;
     }
     return IMGD_OK;
+}
+
+imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+    const imgd_tensor *x = n->src[0], *w = n->src[1];
+    const cuda_node   *ns = cuda_node_of(n);
+    int64_t            N = w->shape[0], K = w->shape[1], M = K ? imgd_tensor_numel(x) / K : 0;
+    if (M == 0 || N == 0) return IMGD_OK;
+    imgd_status st = IMGD_OK;
+    if (K == 0) {
+        float beta = 0.0f;
+        st         = cuda_gemm_out_init(cb, n, 1, N, what, &beta);
+        if (st == IMGD_OK && !n->src[2])
+            CUDA_TRY(cudaMemsetAsync(n->data, 0, cuda_store_bytes(n), cb->stream), what);
+        return st;
+    }
+    const void *px = cuda_dptr(x);
+    if (cuda_cuk_of(x) != cuda_math_cuk(cb) || !imgd_tensor_is_contiguous(x)) {
+        st = cuda_to_math(cb, x, n->scratch, what);
+        if (st != IMGD_OK) return st;
+        px = n->scratch;
+    }
+    bool ran = false;
+    if (ns && ns->lt_bias) { /* a tile cuBLASLt cannot run: all again, the other way */
+        st = lq_tiles(cb, n, px, ns->lt_bias, 0.0f, &ran, what);
+        if (st != IMGD_OK || ran) return st;
+    }
+    float beta = 0.0f;
+    st         = cuda_gemm_out_init(cb, n, 1, N, what, &beta);
+    if (st != IMGD_OK) return st;
+    return lq_tiles(cb, n, px, NULL, beta, &ran, what);
 }
