@@ -280,13 +280,14 @@ typedef struct tile_graph {
     imgd_tensor *in, *out;
 } tile_graph;
 
-/* Tiling state: the grid, the graphs, host tile rows. */
-typedef struct tiler {
+/* Tiling state: the grid, the graphs, host tile rows; kept across calls as the public
+ * imgd_vae_tiler when imgd_vae_tiling.keep asks. */
+struct imgd_vae_tiler {
     imgd_wbind         *b;
     imgd_backend       *be;
-    const char         *prefix;
+    char               *prefix; /* owned copy (the reuse key compares it) */
     const imgd_vae_cfg *cfg;
-    const atomic_int   *cancel;
+    int32_t             asked_tile, overlap;          /* as asked (the reuse key) */
     int32_t             batch, h, w, tile, stride, s; /* s: image pixels per latent pixel */
     int32_t             ny, nx, blend, limit;         /* blend, limit in image pixels */
     tile_graph          tg[TILE_GRAPHS_MAX];
@@ -297,7 +298,9 @@ typedef struct tiler {
     float              *rows_mem; /* both rows (owned) */
     float              *rows[2];  /* nx decoded tiles each: previous and current row */
     size_t              tile_max; /* floats per decoded tile slot */
-} tiler;
+    size_t              host_n;   /* floats of in + rows_mem */
+};
+typedef struct imgd_vae_tiler tiler;
 
 static int32_t tile_h(const tiler *t, int32_t i) {
     int32_t y = i * t->stride;
@@ -334,7 +337,6 @@ static imgd_status add_graph(tiler *t, int32_t th, int32_t tw) {
     if (st != IMGD_OK) return st;
     tg->out = d.image;
     imgd_graph_output(tg->g, tg->out);
-    imgd_graph_set_cancel(tg->g, t->cancel);
     imgd_plan_info info;
     st = imgd_graph_plan(tg->g, t->be, &info);
     if (st != IMGD_OK) return st;
@@ -342,11 +344,14 @@ static imgd_status add_graph(tiler *t, int32_t th, int32_t tw) {
     return IMGD_OK;
 }
 
-static void tiler_free(tiler *t) {
+void imgd_vae_tiler_free(imgd_vae_tiler *t) {
+    if (!t) return;
     for (int32_t k = 0; k < t->n_tg; k++) imgd_graph_free(t->tg[k].g);
     if (t->buffer) t->be->iface->buffer_free(t->be, t->buffer);
     imgd_free(t->in);
     imgd_free(t->rows_mem);
+    imgd_free(t->prefix);
+    imgd_free(t);
 }
 
 /* diffusers blend_v: the first e rows of cur fade in from the last e rows of above. */
@@ -430,8 +435,9 @@ static imgd_status tiler_init(tiler *t, const imgd_vae_tiling *tp, int32_t h, in
                          "vae tiled decode: tile %d / overlap %d (need tile >= 1 and 0 <= "
                          "overlap <= tile/2)",
                          t->tile, tp->overlap);
-    t->cancel = tp->cancel;
-    t->s      = imgd_vae_scale(t->cfg);
+    t->asked_tile = t->tile;
+    t->overlap    = tp->overlap;
+    t->s          = imgd_vae_scale(t->cfg);
     if (h <= t->tile && w <= t->tile) { /* fits: decoded whole, like diffusers' decode */
         t->tile   = h > w ? h : w;
         t->stride = t->tile;
@@ -447,6 +453,43 @@ static imgd_status tiler_init(tiler *t, const imgd_vae_tiling *tp, int32_t h, in
     return IMGD_OK;
 }
 
+/* Plans the graphs (one per distinct tile shape, first, so the shared buffer fits the
+ * largest) and allocates the buffer and host scratch of t (grid set by tiler_init). */
+static imgd_status tiler_build(tiler *t) {
+    imgd_status st = IMGD_OK;
+    for (int32_t i = 0; st == IMGD_OK && i < t->ny; i++)
+        for (int32_t j = 0; st == IMGD_OK && j < t->nx; j++)
+            st = add_graph(t, tile_h(t, i), tile_w(t, j));
+    if (st == IMGD_OK)
+        st = t->be->iface->alloc(t->be, t->buffer_bytes ? t->buffer_bytes : 1, &t->buffer);
+    for (int32_t k = 0; st == IMGD_OK && k < t->n_tg; k++)
+        st = imgd_graph_alloc(t->tg[k].g, t->buffer, t->buffer_bytes);
+    if (st != IMGD_OK) return st;
+    int32_t tmax = t->tile < t->h || t->tile < t->w ? t->tile : (t->h > t->w ? t->h : t->w);
+    size_t  in_n = (size_t)t->batch * (size_t)t->cfg->latent_channels * (size_t)tmax * (size_t)tmax;
+    t->tile_max  = (size_t)t->batch * (size_t)t->cfg->out_channels * (size_t)tmax * (size_t)tmax *
+                  (size_t)t->s * (size_t)t->s;
+    size_t rows_n = 0;
+    if (!imgd_size_mul(t->tile_max, 2 * (size_t)t->nx, &rows_n))
+        return imgd_fail(IMGD_E_TOO_LARGE, "vae tiled decode: image too large");
+    t->in       = imgd_malloc(in_n * sizeof(float));
+    t->rows_mem = imgd_malloc(rows_n * sizeof(float));
+    t->host_n   = in_n + rows_n;
+    if (!t->in || !t->rows_mem) return imgd_fail(IMGD_E_NOMEM, "vae tiled decode: out of memory");
+    return IMGD_OK;
+}
+
+/* Whether kept tiler k serves a call with these arguments. */
+static bool tiler_matches(const tiler *k, const imgd_wbind *b, const imgd_backend *be,
+                          const char *prefix, const imgd_vae_cfg *cfg, const imgd_vae_tiling *tp,
+                          int32_t batch, int32_t h, int32_t w) {
+    imgd_vae_tiling d = imgd_vae_tiling_default();
+    if (!tp) tp = &d;
+    return k->b == b && k->be == be && k->cfg == cfg && strcmp(k->prefix, prefix) == 0 &&
+           k->batch == batch && k->h == h && k->w == w &&
+           k->asked_tile == (tp->tile ? tp->tile : 64) && k->overlap == tp->overlap;
+}
+
 imgd_status imgd_vae_decode_tiled(imgd_wbind *b, imgd_backend *be, const char *prefix,
                                   const imgd_vae_cfg *cfg, const imgd_vae_tiling *tiling,
                                   const float *latent, int32_t batch, int32_t h, int32_t w,
@@ -455,47 +498,53 @@ imgd_status imgd_vae_decode_tiled(imgd_wbind *b, imgd_backend *be, const char *p
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_vae_decode_tiled: NULL argument");
     if (batch < 1 || h < 1 || w < 1)
         return imgd_fail(IMGD_E_INVALID_ARG, "vae tiled decode: latent %d x %d x %d", batch, h, w);
-    tiler t = {.b = b, .be = be, .prefix = prefix, .cfg = cfg, .batch = batch, .h = h, .w = w};
-    imgd_status st = tiler_init(&t, tiling, h, w);
-    if (st != IMGD_OK) return st;
-    /* one graph per distinct tile shape, planned first so the buffer fits the largest */
-    for (int32_t i = 0; st == IMGD_OK && i < t.ny; i++)
-        for (int32_t j = 0; st == IMGD_OK && j < t.nx; j++)
-            st = add_graph(&t, tile_h(&t, i), tile_w(&t, j));
-    if (st == IMGD_OK) st = be->iface->alloc(be, t.buffer_bytes ? t.buffer_bytes : 1, &t.buffer);
-    for (int32_t k = 0; st == IMGD_OK && k < t.n_tg; k++)
-        st = imgd_graph_alloc(t.tg[k].g, t.buffer, t.buffer_bytes);
-    int32_t tmax = t.tile < h || t.tile < w ? t.tile : (h > w ? h : w);
-    size_t  in_n = (size_t)batch * (size_t)cfg->latent_channels * (size_t)tmax * (size_t)tmax;
-    t.tile_max   = (size_t)batch * (size_t)cfg->out_channels * (size_t)tmax * (size_t)tmax *
-                 (size_t)t.s * (size_t)t.s;
-    size_t rows_n = 0;
-    if (st == IMGD_OK && !imgd_size_mul(t.tile_max, 2 * (size_t)t.nx, &rows_n))
-        st = imgd_fail(IMGD_E_TOO_LARGE, "vae tiled decode: image too large");
-    if (st == IMGD_OK) {
-        t.in       = imgd_malloc(in_n * sizeof(float));
-        t.rows_mem = imgd_malloc(rows_n * sizeof(float));
-        t.rows[0]  = t.rows_mem;
-        if (!t.in || !t.rows_mem)
-            st = imgd_fail(IMGD_E_NOMEM, "vae tiled decode: out of memory");
-        else
-            t.rows[1] = t.rows_mem + t.tile_max * (size_t)t.nx;
-    }
-    for (int32_t i = 0; st == IMGD_OK && i < t.ny; i++) {
-        for (int32_t j = 0; st == IMGD_OK && j < t.nx; j++) {
-            st = run_tile(&t, latent, i, j);
-            if (st == IMGD_OK) place_tile(&t, i, j, image);
+    imgd_vae_tiler **keep   = tiling ? tiling->keep : NULL;
+    tiler           *t      = keep ? *keep : NULL;
+    bool             reused = t && tiler_matches(t, b, be, prefix, cfg, tiling, batch, h, w);
+    imgd_status      st     = IMGD_OK;
+    if (!reused) {
+        if (keep) { /* another size or tiling: its graphs go before these are planned */
+            imgd_vae_tiler_free(*keep);
+            *keep = NULL;
         }
-        float *swap = t.rows[0];
-        t.rows[0]   = t.rows[1];
-        t.rows[1]   = swap;
+        t = imgd_calloc(1, sizeof *t);
+        if (!t) return imgd_fail(IMGD_E_NOMEM, "vae tiled decode: out of memory");
+        t->b      = b;
+        t->be     = be;
+        t->cfg    = cfg;
+        t->batch  = batch;
+        t->h      = h;
+        t->w      = w;
+        t->prefix = imgd_strdup(prefix);
+        st        = t->prefix ? tiler_init(t, tiling, h, w)
+                              : imgd_fail(IMGD_E_NOMEM, "vae tiled decode: out of memory");
+        if (st == IMGD_OK) st = tiler_build(t);
+        if (st != IMGD_OK) {
+            imgd_vae_tiler_free(t);
+            return st;
+        }
+        if (keep) *keep = t;
+    }
+    for (int32_t k = 0; k < t->n_tg; k++)
+        imgd_graph_set_cancel(t->tg[k].g, tiling ? tiling->cancel : NULL);
+    t->rows[0] = t->rows_mem;
+    t->rows[1] = t->rows_mem + t->tile_max * (size_t)t->nx;
+    for (int32_t i = 0; st == IMGD_OK && i < t->ny; i++) {
+        for (int32_t j = 0; st == IMGD_OK && j < t->nx; j++) {
+            st = run_tile(t, latent, i, j);
+            if (st == IMGD_OK) place_tile(t, i, j, image);
+        }
+        float *swap = t->rows[0];
+        t->rows[0]  = t->rows[1];
+        t->rows[1]  = swap;
     }
     if (st == IMGD_OK && info) {
-        info->tiles            = (uint32_t)(t.ny * t.nx);
-        info->graphs           = (uint32_t)t.n_tg;
-        info->activation_bytes = t.buffer_bytes;
-        info->host_bytes       = (in_n + rows_n) * sizeof(float);
+        info->tiles            = (uint32_t)(t->ny * t->nx);
+        info->graphs           = (uint32_t)t->n_tg;
+        info->activation_bytes = t->buffer_bytes;
+        info->host_bytes       = t->host_n * sizeof(float);
+        info->reused           = reused;
     }
-    tiler_free(&t);
+    if (!keep) imgd_vae_tiler_free(t);
     return st;
 }

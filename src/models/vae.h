@@ -104,15 +104,29 @@ void imgd_vae_posterior_sample(const float *mean, const float *logvar, const flo
 
 /* ---- tiled decode ------------------------------------------------------------------------ */
 
+/* Planned tile graphs, their activation buffer and host scratch, kept across calls
+ * (imgd_vae_tiling.keep). */
+typedef struct imgd_vae_tiler imgd_vae_tiler;
+
 typedef struct imgd_vae_tiling {
     int32_t tile;             /* latent pixels per tile edge, >= 1; 0 = 64 (512 image pixels) */
     int32_t overlap;          /* latent pixels shared by neighbouring tiles, 0 .. tile/2; 0 = none
                                  (seams). The default 16 with tile 64 is diffusers' tile_overlap_factor
                                  0.25 */
     const atomic_int *cancel; /* borrowed; polled between graph nodes; NULL = none */
+    imgd_vae_tiler  **keep;   /* NULL: the tile graphs are planned for the call and freed. Else
+                                 they are kept in *keep (NULL the first time) and reused by the
+                                 next call with the same binder, backend, prefix, config, batch,
+                                 latent size and tiling (nothing re-planned, and a GPU backend
+                                 uploads nothing again); a call that differs frees them and plans
+                                 its own. The caller frees *keep with imgd_vae_tiler_free before
+                                 the weights or the backend go. */
 } imgd_vae_tiling;
 
-/* tile 64, overlap 16, no cancel flag. */
+/* Frees kept tile graphs (NULL-safe). */
+void imgd_vae_tiler_free(imgd_vae_tiler *t);
+
+/* tile 64, overlap 16, no cancel flag, nothing kept. */
 imgd_vae_tiling imgd_vae_tiling_default(void);
 
 typedef struct imgd_vae_tiled_info {
@@ -122,6 +136,7 @@ typedef struct imgd_vae_tiled_info {
                                   largest tile's plan (compare with the plan of a whole
                                   decode for the saving) */
     size_t host_bytes;         /* host scratch: two rows of decoded tiles + one latent tile */
+    bool   reused;             /* the graphs kept by an earlier call served this one */
 } imgd_vae_tiled_info;
 
 /* Decodes latent [batch, latent_channels, h, w] (f32, unscaled, borrowed) into image
@@ -140,7 +155,8 @@ typedef struct imgd_vae_tiled_info {
  * share one activation buffer sized by the largest tile; info may be NULL.
  * Returns IMGD_OK; IMGD_E_INVALID_ARG (bad sizes, tiling out of range); the build and plan
  * errors of imgd_vae_decode_build / imgd_graph_plan; IMGD_E_NOMEM; IMGD_E_CANCELLED;
- * the backend's compute errors. image is undefined on failure; nothing is kept. */
+ * the backend's compute errors. image is undefined on failure; kept graphs (tiling->keep)
+ * stay valid after a compute error and are freed (*keep NULL) after a build error. */
 imgd_status imgd_vae_decode_tiled(imgd_wbind *b, imgd_backend *be, const char *prefix,
                                   const imgd_vae_cfg *cfg, const imgd_vae_tiling *tiling,
                                   const float *latent, int32_t batch, int32_t h, int32_t w,

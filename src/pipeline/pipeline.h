@@ -86,7 +86,8 @@ struct imgd_model {
     float           vae_scale, vae_shift;
     imgd_prediction prediction;
 
-    imgd_sd_graph g_unet, g_dec, g_enc;
+    imgd_sd_graph   g_unet, g_dec, g_enc;
+    imgd_vae_tiler *vae_tiler; /* the tiled decoder's graphs, kept for the next decode */
 
     /* Filled on first use and kept (a model is used by one thread at a time, imgd.h):
      * each encoder's empty-prompt chunk (pads prompts and negative prompts to the same

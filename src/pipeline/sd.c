@@ -59,6 +59,8 @@ void imgd_sd_graphs_free(imgd_model *m) {
     imgd_sd_graph_drop(&m->g_unet);
     imgd_sd_graph_drop(&m->g_dec);
     imgd_sd_graph_drop(&m->g_enc);
+    imgd_vae_tiler_free(m->vae_tiler);
+    m->vae_tiler = NULL;
 }
 
 imgd_wbind *imgd_sd_vae_bind(imgd_model *m) {
@@ -111,6 +113,7 @@ static imgd_status vae_decode(imgd_model *m, const float *latents, int32_t B, in
     imgd_status st = IMGD_OK;
     if ((int64_t)h * w > TILED_DECODE_PIXELS) {
         imgd_vae_tiling t = imgd_vae_tiling_default();
+        t.keep            = &m->vae_tiler; /* the next decode of this size plans nothing */
         st = imgd_vae_decode_tiled(imgd_sd_vae_bind(m), imgd_model_vae_backend(m), "vae", &m->vae,
                                    &t, z, B, h, w, image, NULL);
     } else {

@@ -422,6 +422,89 @@ static void test_vae_tiled_decode_matches_diffusers_blending(void) {
     imgd_weights_free(gd);
 }
 
+/* Kept tile graphs (imgd_vae_tiling.keep): the second decode of the same size plans nothing
+ * and gives the same bits; another tiling replaces them; a cancelled decode leaves them
+ * usable. */
+static void test_vae_tiled_decode_keeps_graphs(void) {
+    const char *shared = tu_shared_dir();
+    if (!shared) {
+        TEST_SKIP("../shared/conformance absent: kept tiled VAE graphs not checked");
+        return;
+    }
+    imgd_weights *gd = tg_open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
+    size_t        n  = 0;
+    const float  *zg = gd ? tg_golden(gd, "latent_unscaled", &n) : NULL;
+    char          path[4096];
+    imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", shared);
+    model         m;
+    bool          opened = zg && model_open(&m, path);
+    const int32_t h = 40, w = 24;
+    float        *z  = opened ? make_latent(zg, h, w) : NULL;
+    size_t        ni = (size_t)3 * 64 * h * w;
+    float        *a = imgd_malloc(ni * sizeof *a), *k1 = imgd_malloc(ni * sizeof *k1);
+    float        *k2 = imgd_malloc(ni * sizeof *k2);
+    imgd_backend *be = NULL;
+    CHECK_STATUS(imgd_backend_new(tb_primary(), NULL, &be), IMGD_OK);
+    if (z && a && k1 && k2 && be) {
+        imgd_vae_tiler     *kept = NULL;
+        imgd_vae_tiling     tp   = {.tile = 16, .overlap = 4};
+        imgd_vae_tiled_info ti   = {0};
+        double              t0   = tu_now_s();
+        CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, z, 1, h, w, a, &ti),
+                     IMGD_OK);
+        double t1 = tu_now_s();
+        tp.keep   = &kept;
+        CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, z, 1, h, w, k1, &ti),
+                     IMGD_OK);
+        CHECK(kept != NULL && !ti.reused);
+        const imgd_vae_tiler *first = kept;
+        double                t2    = tu_now_s();
+        CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, z, 1, h, w, k2, &ti),
+                     IMGD_OK);
+        double t3 = tu_now_s();
+        CHECK(ti.reused && kept == first);
+        size_t diff1 = 0, diff2 = 0;
+        for (size_t i = 0; i < ni; i++) {
+            diff1 += a[i] != k1[i];
+            diff2 += a[i] != k2[i];
+        }
+        CHECK_EQ_INT(diff1, 0);
+        CHECK_EQ_INT(diff2, 0);
+        printf("  tiled decode %dx%d on %s: planned per call %.3f s, kept graphs reused %.3f s\n",
+               h, w, tb_primary(), t1 - t0, t3 - t2);
+        /* another overlap: the kept graphs are replaced */
+        tp.overlap = 2;
+        CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, z, 1, h, w, k1, &ti),
+                     IMGD_OK);
+        CHECK(!ti.reused && kept != NULL);
+        /* cancelled before the first node: an error, and the kept graphs still decode */
+        atomic_int stop = 1;
+        tp.cancel       = &stop;
+        CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, z, 1, h, w, k2, &ti),
+                     IMGD_E_CANCELLED);
+        tp.cancel = NULL;
+        CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, z, 1, h, w, k2, &ti),
+                     IMGD_OK);
+        CHECK(ti.reused);
+        size_t diff3 = 0;
+        for (size_t i = 0; i < ni; i++) diff3 += k1[i] != k2[i];
+        CHECK_EQ_INT(diff3, 0);
+        /* a bad tiling frees what was kept */
+        tp.overlap = 40;
+        CHECK_STATUS(imgd_vae_decode_tiled(m.b, be, "vae", &m.cfg, &tp, z, 1, h, w, k2, &ti),
+                     IMGD_E_INVALID_ARG);
+        CHECK(kept == NULL);
+        imgd_vae_tiler_free(kept);
+    }
+    imgd_backend_free(be);
+    imgd_free(a);
+    imgd_free(k1);
+    imgd_free(k2);
+    imgd_free(z);
+    if (opened) model_close(&m);
+    imgd_weights_free(gd);
+}
+
 /* ---- no shared data needed ------------------------------------------------------------- */
 
 static void test_vae_cfg_rejects_groups_not_dividing_widths(void) {
@@ -455,5 +538,6 @@ int main(void) {
     RUN(test_vae_sd15_matches_goldens_every_layout);
     RUN(test_vae_sdxl_decode_matches_golden);
     RUN(test_vae_tiled_decode_matches_diffusers_blending);
+    RUN(test_vae_tiled_decode_keeps_graphs);
     TEST_END();
 }

@@ -23,12 +23,27 @@ cudaError_t cudaSetDevice(int d) {
     (void)d;
     return cudaSuccess;
 }
+/* Device memory is host memory behind a 64-byte header holding its size, so
+ * cudaMemGetInfo reports what is allocated (of a 2 GiB device, 1 GiB of it free at start). */
+#define MOCK_HDR 64
+static size_t g_allocated;
+
 cudaError_t cudaMalloc(void **p, size_t n) {
-    *p = imgd_malloc(n ? n : 1);
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+    unsigned char *b = imgd_malloc(MOCK_HDR + (n ? n : 1));
+    *p               = NULL;
+    if (!b) return cudaErrorMemoryAllocation;
+    memcpy(b, &n, sizeof n);
+    g_allocated += n;
+    *p = b + MOCK_HDR;
+    return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) {
-    imgd_free(p);
+    if (!p) return cudaSuccess;
+    unsigned char *b = (unsigned char *)p - MOCK_HDR;
+    size_t         n = 0;
+    memcpy(&n, b, sizeof n);
+    g_allocated -= n;
+    imgd_free(b);
     return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) {
@@ -69,8 +84,8 @@ const char *cudaGetErrorString(cudaError_t e) {
     return cudaGetErrorName(e);
 }
 cudaError_t cudaMemGetInfo(size_t *f, size_t *t) {
-    *f = (size_t)1 << 30;
     *t = (size_t)2 << 30;
+    *f = g_allocated < ((size_t)1 << 30) ? ((size_t)1 << 30) - g_allocated : 0;
     return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void *fn, enum cudaFuncAttribute a, int v) {
@@ -88,10 +103,12 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d) {
 
 cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
     (void)flags;
-    return cudaMalloc(p, n);
+    *p = imgd_malloc(n ? n : 1);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFreeHost(void *p) {
-    return cudaFree(p);
+    imgd_free(p);
+    return cudaSuccess;
 }
 /* Streams run synchronously here, so there is nothing to capture: capture is refused and
  * the backend's eager fallback runs (tests/cuda_emu checks that path; replays run on a GPU). */

@@ -34,6 +34,9 @@
 #include "formats/dtype.h"
 #include "tensor/backend.h"
 #include "tensor/cpu/cpu.h"
+#ifdef IMGD_HAVE_CUDA
+#    include "tensor/cuda/cuda.h"
+#endif
 #include "tensor/ops.h"
 #include "test.h"
 #include "util.h"
@@ -849,6 +852,96 @@ static imgd_status make_backend(const be_config *cfg, imgd_backend **out) {
     return st;
 }
 
+#ifdef IMGD_HAVE_CUDA
+/* One linear layer y [m, O] = x W^T + b over host weights W [O, I] (8 MiB: its own
+ * allocation on a real device too), b: planned on be, run on x = 0.01 * (i % 7), and checked
+ * against a direct f64 sum. */
+#    define SW_O 1024
+#    define SW_I 2048
+typedef struct sw_graph {
+    imgd_graph  *g;
+    imgd_tensor *x, *y;
+    int64_t      m;
+} sw_graph;
+
+static sw_graph sw_plan(imgd_backend *be, int64_t m, const float *W, const float *b) {
+    sw_graph s = {NULL, NULL, NULL, m};
+    if (imgd_graph_new(NULL, &s.g) != IMGD_OK) return s;
+    s.x             = imgd_graph_input(s.g, "x", IMGD_DTYPE_F32, 2, (int64_t[]){m, SW_I});
+    imgd_tensor *w  = imgd_graph_weight(s.g, "w", IMGD_DTYPE_F32, 2, (int64_t[]){SW_O, SW_I}, W);
+    imgd_tensor *bt = imgd_graph_weight(s.g, "b", IMGD_DTYPE_F32, 1, (int64_t[]){SW_O}, b);
+    s.y             = imgd_op_linear(s.g, s.x, w, bt);
+    imgd_graph_output(s.g, s.y);
+    if (imgd_graph_plan(s.g, be, NULL) != IMGD_OK || imgd_graph_alloc(s.g, NULL, 0) != IMGD_OK) {
+        printf("  shared weights: planning failed: %s\n", imgd_last_error());
+        imgd_graph_free(s.g);
+        s.g = NULL;
+    }
+    return s;
+}
+
+static bool sw_check(const sw_graph *s, const float *W, const float *b) {
+    int64_t m  = s->m;
+    float  *x  = imgd_malloc((size_t)(m * SW_I) * sizeof *x);
+    float  *y  = imgd_malloc((size_t)(m * SW_O) * sizeof *y);
+    bool    ok = x && y && s->g;
+    for (int64_t i = 0; ok && i < m * SW_I; i++) x[i] = 0.01f * (float)(i % 7);
+    ok = ok && imgd_tensor_bind(s->x, x) == IMGD_OK && imgd_graph_compute(s->g) == IMGD_OK &&
+         imgd_graph_read_f32(s->g, s->y, y, (size_t)(m * SW_O)) == IMGD_OK;
+    for (int64_t r = 0; ok && r < m; r++)
+        for (int64_t o = 0; ok && o < SW_O; o++) {
+            double sum = (double)b[o];
+            for (int64_t i = 0; i < SW_I; i++)
+                sum += (double)x[r * SW_I + i] * (double)W[o * SW_I + i];
+            ok = fabs(sum - (double)y[r * SW_O + o]) <= 1e-4 * (1.0 + fabs(sum));
+        }
+    imgd_free(x);
+    imgd_free(y);
+    return ok;
+}
+
+/* cuda: plans over the same host weights share one device copy (the tile graphs of a tiled
+ * VAE decode would otherwise hold one each); a plan keeps its copy while others go; a weight
+ * rewritten in place gets a copy of its own; the copies go with the last plan holding them. */
+static void check_shared_weights(imgd_backend *be) {
+    size_t nw = (size_t)SW_O * SW_I, wb = nw * sizeof(float), f0 = 0, f1 = 0, f2 = 0, f3 = 0;
+    size_t f4 = 0, f5 = 0, t = 0;
+    float *W = imgd_malloc(wb), *b = imgd_malloc(SW_O * sizeof *b);
+    if (!W || !b) {
+        imgd_free(W);
+        imgd_free(b);
+        return;
+    }
+    for (size_t i = 0; i < nw; i++) W[i] = 0.001f * (float)((i * 37) % 101) - 0.05f;
+    for (size_t i = 0; i < SW_O; i++) b[i] = 0.1f * (float)(i % 5);
+    CHECK_STATUS(imgd_cuda_mem_info(&f0, &t), IMGD_OK);
+    sw_graph g1 = sw_plan(be, 3, W, b);
+    CHECK_STATUS(imgd_cuda_mem_info(&f1, &t), IMGD_OK);
+    sw_graph g2 = sw_plan(be, 5, W, b);
+    CHECK_STATUS(imgd_cuda_mem_info(&f2, &t), IMGD_OK);
+    CHECK_MSG(f0 - f1 >= wb && f1 - f2 < wb / 2, "first plan took %zu bytes, second %zu", f0 - f1,
+              f1 - f2);
+    CHECK(sw_check(&g1, W, b) && sw_check(&g2, W, b));
+    imgd_graph_free(g1.g); /* g2 keeps the copy */
+    CHECK(sw_check(&g2, W, b));
+    W[0] += 1.0f; /* rewritten in place: a new plan must not take g2's copy */
+    CHECK_STATUS(imgd_cuda_mem_info(&f3, &t), IMGD_OK);
+    sw_graph g3 = sw_plan(be, 2, W, b);
+    CHECK_STATUS(imgd_cuda_mem_info(&f4, &t), IMGD_OK);
+    CHECK_MSG(f3 - f4 >= wb, "the rewritten weight's plan took %zu bytes", f3 - f4);
+    CHECK(sw_check(&g3, W, b));
+    imgd_graph_free(g2.g);
+    imgd_graph_free(g3.g);
+    CHECK_STATUS(imgd_cuda_mem_info(&f5, &t), IMGD_OK);
+    CHECK_MSG(f5 + wb / 2 > f0, "%zu bytes still held after every plan was freed", f0 - f5);
+    printf("  shared weights (%zu bytes): first plan took %zu bytes, second %zu, the rewritten "
+           "weight's %zu; %zd left after\n",
+           wb, f0 - f1, f1 - f2, f3 - f4, (ptrdiff_t)(f0 - f5));
+    imgd_free(W);
+    imgd_free(b);
+}
+#endif
+
 /* A graph whose weights cannot fit on the device (2 TiB of f16) is refused by plan, before
  * any upload, with the numbers and what to do. The weight's memory is never read. */
 static void check_too_big(imgd_backend *be) {
@@ -959,7 +1052,12 @@ int main(int argc, char **argv) {
     }
     printf("%d cases, %d backend runs failed\n", n_cases, n_failed);
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
-        if (bes[k] && strcmp(k_configs[k].name, "cuda") == 0) check_too_big(bes[k]);
+        if (bes[k] && strcmp(k_configs[k].name, "cuda") == 0) {
+            check_too_big(bes[k]);
+#ifdef IMGD_HAVE_CUDA
+            check_shared_weights(bes[k]);
+#endif
+        }
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) imgd_backend_free(bes[k]);
     imgd_backend_free(ref);
     TEST_END();

@@ -151,13 +151,57 @@ static void node_free(cuda_node *st) {
     imgd_free(st);
 }
 
+/* ---- shared weight copies ------------------------------------------------------------------ */
+
+/* 64 bytes sampled across the buffer and its last byte, FNV-1a: tells a buffer rewritten in
+ * place (a merged LoRA, a freed and reused address) from the one uploaded, without reading
+ * it all. */
+static uint64_t host_fingerprint(const void *p, size_t n) {
+    const unsigned char *b    = p;
+    uint64_t             h    = 1469598103934665603ULL ^ (uint64_t)n;
+    size_t               step = n > 64 ? n / 64 : 1;
+    for (size_t i = 0; i < n; i += step) h = (h ^ b[i]) * 1099511628211ULL;
+    if (n) h = (h ^ b[n - 1]) * 1099511628211ULL;
+    return h;
+}
+
+/* The copy of weight leaf s another plan holds, or NULL. The bytes are sampled only when a
+ * copy of the same address and size exists (a plan refused for its size reads nothing). */
+static cuda_weight *weight_find(cuda_backend *cb, const imgd_tensor *s) {
+    bool     have_fp = false;
+    uint64_t fp      = 0;
+    for (size_t i = 0; i < cb->n_wts; i++) {
+        if (cb->wts[i].host != s->data || cb->wts[i].nbytes != s->nbytes) continue;
+        if (!have_fp) fp = host_fingerprint(s->data, s->nbytes);
+        have_fp = true;
+        if (cb->wts[i].fp == fp) return &cb->wts[i];
+    }
+    return NULL;
+}
+
+/* A plan lets go of weight copy dev (freed when no plan holds it). */
+static void weight_drop(cuda_backend *cb, void *dev) {
+    for (size_t i = 0; i < cb->n_wts; i++) {
+        if (cb->wts[i].dev != dev) continue;
+        if (--cb->wts[i].refs == 0) {
+            (void)cudaFree(dev);
+            cb->wts[i] = cb->wts[--cb->n_wts];
+        }
+        return;
+    }
+    (void)cudaFree(dev); /* not shared (its entry could not be recorded) */
+}
+
 /* Frees every device copy (leaves': weights, inputs) and every node's state. */
 static void cuda_release(imgd_backend *be, imgd_graph *g) {
-    cuda_exec_forget(be->ctx, g);
+    cuda_backend *cb = be->ctx;
+    cuda_exec_forget(cb, g);
     for (size_t i = 0; i < imgd_graph_tensor_count(g); i++) {
         imgd_tensor *t = imgd_graph_tensor(g, i);
         if (!t->backend_data) continue;
-        if (t->op == IMGD_OP_NONE)
+        if (t->op == IMGD_OP_NONE && t->kind == IMGD_TENSOR_WEIGHT)
+            weight_drop(cb, t->backend_data);
+        else if (t->op == IMGD_OP_NONE)
             (void)cudaFree(t->backend_data);
         else
             node_free(t->backend_data);
@@ -165,17 +209,36 @@ static void cuda_release(imgd_backend *be, imgd_graph *g) {
     }
 }
 
-/* Device copy of leaf storage s; a weight's bytes are uploaded now, once. */
+/* Device copy of leaf storage s: an input's memory, or a weight's bytes, uploaded now unless
+ * another plan holds a copy of the same bytes (then shared). */
 static imgd_status upload_leaf(cuda_backend *cb, imgd_tensor *s) {
     char what[160];
     (void)imgd_fmt(what, sizeof what, "%s '%s' (%zu bytes)",
                    s->kind == IMGD_TENSOR_WEIGHT ? "uploading weight" : "allocating input",
                    s->name ? s->name : "?", s->nbytes);
+    if (s->kind == IMGD_TENSOR_WEIGHT) {
+        cuda_weight *have = weight_find(cb, s);
+        if (have) {
+            have->refs++;
+            s->backend_data = have->dev;
+            return IMGD_OK;
+        }
+    }
     void *p = NULL;
     CUDA_TRY(cudaMalloc(&p, s->nbytes ? s->nbytes : 1), what);
     s->backend_data = p; /* release frees it, even when the copy below fails */
-    if (s->kind == IMGD_TENSOR_WEIGHT && s->nbytes)
+    if (s->kind != IMGD_TENSOR_WEIGHT) return IMGD_OK;
+    if (s->nbytes)
         CUDA_TRY(cudaMemcpyAsync(p, s->data, s->nbytes, cudaMemcpyHostToDevice, cb->stream), what);
+    if (cb->n_wts == cb->cap_wts) {
+        size_t       cap = cb->cap_wts ? cb->cap_wts * 2 : 256;
+        cuda_weight *w   = imgd_realloc(cb->wts, cap * sizeof *w);
+        if (!w) return IMGD_OK; /* kept unshared: weight_drop frees it */
+        cb->wts     = w;
+        cb->cap_wts = cap;
+    }
+    cb->wts[cb->n_wts++] =
+        (cuda_weight){s->data, s->nbytes, host_fingerprint(s->data, s->nbytes), p, 1};
     return IMGD_OK;
 }
 
@@ -412,7 +475,7 @@ static int cmp_ptr(const void *a, const void *b) {
 
 /* Device memory prepare will take: weights not yet uploaded (each storage once) and the f32
  * expansions of quantized weights (DEQUANTIZE; their blocks go up to a temporary buffer). */
-static imgd_status upload_need(imgd_graph *g, size_t *need, size_t *n_weights) {
+static imgd_status upload_need(cuda_backend *cb, imgd_graph *g, size_t *need, size_t *n_weights) {
     size_t       cap = 0, k = 0;
     const void **seen = NULL;
     *need = *n_weights = 0;
@@ -439,6 +502,8 @@ static imgd_status upload_need(imgd_graph *g, size_t *need, size_t *n_weights) {
     for (size_t i = 0; i < k; i++) {
         if (i && seen[i] == seen[i - 1]) continue;
         const imgd_tensor *w = seen[i];
+        if (w->kind == IMGD_TENSOR_WEIGHT && weight_find(cb, w))
+            continue; /* another plan's copy serves */
         *need += w->nbytes;
         *n_weights += w->kind == IMGD_TENSOR_WEIGHT;
     }
@@ -450,7 +515,7 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     cuda_backend *cb = be->ctx;
     CUDA_TRY(cudaSetDevice(cb->device), "prepare");
     size_t      need = 0, n_weights = 0, fr = 0, total = 0;
-    imgd_status pre = upload_need(g, &need, &n_weights);
+    imgd_status pre = upload_need(cb, g, &need, &n_weights);
     if (pre != IMGD_OK) return pre;
     CUDA_TRY(cudaMemGetInfo(&fr, &total), "prepare");
     char dev[128];
@@ -518,6 +583,8 @@ static void cuda_free(imgd_backend *be) {
 #ifdef IMGD_HAVE_CUDNN
     if (cb->dnn) (void)cudnnDestroy(cb->dnn);
 #endif
+    for (size_t i = 0; i < cb->n_wts; i++) (void)cudaFree(cb->wts[i].dev); /* plans left */
+    imgd_free(cb->wts);
     if (cb->lt) (void)cublasLtDestroy(cb->lt);
     if (cb->blas) (void)cublasDestroy(cb->blas);
     if (cb->stream) (void)cudaStreamDestroy(cb->stream);

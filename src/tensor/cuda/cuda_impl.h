@@ -34,6 +34,16 @@ typedef struct cuda_replay {
 
 #define CUDA_REPLAY_MAX 16
 
+/* A weight's device copy, shared by every plan whose leaf has the same host bytes (address,
+ * size and a sampled fingerprint), e.g. the tile graphs of a tiled VAE decode. */
+typedef struct cuda_weight {
+    const void *host;
+    size_t      nbytes;
+    uint64_t    fp;
+    void       *dev;
+    uint32_t    refs; /* plans holding it; freed at 0 */
+} cuda_weight;
+
 /* The cuBLAS / cuBLASLt workspace (what cuBLAS asks for on Hopper). */
 #define CUDA_BLAS_WS ((size_t)32 << 20)
 
@@ -70,6 +80,8 @@ typedef struct cuda_backend {
                             activations are stored in the math type (half the memory
                             traffic; GEMMs and attention read them without conversion); graph
                             outputs, constants and a few raw-f32 operands stay f32 */
+    cuda_weight *wts;    /* uploaded weights (backend.c) */
+    size_t       n_wts, cap_wts;
     /* exec.c state */
     cuda_replay  replay[CUDA_REPLAY_MAX];
     uint64_t     clock;
