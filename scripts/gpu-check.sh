@@ -5,12 +5,14 @@
 #   2. every op on the cuda backend against the reference (test_ops --backend cuda: NMSE and
 #      max error of every case in every cuda configuration: cuda, cuda-im2col,
 #      cuda-attn-gemm, cuda-f16, cuda-f16-old, cuda-bf16)
-#   3. the SD conformance goldens on the cuda backend (IMGD_TEST_BACKEND=cuda, f32); a
-#      failing test is rerun with IMGD_CUDA_CUDNN=0 to tell whether cuDNN is the cause
+#   3. the SD conformance goldens and the GGUF FLUX test (linear_quant) on the cuda backend
+#      (IMGD_TEST_BACKEND=cuda, f32); a failing test is rerun with IMGD_CUDA_CUDNN=0 to tell
+#      whether cuDNN is the cause
 #   4. imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (it/s, load, peak VRAM,
 #      UNet TFLOP/s vs the card's cuBLASLt fp16 GEMM TFLOP/s), with IMGD_PROFILE=1 (GPU time
 #      per op kind), then the same with the fast paths off (IMGD_CUDA_CUDNN=0
-#      IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0)
+#      IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0
+#      IMGD_CUDA_LT=0)
 #      for comparison
 # Prints everything; every stage runs even when an earlier test stage fails, and the script
 # exits non-zero if any stage failed (the build failing stops it).
@@ -60,7 +62,7 @@ rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("test_ops --backend cuda (rc $rc; 77 = skipped: no device)")
 
 stage "conformance goldens on cuda (IMGD_TEST_BACKEND=cuda)"
-for t in test_clip_text test_unet test_vae test_sd_pipeline; do
+for t in test_clip_text test_unet test_vae test_sd_pipeline test_flux_gguf; do
     echo "---- $t"
     IMGD_TEST_BACKEND=cuda IMGD_TEST_TMP="$ROOT/$BUILD/test-tmp" timeout 90 "$BUILD/tests/$t"
     rc=$?
@@ -80,7 +82,7 @@ rc=$?
 
 stage "bench: the same with the fast paths off"
 IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0 \
-    timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
+    IMGD_CUDA_LT=0 timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda, fast paths off (rc $rc)")
 

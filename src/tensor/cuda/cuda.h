@@ -3,8 +3,8 @@
  * Memory: the planned activation buffer and every allocation come from cudaMalloc; prepare
  * checks the device's free memory first and fails with the numbers (IMGD_E_NOMEM) when the
  * weights or the activations do not fit. Weights the graph reads are uploaded once, in
- * prepare (imgd_graph_plan), into device copies kept until the graph is released or
- * re-planned; small constants (casts of weights up to 1M elements) and dequantized weights
+ * prepare (imgd_graph_plan), into device copies shared by every plan over the same host
+ * bytes and kept until the last such graph is released or re-planned; small constants (casts of weights up to 1M elements) and dequantized weights
  * are computed once there too. Inputs are staged in pinned memory and uploaded at every compute;
  * outputs are read back through pinned memory with imgd_graph_read_f32 (the read hook).
  *
@@ -29,6 +29,9 @@
  *                               reading them in the GEMM type (converted once at plan time)
  *   IMGD_CUDA_HALF_ACT=0        f16/bf16: keep activations in f32 (GEMMs convert per run)
  *   IMGD_CUDA_GRAPH=0           run node by node instead of capturing CUDA graphs
+ *   IMGD_CUDA_LT=0              matmul / linear_quant with a constant bias: cublasGemmEx over
+ *                               an output prefilled with the bias instead of cuBLASLt with the
+ *                               bias in the epilogue
  *   IMGD_CUDA_CUDNN_FIND=1      time every cuDNN algorithm of each conv2d at plan time instead
  *                               of taking cuDNN's heuristic choice (H100: no faster, plans 5x
  *                               slower; off by default)
@@ -37,7 +40,8 @@
  * asynchronous kernel failure is reported with the node's index and op. IMGD_CUDA_DEVICE=N
  * picks the device (default 0). IMGD_CUDA_VERBOSE=1 prints, per planned graph, which path
  * each conv2d/attention node took, how weights are read, how many casts were skipped or
- * folded and how many activations are stored in half precision. IMGD_PROFILE=1 prints GPU
+ * folded, how many activations are stored in half precision and how many GEMMs add their
+ * bias in the cuBLASLt epilogue. IMGD_PROFILE=1 prints GPU
  * time per op kind (events recorded inside the graph) when the backend is freed. */
 #ifndef IMGD_TENSOR_CUDA_CUDA_H
 #define IMGD_TENSOR_CUDA_CUDA_H
