@@ -120,6 +120,7 @@ static void unplan(imgd_graph *g) {
         imgd_tensor *t   = g->tensors[i];
         t->exec          = -1;
         t->scratch_bytes = 0;
+        t->plan_early    = false;
         t->scratch       = NULL;
         t->backend_data  = NULL;
         if (t->kind == IMGD_TENSOR_ACTIVATION) t->data = NULL;
@@ -341,8 +342,9 @@ static imgd_status check_support(imgd_graph *g, imgd_backend *be) {
     return IMGD_OK;
 }
 
-/* Lifetimes: activation storage lives from its node to its last reader (outputs to the
- * end); scratch lives during its node only. */
+/* Lifetimes: activation storage lives from its node (from the node before it when prepare
+ * set plan_early) to its last reader (outputs to the end); scratch lives during its node
+ * only. */
 static imgd_status assign_memory(imgd_graph *g, imgd_plan_info *info) {
     size_t          n_exec = g->n_exec, n_items = 0;
     imgd_plan_item *items = imgd_calloc(2 * n_exec + 1, sizeof *items);
@@ -366,7 +368,8 @@ static imgd_status assign_memory(imgd_graph *g, imgd_plan_info *info) {
     for (size_t e = 0; e < n_exec; e++) {
         imgd_tensor *t   = g->exec[e];
         t->nbytes        = imgd_tensor_nbytes(t);
-        items[n_items++] = (imgd_plan_item){t->nbytes, (int32_t)e, last[t->id]};
+        int32_t from     = (int32_t)e - (t->plan_early && e > 0);
+        items[n_items++] = (imgd_plan_item){t->nbytes, from, last[t->id]};
         if (t->scratch_bytes)
             items[n_items++] = (imgd_plan_item){t->scratch_bytes, (int32_t)e, (int32_t)e};
         naive += t->nbytes + t->scratch_bytes;

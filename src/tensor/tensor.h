@@ -123,10 +123,12 @@ struct imgd_tensor {
     size_t  nbytes;        /* bytes of this tensor's own storage (storage tensors) */
     size_t  plan_offset;   /* activation storage: byte offset in the planned buffer */
     size_t  scratch_bytes; /* executed nodes: scratch the backend asked for in prepare */
-    size_t  scratch_offset;
-    void   *scratch;      /* executed nodes: scratch memory, valid while the node runs */
-    void   *backend_data; /* executed nodes: state owned by the backend's prepare; leaves:
-                             a device backend's copy (tensor/backend.h) */
+    bool    plan_early;    /* executed nodes: prepare says the node before this one writes its
+                              storage (a fused epilogue), so it is reserved from there */
+    size_t scratch_offset;
+    void  *scratch;      /* executed nodes: scratch memory, valid while the node runs */
+    void  *backend_data; /* executed nodes: state owned by the backend's prepare; leaves:
+                            a device backend's copy (tensor/backend.h) */
 };
 
 /* Elements (product of the shape; 1 for a scalar). */

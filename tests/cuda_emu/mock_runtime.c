@@ -23,25 +23,29 @@ cudaError_t cudaSetDevice(int d) {
     (void)d;
     return cudaSuccess;
 }
-/* Device memory is host memory behind a 64-byte header holding its size, so
- * cudaMemGetInfo reports what is allocated (of a 2 GiB device, 1 GiB of it free at start). */
-#define MOCK_HDR 64
+/* Device memory is host memory, 256-byte aligned as cudaMalloc's, behind a header holding
+ * the block and the size, so cudaMemGetInfo reports what is allocated (of a 2 GiB device, 1
+ * GiB of it free at start). */
+#define MOCK_ALIGN 256
 static size_t g_allocated;
 
 cudaError_t cudaMalloc(void **p, size_t n) {
-    unsigned char *b = imgd_malloc(MOCK_HDR + (n ? n : 1));
+    unsigned char *b = imgd_malloc(2 * MOCK_ALIGN + (n ? n : 1));
     *p               = NULL;
     if (!b) return cudaErrorMemoryAllocation;
-    memcpy(b, &n, sizeof n);
+    unsigned char *d = b + MOCK_ALIGN + (MOCK_ALIGN - (uintptr_t)b % MOCK_ALIGN) % MOCK_ALIGN;
+    memcpy(d - sizeof b - sizeof n, &b, sizeof b);
+    memcpy(d - sizeof n, &n, sizeof n);
     g_allocated += n;
-    *p = b + MOCK_HDR;
+    *p = d;
     return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
-    unsigned char *b = (unsigned char *)p - MOCK_HDR;
+    unsigned char *d = p, *b = NULL;
     size_t         n = 0;
-    memcpy(&n, b, sizeof n);
+    memcpy(&b, d - sizeof b - sizeof n, sizeof b);
+    memcpy(&n, d - sizeof n, sizeof n);
     g_allocated -= n;
     imgd_free(b);
     return cudaSuccess;
@@ -447,7 +451,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         fprintf(stderr, "mock cuBLASLt: a pointer is less aligned than the preference said\n");
         return CUBLAS_STATUS_EXECUTION_FAILED;
     }
-    if (C != D || lc != ldl) return CUBLAS_STATUS_NOT_SUPPORTED; /* what the backend uses */
+    if (lc != ldl) return CUBLAS_STATUS_NOT_SUPPORTED; /* what the backend uses */
     cublasOperation_t ta = (cublasOperation_t)d->data[MD_TA],
                       tb = (cublasOperation_t)d->data[MD_TB];
     cudaDataType_t at = (cudaDataType_t)la->data[LD_TYPE], ct = (cudaDataType_t)ldl->data[LD_TYPE];
@@ -472,6 +476,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         const char *pa  = (const char *)A + bt * (int64_t)la->data[LD_STRIDE] * (int64_t)es;
         const char *pb  = (const char *)B + bt * (int64_t)lb->data[LD_STRIDE] * (int64_t)es;
         char       *pd  = (char *)D + bt * (int64_t)ldl->data[LD_STRIDE] * (int64_t)cs;
+        const char *pc  = (const char *)C + bt * (int64_t)ldl->data[LD_STRIDE] * (int64_t)cs;
         int64_t     lda = (int64_t)la->data[LD_LD], ldb = (int64_t)lb->data[LD_LD];
         int64_t     ldd = (int64_t)ldl->data[LD_LD];
         for (int64_t i = 0; i < m; i++)
@@ -484,7 +489,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                 }
                 int64_t ci = i + j * ldd;
                 acc *= (double)al;
-                if (be != 0.0f) acc += (double)be * (double)ld(pd, ct, ci);
+                if (be != 0.0f) acc += (double)be * (double)ld(pc, ct, ci);
                 if (with_bias) acc += (double)ld(bias, ct, i);
                 st(pd, ct, ci, (float)acc);
             }

@@ -319,6 +319,25 @@ static imgd_tensor *b_linear(tctx *c) {
     return imgd_op_linear(c->g, x, w, bs);
 }
 
+/* A linear layer and a residual add (the cuda backend runs the add in the GEMM): y =
+ * linear(x) + r, or r + linear(x) (swap=1); r an input or an activation (act=1), of y's
+ * shape or a broadcast row (bcast=1: not fused); reuse=1: the linear's output is read again
+ * (not fused); post=1: the sum is read by a scale (so it is stored in the math type on
+ * cuda, as in a network). */
+static imgd_tensor *b_linres(tctx *c) {
+    int64_t      in = vi(c, "in", 40), out = vi(c, "out", 33), B = vi(c, "b", 2), L = vi(c, "l", 7);
+    imgd_tensor *x  = RND(c, IMGD_DTYPE_F32, B, L, in);
+    imgd_tensor *w  = RND(c, vtype(c, "type"), out, in);
+    imgd_tensor *bs = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, out) : NULL;
+    imgd_tensor *r =
+        vi(c, "bcast", 0) ? RND(c, IMGD_DTYPE_F32, out) : RND(c, IMGD_DTYPE_F32, B, L, out);
+    if (vi(c, "act", 0)) r = imgd_op_silu(c->g, r);
+    imgd_tensor *y = imgd_op_linear(c->g, x, w, bs);
+    imgd_tensor *s = vi(c, "swap", 0) ? imgd_op_add(c->g, r, y) : imgd_op_add(c->g, y, r);
+    if (vi(c, "reuse", 0)) s = imgd_op_add(c->g, s, y);
+    return vi(c, "post", 0) ? imgd_op_scale(c->g, s, 1.0f, 0.0f) : s;
+}
+
 static imgd_tensor *b_conv2d(tctx *c) {
     int64_t      n = vi(c, "n", 2), ch = vi(c, "c", 5), h = vi(c, "h", 17), w = vi(c, "w", 9);
     int64_t      oc = vi(c, "oc", 7), k = vi(c, "k", 3), kw = vi(c, "kw", k);
@@ -536,6 +555,13 @@ static const op_case k_cases[] = {
     {"matmul", b_matmul, "m=7,n=9,k=11,type=bf16,tb=1", 0},
     {"matmul", b_matmul, "m=16,n=16,k=0,bias=1", 0},
     {"matmul", b_linear, "in=40,out=33", 0},
+    {"linres", b_linres, "", 0},
+    {"linres", b_linres, "swap=1,act=1,bias=0", 0},
+    {"linres", b_linres, "act=1,type=f16,b=1,l=9", 0},
+    {"linres", b_linres, "bcast=1", 0},
+    {"linres", b_linres, "act=1,post=1", 0},
+    {"linres", b_linres, "act=1,post=1,swap=1,bias=0,b=3,l=5", 0},
+    {"linres", b_linres, "reuse=1,act=1", 0},
     {"matmul", b_linear, "in=40,out=33,b=3,l=1", 0},
     {"matmul", b_linear, "in=320,out=17,b=1,l=5,type=f16", 0},
     {"matmul", b_linear, "in=96,out=40,b=2,l=9,type=f16,act=1", 0},
@@ -679,14 +705,14 @@ static const be_config k_configs[] = {
     {"cuda-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0, false},
     /* operands rounded to 11 / 8 significant bits: NMSE ~1e-7 / ~1e-5 on these inputs */
-    {"cuda-f16", "cuda", "matmul,conv2d,attention,linear_quant,dequantize", NULL, IMGD_CPU_MATH_F32,
-     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-f16-old", "cuda", "matmul,conv2d,attention",
+    {"cuda-f16", "cuda", "matmul,linres,conv2d,attention,linear_quant,dequantize", NULL,
+     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-f16-old", "cuda", "matmul,linres,conv2d,attention",
      "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_LT=0",
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-f16-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-bf16", "cuda", "matmul,conv2d,attention,linear_quant,dequantize", NULL,
+    {"cuda-bf16", "cuda", "matmul,linres,conv2d,attention,linear_quant,dequantize", NULL,
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
     /* the chain's half-precision storage in bf16 */
     {"cuda-bf16-chain", "cuda", "chain", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,

@@ -430,7 +430,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 /* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     int conv_dnn = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0, direct = 0;
-    int converted = 0, lt = 0;
+    int converted = 0, lt = 0, res = 0;
     int casts = 0, skipped = 0, folded = 0, half = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n  = imgd_graph_exec_node(g, i);
@@ -452,6 +452,7 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         folded += ns->folded;
         half += ns->half_dt != 0;
         lt += ns->lt_bias != NULL;
+        res += ns->res_add != NULL;
         for (int s = 0; s < 2; s++) {
             direct += ns->cnst[s] && !ns->owned[s];
             converted += ns->owned[s] != NULL;
@@ -462,10 +463,10 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d wmma + "
         "%d gemm + %d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
         "skipped; %d constants folded at plan; %d activations stored in the math type; %d GEMMs "
-        "with the bias in the cuBLASLt epilogue\n",
+        "with the bias in the cuBLASLt epilogue; %d residual adds run in their GEMM\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
         conv_col, att_wmma, att_gemm, att_flash, direct, converted, skipped, casts, folded, half,
-        lt);
+        lt, res);
 }
 
 static int cmp_ptr(const void *a, const void *b) {
@@ -545,6 +546,7 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
         if (n->op == IMGD_OP_MATMUL || n->op == IMGD_OP_LINEAR_QUANT)
             st = cuda_gemm_bias_prepare(cb, n);
     }
+    if (st == IMGD_OK) cuda_plan_residuals(cb, g);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: preparing constants");
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
     if (cb->verbose) report_paths(cb, g);
@@ -554,7 +556,7 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
 /* ---- vtable: run -------------------------------------------------------------------------- */
 
 imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *what) {
-    if (cuda_node_of(n) && cuda_node_of(n)->folded) return IMGD_OK;
+    if (cuda_node_of(n) && (cuda_node_of(n)->folded || cuda_node_of(n)->gemm_done)) return IMGD_OK;
     switch (n->op) {
     case IMGD_OP_DEQUANTIZE: /* a graph output (others are folded) */
         return cuda_dequant(cb, n->src[0], cuda_dptr(n->src[0]), n->data, cuda_cuk_of(n), what);

@@ -4,9 +4,10 @@
  * checks the device's free memory first and fails with the numbers (IMGD_E_NOMEM) when the
  * weights or the activations do not fit. Weights the graph reads are uploaded once, in
  * prepare (imgd_graph_plan), into device copies shared by every plan over the same host
- * bytes and kept until the last such graph is released or re-planned; small constants (casts of weights up to 1M elements) and dequantized weights
- * are computed once there too. Inputs are staged in pinned memory and uploaded at every compute;
- * outputs are read back through pinned memory with imgd_graph_read_f32 (the read hook).
+ * bytes and kept until the last such graph is released or re-planned; small constants (casts of
+ * weights up to 1M elements) and dequantized weights are computed once there too. Inputs are staged
+ * in pinned memory and uploaded at every compute; outputs are read back through pinned memory with
+ * imgd_graph_read_f32 (the read hook).
  *
  * Kernels: cuBLAS GEMMs for matmul, cuDNN (or im2col + cuBLAS) for conv2d, and for attention
  * a tensor-core flash kernel (f16/bf16), batched cuBLAS GEMMs, or an f32 online-softmax

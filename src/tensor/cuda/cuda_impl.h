@@ -36,6 +36,20 @@ typedef struct cuda_replay {
 
 /* A weight's device copy, shared by every plan whose leaf has the same host bytes (address,
  * size and a sampled fingerprint), e.g. the tile graphs of a tiled VAE decode. */
+/* What selects a cuBLASLt algorithm: everything but the addresses, and their alignments. */
+typedef struct cuda_lt_key {
+    int64_t  m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, batches;
+    int32_t  op_a, op_b, math, dt, epi, residual;
+    uint32_t al_a, al_b, al_c, al_d;
+} cuda_lt_key;
+
+/* A cached cuBLASLt algorithm choice (matmul.c). */
+typedef struct cuda_lt_entry {
+    bool                 used, ok; /* ok: an algorithm was found for key */
+    cuda_lt_key          key;
+    cublasLtMatmulAlgo_t algo;
+} cuda_lt_entry;
+
 typedef struct cuda_weight {
     const void *host;
     size_t      nbytes;
@@ -43,6 +57,9 @@ typedef struct cuda_weight {
     void       *dev;
     uint32_t    refs; /* plans holding it; freed at 0 */
 } cuda_weight;
+
+/* cuBLASLt algorithms remembered per backend (matmul.c lt_algo). */
+#define CUDA_LT_CACHE 128
 
 /* The cuBLAS / cuBLASLt workspace (what cuBLAS asks for on Hopper). */
 #define CUDA_BLAS_WS ((size_t)32 << 20)
@@ -80,8 +97,10 @@ typedef struct cuda_backend {
                             activations are stored in the math type (half the memory
                             traffic; GEMMs and attention read them without conversion); graph
                             outputs, constants and a few raw-f32 operands stay f32 */
-    cuda_weight *wts;    /* uploaded weights (backend.c) */
-    size_t       n_wts, cap_wts;
+    cuda_weight  *wts;   /* uploaded weights (backend.c) */
+    size_t        n_wts, cap_wts;
+    cuda_lt_entry lt_cache[CUDA_LT_CACHE]; /* cuBLASLt algorithms (matmul.c) */
+    int           lt_next;                 /* the entry the next new key replaces */
     /* exec.c state */
     cuda_replay  replay[CUDA_REPLAY_MAX];
     uint64_t     clock;
@@ -102,27 +121,32 @@ typedef struct cuda_backend {
 /* Per-node state of an executed node (its backend_data; leaves hold a device pointer
  * instead). Created by prepare, freed by release. */
 typedef struct cuda_node {
-    void *dev;             /* owned device memory: a folded DEQUANTIZE's or CAST's result */
-    bool  folded;          /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
-                              computed at plan time; readers get dev (cuda_dptr), runs skip it */
-    bool    is_out;        /* the graph output is this node or a view of it (never folded) */
-    int32_t half_dt;       /* 0: stored as its graph dtype; CUK_F16 / CUK_BF16: an f32
-                              activation stored in the math type (cuda_backend.half_act) */
-    const void *cnst[2];   /* matmul/conv2d: device address of operand s (src[s]'s first
-                              element) as a constant in the GEMM type, or NULL: converted per
-                              run (f16/bf16 math) or read as is (f32) */
-    void       *owned[2];  /* device memory behind cnst[s] when converted at plan time */
-    const void *lt_bias;   /* matmul / linear_quant: the constant bias in the output's storage
-                              type, for the cuBLASLt epilogue (NULL: prefilled, cublasGemmEx) */
-    void   *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
-    int32_t lt_bias_dt;    /* its cuk_dtype */
-    bool    skip;          /* a CAST that only GEMMs reading its weight directly consume */
-    bool    needed;        /* prepare: a CAST some node reads as data */
-    bool    cudnn;         /* conv2d through cuDNN (descriptors below are set) */
-    bool    attn_gemm;     /* attention through attention_gemm.c */
-    bool    attn_wmma;     /* attention through attention_wmma.cu */
-    int32_t algo;          /* cudnnConvolutionFwdAlgo_t */
-    size_t  ws_bytes;      /* cuDNN workspace, at the end of the node's scratch */
+    void *dev;            /* owned device memory: a folded DEQUANTIZE's or CAST's result */
+    bool  folded;         /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
+                             computed at plan time; readers get dev (cuda_dptr), runs skip it */
+    bool    is_out;       /* the graph output is this node or a view of it (never folded) */
+    int32_t half_dt;      /* 0: stored as its graph dtype; CUK_F16 / CUK_BF16: an f32
+                             activation stored in the math type (cuda_backend.half_act) */
+    const void *cnst[2];  /* matmul/conv2d: device address of operand s (src[s]'s first
+                             element) as a constant in the GEMM type, or NULL: converted per
+                             run (f16/bf16 math) or read as is (f32) */
+    void       *owned[2]; /* device memory behind cnst[s] when converted at plan time */
+    const void *lt_bias;  /* matmul / linear_quant: the constant bias in the output's storage
+                             type, for the cuBLASLt epilogue (NULL: prefilled, cublasGemmEx) */
+    void              *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
+    int32_t            lt_bias_dt;    /* its cuk_dtype */
+    const imgd_tensor *res_add;       /* matmul: the ADD right after it that is its only reader, run
+                                         in its GEMM (output D = the add's, residual C = the add's
+                                         other operand) when cuBLASLt can; NULL: none */
+    int32_t res_src;                  /* the residual's src index in res_add */
+    bool    gemm_done;                /* ADD: this run's result was written by the GEMM before */
+    bool    skip;      /* a CAST that only GEMMs reading its weight directly consume */
+    bool    needed;    /* prepare: a CAST some node reads as data */
+    bool    cudnn;     /* conv2d through cuDNN (descriptors below are set) */
+    bool    attn_gemm; /* attention through attention_gemm.c */
+    bool    attn_wmma; /* attention through attention_wmma.cu */
+    int32_t algo;      /* cudnnConvolutionFwdAlgo_t */
+    size_t  ws_bytes;  /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN
     cudnnTensorDescriptor_t      xd, yd;
     cudnnFilterDescriptor_t      wd;
@@ -237,18 +261,27 @@ imgd_status cuda_gemm_t(cuda_backend *cb, cublasOperation_t op_a, cublasOperatio
                         int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
                         void *C, cudaDataType_t ct, int64_t ldc, int64_t stride_c, int64_t batches,
                         const char *what);
-/* Column-major C = op_a(A) op_b(B) + bias (bias[i] added to row i of C, type of C) over
- * `batches` strided batches through cuBLASLt, with the bias in the epilogue. Sets *ran to
- * false without failing when cuBLASLt has no algorithm for it (the caller then uses
- * cuda_gemm_t). */
-imgd_status cuda_gemm_bias(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b,
-                           int64_t m, int64_t n, int64_t k, const void *A, int64_t lda,
-                           int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b,
-                           const void *bias, void *C, cudaDataType_t ct, int64_t ldc,
-                           int64_t stride_c, int64_t batches, bool *ran, const char *what);
+/* A cuBLASLt GEMM, column-major: D = op_a(A) op_b(B) [+ C] [+ bias] over `batches` strided
+ * batches; A and B in the GEMM operand type; C (a residual read with D's layout; may be D),
+ * D and bias (bias[i] added to row i) of type dt. */
+typedef struct cuda_lt_args {
+    cublasOperation_t op_a, op_b;
+    int64_t           m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, batches;
+    const void       *A, *B;
+    const void       *bias; /* NULL: no bias */
+    const void       *C;    /* NULL: no residual */
+    void             *D;
+    cudaDataType_t    dt;
+} cuda_lt_args;
+/* Runs g through cuBLASLt (bias in the epilogue, residual as beta = 1). Sets *ran to false
+ * without failing when cuBLASLt has no algorithm for it (the caller then uses cuda_gemm_t). */
+imgd_status cuda_gemm_lt(cuda_backend *cb, const cuda_lt_args *g, bool *ran, const char *what);
 /* After plan_storage: gives matmul / linear_quant node n with a constant bias its copy in n's
  * storage type (cuda_node.lt_bias) when cb->use_lt. */
 imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n);
+/* After cuda_gemm_bias_prepare: pairs each matmul with the ADD that follows it in the run
+ * order and is its only reader (cuda_node.res_add), when cb->use_lt. */
+void cuda_plan_residuals(cuda_backend *cb, imgd_graph *g);
 /* cuda_gemm_a with alpha = 1. */
 imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
                       int64_t n, int64_t k, const void *A, int64_t lda, int64_t stride_a,

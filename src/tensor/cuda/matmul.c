@@ -6,6 +6,7 @@
  * C^T = B^T A^T, i.e. gemm(m = N, n = M, k = K, "A" = B, "B" = A). Each row-major operand is
  * presented either as-is or transposed, whichever of its last two dims has unit stride. */
 #include <limits.h>
+#include <string.h>
 
 #include "base/error.h"
 #include "base/text.h"
@@ -184,23 +185,88 @@ static cublasStatus_t lt_layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int
                                             &stride, sizeof stride);
 }
 
-imgd_status cuda_gemm_bias(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b,
-                           int64_t m, int64_t n, int64_t k, const void *A, int64_t lda,
-                           int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b,
-                           const void *bias, void *C, cudaDataType_t ct, int64_t ldc,
-                           int64_t stride_c, int64_t batches, bool *ran, const char *what) {
-    cublasLtMatmulDesc_t            op = NULL;
-    cublasLtMatrixLayout_t          la = NULL, lb = NULL, lc = NULL;
+/* The algorithm cuBLASLt's heuristic picked for key (cached per backend: a plan's first run
+ * asks, later eager runs and other plans of the same shapes reuse it), or false when it has
+ * none for it (the caller takes cublasGemmEx). */
+static cublasStatus_t lt_algo(cuda_backend *cb, const cuda_lt_key *key, cublasLtMatmulDesc_t op,
+                              cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                              cublasLtMatrixLayout_t lc, cublasLtMatmulAlgo_t *algo, bool *found) {
+    for (int i = 0; i < CUDA_LT_CACHE; i++) {
+        if (cb->lt_cache[i].used && memcmp(&cb->lt_cache[i].key, key, sizeof *key) == 0) {
+            *found = cb->lt_cache[i].ok;
+            *algo  = cb->lt_cache[i].algo;
+            return CUBLAS_STATUS_SUCCESS;
+        }
+    }
     cublasLtMatmulPreference_t      pref = NULL;
     cublasLtMatmulHeuristicResult_t res;
-    cudaDataType_t                  t   = cuda_math_type(cb);
-    cublasLtEpilogue_t              epi = CUBLASLT_EPILOGUE_BIAS;
-    int32_t                         bt = (int32_t)ct, ta = (int32_t)op_a, tb = (int32_t)op_b;
-    uint64_t                        ws   = CUDA_BLAS_WS;
-    uint32_t                        al_a = ptr_align(A), al_b = ptr_align(B), al_c = ptr_align(C);
+    uint64_t                        ws    = CUDA_BLAS_WS;
     int                             n_res = 0;
-    const char                     *call  = "cublasLtMatmulDescCreate";
-    float                           alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t                  s     = cublasLtMatmulPreferenceCreate(&pref);
+    const struct {
+        cublasLtMatmulPreferenceAttributes_t a;
+        uint32_t                             v;
+    } al[] = {{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key->al_a},
+              {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key->al_b},
+              {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key->al_c},
+              {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key->al_d}};
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &ws, sizeof ws);
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(al) && s == CUBLAS_STATUS_SUCCESS; i++)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, al[i].a, &al[i].v, sizeof al[i].v);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulAlgoGetHeuristic(cb->lt, op, la, lb, lc, lc, pref, 1, &res, &n_res);
+    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && n_res < 1)) {
+        s     = CUBLAS_STATUS_SUCCESS;
+        n_res = 0;
+    }
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    *found = n_res > 0;
+    if (*found) *algo = res.algo;
+    cuda_lt_entry *e = &cb->lt_cache[cb->lt_next];
+    cb->lt_next      = (cb->lt_next + 1) % CUDA_LT_CACHE;
+    e->used          = true;
+    e->key           = *key;
+    e->ok            = *found;
+    if (*found) e->algo = res.algo;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+imgd_status cuda_gemm_lt(cuda_backend *cb, const cuda_lt_args *g, bool *ran, const char *what) {
+    cublasLtMatmulDesc_t   op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulAlgo_t   algo;
+    cudaDataType_t         t   = cuda_math_type(cb);
+    cublasLtEpilogue_t     epi = g->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    int32_t                bt = (int32_t)g->dt, ta = (int32_t)g->op_a, tb = (int32_t)g->op_b;
+    const void            *C     = g->C ? g->C : g->D;
+    float                  alpha = 1.0f, beta = g->C ? 1.0f : 0.0f;
+    bool                   found = false;
+    const char            *call  = "cublasLtMatmulDescCreate";
+    cuda_lt_key            key;
+    memset(&key, 0, sizeof key); /* padding too: the cache compares bytes */
+    key.m            = g->m;
+    key.n            = g->n;
+    key.k            = g->k;
+    key.lda          = g->lda;
+    key.ldb          = g->ldb;
+    key.ldc          = g->ldc;
+    key.stride_a     = g->stride_a;
+    key.stride_b     = g->stride_b;
+    key.stride_c     = g->stride_c;
+    key.batches      = g->batches;
+    key.op_a         = ta;
+    key.op_b         = tb;
+    key.math         = (int32_t)t;
+    key.dt           = bt;
+    key.epi          = (int32_t)epi;
+    key.residual     = g->C != NULL;
+    key.al_a         = ptr_align(g->A);
+    key.al_b         = ptr_align(g->B);
+    key.al_c         = ptr_align(C);
+    key.al_d         = ptr_align(g->D);
     *ran             = false;
     cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
 #define LT_STEP(c)                                                                                 \
@@ -213,42 +279,27 @@ imgd_status cuda_gemm_bias(cuda_backend *cb, cublasOperation_t op_a, cublasOpera
     LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-    LT_STEP(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    LT_STEP(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-    LT_STEP(lt_layout(&la, t, op_a == CUBLAS_OP_N ? m : k, op_a == CUBLAS_OP_N ? k : m, lda,
-                      batches, stride_a));
-    LT_STEP(lt_layout(&lb, t, op_b == CUBLAS_OP_N ? k : n, op_b == CUBLAS_OP_N ? n : k, ldb,
-                      batches, stride_b));
-    LT_STEP(lt_layout(&lc, ct, m, n, ldc, batches, stride_c));
-    LT_STEP(cublasLtMatmulPreferenceCreate(&pref));
-    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                 &ws, sizeof ws));
-    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                 &al_a, sizeof al_a));
-    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                 &al_b, sizeof al_b));
-    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                 &al_c, sizeof al_c));
-    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                 &al_c, sizeof al_c));
-    if (s == CUBLAS_STATUS_SUCCESS) {
-        /* no algorithm (NOT_SUPPORTED or none returned): the caller takes cublasGemmEx */
-        s = cublasLtMatmulAlgoGetHeuristic(cb->lt, op, la, lb, lc, lc, pref, 1, &res, &n_res);
-        if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && n_res < 1)) {
-            s     = CUBLAS_STATUS_SUCCESS;
-            n_res = 0;
-        }
-        call = "cublasLtMatmulAlgoGetHeuristic";
+    if (g->bias) {
+        LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias,
+                                               sizeof g->bias));
+        LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
+                                               sizeof bt));
     }
-    if (s == CUBLAS_STATUS_SUCCESS && n_res > 0) {
-        LT_STEP(cublasLtMatmul(cb->lt, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &res.algo,
-                               cb->blas_ws, CUDA_BLAS_WS, cb->stream));
+    LT_STEP(lt_layout(&la, t, g->op_a == CUBLAS_OP_N ? g->m : g->k,
+                      g->op_a == CUBLAS_OP_N ? g->k : g->m, g->lda, g->batches, g->stride_a));
+    LT_STEP(lt_layout(&lb, t, g->op_b == CUBLAS_OP_N ? g->k : g->n,
+                      g->op_b == CUBLAS_OP_N ? g->n : g->k, g->ldb, g->batches, g->stride_b));
+    LT_STEP(lt_layout(&lc, g->dt, g->m, g->n, g->ldc, g->batches, g->stride_c));
+    if (s == CUBLAS_STATUS_SUCCESS) {
+        call = "cublasLtMatmulAlgoGetHeuristic";
+        s    = lt_algo(cb, &key, op, la, lb, lc, &algo, &found);
+    }
+    if (s == CUBLAS_STATUS_SUCCESS && found) {
+        LT_STEP(cublasLtMatmul(cb->lt, op, &alpha, g->A, la, g->B, lb, &beta, C, lc, g->D, lc,
+                               &algo, cb->blas_ws, CUDA_BLAS_WS, cb->stream));
         *ran = s == CUBLAS_STATUS_SUCCESS;
     }
 #undef LT_STEP
-    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
     if (lc) (void)cublasLtMatrixLayoutDestroy(lc);
     if (lb) (void)cublasLtMatrixLayoutDestroy(lb);
     if (la) (void)cublasLtMatrixLayoutDestroy(la);
@@ -347,6 +398,42 @@ imgd_status cuda_resolve_const(cuda_backend *cb, imgd_tensor *n, int s) {
     return IMGD_OK;
 }
 
+/* How many times node n's storage is read: by exec nodes' sources and as a graph output. */
+static size_t readers(imgd_graph *g, const imgd_tensor *n) {
+    size_t k = 0;
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        const imgd_tensor *e = imgd_graph_exec_node(g, i);
+        for (int s = 0; s < IMGD_TENSOR_SRC_MAX; s++) k += e->src[s] && e->src[s]->storage == n;
+    }
+    for (size_t i = 0; i < imgd_graph_tensor_count(g); i++) {
+        const imgd_tensor *t = imgd_graph_tensor(g, i);
+        k += t->is_output && t->storage == n;
+    }
+    return k;
+}
+
+void cuda_plan_residuals(cuda_backend *cb, imgd_graph *g) {
+    if (!cb->use_lt) return;
+    for (size_t i = 0; i + 1 < imgd_graph_exec_count(g); i++) {
+        imgd_tensor *n = imgd_graph_exec_node(g, i), *add = imgd_graph_exec_node(g, i + 1);
+        cuda_node   *ns = cuda_node_of(n), *as = cuda_node_of(add);
+        if (n->op != IMGD_OP_MATMUL || add->op != IMGD_OP_ADD || !ns || !as || ns->is_out ||
+            ns->folded || as->folded || n->storage != n || add->storage != add)
+            continue;
+        int s = add->src[0] == n ? 1 : add->src[1] == n ? 0 : -1;
+        if (s < 0 || add->src[s]->storage == n || readers(g, n) != 1) continue;
+        const imgd_tensor *r = add->src[s];
+        if (!imgd_tensor_same_shape(r, add) || !imgd_tensor_same_shape(n, add) ||
+            !imgd_tensor_is_contiguous(r) || !imgd_tensor_is_contiguous(add) ||
+            cuda_cuk_of(r) != cuda_cuk_of(add) ||
+            (n->src[2] && (!ns->lt_bias || ns->lt_bias_dt != cuda_cuk_of(add))))
+            continue;
+        ns->res_add     = add;
+        ns->res_src     = s;
+        add->plan_early = true; /* nothing the GEMM reads may share its memory */
+    }
+}
+
 /* ---- matmul --------------------------------------------------------------------------------- */
 
 bool cuda_matmul_supported(const imgd_tensor *n) {
@@ -372,6 +459,39 @@ imgd_status cuda_matmul_prepare(cuda_backend *cb, imgd_tensor *n) {
     }
     n->scratch_bytes = operand_scratch(cb, n, 0) + operand_scratch(cb, n, 1);
     return IMGD_OK;
+}
+
+/* Whether byte ranges [a, a + na) and [b, b + nb) overlap. */
+static bool overlaps(const void *a, size_t na, const void *b, size_t nb) {
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return na && nb && x < y + nb && y < x + na;
+}
+
+/* Matmul n fused with the ADD after it (cuda_node.res_add): lt (n's GEMM, D = n's output)
+ * is run with D = the add's output and C = its other operand, when nothing the GEMM reads
+ * (operands pa / pb as stored, scratch) lies in the add's output; sets the add's gemm_done. */
+static imgd_status residual_gemm(cuda_backend *cb, const imgd_tensor *n, cuda_lt_args *lt,
+                                 const void *pa, const void *pb, bool *ran, const char *what) {
+    const cuda_node   *ns  = cuda_node_of(n);
+    const imgd_tensor *add = ns->res_add, *r = add->src[ns->res_src];
+    cuda_node         *as = cuda_node_of(add);
+    void              *D  = cuda_dptr(add);
+    size_t             nd = cuda_store_bytes(add);
+    const void        *C  = cuda_dptr(r);
+    as->gemm_done         = false;
+    *ran                  = false;
+    if (overlaps(D, nd, pa, cuda_store_bytes(n->src[0]->storage)) ||
+        overlaps(D, nd, pb, cuda_store_bytes(n->src[1]->storage)) ||
+        overlaps(D, nd, n->scratch, n->scratch_bytes) || (C != D && overlaps(D, nd, C, nd)))
+        return IMGD_OK;
+    cuda_lt_args f = *lt;
+    f.D            = D;
+    f.C            = C;
+    f.bias         = ns->lt_bias;
+    f.dt           = cuda_cuk_of(add) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
+    imgd_status st = cuda_gemm_lt(cb, &f, ran, what);
+    as->gemm_done  = st == IMGD_OK && *ran;
+    return st;
 }
 
 /* A contiguous row-major descriptor of t's shape (for an operand copied into scratch). */
@@ -455,11 +575,18 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
         rows = g.M * nb;
         nb   = 1;
     }
-    if (ns && ns->lt_bias && uniform && g.K > 0) {
+    cuda_lt_args lt = {g.op_a, g.op_b,     g.N, rows, g.K, g.ld_a, g.ld_b, g.N, sa,
+                       sb,     rows * g.N, nb,  A,    B,   NULL,   NULL,   C,   ct};
+    if (ns && ns->res_add && uniform && g.K > 0 && (!n->src[2] || ns->lt_bias)) {
+        /* the add after this GEMM: its output written here, its residual as C */
         bool        ran = false;
-        imgd_status ls =
-            cuda_gemm_bias(cb, g.op_a, g.op_b, g.N, rows, g.K, A, g.ld_a, sa, B, g.ld_b, sb,
-                           ns->lt_bias, C, ct, g.N, rows * g.N, nb, &ran, what);
+        imgd_status ls  = residual_gemm(cb, n, &lt, pa, pb, &ran, what);
+        if (ls != IMGD_OK || ran) return ls;
+    }
+    if (ns && ns->lt_bias && uniform && g.K > 0) {
+        bool ran       = false;
+        lt.bias        = ns->lt_bias;
+        imgd_status ls = cuda_gemm_lt(cb, &lt, &ran, what);
         if (ls != IMGD_OK || ran) return ls;
     }
     float       beta = 0.0f;

@@ -111,11 +111,27 @@ static imgd_status lq_tiles(cuda_backend *cb, const imgd_tensor *n, const void *
             cuda_dequant(cb, &part, wq + (size_t)n0 * row, tile, cuda_math_cuk(cb), what);
         if (st != IMGD_OK) return st;
         /* column-major y^T [N, M] (ld N), rows n0.. = tile [t, K] x^T */
-        if (bias)
-            st = cuda_gemm_bias(cb, CUBLAS_OP_T, CUBLAS_OP_N, t, M, K, tile, K, 0, px, K, 0,
-                                bias + (size_t)n0 * ces, y + (size_t)n0 * ces, ct, N, 0, 1, ran,
-                                what);
-        else
+        if (bias) {
+            cuda_lt_args lt = {CUBLAS_OP_T,
+                               CUBLAS_OP_N,
+                               t,
+                               M,
+                               K,
+                               K,
+                               K,
+                               N,
+                               0,
+                               0,
+                               0,
+                               1,
+                               tile,
+                               px,
+                               bias + (size_t)n0 * ces,
+                               NULL,
+                               y + (size_t)n0 * ces,
+                               ct};
+            st              = cuda_gemm_lt(cb, &lt, ran, what);
+        } else
             st = cuda_gemm_t(cb, CUBLAS_OP_T, CUBLAS_OP_N, t, M, K, 1.0f, tile, K, 0, px, K, 0,
                              beta, y + (size_t)n0 * ces, ct, N, 0, 1, what);
         if (st != IMGD_OK) return st;
