@@ -14,7 +14,12 @@
  * Not real size, and not run: the text encoders (random embeddings shaped like T5-XXL's
  * output [1, 512, 4096] and CLIP-L's pooled output [1, 768] go straight to the transformer
  * through pipeline/flux_gen.h). The VAE only with --vae: a random FLUX VAE of the real size
- * (ae.safetensors layout, BF16) decodes each size once after the steps. */
+ * (ae.safetensors layout, BF16) decodes each size once after the steps.
+ *
+ * --backend cuda (builds with the CUDA toolkit; --precision bf16 by default, f32 or bf16; f16
+ * runs bf16 as the pipeline does, FLUX overflows f16): the weights stay in their Q8_0 blocks
+ * on the device (linear_quant), and the transformer's TFLOP/s is reported beside the card's
+ * cuBLASLt fp16 GEMM peak, with the peak device memory in use. */
 #include "models/flux.h"
 
 #include <math.h>
@@ -36,6 +41,9 @@
 #include "models/wbind.h"
 #include "pipeline/flux_gen.h"
 #include "tensor/backend.h"
+#ifdef IMGD_HAVE_CUDA
+#    include "tensor/cuda/cuda.h"
+#endif
 
 #define BENCH "flux"
 
@@ -45,7 +53,9 @@ typedef struct opts {
     int32_t     steps, txt_len;
     uint32_t    threads;
     bool        keep;
-    bool        vae; /* also write a random FLUX VAE (ae.safetensors layout) and decode */
+    bool        vae;       /* also write a random FLUX VAE (ae.safetensors layout) and decode */
+    const char *backend;   /* cpu (default) or cuda */
+    const char *precision; /* cuda: f32 | bf16 (default) | f16 (runs bf16) */
 } opts;
 
 static int parse(int argc, char **argv, opts *o) {
@@ -79,11 +89,25 @@ static int parse(int argc, char **argv, opts *o) {
             o->txt_len = (int32_t)strtol(v, NULL, 10);
         else if (strcmp(a, "--threads") == 0)
             o->threads = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(a, "--backend") == 0)
+            o->backend = v;
+        else if (strcmp(a, "--precision") == 0)
+            o->precision = v;
         else {
             fprintf(stderr, "imgd-bench sd --family flux: unknown option %s\n", a);
             return -1;
         }
         i++;
+    }
+    if (o->backend && strcmp(o->backend, "cpu") != 0 && strcmp(o->backend, "cuda") != 0) {
+        fprintf(stderr, "imgd-bench sd --family flux: --backend cpu|cuda, not '%s'\n", o->backend);
+        return -1;
+    }
+    if (o->precision && strcmp(o->precision, "f32") != 0 && strcmp(o->precision, "bf16") != 0 &&
+        strcmp(o->precision, "f16") != 0) {
+        fprintf(stderr, "imgd-bench sd --family flux: --precision f32|bf16|f16, not '%s'\n",
+                o->precision);
+        return -1;
     }
     if (o->steps < 1 || o->steps > 1000 || o->txt_len < 1 || o->txt_len > 4096 ||
         (o->size && (o->size < 16 || o->size > 8192 || o->size % 16))) {
@@ -306,6 +330,7 @@ static void rss_now(double *anon, double *file) {
 
 typedef struct step_clock {
     double t_last, anon_max, file_max;
+    double vram_max; /* cuda: device memory in use (total - free), bytes */
 } step_clock;
 
 static imgd_status on_step(void *user, int32_t step, int32_t steps, float *x, size_t n) {
@@ -314,6 +339,12 @@ static imgd_status on_step(void *user, int32_t step, int32_t steps, float *x, si
     (void)x;
     (void)n;
     rss_now(&a, &f);
+#ifdef IMGD_HAVE_CUDA
+    size_t fr = 0, tot = 0;
+    if (imgd_cuda_device_count() > 0 && imgd_cuda_mem_info(&fr, &tot) == IMGD_OK &&
+        (double)(tot - fr) > c->vram_max)
+        c->vram_max = (double)(tot - fr);
+#endif
     c->anon_max = a > c->anon_max ? a : c->anon_max;
     c->file_max = f > c->file_max ? f : c->file_max;
     fprintf(stderr, "  step %d/%d  %.1fs  (anon %.2f GiB, file-backed %.2f GiB)\n", (int)step + 1,
@@ -327,7 +358,8 @@ typedef struct run_ctx {
     imgd_wbind          *wb;
     const imgd_flux_cfg *cfg;
     imgd_backend        *be;
-    double               wbytes, peak;
+    double               wbytes, peak; /* peak: GFLOP/s (cpu) or fp16 TFLOP/s (cuda) */
+    bool                 cuda;
     imgd_wbind          *vae; /* NULL: no decode */
     const imgd_vae_cfg  *vae_cfg;
 } run_ctx;
@@ -339,7 +371,7 @@ static int run_size(const run_ctx *r, int32_t px, const float *emb, const float 
     imgd_flux_gen_params p   = imgd_flux_gen_params_default();
     float               *lat = imgd_malloc((size_t)(B * N * 64) * sizeof *lat);
     float *img = r->vae ? imgd_malloc((size_t)B * 3 * (size_t)px * (size_t)px * sizeof *img) : NULL;
-    step_clock sc = {0, 0, 0};
+    step_clock sc = {0, 0, 0, 0};
     char       k[64];
     int        rc = lat && (img || !r->vae) ? 0 : 1;
     p.transformer = r->wb;
@@ -382,7 +414,14 @@ static int run_size(const run_ctx *r, int32_t px, const float *emb, const float 
     } while (0)
         EMIT("plan_s", t_plan, "s", NULL, 0);
         EMIT("transformer_step_s", step, "s", NULL, 0);
-        EMIT("transformer_gflops", gf, "GFLOP/s", "gemm_peak", r->peak > 0 ? gf / r->peak : 0);
+        if (r->cuda) {
+            EMIT("transformer_tflops", gf / 1e3, "TFLOP/s", "gemm_f16_peak",
+                 r->peak > 0 ? gf / 1e3 / r->peak : 0);
+            EMIT("peak_vram_gib", sc.vram_max / 1073741824.0, "GiB", "weights_file",
+                 sc.vram_max / r->wbytes);
+        } else {
+            EMIT("transformer_gflops", gf, "GFLOP/s", "gemm_peak", r->peak > 0 ? gf / r->peak : 0);
+        }
         if (img) EMIT("vae_decode_s", t_end - sc.t_last, "s", NULL, 0);
         EMIT("peak_rss_gib", rss / 1073741824.0, "GiB", "weights_file", rss / r->wbytes);
         EMIT("rss_anon_gib", sc.anon_max / 1073741824.0, "GiB", NULL, 0);
@@ -457,6 +496,19 @@ int bench_sd_flux(int argc, char **argv) {
     opts o;
     if (parse(argc, argv, &o) != 0) return 2;
     imgd_log_level_set(IMGD_LOG_WARN);
+    bool cuda = o.backend && strcmp(o.backend, "cuda") == 0;
+#ifdef IMGD_HAVE_CUDA
+    if (cuda && imgd_cuda_device_count() < 1) { /* before 12.7 GB are written for nothing */
+        fprintf(stderr, "imgd-bench sd --family flux: --backend cuda: no CUDA device here\n");
+        return 1;
+    }
+#else
+    if (cuda) {
+        fprintf(stderr, "imgd-bench sd --family flux: this build has no CUDA backend "
+                        "(configure with -DIMGD_CUDA=ON)\n");
+        return 1;
+    }
+#endif
     char  root[1024], path[1200];
     wlist l   = {0};
     int   rc  = flux_dev_tensors(&l);
@@ -506,8 +558,20 @@ int bench_sd_flux(int argc, char **argv) {
     }
     imgd_free(l.t);
 
-    double peak = rc ? 0 : bench_gemm_peak_gflops(o.threads);
-    if (!rc) bench_emit(BENCH, "gemm_peak_gflops", peak, "GFLOP/s", NULL, 0);
+    double peak = 0;
+#ifdef IMGD_HAVE_CUDA
+    if (!rc && cuda) {
+        char dev[256];
+        imgd_cuda_device_name(dev, sizeof dev);
+        printf("# device: %s\n", dev[0] ? dev : "(unknown)");
+        if (imgd_cuda_gemm_f16_tflops(8192, 8192, 8192, 20, &peak) != IMGD_OK) peak = 0;
+        bench_emit(BENCH, "gemm_f16_peak_tflops", peak, "TFLOP/s", NULL, 0);
+    }
+#endif
+    if (!rc && !cuda) {
+        peak = bench_gemm_peak_gflops(o.threads);
+        bench_emit(BENCH, "gemm_peak_gflops", peak, "GFLOP/s", NULL, 0);
+    }
 
     imgd_weights       *w  = NULL;
     imgd_model_info    *mi = NULL;
@@ -516,10 +580,12 @@ int bench_sd_flux(int argc, char **argv) {
     imgd_flux_cfg       cfg;
     imgd_backend_params bp = imgd_backend_params_default();
     bp.n_threads           = o.threads;
-    t0                     = bench_now();
+    bp.gpu_math =
+        o.precision && strcmp(o.precision, "f32") == 0 ? IMGD_GPU_MATH_F32 : IMGD_GPU_MATH_BF16;
+    t0 = bench_now();
     if (!rc) rc = load(path, &w, &mi, &wb, &cfg);
     double t_load = bench_now() - t0;
-    if (!rc && imgd_backend_new("cpu", &bp, &be) != IMGD_OK) {
+    if (!rc && imgd_backend_new(cuda ? "cuda" : "cpu", &bp, &be) != IMGD_OK) {
         fprintf(stderr, "imgd-bench sd --family flux: %s\n", imgd_last_error());
         rc = 1;
     }
@@ -542,7 +608,7 @@ int bench_sd_flux(int argc, char **argv) {
     if (!rc && (!emb || !pooled)) rc = 1;
     for (size_t i = 0; !rc && i < T * 4096; i++) emb[i] = urand() * 0.5f;
     for (size_t i = 0; !rc && i < 768; i++) pooled[i] = urand();
-    run_ctx r = {&o, wb, &cfg, be, wbytes, peak, vwb, &vcfg};
+    run_ctx r = {&o, wb, &cfg, be, wbytes, peak, cuda, vwb, &vcfg};
     if (!rc && (o.size == 0 || o.size != 1024))
         rc = run_size(&r, o.size ? o.size : 512, emb, pooled);
     if (!rc && (o.size == 0 || o.size == 1024)) rc = run_size(&r, 1024, emb, pooled);

@@ -13,6 +13,8 @@
 #      per op kind), then the same with the fast paths off (IMGD_CUDA_CUDNN=0
 #      IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0
 #      IMGD_CUDA_LT=0)
+#   5. imgd-bench sd --family flux --backend cuda --size 512 --steps 2: a real-size FLUX.1-dev
+#      Q8_0 GGUF (written under the build folder) with its weights in their blocks on the GPU
 #      for comparison
 # Prints everything; every stage runs even when an earlier test stage fails, and the script
 # exits non-zero if any stage failed (the build failing stops it).
@@ -79,6 +81,12 @@ stage "bench: imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (fast 
 IMGD_PROFILE=1 timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
+
+stage "bench: FLUX.1-dev Q8_0 GGUF transformer on cuda, 512x512, 2 steps (writes 12.7 GB under build)"
+IMGD_PROFILE=1 timeout 240 "$BUILD/bench/imgd-bench" sd --family flux --backend cuda --size 512 \
+    --steps 2 --dir "$ROOT/$BUILD"
+rc=$?
+[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --family flux --backend cuda (rc $rc)")
 
 stage "bench: the same with the fast paths off"
 IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0 \
