@@ -20,14 +20,18 @@
 
 #define CUK_THREADS 256
 
-/* Blocks for a grid-stride loop over n items (n > 0). */
-static inline unsigned cuk_blocks(int64_t n) {
-    int64_t b = (n + CUK_THREADS - 1) / CUK_THREADS;
+/* Blocks for a grid-stride loop over b blocks' worth of work (b > 0): b, capped. */
+static inline unsigned cuk_grid(int64_t b) {
 #ifdef CUK_EMU
     return (unsigned)(b > 4 ? 4 : b); /* the emulator's threads are costly; loops cover the rest */
 #else
     return (unsigned)(b > 65536 ? 65536 : b);
 #endif
+}
+
+/* Blocks for a grid-stride loop over n items (n > 0). */
+static inline unsigned cuk_blocks(int64_t n) {
+    return cuk_grid((n + CUK_THREADS - 1) / CUK_THREADS);
 }
 
 static inline int64_t cuk_numel(const cuk_tensor *t) {

@@ -1,5 +1,6 @@
-// Dequantization of ggml blocks on the device: one thread per block, with the host's block
-// decoders (formats/quant_blocks.h), so a weight expands to the same bits on both.
+// Dequantization of ggml blocks on the device with the host's block decoders
+// (formats/quant_blocks.h), so a weight expands to the same bits on both: one thread per
+// block, staged through shared memory so loads and stores are coalesced.
 #include "device_impl.h"
 
 #define QB_FN static __device__ __forceinline__
@@ -12,20 +13,44 @@
 
 typedef void (*qb_decode)(const uint8_t *b, float *y);
 
+/* Blocks per CTA: one thread per block, 8192 values per CTA (256 threads for 32-value blocks,
+ * 32 for 256-value super-blocks). */
+#define DQ_VALUES 8192
+
+/* A CTA expands T consecutive blocks: their bytes are loaded into shared memory by
+ * consecutive threads (coalesced), each thread decodes one block from there into a padded
+ * shared row (E + 1 floats: no bank conflicts), and the CTA's T * E contiguous values are
+ * stored by consecutive threads (coalesced). */
 template <int E, int BYTES, qb_decode DECODE>
 __global__ void k_dequant(void *out, int32_t odt, const uint8_t *src, int64_t n_blocks) {
-    CUK_FOR(b, n_blocks) {
-        float y[E];
-        DECODE(src + b * BYTES, y);
-        for (int j = 0; j < E; j++) cuk_st(out, odt, b * E + j, y[j]);
+    constexpr int      T = DQ_VALUES / E;
+    __shared__ uint8_t in_s[T * BYTES];
+    __shared__ float   out_s[T * (E + 1)];
+    const int          tid      = (int)threadIdx.x;
+    const int64_t      n_chunks = (n_blocks + T - 1) / T;
+    for (int64_t c = blockIdx.x; c < n_chunks; c += gridDim.x) {
+        const int64_t b0 = c * T;
+        const int     nb = (int)(n_blocks - b0 < T ? n_blocks - b0 : T);
+        for (int i = tid; i < nb * BYTES; i += T) in_s[i] = src[b0 * BYTES + i];
+        __syncthreads();
+        if (tid < nb) {
+            float y[E];
+            DECODE(in_s + tid * BYTES, y);
+            for (int j = 0; j < E; j++) out_s[tid * (E + 1) + j] = y[j];
+        }
+        __syncthreads();
+        for (int i = tid; i < nb * E; i += T)
+            cuk_st(out, odt, b0 * E + i, out_s[(i / E) * (E + 1) + i % E]);
+        __syncthreads();
     }
 }
 
 template <int E, int BYTES, qb_decode DECODE>
 static cudaError_t launch_dequant(void *out, int32_t odt, const void *src, int64_t n_blocks,
                                   cudaStream_t s) {
+    constexpr int T                                           = DQ_VALUES / E;
     void (*kernel)(void *, int32_t, const uint8_t *, int64_t) = k_dequant<E, BYTES, DECODE>;
-    CUK_LAUNCH(kernel, cuk_blocks(n_blocks), CUK_THREADS, 0, s)
+    CUK_LAUNCH(kernel, cuk_grid((n_blocks + T - 1) / T), T, 0, s)
     (out, odt, static_cast<const uint8_t *>(src), n_blocks);
     return cudaGetLastError();
 }
