@@ -78,7 +78,8 @@ struct imgd_backend_i {
     bool (*supports_op)(const imgd_backend *be, const imgd_tensor *node);
 
     /* Called by imgd_graph_plan with the execution order fixed, before memory planning.
-     * May create per-node state in node->backend_data and set node->scratch_bytes; a device
+     * May create per-node state in node->backend_data and set node->scratch_bytes and
+     * node->plan_early (the node before writes its storage: a fused epilogue); a device
      * backend also puts its copies of leaves in leaf->backend_data (see above).
      * Weights' data is readable. May be NULL: no state and no scratch. On failure it must
      * leave nothing behind (or leave what release frees). */

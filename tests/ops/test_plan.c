@@ -148,6 +148,55 @@ done:
     imgd_backend_free(be);
 }
 
+/* A backend that is the cpu backend except that its prepare marks the third node
+ * plan_early, as a backend fusing the second node's epilogue into it would. */
+static const struct imgd_backend_i *g_cpu_iface;
+
+static imgd_status early_prepare(imgd_backend *be, imgd_graph *g) {
+    imgd_backend cpu = {g_cpu_iface, be->ctx};
+    imgd_status  st  = g_cpu_iface->prepare ? g_cpu_iface->prepare(&cpu, g) : IMGD_OK;
+    if (st == IMGD_OK && imgd_graph_exec_count(g) > 2)
+        imgd_graph_exec_node(g, 2)->plan_early = true;
+    return st;
+}
+
+/* x -> a -> b -> c -> d (scales): c may take a's memory (a dies when b runs), unless c is
+ * plan_early, whose storage is then reserved from b's run, while a is still read. */
+static void test_graph_plan_early_reserves_from_the_node_before(void) {
+    imgd_backend         *cpu   = backend("cpu");
+    struct imgd_backend_i iface = {0};
+    imgd_backend          early = {&iface, NULL};
+    imgd_graph           *g     = NULL;
+    REQUIRE(cpu && imgd_graph_new(NULL, &g) == IMGD_OK);
+    g_cpu_iface    = cpu->iface;
+    iface          = *cpu->iface;
+    iface.prepare  = early_prepare;
+    early.ctx      = cpu->ctx;
+    imgd_tensor *x = imgd_graph_input(g, "x", IMGD_DTYPE_F32, 1, (const int64_t[]){256});
+    imgd_tensor *a = imgd_op_scale(g, x, 2.0f, 0.0f), *b = imgd_op_scale(g, a, 2.0f, 0.0f);
+    imgd_tensor *c = imgd_op_scale(g, b, 2.0f, 0.0f), *d = imgd_op_scale(g, c, 2.0f, 0.0f);
+    imgd_graph_output(g, d);
+    REQUIRE(imgd_graph_plan(g, cpu, NULL) == IMGD_OK);
+    CHECK_MSG(c->plan_offset == a->plan_offset, "plain: c at %zu, a at %zu (expected shared)",
+              c->plan_offset, a->plan_offset);
+    REQUIRE(imgd_graph_plan(g, &early, NULL) == IMGD_OK);
+    CHECK(c->plan_early && !b->plan_early);
+    size_t S = 256 * sizeof(float);
+    CHECK_MSG(c->plan_offset >= a->plan_offset + S || a->plan_offset >= c->plan_offset + S,
+              "plan_early: c at %zu overlaps a at %zu", c->plan_offset, a->plan_offset);
+    REQUIRE(imgd_graph_alloc(g, NULL, 0) == IMGD_OK);
+    float in[256];
+    for (int i = 0; i < 256; i++) in[i] = (float)i;
+    CHECK_STATUS(imgd_tensor_bind(x, in), IMGD_OK);
+    REQUIRE(imgd_graph_compute(g) == IMGD_OK);
+    CHECK_NEAR(((const float *)d->data)[3], 48.0, 1e-6);
+    REQUIRE(imgd_graph_plan(g, cpu, NULL) == IMGD_OK); /* re-planning clears the mark */
+    CHECK(!c->plan_early);
+done:
+    imgd_graph_free(g);
+    imgd_backend_free(cpu);
+}
+
 static imgd_graph *small_net(imgd_tensor **x, imgd_tensor **y, const float *w) {
     imgd_graph *g = NULL;
     *x = *y = NULL;
@@ -449,6 +498,7 @@ int main(void) {
     RUN(test_graph_view_output_keeps_its_storage_alive);
     RUN(test_graph_compute_honours_cancel_flag);
     RUN(test_graph_replans_on_another_backend);
+    RUN(test_graph_plan_early_reserves_from_the_node_before);
     RUN(test_graph_fused_quant_linear_skips_the_f32_weight);
     RUN(test_backend_registry_lists_names);
     TEST_END();
