@@ -511,6 +511,8 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
     const void        *pa = cuda_dptr(a), *pb = cuda_dptr(b);
     size_t             es = cuda_math_size(cb);
     const cuda_node   *ns = cuda_node_of(n);
+    /* the fused add runs itself unless residual_gemm below writes its result this run */
+    if (ns && ns->res_add) cuda_node_of(ns->res_add)->gemm_done = false;
     if (cuda_math_low(cb)) { /* constants as resolved; others rounded into scratch */
         unsigned char *sa = n->scratch, *sb = sa + operand_scratch(cb, n, 0);
         imgd_status    st = IMGD_OK;
