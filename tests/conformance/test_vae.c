@@ -335,23 +335,34 @@ static float *make_latent(const float *z16, int32_t h, int32_t w) {
     return z;
 }
 
+/* The tiled-decode tests' inputs: the narrow SD 1.5 VAE opened into m (*opened), its
+ * golden file (*gd, the caller frees it) with the 16 x 16 latent (*zg), and an h x w latent
+ * mirrored from it (the caller frees it; NULL when something is missing). */
+static float *tiled_setup(const char *shared, model *m, bool *opened, imgd_weights **gd,
+                          const float **zg, int32_t h, int32_t w) {
+    size_t n = 0;
+    char   path[4096];
+    *gd = tg_open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
+    *zg = *gd ? tg_golden(*gd, "latent_unscaled", &n) : NULL;
+    imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", shared);
+    *opened = *zg && model_open(m, path);
+    return *opened ? make_latent(*zg, h, w) : NULL;
+}
+
 static void test_vae_tiled_decode_matches_diffusers_blending(void) {
     const char *shared = tu_shared_dir();
     if (!shared) {
         TEST_SKIP("../shared/conformance absent: tiled VAE decode not checked");
         return;
     }
-    imgd_weights *gd = tg_open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
-    size_t        n  = 0;
-    const float  *zg = gd ? tg_golden(gd, "latent_unscaled", &n) : NULL;
-    char          path[4096];
-    imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", shared);
-    model m;
-    bool  opened = zg && model_open(&m, path);
     /* 40 x 24 latent, 16-pixel tiles, overlap 4: stride 12 gives rows of heights 16,16,16,4
      * and columns 16,12 (four tile shapes, blending on both axes). */
     const int32_t h = 40, w = 24, tile = 16, overlap = 4;
-    float        *z     = opened ? make_latent(zg, h, w) : NULL;
+    model         m;
+    bool          opened = false;
+    imgd_weights *gd     = NULL;
+    const float  *zg     = NULL;
+    float        *z      = tiled_setup(shared, &m, &opened, &gd, &zg, h, w);
     float        *tiled = NULL, *ref = NULL, *whole = NULL;
     size_t        ni = (size_t)3 * 64 * h * w;
     if (z) {
@@ -431,16 +442,13 @@ static void test_vae_tiled_decode_keeps_graphs(void) {
         TEST_SKIP("../shared/conformance absent: kept tiled VAE graphs not checked");
         return;
     }
-    imgd_weights *gd = tg_open_golden(shared, "sd15-narrow/goldens/vae_decode.safetensors");
-    size_t        n  = 0;
-    const float  *zg = gd ? tg_golden(gd, "latent_unscaled", &n) : NULL;
-    char          path[4096];
-    imgd_fmt(path, sizeof path, "%s/conformance/sd15-narrow/diffusers", shared);
-    model         m;
-    bool          opened = zg && model_open(&m, path);
     const int32_t h = 40, w = 24;
-    float        *z  = opened ? make_latent(zg, h, w) : NULL;
-    size_t        ni = (size_t)3 * 64 * h * w;
+    model         m;
+    bool          opened = false;
+    imgd_weights *gd     = NULL;
+    const float  *zg     = NULL;
+    float        *z      = tiled_setup(shared, &m, &opened, &gd, &zg, h, w);
+    size_t        ni     = (size_t)3 * 64 * h * w;
     float        *a = imgd_malloc(ni * sizeof *a), *k1 = imgd_malloc(ni * sizeof *k1);
     float        *k2 = imgd_malloc(ni * sizeof *k2);
     imgd_backend *be = NULL;
