@@ -329,17 +329,12 @@ static imgd_status fold_casts(cuda_backend *cb, imgd_graph *g) {
         char what[160];
         (void)imgd_fmt(what, sizeof what, "folding the cast of weight '%s'",
                        w->name ? w->name : "?");
-        size_t nb = imgd_tensor_nbytes(n);
-        void  *p  = NULL;
-        CUDA_TRY(cudaMalloc(&p, nb ? nb : 1), what);
-        ns->dev        = p;
-        cuk_tensor out = cuda_desc(n), src = cuda_desc(n->src[0]);
-        out.data       = p;
-        out.contiguous = 1;
+        cuk_tensor src = cuda_desc(n->src[0]);
         /* a view of the weight gets its address at compute: locate it in the weight now */
         src.data = (unsigned char *)w->backend_data +
                    (size_t)n->src[0]->offset * imgd_dtype_size(n->src[0]->dtype);
-        CUDA_TRY(cuk_copy(&out, &src, cb->stream), what);
+        imgd_status st = cuda_copy_new(cb, &src, cuda_desc(n).dtype, &ns->dev, what);
+        if (st != IMGD_OK) return st;
         ns->folded = true;
     }
     return IMGD_OK;

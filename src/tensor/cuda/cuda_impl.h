@@ -238,6 +238,11 @@ bool           cuda_math_low(const cuda_backend *cb); /* fp16/bf16 GEMM operands
 int32_t        cuda_math_cuk(const cuda_backend *cb); /* their cuk_dtype */
 cudaDataType_t cuda_math_type(const cuda_backend *cb);
 size_t         cuda_math_size(const cuda_backend *cb); /* their bytes per element */
+/* Copies src (any layout and float dtype) into new device memory (*out, owned by the caller
+ * from the allocation on, so its release frees it even when the copy fails), contiguous, in
+ * dtype (a cuk_dtype). */
+imgd_status cuda_copy_new(cuda_backend *cb, const cuk_tensor *src, int32_t dtype, void **out,
+                          const char *what);
 /* Writes t (any layout) contiguously in the GEMM operand type at device address dst. */
 imgd_status cuda_to_math(cuda_backend *cb, const imgd_tensor *t, void *dst, const char *what);
 /* Prefills n (a GEMM output) with its bias src[2] (out[i] = bias[(i / inner) % nb]) and sets

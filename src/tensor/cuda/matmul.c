@@ -114,6 +114,23 @@ imgd_status cuda_to_math(cuda_backend *cb, const imgd_tensor *t, void *dst, cons
     return IMGD_OK;
 }
 
+imgd_status cuda_copy_new(cuda_backend *cb, const cuk_tensor *src, int32_t dtype, void **out,
+                          const char *what) {
+    int64_t n = 1;
+    for (int32_t i = 0; i < src->n_dims; i++) n *= src->shape[i];
+    size_t bytes = (size_t)n * (dtype == CUK_F32 ? 4 : 2);
+    void  *p     = NULL;
+    CUDA_TRY(cudaMalloc(&p, bytes ? bytes : 1), what);
+    *out = p; /* the caller's release frees it, even when the copy below fails */
+    if (!bytes) return IMGD_OK;
+    cuk_tensor o = *src;
+    o.data       = p;
+    o.dtype      = dtype;
+    o.contiguous = 1;
+    CUDA_TRY(cuk_copy(&o, src, cb->stream), what);
+    return IMGD_OK;
+}
+
 imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t inner, int64_t nb,
                                const char *what, float *beta) {
     const imgd_tensor *bias = n->src[2];
@@ -335,19 +352,12 @@ imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n) {
     char what[160];
     (void)imgd_fmt(what, sizeof what, "converting bias '%s' to the output type",
                    b->storage->name ? b->storage->name : "?");
-    size_t bytes = (size_t)imgd_tensor_numel(b) * 2;
-    void  *q     = NULL;
-    CUDA_TRY(cudaMalloc(&q, bytes ? bytes : 1), what);
-    ns->lt_bias_owned = q;
-    cuk_tensor src = cuda_desc(b), out = cuda_desc(b);
+    cuk_tensor src = cuda_desc(b);
     src.data       = p;
     src.dtype      = CUK_F32;
-    out.data       = q;
-    out.dtype      = ns->lt_bias_dt;
-    out.contiguous = 1;
-    CUDA_TRY(cuk_copy(&out, &src, cb->stream), what);
-    ns->lt_bias = q;
-    return IMGD_OK;
+    imgd_status cs = cuda_copy_new(cb, &src, ns->lt_bias_dt, &ns->lt_bias_owned, what);
+    if (cs == IMGD_OK) ns->lt_bias = ns->lt_bias_owned;
+    return cs;
 }
 
 /* ---- constant operands ------------------------------------------------------------------- */
@@ -383,19 +393,10 @@ imgd_status cuda_resolve_const(cuda_backend *cb, imgd_tensor *n, int s) {
     char what[160];
     (void)imgd_fmt(what, sizeof what, "converting weight '%s' to the GEMM type",
                    w->name ? w->name : "?");
-    size_t bytes = (size_t)imgd_tensor_numel(w) * es;
-    void  *p     = NULL;
-    CUDA_TRY(cudaMalloc(&p, bytes ? bytes : 1), what);
-    st->owned[s] = p;
-    if (bytes) {
-        cuk_tensor src = cuda_desc(w), out = cuda_desc(w);
-        out.data       = p;
-        out.dtype      = cuda_math_cuk(cb);
-        out.contiguous = 1;
-        CUDA_TRY(cuk_copy(&out, &src, cb->stream), what);
-    }
-    st->cnst[s] = (const unsigned char *)p + skip;
-    return IMGD_OK;
+    cuk_tensor  src = cuda_desc(w);
+    imgd_status cs  = cuda_copy_new(cb, &src, cuda_math_cuk(cb), &st->owned[s], what);
+    if (cs == IMGD_OK) st->cnst[s] = (const unsigned char *)st->owned[s] + skip;
+    return cs;
 }
 
 /* How many times node n's storage is read: by exec nodes' sources and as a graph output. */
