@@ -4,7 +4,7 @@
 #   1. configure a fresh RelWithDebInfo build with CUDA into build-gpu, build it (-j$(nproc))
 #   2. every op on the cuda backend against the reference (test_ops --backend cuda: NMSE and
 #      max error of every case in every cuda configuration: cuda, cuda-im2col,
-#      cuda-attn-gemm, cuda-f16, cuda-f16-old, cuda-bf16)
+#      cuda-attn-gemm, cuda-f16 (mma attention), cuda-f16-old, cuda-f16-attn-wmma, cuda-bf16, ...)
 #   3. the SD conformance goldens and the GGUF FLUX test (linear_quant) on the cuda backend
 #      (IMGD_TEST_BACKEND=cuda, f32); a failing test is rerun with IMGD_CUDA_CUDNN=0 to tell
 #      whether cuDNN is the cause
@@ -13,7 +13,9 @@
 #      per op kind), then the same with the fast paths off (IMGD_CUDA_CUDNN=0
 #      IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0
 #      IMGD_CUDA_LT=0)
-#   5. imgd-bench sd --family flux --backend cuda --size 512 --steps 2: a real-size FLUX.1-dev
+#   5. the f16 bench again with the other attention kernels (IMGD_CUDA_ATTN=wmma, the mma
+#      kernel with two query tiles per warp): IMGD_PROFILE's attention time of each
+#   6. imgd-bench sd --family flux --backend cuda --size 512 --steps 2: a real-size FLUX.1-dev
 #      Q8_0 GGUF (written under the build folder) with its weights in their blocks on the GPU
 #      for comparison
 # Prints everything; every stage runs even when an earlier test stage fails, and the script
@@ -81,6 +83,15 @@ stage "bench: imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (fast 
 IMGD_PROFILE=1 timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
+
+stage "bench: attention kernels, SD 1.5 f16 (compare the attention line of IMGD_PROFILE with the bench above)"
+for env in "IMGD_CUDA_ATTN=wmma" "IMGD_CUDA_ATTN_MTILES=2"; do
+    echo "---- $env"
+    env "$env" IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 \
+        --precision f16
+    rc=$?
+    [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with $env (rc $rc)")
+done
 
 stage "bench: FLUX.1-dev Q8_0 GGUF transformer on cuda, 512x512, 2 steps (writes 12.7 GB under build)"
 IMGD_PROFILE=1 timeout 240 "$BUILD/bench/imgd-bench" sd --family flux --backend cuda --size 512 \

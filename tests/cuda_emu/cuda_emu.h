@@ -33,6 +33,7 @@ uint16_t imgd_f32_to_bf16(float f);
 #define __device__
 #define __forceinline__ inline
 #define __shared__      static
+#define __launch_bounds__(...)
 
 /* the C++ overload nvcc's cuda_runtime.h provides */
 template <class T> cudaError_t cudaFuncSetAttribute(T *fn, cudaFuncAttribute a, int v) {
@@ -48,6 +49,7 @@ struct block_ctx {
     std::unique_ptr<std::barrier<>>              bar;
     std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
     std::vector<double>                          slots;
+    std::vector<uint64_t>                        wide; /* CUK_EMU_WIDE per thread (gather) */
     std::vector<unsigned char>                   dyn;
 };
 inline block_ctx            *g_block;
@@ -67,6 +69,28 @@ template <class T> T exchange(T v, unsigned src_lane) {
     return r;
 }
 
+/* Every lane's n (<= CUK_EMU_WIDE) 64-bit values of its warp: all[lane * n + i]. */
+#define CUK_EMU_WIDE 16
+inline void gather(const uint64_t *mine, int n, uint64_t *all) {
+    unsigned w = tl_lin / 32;
+    for (int i = 0; i < n; i++) g_block->wide[(size_t)tl_lin * CUK_EMU_WIDE + i] = mine[i];
+    g_block->warp_bar[w]->arrive_and_wait();
+    for (unsigned l = 0; l < 32; l++)
+        for (int i = 0; i < n; i++)
+            all[l * n + i] = g_block->wide[(size_t)(w * 32 + l) * CUK_EMU_WIDE + i];
+    g_block->warp_bar[w]->arrive_and_wait();
+}
+
+/* cp.async: a thread's copies wait in groups and land only when a wait_group retires them,
+ * so a kernel that reads a tile before waiting for it reads stale data here too. */
+struct async_copy {
+    void       *dst;
+    const void *src;
+    int         n;
+};
+inline thread_local std::vector<async_copy>              tl_open;
+inline thread_local std::vector<std::vector<async_copy>> tl_groups;
+
 template <class K> struct launcher {
     K                          k;
     dim3                       grid, block;
@@ -84,6 +108,7 @@ template <class K> struct launcher {
                         c.warp_bar.push_back(
                             std::make_unique<std::barrier<>>(nt - w * 32 < 32 ? nt - w * 32 : 32));
                     c.slots.assign(nt, 0.0);
+                    c.wide.assign((size_t)nt * CUK_EMU_WIDE, 0);
                     c.dyn.assign(shmem + 16, 0);
                     g_block = &c;
                     std::vector<std::thread> th;
@@ -93,6 +118,8 @@ template <class K> struct launcher {
                             tl_tid =
                                 dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
                             tl_lin = t;
+                            tl_open.clear();
+                            tl_groups.clear();
                             k(args...);
                         });
                     for (auto &x : th) x.join();
@@ -229,6 +256,95 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>       &d,
     std::memcpy(d.x, t, sizeof t);
 }
 } // namespace nvcuda::wmma
+
+/* ---- the sm_80 building blocks of device_impl.h ---- */
+inline void cuk_cp_async16(void *dst, const void *src, int src_bytes) {
+    cuk_emu::tl_open.push_back({dst, src, src_bytes});
+}
+inline void cuk_cp_async_commit() {
+    cuk_emu::tl_groups.push_back(std::move(cuk_emu::tl_open));
+    cuk_emu::tl_open.clear();
+}
+template <int N> void cuk_cp_async_wait() {
+    auto &g = cuk_emu::tl_groups;
+    while (g.size() > (size_t)N) {
+        for (const auto &c : g.front()) {
+            std::memcpy(c.dst, c.src, (size_t)c.n);
+            std::memset(static_cast<char *>(c.dst) + c.n, 0, (size_t)(16 - c.n));
+        }
+        g.erase(g.begin());
+    }
+}
+
+/* ldmatrix: the lanes' row addresses are exchanged, then each lane picks its elements */
+inline void cuk_emu_ldsm(uint32_t r[4], const void *row, bool trans) {
+    uint64_t mine = (uint64_t)(uintptr_t)row, all[32];
+    cuk_emu::gather(&mine, 1, all);
+    const unsigned l = cuk_emu::tl_lin % 32;
+    for (unsigned i = 0; i < 4; i++) {
+        uint16_t e[2];
+        for (unsigned j = 0; j < 2; j++) {
+            unsigned rr = trans ? 2 * (l % 4) + j : l / 4, cc = trans ? l / 4 : 2 * (l % 4) + j;
+            e[j] = reinterpret_cast<const uint16_t *>((uintptr_t)all[8 * i + rr])[cc];
+        }
+        r[i] = (uint32_t)e[0] | (uint32_t)e[1] << 16;
+    }
+}
+inline void cuk_ldsm_x4(uint32_t r[4], const void *row) {
+    cuk_emu_ldsm(r, row, false);
+}
+inline void cuk_ldsm_x4_t(uint32_t r[4], const void *row) {
+    cuk_emu_ldsm(r, row, true);
+}
+
+/* mma.m16n8k16: the warp's fragments are gathered into whole matrices, multiplied in f32 (as
+ * the tensor cores accumulate), and each lane keeps its part of D */
+template <class T> void cuk_mma16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+    uint64_t mine[10], all[32 * 10];
+    for (int i = 0; i < 4; i++) mine[i] = a[i];
+    for (int i = 0; i < 2; i++) mine[4 + i] = b[i];
+    for (int i = 0; i < 4; i++) {
+        uint32_t u;
+        std::memcpy(&u, &d[i], 4);
+        mine[6 + i] = u;
+    }
+    cuk_emu::gather(mine, 10, all);
+    auto h = [](uint32_t reg, int j) {
+        uint16_t v = (uint16_t)(reg >> (16 * j));
+        return std::is_same<T, __half>::value ? imgd_f16_to_f32(v) : imgd_bf16_to_f32(v);
+    };
+    float A[16][16], B[16][8], C[16][8];
+    for (int l = 0; l < 32; l++) {
+        const uint64_t *f = all + l * 10;
+        int             g = l / 4, c = 2 * (l % 4);
+        for (int j = 0; j < 2; j++) {
+            A[g][c + j]         = h((uint32_t)f[0], j);
+            A[g + 8][c + j]     = h((uint32_t)f[1], j);
+            A[g][c + 8 + j]     = h((uint32_t)f[2], j);
+            A[g + 8][c + 8 + j] = h((uint32_t)f[3], j);
+            B[c + j][g]         = h((uint32_t)f[4], j);
+            B[c + 8 + j][g]     = h((uint32_t)f[5], j);
+        }
+        for (int i = 0; i < 4; i++) {
+            uint32_t u = (uint32_t)f[6 + i];
+            std::memcpy(&C[g + 8 * (i / 2)][c + i % 2], &u, 4);
+        }
+    }
+    const int l = (int)(cuk_emu::tl_lin % 32), g = l / 4, c = 2 * (l % 4);
+    for (int i = 0; i < 4; i++) {
+        int   row = g + 8 * (i / 2), col = c + i % 2;
+        float acc = C[row][col];
+        for (int k = 0; k < 16; k++) acc += A[row][k] * B[k][col];
+        d[i] = acc;
+    }
+}
+
+inline uint32_t cuk_pack_f16x2(float lo, float hi) {
+    return (uint32_t)imgd_f32_to_f16(lo) | (uint32_t)imgd_f32_to_f16(hi) << 16;
+}
+inline uint32_t cuk_pack_bf16x2(float lo, float hi) {
+    return (uint32_t)imgd_f32_to_bf16(lo) | (uint32_t)imgd_f32_to_bf16(hi) << 16;
+}
 
 inline float cuk_ld(const void *p, int32_t dtype, int64_t off) {
     if (dtype == CUK_F32) return static_cast<const float *>(p)[off];

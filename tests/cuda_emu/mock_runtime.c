@@ -5,6 +5,7 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,16 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d) {
     (void)d;
     memset(p, 0, sizeof *p);
     (void)snprintf(p->name, sizeof p->name, "emulated");
+    return cudaSuccess;
+}
+
+/* IMGD_EMU_CC_MAJOR (default 9) as the compute capability, so the sm_80 paths can be
+ * checked and turned off */
+cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int d) {
+    (void)d;
+    const char *cc = getenv("IMGD_EMU_CC_MAJOR");
+    *v             = 0;
+    if (a == cudaDevAttrComputeCapabilityMajor) *v = cc && *cc ? atoi(cc) : 9;
     return cudaSuccess;
 }
 
@@ -423,7 +434,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     /* the documented bias type: D's (default -1 means D's) */
     if (d->data[MD_BIAS_T] != (uint64_t)-1 && d->data[MD_BIAS_T] != dl->data[LD_TYPE])
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (d->data[MD_EPI] != CUBLASLT_EPILOGUE_DEFAULT && d->data[MD_EPI] != CUBLASLT_EPILOGUE_BIAS)
+    if (d->data[MD_EPI] != CUBLASLT_EPILOGUE_DEFAULT && d->data[MD_EPI] != CUBLASLT_EPILOGUE_BIAS &&
+        d->data[MD_EPI] != CUBLASLT_EPILOGUE_GELU && d->data[MD_EPI] != CUBLASLT_EPILOGUE_GELU_BIAS)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     memset(res, 0, sizeof *res);
     for (int i = 0; i < 4; i++) res->algo.data[i] = p->data[PF_AL_A + i];
@@ -469,9 +481,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     }
     const void *bias = NULL;
     memcpy(&bias, &d->data[MD_BIAS], sizeof bias);
-    bool   with_bias = d->data[MD_EPI] == CUBLASLT_EPILOGUE_BIAS;
-    size_t es = at == CUDA_R_32F ? 4 : 2, cs = ct == CUDA_R_32F ? 4 : 2;
-    float  al = *(const float *)alpha, be = *(const float *)beta;
+    uint64_t epi       = d->data[MD_EPI];
+    bool     with_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_BIAS;
+    bool     gelu      = epi == CUBLASLT_EPILOGUE_GELU || epi == CUBLASLT_EPILOGUE_GELU_BIAS;
+    size_t   es = at == CUDA_R_32F ? 4 : 2, cs = ct == CUDA_R_32F ? 4 : 2;
+    float    al = *(const float *)alpha, be = *(const float *)beta;
     for (int64_t bt = 0; bt < batches; bt++) {
         const char *pa  = (const char *)A + bt * (int64_t)la->data[LD_STRIDE] * (int64_t)es;
         const char *pb  = (const char *)B + bt * (int64_t)lb->data[LD_STRIDE] * (int64_t)es;
@@ -491,6 +505,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                 acc *= (double)al;
                 if (be != 0.0f) acc += (double)be * (double)ld(pc, ct, ci);
                 if (with_bias) acc += (double)ld(bias, ct, i);
+                /* cuBLASLt's GELU: the tanh approximation */
+                if (gelu)
+                    acc = 0.5 * acc *
+                          (1.0 + tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)));
                 st(pd, ct, ci, (float)acc);
             }
     }

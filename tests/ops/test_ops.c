@@ -338,6 +338,19 @@ static imgd_tensor *b_linres(tctx *c) {
     return vi(c, "post", 0) ? imgd_op_scale(c->g, s, 1.0f, 0.0f) : s;
 }
 
+/* linear -> gelu_tanh (the MLP of FLUX / T5): on cuda the GELU runs in cuBLASLt's epilogue */
+static imgd_tensor *b_lingelu(tctx *c) {
+    int64_t      in = vi(c, "in", 40), out = vi(c, "out", 33), B = vi(c, "b", 2), L = vi(c, "l", 7);
+    imgd_tensor *x  = RND(c, IMGD_DTYPE_F32, B, L, in);
+    imgd_tensor *w  = RND(c, vtype(c, "type"), out, in);
+    imgd_tensor *bs = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, out) : NULL;
+    if (vi(c, "act", 0)) x = imgd_op_silu(c->g, x);
+    imgd_tensor *y = imgd_op_linear(c->g, x, w, bs);
+    imgd_tensor *s = imgd_op_gelu_tanh(c->g, y);
+    if (vi(c, "reuse", 0)) s = imgd_op_add(c->g, s, y); /* the linear read twice: not fused */
+    return vi(c, "post", 0) ? imgd_op_scale(c->g, s, 1.0f, 0.0f) : s;
+}
+
 static imgd_tensor *b_conv2d(tctx *c) {
     int64_t      n = vi(c, "n", 2), ch = vi(c, "c", 5), h = vi(c, "h", 17), w = vi(c, "w", 9);
     int64_t      oc = vi(c, "oc", 7), k = vi(c, "k", 3), kw = vi(c, "kw", k);
@@ -388,6 +401,15 @@ static imgd_tensor *b_attention(tctx *c) {
     int64_t      D = vi(c, "d", 40), Dv = vi(c, "dv", D);
     imgd_dtype   dt = vtype(c, "type");
     imgd_tensor *q, *k, *v, *mask = NULL;
+    if (vi(c, "qkv", 0)) { /* q, k, v views of one computed [B, L, 3 H D] (a fused
+                            * projection; in half math stored in the math type) */
+        imgd_tensor *x = imgd_op_scale(c->g, RND(c, dt, B, Lq, 3 * H * D), 1.0f, 0.0f);
+        imgd_tensor *qkv[3];
+        for (int i = 0; i < 3; i++)
+            qkv[i] = imgd_op_view(c->g, x, 4, SHAPE(B, Lq, H, D),
+                                  SHAPE(Lq * 3 * H * D, 3 * H * D, D, 1), i * H * D);
+        return imgd_op_attention(c->g, qkv[0], qkv[1], qkv[2], NULL, 0.0f);
+    }
     if (vi(c, "proj", 0)) { /* q from a [B, L, H*D] projection reshaped: the usual layout */
         q = imgd_op_reshape(c->g, RND(c, dt, B, Lq, H * D), 4, SHAPE(B, Lq, H, D));
     } else if (vi(c, "perm", 0)) { /* q stored [B, H, Lq, D] and permuted into place */
@@ -397,6 +419,11 @@ static imgd_tensor *b_attention(tctx *c) {
     }
     k = RND(c, dt, B, Lk, H, D);
     v = RND(c, dt, B, Lk, H, Dv);
+    if (vi(c, "act", 0)) { /* computed inputs: in half math stored in the math type */
+        q = imgd_op_scale(c->g, q, 1.0f, 0.0f);
+        k = imgd_op_scale(c->g, k, 1.0f, 0.0f);
+        v = imgd_op_scale(c->g, v, 1.0f, 0.0f);
+    }
     switch (vi(c, "mask", 0)) {
     case 1: mask = rnd_range(c, IMGD_DTYPE_F32, -3.0f, 0.0f, 2, SHAPE(Lq, Lk)); break;
     case 2: mask = rnd_range(c, IMGD_DTYPE_F32, -3.0f, 0.0f, 4, SHAPE(B, 1, 1, Lk)); break;
@@ -494,7 +521,17 @@ static imgd_tensor *b_linear_quant(tctx *c) {
     imgd_tensor *w = RND(c, vtype(c, "type"), N, K);
     imgd_tensor *b = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, N) : NULL;
     if (vi(c, "pre", 0)) x = imgd_op_silu(c->g, x); /* an activation, not an input */
-    return imgd_op_linear_quant(c->g, x, w, b);
+    /* a residual computed before the linear, added right after it */
+    imgd_tensor *r =
+        vi(c, "res", 0)
+            ? imgd_op_silu(c->g, RND(c, IMGD_DTYPE_F32, vi(c, "b", 2), vi(c, "m", 7), N))
+            : NULL;
+    imgd_tensor *y = imgd_op_linear_quant(c->g, x, w, b);
+    /* a GELU or residual add after it: on cuda in the tiles' cuBLASLt epilogue */
+    if (vi(c, "gelu", 0)) y = imgd_op_gelu_tanh(c->g, y);
+    if (r) y = imgd_op_add(c->g, y, r);
+    if (vi(c, "post", 0)) y = imgd_op_scale(c->g, y, 1.0f, 0.0f); /* y not a graph output */
+    return y;
 }
 
 /* ---- the case table ------------------------------------------------------------------------ */
@@ -562,6 +599,11 @@ static const op_case k_cases[] = {
     {"linres", b_linres, "act=1,post=1", 0},
     {"linres", b_linres, "act=1,post=1,swap=1,bias=0,b=3,l=5", 0},
     {"linres", b_linres, "reuse=1,act=1", 0},
+    {"lingelu", b_lingelu, "", 0},
+    {"lingelu", b_lingelu, "act=1,bias=0,b=1,l=9", 0},
+    {"lingelu", b_lingelu, "act=1,type=f16,post=1", 0},
+    {"lingelu", b_lingelu, "in=96,out=130,b=3,l=5,type=bf16,post=1", 0},
+    {"lingelu", b_lingelu, "reuse=1,act=1", 0},
     {"matmul", b_linear, "in=40,out=33,b=3,l=1", 0},
     {"matmul", b_linear, "in=320,out=17,b=1,l=5,type=f16", 0},
     {"matmul", b_linear, "in=96,out=40,b=2,l=9,type=f16,act=1", 0},
@@ -603,6 +645,12 @@ static const op_case k_cases[] = {
     {"attention", b_attention, "b=1,lq=40,lk=270,h=2,d=8,mask=1", 0},
     {"attention", b_attention, "b=2,lq=5,lk=12,h=4,d=32,mask=2,type=f16", 0},
     {"attention", b_attention, "b=1,lq=1,lk=1,h=1,d=1", 0},
+    {"attention", b_attention, "b=2,lq=77,lk=77,h=2,d=40,act=1,mask=3", 0},
+    {"attention", b_attention, "b=1,lq=130,lk=200,h=2,d=64,act=1", 0},
+    {"attention", b_attention, "b=1,lq=70,lk=65,h=1,d=128,act=1,mask=1", 0},
+    {"attention", b_attention, "b=1,lq=33,lk=64,h=2,d=160,act=1", 0},
+    {"attention", b_attention, "b=2,lq=100,h=3,d=40,qkv=1", 0},
+    {"attention", b_attention, "b=1,lq=90,h=2,d=80,qkv=1", 0},
     {"gelu", b_unary, "f=0", 0},
     {"gelu", b_unary, "f=0,type=f16,perm=1", 0},
     {"gelu_tanh", b_unary, "f=1", 0},
@@ -629,6 +677,10 @@ static const op_case k_cases[] = {
     {"rope", b_rope_nd, "mode=1,l=13,d=8", 0},
     {"linear_quant", b_linear_quant, "type=q8_0,m=7,k=96,n=67", 0},
     {"linear_quant", b_linear_quant, "type=q4_0,b=1,m=1,k=160,n=33,bias=0", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,m=5,k=64,n=40,gelu=1,pre=1", 0},
+    {"linear_quant", b_linear_quant, "type=q4_k,b=1,m=3,k=256,n=24,gelu=1,bias=0", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,b=1,m=4,k=96,n=33,res=1,pre=1", 0},
+    {"linear_quant", b_linear_quant, "type=q5_k,b=1,m=4,k=256,n=33,res=1,pre=1,post=1", 0},
     {"linear_quant", b_linear_quant, "type=q4_k,b=3,m=5,k=512,n=29", 0},
     {"linear_quant", b_linear_quant, "type=q5_k,m=3,k=256,n=131", 0},
     {"linear_quant", b_linear_quant, "type=q6_k,m=4,k=256,n=40,pre=1", 0},
@@ -667,6 +719,7 @@ static const op_case k_cases[] = {
     /* several weight tiles (16 MiB of f32 rows each: 1024 rows at k=4096, 512 at 8192) */
     {"linear_quant", b_linear_quant, "type=q4_k,b=1,m=3,k=4096,n=1100", 0},
     {"linear_quant", b_linear_quant, "type=q8_0,b=2,m=7,k=8192,n=1031", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,b=1,m=3,k=8192,n=1100,gelu=1", 0},
 };
 
 /* ---- backend configurations --------------------------------------------------------------- */
@@ -705,14 +758,23 @@ static const be_config k_configs[] = {
     {"cuda-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0, false},
     /* operands rounded to 11 / 8 significant bits: NMSE ~1e-7 / ~1e-5 on these inputs */
-    {"cuda-f16", "cuda", "matmul,linres,conv2d,attention,linear_quant,dequantize", NULL,
+    {"cuda-f16", "cuda", "matmul,linres,lingelu,conv2d,attention,linear_quant,dequantize", NULL,
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-f16-old", "cuda", "matmul,linres,conv2d,attention",
+    {"cuda-f16-old", "cuda", "matmul,linres,lingelu,conv2d,attention",
      "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_LT=0",
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-f16-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-bf16", "cuda", "matmul,linres,conv2d,attention,linear_quant,dequantize", NULL,
+    /* the tensor-core flash kernel of cards before compute capability 8.0 (the default is
+     * mma from 8.0) */
+    {"cuda-f16-attn-wmma", "cuda", "attention", "IMGD_CUDA_ATTN=wmma", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-bf16-attn-wmma", "cuda", "attention", "IMGD_CUDA_ATTN=wmma", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
+    /* the mma kernel with two query tiles per warp at every head dim (default: up to 32) */
+    {"cuda-f16-attn-mma2", "cuda", "attention", "IMGD_CUDA_ATTN_MTILES=2", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-bf16", "cuda", "matmul,linres,lingelu,conv2d,attention,linear_quant,dequantize", NULL,
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
     /* the chain's half-precision storage in bf16 */
     {"cuda-bf16-chain", "cuda", "chain", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,

@@ -12,7 +12,7 @@
 // is divided by the row sums and written [B, Lq, H, D] in the output's dtype. Keys past Lk and
 // -inf scores contribute exactly zero; a row whose scores are all -inf gives zeros, as the
 // other kernels.
-#include "device_impl.h"
+#include "attention_tile.h"
 
 #ifndef CUK_EMU
 #    include <mma.h>
@@ -26,18 +26,6 @@ using namespace nvcuda;
 #define FA_SLD   (FA_BK + 4) /* row stride of the f32 scores (floats) */
 #define FA_PLD   (FA_BK + 8) /* row stride of the probabilities (math-type elements) */
 
-template <class T> struct fa_type;
-template <> struct fa_type<__half> {
-    static __device__ __forceinline__ __half from(float v) {
-        return __float2half_rn(v);
-    }
-};
-template <> struct fa_type<__nv_bfloat16> {
-    static __device__ __forceinline__ __nv_bfloat16 from(float v) {
-        return __float2bfloat16_rn(v);
-    }
-};
-
 /* Shared memory of a block for head dim DP, in bytes. */
 static size_t fa_shmem(int DP, size_t elem) {
     size_t ld = (size_t)DP + 8;
@@ -45,81 +33,6 @@ static size_t fa_shmem(int DP, size_t elem) {
            + FA_WARPS * 16 * (size_t)FA_SLD * sizeof(float)    /* scores */
            + FA_WARPS * 16 * (size_t)FA_PLD * elem             /* probabilities */
            + FA_WARPS * 16 * ((size_t)DP + 4) * sizeof(float); /* output accumulators */
-}
-
-/* The four values of a vector load, as f32: four f32, or four 16-bit values of dtype dt. */
-__device__ __forceinline__ void fa_unpack(const float4 &v, int32_t dt, float o[4]) {
-    (void)dt;
-    o[0] = v.x;
-    o[1] = v.y;
-    o[2] = v.z;
-    o[3] = v.w;
-}
-
-__device__ __forceinline__ void fa_unpack(const uint2 &v, int32_t dt, float o[4]) {
-    const uint16_t h[4] = {(uint16_t)(v.x & 0xffffu), (uint16_t)(v.x >> 16),
-                           (uint16_t)(v.y & 0xffffu), (uint16_t)(v.y >> 16)};
-    for (int j = 0; j < 4; j++) o[j] = cuk_ld(h, dt, j);
-}
-
-/* Rows [r0, r0 + 64) of src (row stride ld elements of type E, four at a time as V) into dst,
- * times mul; the loads of a pass are issued before any store so their latency overlaps. */
-template <class T, int DP, class V, class E>
-__device__ __forceinline__ void fa_load_vec(T *dst, const E *src, int32_t dt, int64_t ld,
-                                            int64_t r0, int64_t L, int64_t D, float mul) {
-    constexpr int Q4 = DP / 4, N4 = FA_BQ * Q4, PASS = 8; /* vectors per pass and thread */
-    for (int e0 = 0; e0 < N4; e0 += PASS * FA_WARPS * 32) {
-        V v[PASS];
-#pragma unroll
-        for (int u = 0; u < PASS; u++) {
-            int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
-            int r = e / Q4, d = (e % Q4) * 4;
-            memset(&v[u], 0, sizeof v[u]);
-            if (e < N4 && r0 + r < L && d < D)
-                v[u] = *reinterpret_cast<const V *>(src + (r0 + r) * ld + d);
-        }
-#pragma unroll
-        for (int u = 0; u < PASS; u++) {
-            int e = e0 + u * FA_WARPS * 32 + (int)threadIdx.x;
-            if (e >= N4) break;
-            int   r = e / Q4, d = (e % Q4) * 4;
-            T    *o = dst + r * (DP + 8) + d;
-            float f[4];
-            fa_unpack(v[u], dt, f);
-            for (int j = 0; j < 4; j++) o[j] = fa_type<T>::from(f[j] * mul);
-        }
-    }
-}
-
-/* Loads rows [r0, r0 + 64) of t (a [B, L, H, D] tensor at batch b, head h) into dst [64][ld],
- * times mul, zero beyond L and D. Rows with unit stride and D % 4 == 0 (every SD / SDXL /
- * FLUX head) go four values at a time (16 bytes of f32, 8 of f16/bf16); other layouts
- * element by element. */
-template <class T, int DP>
-__device__ __forceinline__ void fa_load(T *dst, const cuk_tensor &t, int64_t b, int64_t h,
-                                        int64_t r0, int64_t L, int64_t D, float mul) {
-    const int64_t base = b * t.stride[0] + h * t.stride[2];
-    const bool    f32  = t.dtype == CUK_F32;
-    const bool    vec  = t.stride[3] == 1 && D % 4 == 0 && t.stride[1] % 4 == 0 && base % 4 == 0 &&
-                     ((uintptr_t)t.data & (f32 ? 15 : 7)) == 0;
-    if (vec && f32) {
-        fa_load_vec<T, DP, float4>(dst, static_cast<const float *>(t.data) + base, t.dtype,
-                                   t.stride[1], r0, L, D, mul);
-        return;
-    }
-    if (vec) {
-        fa_load_vec<T, DP, uint2>(dst, static_cast<const uint16_t *>(t.data) + base, t.dtype,
-                                  t.stride[1], r0, L, D, mul);
-        return;
-    }
-    for (int e = threadIdx.x; e < FA_BQ * DP; e += blockDim.x) {
-        int     r = e / DP, d = e % DP;
-        int64_t row = r0 + r;
-        float   v   = 0.0f;
-        if (row < L && d < D)
-            v = cuk_ld(t.data, t.dtype, base + row * t.stride[1] + d * t.stride[3]) * mul;
-        dst[r * (DP + 8) + d] = fa_type<T>::from(v);
-    }
 }
 
 template <class T, int DP> __global__ void k_flash_wmma(cuk_attn_args a) {
@@ -141,7 +54,7 @@ template <class T, int DP> __global__ void k_flash_wmma(cuk_attn_args a) {
     const int     r = lane / 2, half = lane % 2; /* this lane's row and half of the columns */
     const int64_t i = q0 + warp * 16 + r;        /* its query row */
 
-    fa_load<T, DP>(qs, a.q, b, h, q0, Lq, D, a.scale);
+    fa_load<T, DP, FA_BQ>(qs, a.q, b, h, q0, Lq, D, a.scale);
     for (int c = half * (DP / 2); c < (half + 1) * (DP / 2); c++) ow[r * OLD + c] = 0.0f;
     __syncthreads();
     /* the warp's Q rows stay in registers for every key tile */
@@ -154,8 +67,8 @@ template <class T, int DP> __global__ void k_flash_wmma(cuk_attn_args a) {
 
     for (int64_t j0 = 0; j0 < Lk; j0 += FA_BK) {
         __syncthreads(); /* the previous tile is no longer read (and Q is loaded) */
-        fa_load<T, DP>(ks, a.k, b, h, j0, Lk, D, 1.0f);
-        fa_load<T, DP>(vs, a.v, b, h, j0, Lk, D, 1.0f);
+        fa_load<T, DP, FA_BK>(ks, a.k, b, h, j0, Lk, D, 1.0f);
+        fa_load<T, DP, FA_BK>(vs, a.v, b, h, j0, Lk, D, 1.0f);
         __syncthreads();
 
         /* S = Q K^T for this warp's 16 rows */
@@ -234,31 +147,19 @@ template <class T, int DP> static cudaError_t fa_launch(const cuk_attn_args &a, 
         if (e != cudaSuccess) return e;
     }
     dim3 grid((unsigned)((Lq + FA_BQ - 1) / FA_BQ), (unsigned)H, (unsigned)B);
-    CUK_LAUNCH(kern, grid, FA_WARPS * 32, shmem, s)(a);
+    CUK_LAUNCH(kern, grid, FA_THREADS, shmem, s)(a);
     return cudaGetLastError();
-}
-
-template <class T>
-static cudaError_t fa_dispatch(const cuk_attn_args &a, int64_t D, cudaStream_t s) {
-    if (D <= 32) return fa_launch<T, 32>(a, s);
-    if (D <= 48) return fa_launch<T, 48>(a, s);
-    if (D <= 64) return fa_launch<T, 64>(a, s);
-    if (D <= 80) return fa_launch<T, 80>(a, s);
-    if (D <= 96) return fa_launch<T, 96>(a, s);
-    if (D <= 128) return fa_launch<T, 128>(a, s);
-    return fa_launch<T, 160>(a, s);
 }
 
 extern "C" cudaError_t cuk_attention_wmma(void *out, int32_t odt, const cuk_tensor *q,
                                           const cuk_tensor *k, const cuk_tensor *v,
                                           const float *mask, const int64_t *mstride, float scale,
                                           int32_t math, cudaStream_t s) {
-    int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3];
-    if (B * Lq * H * D == 0) return cudaSuccess;
-    if (D > CUK_ATTN_WMMA_D_MAX || v->shape[3] != D || k->shape[3] != D || H > 65535 || B > 65535 ||
-        (math != CUK_F16 && math != CUK_BF16))
-        return cudaErrorInvalidValue;
+    const int64_t D = q->shape[3];
+    if (cuk_numel(q) == 0) return cudaSuccess;
+    cudaError_t e = fa_check(q, k, v, math);
+    if (e != cudaSuccess) return e;
     cuk_attn_args a = cuk_attn_args_make(out, odt, q, k, v, mask, mstride, scale);
-    if (math == CUK_BF16) return fa_dispatch<__nv_bfloat16>(a, D, s);
-    return fa_dispatch<__half>(a, D, s);
+    if (math == CUK_BF16) return FA_DISPATCH(fa_launch, __nv_bfloat16, D, a, s);
+    return FA_DISPATCH(fa_launch, __half, D, a, s);
 }

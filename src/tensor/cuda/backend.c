@@ -412,11 +412,12 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
     if (st == IMGD_OK && n->op == IMGD_OP_LINEAR_QUANT) st = cuda_linear_quant_prepare(cb, n);
     if (st == IMGD_OK && n->op == IMGD_OP_GROUP_NORM) cuda_group_norm_prepare(n);
     if (st == IMGD_OK && n->op == IMGD_OP_ATTENTION) {
-        state->attn_wmma = cb->attn == CUDA_ATTN_WMMA && cuda_attn_wmma_supported(cb, n);
-        /* wmma falls back to gemm (head dims over CUK_ATTN_WMMA_D_MAX, e.g. the VAE's 512) */
-        state->attn_gemm = !state->attn_wmma &&
-                           (cb->attn == CUDA_ATTN_GEMM || cb->attn == CUDA_ATTN_WMMA) &&
-                           cuda_attn_gemm_supported(n);
+        const bool tc    = cb->attn == CUDA_ATTN_WMMA || cb->attn == CUDA_ATTN_MMA;
+        state->attn_wmma = tc && cuda_attn_wmma_supported(cb, n);
+        /* wmma / mma fall back to gemm (head dims over CUK_ATTN_WMMA_D_MAX, e.g. the VAE's
+         * 512) */
+        state->attn_gemm =
+            !state->attn_wmma && (cb->attn == CUDA_ATTN_GEMM || tc) && cuda_attn_gemm_supported(n);
         if (state->attn_gemm) cuda_attn_gemm_prepare(cb, n);
     }
     return st;
@@ -425,7 +426,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 /* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     int conv_dnn = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0, direct = 0;
-    int converted = 0, lt = 0, res = 0;
+    int converted = 0, lt = 0, res = 0, gelu = 0;
     int casts = 0, skipped = 0, folded = 0, half = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n  = imgd_graph_exec_node(g, i);
@@ -447,7 +448,8 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         folded += ns->folded;
         half += ns->half_dt != 0;
         lt += ns->lt_bias != NULL;
-        res += ns->res_add != NULL;
+        res += ns->fused && ns->fused->op == IMGD_OP_ADD;
+        gelu += ns->fused && ns->fused->op == IMGD_OP_GELU_TANH;
         for (int s = 0; s < 2; s++) {
             direct += ns->cnst[s] && !ns->owned[s];
             converted += ns->owned[s] != NULL;
@@ -455,13 +457,13 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     }
     fprintf(
         stderr,
-        "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d wmma + "
+        "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d %s + "
         "%d gemm + %d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
         "skipped; %d constants folded at plan; %d activations stored in the math type; %d GEMMs "
-        "with the bias in the cuBLASLt epilogue; %d residual adds run in their GEMM\n",
+        "with the bias in the cuBLASLt epilogue; %d residual adds and %d GELUs run in their GEMM\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
-        conv_col, att_wmma, att_gemm, att_flash, direct, converted, skipped, casts, folded, half,
-        lt, res);
+        conv_col, att_wmma, cb->attn == CUDA_ATTN_MMA ? "mma" : "wmma", att_gemm, att_flash, direct,
+        converted, skipped, casts, folded, half, lt, res, gelu);
 }
 
 static int cmp_ptr(const void *a, const void *b) {
@@ -639,18 +641,27 @@ static imgd_status env_paths(cuda_backend *cb) {
 #else
     cb->use_cudnn = false;
 #endif
+    const char *mt  = getenv("IMGD_CUDA_ATTN_MTILES");
+    cb->attn_mtiles = 0;
+    if (mt && *mt && strcmp(mt, "auto") != 0) {
+        if (strcmp(mt, "1") != 0 && strcmp(mt, "2") != 0)
+            return imgd_fail(IMGD_E_INVALID_ARG, "cuda: IMGD_CUDA_ATTN_MTILES='%s' is not 1|2|auto",
+                             mt);
+        cb->attn_mtiles = mt[0] - '0';
+    }
+    /* f32 math: flash for wmma / mma (tensor cores would round to f16); mma needs sm_80 */
     const char *a = getenv("IMGD_CUDA_ATTN");
-    if (!a || !*a || strcmp(a, "auto") == 0)
-        cb->attn = cuda_math_low(cb) ? CUDA_ATTN_WMMA : CUDA_ATTN_FLASH;
+    if (!a || !*a || strcmp(a, "auto") == 0 || strcmp(a, "mma") == 0)
+        cb->attn = cuda_math_low(cb) ? CUDA_ATTN_MMA : CUDA_ATTN_FLASH;
     else if (strcmp(a, "gemm") == 0)
         cb->attn = CUDA_ATTN_GEMM;
-    else if (strcmp(a, "wmma") == 0) /* f32 math: flash (tensor cores would round to f16) */
+    else if (strcmp(a, "wmma") == 0)
         cb->attn = cuda_math_low(cb) ? CUDA_ATTN_WMMA : CUDA_ATTN_FLASH;
     else if (strcmp(a, "flash") == 0)
         cb->attn = CUDA_ATTN_FLASH;
     else
         return imgd_fail(IMGD_E_INVALID_ARG,
-                         "cuda: IMGD_CUDA_ATTN='%s' is not flash|gemm|wmma|auto", a);
+                         "cuda: IMGD_CUDA_ATTN='%s' is not mma|wmma|gemm|flash|auto", a);
     return IMGD_OK;
 }
 
@@ -674,6 +685,10 @@ static imgd_status cuda_init(cuda_backend *cb, const imgd_backend_params *p) {
     const char *sync = getenv("IMGD_CUDA_SYNC");
     cb->sync_each    = sync && *sync && strcmp(sync, "0") != 0;
     CUDA_TRY(cudaSetDevice(cb->device), "selecting the device");
+    int major = 0;
+    CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cb->device),
+             "compute capability");
+    if (cb->attn == CUDA_ATTN_MMA && major < 8) cb->attn = CUDA_ATTN_WMMA; /* no mma.sync bf16 */
     CUDA_TRY(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking), "creating a stream");
     CUBLAS_TRY(cublasCreate(&cb->blas), "creating the cuBLAS handle");
     CUBLAS_TRY(cublasSetStream(cb->blas, cb->stream), "cuBLAS stream");

@@ -24,15 +24,20 @@
  * Paths, each switchable from the environment (read when the backend is created), so a GPU
  * run can fall back if one is wrong:
  *   IMGD_CUDA_CUDNN=0           conv2d as im2col + cuBLAS instead of cuDNN (builds with cuDNN)
- *   IMGD_CUDA_ATTN=wmma|gemm|flash  attention; default (auto): wmma (tensor-core flash) in
- *                               f16/bf16, falling back to gemm over head dim 160; flash in f32
+ *   IMGD_CUDA_ATTN=mma|wmma|gemm|flash  attention; default (auto): tensor-core flash in
+ *                               f16/bf16 (mma: FA2-style on mma.sync, compute capability 8.0
+ *                               and later; wmma before), falling back to gemm over head dim
+ *                               160; flash in f32
+ *   IMGD_CUDA_ATTN_MTILES=1|2   mma attention: 16-row query tiles per warp (default: 2 up to
+ *                               head dim 32, else 1)
  *   IMGD_CUDA_DIRECT_WEIGHTS=0  f16/bf16: round weights per run from their f32 cast instead of
  *                               reading them in the GEMM type (converted once at plan time)
  *   IMGD_CUDA_HALF_ACT=0        f16/bf16: keep activations in f32 (GEMMs convert per run)
  *   IMGD_CUDA_GRAPH=0           run node by node instead of capturing CUDA graphs
  *   IMGD_CUDA_LT=0              matmul / linear_quant with a constant bias: cublasGemmEx over
  *                               an output prefilled with the bias instead of cuBLASLt with the
- *                               bias in the epilogue
+ *                               bias in the epilogue; a residual ADD or GELU_TANH after a
+ *                               matmul runs as its own kernel instead of in the epilogue
  *   IMGD_CUDA_CUDNN_FIND=1      time every cuDNN algorithm of each conv2d at plan time instead
  *                               of taking cuDNN's heuristic choice (H100: no faster, plans 5x
  *                               slower; off by default)

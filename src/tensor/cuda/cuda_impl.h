@@ -21,6 +21,8 @@ typedef enum cuda_attn {
     CUDA_ATTN_GEMM  = 1, /* cuBLAS Q K^T, a masked softmax kernel, P V (attention_gemm.c) */
     CUDA_ATTN_WMMA  = 2, /* flash attention on tensor cores (attention_wmma.cu; f16/bf16
                             math, head dims up to CUK_ATTN_WMMA_D_MAX, else gemm) */
+    CUDA_ATTN_MMA = 3,   /* the same FA2-style on mma.sync (attention_mma.cu; compute
+                            capability 8.0 and later) */
 } cuda_attn;
 
 /* A captured CUDA graph of one planned imgd graph (exec.c). */
@@ -81,13 +83,16 @@ typedef struct cuda_backend {
                             through cudnnConvolutionForward instead of im2col + GEMM */
     bool cudnn_find;     /* IMGD_CUDA_CUDNN_FIND=1: each conv2d's algorithm timed on the
                             device at plan time instead of cuDNN's heuristic choice */
-    cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|auto (auto: wmma in f16/bf16
-                            math, flash in f32) */
+    int32_t attn_mtiles; /* IMGD_CUDA_ATTN_MTILES=1|2 (default 0: per head dim): query
+                            tiles of 16 rows per warp of the mma attention kernel */
+    cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|mma|auto (auto: mma in f16/bf16
+                            math from compute capability 8.0, wmma before; flash in f32) */
     bool use_lt;         /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
                             constant bias runs through cuBLASLt with the bias added in the
                             GEMM's epilogue instead of prefilled into its output (one pass
-                            over the output less); off, or where cuBLASLt has no algorithm,
-                            through cublasGemmEx */
+                            over the output less), and the residual ADD / GELU_TANH after a
+                            matmul in its epilogue (cuda_plan_residuals); off, or where
+                            cuBLASLt has no algorithm, through cublasGemmEx */
     bool verbose;        /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
     bool graphs;         /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
                             graph on its first run and replayed while its signature (every
@@ -121,25 +126,27 @@ typedef struct cuda_backend {
 /* Per-node state of an executed node (its backend_data; leaves hold a device pointer
  * instead). Created by prepare, freed by release. */
 typedef struct cuda_node {
-    void *dev;            /* owned device memory: a folded DEQUANTIZE's or CAST's result */
-    bool  folded;         /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
-                             computed at plan time; readers get dev (cuda_dptr), runs skip it */
-    bool    is_out;       /* the graph output is this node or a view of it (never folded) */
-    int32_t half_dt;      /* 0: stored as its graph dtype; CUK_F16 / CUK_BF16: an f32
-                             activation stored in the math type (cuda_backend.half_act) */
-    const void *cnst[2];  /* matmul/conv2d: device address of operand s (src[s]'s first
-                             element) as a constant in the GEMM type, or NULL: converted per
-                             run (f16/bf16 math) or read as is (f32) */
-    void       *owned[2]; /* device memory behind cnst[s] when converted at plan time */
-    const void *lt_bias;  /* matmul / linear_quant: the constant bias in the output's storage
-                             type, for the cuBLASLt epilogue (NULL: prefilled, cublasGemmEx) */
-    void              *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
-    int32_t            lt_bias_dt;    /* its cuk_dtype */
-    const imgd_tensor *res_add;       /* matmul: the ADD right after it that is its only reader, run
-                                         in its GEMM (output D = the add's, residual C = the add's
-                                         other operand) when cuBLASLt can; NULL: none */
-    int32_t res_src;                  /* the residual's src index in res_add */
-    bool    gemm_done;                /* ADD: this run's result was written by the GEMM before */
+    void *dev;             /* owned device memory: a folded DEQUANTIZE's or CAST's result */
+    bool  folded;          /* a constant (DEQUANTIZE, or CAST of a weight): its value is dev,
+                              computed at plan time; readers get dev (cuda_dptr), runs skip it */
+    bool    is_out;        /* the graph output is this node or a view of it (never folded) */
+    int32_t half_dt;       /* 0: stored as its graph dtype; CUK_F16 / CUK_BF16: an f32
+                              activation stored in the math type (cuda_backend.half_act) */
+    const void *cnst[2];   /* matmul/conv2d: device address of operand s (src[s]'s first
+                              element) as a constant in the GEMM type, or NULL: converted per
+                              run (f16/bf16 math) or read as is (f32) */
+    void       *owned[2];  /* device memory behind cnst[s] when converted at plan time */
+    const void *lt_bias;   /* matmul / linear_quant: the constant bias in the output's storage
+                              type, for the cuBLASLt epilogue (NULL: prefilled, cublasGemmEx) */
+    void   *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
+    int32_t lt_bias_dt;    /* its cuk_dtype */
+    const imgd_tensor
+        *fused;        /* matmul / linear_quant: the node right after it, its only reader, run in
+                          its GEMM when cuBLASLt can (output D = that node's): an
+                          ADD (residual C = its other operand) or a GELU_TANH (the
+                          GELU epilogue); NULL: none */
+    int32_t res_src;   /* ADD: the residual's src index in fused */
+    bool    gemm_done; /* ADD / GELU_TANH: this run's result was written by the GEMM before */
     bool    skip;      /* a CAST that only GEMMs reading its weight directly consume */
     bool    needed;    /* prepare: a CAST some node reads as data */
     bool    cudnn;     /* conv2d through cuDNN (descriptors below are set) */
@@ -277,16 +284,25 @@ typedef struct cuda_lt_args {
     const void       *C;    /* NULL: no residual */
     void             *D;
     cudaDataType_t    dt;
+    bool              gelu; /* D = gelu_tanh(...) in the epilogue (after bias and residual) */
 } cuda_lt_args;
-/* Runs g through cuBLASLt (bias in the epilogue, residual as beta = 1). Sets *ran to false
+/* Runs g through cuBLASLt (bias and GELU in the epilogue, residual as beta = 1). Sets *ran to false
  * without failing when cuBLASLt has no algorithm for it (the caller then uses cuda_gemm_t). */
 imgd_status cuda_gemm_lt(cuda_backend *cb, const cuda_lt_args *g, bool *ran, const char *what);
 /* After plan_storage: gives matmul / linear_quant node n with a constant bias its copy in n's
  * storage type (cuda_node.lt_bias) when cb->use_lt. */
 imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n);
-/* After cuda_gemm_bias_prepare: pairs each matmul with the ADD that follows it in the run
- * order and is its only reader (cuda_node.res_add), when cb->use_lt. */
+/* After cuda_gemm_bias_prepare: pairs each matmul / linear_quant with the ADD or GELU_TANH
+ * that follows it in the run order and is its only reader (cuda_node.fused), when
+ * cb->use_lt. */
 void cuda_plan_residuals(cuda_backend *cb, imgd_graph *g);
+/* For matmul / linear_quant n with a fused node (cuda_node.fused), at the start of its run:
+ * resets that node's gemm_done (it runs itself unless the caller sets it after writing its
+ * result), and returns whether the GEMM can write that node's output: nothing it reads (its
+ * operands pa / pb as stored, its scratch, the residual) lies there. When it can, sets f's
+ * D, C (an ADD's residual), gelu (a GELU_TANH), bias (the node's cuBLASLt bias) and dt. */
+bool cuda_fused_args(cuda_backend *cb, const imgd_tensor *n, const void *pa, const void *pb,
+                     cuda_lt_args *f);
 /* cuda_gemm_a with alpha = 1. */
 imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
                       int64_t n, int64_t k, const void *A, int64_t lda, int64_t stride_a,

@@ -57,6 +57,74 @@ __device__ __forceinline__ void cuk_st(void *p, int32_t dtype, int64_t off, floa
 }
 #endif
 
+/* Tensor-core building blocks of sm_80 and later, as PTX (the emulator defines its own):
+ * cp.async copies, ldmatrix fragment loads and the m16n8k16 MMA with f32 accumulation.
+ * Fragment layouts are those of the PTX ISA ("Matrix fragments for mma.m16n8k16"): with
+ * g = lane / 4 and c = 2 * (lane % 4), A (16 x 16, row) holds a0 = (g, c..c+1),
+ * a1 = (g + 8, c..), a2 = (g, c + 8..), a3 = (g + 8, c + 8..); B (16 x 8, col) holds
+ * b0 = (c..c+1, g), b1 = (c + 8.., g); C/D (16 x 8, f32) hold (g, c), (g, c + 1), (g + 8, c),
+ * (g + 8, c + 1). */
+#ifndef CUK_EMU
+__device__ __forceinline__ uint32_t cuk_smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+/* 16 bytes from global src to shared dst (both 16-byte aligned), asynchronously; the bytes
+ * past src_bytes (0 or 16) are zeros. */
+__device__ __forceinline__ void cuk_cp_async16(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(cuk_smem_u32(dst)),
+                 "l"(src), "r"(src_bytes));
+}
+/* Closes the group of this thread's cp.async copies issued since the last commit. */
+__device__ __forceinline__ void cuk_cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+/* Waits until at most N of this thread's committed groups are still in flight. */
+template <int N> __device__ __forceinline__ void cuk_cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+/* Four 8 x 8 16-bit matrices from shared memory; lanes 8i..8i+7 give the rows of matrix i.
+ * r[i] of lane l: row l / 4, columns 2 (l % 4) and + 1 (trans: rows 2 (l % 4) and + 1,
+ * column l / 4). */
+__device__ __forceinline__ void cuk_ldsm_x4(uint32_t r[4], const void *row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(cuk_smem_u32(row)));
+}
+__device__ __forceinline__ void cuk_ldsm_x4_t(uint32_t r[4], const void *row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(cuk_smem_u32(row)));
+}
+/* d += A B on one warp, A and B f16 (T = __half) or bf16. */
+template <class T>
+__device__ __forceinline__ void cuk_mma16816(float d[4], const uint32_t a[4], const uint32_t b[2]);
+template <>
+__device__ __forceinline__ void cuk_mma16816<__half>(float d[4], const uint32_t a[4],
+                                                     const uint32_t b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <>
+__device__ __forceinline__ void cuk_mma16816<__nv_bfloat16>(float d[4], const uint32_t a[4],
+                                                            const uint32_t b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+/* lo and hi rounded to f16 / bf16 in one 32-bit register, lo in the low half */
+__device__ __forceinline__ uint32_t cuk_pack_f16x2(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+__device__ __forceinline__ uint32_t cuk_pack_bf16x2(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+#endif
+
 /* Element offset (through strides) of the row-major linear index lin of t's shape. */
 __device__ __forceinline__ int64_t cuk_off(const cuk_tensor &t, int64_t lin) {
     if (t.contiguous) return lin;

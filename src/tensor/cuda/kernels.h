@@ -157,6 +157,15 @@ cudaError_t cuk_attention_wmma(void *out, int32_t odt, const cuk_tensor *q, cons
                                const cuk_tensor *v, const float *mask, const int64_t *mstride,
                                float scale, int32_t math, cudaStream_t s);
 
+/* ---- attention_mma.cu --------------------------------------------------------------------- */
+
+/* cuk_attention_wmma's contract, FA2-style on the mma.sync / ldmatrix / cp.async instructions
+ * of compute capability 8.0 and later (the caller checks the device). mtiles: 16-row query
+ * tiles per warp, 1 or 2, or 0 for the kernel's choice per head dim. */
+cudaError_t cuk_attention_mma(void *out, int32_t odt, const cuk_tensor *q, const cuk_tensor *k,
+                              const cuk_tensor *v, const float *mask, const int64_t *mstride,
+                              float scale, int32_t math, int32_t mtiles, cudaStream_t s);
+
 /* ---- quant.cu ----------------------------------------------------------------------------- */
 
 /* ggml block types the device expands (formats/quant_blocks.h). */

@@ -256,7 +256,9 @@ imgd_status cuda_gemm_lt(cuda_backend *cb, const cuda_lt_args *g, bool *ran, con
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulAlgo_t   algo;
     cudaDataType_t         t   = cuda_math_type(cb);
-    cublasLtEpilogue_t     epi = g->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    cublasLtEpilogue_t     epi = g->bias
+                                     ? (g->gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                                     : (g->gelu ? CUBLASLT_EPILOGUE_GELU : CUBLASLT_EPILOGUE_DEFAULT);
     int32_t                bt = (int32_t)g->dt, ta = (int32_t)g->op_a, tb = (int32_t)g->op_b;
     const void            *C     = g->C ? g->C : g->D;
     float                  alpha = 1.0f, beta = g->C ? 1.0f : 0.0f;
@@ -413,25 +415,39 @@ static size_t readers(imgd_graph *g, const imgd_tensor *n) {
     return k;
 }
 
+/* Index of the residual operand when ADD `add` can take matmul n's result in n's GEMM (the
+ * other operand, read as C with D's layout), else -1. */
+static int residual_src(const imgd_tensor *n, const imgd_tensor *add) {
+    int s = add->src[0] == n ? 1 : add->src[1] == n ? 0 : -1;
+    if (s < 0 || add->src[s]->storage == n) return -1;
+    const imgd_tensor *r = add->src[s];
+    if (!imgd_tensor_same_shape(r, add) || !imgd_tensor_is_contiguous(r) ||
+        cuda_cuk_of(r) != cuda_cuk_of(add))
+        return -1;
+    return s;
+}
+
 void cuda_plan_residuals(cuda_backend *cb, imgd_graph *g) {
     if (!cb->use_lt) return;
     for (size_t i = 0; i + 1 < imgd_graph_exec_count(g); i++) {
-        imgd_tensor *n = imgd_graph_exec_node(g, i), *add = imgd_graph_exec_node(g, i + 1);
-        cuda_node   *ns = cuda_node_of(n), *as = cuda_node_of(add);
-        if (n->op != IMGD_OP_MATMUL || add->op != IMGD_OP_ADD || !ns || !as || ns->is_out ||
-            ns->folded || as->folded || n->storage != n || add->storage != add)
+        imgd_tensor *n = imgd_graph_exec_node(g, i), *next = imgd_graph_exec_node(g, i + 1);
+        cuda_node   *ns = cuda_node_of(n), *xs = cuda_node_of(next);
+        if ((n->op != IMGD_OP_MATMUL && n->op != IMGD_OP_LINEAR_QUANT) || !ns || !xs ||
+            ns->is_out || ns->folded || xs->folded || n->storage != n || next->storage != next ||
+            readers(g, n) != 1 || !imgd_tensor_same_shape(n, next) ||
+            !imgd_tensor_is_contiguous(next) ||
+            (n->src[2] && (!ns->lt_bias || ns->lt_bias_dt != cuda_cuk_of(next))))
             continue;
-        int s = add->src[0] == n ? 1 : add->src[1] == n ? 0 : -1;
-        if (s < 0 || add->src[s]->storage == n || readers(g, n) != 1) continue;
-        const imgd_tensor *r = add->src[s];
-        if (!imgd_tensor_same_shape(r, add) || !imgd_tensor_same_shape(n, add) ||
-            !imgd_tensor_is_contiguous(r) || !imgd_tensor_is_contiguous(add) ||
-            cuda_cuk_of(r) != cuda_cuk_of(add) ||
-            (n->src[2] && (!ns->lt_bias || ns->lt_bias_dt != cuda_cuk_of(add))))
+        int s = -1;
+        if (next->op == IMGD_OP_ADD) {
+            s = residual_src(n, next);
+            if (s < 0) continue;
+        } else if (next->op != IMGD_OP_GELU_TANH || next->src[0] != n) {
             continue;
-        ns->res_add     = add;
-        ns->res_src     = s;
-        add->plan_early = true; /* nothing the GEMM reads may share its memory */
+        }
+        ns->fused        = next;
+        ns->res_src      = s;
+        next->plan_early = true; /* nothing the GEMM reads may share its memory */
     }
 }
 
@@ -468,31 +484,25 @@ static bool overlaps(const void *a, size_t na, const void *b, size_t nb) {
     return na && nb && x < y + nb && y < x + na;
 }
 
-/* Matmul n fused with the ADD after it (cuda_node.res_add): lt (n's GEMM, D = n's output)
- * is run with D = the add's output and C = its other operand, when nothing the GEMM reads
- * (operands pa / pb as stored, scratch) lies in the add's output; sets the add's gemm_done. */
-static imgd_status residual_gemm(cuda_backend *cb, const imgd_tensor *n, cuda_lt_args *lt,
-                                 const void *pa, const void *pb, bool *ran, const char *what) {
-    const cuda_node   *ns  = cuda_node_of(n);
-    const imgd_tensor *add = ns->res_add, *r = add->src[ns->res_src];
-    cuda_node         *as = cuda_node_of(add);
-    void              *D  = cuda_dptr(add);
-    size_t             nd = cuda_store_bytes(add);
-    const void        *C  = cuda_dptr(r);
-    as->gemm_done         = false;
-    *ran                  = false;
+bool cuda_fused_args(cuda_backend *cb, const imgd_tensor *n, const void *pa, const void *pb,
+                     cuda_lt_args *f) {
+    const cuda_node   *ns         = cuda_node_of(n);
+    const imgd_tensor *next       = ns->fused;
+    const bool         add        = next->op == IMGD_OP_ADD;
+    void              *D          = cuda_dptr(next);
+    size_t             nd         = cuda_store_bytes(next);
+    const void        *C          = add ? cuda_dptr(next->src[ns->res_src]) : NULL;
+    cuda_node_of(next)->gemm_done = false;
     if (overlaps(D, nd, pa, cuda_store_bytes(n->src[0]->storage)) ||
         overlaps(D, nd, pb, cuda_store_bytes(n->src[1]->storage)) ||
-        overlaps(D, nd, n->scratch, n->scratch_bytes) || (C != D && overlaps(D, nd, C, nd)))
-        return IMGD_OK;
-    cuda_lt_args f = *lt;
-    f.D            = D;
-    f.C            = C;
-    f.bias         = ns->lt_bias;
-    f.dt           = cuda_cuk_of(add) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
-    imgd_status st = cuda_gemm_lt(cb, &f, ran, what);
-    as->gemm_done  = st == IMGD_OK && *ran;
-    return st;
+        overlaps(D, nd, n->scratch, n->scratch_bytes) || (C && C != D && overlaps(D, nd, C, nd)))
+        return false;
+    f->D    = D;
+    f->C    = C;
+    f->gelu = !add;
+    f->bias = ns->lt_bias;
+    f->dt   = cuda_cuk_of(next) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
+    return true;
 }
 
 /* A contiguous row-major descriptor of t's shape (for an operand copied into scratch). */
@@ -512,8 +522,8 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
     const void        *pa = cuda_dptr(a), *pb = cuda_dptr(b);
     size_t             es = cuda_math_size(cb);
     const cuda_node   *ns = cuda_node_of(n);
-    /* the fused add runs itself unless residual_gemm below writes its result this run */
-    if (ns && ns->res_add) cuda_node_of(ns->res_add)->gemm_done = false;
+    /* the fused node runs itself unless the GEMM below writes its result this run */
+    if (ns && ns->fused) cuda_node_of(ns->fused)->gemm_done = false;
     if (cuda_math_low(cb)) { /* constants as resolved; others rounded into scratch */
         unsigned char *sa = n->scratch, *sb = sa + operand_scratch(cb, n, 0);
         imgd_status    st = IMGD_OK;
@@ -578,12 +588,14 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
         rows = g.M * nb;
         nb   = 1;
     }
-    cuda_lt_args lt = {g.op_a, g.op_b,     g.N, rows, g.K, g.ld_a, g.ld_b, g.N, sa,
-                       sb,     rows * g.N, nb,  A,    B,   NULL,   NULL,   C,   ct};
-    if (ns && ns->res_add && uniform && g.K > 0 && (!n->src[2] || ns->lt_bias)) {
-        /* the add after this GEMM: its output written here, its residual as C */
-        bool        ran = false;
-        imgd_status ls  = residual_gemm(cb, n, &lt, pa, pb, &ran, what);
+    cuda_lt_args lt = {g.op_a,     g.op_b, g.N, rows, g.K,  g.ld_a, g.ld_b, g.N, sa,   sb,
+                       rows * g.N, nb,     A,   B,    NULL, NULL,   C,      ct,  false};
+    cuda_lt_args f  = lt;
+    if (ns && ns->fused && uniform && g.K > 0 && cuda_fused_args(cb, n, pa, pb, &f)) {
+        /* the node after this GEMM: its output written here */
+        bool        ran                    = false;
+        imgd_status ls                     = cuda_gemm_lt(cb, &f, &ran, what);
+        cuda_node_of(ns->fused)->gemm_done = ls == IMGD_OK && ran;
         if (ls != IMGD_OK || ran) return ls;
     }
     if (ns && ns->lt_bias && uniform && g.K > 0) {

@@ -8,6 +8,7 @@
  * the node's scratch in the GEMM type; each tile is one cuBLAS GEMM over all rows of x into
  * the matching columns of y, so the expanded copy never exceeds one tile. */
 #include <limits.h>
+#include <string.h>
 
 #include "base/error.h"
 #include "cuda_impl.h"
@@ -87,22 +88,23 @@ imgd_status cuda_linear_quant_prepare(cuda_backend *cb, imgd_tensor *n) {
     return IMGD_OK;
 }
 
-/* y [M, N] (its storage type) from x (px: [M, K] in the GEMM type) tile by tile. bias: the
- * node's cuBLASLt bias (each tile's GEMM adds it in its epilogue; *ran false when cuBLASLt
- * had no algorithm for a tile), or NULL (beta: the output is prefilled or not). */
+/* y [M, N] from x (px: [M, K] in the GEMM type) tile by tile. lt: NULL, the output is n's
+ * (beta: prefilled or not) and each tile a cublasGemmEx; else each tile runs through cuBLASLt
+ * with lt's epilogue (D, its type dt, bias, residual C and gelu; *ran false when cuBLASLt had
+ * no algorithm for a tile). */
 static imgd_status lq_tiles(cuda_backend *cb, const imgd_tensor *n, const void *px,
-                            const unsigned char *bias, float beta, bool *ran, const char *what) {
+                            const cuda_lt_args *lt, float beta, bool *ran, const char *what) {
     const imgd_tensor       *w  = n->src[1];
     const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
     int64_t                  N = w->shape[0], K = w->shape[1], M = imgd_tensor_numel(n->src[0]) / K;
-    cudaDataType_t           ct   = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
-    size_t                   ces  = ct == CUDA_R_32F ? 4 : 2;
-    size_t                   row  = (size_t)(K / tr->block_elems) * tr->block_bytes;
-    const unsigned char     *wq   = cuda_dptr(w);
-    unsigned char           *tile = (unsigned char *)n->scratch + lq_x_bytes(cb, n);
-    unsigned char           *y    = n->data;
-    int64_t                  T    = lq_tile_rows(n);
-    *ran                          = true;
+    cudaDataType_t ct  = lt ? lt->dt : cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
+    size_t         ces = ct == CUDA_R_32F ? 4 : 2;
+    size_t         row = (size_t)(K / tr->block_elems) * tr->block_bytes;
+    const unsigned char *wq   = cuda_dptr(w);
+    unsigned char       *tile = (unsigned char *)n->scratch + lq_x_bytes(cb, n);
+    unsigned char       *y    = lt ? lt->D : n->data;
+    int64_t              T    = lq_tile_rows(n);
+    *ran                      = true;
     for (int64_t n0 = 0; n0 < N && *ran; n0 += T) {
         int64_t     t    = N - n0 < T ? N - n0 : T;
         imgd_tensor part = *w; /* the tile's rows, for the block count */
@@ -111,26 +113,27 @@ static imgd_status lq_tiles(cuda_backend *cb, const imgd_tensor *n, const void *
             cuda_dequant(cb, &part, wq + (size_t)n0 * row, tile, cuda_math_cuk(cb), what);
         if (st != IMGD_OK) return st;
         /* column-major y^T [N, M] (ld N), rows n0.. = tile [t, K] x^T */
-        if (bias) {
-            cuda_lt_args lt = {CUBLAS_OP_T,
-                               CUBLAS_OP_N,
-                               t,
-                               M,
-                               K,
-                               K,
-                               K,
-                               N,
-                               0,
-                               0,
-                               0,
-                               1,
-                               tile,
-                               px,
-                               bias + (size_t)n0 * ces,
-                               NULL,
-                               y + (size_t)n0 * ces,
-                               ct};
-            st              = cuda_gemm_lt(cb, &lt, ran, what);
+        if (lt) {
+            const unsigned char *bias = lt->bias, *C = lt->C;
+            cuda_lt_args         f = *lt;
+            f.op_a                 = CUBLAS_OP_T;
+            f.op_b                 = CUBLAS_OP_N;
+            f.m                    = t;
+            f.n                    = M;
+            f.k                    = K;
+            f.lda                  = K;
+            f.ldb                  = K;
+            f.ldc                  = N;
+            f.stride_a             = 0;
+            f.stride_b             = 0;
+            f.stride_c             = 0;
+            f.batches              = 1;
+            f.A                    = tile;
+            f.B                    = px;
+            f.bias                 = bias ? bias + (size_t)n0 * ces : NULL;
+            f.C                    = C ? C + (size_t)n0 * ces : NULL;
+            f.D                    = y + (size_t)n0 * ces;
+            st                     = cuda_gemm_lt(cb, &f, ran, what);
         } else
             st = cuda_gemm_t(cb, CUBLAS_OP_T, CUBLAS_OP_N, t, M, K, 1.0f, tile, K, 0, px, K, 0,
                              beta, y + (size_t)n0 * ces, ct, N, 0, 1, what);
@@ -143,6 +146,8 @@ imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char
     const imgd_tensor *x = n->src[0], *w = n->src[1];
     const cuda_node   *ns = cuda_node_of(n);
     int64_t            N = w->shape[0], K = w->shape[1], M = K ? imgd_tensor_numel(x) / K : 0;
+    /* the fused node runs itself unless the tiles below write its result this run */
+    if (ns && ns->fused) cuda_node_of(ns->fused)->gemm_done = false;
     if (M == 0 || N == 0) return IMGD_OK;
     imgd_status st = IMGD_OK;
     if (K == 0) {
@@ -158,9 +163,23 @@ imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char
         if (st != IMGD_OK) return st;
         px = n->scratch;
     }
-    bool ran = false;
+    bool         ran = false;
+    cuda_lt_args lt;
+    memset(&lt, 0, sizeof lt);
+    if (ns && ns->fused && cuda_fused_args(cb, n, px, cuda_dptr(w), &lt)) {
+        /* the node after it, its output written here (a tile cuBLASLt cannot run: that node
+         * runs itself from this node's output, computed below) */
+        st                                 = lq_tiles(cb, n, px, &lt, 0.0f, &ran, what);
+        cuda_node_of(ns->fused)->gemm_done = st == IMGD_OK && ran;
+        if (st != IMGD_OK || ran) return st;
+    }
     if (ns && ns->lt_bias) { /* a tile cuBLASLt cannot run: all again, the other way */
-        st = lq_tiles(cb, n, px, ns->lt_bias, 0.0f, &ran, what);
+        lt.bias = ns->lt_bias;
+        lt.C    = NULL;
+        lt.gelu = false;
+        lt.D    = n->data;
+        lt.dt   = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
+        st      = lq_tiles(cb, n, px, &lt, 0.0f, &ran, what);
         if (st != IMGD_OK || ran) return st;
     }
     float beta = 0.0f;
