@@ -17,7 +17,8 @@ LIBB=${IMGD_EMU_LIB_BUILD:-build-nocuda}
 OUT=$LIBB/cuda-emu
 CUDA_INC=${CUDA_INC:-/usr/local/cuda/include}
 mkdir -p "$OUT"
-[[ -f $LIBB/libimgd.a ]] || { cmake -S . -B "$LIBB" -DIMGD_CUDA=OFF && cmake --build "$LIBB" -j2 --target imgd_static; }
+[[ -f $LIBB/libimgd.a ]] || { cmake -S . -B "$LIBB" -DIMGD_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
+    cmake --build "$LIBB" -j"$(nproc 2>/dev/null || echo 2)" --target imgd_static; }
 INC=(-Iinclude -I"$LIBB/include" -Isrc -Itests -isystem "$CUDA_INC")
 DEF=(-D_POSIX_C_SOURCE=200809L -DIMGD_HAVE_CUDA=1)
 objs=()

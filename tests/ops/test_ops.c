@@ -7,7 +7,7 @@
  * graph is built twice from the same seed, once for "ref" and once for the backend under
  * test, and the outputs compared: non-finite values are reported separately from NMSE.
  *
- *   test_ops [--op NAME] [--backend NAME] [--mode test|perf] [--vars SUBSTRING] [--list]
+ *   test_ops [--op NAME[,NAME...]] [--backend NAME] [--mode test|perf] [--vars SUBSTRING] [--list]
  *
  * Backend configurations: cpu (defaults), cpu-openblas (matmul through OpenBLAS),
  * cpu-portable (no AVX-512 micro-kernels), cpu-bf16 (bf16 matmul/conv, AVX-512-BF16 only),
@@ -898,7 +898,7 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->perf = strcmp(argv[++i], "perf") == 0;
         else {
             fprintf(stderr,
-                    "usage: %s [--op NAME] [--backend NAME] [--mode test|perf] "
+                    "usage: %s [--op NAME[,NAME...]] [--backend NAME] [--mode test|perf] "
                     "[--vars SUBSTRING] [--list] [--verbose]\n",
                     argv[0]);
             return -1;
@@ -1050,7 +1050,7 @@ static void check_too_big(imgd_backend *be) {
 }
 
 static bool case_selected(const opts *o, const op_case *tc) {
-    return (!o->op || strcmp(o->op, tc->op) == 0) && (!o->vars || strstr(tc->vars, o->vars));
+    return (!o->op || in_list(o->op, tc->op)) && (!o->vars || strstr(tc->vars, o->vars));
 }
 
 /* Runs one case on every selected configuration; returns failures. */
