@@ -112,7 +112,7 @@ cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int d) {
     (void)d;
     const char *cc = getenv("IMGD_EMU_CC_MAJOR");
     *v             = 0;
-    if (a == cudaDevAttrComputeCapabilityMajor) *v = cc && *cc ? atoi(cc) : 9;
+    if (a == cudaDevAttrComputeCapabilityMajor) *v = cc && *cc ? (int)strtol(cc, NULL, 10) : 9;
     return cudaSuccess;
 }
 
