@@ -4,7 +4,8 @@
 # Host code (vtable, memory, cuBLAS calls) is C in src/tensor/cuda/*.c and gets the normal C
 # warnings; only the kernels are CUDA C++ (*.cu), compiled by nvcc with -Xcompiler -Wall,-Wextra
 # (STYLE B3). CMAKE_CUDA_ARCHITECTURES defaults to 90 (H100, the lent GPU machine); set it
-# for other cards (e.g. -DCMAKE_CUDA_ARCHITECTURES=89 or "native" where a GPU is visible).
+# for other cards (e.g. -DCMAKE_CUDA_ARCHITECTURES=89 or "native" where a GPU is visible);
+# compute capability 8.0 or later (bf16 tensor-core kernels).
 set(IMGD_HAVE_CUDA OFF)
 set(IMGD_HAVE_CUDNN OFF)
 set(IMGD_CUDA_LIBS "")

@@ -25,9 +25,10 @@
  * run can fall back if one is wrong:
  *   IMGD_CUDA_CUDNN=0           conv2d as im2col + cuBLAS instead of cuDNN (builds with cuDNN)
  *   IMGD_CUDA_ATTN=mma|wmma|gemm|flash  attention; default (auto): tensor-core flash in
- *                               f16/bf16 (mma: FA2-style on mma.sync, compute capability 8.0
- *                               and later; wmma before), falling back to gemm over head dim
- *                               160; flash in f32
+ *                               f16/bf16 (mma: FA2-style on mma.sync; wmma: the earlier
+ *                               FA1-style kernel, also taken on a card below compute
+ *                               capability 8.0), falling back to gemm over head dim 160;
+ *                               flash in f32
  *   IMGD_CUDA_ATTN_MTILES=1|2   mma attention: 16-row query tiles per warp (default: 2 up to
  *                               head dim 32, else 1)
  *   IMGD_CUDA_DIRECT_WEIGHTS=0  f16/bf16: round weights per run from their f32 cast instead of

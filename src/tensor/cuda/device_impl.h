@@ -64,7 +64,7 @@ __device__ __forceinline__ void cuk_st(void *p, int32_t dtype, int64_t off, floa
  * a1 = (g + 8, c..), a2 = (g, c + 8..), a3 = (g + 8, c + 8..); B (16 x 8, col) holds
  * b0 = (c..c+1, g), b1 = (c + 8.., g); C/D (16 x 8, f32) hold (g, c), (g, c + 1), (g + 8, c),
  * (g + 8, c + 1). */
-#ifndef CUK_EMU
+#if !defined(CUK_EMU) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
 __device__ __forceinline__ uint32_t cuk_smem_u32(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
@@ -114,6 +114,9 @@ __device__ __forceinline__ void cuk_mma16816<__nv_bfloat16>(float d[4], const ui
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+#endif
+
+#ifndef CUK_EMU
 /* lo and hi rounded to f16 / bf16 in one 32-bit register, lo in the low half */
 __device__ __forceinline__ uint32_t cuk_pack_f16x2(float lo, float hi) {
     __half2 v = __floats2half2_rn(lo, hi);
