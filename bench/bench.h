@@ -25,6 +25,7 @@ int bench_lora(int argc, char **argv);
 int bench_registry(int argc, char **argv);
 int bench_deploy(int argc, char **argv);
 int bench_share(int argc, char **argv);
+int bench_attn(int argc, char **argv);
 
 /* A sparse real-size SD 1.5 f16 checkpoint under dir/imgd-bench-TAG-PID (root), its file
  * in target; then bench_fill_random writes random weights into it. 0 on success. */

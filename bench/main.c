@@ -56,6 +56,11 @@ static const bench_row k_benches[] = {
      "      --steps N (1) --txt-len L (512) --threads N --dir D --keep; --model FILE: run an\n"
      "      existing FLUX.1-dev GGUF instead of writing one; --vae: also a random FLUX VAE\n"
      "      of the real size, one decode per size]"},
+    {"attn", bench_attn,
+     "attention on the shapes of SD 1.5, SDXL and FLUX.1 (chains of --chain attentions per\n"
+     "      graph): TFLOP/s of each cuda kernel side by side vs the measured fp16 GEMM peak and\n"
+     "      vs the first kernel [--kernels mma,wmma,gemm] [--precision f16|bf16] [--repeat N]\n"
+     "      [--chain N] [--backend cpu: GFLOP/s on the CPU backend] [--quick: small shapes]"},
     {"lora", bench_lora,
      "a rank-32 kohya LoRA (every attention, feed-forward, projection and 3x3 conv of the UNet,\n"
      "      every text-encoder linear; random weights) on a random SD 1.5: time to apply (merge)\n"

@@ -13,8 +13,8 @@
 #      per op kind), then the same with the fast paths off (IMGD_CUDA_CUDNN=0
 #      IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0
 #      IMGD_CUDA_LT=0)
-#   5. the f16 bench again with the other attention kernels (IMGD_CUDA_ATTN=wmma, the mma
-#      kernel with two query tiles per warp): IMGD_PROFILE's attention time of each
+#   5. imgd-bench attn: the attention kernels side by side on SD / SDXL / FLUX shapes (TFLOP/s
+#      vs the fp16 GEMM peak and vs mma), then the f16 SD bench with IMGD_CUDA_ATTN=wmma
 #   6. imgd-bench sd --family flux --backend cuda --size 512 --steps 2: a real-size FLUX.1-dev
 #      Q8_0 GGUF (written under the build folder) with its weights in their blocks on the GPU
 #      for comparison
@@ -84,14 +84,18 @@ IMGD_PROFILE=1 timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 1
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
 
-stage "bench: attention kernels, SD 1.5 f16 (compare the attention line of IMGD_PROFILE with the bench above)"
-for env in "IMGD_CUDA_ATTN=wmma" "IMGD_CUDA_ATTN_MTILES=2"; do
-    echo "---- $env"
-    env "$env" IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 \
-        --precision f16
-    rc=$?
-    [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with $env (rc $rc)")
-done
+stage "bench: attention kernels side by side (imgd-bench attn: mma, wmma, gemm; f16, then bf16; then mma with two query tiles per warp)"
+timeout 120 "$BUILD/bench/imgd-bench" attn --backend cuda --kernels mma,wmma,gemm
+rc=$?
+[[ $rc -eq 0 ]] || FAILED+=("imgd-bench attn (rc $rc)")
+timeout 60 "$BUILD/bench/imgd-bench" attn --backend cuda --kernels mma,wmma --precision bf16 || FAILED+=("imgd-bench attn bf16")
+IMGD_CUDA_ATTN_MTILES=2 timeout 60 "$BUILD/bench/imgd-bench" attn --backend cuda --kernels mma,wmma ||
+    FAILED+=("imgd-bench attn, two query tiles per warp")
+
+stage "bench: SD 1.5 f16 with the earlier attention kernel (IMGD_CUDA_ATTN=wmma; compare it/s with the first bench)"
+IMGD_CUDA_ATTN=wmma IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f16
+rc=$?
+[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_ATTN=wmma (rc $rc)")
 
 stage "bench: FLUX.1-dev Q8_0 GGUF transformer on cuda, 512x512, 2 steps (writes 12.7 GB under build)"
 IMGD_PROFILE=1 timeout 240 "$BUILD/bench/imgd-bench" sd --family flux --backend cuda --size 512 \
