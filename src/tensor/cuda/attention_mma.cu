@@ -232,17 +232,8 @@ __global__ void __launch_bounds__(FA_THREADS) k_flash_mma(cuk_attn_args a) {
 
 template <class T, int DP, int MI>
 static cudaError_t fm_launch_mi(const cuk_attn_args &a, cudaStream_t s) {
-    const int64_t Lq = a.q.shape[1], H = a.q.shape[2], B = a.q.shape[0], BQ = 16 * MI * FM_WARPS;
-    size_t        shmem         = fm_shmem(DP, MI, sizeof(T));
-    void (*kern)(cuk_attn_args) = k_flash_mma<T, DP, MI>;
-    if (shmem > 48 * 1024) {
-        cudaError_t e =
-            cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
-        if (e != cudaSuccess) return e;
-    }
-    dim3 grid((unsigned)((Lq + BQ - 1) / BQ), (unsigned)H, (unsigned)B);
-    CUK_LAUNCH(kern, grid, FA_THREADS, shmem, s)(a);
-    return cudaGetLastError();
+    return fa_launch_kernel(k_flash_mma<T, DP, MI>, fm_shmem(DP, MI, sizeof(T)), 16 * MI * FM_WARPS,
+                            a, s);
 }
 
 /* mtiles: 16-row m-tiles per warp, 1 or 2 (K and V fragments serve both; more registers);

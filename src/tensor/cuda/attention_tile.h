@@ -118,6 +118,21 @@ static inline cudaError_t fa_check(const cuk_tensor *q, const cuk_tensor *k, con
     return cudaSuccess;
 }
 
+/* Launches kern with FA_THREADS threads a block over (blocks of bq queries, heads, batches)
+ * and shmem bytes of dynamic shared memory (opted into past the default 48 KiB). */
+static cudaError_t fa_launch_kernel(void (*kern)(cuk_attn_args), size_t shmem, int64_t bq,
+                                    const cuk_attn_args &a, cudaStream_t s) {
+    if (shmem > 48 * 1024) {
+        cudaError_t e =
+            cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
+        if (e != cudaSuccess) return e;
+    }
+    dim3 grid((unsigned)((a.q.shape[1] + bq - 1) / bq), (unsigned)a.q.shape[2],
+              (unsigned)a.q.shape[0]);
+    CUK_LAUNCH(kern, grid, FA_THREADS, shmem, s)(a);
+    return cudaGetLastError();
+}
+
 /* The largest head dim of a kernel instance for head dim D (D <= CUK_ATTN_WMMA_D_MAX), which
  * fa_dispatch-style switches instantiate: 32, 48, 64, 80, 96, 128 or 160. */
 #define FA_DISPATCH(LAUNCH, T, D, ...)                                                             \

@@ -138,17 +138,7 @@ template <class T, int DP> __global__ void k_flash_wmma(cuk_attn_args a) {
 }
 
 template <class T, int DP> static cudaError_t fa_launch(const cuk_attn_args &a, cudaStream_t s) {
-    const int64_t Lq = a.q.shape[1], H = a.q.shape[2], B = a.q.shape[0];
-    size_t        shmem         = fa_shmem(DP, sizeof(T));
-    void (*kern)(cuk_attn_args) = k_flash_wmma<T, DP>;
-    if (shmem > 48 * 1024) {
-        cudaError_t e =
-            cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
-        if (e != cudaSuccess) return e;
-    }
-    dim3 grid((unsigned)((Lq + FA_BQ - 1) / FA_BQ), (unsigned)H, (unsigned)B);
-    CUK_LAUNCH(kern, grid, FA_THREADS, shmem, s)(a);
-    return cudaGetLastError();
+    return fa_launch_kernel(k_flash_wmma<T, DP>, fa_shmem(DP, sizeof(T)), FA_BQ, a, s);
 }
 
 extern "C" cudaError_t cuk_attention_wmma(void *out, int32_t odt, const cuk_tensor *q,
