@@ -296,11 +296,11 @@ imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n);
  * that follows it in the run order and is its only reader (cuda_node.fused), when
  * cb->use_lt. */
 void cuda_plan_residuals(cuda_backend *cb, imgd_graph *g);
-/* For matmul / linear_quant n with a fused node (cuda_node.fused), at the start of its run:
- * resets that node's gemm_done (it runs itself unless the caller sets it after writing its
- * result), and returns whether the GEMM can write that node's output: nothing it reads (its
- * operands pa / pb as stored, its scratch, the residual) lies there. When it can, sets f's
- * D, C (an ADD's residual), gelu (a GELU_TANH), bias (the node's cuBLASLt bias) and dt. */
+/* For matmul / linear_quant n with a fused node (cuda_node.fused): whether n's GEMM can write
+ * that node's output this run (nothing it reads, its operands pa / pb as stored, its scratch
+ * or the residual, lies there). When it can, sets f's D, C (an ADD's residual), gelu (a
+ * GELU_TANH), bias (the node's cuBLASLt bias) and dt. The caller resets the fused node's
+ * gemm_done at the start of the run and sets it once the GEMM has written the result. */
 bool cuda_fused_args(cuda_backend *cb, const imgd_tensor *n, const void *pa, const void *pb,
                      cuda_lt_args *f);
 /* cuda_gemm_a with alpha = 1. */

@@ -486,13 +486,12 @@ static bool overlaps(const void *a, size_t na, const void *b, size_t nb) {
 
 bool cuda_fused_args(cuda_backend *cb, const imgd_tensor *n, const void *pa, const void *pb,
                      cuda_lt_args *f) {
-    const cuda_node   *ns         = cuda_node_of(n);
-    const imgd_tensor *next       = ns->fused;
-    const bool         add        = next->op == IMGD_OP_ADD;
-    void              *D          = cuda_dptr(next);
-    size_t             nd         = cuda_store_bytes(next);
-    const void        *C          = add ? cuda_dptr(next->src[ns->res_src]) : NULL;
-    cuda_node_of(next)->gemm_done = false;
+    const cuda_node   *ns   = cuda_node_of(n);
+    const imgd_tensor *next = ns->fused;
+    const bool         add  = next->op == IMGD_OP_ADD;
+    void              *D    = cuda_dptr(next);
+    size_t             nd   = cuda_store_bytes(next);
+    const void        *C    = add ? cuda_dptr(next->src[ns->res_src]) : NULL;
     if (overlaps(D, nd, pa, cuda_store_bytes(n->src[0]->storage)) ||
         overlaps(D, nd, pb, cuda_store_bytes(n->src[1]->storage)) ||
         overlaps(D, nd, n->scratch, n->scratch_bytes) || (C && C != D && overlaps(D, nd, C, nd)))

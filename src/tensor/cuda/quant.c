@@ -8,7 +8,6 @@
  * the node's scratch in the GEMM type; each tile is one cuBLAS GEMM over all rows of x into
  * the matching columns of y, so the expanded copy never exceeds one tile. */
 #include <limits.h>
-#include <string.h>
 
 #include "base/error.h"
 #include "cuda_impl.h"
@@ -115,24 +114,22 @@ static imgd_status lq_tiles(cuda_backend *cb, const imgd_tensor *n, const void *
         /* column-major y^T [N, M] (ld N), rows n0.. = tile [t, K] x^T */
         if (lt) {
             const unsigned char *bias = lt->bias, *C = lt->C;
-            cuda_lt_args         f = *lt;
-            f.op_a                 = CUBLAS_OP_T;
-            f.op_b                 = CUBLAS_OP_N;
-            f.m                    = t;
-            f.n                    = M;
-            f.k                    = K;
-            f.lda                  = K;
-            f.ldb                  = K;
-            f.ldc                  = N;
-            f.stride_a             = 0;
-            f.stride_b             = 0;
-            f.stride_c             = 0;
-            f.batches              = 1;
-            f.A                    = tile;
-            f.B                    = px;
-            f.bias                 = bias ? bias + (size_t)n0 * ces : NULL;
-            f.C                    = C ? C + (size_t)n0 * ces : NULL;
-            f.D                    = y + (size_t)n0 * ces;
+            cuda_lt_args         f = {.op_a    = CUBLAS_OP_T,
+                                      .op_b    = CUBLAS_OP_N,
+                                      .m       = t,
+                                      .n       = M,
+                                      .k       = K,
+                                      .lda     = K,
+                                      .ldb     = K,
+                                      .ldc     = N,
+                                      .batches = 1,
+                                      .A       = tile,
+                                      .B       = px,
+                                      .bias    = bias ? bias + (size_t)n0 * ces : NULL,
+                                      .C       = C ? C + (size_t)n0 * ces : NULL,
+                                      .D       = y + (size_t)n0 * ces,
+                                      .dt      = ct,
+                                      .gelu    = lt->gelu};
             st                     = cuda_gemm_lt(cb, &f, ran, what);
         } else
             st = cuda_gemm_t(cb, CUBLAS_OP_T, CUBLAS_OP_N, t, M, K, 1.0f, tile, K, 0, px, K, 0,
@@ -163,23 +160,20 @@ imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char
         if (st != IMGD_OK) return st;
         px = n->scratch;
     }
-    bool         ran = false;
-    cuda_lt_args lt;
-    memset(&lt, 0, sizeof lt);
-    if (ns && ns->fused && cuda_fused_args(cb, n, px, cuda_dptr(w), &lt)) {
+    bool         ran   = false;
+    cuda_lt_args fused = {.gelu = false};
+    if (ns && ns->fused && cuda_fused_args(cb, n, px, cuda_dptr(w), &fused)) {
         /* the node after it, its output written here (a tile cuBLASLt cannot run: that node
          * runs itself from this node's output, computed below) */
-        st                                 = lq_tiles(cb, n, px, &lt, 0.0f, &ran, what);
+        st                                 = lq_tiles(cb, n, px, &fused, 0.0f, &ran, what);
         cuda_node_of(ns->fused)->gemm_done = st == IMGD_OK && ran;
         if (st != IMGD_OK || ran) return st;
     }
     if (ns && ns->lt_bias) { /* a tile cuBLASLt cannot run: all again, the other way */
-        lt.bias = ns->lt_bias;
-        lt.C    = NULL;
-        lt.gelu = false;
-        lt.D    = n->data;
-        lt.dt   = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);
-        st      = lq_tiles(cb, n, px, &lt, 0.0f, &ran, what);
+        cuda_lt_args lt = {.bias = ns->lt_bias,
+                           .D    = n->data,
+                           .dt   = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb)};
+        st              = lq_tiles(cb, n, px, &lt, 0.0f, &ran, what);
         if (st != IMGD_OK || ran) return st;
     }
     float beta = 0.0f;
