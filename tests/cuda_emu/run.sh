@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds test_ops against the cuda backend with its kernels compiled for the host
-# (-DCUK_EMU, tests/cuda_emu/cuda_emu.h) and the CUDA runtime/cuBLAS replaced by host
-# stand-ins (mock_runtime.c), then runs the cuda configurations against the reference:
+# (-DCUK_EMU, tests/cuda_emu/cuda_emu.h) and the CUDA runtime, cuBLAS and cuDNN replaced by
+# host stand-ins (mock_runtime.c, mock_cudnn.c), then runs the cuda configurations against the reference:
 # a check of the kernels' and the host code's logic on a machine without a GPU. It needs
 # the CUDA headers (not a GPU or the driver) and a build without CUDA for the rest of imgd.
 #
@@ -21,6 +21,7 @@ mkdir -p "$OUT"
     cmake --build "$LIBB" -j"$(nproc 2>/dev/null || echo 2)" --target imgd_static; }
 INC=(-Iinclude -I"$LIBB/include" -Isrc -Itests -isystem "$CUDA_INC")
 DEF=(-D_POSIX_C_SOURCE=200809L -DIMGD_HAVE_CUDA=1)
+HOSTDEF=("${DEF[@]}" -DIMGD_HAVE_CUDNN=1)
 objs=()
 for f in src/tensor/cuda/*.cu; do
     o=$OUT/$(basename "$f" .cu).cu.o
@@ -30,11 +31,13 @@ for f in src/tensor/cuda/*.cu; do
 done
 TEST=${EMU_TEST:-ops/test_ops}
 NAME=$(basename "$TEST")
-# host files of the backend, without cuDNN (IMGD_HAVE_CUDNN unset: conv2d runs im2col here)
+# host files of the backend, with cuDNN's convolution calls answered by mock_cudnn.c (the
+# configurations with IMGD_CUDA_CUDNN=0 run im2col)
 for f in src/tensor/cuda/backend.c src/tensor/cuda/exec.c src/tensor/cuda/dispatch.c src/tensor/cuda/matmul.c \
-         src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/cuda/quant.c src/tensor/backend.c tests/cuda_emu/mock_runtime.c "tests/$TEST.c"; do
+         src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/cuda/quant.c src/tensor/backend.c tests/cuda_emu/mock_runtime.c tests/cuda_emu/mock_cudnn.c \
+         "tests/$TEST.c"; do
     o=$OUT/$(echo "$f" | tr / _).o
-    gcc -std=c11 -O1 -g "${DEF[@]}" "${INC[@]}" -c "$f" -o "$o"
+    gcc -std=c11 -O1 -g "${HOSTDEF[@]}" "${INC[@]}" -c "$f" -o "$o"
     objs+=("$o")
 done
 # shellcheck disable=SC2046
