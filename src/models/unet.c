@@ -372,13 +372,15 @@ static imgd_tensor *resnet(unet_b *u, imgd_tensor *x, int64_t cout, const char *
     va_end(ap);
     imgd_graph *g   = u->g;
     int64_t     cin = x->shape[1];
+    /* the time embedding's projection first, so the ADD runs right after conv1 (a backend may
+     * do it in the convolution's epilogue) */
+    (void)imgd_fmt(s, sizeof s, "%s.time_emb_proj", p);
+    imgd_tensor *tp = linear(u, u->temb_act, s, cout, true);
+    if (tp) tp = imgd_op_reshape(g, tp, 4, (int64_t[]){tp->shape[0], cout, 1, 1});
     (void)imgd_fmt(s, sizeof s, "%s.norm1", p);
     imgd_tensor *h = norm(u, x, s, u->cfg->norm_eps, true);
     (void)imgd_fmt(s, sizeof s, "%s.conv1", p);
     h = conv(u, h, s, cout, 3, 1);
-    (void)imgd_fmt(s, sizeof s, "%s.time_emb_proj", p);
-    imgd_tensor *tp = linear(u, u->temb_act, s, cout, true);
-    if (tp) tp = imgd_op_reshape(g, tp, 4, (int64_t[]){tp->shape[0], cout, 1, 1});
     h = imgd_op_add(g, h, tp);
     (void)imgd_fmt(s, sizeof s, "%s.norm2", p);
     h = norm(u, h, s, u->cfg->norm_eps, true);
@@ -495,9 +497,10 @@ static imgd_tensor *transformer(unet_b *u, imgd_tensor *x, int32_t depth, int64_
     imgd_tensor *y = imgd_op_matmul(g, proj_weight(u, C, C, s), h, false, true, NULL);
     y              = adapt(u, IMGD_SITE_WT, 0, 0, h, y, s);
     imgd_tensor *b = W(u, SHAPE(C), "%s.bias", s);
-    y              = imgd_op_add(g, y, imgd_op_reshape(g, b, 2, (int64_t[]){C, 1}));
-    y              = imgd_op_reshape(g, y, 4, (int64_t[]){B, C, H, Wd});
-    return imgd_op_add(g, y, x);
+    /* the input before the bias: a backend may add it in the GEMM (its C operand) */
+    y = imgd_op_add(g, y, imgd_op_reshape(g, x, 3, (int64_t[]){B, C, L}));
+    y = imgd_op_add(g, y, imgd_op_reshape(g, b, 2, (int64_t[]){C, 1}));
+    return imgd_op_reshape(g, y, 4, (int64_t[]){B, C, H, Wd});
 }
 
 /* ---- embeddings --------------------------------------------------------------------------- */

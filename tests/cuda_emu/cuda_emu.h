@@ -352,6 +352,13 @@ inline float cuk_ld(const void *p, int32_t dtype, int64_t off) {
     return dtype == CUK_F16 ? imgd_f16_to_f32(h) : imgd_bf16_to_f32(h);
 }
 
+inline float cuk_u16_f32(uint16_t h, int32_t dtype) {
+    return dtype == CUK_F16 ? imgd_f16_to_f32(h) : imgd_bf16_to_f32(h);
+}
+inline uint16_t cuk_f32_u16(float v, int32_t dtype) {
+    return dtype == CUK_F16 ? imgd_f32_to_f16(v) : imgd_f32_to_bf16(v);
+}
+
 inline void cuk_st(void *p, int32_t dtype, int64_t off, float v) {
     if (dtype == CUK_F32)
         static_cast<float *>(p)[off] = v;

@@ -351,6 +351,28 @@ static imgd_tensor *b_lingelu(tctx *c) {
     return vi(c, "post", 0) ? imgd_op_scale(c->g, s, 1.0f, 0.0f) : s;
 }
 
+/* A convolution and the ADD after it (a ResNet's residual and time embedding; the cuda
+ * backend adds it in the convolution's epilogue): y = conv(x) + r, or r + y (swap=1), r
+ * (an activation unless act=0) of y's shape (r=0), per image and channel [N, O, 1, 1]
+ * (r=1, the time embedding) or per channel [O, 1, 1] (r=2); reuse=1: the convolution's
+ * output is read again (not fused); post=1: the sum is read by a scale. */
+static imgd_tensor *b_convres(tctx *c) {
+    int64_t      n = vi(c, "n", 2), ch = vi(c, "c", 16), h = vi(c, "h", 8), w = vi(c, "w", 8);
+    int64_t      oc = vi(c, "oc", 24), k = vi(c, "k", 3), mode = vi(c, "r", 0);
+    imgd_tensor *x  = imgd_op_silu(c->g, RND(c, IMGD_DTYPE_F32, n, ch, h, w));
+    imgd_tensor *wt = RND(c, vtype(c, "type"), oc, ch, k, k);
+    imgd_tensor *b  = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, oc) : NULL;
+    imgd_tensor *r  = mode == 0   ? RND(c, IMGD_DTYPE_F32, n, oc, h, w)
+                      : mode == 1 ? RND(c, IMGD_DTYPE_F32, n, oc)
+                                  : RND(c, IMGD_DTYPE_F32, oc, 1, 1);
+    if (vi(c, "act", 1)) r = imgd_op_silu(c->g, r);
+    if (mode == 1) r = imgd_op_reshape(c->g, r, 4, SHAPE(n, oc, 1, 1));
+    imgd_tensor *y = imgd_op_conv2d(c->g, x, wt, b, 1, (int32_t)(k / 2));
+    imgd_tensor *s = vi(c, "swap", 0) ? imgd_op_add(c->g, r, y) : imgd_op_add(c->g, y, r);
+    if (vi(c, "reuse", 0)) s = imgd_op_add(c->g, s, y);
+    return vi(c, "post", 0) ? imgd_op_scale(c->g, s, 1.0f, 0.0f) : s;
+}
+
 static imgd_tensor *b_conv2d(tctx *c) {
     int64_t      n = vi(c, "n", 2), ch = vi(c, "c", 5), h = vi(c, "h", 17), w = vi(c, "w", 9);
     int64_t      oc = vi(c, "oc", 7), k = vi(c, "k", 3), kw = vi(c, "kw", k);
@@ -468,7 +490,8 @@ static imgd_tensor *b_binary(tctx *c) {
         {4, 2, 3, 5, 7},    {3, 3, 1, 1, 0},   {2, 5, 7, 0, 0},     {4, 2, 3, 5, 7},
         {1, 1, 0, 0, 0},    {3, 4, 9, 6, 0},   {3, 2, 1, 7, 0},     {3, 1, 5, 1, 0},
         {3, 2, 640, 33, 0}, {3, 2, 640, 1, 0}, {4, 2, 320, 17, 33}, {1, 33, 0, 0, 0},
-        {3, 4, 300, 77, 0}, {3, 4, 300, 1, 0},
+        {3, 4, 300, 77, 0}, {3, 4, 300, 1, 0}, {4, 2, 64, 8, 8},    {4, 2, 64, 1, 1},
+        {1, 8, 0, 0, 0},    {3, 64, 1, 8, 0},
     };
     int64_t sa = vi(c, "sa", 0), sb = vi(c, "sb", 1);
     if (sa < 0 || sb < 0 || sa >= (int64_t)IMGD_ARRAY_LEN(shapes) ||
@@ -622,10 +645,19 @@ static const op_case k_cases[] = {
     {"conv2d", b_conv2d, "n=1,c=33,h=16,w=16,oc=40,k=3,stride=1", 0},
     {"conv2d", b_conv2d, "n=2,c=16,h=11,w=10,oc=24,k=3,type=f16,act=1", 0},
     {"conv2d", b_conv2d, "n=1,c=16,h=6,w=7,oc=8,k=1,pad=0,type=f16,act=1,bias=0", 0},
+    {"convres", b_convres, "", 0},
+    {"convres", b_convres, "swap=1,type=f16,post=1", 0},
+    {"convres", b_convres, "r=1,post=1", 0},
+    {"convres", b_convres, "r=1,swap=1,bias=0,type=f16,h=5,w=7", 0},
+    {"convres", b_convres, "r=2,act=0,k=1", 0},
+    {"convres", b_convres, "act=0,k=1,oc=9,h=3,w=5,post=1", 0},
+    {"convres", b_convres, "reuse=1,r=1", 0},
     {"group_norm", b_group_norm, "n=2,c=32,h=5,w=7,g=8", 0},
     {"group_norm", b_group_norm, "n=2,c=32,h=5,w=7,g=8,silu=1", 0},
     {"group_norm", b_group_norm, "n=1,c=6,h=3,w=3,g=3,affine=0,type=f16", 0},
     {"group_norm", b_group_norm, "n=3,c=12,g=4,dims=3,silu=1", 0},
+    {"group_norm", b_group_norm, "n=2,c=32,h=8,w=8,g=8", 0},
+    {"group_norm", b_group_norm, "n=2,c=64,h=40,w=40,g=8,silu=1,type=f16", 0},
     {"layer_norm", b_layer_norm, "d=65,l=77", 0},
     {"layer_norm", b_layer_norm, "d=768,l=5,affine=0", 0},
     {"layer_norm", b_layer_norm, "d=1,l=3,type=bf16", 0},
@@ -656,15 +688,22 @@ static const op_case k_cases[] = {
     {"gelu_tanh", b_unary, "f=1", 0},
     {"quick_gelu", b_unary, "f=2,a=7,b=33", 0},
     {"silu", b_unary, "f=3", 0},
+    {"silu", b_unary, "f=3,a=4,b=64,type=f16", 0},
     {"silu", b_unary, "f=3,type=bf16,perm=1,a=9,b=10", 0},
     {"clamp", b_unary, "f=4", 0},
     {"scale", b_unary, "f=5", 0},
     {"geglu", b_geglu, "l=77,d=41", 0},
     {"geglu", b_geglu, "l=3,d=640,type=f16", 0},
+    {"geglu", b_geglu, "l=5,d=64", 0},
     {"add", b_binary, "f=0,sa=0,sb=1", 0},
     {"add", b_binary, "f=0,sa=2,sb=3", 0},
     {"add", b_binary, "f=0,sa=8,sb=9", 0},
     {"add", b_binary, "f=0,sa=5,sb=4,type=f16", 0},
+    {"add", b_binary, "f=0,sa=14,sb=15,type=f16", 0},
+    {"add", b_binary, "f=0,sa=14,sb=14", 0},
+    {"mul", b_binary, "f=2,sa=15,sb=14,type=bf16", 0},
+    {"add", b_binary, "f=0,sa=14,sb=16,type=f16", 0},
+    {"sub", b_binary, "f=1,sa=14,sb=17", 0},
     {"sub", b_binary, "f=1,sa=6,sb=7", 0},
     {"mul", b_binary, "f=2,sa=0,sb=1", 0},
     {"mul", b_binary, "f=2,sa=6,sb=7,type=bf16", 0},
@@ -758,9 +797,9 @@ static const be_config k_configs[] = {
     {"cuda-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0, false},
     /* operands rounded to 11 / 8 significant bits: NMSE ~1e-7 / ~1e-5 on these inputs */
-    {"cuda-f16", "cuda", "matmul,linres,lingelu,conv2d,attention,linear_quant,dequantize", NULL,
-     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-f16-old", "cuda", "matmul,linres,lingelu,conv2d,attention",
+    {"cuda-f16", "cuda", "matmul,linres,lingelu,conv2d,convres,attention,linear_quant,dequantize",
+     NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-f16-old", "cuda", "matmul,linres,lingelu,conv2d,convres,attention",
      "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_LT=0",
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-f16-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
@@ -774,8 +813,8 @@ static const be_config k_configs[] = {
     /* the mma kernel with two query tiles per warp at every head dim (default: up to 32) */
     {"cuda-f16-attn-mma2", "cuda", "attention", "IMGD_CUDA_ATTN_MTILES=2", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-bf16", "cuda", "matmul,linres,lingelu,conv2d,attention,linear_quant,dequantize", NULL,
-     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
+    {"cuda-bf16", "cuda", "matmul,linres,lingelu,conv2d,convres,attention,linear_quant,dequantize",
+     NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
     /* the chain's half-precision storage in bf16 */
     {"cuda-bf16-chain", "cuda", "chain", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_BF16, false, 1e-4, false},

@@ -460,7 +460,8 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d %s + "
         "%d gemm + %d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
         "skipped; %d constants folded at plan; %d activations stored in the math type; %d GEMMs "
-        "with the bias in the cuBLASLt epilogue; %d residual adds and %d GELUs run in their GEMM\n",
+        "with the bias in the cuBLASLt epilogue; %d residual adds and %d GELUs run in their GEMM "
+        "or convolution\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
         conv_col, att_wmma, cb->attn == CUDA_ATTN_MMA ? "mma" : "wmma", att_gemm, att_flash, direct,
         converted, skipped, casts, folded, half, lt, res, gelu);
@@ -638,6 +639,7 @@ static imgd_status env_paths(cuda_backend *cb) {
 #ifdef IMGD_HAVE_CUDNN
     cb->use_cudnn  = env_flag("IMGD_CUDA_CUDNN", true);
     cb->cudnn_find = env_flag("IMGD_CUDA_CUDNN_FIND", false);
+    cb->conv_add   = env_flag("IMGD_CUDA_CONV_ADD", true);
 #else
     cb->use_cudnn = false;
 #endif

@@ -2,10 +2,13 @@
  * NCHW, the algorithm picked at plan time by cudnnGetConvolutionForwardAlgorithm_v7 among
  * those that need at most CUDNN_WS_MAX of workspace (kept at the end of the node's scratch).
  * f32 math: f32 tensors, FMA math (no TF32) and only the GEMM-family and direct algorithms
- * (no Winograd/FFT), the bias prefilled and blended with beta = 1. f16/bf16 math: x rounded
- * into scratch, the weight a plan-time constant (cuda_resolve_const), y in that type in
- * scratch, then widened to f32 with the bias added (cuk_bias_cast); f32 accumulation. A node
- * cuDNN has no algorithm for falls back to im2col.
+ * (no Winograd/FFT), the bias prefilled and blended with beta = 1. f16/bf16 math: x read in
+ * place when stored in that type (else rounded into scratch), the weight a plan-time constant
+ * (cuda_resolve_const), y in that type in scratch, then stored with the bias added (one
+ * cuk_ewise pass); f32 accumulation. An ADD right after the convolution that only it feeds
+ * (a ResNet's residual or time embedding) is done in the same pass (cuda_plan_residuals):
+ * its output is written there and the ADD is skipped. A node cuDNN has no algorithm for
+ * falls back to im2col.
  *
  * Otherwise im2col + one cuBLAS GEMM per image (and per chunk of output pixels when the
  * column buffer would pass IM2COL_BYTES_MAX). 1x1 convolutions with stride 1 and no padding
@@ -183,6 +186,20 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const conv_geom *g, cuda_node
     return IMGD_OK;
 }
 
+/* The fused ADD's other operand as cuk_ewise reads it (full, or broadcast as planned). */
+static cuk_operand fused_operand(const imgd_tensor *n) {
+    const cuda_node   *ns  = cuda_node_of(n);
+    const imgd_tensor *add = ns->fused, *r = add->src[ns->res_src];
+    cuk_tensor         d = cuda_broadcast_desc(r, add);
+    cuk_operand        o = {NULL, CUK_F32, 0, 1, 1};
+    if (!cuk_operand_of(&d, &o)) o.data = NULL; /* refused at plan time: not reached */
+    return o;
+}
+
+/* f32 math: y = conv + beta * y with y prefilled with the bias (and the fused ADD's other
+ * operand, y then being the ADD's output). f16/bf16 math: y in the math type (in scratch,
+ * or the node's output when it is stored so and has neither bias nor fused ADD), then
+ * out = y + bias (+ the fused operand) in one pass (cuk_ewise). */
 static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
                              const char *what) {
     const cuda_node          *ns    = cuda_node_of(n);
@@ -192,42 +209,53 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
     size_t                    yb   = cudnn_y_bytes(cb, g);
     void                     *ws   = ns->ws_bytes ? sc + wb + xb + yb : NULL;
     cudnnConvolutionFwdAlgo_t algo = (cudnnConvolutionFwdAlgo_t)ns->algo;
+    const imgd_tensor        *src = n->src[0], *bias = n->src[2];
+    int64_t                   total = g->N * g->O * g->P;
+    cuk_operand               bo    = {bias ? cuda_dptr(bias) : NULL, CUK_F32, 0, g->P, g->O}, ro;
+    const void               *w     = ns->cnst[1];
+    imgd_status               st    = IMGD_OK;
+    if (!w) {
+        w  = cuda_math_low(cb) ? sc : cuda_dptr(n->src[1]);
+        st = cuda_math_low(cb) ? cuda_to_math(cb, n->src[1], sc, what) : IMGD_OK;
+    }
+    const void *x = cuda_dptr(src);
+    /* half activations are read in place; anything else is rounded into scratch */
+    if (cuda_math_low(cb) &&
+        !(cuda_cuk_of(src) == cuda_math_cuk(cb) && imgd_tensor_is_contiguous(src)) &&
+        st == IMGD_OK) {
+        st = cuda_to_math(cb, src, sc + wb, what);
+        x  = sc + wb;
+    }
+    if (st != IMGD_OK) return st;
+    const imgd_tensor *fz  = ns->fused && cuda_fused_out_ok(n, x, w) ? ns->fused : NULL;
+    const imgd_tensor *out = fz ? fz : n;
+    if (fz) ro = fused_operand(n);
     if (!cuda_math_low(cb)) {
-        float       beta = 0.0f;
-        imgd_status st   = cuda_gemm_out_init(cb, n, g->P, g->O, what, &beta);
-        if (st != IMGD_OK) return st;
-        CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, cuda_dptr(n->src[0]), ns->wd,
-                                          cuda_dptr(n->src[1]), ns->cd, algo, ws, ns->ws_bytes,
-                                          &beta, ns->yd, n->data),
+        float beta = 0.0f;
+        if (bias || fz) {
+            cudaError_t e = cuk_ewise(out->data, CUK_F32, total, CUK_ADD, NULL, &bo,
+                                      fz ? &ro : NULL, cb->stream);
+            if (e != cudaSuccess) return cuda_fail(e, "cuk_ewise (bias prefill)", what);
+            beta = 1.0f;
+        }
+        CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, w, ns->cd, algo, ws,
+                                          ns->ws_bytes, &beta, ns->yd, out->data),
                   what);
+        if (fz) cuda_node_of(fz)->gemm_done = true;
         return IMGD_OK;
     }
-    const void *w  = ns->cnst[1];
-    imgd_status st = IMGD_OK;
-    if (!w) {
-        st = cuda_to_math(cb, n->src[1], sc, what);
-        w  = sc;
-    }
-    const imgd_tensor *src = n->src[0], *bias = n->src[2];
-    const void        *x = sc + wb;
-    void              *y = sc + wb + xb;
-    /* half activations: the input is read and (without a bias) the output written in place */
-    if (cuda_cuk_of(src) == cuda_math_cuk(cb) && imgd_tensor_is_contiguous(src))
-        x = cuda_dptr(src);
-    else if (st == IMGD_OK)
-        st = cuda_to_math(cb, src, sc + wb, what);
-    if (st != IMGD_OK) return st;
-    bool direct_out = !bias && cuda_cuk_of(n) == cuda_math_cuk(cb);
-    if (direct_out) y = n->data;
-    const float beta = 0.0f;
+    bool        direct_out = !bias && !fz && cuda_cuk_of(n) == cuda_math_cuk(cb);
+    void       *y          = direct_out ? n->data : sc + wb + xb;
+    const float beta       = 0.0f;
     CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, w, ns->cd, algo, ws,
                                       ns->ws_bytes, &beta, ns->yd, y),
               what);
     if (direct_out) return IMGD_OK;
-    cudaError_t e =
-        cuk_bias_cast(n->data, cuda_cuk_of(n), y, cuda_math_cuk(cb), bias ? cuda_dptr(bias) : NULL,
-                      imgd_tensor_numel(n), g->P, g->O, cb->stream);
-    if (e != cudaSuccess) return cuda_fail(e, "cuk_bias_cast", what);
+    cuk_operand yo = {y, cuda_math_cuk(cb), 0, 1, total};
+    cudaError_t e  = cuk_ewise(out->data, cuda_cuk_of(out), total, CUK_ADD, &yo, &bo,
+                              fz ? &ro : NULL, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_ewise (conv2d epilogue)", what);
+    if (fz) cuda_node_of(fz)->gemm_done = true;
     return IMGD_OK;
 }
 #endif
@@ -262,6 +290,9 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
     conv_geom g;
     size_t    es = cuda_math_size(cb);
     conv_geometry(n, es, &g);
+    /* the fused ADD runs itself unless the epilogue below writes its result this run */
+    if (cuda_node_of(n) && cuda_node_of(n)->fused)
+        cuda_node_of(cuda_node_of(n)->fused)->gemm_done = false;
     if (g.N * g.O * g.P == 0) return IMGD_OK;
 #ifdef IMGD_HAVE_CUDNN
     if (cuda_node_of(n) && cuda_node_of(n)->cudnn) return cudnn_run(cb, n, &g, what);

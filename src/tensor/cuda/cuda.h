@@ -39,6 +39,9 @@
  *                               an output prefilled with the bias instead of cuBLASLt with the
  *                               bias in the epilogue; a residual ADD or GELU_TANH after a
  *                               matmul runs as its own kernel instead of in the epilogue
+ *   IMGD_CUDA_CONV_ADD=0        an ADD right after a cuDNN conv2d (a ResNet's time embedding
+ *                               or residual) runs as its own kernel instead of in the pass
+ *                               that adds the convolution's bias
  *   IMGD_CUDA_CUDNN_FIND=1      time every cuDNN algorithm of each conv2d at plan time instead
  *                               of taking cuDNN's heuristic choice (H100: no faster, plans 5x
  *                               slower; off by default)
@@ -47,9 +50,10 @@
  * asynchronous kernel failure is reported with the node's index and op. IMGD_CUDA_DEVICE=N
  * picks the device (default 0). IMGD_CUDA_VERBOSE=1 prints, per planned graph, which path
  * each conv2d/attention node took, how weights are read, how many casts were skipped or
- * folded, how many activations are stored in half precision and how many GEMMs add their
- * bias in the cuBLASLt epilogue. IMGD_PROFILE=1 prints GPU
- * time per op kind (events recorded inside the graph) when the backend is freed. */
+ * folded, how many activations are stored in half precision, how many GEMMs add their
+ * bias in the cuBLASLt epilogue and how many ADDs / GELUs run in a GEMM or convolution.
+ * IMGD_PROFILE=1 prints GPU time per op kind (events recorded inside the graph) when the backend is
+ * freed. */
 #ifndef IMGD_TENSOR_CUDA_CUDA_H
 #define IMGD_TENSOR_CUDA_CUDA_H
 

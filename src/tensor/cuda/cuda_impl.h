@@ -83,6 +83,9 @@ typedef struct cuda_backend {
                             through cudnnConvolutionForward instead of im2col + GEMM */
     bool cudnn_find;     /* IMGD_CUDA_CUDNN_FIND=1: each conv2d's algorithm timed on the
                             device at plan time instead of cuDNN's heuristic choice */
+    bool conv_add;       /* IMGD_CUDA_CONV_ADD (default 1): the ADD right after a cuDNN
+                            conv2d that only it reads is done in the convolution's epilogue
+                            pass (cuda_plan_residuals) */
     int32_t attn_mtiles; /* IMGD_CUDA_ATTN_MTILES=1|2 (default 0: per head dim): query
                             tiles of 16 rows per warp of the mma attention kernel */
     cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|mma|auto (auto: mma in f16/bf16
@@ -144,7 +147,8 @@ typedef struct cuda_node {
         *fused;        /* matmul / linear_quant: the node right after it, its only reader, run in
                           its GEMM when cuBLASLt can (output D = that node's): an
                           ADD (residual C = its other operand) or a GELU_TANH (the
-                          GELU epilogue); NULL: none */
+                          GELU epilogue); conv2d through cuDNN: an ADD, its other operand
+                          (full or broadcast) added with the bias; NULL: none */
     int32_t res_src;   /* ADD: the residual's src index in fused */
     bool    gemm_done; /* ADD / GELU_TANH: this run's result was written by the GEMM before */
     bool    skip;      /* a CAST that only GEMMs reading its weight directly consume */
@@ -200,6 +204,9 @@ void *cuda_dptr(const imgd_tensor *t);
 /* Describes t (f32/f16/bf16, <= CUK_MAX_DIMS dims) for a kernel, at its device address, in
  * the dtype it is stored in. */
 cuk_tensor cuda_desc(const imgd_tensor *t);
+/* src described with out's shape, broadcasting (numpy rules, right-aligned): stride 0 along
+ * the dims src lacks or has size 1. */
+cuk_tensor cuda_broadcast_desc(const imgd_tensor *src, const imgd_tensor *out);
 /* The cuk_dtype t's values are stored in on the device (its graph dtype, or the math type for
  * an f32 activation stored in half precision). */
 int32_t cuda_cuk_of(const imgd_tensor *t);
@@ -292,10 +299,14 @@ imgd_status cuda_gemm_lt(cuda_backend *cb, const cuda_lt_args *g, bool *ran, con
 /* After plan_storage: gives matmul / linear_quant node n with a constant bias its copy in n's
  * storage type (cuda_node.lt_bias) when cb->use_lt. */
 imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n);
-/* After cuda_gemm_bias_prepare: pairs each matmul / linear_quant with the ADD or GELU_TANH
- * that follows it in the run order and is its only reader (cuda_node.fused), when
- * cb->use_lt. */
+/* After cuda_gemm_bias_prepare: pairs each matmul / linear_quant (when cb->use_lt) with the
+ * ADD or GELU_TANH, and each cuDNN conv2d with the ADD, that follows it in the run order and
+ * is its only reader (cuda_node.fused). */
 void cuda_plan_residuals(cuda_backend *cb, imgd_graph *g);
+/* For n with a fused node: whether n's kernel can write that node's output this run, i.e.
+ * nothing it reads (its operands pa / pb as stored, its scratch, the fused ADD's other
+ * operand unless that is the output itself with its shape) lies there. */
+bool cuda_fused_out_ok(const imgd_tensor *n, const void *pa, const void *pb);
 /* For matmul / linear_quant n with a fused node (cuda_node.fused): whether n's GEMM can write
  * that node's output this run (nothing it reads, its operands pa / pb as stored, its scratch
  * or the residual, lies there). When it can, sets f's D, C (an ADD's residual), gelu (a

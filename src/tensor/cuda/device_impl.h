@@ -55,7 +55,65 @@ __device__ __forceinline__ void cuk_st(void *p, int32_t dtype, int64_t off, floa
     else
         static_cast<__nv_bfloat16 *>(p)[off] = __float2bfloat16_rn(v);
 }
+/* One f16 / bf16 value (dtype) as its 16 bits, and back. */
+__device__ __forceinline__ float cuk_u16_f32(uint16_t h, int32_t dtype) {
+    return dtype == CUK_F16 ? __half2float(__ushort_as_half(h))
+                            : __bfloat162float(__ushort_as_bfloat16(h));
+}
+__device__ __forceinline__ uint16_t cuk_f32_u16(float v, int32_t dtype) {
+    return dtype == CUK_F16 ? __half_as_ushort(__float2half_rn(v))
+                            : __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
 #endif
+
+/* Vector access: CUK_VEC consecutive elements in one or two 16-byte transactions. off is a
+ * multiple of CUK_VEC and p 16-byte aligned (cuk_vec_ok on the host). */
+#define CUK_VEC 8
+
+static inline bool cuk_vec_ok(const void *p) {
+    return ((uintptr_t)p & 15u) == 0;
+}
+
+__device__ __forceinline__ void cuk_ld8(const void *p, int32_t dtype, int64_t off, float v[8]) {
+    if (dtype == CUK_F32) {
+        const float4 *q = reinterpret_cast<const float4 *>(static_cast<const float *>(p) + off);
+        float4        a = q[0], b = q[1];
+        v[0] = a.x;
+        v[1] = a.y;
+        v[2] = a.z;
+        v[3] = a.w;
+        v[4] = b.x;
+        v[5] = b.y;
+        v[6] = b.z;
+        v[7] = b.w;
+        return;
+    }
+    uint4    u    = *reinterpret_cast<const uint4 *>(static_cast<const uint16_t *>(p) + off);
+    uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    for (int k = 0; k < 4; k++) {
+        v[2 * k]     = cuk_u16_f32((uint16_t)(w[k] & 0xffffu), dtype);
+        v[2 * k + 1] = cuk_u16_f32((uint16_t)(w[k] >> 16), dtype);
+    }
+}
+
+__device__ __forceinline__ void cuk_st8(void *p, int32_t dtype, int64_t off, const float v[8]) {
+    if (dtype == CUK_F32) {
+        float4 *q = reinterpret_cast<float4 *>(static_cast<float *>(p) + off);
+        q[0]      = make_float4(v[0], v[1], v[2], v[3]);
+        q[1]      = make_float4(v[4], v[5], v[6], v[7]);
+        return;
+    }
+    uint32_t w[4];
+    for (int k = 0; k < 4; k++)
+        w[k] = (uint32_t)cuk_f32_u16(v[2 * k], dtype) | (uint32_t)cuk_f32_u16(v[2 * k + 1], dtype)
+                                                            << 16;
+    uint4 u;
+    u.x                                                          = w[0];
+    u.y                                                          = w[1];
+    u.z                                                          = w[2];
+    u.w                                                          = w[3];
+    *reinterpret_cast<uint4 *>(static_cast<uint16_t *>(p) + off) = u;
+}
 
 /* Tensor-core building blocks of sm_80 and later, as PTX (the emulator defines its own):
  * cp.async copies, ldmatrix fragment loads and the m16n8k16 MMA with f32 accumulation.

@@ -19,25 +19,83 @@ __device__ __forceinline__ float unary_f(int32_t op, float x, float f0, float f1
     }
 }
 
+/* Flat kernels index with 32-bit integers where every index fits (I = uint32_t): 64-bit
+ * division costs tens of instructions per element, more than the memory traffic of a
+ * half-precision elementwise op on a current GPU. */
+static bool idx32(int64_t n) {
+    return n < ((int64_t)1 << 31);
+}
+
+#define CUK_FOR_I(I, i, n)                                                                         \
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
+
+/* Whether a flat op over n elements of contiguous data ptrs can take CUK_VEC per thread. */
+static bool vec_all(int64_t n, const void *p, const void *q) {
+    return n % CUK_VEC == 0 && cuk_vec_ok(p) && cuk_vec_ok(q);
+}
+
+template <class I>
 __global__ void k_unary(void *out, int32_t odt, cuk_tensor src, int32_t op, float f0, float f1,
-                        int64_t n) {
-    CUK_FOR(i, n) cuk_st(out, odt, i, unary_f(op, cuk_at(src, i), f0, f1));
+                        I n) {
+    CUK_FOR_I(I, i, n) cuk_st(out, odt, i, unary_f(op, cuk_at(src, (int64_t)i), f0, f1));
+}
+
+template <class I>
+__global__ void k_unary8(void *out, int32_t odt, const void *src, int32_t sdt, int32_t op, float f0,
+                         float f1, I groups) {
+    CUK_FOR_I(I, g, groups) {
+        float v[CUK_VEC];
+        cuk_ld8(src, sdt, (int64_t)g * CUK_VEC, v);
+        for (int k = 0; k < CUK_VEC; k++) v[k] = unary_f(op, v[k], f0, f1);
+        cuk_st8(out, odt, (int64_t)g * CUK_VEC, v);
+    }
 }
 
 extern "C" cudaError_t cuk_unary(void *out, int32_t odt, const cuk_tensor *src, int32_t op,
                                  float f0, float f1, cudaStream_t s) {
     int64_t n = cuk_numel(src);
     if (n == 0) return cudaSuccess;
-    CUK_LAUNCH(k_unary, cuk_blocks(n), CUK_THREADS, 0, s)(out, odt, *src, op, f0, f1, n);
+    if (src->contiguous && vec_all(n, out, src->data)) {
+        int64_t g = n / CUK_VEC;
+        if (idx32(n)) {
+            CUK_LAUNCH(k_unary8<uint32_t>, cuk_blocks(g), CUK_THREADS, 0, s)
+            (out, odt, src->data, src->dtype, op, f0, f1, (uint32_t)g);
+        } else {
+            CUK_LAUNCH(k_unary8<int64_t>, cuk_blocks(g), CUK_THREADS, 0, s)
+            (out, odt, src->data, src->dtype, op, f0, f1, g);
+        }
+    } else if (idx32(n)) {
+        CUK_LAUNCH(k_unary<uint32_t>, cuk_blocks(n), CUK_THREADS, 0, s)
+        (out, odt, *src, op, f0, f1, (uint32_t)n);
+    } else {
+        CUK_LAUNCH(k_unary<int64_t>, cuk_blocks(n), CUK_THREADS, 0, s)
+        (out, odt, *src, op, f0, f1, n);
+    }
     return cudaGetLastError();
 }
 
-__global__ void k_geglu(void *out, int32_t odt, const void *src, int32_t sdt, int64_t D,
-                        int64_t n) {
-    CUK_FOR(i, n) {
-        int64_t r = i / D, j = i % D;
+template <class I>
+__global__ void k_geglu(void *out, int32_t odt, const void *src, int32_t sdt, I D, I n) {
+    CUK_FOR_I(I, i, n) {
+        I r = i / D, j = i - r * D;
         cuk_st(out, odt, i,
-               cuk_ld(src, sdt, r * 2 * D + j) * gelu_erf(cuk_ld(src, sdt, r * 2 * D + D + j)));
+               cuk_ld(src, sdt, (int64_t)r * 2 * D + j) *
+                   gelu_erf(cuk_ld(src, sdt, (int64_t)r * 2 * D + D + j)));
+    }
+}
+
+/* D a multiple of CUK_VEC: groups of CUK_VEC outputs within a row. */
+template <class I>
+__global__ void k_geglu8(void *out, int32_t odt, const void *src, int32_t sdt, I D, I groups) {
+    const I gd = D / CUK_VEC;
+    CUK_FOR_I(I, g, groups) {
+        I       r = g / gd, j = (g - r * gd) * CUK_VEC;
+        int64_t a = (int64_t)r * 2 * D + j;
+        float   x[CUK_VEC], y[CUK_VEC];
+        cuk_ld8(src, sdt, a, x);
+        cuk_ld8(src, sdt, a + D, y);
+        for (int k = 0; k < CUK_VEC; k++) x[k] *= gelu_erf(y[k]);
+        cuk_st8(out, odt, (int64_t)g * CUK_VEC, x);
     }
 }
 
@@ -45,28 +103,149 @@ extern "C" cudaError_t cuk_geglu(void *out, int32_t odt, const void *src, int32_
                                  int64_t D, cudaStream_t s) {
     int64_t n = rows * D;
     if (n == 0) return cudaSuccess;
-    CUK_LAUNCH(k_geglu, cuk_blocks(n), CUK_THREADS, 0, s)(out, odt, src, sdt, D, n);
+    bool i32 = idx32(2 * n);
+    if (D % CUK_VEC == 0 && vec_all(n, out, src)) {
+        int64_t g = n / CUK_VEC;
+        if (i32) {
+            CUK_LAUNCH(k_geglu8<uint32_t>, cuk_blocks(g), CUK_THREADS, 0, s)
+            (out, odt, src, sdt, (uint32_t)D, (uint32_t)g);
+        } else {
+            CUK_LAUNCH(k_geglu8<int64_t>, cuk_blocks(g), CUK_THREADS, 0, s)
+            (out, odt, src, sdt, D, g);
+        }
+    } else if (i32) {
+        CUK_LAUNCH(k_geglu<uint32_t>, cuk_blocks(n), CUK_THREADS, 0, s)
+        (out, odt, src, sdt, (uint32_t)D, (uint32_t)n);
+    } else {
+        CUK_LAUNCH(k_geglu<int64_t>, cuk_blocks(n), CUK_THREADS, 0, s)(out, odt, src, sdt, D, n);
+    }
+    return cudaGetLastError();
+}
+
+/* ---- flat elementwise: out = (a op b) + c over cuk_operands ------------------------------- */
+
+__device__ __forceinline__ float binary_f(int32_t op, float x, float y) {
+    switch (op) {
+    case CUK_ADD: return x + y;
+    case CUK_SUB: return x - y;
+    case CUK_MUL: return x * y;
+    default: return x / y;
+    }
+}
+
+struct ew_args {
+    void       *out;
+    int32_t     odt, op;
+    cuk_operand a, b, c;
+};
+
+template <class I> __device__ __forceinline__ I ew_index(const cuk_operand &o, I i) {
+    I q = o.inner == 1 ? i : i / (I)o.inner;
+    return q < (I)o.n ? q : q % (I)o.n;
+}
+
+/* A missing operand reads -0.0: x + -0.0 is x for every x, -0.0 included, so an absent b or
+ * c leaves the result exact (a plain cast or bias add). */
+template <class I> __device__ __forceinline__ float ew_ld(const cuk_operand &o, I i) {
+    return o.data ? cuk_ld(o.data, o.dtype, (int64_t)ew_index(o, i)) : -0.0f;
+}
+
+/* i0 a multiple of CUK_VEC; o full (inner 1, n a multiple of CUK_VEC) or constant over the
+ * group (inner a multiple of CUK_VEC), as ew_vec_ok checked. */
+template <class I> __device__ __forceinline__ void ew_ld8(const cuk_operand &o, I i0, float v[8]) {
+    if (!o.data) {
+        for (int k = 0; k < CUK_VEC; k++) v[k] = -0.0f;
+    } else if (o.inner == 1) {
+        cuk_ld8(o.data, o.dtype, (int64_t)ew_index(o, i0), v);
+    } else {
+        float x = cuk_ld(o.data, o.dtype, (int64_t)ew_index(o, i0));
+        for (int k = 0; k < CUK_VEC; k++) v[k] = x;
+    }
+}
+
+template <class I> __global__ void k_ewise(ew_args a, I n) {
+    CUK_FOR_I(I, i, n)
+    cuk_st(a.out, a.odt, i, binary_f(a.op, ew_ld(a.a, i), ew_ld(a.b, i)) + ew_ld(a.c, i));
+}
+
+template <class I> __global__ void k_ewise8(ew_args a, I groups) {
+    CUK_FOR_I(I, g, groups) {
+        I     i0 = g * CUK_VEC;
+        float x[CUK_VEC], y[CUK_VEC], z[CUK_VEC];
+        ew_ld8(a.a, i0, x);
+        ew_ld8(a.b, i0, y);
+        ew_ld8(a.c, i0, z);
+        for (int k = 0; k < CUK_VEC; k++) x[k] = binary_f(a.op, x[k], y[k]) + z[k];
+        cuk_st8(a.out, a.odt, (int64_t)i0, x);
+    }
+}
+
+static bool ew_vec_ok(const cuk_operand &o) {
+    if (!o.data) return true;
+    if (o.inner == 1) return o.n % CUK_VEC == 0 && cuk_vec_ok(o.data);
+    return o.inner % CUK_VEC == 0;
+}
+
+extern "C" int cuk_operand_of(const cuk_tensor *t, cuk_operand *o) {
+    int64_t inner = 1, n = 1;
+    bool    started = false, ended = false;
+    for (int32_t d = t->n_dims - 1; d >= 0; d--) {
+        if (t->shape[d] == 1) continue;
+        if (t->stride[d] == 0) {
+            if (started)
+                ended = true;
+            else
+                inner *= t->shape[d];
+            continue;
+        }
+        if (ended || t->stride[d] != n) return 0;
+        started = true;
+        n *= t->shape[d];
+    }
+    *o = (cuk_operand){t->data, t->dtype, 0, inner, n};
+    return 1;
+}
+
+extern "C" cudaError_t cuk_ewise(void *out, int32_t odt, int64_t total, int32_t op,
+                                 const cuk_operand *a, const cuk_operand *b, const cuk_operand *c,
+                                 cudaStream_t s) {
+    if (total == 0) return cudaSuccess;
+    const cuk_operand  none = {NULL, CUK_F32, 0, 1, 1};
+    ew_args            e    = {out, odt, op, a ? *a : none, b ? *b : none, c ? *c : none};
+    const cuk_operand *o[3] = {&e.a, &e.b, &e.c};
+    bool               i32 = idx32(total), vec = total % CUK_VEC == 0 && cuk_vec_ok(out);
+    for (int k = 0; k < 3; k++) {
+        if (o[k]->data && (o[k]->inner < 1 || o[k]->n < 1)) return cudaErrorInvalidValue;
+        i32 = i32 && idx32(o[k]->inner) && idx32(o[k]->n);
+        vec = vec && ew_vec_ok(*o[k]);
+    }
+    if (vec) {
+        int64_t g = total / CUK_VEC;
+        if (i32) {
+            CUK_LAUNCH(k_ewise8<uint32_t>, cuk_blocks(g), CUK_THREADS, 0, s)(e, (uint32_t)g);
+        } else {
+            CUK_LAUNCH(k_ewise8<int64_t>, cuk_blocks(g), CUK_THREADS, 0, s)(e, g);
+        }
+    } else if (i32) {
+        CUK_LAUNCH(k_ewise<uint32_t>, cuk_blocks(total), CUK_THREADS, 0, s)(e, (uint32_t)total);
+    } else {
+        CUK_LAUNCH(k_ewise<int64_t>, cuk_blocks(total), CUK_THREADS, 0, s)(e, total);
+    }
     return cudaGetLastError();
 }
 
 __global__ void k_binary(void *out, int32_t odt, cuk_tensor a, cuk_tensor b, int32_t op,
                          int64_t n) {
-    CUK_FOR(i, n) {
-        float x = cuk_at(a, i), y = cuk_at(b, i), r;
-        switch (op) {
-        case CUK_ADD: r = x + y; break;
-        case CUK_SUB: r = x - y; break;
-        case CUK_MUL: r = x * y; break;
-        default: r = x / y; break;
-        }
-        cuk_st(out, odt, i, r);
-    }
+    CUK_FOR(i, n) cuk_st(out, odt, i, binary_f(op, cuk_at(a, i), cuk_at(b, i)));
 }
 
 extern "C" cudaError_t cuk_binary(const cuk_tensor *out, const cuk_tensor *a, const cuk_tensor *b,
                                   int32_t op, cudaStream_t s) {
     int64_t n = cuk_numel(out);
     if (n == 0) return cudaSuccess;
+    cuk_operand oa, ob;
+    if (cuk_operand_of(a, &oa) && cuk_operand_of(b, &ob))
+        return cuk_ewise(out->data, out->dtype, n, op, &oa, &ob, NULL, s);
     CUK_LAUNCH(k_binary, cuk_blocks(n), CUK_THREADS, 0, s)
     (out->data, out->dtype, *a, *b, op, n);
     return cudaGetLastError();

@@ -62,15 +62,6 @@ cudaError_t cuk_upsample2x(const cuk_tensor *out, const cuk_tensor *src, cudaStr
 cudaError_t cuk_avg_pool2d(void *out, int32_t odt, const void *src, int32_t sdt, int64_t planes,
                            int64_t H, int64_t W, int64_t OH, int64_t OW, int32_t k, int32_t stride,
                            int32_t pad, cudaStream_t s);
-/* out[i] (odt) = bias[(i / inner) % nb] for i < total (a GEMM output prefilled with its
- * bias). */
-cudaError_t cuk_fill_bias(void *out, int32_t odt, const float *bias, int64_t total, int64_t inner,
-                          int64_t nb, cudaStream_t s);
-/* out[i] (odt) = src[i] (src_dtype) + bias[(i / inner) % nb] for i < total; no bias when bias
- * is NULL (a cuDNN output in the GEMM type stored in the graph's storage type). */
-cudaError_t cuk_bias_cast(void *out, int32_t odt, const void *src, int32_t src_dtype,
-                          const float *bias, int64_t total, int64_t inner, int64_t nb,
-                          cudaStream_t s);
 /* col[(c*KH + ky)*KW + kx][p - p0] (col_dtype, a cuk_dtype) for output pixels p in
  * [p0, p0 + pc) of one image x [C, H, W] (contiguous, xdt); zero where the window falls in the
  * padding. */
@@ -89,9 +80,28 @@ cudaError_t cuk_unary(void *out, int32_t odt, const cuk_tensor *src, int32_t op,
 cudaError_t cuk_geglu(void *out, int32_t odt, const void *src, int32_t sdt, int64_t rows, int64_t D,
                       cudaStream_t s);
 /* out (contiguous, out->dtype, shape of out) = a op b; a and b carry out's shape with
- * broadcast strides (0 where they broadcast). */
+ * broadcast strides (0 where they broadcast). Operands whose broadcast is a run of whole
+ * dims (cuk_operand_of) take the flat kernel of cuk_ewise. */
 cudaError_t cuk_binary(const cuk_tensor *out, const cuk_tensor *a, const cuk_tensor *b, int32_t op,
                        cudaStream_t s);
+/* A flat operand of cuk_ewise: element i of the output reads data[(i / inner) % n] (dtype);
+ * a full tensor has inner 1 and n = total, a per-channel bias of NCHW inner = H*W and n = C,
+ * a per-(image, channel) value [N, C, 1, 1] inner = H*W and n = N*C. data NULL reads 0. */
+typedef struct cuk_operand {
+    const void *data;
+    int32_t     dtype;
+    int32_t     pad_;
+    int64_t     inner, n;
+} cuk_operand;
+
+/* Whether t (out's shape, broadcast strides) is such an operand: its dims that are neither
+ * broadcast nor 1 form one row-major contiguous run. */
+int cuk_operand_of(const cuk_tensor *t, cuk_operand *o);
+/* out[i] (odt) = (a op b) + c for i < total, op CUK_ADD..CUK_DIV; NULL operands (or NULL
+ * data) read -0.0, so with op CUK_ADD a missing one changes nothing (out = a is an exact
+ * cast). Vectorised (CUK_VEC elements per thread) where every operand allows it. */
+cudaError_t cuk_ewise(void *out, int32_t odt, int64_t total, int32_t op, const cuk_operand *a,
+                      const cuk_operand *b, const cuk_operand *c, cudaStream_t s);
 /* diffusers get_timestep_embedding: t (N values, strided by t_stride) -> out [N, dim]. */
 cudaError_t cuk_timestep(void *out, int32_t odt, const cuk_tensor *t, int64_t N, int64_t dim,
                          int32_t flip, float max_period, float shift, cudaStream_t s);

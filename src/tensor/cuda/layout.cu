@@ -1,4 +1,4 @@
-// Layout kernels: strided copy/cast, concat, pad, upsample, avg_pool2d, bias fill, im2col.
+// Layout kernels: strided copy/cast, concat, pad, upsample, avg_pool2d, im2col.
 // One thread per output element in a grid-stride loop; inputs read through their strides.
 #include "device_impl.h"
 
@@ -9,6 +9,10 @@ __global__ void k_copy(cuk_tensor out, cuk_tensor src, int64_t n) {
 extern "C" cudaError_t cuk_copy(const cuk_tensor *out, const cuk_tensor *src, cudaStream_t s) {
     int64_t n = cuk_numel(out);
     if (n == 0) return cudaSuccess;
+    if (src->contiguous) { /* a flat cast: the vectorised elementwise kernel */
+        cuk_operand o = {src->data, src->dtype, 0, 1, n};
+        return cuk_ewise(out->data, out->dtype, n, CUK_ADD, &o, NULL, NULL, s);
+    }
     CUK_LAUNCH(k_copy, cuk_blocks(n), CUK_THREADS, 0, s)(*out, *src, n);
     return cudaGetLastError();
 }
@@ -121,37 +125,6 @@ extern "C" cudaError_t cuk_avg_pool2d(void *out, int32_t odt, const void *src, i
     if (n == 0) return cudaSuccess;
     CUK_LAUNCH(k_avg_pool, cuk_blocks(n), CUK_THREADS, 0, s)
     (out, odt, src, sdt, H, W, OH, OW, k, stride, pad, n);
-    return cudaGetLastError();
-}
-
-__global__ void k_fill_bias(void *out, int32_t odt, const float *bias, int64_t total, int64_t inner,
-                            int64_t nb) {
-    CUK_FOR(i, total) cuk_st(out, odt, i, bias[(i / inner) % nb]);
-}
-
-extern "C" cudaError_t cuk_fill_bias(void *out, int32_t odt, const float *bias, int64_t total,
-                                     int64_t inner, int64_t nb, cudaStream_t s) {
-    if (total == 0) return cudaSuccess;
-    if (inner < 1 || nb < 1) return cudaErrorInvalidValue;
-    CUK_LAUNCH(k_fill_bias, cuk_blocks(total), CUK_THREADS, 0, s)(out, odt, bias, total, inner, nb);
-    return cudaGetLastError();
-}
-
-__global__ void k_bias_cast(void *out, int32_t odt, const void *src, int32_t dt, const float *bias,
-                            int64_t total, int64_t inner, int64_t nb) {
-    CUK_FOR(i, total) {
-        float v = cuk_ld(src, dt, i);
-        cuk_st(out, odt, i, bias ? v + bias[(i / inner) % nb] : v);
-    }
-}
-
-extern "C" cudaError_t cuk_bias_cast(void *out, int32_t odt, const void *src, int32_t src_dtype,
-                                     const float *bias, int64_t total, int64_t inner, int64_t nb,
-                                     cudaStream_t s) {
-    if (total == 0) return cudaSuccess;
-    if (inner < 1 || nb < 1) return cudaErrorInvalidValue;
-    CUK_LAUNCH(k_bias_cast, cuk_blocks(total), CUK_THREADS, 0, s)
-    (out, odt, src, src_dtype, bias, total, inner, nb);
     return cudaGetLastError();
 }
 

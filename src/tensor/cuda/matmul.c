@@ -136,9 +136,10 @@ imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t i
     const imgd_tensor *bias = n->src[2];
     *beta                   = 0.0f;
     if (!bias) return IMGD_OK;
-    cudaError_t e = cuk_fill_bias(n->data, cuda_cuk_of(n), cuda_dptr(bias), imgd_tensor_numel(n),
-                                  inner, nb, cb->stream);
-    if (e != cudaSuccess) return cuda_fail(e, "cuk_fill_bias", what);
+    cuk_operand b = {cuda_dptr(bias), CUK_F32, 0, inner, nb};
+    cudaError_t e = cuk_ewise(n->data, cuda_cuk_of(n), imgd_tensor_numel(n), CUK_ADD, NULL, &b,
+                              NULL, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_ewise (bias prefill)", what);
     *beta = 1.0f;
     return IMGD_OK;
 }
@@ -415,36 +416,45 @@ static size_t readers(imgd_graph *g, const imgd_tensor *n) {
     return k;
 }
 
-/* Index of the residual operand when ADD `add` can take matmul n's result in n's GEMM (the
- * other operand, read as C with D's layout), else -1. */
+/* Index of the residual operand when ADD `add` can take n's result in n's kernel, else -1.
+ * A GEMM reads it as C with D's layout (same shape, contiguous, D's storage type); a cuDNN
+ * convolution's epilogue (cuk_ewise) reads any operand whose broadcast is a flat run. */
 static int residual_src(const imgd_tensor *n, const imgd_tensor *add) {
     int s = add->src[0] == n ? 1 : add->src[1] == n ? 0 : -1;
     if (s < 0 || add->src[s]->storage == n) return -1;
     const imgd_tensor *r = add->src[s];
+    if (n->op == IMGD_OP_CONV2D) {
+        cuk_tensor  d = cuda_broadcast_desc(r, add);
+        cuk_operand o;
+        return r->n_dims <= add->n_dims && cuk_operand_of(&d, &o) ? s : -1;
+    }
     if (!imgd_tensor_same_shape(r, add) || !imgd_tensor_is_contiguous(r) ||
         cuda_cuk_of(r) != cuda_cuk_of(add))
         return -1;
     return s;
 }
 
+/* Whether n can run next (an ADD or GELU_TANH) in its kernel: a GEMM through cuBLASLt (its
+ * bias, if any, in the epilogue in next's storage type), or a cuDNN convolution (an ADD). */
+static bool fusable(const cuda_backend *cb, const imgd_tensor *n, const imgd_tensor *next) {
+    const cuda_node *ns = cuda_node_of(n);
+    if (n->op == IMGD_OP_CONV2D) return cb->conv_add && ns->cudnn && next->op == IMGD_OP_ADD;
+    if (n->op != IMGD_OP_MATMUL && n->op != IMGD_OP_LINEAR_QUANT) return false;
+    if (!cb->use_lt || (n->src[2] && (!ns->lt_bias || ns->lt_bias_dt != cuda_cuk_of(next))))
+        return false;
+    return next->op == IMGD_OP_ADD || (next->op == IMGD_OP_GELU_TANH && next->src[0] == n);
+}
+
 void cuda_plan_residuals(cuda_backend *cb, imgd_graph *g) {
-    if (!cb->use_lt) return;
     for (size_t i = 0; i + 1 < imgd_graph_exec_count(g); i++) {
         imgd_tensor *n = imgd_graph_exec_node(g, i), *next = imgd_graph_exec_node(g, i + 1);
         cuda_node   *ns = cuda_node_of(n), *xs = cuda_node_of(next);
-        if ((n->op != IMGD_OP_MATMUL && n->op != IMGD_OP_LINEAR_QUANT) || !ns || !xs ||
-            ns->is_out || ns->folded || xs->folded || n->storage != n || next->storage != next ||
-            readers(g, n) != 1 || !imgd_tensor_same_shape(n, next) ||
-            !imgd_tensor_is_contiguous(next) ||
-            (n->src[2] && (!ns->lt_bias || ns->lt_bias_dt != cuda_cuk_of(next))))
+        if (!ns || !xs || ns->is_out || ns->folded || xs->folded || n->storage != n ||
+            next->storage != next || readers(g, n) != 1 || !imgd_tensor_same_shape(n, next) ||
+            !imgd_tensor_is_contiguous(next) || !fusable(cb, n, next))
             continue;
-        int s = -1;
-        if (next->op == IMGD_OP_ADD) {
-            s = residual_src(n, next);
-            if (s < 0) continue;
-        } else if (next->op != IMGD_OP_GELU_TANH || next->src[0] != n) {
-            continue;
-        }
+        int s = next->op == IMGD_OP_ADD ? residual_src(n, next) : -1;
+        if (next->op == IMGD_OP_ADD && s < 0) continue;
         ns->fused        = next;
         ns->res_src      = s;
         next->plan_early = true; /* nothing the GEMM reads may share its memory */
@@ -484,20 +494,32 @@ static bool overlaps(const void *a, size_t na, const void *b, size_t nb) {
     return na && nb && x < y + nb && y < x + na;
 }
 
+bool cuda_fused_out_ok(const imgd_tensor *n, const void *pa, const void *pb) {
+    const cuda_node   *ns   = cuda_node_of(n);
+    const imgd_tensor *next = ns->fused;
+    void              *D    = cuda_dptr(next);
+    size_t             nd   = cuda_store_bytes(next);
+    if (overlaps(D, nd, pa, cuda_store_bytes(n->src[0]->storage)) ||
+        overlaps(D, nd, pb, cuda_store_bytes(n->src[1]->storage)) ||
+        overlaps(D, nd, n->scratch, n->scratch_bytes))
+        return false;
+    if (next->op != IMGD_OP_ADD) return true;
+    /* the residual may be D itself when it has D's shape (read before written, element by
+     * element); a broadcast one may not overlap it */
+    const imgd_tensor *r = next->src[ns->res_src];
+    const void        *C = cuda_dptr(r);
+    return (C == D && imgd_tensor_same_shape(r, next)) ||
+           !overlaps(D, nd, C, cuda_store_bytes(r->storage));
+}
+
 bool cuda_fused_args(cuda_backend *cb, const imgd_tensor *n, const void *pa, const void *pb,
                      cuda_lt_args *f) {
     const cuda_node   *ns   = cuda_node_of(n);
     const imgd_tensor *next = ns->fused;
     const bool         add  = next->op == IMGD_OP_ADD;
-    void              *D    = cuda_dptr(next);
-    size_t             nd   = cuda_store_bytes(next);
-    const void        *C    = add ? cuda_dptr(next->src[ns->res_src]) : NULL;
-    if (overlaps(D, nd, pa, cuda_store_bytes(n->src[0]->storage)) ||
-        overlaps(D, nd, pb, cuda_store_bytes(n->src[1]->storage)) ||
-        overlaps(D, nd, n->scratch, n->scratch_bytes) || (C && C != D && overlaps(D, nd, C, nd)))
-        return false;
-    f->D    = D;
-    f->C    = C;
+    if (!cuda_fused_out_ok(n, pa, pb)) return false;
+    f->D    = cuda_dptr(next);
+    f->C    = add ? cuda_dptr(next->src[ns->res_src]) : NULL;
     f->gelu = !add;
     f->bias = ns->lt_bias;
     f->dt   = cuda_cuk_of(next) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb);

@@ -48,15 +48,32 @@ extern "C" size_t cuk_group_norm_scratch(int64_t N, int64_t C, int64_t S, int64_
     return (size_t)(N * G * chunks) * 2 * sizeof(double);
 }
 
+/* V: CUK_VEC elements per load (S a multiple of CUK_VEC, x and out 16-byte aligned), each
+ * vector's sums taken in f32 before they join the double ones. */
+template <bool V>
 __global__ void k_gn_partial(double *part, const void *x, int32_t xdt, int64_t cnt, int64_t chunk) {
     __shared__ double red[NORM_THREADS / 32];
     const int64_t     bg = blockIdx.x, p = blockIdx.y, P = gridDim.y;
     const int64_t     i0 = p * chunk, i1 = i0 + chunk < cnt ? i0 + chunk : cnt;
     double            s = 0, q = 0;
-    for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
-        double v = (double)cuk_ld(x, xdt, bg * cnt + i);
-        s += v;
-        q += v * v;
+    if (V) {
+        for (int64_t i = i0 + (int64_t)threadIdx.x * CUK_VEC; i < i1;
+             i += (int64_t)blockDim.x * CUK_VEC) {
+            float v[CUK_VEC], vs = 0.0f, vq = 0.0f;
+            cuk_ld8(x, xdt, bg * cnt + i, v);
+            for (int k = 0; k < CUK_VEC; k++) {
+                vs += v[k];
+                vq += v[k] * v[k];
+            }
+            s += (double)vs;
+            q += (double)vq;
+        }
+    } else {
+        for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+            double v = (double)cuk_ld(x, xdt, bg * cnt + i);
+            s += v;
+            q += v * v;
+        }
     }
     s = block_sum(s, red);
     q = block_sum(q, red);
@@ -66,6 +83,15 @@ __global__ void k_gn_partial(double *part, const void *x, int32_t xdt, int64_t c
     }
 }
 
+__device__ __forceinline__ float gn_one(float x, float m, float rstd, const float *gamma,
+                                        const float *beta, int64_t c, int32_t silu) {
+    float y = (x - m) * rstd;
+    if (gamma) y *= gamma[c];
+    if (beta) y += beta[c];
+    return silu ? y / (1.0f + expf(-y)) : y;
+}
+
+template <bool V>
 __global__ void k_gn_apply(void *out, int32_t odt, const void *x, int32_t xdt, const double *part,
                            const float *gamma, const float *beta, int64_t cnt, int64_t chunk,
                            int64_t S, int64_t cpg, int64_t G, float eps, int32_t silu) {
@@ -84,13 +110,21 @@ __global__ void k_gn_apply(void *out, int32_t odt, const void *x, int32_t xdt, c
     const float   rstd = (float)(1.0 / sqrt(var + (double)eps));
     const float   m    = (float)mean;
     const int64_t i0 = p * chunk, i1 = i0 + chunk < cnt ? i0 + chunk : cnt;
-    for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
-        int64_t c = g * cpg + i / S;
-        float   y = (cuk_ld(x, xdt, bg * cnt + i) - m) * rstd;
-        if (gamma) y *= gamma[c];
-        if (beta) y += beta[c];
-        if (silu) y = y / (1.0f + expf(-y));
-        cuk_st(out, odt, bg * cnt + i, y);
+    if (V) { /* the channel is constant over a vector; 32-bit division where S fits */
+        const bool s32 = S < ((int64_t)1 << 31) && i1 < ((int64_t)1 << 31);
+        for (int64_t i = i0 + (int64_t)threadIdx.x * CUK_VEC; i < i1;
+             i += (int64_t)blockDim.x * CUK_VEC) {
+            int64_t c = g * cpg + (s32 ? (int64_t)((uint32_t)i / (uint32_t)S) : i / S);
+            float   v[CUK_VEC];
+            cuk_ld8(x, xdt, bg * cnt + i, v);
+            for (int k = 0; k < CUK_VEC; k++) v[k] = gn_one(v[k], m, rstd, gamma, beta, c, silu);
+            cuk_st8(out, odt, bg * cnt + i, v);
+        }
+    } else {
+        for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x)
+            cuk_st(
+                out, odt, bg * cnt + i,
+                gn_one(cuk_ld(x, xdt, bg * cnt + i), m, rstd, gamma, beta, g * cpg + i / S, silu));
     }
 }
 
@@ -102,11 +136,21 @@ extern "C" cudaError_t cuk_group_norm(void *out, int32_t odt, const void *x, int
     if (G < 1 || C % G != 0 || N * G > 0x7fffffff || !scratch) return cudaErrorInvalidValue;
     const int64_t cnt = C / G * S, chunk = gn_chunk(cnt);
     const dim3    grid((unsigned)(N * G), (unsigned)((cnt + chunk - 1) / chunk));
-    CUK_LAUNCH(k_gn_partial, grid, NORM_THREADS, 0, s)(scratch, x, xdt, cnt, chunk);
+    const bool    vec = S % CUK_VEC == 0 && cuk_vec_ok(x) && cuk_vec_ok(out);
+    if (vec) {
+        CUK_LAUNCH(k_gn_partial<true>, grid, NORM_THREADS, 0, s)(scratch, x, xdt, cnt, chunk);
+    } else {
+        CUK_LAUNCH(k_gn_partial<false>, grid, NORM_THREADS, 0, s)(scratch, x, xdt, cnt, chunk);
+    }
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    CUK_LAUNCH(k_gn_apply, grid, NORM_THREADS, 0, s)
-    (out, odt, x, xdt, scratch, gamma, beta, cnt, chunk, S, C / G, G, eps, silu);
+    if (vec) {
+        CUK_LAUNCH(k_gn_apply<true>, grid, NORM_THREADS, 0, s)
+        (out, odt, x, xdt, scratch, gamma, beta, cnt, chunk, S, C / G, G, eps, silu);
+    } else {
+        CUK_LAUNCH(k_gn_apply<false>, grid, NORM_THREADS, 0, s)
+        (out, odt, x, xdt, scratch, gamma, beta, cnt, chunk, S, C / G, G, eps, silu);
+    }
     return cudaGetLastError();
 }
 
