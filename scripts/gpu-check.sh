@@ -14,7 +14,8 @@
 #      IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0
 #      IMGD_CUDA_LT=0)
 #   5. imgd-bench attn: the attention kernels side by side on SD / SDXL / FLUX shapes (TFLOP/s
-#      vs the fp16 GEMM peak and vs mma), then the f16 SD bench with IMGD_CUDA_ATTN=wmma
+#      vs the fp16 GEMM peak and vs mma), then the f16 SD bench with IMGD_CUDA_ATTN=wmma, and
+#      with IMGD_CUDA_CONV_ADD=0 (the ResNet ADDs as their own kernels)
 #   6. imgd-bench sd --family flux --backend cuda --size 512 --steps 2: a real-size FLUX.1-dev
 #      Q8_0 GGUF (written under the build folder) with its weights in their blocks on the GPU
 #      for comparison
@@ -96,6 +97,11 @@ stage "bench: SD 1.5 f16 with the earlier attention kernel (IMGD_CUDA_ATTN=wmma;
 IMGD_CUDA_ATTN=wmma IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f16
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_ATTN=wmma (rc $rc)")
+
+stage "bench: SD 1.5 f16 with each ResNet ADD as its own kernel (IMGD_CUDA_CONV_ADD=0; compare it/s with the first bench)"
+IMGD_CUDA_CONV_ADD=0 IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f16
+rc=$?
+[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_ADD=0 (rc $rc)")
 
 stage "bench: FLUX.1-dev Q8_0 GGUF transformer on cuda, 512x512, 2 steps (writes 12.7 GB under build)"
 IMGD_PROFILE=1 timeout 240 "$BUILD/bench/imgd-bench" sd --family flux --backend cuda --size 512 \

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "formats/dtype.h"
 
 struct cudnnContext {
@@ -38,11 +39,11 @@ struct cudnnConvolutionStruct {
 #define MOCK_WS_GEMM    2048 /* and the explicit-GEMM one */
 
 cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
-    *h = calloc(1, sizeof **h);
+    *h = imgd_calloc(1, sizeof **h);
     return *h ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_ALLOC_FAILED;
 }
 cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
-    free(h);
+    imgd_free(h);
     return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) {
@@ -65,27 +66,27 @@ const char *cudnnGetErrorString(cudnnStatus_t s) {
 /* ---- descriptors ---------------------------------------------------------------------------- */
 
 cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d) {
-    *d = calloc(1, sizeof **d);
+    *d = imgd_calloc(1, sizeof **d);
     return *d ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_ALLOC_FAILED;
 }
 cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) {
-    free(d);
+    imgd_free(d);
     return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d) {
-    *d = calloc(1, sizeof **d);
+    *d = imgd_calloc(1, sizeof **d);
     return *d ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_ALLOC_FAILED;
 }
 cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) {
-    free(d);
+    imgd_free(d);
     return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d) {
-    *d = calloc(1, sizeof **d);
+    *d = imgd_calloc(1, sizeof **d);
     return *d ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_ALLOC_FAILED;
 }
 cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d) {
-    free(d);
+    imgd_free(d);
     return CUDNN_STATUS_SUCCESS;
 }
 

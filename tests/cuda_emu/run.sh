@@ -21,7 +21,12 @@ mkdir -p "$OUT"
     cmake --build "$LIBB" -j"$(nproc 2>/dev/null || echo 2)" --target imgd_static; }
 INC=(-Iinclude -I"$LIBB/include" -Isrc -Itests -isystem "$CUDA_INC")
 DEF=(-D_POSIX_C_SOURCE=200809L -DIMGD_HAVE_CUDA=1)
-HOSTDEF=("${DEF[@]}" -DIMGD_HAVE_CUDNN=1)
+HOSTDEF=("${DEF[@]}")
+MOCKS=(tests/cuda_emu/mock_runtime.c)
+if [[ -f $CUDA_INC/cudnn.h ]]; then # cuDNN's headers: its conv2d path, against mock_cudnn.c
+    HOSTDEF+=(-DIMGD_HAVE_CUDNN=1)
+    MOCKS+=(tests/cuda_emu/mock_cudnn.c)
+fi
 objs=()
 for f in src/tensor/cuda/*.cu; do
     o=$OUT/$(basename "$f" .cu).cu.o
@@ -31,11 +36,11 @@ for f in src/tensor/cuda/*.cu; do
 done
 TEST=${EMU_TEST:-ops/test_ops}
 NAME=$(basename "$TEST")
-# host files of the backend, with cuDNN's convolution calls answered by mock_cudnn.c (the
-# configurations with IMGD_CUDA_CUDNN=0 run im2col)
+# host files of the backend; with cuDNN's headers its convolution calls are answered by
+# mock_cudnn.c (the configurations with IMGD_CUDA_CUDNN=0 run im2col), without them conv2d
+# runs im2col only
 for f in src/tensor/cuda/backend.c src/tensor/cuda/exec.c src/tensor/cuda/dispatch.c src/tensor/cuda/matmul.c \
-         src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/cuda/quant.c src/tensor/backend.c tests/cuda_emu/mock_runtime.c tests/cuda_emu/mock_cudnn.c \
-         "tests/$TEST.c"; do
+         src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/cuda/quant.c src/tensor/backend.c "${MOCKS[@]}" "tests/$TEST.c"; do
     o=$OUT/$(echo "$f" | tr / _).o
     gcc -std=c11 -O1 -g "${HOSTDEF[@]}" "${INC[@]}" -c "$f" -o "$o"
     objs+=("$o")

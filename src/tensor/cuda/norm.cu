@@ -188,10 +188,88 @@ __global__ void k_layer_norm(void *out, int32_t odt, const void *x, int32_t xdt,
     }
 }
 
+/* Rows of up to 256 * C elements (D a multiple of CUK_VEC, x and out 16-byte aligned): one
+ * warp per row, the row in registers (C vectors per lane), warp shuffles for the sums; the
+ * block-per-row kernel above spends more on its block reductions than on the memory of an
+ * SD transformer's rows (320..1280). Statistics as there: double, mean then squared
+ * deviations. */
+#define LN_WARPS 8
+
+__device__ __forceinline__ double warp_sum(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <int C>
+__global__ void k_layer_norm_warp(void *out, int32_t odt, const void *x, int32_t xdt,
+                                  const float *gamma, const float *beta, int64_t rows, int64_t D,
+                                  float eps) {
+    const int64_t r    = (int64_t)blockIdx.x * LN_WARPS + threadIdx.x / 32;
+    const int     lane = threadIdx.x % 32;
+    if (r >= rows) return; /* uniform per warp */
+    const int64_t xr = r * D, nv = D / CUK_VEC;
+    float         v[C][CUK_VEC];
+    double        s = 0;
+#pragma unroll
+    for (int c = 0; c < C; c++) { /* unrolled with a guard, so v stays in registers */
+        int64_t j = lane + 32 * c;
+        if (j < nv) {
+            cuk_ld8(x, xdt, xr + j * CUK_VEC, v[c]);
+            for (int k = 0; k < CUK_VEC; k++) s += (double)v[c][k];
+        }
+    }
+    const double mean = warp_sum(s) / (double)D;
+    double       q    = 0;
+#pragma unroll
+    for (int c = 0; c < C; c++) {
+        if (lane + 32 * c < nv) {
+            for (int k = 0; k < CUK_VEC; k++) {
+                double d = (double)v[c][k] - mean;
+                q += d * d;
+            }
+        }
+    }
+    const float rstd = (float)(1.0 / sqrt(warp_sum(q) / (double)D + (double)eps));
+    const float m    = (float)mean;
+#pragma unroll
+    for (int c = 0; c < C; c++) {
+        int64_t j = lane + 32 * c;
+        if (j < nv) {
+            for (int k = 0; k < CUK_VEC; k++) {
+                int64_t i = j * CUK_VEC + k;
+                float   y = (v[c][k] - m) * rstd;
+                if (gamma) y *= gamma[i];
+                if (beta) y += beta[i];
+                v[c][k] = y;
+            }
+            cuk_st8(out, odt, xr + j * CUK_VEC, v[c]);
+        }
+    }
+}
+
 extern "C" cudaError_t cuk_layer_norm(void *out, int32_t odt, const void *x, int32_t xdt,
                                       const float *gamma, const float *beta, int64_t rows,
                                       int64_t D, float eps, cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
+    const int64_t per = (D / CUK_VEC + 31) / 32; /* vectors per lane */
+    if (D % CUK_VEC == 0 && per <= 8 && cuk_vec_ok(x) && cuk_vec_ok(out) &&
+        (rows + LN_WARPS - 1) / LN_WARPS <= 0x7fffffff) {
+        const unsigned g = (unsigned)((rows + LN_WARPS - 1) / LN_WARPS);
+        if (per <= 1) {
+            CUK_LAUNCH(k_layer_norm_warp<1>, g, 32 * LN_WARPS, 0, s)
+            (out, odt, x, xdt, gamma, beta, rows, D, eps);
+        } else if (per <= 2) {
+            CUK_LAUNCH(k_layer_norm_warp<2>, g, 32 * LN_WARPS, 0, s)
+            (out, odt, x, xdt, gamma, beta, rows, D, eps);
+        } else if (per <= 4) {
+            CUK_LAUNCH(k_layer_norm_warp<4>, g, 32 * LN_WARPS, 0, s)
+            (out, odt, x, xdt, gamma, beta, rows, D, eps);
+        } else {
+            CUK_LAUNCH(k_layer_norm_warp<8>, g, 32 * LN_WARPS, 0, s)
+            (out, odt, x, xdt, gamma, beta, rows, D, eps);
+        }
+        return cudaGetLastError();
+    }
     CUK_LAUNCH(k_layer_norm, row_grid(rows), NORM_THREADS, 0, s)
     (out, odt, x, xdt, gamma, beta, rows, D, eps);
     return cudaGetLastError();
