@@ -246,7 +246,7 @@ static imgd_tensor *b_concat(tctx *c) {
     imgd_dtype   dt = vtype(c, "type");
     imgd_tensor *s[4];
     for (int32_t i = 0; i < n; i++) {
-        int64_t shape[4]                  = {2, 3, 4, 5};
+        int64_t shape[4]                  = {2, 3, 4, vi(c, "w", 5)};
         shape[axis < 0 ? axis + 4 : axis] = 1 + i * 2;
         s[i] = i == 0 ? maybe_strided(c, dt, 4, shape) : rnd(c, dt, 4, shape);
     }
@@ -585,11 +585,15 @@ static const op_case k_cases[] = {
     {"concat", b_concat, "axis=1,n=3,perm=1", 0},
     {"concat", b_concat, "axis=2,type=f16", 0},
     {"concat", b_concat, "axis=-1,n=4,type=bf16", 0},
+    {"concat", b_concat, "axis=1,n=3,w=8,type=f16", 0},
+    {"concat", b_concat, "axis=1,w=8", 0},
     {"pad", b_pad, "c0=1,h0=2,w1=3", 0},
     {"pad", b_pad, "n1=1,h1=0,w0=4,value=3,type=f16,perm=1", 0},
     {"upsample", b_upsample, "n=2,c=5,h=7,w=9", 0},
     {"upsample", b_upsample, "n=1,c=3,h=4,w=33,type=f16", 0},
     {"upsample", b_upsample, "n=1,c=2,h=5,w=3,perm=1", 0},
+    {"upsample", b_upsample, "n=2,c=4,h=8,w=8,type=f16", 0},
+    {"upsample", b_upsample, "n=1,c=3,h=5,w=12", 0},
     {"avg_pool2d", b_avg_pool, "k=2,s=2,p=0", 0},
     {"avg_pool2d", b_avg_pool, "k=3,s=2,p=1,h=10,w=7", 0},
     {"avg_pool2d", b_avg_pool, "k=3,s=1,p=1,type=f16", 0},

@@ -229,6 +229,11 @@ static inline cuk_attn_args cuk_attn_args_make(void *out, int32_t odt, const cuk
     return a;
 }
 
+/* The same over 32-bit indices (n < 2^31, so i + the grid's stride cannot wrap). */
+#define CUK_FOR_U32(i, n)                                                                          \
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (uint32_t)(n);                    \
+         i += blockDim.x * gridDim.x)
+
 #define CUK_FOR(i, n)                                                                              \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
          i += (int64_t)blockDim.x * gridDim.x)

@@ -40,11 +40,69 @@ __global__ void k_concat(cuk_tensor out, concat_srcs srcs, int32_t n_srcs, int32
     }
 }
 
+/* Contiguous sources (the UNet's skip connections): out is [outer][seg_0 | seg_1 | ...] with
+ * seg_k = src k's size along the axis times the inner size; 32-bit indices, and CUK_VEC
+ * elements per thread when every segment is a multiple of it (a vector then never straddles
+ * two sources). */
+struct concat_flat {
+    const void *p[4];
+    int32_t     dt[4];
+    uint32_t    seg[4], start[5]; /* start[k]: segment k's offset in an output row */
+};
+
+template <bool V> __global__ void k_concat_flat(void *out, int32_t odt, concat_flat c, uint32_t n) {
+    const uint32_t row = c.start[4], step = V ? CUK_VEC : 1;
+    CUK_FOR_U32(g, n / step) {
+        uint32_t i = g * step, o = i / row, r = i - o * row;
+        int      k = 0;
+        while (k < 3 && r >= c.start[k + 1]) k++;
+        int64_t off = (int64_t)o * c.seg[k] + (r - c.start[k]);
+        if (V) {
+            float v[CUK_VEC];
+            cuk_ld8(c.p[k], c.dt[k], off, v);
+            cuk_st8(out, odt, i, v);
+        } else {
+            cuk_st(out, odt, i, cuk_ld(c.p[k], c.dt[k], off));
+        }
+    }
+}
+
+static bool concat_try_flat(const cuk_tensor *out, const cuk_tensor *srcs, int32_t n, int32_t axis,
+                            int64_t total, cudaStream_t s, cudaError_t *e) {
+    if (total >= ((int64_t)1 << 31)) return false;
+    int64_t inner = 1;
+    for (int32_t d = axis + 1; d < out->n_dims; d++) inner *= out->shape[d];
+    concat_flat c;
+    bool        vec = total % CUK_VEC == 0 && cuk_vec_ok(out->data);
+    c.start[0]      = 0;
+    for (int32_t k = 0; k < 4; k++) {
+        int64_t seg = k < n ? srcs[k].shape[axis] * inner : 0;
+        if (k < n && !srcs[k].contiguous) return false;
+        c.p[k]         = k < n ? srcs[k].data : srcs[0].data;
+        c.dt[k]        = k < n ? srcs[k].dtype : srcs[0].dtype;
+        c.seg[k]       = (uint32_t)seg;
+        c.start[k + 1] = c.start[k] + (uint32_t)seg;
+        vec            = vec && (k >= n || (seg % CUK_VEC == 0 && cuk_vec_ok(srcs[k].data)));
+    }
+    if (c.start[4] == 0) return false;
+    if (vec) {
+        CUK_LAUNCH(k_concat_flat<true>, cuk_blocks(total / CUK_VEC), CUK_THREADS, 0, s)
+        (out->data, out->dtype, c, (uint32_t)total);
+    } else {
+        CUK_LAUNCH(k_concat_flat<false>, cuk_blocks(total), CUK_THREADS, 0, s)
+        (out->data, out->dtype, c, (uint32_t)total);
+    }
+    *e = cudaGetLastError();
+    return true;
+}
+
 extern "C" cudaError_t cuk_concat(const cuk_tensor *out, const cuk_tensor *srcs, int32_t n,
                                   int32_t axis, cudaStream_t s) {
     int64_t total = cuk_numel(out);
     if (total == 0) return cudaSuccess;
-    if (n < 1 || n > 4) return cudaErrorInvalidValue;
+    if (n < 1 || n > 4 || axis < 0 || axis >= out->n_dims) return cudaErrorInvalidValue;
+    cudaError_t fe = cudaSuccess;
+    if (concat_try_flat(out, srcs, n, axis, total, s, &fe)) return fe;
     concat_srcs c;
     for (int32_t i = 0; i < n; i++) c.t[i] = srcs[i];
     for (int32_t i = n; i < 4; i++) c.t[i] = srcs[0];
@@ -93,10 +151,42 @@ __global__ void k_upsample(cuk_tensor out, cuk_tensor src, int64_t n) {
     }
 }
 
+/* Contiguous src [planes, H, W] into out [planes, 2H, 2W] with 32-bit indices; V: CUK_VEC
+ * outputs (half as many inputs) per thread, 2W a multiple of CUK_VEC. */
+template <bool V>
+__global__ void k_upsample_flat(void *out, int32_t odt, const void *src, int32_t sdt, uint32_t H,
+                                uint32_t W, uint32_t n) {
+    const uint32_t OW = 2 * W, OH = 2 * H, step = V ? CUK_VEC : 1;
+    CUK_FOR_U32(g, n / step) {
+        uint32_t i = g * step, row = i / OW, x = i - row * OW, p = row / OH, y = row - p * OH;
+        int64_t  base = ((int64_t)p * H + y / 2) * W;
+        if (V) {
+            float v[CUK_VEC];
+            for (int k = 0; k < CUK_VEC / 2; k++)
+                v[2 * k] = v[2 * k + 1] = cuk_ld(src, sdt, base + x / 2 + k);
+            cuk_st8(out, odt, i, v);
+        } else {
+            cuk_st(out, odt, i, cuk_ld(src, sdt, base + x / 2));
+        }
+    }
+}
+
 extern "C" cudaError_t cuk_upsample2x(const cuk_tensor *out, const cuk_tensor *src,
                                       cudaStream_t s) {
     int64_t n = cuk_numel(out);
     if (n == 0) return cudaSuccess;
+    if (src->contiguous && src->n_dims >= 2 && n < ((int64_t)1 << 31)) {
+        uint32_t H = (uint32_t)src->shape[src->n_dims - 2],
+                 W = (uint32_t)src->shape[src->n_dims - 1];
+        if ((2 * W) % CUK_VEC == 0 && cuk_vec_ok(out->data)) {
+            CUK_LAUNCH(k_upsample_flat<true>, cuk_blocks(n / CUK_VEC), CUK_THREADS, 0, s)
+            (out->data, out->dtype, src->data, src->dtype, H, W, (uint32_t)n);
+        } else {
+            CUK_LAUNCH(k_upsample_flat<false>, cuk_blocks(n), CUK_THREADS, 0, s)
+            (out->data, out->dtype, src->data, src->dtype, H, W, (uint32_t)n);
+        }
+        return cudaGetLastError();
+    }
     CUK_LAUNCH(k_upsample, cuk_blocks(n), CUK_THREADS, 0, s)(*out, *src, n);
     return cudaGetLastError();
 }
