@@ -670,6 +670,8 @@ static const op_case k_cases[] = {
     {"layer_norm", b_layer_norm, "d=2056,l=2,affine=0", 0},
     {"rms_norm", b_rms_norm, "d=33", 0},
     {"rms_norm", b_rms_norm, "d=128,affine=0,type=f16", 0},
+    {"rms_norm", b_rms_norm, "d=256", 0},
+    {"rms_norm", b_rms_norm, "d=3072,type=bf16", 0},
     {"softmax", b_softmax, "a=5,d=77", 0},
     {"softmax", b_softmax, "a=3,d=1000,scale100=300", 0},
     {"softmax", b_softmax, "a=2,d=17,scale100=-50", 0},

@@ -188,11 +188,11 @@ __global__ void k_layer_norm(void *out, int32_t odt, const void *x, int32_t xdt,
     }
 }
 
-/* Rows of up to 256 * C elements (D a multiple of CUK_VEC, x and out 16-byte aligned): one
- * warp per row, the row in registers (C vectors per lane), warp shuffles for the sums; the
- * block-per-row kernel above spends more on its block reductions than on the memory of an
- * SD transformer's rows (320..1280). Statistics as there: double, mean then squared
- * deviations. */
+/* layer_norm (RMS: rms_norm) on rows of up to 256 * C elements (D a multiple of CUK_VEC, x
+ * and out 16-byte aligned): one warp per row, the row in registers (C vectors per lane), warp
+ * shuffles for the sums; the block-per-row kernels spend more on their block reductions than
+ * on the memory of an SD transformer's rows (320..1280) or FLUX's q/k heads (128).
+ * Statistics as there: double, mean then squared deviations. */
 #define LN_WARPS 8
 
 __device__ __forceinline__ double warp_sum(double v) {
@@ -200,10 +200,9 @@ __device__ __forceinline__ double warp_sum(double v) {
     return v;
 }
 
-template <int C>
-__global__ void k_layer_norm_warp(void *out, int32_t odt, const void *x, int32_t xdt,
-                                  const float *gamma, const float *beta, int64_t rows, int64_t D,
-                                  float eps) {
+template <int C, bool RMS>
+__global__ void k_norm_warp(void *out, int32_t odt, const void *x, int32_t xdt, const float *gamma,
+                            const float *beta, int64_t rows, int64_t D, float eps) {
     const int64_t r    = (int64_t)blockIdx.x * LN_WARPS + threadIdx.x / 32;
     const int     lane = threadIdx.x % 32;
     if (r >= rows) return; /* uniform per warp */
@@ -218,7 +217,7 @@ __global__ void k_layer_norm_warp(void *out, int32_t odt, const void *x, int32_t
             for (int k = 0; k < CUK_VEC; k++) s += (double)v[c][k];
         }
     }
-    const double mean = warp_sum(s) / (double)D;
+    const double mean = RMS ? 0.0 : warp_sum(s) / (double)D;
     double       q    = 0;
 #pragma unroll
     for (int c = 0; c < C; c++) {
@@ -237,9 +236,9 @@ __global__ void k_layer_norm_warp(void *out, int32_t odt, const void *x, int32_t
         if (j < nv) {
             for (int k = 0; k < CUK_VEC; k++) {
                 int64_t i = j * CUK_VEC + k;
-                float   y = (v[c][k] - m) * rstd;
+                float   y = RMS ? v[c][k] * rstd : (v[c][k] - m) * rstd;
                 if (gamma) y *= gamma[i];
-                if (beta) y += beta[i];
+                if (!RMS && beta) y += beta[i];
                 v[c][k] = y;
             }
             cuk_st8(out, odt, xr + j * CUK_VEC, v[c]);
@@ -247,29 +246,36 @@ __global__ void k_layer_norm_warp(void *out, int32_t odt, const void *x, int32_t
     }
 }
 
+/* Launches k_norm_warp when the shape allows (else returns false). */
+template <bool RMS>
+static bool norm_warp(void *out, int32_t odt, const void *x, int32_t xdt, const float *gamma,
+                      const float *beta, int64_t rows, int64_t D, float eps, cudaStream_t s) {
+    const int64_t per = (D / CUK_VEC + 31) / 32; /* vectors per lane */
+    if (D % CUK_VEC != 0 || per > 8 || !cuk_vec_ok(x) || !cuk_vec_ok(out) ||
+        (rows + LN_WARPS - 1) / LN_WARPS > 0x7fffffff)
+        return false;
+    const unsigned g = (unsigned)((rows + LN_WARPS - 1) / LN_WARPS);
+    if (per <= 1) {
+        CUK_LAUNCH((k_norm_warp<1, RMS>), g, 32 * LN_WARPS, 0, s)
+        (out, odt, x, xdt, gamma, beta, rows, D, eps);
+    } else if (per <= 2) {
+        CUK_LAUNCH((k_norm_warp<2, RMS>), g, 32 * LN_WARPS, 0, s)
+        (out, odt, x, xdt, gamma, beta, rows, D, eps);
+    } else if (per <= 4) {
+        CUK_LAUNCH((k_norm_warp<4, RMS>), g, 32 * LN_WARPS, 0, s)
+        (out, odt, x, xdt, gamma, beta, rows, D, eps);
+    } else {
+        CUK_LAUNCH((k_norm_warp<8, RMS>), g, 32 * LN_WARPS, 0, s)
+        (out, odt, x, xdt, gamma, beta, rows, D, eps);
+    }
+    return true;
+}
+
 extern "C" cudaError_t cuk_layer_norm(void *out, int32_t odt, const void *x, int32_t xdt,
                                       const float *gamma, const float *beta, int64_t rows,
                                       int64_t D, float eps, cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
-    const int64_t per = (D / CUK_VEC + 31) / 32; /* vectors per lane */
-    if (D % CUK_VEC == 0 && per <= 8 && cuk_vec_ok(x) && cuk_vec_ok(out) &&
-        (rows + LN_WARPS - 1) / LN_WARPS <= 0x7fffffff) {
-        const unsigned g = (unsigned)((rows + LN_WARPS - 1) / LN_WARPS);
-        if (per <= 1) {
-            CUK_LAUNCH(k_layer_norm_warp<1>, g, 32 * LN_WARPS, 0, s)
-            (out, odt, x, xdt, gamma, beta, rows, D, eps);
-        } else if (per <= 2) {
-            CUK_LAUNCH(k_layer_norm_warp<2>, g, 32 * LN_WARPS, 0, s)
-            (out, odt, x, xdt, gamma, beta, rows, D, eps);
-        } else if (per <= 4) {
-            CUK_LAUNCH(k_layer_norm_warp<4>, g, 32 * LN_WARPS, 0, s)
-            (out, odt, x, xdt, gamma, beta, rows, D, eps);
-        } else {
-            CUK_LAUNCH(k_layer_norm_warp<8>, g, 32 * LN_WARPS, 0, s)
-            (out, odt, x, xdt, gamma, beta, rows, D, eps);
-        }
-        return cudaGetLastError();
-    }
+    if (norm_warp<false>(out, odt, x, xdt, gamma, beta, rows, D, eps, s)) return cudaGetLastError();
     CUK_LAUNCH(k_layer_norm, row_grid(rows), NORM_THREADS, 0, s)
     (out, odt, x, xdt, gamma, beta, rows, D, eps);
     return cudaGetLastError();
@@ -298,6 +304,7 @@ extern "C" cudaError_t cuk_rms_norm(void *out, int32_t odt, const void *x, int32
                                     const float *gamma, int64_t rows, int64_t D, float eps,
                                     cudaStream_t s) {
     if (rows * D == 0) return cudaSuccess;
+    if (norm_warp<true>(out, odt, x, xdt, gamma, NULL, rows, D, eps, s)) return cudaGetLastError();
     CUK_LAUNCH(k_rms_norm, row_grid(rows), NORM_THREADS, 0, s)
     (out, odt, x, xdt, gamma, rows, D, eps);
     return cudaGetLastError();
