@@ -278,56 +278,56 @@ extern "C" cudaError_t cuk_timestep(void *out, int32_t odt, const cuk_tensor *t,
     return cudaGetLastError();
 }
 
-/* One thread per output element; the pair partner is read from the input. */
+/* One thread per (b, l, rotated pair) for every head: the angle (double, as the reference)
+ * is computed once per position and frequency, not once per element of every head; threads
+ * past the pairs copy the pass-through tail (dims n_rot..D) of their (b, l). */
 __global__ void k_rope(void *out, int32_t odt, cuk_tensor x, cuk_tensor pos, int32_t neox,
                        int64_t nr, cuk_rope_axes axes, double theta, int64_t n) {
-    int64_t L = x.shape[1], H = x.shape[2], D = x.shape[3], half = nr / 2;
-    CUK_FOR(i, n) {
-        int64_t e = i % D, row = i / D; /* row = (b*L + l)*H + h */
-        int64_t l    = (row / H) % L;
-        int64_t base = row * D;
-        if (e >= nr) {
-            cuk_st(out, odt, i, cuk_at(x, i));
+    const int64_t L = x.shape[1], H = x.shape[2], D = x.shape[3], half = nr / 2;
+    const int64_t W = half + (D - nr); /* work items per (b, l) */
+    CUK_FOR(t, n) {
+        const int64_t bl = t / W, w = t % W, l = bl % L;
+        if (w >= half) { /* pass-through dim */
+            const int64_t e = nr + (w - half);
+            for (int64_t h = 0; h < H; h++) {
+                const int64_t i = (bl * H + h) * D + e;
+                cuk_st(out, odt, i, cuk_at(x, i));
+            }
             continue;
         }
-        int64_t k, i0, i1;
-        bool    second;
-        if (neox) {
-            k      = e < half ? e : e - half;
-            second = e >= half;
-            i0     = k;
-            i1     = k + half;
-        } else {
-            k      = e / 2;
-            second = (e % 2) != 0;
-            i0     = 2 * k;
-            i1     = 2 * k + 1;
-        }
-        int64_t start = 0, j = k, d = nr;
-        int32_t a = 0;
+        const int64_t k  = w;
+        const int64_t i0 = neox ? k : 2 * k, i1 = neox ? k + half : 2 * k + 1;
+        int64_t       start = 0, j = k, d = nr;
+        int32_t       a = 0;
         for (; a < axes.n; a++) {
-            int64_t h = axes.d[a] / 2;
-            if (k < start + h) {
+            int64_t hh = axes.d[a] / 2;
+            if (k < start + hh) {
                 j = k - start;
                 d = axes.d[a];
                 break;
             }
-            start += h;
+            start += hh;
         }
         if (a >= axes.n) a = 0;
         double ang = (double)cuk_at(pos, l * axes.n + a) * pow(theta, -2.0 * (double)j / (double)d);
-        double x0 = (double)cuk_at(x, base + i0), x1 = (double)cuk_at(x, base + i1);
         double c = cos(ang), sn = sin(ang);
-        cuk_st(out, odt, i, (float)(second ? x1 * c + x0 * sn : x0 * c - x1 * sn));
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t base = (bl * H + h) * D;
+            double        x0 = (double)cuk_at(x, base + i0), x1 = (double)cuk_at(x, base + i1);
+            cuk_st(out, odt, base + i0, (float)(x0 * c - x1 * sn));
+            cuk_st(out, odt, base + i1, (float)(x1 * c + x0 * sn));
+        }
     }
 }
 
 extern "C" cudaError_t cuk_rope(void *out, int32_t odt, const cuk_tensor *x, const cuk_tensor *pos,
                                 int32_t neox, int64_t n_rot, const cuk_rope_axes *axes, float theta,
                                 cudaStream_t s) {
-    int64_t n = cuk_numel(x);
+    if (cuk_numel(x) == 0) return cudaSuccess;
+    if (x->n_dims != 4 || n_rot < 0 || n_rot > x->shape[3] || n_rot % 2)
+        return cudaErrorInvalidValue;
+    int64_t n = x->shape[0] * x->shape[1] * (n_rot / 2 + (x->shape[3] - n_rot));
     if (n == 0) return cudaSuccess;
-    if (x->n_dims != 4) return cudaErrorInvalidValue;
     CUK_LAUNCH(k_rope, cuk_blocks(n), CUK_THREADS, 0, s)
     (out, odt, *x, *pos, neox, n_rot, *axes, (double)theta, n);
     return cudaGetLastError();
