@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "formats/dtype.h"
+#include "mock.h"
 
 struct cudnnContext {
     cudaStream_t stream;
@@ -209,13 +209,13 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t              
     return algos(x, w, cd, y, want, got, p);
 }
 
+/* Timing changes nothing here: the same list as the heuristic. */
 cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t h, const cudnnTensorDescriptor_t x,
                                                    const cudnnFilterDescriptor_t      w,
                                                    const cudnnConvolutionDescriptor_t cd,
                                                    const cudnnTensorDescriptor_t y, int want,
                                                    int *got, cudnnConvolutionFwdAlgoPerf_t *p) {
-    (void)h;
-    return algos(x, w, cd, y, want, got, p);
+    return cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, cd, y, want, got, p);
 }
 
 cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t                      h,
@@ -233,17 +233,8 @@ cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t             
 
 /* ---- forward -------------------------------------------------------------------------------- */
 
-static float ld(const void *p, cudnnDataType_t t, int64_t i) {
-    if (t == CUDNN_DATA_FLOAT) return ((const float *)p)[i];
-    uint16_t h = ((const uint16_t *)p)[i];
-    return t == CUDNN_DATA_HALF ? imgd_f16_to_f32(h) : imgd_bf16_to_f32(h);
-}
-
-static void st(void *p, cudnnDataType_t t, int64_t i, float v) {
-    if (t == CUDNN_DATA_FLOAT)
-        ((float *)p)[i] = v;
-    else
-        ((uint16_t *)p)[i] = t == CUDNN_DATA_HALF ? imgd_f32_to_f16(v) : imgd_f32_to_bf16(v);
+static cudaDataType_t cuda_type(cudnnDataType_t t) {
+    return t == CUDNN_DATA_FLOAT ? CUDA_R_32F : t == CUDNN_DATA_HALF ? CUDA_R_16F : CUDA_R_16BF;
 }
 
 /* Element offset of filter element (k, c, r, s). */
@@ -281,14 +272,14 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
                             for (int q = 0; q < wd->w; q++) {
                                 int ix = ox * cd->v - cd->pw + q * cd->dw;
                                 if (ix < 0 || ix >= xd->w) continue;
-                                acc += ld(x, xd->dt, t_at(xd, n, c, iy, ix)) *
-                                       ld(w, wd->dt, w_at(wd, k, c, r, q));
+                                acc += mock_ld(x, cuda_type(xd->dt), t_at(xd, n, c, iy, ix)) *
+                                       mock_ld(w, cuda_type(wd->dt), w_at(wd, k, c, r, q));
                             }
                         }
                     int64_t o = t_at(yd, n, k, oy, ox);
                     float   v = a * acc;
-                    if (b != 0.0f) v += b * ld(y, yd->dt, o);
-                    st(y, yd->dt, o, v);
+                    if (b != 0.0f) v += b * mock_ld(y, cuda_type(yd->dt), o);
+                    mock_st(y, cuda_type(yd->dt), o, v);
                 }
     return CUDNN_STATUS_SUCCESS;
 }

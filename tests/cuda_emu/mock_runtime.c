@@ -13,6 +13,7 @@
 
 #include "base/alloc.h"
 #include "formats/dtype.h"
+#include "mock.h"
 
 /* ---- runtime -------------------------------------------------------------------------------- */
 
@@ -215,13 +216,13 @@ const char *cublasGetStatusString(cublasStatus_t s) {
     return cublasGetStatusName(s);
 }
 
-static float ld(const void *p, cudaDataType_t t, int64_t i) {
+float mock_ld(const void *p, cudaDataType_t t, int64_t i) {
     if (t == CUDA_R_32F) return ((const float *)p)[i];
     uint16_t h = ((const uint16_t *)p)[i];
     return t == CUDA_R_16F ? imgd_f16_to_f32(h) : imgd_bf16_to_f32(h);
 }
 
-static void st(void *p, cudaDataType_t t, int64_t i, float v) {
+void mock_st(void *p, cudaDataType_t t, int64_t i, float v) {
     if (t == CUDA_R_32F)
         ((float *)p)[i] = v;
     else
@@ -242,15 +243,16 @@ static int gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
         for (int j = 0; j < n; j++) {
             double acc = 0;
             for (int p = 0; p < k; p++) {
-                float a = ta == CUBLAS_OP_N ? ld(A, at, i + (int64_t)p * lda)
-                                            : ld(A, at, p + (int64_t)i * lda);
-                float b = tb == CUBLAS_OP_N ? ld(B, at, p + (int64_t)j * ldb)
-                                            : ld(B, at, j + (int64_t)p * ldb);
+                float a = ta == CUBLAS_OP_N ? mock_ld(A, at, i + (int64_t)p * lda)
+                                            : mock_ld(A, at, p + (int64_t)i * lda);
+                float b = tb == CUBLAS_OP_N ? mock_ld(B, at, p + (int64_t)j * ldb)
+                                            : mock_ld(B, at, j + (int64_t)p * ldb);
                 acc += (double)a * (double)b;
             }
             int64_t ci = i + (int64_t)j * ldc;
             acc *= (double)alpha;
-            st(C, ct, ci, (float)(beta == 0.0f ? acc : acc + (double)beta * (double)ld(C, ct, ci)));
+            mock_st(C, ct, ci,
+                    (float)(beta == 0.0f ? acc : acc + (double)beta * (double)mock_ld(C, ct, ci)));
         }
     return 0;
 }
@@ -497,19 +499,21 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
             for (int64_t j = 0; j < n; j++) {
                 double acc = 0;
                 for (int64_t p = 0; p < k; p++) {
-                    float a = ta == CUBLAS_OP_N ? ld(pa, at, i + p * lda) : ld(pa, at, p + i * lda);
-                    float b = tb == CUBLAS_OP_N ? ld(pb, at, p + j * ldb) : ld(pb, at, j + p * ldb);
+                    float a = ta == CUBLAS_OP_N ? mock_ld(pa, at, i + p * lda)
+                                                : mock_ld(pa, at, p + i * lda);
+                    float b = tb == CUBLAS_OP_N ? mock_ld(pb, at, p + j * ldb)
+                                                : mock_ld(pb, at, j + p * ldb);
                     acc += (double)a * (double)b;
                 }
                 int64_t ci = i + j * ldd;
                 acc *= (double)al;
-                if (be != 0.0f) acc += (double)be * (double)ld(pc, ct, ci);
-                if (with_bias) acc += (double)ld(bias, ct, i);
+                if (be != 0.0f) acc += (double)be * (double)mock_ld(pc, ct, ci);
+                if (with_bias) acc += (double)mock_ld(bias, ct, i);
                 /* cuBLASLt's GELU: the tanh approximation */
                 if (gelu)
                     acc = 0.5 * acc *
                           (1.0 + tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)));
-                st(pd, ct, ci, (float)acc);
+                mock_st(pd, ct, ci, (float)acc);
             }
     }
     return CUBLAS_STATUS_SUCCESS;
