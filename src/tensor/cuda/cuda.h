@@ -11,9 +11,10 @@
  *
  * Kernels: cuBLAS GEMMs for matmul, cuDNN (or im2col + cuBLAS) for conv2d, and for attention
  * a tensor-core flash kernel (f16/bf16), batched cuBLAS GEMMs, or an f32 online-softmax
- * kernel; one CUDA kernel per other op. All f32 (no TF32) by default; params->gpu_math
- * F16/BF16 gives matmul, conv2d and attention fp16/bf16 operands on tensor cores (f32
- * accumulation) and stores f32 activations in that type. Quantized (ggml block) weights are
+ * kernel; one CUDA kernel per other op (flat, with 32-bit indices and 8 elements per thread in
+ * 16-byte loads where the layout allows, strided otherwise). All f32 (no TF32) by default;
+ * params->gpu_math F16/BF16 gives matmul, conv2d and attention fp16/bf16 operands on tensor cores
+ * (f32 accumulation) and stores f32 activations in that type. Quantized (ggml block) weights are
  * expanded on the device: a DEQUANTIZE once at plan time, into the storage type; a
  * LINEAR_QUANT per run, tile by tile into the GEMM operand type, so the weight stays in its
  * blocks in device memory.
