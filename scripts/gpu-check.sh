@@ -10,7 +10,8 @@
 #      whether cuDNN is the cause
 #   4. imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (it/s, load, peak VRAM,
 #      UNet TFLOP/s vs the card's cuBLASLt fp16 GEMM TFLOP/s), with IMGD_PROFILE=1 (GPU time
-#      per op kind), then the same with the fast paths off (IMGD_CUDA_CUDNN=0
+#      per op kind) and IMGD_CUDA_VERBOSE=1 (each plan's paths: cuDNN convs, attention kernel,
+#      ADDs / GELUs fused into a GEMM or convolution), then the same with the fast paths off (IMGD_CUDA_CUDNN=0
 #      IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0
 #      IMGD_CUDA_LT=0)
 #   5. imgd-bench attn: the attention kernels side by side on SD / SDXL / FLUX shapes (TFLOP/s
@@ -80,8 +81,8 @@ for t in test_clip_text test_unet test_vae test_sd_pipeline test_flux_gguf; do
     fi
 done
 
-stage "bench: imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (fast paths on)"
-IMGD_PROFILE=1 timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
+stage "bench: imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (fast paths on; each plan's paths and fusions printed)"
+IMGD_CUDA_VERBOSE=1 IMGD_PROFILE=1 timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
 
