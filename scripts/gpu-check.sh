@@ -11,9 +11,9 @@
 #   4. imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (it/s, load, peak VRAM,
 #      UNet TFLOP/s vs the card's cuBLASLt fp16 GEMM TFLOP/s), with IMGD_PROFILE=1 (GPU time
 #      per op kind) and IMGD_CUDA_VERBOSE=1 (each plan's paths: cuDNN convs, attention kernel,
-#      ADDs / GELUs fused into a GEMM or convolution), then the same with the fast paths off (IMGD_CUDA_CUDNN=0
-#      IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0
-#      IMGD_CUDA_LT=0)
+#      ADDs / GELUs fused into a GEMM or convolution), then the same with the fast paths off
+#      (IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0
+#      IMGD_CUDA_GRAPH=0 IMGD_CUDA_LT=0)
 #   5. imgd-bench attn: the attention kernels side by side on SD / SDXL / FLUX shapes (TFLOP/s
 #      vs the fp16 GEMM peak and vs mma), then the f16 SD bench with IMGD_CUDA_ATTN=wmma, and
 #      with IMGD_CUDA_CONV_ADD=0 (the ResNet ADDs as their own kernels)
