@@ -186,16 +186,6 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const conv_geom *g, cuda_node
     return IMGD_OK;
 }
 
-/* The fused ADD's other operand as cuk_ewise reads it (full, or broadcast as planned). */
-static cuk_operand fused_operand(const imgd_tensor *n) {
-    const cuda_node   *ns  = cuda_node_of(n);
-    const imgd_tensor *add = ns->fused, *r = add->src[ns->res_src];
-    cuk_tensor         d = cuda_broadcast_desc(r, add);
-    cuk_operand        o = {NULL, CUK_F32, 0, 1, 1};
-    if (!cuk_operand_of(&d, &o)) o.data = NULL; /* refused at plan time: not reached */
-    return o;
-}
-
 /* f32 math: y = conv + beta * y with y prefilled with the bias (and the fused ADD's other
  * operand, y then being the ADD's output). f16/bf16 math: y in the math type (in scratch,
  * or the node's output when it is stored so and has neither bias nor fused ADD), then
@@ -227,9 +217,12 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
         x  = sc + wb;
     }
     if (st != IMGD_OK) return st;
-    const imgd_tensor *fz  = ns->fused && cuda_fused_out_ok(n, x, w) ? ns->fused : NULL;
+    /* the fused ADD's output written here, its other operand (planned flat) read as ro */
+    const imgd_tensor *fz  = ns->fused && cuda_fused_out_ok(n, x, w) &&
+                                    cuda_operand(ns->fused->src[ns->res_src], ns->fused, &ro)
+                                 ? ns->fused
+                                 : NULL;
     const imgd_tensor *out = fz ? fz : n;
-    if (fz) ro = fused_operand(n);
     if (!cuda_math_low(cb)) {
         float beta = 0.0f;
         if (bias || fz) {
@@ -291,11 +284,11 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
     size_t    es = cuda_math_size(cb);
     conv_geometry(n, es, &g);
     /* the fused ADD runs itself unless the epilogue below writes its result this run */
-    if (cuda_node_of(n) && cuda_node_of(n)->fused)
-        cuda_node_of(cuda_node_of(n)->fused)->gemm_done = false;
+    const cuda_node *ns = cuda_node_of(n);
+    if (ns && ns->fused) cuda_node_of(ns->fused)->gemm_done = false;
     if (g.N * g.O * g.P == 0) return IMGD_OK;
 #ifdef IMGD_HAVE_CUDNN
-    if (cuda_node_of(n) && cuda_node_of(n)->cudnn) return cudnn_run(cb, n, &g, what);
+    if (ns && ns->cudnn) return cudnn_run(cb, n, &g, what);
 #endif
     float       beta = 0.0f;
     imgd_status st   = cuda_gemm_out_init(cb, n, g.P, g.O, what, &beta);
@@ -309,7 +302,6 @@ imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what
     const unsigned char *x = cuda_dptr(n->src[0]), *w = cuda_dptr(n->src[1]);
     unsigned char       *col = scratch ? scratch + weights_bytes(cb, n, &g) : NULL;
     float               *out = n->data;
-    const cuda_node     *ns  = cuda_node_of(n);
     if (cuda_math_low(cb)) {
         if (ns && ns->cnst[1]) {
             w = ns->cnst[1];

@@ -204,9 +204,10 @@ void *cuda_dptr(const imgd_tensor *t);
 /* Describes t (f32/f16/bf16, <= CUK_MAX_DIMS dims) for a kernel, at its device address, in
  * the dtype it is stored in. */
 cuk_tensor cuda_desc(const imgd_tensor *t);
-/* src described with out's shape, broadcasting (numpy rules, right-aligned): stride 0 along
- * the dims src lacks or has size 1. */
-cuk_tensor cuda_broadcast_desc(const imgd_tensor *src, const imgd_tensor *out);
+/* Whether src, broadcast to out's shape (numpy rules), is a flat operand of cuk_ewise (its
+ * dims that are neither broadcast nor 1 one row-major run); sets *o (at src's device address)
+ * when it is. */
+bool cuda_operand(const imgd_tensor *src, const imgd_tensor *out, cuk_operand *o);
 /* The cuk_dtype t's values are stored in on the device (its graph dtype, or the math type for
  * an f32 activation stored in half precision). */
 int32_t cuda_cuk_of(const imgd_tensor *t);

@@ -229,10 +229,27 @@ static inline cuk_attn_args cuk_attn_args_make(void *out, int32_t odt, const cuk
     return a;
 }
 
-/* The same over 32-bit indices (n < 2^31, so i + the grid's stride cannot wrap). */
-#define CUK_FOR_U32(i, n)                                                                          \
-    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < (uint32_t)(n);                    \
-         i += blockDim.x * gridDim.x)
+/* Flat kernels index with 32-bit integers where every index fits (I = uint32_t): 64-bit
+ * division costs tens of instructions per element, more than the memory traffic of a
+ * half-precision elementwise op on a current GPU. Below 2^31, i + the grid's stride cannot
+ * wrap. */
+static inline bool cuk_idx32(int64_t n) {
+    return n < ((int64_t)1 << 31);
+}
+
+/* A grid-stride loop over [0, n) in index type I. */
+#define CUK_FOR_I(I, i, n)                                                                         \
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
+
+/* Launches kernel template k over `items` work items (CUK_THREADS per block) as k<uint32_t>
+ * when i32, else k<int64_t>; args are its leading arguments, items its last (in that type). */
+#define CUK_LAUNCH_I(i32, k, items, s, ...)                                                        \
+    do {                                                                                           \
+        if (i32) CUK_LAUNCH(k<uint32_t>, cuk_blocks(items), CUK_THREADS, 0, s)                     \
+        (__VA_ARGS__, (uint32_t)(items));                                                          \
+        else CUK_LAUNCH(k<int64_t>, cuk_blocks(items), CUK_THREADS, 0, s)(__VA_ARGS__,             \
+                                                                          (int64_t)(items));       \
+    } while (0)
 
 #define CUK_FOR(i, n)                                                                              \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \

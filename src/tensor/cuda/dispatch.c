@@ -73,7 +73,9 @@ bool cuda_op_supported(const imgd_tensor *n) {
 
 /* ---- launches ------------------------------------------------------------------------------ */
 
-cuk_tensor cuda_broadcast_desc(const imgd_tensor *src, const imgd_tensor *out) {
+/* src described with out's shape, broadcasting (numpy rules, right-aligned): stride 0 along
+ * the dims src lacks or has size 1. */
+static cuk_tensor broadcast_desc(const imgd_tensor *src, const imgd_tensor *out) {
     cuk_tensor d  = cuda_desc(src);
     int32_t    nd = out->n_dims, off = nd - src->n_dims;
     d.n_dims     = nd;
@@ -84,6 +86,11 @@ cuk_tensor cuda_broadcast_desc(const imgd_tensor *src, const imgd_tensor *out) {
         d.stride[i] = si >= 0 && src->shape[si] != 1 ? src->stride[si] : 0;
     }
     return d;
+}
+
+bool cuda_operand(const imgd_tensor *src, const imgd_tensor *out, cuk_operand *o) {
+    cuk_tensor d = broadcast_desc(src, out);
+    return cuk_operand_of(&d, o) != 0;
 }
 
 static int32_t unary_code(imgd_op op) {
@@ -216,8 +223,8 @@ static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {
     case IMGD_OP_MUL:
     case IMGD_OP_DIV:
         out = cuda_desc(n);
-        a   = cuda_broadcast_desc(n->src[0], n);
-        b   = cuda_broadcast_desc(n->src[1], n);
+        a   = broadcast_desc(n->src[0], n);
+        b   = broadcast_desc(n->src[1], n);
         return cuk_binary(&out, &a, &b, binary_code(n->op), s);
     case IMGD_OP_TIMESTEP_EMBEDDING:
         a = cuda_desc(x);

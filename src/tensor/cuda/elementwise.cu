@@ -19,16 +19,6 @@ __device__ __forceinline__ float unary_f(int32_t op, float x, float f0, float f1
     }
 }
 
-/* Flat kernels index with 32-bit integers where every index fits (I = uint32_t): 64-bit
- * division costs tens of instructions per element, more than the memory traffic of a
- * half-precision elementwise op on a current GPU. */
-static bool idx32(int64_t n) {
-    return n < ((int64_t)1 << 31);
-}
-
-#define CUK_FOR_I(I, i, n)                                                                         \
-    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
-
 /* Whether a flat op over n elements of contiguous data ptrs can take CUK_VEC per thread. */
 static bool vec_all(int64_t n, const void *p, const void *q) {
     return n % CUK_VEC == 0 && cuk_vec_ok(p) && cuk_vec_ok(q);
@@ -55,27 +45,17 @@ extern "C" cudaError_t cuk_unary(void *out, int32_t odt, const cuk_tensor *src, 
                                  float f0, float f1, cudaStream_t s) {
     int64_t n = cuk_numel(src);
     if (n == 0) return cudaSuccess;
-    if (src->contiguous && vec_all(n, out, src->data)) {
-        int64_t g = n / CUK_VEC;
-        if (idx32(n)) {
-            CUK_LAUNCH(k_unary8<uint32_t>, cuk_blocks(g), CUK_THREADS, 0, s)
-            (out, odt, src->data, src->dtype, op, f0, f1, (uint32_t)g);
-        } else {
-            CUK_LAUNCH(k_unary8<int64_t>, cuk_blocks(g), CUK_THREADS, 0, s)
-            (out, odt, src->data, src->dtype, op, f0, f1, g);
-        }
-    } else if (idx32(n)) {
-        CUK_LAUNCH(k_unary<uint32_t>, cuk_blocks(n), CUK_THREADS, 0, s)
-        (out, odt, *src, op, f0, f1, (uint32_t)n);
-    } else {
-        CUK_LAUNCH(k_unary<int64_t>, cuk_blocks(n), CUK_THREADS, 0, s)
-        (out, odt, *src, op, f0, f1, n);
-    }
+    if (src->contiguous && vec_all(n, out, src->data))
+        CUK_LAUNCH_I(cuk_idx32(n), k_unary8, n / CUK_VEC, s, out, odt, src->data, src->dtype, op,
+                     f0, f1);
+    else
+        CUK_LAUNCH_I(cuk_idx32(n), k_unary, n, s, out, odt, *src, op, f0, f1);
     return cudaGetLastError();
 }
 
 template <class I>
-__global__ void k_geglu(void *out, int32_t odt, const void *src, int32_t sdt, I D, I n) {
+__global__ void k_geglu(void *out, int32_t odt, const void *src, int32_t sdt, int64_t D64, I n) {
+    const I D = (I)D64;
     CUK_FOR_I(I, i, n) {
         I r = i / D, j = i - r * D;
         cuk_st(out, odt, i,
@@ -86,8 +66,9 @@ __global__ void k_geglu(void *out, int32_t odt, const void *src, int32_t sdt, I 
 
 /* D a multiple of CUK_VEC: groups of CUK_VEC outputs within a row. */
 template <class I>
-__global__ void k_geglu8(void *out, int32_t odt, const void *src, int32_t sdt, I D, I groups) {
-    const I gd = D / CUK_VEC;
+__global__ void k_geglu8(void *out, int32_t odt, const void *src, int32_t sdt, int64_t D64,
+                         I groups) {
+    const I D = (I)D64, gd = D / CUK_VEC;
     CUK_FOR_I(I, g, groups) {
         I       r = g / gd, j = (g - r * gd) * CUK_VEC;
         int64_t a = (int64_t)r * 2 * D + j;
@@ -103,22 +84,10 @@ extern "C" cudaError_t cuk_geglu(void *out, int32_t odt, const void *src, int32_
                                  int64_t D, cudaStream_t s) {
     int64_t n = rows * D;
     if (n == 0) return cudaSuccess;
-    bool i32 = idx32(2 * n);
-    if (D % CUK_VEC == 0 && vec_all(n, out, src)) {
-        int64_t g = n / CUK_VEC;
-        if (i32) {
-            CUK_LAUNCH(k_geglu8<uint32_t>, cuk_blocks(g), CUK_THREADS, 0, s)
-            (out, odt, src, sdt, (uint32_t)D, (uint32_t)g);
-        } else {
-            CUK_LAUNCH(k_geglu8<int64_t>, cuk_blocks(g), CUK_THREADS, 0, s)
-            (out, odt, src, sdt, D, g);
-        }
-    } else if (i32) {
-        CUK_LAUNCH(k_geglu<uint32_t>, cuk_blocks(n), CUK_THREADS, 0, s)
-        (out, odt, src, sdt, (uint32_t)D, (uint32_t)n);
-    } else {
-        CUK_LAUNCH(k_geglu<int64_t>, cuk_blocks(n), CUK_THREADS, 0, s)(out, odt, src, sdt, D, n);
-    }
+    if (D % CUK_VEC == 0 && vec_all(n, out, src))
+        CUK_LAUNCH_I(cuk_idx32(2 * n), k_geglu8, n / CUK_VEC, s, out, odt, src, sdt, D);
+    else
+        CUK_LAUNCH_I(cuk_idx32(2 * n), k_geglu, n, s, out, odt, src, sdt, D);
     return cudaGetLastError();
 }
 
@@ -213,24 +182,16 @@ extern "C" cudaError_t cuk_ewise(void *out, int32_t odt, int64_t total, int32_t 
     const cuk_operand  none = {NULL, CUK_F32, 0, 1, 1};
     ew_args            e    = {out, odt, op, a ? *a : none, b ? *b : none, c ? *c : none};
     const cuk_operand *o[3] = {&e.a, &e.b, &e.c};
-    bool               i32 = idx32(total), vec = total % CUK_VEC == 0 && cuk_vec_ok(out);
+    bool               i32 = cuk_idx32(total), vec = total % CUK_VEC == 0 && cuk_vec_ok(out);
     for (int k = 0; k < 3; k++) {
         if (o[k]->data && (o[k]->inner < 1 || o[k]->n < 1)) return cudaErrorInvalidValue;
-        i32 = i32 && idx32(o[k]->inner) && idx32(o[k]->n);
+        i32 = i32 && cuk_idx32(o[k]->inner) && cuk_idx32(o[k]->n);
         vec = vec && ew_vec_ok(*o[k]);
     }
-    if (vec) {
-        int64_t g = total / CUK_VEC;
-        if (i32) {
-            CUK_LAUNCH(k_ewise8<uint32_t>, cuk_blocks(g), CUK_THREADS, 0, s)(e, (uint32_t)g);
-        } else {
-            CUK_LAUNCH(k_ewise8<int64_t>, cuk_blocks(g), CUK_THREADS, 0, s)(e, g);
-        }
-    } else if (i32) {
-        CUK_LAUNCH(k_ewise<uint32_t>, cuk_blocks(total), CUK_THREADS, 0, s)(e, (uint32_t)total);
-    } else {
-        CUK_LAUNCH(k_ewise<int64_t>, cuk_blocks(total), CUK_THREADS, 0, s)(e, total);
-    }
+    if (vec)
+        CUK_LAUNCH_I(i32, k_ewise8, total / CUK_VEC, s, e);
+    else
+        CUK_LAUNCH_I(i32, k_ewise, total, s, e);
     return cudaGetLastError();
 }
 

@@ -52,7 +52,7 @@ struct concat_flat {
 
 template <bool V> __global__ void k_concat_flat(void *out, int32_t odt, concat_flat c, uint32_t n) {
     const uint32_t row = c.start[4], step = V ? CUK_VEC : 1;
-    CUK_FOR_U32(g, n / step) {
+    CUK_FOR_I(uint32_t, g, n / step) {
         uint32_t i = g * step, o = i / row, r = i - o * row;
         int      k = 0;
         while (k < 3 && r >= c.start[k + 1]) k++;
@@ -69,7 +69,7 @@ template <bool V> __global__ void k_concat_flat(void *out, int32_t odt, concat_f
 
 static bool concat_try_flat(const cuk_tensor *out, const cuk_tensor *srcs, int32_t n, int32_t axis,
                             int64_t total, cudaStream_t s, cudaError_t *e) {
-    if (total >= ((int64_t)1 << 31)) return false;
+    if (!cuk_idx32(total)) return false;
     int64_t inner = 1;
     for (int32_t d = axis + 1; d < out->n_dims; d++) inner *= out->shape[d];
     concat_flat c;
@@ -157,7 +157,7 @@ template <bool V>
 __global__ void k_upsample_flat(void *out, int32_t odt, const void *src, int32_t sdt, uint32_t H,
                                 uint32_t W, uint32_t n) {
     const uint32_t OW = 2 * W, OH = 2 * H, step = V ? CUK_VEC : 1;
-    CUK_FOR_U32(g, n / step) {
+    CUK_FOR_I(uint32_t, g, n / step) {
         uint32_t i = g * step, row = i / OW, x = i - row * OW, p = row / OH, y = row - p * OH;
         int64_t  base = ((int64_t)p * H + y / 2) * W;
         if (V) {
@@ -175,7 +175,7 @@ extern "C" cudaError_t cuk_upsample2x(const cuk_tensor *out, const cuk_tensor *s
                                       cudaStream_t s) {
     int64_t n = cuk_numel(out);
     if (n == 0) return cudaSuccess;
-    if (src->contiguous && src->n_dims >= 2 && n < ((int64_t)1 << 31)) {
+    if (src->contiguous && src->n_dims >= 2 && cuk_idx32(n)) {
         uint32_t H = (uint32_t)src->shape[src->n_dims - 2],
                  W = (uint32_t)src->shape[src->n_dims - 1];
         if ((2 * W) % CUK_VEC == 0 && cuk_vec_ok(out->data)) {

@@ -423,11 +423,8 @@ static int residual_src(const imgd_tensor *n, const imgd_tensor *add) {
     int s = add->src[0] == n ? 1 : add->src[1] == n ? 0 : -1;
     if (s < 0 || add->src[s]->storage == n) return -1;
     const imgd_tensor *r = add->src[s];
-    if (n->op == IMGD_OP_CONV2D) {
-        cuk_tensor  d = cuda_broadcast_desc(r, add);
-        cuk_operand o;
-        return r->n_dims <= add->n_dims && cuk_operand_of(&d, &o) ? s : -1;
-    }
+    cuk_operand        o;
+    if (n->op == IMGD_OP_CONV2D) return cuda_operand(r, add, &o) ? s : -1;
     if (!imgd_tensor_same_shape(r, add) || !imgd_tensor_is_contiguous(r) ||
         cuda_cuk_of(r) != cuda_cuk_of(add))
         return -1;
