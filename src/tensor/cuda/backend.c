@@ -636,6 +636,7 @@ static imgd_status env_paths(cuda_backend *cb) {
     cb->half_act       = env_flag("IMGD_CUDA_HALF_ACT", true);
     cb->use_lt         = env_flag("IMGD_CUDA_LT", true);
     cb->profile        = getenv("IMGD_PROFILE") != NULL;
+    cb->profile_nodes  = cb->profile && strcmp(getenv("IMGD_PROFILE"), "nodes") == 0;
 #ifdef IMGD_HAVE_CUDNN
     cb->use_cudnn  = env_flag("IMGD_CUDA_CUDNN", true);
     cb->cudnn_find = env_flag("IMGD_CUDA_CUDNN_FIND", false);

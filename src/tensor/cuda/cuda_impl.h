@@ -101,6 +101,7 @@ typedef struct cuda_backend {
                             graph on its first run and replayed while its signature (every
                             node's op, parameters and addresses) is unchanged */
     bool profile;        /* IMGD_PROFILE: GPU time per op kind (events), printed at free */
+    bool profile_nodes;  /* IMGD_PROFILE=nodes: also per (op, dtype, shapes), largest first */
     bool half_act;       /* IMGD_CUDA_HALF_ACT (default 1): in f16/bf16 math, f32
                             activations are stored in the math type (half the memory
                             traffic; GEMMs and attention read them without conversion); graph
@@ -121,6 +122,7 @@ typedef struct cuda_backend {
     uint64_t     prof_n[IMGD_OP_COUNT];
     double       prof_wall_s; /* host time of the profiled runs, enqueue to completion */
     uint64_t     prof_runs, prof_replays;
+    struct cuda_prof_row *prof_rows; /* IMGD_PROFILE=nodes: GPU time per (op, shapes) */
 #ifdef IMGD_HAVE_CUDNN
     cudnnHandle_t dnn;
 #endif

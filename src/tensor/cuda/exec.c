@@ -15,6 +15,7 @@
  * are summed per op kind and printed when the backend is freed, with the host wall time of
  * the same runs. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -248,6 +249,67 @@ static bool capture(cuda_backend *cb, imgd_graph *g, cuda_replay *r) {
 
 /* ---- run ----------------------------------------------------------------------------------- */
 
+/* IMGD_PROFILE=nodes: GPU time per (op, dtype, shapes), in an open-addressed table. */
+#define PROF_ROWS 4096
+#define PROF_SHOW 40
+
+struct cuda_prof_row {
+    char     key[200]; /* "op dtype [out] <- [src0] [src1]"; empty: free slot */
+    double   s;
+    uint64_t n;
+};
+
+/* Appends a shape "[a,b,...]" at buf + *n (bounded by cap; *n stays < cap). */
+static void shape_app(char *buf, size_t cap, size_t *n, const char *pre, const imgd_tensor *t) {
+    int w = snprintf(buf + *n, cap - *n, "%s[", pre);
+    for (int32_t d = 0; w >= 0 && d < t->n_dims; d++) {
+        *n = (size_t)w + *n < cap ? *n + (size_t)w : cap - 1;
+        w  = snprintf(buf + *n, cap - *n, d ? ",%lld" : "%lld", (long long)t->shape[d]);
+    }
+    if (w >= 0) *n = (size_t)w + *n < cap ? *n + (size_t)w : cap - 1;
+    w = snprintf(buf + *n, cap - *n, "]");
+    if (w >= 0) *n = (size_t)w + *n < cap ? *n + (size_t)w : cap - 1;
+}
+
+static void prof_row_add(cuda_backend *cb, const imgd_tensor *t, double s) {
+    if (!cb->prof_rows) cb->prof_rows = imgd_calloc(PROF_ROWS, sizeof *cb->prof_rows);
+    if (!cb->prof_rows) return;
+    char key[sizeof cb->prof_rows->key];
+    (void)imgd_fmt(key, sizeof key, "%s %s ", imgd_op_name(t->op), imgd_dtype_name(t->dtype));
+    size_t n = strlen(key);
+    shape_app(key, sizeof key, &n, "", t);
+    for (int k = 0; k < 2 && t->src[k]; k++)
+        shape_app(key, sizeof key, &n, k ? " " : " <- ", t->src[k]);
+    uint64_t h = imgd_str_hash(key);
+    for (size_t probe = 0; probe < PROF_ROWS; probe++) {
+        struct cuda_prof_row *r = &cb->prof_rows[(h + probe) % PROF_ROWS];
+        if (!r->key[0]) memcpy(r->key, key, sizeof key);
+        if (strcmp(r->key, key) != 0) continue;
+        r->s += s;
+        r->n++;
+        return;
+    }
+}
+
+static int prof_row_cmp(const void *a, const void *b) {
+    double x = ((const struct cuda_prof_row *)a)->s, y = ((const struct cuda_prof_row *)b)->s;
+    return (x < y) - (x > y);
+}
+
+static void prof_rows_print(cuda_backend *cb) {
+    if (!cb->prof_rows) return;
+    qsort(cb->prof_rows, PROF_ROWS, sizeof *cb->prof_rows, prof_row_cmp);
+    double total = 0;
+    for (size_t i = 0; i < PROF_ROWS; i++) total += cb->prof_rows[i].s;
+    fprintf(stderr, "imgd profile (cuda): the %d costliest (op, dtype, shapes), of %.3f s\n",
+            PROF_SHOW, total);
+    for (size_t i = 0; i < PROF_SHOW && cb->prof_rows[i].n; i++) {
+        const struct cuda_prof_row *r = &cb->prof_rows[i];
+        fprintf(stderr, "  %5.1f%% %9.3f ms %6llu x %8.1f us  %s\n", 100.0 * r->s / total,
+                r->s * 1e3, (unsigned long long)r->n, r->s * 1e6 / (double)r->n, r->key);
+    }
+}
+
 static void profile_collect(cuda_backend *cb, imgd_graph *g, double wall_s, bool replayed) {
     size_t ne = imgd_graph_exec_count(g);
     for (size_t i = 0; i < ne; i++) {
@@ -256,9 +318,10 @@ static void profile_collect(cuda_backend *cb, imgd_graph *g, double wall_s, bool
             (void)cudaGetLastError();
             continue;
         }
-        imgd_op op = imgd_graph_exec_node(g, i)->op;
-        cb->prof_s[op] += (double)ms * 1e-3;
-        cb->prof_n[op]++;
+        const imgd_tensor *t = imgd_graph_exec_node(g, i);
+        cb->prof_s[t->op] += (double)ms * 1e-3;
+        cb->prof_n[t->op]++;
+        if (cb->profile_nodes) prof_row_add(cb, t, (double)ms * 1e-3);
     }
     cb->prof_wall_s += wall_s;
     cb->prof_runs++;
@@ -313,7 +376,10 @@ void cuda_exec_free(cuda_backend *cb) {
                        (unsigned long long)cb->prof_runs, (unsigned long long)cb->prof_replays,
                        cb->prof_wall_s);
         imgd_backend_profile_print(title, cb->prof_s, cb->prof_n);
+        prof_rows_print(cb);
     }
+    imgd_free(cb->prof_rows);
+    cb->prof_rows = NULL;
     for (int i = 0; i < CUDA_REPLAY_MAX; i++) replay_clear(&cb->replay[i]);
     for (size_t i = 0; i < cb->n_ev; i++) (void)cudaEventDestroy(cb->ev[i]);
     imgd_free(cb->ev);
