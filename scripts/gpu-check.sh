@@ -9,8 +9,9 @@
 #      (IMGD_TEST_BACKEND=cuda, f32); a failing test is rerun with IMGD_CUDA_CUDNN=0 to tell
 #      whether cuDNN is the cause
 #   4. imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (it/s, load, peak VRAM,
-#      UNet TFLOP/s vs the card's cuBLASLt fp16 GEMM TFLOP/s), with IMGD_PROFILE=1 (GPU time
-#      per op kind) and IMGD_CUDA_VERBOSE=1 (each plan's paths: cuDNN convs, attention kernel,
+#      UNet TFLOP/s vs the card's cuBLASLt fp16 GEMM TFLOP/s), with IMGD_PROFILE=nodes (GPU
+#      time per op kind and the 40 costliest shapes) and IMGD_CUDA_VERBOSE=1 (each plan's
+#      paths: cuDNN convs and their NCHW / NHWC layout, attention kernel,
 #      ADDs / GELUs fused into a GEMM or convolution), then the same with the fast paths off
 #      (IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0
 #      IMGD_CUDA_GRAPH=0 IMGD_CUDA_LT=0)
@@ -82,7 +83,7 @@ for t in test_clip_text test_unet test_vae test_sd_pipeline test_flux_gguf; do
 done
 
 stage "bench: imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (fast paths on; each plan's paths and fusions printed)"
-IMGD_CUDA_VERBOSE=1 IMGD_PROFILE=1 timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
+IMGD_CUDA_VERBOSE=1 IMGD_PROFILE=nodes timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
 
@@ -103,6 +104,12 @@ stage "bench: SD 1.5 f16 with each ResNet ADD as its own kernel (IMGD_CUDA_CONV_
 IMGD_CUDA_CONV_ADD=0 IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f16
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_ADD=0 (rc $rc)")
+
+stage "bench: SD 1.5 f16 with every convolution on NCHW tensors (IMGD_CUDA_CONV_NHWC=0), then on NHWC (=1); compare it/s with the first bench (auto)"
+for v in 0 1; do
+    IMGD_CUDA_CONV_NHWC=$v timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
+        FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_NHWC=$v")
+done
 
 stage "bench: FLUX.1-dev Q8_0 GGUF transformer on cuda, 512x512, 2 steps (writes 12.7 GB under build)"
 IMGD_PROFILE=1 timeout 240 "$BUILD/bench/imgd-bench" sd --family flux --backend cuda --size 512 \

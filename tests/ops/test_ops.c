@@ -811,6 +811,12 @@ static const be_config k_configs[] = {
     {"cuda-f16-old", "cuda", "matmul,linres,lingelu,conv2d,convres,attention",
      "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_LT=0",
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    /* cuDNN convolution on NCHW, and on NHWC, tensors at every shape (the default in
+     * f16/bf16 math picks per shape) */
+    {"cuda-f16-nchw", "cuda", "conv2d,convres", "IMGD_CUDA_CONV_NHWC=0", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-bf16-nhwc", "cuda", "conv2d,convres", "IMGD_CUDA_CONV_NHWC=1", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
     {"cuda-f16-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     /* the tensor-core flash kernel of cards before compute capability 8.0 (the default is

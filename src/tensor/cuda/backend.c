@@ -425,7 +425,8 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 
 /* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
-    int conv_dnn = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0, direct = 0;
+    int conv_dnn = 0, conv_nhwc = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0,
+        direct    = 0;
     int converted = 0, lt = 0, res = 0, gelu = 0;
     int casts = 0, skipped = 0, folded = 0, half = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
@@ -434,6 +435,7 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         if (!ns) continue;
         if (n->op == IMGD_OP_CONV2D) {
             conv_dnn += ns->cudnn;
+            conv_nhwc += ns->nhwc;
             conv_col += !ns->cudnn;
         }
         if (n->op == IMGD_OP_ATTENTION) {
@@ -457,14 +459,15 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     }
     fprintf(
         stderr,
-        "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN + %d im2col; attention %d %s + "
+        "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN (%d NHWC) + %d im2col; attention %d %s "
+        "+ "
         "%d gemm + %d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
         "skipped; %d constants folded at plan; %d activations stored in the math type; %d GEMMs "
         "with the bias in the cuBLASLt epilogue; %d residual adds and %d GELUs run in their GEMM "
         "or convolution\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
-        conv_col, att_wmma, cb->attn == CUDA_ATTN_MMA ? "mma" : "wmma", att_gemm, att_flash, direct,
-        converted, skipped, casts, folded, half, lt, res, gelu);
+        conv_nhwc, conv_col, att_wmma, cb->attn == CUDA_ATTN_MMA ? "mma" : "wmma", att_gemm,
+        att_flash, direct, converted, skipped, casts, folded, half, lt, res, gelu);
 }
 
 static int cmp_ptr(const void *a, const void *b) {
@@ -510,6 +513,55 @@ static imgd_status upload_need(cuda_backend *cb, imgd_graph *g, size_t *need, si
     return IMGD_OK;
 }
 
+/* Drops the device copies of weights that no node of plan g reads any more, when no other
+ * plan holds them: every reader keeps its own copy made at plan time (a conv2d's KRSC
+ * weight, a GEMM operand converted to the math type: cuda_node.owned) or is a CAST that is
+ * skipped or folded. So a converted weight does not hold its memory twice. */
+static void drop_unread_weights(cuda_backend *cb, imgd_graph *g) {
+    size_t nt   = imgd_graph_tensor_count(g);
+    bool  *read = imgd_calloc(nt ? nt : 1, sizeof *read);
+    if (!read) return; /* keeps them all */
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
+        const imgd_tensor *n    = imgd_graph_exec_node(g, i);
+        const cuda_node   *ns   = cuda_node_of(n);
+        bool               gemm = n->op == IMGD_OP_CONV2D || n->op == IMGD_OP_MATMUL;
+        if (n->op == IMGD_OP_CAST && ns && (ns->skip || ns->folded)) continue;
+        for (int s = 0; s < IMGD_TENSOR_SRC_MAX; s++) {
+            const imgd_tensor *st = n->src[s] ? n->src[s]->storage : NULL;
+            if (!st) continue;
+            bool own = gemm && s < 2 && ns && ns->owned[s];
+            if (st->op == IMGD_OP_CAST && st->src[0] && s < 2 && ns && ns->cnst[s] && !own)
+                read[st->src[0]->storage->id] = true; /* a GEMM reads the cast's weight */
+            else if (!own)
+                read[st->id] = true;
+        }
+    }
+    size_t dropped = 0, bytes = 0;
+    for (size_t i = 0; i < nt; i++) {
+        imgd_tensor *t = imgd_graph_tensor(g, i);
+        if (t->is_output) read[t->storage->id] = true;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        imgd_tensor *t = imgd_graph_tensor(g, i);
+        if (t->op != IMGD_OP_NONE || t->kind != IMGD_TENSOR_WEIGHT || !t->backend_data ||
+            read[t->id])
+            continue;
+        for (size_t k = 0; k < cb->n_wts; k++) {
+            if (cb->wts[k].dev != t->backend_data || cb->wts[k].refs != 1) continue;
+            bytes += t->nbytes;
+            dropped++;
+            weight_drop(cb, t->backend_data);
+            t->backend_data = NULL;
+            break;
+        }
+    }
+    imgd_free(read);
+    if (cb->verbose && dropped)
+        fprintf(stderr,
+                "cuda: %zu weight uploads (%.1f MiB) dropped: only converted copies are read\n",
+                dropped, (double)bytes / (1024.0 * 1024.0));
+}
+
 static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     cuda_backend *cb = be->ctx;
     CUDA_TRY(cudaSetDevice(cb->device), "prepare");
@@ -547,6 +599,7 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     if (st == IMGD_OK) cuda_plan_residuals(cb, g);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: preparing constants");
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
+    drop_unread_weights(cb, g);
     if (cb->verbose) report_paths(cb, g);
     return IMGD_OK;
 }
@@ -652,6 +705,14 @@ static imgd_status env_paths(cuda_backend *cb) {
                              mt);
         cb->attn_mtiles = mt[0] - '0';
     }
+    const char *nh = getenv("IMGD_CUDA_CONV_NHWC");
+    if (!nh || !*nh || strcmp(nh, "auto") == 0)
+        cb->conv_nhwc = CUDA_NHWC_AUTO;
+    else if (strcmp(nh, "0") == 0 || strcmp(nh, "1") == 0)
+        cb->conv_nhwc = nh[0] == '1' ? CUDA_NHWC_ON : CUDA_NHWC_OFF;
+    else
+        return imgd_fail(IMGD_E_INVALID_ARG, "cuda: IMGD_CUDA_CONV_NHWC='%s' is not 0, 1 or auto",
+                         nh);
     /* f32 math: flash for wmma / mma (tensor cores would round to f16); mma needs sm_80 */
     const char *a = getenv("IMGD_CUDA_ATTN");
     if (!a || !*a || strcmp(a, "auto") == 0 || strcmp(a, "mma") == 0)

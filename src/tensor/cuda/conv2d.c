@@ -19,6 +19,7 @@
  * Per image, row-major out[O][P] = w[O][CK] col[CK][P]; column-major that is
  * out^T (P x O, ld P) = col^T (P x CK, ld P) w^T (CK x O, ld CK). */
 #include <limits.h>
+#include <stdio.h>
 
 #include "base/error.h"
 #include "cuda_impl.h"
@@ -111,24 +112,26 @@ static bool algo_ok(const cuda_backend *cb, const cudnnConvolutionFwdAlgoPerf_t 
            p->algo == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
 }
 
+/* Creates ns's descriptors once and sets them for layout ns->nhwc. */
 static imgd_status cudnn_describe(cuda_backend *cb, const conv_geom *g, cuda_node *ns,
                                   const char *what) {
     cudnnDataType_t dt = cb->math == IMGD_GPU_MATH_BF16  ? CUDNN_DATA_BFLOAT16
                          : cb->math == IMGD_GPU_MATH_F16 ? CUDNN_DATA_HALF
                                                          : CUDNN_DATA_FLOAT;
-    CUDNN_TRY(cudnnCreateTensorDescriptor(&ns->xd), what);
-    CUDNN_TRY(cudnnCreateTensorDescriptor(&ns->yd), what);
-    CUDNN_TRY(cudnnCreateFilterDescriptor(&ns->wd), what);
-    CUDNN_TRY(cudnnCreateConvolutionDescriptor(&ns->cd), what);
-    CUDNN_TRY(cudnnSetTensor4dDescriptor(ns->xd, CUDNN_TENSOR_NCHW, dt, (int)g->N, (int)g->C,
-                                         (int)g->H, (int)g->W),
-              what);
-    CUDNN_TRY(cudnnSetTensor4dDescriptor(ns->yd, CUDNN_TENSOR_NCHW, dt, (int)g->N, (int)g->O,
-                                         (int)g->OH, (int)g->OW),
-              what);
-    CUDNN_TRY(cudnnSetFilter4dDescriptor(ns->wd, dt, CUDNN_TENSOR_NCHW, (int)g->O, (int)g->C,
-                                         (int)g->KH, (int)g->KW),
-              what);
+    if (!ns->xd) CUDNN_TRY(cudnnCreateTensorDescriptor(&ns->xd), what);
+    if (!ns->yd) CUDNN_TRY(cudnnCreateTensorDescriptor(&ns->yd), what);
+    if (!ns->wd) CUDNN_TRY(cudnnCreateFilterDescriptor(&ns->wd), what);
+    if (!ns->cd) CUDNN_TRY(cudnnCreateConvolutionDescriptor(&ns->cd), what);
+    cudnnTensorFormat_t fmt = ns->nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    CUDNN_TRY(
+        cudnnSetTensor4dDescriptor(ns->xd, fmt, dt, (int)g->N, (int)g->C, (int)g->H, (int)g->W),
+        what);
+    CUDNN_TRY(
+        cudnnSetTensor4dDescriptor(ns->yd, fmt, dt, (int)g->N, (int)g->O, (int)g->OH, (int)g->OW),
+        what);
+    CUDNN_TRY(
+        cudnnSetFilter4dDescriptor(ns->wd, dt, fmt, (int)g->O, (int)g->C, (int)g->KH, (int)g->KW),
+        what);
     CUDNN_TRY(cudnnSetConvolution2dDescriptor(ns->cd, (int)g->ph, (int)g->pw, (int)g->sh,
                                               (int)g->sw, 1, 1, CUDNN_CROSS_CORRELATION,
                                               CUDNN_DATA_FLOAT),
@@ -136,18 +139,6 @@ static imgd_status cudnn_describe(cuda_backend *cb, const conv_geom *g, cuda_nod
     CUDNN_TRY(cudnnSetConvolutionMathType(ns->cd, cuda_math_low(cb) ? CUDNN_TENSOR_OP_MATH
                                                                     : CUDNN_FMA_MATH),
               what);
-    return IMGD_OK;
-}
-
-/* Sets ns->cudnn, algo and ws_bytes when cuDNN has an acceptable algorithm; leaves ns->cudnn
- * false (im2col) otherwise. Errors only for failing descriptor calls. */
-static imgd_status cudnn_prepare(cuda_backend *cb, const conv_geom *g, cuda_node *ns) {
-    const char *what = "conv2d: cuDNN descriptors";
-    if (g->N * g->C * g->H * g->W > INT_MAX || g->N * g->O * g->P > INT_MAX || g->CK == 0 ||
-        g->N * g->O * g->P == 0)
-        return IMGD_OK;
-    imgd_status st = cudnn_describe(cb, g, ns, what);
-    if (st != IMGD_OK) return st;
     int on = 0, oc = 0, oh = 0, ow = 0;
     CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(ns->cd, ns->xd, ns->wd, &on, &oc, &oh, &ow),
               what);
@@ -157,8 +148,36 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const conv_geom *g, cuda_node
                          "%lldx%lldx%lldx%lld",
                          on, oc, oh, ow, (long long)g->N, (long long)g->O, (long long)g->OH,
                          (long long)g->OW);
+    return IMGD_OK;
+}
+
+/* Replaces the constant weight cnst[1] (OIHW, contiguous, in the math type) with a KRSC
+ * (OHWI) copy for NHWC convolution; the copy is the node's (owned[1]). */
+static imgd_status weight_to_krsc(cuda_backend *cb, const conv_geom *g, cuda_node *ns) {
+    int64_t     hw   = g->KH * g->KW;
+    cuk_tensor  src  = {(void *)(uintptr_t)ns->cnst[1], cuda_math_cuk(cb),        4, 0, 0,
+                        {g->O, g->KH, g->KW, g->C},     {g->C * hw, g->KW, 1, hw}};
+    void       *krsc = NULL;
+    imgd_status st   = cuda_copy_new(cb, &src, cuda_math_cuk(cb), &krsc,
+                                     "conv2d: the weight in cuDNN's NHWC (KRSC) layout");
+    if (st != IMGD_OK) {
+        if (krsc) (void)cudaFree(krsc);
+        return st;
+    }
+    if (ns->owned[1]) (void)cudaFree(ns->owned[1]);
+    ns->owned[1] = krsc;
+    ns->cnst[1]  = krsc;
+    return IMGD_OK;
+}
+
+/* cuDNN's algorithm for ns's descriptors: the first acceptable one of its heuristic (or timed,
+ * IMGD_CUDA_CUDNN_FIND) list whose workspace fits, with its math type set on ns->cd; *found
+ * false when there is none. */
+static imgd_status cudnn_pick(cuda_backend *cb, cuda_node *ns, cudnnConvolutionFwdAlgoPerf_t *pick,
+                              size_t *ws_out, bool *found) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int                           got = 0;
+    *found                            = false;
     if (cb->cudnn_find) /* timed on the device, fastest first (IMGD_CUDA_CUDNN_FIND) */
         CUDNN_TRY(cudnnFindConvolutionForwardAlgorithm(cb->dnn, ns->xd, ns->wd, ns->cd, ns->yd,
                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got,
@@ -178,11 +197,97 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const conv_geom *g, cuda_node
                                                     perf[i].algo, &ws) != CUDNN_STATUS_SUCCESS ||
             ws > CUDNN_WS_MAX)
             continue;
-        ns->cudnn    = true;
-        ns->algo     = (int32_t)perf[i].algo;
-        ns->ws_bytes = ws;
+        *pick   = perf[i];
+        *ws_out = ws;
+        *found  = true;
         return IMGD_OK;
     }
+    return IMGD_OK;
+}
+
+/* Whether NHWC beats cuDNN's NCHW choice `nchw` (found or not) under IMGD_CUDA_CONV_NHWC=auto.
+ * Measured on an H100 (SD 1.5 f16, batch 2): NCHW half tensors make cuDNN transform the
+ * weight in every run, which costs most where the weight outweighs the activation (1280
+ * channels at 8x8: 109 us NCHW, 39 NHWC); where the activation is larger, the two transposes
+ * around NHWC cost more (320 channels at 64x64: 57 us NCHW, 90 NHWC); and where cuDNN has no
+ * tensor-core NCHW algorithm at all (the VAE's 256 channels at 512x512: 10.5 ms NCHW, 1.5 ms
+ * NHWC). */
+static bool nhwc_wins(const conv_geom *g, const cudnnConvolutionFwdAlgoPerf_t *nchw, bool found) {
+    int64_t w = g->O * g->CK, x = g->N * g->C * g->H * g->W;
+    return !found || nchw->mathType == CUDNN_DEFAULT_MATH || nchw->mathType == CUDNN_FMA_MATH ||
+           w >= x;
+}
+
+/* Sets ns->cudnn, algo and ws_bytes when cuDNN has an acceptable algorithm; leaves ns->cudnn
+ * false (im2col) otherwise. NHWC (ns->nhwc) in f16/bf16 math when the weight is a
+ * contiguous constant, x is contiguous, and IMGD_CUDA_CONV_NHWC asks for it (1) or nhwc_wins
+ * (auto). Errors only for failing descriptor calls and device memory. */
+static imgd_status cudnn_prepare(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
+                                 cuda_node *ns) {
+    const char *what = "conv2d: cuDNN descriptors";
+    if (g->N * g->C * g->H * g->W > INT_MAX || g->N * g->O * g->P > INT_MAX || g->CK == 0 ||
+        g->N * g->O * g->P == 0)
+        return IMGD_OK;
+    bool can = cb->conv_nhwc != CUDA_NHWC_OFF && cuda_math_low(cb) && ns->cnst[1] &&
+               imgd_tensor_is_contiguous(n->src[1]) && imgd_tensor_is_contiguous(n->src[0]);
+    cudnnConvolutionFwdAlgoPerf_t perf  = {0};
+    size_t                        ws    = 0;
+    bool                          found = false;
+    ns->nhwc                            = can && cb->conv_nhwc == CUDA_NHWC_ON;
+    imgd_status st                      = cudnn_describe(cb, g, ns, what);
+    if (st == IMGD_OK) st = cudnn_pick(cb, ns, &perf, &ws, &found);
+    if (st == IMGD_OK && can && !ns->nhwc && nhwc_wins(g, &perf, found)) {
+        ns->nhwc = true;
+        st       = cudnn_describe(cb, g, ns, what);
+        if (st == IMGD_OK) st = cudnn_pick(cb, ns, &perf, &ws, &found);
+    }
+    if (st != IMGD_OK) return st;
+    if (!found) {
+        ns->nhwc = false; /* im2col */
+        return IMGD_OK;
+    }
+    ns->cudnn    = true;
+    ns->algo     = (int32_t)perf.algo;
+    ns->ws_bytes = ws;
+    if (ns->nhwc && (st = weight_to_krsc(cb, g, ns)) != IMGD_OK) return st;
+    if (cb->verbose)
+        fprintf(stderr,
+                "cuda: conv2d [%lld,%lld,%lld,%lld] -> %lld %lldx%lld: cuDNN %s algo %d, math %d, "
+                "%.1f us (%s), workspace %zu\n",
+                (long long)g->N, (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O,
+                (long long)g->KH, (long long)g->KW, ns->nhwc ? "NHWC" : "NCHW", (int)perf.algo,
+                (int)perf.mathType, (double)perf.time * 1e3, cb->cudnn_find ? "timed" : "heuristic",
+                ws);
+    return IMGD_OK;
+}
+
+/* NHWC (f16/bf16 math): x (contiguous NCHW, any dtype) transposed into scratch xs in the
+ * math type, convolved into y (NHWC, after it in scratch), and y transposed into the output
+ * with the bias and the fused ADD's operand added (cuk_transpose_ewise). */
+static imgd_status nhwc_run(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g, void *xs,
+                            const void *x, const void *w, void *ws, const char *what) {
+    const cuda_node   *ns    = cuda_node_of(n);
+    const imgd_tensor *bias  = n->src[2];
+    const int32_t      mt    = cuda_math_cuk(cb);
+    void              *y     = (unsigned char *)xs + cudnn_x_bytes(cb, g);
+    const float        alpha = 1.0f, beta = 0.0f;
+    cudaError_t e = cuk_transpose_ewise(xs, mt, x, cuda_cuk_of(n->src[0]), g->N, g->C, g->H * g->W,
+                                        NULL, NULL, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_transpose_ewise (x to NHWC)", what);
+    CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, xs, ns->wd, w, ns->cd,
+                                      (cudnnConvolutionFwdAlgo_t)ns->algo, ws, ns->ws_bytes, &beta,
+                                      ns->yd, y),
+              what);
+    cuk_operand        bo  = {bias ? cuda_dptr(bias) : NULL, CUK_F32, 0, g->P, g->O}, ro;
+    const imgd_tensor *fz  = ns->fused && cuda_fused_out_ok(n, x, w) &&
+                                    cuda_operand(ns->fused->src[ns->res_src], ns->fused, &ro)
+                                 ? ns->fused
+                                 : NULL;
+    const imgd_tensor *out = fz ? fz : n;
+    e = cuk_transpose_ewise(out->data, cuda_cuk_of(out), y, mt, g->N, g->P, g->O, &bo,
+                            fz ? &ro : NULL, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_transpose_ewise (y to NCHW)", what);
+    if (fz) cuda_node_of(fz)->gemm_done = true;
     return IMGD_OK;
 }
 
@@ -209,6 +314,7 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
         st = cuda_math_low(cb) ? cuda_to_math(cb, n->src[1], sc, what) : IMGD_OK;
     }
     const void *x = cuda_dptr(src);
+    if (ns->nhwc) return nhwc_run(cb, n, g, sc + wb, x, w, ws, what);
     /* half activations are read in place; anything else is rounded into scratch */
     if (cuda_math_low(cb) &&
         !(cuda_cuk_of(src) == cuda_math_cuk(cb) && imgd_tensor_is_contiguous(src)) &&
@@ -264,7 +370,7 @@ imgd_status cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n) {
 #ifdef IMGD_HAVE_CUDNN
     cuda_node *ns = cuda_node_of(n);
     if (cb->use_cudnn && ns) {
-        st = cudnn_prepare(cb, &g, ns);
+        st = cudnn_prepare(cb, n, &g, ns);
         if (st != IMGD_OK) return st;
         if (ns->cudnn) {
             n->scratch_bytes = weights_bytes(cb, n, &g) + cudnn_x_bytes(cb, &g) +

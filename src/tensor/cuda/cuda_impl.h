@@ -25,6 +25,13 @@ typedef enum cuda_attn {
                             capability 8.0 and later) */
 } cuda_attn;
 
+/* Which cuDNN convolutions take NHWC tensors (IMGD_CUDA_CONV_NHWC=0|auto|1). */
+typedef enum cuda_nhwc {
+    CUDA_NHWC_OFF  = 0,
+    CUDA_NHWC_AUTO = 1, /* where it wins (conv2d.c nhwc_wins) */
+    CUDA_NHWC_ON   = 2,
+} cuda_nhwc;
+
 /* A captured CUDA graph of one planned imgd graph (exec.c). */
 typedef struct cuda_replay {
     const imgd_graph *g;            /* NULL: free slot */
@@ -83,6 +90,12 @@ typedef struct cuda_backend {
                             through cudnnConvolutionForward instead of im2col + GEMM */
     bool cudnn_find;     /* IMGD_CUDA_CUDNN_FIND=1: each conv2d's algorithm timed on the
                             device at plan time instead of cuDNN's heuristic choice */
+    cuda_nhwc conv_nhwc; /* IMGD_CUDA_CONV_NHWC=0|auto|1 (default auto): in f16/bf16 math,
+                            cuDNN convolves NHWC tensors with a KRSC copy of the weight made
+                            at plan time (its tensor-core layout); x is transposed in, y out
+                            with the bias and residual (cuk_transpose_ewise). NCHW half tensors
+                            make cuDNN transform the weight in every run; auto takes NHWC where
+                            that costs more than the transposes */
     bool conv_add;       /* IMGD_CUDA_CONV_ADD (default 1): the ADD right after a cuDNN
                             conv2d that only it reads is done in the convolution's epilogue
                             pass (cuda_plan_residuals) */
@@ -156,6 +169,7 @@ typedef struct cuda_node {
     bool    skip;      /* a CAST that only GEMMs reading its weight directly consume */
     bool    needed;    /* prepare: a CAST some node reads as data */
     bool    cudnn;     /* conv2d through cuDNN (descriptors below are set) */
+    bool    nhwc;      /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
     bool    attn_gemm; /* attention through attention_gemm.c */
     bool    attn_wmma; /* attention through attention_wmma.cu */
     int32_t algo;      /* cudnnConvolutionFwdAlgo_t */

@@ -195,6 +195,73 @@ extern "C" cudaError_t cuk_ewise(void *out, int32_t odt, int64_t total, int32_t 
     return cudaGetLastError();
 }
 
+/* 32x32 tiles through shared memory (256 threads: 32 x 8, four rows each), so both the
+ * reads along src's rows and the writes along out's rows are coalesced; a grid-stride loop
+ * over the tiles. */
+#define TR_TILE 32
+
+struct tr_args {
+    void       *out;
+    const void *src;
+    int32_t     odt, sdt;
+    int64_t     Z, R, Cn, tiles_r, tiles_c;
+    cuk_operand b, c;
+};
+
+/* Operand o at output index i = zc * R + r (zc = z * Cn + c) without a division in the
+ * common cases: full (inner 1), and per channel or per (image, channel) (inner R). */
+__device__ __forceinline__ float tr_ld(const cuk_operand &o, int64_t i, int64_t zc, int64_t R) {
+    if (!o.data) return -0.0f;
+    int64_t k = o.inner == 1 ? i : o.inner == R ? zc : i / o.inner;
+    return cuk_ld(o.data, o.dtype, k < o.n ? k : k % o.n);
+}
+
+__global__ void k_transpose_ewise(tr_args a) {
+    __shared__ float tile[TR_TILE][TR_TILE + 1];
+    const int        tx = (int)threadIdx.x, ty = (int)threadIdx.y;
+    const int64_t    per = a.tiles_r * a.tiles_c, tiles = a.Z * per;
+    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+        int64_t z = t / per, rem = t - z * per;
+        int64_t r0 = rem / a.tiles_c * TR_TILE, c0 = rem % a.tiles_c * TR_TILE;
+        for (int j = ty; j < TR_TILE; j += TR_TILE / 8) {
+            int64_t r = r0 + j, c = c0 + tx;
+            if (r < a.R && c < a.Cn) tile[j][tx] = cuk_ld(a.src, a.sdt, (z * a.R + r) * a.Cn + c);
+        }
+        __syncthreads();
+        for (int j = ty; j < TR_TILE; j += TR_TILE / 8) {
+            int64_t c = c0 + j, r = r0 + tx;
+            if (r < a.R && c < a.Cn) {
+                int64_t zc = z * a.Cn + c, i = zc * a.R + r;
+                cuk_st(a.out, a.odt, i,
+                       tile[tx][j] + tr_ld(a.b, i, zc, a.R) + tr_ld(a.c, i, zc, a.R));
+            }
+        }
+        __syncthreads(); /* the tile is refilled by the next iteration */
+    }
+}
+
+extern "C" cudaError_t cuk_transpose_ewise(void *out, int32_t odt, const void *src, int32_t sdt,
+                                           int64_t Z, int64_t R, int64_t Cn, const cuk_operand *b,
+                                           const cuk_operand *c, cudaStream_t s) {
+    if (Z <= 0 || R <= 0 || Cn <= 0) return cudaSuccess;
+    const cuk_operand none = {NULL, CUK_F32, 0, 1, 1};
+    tr_args           a    = {out,
+                              src,
+                              odt,
+                              sdt,
+                              Z,
+                              R,
+                              Cn,
+                              (R + TR_TILE - 1) / TR_TILE,
+                              (Cn + TR_TILE - 1) / TR_TILE,
+                 b ? *b : none,
+                 c ? *c : none};
+    for (const cuk_operand *o : {&a.b, &a.c})
+        if (o->data && (o->inner < 1 || o->n < 1)) return cudaErrorInvalidValue;
+    CUK_LAUNCH(k_transpose_ewise, cuk_grid(Z * a.tiles_r * a.tiles_c), dim3(TR_TILE, 8), 0, s)(a);
+    return cudaGetLastError();
+}
+
 __global__ void k_binary(void *out, int32_t odt, cuk_tensor a, cuk_tensor b, int32_t op,
                          int64_t n) {
     CUK_FOR(i, n) cuk_st(out, odt, i, binary_f(op, cuk_at(a, i), cuk_at(b, i)));

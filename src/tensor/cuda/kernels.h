@@ -102,6 +102,14 @@ int cuk_operand_of(const cuk_tensor *t, cuk_operand *o);
  * cast). Vectorised (CUK_VEC elements per thread) where every operand allows it. */
 cudaError_t cuk_ewise(void *out, int32_t odt, int64_t total, int32_t op, const cuk_operand *a,
                       const cuk_operand *b, const cuk_operand *c, cudaStream_t s);
+/* A batched transpose with cuk_ewise's epilogue: out[z][c][r] (odt) = src[z][r][c] + b + c_op
+ * for src [Z, R, Cn] contiguous (sdt), the operands read at the output's flat index
+ * ((z * Cn + c) * R + r); NULL operands make it a plain transposing cast. conv2d moves
+ * activations between NCHW and cuDNN's NHWC with it (bias and residual added on the way
+ * back). */
+cudaError_t cuk_transpose_ewise(void *out, int32_t odt, const void *src, int32_t sdt, int64_t Z,
+                                int64_t R, int64_t Cn, const cuk_operand *b, const cuk_operand *c,
+                                cudaStream_t s);
 /* diffusers get_timestep_embedding: t (N values, strided by t_stride) -> out [N, dim]. */
 cudaError_t cuk_timestep(void *out, int32_t odt, const cuk_tensor *t, int64_t N, int64_t dim,
                          int32_t flip, float max_period, float shift, cudaStream_t s);
