@@ -1022,7 +1022,13 @@ static sw_graph sw_plan(imgd_backend *be, int64_t m, const float *W, const float
     return s;
 }
 
+static bool sw_check_tol(const sw_graph *s, const float *W, const float *b, double tol);
+
 static bool sw_check(const sw_graph *s, const float *W, const float *b) {
+    return sw_check_tol(s, W, b, 1e-4);
+}
+
+static bool sw_check_tol(const sw_graph *s, const float *W, const float *b, double tol) {
     int64_t m  = s->m;
     float  *x  = imgd_malloc((size_t)(m * SW_I) * sizeof *x);
     float  *y  = imgd_malloc((size_t)(m * SW_O) * sizeof *y);
@@ -1035,7 +1041,7 @@ static bool sw_check(const sw_graph *s, const float *W, const float *b) {
             double sum = (double)b[o];
             for (int64_t i = 0; i < SW_I; i++)
                 sum += (double)x[r * SW_I + i] * (double)W[o * SW_I + i];
-            ok = fabs(sum - (double)y[r * SW_O + o]) <= 1e-4 * (1.0 + fabs(sum));
+            ok = fabs(sum - (double)y[r * SW_O + o]) <= tol * (1.0 + fabs(sum));
         }
     imgd_free(x);
     imgd_free(y);
@@ -1079,6 +1085,34 @@ static void check_shared_weights(imgd_backend *be) {
     printf("  shared weights (%zu bytes): first plan took %zu bytes, second %zu, the rewritten "
            "weight's %zu; %zd left after\n",
            wb, f0 - f1, f1 - f2, f3 - f4, (ptrdiff_t)(f0 - f5));
+    imgd_free(W);
+    imgd_free(b);
+}
+#endif
+
+#ifdef IMGD_HAVE_CUDA
+/* cuda in f16 math: an f32 weight that its GEMM reads as a copy converted at plan time is
+ * not also kept on the device as uploaded (8 MiB f32 -> a 4 MiB f16 copy only). */
+static void check_converted_weights(imgd_backend *be) {
+    size_t nw = (size_t)SW_O * SW_I, wb = nw * sizeof(float), f0 = 0, f1 = 0, f2 = 0, t = 0;
+    float *W = imgd_malloc(wb), *b = imgd_malloc(SW_O * sizeof *b);
+    if (!W || !b) {
+        imgd_free(W);
+        imgd_free(b);
+        return;
+    }
+    for (size_t i = 0; i < nw; i++) W[i] = 0.001f * (float)((i * 37) % 101) - 0.05f;
+    for (size_t i = 0; i < SW_O; i++) b[i] = 0.1f * (float)(i % 5);
+    CHECK_STATUS(imgd_cuda_mem_info(&f0, &t), IMGD_OK);
+    sw_graph g1 = sw_plan(be, 3, W, b);
+    CHECK_STATUS(imgd_cuda_mem_info(&f1, &t), IMGD_OK);
+    CHECK_MSG(f0 - f1 >= wb / 2 && f0 - f1 < wb, "the f16 plan took %zu bytes for %zu of f32",
+              f0 - f1, wb);
+    CHECK(sw_check_tol(&g1, W, b, 1e-2));
+    imgd_graph_free(g1.g);
+    CHECK_STATUS(imgd_cuda_mem_info(&f2, &t), IMGD_OK);
+    CHECK_MSG(f2 + wb / 4 > f0, "%zu bytes still held after the plan was freed", f0 - f2);
+    printf("  converted weight (%zu bytes of f32): the f16 plan took %zu bytes\n", wb, f0 - f1);
     imgd_free(W);
     imgd_free(b);
 }
@@ -1200,6 +1234,10 @@ int main(int argc, char **argv) {
             check_shared_weights(bes[k]);
 #endif
         }
+#ifdef IMGD_HAVE_CUDA
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
+        if (bes[k] && strcmp(k_configs[k].name, "cuda-f16") == 0) check_converted_weights(bes[k]);
+#endif
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) imgd_backend_free(bes[k]);
     imgd_backend_free(ref);
     TEST_END();
