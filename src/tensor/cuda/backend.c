@@ -484,6 +484,11 @@ static imgd_status upload_need(cuda_backend *cb, imgd_graph *g, size_t *need, si
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n = imgd_graph_exec_node(g, i);
         if (n->op == IMGD_OP_DEQUANTIZE) *need += imgd_tensor_nbytes(n);
+        /* copies converted at plan time (the weights they come from may be dropped after) */
+        if (n->op == IMGD_OP_MATMUL || n->op == IMGD_OP_CONV2D)
+            for (int s = n->op == IMGD_OP_MATMUL ? 0 : 1; s < 2; s++)
+                *need += cuda_const_copy_bytes(cb, n, s);
+        if (n->op == IMGD_OP_CONV2D) *need += cuda_conv2d_copy_bytes(cb, n);
         for (int s = 0; s < IMGD_TENSOR_SRC_MAX; s++) {
             const imgd_tensor *w = n->src[s] ? n->src[s]->storage : NULL;
             if (!w || w->op != IMGD_OP_NONE || w->kind == IMGD_TENSOR_ACTIVATION || w->backend_data)
@@ -573,12 +578,13 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     imgd_cuda_device_name(dev, sizeof dev);
     if (need > fr)
         return imgd_fail(IMGD_E_NOMEM,
-                         "cuda: device %d (%s) needs %.0f MiB for this graph's %zu weights but "
-                         "has %.0f MiB free of %.0f MiB; " VRAM_ADVICE,
+                         "cuda: device %d (%s) needs %.0f MiB for this graph's %zu weights (and "
+                         "their copies converted at plan time) but has %.0f MiB free of %.0f "
+                         "MiB; " VRAM_ADVICE,
                          cb->device, dev, MIB(need), n_weights, MIB(fr), MIB(total));
     IMGD_LOG(IMGD_LOG_INFO, "cuda", "plan",
-             "device %d (%s): %zu nodes, uploading %zu weights (%.1f MiB); %.0f MiB free of "
-             "%.0f MiB before",
+             "device %d (%s): %zu nodes, uploading %zu weights and converting copies (%.1f "
+             "MiB); %.0f MiB free of %.0f MiB before",
              cb->device, dev, imgd_graph_exec_count(g), n_weights, MIB(need), MIB(fr), MIB(total));
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         imgd_tensor *n  = imgd_graph_exec_node(g, i);

@@ -361,6 +361,22 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
 
 /* ---- prepare and run ------------------------------------------------------------------------ */
 
+size_t cuda_conv2d_copy_bytes(const cuda_backend *cb, const imgd_tensor *n) {
+#ifdef IMGD_HAVE_CUDNN
+    if (!cb->use_cudnn || cb->conv_nhwc == CUDA_NHWC_OFF || !cuda_const_weight(cb, n, 1) ||
+        !imgd_tensor_is_contiguous(n->src[0]) || !imgd_tensor_is_contiguous(n->src[1]))
+        return 0;
+    conv_geom g;
+    conv_geometry(n, cuda_math_size(cb), &g);
+    if (cb->conv_nhwc == CUDA_NHWC_AUTO && g.O * g.CK < g.N * g.C * g.H * g.W) return 0;
+    return cuda_align_up((size_t)(g.O * g.CK) * cuda_math_size(cb));
+#else
+    IMGD_UNUSED(cb);
+    IMGD_UNUSED(n);
+    return 0;
+#endif
+}
+
 imgd_status cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n) {
     conv_geom g;
     size_t    es = cuda_math_size(cb);

@@ -285,6 +285,11 @@ imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t i
  * cuda_node.cnst[s] to it in the GEMM type: the uploaded copy when the file has that type,
  * else a copy converted now (cuda_node.owned[s]). */
 imgd_status cuda_resolve_const(cuda_backend *cb, imgd_tensor *n, int s);
+/* The weight leaf whose values operand s of n reads when cuda_resolve_const applies (direct
+ * weights, f16/bf16 math, a float weight or a cast of one), else NULL. */
+const imgd_tensor *cuda_const_weight(const cuda_backend *cb, const imgd_tensor *n, int s);
+/* Device bytes of the copy cuda_resolve_const converts for operand s of n (0: none). */
+size_t cuda_const_copy_bytes(const cuda_backend *cb, const imgd_tensor *n, int s);
 /* Column-major C = alpha op_a(A) op_b(B) + beta C over `batches` strided batches, A and B in
  * the GEMM operand type, C f32, f32 accumulation (cublasGemm[StridedBatched]Ex). */
 imgd_status cuda_gemm_a(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
@@ -343,6 +348,9 @@ bool cuda_conv2d_supported(const imgd_tensor *n);
  * n->scratch_bytes (im2col columns or cuDNN workspace, operands rounded per run). */
 imgd_status cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n);
 imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what);
+/* Device bytes of the KRSC weight copy conv2d node n is expected to make at plan time
+ * (NHWC: IMGD_CUDA_CONV_NHWC=1, or auto where the weight outweighs the activation); 0: none. */
+size_t cuda_conv2d_copy_bytes(const cuda_backend *cb, const imgd_tensor *n);
 /* Destroys the cuDNN descriptors of a conv2d node's state (NULL-safe). */
 void cuda_conv2d_release(cuda_node *st);
 

@@ -379,17 +379,35 @@ static const imgd_tensor *const_weight(const imgd_tensor *t) {
     return w;
 }
 
+const imgd_tensor *cuda_const_weight(const cuda_backend *cb, const imgd_tensor *n, int s) {
+    const imgd_tensor *t = n->src[s];
+    if (!cb->direct_weights || !cuda_math_low(cb) || !t) return NULL;
+    const imgd_tensor *w = const_weight(t);
+    if (!w ||
+        (w->dtype != IMGD_DTYPE_F32 && w->dtype != IMGD_DTYPE_F16 && w->dtype != IMGD_DTYPE_BF16))
+        return NULL;
+    return w;
+}
+
+static bool in_math_type(const cuda_backend *cb, const imgd_tensor *w) {
+    return w->dtype == (cb->math == IMGD_GPU_MATH_BF16 ? IMGD_DTYPE_BF16 : IMGD_DTYPE_F16);
+}
+
+size_t cuda_const_copy_bytes(const cuda_backend *cb, const imgd_tensor *n, int s) {
+    const imgd_tensor *w = cuda_const_weight(cb, n, s);
+    return w && !in_math_type(cb, w)
+               ? cuda_align_up((size_t)imgd_tensor_numel(w) * cuda_math_size(cb))
+               : 0;
+}
+
 imgd_status cuda_resolve_const(cuda_backend *cb, imgd_tensor *n, int s) {
     cuda_node         *st = cuda_node_of(n);
     const imgd_tensor *t  = n->src[s];
-    if (!cb->direct_weights || !cuda_math_low(cb) || !t || !st) return IMGD_OK;
-    const imgd_tensor *w = const_weight(t);
+    const imgd_tensor *w  = st ? cuda_const_weight(cb, n, s) : NULL;
     if (!w || !w->backend_data) return IMGD_OK;
-    if (w->dtype != IMGD_DTYPE_F32 && w->dtype != IMGD_DTYPE_F16 && w->dtype != IMGD_DTYPE_BF16)
-        return IMGD_OK;
     size_t es   = cuda_math_size(cb);
     size_t skip = (size_t)t->offset * es;
-    if (w->dtype == (cb->math == IMGD_GPU_MATH_BF16 ? IMGD_DTYPE_BF16 : IMGD_DTYPE_F16)) {
+    if (in_math_type(cb, w)) {
         st->cnst[s] = (const unsigned char *)w->backend_data + skip; /* as uploaded */
         return IMGD_OK;
     }
