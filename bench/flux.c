@@ -19,7 +19,10 @@
  * --backend cuda (builds with the CUDA toolkit; --precision bf16 by default, f32 or bf16; f16
  * runs bf16 as the pipeline does, FLUX overflows f16): the weights stay in their Q8_0 blocks
  * on the device (linear_quant), and the transformer's TFLOP/s is reported beside the card's
- * cuBLASLt fp16 GEMM peak, with the peak device memory in use. */
+ * cuBLASLt fp16 GEMM peak, with the peak device memory in use. Then the first size again on a
+ * backend with IMGD_CUDA_LQ_ROWS=0 (metrics ending _lq_tiles): every quantized linear expanded
+ * per tile, against the default that reads the few-row ones (modulation, time, guidance) in
+ * their blocks; transformer_step_s_<px>_lq_rows gives the ratio of the two step times. */
 #include "models/flux.h"
 
 #include <math.h>
@@ -364,8 +367,36 @@ typedef struct run_ctx {
     const imgd_vae_cfg  *vae_cfg;
 } run_ctx;
 
-/* One image size: plan the transformer graph, run the steps, emit. */
-static int run_size(const run_ctx *r, int32_t px, const float *emb, const float *pooled) {
+static int run_size(const run_ctx *r, int32_t px, const float *emb, const float *pooled,
+                    const char *tag, double *step_s);
+
+/* cuda: the first size again on a backend with IMGD_CUDA_LQ_ROWS=0 (every quantized linear
+ * expanded per tile; the default reads those with few rows of x in their blocks), the
+ * default's step time beside it. The default backend *be is freed first (the weights are
+ * uploaded per backend) and replaced by the new one. */
+static int compare_lq_tiles(run_ctx *r, const imgd_backend_params *bp, imgd_backend **be,
+                            int32_t px, double step_rows, const float *emb, const float *pooled) {
+    imgd_backend_free(*be);
+    *be   = NULL;
+    r->be = NULL;
+    if (setenv("IMGD_CUDA_LQ_ROWS", "0", 1) != 0 || imgd_backend_new("cuda", bp, be) != IMGD_OK) {
+        fprintf(stderr, "imgd-bench sd --family flux: cuda backend with IMGD_CUDA_LQ_ROWS=0: %s\n",
+                imgd_last_error());
+        return 1;
+    }
+    r->be       = *be;
+    double step = 0;
+    int    rc   = run_size(r, px, emb, pooled, "_lq_tiles", &step);
+    char   k[64];
+    (void)imgd_fmt(k, sizeof k, "transformer_step_s_%d_lq_rows", (int)px);
+    if (!rc) bench_emit(BENCH, k, step_rows, "s", "lq_tiles", step > 0 ? step_rows / step : 0);
+    return rc;
+}
+
+/* One image size: plan the transformer graph, run the steps, emit (metric names end in
+ * _<px><tag>); *step_s: the seconds per step. */
+static int run_size(const run_ctx *r, int32_t px, const float *emb, const float *pooled,
+                    const char *tag, double *step_s) {
     int64_t              B = 1, T = r->o->txt_len, N = (int64_t)(px / 16) * (px / 16);
     imgd_flux_denoiser  *den = NULL;
     imgd_flux_gen_params p   = imgd_flux_gen_params_default();
@@ -396,7 +427,8 @@ static int run_size(const run_ctx *r, int32_t px, const float *emb, const float 
         fprintf(stderr, "imgd-bench sd --family flux: %dx%d: %s\n", (int)px, (int)px,
                 imgd_last_error());
     } else {
-        double            step  = t_steps / r->o->steps;
+        double step             = t_steps / r->o->steps;
+        *step_s                 = step;
         double            flops = bench_graph_flops(imgd_flux_denoiser_graph(den));
         double            gf    = flops / step / 1e9;
         double            rss   = rss_peak_bytes();
@@ -404,12 +436,13 @@ static int run_size(const run_ctx *r, int32_t px, const float *emb, const float 
         const imgd_graph *g     = imgd_flux_denoiser_graph(den);
         for (size_t i = 0; i < imgd_graph_exec_count(g); i++)
             lq += imgd_graph_exec_node(g, i)->op == IMGD_OP_LINEAR_QUANT;
-        printf("# %dx%d: %lld image + %lld text tokens, %.1f TFLOP per step, %zu fused quantized "
-               "linears; %d step(s)\n",
-               (int)px, (int)px, (long long)N, (long long)T, flops / 1e12, lq, (int)r->o->steps);
+        printf("# %dx%d%s: %lld image + %lld text tokens, %.1f TFLOP per step, %zu fused "
+               "quantized linears; %d step(s)\n",
+               (int)px, (int)px, tag, (long long)N, (long long)T, flops / 1e12, lq,
+               (int)r->o->steps);
 #define EMIT(metric, v, unit, vs, ratio)                                                           \
     do {                                                                                           \
-        (void)imgd_fmt(k, sizeof k, "%s_%d", metric, (int)px);                                     \
+        (void)imgd_fmt(k, sizeof k, "%s_%d%s", metric, (int)px, tag);                              \
         bench_emit(BENCH, k, v, unit, vs, ratio);                                                  \
     } while (0)
         EMIT("plan_s", t_plan, "s", NULL, 0);
@@ -608,10 +641,18 @@ int bench_sd_flux(int argc, char **argv) {
     if (!rc && (!emb || !pooled)) rc = 1;
     for (size_t i = 0; !rc && i < T * 4096; i++) emb[i] = urand() * 0.5f;
     for (size_t i = 0; !rc && i < 768; i++) pooled[i] = urand();
-    run_ctx r = {&o, wb, &cfg, be, wbytes, peak, cuda, vwb, &vcfg};
-    if (!rc && (o.size == 0 || o.size != 1024))
-        rc = run_size(&r, o.size ? o.size : 512, emb, pooled);
-    if (!rc && (o.size == 0 || o.size == 1024)) rc = run_size(&r, 1024, emb, pooled);
+    run_ctx r     = {&o, wb, &cfg, be, wbytes, peak, cuda, vwb, &vcfg};
+    double  step0 = 0, step = 0;
+    int32_t px0 = o.size && o.size != 1024 ? o.size : 512;
+    if (!rc && (o.size == 0 || o.size != 1024)) rc = run_size(&r, px0, emb, pooled, "", &step0);
+    if (!rc && (o.size == 0 || o.size == 1024)) {
+        rc  = run_size(&r, 1024, emb, pooled, "", &step);
+        px0 = o.size ? 1024 : px0;
+        if (o.size) step0 = step;
+    }
+    const char *lqr = getenv("IMGD_CUDA_LQ_ROWS");
+    if (!rc && cuda && (!lqr || strcmp(lqr, "0") != 0))
+        rc = compare_lq_tiles(&r, &bp, &be, px0, step0, emb, pooled);
     imgd_free(emb);
     imgd_free(pooled);
     imgd_wbind_free(vwb);

@@ -536,11 +536,11 @@ static imgd_tensor *b_rope_nd(tctx *c) {
 }
 
 /* linear_quant: x [b, m, k] against a quantized weight [n, k] (bias optional; pre=1: x is
- * the output of a silu, stored in the math type on cuda); the ref kernel is the
- * dequantize-then-f32 reference. */
+ * the output of a silu, stored in the math type on cuda; perm=1: x is a transposed view);
+ * the ref kernel is the dequantize-then-f32 reference. */
 static imgd_tensor *b_linear_quant(tctx *c) {
     int64_t      K = vi(c, "k", 256), N = vi(c, "n", 67);
-    imgd_tensor *x = RND(c, IMGD_DTYPE_F32, vi(c, "b", 2), vi(c, "m", 7), K);
+    imgd_tensor *x = maybe_strided(c, IMGD_DTYPE_F32, 3, SHAPE(vi(c, "b", 2), vi(c, "m", 7), K));
     imgd_tensor *w = RND(c, vtype(c, "type"), N, K);
     imgd_tensor *b = vi(c, "bias", 1) ? RND(c, IMGD_DTYPE_F32, N) : NULL;
     if (vi(c, "pre", 0)) x = imgd_op_silu(c->g, x); /* an activation, not an input */
@@ -733,6 +733,14 @@ static const op_case k_cases[] = {
     {"linear_quant", b_linear_quant, "type=q5_k,m=3,k=256,n=131", 0},
     {"linear_quant", b_linear_quant, "type=q6_k,m=4,k=256,n=40,pre=1", 0},
     {"linear_quant", b_linear_quant, "type=q8_0,b=1,m=0,k=64,n=5", 0},
+    /* up to 4 rows of x: the weight read in its blocks on cuda (rows of 2, 4 and 16 bytes'
+     * alignment; a k-chunk of 3 blocks, two chunks; rows not a multiple of a CTA's 8) */
+    {"linear_quant", b_linear_quant, "type=q5_0,b=1,m=2,k=96,n=70", 0},
+    {"linear_quant", b_linear_quant, "type=q5_1,b=2,m=2,k=1088,n=9,pre=1", 0},
+    {"linear_quant", b_linear_quant, "type=q4_1,b=1,m=1,k=64,n=3,gelu=1", 0},
+    {"linear_quant", b_linear_quant, "type=q4_1,b=3,m=1,k=2080,n=17,res=1,bias=0", 0},
+    {"linear_quant", b_linear_quant, "type=q8_0,b=1,m=4,k=1024,n=40,perm=1", 0},
+    {"linear_quant", b_linear_quant, "type=q4_0,b=1,m=5,k=96,n=33,perm=1", 0},
     {"rope", b_rope_nd, "mode=1,l=9,d=20,a0=4,a1=6,a2=6,h=2", 0},
     {"rope", b_rope_nd, "mode=0,l=5,d=12,axes=2,a0=4,a1=6", 0},
     /* large enough to run threaded and cross every kernel's blocking */
@@ -810,6 +818,9 @@ static const be_config k_configs[] = {
      NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-f16-old", "cuda", "matmul,linres,lingelu,conv2d,convres,attention",
      "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_LT=0",
+     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    /* linear_quant expanding every weight (also for few rows of x) in tiles of 64 rows */
+    {"cuda-f16-lq-tiles", "cuda", "linear_quant", "IMGD_CUDA_LQ_ROWS=0 IMGD_CUDA_LQ_TILE=4096",
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     /* cuDNN convolution on NCHW, and on NHWC, tensors at every shape (the default in
      * f16/bf16 math picks per shape) */

@@ -427,7 +427,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     int conv_dnn = 0, conv_nhwc = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0,
         direct    = 0;
-    int converted = 0, lt = 0, res = 0, gelu = 0;
+    int converted = 0, lt = 0, res = 0, gelu = 0, lq = 0, lq_rows = 0;
     int casts = 0, skipped = 0, folded = 0, half = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n  = imgd_graph_exec_node(g, i);
@@ -447,6 +447,10 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
             casts++;
             skipped += ns->skip;
         }
+        if (n->op == IMGD_OP_LINEAR_QUANT) {
+            lq++;
+            lq_rows += ns->lq_rows;
+        }
         folded += ns->folded;
         half += ns->half_dt != 0;
         lt += ns->lt_bias != NULL;
@@ -464,10 +468,11 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         "%d gemm + %d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
         "skipped; %d constants folded at plan; %d activations stored in the math type; %d GEMMs "
         "with the bias in the cuBLASLt epilogue; %d residual adds and %d GELUs run in their GEMM "
-        "or convolution\n",
+        "or convolution; linear_quant %d expanded per tile + %d read in blocks\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
         conv_nhwc, conv_col, att_wmma, cb->attn == CUDA_ATTN_MMA ? "mma" : "wmma", att_gemm,
-        att_flash, direct, converted, skipped, casts, folded, half, lt, res, gelu);
+        att_flash, direct, converted, skipped, casts, folded, half, lt, res, gelu, lq - lq_rows,
+        lq_rows);
 }
 
 static int cmp_ptr(const void *a, const void *b) {
@@ -703,6 +708,19 @@ static imgd_status env_paths(cuda_backend *cb) {
 #else
     cb->use_cudnn = false;
 #endif
+    cb->lq_rows    = env_flag("IMGD_CUDA_LQ_ROWS", true);
+    const char *lt = getenv("IMGD_CUDA_LQ_TILE");
+    cb->lq_tile    = (int64_t)1 << 23;
+    if (lt && *lt) {
+        char     *end = NULL;
+        long long v   = strtoll(lt, &end, 10);
+        if (*end || v < 1024 || v > ((long long)1 << 30))
+            return imgd_fail(IMGD_E_INVALID_ARG,
+                             "cuda: IMGD_CUDA_LQ_TILE='%s' is not a count of weight values in "
+                             "1024..2^30 (default 8388608)",
+                             lt);
+        cb->lq_tile = v;
+    }
     const char *mt  = getenv("IMGD_CUDA_ATTN_MTILES");
     cb->attn_mtiles = 0;
     if (mt && *mt && strcmp(mt, "auto") != 0) {

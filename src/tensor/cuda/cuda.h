@@ -52,17 +52,22 @@
  *   IMGD_CUDA_CUDNN_FIND=1      time every cuDNN algorithm of each conv2d at plan time instead
  *                               of taking cuDNN's heuristic choice (H100: no faster, plans 5x
  *                               slower; off by default)
+ *   IMGD_CUDA_LQ_ROWS=0         a linear_quant with at most 4 rows of x and a 32-value block
+ *                               type (Q4_0..Q8_1) expands its weight and runs a GEMM like
+ *                               the others instead of reading the blocks in one pass
+ *   IMGD_CUDA_LQ_TILE=N         weight values a linear_quant expands per GEMM (default
+ *                               8388608: 16 MiB of f16 scratch; 1024..2^30)
  *
  * Debugging: IMGD_CUDA_SYNC=1 synchronises after every node (no graph capture), so an
  * asynchronous kernel failure is reported with the node's index and op. IMGD_CUDA_DEVICE=N
  * picks the device (default 0). IMGD_CUDA_VERBOSE=1 prints, per planned graph, which path
  * each conv2d/attention node took, how weights are read, how many casts were skipped or
  * folded, how many activations are stored in half precision, how many GEMMs add their
- * bias in the cuBLASLt epilogue and how many ADDs / GELUs run in a GEMM or convolution,
- * and for each cuDNN conv2d its layout, algorithm and workspace.
- * IMGD_PROFILE=1 prints GPU time per op kind (events recorded inside the graph) when the backend is
- * freed; IMGD_PROFILE=nodes adds the 40 costliest (op, dtype, shapes) rows, so a GPU run shows
- * which convolution or attention shapes take the time. */
+ * bias in the cuBLASLt epilogue, how many ADDs / GELUs run in a GEMM or convolution and
+ * how many linear_quant nodes read their blocks in one pass, and for each cuDNN conv2d its layout,
+ * algorithm and workspace. IMGD_PROFILE=1 prints GPU time per op kind (events recorded inside the
+ * graph) when the backend is freed; IMGD_PROFILE=nodes adds the 40 costliest (op, dtype, shapes)
+ * rows, so a GPU run shows which convolution or attention shapes take the time. */
 #ifndef IMGD_TENSOR_CUDA_CUDA_H
 #define IMGD_TENSOR_CUDA_CUDA_H
 

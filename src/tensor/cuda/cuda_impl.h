@@ -103,6 +103,11 @@ typedef struct cuda_backend {
                             tiles of 16 rows per warp of the mma attention kernel */
     cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|mma|auto (auto: mma in f16/bf16
                             math from compute capability 8.0, wmma before; flash in f32) */
+    bool lq_rows;        /* IMGD_CUDA_LQ_ROWS (default 1): a linear_quant with at most
+                            CUK_LQ_ROWS rows of x and a 32-value block type reads its weight
+                            in its blocks (cuk_linear_quant_rows) instead of expanding it */
+    int64_t lq_tile;     /* IMGD_CUDA_LQ_TILE (default 1 << 23): weight values a
+                            linear_quant expands per tile (rows rounded down to 64) */
     bool use_lt;         /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
                             constant bias runs through cuBLASLt with the bias added in the
                             GEMM's epilogue instead of prefilled into its output (one pass
@@ -172,6 +177,7 @@ typedef struct cuda_node {
     bool    nhwc;      /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
     bool    attn_gemm; /* attention through attention_gemm.c */
     bool    attn_wmma; /* attention through attention_wmma.cu */
+    bool    lq_rows;   /* linear_quant through cuk_linear_quant_rows (quant.c) */
     int32_t algo;      /* cudnnConvolutionFwdAlgo_t */
     size_t  ws_bytes;  /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN

@@ -206,6 +206,18 @@ enum {
 cudaError_t cuk_dequant(void *out, int32_t odt, const void *src, int32_t qtype, int64_t n_blocks,
                         cudaStream_t s);
 
+/* Rows of x the product below takes at most. */
+#define CUK_LQ_ROWS 4
+
+/* y [M, N] (contiguous, ydt) = x [M, K] (contiguous, xdt) times the transpose of the weight
+ * w [N, K] read in its blocks (rows of K / 32 consecutive blocks of a 32-value type: Q4_0..
+ * Q8_1), + bias [N] (bdt; NULL: none), accumulated in f32, for 1 <= M <= CUK_LQ_ROWS: the
+ * weight is read once, without an expanded copy. cudaErrorInvalidValue for other types,
+ * M or K (K a multiple of 32). */
+cudaError_t cuk_linear_quant_rows(void *y, int32_t ydt, const void *x, int32_t xdt, const void *w,
+                                  int32_t qtype, const void *bias, int32_t bdt, int32_t M,
+                                  int32_t N, int32_t K, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -343,7 +343,8 @@ static unsigned char *const_bias(const imgd_tensor *b) {
 imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n) {
     cuda_node         *ns = cuda_node_of(n);
     const imgd_tensor *b  = n->src[2];
-    if (!cb->use_lt || !ns || !b || b->dtype != IMGD_DTYPE_F32 || !imgd_tensor_is_contiguous(b))
+    if (!cb->use_lt || !ns || ns->lq_rows || !b || b->dtype != IMGD_DTYPE_F32 ||
+        !imgd_tensor_is_contiguous(b))
         return IMGD_OK;
     unsigned char *p = const_bias(b);
     if (!p) return IMGD_OK;
@@ -455,7 +456,8 @@ static bool fusable(const cuda_backend *cb, const imgd_tensor *n, const imgd_ten
     const cuda_node *ns = cuda_node_of(n);
     if (n->op == IMGD_OP_CONV2D) return cb->conv_add && ns->cudnn && next->op == IMGD_OP_ADD;
     if (n->op != IMGD_OP_MATMUL && n->op != IMGD_OP_LINEAR_QUANT) return false;
-    if (!cb->use_lt || (n->src[2] && (!ns->lt_bias || ns->lt_bias_dt != cuda_cuk_of(next))))
+    if (!cb->use_lt || ns->lq_rows ||
+        (n->src[2] && (!ns->lt_bias || ns->lt_bias_dt != cuda_cuk_of(next))))
         return false;
     return next->op == IMGD_OP_ADD || (next->op == IMGD_OP_GELU_TANH && next->src[0] == n);
 }

@@ -4,16 +4,23 @@
  * A DEQUANTIZE of a weight is a constant: backend.c folds it once at plan time into the
  * node's own memory, in its storage type (the math type in f16/bf16 math). LINEAR_QUANT keeps
  * the weight in its blocks on the device (a 12B-parameter FLUX in Q8_0 takes 12.7 GB instead
- * of 24 GB in f16) and expands it per run, CUDA_LQ_TILE values of whole rows at a time, into
+ * of 24 GB in f16) and expands it per run, IMGD_CUDA_LQ_TILE values of whole rows at a time, into
  * the node's scratch in the GEMM type; each tile is one cuBLAS GEMM over all rows of x into
- * the matching columns of y, so the expanded copy never exceeds one tile. */
+ * the matching columns of y, so the expanded copy never exceeds one tile. Tiles are whole
+ * multiples of 64 rows, so each tile's columns of y start 128-byte aligned (cuBLAS picks slow
+ * kernels for misaligned operands).
+ *
+ * A linear_quant with at most CUK_LQ_ROWS rows of x (FLUX's modulation, time and guidance
+ * linears at batch 1) is memory bound: expanding its weight to read it back costs five times
+ * the bytes of reading the blocks once, so a 32-value block type takes cuk_linear_quant_rows
+ * instead (cuda_node.lq_rows, IMGD_CUDA_LQ_ROWS=0 turns it off). */
 #include <limits.h>
 
 #include "base/error.h"
 #include "cuda_impl.h"
 #include "formats/dtype.h"
 
-#define CUDA_LQ_TILE ((int64_t)1 << 23) /* weight values expanded per tile (16 MiB in f16) */
+#define CUDA_LQ_ROW_ALIGN 64 /* tile rows are a multiple of this (but for the last tile) */
 
 int32_t cuda_quant_type(imgd_dtype dt) {
     switch (dt) {
@@ -69,11 +76,20 @@ bool cuda_linear_quant_supported(const imgd_tensor *n) {
     return M <= INT_MAX && N <= INT_MAX && K <= INT_MAX;
 }
 
-static int64_t lq_tile_rows(const imgd_tensor *n) {
+static int64_t lq_tile_rows(const cuda_backend *cb, const imgd_tensor *n) {
     int64_t N = n->src[1]->shape[0], K = n->src[1]->shape[1];
-    int64_t t = K > 0 ? CUDA_LQ_TILE / K : N;
-    if (t < 16) t = 16;
+    int64_t t = K > 0 ? cb->lq_tile / K / CUDA_LQ_ROW_ALIGN * CUDA_LQ_ROW_ALIGN : N;
+    if (t < CUDA_LQ_ROW_ALIGN) t = CUDA_LQ_ROW_ALIGN;
     return t < N ? t : N;
+}
+
+/* Whether n takes cuk_linear_quant_rows: few rows of x, a 32-value block type. */
+static bool lq_rows_path(const cuda_backend *cb, const imgd_tensor *n) {
+    const imgd_tensor       *w  = n->src[1];
+    const imgd_dtype_traits *tr = imgd_dtype_traits_of(w->dtype);
+    int64_t                  K = w->shape[1], M = K ? imgd_tensor_numel(n->src[0]) / K : 0;
+    return cb->lq_rows && M >= 1 && M <= CUK_LQ_ROWS && tr->block_elems == 32 && K % 32 == 0 &&
+           K > 0;
 }
 
 /* Scratch: x in the GEMM type (when it is not stored so, contiguous), then one tile. */
@@ -82,8 +98,12 @@ static size_t lq_x_bytes(const cuda_backend *cb, const imgd_tensor *n) {
 }
 
 imgd_status cuda_linear_quant_prepare(cuda_backend *cb, imgd_tensor *n) {
-    n->scratch_bytes = lq_x_bytes(cb, n) +
-                       (size_t)lq_tile_rows(n) * (size_t)n->src[1]->shape[1] * cuda_math_size(cb);
+    cuda_node *ns = cuda_node_of(n);
+    ns->lq_rows   = lq_rows_path(cb, n);
+    n->scratch_bytes =
+        lq_x_bytes(cb, n) + (ns->lq_rows ? 0
+                                         : (size_t)lq_tile_rows(cb, n) *
+                                               (size_t)n->src[1]->shape[1] * cuda_math_size(cb));
     return IMGD_OK;
 }
 
@@ -102,7 +122,7 @@ static imgd_status lq_tiles(cuda_backend *cb, const imgd_tensor *n, const void *
     const unsigned char *wq   = cuda_dptr(w);
     unsigned char       *tile = (unsigned char *)n->scratch + lq_x_bytes(cb, n);
     unsigned char       *y    = lt ? lt->D : n->data;
-    int64_t              T    = lq_tile_rows(n);
+    int64_t              T    = lq_tile_rows(cb, n);
     *ran                      = true;
     for (int64_t n0 = 0; n0 < N && *ran; n0 += T) {
         int64_t     t    = N - n0 < T ? N - n0 : T;
@@ -139,6 +159,27 @@ static imgd_status lq_tiles(cuda_backend *cb, const imgd_tensor *n, const void *
     return IMGD_OK;
 }
 
+/* y = x w^T + bias through cuk_linear_quant_rows: x as stored when contiguous, else in the
+ * math type in the scratch; the node after it, if fused, runs itself. */
+static imgd_status lq_rows(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+    const imgd_tensor *x = n->src[0], *w = n->src[1], *bias = n->src[2];
+    int64_t            N = w->shape[0], K = w->shape[1], M = imgd_tensor_numel(x) / K;
+    const void        *px  = cuda_dptr(x);
+    int32_t            xdt = cuda_cuk_of(x);
+    if (!imgd_tensor_is_contiguous(x)) {
+        imgd_status st = cuda_to_math(cb, x, n->scratch, what);
+        if (st != IMGD_OK) return st;
+        px  = n->scratch;
+        xdt = cuda_math_cuk(cb);
+    }
+    cudaError_t e = cuk_linear_quant_rows(n->data, cuda_cuk_of(n), px, xdt, cuda_dptr(w),
+                                          cuda_quant_type(w->dtype), bias ? cuda_dptr(bias) : NULL,
+                                          bias ? cuda_cuk_of(bias) : CUK_F32, (int32_t)M,
+                                          (int32_t)N, (int32_t)K, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_linear_quant_rows", what);
+    return IMGD_OK;
+}
+
 imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char *what) {
     const imgd_tensor *x = n->src[0], *w = n->src[1];
     const cuda_node   *ns = cuda_node_of(n);
@@ -154,6 +195,7 @@ imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char
             CUDA_TRY(cudaMemsetAsync(n->data, 0, cuda_store_bytes(n), cb->stream), what);
         return st;
     }
+    if (ns && ns->lq_rows) return lq_rows(cb, n, what);
     const void *px = cuda_dptr(x);
     if (cuda_cuk_of(x) != cuda_math_cuk(cb) || !imgd_tensor_is_contiguous(x)) {
         st = cuda_to_math(cb, x, n->scratch, what);
