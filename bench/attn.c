@@ -1,13 +1,15 @@
 /* attn bench: scaled-dot-product attention on the shapes of SD 1.5, SDXL and FLUX.1, each
  * kernel of the backend side by side in one run, beside the card's measured fp16 GEMM peak.
  *
- *   imgd-bench attn [--backend cuda|cpu] [--precision f16|bf16] [--kernels mma,wmma,gemm]
+ *   imgd-bench attn [--backend cuda|cpu] [--precision f16|bf16] [--kernels mma,mma1,...]
  *                   [--repeat N] [--chain N] [--quick]
  *
  * Each shape runs as one planned graph of --chain attentions in a row (the output of one is
  * the next one's queries; keys and values are constants uploaded once, and only one row of
  * the last output is read back), so a compute is attention work only. On cuda each kernel
- * (IMGD_CUDA_ATTN, read when a backend is created) gets its own backend; the figure is the
+ * (IMGD_CUDA_ATTN, read when a backend is created; mma1 / mma2: mma with
+ * IMGD_CUDA_ATTN_MTILES=1 / 2 query tiles per warp, mma alone its per-head-dim default) gets
+ * its own backend (default list mma,mma1,mma2,wmma,gemm); the figure is the
  * best of --repeat computes after a warm-up, in TFLOP/s (4 B H Lq Lk D per attention), with
  * each kernel's ratio to the fp16 GEMM peak and to the first kernel listed. On cpu (no
  * kernels to choose) the shapes run once each on the CPU backend in f32, for a quick look
@@ -52,7 +54,7 @@ typedef struct attn_opts {
 
 static int parse(int argc, char **argv, attn_opts *o) {
     o->backend  = "cuda";
-    o->kernels  = "mma,wmma,gemm";
+    o->kernels  = "mma,mma1,mma2,wmma,gemm";
     o->gpu_math = IMGD_GPU_MATH_F16;
     o->repeat   = 5;
     o->chain    = 10;
@@ -187,7 +189,7 @@ static int run_cpu(const attn_opts *o, const attn_shape *shapes, size_t n) {
 }
 
 #ifdef IMGD_HAVE_CUDA
-#    define KERNELS_MAX 4
+#    define KERNELS_MAX 6
 static int run_cuda(const attn_opts *o, const attn_shape *shapes, size_t n) {
     char names[KERNELS_MAX][16];
     int  nk = 0;
@@ -215,8 +217,17 @@ static int run_cuda(const attn_opts *o, const attn_shape *shapes, size_t n) {
     imgd_backend *be[KERNELS_MAX] = {NULL};
     int           rc              = 0;
     for (int k = 0; k < nk && rc == 0; k++) {
-        /* the backend reads IMGD_CUDA_ATTN when it is created */
-        if (setenv("IMGD_CUDA_ATTN", names[k], 1) != 0) rc = 1;
+        /* the backend reads IMGD_CUDA_ATTN(_MTILES) when it is created; mmaN: N query tiles */
+        char        kernel[16];
+        const char *mt = "auto";
+        (void)imgd_fmt(kernel, sizeof kernel, "%s", names[k]);
+        if (strncmp(kernel, "mma", 3) == 0 && (kernel[3] == '1' || kernel[3] == '2') &&
+            !kernel[4]) {
+            mt        = names[k] + 3;
+            kernel[3] = '\0';
+        }
+        if (setenv("IMGD_CUDA_ATTN", kernel, 1) != 0 || setenv("IMGD_CUDA_ATTN_MTILES", mt, 1) != 0)
+            rc = 1;
         imgd_backend_params p = imgd_backend_params_default();
         p.gpu_math            = o->gpu_math;
         if (rc == 0 && imgd_backend_new("cuda", &p, &be[k]) != IMGD_OK) {
