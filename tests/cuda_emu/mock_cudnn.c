@@ -5,8 +5,10 @@
  * checks (matching data types, channel counts and output dims, workspace size) and writes a
  * NaN pattern over the workspace it is given, so a workspace that overlaps an operand or the
  * output shows up as a wrong result. The algorithm lists offer a tensor-op algorithm first
- * (TF32 in f32, which the backend must refuse) so the choice logic runs as on a GPU. */
+ * (TF32 in f32, which the backend must refuse) so the choice logic runs as on a GPU. The
+ * backend (graph) API part answers the fused SDPA operation (below). */
 #include <cudnn.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,5 +283,301 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
                     if (b != 0.0f) v += b * mock_ld(y, cuda_type(yd->dt), o);
                     mock_st(y, cuda_type(yd->dt), o, v);
                 }
+    return CUDNN_STATUS_SUCCESS;
+}
+
+/* ---- the backend (graph) API: the fused SDPA operation ------------------------------------- */
+
+/* A backend descriptor: its type, the attributes set on it (copied), finalized or not. The
+ * operation graph may hold one SDPA_FWD operation; heuristics offer one engine configuration,
+ * whose plan asks for MOCK_WS_SDPA bytes of workspace (NaN-filled when executed). Execution
+ * computes softmax(scale Q K^T) V per (batch, head) in f32 from the variant pack's pointers
+ * (tensors [B, H, L, D] through their strides, f16 or bf16). Setting an attribute on a
+ * finalized descriptor, a missing or inconsistent attribute, a variant pack without a tensor's
+ * uid: CUDNN_STATUS_BAD_PARAM, as cuDNN. */
+#define MOCK_ATTRS   16
+#define MOCK_WS_SDPA 1024
+
+typedef struct mock_attr {
+    cudnnBackendAttributeName_t name;
+    cudnnBackendAttributeType_t type;
+    int64_t                     n;
+    unsigned char              *data;
+} mock_attr;
+
+typedef struct mock_bdesc {
+    cudnnBackendDescriptorType_t type;
+    mock_attr                    attrs[MOCK_ATTRS];
+    int                          n_attrs;
+    bool                         final;
+    struct mock_bdesc           *graph; /* engine configuration: its operation graph */
+} mock_bdesc;
+
+static size_t attr_size(cudnnBackendAttributeType_t t) {
+    switch (t) {
+    case CUDNN_TYPE_HANDLE: return sizeof(cudnnHandle_t);
+    case CUDNN_TYPE_DATA_TYPE: return sizeof(cudnnDataType_t);
+    case CUDNN_TYPE_BOOLEAN: return sizeof(bool);
+    case CUDNN_TYPE_INT64: return sizeof(int64_t);
+    case CUDNN_TYPE_FLOAT: return sizeof(float);
+    case CUDNN_TYPE_VOID_PTR: return sizeof(void *);
+    case CUDNN_TYPE_HEUR_MODE: return sizeof(cudnnBackendHeurMode_t);
+    case CUDNN_TYPE_BACKEND_DESCRIPTOR: return sizeof(cudnnBackendDescriptor_t);
+    default: return 0;
+    }
+}
+
+static const mock_attr *attr(const mock_bdesc *d, cudnnBackendAttributeName_t name,
+                             cudnnBackendAttributeType_t type) {
+    for (int i = 0; i < d->n_attrs; i++)
+        if (d->attrs[i].name == name) return d->attrs[i].type == type ? &d->attrs[i] : NULL;
+    return NULL;
+}
+
+/* The single descriptor of attribute name, finalized and of type want, or NULL. */
+static mock_bdesc *attr_desc(const mock_bdesc *d, cudnnBackendAttributeName_t name,
+                             cudnnBackendDescriptorType_t want) {
+    const mock_attr *a = attr(d, name, CUDNN_TYPE_BACKEND_DESCRIPTOR);
+    if (!a || a->n != 1) return NULL;
+    mock_bdesc *v;
+    memcpy(&v, a->data, sizeof v);
+    return v && v->final && v->type == want ? v : NULL;
+}
+
+static bool attr_i64(const mock_bdesc *d, cudnnBackendAttributeName_t name, int64_t n,
+                     int64_t *out) {
+    const mock_attr *a = attr(d, name, CUDNN_TYPE_INT64);
+    if (!a || a->n != n) return false;
+    memcpy(out, a->data, (size_t)n * sizeof *out);
+    return true;
+}
+
+cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t t,
+                                           cudnnBackendDescriptor_t    *out) {
+    switch (t) {
+    case CUDNN_BACKEND_TENSOR_DESCRIPTOR:
+    case CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR:
+    case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR:
+    case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR:
+    case CUDNN_BACKEND_ENGINECFG_DESCRIPTOR:
+    case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR:
+    case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR: break;
+    default: return CUDNN_STATUS_NOT_SUPPORTED;
+    }
+    mock_bdesc *d = imgd_calloc(1, sizeof *d);
+    if (!d) return CUDNN_STATUS_ALLOC_FAILED;
+    d->type = t;
+    *out    = d;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnBackendDestroyDescriptor(cudnnBackendDescriptor_t desc) {
+    mock_bdesc *d = desc;
+    if (!d) return CUDNN_STATUS_BAD_PARAM;
+    for (int i = 0; i < d->n_attrs; i++) imgd_free(d->attrs[i].data);
+    imgd_free(d);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t    desc,
+                                       cudnnBackendAttributeName_t name,
+                                       cudnnBackendAttributeType_t type, int64_t n,
+                                       const void *values) {
+    mock_bdesc *d  = desc;
+    size_t      es = attr_size(type);
+    if (!d || d->final || !es || n < 1 || !values) return CUDNN_STATUS_BAD_PARAM;
+    mock_attr *a = NULL;
+    for (int i = 0; i < d->n_attrs && !a; i++)
+        if (d->attrs[i].name == name) a = &d->attrs[i];
+    if (!a) {
+        if (d->n_attrs == MOCK_ATTRS) return CUDNN_STATUS_BAD_PARAM;
+        a = &d->attrs[d->n_attrs++];
+    }
+    unsigned char *copy = imgd_malloc((size_t)n * es);
+    if (!copy) return CUDNN_STATUS_ALLOC_FAILED;
+    memcpy(copy, values, (size_t)n * es);
+    imgd_free(a->data);
+    *a = (mock_attr){name, type, n, copy};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+/* A finalized [b, h, s, d] tensor of the SDPA operation: dims, strides, dtype and uid. */
+typedef struct sdpa_t {
+    int64_t         dims[4], strides[4], uid;
+    cudnnDataType_t dt;
+    bool            by_value;
+} sdpa_t;
+
+static bool sdpa_tensor(const mock_bdesc *op, cudnnBackendAttributeName_t name, sdpa_t *t) {
+    const mock_bdesc *d = attr_desc(op, name, CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    const mock_attr  *dt;
+    if (!d || !attr_i64(d, CUDNN_ATTR_TENSOR_DIMENSIONS, 4, t->dims) ||
+        !attr_i64(d, CUDNN_ATTR_TENSOR_STRIDES, 4, t->strides) ||
+        !attr_i64(d, CUDNN_ATTR_TENSOR_UNIQUE_ID, 1, &t->uid) ||
+        !(dt = attr(d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE)))
+        return false;
+    memcpy(&t->dt, dt->data, sizeof t->dt);
+    const mock_attr *bv = attr(d, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN);
+    t->by_value         = bv && bv->data[0];
+    return true;
+}
+
+/* Q, K, V, O, scale of a finalized-to-be SDPA operation, checked as cuDNN would. */
+static bool sdpa_tensors(const mock_bdesc *op, sdpa_t t[5]) {
+    static const cudnnBackendAttributeName_t names[5] = {
+        CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC,
+        CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC,
+        CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC};
+    for (int i = 0; i < 5; i++)
+        if (!sdpa_tensor(op, names[i], &t[i])) return false;
+    const int64_t *q = t[0].dims, *k = t[1].dims, *v = t[2].dims, *o = t[3].dims;
+    for (int i = 0; i < 4; i++) {
+        if ((t[i].dt != CUDNN_DATA_HALF && t[i].dt != CUDNN_DATA_BFLOAT16) || t[i].dt != t[0].dt ||
+            t[i].by_value || t[i].strides[3] != 1)
+            return false;
+        for (int j = 0; j < i; j++)
+            if (t[i].uid == t[j].uid) return false;
+    }
+    if (memcmp(q, o, sizeof t[0].dims) != 0 || memcmp(k, v, sizeof t[0].dims) != 0 ||
+        k[0] != q[0] || k[1] != q[1] || k[3] != q[3] || q[3] % 8)
+        return false;
+    return t[4].by_value && t[4].dt == CUDNN_DATA_FLOAT;
+}
+
+static mock_bdesc *graph_op(const mock_bdesc *g) {
+    return attr_desc(g, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
+}
+
+cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t desc) {
+    mock_bdesc *d = desc;
+    if (!d || d->final) return CUDNN_STATUS_BAD_PARAM;
+    int64_t v[4];
+    sdpa_t  t[5];
+    bool    ok = false;
+    switch (d->type) {
+    case CUDNN_BACKEND_TENSOR_DESCRIPTOR: {
+        const mock_attr *dims = attr(d, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64);
+        const mock_attr *str  = attr(d, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64);
+        ok = dims && str && dims->n == str->n && attr_i64(d, CUDNN_ATTR_TENSOR_UNIQUE_ID, 1, v) &&
+             attr(d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE);
+        break;
+    }
+    case CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR: ok = sdpa_tensors(d, t); break;
+    case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR:
+        ok = attr(d, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE) && graph_op(d);
+        break;
+    case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR:
+        ok = attr(d, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE) &&
+             attr_desc(d, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                       CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+        break;
+    case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: {
+        const mock_bdesc *cfg = attr_desc(d, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                          CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+        ok = attr(d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE) && cfg && cfg->graph;
+        if (ok) d->graph = cfg->graph;
+        break;
+    }
+    case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR: {
+        const mock_attr *ids = attr(d, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64);
+        const mock_attr *ptr = attr(d, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR);
+        ok                   = ids && ptr && ids->n == ptr->n &&
+             attr(d, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR);
+        break;
+    }
+    default: break; /* an engine configuration is filled by the heuristics, not finalized */
+    }
+    if (!ok) return CUDNN_STATUS_BAD_PARAM;
+    d->final = true;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const desc,
+                                       cudnnBackendAttributeName_t    name,
+                                       cudnnBackendAttributeType_t type, int64_t requested,
+                                       int64_t *count, void *values) {
+    const mock_bdesc *d = desc;
+    if (!d || !d->final || !count) return CUDNN_STATUS_BAD_PARAM;
+    if (d->type == CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR && name == CUDNN_ATTR_ENGINEHEUR_RESULTS &&
+        type == CUDNN_TYPE_BACKEND_DESCRIPTOR) {
+        *count = 1;
+        if (requested < 1) return CUDNN_STATUS_SUCCESS;
+        mock_bdesc *cfg = ((cudnnBackendDescriptor_t *)values)[0];
+        if (!cfg || cfg->type != CUDNN_BACKEND_ENGINECFG_DESCRIPTOR) return CUDNN_STATUS_BAD_PARAM;
+        cfg->graph = attr_desc(d, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                               CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+        cfg->final = true;
+        return CUDNN_STATUS_SUCCESS;
+    }
+    if (d->type == CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR &&
+        name == CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE && type == CUDNN_TYPE_INT64 &&
+        requested >= 1) {
+        *count             = 1;
+        *(int64_t *)values = MOCK_WS_SDPA;
+        return CUDNN_STATUS_SUCCESS;
+    }
+    return CUDNN_STATUS_NOT_SUPPORTED;
+}
+
+/* The pointer the variant pack gives uid, or NULL. */
+static void *pack_ptr(const mock_bdesc *vp, int64_t uid) {
+    const mock_attr *ids = attr(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64);
+    const mock_attr *ptr = attr(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR);
+    for (int64_t i = 0; i < ids->n; i++) {
+        int64_t u;
+        void   *p;
+        memcpy(&u, ids->data + i * (int64_t)sizeof u, sizeof u);
+        memcpy(&p, ptr->data + i * (int64_t)sizeof p, sizeof p);
+        if (u == uid) return p;
+    }
+    return NULL;
+}
+
+static int64_t sdpa_at(const sdpa_t *t, int64_t b, int64_t h, int64_t s, int64_t d) {
+    return b * t->strides[0] + h * t->strides[1] + s * t->strides[2] + d * t->strides[3];
+}
+
+cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan,
+                                  cudnnBackendDescriptor_t pack) {
+    const mock_bdesc *p = plan, *vp = pack;
+    sdpa_t            t[5];
+    if (!h || !p || !vp || !p->final || !vp->final ||
+        p->type != CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR ||
+        vp->type != CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR || !sdpa_tensors(graph_op(p->graph), t))
+        return CUDNN_STATUS_BAD_PARAM;
+    void *ptr[5];
+    for (int i = 0; i < 5; i++)
+        if (!(ptr[i] = pack_ptr(vp, t[i].uid))) return CUDNN_STATUS_BAD_PARAM;
+    void *ws;
+    memcpy(&ws, attr(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR)->data, sizeof ws);
+    if (!ws) return CUDNN_STATUS_BAD_PARAM;
+    memset(ws, 0xff, MOCK_WS_SDPA); /* NaN in every float type */
+    cudaDataType_t dt    = cuda_type(t[0].dt);
+    float          scale = *(const float *)ptr[4];
+    int64_t        B = t[0].dims[0], H = t[0].dims[1], Lq = t[0].dims[2], D = t[0].dims[3];
+    int64_t        Lk = t[1].dims[2];
+    float         *s  = imgd_malloc((size_t)Lk * sizeof *s);
+    if (!s) return CUDNN_STATUS_ALLOC_FAILED;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t hh = 0; hh < H; hh++)
+            for (int64_t i = 0; i < Lq; i++) {
+                float mx = -INFINITY, sum = 0.0f;
+                for (int64_t j = 0; j < Lk; j++) {
+                    float acc = 0.0f;
+                    for (int64_t d = 0; d < D; d++)
+                        acc += mock_ld(ptr[0], dt, sdpa_at(&t[0], b, hh, i, d)) *
+                               mock_ld(ptr[1], dt, sdpa_at(&t[1], b, hh, j, d));
+                    s[j] = acc * scale;
+                    mx   = s[j] > mx ? s[j] : mx;
+                }
+                for (int64_t j = 0; j < Lk; j++) sum += (s[j] = expf(s[j] - mx));
+                for (int64_t d = 0; d < D; d++) {
+                    float acc = 0.0f;
+                    for (int64_t j = 0; j < Lk; j++)
+                        acc += s[j] * mock_ld(ptr[2], dt, sdpa_at(&t[2], b, hh, j, d));
+                    mock_st(ptr[3], dt, sdpa_at(&t[3], b, hh, i, d), acc / sum);
+                }
+            }
+    imgd_free(s);
     return CUDNN_STATUS_SUCCESS;
 }

@@ -319,6 +319,12 @@ static imgd_tensor *b_linear(tctx *c) {
     return imgd_op_linear(c->g, x, w, bs);
 }
 
+/* post=1: y read by a scale, so y is not a graph output (on cuda in half math stored in the
+ * math type, as in a network) */
+static imgd_tensor *post_scale(tctx *c, imgd_tensor *y) {
+    return vi(c, "post", 0) ? imgd_op_scale(c->g, y, 1.0f, 0.0f) : y;
+}
+
 /* A linear layer and a residual add (the cuda backend runs the add in the GEMM): y =
  * linear(x) + r, or r + linear(x) (swap=1); r an input or an activation (act=1), of y's
  * shape or a broadcast row (bcast=1: not fused); reuse=1: the linear's output is read again
@@ -335,7 +341,7 @@ static imgd_tensor *b_linres(tctx *c) {
     imgd_tensor *y = imgd_op_linear(c->g, x, w, bs);
     imgd_tensor *s = vi(c, "swap", 0) ? imgd_op_add(c->g, r, y) : imgd_op_add(c->g, y, r);
     if (vi(c, "reuse", 0)) s = imgd_op_add(c->g, s, y);
-    return vi(c, "post", 0) ? imgd_op_scale(c->g, s, 1.0f, 0.0f) : s;
+    return post_scale(c, s);
 }
 
 /* linear -> gelu_tanh (the MLP of FLUX / T5): on cuda the GELU runs in cuBLASLt's epilogue */
@@ -348,7 +354,7 @@ static imgd_tensor *b_lingelu(tctx *c) {
     imgd_tensor *y = imgd_op_linear(c->g, x, w, bs);
     imgd_tensor *s = imgd_op_gelu_tanh(c->g, y);
     if (vi(c, "reuse", 0)) s = imgd_op_add(c->g, s, y); /* the linear read twice: not fused */
-    return vi(c, "post", 0) ? imgd_op_scale(c->g, s, 1.0f, 0.0f) : s;
+    return post_scale(c, s);
 }
 
 /* A convolution and the ADD after it (a ResNet's residual and time embedding; the cuda
@@ -370,7 +376,7 @@ static imgd_tensor *b_convres(tctx *c) {
     imgd_tensor *y = imgd_op_conv2d(c->g, x, wt, b, 1, (int32_t)(k / 2));
     imgd_tensor *s = vi(c, "swap", 0) ? imgd_op_add(c->g, r, y) : imgd_op_add(c->g, y, r);
     if (vi(c, "reuse", 0)) s = imgd_op_add(c->g, s, y);
-    return vi(c, "post", 0) ? imgd_op_scale(c->g, s, 1.0f, 0.0f) : s;
+    return post_scale(c, s);
 }
 
 static imgd_tensor *b_conv2d(tctx *c) {
@@ -430,7 +436,7 @@ static imgd_tensor *b_attention(tctx *c) {
         for (int i = 0; i < 3; i++)
             qkv[i] = imgd_op_view(c->g, x, 4, SHAPE(B, Lq, H, D),
                                   SHAPE(Lq * 3 * H * D, 3 * H * D, D, 1), i * H * D);
-        return imgd_op_attention(c->g, qkv[0], qkv[1], qkv[2], NULL, 0.0f);
+        return post_scale(c, imgd_op_attention(c->g, qkv[0], qkv[1], qkv[2], NULL, 0.0f));
     }
     if (vi(c, "proj", 0)) { /* q from a [B, L, H*D] projection reshaped: the usual layout */
         q = imgd_op_reshape(c->g, RND(c, dt, B, Lq, H * D), 4, SHAPE(B, Lq, H, D));
@@ -460,7 +466,7 @@ static imgd_tensor *b_attention(tctx *c) {
     }
     default: break;
     }
-    return imgd_op_attention(c->g, q, k, v, mask, 0.0f);
+    return post_scale(c, imgd_op_attention(c->g, q, k, v, mask, 0.0f));
 }
 
 /* ---- builders: elementwise and embeddings -------------------------------------------------- */
@@ -553,7 +559,7 @@ static imgd_tensor *b_linear_quant(tctx *c) {
     /* a GELU or residual add after it: on cuda in the tiles' cuBLASLt epilogue */
     if (vi(c, "gelu", 0)) y = imgd_op_gelu_tanh(c->g, y);
     if (r) y = imgd_op_add(c->g, y, r);
-    if (vi(c, "post", 0)) y = imgd_op_scale(c->g, y, 1.0f, 0.0f); /* y not a graph output */
+    y = post_scale(c, y);
     return y;
 }
 
@@ -692,6 +698,11 @@ static const op_case k_cases[] = {
     {"attention", b_attention, "b=1,lq=33,lk=64,h=2,d=160,act=1", 0},
     {"attention", b_attention, "b=2,lq=100,h=3,d=40,qkv=1", 0},
     {"attention", b_attention, "b=1,lq=90,h=2,d=80,qkv=1", 0},
+    /* outputs read by another op: cuDNN's SDPA takes these (IMGD_CUDA_ATTN=cudnn) */
+    {"attention", b_attention, "b=2,lq=100,h=3,d=40,qkv=1,post=1", 0},
+    {"attention", b_attention, "b=1,lq=33,lk=77,h=8,d=64,act=1,post=1", 0},
+    {"attention", b_attention, "b=1,lq=20,lk=9,h=2,d=128,act=1,post=1", 0},
+    {"attention", b_attention, "b=1,lq=17,lk=30,h=1,d=160,act=1,post=1", 0},
     {"gelu", b_unary, "f=0", 0},
     {"gelu", b_unary, "f=0,type=f16,perm=1", 0},
     {"gelu_tanh", b_unary, "f=1", 0},
@@ -835,6 +846,11 @@ static const be_config k_configs[] = {
     {"cuda-f16-attn-wmma", "cuda", "attention", "IMGD_CUDA_ATTN=wmma", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-bf16-attn-wmma", "cuda", "attention", "IMGD_CUDA_ATTN=wmma", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
+    /* cuDNN's fused SDPA operation (backend graph API) where it takes the node, else mma */
+    {"cuda-f16-attn-cudnn", "cuda", "attention", "IMGD_CUDA_ATTN=cudnn", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-bf16-attn-cudnn", "cuda", "attention", "IMGD_CUDA_ATTN=cudnn", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
     /* the mma kernel with two query tiles per warp at every head dim (default: up to 32) */
     {"cuda-f16-attn-mma2", "cuda", "attention", "IMGD_CUDA_ATTN_MTILES=2", IMGD_CPU_MATH_F32,

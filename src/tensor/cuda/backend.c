@@ -148,6 +148,9 @@ static void node_free(cuda_node *st) {
         if (st->owned[s]) (void)cudaFree(st->owned[s]);
     if (st->lt_bias_owned) (void)cudaFree(st->lt_bias_owned);
     cuda_conv2d_release(st);
+#ifdef IMGD_HAVE_CUDNN
+    cuda_attn_cudnn_release(st);
+#endif
     imgd_free(st);
 }
 
@@ -412,7 +415,8 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
     if (st == IMGD_OK && n->op == IMGD_OP_LINEAR_QUANT) st = cuda_linear_quant_prepare(cb, n);
     if (st == IMGD_OK && n->op == IMGD_OP_GROUP_NORM) cuda_group_norm_prepare(n);
     if (st == IMGD_OK && n->op == IMGD_OP_ATTENTION) {
-        const bool tc    = cb->attn == CUDA_ATTN_WMMA || cb->attn == CUDA_ATTN_MMA;
+        const bool tc =
+            cb->attn == CUDA_ATTN_WMMA || cb->attn == CUDA_ATTN_MMA || cb->attn == CUDA_ATTN_CUDNN;
         state->attn_wmma = tc && cuda_attn_wmma_supported(cb, n);
         /* wmma / mma fall back to gemm (head dims over CUK_ATTN_WMMA_D_MAX, e.g. the VAE's
          * 512) */
@@ -426,7 +430,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 /* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     int conv_dnn = 0, conv_nhwc = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0,
-        direct    = 0;
+        att_dnn = 0, direct = 0;
     int converted = 0, lt = 0, res = 0, gelu = 0, lq = 0, lq_rows = 0;
     int casts = 0, skipped = 0, folded = 0, half = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
@@ -441,7 +445,8 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         if (n->op == IMGD_OP_ATTENTION) {
             att_gemm += ns->attn_gemm;
             att_wmma += ns->attn_wmma;
-            att_flash += !ns->attn_gemm && !ns->attn_wmma;
+            att_dnn += ns->attn_cudnn;
+            att_flash += !ns->attn_gemm && !ns->attn_wmma && !ns->attn_cudnn;
         }
         if (n->op == IMGD_OP_CAST) {
             casts++;
@@ -463,16 +468,16 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     }
     fprintf(
         stderr,
-        "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN (%d NHWC) + %d im2col; attention %d %s "
-        "+ "
-        "%d gemm + %d flash; weight operands %d as uploaded + %d converted at plan; casts %d of %d "
+        "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN (%d NHWC) + %d im2col; attention %d "
+        "cuDNN SDPA + %d %s + %d gemm + %d flash; weight operands %d as uploaded + %d converted at "
+        "plan; casts %d of %d "
         "skipped; %d constants folded at plan; %d activations stored in the math type; %d GEMMs "
         "with the bias in the cuBLASLt epilogue; %d residual adds and %d GELUs run in their GEMM "
         "or convolution; linear_quant %d expanded per tile + %d read in blocks\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
-        conv_nhwc, conv_col, att_wmma, cb->attn == CUDA_ATTN_MMA ? "mma" : "wmma", att_gemm,
-        att_flash, direct, converted, skipped, casts, folded, half, lt, res, gelu, lq - lq_rows,
-        lq_rows);
+        conv_nhwc, conv_col, att_dnn, att_wmma, cb->attn == CUDA_ATTN_WMMA ? "wmma" : "mma",
+        att_gemm, att_flash, direct, converted, skipped, casts, folded, half, lt, res, gelu,
+        lq - lq_rows, lq_rows);
 }
 
 static int cmp_ptr(const void *a, const void *b) {
@@ -609,6 +614,16 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     }
     if (st == IMGD_OK) cuda_plan_residuals(cb, g);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: preparing constants");
+#ifdef IMGD_HAVE_CUDNN
+    for (size_t i = 0; i < imgd_graph_exec_count(g) && cb->attn == CUDA_ATTN_CUDNN; i++) {
+        imgd_tensor *n  = imgd_graph_exec_node(g, i);
+        cuda_node   *ns = cuda_node_of(n);
+        if (n->op == IMGD_OP_ATTENTION && ns->attn_wmma && cuda_attn_cudnn_prepare(cb, n)) {
+            ns->attn_cudnn = true;
+            ns->attn_wmma  = false;
+        }
+    }
+#endif
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
     drop_unread_weights(cb, g);
     if (cb->verbose) report_paths(cb, g);
@@ -626,6 +641,9 @@ imgd_status cuda_run_node(cuda_backend *cb, const imgd_tensor *n, const char *wh
     case IMGD_OP_MATMUL: return cuda_matmul(cb, n, what);
     case IMGD_OP_CONV2D: return cuda_conv2d(cb, n, what);
     case IMGD_OP_ATTENTION:
+#ifdef IMGD_HAVE_CUDNN
+        if (cuda_node_of(n)->attn_cudnn) return cuda_attn_cudnn(cb, n, what);
+#endif
         if (cuda_node_of(n)->attn_wmma) return cuda_attn_wmma(cb, n, what);
         if (cuda_node_of(n)->attn_gemm) return cuda_attn_gemm(cb, n, what);
         return cuda_run_op(cb, n, what);
@@ -745,11 +763,15 @@ static imgd_status env_paths(cuda_backend *cb) {
         cb->attn = CUDA_ATTN_GEMM;
     else if (strcmp(a, "wmma") == 0)
         cb->attn = cuda_math_low(cb) ? CUDA_ATTN_WMMA : CUDA_ATTN_FLASH;
+    else if (strcmp(a, "cudnn") == 0)
+        cb->attn = !cuda_math_low(cb) ? CUDA_ATTN_FLASH
+                   : cb->use_cudnn    ? CUDA_ATTN_CUDNN
+                                      : CUDA_ATTN_MMA;
     else if (strcmp(a, "flash") == 0)
         cb->attn = CUDA_ATTN_FLASH;
     else
         return imgd_fail(IMGD_E_INVALID_ARG,
-                         "cuda: IMGD_CUDA_ATTN='%s' is not mma|wmma|gemm|flash|auto", a);
+                         "cuda: IMGD_CUDA_ATTN='%s' is not mma|wmma|gemm|flash|cudnn|auto", a);
     return IMGD_OK;
 }
 
@@ -776,7 +798,8 @@ static imgd_status cuda_init(cuda_backend *cb, const imgd_backend_params *p) {
     int major = 0;
     CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cb->device),
              "compute capability");
-    if (cb->attn == CUDA_ATTN_MMA && major < 8) cb->attn = CUDA_ATTN_WMMA; /* no mma.sync bf16 */
+    if ((cb->attn == CUDA_ATTN_MMA || cb->attn == CUDA_ATTN_CUDNN) && major < 8)
+        cb->attn = CUDA_ATTN_WMMA; /* no mma.sync bf16, no cuDNN SDPA */
     CUDA_TRY(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking), "creating a stream");
     CUBLAS_TRY(cublasCreate(&cb->blas), "creating the cuBLAS handle");
     CUBLAS_TRY(cublasSetStream(cb->blas, cb->stream), "cuBLAS stream");

@@ -25,11 +25,15 @@
  * Paths, each switchable from the environment (read when the backend is created), so a GPU
  * run can fall back if one is wrong:
  *   IMGD_CUDA_CUDNN=0           conv2d as im2col + cuBLAS instead of cuDNN (builds with cuDNN)
- *   IMGD_CUDA_ATTN=mma|wmma|gemm|flash  attention; default (auto): tensor-core flash in
- *                               f16/bf16 (mma: FA2-style on mma.sync; wmma: the earlier
+ *   IMGD_CUDA_ATTN=mma|wmma|gemm|flash|cudnn  attention; default (auto): tensor-core flash
+ *                               in f16/bf16 (mma: FA2-style on mma.sync; wmma: the earlier
  *                               FA1-style kernel, also taken on a card below compute
  *                               capability 8.0), falling back to gemm over head dim 160;
- *                               flash in f32
+ *                               flash in f32. cudnn: cuDNN's fused SDPA operation (backend
+ *                               graph API, cuDNN 9.x) for each node it takes (no mask, q/k/v
+ *                               and output in the math type, head dim a multiple of 8), mma
+ *                               for the others (IMGD_CUDA_VERBOSE=1 says which and why);
+ *                               opt-in until measured against mma on a GPU
  *   IMGD_CUDA_ATTN_MTILES=1|2   mma attention: 16-row query tiles per warp (default: 2 up to
  *                               head dim 32, else 1)
  *   IMGD_CUDA_DIRECT_WEIGHTS=0  f16/bf16: round weights per run from their f32 cast instead of

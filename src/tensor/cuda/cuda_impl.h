@@ -23,6 +23,8 @@ typedef enum cuda_attn {
                             math, head dims up to CUK_ATTN_WMMA_D_MAX, else gemm) */
     CUDA_ATTN_MMA = 3,   /* the same FA2-style on mma.sync (attention_mma.cu; compute
                             capability 8.0 and later) */
+    CUDA_ATTN_CUDNN = 4, /* cuDNN's fused SDPA operation where it takes the node
+                            (attention_cudnn.c), else mma */
 } cuda_attn;
 
 /* Which cuDNN convolutions take NHWC tensors (IMGD_CUDA_CONV_NHWC=0|auto|1). */
@@ -164,22 +166,24 @@ typedef struct cuda_node {
     void   *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
     int32_t lt_bias_dt;    /* its cuk_dtype */
     const imgd_tensor
-        *fused;        /* matmul / linear_quant: the node right after it, its only reader, run in
-                          its GEMM when cuBLASLt can (output D = that node's): an
-                          ADD (residual C = its other operand) or a GELU_TANH (the
-                          GELU epilogue); conv2d through cuDNN: an ADD, its other operand
-                          (full or broadcast) added with the bias; NULL: none */
-    int32_t res_src;   /* ADD: the residual's src index in fused */
-    bool    gemm_done; /* ADD / GELU_TANH: this run's result was written by the GEMM before */
-    bool    skip;      /* a CAST that only GEMMs reading its weight directly consume */
-    bool    needed;    /* prepare: a CAST some node reads as data */
-    bool    cudnn;     /* conv2d through cuDNN (descriptors below are set) */
-    bool    nhwc;      /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
-    bool    attn_gemm; /* attention through attention_gemm.c */
-    bool    attn_wmma; /* attention through attention_wmma.cu */
-    bool    lq_rows;   /* linear_quant through cuk_linear_quant_rows (quant.c) */
-    int32_t algo;      /* cudnnConvolutionFwdAlgo_t */
-    size_t  ws_bytes;  /* cuDNN workspace, at the end of the node's scratch */
+        *fused;         /* matmul / linear_quant: the node right after it, its only reader, run in
+                           its GEMM when cuBLASLt can (output D = that node's): an
+                           ADD (residual C = its other operand) or a GELU_TANH (the
+                           GELU epilogue); conv2d through cuDNN: an ADD, its other operand
+                           (full or broadcast) added with the bias; NULL: none */
+    int32_t res_src;    /* ADD: the residual's src index in fused */
+    bool    gemm_done;  /* ADD / GELU_TANH: this run's result was written by the GEMM before */
+    bool    skip;       /* a CAST that only GEMMs reading its weight directly consume */
+    bool    needed;     /* prepare: a CAST some node reads as data */
+    bool    cudnn;      /* conv2d through cuDNN (descriptors below are set) */
+    bool    nhwc;       /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
+    bool    attn_gemm;  /* attention through attention_gemm.c */
+    bool    attn_wmma;  /* attention through attention_wmma.cu */
+    bool    lq_rows;    /* linear_quant through cuk_linear_quant_rows (quant.c) */
+    bool    attn_cudnn; /* attention through cuDNN's SDPA (sdpa_plan, ws_bytes of scratch) */
+    void   *sdpa_plan;  /* its cudnnBackendDescriptor_t execution plan */
+    int32_t algo;       /* cudnnConvolutionFwdAlgo_t */
+    size_t  ws_bytes;   /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN
     cudnnTensorDescriptor_t      xd, yd;
     cudnnFilterDescriptor_t      wd;
@@ -258,6 +262,14 @@ void cuda_group_norm_prepare(imgd_tensor *n);
 void cuda_mask_strides(const imgd_tensor *m, int64_t ms[4]);
 /* Runs attention node n through the tensor-core flash kernel. */
 imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *what);
+#ifdef IMGD_HAVE_CUDNN
+/* attention_cudnn.c: after plan_storage, for an attention node the mma kernel takes
+ * (cb->attn == CUDA_ATTN_CUDNN): builds cuDNN's SDPA plan for it; true when it runs there
+ * (sdpa_plan, ws_bytes and n's scratch set), false when cuDNN refuses it (why: verbose). */
+bool        cuda_attn_cudnn_prepare(cuda_backend *cb, imgd_tensor *n);
+imgd_status cuda_attn_cudnn(cuda_backend *cb, const imgd_tensor *n, const char *what);
+void        cuda_attn_cudnn_release(cuda_node *ns);
+#endif
 /* Whether the tensor-core flash kernel runs attention node n in cb's math. */
 bool cuda_attn_wmma_supported(const cuda_backend *cb, const imgd_tensor *n);
 /* Whether dispatch.c / matmul.c can run n (dtype, layout and size limits). */

@@ -164,7 +164,7 @@ imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *w
     const imgd_tensor *m = n->src[3];
     int64_t            ms[4];
     cuda_mask_strides(m, ms);
-    const bool  mma = cb->attn == CUDA_ATTN_MMA;
+    const bool  mma = cb->attn != CUDA_ATTN_WMMA; /* mma, or cudnn's fallback */
     const void *mp  = m ? cuda_dptr(m) : NULL;
     cudaError_t e   = mma ? cuk_attention_mma(n->data, cuda_cuk_of(n), &q, &k, &v, mp, ms, n->fp[0],
                                               cuda_math_cuk(cb), cb->attn_mtiles, cb->stream)
