@@ -1075,20 +1075,30 @@ static bool sw_check_tol(const sw_graph *s, const float *W, const float *b, doub
     return ok;
 }
 
+/* The weight [SW_O, SW_I] and bias of the shared-weight checks, filled; false (nothing
+ * allocated) when out of memory. */
+static bool sw_inputs(float **W, float **b) {
+    size_t nw = (size_t)SW_O * SW_I;
+    *W        = imgd_malloc(nw * sizeof **W);
+    *b        = imgd_malloc(SW_O * sizeof **b);
+    if (!*W || !*b) {
+        imgd_free(*W);
+        imgd_free(*b);
+        return false;
+    }
+    for (size_t i = 0; i < nw; i++) (*W)[i] = 0.001f * (float)((i * 37) % 101) - 0.05f;
+    for (size_t i = 0; i < SW_O; i++) (*b)[i] = 0.1f * (float)(i % 5);
+    return true;
+}
+
 /* cuda: plans over the same host weights share one device copy (the tile graphs of a tiled
  * VAE decode would otherwise hold one each); a plan keeps its copy while others go; a weight
  * rewritten in place gets a copy of its own; the copies go with the last plan holding them. */
 static void check_shared_weights(imgd_backend *be) {
     size_t nw = (size_t)SW_O * SW_I, wb = nw * sizeof(float), f0 = 0, f1 = 0, f2 = 0, f3 = 0;
     size_t f4 = 0, f5 = 0, t = 0;
-    float *W = imgd_malloc(wb), *b = imgd_malloc(SW_O * sizeof *b);
-    if (!W || !b) {
-        imgd_free(W);
-        imgd_free(b);
-        return;
-    }
-    for (size_t i = 0; i < nw; i++) W[i] = 0.001f * (float)((i * 37) % 101) - 0.05f;
-    for (size_t i = 0; i < SW_O; i++) b[i] = 0.1f * (float)(i % 5);
+    float *W = NULL, *b = NULL;
+    if (!sw_inputs(&W, &b)) return;
     CHECK_STATUS(imgd_cuda_mem_info(&f0, &t), IMGD_OK);
     sw_graph g1 = sw_plan(be, 3, W, b);
     CHECK_STATUS(imgd_cuda_mem_info(&f1, &t), IMGD_OK);
@@ -1121,15 +1131,9 @@ static void check_shared_weights(imgd_backend *be) {
 /* cuda in f16 math: an f32 weight that its GEMM reads as a copy converted at plan time is
  * not also kept on the device as uploaded (8 MiB f32 -> a 4 MiB f16 copy only). */
 static void check_converted_weights(imgd_backend *be) {
-    size_t nw = (size_t)SW_O * SW_I, wb = nw * sizeof(float), f0 = 0, f1 = 0, f2 = 0, t = 0;
-    float *W = imgd_malloc(wb), *b = imgd_malloc(SW_O * sizeof *b);
-    if (!W || !b) {
-        imgd_free(W);
-        imgd_free(b);
-        return;
-    }
-    for (size_t i = 0; i < nw; i++) W[i] = 0.001f * (float)((i * 37) % 101) - 0.05f;
-    for (size_t i = 0; i < SW_O; i++) b[i] = 0.1f * (float)(i % 5);
+    size_t wb = (size_t)SW_O * SW_I * sizeof(float), f0 = 0, f1 = 0, f2 = 0, t = 0;
+    float *W = NULL, *b = NULL;
+    if (!sw_inputs(&W, &b)) return;
     CHECK_STATUS(imgd_cuda_mem_info(&f0, &t), IMGD_OK);
     sw_graph g1 = sw_plan(be, 3, W, b);
     CHECK_STATUS(imgd_cuda_mem_info(&f1, &t), IMGD_OK);
