@@ -35,7 +35,8 @@ class StandIn:
         self.slow_s = slow_s
         self.result_faults = dict(result_faults or {})  # job id -> [codes for first posts]
         self.lock = threading.Lock()
-        self.jobs = {jid: {"state": "queued", "terminal": [], "progress": 0, "rejected": 0,
+        self.jobs = {jid: {"state": "queued", "terminal": [], "progress": 0, "pct": 0.0,
+                           "rejected": 0,
                            "taken": 0, "input": inp} for jid, inp in jobs}
         self.takes = 0
         self.take_params = []
@@ -193,6 +194,9 @@ class StandIn:
                         return self.reply(400, {"error": "already finished"})
                     if body.get("status") == "IN_PROGRESS":
                         j["progress"] += 1
+                        out = body.get("output")
+                        if isinstance(out, dict) and isinstance(out.get("progress"), (int, float)):
+                            j["pct"] = float(out["progress"])
                         return self.reply(200, {})
                     faults = st.result_faults.get(jid)
                     if faults:
