@@ -9,8 +9,9 @@
  * the last output is read back), so a compute is attention work only. On cuda each kernel
  * (IMGD_CUDA_ATTN, read when a backend is created; mma1 / mma2: mma with
  * IMGD_CUDA_ATTN_MTILES=1 / 2 query tiles per warp, mma alone its per-head-dim default) gets
- * its own backend (default list mma,cudnn,mma1,mma2,wmma,gemm; cudnn: cuDNN's fused SDPA
- * operation); the figure is the
+ * its own backend (default list mma,auto,cudnn,mma1,mma2,wmma,gemm; cudnn: cuDNN's fused
+ * SDPA operation; auto: the fastest of mma1, mma2 and cudnn timed per shape at plan time,
+ * the default); the figure is the
  * best of --repeat computes after a warm-up, in TFLOP/s (4 B H Lq Lk D per attention), with
  * each kernel's ratio to the fp16 GEMM peak and to the first kernel listed. On cpu (no
  * kernels to choose) the shapes run once each on the CPU backend in f32, for a quick look
@@ -55,7 +56,7 @@ typedef struct attn_opts {
 
 static int parse(int argc, char **argv, attn_opts *o) {
     o->backend  = "cuda";
-    o->kernels  = "mma,cudnn,mma1,mma2,wmma,gemm";
+    o->kernels  = "mma,auto,cudnn,mma1,mma2,wmma,gemm";
     o->gpu_math = IMGD_GPU_MATH_F16;
     o->repeat   = 5;
     o->chain    = 10;
@@ -190,7 +191,7 @@ static int run_cpu(const attn_opts *o, const attn_shape *shapes, size_t n) {
 }
 
 #ifdef IMGD_HAVE_CUDA
-#    define KERNELS_MAX 6
+#    define KERNELS_MAX 7
 static int run_cuda(const attn_opts *o, const attn_shape *shapes, size_t n) {
     char names[KERNELS_MAX][16];
     int  nk = 0;

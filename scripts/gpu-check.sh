@@ -16,9 +16,9 @@
 #      (IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0
 #      IMGD_CUDA_GRAPH=0 IMGD_CUDA_LT=0)
 #   5. imgd-bench attn: the attention kernels side by side on SD / SDXL / FLUX shapes (TFLOP/s
-#      vs the fp16 GEMM peak and vs mma: cudnn, mma1, mma2, wmma, gemm), then the f16 SD bench
-#      with IMGD_CUDA_ATTN=cudnn (and which nodes cuDNN's SDPA took), with =wmma, and
-#      with IMGD_CUDA_CONV_ADD=0 (the ResNet ADDs as their own kernels)
+#      vs the fp16 GEMM peak and vs mma: auto (timed per shape), cudnn, mma1, mma2, wmma,
+#      gemm), then the f16 SD bench with IMGD_CUDA_ATTN=mma (untimed) and =cudnn, with =wmma,
+#      and with IMGD_CUDA_CONV_ADD=0 (the ResNet ADDs as their own kernels)
 #   6. imgd-bench sd --family flux --backend cuda --size 512 --steps 2: a real-size FLUX.1-dev
 #      Q8_0 GGUF (written under the build folder) with its weights in their blocks on the GPU
 #      for comparison
@@ -88,21 +88,18 @@ IMGD_CUDA_VERBOSE=1 IMGD_PROFILE=nodes timeout 150 "$BUILD/bench/imgd-bench" sd 
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
 
-stage "bench: attention kernels side by side (imgd-bench attn: mma, wmma, gemm; f16, then bf16; then mma with two query tiles per warp)"
-timeout 120 "$BUILD/bench/imgd-bench" attn --backend cuda --kernels mma,wmma,gemm
+stage "bench: attention kernels side by side (imgd-bench attn: mma, auto (timed per shape), cudnn, mma1, mma2, wmma, gemm; f16, then bf16)"
+timeout 150 "$BUILD/bench/imgd-bench" attn --backend cuda
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench attn (rc $rc)")
-timeout 60 "$BUILD/bench/imgd-bench" attn --backend cuda --kernels mma,wmma --precision bf16 || FAILED+=("imgd-bench attn bf16")
-IMGD_CUDA_ATTN_MTILES=2 timeout 60 "$BUILD/bench/imgd-bench" attn --backend cuda --kernels mma,wmma ||
-    FAILED+=("imgd-bench attn, two query tiles per warp")
+timeout 90 "$BUILD/bench/imgd-bench" attn --backend cuda --kernels mma,auto,cudnn,wmma --precision bf16 ||
+    FAILED+=("imgd-bench attn bf16")
 
-stage "bench: SD 1.5 f16 with cuDNN's fused SDPA (IMGD_CUDA_ATTN=cudnn; compare it/s with the first bench)"
-IMGD_CUDA_ATTN=cudnn IMGD_CUDA_VERBOSE=1 IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda \
-    --steps 10 --precision f16 2>&1 | grep -v "^cuda: attention \[" | tail -n 60
-rc=${PIPESTATUS[0]}
-[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_ATTN=cudnn (rc $rc)")
-IMGD_CUDA_ATTN=cudnn IMGD_CUDA_VERBOSE=1 timeout 60 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 1 \
-    --precision f16 2>&1 | grep "^cuda: attention \[" | sort | uniq -c
+stage "bench: SD 1.5 f16 with attention untimed (IMGD_CUDA_ATTN=mma), then cuDNN's SDPA wherever it takes the node (=cudnn); compare it/s with the first bench (auto: timed per shape, choices printed there)"
+for v in mma cudnn; do
+    IMGD_CUDA_ATTN=$v IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 \
+        --precision f16 || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_ATTN=$v")
+done
 
 stage "bench: SD 1.5 f16 with the earlier attention kernel (IMGD_CUDA_ATTN=wmma; compare it/s with the first bench)"
 IMGD_CUDA_ATTN=wmma IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f16

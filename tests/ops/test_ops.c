@@ -466,7 +466,10 @@ static imgd_tensor *b_attention(tctx *c) {
     }
     default: break;
     }
-    return post_scale(c, imgd_op_attention(c->g, q, k, v, mask, 0.0f));
+    imgd_tensor *a = imgd_op_attention(c->g, q, k, v, mask, 0.0f);
+    if (vi(c, "chain", 0)) /* its output the query of a second one of the same shapes */
+        a = imgd_op_attention(c->g, a, k, v, mask, 0.0f);
+    return post_scale(c, a);
 }
 
 /* ---- builders: elementwise and embeddings -------------------------------------------------- */
@@ -703,6 +706,12 @@ static const op_case k_cases[] = {
     {"attention", b_attention, "b=1,lq=33,lk=77,h=8,d=64,act=1,post=1", 0},
     {"attention", b_attention, "b=1,lq=20,lk=9,h=2,d=128,act=1,post=1", 0},
     {"attention", b_attention, "b=1,lq=17,lk=30,h=1,d=160,act=1,post=1", 0},
+    /* timed choices (IMGD_CUDA_ATTN=tune): cuDNN's SDPA and mma on a q/k/v projection's
+     * views; mma1 / mma2 only (a mask; a head dim cuDNN refuses); repeated shapes remembered */
+    {"attention_tune", b_attention, "b=1,lq=64,h=2,d=40,qkv=1,post=1", 0},
+    {"attention_tune", b_attention, "b=1,lq=33,lk=40,h=2,d=64,act=1,post=1,chain=1", 0},
+    {"attention_tune", b_attention, "b=1,lq=40,lk=40,h=2,d=40,act=1,mask=3,chain=1", 0},
+    {"attention_tune", b_attention, "b=1,lq=40,lk=70,h=2,d=20,act=1,post=1", 0},
     {"gelu", b_unary, "f=0", 0},
     {"gelu", b_unary, "f=0,type=f16,perm=1", 0},
     {"gelu_tanh", b_unary, "f=1", 0},
@@ -852,6 +861,13 @@ static const be_config k_configs[] = {
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-bf16-attn-cudnn", "cuda", "attention", "IMGD_CUDA_ATTN=cudnn", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
+    /* every attention node timed: cuDNN's SDPA where it takes it against mma with one and
+     * two query tiles per warp (the default times nodes of 1e8 FLOP and more); run twice, so
+     * the CUDA graph replays the choice */
+    {"cuda-f16-attn-tune", "cuda", "attention_tune", "IMGD_CUDA_ATTN=tune", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, true},
+    {"cuda-bf16-attn-tune", "cuda", "attention_tune", "IMGD_CUDA_ATTN=tune", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, true},
     /* the mma kernel with two query tiles per warp at every head dim (default: up to 32) */
     {"cuda-f16-attn-mma2", "cuda", "attention", "IMGD_CUDA_ATTN_MTILES=2", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},

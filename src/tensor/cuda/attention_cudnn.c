@@ -8,12 +8,11 @@
  * permuted, so no copies), O and the scale passed by value; cuDNN's heuristics (mode A) list engine
  * configurations and the first whose execution plan finalizes is kept with its workspace
  * (at the start of the node's scratch). A node cuDNN refuses takes the mma kernel instead,
- * as does a run whose operands are not 16-byte aligned; IMGD_CUDA_VERBOSE=1 says which and
- * why. */
+ * as does a run whose operands are not 16-byte aligned (attention_tune.c decides, and with
+ * IMGD_CUDA_VERBOSE=1 says which and why). */
 #include "cuda_impl.h"
 
 #ifdef IMGD_HAVE_CUDNN
-#    include <stdio.h>
 #    include <string.h>
 
 #    include "base/alloc.h"
@@ -189,33 +188,24 @@ static cudnnStatus_t sdpa_plan(const cuda_backend *cb, sdpa_state *st, int64_t *
     return s != CUDNN_STATUS_SUCCESS ? s : st->plan ? CUDNN_STATUS_SUCCESS : last;
 }
 
-bool cuda_attn_cudnn_prepare(cuda_backend *cb, imgd_tensor *n) {
-    cuda_node  *ns  = cuda_node_of(n);
-    const char *why = sdpa_refusal(cb, n);
-    char        buf[160];
-    sdpa_state *st = NULL;
-    int64_t     ws = 0;
-    if (!why) {
-        st              = imgd_calloc(1, sizeof *st);
-        cudnnStatus_t s = st ? sdpa_graph(cb, n, st) : CUDNN_STATUS_ALLOC_FAILED;
-        if (s == CUDNN_STATUS_SUCCESS) s = sdpa_plan(cb, st, &ws);
-        if (s != CUDNN_STATUS_SUCCESS) {
-            (void)imgd_fmt(buf, sizeof buf, "cuDNN %zu: %s", cudnnGetVersion(),
-                           cudnnGetErrorString(s));
-            why = buf;
-            sdpa_free(st);
-            st = NULL;
-        }
+bool cuda_attn_cudnn_plan(cuda_backend *cb, imgd_tensor *n, char *why, size_t why_cap) {
+    cuda_node  *ns      = cuda_node_of(n);
+    const char *refusal = sdpa_refusal(cb, n);
+    if (refusal) {
+        (void)imgd_fmt(why, why_cap, "%s", refusal);
+        return false;
     }
-    if (cb->verbose)
-        fprintf(stderr, "cuda: attention [%lld, %lld, %lld, %lld] x %lld keys: %s%s\n",
-                (long long)n->shape[0], (long long)n->shape[1], (long long)n->shape[2],
-                (long long)n->shape[3], (long long)n->src[1]->shape[1],
-                why ? "mma, not cuDNN SDPA: " : "cuDNN SDPA", why ? why : "");
-    if (!st) return false;
-    ns->sdpa_plan    = st;
-    ns->ws_bytes     = (size_t)ws;
-    n->scratch_bytes = (size_t)ws;
+    sdpa_state   *st = imgd_calloc(1, sizeof *st);
+    int64_t       ws = 0;
+    cudnnStatus_t s  = st ? sdpa_graph(cb, n, st) : CUDNN_STATUS_ALLOC_FAILED;
+    if (s == CUDNN_STATUS_SUCCESS) s = sdpa_plan(cb, st, &ws);
+    if (s != CUDNN_STATUS_SUCCESS) {
+        (void)imgd_fmt(why, why_cap, "cuDNN %zu: %s", cudnnGetVersion(), cudnnGetErrorString(s));
+        sdpa_free(st);
+        return false;
+    }
+    ns->sdpa_plan = st;
+    ns->ws_bytes  = (size_t)ws;
     return true;
 }
 
@@ -224,24 +214,18 @@ void cuda_attn_cudnn_release(cuda_node *ns) {
     ns->sdpa_plan = NULL;
 }
 
-imgd_status cuda_attn_cudnn(cuda_backend *cb, const imgd_tensor *n, const char *what) {
-    const cuda_node *ns = cuda_node_of(n);
-    void *ptrs[SDPA_N] = {cuda_dptr(n->src[0]), cuda_dptr(n->src[1]), cuda_dptr(n->src[2]), n->data,
-                          NULL};
-    for (int i = 0; i < 4; i++)
-        if (((uintptr_t)ptrs[i] & 15u) != 0) return cuda_attn_wmma(cb, n, what);
-    float   scale        = n->fp[0];
-    int64_t uids[SDPA_N] = {SDPA_Q, SDPA_K, SDPA_V, SDPA_O, SDPA_SCALE};
-    ptrs[4]              = &scale;
-    void         *ws     = ns->ws_bytes ? n->scratch : NULL;
-    bdesc         vp     = NULL;
-    cudnnStatus_t s      = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
+cudnnStatus_t cuda_attn_cudnn_exec(const cuda_backend *cb, const cuda_node *ns, float scale,
+                                   void *const ptrs[4], void *ws) {
+    int64_t       uids[SDPA_N] = {SDPA_Q, SDPA_K, SDPA_V, SDPA_O, SDPA_SCALE};
+    void         *all[SDPA_N]  = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], &scale};
+    bdesc         vp           = NULL;
+    cudnnStatus_t s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
     if (s == CUDNN_STATUS_SUCCESS)
         s = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
                                      SDPA_N, uids);
     if (s == CUDNN_STATUS_SUCCESS)
         s = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
-                                     SDPA_N, ptrs);
+                                     SDPA_N, all);
     if (s == CUDNN_STATUS_SUCCESS)
         s = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1,
                                      &ws);
@@ -249,6 +233,16 @@ imgd_status cuda_attn_cudnn(cuda_backend *cb, const imgd_tensor *n, const char *
     if (s == CUDNN_STATUS_SUCCESS)
         s = cudnnBackendExecute(cb->dnn, ((const sdpa_state *)ns->sdpa_plan)->plan, vp);
     if (vp) (void)cudnnBackendDestroyDescriptor(vp);
+    return s;
+}
+
+imgd_status cuda_attn_cudnn(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+    const cuda_node *ns = cuda_node_of(n);
+    void *ptrs[4] = {cuda_dptr(n->src[0]), cuda_dptr(n->src[1]), cuda_dptr(n->src[2]), n->data};
+    for (int i = 0; i < 4; i++)
+        if (((uintptr_t)ptrs[i] & 15u) != 0) return cuda_attn_wmma(cb, n, what);
+    cudnnStatus_t s =
+        cuda_attn_cudnn_exec(cb, ns, n->fp[0], ptrs, ns->ws_bytes ? n->scratch : NULL);
     if (s != CUDNN_STATUS_SUCCESS) return cudnn_fail(s, "cudnnBackendExecute (SDPA)", what);
     return IMGD_OK;
 }

@@ -614,16 +614,8 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     }
     if (st == IMGD_OK) cuda_plan_residuals(cb, g);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: preparing constants");
-#ifdef IMGD_HAVE_CUDNN
-    for (size_t i = 0; i < imgd_graph_exec_count(g) && cb->attn == CUDA_ATTN_CUDNN; i++) {
-        imgd_tensor *n  = imgd_graph_exec_node(g, i);
-        cuda_node   *ns = cuda_node_of(n);
-        if (n->op == IMGD_OP_ATTENTION && ns->attn_wmma && cuda_attn_cudnn_prepare(cb, n)) {
-            ns->attn_cudnn = true;
-            ns->attn_wmma  = false;
-        }
-    }
-#endif
+    st = cuda_attn_choose(cb, g);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: choosing the attention kernels");
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
     drop_unread_weights(cb, g);
     if (cb->verbose) report_paths(cb, g);
@@ -666,6 +658,7 @@ static void cuda_free(imgd_backend *be) {
     if (cb->dnn) (void)cudnnDestroy(cb->dnn);
 #endif
     for (size_t i = 0; i < cb->n_wts; i++) (void)cudaFree(cb->wts[i].dev); /* plans left */
+    cuda_attn_picks_free(cb);
     imgd_free(cb->wts);
     if (cb->lt) (void)cublasLtDestroy(cb->lt);
     if (cb->blas) (void)cublasDestroy(cb->blas);
@@ -757,9 +750,14 @@ static imgd_status env_paths(cuda_backend *cb) {
                          nh);
     /* f32 math: flash for wmma / mma (tensor cores would round to f16); mma needs sm_80 */
     const char *a = getenv("IMGD_CUDA_ATTN");
-    if (!a || !*a || strcmp(a, "auto") == 0 || strcmp(a, "mma") == 0)
-        cb->attn = cuda_math_low(cb) ? CUDA_ATTN_MMA : CUDA_ATTN_FLASH;
-    else if (strcmp(a, "gemm") == 0)
+    cb->attn_tune = 0;
+    if (!a || !*a || strcmp(a, "auto") == 0 || strcmp(a, "tune") == 0 || strcmp(a, "mma") == 0) {
+        cb->attn      = cuda_math_low(cb) ? CUDA_ATTN_MMA : CUDA_ATTN_FLASH;
+        cb->attn_tune = !cuda_math_low(cb)            ? 0
+                        : a && strcmp(a, "tune") == 0 ? 2
+                        : a && strcmp(a, "mma") == 0  ? 0
+                                                      : 1;
+    } else if (strcmp(a, "gemm") == 0)
         cb->attn = CUDA_ATTN_GEMM;
     else if (strcmp(a, "wmma") == 0)
         cb->attn = cuda_math_low(cb) ? CUDA_ATTN_WMMA : CUDA_ATTN_FLASH;
@@ -771,7 +769,7 @@ static imgd_status env_paths(cuda_backend *cb) {
         cb->attn = CUDA_ATTN_FLASH;
     else
         return imgd_fail(IMGD_E_INVALID_ARG,
-                         "cuda: IMGD_CUDA_ATTN='%s' is not mma|wmma|gemm|flash|cudnn|auto", a);
+                         "cuda: IMGD_CUDA_ATTN='%s' is not auto|tune|mma|wmma|gemm|flash|cudnn", a);
     return IMGD_OK;
 }
 
@@ -798,8 +796,10 @@ static imgd_status cuda_init(cuda_backend *cb, const imgd_backend_params *p) {
     int major = 0;
     CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cb->device),
              "compute capability");
-    if ((cb->attn == CUDA_ATTN_MMA || cb->attn == CUDA_ATTN_CUDNN) && major < 8)
-        cb->attn = CUDA_ATTN_WMMA; /* no mma.sync bf16, no cuDNN SDPA */
+    if ((cb->attn == CUDA_ATTN_MMA || cb->attn == CUDA_ATTN_CUDNN) && major < 8) {
+        cb->attn      = CUDA_ATTN_WMMA; /* no mma.sync bf16, no cuDNN SDPA */
+        cb->attn_tune = 0;
+    }
     CUDA_TRY(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking), "creating a stream");
     CUBLAS_TRY(cublasCreate(&cb->blas), "creating the cuBLAS handle");
     CUBLAS_TRY(cublasSetStream(cb->blas, cb->stream), "cuBLAS stream");

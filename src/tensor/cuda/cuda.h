@@ -25,17 +25,22 @@
  * Paths, each switchable from the environment (read when the backend is created), so a GPU
  * run can fall back if one is wrong:
  *   IMGD_CUDA_CUDNN=0           conv2d as im2col + cuBLAS instead of cuDNN (builds with cuDNN)
- *   IMGD_CUDA_ATTN=mma|wmma|gemm|flash|cudnn  attention; default (auto): tensor-core flash
- *                               in f16/bf16 (mma: FA2-style on mma.sync; wmma: the earlier
- *                               FA1-style kernel, also taken on a card below compute
- *                               capability 8.0), falling back to gemm over head dim 160;
- *                               flash in f32. cudnn: cuDNN's fused SDPA operation (backend
- *                               graph API, cuDNN 9.x) for each node it takes (no mask, q/k/v
- *                               and output in the math type, head dim a multiple of 8), mma
- *                               for the others (IMGD_CUDA_VERBOSE=1 says which and why);
- *                               opt-in until measured against mma on a GPU
+ *   IMGD_CUDA_ATTN=auto|tune|mma|wmma|gemm|flash|cudnn  attention; default (auto): in
+ *                               f16/bf16 from compute capability 8.0, each node of at least
+ *                               1e8 FLOP runs the fastest of the mma kernel (FA2-style on
+ *                               mma.sync) with one and with two query tiles per warp and
+ *                               cuDNN's fused SDPA operation (backend graph API, cuDNN 9.x;
+ *                               where it takes the node: no mask, q/k/v and output in the
+ *                               math type, head dim a multiple of 8), each timed at plan time
+ *                               on the node's shapes (choices remembered per shape); smaller
+ *                               nodes mma. tune: every node timed. mma: mma, nothing timed.
+ *                               cudnn: cuDNN's SDPA for each node it takes, untimed, mma for
+ *                               the others. wmma: the earlier FA1-style kernel, also taken on
+ *                               a card below compute capability 8.0. Tensor-core kernels fall
+ *                               back to gemm over head dim 160; flash in f32.
+ *                               IMGD_CUDA_VERBOSE=1 prints each node's timings and choice
  *   IMGD_CUDA_ATTN_MTILES=1|2   mma attention: 16-row query tiles per warp (default: 2 up to
- *                               head dim 32, else 1)
+ *                               head dim 32, else 1; auto/tune time both unless this is set)
  *   IMGD_CUDA_DIRECT_WEIGHTS=0  f16/bf16: round weights per run from their f32 cast instead of
  *                               reading them in the GEMM type (converted once at plan time)
  *   IMGD_CUDA_HALF_ACT=0        f16/bf16: keep activations in f32 (GEMMs convert per run)

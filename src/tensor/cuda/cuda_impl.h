@@ -103,30 +103,37 @@ typedef struct cuda_backend {
                             pass (cuda_plan_residuals) */
     int32_t attn_mtiles; /* IMGD_CUDA_ATTN_MTILES=1|2 (default 0: per head dim): query
                             tiles of 16 rows per warp of the mma attention kernel */
-    cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|mma|auto (auto: mma in f16/bf16
-                            math from compute capability 8.0, wmma before; flash in f32) */
-    bool lq_rows;        /* IMGD_CUDA_LQ_ROWS (default 1): a linear_quant with at most
-                            CUK_LQ_ROWS rows of x and a 32-value block type reads its weight
-                            in its blocks (cuk_linear_quant_rows) instead of expanding it */
-    int64_t lq_tile;     /* IMGD_CUDA_LQ_TILE (default 1 << 23): weight values a
-                            linear_quant expands per tile (rows rounded down to 64) */
-    bool use_lt;         /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
-                            constant bias runs through cuBLASLt with the bias added in the
-                            GEMM's epilogue instead of prefilled into its output (one pass
-                            over the output less), and the residual ADD / GELU_TANH after a
-                            matmul in its epilogue (cuda_plan_residuals); off, or where
-                            cuBLASLt has no algorithm, through cublasGemmEx */
-    bool verbose;        /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
-    bool graphs;         /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
-                            graph on its first run and replayed while its signature (every
-                            node's op, parameters and addresses) is unchanged */
-    bool profile;        /* IMGD_PROFILE: GPU time per op kind (events), printed at free */
-    bool profile_nodes;  /* IMGD_PROFILE=nodes: also per (op, dtype, shapes), largest first */
-    bool half_act;       /* IMGD_CUDA_HALF_ACT (default 1): in f16/bf16 math, f32
-                            activations are stored in the math type (half the memory
-                            traffic; GEMMs and attention read them without conversion); graph
-                            outputs, constants and a few raw-f32 operands stay f32 */
-    cuda_weight  *wts;   /* uploaded weights (backend.c) */
+    cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|mma|cudnn|tune|auto (auto and
+                            tune: mma in f16/bf16 math from compute capability 8.0, timed
+                            against cuDNN's SDPA (attn_tune); wmma before; flash in f32) */
+    int32_t attn_tune;   /* attention_tune.c: 0 none; 1 (auto) each attention node of at
+                            least CUDA_ATTN_TUNE_FLOP the mma kernel takes runs the fastest of
+                            mma with 1 and 2 query tiles per warp and cuDNN's SDPA, timed at
+                            plan time on the node's shapes; 2 (tune) every such node */
+    struct cuda_attn_pick *attn_picks; /* those timings' choices, by shape */
+    size_t                 n_attn_picks, cap_attn_picks;
+    bool                   lq_rows; /* IMGD_CUDA_LQ_ROWS (default 1): a linear_quant with at most
+                                       CUK_LQ_ROWS rows of x and a 32-value block type reads its weight
+                                       in its blocks (cuk_linear_quant_rows) instead of expanding it */
+    int64_t lq_tile;                /* IMGD_CUDA_LQ_TILE (default 1 << 23): weight values a
+                                       linear_quant expands per tile (rows rounded down to 64) */
+    bool use_lt;                    /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
+                                       constant bias runs through cuBLASLt with the bias added in the
+                                       GEMM's epilogue instead of prefilled into its output (one pass
+                                       over the output less), and the residual ADD / GELU_TANH after a
+                                       matmul in its epilogue (cuda_plan_residuals); off, or where
+                                       cuBLASLt has no algorithm, through cublasGemmEx */
+    bool verbose;                   /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
+    bool graphs;                    /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
+                                       graph on its first run and replayed while its signature (every
+                                       node's op, parameters and addresses) is unchanged */
+    bool profile;       /* IMGD_PROFILE: GPU time per op kind (events), printed at free */
+    bool profile_nodes; /* IMGD_PROFILE=nodes: also per (op, dtype, shapes), largest first */
+    bool half_act;      /* IMGD_CUDA_HALF_ACT (default 1): in f16/bf16 math, f32
+                           activations are stored in the math type (half the memory
+                           traffic; GEMMs and attention read them without conversion); graph
+                           outputs, constants and a few raw-f32 operands stay f32 */
+    cuda_weight  *wts;  /* uploaded weights (backend.c) */
     size_t        n_wts, cap_wts;
     cuda_lt_entry lt_cache[CUDA_LT_CACHE]; /* cuBLASLt algorithms (matmul.c) */
     int           lt_next;                 /* the entry the next new key replaces */
@@ -166,24 +173,25 @@ typedef struct cuda_node {
     void   *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
     int32_t lt_bias_dt;    /* its cuk_dtype */
     const imgd_tensor
-        *fused;         /* matmul / linear_quant: the node right after it, its only reader, run in
-                           its GEMM when cuBLASLt can (output D = that node's): an
-                           ADD (residual C = its other operand) or a GELU_TANH (the
-                           GELU epilogue); conv2d through cuDNN: an ADD, its other operand
-                           (full or broadcast) added with the bias; NULL: none */
-    int32_t res_src;    /* ADD: the residual's src index in fused */
-    bool    gemm_done;  /* ADD / GELU_TANH: this run's result was written by the GEMM before */
-    bool    skip;       /* a CAST that only GEMMs reading its weight directly consume */
-    bool    needed;     /* prepare: a CAST some node reads as data */
-    bool    cudnn;      /* conv2d through cuDNN (descriptors below are set) */
-    bool    nhwc;       /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
-    bool    attn_gemm;  /* attention through attention_gemm.c */
-    bool    attn_wmma;  /* attention through attention_wmma.cu */
-    bool    lq_rows;    /* linear_quant through cuk_linear_quant_rows (quant.c) */
-    bool    attn_cudnn; /* attention through cuDNN's SDPA (sdpa_plan, ws_bytes of scratch) */
-    void   *sdpa_plan;  /* its cudnnBackendDescriptor_t execution plan */
-    int32_t algo;       /* cudnnConvolutionFwdAlgo_t */
-    size_t  ws_bytes;   /* cuDNN workspace, at the end of the node's scratch */
+        *fused;          /* matmul / linear_quant: the node right after it, its only reader, run in
+                            its GEMM when cuBLASLt can (output D = that node's): an
+                            ADD (residual C = its other operand) or a GELU_TANH (the
+                            GELU epilogue); conv2d through cuDNN: an ADD, its other operand
+                            (full or broadcast) added with the bias; NULL: none */
+    int32_t res_src;     /* ADD: the residual's src index in fused */
+    bool    gemm_done;   /* ADD / GELU_TANH: this run's result was written by the GEMM before */
+    bool    skip;        /* a CAST that only GEMMs reading its weight directly consume */
+    bool    needed;      /* prepare: a CAST some node reads as data */
+    bool    cudnn;       /* conv2d through cuDNN (descriptors below are set) */
+    bool    nhwc;        /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
+    bool    attn_gemm;   /* attention through attention_gemm.c */
+    bool    attn_wmma;   /* attention through attention_wmma.cu */
+    bool    lq_rows;     /* linear_quant through cuk_linear_quant_rows (quant.c) */
+    bool    attn_cudnn;  /* attention through cuDNN's SDPA (sdpa_plan, ws_bytes of scratch) */
+    void   *sdpa_plan;   /* its cudnnBackendDescriptor_t execution plan */
+    int32_t attn_mtiles; /* mma attention: query tiles per warp (0: the backend's) */
+    int32_t algo;        /* cudnnConvolutionFwdAlgo_t */
+    size_t  ws_bytes;    /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN
     cudnnTensorDescriptor_t      xd, yd;
     cudnnFilterDescriptor_t      wd;
@@ -260,16 +268,29 @@ void cuda_group_norm_prepare(imgd_tensor *n);
 /* Element strides of attention mask m (or NULL: zeros) over (b, h, i, j): its dims
  * right-aligned, 0 where a dim has size 1 (broadcast). */
 void cuda_mask_strides(const imgd_tensor *m, int64_t ms[4]);
-/* Runs attention node n through the tensor-core flash kernel. */
+/* Runs attention node n through the tensor-core flash kernel (mma, or wmma where cb says). */
 imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *what);
+/* The same kernel on n's shapes and strides with its operands at src (q, k, v, mask) and
+ * its output at out (n's own addresses, or the tuner's buffers); mtiles as
+ * cuk_attention_mma's. */
+cudaError_t cuda_attn_tc_launch(const cuda_backend *cb, const imgd_tensor *n, void *out,
+                                const void *const src[4], int32_t mtiles);
 #ifdef IMGD_HAVE_CUDNN
-/* attention_cudnn.c: after plan_storage, for an attention node the mma kernel takes
- * (cb->attn == CUDA_ATTN_CUDNN): builds cuDNN's SDPA plan for it; true when it runs there
- * (sdpa_plan, ws_bytes and n's scratch set), false when cuDNN refuses it (why: verbose). */
-bool        cuda_attn_cudnn_prepare(cuda_backend *cb, imgd_tensor *n);
-imgd_status cuda_attn_cudnn(cuda_backend *cb, const imgd_tensor *n, const char *what);
-void        cuda_attn_cudnn_release(cuda_node *ns);
+/* attention_cudnn.c: cuDNN's SDPA plan for attention node n (ns->sdpa_plan, its workspace in
+ * ns->ws_bytes); false with the reason in why when cuDNN cannot take it. */
+bool cuda_attn_cudnn_plan(cuda_backend *cb, imgd_tensor *n, char *why, size_t why_cap);
+/* Runs that plan with the operands at ptrs (q, k, v, output; 16-byte aligned) and the
+ * workspace at ws. */
+cudnnStatus_t cuda_attn_cudnn_exec(const cuda_backend *cb, const cuda_node *ns, float scale,
+                                   void *const ptrs[4], void *ws);
+imgd_status   cuda_attn_cudnn(cuda_backend *cb, const imgd_tensor *n, const char *what);
+void          cuda_attn_cudnn_release(cuda_node *ns);
 #endif
+/* attention_tune.c: after plan_storage and cuda_plan_residuals, the path of each attention
+ * node the mma kernel takes: cuDNN's SDPA where it takes it (cb->attn == CUDA_ATTN_CUDNN),
+ * or the fastest of the timed candidates (cb->attn_tune); sets n's scratch for cuDNN. */
+imgd_status cuda_attn_choose(cuda_backend *cb, imgd_graph *g);
+void        cuda_attn_picks_free(cuda_backend *cb);
 /* Whether the tensor-core flash kernel runs attention node n in cb's math. */
 bool cuda_attn_wmma_supported(const cuda_backend *cb, const imgd_tensor *n);
 /* Whether dispatch.c / matmul.c can run n (dtype, layout and size limits). */

@@ -159,19 +159,31 @@ static cudaError_t launch_attention(const imgd_tensor *n, cudaStream_t s) {
                          s);
 }
 
-imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+cudaError_t cuda_attn_tc_launch(const cuda_backend *cb, const imgd_tensor *n, void *out,
+                                const void *const src[4], int32_t mtiles) {
     cuk_tensor         q = cuda_desc(n->src[0]), k = cuda_desc(n->src[1]), v = cuda_desc(n->src[2]);
     const imgd_tensor *m = n->src[3];
     int64_t            ms[4];
     cuda_mask_strides(m, ms);
-    const bool  mma = cb->attn != CUDA_ATTN_WMMA; /* mma, or cudnn's fallback */
-    const void *mp  = m ? cuda_dptr(m) : NULL;
-    cudaError_t e   = mma ? cuk_attention_mma(n->data, cuda_cuk_of(n), &q, &k, &v, mp, ms, n->fp[0],
-                                              cuda_math_cuk(cb), cb->attn_mtiles, cb->stream)
-                          : cuk_attention_wmma(n->data, cuda_cuk_of(n), &q, &k, &v, mp, ms, n->fp[0],
-                                               cuda_math_cuk(cb), cb->stream);
+    q.data = (void *)(uintptr_t)src[0];
+    k.data = (void *)(uintptr_t)src[1];
+    v.data = (void *)(uintptr_t)src[2];
+    if (cb->attn == CUDA_ATTN_WMMA)
+        return cuk_attention_wmma(out, cuda_cuk_of(n), &q, &k, &v, m ? src[3] : NULL, ms, n->fp[0],
+                                  cuda_math_cuk(cb), cb->stream);
+    return cuk_attention_mma(out, cuda_cuk_of(n), &q, &k, &v, m ? src[3] : NULL, ms, n->fp[0],
+                             cuda_math_cuk(cb), mtiles, cb->stream);
+}
+
+imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *what) {
+    const cuda_node *ns     = cuda_node_of(n);
+    const void      *src[4] = {cuda_dptr(n->src[0]), cuda_dptr(n->src[1]), cuda_dptr(n->src[2]),
+                          n->src[3] ? cuda_dptr(n->src[3]) : NULL};
+    int32_t          mt     = ns && ns->attn_mtiles ? ns->attn_mtiles : cb->attn_mtiles;
+    cudaError_t      e      = cuda_attn_tc_launch(cb, n, n->data, src, mt);
     if (e != cudaSuccess)
-        return cuda_fail(e, mma ? "cuk_attention_mma" : "cuk_attention_wmma", what);
+        return cuda_fail(e, cb->attn == CUDA_ATTN_WMMA ? "cuk_attention_wmma" : "cuk_attention_mma",
+                         what);
     return IMGD_OK;
 }
 
