@@ -185,8 +185,8 @@ static void apply(cuda_node *ns, imgd_tensor *n, int c) {
 #ifdef IMGD_HAVE_CUDNN
     cuda_attn_cudnn_release(ns);
 #endif
-    ns->ws_bytes    = 0;
-    ns->attn_mtiles = c == PICK_MMA2 ? 2 : c == PICK_MMA1 ? 1 : 0;
+    ns->ws_bytes = 0;
+    ns->mtiles   = c == PICK_MMA2 ? 2 : c == PICK_MMA1 ? 1 : 0;
 }
 
 static void print_node(const imgd_tensor *n, const char *path, const float *ms, const char *note) {

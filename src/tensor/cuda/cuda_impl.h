@@ -110,30 +110,28 @@ typedef struct cuda_backend {
                             least CUDA_ATTN_TUNE_FLOP the mma kernel takes runs the fastest of
                             mma with 1 and 2 query tiles per warp and cuDNN's SDPA, timed at
                             plan time on the node's shapes; 2 (tune) every such node */
-    struct cuda_attn_pick *attn_picks; /* those timings' choices, by shape */
-    size_t                 n_attn_picks, cap_attn_picks;
-    bool                   lq_rows; /* IMGD_CUDA_LQ_ROWS (default 1): a linear_quant with at most
-                                       CUK_LQ_ROWS rows of x and a 32-value block type reads its weight
-                                       in its blocks (cuk_linear_quant_rows) instead of expanding it */
-    int64_t lq_tile;                /* IMGD_CUDA_LQ_TILE (default 1 << 23): weight values a
-                                       linear_quant expands per tile (rows rounded down to 64) */
-    bool use_lt;                    /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
-                                       constant bias runs through cuBLASLt with the bias added in the
-                                       GEMM's epilogue instead of prefilled into its output (one pass
-                                       over the output less), and the residual ADD / GELU_TANH after a
-                                       matmul in its epilogue (cuda_plan_residuals); off, or where
-                                       cuBLASLt has no algorithm, through cublasGemmEx */
-    bool verbose;                   /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
-    bool graphs;                    /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
-                                       graph on its first run and replayed while its signature (every
-                                       node's op, parameters and addresses) is unchanged */
-    bool profile;       /* IMGD_PROFILE: GPU time per op kind (events), printed at free */
-    bool profile_nodes; /* IMGD_PROFILE=nodes: also per (op, dtype, shapes), largest first */
-    bool half_act;      /* IMGD_CUDA_HALF_ACT (default 1): in f16/bf16 math, f32
-                           activations are stored in the math type (half the memory
-                           traffic; GEMMs and attention read them without conversion); graph
-                           outputs, constants and a few raw-f32 operands stay f32 */
-    cuda_weight  *wts;  /* uploaded weights (backend.c) */
+    bool lq_rows;        /* IMGD_CUDA_LQ_ROWS (default 1): a linear_quant with at most
+                            CUK_LQ_ROWS rows of x and a 32-value block type reads its weight
+                            in its blocks (cuk_linear_quant_rows) instead of expanding it */
+    int64_t lq_tile;     /* IMGD_CUDA_LQ_TILE (default 1 << 23): weight values a
+                            linear_quant expands per tile (rows rounded down to 64) */
+    bool use_lt;         /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
+                            constant bias runs through cuBLASLt with the bias added in the
+                            GEMM's epilogue instead of prefilled into its output (one pass
+                            over the output less), and the residual ADD / GELU_TANH after a
+                            matmul in its epilogue (cuda_plan_residuals); off, or where
+                            cuBLASLt has no algorithm, through cublasGemmEx */
+    bool verbose;        /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
+    bool graphs;         /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
+                            graph on its first run and replayed while its signature (every
+                            node's op, parameters and addresses) is unchanged */
+    bool profile;        /* IMGD_PROFILE: GPU time per op kind (events), printed at free */
+    bool profile_nodes;  /* IMGD_PROFILE=nodes: also per (op, dtype, shapes), largest first */
+    bool half_act;       /* IMGD_CUDA_HALF_ACT (default 1): in f16/bf16 math, f32
+                            activations are stored in the math type (half the memory
+                            traffic; GEMMs and attention read them without conversion); graph
+                            outputs, constants and a few raw-f32 operands stay f32 */
+    cuda_weight  *wts;   /* uploaded weights (backend.c) */
     size_t        n_wts, cap_wts;
     cuda_lt_entry lt_cache[CUDA_LT_CACHE]; /* cuBLASLt algorithms (matmul.c) */
     int           lt_next;                 /* the entry the next new key replaces */
@@ -150,6 +148,9 @@ typedef struct cuda_backend {
     double       prof_wall_s; /* host time of the profiled runs, enqueue to completion */
     uint64_t     prof_runs, prof_replays;
     struct cuda_prof_row *prof_rows; /* IMGD_PROFILE=nodes: GPU time per (op, shapes) */
+    /* attention_tune.c state: attn_tune's choices, by shape */
+    struct cuda_attn_pick *attn_picks;
+    size_t                 n_attn_picks, cap_attn_picks;
 #ifdef IMGD_HAVE_CUDNN
     cudnnHandle_t dnn;
 #endif
@@ -173,25 +174,25 @@ typedef struct cuda_node {
     void   *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
     int32_t lt_bias_dt;    /* its cuk_dtype */
     const imgd_tensor
-        *fused;          /* matmul / linear_quant: the node right after it, its only reader, run in
-                            its GEMM when cuBLASLt can (output D = that node's): an
-                            ADD (residual C = its other operand) or a GELU_TANH (the
-                            GELU epilogue); conv2d through cuDNN: an ADD, its other operand
-                            (full or broadcast) added with the bias; NULL: none */
-    int32_t res_src;     /* ADD: the residual's src index in fused */
-    bool    gemm_done;   /* ADD / GELU_TANH: this run's result was written by the GEMM before */
-    bool    skip;        /* a CAST that only GEMMs reading its weight directly consume */
-    bool    needed;      /* prepare: a CAST some node reads as data */
-    bool    cudnn;       /* conv2d through cuDNN (descriptors below are set) */
-    bool    nhwc;        /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
-    bool    attn_gemm;   /* attention through attention_gemm.c */
-    bool    attn_wmma;   /* attention through attention_wmma.cu */
-    bool    lq_rows;     /* linear_quant through cuk_linear_quant_rows (quant.c) */
-    bool    attn_cudnn;  /* attention through cuDNN's SDPA (sdpa_plan, ws_bytes of scratch) */
-    void   *sdpa_plan;   /* its cudnnBackendDescriptor_t execution plan */
-    int32_t attn_mtiles; /* mma attention: query tiles per warp (0: the backend's) */
-    int32_t algo;        /* cudnnConvolutionFwdAlgo_t */
-    size_t  ws_bytes;    /* cuDNN workspace, at the end of the node's scratch */
+        *fused;         /* matmul / linear_quant: the node right after it, its only reader, run in
+                           its GEMM when cuBLASLt can (output D = that node's): an
+                           ADD (residual C = its other operand) or a GELU_TANH (the
+                           GELU epilogue); conv2d through cuDNN: an ADD, its other operand
+                           (full or broadcast) added with the bias; NULL: none */
+    int32_t res_src;    /* ADD: the residual's src index in fused */
+    bool    gemm_done;  /* ADD / GELU_TANH: this run's result was written by the GEMM before */
+    bool    skip;       /* a CAST that only GEMMs reading its weight directly consume */
+    bool    needed;     /* prepare: a CAST some node reads as data */
+    bool    cudnn;      /* conv2d through cuDNN (descriptors below are set) */
+    bool    nhwc;       /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
+    bool    attn_gemm;  /* attention through attention_gemm.c */
+    bool    attn_wmma;  /* attention through attention_wmma.cu */
+    bool    lq_rows;    /* linear_quant through cuk_linear_quant_rows (quant.c) */
+    bool    attn_cudnn; /* attention through cuDNN's SDPA (sdpa_plan, ws_bytes of scratch) */
+    void   *sdpa_plan;  /* its cudnnBackendDescriptor_t execution plan */
+    int32_t mtiles;     /* mma attention: query tiles per warp (0: the backend's) */
+    int32_t algo;       /* cudnnConvolutionFwdAlgo_t */
+    size_t  ws_bytes;   /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN
     cudnnTensorDescriptor_t      xd, yd;
     cudnnFilterDescriptor_t      wd;

@@ -179,7 +179,7 @@ imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *w
     const cuda_node *ns     = cuda_node_of(n);
     const void      *src[4] = {cuda_dptr(n->src[0]), cuda_dptr(n->src[1]), cuda_dptr(n->src[2]),
                           n->src[3] ? cuda_dptr(n->src[3]) : NULL};
-    int32_t          mt     = ns && ns->attn_mtiles ? ns->attn_mtiles : cb->attn_mtiles;
+    int32_t          mt     = ns && ns->mtiles ? ns->mtiles : cb->attn_mtiles;
     cudaError_t      e      = cuda_attn_tc_launch(cb, n, n->data, src, mt);
     if (e != cudaSuccess)
         return cuda_fail(e, cb->attn == CUDA_ATTN_WMMA ? "cuk_attention_wmma" : "cuk_attention_mma",
