@@ -18,11 +18,14 @@
  *
  * --backend cuda (builds with the CUDA toolkit; --precision bf16 by default, f32 or bf16; f16
  * runs bf16 as the pipeline does, FLUX overflows f16): the weights stay in their Q8_0 blocks
- * on the device (linear_quant), and the transformer's TFLOP/s is reported beside the card's
+ * on the device (linear_quant), or are expanded once at plan time on a card with the memory
+ * (IMGD_CUDA_LQ_EXPAND), and the transformer's TFLOP/s is reported beside the card's
  * cuBLASLt fp16 GEMM peak, with the peak device memory in use. Then the first size again on a
- * backend with IMGD_CUDA_LQ_ROWS=0 (metrics ending _lq_tiles): every quantized linear expanded
- * per tile, against the default that reads the few-row ones (modulation, time, guidance) in
- * their blocks; transformer_step_s_<px>_lq_rows gives the ratio of the two step times. */
+ * backend with IMGD_CUDA_LQ_ROWS=0 IMGD_CUDA_LQ_EXPAND=0 (metrics ending _lq_tiles): every
+ * quantized linear expanded per tile, against the default that reads the few-row ones
+ * (modulation, time, guidance) in their blocks and, on a card with the memory, expands the
+ * others once at plan time; transformer_step_s_<px>_vs_lq_tiles gives the ratio of the two
+ * step times. */
 #include "models/flux.h"
 
 #include <math.h>
@@ -370,17 +373,21 @@ typedef struct run_ctx {
 static int run_size(const run_ctx *r, int32_t px, const float *emb, const float *pooled,
                     const char *tag, double *step_s);
 
-/* cuda: the first size again on a backend with IMGD_CUDA_LQ_ROWS=0 (every quantized linear
- * expanded per tile; the default reads those with few rows of x in their blocks), the
- * default's step time beside it. The default backend *be is freed first (the weights are
+/* cuda: the first size again on a backend with IMGD_CUDA_LQ_ROWS=0 IMGD_CUDA_LQ_EXPAND=0
+ * (every quantized linear expanded per tile; the default reads those with few rows of x in
+ * their blocks and expands the others at plan time where they fit), the default's step time
+ * beside it. The default backend *be is freed first (the weights are
  * uploaded per backend) and replaced by the new one. */
 static int compare_lq_tiles(run_ctx *r, const imgd_backend_params *bp, imgd_backend **be,
                             int32_t px, double step_rows, const float *emb, const float *pooled) {
     imgd_backend_free(*be);
     *be   = NULL;
     r->be = NULL;
-    if (setenv("IMGD_CUDA_LQ_ROWS", "0", 1) != 0 || imgd_backend_new("cuda", bp, be) != IMGD_OK) {
-        fprintf(stderr, "imgd-bench sd --family flux: cuda backend with IMGD_CUDA_LQ_ROWS=0: %s\n",
+    if (setenv("IMGD_CUDA_LQ_ROWS", "0", 1) != 0 || setenv("IMGD_CUDA_LQ_EXPAND", "0", 1) != 0 ||
+        imgd_backend_new("cuda", bp, be) != IMGD_OK) {
+        fprintf(stderr,
+                "imgd-bench sd --family flux: cuda backend with IMGD_CUDA_LQ_ROWS=0 "
+                "IMGD_CUDA_LQ_EXPAND=0: %s\n",
                 imgd_last_error());
         return 1;
     }
@@ -388,7 +395,7 @@ static int compare_lq_tiles(run_ctx *r, const imgd_backend_params *bp, imgd_back
     double step = 0;
     int    rc   = run_size(r, px, emb, pooled, "_lq_tiles", &step);
     char   k[64];
-    (void)imgd_fmt(k, sizeof k, "transformer_step_s_%d_lq_rows", (int)px);
+    (void)imgd_fmt(k, sizeof k, "transformer_step_s_%d_vs_lq_tiles", (int)px);
     if (!rc) bench_emit(BENCH, k, step_rows, "s", "lq_tiles", step > 0 ? step_rows / step : 0);
     return rc;
 }
@@ -650,8 +657,8 @@ int bench_sd_flux(int argc, char **argv) {
         px0 = o.size ? 1024 : px0;
         if (o.size) step0 = step;
     }
-    const char *lqr = getenv("IMGD_CUDA_LQ_ROWS");
-    if (!rc && cuda && (!lqr || strcmp(lqr, "0") != 0))
+    const char *lqr = getenv("IMGD_CUDA_LQ_ROWS"), *lqx = getenv("IMGD_CUDA_LQ_EXPAND");
+    if (!rc && cuda && (!lqr || strcmp(lqr, "0") != 0 || !lqx || strcmp(lqx, "0") != 0))
         rc = compare_lq_tiles(&r, &bp, &be, px0, step0, emb, pooled);
     imgd_free(emb);
     imgd_free(pooled);

@@ -840,8 +840,15 @@ static const be_config k_configs[] = {
      "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_LT=0",
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     /* linear_quant expanding every weight (also for few rows of x) in tiles of 64 rows */
-    {"cuda-f16-lq-tiles", "cuda", "linear_quant", "IMGD_CUDA_LQ_ROWS=0 IMGD_CUDA_LQ_TILE=4096",
-     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-f16-lq-tiles", "cuda", "linear_quant",
+     "IMGD_CUDA_LQ_ROWS=0 IMGD_CUDA_LQ_TILE=4096 IMGD_CUDA_LQ_EXPAND=0", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    /* every linear_quant weight (but the few-row nodes') expanded once at plan time and its
+     * blocks dropped (the default where the card has the memory); run twice: the replay */
+    {"cuda-f16-lq-expand", "cuda", "linear_quant", "IMGD_CUDA_LQ_EXPAND=1", IMGD_CPU_MATH_F32,
+     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, true},
+    {"cuda-bf16-lq-expand", "cuda", "linear_quant", "IMGD_CUDA_LQ_EXPAND=1 IMGD_CUDA_LQ_ROWS=0",
+     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, true},
     /* cuDNN convolution on NCHW, and on NHWC, tensors at every shape (the default in
      * f16/bf16 math picks per shape) */
     {"cuda-f16-nchw", "cuda", "conv2d,convres", "IMGD_CUDA_CONV_NHWC=0", IMGD_CPU_MATH_F32,
@@ -1165,6 +1172,55 @@ static void check_converted_weights(imgd_backend *be) {
 }
 #endif
 
+#ifdef IMGD_HAVE_CUDA
+/* cuda with IMGD_CUDA_LQ_EXPAND=1 (f16 math): a Q8_0 weight that its linear_quant expands at
+ * plan time is held once, in f16, its blocks dropped (2048 x 1024 values: 4 MiB, not 4 MiB +
+ * 2.1 MiB of blocks), and the GEMM over the copy gives x w^T (every weight 0.5). */
+static void check_expanded_quant(imgd_backend *be) {
+    const int64_t  N = 1024, K = 2048, M = 8, nb = N * K / 32; /* M over CUK_LQ_ROWS */
+    size_t         qb = (size_t)nb * 34, eb = (size_t)(N * K) * 2, f0 = 0, f1 = 0, f2 = 0, t = 0;
+    unsigned char *q  = imgd_malloc(qb);
+    float         *x  = imgd_malloc((size_t)(M * K) * sizeof *x);
+    float         *y  = imgd_malloc((size_t)(M * N) * sizeof *y);
+    imgd_graph    *g  = NULL;
+    bool           ok = q && x && y && imgd_graph_new(NULL, &g) == IMGD_OK;
+    for (int64_t i = 0; ok && i < nb; i++) { /* d = 0.5 (f16 0x3800), every quant 1 */
+        q[i * 34]     = 0x00;
+        q[i * 34 + 1] = 0x38;
+        memset(q + i * 34 + 2, 1, 32);
+    }
+    for (int64_t i = 0; ok && i < M * K; i++) x[i] = 0.01f * (float)(i % 7);
+    CHECK_STATUS(imgd_cuda_mem_info(&f0, &t), IMGD_OK);
+    imgd_tensor *xt = ok ? imgd_graph_input(g, "x", IMGD_DTYPE_F32, 2, (int64_t[]){M, K}) : NULL;
+    imgd_tensor *w =
+        ok ? imgd_graph_weight(g, "wq", IMGD_DTYPE_Q8_0, 2, (int64_t[]){N, K}, q) : NULL;
+    imgd_tensor *yt = ok ? imgd_op_linear_quant(g, xt, w, NULL) : NULL;
+    if (ok && yt) imgd_graph_output(g, yt);
+    ok = ok && yt && imgd_graph_plan(g, be, NULL) == IMGD_OK &&
+         imgd_graph_alloc(g, NULL, 0) == IMGD_OK;
+    CHECK_MSG(ok, "expanded quant weight: planning failed: %s", imgd_last_error());
+    CHECK_STATUS(imgd_cuda_mem_info(&f1, &t), IMGD_OK);
+    CHECK_MSG(!ok || (f0 - f1 >= eb && f0 - f1 < eb + qb / 2),
+              "the plan took %zu bytes for %zu expanded and %zu of blocks", f0 - f1, eb, qb);
+    ok = ok && imgd_tensor_bind(xt, x) == IMGD_OK && imgd_graph_compute(g) == IMGD_OK &&
+         imgd_graph_read_f32(g, yt, y, (size_t)(M * N)) == IMGD_OK;
+    for (int64_t r = 0; ok && r < M; r++) {
+        double want = 0;
+        for (int64_t k = 0; k < K; k++) want += 0.5 * (double)x[r * K + k];
+        for (int64_t o = 0; ok && o < N; o++) ok = fabs((double)y[r * N + o] - want) <= 1e-2 * want;
+    }
+    CHECK_MSG(ok, "expanded quant weight: wrong result or run failed: %s", imgd_last_error());
+    imgd_graph_free(g);
+    CHECK_STATUS(imgd_cuda_mem_info(&f2, &t), IMGD_OK);
+    CHECK_MSG(f2 + eb / 4 > f0, "%zu bytes still held after the plan was freed", f0 - f2);
+    printf("  expanded Q8_0 weight (%zu bytes of blocks, %zu in f16): the plan took %zu bytes\n",
+           qb, eb, f0 - f1);
+    imgd_free(q);
+    imgd_free(x);
+    imgd_free(y);
+}
+#endif
+
 /* A graph whose weights cannot fit on the device (2 TiB of f16) is refused by plan, before
  * any upload, with the numbers and what to do. The weight's memory is never read. */
 static void check_too_big(imgd_backend *be) {
@@ -1274,6 +1330,7 @@ int main(int argc, char **argv) {
             g_test_passed++;
     }
     printf("%d cases, %d backend runs failed\n", n_cases, n_failed);
+    g_test_case_failed = 0; /* the device memory checks below, counted as one test */
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
         if (bes[k] && strcmp(k_configs[k].name, "cuda") == 0) {
             check_too_big(bes[k]);
@@ -1284,7 +1341,14 @@ int main(int argc, char **argv) {
 #ifdef IMGD_HAVE_CUDA
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
         if (bes[k] && strcmp(k_configs[k].name, "cuda-f16") == 0) check_converted_weights(bes[k]);
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
+        if (bes[k] && strcmp(k_configs[k].name, "cuda-f16-lq-expand") == 0)
+            check_expanded_quant(bes[k]);
 #endif
+    if (g_test_case_failed) {
+        g_test_failed++;
+        fprintf(stderr, "FAIL device memory checks\n");
+    }
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) imgd_backend_free(bes[k]);
     imgd_backend_free(ref);
     TEST_END();

@@ -431,7 +431,7 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
 static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     int conv_dnn = 0, conv_nhwc = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0,
         att_dnn = 0, direct = 0;
-    int converted = 0, lt = 0, res = 0, gelu = 0, lq = 0, lq_rows = 0;
+    int converted = 0, lt = 0, res = 0, gelu = 0, lq = 0, lq_rows = 0, lq_full = 0;
     int casts = 0, skipped = 0, folded = 0, half = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n  = imgd_graph_exec_node(g, i);
@@ -455,6 +455,7 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         if (n->op == IMGD_OP_LINEAR_QUANT) {
             lq++;
             lq_rows += ns->lq_rows;
+            lq_full += ns->owned[1] != NULL;
         }
         folded += ns->folded;
         half += ns->half_dt != 0;
@@ -463,7 +464,7 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         gelu += ns->fused && ns->fused->op == IMGD_OP_GELU_TANH;
         for (int s = 0; s < 2; s++) {
             direct += ns->cnst[s] && !ns->owned[s];
-            converted += ns->owned[s] != NULL;
+            converted += ns->owned[s] != NULL && n->op != IMGD_OP_LINEAR_QUANT;
         }
     }
     fprintf(
@@ -473,11 +474,12 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         "plan; casts %d of %d "
         "skipped; %d constants folded at plan; %d activations stored in the math type; %d GEMMs "
         "with the bias in the cuBLASLt epilogue; %d residual adds and %d GELUs run in their GEMM "
-        "or convolution; linear_quant %d expanded per tile + %d read in blocks\n",
+        "or convolution; linear_quant %d expanded at plan + %d expanded per tile + %d read in "
+        "blocks\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
         conv_nhwc, conv_col, att_dnn, att_wmma, cb->attn == CUDA_ATTN_WMMA ? "wmma" : "mma",
         att_gemm, att_flash, direct, converted, skipped, casts, folded, half, lt, res, gelu,
-        lq - lq_rows, lq_rows);
+        lq_full, lq - lq_rows - lq_full, lq_rows);
 }
 
 static int cmp_ptr(const void *a, const void *b) {
@@ -537,9 +539,10 @@ static void drop_unread_weights(cuda_backend *cb, imgd_graph *g) {
     bool  *read = imgd_calloc(nt ? nt : 1, sizeof *read);
     if (!read) return; /* keeps them all */
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
-        const imgd_tensor *n    = imgd_graph_exec_node(g, i);
-        const cuda_node   *ns   = cuda_node_of(n);
-        bool               gemm = n->op == IMGD_OP_CONV2D || n->op == IMGD_OP_MATMUL;
+        const imgd_tensor *n  = imgd_graph_exec_node(g, i);
+        const cuda_node   *ns = cuda_node_of(n);
+        bool               gemm =
+            n->op == IMGD_OP_CONV2D || n->op == IMGD_OP_MATMUL || n->op == IMGD_OP_LINEAR_QUANT;
         if (n->op == IMGD_OP_CAST && ns && (ns->skip || ns->folded)) continue;
         for (int s = 0; s < IMGD_TENSOR_SRC_MAX; s++) {
             const imgd_tensor *st = n->src[s] ? n->src[s]->storage : NULL;
@@ -577,13 +580,35 @@ static void drop_unread_weights(cuda_backend *cb, imgd_graph *g) {
                 dropped, (double)bytes / (1024.0 * 1024.0));
 }
 
+/* Whether plan g expands its linear_quant weights at plan time (cb->lq_expand): auto when
+ * they fit beside need (the uploads) with CUDA_LQ_EXPAND_SPARE left of free; adds them to
+ * need when it does. */
+static bool plan_lq_expand(cuda_backend *cb, imgd_graph *g, size_t fr, size_t *need) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < imgd_graph_exec_count(g); i++)
+        bytes += cuda_lq_expand_bytes(cb, imgd_graph_exec_node(g, i));
+    bool on = bytes > 0 &&
+              (cb->lq_expand == CUDA_LQX_ON ||
+               (cb->lq_expand == CUDA_LQX_AUTO && *need + bytes + CUDA_LQ_EXPAND_SPARE <= fr));
+    if (on) *need += bytes;
+    if (bytes > 0 && cb->verbose)
+        fprintf(stderr,
+                "cuda: linear_quant weights %s at plan time (%.1f MiB in the math type; "
+                "%.0f MiB free, %.0f MiB of other uploads)\n",
+                on ? "expanded" : "not expanded", MIB(bytes), MIB(fr),
+                MIB(*need - (on ? bytes : 0)));
+    return on;
+}
+
 static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     cuda_backend *cb = be->ctx;
     CUDA_TRY(cudaSetDevice(cb->device), "prepare");
-    size_t      need = 0, n_weights = 0, fr = 0, total = 0;
-    imgd_status pre = upload_need(cb, g, &need, &n_weights);
+    size_t need = 0, n_weights = 0, fr = 0, total = 0;
+    cb->lq_expand_plan = false;
+    imgd_status pre    = upload_need(cb, g, &need, &n_weights);
     if (pre != IMGD_OK) return pre;
     CUDA_TRY(cudaMemGetInfo(&fr, &total), "prepare");
+    cb->lq_expand_plan = plan_lq_expand(cb, g, fr, &need);
     char dev[128];
     imgd_cuda_device_name(dev, sizeof dev);
     if (need > fr)
@@ -720,6 +745,16 @@ static imgd_status env_paths(cuda_backend *cb) {
     cb->use_cudnn = false;
 #endif
     cb->lq_rows    = env_flag("IMGD_CUDA_LQ_ROWS", true);
+    const char *lx = getenv("IMGD_CUDA_LQ_EXPAND");
+    if (!lx || !*lx || strcmp(lx, "auto") == 0)
+        cb->lq_expand = CUDA_LQX_AUTO;
+    else if (strcmp(lx, "0") == 0)
+        cb->lq_expand = CUDA_LQX_OFF;
+    else if (strcmp(lx, "1") == 0)
+        cb->lq_expand = CUDA_LQX_ON;
+    else
+        return imgd_fail(IMGD_E_INVALID_ARG, "cuda: IMGD_CUDA_LQ_EXPAND='%s' is not 0, 1 or auto",
+                         lx);
     const char *lt = getenv("IMGD_CUDA_LQ_TILE");
     cb->lq_tile    = (int64_t)1 << 23;
     if (lt && *lt) {

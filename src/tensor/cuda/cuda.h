@@ -66,6 +66,11 @@
  *                               the others instead of reading the blocks in one pass
  *   IMGD_CUDA_LQ_TILE=N         weight values a linear_quant expands per GEMM (default
  *                               8388608: 16 MiB of f16 scratch; 1024..2^30)
+ *   IMGD_CUDA_LQ_EXPAND=0|1     linear_quant weights (but the few-row nodes') expanded once at
+ *                               plan time into the math type, their blocks dropped, each run
+ *                               one plain GEMM: 1 always, 0 never (tiles per run); default
+ *                               (auto): where all of the plan's fit beside its uploads with
+ *                               6 GiB to spare (FLUX.1-dev Q8_0: 24 GB in bf16, an 80 GB card)
  *
  * Debugging: IMGD_CUDA_SYNC=1 synchronises after every node (no graph capture), so an
  * asynchronous kernel failure is reported with the node's index and op. IMGD_CUDA_DEVICE=N

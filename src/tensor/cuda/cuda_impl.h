@@ -34,6 +34,17 @@ typedef enum cuda_nhwc {
     CUDA_NHWC_ON   = 2,
 } cuda_nhwc;
 
+/* Whether linear_quant weights are expanded once at plan time (IMGD_CUDA_LQ_EXPAND=0|auto|1). */
+typedef enum cuda_lqx {
+    CUDA_LQX_OFF  = 0,
+    CUDA_LQX_AUTO = 1, /* where the plan's expanded weights fit (quant.c) */
+    CUDA_LQX_ON   = 2,
+} cuda_lqx;
+
+/* Device memory auto leaves free after the expanded weights: the activations, cuBLAS's and
+ * cuDNN's workspaces and other plans (quant.c). */
+#define CUDA_LQ_EXPAND_SPARE ((size_t)6 << 30)
+
 /* A captured CUDA graph of one planned imgd graph (exec.c). */
 typedef struct cuda_replay {
     const imgd_graph *g;            /* NULL: free slot */
@@ -115,6 +126,9 @@ typedef struct cuda_backend {
                             in its blocks (cuk_linear_quant_rows) instead of expanding it */
     int64_t lq_tile;     /* IMGD_CUDA_LQ_TILE (default 1 << 23): weight values a
                             linear_quant expands per tile (rows rounded down to 64) */
+    cuda_lqx lq_expand;  /* IMGD_CUDA_LQ_EXPAND=0|auto|1 (default auto): linear_quant
+                            weights (but those of lq_rows nodes) expanded once at plan time */
+    bool lq_expand_plan; /* the plan being prepared expands them (cuda_prepare) */
     bool use_lt;         /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
                             constant bias runs through cuBLASLt with the bias added in the
                             GEMM's epilogue instead of prefilled into its output (one pass
@@ -406,6 +420,8 @@ imgd_status cuda_dequant(cuda_backend *cb, const imgd_tensor *w, const void *src
                          int32_t odt, const char *what);
 bool        cuda_linear_quant_supported(const imgd_tensor *n);
 imgd_status cuda_linear_quant_prepare(cuda_backend *cb, imgd_tensor *n); /* scratch_bytes */
+/* Device bytes of linear_quant n's weight expanded at plan time (0: n does not take it). */
+size_t      cuda_lq_expand_bytes(const cuda_backend *cb, const imgd_tensor *n);
 imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char *what);
 
 /* attention_gemm.c: attention as batched GEMMs (cb->attn == CUDA_ATTN_GEMM) */
