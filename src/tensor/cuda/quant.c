@@ -19,7 +19,7 @@
  * weight of the plan fits beside the uploads with CUDA_LQ_EXPAND_SPARE left over; =1
  * always, =0 never), the other linear_quant nodes expand their weight once at plan time
  * into memory of their own (cuda_node.owned[1], in the math type) and run one GEMM over it;
- * the blocks, then read by nothing, are dropped. FLUX.1-dev in Q8_0 then takes 24 GB in f16
+ * the blocks, then read by nothing, are dropped. FLUX.1-dev in Q8_0 then takes 24 GB in bf16
  * instead of 12.7, and each step is plain GEMMs instead of expanding 12 G weights. */
 #include <limits.h>
 
