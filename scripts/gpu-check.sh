@@ -111,8 +111,10 @@ IMGD_CUDA_CONV_ADD=0 IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --ba
 rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_ADD=0 (rc $rc)")
 
-stage "bench: SD 1.5 f16 with every convolution on NCHW tensors (IMGD_CUDA_CONV_NHWC=0), then on NHWC (=1); compare it/s with the first bench (auto)"
-for v in 0 1; do
+stage "bench: SD 1.5 f16 with the convolutions' layout guessed (IMGD_CUDA_CONV_NHWC=guess), all NCHW (=0), all NHWC (=1); compare it/s with the first bench (auto: timed per shape)"
+IMGD_CUDA_VERBOSE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 2 --precision f16 2>&1 |
+    grep -E "layout (timed|remembered)" | sort | uniq -c | head -40
+for v in guess 0 1; do
     IMGD_CUDA_CONV_NHWC=$v timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
         FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_NHWC=$v")
 done

@@ -18,6 +18,10 @@
 
 struct cudnnContext {
     cudaStream_t stream;
+    int          slow_fmt; /* CUDA_EMU_SLOW_CONV=nchw|nhwc when the handle is made: convolutions
+                              with filters in that layout take MOCK_SLOW_MS longer on the
+                              events' clock, so the backend's layout tuner has a known answer
+                              (the host runs the transposes of NHWC slower); -1: none */
 };
 struct cudnnTensorStruct {
     cudnnDataType_t dt;
@@ -38,11 +42,18 @@ struct cudnnConvolutionStruct {
 };
 
 #define MOCK_WS_PRECOMP 4096 /* workspace the tensor-op algorithm asks for */
+#define MOCK_SLOW_MS    1e4  /* a CUDA_EMU_SLOW_CONV convolution's time on the events' clock */
 #define MOCK_WS_GEMM    2048 /* and the explicit-GEMM one */
 
 cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
     *h = imgd_calloc(1, sizeof **h);
-    return *h ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_ALLOC_FAILED;
+    if (!*h) return CUDNN_STATUS_ALLOC_FAILED;
+    const char *slow = getenv("CUDA_EMU_SLOW_CONV");
+    (*h)->slow_fmt   = !slow                       ? -1
+                       : strcmp(slow, "nchw") == 0 ? (int)CUDNN_TENSOR_NCHW
+                       : strcmp(slow, "nhwc") == 0 ? (int)CUDNN_TENSOR_NHWC
+                                                   : -1;
+    return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
     imgd_free(h);
@@ -255,9 +266,9 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
                                       const cudnnConvolutionDescriptor_t cd,
                                       cudnnConvolutionFwdAlgo_t algo, void *ws, size_t ws_bytes,
                                       const void *beta, const cudnnTensorDescriptor_t yd, void *y) {
-    (void)h;
     cudnnStatus_t s = check(xd, wd, cd, yd);
     if (s != CUDNN_STATUS_SUCCESS) return s;
+    if ((int)wd->fmt == h->slow_fmt) mock_clock_advance(MOCK_SLOW_MS);
     size_t need = algo_ws(algo);
     if (ws_bytes < need || (need && !ws) || !x || !w || !y) return CUDNN_STATUS_BAD_PARAM;
     if (need) memset(ws, 0xff, need); /* NaN in every float type */

@@ -157,8 +157,12 @@ cudaError_t cudaGraphDestroy(cudaGraph_t g) {
     (void)g;
     return cudaSuccess;
 }
-/* Events: timestamps of the (synchronous) host run. */
+/* Events: timestamps of the (synchronous) host run, plus what mock_clock_advance added. */
 #include <time.h>
+static double g_clock_ahead_ms;
+void          mock_clock_advance(double ms) {
+             g_clock_ahead_ms += ms;
+}
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
     *e = (cudaEvent_t)imgd_calloc(1, sizeof(double));
     return *e ? cudaSuccess : cudaErrorMemoryAllocation;
@@ -167,7 +171,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     struct timespec ts;
     (void)s;
     (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    *(double *)(void *)e = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+    *(double *)(void *)e = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6 + g_clock_ahead_ms;
     return cudaSuccess;
 }
 cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned f) {

@@ -855,6 +855,16 @@ static const be_config k_configs[] = {
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     {"cuda-bf16-nhwc", "cuda", "conv2d,convres", "IMGD_CUDA_CONV_NHWC=1", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
+    /* every cuDNN convolution's layout timed at plan time (the default times those of 1e8
+     * FLOP and more); on the emulator, the layout CUDA_EMU_SLOW_CONV names runs longer on the
+     * events' clock, so f16 takes NHWC and bf16 NCHW (check_conv_tune); run twice, so the
+     * CUDA graph replays the choice */
+    {"cuda-f16-conv-tune", "cuda", "conv2d,convres",
+     "IMGD_CUDA_CONV_NHWC=tune CUDA_EMU_SLOW_CONV=nchw", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_F16, false, 1e-5, true},
+    {"cuda-bf16-conv-tune", "cuda", "conv2d,convres",
+     "IMGD_CUDA_CONV_NHWC=tune CUDA_EMU_SLOW_CONV=nhwc", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_BF16, false, 1e-4, true},
     {"cuda-f16-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     /* the tensor-core flash kernel of cards before compute capability 8.0 (the default is
@@ -1173,6 +1183,42 @@ static void check_converted_weights(imgd_backend *be) {
 #endif
 
 #ifdef IMGD_HAVE_CUDA
+/* cuda with IMGD_CUDA_CONV_NHWC=tune: each conv2d runs through cuDNN in the layout that ran
+ * faster when the plan was made, and a second plan of the same shapes takes the same one (as
+ * remembered). On the emulator the layout CUDA_EMU_SLOW_CONV names is the slower one, so the
+ * answer is known (want_nhwc); on a GPU either may win. */
+static void check_conv_tune(imgd_backend *be, bool want_nhwc) {
+    static const char *const vars[] = {"n=2,c=35,h=33,w=31,oc=37,k=3,stride=1",
+                                       "n=1,c=33,h=16,w=16,oc=40,k=3,stride=1,bias=0",
+                                       "n=2,c=48,h=20,w=21,oc=40,k=1,pad=0,type=f16"};
+    char                     dev[128];
+    imgd_cuda_device_name(dev, sizeof dev);
+    bool emulated = strstr(dev, "emulated") != NULL;
+    for (size_t v = 0; v < IMGD_ARRAY_LEN(vars); v++) {
+        int first = -1;
+        for (int plan = 0; plan < 2; plan++) {
+            tctx c = {.vars = vars[v], .rng = 12345};
+            if (imgd_graph_new(NULL, &c.g) != IMGD_OK) return;
+            imgd_graph_output(c.g, b_conv2d(&c));
+            imgd_cuda_paths p  = {0};
+            imgd_status     st = imgd_graph_plan(c.g, be, NULL);
+            if (st == IMGD_OK) st = imgd_cuda_plan_paths(be, c.g, &p);
+            CHECK_MSG(st == IMGD_OK, "conv2d(%s): %s", vars[v], imgd_last_error());
+            CHECK_MSG(p.conv_cudnn == 1, "conv2d(%s): %d of 1 convolutions through cuDNN", vars[v],
+                      p.conv_cudnn);
+            if (emulated)
+                CHECK_MSG(p.conv_nhwc == want_nhwc, "conv2d(%s): %s taken, %s is faster", vars[v],
+                          p.conv_nhwc ? "NHWC" : "NCHW", want_nhwc ? "NHWC" : "NCHW");
+            if (plan == 0) first = p.conv_nhwc;
+            CHECK_MSG(p.conv_nhwc == first, "conv2d(%s): the second plan took the other layout",
+                      vars[v]);
+            ctx_free(&c);
+        }
+        printf("  conv2d(%s) layout timed at plan: %s%s\n", vars[v], first ? "NHWC" : "NCHW",
+               emulated ? "" : " (on a GPU: either may win)");
+    }
+}
+
 /* cuda with IMGD_CUDA_LQ_EXPAND=1 (f16 math): a Q8_0 weight that its linear_quant expands at
  * plan time is held once, in f16, its blocks dropped (2048 x 1024 values: 4 MiB, not 4 MiB +
  * 2.1 MiB of blocks), and the GEMM over the copy gives x w^T (every weight 0.5). */
@@ -1330,7 +1376,7 @@ int main(int argc, char **argv) {
             g_test_passed++;
     }
     printf("%d cases, %d backend runs failed\n", n_cases, n_failed);
-    g_test_case_failed = 0; /* the device memory checks below, counted as one test */
+    g_test_case_failed = 0; /* the device memory and path checks below, counted as one test */
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
         if (bes[k] && strcmp(k_configs[k].name, "cuda") == 0) {
             check_too_big(bes[k]);
@@ -1344,10 +1390,14 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
         if (bes[k] && strcmp(k_configs[k].name, "cuda-f16-lq-expand") == 0)
             check_expanded_quant(bes[k]);
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
+        if (bes[k] && (strcmp(k_configs[k].name, "cuda-f16-conv-tune") == 0 ||
+                       strcmp(k_configs[k].name, "cuda-bf16-conv-tune") == 0))
+            check_conv_tune(bes[k], strcmp(k_configs[k].name, "cuda-f16-conv-tune") == 0);
 #endif
     if (g_test_case_failed) {
         g_test_failed++;
-        fprintf(stderr, "FAIL device memory checks\n");
+        fprintf(stderr, "FAIL device memory and path checks\n");
     }
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) imgd_backend_free(bes[k]);
     imgd_backend_free(ref);

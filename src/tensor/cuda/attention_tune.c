@@ -4,9 +4,9 @@
  * are the mma kernel with one and with two 16-row query tiles per warp (only the one
  * IMGD_CUDA_ATTN_MTILES names, when set) and cuDNN's fused SDPA where it takes the node
  * (attention_cudnn.c). Each is run on the node's shapes and strides in buffers of its own
- * (zeros: the speed does not depend on the values), once to warm up and TUNE_REPS times
- * between two events, and the fastest is kept. Which card, which cuDNN and which shape decide
- * it, so it is measured where it runs rather than guessed: on an H100 the mma kernel ran SD
+ * (zeros: the speed does not depend on the values), once to warm up and CUDA_TUNE_REPS times
+ * between two events (tune.c), and the fastest is kept. Which card, which cuDNN and which shape
+ * decide it, so it is measured where it runs rather than guessed: on an H100 the mma kernel ran SD
  * 1.5's self-attention (head dim 40) at 86 TFLOP/s, FLUX's (128) at 160. A choice is
  * remembered per (shapes, strides, dtypes), so a UNet's repeated blocks and the next plans of
  * the same model time nothing. auto times nodes of at least CUDA_ATTN_TUNE_FLOP (smaller ones
@@ -19,13 +19,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "base/alloc.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "cuda_impl.h"
 
 #define CUDA_ATTN_TUNE_FLOP 1e8
-#define TUNE_REPS           3
 
 enum {
     PICK_MMA1,
@@ -64,30 +62,6 @@ static void make_key(const imgd_tensor *n, attn_key *k) {
     }
 }
 
-static cuda_attn_pick *find_pick(const cuda_backend *cb, const attn_key *k) {
-    for (size_t i = 0; i < cb->n_attn_picks; i++)
-        if (memcmp(&cb->attn_picks[i].key, k, sizeof *k) == 0) return &cb->attn_picks[i];
-    return NULL;
-}
-
-static cuda_attn_pick *add_pick(cuda_backend *cb) {
-    if (cb->n_attn_picks == cb->cap_attn_picks) {
-        size_t          cap = cb->cap_attn_picks ? cb->cap_attn_picks * 2 : 16;
-        cuda_attn_pick *p   = imgd_realloc(cb->attn_picks, cap * sizeof *p);
-        if (!p) return NULL;
-        cb->attn_picks     = p;
-        cb->cap_attn_picks = cap;
-    }
-    return &cb->attn_picks[cb->n_attn_picks++];
-}
-
-void cuda_attn_picks_free(cuda_backend *cb) {
-    imgd_free(cb->attn_picks);
-    cb->attn_picks     = NULL;
-    cb->n_attn_picks   = 0;
-    cb->cap_attn_picks = 0;
-}
-
 static double attn_flop(const imgd_tensor *n) {
     const imgd_tensor *q = n->src[0], *k = n->src[1], *v = n->src[2];
     return 2.0 * (double)q->shape[0] * (double)q->shape[2] * (double)q->shape[1] *
@@ -103,37 +77,31 @@ static size_t extent_bytes(const imgd_tensor *t) {
 }
 
 /* One run of candidate c on the buffers (out, q, k, v, mask at p[0..4], cuDNN's workspace at
- * ws); false when it failed (the cause is cleared: a refused candidate is not an error). */
-static bool run_once(cuda_backend *cb, const imgd_tensor *n, int c, void *const p[5], void *ws) {
+ * ws). */
+typedef struct attn_run {
+    cuda_backend      *cb;
+    const imgd_tensor *n;
+    int                c;
+    void *const       *p;
+    void              *ws;
+} attn_run;
+
+/* false when it failed (the cause is cleared: a refused candidate is not an error) */
+static bool run_once(void *ctx) {
+    const attn_run *r = ctx;
+    void *const    *p = r->p;
 #ifdef IMGD_HAVE_CUDNN
-    if (c == PICK_CUDNN) {
+    if (r->c == PICK_CUDNN) {
         void *ptrs[4] = {p[1], p[2], p[3], p[0]};
-        return cuda_attn_cudnn_exec(cb, cuda_node_of(n), n->fp[0], ptrs, ws) ==
+        return cuda_attn_cudnn_exec(r->cb, cuda_node_of(r->n), r->n->fp[0], ptrs, r->ws) ==
                CUDNN_STATUS_SUCCESS;
     }
-#else
-    IMGD_UNUSED(ws);
 #endif
     const void *src[4] = {p[1], p[2], p[3], p[4]};
-    if (cuda_attn_tc_launch(cb, n, p[0], src, c == PICK_MMA2 ? 2 : 1) == cudaSuccess) return true;
+    if (cuda_attn_tc_launch(r->cb, r->n, p[0], src, r->c == PICK_MMA2 ? 2 : 1) == cudaSuccess)
+        return true;
     (void)cudaGetLastError();
     return false;
-}
-
-/* Milliseconds per run of candidate c, or -1 when it failed. */
-static float time_one(cuda_backend *cb, const imgd_tensor *n, int c, void *const p[5], void *ws,
-                      cudaEvent_t e0, cudaEvent_t e1) {
-    if (!run_once(cb, n, c, p, ws)) return -1.0f;
-    if (cudaEventRecord(e0, cb->stream) != cudaSuccess) return -1.0f;
-    for (int r = 0; r < TUNE_REPS; r++)
-        if (!run_once(cb, n, c, p, ws)) return -1.0f;
-    float ms = 0.0f;
-    if (cudaEventRecord(e1, cb->stream) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return -1.0f;
-    }
-    return ms / (float)TUNE_REPS;
 }
 
 /* Times the candidates of node n (cand[c] true) into ms; false, with why, when the buffers
@@ -154,7 +122,10 @@ static bool time_node(cuda_backend *cb, const imgd_tensor *n, const bool cand[PI
         void *p[5];
         for (int i = 0; i < 5; i++) p[i] = ts[i] ? buf + off[i] : NULL;
         for (int c = 0; c < PICK_N; c++)
-            if (cand[c]) ms[c] = time_one(cb, n, c, p, ws_bytes ? buf + off[5] : NULL, e0, e1);
+            if (cand[c]) {
+                attn_run r = {cb, n, c, p, ws_bytes ? buf + off[5] : NULL};
+                ms[c]      = cuda_tune_time(cb, run_once, &r, e0, e1);
+            }
     } else {
         (void)snprintf(why, why_cap, "no %.1f MiB of device memory to time it in (%s)",
                        (double)(off[5] + ws_bytes) / (1024.0 * 1024.0), cudaGetErrorString(e));
@@ -223,7 +194,7 @@ static imgd_status choose_timed(cuda_backend *cb, imgd_tensor *n, tune_counts *t
     }
     attn_key key;
     make_key(n, &key);
-    cuda_attn_pick *known        = find_pick(cb, &key);
+    cuda_attn_pick *known        = cuda_tune_find(&cb->attn_picks, &key, sizeof key);
     bool            cand[PICK_N] = {false, false, false};
     cand[PICK_MMA1]              = cb->attn_mtiles != 2;
     cand[PICK_MMA2]              = cb->attn_mtiles != 1;
@@ -245,7 +216,7 @@ static imgd_status choose_timed(cuda_backend *cb, imgd_tensor *n, tune_counts *t
     } else if (time_node(cb, n, cand, ms, why, sizeof why)) {
         c = fastest(ms);
         if (c < 0) return imgd_fail(IMGD_E_DEVICE, "cuda: attention: no kernel ran to be timed");
-        cuda_attn_pick *p = add_pick(cb);
+        cuda_attn_pick *p = cuda_tune_add(&cb->attn_picks, sizeof *p);
         if (p) {
             p->key  = key;
             p->pick = c;

@@ -427,46 +427,48 @@ static imgd_status prepare_node(cuda_backend *cb, imgd_tensor *n) {
     return st;
 }
 
-/* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
-static void report_paths(const cuda_backend *cb, imgd_graph *g) {
-    int conv_dnn = 0, conv_nhwc = 0, conv_col = 0, att_gemm = 0, att_flash = 0, att_wmma = 0,
-        att_dnn = 0, direct = 0;
-    int converted = 0, lt = 0, res = 0, gelu = 0, lq = 0, lq_rows = 0, lq_full = 0;
-    int casts = 0, skipped = 0, folded = 0, half = 0;
+static void count_paths(const imgd_graph *g, imgd_cuda_paths *p) {
+    memset(p, 0, sizeof *p);
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *n  = imgd_graph_exec_node(g, i);
         const cuda_node   *ns = cuda_node_of(n);
         if (!ns) continue;
         if (n->op == IMGD_OP_CONV2D) {
-            conv_dnn += ns->cudnn;
-            conv_nhwc += ns->nhwc;
-            conv_col += !ns->cudnn;
+            p->conv_cudnn += ns->cudnn;
+            p->conv_nhwc += ns->nhwc;
+            p->conv_im2col += !ns->cudnn;
         }
         if (n->op == IMGD_OP_ATTENTION) {
-            att_gemm += ns->attn_gemm;
-            att_wmma += ns->attn_wmma;
-            att_dnn += ns->attn_cudnn;
-            att_flash += !ns->attn_gemm && !ns->attn_wmma && !ns->attn_cudnn;
+            p->attn_gemm += ns->attn_gemm;
+            p->attn_tc += ns->attn_wmma;
+            p->attn_cudnn += ns->attn_cudnn;
+            p->attn_flash += !ns->attn_gemm && !ns->attn_wmma && !ns->attn_cudnn;
         }
         if (n->op == IMGD_OP_CAST) {
-            casts++;
-            skipped += ns->skip;
+            p->casts++;
+            p->casts_skipped += ns->skip;
         }
         if (n->op == IMGD_OP_LINEAR_QUANT) {
-            lq++;
-            lq_rows += ns->lq_rows;
-            lq_full += ns->owned[1] != NULL;
+            p->lq_rows += ns->lq_rows;
+            p->lq_expanded += ns->owned[1] != NULL;
+            p->lq_tiles += !ns->lq_rows && ns->owned[1] == NULL;
         }
-        folded += ns->folded;
-        half += ns->half_dt != 0;
-        lt += ns->lt_bias != NULL;
-        res += ns->fused && ns->fused->op == IMGD_OP_ADD;
-        gelu += ns->fused && ns->fused->op == IMGD_OP_GELU_TANH;
+        p->folded += ns->folded;
+        p->half_act += ns->half_dt != 0;
+        p->lt_bias += ns->lt_bias != NULL;
+        p->fused_add += ns->fused && ns->fused->op == IMGD_OP_ADD;
+        p->fused_gelu += ns->fused && ns->fused->op == IMGD_OP_GELU_TANH;
         for (int s = 0; s < 2; s++) {
-            direct += ns->cnst[s] && !ns->owned[s];
-            converted += ns->owned[s] != NULL && n->op != IMGD_OP_LINEAR_QUANT;
+            p->weights_direct += ns->cnst[s] && !ns->owned[s];
+            p->weights_converted += ns->owned[s] != NULL && n->op != IMGD_OP_LINEAR_QUANT;
         }
     }
+}
+
+/* IMGD_CUDA_VERBOSE=1: one line per plan saying which path each GEMM-family node took. */
+static void report_paths(const cuda_backend *cb, imgd_graph *g) {
+    imgd_cuda_paths p;
+    count_paths(g, &p);
     fprintf(
         stderr,
         "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN (%d NHWC) + %d im2col; attention %d "
@@ -476,10 +478,11 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         "with the bias in the cuBLASLt epilogue; %d residual adds and %d GELUs run in their GEMM "
         "or convolution; linear_quant %d expanded at plan + %d expanded per tile + %d read in "
         "blocks\n",
-        imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", conv_dnn,
-        conv_nhwc, conv_col, att_dnn, att_wmma, cb->attn == CUDA_ATTN_WMMA ? "wmma" : "mma",
-        att_gemm, att_flash, direct, converted, skipped, casts, folded, half, lt, res, gelu,
-        lq_full, lq - lq_rows - lq_full, lq_rows);
+        imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", p.conv_cudnn,
+        p.conv_nhwc, p.conv_im2col, p.attn_cudnn, p.attn_tc,
+        cb->attn == CUDA_ATTN_WMMA ? "wmma" : "mma", p.attn_gemm, p.attn_flash, p.weights_direct,
+        p.weights_converted, p.casts_skipped, p.casts, p.folded, p.half_act, p.lt_bias, p.fused_add,
+        p.fused_gelu, p.lq_expanded, p.lq_tiles, p.lq_rows);
 }
 
 static int cmp_ptr(const void *a, const void *b) {
@@ -683,7 +686,8 @@ static void cuda_free(imgd_backend *be) {
     if (cb->dnn) (void)cudnnDestroy(cb->dnn);
 #endif
     for (size_t i = 0; i < cb->n_wts; i++) (void)cudaFree(cb->wts[i].dev); /* plans left */
-    cuda_attn_picks_free(cb);
+    cuda_tune_free(&cb->attn_picks);
+    cuda_tune_free(&cb->conv_picks);
     imgd_free(cb->wts);
     if (cb->lt) (void)cublasLtDestroy(cb->lt);
     if (cb->blas) (void)cublasDestroy(cb->blas);
@@ -702,6 +706,14 @@ static const struct imgd_backend_i k_cuda_iface = {
     .read        = cuda_read,
     .free        = cuda_free,
 };
+
+imgd_status imgd_cuda_plan_paths(const imgd_backend *be, const imgd_graph *g, imgd_cuda_paths *p) {
+    if (!be || be->iface != &k_cuda_iface || !g || !p)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_cuda_plan_paths: needs a cuda backend and a "
+                                             "graph planned on it");
+    count_paths(g, p);
+    return IMGD_OK;
+}
 
 /* ---- construction and device queries ----------------------------------------------------- */
 
@@ -778,11 +790,13 @@ static imgd_status env_paths(cuda_backend *cb) {
     const char *nh = getenv("IMGD_CUDA_CONV_NHWC");
     if (!nh || !*nh || strcmp(nh, "auto") == 0)
         cb->conv_nhwc = CUDA_NHWC_AUTO;
+    else if (strcmp(nh, "tune") == 0 || strcmp(nh, "guess") == 0)
+        cb->conv_nhwc = nh[0] == 't' ? CUDA_NHWC_TUNE : CUDA_NHWC_GUESS;
     else if (strcmp(nh, "0") == 0 || strcmp(nh, "1") == 0)
         cb->conv_nhwc = nh[0] == '1' ? CUDA_NHWC_ON : CUDA_NHWC_OFF;
     else
-        return imgd_fail(IMGD_E_INVALID_ARG, "cuda: IMGD_CUDA_CONV_NHWC='%s' is not 0, 1 or auto",
-                         nh);
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "cuda: IMGD_CUDA_CONV_NHWC='%s' is not 0, 1, auto, tune or guess", nh);
     /* f32 math: flash for wmma / mma (tensor cores would round to f16); mma needs sm_80 */
     const char *a = getenv("IMGD_CUDA_ATTN");
     cb->attn_tune = 0;

@@ -1,5 +1,5 @@
 /* conv2d through cuDNN (builds with cuDNN, IMGD_CUDA_CUDNN not 0): cudnnConvolutionForward,
- * NCHW, the algorithm picked at plan time by cudnnGetConvolutionForwardAlgorithm_v7 among
+ * the algorithm picked at plan time by cudnnGetConvolutionForwardAlgorithm_v7 among
  * those that need at most CUDNN_WS_MAX of workspace (kept at the end of the node's scratch).
  * f32 math: f32 tensors, FMA math (no TF32) and only the GEMM-family and direct algorithms
  * (no Winograd/FFT), the bias prefilled and blended with beta = 1. f16/bf16 math: x read in
@@ -7,8 +7,9 @@
  * (cuda_resolve_const), y in that type in scratch, then stored with the bias added (one
  * cuk_ewise pass); f32 accumulation. An ADD right after the convolution that only it feeds
  * (a ResNet's residual or time embedding) is done in the same pass (cuda_plan_residuals):
- * its output is written there and the ADD is skipped. A node cuDNN has no algorithm for
- * falls back to im2col.
+ * its output is written there and the ADD is skipped. In f16/bf16 math the tensors may
+ * instead be NHWC, transposed in and out around cuDNN (IMGD_CUDA_CONV_NHWC; the layout tuner
+ * below times both). A node cuDNN has no algorithm for falls back to im2col.
  *
  * Otherwise im2col + one cuBLAS GEMM per image (and per chunk of output pixels when the
  * column buffer would pass IM2COL_BYTES_MAX). 1x1 convolutions with stride 1 and no padding
@@ -20,6 +21,7 @@
  * out^T (P x O, ld P) = col^T (P x CK, ld P) w^T (CK x O, ld CK). */
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "base/error.h"
 #include "cuda_impl.h"
@@ -151,23 +153,22 @@ static imgd_status cudnn_describe(cuda_backend *cb, const conv_geom *g, cuda_nod
     return IMGD_OK;
 }
 
-/* Replaces the constant weight cnst[1] (OIHW, contiguous, in the math type) with a KRSC
- * (OHWI) copy for NHWC convolution; the copy is the node's (owned[1]). */
-static imgd_status weight_to_krsc(cuda_backend *cb, const conv_geom *g, cuda_node *ns) {
-    int64_t     hw   = g->KH * g->KW;
-    cuk_tensor  src  = {(void *)(uintptr_t)ns->cnst[1], cuda_math_cuk(cb),        4, 0, 0,
-                        {g->O, g->KH, g->KW, g->C},     {g->C * hw, g->KW, 1, hw}};
-    void       *krsc = NULL;
-    imgd_status st   = cuda_copy_new(cb, &src, cuda_math_cuk(cb), &krsc,
-                                     "conv2d: the weight in cuDNN's NHWC (KRSC) layout");
-    if (st != IMGD_OK) {
-        if (krsc) (void)cudaFree(krsc);
-        return st;
-    }
+/* A KRSC (OHWI) copy of the constant weight cnst[1] (OIHW, contiguous, in the math type) for
+ * NHWC convolution, in new device memory *out (the caller's, even when the copy fails). */
+static imgd_status krsc_new(cuda_backend *cb, const conv_geom *g, const cuda_node *ns, void **out) {
+    int64_t    hw  = g->KH * g->KW;
+    cuk_tensor src = {(void *)(uintptr_t)ns->cnst[1], cuda_math_cuk(cb),        4, 0, 0,
+                      {g->O, g->KH, g->KW, g->C},     {g->C * hw, g->KW, 1, hw}};
+    *out           = NULL;
+    return cuda_copy_new(cb, &src, cuda_math_cuk(cb), out,
+                         "conv2d: the weight in cuDNN's NHWC (KRSC) layout");
+}
+
+/* Makes krsc (a krsc_new copy) the node's weight (owned[1]). */
+static void krsc_install(cuda_node *ns, void *krsc) {
     if (ns->owned[1]) (void)cudaFree(ns->owned[1]);
     ns->owned[1] = krsc;
     ns->cnst[1]  = krsc;
-    return IMGD_OK;
 }
 
 /* cuDNN's algorithm for ns's descriptors: the first acceptable one of its heuristic (or timed,
@@ -205,122 +206,102 @@ static imgd_status cudnn_pick(cuda_backend *cb, cuda_node *ns, cudnnConvolutionF
     return IMGD_OK;
 }
 
-/* Whether NHWC beats cuDNN's NCHW choice `nchw` (found or not) under IMGD_CUDA_CONV_NHWC=auto.
- * Measured on an H100 (SD 1.5 f16, batch 2): NCHW half tensors make cuDNN transform the
- * weight in every run, which costs most where the weight outweighs the activation (1280
- * channels at 8x8: 109 us NCHW, 39 NHWC); where the activation is larger, the two transposes
- * around NHWC cost more (320 channels at 64x64: 57 us NCHW, 90 NHWC); and where cuDNN has no
- * tensor-core NCHW algorithm at all (the VAE's 256 channels at 512x512: 10.5 ms NCHW, 1.5 ms
- * NHWC). */
+/* Whether NHWC beats cuDNN's NCHW choice `nchw` (found or not): the guess of
+ * IMGD_CUDA_CONV_NHWC=guess, and of auto for convolutions it does not time. Measured on an
+ * H100 (SD 1.5 f16, batch 2): NCHW half tensors make cuDNN transform the weight in every run,
+ * which costs most where the weight outweighs the activation (1280 channels at 8x8: 109 us
+ * NCHW, 39 NHWC); where the activation is larger, the two transposes around NHWC cost more
+ * (320 channels at 64x64: 57 us NCHW, 90 NHWC); and where cuDNN has no tensor-core NCHW
+ * algorithm at all (the VAE's 256 channels at 512x512: 10.5 ms NCHW, 1.5 ms NHWC). */
 static bool nhwc_wins(const conv_geom *g, const cudnnConvolutionFwdAlgoPerf_t *nchw, bool found) {
     int64_t w = g->O * g->CK, x = g->N * g->C * g->H * g->W;
     return !found || nchw->mathType == CUDNN_DEFAULT_MATH || nchw->mathType == CUDNN_FMA_MATH ||
            w >= x;
 }
 
-/* Sets ns->cudnn, algo and ws_bytes when cuDNN has an acceptable algorithm; leaves ns->cudnn
- * false (im2col) otherwise. NHWC (ns->nhwc) in f16/bf16 math when the weight is a
- * contiguous constant, x is contiguous, and IMGD_CUDA_CONV_NHWC asks for it (1) or nhwc_wins
- * (auto). Errors only for failing descriptor calls and device memory. */
-static imgd_status cudnn_prepare(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
-                                 cuda_node *ns) {
-    const char *what = "conv2d: cuDNN descriptors";
-    if (g->N * g->C * g->H * g->W > INT_MAX || g->N * g->O * g->P > INT_MAX || g->CK == 0 ||
-        g->N * g->O * g->P == 0)
-        return IMGD_OK;
-    bool can = cb->conv_nhwc != CUDA_NHWC_OFF && cuda_math_low(cb) && ns->cnst[1] &&
-               imgd_tensor_is_contiguous(n->src[1]) && imgd_tensor_is_contiguous(n->src[0]);
-    cudnnConvolutionFwdAlgoPerf_t perf  = {0};
-    size_t                        ws    = 0;
-    bool                          found = false;
-    ns->nhwc                            = can && cb->conv_nhwc == CUDA_NHWC_ON;
-    imgd_status st                      = cudnn_describe(cb, g, ns, what);
-    if (st == IMGD_OK) st = cudnn_pick(cb, ns, &perf, &ws, &found);
-    if (st == IMGD_OK && can && !ns->nhwc && nhwc_wins(g, &perf, found)) {
-        ns->nhwc = true;
-        st       = cudnn_describe(cb, g, ns, what);
-        if (st == IMGD_OK) st = cudnn_pick(cb, ns, &perf, &ws, &found);
-    }
-    if (st != IMGD_OK) return st;
-    if (!found) {
-        ns->nhwc = false; /* im2col */
-        return IMGD_OK;
-    }
-    ns->cudnn    = true;
-    ns->algo     = (int32_t)perf.algo;
-    ns->ws_bytes = ws;
-    if (ns->nhwc && (st = weight_to_krsc(cb, g, ns)) != IMGD_OK) return st;
-    if (cb->verbose)
-        fprintf(stderr,
-                "cuda: conv2d [%lld,%lld,%lld,%lld] -> %lld %lldx%lld: cuDNN %s algo %d, math %d, "
-                "%.1f us (%s), workspace %zu\n",
-                (long long)g->N, (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O,
-                (long long)g->KH, (long long)g->KW, ns->nhwc ? "NHWC" : "NCHW", (int)perf.algo,
-                (int)perf.mathType, (double)perf.time * 1e3, cb->cudnn_find ? "timed" : "heuristic",
-                ws);
-    return IMGD_OK;
-}
+/* Where one f16/bf16 cuDNN convolution reads and writes: the node's tensors and scratch, or
+ * the layout tuner's buffers. */
+typedef struct conv_io {
+    const void        *x;    /* contiguous NCHW */
+    int32_t            xt;   /* its cuk type */
+    const void        *w;    /* the weight in the math type (KRSC for NHWC) */
+    void              *out;  /* NCHW: the node's output, or the fused ADD's */
+    int32_t            ot;   /* its cuk type */
+    cuk_operand        bias; /* data NULL: none */
+    const cuk_operand *res;  /* the fused ADD's other operand, or NULL */
+    void              *xs;   /* x in the math type: NHWC, or NCHW when xt is not the math type */
+    void              *y;    /* the convolution's result in the math type */
+    void              *ws;   /* cuDNN's workspace */
+} conv_io;
 
-/* NHWC (f16/bf16 math): x (contiguous NCHW, any dtype) transposed into scratch xs in the
- * math type, convolved into y (NHWC, after it in scratch), and y transposed into the output
- * with the bias and the fused ADD's operand added (cuk_transpose_ewise). */
-static imgd_status nhwc_run(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g, void *xs,
-                            const void *x, const void *w, void *ws, const char *what) {
-    const cuda_node   *ns    = cuda_node_of(n);
-    const imgd_tensor *bias  = n->src[2];
-    const int32_t      mt    = cuda_math_cuk(cb);
-    void              *y     = (unsigned char *)xs + cudnn_x_bytes(cb, g);
-    const float        alpha = 1.0f, beta = 0.0f;
-    cudaError_t e = cuk_transpose_ewise(xs, mt, x, cuda_cuk_of(n->src[0]), g->N, g->C, g->H * g->W,
-                                        NULL, NULL, cb->stream);
-    if (e != cudaSuccess) return cuda_fail(e, "cuk_transpose_ewise (x to NHWC)", what);
-    CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, xs, ns->wd, w, ns->cd,
-                                      (cudnnConvolutionFwdAlgo_t)ns->algo, ws, ns->ws_bytes, &beta,
+/* One f16/bf16 convolution with cuDNN algorithm algo, workspace ws_bytes and layout nhwc (ns's
+ * descriptors set for it). NHWC: x transposed into xs, convolved into y, y transposed into out
+ * with the bias and res added (cuk_transpose_ewise). NCHW: x rounded into xs unless it is in
+ * the math type, y in the math type (out itself when that is its type and there is neither
+ * bias nor res), then out = y + bias + res in one pass (cuk_ewise). */
+static imgd_status conv_exec_low(cuda_backend *cb, const cuda_node *ns, const conv_geom *g,
+                                 bool nhwc, int32_t algo, size_t ws_bytes, const conv_io *io,
+                                 const char *what) {
+    const int32_t mt    = cuda_math_cuk(cb);
+    const int64_t total = g->N * g->O * g->P, xn = g->N * g->C * g->H * g->W;
+    const float   alpha = 1.0f, beta = 0.0f;
+    const void   *x = io->x;
+    cudaError_t   e = cudaSuccess;
+    if (nhwc) {
+        e = cuk_transpose_ewise(io->xs, mt, io->x, io->xt, g->N, g->C, g->H * g->W, NULL, NULL,
+                                cb->stream);
+        if (e != cudaSuccess) return cuda_fail(e, "cuk_transpose_ewise (x to NHWC)", what);
+        x = io->xs;
+    } else if (io->xt != mt) {
+        cuk_operand xo = {io->x, io->xt, 0, 1, xn};
+        e              = cuk_ewise(io->xs, mt, xn, CUK_ADD, &xo, NULL, NULL, cb->stream);
+        if (e != cudaSuccess) return cuda_fail(e, "cuk_ewise (x to the math type)", what);
+        x = io->xs;
+    }
+    const bool direct_out = !nhwc && !io->bias.data && !io->res && io->ot == mt;
+    void      *y          = direct_out ? io->out : io->y;
+    CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, io->w, ns->cd,
+                                      (cudnnConvolutionFwdAlgo_t)algo, io->ws, ws_bytes, &beta,
                                       ns->yd, y),
               what);
-    cuk_operand        bo  = {bias ? cuda_dptr(bias) : NULL, CUK_F32, 0, g->P, g->O}, ro;
-    const imgd_tensor *fz  = ns->fused && cuda_fused_out_ok(n, x, w) &&
-                                    cuda_operand(ns->fused->src[ns->res_src], ns->fused, &ro)
-                                 ? ns->fused
-                                 : NULL;
-    const imgd_tensor *out = fz ? fz : n;
-    e = cuk_transpose_ewise(out->data, cuda_cuk_of(out), y, mt, g->N, g->P, g->O, &bo,
-                            fz ? &ro : NULL, cb->stream);
-    if (e != cudaSuccess) return cuda_fail(e, "cuk_transpose_ewise (y to NCHW)", what);
-    if (fz) cuda_node_of(fz)->gemm_done = true;
+    if (direct_out) return IMGD_OK;
+    if (nhwc) {
+        e = cuk_transpose_ewise(io->out, io->ot, y, mt, g->N, g->P, g->O, &io->bias, io->res,
+                                cb->stream);
+        if (e != cudaSuccess) return cuda_fail(e, "cuk_transpose_ewise (y to NCHW)", what);
+        return IMGD_OK;
+    }
+    cuk_operand yo = {y, mt, 0, 1, total};
+    e = cuk_ewise(io->out, io->ot, total, CUK_ADD, &yo, &io->bias, io->res, cb->stream);
+    if (e != cudaSuccess) return cuda_fail(e, "cuk_ewise (conv2d epilogue)", what);
     return IMGD_OK;
 }
 
 /* f32 math: y = conv + beta * y with y prefilled with the bias (and the fused ADD's other
- * operand, y then being the ADD's output). f16/bf16 math: y in the math type (in scratch,
- * or the node's output when it is stored so and has neither bias nor fused ADD), then
- * out = y + bias (+ the fused operand) in one pass (cuk_ewise). */
+ * operand, y then being the ADD's output). f16/bf16 math: conv_exec_low on the node's
+ * scratch ([weight unless constant][x][y][workspace]), x rounded into it first when NCHW
+ * reads it and it is not contiguous. */
 static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
                              const char *what) {
-    const cuda_node          *ns    = cuda_node_of(n);
-    const float               alpha = 1.0f;
-    unsigned char            *sc    = n->scratch;
-    size_t                    wb = weights_bytes(cb, n, g), xb = cudnn_x_bytes(cb, g);
-    size_t                    yb   = cudnn_y_bytes(cb, g);
-    void                     *ws   = ns->ws_bytes ? sc + wb + xb + yb : NULL;
-    cudnnConvolutionFwdAlgo_t algo = (cudnnConvolutionFwdAlgo_t)ns->algo;
-    const imgd_tensor        *src = n->src[0], *bias = n->src[2];
-    int64_t                   total = g->N * g->O * g->P;
-    cuk_operand               bo    = {bias ? cuda_dptr(bias) : NULL, CUK_F32, 0, g->P, g->O}, ro;
-    const void               *w     = ns->cnst[1];
-    imgd_status               st    = IMGD_OK;
+    const cuda_node   *ns = cuda_node_of(n);
+    unsigned char     *sc = n->scratch;
+    size_t             wb = weights_bytes(cb, n, g), xb = cudnn_x_bytes(cb, g);
+    size_t             yb  = cudnn_y_bytes(cb, g);
+    void              *ws  = ns->ws_bytes ? sc + wb + xb + yb : NULL;
+    const imgd_tensor *src = n->src[0], *bias = n->src[2];
+    cuk_operand        bo = {bias ? cuda_dptr(bias) : NULL, CUK_F32, 0, g->P, g->O}, ro;
+    const void        *w  = ns->cnst[1];
+    imgd_status        st = IMGD_OK;
     if (!w) {
         w  = cuda_math_low(cb) ? sc : cuda_dptr(n->src[1]);
         st = cuda_math_low(cb) ? cuda_to_math(cb, n->src[1], sc, what) : IMGD_OK;
     }
-    const void *x = cuda_dptr(src);
-    if (ns->nhwc) return nhwc_run(cb, n, g, sc + wb, x, w, ws, what);
-    /* half activations are read in place; anything else is rounded into scratch */
-    if (cuda_math_low(cb) &&
-        !(cuda_cuk_of(src) == cuda_math_cuk(cb) && imgd_tensor_is_contiguous(src)) &&
-        st == IMGD_OK) {
+    const void *x  = cuda_dptr(src);
+    int32_t     xt = cuda_cuk_of(src);
+    if (!ns->nhwc && cuda_math_low(cb) && !imgd_tensor_is_contiguous(src) && st == IMGD_OK) {
         st = cuda_to_math(cb, src, sc + wb, what);
         x  = sc + wb;
+        xt = cuda_math_cuk(cb);
     }
     if (st != IMGD_OK) return st;
     /* the fused ADD's output written here, its other operand (planned flat) read as ro */
@@ -329,32 +310,275 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
                                  ? ns->fused
                                  : NULL;
     const imgd_tensor *out = fz ? fz : n;
-    if (!cuda_math_low(cb)) {
-        float beta = 0.0f;
-        if (bias || fz) {
-            cudaError_t e = cuk_ewise(out->data, CUK_F32, total, CUK_ADD, NULL, &bo,
-                                      fz ? &ro : NULL, cb->stream);
-            if (e != cudaSuccess) return cuda_fail(e, "cuk_ewise (bias prefill)", what);
-            beta = 1.0f;
-        }
-        CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, w, ns->cd, algo, ws,
-                                          ns->ws_bytes, &beta, ns->yd, out->data),
-                  what);
-        if (fz) cuda_node_of(fz)->gemm_done = true;
+    if (cuda_math_low(cb)) {
+        conv_io io = {x,       xt,           w, out->data, cuda_cuk_of(out), bo, fz ? &ro : NULL,
+                      sc + wb, sc + wb + xb, ws};
+        st         = conv_exec_low(cb, ns, g, ns->nhwc, ns->algo, ns->ws_bytes, &io, what);
+        if (st == IMGD_OK && fz) cuda_node_of(fz)->gemm_done = true;
+        return st;
+    }
+    float alpha = 1.0f, beta = 0.0f;
+    if (bias || fz) {
+        cudaError_t e = cuk_ewise(out->data, CUK_F32, g->N * g->O * g->P, CUK_ADD, NULL, &bo,
+                                  fz ? &ro : NULL, cb->stream);
+        if (e != cudaSuccess) return cuda_fail(e, "cuk_ewise (bias prefill)", what);
+        beta = 1.0f;
+    }
+    CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, w, ns->cd,
+                                      (cudnnConvolutionFwdAlgo_t)ns->algo, ws, ns->ws_bytes, &beta,
+                                      ns->yd, out->data),
+              what);
+    if (fz) cuda_node_of(fz)->gemm_done = true;
+    return IMGD_OK;
+}
+
+/* ---- the layout tuner (IMGD_CUDA_CONV_NHWC=auto|tune) ---------------------------------------
+ * Both layouts run on the node's shapes in buffers of their own (zeros: the speed does not
+ * depend on the values), the transposes and epilogue included, once to warm up and
+ * CUDA_TUNE_REPS times between two events (tune.c), and the faster is kept, remembered per
+ * conv_key so a UNet's repeated blocks and later plans time nothing. Not timed (nhwc_wins
+ * guesses) where the buffers would pass CUDA_CONV_TUNE_BYTES_MAX or leave less than
+ * CUDA_CONV_TUNE_SPARE of device memory free. */
+
+#    define CUDA_CONV_TUNE_FLOP      1e8
+#    define CUDA_CONV_TUNE_BYTES_MAX ((size_t)1 << 30)
+#    define CUDA_CONV_TUNE_SPARE     ((size_t)256 << 20)
+
+/* One layout's algorithm: cudnn_pick's answer for ns's descriptors in that layout. */
+typedef struct conv_layout {
+    cudnnConvolutionFwdAlgoPerf_t perf;
+    size_t                        ws;
+    bool                          found;
+} conv_layout;
+
+/* Sets ns's descriptors for layout nhwc and picks its algorithm into *l. */
+static imgd_status layout_pick(cuda_backend *cb, const conv_geom *g, cuda_node *ns, bool nhwc,
+                               conv_layout *l) {
+    memset(l, 0, sizeof *l);
+    ns->nhwc       = nhwc;
+    imgd_status st = cudnn_describe(cb, g, ns, "conv2d: cuDNN descriptors");
+    return st == IMGD_OK ? cudnn_pick(cb, ns, &l->perf, &l->ws, &l->found) : st;
+}
+
+/* Sets ns's descriptors back to layout nhwc with its algorithm's math type (l, picked before). */
+static imgd_status layout_use(cuda_backend *cb, const conv_geom *g, cuda_node *ns, bool nhwc,
+                              const conv_layout *l) {
+    const char *what = "conv2d: cuDNN descriptors";
+    ns->nhwc         = nhwc;
+    imgd_status st   = cudnn_describe(cb, g, ns, what);
+    if (st == IMGD_OK) CUDNN_TRY(cudnnSetConvolutionMathType(ns->cd, l->perf.mathType), what);
+    return st;
+}
+
+/* What decides the timings (zero-filled before it is set: compared with memcmp). */
+typedef struct conv_key {
+    int64_t geom[11]; /* N, C, H, W, O, KH, KW, sh, sw, ph, pw */
+    int32_t xt, ot, bias, math;
+} conv_key;
+
+typedef struct conv_pick {
+    conv_key key;
+    bool     nhwc;
+    float    ms[2]; /* NCHW, NHWC; < 0: it failed */
+} conv_pick;
+
+static void conv_make_key(const cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
+                          conv_key *k) {
+    memset(k, 0, sizeof *k);
+    const int64_t v[11] = {g->N, g->C, g->H, g->W, g->O, g->KH, g->KW, g->sh, g->sw, g->ph, g->pw};
+    memcpy(k->geom, v, sizeof v);
+    k->xt   = cuda_cuk_of(n->src[0]);
+    k->ot   = cuda_cuk_of(n);
+    k->bias = n->src[2] != NULL;
+    k->math = cuda_math_cuk(cb);
+}
+
+typedef struct conv_trial {
+    cuda_backend      *cb;
+    const cuda_node   *ns;
+    const conv_geom   *g;
+    bool               nhwc;
+    const conv_layout *l;
+    const conv_io     *io;
+} conv_trial;
+
+/* false when the run failed (its error cleared: a layout that fails is not chosen) */
+static bool conv_trial_run(void *ctx) {
+    const conv_trial *t = ctx;
+    imgd_status st = conv_exec_low(t->cb, t->ns, t->g, t->nhwc, (int32_t)t->l->perf.algo, t->l->ws,
+                                   t->io, "conv2d: timing a layout");
+    if (st == IMGD_OK) return true;
+    imgd_error_clear();
+    (void)cudaGetLastError();
+    return false;
+}
+
+/* Times both layouts (lay[0] NCHW, lay[1] NHWC, both found; krsc the NHWC weight) of node n
+ * into ms; *timed false, with why, when there was no room to. Leaves ns's descriptors NHWC. */
+static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
+                             cuda_node *ns, const conv_layout lay[2], const void *krsc, float ms[2],
+                             bool *timed, char *why, size_t why_cap) {
+    const size_t xes    = cuda_cuk_of(n->src[0]) == CUK_F32 ? 4 : 2;
+    const size_t oes    = cuda_cuk_of(n) == CUK_F32 ? 4 : 2;
+    const size_t off_o  = cuda_align_up((size_t)(g->N * g->C * g->H * g->W) * xes);
+    const size_t off_xs = off_o + cuda_align_up((size_t)(g->N * g->O * g->P) * oes);
+    const size_t off_y  = off_xs + cudnn_x_bytes(cb, g);
+    const size_t off_b  = off_y + cudnn_y_bytes(cb, g);
+    const size_t off_ws = off_b + cuda_align_up((size_t)g->O * 4);
+    const size_t total  = off_ws + cuda_align_up(lay[0].ws > lay[1].ws ? lay[0].ws : lay[1].ws);
+    size_t       fr = 0, all = 0;
+    *timed = false;
+    ms[0] = ms[1] = -1.0f;
+    if (cudaMemGetInfo(&fr, &all) != cudaSuccess || total + CUDA_CONV_TUNE_SPARE > fr ||
+        total > CUDA_CONV_TUNE_BYTES_MAX) {
+        (void)cudaGetLastError();
+        (void)snprintf(why, why_cap, "guessed, not timed: its buffers take %.1f MiB (%.0f free)",
+                       (double)total / (1024.0 * 1024.0), (double)fr / (1024.0 * 1024.0));
         return IMGD_OK;
     }
-    bool        direct_out = !bias && !fz && cuda_cuk_of(n) == cuda_math_cuk(cb);
-    void       *y          = direct_out ? n->data : sc + wb + xb;
-    const float beta       = 0.0f;
-    CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, w, ns->cd, algo, ws,
-                                      ns->ws_bytes, &beta, ns->yd, y),
-              what);
-    if (direct_out) return IMGD_OK;
-    cuk_operand yo = {y, cuda_math_cuk(cb), 0, 1, total};
-    cudaError_t e  = cuk_ewise(out->data, cuda_cuk_of(out), total, CUK_ADD, &yo, &bo,
-                              fz ? &ro : NULL, cb->stream);
-    if (e != cudaSuccess) return cuda_fail(e, "cuk_ewise (conv2d epilogue)", what);
-    if (fz) cuda_node_of(fz)->gemm_done = true;
+    unsigned char *buf = NULL;
+    cudaEvent_t    e0 = NULL, e1 = NULL;
+    cudaError_t    e = cudaMalloc((void **)&buf, total);
+    if (e == cudaSuccess) e = cudaMemsetAsync(buf, 0, off_xs, cb->stream);
+    if (e == cudaSuccess) e = cudaMemsetAsync(buf + off_b, 0, off_ws - off_b, cb->stream);
+    if (e == cudaSuccess) e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    imgd_status st = IMGD_OK;
+    if (e == cudaSuccess) {
+        for (int l = 0; l < 2 && st == IMGD_OK; l++) {
+            conv_io    io = {buf,
+                             cuda_cuk_of(n->src[0]),
+                          l ? krsc : ns->cnst[1],
+                             buf + off_o,
+                             cuda_cuk_of(n),
+                             {n->src[2] ? buf + off_b : NULL, CUK_F32, 0, g->P, g->O},
+                             NULL,
+                             buf + off_xs,
+                             buf + off_y,
+                          lay[l].ws ? buf + off_ws : NULL};
+            conv_trial t  = {cb, ns, g, l == 1, &lay[l], &io};
+            st            = layout_use(cb, g, ns, l == 1, &lay[l]);
+            if (st == IMGD_OK) ms[l] = cuda_tune_time(cb, conv_trial_run, &t, e0, e1);
+        }
+        *timed = st == IMGD_OK;
+    } else {
+        (void)snprintf(why, why_cap, "guessed, not timed: no %.1f MiB of device memory (%s)",
+                       (double)total / (1024.0 * 1024.0), cudaGetErrorString(e));
+        (void)cudaGetLastError();
+    }
+    if (e0) (void)cudaEventDestroy(e0);
+    if (e1) (void)cudaEventDestroy(e1);
+    if (buf) (void)cudaFree(buf);
+    return st;
+}
+
+/* Whether IMGD_CUDA_CONV_NHWC times this convolution: tune, or auto from CUDA_CONV_TUNE_FLOP. */
+static bool conv_timed(const cuda_backend *cb, const conv_geom *g) {
+    double flop = 2.0 * (double)g->N * (double)g->O * (double)g->P * (double)g->CK;
+    return cb->conv_nhwc == CUDA_NHWC_TUNE ||
+           (cb->conv_nhwc == CUDA_NHWC_AUTO && flop >= CUDA_CONV_TUNE_FLOP);
+}
+
+/* The layout of node n (lay: both found; ns's descriptors NHWC, and left so) as timed now, with
+ * the KRSC weight it makes (*krsc, the caller's), or before for its conv_key: *nhwc and *how
+ * set, ms its timings. Left as guessed, *how = why, where there is no room to time it. */
+static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
+                               cuda_node *ns, const conv_layout lay[2], bool *nhwc, void **krsc,
+                               float ms[2], const char **how, char *why, size_t why_cap) {
+    conv_key key;
+    conv_make_key(cb, n, g, &key);
+    const conv_pick *known = cuda_tune_find(&cb->conv_picks, &key, sizeof key);
+    if (known) {
+        *nhwc = known->nhwc;
+        memcpy(ms, known->ms, 2 * sizeof *ms);
+        *how = "remembered";
+        return IMGD_OK;
+    }
+    size_t fr = 0, all = 0, wbytes = cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
+    if (cudaMemGetInfo(&fr, &all) != cudaSuccess || wbytes + CUDA_CONV_TUNE_SPARE > fr) {
+        (void)cudaGetLastError();
+        (void)snprintf(why, why_cap, "guessed, not timed: no room for a KRSC weight copy");
+        *how = why;
+        return IMGD_OK;
+    }
+    bool        timed = false;
+    imgd_status st    = krsc_new(cb, g, ns, krsc);
+    if (st == IMGD_OK) st = conv_time(cb, n, g, ns, lay, *krsc, ms, &timed, why, why_cap);
+    if (st != IMGD_OK || !timed || (ms[0] < 0.0f && ms[1] < 0.0f)) {
+        if (st == IMGD_OK && timed)
+            (void)snprintf(why, why_cap, "guessed: neither layout ran when timed");
+        *how = why;
+        return st;
+    }
+    *nhwc        = ms[1] >= 0.0f && (ms[0] < 0.0f || ms[1] < ms[0]);
+    *how         = "timed";
+    conv_pick *p = cuda_tune_add(&cb->conv_picks, sizeof *p);
+    if (p) {
+        p->key  = key;
+        p->nhwc = *nhwc;
+        memcpy(p->ms, ms, sizeof p->ms);
+    }
+    return IMGD_OK;
+}
+
+/* Sets ns->cudnn, algo and ws_bytes when cuDNN has an acceptable algorithm; leaves ns->cudnn
+ * false (im2col) otherwise. NHWC (ns->nhwc) in f16/bf16 math when the weight is a contiguous
+ * constant, x is contiguous, and IMGD_CUDA_CONV_NHWC asks for it (1), nhwc_wins guesses it
+ * (guess, and auto below CUDA_CONV_TUNE_FLOP) or it ran faster at plan time (auto, tune;
+ * conv_choose). A layout cuDNN has no algorithm for is not taken. Errors only for failing
+ * descriptor calls and device memory. */
+static imgd_status cudnn_prepare(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
+                                 cuda_node *ns) {
+    if (g->N * g->C * g->H * g->W > INT_MAX || g->N * g->O * g->P > INT_MAX || g->CK == 0 ||
+        g->N * g->O * g->P == 0)
+        return IMGD_OK;
+    bool can = cb->conv_nhwc != CUDA_NHWC_OFF && cuda_math_low(cb) && ns->cnst[1] &&
+               imgd_tensor_is_contiguous(n->src[1]) && imgd_tensor_is_contiguous(n->src[0]);
+    conv_layout lay[2];
+    bool        nhwc = can && cb->conv_nhwc == CUDA_NHWC_ON, cur = nhwc;
+    imgd_status st       = layout_pick(cb, g, ns, nhwc, &lay[nhwc]);
+    void       *krsc     = NULL;
+    float       ms[2]    = {-1.0f, -1.0f};
+    const char *how      = !can ? "the only layout" : nhwc ? "IMGD_CUDA_CONV_NHWC=1" : "guessed";
+    char        why[160] = "";
+    bool        timed    = can && !nhwc && conv_timed(cb, g);
+    bool        guess = st == IMGD_OK && can && !nhwc && nhwc_wins(g, &lay[0].perf, lay[0].found);
+    if (st == IMGD_OK && (timed || guess)) {
+        st   = layout_pick(cb, g, ns, true, &lay[1]); /* conv_choose leaves NHWC set too */
+        cur  = true;
+        nhwc = guess && lay[1].found;
+        if (st == IMGD_OK && timed && lay[0].found && lay[1].found)
+            st = conv_choose(cb, n, g, ns, lay, &nhwc, &krsc, ms, &how, why, sizeof why);
+    }
+    if (st == IMGD_OK && cur != nhwc) st = layout_use(cb, g, ns, nhwc, &lay[nhwc]);
+    if (st == IMGD_OK && lay[nhwc].found && nhwc && !krsc) st = krsc_new(cb, g, ns, &krsc);
+    if (st != IMGD_OK || !lay[nhwc].found) {
+        if (krsc) (void)cudaFree(krsc);
+        ns->nhwc = false; /* im2col */
+        return st;
+    }
+    if (nhwc)
+        krsc_install(ns, krsc);
+    else if (krsc)
+        (void)cudaFree(krsc);
+    const conv_layout *l = &lay[nhwc];
+    ns->nhwc             = nhwc;
+    ns->cudnn            = true;
+    ns->algo             = (int32_t)l->perf.algo;
+    ns->ws_bytes         = l->ws;
+    if (cb->verbose) {
+        fprintf(stderr,
+                "cuda: conv2d [%lld,%lld,%lld,%lld] -> %lld %lldx%lld: cuDNN %s algo %d, math %d, "
+                "%.1f us (%s), workspace %zu; layout %s",
+                (long long)g->N, (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O,
+                (long long)g->KH, (long long)g->KW, nhwc ? "NHWC" : "NCHW", (int)l->perf.algo,
+                (int)l->perf.mathType, (double)l->perf.time * 1e3,
+                cb->cudnn_find ? "timed" : "heuristic", l->ws,
+                *how ? how : "by IMGD_CUDA_CONV_NHWC");
+        if (ms[0] >= 0.0f || ms[1] >= 0.0f)
+            fprintf(stderr, " (NCHW %.3f ms, NHWC %.3f ms)", (double)ms[0], (double)ms[1]);
+        fprintf(stderr, "\n");
+    }
     return IMGD_OK;
 }
 #endif
@@ -368,7 +592,9 @@ size_t cuda_conv2d_copy_bytes(const cuda_backend *cb, const imgd_tensor *n) {
         return 0;
     conv_geom g;
     conv_geometry(n, cuda_math_size(cb), &g);
-    if (cb->conv_nhwc == CUDA_NHWC_AUTO && g.O * g.CK < g.N * g.C * g.H * g.W) return 0;
+    /* what nhwc_wins guesses (the tuner makes a copy it was not counted for only where it
+     * finds the room, and the upload the copy replaces is dropped) */
+    if (cb->conv_nhwc != CUDA_NHWC_ON && g.O * g.CK < g.N * g.C * g.H * g.W) return 0;
     return cuda_align_up((size_t)(g.O * g.CK) * cuda_math_size(cb));
 #else
     IMGD_UNUSED(cb);

@@ -53,11 +53,15 @@
  *                               or residual) runs as its own kernel instead of in the pass
  *                               that adds the convolution's bias
  *   IMGD_CUDA_CONV_NHWC=0|1     f16/bf16 cuDNN conv2d on NCHW tensors everywhere (0) or NHWC
- *                               everywhere (1); default (auto): NHWC with a KRSC copy of the
- *                               weight made at plan time where the weight outweighs the
- *                               activation or cuDNN has no NCHW tensor-core algorithm (H100,
- *                               SD 1.5 f16: 80.9 it/s against 73.6 all NCHW), x transposed in
- *                               and y out with the bias and residual
+ *                               everywhere (1): NHWC with a KRSC copy of the weight made at
+ *                               plan time, x transposed in and y out with the bias and
+ *                               residual. Default (auto): both layouts timed at plan time on
+ *                               each convolution of 1e8 FLOP or more (the transposes and
+ *                               epilogue included; remembered per shape) and the faster
+ *                               taken; smaller ones guessed: NHWC where the weight outweighs
+ *                               the activation or cuDNN has no NCHW tensor-core algorithm
+ *                               (H100, SD 1.5 f16: 80.9 it/s against 73.6 all NCHW).
+ *                               tune: every convolution timed; guess: none
  *   IMGD_CUDA_CUDNN_FIND=1      time every cuDNN algorithm of each conv2d at plan time instead
  *                               of taking cuDNN's heuristic choice (H100: no faster, plans 5x
  *                               slower; off by default)
@@ -99,6 +103,23 @@ int imgd_cuda_device_count(void);
 
 /* Device memory of the current device in bytes. IMGD_E_DEVICE when the query fails. */
 imgd_status imgd_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+
+/* How many nodes of a graph planned on a cuda backend take each path (what
+ * IMGD_CUDA_VERBOSE=1 prints per plan). */
+typedef struct imgd_cuda_paths {
+    int conv_cudnn, conv_nhwc, conv_im2col;         /* conv2d: cuDNN (of which NHWC), im2col */
+    int attn_cudnn, attn_tc, attn_gemm, attn_flash; /* attention: cuDNN SDPA, mma / wmma, ... */
+    int weights_direct, weights_converted;          /* GEMM weight operands read as uploaded /
+                                                       as copies converted at plan time */
+    int casts, casts_skipped, folded, half_act;     /* casts (skipped), constants folded at
+                                                       plan, activations in the math type */
+    int lt_bias, fused_add, fused_gelu;             /* bias / residual add / GELU in a GEMM or
+                                                       convolution epilogue */
+    int lq_expanded, lq_tiles, lq_rows;             /* linear_quant: expanded at plan, per
+                                                       tile, read in blocks */
+} imgd_cuda_paths;
+/* Fills *p for g, a graph planned on be. IMGD_E_INVALID_ARG when be is not a cuda backend. */
+imgd_status imgd_cuda_plan_paths(const imgd_backend *be, const imgd_graph *g, imgd_cuda_paths *p);
 
 /* Name of device 0 (e.g. "NVIDIA H100 80GB HBM3") into buf; "" on failure. */
 void imgd_cuda_device_name(char *buf, size_t cap);

@@ -27,12 +27,25 @@ typedef enum cuda_attn {
                             (attention_cudnn.c), else mma */
 } cuda_attn;
 
-/* Which cuDNN convolutions take NHWC tensors (IMGD_CUDA_CONV_NHWC=0|auto|1). */
+/* Which cuDNN convolutions take NHWC tensors (IMGD_CUDA_CONV_NHWC=0|auto|tune|guess|1). */
 typedef enum cuda_nhwc {
     CUDA_NHWC_OFF  = 0,
-    CUDA_NHWC_AUTO = 1, /* where it wins (conv2d.c nhwc_wins) */
-    CUDA_NHWC_ON   = 2,
+    CUDA_NHWC_AUTO = 1, /* the faster layout, timed at plan time for convolutions of at least
+                           CUDA_CONV_TUNE_FLOP, guessed (conv2d.c nhwc_wins) for the others */
+    CUDA_NHWC_ON    = 2,
+    CUDA_NHWC_TUNE  = 3, /* every convolution timed */
+    CUDA_NHWC_GUESS = 4, /* none timed: nhwc_wins */
 } cuda_nhwc;
+
+/* The plan-time tuners' choices (tune.c): items of item_size bytes, each starting with the key
+ * it was timed for (compared with memcmp: zero-filled before it is set). */
+typedef struct cuda_tune_cache {
+    unsigned char *items;
+    size_t         n, cap, item_size;
+} cuda_tune_cache;
+
+/* Runs of a candidate timed after one warm-up run (tune.c cuda_tune_time). */
+#define CUDA_TUNE_REPS 3
 
 /* Whether linear_quant weights are expanded once at plan time (IMGD_CUDA_LQ_EXPAND=0|auto|1). */
 typedef enum cuda_lqx {
@@ -103,12 +116,12 @@ typedef struct cuda_backend {
                             through cudnnConvolutionForward instead of im2col + GEMM */
     bool cudnn_find;     /* IMGD_CUDA_CUDNN_FIND=1: each conv2d's algorithm timed on the
                             device at plan time instead of cuDNN's heuristic choice */
-    cuda_nhwc conv_nhwc; /* IMGD_CUDA_CONV_NHWC=0|auto|1 (default auto): in f16/bf16 math,
-                            cuDNN convolves NHWC tensors with a KRSC copy of the weight made
-                            at plan time (its tensor-core layout); x is transposed in, y out
-                            with the bias and residual (cuk_transpose_ewise). NCHW half tensors
-                            make cuDNN transform the weight in every run; auto takes NHWC where
-                            that costs more than the transposes */
+    cuda_nhwc conv_nhwc; /* IMGD_CUDA_CONV_NHWC=0|auto|tune|guess|1 (default auto): in
+                            f16/bf16 math, cuDNN convolves NHWC tensors with a KRSC copy of the
+                            weight made at plan time (its tensor-core layout); x is transposed
+                            in, y out with the bias and residual (cuk_transpose_ewise). NCHW
+                            half tensors make cuDNN transform the weight in every run; auto
+                            times both layouts at plan time (conv2d.c conv_choose) */
     bool conv_add;       /* IMGD_CUDA_CONV_ADD (default 1): the ADD right after a cuDNN
                             conv2d that only it reads is done in the convolution's epilogue
                             pass (cuda_plan_residuals) */
@@ -162,9 +175,9 @@ typedef struct cuda_backend {
     double       prof_wall_s; /* host time of the profiled runs, enqueue to completion */
     uint64_t     prof_runs, prof_replays;
     struct cuda_prof_row *prof_rows; /* IMGD_PROFILE=nodes: GPU time per (op, shapes) */
-    /* attention_tune.c state: attn_tune's choices, by shape */
-    struct cuda_attn_pick *attn_picks;
-    size_t                 n_attn_picks, cap_attn_picks;
+    /* the plan-time tuners' choices, by shape (tune.c) */
+    cuda_tune_cache attn_picks; /* attention_tune.c */
+    cuda_tune_cache conv_picks; /* conv2d.c: NCHW or NHWC */
 #ifdef IMGD_HAVE_CUDNN
     cudnnHandle_t dnn;
 #endif
@@ -305,7 +318,15 @@ void          cuda_attn_cudnn_release(cuda_node *ns);
  * node the mma kernel takes: cuDNN's SDPA where it takes it (cb->attn == CUDA_ATTN_CUDNN),
  * or the fastest of the timed candidates (cb->attn_tune); sets n's scratch for cuDNN. */
 imgd_status cuda_attn_choose(cuda_backend *cb, imgd_graph *g);
-void        cuda_attn_picks_free(cuda_backend *cb);
+/* tune.c: the item of c whose first key_size bytes are key's, or NULL. */
+void *cuda_tune_find(const cuda_tune_cache *c, const void *key, size_t key_size);
+/* A new zeroed item of item_size bytes at the end of c (NULL: out of host memory). */
+void *cuda_tune_add(cuda_tune_cache *c, size_t item_size);
+void  cuda_tune_free(cuda_tune_cache *c);
+/* Milliseconds per run(ctx) on cb's stream: one warm-up run, then CUDA_TUNE_REPS between the
+ * events e0 and e1; -1 when a run returns false or the timing fails (its error cleared). */
+float cuda_tune_time(cuda_backend *cb, bool (*run)(void *ctx), void *ctx, cudaEvent_t e0,
+                     cudaEvent_t e1);
 /* Whether the tensor-core flash kernel runs attention node n in cb's math. */
 bool cuda_attn_wmma_supported(const cuda_backend *cb, const imgd_tensor *n);
 /* Whether dispatch.c / matmul.c can run n (dtype, layout and size limits). */
@@ -403,7 +424,8 @@ bool cuda_conv2d_supported(const imgd_tensor *n);
 imgd_status cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n);
 imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what);
 /* Device bytes of the KRSC weight copy conv2d node n is expected to make at plan time
- * (NHWC: IMGD_CUDA_CONV_NHWC=1, or auto where the weight outweighs the activation); 0: none. */
+ * (NHWC: IMGD_CUDA_CONV_NHWC=1, or where the weight outweighs the activation; a timed
+ * choice of NHWC elsewhere makes its copy only where it finds the room); 0: none. */
 size_t cuda_conv2d_copy_bytes(const cuda_backend *cb, const imgd_tensor *n);
 /* Destroys the cuDNN descriptors of a conv2d node's state (NULL-safe). */
 void cuda_conv2d_release(cuda_node *st);
