@@ -83,8 +83,14 @@ static int g_test_passed, g_test_failed, g_test_case_failed;
         }                                                                                          \
     } while (0)
 
+/* IMGD_TEST_ONLY=SUBSTRING runs only the cases whose function name contains it. */
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
+        const char *only_ = getenv("IMGD_TEST_ONLY");                                              \
+        if (only_ && *only_ && !strstr(#fn, only_)) {                                              \
+            fprintf(stderr, "SKIP %s (IMGD_TEST_ONLY=%s)\n", #fn, only_);                          \
+            break;                                                                                 \
+        }                                                                                          \
         g_test_case_failed = 0;                                                                    \
         fn();                                                                                      \
         if (g_test_case_failed) {                                                                  \
