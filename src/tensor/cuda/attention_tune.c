@@ -111,30 +111,18 @@ static bool time_node(cuda_backend *cb, const imgd_tensor *n, const bool cand[PI
     const imgd_tensor *ts[5]  = {n, n->src[0], n->src[1], n->src[2], n->src[3]};
     size_t             off[6] = {0}, ws_bytes = cand[PICK_CUDNN] ? cuda_node_of(n)->ws_bytes : 0;
     for (int i = 0; i < 5; i++) off[i + 1] = off[i] + (ts[i] ? extent_bytes(ts[i]) : 0);
-    unsigned char *buf = NULL;
-    cudaEvent_t    e0 = NULL, e1 = NULL;
+    cuda_tune_bufs tb;
     for (int c = 0; c < PICK_N; c++) ms[c] = -1.0f;
-    cudaError_t e = cudaMalloc((void **)&buf, off[5] + cuda_align_up(ws_bytes));
-    if (e == cudaSuccess) e = cudaMemsetAsync(buf, 0, off[5], cb->stream);
-    if (e == cudaSuccess) e = cudaEventCreate(&e0);
-    if (e == cudaSuccess) e = cudaEventCreate(&e1);
-    if (e == cudaSuccess) {
-        void *p[5];
-        for (int i = 0; i < 5; i++) p[i] = ts[i] ? buf + off[i] : NULL;
-        for (int c = 0; c < PICK_N; c++)
-            if (cand[c]) {
-                attn_run r = {cb, n, c, p, ws_bytes ? buf + off[5] : NULL};
-                ms[c]      = cuda_tune_time(cb, run_once, &r, e0, e1);
-            }
-    } else {
-        (void)snprintf(why, why_cap, "no %.1f MiB of device memory to time it in (%s)",
-                       (double)(off[5] + ws_bytes) / (1024.0 * 1024.0), cudaGetErrorString(e));
-        (void)cudaGetLastError();
-    }
-    if (e0) (void)cudaEventDestroy(e0);
-    if (e1) (void)cudaEventDestroy(e1);
-    if (buf) (void)cudaFree(buf);
-    return e == cudaSuccess;
+    if (!cuda_tune_bufs_new(cb, off[5] + cuda_align_up(ws_bytes), &tb, why, why_cap)) return false;
+    void *p[5];
+    for (int i = 0; i < 5; i++) p[i] = ts[i] ? tb.buf + off[i] : NULL;
+    for (int c = 0; c < PICK_N; c++)
+        if (cand[c]) {
+            attn_run r = {cb, n, c, p, ws_bytes ? tb.buf + off[5] : NULL};
+            ms[c]      = cuda_tune_time(cb, &tb, run_once, &r);
+        }
+    cuda_tune_bufs_free(&tb);
+    return true;
 }
 
 /* The fastest timed candidate, or -1 when none ran. */

@@ -413,62 +413,58 @@ static bool conv_trial_run(void *ctx) {
     return false;
 }
 
-/* Times both layouts (lay[0] NCHW, lay[1] NHWC, both found; krsc the NHWC weight) of node n
- * into ms; *timed false, with why, when there was no room to. Leaves ns's descriptors NHWC. */
+/* Times both layouts (lay[0] NCHW, lay[1] NHWC, both found) of node n into ms, with the KRSC
+ * weight it makes for NHWC (*krsc, the caller's); *timed false, with why, where the copy and
+ * the buffers do not fit (then *krsc is not made). Leaves ns's descriptors NHWC. */
 static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
-                             cuda_node *ns, const conv_layout lay[2], const void *krsc, float ms[2],
+                             cuda_node *ns, const conv_layout lay[2], void **krsc, float ms[2],
                              bool *timed, char *why, size_t why_cap) {
-    const size_t xes    = cuda_cuk_of(n->src[0]) == CUK_F32 ? 4 : 2;
-    const size_t oes    = cuda_cuk_of(n) == CUK_F32 ? 4 : 2;
-    const size_t off_o  = cuda_align_up((size_t)(g->N * g->C * g->H * g->W) * xes);
-    const size_t off_xs = off_o + cuda_align_up((size_t)(g->N * g->O * g->P) * oes);
-    const size_t off_y  = off_xs + cudnn_x_bytes(cb, g);
-    const size_t off_b  = off_y + cudnn_y_bytes(cb, g);
-    const size_t off_ws = off_b + cuda_align_up((size_t)g->O * 4);
-    const size_t total  = off_ws + cuda_align_up(lay[0].ws > lay[1].ws ? lay[0].ws : lay[1].ws);
-    size_t       fr = 0, all = 0;
+    const size_t   xes    = cuda_cuk_of(n->src[0]) == CUK_F32 ? 4 : 2;
+    const size_t   oes    = cuda_cuk_of(n) == CUK_F32 ? 4 : 2;
+    const size_t   off_o  = cuda_align_up((size_t)(g->N * g->C * g->H * g->W) * xes);
+    const size_t   off_xs = off_o + cuda_align_up((size_t)(g->N * g->O * g->P) * oes);
+    const size_t   off_y  = off_xs + cudnn_x_bytes(cb, g);
+    const size_t   off_b  = off_y + cudnn_y_bytes(cb, g);
+    const size_t   off_ws = off_b + cuda_align_up((size_t)g->O * 4);
+    const size_t   total  = off_ws + cuda_align_up(lay[0].ws > lay[1].ws ? lay[0].ws : lay[1].ws);
+    const size_t   wbytes = cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
+    size_t         fr = 0, all = 0;
+    char           nomem[128];
+    cuda_tune_bufs tb;
     *timed = false;
     ms[0] = ms[1] = -1.0f;
-    if (cudaMemGetInfo(&fr, &all) != cudaSuccess || total + CUDA_CONV_TUNE_SPARE > fr ||
+    if (cudaMemGetInfo(&fr, &all) != cudaSuccess || total + wbytes + CUDA_CONV_TUNE_SPARE > fr ||
         total > CUDA_CONV_TUNE_BYTES_MAX) {
         (void)cudaGetLastError();
-        (void)snprintf(why, why_cap, "guessed, not timed: its buffers take %.1f MiB (%.0f free)",
-                       (double)total / (1024.0 * 1024.0), (double)fr / (1024.0 * 1024.0));
+        (void)snprintf(why, why_cap,
+                       "guessed, not timed: its KRSC weight and buffers take %.1f MiB (%.0f free)",
+                       (double)(total + wbytes) / (1024.0 * 1024.0),
+                       (double)fr / (1024.0 * 1024.0));
         return IMGD_OK;
     }
-    unsigned char *buf = NULL;
-    cudaEvent_t    e0 = NULL, e1 = NULL;
-    cudaError_t    e = cudaMalloc((void **)&buf, total);
-    if (e == cudaSuccess) e = cudaMemsetAsync(buf, 0, off_xs, cb->stream);
-    if (e == cudaSuccess) e = cudaMemsetAsync(buf + off_b, 0, off_ws - off_b, cb->stream);
-    if (e == cudaSuccess) e = cudaEventCreate(&e0);
-    if (e == cudaSuccess) e = cudaEventCreate(&e1);
-    imgd_status st = IMGD_OK;
-    if (e == cudaSuccess) {
-        for (int l = 0; l < 2 && st == IMGD_OK; l++) {
-            conv_io    io = {buf,
-                             cuda_cuk_of(n->src[0]),
-                          l ? krsc : ns->cnst[1],
-                             buf + off_o,
-                             cuda_cuk_of(n),
-                             {n->src[2] ? buf + off_b : NULL, CUK_F32, 0, g->P, g->O},
-                             NULL,
-                             buf + off_xs,
-                             buf + off_y,
-                          lay[l].ws ? buf + off_ws : NULL};
-            conv_trial t  = {cb, ns, g, l == 1, &lay[l], &io};
-            st            = layout_use(cb, g, ns, l == 1, &lay[l]);
-            if (st == IMGD_OK) ms[l] = cuda_tune_time(cb, conv_trial_run, &t, e0, e1);
-        }
-        *timed = st == IMGD_OK;
-    } else {
-        (void)snprintf(why, why_cap, "guessed, not timed: no %.1f MiB of device memory (%s)",
-                       (double)total / (1024.0 * 1024.0), cudaGetErrorString(e));
-        (void)cudaGetLastError();
+    imgd_status st = krsc_new(cb, g, ns, krsc);
+    if (st != IMGD_OK) return st;
+    if (!cuda_tune_bufs_new(cb, total, &tb, nomem, sizeof nomem)) {
+        (void)snprintf(why, why_cap, "guessed, not timed: %s", nomem);
+        return IMGD_OK;
     }
-    if (e0) (void)cudaEventDestroy(e0);
-    if (e1) (void)cudaEventDestroy(e1);
-    if (buf) (void)cudaFree(buf);
+    for (int l = 0; l < 2 && st == IMGD_OK; l++) {
+        conv_io    io = {tb.buf,
+                         cuda_cuk_of(n->src[0]),
+                      l ? *krsc : ns->cnst[1],
+                         tb.buf + off_o,
+                         cuda_cuk_of(n),
+                         {n->src[2] ? tb.buf + off_b : NULL, CUK_F32, 0, g->P, g->O},
+                         NULL,
+                         tb.buf + off_xs,
+                         tb.buf + off_y,
+                      lay[l].ws ? tb.buf + off_ws : NULL};
+        conv_trial t  = {cb, ns, g, l == 1, &lay[l], &io};
+        st            = layout_use(cb, g, ns, l == 1, &lay[l]);
+        if (st == IMGD_OK) ms[l] = cuda_tune_time(cb, &tb, conv_trial_run, &t);
+    }
+    *timed = st == IMGD_OK;
+    cuda_tune_bufs_free(&tb);
     return st;
 }
 
@@ -480,7 +476,7 @@ static bool conv_timed(const cuda_backend *cb, const conv_geom *g) {
 }
 
 /* The layout of node n (lay: both found; ns's descriptors NHWC, and left so) as timed now, with
- * the KRSC weight it makes (*krsc, the caller's), or before for its conv_key: *nhwc and *how
+ * the KRSC weight conv_time makes (*krsc, the caller's), or before for its conv_key: *nhwc and *how
  * set, ms its timings. Left as guessed, *how = why, where there is no room to time it. */
 static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
                                cuda_node *ns, const conv_layout lay[2], bool *nhwc, void **krsc,
@@ -494,16 +490,8 @@ static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const con
         *how = "remembered";
         return IMGD_OK;
     }
-    size_t fr = 0, all = 0, wbytes = cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
-    if (cudaMemGetInfo(&fr, &all) != cudaSuccess || wbytes + CUDA_CONV_TUNE_SPARE > fr) {
-        (void)cudaGetLastError();
-        (void)snprintf(why, why_cap, "guessed, not timed: no room for a KRSC weight copy");
-        *how = why;
-        return IMGD_OK;
-    }
     bool        timed = false;
-    imgd_status st    = krsc_new(cb, g, ns, krsc);
-    if (st == IMGD_OK) st = conv_time(cb, n, g, ns, lay, *krsc, ms, &timed, why, why_cap);
+    imgd_status st    = conv_time(cb, n, g, ns, lay, krsc, ms, &timed, why, why_cap);
     if (st != IMGD_OK || !timed || (ms[0] < 0.0f && ms[1] < 0.0f)) {
         if (st == IMGD_OK && timed)
             (void)snprintf(why, why_cap, "guessed: neither layout ran when timed");

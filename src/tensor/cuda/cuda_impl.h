@@ -323,10 +323,19 @@ void *cuda_tune_find(const cuda_tune_cache *c, const void *key, size_t key_size)
 /* A new zeroed item of item_size bytes at the end of c (NULL: out of host memory). */
 void *cuda_tune_add(cuda_tune_cache *c, size_t item_size);
 void  cuda_tune_free(cuda_tune_cache *c);
-/* Milliseconds per run(ctx) on cb's stream: one warm-up run, then CUDA_TUNE_REPS between the
- * events e0 and e1; -1 when a run returns false or the timing fails (its error cleared). */
-float cuda_tune_time(cuda_backend *cb, bool (*run)(void *ctx), void *ctx, cudaEvent_t e0,
-                     cudaEvent_t e1);
+/* A tuner's trial buffers: buf (zeroed) and the two events a run is timed between. */
+typedef struct cuda_tune_bufs {
+    unsigned char *buf;
+    cudaEvent_t    e0, e1;
+} cuda_tune_bufs;
+/* bytes of zeroed device memory and two events; false, with why, when they could not be had
+ * (nothing left held, the error cleared). */
+bool cuda_tune_bufs_new(cuda_backend *cb, size_t bytes, cuda_tune_bufs *b, char *why,
+                        size_t why_cap);
+void cuda_tune_bufs_free(cuda_tune_bufs *b);
+/* Milliseconds per run(ctx) on cb's stream: one warm-up run, then CUDA_TUNE_REPS between b's
+ * events; -1 when a run returns false or the timing fails (its error cleared). */
+float cuda_tune_time(cuda_backend *cb, const cuda_tune_bufs *b, bool (*run)(void *ctx), void *ctx);
 /* Whether the tensor-core flash kernel runs attention node n in cb's math. */
 bool cuda_attn_wmma_supported(const cuda_backend *cb, const imgd_tensor *n);
 /* Whether dispatch.c / matmul.c can run n (dtype, layout and size limits). */

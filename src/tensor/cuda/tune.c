@@ -1,5 +1,6 @@
 /* What the plan-time tuners (attention_tune.c, conv2d.c) share: a cache of choices by key,
- * and the time of a run on the backend's stream between two events. */
+ * trial buffers with two events, and the time of a run on the backend's stream between them. */
+#include <stdio.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -35,15 +36,37 @@ void cuda_tune_free(cuda_tune_cache *c) {
     memset(c, 0, sizeof *c);
 }
 
-float cuda_tune_time(cuda_backend *cb, bool (*run)(void *ctx), void *ctx, cudaEvent_t e0,
-                     cudaEvent_t e1) {
+bool cuda_tune_bufs_new(cuda_backend *cb, size_t bytes, cuda_tune_bufs *b, char *why,
+                        size_t why_cap) {
+    memset(b, 0, sizeof *b);
+    cudaError_t e = cudaMalloc((void **)&b->buf, bytes);
+    if (e == cudaSuccess) e = cudaMemsetAsync(b->buf, 0, bytes, cb->stream);
+    if (e == cudaSuccess) e = cudaEventCreate(&b->e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&b->e1);
+    if (e == cudaSuccess) return true;
+    (void)snprintf(why, why_cap, "no %.1f MiB of device memory to time it in (%s)",
+                   (double)bytes / (1024.0 * 1024.0), cudaGetErrorString(e));
+    (void)cudaGetLastError();
+    cuda_tune_bufs_free(b);
+    return false;
+}
+
+void cuda_tune_bufs_free(cuda_tune_bufs *b) {
+    if (b->e0) (void)cudaEventDestroy(b->e0);
+    if (b->e1) (void)cudaEventDestroy(b->e1);
+    if (b->buf) (void)cudaFree(b->buf);
+    memset(b, 0, sizeof *b);
+}
+
+float cuda_tune_time(cuda_backend *cb, const cuda_tune_bufs *b, bool (*run)(void *ctx), void *ctx) {
     if (!run(ctx)) return -1.0f; /* warm-up */
-    if (cudaEventRecord(e0, cb->stream) != cudaSuccess) return -1.0f;
+    if (cudaEventRecord(b->e0, cb->stream) != cudaSuccess) return -1.0f;
     for (int r = 0; r < CUDA_TUNE_REPS; r++)
         if (!run(ctx)) return -1.0f;
     float ms = 0.0f;
-    if (cudaEventRecord(e1, cb->stream) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) {
+    if (cudaEventRecord(b->e1, cb->stream) != cudaSuccess ||
+        cudaEventSynchronize(b->e1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, b->e0, b->e1) != cudaSuccess) {
         (void)cudaGetLastError();
         return -1.0f;
     }
