@@ -5,7 +5,8 @@
  * from its planned graph) beside the engine's measured GEMM peak, all in one run.
  *
  * --backend cuda (builds with the CUDA toolkit): the same model on the GPU, reporting it/s,
- * load time (file) and first-run time (planning and weight upload included), peak VRAM
+ * load time (file) and first-run time (planning, weight upload and the tuners' timing
+ * included; tune_s: the tuners' share, per tuner on a comment line), peak VRAM
  * (cudaMemGetInfo, sampled at every step), and the UNet's achieved TFLOP/s beside the card's
  * cuBLASLt fp16 GEMM TFLOP/s measured in the same run; --offload te,vae runs those parts on
  * the CPU (peak VRAM without them).
@@ -334,6 +335,17 @@ static int cuda_run(const opts *o, const char *target, imgd_precision prec, doub
         EMIT("unet_step_s", step, "s", NULL, 0);
         EMIT("load_s", t_load, "s", NULL, 0);
         EMIT("first_run_s", t_first, "s", NULL, 0);
+        /* what the tuners took of it (and of the load): the UNet's backend, and the VAE's
+         * where it has its own */
+        imgd_cuda_tune_cost tc = {0}, tv = {0};
+        (void)imgd_cuda_tune_costs(m->be, &tc);
+        if (m->vae_be && m->vae_be != m->be) (void)imgd_cuda_tune_costs(m->vae_be, &tv);
+        printf("# cuda %s tuners: attention %d shapes %.2f s, convolution %d shapes %.2f s, GEMM "
+               "%d shapes %.2f s\n",
+               pn, tc.attn_n + tv.attn_n, tc.attn_s + tv.attn_s, tc.conv_n + tv.conv_n,
+               tc.conv_s + tv.conv_s, tc.gemm_n + tv.gemm_n, tc.gemm_s + tv.gemm_s);
+        double tune_s = tc.attn_s + tc.conv_s + tc.gemm_s + tv.attn_s + tv.conv_s + tv.gemm_s;
+        EMIT("tune_s", tune_s, "s", "first_run_s", t_first > 0 ? tune_s / t_first : 0);
         EMIT("text_encoder_s", r2->t_encode_s, "s", NULL, 0);
         EMIT("vae_decode_s", r2->t_decode_s, "s", NULL, 0);
         EMIT("peak_vram_gib", g_vram_peak / 1073741824.0, "GiB", NULL, 0);

@@ -19,6 +19,8 @@
 #      vs the fp16 GEMM peak and vs mma: auto (timed per shape), cudnn, mma1, mma2, wmma,
 #      gemm), then the f16 SD bench with IMGD_CUDA_ATTN=mma (untimed) and =cudnn, with =wmma,
 #      and with IMGD_CUDA_CONV_ADD=0 (the ResNet ADDs as their own kernels)
+#   5b. the GEMM kernels timed per shape (IMGD_CUDA_VERBOSE=1) and the SD bench with
+#      IMGD_CUDA_GEMM=heuristic (untimed) for comparison
 #   6. imgd-bench sd --family flux --backend cuda --size 512 --steps 2: a real-size FLUX.1-dev
 #      Q8_0 GGUF (written under the build folder) with its weights in their blocks on the GPU
 #      for comparison
@@ -118,6 +120,12 @@ for v in guess 0 1; do
     IMGD_CUDA_CONV_NHWC=$v timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
         FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_NHWC=$v")
 done
+
+stage "bench: SD 1.5 f16 GEMM kernels: the timed choices (IMGD_CUDA_VERBOSE=1), then each GEMM on cuBLASLt's first heuristic algorithm or cublasGemmEx untimed (IMGD_CUDA_GEMM=heuristic; compare it/s with the first bench)"
+IMGD_CUDA_VERBOSE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 2 --precision f16 2>&1 |
+    grep -E "cuda: gemm .*(timed|not timed)" | sort | uniq -c | head -60
+IMGD_CUDA_GEMM=heuristic timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
+    FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_GEMM=heuristic")
 
 stage "bench: FLUX.1-dev Q8_0 GGUF transformer on cuda, 512x512, 2 steps (writes 12.7 GB under build)"
 IMGD_PROFILE=1 timeout 240 "$BUILD/bench/imgd-bench" sd --family flux --backend cuda --size 512 \

@@ -26,8 +26,9 @@ cudaError_t cudaSetDevice(int d) {
     return cudaSuccess;
 }
 /* Device memory is host memory, 256-byte aligned as cudaMalloc's, behind a header holding
- * the block and the size, so cudaMemGetInfo reports what is allocated (of a 2 GiB device, 1
- * GiB of it free at start). */
+ * the block and the size, so cudaMemGetInfo reports what is allocated (of an 8 GiB device, 4
+ * GiB of it free at start: every test_ops configuration's backend holds its cuBLAS workspace,
+ * and the tuners want CUDA_TUNE_SPARE left over). */
 #define MOCK_ALIGN 256
 static size_t g_allocated;
 
@@ -90,8 +91,8 @@ const char *cudaGetErrorString(cudaError_t e) {
     return cudaGetErrorName(e);
 }
 cudaError_t cudaMemGetInfo(size_t *f, size_t *t) {
-    *t = (size_t)2 << 30;
-    *f = g_allocated < ((size_t)1 << 30) ? ((size_t)1 << 30) - g_allocated : 0;
+    *t = (size_t)8 << 30;
+    *f = g_allocated < ((size_t)4 << 30) ? ((size_t)4 << 30) - g_allocated : 0;
     return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void *fn, enum cudaFuncAttribute a, int v) {
@@ -132,6 +133,11 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m)
     (void)s;
     (void)m;
     return cudaErrorStreamCaptureUnsupported;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *st) {
+    (void)s;
+    *st = cudaStreamCaptureStatusNone;
+    return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) {
     (void)s;
@@ -193,12 +199,42 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 
 /* ---- cuBLAS ---------------------------------------------------------------------------------- */
 
+/* CUDA_EMU_SLOW_GEMM=LIST, read when a handle is made: a comma list of ranks in cuBLASLt's
+ * heuristic answer (0 its first algorithm) and "gemmex"; those algorithms, and cublasGemmEx,
+ * take MOCK_GEMM_SLOW_MS longer on the events' clock, so a timed choice has a known answer. */
+#define MOCK_GEMM_SLOW_MS 1e4
+#define MOCK_LT_ALGOS     3 /* algorithms the heuristic offers */
+#define SLOW_GEMMEX       (1u << 31)
+
+struct cublasContext {
+    bool slow;
+};
+struct cublasLtContext {
+    uint32_t slow_ranks;
+};
+
+static uint32_t slow_gemm_env(void) {
+    const char *s = getenv("CUDA_EMU_SLOW_GEMM");
+    uint32_t    m = 0;
+    while (s && *s) {
+        size_t n = strcspn(s, ",");
+        if (n == 6 && strncmp(s, "gemmex", 6) == 0)
+            m |= SLOW_GEMMEX;
+        else if (n == 1 && *s >= '0' && *s <= '9')
+            m |= 1u << (*s - '0');
+        s += n + (s[n] == ',');
+    }
+    return m;
+}
+
 cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
-    *h = (cublasHandle_t)(uintptr_t)1;
+    *h = imgd_calloc(1, sizeof **h);
+    if (!*h) return CUBLAS_STATUS_ALLOC_FAILED;
+    (*h)->slow = (slow_gemm_env() & SLOW_GEMMEX) != 0;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
-    (void)h;
+    imgd_free(h);
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
@@ -270,10 +306,10 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             int lda, const void *B, cudaDataType_t bt, int ldb, const void *beta,
                             void *C, cudaDataType_t ct, int ldc, cublasComputeType_t comp,
                             cublasGemmAlgo_t algo) {
-    (void)h;
     (void)algo;
     if ((ct != CUDA_R_32F && ct != at) || comp != CUBLAS_COMPUTE_32F || bt != at)
         return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (h->slow) mock_clock_advance(MOCK_GEMM_SLOW_MS);
     return gemm1(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, ldb, *(const float *)beta,
                  C, ct, ldc)
                ? CUBLAS_STATUS_INVALID_VALUE
@@ -327,11 +363,13 @@ enum {
 };
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
-    *h = (cublasLtHandle_t)(uintptr_t)1;
+    *h = imgd_calloc(1, sizeof **h);
+    if (!*h) return CUBLAS_STATUS_ALLOC_FAILED;
+    (*h)->slow_ranks = slow_gemm_env() & ~SLOW_GEMMEX;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
-    (void)h;
+    imgd_free(h);
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -429,7 +467,8 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
     return CUBLAS_STATUS_SUCCESS;
 }
 
-/* The one "algorithm" remembers the alignments it was chosen for (its first four words). */
+/* MOCK_LT_ALGOS "algorithms" (as many as asked for), each remembering the alignments it was
+ * chosen for (its first four words) and its rank (the fifth). */
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d,
                                               cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                                               cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dl,
@@ -447,10 +486,13 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     if (d->data[MD_EPI] != CUBLASLT_EPILOGUE_DEFAULT && d->data[MD_EPI] != CUBLASLT_EPILOGUE_BIAS &&
         d->data[MD_EPI] != CUBLASLT_EPILOGUE_GELU && d->data[MD_EPI] != CUBLASLT_EPILOGUE_GELU_BIAS)
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    memset(res, 0, sizeof *res);
-    for (int i = 0; i < 4; i++) res->algo.data[i] = p->data[PF_AL_A + i];
-    res->state = CUBLAS_STATUS_SUCCESS;
-    *n_res     = 1;
+    for (int r = 0; r < req && r < MOCK_LT_ALGOS; r++) {
+        memset(&res[r], 0, sizeof res[r]);
+        for (int i = 0; i < 4; i++) res[r].algo.data[i] = p->data[PF_AL_A + i];
+        res[r].algo.data[4] = (uint64_t)r;
+        res[r].state        = CUBLAS_STATUS_SUCCESS;
+        *n_res              = r + 1;
+    }
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -464,10 +506,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                               cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ldl,
                               const cublasLtMatmulAlgo_t *algo, void *ws, size_t ws_bytes,
                               cudaStream_t s) {
-    (void)h;
     (void)ws;
     (void)ws_bytes;
     (void)s;
+    if (algo->data[4] < 32 && (h->slow_ranks >> algo->data[4]) & 1u)
+        mock_clock_advance(MOCK_GEMM_SLOW_MS);
     if (!aligned(A, algo->data[0]) || !aligned(B, algo->data[1]) || !aligned(C, algo->data[2]) ||
         !aligned(D, algo->data[3])) {
         fprintf(stderr, "mock cuBLASLt: a pointer is less aligned than the preference said\n");

@@ -865,6 +865,16 @@ static const be_config k_configs[] = {
     {"cuda-bf16-conv-tune", "cuda", "conv2d,convres",
      "IMGD_CUDA_CONV_NHWC=tune CUDA_EMU_SLOW_CONV=nhwc", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_BF16, false, 1e-4, true},
+    /* every GEMM's kernel timed (the default times those of 1e8 FLOP and more); on the
+     * emulator the candidates CUDA_EMU_SLOW_GEMM names run longer on the events' clock, so f16
+     * takes a later cuBLASLt algorithm and bf16 the first (check_gemm_tune); run twice: the
+     * first compute times, the second uses the choices */
+    {"cuda-f16-gemm-tune", "cuda", "matmul,linres,lingelu,linear_quant",
+     "IMGD_CUDA_GEMM=tune CUDA_EMU_SLOW_GEMM=0,gemmex", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_F16, false, 1e-5, true},
+    {"cuda-bf16-gemm-tune", "cuda", "matmul,linres,lingelu,linear_quant",
+     "IMGD_CUDA_GEMM=tune CUDA_EMU_SLOW_GEMM=1,2,gemmex", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_BF16, false, 1e-4, true},
     {"cuda-f16-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     /* the tensor-core flash kernel of cards before compute capability 8.0 (the default is
@@ -1219,6 +1229,40 @@ static void check_conv_tune(imgd_backend *be, bool want_nhwc) {
     }
 }
 
+/* cuda with IMGD_CUDA_GEMM=tune, after its cases and three of its own: GEMMs were timed, and on
+ * the emulator (where the slow candidates are known) all of them, and f16 took a later cuBLASLt
+ * algorithm (its first and cublasGemmEx made slow) and bf16 the first (the others and cublasGemmEx
+ * made slow). */
+static void check_gemm_tune(imgd_backend *be, bool f16) {
+    static const op_case cases[] = {{"matmul", b_linear, "in=96,out=40,b=2,l=9,bias=0", 0},
+                                    {"matmul", b_linear, "in=64,out=48,b=1,l=7", 0},
+                                    {"lingelu", b_lingelu, "", 0}};
+    imgd_cuda_gemm_stats s       = {0};
+    char                 dev[128];
+    imgd_cuda_device_name(dev, sizeof dev);
+    for (size_t i = 0; i < IMGD_ARRAY_LEN(cases); i++) { /* GEMMs of its own, whatever --op ran */
+        result r = run_on(&cases[i], 7, be, 0, true);
+        CHECK_MSG(r.st == IMGD_OK, "gemm tune: %s(%s) failed", cases[i].op, cases[i].vars);
+        imgd_free(r.data);
+    }
+    CHECK_STATUS(imgd_cuda_gemm_picks(be, &s), IMGD_OK);
+    /* on a GPU a GEMM with one candidate (cuBLASLt offering one algorithm for an epilogue) is
+     * not timed */
+    CHECK_MSG(s.shapes > 0 && s.timed > 0, "gemm tune: %d of %d GEMMs timed", s.timed, s.shapes);
+    if (strstr(dev, "emulated")) {
+        CHECK_MSG(s.timed == s.shapes, "gemm tune: %d of %d GEMMs timed", s.timed, s.shapes);
+        CHECK_MSG(s.none == 0 && s.gemm_ex == 0 && (f16 ? s.lt_first : s.lt_other) == 0,
+                  "gemm tune (%s): %d GEMMs on cuBLASLt's first algorithm, %d on another, %d on "
+                  "cublasGemmEx, %d on none; the slow ones are %s",
+                  f16 ? "f16" : "bf16", s.lt_first, s.lt_other, s.gemm_ex, s.none,
+                  f16 ? "the first and cublasGemmEx" : "the others and cublasGemmEx");
+    }
+    printf("  gemm kernels timed (%s): %d GEMMs: %d cuBLASLt first, %d cuBLASLt other, %d "
+           "cublasGemmEx%s\n",
+           f16 ? "f16" : "bf16", s.shapes, s.lt_first, s.lt_other, s.gemm_ex,
+           strstr(dev, "emulated") ? "" : " (on a GPU: any may win)");
+}
+
 /* cuda with IMGD_CUDA_LQ_EXPAND=1 (f16 math): a Q8_0 weight that its linear_quant expands at
  * plan time is held once, in f16, its blocks dropped (2048 x 1024 values: 4 MiB, not 4 MiB +
  * 2.1 MiB of blocks), and the GEMM over the copy gives x w^T (every weight 0.5). */
@@ -1394,6 +1438,10 @@ int main(int argc, char **argv) {
         if (bes[k] && (strcmp(k_configs[k].name, "cuda-f16-conv-tune") == 0 ||
                        strcmp(k_configs[k].name, "cuda-bf16-conv-tune") == 0))
             check_conv_tune(bes[k], strcmp(k_configs[k].name, "cuda-f16-conv-tune") == 0);
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
+        if (bes[k] && (strcmp(k_configs[k].name, "cuda-f16-gemm-tune") == 0 ||
+                       strcmp(k_configs[k].name, "cuda-bf16-gemm-tune") == 0))
+            check_gemm_tune(bes[k], strcmp(k_configs[k].name, "cuda-f16-gemm-tune") == 0);
 #endif
     if (g_test_case_failed) {
         g_test_failed++;

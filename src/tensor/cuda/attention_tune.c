@@ -113,7 +113,9 @@ static bool time_node(cuda_backend *cb, const imgd_tensor *n, const bool cand[PI
     for (int i = 0; i < 5; i++) off[i + 1] = off[i] + (ts[i] ? extent_bytes(ts[i]) : 0);
     cuda_tune_bufs tb;
     for (int c = 0; c < PICK_N; c++) ms[c] = -1.0f;
-    if (!cuda_tune_bufs_new(cb, off[5] + cuda_align_up(ws_bytes), &tb, why, why_cap)) return false;
+    if (!cuda_tune_bufs_new(cb, CUDA_TUNER_ATTN, off[5] + cuda_align_up(ws_bytes), &tb, why,
+                            why_cap))
+        return false;
     void *p[5];
     for (int i = 0; i < 5; i++) p[i] = ts[i] ? tb.buf + off[i] : NULL;
     for (int c = 0; c < PICK_N; c++)

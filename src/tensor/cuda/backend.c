@@ -688,6 +688,7 @@ static void cuda_free(imgd_backend *be) {
     for (size_t i = 0; i < cb->n_wts; i++) (void)cudaFree(cb->wts[i].dev); /* plans left */
     cuda_tune_free(&cb->attn_picks);
     cuda_tune_free(&cb->conv_picks);
+    cuda_tune_free(&cb->gemm_picks);
     imgd_free(cb->wts);
     if (cb->lt) (void)cublasLtDestroy(cb->lt);
     if (cb->blas) (void)cublasDestroy(cb->blas);
@@ -712,6 +713,26 @@ imgd_status imgd_cuda_plan_paths(const imgd_backend *be, const imgd_graph *g, im
         return imgd_fail(IMGD_E_INVALID_ARG, "imgd_cuda_plan_paths: needs a cuda backend and a "
                                              "graph planned on it");
     count_paths(g, p);
+    return IMGD_OK;
+}
+
+imgd_status imgd_cuda_tune_costs(const imgd_backend *be, imgd_cuda_tune_cost *c) {
+    if (!be || be->iface != &k_cuda_iface || !c)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_cuda_tune_costs: needs a cuda backend");
+    const cuda_backend *cb = be->ctx;
+    c->attn_s              = cb->tune_s[CUDA_TUNER_ATTN];
+    c->conv_s              = cb->tune_s[CUDA_TUNER_CONV];
+    c->gemm_s              = cb->tune_s[CUDA_TUNER_GEMM];
+    c->attn_n              = cb->tune_n[CUDA_TUNER_ATTN];
+    c->conv_n              = cb->tune_n[CUDA_TUNER_CONV];
+    c->gemm_n              = cb->tune_n[CUDA_TUNER_GEMM];
+    return IMGD_OK;
+}
+
+imgd_status imgd_cuda_gemm_picks(const imgd_backend *be, imgd_cuda_gemm_stats *s) {
+    if (!be || be->iface != &k_cuda_iface || !s)
+        return imgd_fail(IMGD_E_INVALID_ARG, "imgd_cuda_gemm_picks: needs a cuda backend");
+    cuda_gemm_stats(be->ctx, s);
     return IMGD_OK;
 }
 
@@ -797,6 +818,17 @@ static imgd_status env_paths(cuda_backend *cb) {
     else
         return imgd_fail(IMGD_E_INVALID_ARG,
                          "cuda: IMGD_CUDA_CONV_NHWC='%s' is not 0, 1, auto, tune or guess", nh);
+    const char *gs = getenv("IMGD_CUDA_GEMM");
+    if (!gs || !*gs || strcmp(gs, "auto") == 0)
+        cb->gemm_sel = CUDA_GEMM_AUTO;
+    else if (strcmp(gs, "tune") == 0)
+        cb->gemm_sel = CUDA_GEMM_TUNE;
+    else if (strcmp(gs, "heuristic") == 0)
+        cb->gemm_sel = CUDA_GEMM_HEURISTIC;
+    else
+        return imgd_fail(IMGD_E_INVALID_ARG,
+                         "cuda: IMGD_CUDA_GEMM='%s' is not auto, tune or heuristic", gs);
+    if (!cuda_math_low(cb) || !cb->use_lt) cb->gemm_sel = CUDA_GEMM_HEURISTIC;
     /* f32 math: flash for wmma / mma (tensor cores would round to f16); mma needs sm_80 */
     const char *a = getenv("IMGD_CUDA_ATTN");
     cb->attn_tune = 0;

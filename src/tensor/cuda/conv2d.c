@@ -337,12 +337,10 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
  * depend on the values), the transposes and epilogue included, once to warm up and
  * CUDA_TUNE_REPS times between two events (tune.c), and the faster is kept, remembered per
  * conv_key so a UNet's repeated blocks and later plans time nothing. Not timed (nhwc_wins
- * guesses) where the buffers would pass CUDA_CONV_TUNE_BYTES_MAX or leave less than
- * CUDA_CONV_TUNE_SPARE of device memory free. */
+ * guesses) where the buffers would pass CUDA_TUNE_BYTES_MAX or leave less than
+ * CUDA_TUNE_SPARE of device memory free. */
 
-#    define CUDA_CONV_TUNE_FLOP      1e8
-#    define CUDA_CONV_TUNE_BYTES_MAX ((size_t)1 << 30)
-#    define CUDA_CONV_TUNE_SPARE     ((size_t)256 << 20)
+#    define CUDA_CONV_TUNE_FLOP 1e8
 
 /* One layout's algorithm: cudnn_pick's answer for ns's descriptors in that layout. */
 typedef struct conv_layout {
@@ -428,14 +426,12 @@ static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_
     const size_t   off_ws = off_b + cuda_align_up((size_t)g->O * 4);
     const size_t   total  = off_ws + cuda_align_up(lay[0].ws > lay[1].ws ? lay[0].ws : lay[1].ws);
     const size_t   wbytes = cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
-    size_t         fr = 0, all = 0;
+    size_t         fr     = 0;
     char           nomem[128];
     cuda_tune_bufs tb;
     *timed = false;
     ms[0] = ms[1] = -1.0f;
-    if (cudaMemGetInfo(&fr, &all) != cudaSuccess || total + wbytes + CUDA_CONV_TUNE_SPARE > fr ||
-        total > CUDA_CONV_TUNE_BYTES_MAX) {
-        (void)cudaGetLastError();
+    if (!cuda_tune_room(total + wbytes, &fr)) {
         (void)snprintf(why, why_cap,
                        "guessed, not timed: its KRSC weight and buffers take %.1f MiB (%.0f free)",
                        (double)(total + wbytes) / (1024.0 * 1024.0),
@@ -444,7 +440,7 @@ static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_
     }
     imgd_status st = krsc_new(cb, g, ns, krsc);
     if (st != IMGD_OK) return st;
-    if (!cuda_tune_bufs_new(cb, total, &tb, nomem, sizeof nomem)) {
+    if (!cuda_tune_bufs_new(cb, CUDA_TUNER_CONV, total, &tb, nomem, sizeof nomem)) {
         (void)snprintf(why, why_cap, "guessed, not timed: %s", nomem);
         return IMGD_OK;
     }

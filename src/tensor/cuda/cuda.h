@@ -62,6 +62,14 @@
  *                               the activation or cuDNN has no NCHW tensor-core algorithm
  *                               (H100, SD 1.5 f16: 80.9 it/s against 73.6 all NCHW).
  *                               tune: every convolution timed; guess: none
+ *   IMGD_CUDA_GEMM=heuristic    f16/bf16: every GEMM with an epilogue runs cuBLASLt's first
+ *                               heuristic algorithm and every plain one cublasGemmEx. Default
+ *                               (auto): each GEMM of 1e8 FLOP or more runs the fastest of
+ *                               cuBLASLt's first 8 heuristic algorithms and (plain ones)
+ *                               cublasGemmEx, timed on its own operands in the first compute
+ *                               of each plan (which runs node by node; choices remembered per
+ *                               shape, layout, epilogue and alignments); tune: every GEMM
+ *                               timed. IMGD_CUDA_VERBOSE=1 prints the timings
  *   IMGD_CUDA_CUDNN_FIND=1      time every cuDNN algorithm of each conv2d at plan time instead
  *                               of taking cuDNN's heuristic choice (H100: no faster, plans 5x
  *                               slower; off by default)
@@ -120,6 +128,29 @@ typedef struct imgd_cuda_paths {
 } imgd_cuda_paths;
 /* Fills *p for g, a graph planned on be. IMGD_E_INVALID_ARG when be is not a cuda backend. */
 imgd_status imgd_cuda_plan_paths(const imgd_backend *be, const imgd_graph *g, imgd_cuda_paths *p);
+
+/* Which kernels the GEMMs run so far have been given (IMGD_CUDA_GEMM), counted over the distinct
+ * GEMMs (shape, layout, types, epilogue, alignments) a cuda backend has run. */
+typedef struct imgd_cuda_gemm_stats {
+    int shapes;   /* distinct GEMMs */
+    int timed;    /* of which timed (IMGD_CUDA_GEMM=auto|tune) */
+    int lt_first; /* running cuBLASLt's first heuristic algorithm */
+    int lt_other; /* running another of its algorithms (timed faster) */
+    int gemm_ex;  /* running cublasGemmEx */
+    int none;     /* with an epilogue cuBLASLt has no algorithm for (run unfused) */
+} imgd_cuda_gemm_stats;
+/* Fills *s for be. IMGD_E_INVALID_ARG when be is not a cuda backend. */
+imgd_status imgd_cuda_gemm_picks(const imgd_backend *be, imgd_cuda_gemm_stats *s);
+
+/* Wall time a cuda backend's tuners have spent timing candidates (buffers, runs, waits), and
+ * how many shapes each timed: attention kernels and convolution layouts when plans are made,
+ * GEMM kernels in plans' first computes. */
+typedef struct imgd_cuda_tune_cost {
+    double attn_s, conv_s, gemm_s;
+    int    attn_n, conv_n, gemm_n;
+} imgd_cuda_tune_cost;
+/* Fills *c for be. IMGD_E_INVALID_ARG when be is not a cuda backend. */
+imgd_status imgd_cuda_tune_costs(const imgd_backend *be, imgd_cuda_tune_cost *c);
 
 /* Name of device 0 (e.g. "NVIDIA H100 80GB HBM3") into buf; "" on failure. */
 void imgd_cuda_device_name(char *buf, size_t cap);

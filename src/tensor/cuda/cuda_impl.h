@@ -12,6 +12,7 @@
 #    include <cudnn.h>
 #endif
 
+#include "cuda.h"
 #include "kernels.h"
 #include "tensor/backend.h"
 
@@ -46,6 +47,27 @@ typedef struct cuda_tune_cache {
 
 /* Runs of a candidate timed after one warm-up run (tune.c cuda_tune_time). */
 #define CUDA_TUNE_REPS 3
+/* A tuner's buffers: at most CUDA_TUNE_BYTES_MAX, leaving CUDA_TUNE_SPARE free (else the node
+ * is not timed; cuda_tune_room). */
+#define CUDA_TUNE_BYTES_MAX ((size_t)1 << 30)
+#define CUDA_TUNE_SPARE     ((size_t)256 << 20)
+
+/* The tuners, for the time they take (cuda_backend.tune_s, imgd_cuda_tune_costs). */
+enum {
+    CUDA_TUNER_ATTN,
+    CUDA_TUNER_CONV,
+    CUDA_TUNER_GEMM,
+    CUDA_TUNER_N
+};
+
+/* How each GEMM's kernel is chosen (IMGD_CUDA_GEMM=auto|tune|heuristic; gemm_lt.c). */
+typedef enum cuda_gemm_sel {
+    CUDA_GEMM_HEURISTIC = 0, /* cuBLASLt's first heuristic algorithm where the epilogue has
+                                something, cublasGemmEx for a plain GEMM; f32 math always */
+    CUDA_GEMM_AUTO = 1,      /* GEMMs of at least CUDA_GEMM_TUNE_FLOP timed, the others as
+                                heuristic */
+    CUDA_GEMM_TUNE = 2,      /* every GEMM timed */
+} cuda_gemm_sel;
 
 /* Whether linear_quant weights are expanded once at plan time (IMGD_CUDA_LQ_EXPAND=0|auto|1). */
 typedef enum cuda_lqx {
@@ -64,27 +86,15 @@ typedef struct cuda_replay {
     uint64_t          sig;          /* plan signature the capture was made for */
     cudaGraphExec_t   exec;         /* NULL until captured */
     bool              uncapturable; /* capture failed once for this plan: run eagerly */
-    uint64_t          used;         /* cuda_backend.clock at the last run (eviction) */
+    bool              eager_done;   /* this signature's first compute ran node by node, timing
+                                       its GEMMs (cuda_gemm_tuned), before any capture */
+    uint64_t used;                  /* cuda_backend.clock at the last run (eviction) */
 } cuda_replay;
 
 #define CUDA_REPLAY_MAX 16
 
 /* A weight's device copy, shared by every plan whose leaf has the same host bytes (address,
  * size and a sampled fingerprint), e.g. the tile graphs of a tiled VAE decode. */
-/* What selects a cuBLASLt algorithm: everything but the addresses, and their alignments. */
-typedef struct cuda_lt_key {
-    int64_t  m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, batches;
-    int32_t  op_a, op_b, math, dt, epi, residual;
-    uint32_t al_a, al_b, al_c, al_d;
-} cuda_lt_key;
-
-/* A cached cuBLASLt algorithm choice (matmul.c). */
-typedef struct cuda_lt_entry {
-    bool                 used, ok; /* ok: an algorithm was found for key */
-    cuda_lt_key          key;
-    cublasLtMatmulAlgo_t algo;
-} cuda_lt_entry;
-
 typedef struct cuda_weight {
     const void *host;
     size_t      nbytes;
@@ -92,9 +102,6 @@ typedef struct cuda_weight {
     void       *dev;
     uint32_t    refs; /* plans holding it; freed at 0 */
 } cuda_weight;
-
-/* cuBLASLt algorithms remembered per backend (matmul.c lt_algo). */
-#define CUDA_LT_CACHE 128
 
 /* The cuBLAS / cuBLASLt workspace (what cuBLAS asks for on Hopper). */
 #define CUDA_BLAS_WS ((size_t)32 << 20)
@@ -108,60 +115,63 @@ typedef struct cuda_backend {
     bool             sync_each; /* IMGD_CUDA_SYNC=1: synchronise and check after every node */
     imgd_gpu_math    math;      /* operand type of matmul/conv2d GEMMs */
     /* Paths, each selectable off by the environment (read once, at creation): */
-    bool direct_weights; /* IMGD_CUDA_DIRECT_WEIGHTS (default 1): in f16/bf16 math,
-                            GEMMs read constant weights in the math type, converted once
-                            at plan time (or used as uploaded when the file has that
-                            type), and casts nobody else reads are skipped */
-    bool use_cudnn;      /* IMGD_CUDA_CUDNN (default 1 in builds with cuDNN): conv2d
-                            through cudnnConvolutionForward instead of im2col + GEMM */
-    bool cudnn_find;     /* IMGD_CUDA_CUDNN_FIND=1: each conv2d's algorithm timed on the
-                            device at plan time instead of cuDNN's heuristic choice */
-    cuda_nhwc conv_nhwc; /* IMGD_CUDA_CONV_NHWC=0|auto|tune|guess|1 (default auto): in
-                            f16/bf16 math, cuDNN convolves NHWC tensors with a KRSC copy of the
-                            weight made at plan time (its tensor-core layout); x is transposed
-                            in, y out with the bias and residual (cuk_transpose_ewise). NCHW
-                            half tensors make cuDNN transform the weight in every run; auto
-                            times both layouts at plan time (conv2d.c conv_choose) */
-    bool conv_add;       /* IMGD_CUDA_CONV_ADD (default 1): the ADD right after a cuDNN
-                            conv2d that only it reads is done in the convolution's epilogue
-                            pass (cuda_plan_residuals) */
-    int32_t attn_mtiles; /* IMGD_CUDA_ATTN_MTILES=1|2 (default 0: per head dim): query
-                            tiles of 16 rows per warp of the mma attention kernel */
-    cuda_attn attn;      /* IMGD_CUDA_ATTN=flash|gemm|wmma|mma|cudnn|tune|auto (auto and
-                            tune: mma in f16/bf16 math from compute capability 8.0, timed
-                            against cuDNN's SDPA (attn_tune); wmma before; flash in f32) */
-    int32_t attn_tune;   /* attention_tune.c: 0 none; 1 (auto) each attention node of at
-                            least CUDA_ATTN_TUNE_FLOP the mma kernel takes runs the fastest of
-                            mma with 1 and 2 query tiles per warp and cuDNN's SDPA, timed at
-                            plan time on the node's shapes; 2 (tune) every such node */
-    bool lq_rows;        /* IMGD_CUDA_LQ_ROWS (default 1): a linear_quant with at most
-                            CUK_LQ_ROWS rows of x and a 32-value block type reads its weight
-                            in its blocks (cuk_linear_quant_rows) instead of expanding it */
-    int64_t lq_tile;     /* IMGD_CUDA_LQ_TILE (default 1 << 23): weight values a
-                            linear_quant expands per tile (rows rounded down to 64) */
-    cuda_lqx lq_expand;  /* IMGD_CUDA_LQ_EXPAND=0|auto|1 (default auto): linear_quant
-                            weights (but those of lq_rows nodes) expanded once at plan time */
-    bool lq_expand_plan; /* the plan being prepared expands them (cuda_prepare) */
-    bool use_lt;         /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
-                            constant bias runs through cuBLASLt with the bias added in the
-                            GEMM's epilogue instead of prefilled into its output (one pass
-                            over the output less), and the residual ADD / GELU_TANH after a
-                            matmul in its epilogue (cuda_plan_residuals); off, or where
-                            cuBLASLt has no algorithm, through cublasGemmEx */
-    bool verbose;        /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
-    bool graphs;         /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
-                            graph on its first run and replayed while its signature (every
-                            node's op, parameters and addresses) is unchanged */
-    bool profile;        /* IMGD_PROFILE: GPU time per op kind (events), printed at free */
-    bool profile_nodes;  /* IMGD_PROFILE=nodes: also per (op, dtype, shapes), largest first */
-    bool half_act;       /* IMGD_CUDA_HALF_ACT (default 1): in f16/bf16 math, f32
-                            activations are stored in the math type (half the memory
-                            traffic; GEMMs and attention read them without conversion); graph
-                            outputs, constants and a few raw-f32 operands stay f32 */
-    cuda_weight  *wts;   /* uploaded weights (backend.c) */
-    size_t        n_wts, cap_wts;
-    cuda_lt_entry lt_cache[CUDA_LT_CACHE]; /* cuBLASLt algorithms (matmul.c) */
-    int           lt_next;                 /* the entry the next new key replaces */
+    bool direct_weights;    /* IMGD_CUDA_DIRECT_WEIGHTS (default 1): in f16/bf16 math,
+                               GEMMs read constant weights in the math type, converted once
+                               at plan time (or used as uploaded when the file has that
+                               type), and casts nobody else reads are skipped */
+    bool use_cudnn;         /* IMGD_CUDA_CUDNN (default 1 in builds with cuDNN): conv2d
+                               through cudnnConvolutionForward instead of im2col + GEMM */
+    bool cudnn_find;        /* IMGD_CUDA_CUDNN_FIND=1: each conv2d's algorithm timed on the
+                               device at plan time instead of cuDNN's heuristic choice */
+    cuda_nhwc conv_nhwc;    /* IMGD_CUDA_CONV_NHWC=0|auto|tune|guess|1 (default auto): in
+                               f16/bf16 math, cuDNN convolves NHWC tensors with a KRSC copy of the
+                               weight made at plan time (its tensor-core layout); x is transposed
+                               in, y out with the bias and residual (cuk_transpose_ewise). NCHW
+                               half tensors make cuDNN transform the weight in every run; auto
+                               times both layouts at plan time (conv2d.c conv_choose) */
+    bool conv_add;          /* IMGD_CUDA_CONV_ADD (default 1): the ADD right after a cuDNN
+                               conv2d that only it reads is done in the convolution's epilogue
+                               pass (cuda_plan_residuals) */
+    int32_t attn_mtiles;    /* IMGD_CUDA_ATTN_MTILES=1|2 (default 0: per head dim): query
+                               tiles of 16 rows per warp of the mma attention kernel */
+    cuda_attn attn;         /* IMGD_CUDA_ATTN=flash|gemm|wmma|mma|cudnn|tune|auto (auto and
+                               tune: mma in f16/bf16 math from compute capability 8.0, timed
+                               against cuDNN's SDPA (attn_tune); wmma before; flash in f32) */
+    int32_t attn_tune;      /* attention_tune.c: 0 none; 1 (auto) each attention node of at
+                               least CUDA_ATTN_TUNE_FLOP the mma kernel takes runs the fastest of
+                               mma with 1 and 2 query tiles per warp and cuDNN's SDPA, timed at
+                               plan time on the node's shapes; 2 (tune) every such node */
+    bool lq_rows;           /* IMGD_CUDA_LQ_ROWS (default 1): a linear_quant with at most
+                               CUK_LQ_ROWS rows of x and a 32-value block type reads its weight
+                               in its blocks (cuk_linear_quant_rows) instead of expanding it */
+    int64_t lq_tile;        /* IMGD_CUDA_LQ_TILE (default 1 << 23): weight values a
+                               linear_quant expands per tile (rows rounded down to 64) */
+    cuda_lqx lq_expand;     /* IMGD_CUDA_LQ_EXPAND=0|auto|1 (default auto): linear_quant
+                               weights (but those of lq_rows nodes) expanded once at plan time */
+    bool lq_expand_plan;    /* the plan being prepared expands them (cuda_prepare) */
+    bool use_lt;            /* IMGD_CUDA_LT (default 1): a matmul / linear_quant with a
+                               constant bias runs through cuBLASLt with the bias added in the
+                               GEMM's epilogue instead of prefilled into its output (one pass
+                               over the output less), and the residual ADD / GELU_TANH after a
+                               matmul in its epilogue (cuda_plan_residuals); off, or where
+                               cuBLASLt has no algorithm, through cublasGemmEx */
+    cuda_gemm_sel gemm_sel; /* IMGD_CUDA_GEMM=auto|tune|heuristic (default auto; heuristic
+                               in f32 math or with IMGD_CUDA_LT=0): in f16/bf16, each GEMM
+                               runs the fastest of cuBLASLt's top heuristic algorithms (and
+                               cublasGemmEx for a plain one), timed in the first compute of
+                               each plan signature, which runs node by node (gemm_lt.c) */
+    bool verbose;           /* IMGD_CUDA_VERBOSE=1: each plan's paths on stderr */
+    bool graphs;            /* IMGD_CUDA_GRAPH (default 1): each plan is captured as a CUDA
+                               graph on its first run and replayed while its signature (every
+                               node's op, parameters and addresses) is unchanged */
+    bool profile;           /* IMGD_PROFILE: GPU time per op kind (events), printed at free */
+    bool profile_nodes;     /* IMGD_PROFILE=nodes: also per (op, dtype, shapes), largest first */
+    bool half_act;          /* IMGD_CUDA_HALF_ACT (default 1): in f16/bf16 math, f32
+                               activations are stored in the math type (half the memory
+                               traffic; GEMMs and attention read them without conversion); graph
+                               outputs, constants and a few raw-f32 operands stay f32 */
+    cuda_weight *wts;       /* uploaded weights (backend.c) */
+    size_t       n_wts, cap_wts;
     /* exec.c state */
     cuda_replay  replay[CUDA_REPLAY_MAX];
     uint64_t     clock;
@@ -176,8 +186,11 @@ typedef struct cuda_backend {
     uint64_t     prof_runs, prof_replays;
     struct cuda_prof_row *prof_rows; /* IMGD_PROFILE=nodes: GPU time per (op, shapes) */
     /* the plan-time tuners' choices, by shape (tune.c) */
-    cuda_tune_cache attn_picks; /* attention_tune.c */
-    cuda_tune_cache conv_picks; /* conv2d.c: NCHW or NHWC */
+    cuda_tune_cache attn_picks;           /* attention_tune.c */
+    cuda_tune_cache conv_picks;           /* conv2d.c: NCHW or NHWC */
+    cuda_tune_cache gemm_picks;           /* gemm_lt.c: each GEMM's kernel */
+    double          tune_s[CUDA_TUNER_N]; /* wall time spent timing candidates, per tuner */
+    int32_t         tune_n[CUDA_TUNER_N]; /* nodes (shapes) timed */
 #ifdef IMGD_HAVE_CUDNN
     cudnnHandle_t dnn;
 #endif
@@ -323,19 +336,29 @@ void *cuda_tune_find(const cuda_tune_cache *c, const void *key, size_t key_size)
 /* A new zeroed item of item_size bytes at the end of c (NULL: out of host memory). */
 void *cuda_tune_add(cuda_tune_cache *c, size_t item_size);
 void  cuda_tune_free(cuda_tune_cache *c);
-/* A tuner's trial buffers: buf (zeroed) and the two events a run is timed between. */
+/* A tuner's trial buffers: buf (zeroed) and the two events a run is timed between; from new to
+ * free, the time is the tuner's (cuda_backend.tune_s). */
 typedef struct cuda_tune_bufs {
     unsigned char *buf;
     cudaEvent_t    e0, e1;
+    cuda_backend  *cb;
+    int32_t        tuner;
+    double         t0;
 } cuda_tune_bufs;
-/* bytes of zeroed device memory and two events; false, with why, when they could not be had
- * (nothing left held, the error cleared). */
-bool cuda_tune_bufs_new(cuda_backend *cb, size_t bytes, cuda_tune_bufs *b, char *why,
+/* bytes of zeroed device memory and two events for tuner (CUDA_TUNER_*); false, with why, when
+ * they could not be had (nothing left held, the error cleared). */
+bool cuda_tune_bufs_new(cuda_backend *cb, int32_t tuner, size_t bytes, cuda_tune_bufs *b, char *why,
                         size_t why_cap);
+/* Frees b and adds the time since cuda_tune_bufs_new to its tuner's. */
 void cuda_tune_bufs_free(cuda_tune_bufs *b);
 /* Milliseconds per run(ctx) on cb's stream: one warm-up run, then CUDA_TUNE_REPS between b's
  * events; -1 when a run returns false or the timing fails (its error cleared). */
 float cuda_tune_time(cuda_backend *cb, const cuda_tune_bufs *b, bool (*run)(void *ctx), void *ctx);
+/* Monotonic wall-clock seconds (tuners' cost, profiles). */
+double cuda_now_s(void);
+/* Whether a tuner's buffers of `bytes` fit: at most CUDA_TUNE_BYTES_MAX, leaving CUDA_TUNE_SPARE
+ * of device memory free (*free_bytes: what is free, 0 when the query failed). */
+bool cuda_tune_room(size_t bytes, size_t *free_bytes);
 /* Whether the tensor-core flash kernel runs attention node n in cb's math. */
 bool cuda_attn_wmma_supported(const cuda_backend *cb, const imgd_tensor *n);
 /* Whether dispatch.c / matmul.c can run n (dtype, layout and size limits). */
@@ -399,9 +422,15 @@ typedef struct cuda_lt_args {
     cudaDataType_t    dt;
     bool              gelu; /* D = gelu_tanh(...) in the epilogue (after bias and residual) */
 } cuda_lt_args;
-/* Runs g through cuBLASLt (bias and GELU in the epilogue, residual as beta = 1). Sets *ran to false
- * without failing when cuBLASLt has no algorithm for it (the caller then uses cuda_gemm_t). */
+/* gemm_lt.c: runs g with the kernel chosen for it (IMGD_CUDA_GEMM): cuBLASLt (bias and GELU in the
+ * epilogue, residual as beta = 1), or cublasGemmEx for a plain GEMM (no bias, residual or
+ * GELU). Sets *ran to false without failing when neither takes it (cuBLASLt has no algorithm
+ * for a GEMM with an epilogue): the caller then runs it another way. */
 imgd_status cuda_gemm_lt(cuda_backend *cb, const cuda_lt_args *g, bool *ran, const char *what);
+/* Whether plain GEMMs go through cuda_gemm_lt to have their kernel chosen (cb->gemm_sel). */
+bool cuda_gemm_tuned(const cuda_backend *cb);
+/* The kernels chosen so far (imgd_cuda_gemm_picks). */
+void cuda_gemm_stats(const cuda_backend *cb, imgd_cuda_gemm_stats *s);
 /* After plan_storage: gives matmul / linear_quant node n with a constant bias its copy in n's
  * storage type (cuda_node.lt_bias) when cb->use_lt. */
 imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n);

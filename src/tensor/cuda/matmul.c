@@ -4,7 +4,8 @@
  *
  * cuBLAS is column-major; a row-major C[M,N] = A[M,K] B[K,N] is computed as the column-major
  * C^T = B^T A^T, i.e. gemm(m = N, n = M, k = K, "A" = B, "B" = A). Each row-major operand is
- * presented either as-is or transposed, whichever of its last two dims has unit stride. */
+ * presented either as-is or transposed, whichever of its last two dims has unit stride. The
+ * cuBLAS calls themselves, and which kernel each GEMM runs, are gemm_lt.c's. */
 #include <limits.h>
 #include <string.h>
 
@@ -144,26 +145,6 @@ imgd_status cuda_gemm_out_init(cuda_backend *cb, const imgd_tensor *n, int64_t i
     return IMGD_OK;
 }
 
-imgd_status cuda_gemm_t(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
-                        int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
-                        int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
-                        void *C, cudaDataType_t ct, int64_t ldc, int64_t stride_c, int64_t batches,
-                        const char *what) {
-    cudaDataType_t t = cuda_math_type(cb);
-    if (batches == 1)
-        CUBLAS_TRY(cublasGemmEx(cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha, A, t,
-                                (int)lda, B, t, (int)ldb, &beta, C, ct, (int)ldc,
-                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                   what);
-    else
-        CUBLAS_TRY(cublasGemmStridedBatchedEx(cb->blas, op_a, op_b, (int)m, (int)n, (int)k, &alpha,
-                                              A, t, (int)lda, stride_a, B, t, (int)ldb, stride_b,
-                                              &beta, C, ct, (int)ldc, stride_c, (int)batches,
-                                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                   what);
-    return IMGD_OK;
-}
-
 imgd_status cuda_gemm_a(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m,
                         int64_t n, int64_t k, float alpha, const void *A, int64_t lda,
                         int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b, float beta,
@@ -179,152 +160,6 @@ imgd_status cuda_gemm(cuda_backend *cb, cublasOperation_t op_a, cublasOperation_
                       int64_t ldc, int64_t stride_c, int64_t batches, const char *what) {
     return cuda_gemm_a(cb, op_a, op_b, m, n, k, 1.0f, A, lda, stride_a, B, ldb, stride_b, beta, C,
                        ldc, stride_c, batches, what);
-}
-
-/* ---- cuBLASLt with the bias in the epilogue ---------------------------------------------- */
-
-/* Largest power of two up to 256 that divides p's address (cuBLASLt's alignment preference:
- * by default it assumes 256 and would pick kernels an offset view cannot feed). */
-static uint32_t ptr_align(const void *p) {
-    uintptr_t a  = (uintptr_t)p;
-    uint32_t  al = 256;
-    while (al > 1 && (a & (al - 1)) != 0) al >>= 1;
-    return al;
-}
-
-static cublasStatus_t lt_layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int64_t rows,
-                                int64_t cols, int64_t ld, int64_t batches, int64_t stride) {
-    cublasStatus_t s = cublasLtMatrixLayoutCreate(l, t, (uint64_t)rows, (uint64_t)cols, ld);
-    if (s != CUBLAS_STATUS_SUCCESS || batches <= 1) return s;
-    int32_t bc = (int32_t)batches;
-    s = cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc);
-    if (s != CUBLAS_STATUS_SUCCESS) return s;
-    return cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                            &stride, sizeof stride);
-}
-
-/* The algorithm cuBLASLt's heuristic picked for key (cached per backend: a plan's first run
- * asks, later eager runs and other plans of the same shapes reuse it), or false when it has
- * none for it (the caller takes cublasGemmEx). */
-static cublasStatus_t lt_algo(cuda_backend *cb, const cuda_lt_key *key, cublasLtMatmulDesc_t op,
-                              cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-                              cublasLtMatrixLayout_t lc, cublasLtMatmulAlgo_t *algo, bool *found) {
-    for (int i = 0; i < CUDA_LT_CACHE; i++) {
-        if (cb->lt_cache[i].used && memcmp(&cb->lt_cache[i].key, key, sizeof *key) == 0) {
-            *found = cb->lt_cache[i].ok;
-            *algo  = cb->lt_cache[i].algo;
-            return CUBLAS_STATUS_SUCCESS;
-        }
-    }
-    cublasLtMatmulPreference_t      pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
-    uint64_t                        ws    = CUDA_BLAS_WS;
-    int                             n_res = 0;
-    cublasStatus_t                  s     = cublasLtMatmulPreferenceCreate(&pref);
-    const struct {
-        cublasLtMatmulPreferenceAttributes_t a;
-        uint32_t                             v;
-    } al[] = {{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key->al_a},
-              {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key->al_b},
-              {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key->al_c},
-              {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key->al_d}};
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                 &ws, sizeof ws);
-    for (size_t i = 0; i < IMGD_ARRAY_LEN(al) && s == CUBLAS_STATUS_SUCCESS; i++)
-        s = cublasLtMatmulPreferenceSetAttribute(pref, al[i].a, &al[i].v, sizeof al[i].v);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulAlgoGetHeuristic(cb->lt, op, la, lb, lc, lc, pref, 1, &res, &n_res);
-    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
-    if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && n_res < 1)) {
-        s     = CUBLAS_STATUS_SUCCESS;
-        n_res = 0;
-    }
-    if (s != CUBLAS_STATUS_SUCCESS) return s;
-    *found = n_res > 0;
-    if (*found) *algo = res.algo;
-    cuda_lt_entry *e = &cb->lt_cache[cb->lt_next];
-    cb->lt_next      = (cb->lt_next + 1) % CUDA_LT_CACHE;
-    e->used          = true;
-    e->key           = *key;
-    e->ok            = *found;
-    if (*found) e->algo = res.algo;
-    return CUBLAS_STATUS_SUCCESS;
-}
-
-imgd_status cuda_gemm_lt(cuda_backend *cb, const cuda_lt_args *g, bool *ran, const char *what) {
-    cublasLtMatmulDesc_t   op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
-    cublasLtMatmulAlgo_t   algo;
-    cudaDataType_t         t   = cuda_math_type(cb);
-    cublasLtEpilogue_t     epi = g->bias
-                                     ? (g->gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
-                                     : (g->gelu ? CUBLASLT_EPILOGUE_GELU : CUBLASLT_EPILOGUE_DEFAULT);
-    int32_t                bt = (int32_t)g->dt, ta = (int32_t)g->op_a, tb = (int32_t)g->op_b;
-    const void            *C     = g->C ? g->C : g->D;
-    float                  alpha = 1.0f, beta = g->C ? 1.0f : 0.0f;
-    bool                   found = false;
-    const char            *call  = "cublasLtMatmulDescCreate";
-    cuda_lt_key            key;
-    memset(&key, 0, sizeof key); /* padding too: the cache compares bytes */
-    key.m            = g->m;
-    key.n            = g->n;
-    key.k            = g->k;
-    key.lda          = g->lda;
-    key.ldb          = g->ldb;
-    key.ldc          = g->ldc;
-    key.stride_a     = g->stride_a;
-    key.stride_b     = g->stride_b;
-    key.stride_c     = g->stride_c;
-    key.batches      = g->batches;
-    key.op_a         = ta;
-    key.op_b         = tb;
-    key.math         = (int32_t)t;
-    key.dt           = bt;
-    key.epi          = (int32_t)epi;
-    key.residual     = g->C != NULL;
-    key.al_a         = ptr_align(g->A);
-    key.al_b         = ptr_align(g->B);
-    key.al_c         = ptr_align(C);
-    key.al_d         = ptr_align(g->D);
-    *ran             = false;
-    cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
-#define LT_STEP(c)                                                                                 \
-    do {                                                                                           \
-        if (s == CUBLAS_STATUS_SUCCESS) {                                                          \
-            call = #c;                                                                             \
-            s    = (c);                                                                            \
-        }                                                                                          \
-    } while (0)
-    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-    if (g->bias) {
-        LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias,
-                                               sizeof g->bias));
-        LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
-                                               sizeof bt));
-    }
-    LT_STEP(lt_layout(&la, t, g->op_a == CUBLAS_OP_N ? g->m : g->k,
-                      g->op_a == CUBLAS_OP_N ? g->k : g->m, g->lda, g->batches, g->stride_a));
-    LT_STEP(lt_layout(&lb, t, g->op_b == CUBLAS_OP_N ? g->k : g->n,
-                      g->op_b == CUBLAS_OP_N ? g->n : g->k, g->ldb, g->batches, g->stride_b));
-    LT_STEP(lt_layout(&lc, g->dt, g->m, g->n, g->ldc, g->batches, g->stride_c));
-    if (s == CUBLAS_STATUS_SUCCESS) {
-        call = "cublasLtMatmulAlgoGetHeuristic";
-        s    = lt_algo(cb, &key, op, la, lb, lc, &algo, &found);
-    }
-    if (s == CUBLAS_STATUS_SUCCESS && found) {
-        LT_STEP(cublasLtMatmul(cb->lt, op, &alpha, g->A, la, g->B, lb, &beta, C, lc, g->D, lc,
-                               &algo, cb->blas_ws, CUDA_BLAS_WS, cb->stream));
-        *ran = s == CUBLAS_STATUS_SUCCESS;
-    }
-#undef LT_STEP
-    if (lc) (void)cublasLtMatrixLayoutDestroy(lc);
-    if (lb) (void)cublasLtMatrixLayoutDestroy(lb);
-    if (la) (void)cublasLtMatrixLayoutDestroy(la);
-    if (op) (void)cublasLtMatmulDescDestroy(op);
-    return s == CUBLAS_STATUS_SUCCESS ? IMGD_OK : cublas_fail(s, call, what);
 }
 
 /* Device address of constant f32 bias b (a weight, or a folded cast of one, or views of
@@ -636,9 +471,10 @@ imgd_status cuda_matmul(cuda_backend *cb, const imgd_tensor *n, const char *what
         cuda_node_of(ns->fused)->gemm_done = ls == IMGD_OK && ran;
         if (ls != IMGD_OK || ran) return ls;
     }
-    if (ns && ns->lt_bias && uniform && g.K > 0) {
+    /* a constant bias in the epilogue; a plain GEMM with its kernel chosen (IMGD_CUDA_GEMM) */
+    if (uniform && g.K > 0 && ((ns && ns->lt_bias) || (!n->src[2] && cuda_gemm_tuned(cb)))) {
         bool ran       = false;
-        lt.bias        = ns->lt_bias;
+        lt.bias        = ns ? ns->lt_bias : NULL;
         imgd_status ls = cuda_gemm_lt(cb, &lt, &ran, what);
         if (ls != IMGD_OK || ran) return ls;
     }

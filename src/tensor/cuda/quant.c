@@ -245,7 +245,9 @@ imgd_status cuda_linear_quant(cuda_backend *cb, const imgd_tensor *n, const char
         cuda_node_of(ns->fused)->gemm_done = st == IMGD_OK && ran;
         if (st != IMGD_OK || ran) return st;
     }
-    if (ns && ns->lt_bias) { /* a tile cuBLASLt cannot run: all again, the other way */
+    /* a constant bias in the epilogue; plain tiles with their kernel chosen (IMGD_CUDA_GEMM).
+     * A tile cuBLASLt cannot run: all again, the other way */
+    if (ns && (ns->lt_bias || (!n->src[2] && cuda_gemm_tuned(cb)))) {
         cuda_lt_args lt = {.bias = ns->lt_bias,
                            .D    = n->data,
                            .dt   = cuda_cuk_of(n) == CUK_F32 ? CUDA_R_32F : cuda_math_type(cb)};

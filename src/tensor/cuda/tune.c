@@ -1,7 +1,8 @@
-/* What the plan-time tuners (attention_tune.c, conv2d.c) share: a cache of choices by key,
+/* What the tuners (attention_tune.c, conv2d.c, gemm_lt.c) share: a cache of choices by key,
  * trial buffers with two events, and the time of a run on the backend's stream between them. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "cuda_impl.h"
@@ -36,14 +37,37 @@ void cuda_tune_free(cuda_tune_cache *c) {
     memset(c, 0, sizeof *c);
 }
 
-bool cuda_tune_bufs_new(cuda_backend *cb, size_t bytes, cuda_tune_bufs *b, char *why,
+bool cuda_tune_room(size_t bytes, size_t *free_bytes) {
+    size_t all  = 0;
+    *free_bytes = 0;
+    if (cudaMemGetInfo(free_bytes, &all) != cudaSuccess) {
+        (void)cudaGetLastError();
+        *free_bytes = 0;
+        return false;
+    }
+    return bytes <= CUDA_TUNE_BYTES_MAX && bytes + CUDA_TUNE_SPARE <= *free_bytes;
+}
+
+double cuda_now_s(void) {
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+bool cuda_tune_bufs_new(cuda_backend *cb, int32_t tuner, size_t bytes, cuda_tune_bufs *b, char *why,
                         size_t why_cap) {
     memset(b, 0, sizeof *b);
-    cudaError_t e = cudaMalloc((void **)&b->buf, bytes);
+    double      t0 = cuda_now_s();
+    cudaError_t e  = cudaMalloc((void **)&b->buf, bytes);
     if (e == cudaSuccess) e = cudaMemsetAsync(b->buf, 0, bytes, cb->stream);
     if (e == cudaSuccess) e = cudaEventCreate(&b->e0);
     if (e == cudaSuccess) e = cudaEventCreate(&b->e1);
-    if (e == cudaSuccess) return true;
+    if (e == cudaSuccess) {
+        b->cb    = cb;
+        b->tuner = tuner;
+        b->t0    = t0;
+        return true;
+    }
     (void)snprintf(why, why_cap, "no %.1f MiB of device memory to time it in (%s)",
                    (double)bytes / (1024.0 * 1024.0), cudaGetErrorString(e));
     (void)cudaGetLastError();
@@ -52,6 +76,10 @@ bool cuda_tune_bufs_new(cuda_backend *cb, size_t bytes, cuda_tune_bufs *b, char 
 }
 
 void cuda_tune_bufs_free(cuda_tune_bufs *b) {
+    if (b->cb && b->tuner >= 0 && b->tuner < CUDA_TUNER_N) {
+        b->cb->tune_s[b->tuner] += cuda_now_s() - b->t0;
+        b->cb->tune_n[b->tuner]++;
+    }
     if (b->e0) (void)cudaEventDestroy(b->e0);
     if (b->e1) (void)cudaEventDestroy(b->e1);
     if (b->buf) (void)cudaFree(b->buf);
