@@ -1263,6 +1263,64 @@ static void check_gemm_tune(imgd_backend *be, bool f16) {
            strstr(dev, "emulated") ? "" : " (on a GPU: any may win)");
 }
 
+/* IMGD_CUDA_TUNE_CACHE: a backend's timed choices are written to the file; a second backend
+ * with the same settings starts with them and times nothing on the same GEMMs; a file that is
+ * not a tuning cache is ignored (the backend works) and replaced by the next save. */
+static void check_tune_cache(void) {
+    static const be_config cfg = {"cuda-f16-tune-cache",
+                                  "cuda",
+                                  NULL,
+                                  "IMGD_CUDA_GEMM=tune",
+                                  IMGD_CPU_MATH_F32,
+                                  IMGD_CPU_GEMM_AUTO,
+                                  IMGD_GPU_MATH_F16,
+                                  false,
+                                  1e-5,
+                                  true};
+    static const op_case   tc  = {"matmul", b_linear, "in=96,out=40,b=2,l=9,bias=0", 0};
+    char                   path[512];
+    tu_tmp_path(path, sizeof path, "cuda-tune.bin");
+    (void)remove(path);
+    (void)setenv("IMGD_CUDA_TUNE_CACHE", path, 1);
+    imgd_cuda_gemm_stats s[3] = {{0}};
+    imgd_cuda_tune_cost  c[3] = {{0}};
+    for (int k = 0; k < 3; k++) {
+        imgd_backend *be = NULL;
+        if (k == 2) { /* not a tuning cache */
+            FILE *f = fopen(path, "wb");
+            if (f) {
+                (void)fputs("not a tuning cache", f);
+                (void)fclose(f);
+            }
+        }
+        CHECK_STATUS(make_backend(&cfg, &be), IMGD_OK);
+        if (!be) break;
+        result r = run_on(&tc, 3, be, 0, true);
+        CHECK_MSG(r.st == IMGD_OK, "tune cache: backend %d: the linear failed", k);
+        imgd_free(r.data);
+        CHECK_STATUS(imgd_cuda_gemm_picks(be, &s[k]), IMGD_OK);
+        CHECK_STATUS(imgd_cuda_tune_costs(be, &c[k]), IMGD_OK);
+        imgd_backend_free(be);
+    }
+    CHECK_MSG(s[0].timed > 0 && c[0].gemm_n > 0, "tune cache: the first backend timed %d GEMMs",
+              c[0].gemm_n);
+    CHECK_MSG(c[1].gemm_n == 0 && s[1].shapes == s[0].shapes && s[1].timed == s[0].timed,
+              "tune cache: the second backend timed %d GEMMs and holds %d choices (%d timed); "
+              "the first saved %d (%d timed)",
+              c[1].gemm_n, s[1].shapes, s[1].timed, s[0].shapes, s[0].timed);
+    CHECK_MSG(c[2].gemm_n > 0, "tune cache: after a bad file the backend timed %d GEMMs",
+              c[2].gemm_n);
+    FILE *f         = fopen(path, "rb");
+    char  magic[9]  = {0};
+    bool  rewritten = f && fread(magic, 8, 1, f) == 1 && strcmp(magic, "IMGDTUN1") == 0;
+    if (f) (void)fclose(f);
+    CHECK_MSG(rewritten, "tune cache: %s was not rewritten after the bad file", path);
+    printf("  tuning cache: %d GEMM choices saved, loaded by a second backend (%d timed there)\n",
+           s[0].shapes, c[1].gemm_n);
+    (void)unsetenv("IMGD_CUDA_TUNE_CACHE");
+    (void)remove(path);
+}
+
 /* cuda with IMGD_CUDA_LQ_EXPAND=1 (f16 math): a Q8_0 weight that its linear_quant expands at
  * plan time is held once, in f16, its blocks dropped (2048 x 1024 values: 4 MiB, not 4 MiB +
  * 2.1 MiB of blocks), and the GEMM over the copy gives x w^T (every weight 0.5). */
@@ -1442,6 +1500,8 @@ int main(int argc, char **argv) {
         if (bes[k] && (strcmp(k_configs[k].name, "cuda-f16-gemm-tune") == 0 ||
                        strcmp(k_configs[k].name, "cuda-bf16-gemm-tune") == 0))
             check_gemm_tune(bes[k], strcmp(k_configs[k].name, "cuda-f16-gemm-tune") == 0);
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
+        if (bes[k] && strcmp(k_configs[k].name, "cuda-f16") == 0) check_tune_cache();
 #endif
     if (g_test_case_failed) {
         g_test_failed++;

@@ -48,6 +48,10 @@ typedef struct cuda_attn_pick {
     float    ms[PICK_N]; /* < 0: not a candidate, or it failed */
 } cuda_attn_pick;
 
+size_t cuda_attn_pick_size(void) {
+    return sizeof(cuda_attn_pick);
+}
+
 static void make_key(const imgd_tensor *n, attn_key *k) {
     memset(k, 0, sizeof *k);
     const imgd_tensor *ts[5] = {n, n->src[0], n->src[1], n->src[2], n->src[3]};

@@ -647,6 +647,7 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");
     drop_unread_weights(cb, g);
     if (cb->verbose) report_paths(cb, g);
+    cuda_tune_save(cb);
     return IMGD_OK;
 }
 
@@ -686,6 +687,8 @@ static void cuda_free(imgd_backend *be) {
     if (cb->dnn) (void)cudnnDestroy(cb->dnn);
 #endif
     for (size_t i = 0; i < cb->n_wts; i++) (void)cudaFree(cb->wts[i].dev); /* plans left */
+    cuda_tune_save(cb);
+    imgd_free(cb->tune_path);
     cuda_tune_free(&cb->attn_picks);
     cuda_tune_free(&cb->conv_picks);
     cuda_tune_free(&cb->gemm_picks);
@@ -898,6 +901,7 @@ static imgd_status cuda_init(cuda_backend *cb, const imgd_backend_params *p) {
         CUDNN_TRY(cudnnSetStream(cb->dnn, cb->stream), "cuDNN stream");
     }
 #endif
+    cuda_tune_load(cb);
     return IMGD_OK;
 }
 

@@ -565,6 +565,14 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const imgd_tensor *n, const c
     }
     return IMGD_OK;
 }
+
+size_t cuda_conv_pick_size(void) {
+    return sizeof(conv_pick);
+}
+#else
+size_t cuda_conv_pick_size(void) {
+    return 0;
+}
 #endif
 
 /* ---- prepare and run ------------------------------------------------------------------------ */

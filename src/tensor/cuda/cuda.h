@@ -70,6 +70,11 @@
  *                               of each plan (which runs node by node; choices remembered per
  *                               shape, layout, epilogue and alignments); tune: every GEMM
  *                               timed. IMGD_CUDA_VERBOSE=1 prints the timings
+ *   IMGD_CUDA_TUNE_CACHE=FILE   keep the tuners' choices (attention kernels, convolution
+ *                               layouts, GEMM kernels) in FILE: a new backend on the same card
+ *                               with the same cuBLASLt / cuDNN starts with them and times only
+ *                               new shapes (a restarted worker skips the timing); written
+ *                               atomically whenever a tuner adds a choice. Unset: in memory only
  *   IMGD_CUDA_CUDNN_FIND=1      time every cuDNN algorithm of each conv2d at plan time instead
  *                               of taking cuDNN's heuristic choice (H100: no faster, plans 5x
  *                               slower; off by default)

@@ -186,11 +186,14 @@ typedef struct cuda_backend {
     uint64_t     prof_runs, prof_replays;
     struct cuda_prof_row *prof_rows; /* IMGD_PROFILE=nodes: GPU time per (op, shapes) */
     /* the plan-time tuners' choices, by shape (tune.c) */
-    cuda_tune_cache attn_picks;           /* attention_tune.c */
-    cuda_tune_cache conv_picks;           /* conv2d.c: NCHW or NHWC */
-    cuda_tune_cache gemm_picks;           /* gemm_lt.c: each GEMM's kernel */
-    double          tune_s[CUDA_TUNER_N]; /* wall time spent timing candidates, per tuner */
-    int32_t         tune_n[CUDA_TUNER_N]; /* nodes (shapes) timed */
+    cuda_tune_cache attn_picks;               /* attention_tune.c */
+    cuda_tune_cache conv_picks;               /* conv2d.c: NCHW or NHWC */
+    cuda_tune_cache gemm_picks;               /* gemm_lt.c: each GEMM's kernel */
+    double          tune_s[CUDA_TUNER_N];     /* wall time spent timing candidates, per tuner */
+    int32_t         tune_n[CUDA_TUNER_N];     /* nodes (shapes) timed */
+    char           *tune_path;                /* IMGD_CUDA_TUNE_CACHE, or NULL */
+    size_t          tune_saved[CUDA_TUNER_N]; /* items each cache had at the last load / save */
+    bool            tune_save_failed;         /* reported once */
 #ifdef IMGD_HAVE_CUDNN
     cudnnHandle_t dnn;
 #endif
@@ -354,6 +357,16 @@ void cuda_tune_bufs_free(cuda_tune_bufs *b);
 /* Milliseconds per run(ctx) on cb's stream: one warm-up run, then CUDA_TUNE_REPS between b's
  * events; -1 when a run returns false or the timing fails (its error cleared). */
 float cuda_tune_time(cuda_backend *cb, const cuda_tune_bufs *b, bool (*run)(void *ctx), void *ctx);
+/* The tuners' choices on disk (IMGD_CUDA_TUNE_CACHE=FILE): load reads those measured on this
+ * card with these library versions (at creation); save writes the file again (atomically) when
+ * a tuner has added a choice since. Neither fails: a file that cannot be read or written is
+ * reported once and ignored. */
+void cuda_tune_load(cuda_backend *cb);
+void cuda_tune_save(cuda_backend *cb);
+/* Each tuner's item size (attention_tune.c, conv2d.c: 0 without cuDNN, gemm_lt.c). */
+size_t cuda_attn_pick_size(void);
+size_t cuda_conv_pick_size(void);
+size_t cuda_gemm_pick_size(void);
 /* Monotonic wall-clock seconds (tuners' cost, profiles). */
 double cuda_now_s(void);
 /* Whether a tuner's buffers of `bytes` fit: at most CUDA_TUNE_BYTES_MAX, leaving CUDA_TUNE_SPARE

@@ -363,6 +363,7 @@ imgd_status cuda_exec_run(cuda_backend *cb, imgd_graph *g) {
     cudaError_t e = cudaStreamSynchronize(cb->stream);
     if (st == IMGD_OK && e != cudaSuccess) st = cuda_fail(e, "cudaStreamSynchronize", "compute");
     if (st == IMGD_OK && cb->profile) profile_collect(cb, g, cuda_now_s() - t0, replayed);
+    if (!replayed) cuda_tune_save(cb); /* GEMMs timed in this run */
     return st;
 }
 

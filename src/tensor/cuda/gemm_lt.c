@@ -402,6 +402,10 @@ imgd_status cuda_gemm_lt(cuda_backend *cb, const cuda_lt_args *g, bool *ran, con
     return s == CUBLAS_STATUS_SUCCESS ? IMGD_OK : cublas_fail(s, call, what);
 }
 
+size_t cuda_gemm_pick_size(void) {
+    return sizeof(cuda_lt_pick);
+}
+
 bool cuda_gemm_tuned(const cuda_backend *cb) {
     return cb->gemm_sel != CUDA_GEMM_HEURISTIC;
 }
