@@ -642,6 +642,8 @@ static imgd_status cuda_prepare(imgd_backend *be, imgd_graph *g) {
     }
     if (st == IMGD_OK) cuda_plan_residuals(cb, g);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: preparing constants");
+    st = cuda_conv2d_choose(cb, g);
+    if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: choosing the convolutions' layouts");
     st = cuda_attn_choose(cb, g);
     if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: choosing the attention kernels");
     CUDA_TRY(cudaStreamSynchronize(cb->stream), "uploading weights");

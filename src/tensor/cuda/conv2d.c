@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "base/error.h"
 #include "cuda_impl.h"
 
@@ -88,6 +89,8 @@ void cuda_conv2d_release(cuda_node *st) {
     st->xd = st->yd = NULL;
     st->wd          = NULL;
     st->cd          = NULL;
+    imgd_free(st->conv_pending);
+    st->conv_pending = NULL;
 #else
     IMGD_UNUSED(st);
 #endif
@@ -371,7 +374,7 @@ static imgd_status layout_use(cuda_backend *cb, const conv_geom *g, cuda_node *n
 /* What decides the timings (zero-filled before it is set: compared with memcmp). */
 typedef struct conv_key {
     int64_t geom[11]; /* N, C, H, W, O, KH, KW, sh, sw, ph, pw */
-    int32_t xt, ot, bias, math;
+    int32_t xt, ot, bias, math, res;
 } conv_key;
 
 typedef struct conv_pick {
@@ -389,6 +392,7 @@ static void conv_make_key(const cuda_backend *cb, const imgd_tensor *n, const co
     k->ot   = cuda_cuk_of(n);
     k->bias = n->src[2] != NULL;
     k->math = cuda_math_cuk(cb);
+    k->res  = cuda_node_of(n)->fused != NULL;
 }
 
 typedef struct conv_trial {
@@ -417,13 +421,19 @@ static bool conv_trial_run(void *ctx) {
 static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
                              cuda_node *ns, const conv_layout lay[2], void **krsc, float ms[2],
                              bool *timed, char *why, size_t why_cap) {
-    const size_t   xes    = cuda_cuk_of(n->src[0]) == CUK_F32 ? 4 : 2;
-    const size_t   oes    = cuda_cuk_of(n) == CUK_F32 ? 4 : 2;
-    const size_t   off_o  = cuda_align_up((size_t)(g->N * g->C * g->H * g->W) * xes);
-    const size_t   off_xs = off_o + cuda_align_up((size_t)(g->N * g->O * g->P) * oes);
-    const size_t   off_y  = off_xs + cudnn_x_bytes(cb, g);
-    const size_t   off_b  = off_y + cudnn_y_bytes(cb, g);
-    const size_t   off_ws = off_b + cuda_align_up((size_t)g->O * 4);
+    /* what the runs read and write: x as stored, the output (the fused ADD's where there is
+     * one) and its residual operand */
+    const imgd_tensor *fz  = ns->fused;
+    const int32_t      ot  = cuda_cuk_of(fz ? fz : n);
+    const int32_t      rt  = fz ? cuda_cuk_of(fz->src[ns->res_src]) : CUK_F32;
+    const size_t       xes = cuda_cuk_of(n->src[0]) == CUK_F32 ? 4 : 2;
+    const size_t       oes = ot == CUK_F32 ? 4 : 2, ny = (size_t)(g->N * g->O * g->P);
+    const size_t       off_o  = cuda_align_up((size_t)(g->N * g->C * g->H * g->W) * xes);
+    const size_t       off_xs = off_o + cuda_align_up((size_t)(g->N * g->O * g->P) * oes);
+    const size_t       off_y  = off_xs + cudnn_x_bytes(cb, g);
+    const size_t       off_b  = off_y + cudnn_y_bytes(cb, g);
+    const size_t       off_r  = off_b + cuda_align_up((size_t)g->O * 4);
+    const size_t       off_ws = off_r + (fz ? cuda_align_up(ny * (rt == CUK_F32 ? 4 : 2)) : 0);
     const size_t   total  = off_ws + cuda_align_up(lay[0].ws > lay[1].ws ? lay[0].ws : lay[1].ws);
     const size_t   wbytes = cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
     size_t         fr     = 0;
@@ -444,14 +454,15 @@ static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_
         (void)snprintf(why, why_cap, "guessed, not timed: %s", nomem);
         return IMGD_OK;
     }
+    const cuk_operand res = {tb.buf + off_r, rt, 0, 1, (int64_t)ny};
     for (int l = 0; l < 2 && st == IMGD_OK; l++) {
         conv_io    io = {tb.buf,
                          cuda_cuk_of(n->src[0]),
                       l ? *krsc : ns->cnst[1],
                          tb.buf + off_o,
-                         cuda_cuk_of(n),
+                         ot,
                          {n->src[2] ? tb.buf + off_b : NULL, CUK_F32, 0, g->P, g->O},
-                         NULL,
+                      fz ? &res : NULL,
                          tb.buf + off_xs,
                          tb.buf + off_y,
                       lay[l].ws ? tb.buf + off_ws : NULL};
@@ -505,12 +516,55 @@ static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const con
     return IMGD_OK;
 }
 
+/* Installs layout nhwc on ns (its descriptors now in layout cur; krsc: a KRSC copy made already,
+ * or NULL): the descriptors, the KRSC weight for NHWC, the algorithm and its workspace. Where
+ * lay[nhwc] has no algorithm, im2col (ns->cudnn false). */
+static imgd_status layout_apply(cuda_backend *cb, const conv_geom *g, cuda_node *ns,
+                                const conv_layout lay[2], bool nhwc, bool cur, void *krsc) {
+    imgd_status st = IMGD_OK;
+    if (cur != nhwc) st = layout_use(cb, g, ns, nhwc, &lay[nhwc]);
+    if (st == IMGD_OK && lay[nhwc].found && nhwc && !krsc) st = krsc_new(cb, g, ns, &krsc);
+    if (st != IMGD_OK || !lay[nhwc].found) {
+        if (krsc) (void)cudaFree(krsc);
+        ns->nhwc  = false; /* im2col */
+        ns->cudnn = false;
+        return st;
+    }
+    if (nhwc)
+        krsc_install(ns, krsc);
+    else if (krsc)
+        (void)cudaFree(krsc);
+    ns->nhwc     = nhwc;
+    ns->cudnn    = true;
+    ns->algo     = (int32_t)lay[nhwc].perf.algo;
+    ns->ws_bytes = lay[nhwc].ws;
+    return IMGD_OK;
+}
+
+/* IMGD_CUDA_VERBOSE=1: the node's layout, algorithm and how the layout was chosen. */
+static void layout_report(const cuda_backend *cb, const conv_geom *g, const cuda_node *ns,
+                          const conv_layout *l, const float ms[2], const char *how) {
+    if (!cb->verbose) return;
+    fprintf(stderr,
+            "cuda: conv2d [%lld,%lld,%lld,%lld] -> %lld %lldx%lld: cuDNN %s algo %d, math %d, "
+            "%.1f us (%s), workspace %zu; layout %s",
+            (long long)g->N, (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O,
+            (long long)g->KH, (long long)g->KW, ns->nhwc ? "NHWC" : "NCHW", (int)l->perf.algo,
+            (int)l->perf.mathType, (double)l->perf.time * 1e3,
+            cb->cudnn_find ? "timed" : "heuristic", l->ws, *how ? how : "by IMGD_CUDA_CONV_NHWC");
+    if (ms[0] >= 0.0f || ms[1] >= 0.0f)
+        fprintf(stderr, " (NCHW %.3f ms, NHWC %.3f ms)", (double)ms[0], (double)ms[1]);
+    fprintf(stderr, "\n");
+}
+
 /* Sets ns->cudnn, algo and ws_bytes when cuDNN has an acceptable algorithm; leaves ns->cudnn
  * false (im2col) otherwise. NHWC (ns->nhwc) in f16/bf16 math when the weight is a contiguous
- * constant, x is contiguous, and IMGD_CUDA_CONV_NHWC asks for it (1), nhwc_wins guesses it
- * (guess, and auto below CUDA_CONV_TUNE_FLOP) or it ran faster at plan time (auto, tune;
- * conv_choose). A layout cuDNN has no algorithm for is not taken. Errors only for failing
- * descriptor calls and device memory. */
+ * constant, x is contiguous, and IMGD_CUDA_CONV_NHWC asks for it (1) or nhwc_wins guesses it
+ * (guess, and auto below CUDA_CONV_TUNE_FLOP). A convolution the tuner times (auto, tune) with
+ * an algorithm in both layouts keeps both (ns->conv_pending) and the workspace of the larger:
+ * cuda_conv2d_choose times them once the storage types and fused residuals are planned. A layout
+ * cuDNN has no algorithm for is not taken. Errors only for failing descriptor calls and device
+ * memory. */
 static imgd_status cudnn_prepare(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
                                  cuda_node *ns) {
     if (g->N * g->C * g->H * g->W > INT_MAX || g->N * g->O * g->P > INT_MAX || g->CK == 0 ||
@@ -520,48 +574,55 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const imgd_tensor *n, const c
                imgd_tensor_is_contiguous(n->src[1]) && imgd_tensor_is_contiguous(n->src[0]);
     conv_layout lay[2];
     bool        nhwc = can && cb->conv_nhwc == CUDA_NHWC_ON, cur = nhwc;
-    imgd_status st       = layout_pick(cb, g, ns, nhwc, &lay[nhwc]);
-    void       *krsc     = NULL;
-    float       ms[2]    = {-1.0f, -1.0f};
-    const char *how      = !can ? "the only layout" : nhwc ? "IMGD_CUDA_CONV_NHWC=1" : "guessed";
-    char        why[160] = "";
-    bool        timed    = can && !nhwc && conv_timed(cb, g);
+    imgd_status st    = layout_pick(cb, g, ns, nhwc, &lay[nhwc]);
+    const float ms[2] = {-1.0f, -1.0f};
+    const char *how   = !can ? "the only layout" : nhwc ? "IMGD_CUDA_CONV_NHWC=1" : "guessed";
+    bool        timed = can && !nhwc && conv_timed(cb, g);
     bool        guess = st == IMGD_OK && can && !nhwc && nhwc_wins(g, &lay[0].perf, lay[0].found);
     if (st == IMGD_OK && (timed || guess)) {
-        st   = layout_pick(cb, g, ns, true, &lay[1]); /* conv_choose leaves NHWC set too */
+        st   = layout_pick(cb, g, ns, true, &lay[1]);
         cur  = true;
         nhwc = guess && lay[1].found;
-        if (st == IMGD_OK && timed && lay[0].found && lay[1].found)
-            st = conv_choose(cb, n, g, ns, lay, &nhwc, &krsc, ms, &how, why, sizeof why);
+        if (st == IMGD_OK && timed && lay[0].found && lay[1].found) {
+            ns->conv_pending = imgd_malloc(sizeof lay);
+            if (!ns->conv_pending)
+                return imgd_fail(IMGD_E_NOMEM, "cuda: conv2d: out of host memory");
+            memcpy(ns->conv_pending, lay, sizeof lay);
+            ns->cudnn    = true; /* NCHW or NHWC: cuda_conv2d_choose */
+            ns->nhwc     = nhwc;
+            ns->algo     = (int32_t)lay[nhwc].perf.algo;
+            ns->ws_bytes = lay[0].ws > lay[1].ws ? lay[0].ws : lay[1].ws;
+            return IMGD_OK;
+        }
     }
-    if (st == IMGD_OK && cur != nhwc) st = layout_use(cb, g, ns, nhwc, &lay[nhwc]);
-    if (st == IMGD_OK && lay[nhwc].found && nhwc && !krsc) st = krsc_new(cb, g, ns, &krsc);
-    if (st != IMGD_OK || !lay[nhwc].found) {
-        if (krsc) (void)cudaFree(krsc);
-        ns->nhwc = false; /* im2col */
-        return st;
-    }
-    if (nhwc)
-        krsc_install(ns, krsc);
-    else if (krsc)
-        (void)cudaFree(krsc);
-    const conv_layout *l = &lay[nhwc];
-    ns->nhwc             = nhwc;
-    ns->cudnn            = true;
-    ns->algo             = (int32_t)l->perf.algo;
-    ns->ws_bytes         = l->ws;
-    if (cb->verbose) {
-        fprintf(stderr,
-                "cuda: conv2d [%lld,%lld,%lld,%lld] -> %lld %lldx%lld: cuDNN %s algo %d, math %d, "
-                "%.1f us (%s), workspace %zu; layout %s",
-                (long long)g->N, (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O,
-                (long long)g->KH, (long long)g->KW, nhwc ? "NHWC" : "NCHW", (int)l->perf.algo,
-                (int)l->perf.mathType, (double)l->perf.time * 1e3,
-                cb->cudnn_find ? "timed" : "heuristic", l->ws,
-                *how ? how : "by IMGD_CUDA_CONV_NHWC");
-        if (ms[0] >= 0.0f || ms[1] >= 0.0f)
-            fprintf(stderr, " (NCHW %.3f ms, NHWC %.3f ms)", (double)ms[0], (double)ms[1]);
-        fprintf(stderr, "\n");
+    if (st == IMGD_OK) st = layout_apply(cb, g, ns, lay, nhwc, cur, NULL);
+    if (st == IMGD_OK && ns->cudnn) layout_report(cb, g, ns, &lay[nhwc], ms, how);
+    return st;
+}
+
+imgd_status cuda_conv2d_choose(cuda_backend *cb, imgd_graph *gr) {
+    for (size_t i = 0; i < imgd_graph_exec_count(gr); i++) {
+        imgd_tensor *n  = imgd_graph_exec_node(gr, i);
+        cuda_node   *ns = cuda_node_of(n);
+        if (n->op != IMGD_OP_CONV2D || !ns || !ns->conv_pending) continue;
+        conv_layout lay[2];
+        memcpy(lay, ns->conv_pending, sizeof lay);
+        imgd_free(ns->conv_pending);
+        ns->conv_pending = NULL;
+        conv_geom g;
+        conv_geometry(n, cuda_math_size(cb), &g);
+        bool        nhwc  = ns->nhwc; /* the guess */
+        size_t      ws    = ns->ws_bytes;
+        void       *krsc  = NULL;
+        float       ms[2] = {-1.0f, -1.0f};
+        const char *how   = "guessed";
+        char        why[160];
+        /* the descriptors are NHWC: left so by cudnn_prepare and by conv_choose */
+        imgd_status st = conv_choose(cb, n, &g, ns, lay, &nhwc, &krsc, ms, &how, why, sizeof why);
+        if (st == IMGD_OK) st = layout_apply(cb, &g, ns, lay, nhwc, true, krsc);
+        if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: node %zu (conv2d) layout", i);
+        ns->ws_bytes = ws; /* the scratch was planned for the larger workspace */
+        layout_report(cb, &g, ns, &lay[nhwc], ms, how);
     }
     return IMGD_OK;
 }
@@ -572,6 +633,12 @@ size_t cuda_conv_pick_size(void) {
 #else
 size_t cuda_conv_pick_size(void) {
     return 0;
+}
+
+imgd_status cuda_conv2d_choose(cuda_backend *cb, imgd_graph *g) {
+    IMGD_UNUSED(cb);
+    IMGD_UNUSED(g);
+    return IMGD_OK;
 }
 #endif
 

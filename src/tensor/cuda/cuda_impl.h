@@ -217,25 +217,27 @@ typedef struct cuda_node {
     void   *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
     int32_t lt_bias_dt;    /* its cuk_dtype */
     const imgd_tensor
-        *fused;         /* matmul / linear_quant: the node right after it, its only reader, run in
-                           its GEMM when cuBLASLt can (output D = that node's): an
-                           ADD (residual C = its other operand) or a GELU_TANH (the
-                           GELU epilogue); conv2d through cuDNN: an ADD, its other operand
-                           (full or broadcast) added with the bias; NULL: none */
-    int32_t res_src;    /* ADD: the residual's src index in fused */
-    bool    gemm_done;  /* ADD / GELU_TANH: this run's result was written by the GEMM before */
-    bool    skip;       /* a CAST that only GEMMs reading its weight directly consume */
-    bool    needed;     /* prepare: a CAST some node reads as data */
-    bool    cudnn;      /* conv2d through cuDNN (descriptors below are set) */
-    bool    nhwc;       /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
-    bool    attn_gemm;  /* attention through attention_gemm.c */
-    bool    attn_wmma;  /* attention through attention_wmma.cu */
-    bool    lq_rows;    /* linear_quant through cuk_linear_quant_rows (quant.c) */
-    bool    attn_cudnn; /* attention through cuDNN's SDPA (sdpa_plan, ws_bytes of scratch) */
-    void   *sdpa_plan;  /* its cudnnBackendDescriptor_t execution plan */
-    int32_t mtiles;     /* mma attention: query tiles per warp (0: the backend's) */
-    int32_t algo;       /* cudnnConvolutionFwdAlgo_t */
-    size_t  ws_bytes;   /* cuDNN workspace, at the end of the node's scratch */
+        *fused;           /* matmul / linear_quant: the node right after it, its only reader, run in
+                             its GEMM when cuBLASLt can (output D = that node's): an
+                             ADD (residual C = its other operand) or a GELU_TANH (the
+                             GELU epilogue); conv2d through cuDNN: an ADD, its other operand
+                             (full or broadcast) added with the bias; NULL: none */
+    int32_t res_src;      /* ADD: the residual's src index in fused */
+    bool    gemm_done;    /* ADD / GELU_TANH: this run's result was written by the GEMM before */
+    bool    skip;         /* a CAST that only GEMMs reading its weight directly consume */
+    bool    needed;       /* prepare: a CAST some node reads as data */
+    bool    cudnn;        /* conv2d through cuDNN (descriptors below are set) */
+    bool    nhwc;         /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
+    bool    attn_gemm;    /* attention through attention_gemm.c */
+    bool    attn_wmma;    /* attention through attention_wmma.cu */
+    bool    lq_rows;      /* linear_quant through cuk_linear_quant_rows (quant.c) */
+    bool    attn_cudnn;   /* attention through cuDNN's SDPA (sdpa_plan, ws_bytes of scratch) */
+    void   *sdpa_plan;    /* its cudnnBackendDescriptor_t execution plan */
+    int32_t mtiles;       /* mma attention: query tiles per warp (0: the backend's) */
+    void   *conv_pending; /* conv2d whose layout is timed after plan_storage (conv2d.c
+                               cuda_conv2d_choose): both layouts' algorithms */
+    int32_t algo;         /* cudnnConvolutionFwdAlgo_t */
+    size_t  ws_bytes;     /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN
     cudnnTensorDescriptor_t      xd, yd;
     cudnnFilterDescriptor_t      wd;
@@ -474,6 +476,10 @@ bool cuda_conv2d_supported(const imgd_tensor *n);
  * n->scratch_bytes (im2col columns or cuDNN workspace, operands rounded per run). */
 imgd_status cuda_conv2d_prepare(cuda_backend *cb, imgd_tensor *n);
 imgd_status cuda_conv2d(cuda_backend *cb, const imgd_tensor *n, const char *what);
+/* After plan_storage and cuda_plan_residuals: the layout of each cuDNN convolution the tuner
+ * times (IMGD_CUDA_CONV_NHWC=auto|tune), measured with the storage types and the fused residual
+ * its runs will have. */
+imgd_status cuda_conv2d_choose(cuda_backend *cb, imgd_graph *g);
 /* Device bytes of the KRSC weight copy conv2d node n is expected to make at plan time
  * (NHWC: IMGD_CUDA_CONV_NHWC=1, or where the weight outweighs the activation; a timed
  * choice of NHWC elsewhere makes its copy only where it finds the room); 0: none. */
