@@ -120,6 +120,9 @@ for v in guess 0 1; do
     IMGD_CUDA_CONV_NHWC=$v timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
         FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_NHWC=$v")
 done
+echo "# the same with each group norm writing NCHW and its NHWC convolution transposing it (IMGD_CUDA_NORM_NHWC=0)"
+IMGD_CUDA_NORM_NHWC=0 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
+    FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_NORM_NHWC=0")
 
 stage "bench: SD 1.5 f16 GEMM kernels: the timed choices (IMGD_CUDA_VERBOSE=1), then each GEMM on cuBLASLt's first heuristic algorithm or cublasGemmEx untimed (IMGD_CUDA_GEMM=heuristic; compare it/s with the first bench)"
 IMGD_CUDA_VERBOSE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 2 --precision f16 2>&1 |

@@ -391,6 +391,21 @@ static imgd_tensor *b_conv2d(tctx *c) {
     return imgd_op_conv2d_ex(c->g, x, wt, b, s, (int32_t)vi(c, "stridew", s), p, pw);
 }
 
+/* A ResNet's group norm (+ SiLU) then its convolution: on cuda, a norm read only by an NHWC
+ * cuDNN convolution writes NHWC itself. reuse=1: the norm's output is read again (by an add
+ * after the convolution), so it stays NCHW. */
+static imgd_tensor *b_gnconv(tctx *c) {
+    int64_t      n = vi(c, "n", 2), ch = vi(c, "c", 32), h = vi(c, "h", 9), w = vi(c, "w", 11);
+    int64_t      oc = vi(c, "oc", ch), k = vi(c, "k", 3);
+    imgd_tensor *x = imgd_op_scale(c->g, RND(c, IMGD_DTYPE_F32, n, ch, h, w), 1.0f, 0.0f);
+    imgd_tensor *gn =
+        imgd_op_group_norm(c->g, x, (int32_t)vi(c, "g", 8), 1e-5f, RND(c, IMGD_DTYPE_F32, ch),
+                           RND(c, IMGD_DTYPE_F32, ch), vi(c, "silu", 1));
+    imgd_tensor *y = imgd_op_conv2d(c->g, gn, RND(c, vtype(c, "type"), oc, ch, k, k),
+                                    RND(c, IMGD_DTYPE_F32, oc), 1, (int32_t)(k / 2));
+    return vi(c, "reuse", 0) && oc == ch ? imgd_op_add(c->g, y, gn) : y;
+}
+
 /* ---- builders: normalisation and attention ------------------------------------------------ */
 
 static imgd_tensor *b_group_norm(tctx *c) {
@@ -658,6 +673,10 @@ static const op_case k_cases[] = {
     {"conv2d", b_conv2d, "n=1,c=33,h=16,w=16,oc=40,k=3,stride=1", 0},
     {"conv2d", b_conv2d, "n=2,c=16,h=11,w=10,oc=24,k=3,type=f16,act=1", 0},
     {"conv2d", b_conv2d, "n=1,c=16,h=6,w=7,oc=8,k=1,pad=0,type=f16,act=1,bias=0", 0},
+    {"gnconv", b_gnconv, "", 0},
+    {"gnconv", b_gnconv, "n=1,c=40,g=4,h=7,w=5,oc=24,type=f16", 0},
+    {"gnconv", b_gnconv, "c=33,g=3,h=16,w=16,oc=35,k=1,silu=0", 0},
+    {"gnconv", b_gnconv, "reuse=1", 0},
     {"convres", b_convres, "", 0},
     {"convres", b_convres, "swap=1,type=f16,post=1", 0},
     {"convres", b_convres, "r=1,post=1", 0},
@@ -834,9 +853,10 @@ static const be_config k_configs[] = {
     {"cuda-attn-gemm", "cuda", "attention", "IMGD_CUDA_ATTN=gemm", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F32, false, 0, false},
     /* operands rounded to 11 / 8 significant bits: NMSE ~1e-7 / ~1e-5 on these inputs */
-    {"cuda-f16", "cuda", "matmul,linres,lingelu,conv2d,convres,attention,linear_quant,dequantize",
-     NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-f16-old", "cuda", "matmul,linres,lingelu,conv2d,convres,attention",
+    {"cuda-f16", "cuda",
+     "matmul,linres,lingelu,conv2d,convres,gnconv,attention,linear_quant,dequantize", NULL,
+     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-f16-old", "cuda", "matmul,linres,lingelu,conv2d,convres,gnconv,attention",
      "IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_LT=0",
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
     /* linear_quant expanding every weight (also for few rows of x) in tiles of 64 rows */
@@ -851,18 +871,18 @@ static const be_config k_configs[] = {
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, true},
     /* cuDNN convolution on NCHW, and on NHWC, tensors at every shape (the default in
      * f16/bf16 math picks per shape) */
-    {"cuda-f16-nchw", "cuda", "conv2d,convres", "IMGD_CUDA_CONV_NHWC=0", IMGD_CPU_MATH_F32,
+    {"cuda-f16-nchw", "cuda", "conv2d,convres,gnconv", "IMGD_CUDA_CONV_NHWC=0", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-bf16-nhwc", "cuda", "conv2d,convres", "IMGD_CUDA_CONV_NHWC=1", IMGD_CPU_MATH_F32,
+    {"cuda-bf16-nhwc", "cuda", "conv2d,convres,gnconv", "IMGD_CUDA_CONV_NHWC=1", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
     /* every cuDNN convolution's layout timed at plan time (the default times those of 1e8
      * FLOP and more); on the emulator, the layout CUDA_EMU_SLOW_CONV names runs longer on the
      * events' clock, so f16 takes NHWC and bf16 NCHW (check_conv_tune); run twice, so the
      * CUDA graph replays the choice */
-    {"cuda-f16-conv-tune", "cuda", "conv2d,convres",
+    {"cuda-f16-conv-tune", "cuda", "conv2d,convres,gnconv",
      "IMGD_CUDA_CONV_NHWC=tune CUDA_EMU_SLOW_CONV=nchw", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_F16, false, 1e-5, true},
-    {"cuda-bf16-conv-tune", "cuda", "conv2d,convres",
+    {"cuda-bf16-conv-tune", "cuda", "conv2d,convres,gnconv",
      "IMGD_CUDA_CONV_NHWC=tune CUDA_EMU_SLOW_CONV=nhwc", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_BF16, false, 1e-4, true},
     /* every GEMM's kernel timed (the default times those of 1e8 FLOP and more); on the
@@ -898,8 +918,9 @@ static const be_config k_configs[] = {
     /* the mma kernel with two query tiles per warp at every head dim (default: up to 32) */
     {"cuda-f16-attn-mma2", "cuda", "attention", "IMGD_CUDA_ATTN_MTILES=2", IMGD_CPU_MATH_F32,
      IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-bf16", "cuda", "matmul,linres,lingelu,conv2d,convres,attention,linear_quant,dequantize",
-     NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
+    {"cuda-bf16", "cuda",
+     "matmul,linres,lingelu,conv2d,convres,gnconv,attention,linear_quant,dequantize", NULL,
+     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
     /* the chain's half-precision storage in bf16 */
     {"cuda-bf16-chain", "cuda", "chain", NULL, IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
      IMGD_GPU_MATH_BF16, false, 1e-4, false},
@@ -1226,6 +1247,25 @@ static void check_conv_tune(imgd_backend *be, bool want_nhwc) {
         }
         printf("  conv2d(%s) layout timed at plan: %s%s\n", vars[v], first ? "NHWC" : "NCHW",
                emulated ? "" : " (on a GPU: either may win)");
+    }
+    /* a group norm read only by an NHWC convolution writes NHWC for it; read again, it does not */
+    for (int reuse = 0; reuse < 2; reuse++) {
+        tctx c = {.vars = reuse ? "reuse=1" : "", .rng = 54321};
+        if (imgd_graph_new(NULL, &c.g) != IMGD_OK) return;
+        imgd_graph_output(c.g, b_gnconv(&c));
+        imgd_cuda_paths p  = {0};
+        imgd_status     st = imgd_graph_plan(c.g, be, NULL);
+        if (st == IMGD_OK) st = imgd_cuda_plan_paths(be, c.g, &p);
+        CHECK_MSG(st == IMGD_OK, "gnconv(reuse=%d): %s", reuse, imgd_last_error());
+        CHECK_MSG(p.conv_x_nhwc == (p.conv_nhwc && !reuse),
+                  "gnconv(reuse=%d): %d NHWC convolutions, %d reading x as the norm wrote it",
+                  reuse, p.conv_nhwc, p.conv_x_nhwc);
+        if (emulated)
+            CHECK_MSG(p.conv_nhwc == want_nhwc, "gnconv(reuse=%d): %s taken, %s is faster", reuse,
+                      p.conv_nhwc ? "NHWC" : "NCHW", want_nhwc ? "NHWC" : "NCHW");
+        printf("  gnconv(reuse=%d): %s, %d convolution reading x as its group norm wrote it\n",
+               reuse, p.conv_nhwc ? "NHWC" : "NCHW", p.conv_x_nhwc);
+        ctx_free(&c);
     }
 }
 

@@ -225,16 +225,18 @@ static bool nhwc_wins(const conv_geom *g, const cudnnConvolutionFwdAlgoPerf_t *n
 /* Where one f16/bf16 cuDNN convolution reads and writes: the node's tensors and scratch, or
  * the layout tuner's buffers. */
 typedef struct conv_io {
-    const void        *x;    /* contiguous NCHW */
-    int32_t            xt;   /* its cuk type */
-    const void        *w;    /* the weight in the math type (KRSC for NHWC) */
-    void              *out;  /* NCHW: the node's output, or the fused ADD's */
-    int32_t            ot;   /* its cuk type */
-    cuk_operand        bias; /* data NULL: none */
-    const cuk_operand *res;  /* the fused ADD's other operand, or NULL */
-    void              *xs;   /* x in the math type: NHWC, or NCHW when xt is not the math type */
-    void              *y;    /* the convolution's result in the math type */
-    void              *ws;   /* cuDNN's workspace */
+    const void        *x;      /* contiguous NCHW */
+    int32_t            xt;     /* its cuk type */
+    const void        *w;      /* the weight in the math type (KRSC for NHWC) */
+    void              *out;    /* NCHW: the node's output, or the fused ADD's */
+    int32_t            ot;     /* its cuk type */
+    cuk_operand        bias;   /* data NULL: none */
+    const cuk_operand *res;    /* the fused ADD's other operand, or NULL */
+    bool               x_nhwc; /* NHWC: x is NHWC already, in the math type (its group norm
+                                  wrote it so): no transpose in */
+    void *xs;                  /* x in the math type: NHWC, or NCHW when xt is not the math type */
+    void *y;                   /* the convolution's result in the math type */
+    void *ws;                  /* cuDNN's workspace */
 } conv_io;
 
 /* One f16/bf16 convolution with cuDNN algorithm algo, workspace ws_bytes and layout nhwc (ns's
@@ -250,11 +252,13 @@ static imgd_status conv_exec_low(cuda_backend *cb, const cuda_node *ns, const co
     const float   alpha = 1.0f, beta = 0.0f;
     const void   *x = io->x;
     cudaError_t   e = cudaSuccess;
-    if (nhwc) {
+    if (nhwc && !io->x_nhwc) {
         e = cuk_transpose_ewise(io->xs, mt, io->x, io->xt, g->N, g->C, g->H * g->W, NULL, NULL,
                                 cb->stream);
         if (e != cudaSuccess) return cuda_fail(e, "cuk_transpose_ewise (x to NHWC)", what);
         x = io->xs;
+    } else if (nhwc) {
+        /* as its group norm wrote it */
     } else if (io->xt != mt) {
         cuk_operand xo = {io->x, io->xt, 0, 1, xn};
         e              = cuk_ewise(io->xs, mt, xn, CUK_ADD, &xo, NULL, NULL, cb->stream);
@@ -314,8 +318,17 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
                                  : NULL;
     const imgd_tensor *out = fz ? fz : n;
     if (cuda_math_low(cb)) {
-        conv_io io = {x,       xt,           w, out->data, cuda_cuk_of(out), bo, fz ? &ro : NULL,
-                      sc + wb, sc + wb + xb, ws};
+        conv_io io = {x,
+                      xt,
+                      w,
+                      out->data,
+                      cuda_cuk_of(out),
+                      bo,
+                      fz ? &ro : NULL,
+                      ns->nhwc && ns->x_nhwc,
+                      sc + wb,
+                      sc + wb + xb,
+                      ws};
         st         = conv_exec_low(cb, ns, g, ns->nhwc, ns->algo, ns->ws_bytes, &io, what);
         if (st == IMGD_OK && fz) cuda_node_of(fz)->gemm_done = true;
         return st;
@@ -374,7 +387,7 @@ static imgd_status layout_use(cuda_backend *cb, const conv_geom *g, cuda_node *n
 /* What decides the timings (zero-filled before it is set: compared with memcmp). */
 typedef struct conv_key {
     int64_t geom[11]; /* N, C, H, W, O, KH, KW, sh, sw, ph, pw */
-    int32_t xt, ot, bias, math, res;
+    int32_t xt, ot, bias, math, res, xn;
 } conv_key;
 
 typedef struct conv_pick {
@@ -393,6 +406,7 @@ static void conv_make_key(const cuda_backend *cb, const imgd_tensor *n, const co
     k->bias = n->src[2] != NULL;
     k->math = cuda_math_cuk(cb);
     k->res  = cuda_node_of(n)->fused != NULL;
+    k->xn   = cuda_node_of(n)->x_nhwc;
 }
 
 typedef struct conv_trial {
@@ -423,10 +437,11 @@ static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_
                              bool *timed, char *why, size_t why_cap) {
     /* what the runs read and write: x as stored, the output (the fused ADD's where there is
      * one) and its residual operand */
-    const imgd_tensor *fz  = ns->fused;
-    const int32_t      ot  = cuda_cuk_of(fz ? fz : n);
-    const int32_t      rt  = fz ? cuda_cuk_of(fz->src[ns->res_src]) : CUK_F32;
-    const size_t       xes = cuda_cuk_of(n->src[0]) == CUK_F32 ? 4 : 2;
+    const imgd_tensor *fz     = ns->fused;
+    const bool         x_nhwc = ns->x_nhwc; /* NHWC reads x as its group norm writes it */
+    const int32_t      ot     = cuda_cuk_of(fz ? fz : n);
+    const int32_t      rt     = fz ? cuda_cuk_of(fz->src[ns->res_src]) : CUK_F32;
+    const size_t       xes    = cuda_cuk_of(n->src[0]) == CUK_F32 ? 4 : 2;
     const size_t       oes = ot == CUK_F32 ? 4 : 2, ny = (size_t)(g->N * g->O * g->P);
     const size_t       off_o  = cuda_align_up((size_t)(g->N * g->C * g->H * g->W) * xes);
     const size_t       off_xs = off_o + cuda_align_up((size_t)(g->N * g->O * g->P) * oes);
@@ -463,6 +478,7 @@ static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_
                          ot,
                          {n->src[2] ? tb.buf + off_b : NULL, CUK_F32, 0, g->P, g->O},
                       fz ? &res : NULL,
+                         l == 1 && x_nhwc,
                          tb.buf + off_xs,
                          tb.buf + off_y,
                       lay[l].ws ? tb.buf + off_ws : NULL};
@@ -600,11 +616,28 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const imgd_tensor *n, const c
     return st;
 }
 
+/* Whether conv2d n's x can come in NHWC from the group norm that computes it: the norm's own
+ * storage (not a view, not a graph output), stored in the math type, read by n alone. */
+static bool norm_feeds(const cuda_backend *cb, imgd_graph *gr, const imgd_tensor *n) {
+    const imgd_tensor *x  = n->src[0];
+    const cuda_node   *xs = cuda_node_of(x);
+    return cb->norm_nhwc && x == x->storage && x->op == IMGD_OP_GROUP_NORM && x->n_dims == 4 &&
+           xs && !xs->is_out && !xs->folded && cuda_cuk_of(x) == cuda_math_cuk(cb) &&
+           cuda_readers(gr, x) == 1;
+}
+
 imgd_status cuda_conv2d_choose(cuda_backend *cb, imgd_graph *gr) {
     for (size_t i = 0; i < imgd_graph_exec_count(gr); i++) {
         imgd_tensor *n  = imgd_graph_exec_node(gr, i);
         cuda_node   *ns = cuda_node_of(n);
-        if (n->op != IMGD_OP_CONV2D || !ns || !ns->conv_pending) continue;
+        if (n->op != IMGD_OP_CONV2D || !ns || !ns->cudnn) continue;
+        /* what NHWC would read (timed so), kept where NHWC is taken */
+        ns->x_nhwc = norm_feeds(cb, gr, n);
+        if (!ns->conv_pending) {
+            ns->x_nhwc = ns->x_nhwc && ns->nhwc;
+            if (ns->x_nhwc) cuda_node_of(n->src[0])->out_nhwc = true;
+            continue;
+        }
         conv_layout lay[2];
         memcpy(lay, ns->conv_pending, sizeof lay);
         imgd_free(ns->conv_pending);
@@ -622,6 +655,8 @@ imgd_status cuda_conv2d_choose(cuda_backend *cb, imgd_graph *gr) {
         if (st == IMGD_OK) st = layout_apply(cb, &g, ns, lay, nhwc, true, krsc);
         if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: node %zu (conv2d) layout", i);
         ns->ws_bytes = ws; /* the scratch was planned for the larger workspace */
+        ns->x_nhwc   = ns->x_nhwc && ns->cudnn && ns->nhwc;
+        if (ns->x_nhwc) cuda_node_of(n->src[0])->out_nhwc = true;
         layout_report(cb, &g, ns, &lay[nhwc], ms, how);
     }
     return IMGD_OK;

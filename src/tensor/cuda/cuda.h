@@ -49,6 +49,8 @@
  *                               an output prefilled with the bias instead of cuBLASLt with the
  *                               bias in the epilogue; a residual ADD or GELU_TANH after a
  *                               matmul runs as its own kernel instead of in the epilogue
+ *   IMGD_CUDA_NORM_NHWC=0       a group norm read only by an NHWC cuDNN conv2d writes NCHW and
+ *                               the convolution transposes it, instead of the norm writing NHWC
  *   IMGD_CUDA_CONV_ADD=0        an ADD right after a cuDNN conv2d (a ResNet's time embedding
  *                               or residual) runs as its own kernel instead of in the pass
  *                               that adds the convolution's bias
@@ -121,6 +123,8 @@ imgd_status imgd_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
  * IMGD_CUDA_VERBOSE=1 prints per plan). */
 typedef struct imgd_cuda_paths {
     int conv_cudnn, conv_nhwc, conv_im2col;         /* conv2d: cuDNN (of which NHWC), im2col */
+    int conv_x_nhwc;                                /* NHWC convolutions reading x as their
+                                                       group norm wrote it, in NHWC */
     int attn_cudnn, attn_tc, attn_gemm, attn_flash; /* attention: cuDNN SDPA, mma / wmma, ... */
     int weights_direct, weights_converted;          /* GEMM weight operands read as uploaded /
                                                        as copies converted at plan time */

@@ -129,6 +129,9 @@ typedef struct cuda_backend {
                                in, y out with the bias and residual (cuk_transpose_ewise). NCHW
                                half tensors make cuDNN transform the weight in every run; auto
                                times both layouts at plan time (conv2d.c conv_choose) */
+    bool norm_nhwc;         /* IMGD_CUDA_NORM_NHWC (default 1): a group norm read only by an
+                               NHWC cuDNN conv2d writes its output in NHWC itself, so the
+                               convolution reads it without transposing it first */
     bool conv_add;          /* IMGD_CUDA_CONV_ADD (default 1): the ADD right after a cuDNN
                                conv2d that only it reads is done in the convolution's epilogue
                                pass (cuda_plan_residuals) */
@@ -217,27 +220,30 @@ typedef struct cuda_node {
     void   *lt_bias_owned; /* device memory behind lt_bias when converted at plan time */
     int32_t lt_bias_dt;    /* its cuk_dtype */
     const imgd_tensor
-        *fused;           /* matmul / linear_quant: the node right after it, its only reader, run in
-                             its GEMM when cuBLASLt can (output D = that node's): an
-                             ADD (residual C = its other operand) or a GELU_TANH (the
-                             GELU epilogue); conv2d through cuDNN: an ADD, its other operand
-                             (full or broadcast) added with the bias; NULL: none */
-    int32_t res_src;      /* ADD: the residual's src index in fused */
-    bool    gemm_done;    /* ADD / GELU_TANH: this run's result was written by the GEMM before */
-    bool    skip;         /* a CAST that only GEMMs reading its weight directly consume */
-    bool    needed;       /* prepare: a CAST some node reads as data */
-    bool    cudnn;        /* conv2d through cuDNN (descriptors below are set) */
-    bool    nhwc;         /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
-    bool    attn_gemm;    /* attention through attention_gemm.c */
-    bool    attn_wmma;    /* attention through attention_wmma.cu */
-    bool    lq_rows;      /* linear_quant through cuk_linear_quant_rows (quant.c) */
-    bool    attn_cudnn;   /* attention through cuDNN's SDPA (sdpa_plan, ws_bytes of scratch) */
-    void   *sdpa_plan;    /* its cudnnBackendDescriptor_t execution plan */
-    int32_t mtiles;       /* mma attention: query tiles per warp (0: the backend's) */
-    void   *conv_pending; /* conv2d whose layout is timed after plan_storage (conv2d.c
-                               cuda_conv2d_choose): both layouts' algorithms */
-    int32_t algo;         /* cudnnConvolutionFwdAlgo_t */
-    size_t  ws_bytes;     /* cuDNN workspace, at the end of the node's scratch */
+        *fused;         /* matmul / linear_quant: the node right after it, its only reader, run in
+                           its GEMM when cuBLASLt can (output D = that node's): an
+                           ADD (residual C = its other operand) or a GELU_TANH (the
+                           GELU epilogue); conv2d through cuDNN: an ADD, its other operand
+                           (full or broadcast) added with the bias; NULL: none */
+    int32_t res_src;    /* ADD: the residual's src index in fused */
+    bool    gemm_done;  /* ADD / GELU_TANH: this run's result was written by the GEMM before */
+    bool    skip;       /* a CAST that only GEMMs reading its weight directly consume */
+    bool    needed;     /* prepare: a CAST some node reads as data */
+    bool    cudnn;      /* conv2d through cuDNN (descriptors below are set) */
+    bool    nhwc;       /* ... with NHWC tensors and the KRSC weight cnst[1] (conv_nhwc) */
+    bool    attn_gemm;  /* attention through attention_gemm.c */
+    bool    attn_wmma;  /* attention through attention_wmma.cu */
+    bool    lq_rows;    /* linear_quant through cuk_linear_quant_rows (quant.c) */
+    bool    attn_cudnn; /* attention through cuDNN's SDPA (sdpa_plan, ws_bytes of scratch) */
+    void   *sdpa_plan;  /* its cudnnBackendDescriptor_t execution plan */
+    int32_t mtiles;     /* mma attention: query tiles per warp (0: the backend's) */
+    bool    x_nhwc;     /* NHWC conv2d: x is read as its group norm wrote it, in NHWC
+                           (no transpose in; cuda_conv2d_choose) */
+    bool  out_nhwc;     /* group_norm: writes its output [N, S, C] for that convolution */
+    void *conv_pending; /* conv2d whose layout is timed after plan_storage (conv2d.c
+                             cuda_conv2d_choose): both layouts' algorithms */
+    int32_t algo;       /* cudnnConvolutionFwdAlgo_t */
+    size_t  ws_bytes;   /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN
     cudnnTensorDescriptor_t      xd, yd;
     cudnnFilterDescriptor_t      wd;
@@ -449,6 +455,8 @@ void cuda_gemm_stats(const cuda_backend *cb, imgd_cuda_gemm_stats *s);
 /* After plan_storage: gives matmul / linear_quant node n with a constant bias its copy in n's
  * storage type (cuda_node.lt_bias) when cb->use_lt. */
 imgd_status cuda_gemm_bias_prepare(cuda_backend *cb, imgd_tensor *n);
+/* How many times node n's storage is read: by exec nodes' sources and as a graph output. */
+size_t cuda_readers(imgd_graph *g, const imgd_tensor *n);
 /* After cuda_gemm_bias_prepare: pairs each matmul / linear_quant (when cb->use_lt) with the
  * ADD or GELU_TANH, and each cuDNN conv2d with the ADD, that follows it in the run order and
  * is its only reader (cuda_node.fused). */

@@ -217,7 +217,7 @@ static cudaError_t launch(const imgd_tensor *n, cudaStream_t s) {
         return cuk_group_norm(n->data, od, cuda_dptr(x), xd,
                               n->src[1] ? cuda_dptr(n->src[1]) : NULL,
                               n->src[2] ? cuda_dptr(n->src[2]) : NULL, N, C, S, n->ip[0], n->fp[0],
-                              (int32_t)n->ip[1], n->scratch, s);
+                              (int32_t)n->ip[1], (int32_t)cuda_node_of(n)->out_nhwc, n->scratch, s);
     }
     case IMGD_OP_LAYER_NORM:
         return cuk_layer_norm(

@@ -128,11 +128,13 @@ cudaError_t cuk_rope(void *out, int32_t odt, const cuk_tensor *x, const cuk_tens
 
 /* ---- norm.cu ------------------------------------------------------------------------------ */
 
-/* x [N, C, S] contiguous (xdt) into out (odt); gamma/beta [C] f32 or NULL; scratch: device
- * memory of cuk_group_norm_scratch(N, C, S, G) bytes for the per-chunk partial sums. */
+/* x [N, C, S] contiguous (xdt) into out (odt): [N, C, S], or [N, S, C] with out_nhwc (a cuDNN
+ * convolution's NHWC input, written transposed instead of transposed again by the convolution);
+ * gamma/beta [C] f32 or NULL; scratch: device memory of cuk_group_norm_scratch(N, C, S, G) bytes
+ * for the per-chunk partial sums and the per-group statistics. */
 cudaError_t cuk_group_norm(void *out, int32_t odt, const void *x, int32_t xdt, const float *gamma,
                            const float *beta, int64_t N, int64_t C, int64_t S, int64_t G, float eps,
-                           int32_t silu, double *scratch, cudaStream_t s);
+                           int32_t silu, int32_t out_nhwc, double *scratch, cudaStream_t s);
 size_t      cuk_group_norm_scratch(int64_t N, int64_t C, int64_t S, int64_t G);
 /* Row ops on x [rows, D] contiguous (xdt) into out (odt); gamma/beta f32 or NULL. */
 cudaError_t cuk_layer_norm(void *out, int32_t odt, const void *x, int32_t xdt, const float *gamma,

@@ -256,8 +256,7 @@ imgd_status cuda_resolve_const(cuda_backend *cb, imgd_tensor *n, int s) {
     return cs;
 }
 
-/* How many times node n's storage is read: by exec nodes' sources and as a graph output. */
-static size_t readers(imgd_graph *g, const imgd_tensor *n) {
+size_t cuda_readers(imgd_graph *g, const imgd_tensor *n) {
     size_t k = 0;
     for (size_t i = 0; i < imgd_graph_exec_count(g); i++) {
         const imgd_tensor *e = imgd_graph_exec_node(g, i);
@@ -302,7 +301,7 @@ void cuda_plan_residuals(cuda_backend *cb, imgd_graph *g) {
         imgd_tensor *n = imgd_graph_exec_node(g, i), *next = imgd_graph_exec_node(g, i + 1);
         cuda_node   *ns = cuda_node_of(n), *xs = cuda_node_of(next);
         if (!ns || !xs || ns->is_out || ns->folded || xs->folded || n->storage != n ||
-            next->storage != next || readers(g, n) != 1 || !imgd_tensor_same_shape(n, next) ||
+            next->storage != next || cuda_readers(g, n) != 1 || !imgd_tensor_same_shape(n, next) ||
             !imgd_tensor_is_contiguous(next) || !fusable(cb, n, next))
             continue;
         int s = next->op == IMGD_OP_ADD ? residual_src(n, next) : -1;

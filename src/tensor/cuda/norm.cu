@@ -42,10 +42,12 @@ static int64_t gn_chunk(int64_t cnt) {
     return c;
 }
 
+/* The partials (two doubles per (group, chunk)), then two floats per group (mean and 1 / std:
+ * the NHWC pass). */
 extern "C" size_t cuk_group_norm_scratch(int64_t N, int64_t C, int64_t S, int64_t G) {
     if (G < 1 || N * C * S == 0) return 0;
     int64_t cnt = C / G * S, chunks = (cnt + gn_chunk(cnt) - 1) / gn_chunk(cnt);
-    return (size_t)(N * G * chunks) * 2 * sizeof(double);
+    return (size_t)(N * G * chunks) * 2 * sizeof(double) + (size_t)(N * G) * 2 * sizeof(float);
 }
 
 /* V: CUK_VEC elements per load (S a multiple of CUK_VEC, x and out 16-byte aligned), each
@@ -128,10 +130,59 @@ __global__ void k_gn_apply(void *out, int32_t odt, const void *x, int32_t xdt, c
     }
 }
 
+/* NHWC output: each group's mean and 1 / std from its P partials (one thread per group), ... */
+__global__ void k_gn_stats(float *st, const double *part, int64_t NG, int64_t P, int64_t cnt,
+                           float eps) {
+    CUK_FOR(i, NG) {
+        double s = 0, q = 0;
+        for (int64_t k = 0; k < P; k++) {
+            s += part[(i * P + k) * 2];
+            q += part[(i * P + k) * 2 + 1];
+        }
+        const double mean = s / (double)cnt;
+        double       var  = q / (double)cnt - mean * mean;
+        if (var < 0) var = 0;
+        st[2 * i]     = (float)mean;
+        st[2 * i + 1] = (float)(1.0 / sqrt(var + (double)eps));
+    }
+}
+
+/* ... then 32x32 tiles of each image's [C, S] through shared memory (as cuk_transpose_ewise),
+ * normalised on the way in and written out [N, S, C]: reads along S and writes along C both
+ * coalesced. */
+#define GN_TILE 32
+
+__global__ void k_gn_apply_nhwc(void *out, int32_t odt, const void *x, int32_t xdt, const float *st,
+                                const float *gamma, const float *beta, int64_t N, int64_t C,
+                                int64_t S, int64_t cpg, int64_t G, int32_t silu, int64_t tiles_c,
+                                int64_t tiles_s) {
+    __shared__ float tile[GN_TILE][GN_TILE + 1];
+    const int        tx = (int)threadIdx.x, ty = (int)threadIdx.y;
+    const int64_t    per = tiles_c * tiles_s, tiles = N * per;
+    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+        int64_t z = t / per, rem = t - z * per;
+        int64_t c0 = rem / tiles_s * GN_TILE, s0 = rem % tiles_s * GN_TILE;
+        for (int j = ty; j < GN_TILE; j += GN_TILE / 8) {
+            int64_t c = c0 + j, p = s0 + tx;
+            if (c < C && p < S) {
+                int64_t gi  = z * G + c / cpg;
+                tile[j][tx] = gn_one(cuk_ld(x, xdt, (z * C + c) * S + p), st[2 * gi],
+                                     st[2 * gi + 1], gamma, beta, c, silu);
+            }
+        }
+        __syncthreads();
+        for (int j = ty; j < GN_TILE; j += GN_TILE / 8) {
+            int64_t p = s0 + j, c = c0 + tx;
+            if (c < C && p < S) cuk_st(out, odt, (z * S + p) * C + c, tile[tx][j]);
+        }
+        __syncthreads(); /* the tile is refilled by the next iteration */
+    }
+}
+
 extern "C" cudaError_t cuk_group_norm(void *out, int32_t odt, const void *x, int32_t xdt,
                                       const float *gamma, const float *beta, int64_t N, int64_t C,
                                       int64_t S, int64_t G, float eps, int32_t silu,
-                                      double *scratch, cudaStream_t s) {
+                                      int32_t out_nhwc, double *scratch, cudaStream_t s) {
     if (N * C * S == 0) return cudaSuccess;
     if (G < 1 || C % G != 0 || N * G > 0x7fffffff || !scratch) return cudaErrorInvalidValue;
     const int64_t cnt = C / G * S, chunk = gn_chunk(cnt);
@@ -144,6 +195,17 @@ extern "C" cudaError_t cuk_group_norm(void *out, int32_t odt, const void *x, int
     }
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
+    if (out_nhwc) {
+        float  *st = (float *)(scratch + (size_t)(N * G) * grid.y * 2);
+        int64_t tc = (C + GN_TILE - 1) / GN_TILE, ts = (S + GN_TILE - 1) / GN_TILE;
+        CUK_LAUNCH(k_gn_stats, cuk_blocks(N * G), CUK_THREADS, 0, s)
+        (st, scratch, N * G, (int64_t)grid.y, cnt, eps);
+        e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+        CUK_LAUNCH(k_gn_apply_nhwc, cuk_grid(N * tc * ts), dim3(GN_TILE, 8), 0, s)
+        (out, odt, x, xdt, st, gamma, beta, N, C, S, C / G, G, silu, tc, ts);
+        return cudaGetLastError();
+    }
     if (vec) {
         CUK_LAUNCH(k_gn_apply<true>, grid, NORM_THREADS, 0, s)
         (out, odt, x, xdt, scratch, gamma, beta, cnt, chunk, S, C / G, G, eps, silu);
