@@ -188,7 +188,7 @@ static imgd_status choose_timed(cuda_backend *cb, imgd_tensor *n, tune_counts *t
     }
     attn_key key;
     make_key(n, &key);
-    cuda_attn_pick *known        = cuda_tune_find(&cb->attn_picks, &key, sizeof key);
+    cuda_attn_pick *known        = cuda_tune_find(&cb->picks[CUDA_TUNER_ATTN], &key, sizeof key);
     bool            cand[PICK_N] = {false, false, false};
     cand[PICK_MMA1]              = cb->attn_mtiles != 2;
     cand[PICK_MMA2]              = cb->attn_mtiles != 1;
@@ -210,7 +210,7 @@ static imgd_status choose_timed(cuda_backend *cb, imgd_tensor *n, tune_counts *t
     } else if (time_node(cb, n, cand, ms, why, sizeof why)) {
         c = fastest(ms);
         if (c < 0) return imgd_fail(IMGD_E_DEVICE, "cuda: attention: no kernel ran to be timed");
-        cuda_attn_pick *p = cuda_tune_add(&cb->attn_picks, sizeof *p);
+        cuda_attn_pick *p = cuda_tune_add(&cb->picks[CUDA_TUNER_ATTN], sizeof *p);
         if (p) {
             p->key  = key;
             p->pick = c;

@@ -693,9 +693,7 @@ static void cuda_free(imgd_backend *be) {
     for (size_t i = 0; i < cb->n_wts; i++) (void)cudaFree(cb->wts[i].dev); /* plans left */
     cuda_tune_save(cb);
     imgd_free(cb->tune_path);
-    cuda_tune_free(&cb->attn_picks);
-    cuda_tune_free(&cb->conv_picks);
-    cuda_tune_free(&cb->gemm_picks);
+    for (int t = 0; t < CUDA_TUNER_N; t++) cuda_tune_free(&cb->picks[t]);
     imgd_free(cb->wts);
     if (cb->lt) (void)cublasLtDestroy(cb->lt);
     if (cb->blas) (void)cublasDestroy(cb->blas);

@@ -506,7 +506,7 @@ static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const con
                                float ms[2], const char **how, char *why, size_t why_cap) {
     conv_key key;
     conv_make_key(cb, n, g, &key);
-    const conv_pick *known = cuda_tune_find(&cb->conv_picks, &key, sizeof key);
+    const conv_pick *known = cuda_tune_find(&cb->picks[CUDA_TUNER_CONV], &key, sizeof key);
     if (known) {
         *nhwc = known->nhwc;
         memcpy(ms, known->ms, 2 * sizeof *ms);
@@ -523,7 +523,7 @@ static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const con
     }
     *nhwc        = ms[1] >= 0.0f && (ms[0] < 0.0f || ms[1] < ms[0]);
     *how         = "timed";
-    conv_pick *p = cuda_tune_add(&cb->conv_picks, sizeof *p);
+    conv_pick *p = cuda_tune_add(&cb->picks[CUDA_TUNER_CONV], sizeof *p);
     if (p) {
         p->key  = key;
         p->nhwc = *nhwc;
@@ -631,10 +631,10 @@ imgd_status cuda_conv2d_choose(cuda_backend *cb, imgd_graph *gr) {
         imgd_tensor *n  = imgd_graph_exec_node(gr, i);
         cuda_node   *ns = cuda_node_of(n);
         if (n->op != IMGD_OP_CONV2D || !ns || !ns->cudnn) continue;
-        /* what NHWC would read (timed so), kept where NHWC is taken */
-        ns->x_nhwc = norm_feeds(cb, gr, n);
+        /* what NHWC would read (timed so where the layout is still open), kept where NHWC is
+         * taken */
+        ns->x_nhwc = (ns->conv_pending || ns->nhwc) && norm_feeds(cb, gr, n);
         if (!ns->conv_pending) {
-            ns->x_nhwc = ns->x_nhwc && ns->nhwc;
             if (ns->x_nhwc) cuda_node_of(n->src[0])->out_nhwc = true;
             continue;
         }

@@ -189,14 +189,13 @@ typedef struct cuda_backend {
     uint64_t     prof_runs, prof_replays;
     struct cuda_prof_row *prof_rows; /* IMGD_PROFILE=nodes: GPU time per (op, shapes) */
     /* the plan-time tuners' choices, by shape (tune.c) */
-    cuda_tune_cache attn_picks;               /* attention_tune.c */
-    cuda_tune_cache conv_picks;               /* conv2d.c: NCHW or NHWC */
-    cuda_tune_cache gemm_picks;               /* gemm_lt.c: each GEMM's kernel */
-    double          tune_s[CUDA_TUNER_N];     /* wall time spent timing candidates, per tuner */
-    int32_t         tune_n[CUDA_TUNER_N];     /* nodes (shapes) timed */
-    char           *tune_path;                /* IMGD_CUDA_TUNE_CACHE, or NULL */
-    size_t          tune_saved[CUDA_TUNER_N]; /* items each cache had at the last load / save */
-    bool            tune_save_failed;         /* reported once */
+    cuda_tune_cache picks[CUDA_TUNER_N]; /* per tuner: attention_tune.c (kernel),
+                                            conv2d.c (NCHW or NHWC), gemm_lt.c (kernel) */
+    double  tune_s[CUDA_TUNER_N];        /* wall time spent timing candidates, per tuner */
+    int32_t tune_n[CUDA_TUNER_N];        /* nodes (shapes) timed */
+    char   *tune_path;                   /* IMGD_CUDA_TUNE_CACHE, or NULL */
+    size_t  tune_saved[CUDA_TUNER_N];    /* items each cache had at the last load / save */
+    bool    tune_save_failed;            /* reported once */
 #ifdef IMGD_HAVE_CUDNN
     cudnnHandle_t dnn;
 #endif

@@ -334,11 +334,13 @@ imgd_status cuda_exec_run(cuda_backend *cb, imgd_graph *g) {
         cuda_replay *r   = replay_slot(cb, g);
         uint64_t     sig = plan_signature(cb, g);
         r->used          = ++cb->clock;
-        if (r->sig != sig) r->eager_done = false;
-        if (r->exec && r->sig != sig) {
-            (void)cudaGraphExecDestroy(r->exec);
-            r->exec         = NULL;
-            r->uncapturable = false; /* a new plan gets its own try */
+        if (r->sig != sig) {
+            r->eager_done = false;
+            if (r->exec) {
+                (void)cudaGraphExecDestroy(r->exec);
+                r->exec         = NULL;
+                r->uncapturable = false; /* a new plan gets its own try */
+            }
         }
         r->sig = sig;
         /* GEMM kernels are timed on the plan's own addresses, which a capture cannot do: the

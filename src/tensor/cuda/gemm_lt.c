@@ -43,7 +43,7 @@ enum {
     PICK_GEMMEX = -2, /* cublasGemmEx */
 };
 
-/* A GEMM's kernel (cb->gemm_picks). */
+/* A GEMM's kernel (cb->picks[CUDA_TUNER_GEMM]). */
 typedef struct cuda_lt_pick {
     lt_key               key;
     int32_t              pick; /* PICK_NONE, PICK_GEMMEX, or algo's rank in the heuristic's list */
@@ -353,7 +353,7 @@ static cublasStatus_t lt_pick(cuda_backend *cb, const cuda_lt_args *g, const lt_
                               const cuda_lt_pick **out) {
     lt_key key;
     lt_key_of(cb, g, &key);
-    cuda_lt_pick *p    = cuda_tune_find(&cb->gemm_picks, &key, sizeof key);
+    cuda_lt_pick *p    = cuda_tune_find(&cb->picks[CUDA_TUNER_GEMM], &key, sizeof key);
     bool          time = lt_timed(cb, g);
     *out               = p;
     if (p && (p->decided || !time)) return CUBLAS_STATUS_SUCCESS;
@@ -367,7 +367,7 @@ static cublasStatus_t lt_pick(cuda_backend *cb, const cuda_lt_args *g, const lt_
     cublasStatus_t s = lt_heuristic(cb, &key, o, time ? CUDA_GEMM_TUNE_ALGOS : 1, res, &n);
     if (s != CUBLAS_STATUS_SUCCESS) return s;
     if (!p) {
-        p = cuda_tune_add(&cb->gemm_picks, sizeof *p);
+        p = cuda_tune_add(&cb->picks[CUDA_TUNER_GEMM], sizeof *p);
         if (!p) return CUBLAS_STATUS_ALLOC_FAILED;
         p->key = key;
     }
@@ -412,8 +412,9 @@ bool cuda_gemm_tuned(const cuda_backend *cb) {
 
 void cuda_gemm_stats(const cuda_backend *cb, imgd_cuda_gemm_stats *s) {
     memset(s, 0, sizeof *s);
-    for (size_t i = 0; i < cb->gemm_picks.n; i++) {
-        const cuda_lt_pick *p = (const cuda_lt_pick *)(cb->gemm_picks.items + i * sizeof *p);
+    for (size_t i = 0; i < cb->picks[CUDA_TUNER_GEMM].n; i++) {
+        const cuda_lt_pick *p =
+            (const cuda_lt_pick *)(cb->picks[CUDA_TUNER_GEMM].items + i * sizeof *p);
         s->shapes++;
         s->timed += p->timed;
         s->lt_first += p->pick == 0;

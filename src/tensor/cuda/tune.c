@@ -124,12 +124,6 @@ typedef struct tune_head {
     uint32_t pad;
 } tune_head;
 
-static cuda_tune_cache *tuner_cache(cuda_backend *cb, int t) {
-    return t == CUDA_TUNER_ATTN   ? &cb->attn_picks
-           : t == CUDA_TUNER_CONV ? &cb->conv_picks
-                                  : &cb->gemm_picks;
-}
-
 static size_t tuner_item_size(int t) {
     return t == CUDA_TUNER_ATTN   ? cuda_attn_pick_size()
            : t == CUDA_TUNER_CONV ? cuda_conv_pick_size()
@@ -167,7 +161,7 @@ void cuda_tune_load(cuda_backend *cb) {
         ok = fread(&sz, sizeof sz, 1, f) == 1 && fread(&n, sizeof n, 1, f) == 1 &&
              n <= TUNE_ITEMS_MAX && sz > 0 && sz <= 4096;
         if (!ok) break;
-        cuda_tune_cache *c    = tuner_cache(cb, t);
+        cuda_tune_cache *c    = &cb->picks[t];
         bool             mine = sz == tuner_item_size(t);
         for (uint32_t i = 0; ok && i < n; i++) {
             unsigned char item[4096];
@@ -186,7 +180,8 @@ void cuda_tune_load(cuda_backend *cb) {
                  path);
     else if (cb->verbose && same)
         fprintf(stderr, "cuda: tuning cache %s: %zu attention, %zu convolution, %zu GEMM choices\n",
-                path, cb->attn_picks.n, cb->conv_picks.n, cb->gemm_picks.n);
+                path, cb->picks[CUDA_TUNER_ATTN].n, cb->picks[CUDA_TUNER_CONV].n,
+                cb->picks[CUDA_TUNER_GEMM].n);
     else if (cb->verbose)
         fprintf(stderr,
                 "cuda: tuning cache %s was made for another card or library version; "
@@ -197,8 +192,7 @@ void cuda_tune_load(cuda_backend *cb) {
 void cuda_tune_save(cuda_backend *cb) {
     if (!cb->tune_path) return;
     bool grew = false;
-    for (int t = 0; t < CUDA_TUNER_N; t++)
-        grew = grew || tuner_cache(cb, t)->n != cb->tune_saved[t];
+    for (int t = 0; t < CUDA_TUNER_N; t++) grew = grew || cb->picks[t].n != cb->tune_saved[t];
     if (!grew) return;
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.%ld.tmp", cb->tune_path, (long)getpid()) >= (int)sizeof tmp)
@@ -208,7 +202,7 @@ void cuda_tune_save(cuda_backend *cb) {
     FILE *f  = fopen(tmp, "wb");
     bool  ok = f && fwrite(&h, sizeof h, 1, f) == 1;
     for (int t = 0; ok && t < CUDA_TUNER_N; t++) {
-        const cuda_tune_cache *c  = tuner_cache(cb, t);
+        const cuda_tune_cache *c  = &cb->picks[t];
         uint32_t               sz = (uint32_t)tuner_item_size(t), n = (uint32_t)c->n;
         if (c->n && c->item_size != sz) n = 0; /* not this build's items: none written */
         ok = fwrite(&sz, sizeof sz, 1, f) == 1 && fwrite(&n, sizeof n, 1, f) == 1 &&
@@ -216,7 +210,7 @@ void cuda_tune_save(cuda_backend *cb) {
     }
     if (f && fclose(f) != 0) ok = false;
     if (ok && rename(tmp, cb->tune_path) == 0) {
-        for (int t = 0; t < CUDA_TUNER_N; t++) cb->tune_saved[t] = tuner_cache(cb, t)->n;
+        for (int t = 0; t < CUDA_TUNER_N; t++) cb->tune_saved[t] = cb->picks[t].n;
         return;
     }
     (void)remove(tmp);
