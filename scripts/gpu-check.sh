@@ -19,6 +19,10 @@
 #      vs the fp16 GEMM peak and vs mma: auto (timed per shape), cudnn, mma1, mma2, wmma,
 #      gemm), then the f16 SD bench with IMGD_CUDA_ATTN=mma (untimed) and =cudnn, with =wmma,
 #      and with IMGD_CUDA_CONV_ADD=0 (the ResNet ADDs as their own kernels)
+#   5a. the convolutions' layouts and graph plans / legacy algorithms as timed (IMGD_CUDA_VERBOSE=1),
+#      and the SD bench with them guessed, all NCHW, all NHWC, through the legacy API
+#      (IMGD_CUDA_CONV_GRAPH=0), with runtime-compiled graph engines (=rtc), and with
+#      IMGD_CUDA_NORM_NHWC=0
 #   5b. the GEMM kernels timed per shape (IMGD_CUDA_VERBOSE=1) and the SD bench with
 #      IMGD_CUDA_GEMM=heuristic (untimed) for comparison
 #   6. imgd-bench sd --family flux --backend cuda --size 512 --steps 2: a real-size FLUX.1-dev
@@ -119,6 +123,11 @@ IMGD_CUDA_VERBOSE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --ste
 for v in guess 0 1; do
     IMGD_CUDA_CONV_NHWC=$v timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
         FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_NHWC=$v")
+done
+echo "# the same with every convolution through cuDNN's legacy API (IMGD_CUDA_CONV_GRAPH=0), then with runtime-compiled graph engines admitted (=rtc; compare load time too)"
+for v in 0 rtc; do
+    IMGD_CUDA_CONV_GRAPH=$v timeout 120 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
+        FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_GRAPH=$v")
 done
 echo "# the same with each group norm writing NCHW and its NHWC convolution transposing it (IMGD_CUDA_NORM_NHWC=0)"
 IMGD_CUDA_NORM_NHWC=0 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||

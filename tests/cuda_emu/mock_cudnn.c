@@ -22,6 +22,10 @@ struct cudnnContext {
                               with filters in that layout take MOCK_SLOW_MS longer on the
                               events' clock, so the backend's layout tuner has a known answer
                               (the host runs the transposes of NHWC slower); -1: none */
+    unsigned slow_engines; /* CUDA_EMU_SLOW_ENGINE=list of k and "legacy": graph convolutions
+                              run by engine k (bit k), and legacy ones (bit 8), take
+                              MOCK_SLOW_MS longer (the tuner must avoid them) */
+    bool no_conv_graph;    /* CUDA_EMU_CONV_GRAPH=0: no engine for a convolution graph */
 };
 struct cudnnTensorStruct {
     cudnnDataType_t dt;
@@ -53,6 +57,12 @@ cudnnStatus_t cudnnCreate(cudnnHandle_t *h) {
                        : strcmp(slow, "nchw") == 0 ? (int)CUDNN_TENSOR_NCHW
                        : strcmp(slow, "nhwc") == 0 ? (int)CUDNN_TENSOR_NHWC
                                                    : -1;
+    const char *eng  = getenv("CUDA_EMU_SLOW_ENGINE");
+    for (const char *c = eng; c && *c; c += strcspn(c, ",") + (c[strcspn(c, ",")] ? 1 : 0))
+        (*h)->slow_engines |=
+            strncmp(c, "legacy", 6) == 0 ? 1u << 8 : 1u << (strtol(c, NULL, 10) & 7);
+    const char *cg      = getenv("CUDA_EMU_CONV_GRAPH");
+    (*h)->no_conv_graph = cg && strcmp(cg, "0") == 0;
     return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
@@ -268,7 +278,8 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
                                       const void *beta, const cudnnTensorDescriptor_t yd, void *y) {
     cudnnStatus_t s = check(xd, wd, cd, yd);
     if (s != CUDNN_STATUS_SUCCESS) return s;
-    if ((int)wd->fmt == h->slow_fmt) mock_clock_advance(MOCK_SLOW_MS);
+    if ((int)wd->fmt == h->slow_fmt || (h->slow_engines & (1u << 8)))
+        mock_clock_advance(MOCK_SLOW_MS);
     size_t need = algo_ws(algo);
     if (ws_bytes < need || (need && !ws) || !x || !w || !y) return CUDNN_STATUS_BAD_PARAM;
     if (need) memset(ws, 0xff, need); /* NaN in every float type */
@@ -297,17 +308,24 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
     return CUDNN_STATUS_SUCCESS;
 }
 
-/* ---- the backend (graph) API: the fused SDPA operation ------------------------------------- */
+/* ---- the backend (graph) API: the fused SDPA operation and the convolution ---------------- */
 
 /* A backend descriptor: its type, the attributes set on it (copied), finalized or not. The
- * operation graph may hold one SDPA_FWD operation; heuristics offer one engine configuration,
- * whose plan asks for MOCK_WS_SDPA bytes of workspace (NaN-filled when executed). Execution
- * computes softmax(scale Q K^T) V per (batch, head) in f32 from the variant pack's pointers
- * (tensors [B, H, L, D] through their strides, f16 or bf16). Setting an attribute on a
- * finalized descriptor, a missing or inconsistent attribute, a variant pack without a tensor's
- * uid: CUDNN_STATUS_BAD_PARAM, as cuDNN. */
-#define MOCK_ATTRS   16
-#define MOCK_WS_SDPA 1024
+ * operation graph may hold one SDPA_FWD or one CONVOLUTION_FORWARD operation. For SDPA the
+ * heuristics offer one engine configuration, whose plan asks for MOCK_WS_SDPA bytes of
+ * workspace; execution computes softmax(scale Q K^T) V per (batch, head) in f32 from the variant
+ * pack's pointers (tensors [B, H, L, D] through their strides, f16 or bf16). For a convolution
+ * they offer MOCK_CONV_ENGINES configurations with different workspaces (none with
+ * CUDA_EMU_CONV_GRAPH=0), engine 1 a runtime-compiled one (a behaviour note) that writes NaN,
+ * so a backend that takes it fails; execution is the direct loop of the legacy API through the
+ * three tensors' strides, and an engine CUDA_EMU_SLOW_ENGINE names, or a filter in layout
+ * CUDA_EMU_SLOW_CONV, takes MOCK_SLOW_MS longer on the events' clock. Workspaces are NaN-filled
+ * when executed. Setting an attribute on a finalized descriptor, a missing or inconsistent
+ * attribute, a variant pack without a tensor's uid: CUDNN_STATUS_BAD_PARAM, as cuDNN. */
+#define MOCK_ATTRS        16
+#define MOCK_WS_SDPA      1024
+#define MOCK_CONV_ENGINES 4
+#define MOCK_CONV_RTC     1
 
 typedef struct mock_attr {
     cudnnBackendAttributeName_t name;
@@ -321,8 +339,14 @@ typedef struct mock_bdesc {
     mock_attr                    attrs[MOCK_ATTRS];
     int                          n_attrs;
     bool                         final;
-    struct mock_bdesc           *graph; /* engine configuration: its operation graph */
+    struct mock_bdesc           *graph; /* engine configuration, plan: its operation graph */
+    int                          eng;   /* ... and its engine (a convolution's: 0 to 3) */
 } mock_bdesc;
+
+/* Workspace bytes of convolution engine e. */
+static int64_t conv_engine_ws(int e) {
+    return e == 0 ? 4096 : e == 3 ? 2048 : 0;
+}
 
 static size_t attr_size(cudnnBackendAttributeType_t t) {
     switch (t) {
@@ -333,6 +357,8 @@ static size_t attr_size(cudnnBackendAttributeType_t t) {
     case CUDNN_TYPE_FLOAT: return sizeof(float);
     case CUDNN_TYPE_VOID_PTR: return sizeof(void *);
     case CUDNN_TYPE_HEUR_MODE: return sizeof(cudnnBackendHeurMode_t);
+    case CUDNN_TYPE_CONVOLUTION_MODE: return sizeof(cudnnConvolutionMode_t);
+    case CUDNN_TYPE_BEHAVIOR_NOTE: return sizeof(cudnnBackendBehaviorNote_t);
     case CUDNN_TYPE_BACKEND_DESCRIPTOR: return sizeof(cudnnBackendDescriptor_t);
     default: return 0;
     }
@@ -368,9 +394,12 @@ cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t t,
     switch (t) {
     case CUDNN_BACKEND_TENSOR_DESCRIPTOR:
     case CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR:
+    case CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR:
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR:
     case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR:
     case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR:
     case CUDNN_BACKEND_ENGINECFG_DESCRIPTOR:
+    case CUDNN_BACKEND_ENGINE_DESCRIPTOR:
     case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR:
     case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR: break;
     default: return CUDNN_STATUS_NOT_SUPPORTED;
@@ -413,13 +442,13 @@ cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t    desc,
 }
 
 /* A finalized [b, h, s, d] tensor of the SDPA operation: dims, strides, dtype and uid. */
-typedef struct sdpa_t {
+typedef struct mock_t {
     int64_t         dims[4], strides[4], uid;
     cudnnDataType_t dt;
     bool            by_value;
-} sdpa_t;
+} mock_t;
 
-static bool sdpa_tensor(const mock_bdesc *op, cudnnBackendAttributeName_t name, sdpa_t *t) {
+static bool op_tensor(const mock_bdesc *op, cudnnBackendAttributeName_t name, mock_t *t) {
     const mock_bdesc *d = attr_desc(op, name, CUDNN_BACKEND_TENSOR_DESCRIPTOR);
     const mock_attr  *dt;
     if (!d || !attr_i64(d, CUDNN_ATTR_TENSOR_DIMENSIONS, 4, t->dims) ||
@@ -434,13 +463,13 @@ static bool sdpa_tensor(const mock_bdesc *op, cudnnBackendAttributeName_t name, 
 }
 
 /* Q, K, V, O, scale of a finalized-to-be SDPA operation, checked as cuDNN would. */
-static bool sdpa_tensors(const mock_bdesc *op, sdpa_t t[5]) {
+static bool sdpa_tensors(const mock_bdesc *op, mock_t t[5]) {
     static const cudnnBackendAttributeName_t names[5] = {
         CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC,
         CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC,
         CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC};
     for (int i = 0; i < 5; i++)
-        if (!sdpa_tensor(op, names[i], &t[i])) return false;
+        if (!op_tensor(op, names[i], &t[i])) return false;
     const int64_t *q = t[0].dims, *k = t[1].dims, *v = t[2].dims, *o = t[3].dims;
     for (int i = 0; i < 4; i++) {
         if ((t[i].dt != CUDNN_DATA_HALF && t[i].dt != CUDNN_DATA_BFLOAT16) || t[i].dt != t[0].dt ||
@@ -455,16 +484,83 @@ static bool sdpa_tensors(const mock_bdesc *op, sdpa_t t[5]) {
     return t[4].by_value && t[4].dt == CUDNN_DATA_FLOAT;
 }
 
+/* A convolution: x, w, y and the descriptor's paddings, strides and dilations. */
+typedef struct mock_conv {
+    mock_t  t[3];
+    int64_t pre[2], post[2], str[2], dil[2];
+} mock_conv;
+
+static bool conv_desc_ok(const mock_bdesc *cd, mock_conv *c) {
+    int64_t          nsd = 0;
+    const mock_attr *ct  = attr(cd, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE);
+    const mock_attr *md  = attr(cd, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE);
+    if (!ct || !md || !attr_i64(cd, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, 1, &nsd) || nsd != 2 ||
+        !attr_i64(cd, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, 2, c->pre) ||
+        !attr_i64(cd, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, 2, c->post) ||
+        !attr_i64(cd, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, 2, c->str) ||
+        !attr_i64(cd, CUDNN_ATTR_CONVOLUTION_DILATIONS, 2, c->dil))
+        return false;
+    cudnnDataType_t        t;
+    cudnnConvolutionMode_t m;
+    memcpy(&t, ct->data, sizeof t);
+    memcpy(&m, md->data, sizeof m);
+    for (int i = 0; i < 2; i++)
+        if (c->pre[i] < 0 || c->post[i] < 0 || c->str[i] < 1 || c->dil[i] < 1) return false;
+    return t == CUDNN_DATA_FLOAT && m == CUDNN_CROSS_CORRELATION;
+}
+
+/* x, w, y and the descriptor of a finalized-to-be convolution, checked as cuDNN would: one
+ * data type, distinct uids, channel counts and output dims that agree, alpha 1 and beta 0
+ * (all the backend sets). */
+static bool conv_op_ok(const mock_bdesc *op, mock_conv *c) {
+    static const cudnnBackendAttributeName_t names[3] = {
+        CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+        CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y};
+    for (int i = 0; i < 3; i++)
+        if (!op_tensor(op, names[i], &c->t[i]) || c->t[i].by_value || !dt_ok(c->t[i].dt) ||
+            c->t[i].dt != c->t[0].dt || (i && c->t[i].uid == c->t[i - 1].uid))
+            return false;
+    const mock_bdesc *cd = attr_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+                                     CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+    const mock_attr  *al =
+        attr(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT);
+    const mock_attr *be = attr(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT);
+    float            a = 0.0f, b = 1.0f;
+    if (!cd || !al || !be || !conv_desc_ok(cd, c) || c->t[0].uid == c->t[2].uid) return false;
+    memcpy(&a, al->data, sizeof a);
+    memcpy(&b, be->data, sizeof b);
+    const int64_t *x = c->t[0].dims, *w = c->t[1].dims, *y = c->t[2].dims;
+    if (a != 1.0f || b != 0.0f || x[1] != w[1] || y[0] != x[0] || y[1] != w[0]) return false;
+    for (int i = 0; i < 2; i++) {
+        int64_t span = c->dil[i] * (w[2 + i] - 1) + 1;
+        if (y[2 + i] != (x[2 + i] + c->pre[i] + c->post[i] - span) / c->str[i] + 1) return false;
+    }
+    return true;
+}
+
+/* The graph's one operation (SDPA or convolution), or NULL. */
 static mock_bdesc *graph_op(const mock_bdesc *g) {
-    return attr_desc(g, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
+    mock_bdesc *op =
+        attr_desc(g, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
+    return op ? op
+              : attr_desc(g, CUDNN_ATTR_OPERATIONGRAPH_OPS,
+                          CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+}
+
+static cudnnHandle_t graph_handle(const mock_bdesc *g) {
+    const mock_attr *h = attr(g, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE);
+    cudnnHandle_t    v = NULL;
+    if (h) memcpy(&v, h->data, sizeof v);
+    return v;
 }
 
 cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t desc) {
     mock_bdesc *d = desc;
     if (!d || d->final) return CUDNN_STATUS_BAD_PARAM;
-    int64_t v[4];
-    sdpa_t  t[5];
-    bool    ok = false;
+    int64_t   v[4];
+    mock_t    t[5];
+    mock_conv c;
+    bool      ok = false;
     switch (d->type) {
     case CUDNN_BACKEND_TENSOR_DESCRIPTOR: {
         const mock_attr *dims = attr(d, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64);
@@ -474,6 +570,8 @@ cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t desc) {
         break;
     }
     case CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR: ok = sdpa_tensors(d, t); break;
+    case CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR: ok = conv_desc_ok(d, &c); break;
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR: ok = conv_op_ok(d, &c); break;
     case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR:
         ok = attr(d, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE) && graph_op(d);
         break;
@@ -486,7 +584,10 @@ cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t desc) {
         const mock_bdesc *cfg = attr_desc(d, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
                                           CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
         ok = attr(d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE) && cfg && cfg->graph;
-        if (ok) d->graph = cfg->graph;
+        if (ok) {
+            d->graph = cfg->graph;
+            d->eng   = cfg->eng;
+        }
         break;
     }
     case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR: {
@@ -511,20 +612,46 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const desc,
     if (!d || !d->final || !count) return CUDNN_STATUS_BAD_PARAM;
     if (d->type == CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR && name == CUDNN_ATTR_ENGINEHEUR_RESULTS &&
         type == CUDNN_TYPE_BACKEND_DESCRIPTOR) {
-        *count = 1;
-        if (requested < 1) return CUDNN_STATUS_SUCCESS;
-        mock_bdesc *cfg = ((cudnnBackendDescriptor_t *)values)[0];
-        if (!cfg || cfg->type != CUDNN_BACKEND_ENGINECFG_DESCRIPTOR) return CUDNN_STATUS_BAD_PARAM;
-        cfg->graph = attr_desc(d, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
-                               CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-        cfg->final = true;
+        mock_bdesc *g = attr_desc(d, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                                  CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+        bool conv     = graph_op(g)->type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
+        *count        = !conv ? 1 : graph_handle(g)->no_conv_graph ? 0 : MOCK_CONV_ENGINES;
+        for (int64_t i = 0; i < *count && i < requested; i++) {
+            mock_bdesc *cfg = ((cudnnBackendDescriptor_t *)values)[i];
+            if (!cfg || cfg->type != CUDNN_BACKEND_ENGINECFG_DESCRIPTOR)
+                return CUDNN_STATUS_BAD_PARAM;
+            cfg->graph = g;
+            cfg->eng   = (int)i;
+            cfg->final = true;
+        }
+        return CUDNN_STATUS_SUCCESS;
+    }
+    if (d->type == CUDNN_BACKEND_ENGINECFG_DESCRIPTOR && name == CUDNN_ATTR_ENGINECFG_ENGINE &&
+        type == CUDNN_TYPE_BACKEND_DESCRIPTOR && requested >= 1) {
+        mock_bdesc *eng = ((cudnnBackendDescriptor_t *)values)[0];
+        if (!eng || eng->type != CUDNN_BACKEND_ENGINE_DESCRIPTOR) return CUDNN_STATUS_BAD_PARAM;
+        eng->graph = d->graph;
+        eng->eng   = d->eng;
+        eng->final = true;
+        *count     = 1;
+        return CUDNN_STATUS_SUCCESS;
+    }
+    if (d->type == CUDNN_BACKEND_ENGINE_DESCRIPTOR && name == CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE &&
+        type == CUDNN_TYPE_BEHAVIOR_NOTE) {
+        bool conv =
+            graph_op(d->graph)->type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
+        *count = conv && d->eng == MOCK_CONV_RTC ? 1 : 0;
+        if (*count && requested >= 1)
+            ((cudnnBackendBehaviorNote_t *)values)[0] = CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION;
         return CUDNN_STATUS_SUCCESS;
     }
     if (d->type == CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR &&
         name == CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE && type == CUDNN_TYPE_INT64 &&
         requested >= 1) {
+        bool conv =
+            graph_op(d->graph)->type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
         *count             = 1;
-        *(int64_t *)values = MOCK_WS_SDPA;
+        *(int64_t *)values = conv ? conv_engine_ws(d->eng) : MOCK_WS_SDPA;
         return CUDNN_STATUS_SUCCESS;
     }
     return CUDNN_STATUS_NOT_SUPPORTED;
@@ -544,18 +671,61 @@ static void *pack_ptr(const mock_bdesc *vp, int64_t uid) {
     return NULL;
 }
 
-static int64_t sdpa_at(const sdpa_t *t, int64_t b, int64_t h, int64_t s, int64_t d) {
-    return b * t->strides[0] + h * t->strides[1] + s * t->strides[2] + d * t->strides[3];
+static int64_t mock_at(const mock_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
+    return a * t->strides[0] + b * t->strides[1] + c * t->strides[2] + d * t->strides[3];
+}
+
+/* Plan p's convolution on the variant pack's pointers. */
+static cudnnStatus_t conv_execute(cudnnHandle_t h, const mock_bdesc *p, const mock_bdesc *vp) {
+    mock_conv c;
+    if (!conv_op_ok(graph_op(p->graph), &c)) return CUDNN_STATUS_BAD_PARAM;
+    void *ptr[3];
+    for (int i = 0; i < 3; i++)
+        if (!(ptr[i] = pack_ptr(vp, c.t[i].uid))) return CUDNN_STATUS_BAD_PARAM;
+    void   *ws;
+    int64_t need = conv_engine_ws(p->eng);
+    memcpy(&ws, attr(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR)->data, sizeof ws);
+    if (need && !ws) return CUDNN_STATUS_BAD_PARAM;
+    if (need) memset(ws, 0xff, (size_t)need); /* NaN in every float type */
+    const mock_t *x = &c.t[0], *w = &c.t[1], *y = &c.t[2];
+    bool krsc = w->strides[1] < w->strides[3]; /* the filter's layout, for CUDA_EMU_SLOW_CONV */
+    if ((h->slow_engines & (1u << (p->eng & 7))) ||
+        (krsc ? (int)CUDNN_TENSOR_NHWC : (int)CUDNN_TENSOR_NCHW) == h->slow_fmt)
+        mock_clock_advance(MOCK_SLOW_MS);
+    cudaDataType_t dt = cuda_type(x->dt);
+    for (int64_t n = 0; n < y->dims[0]; n++)
+        for (int64_t k = 0; k < y->dims[1]; k++)
+            for (int64_t oy = 0; oy < y->dims[2]; oy++)
+                for (int64_t ox = 0; ox < y->dims[3]; ox++) {
+                    float acc = 0.0f;
+                    for (int64_t ch = 0; ch < w->dims[1]; ch++)
+                        for (int64_t r = 0; r < w->dims[2]; r++) {
+                            int64_t iy = oy * c.str[0] - c.pre[0] + r * c.dil[0];
+                            if (iy < 0 || iy >= x->dims[2]) continue;
+                            for (int64_t q = 0; q < w->dims[3]; q++) {
+                                int64_t ix = ox * c.str[1] - c.pre[1] + q * c.dil[1];
+                                if (ix < 0 || ix >= x->dims[3]) continue;
+                                acc += mock_ld(ptr[0], dt, mock_at(x, n, ch, iy, ix)) *
+                                       mock_ld(ptr[1], dt, mock_at(w, k, ch, r, q));
+                            }
+                        }
+                    mock_st(ptr[2], dt, mock_at(y, n, k, oy, ox),
+                            p->eng == MOCK_CONV_RTC ? NAN : acc);
+                }
+    return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan,
                                   cudnnBackendDescriptor_t pack) {
     const mock_bdesc *p = plan, *vp = pack;
-    sdpa_t            t[5];
+    mock_t            t[5];
     if (!h || !p || !vp || !p->final || !vp->final ||
         p->type != CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR ||
-        vp->type != CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR || !sdpa_tensors(graph_op(p->graph), t))
+        vp->type != CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)
         return CUDNN_STATUS_BAD_PARAM;
+    if (graph_op(p->graph)->type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR)
+        return conv_execute(h, p, vp);
+    if (!sdpa_tensors(graph_op(p->graph), t)) return CUDNN_STATUS_BAD_PARAM;
     void *ptr[5];
     for (int i = 0; i < 5; i++)
         if (!(ptr[i] = pack_ptr(vp, t[i].uid))) return CUDNN_STATUS_BAD_PARAM;
@@ -576,8 +746,8 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan
                 for (int64_t j = 0; j < Lk; j++) {
                     float acc = 0.0f;
                     for (int64_t d = 0; d < D; d++)
-                        acc += mock_ld(ptr[0], dt, sdpa_at(&t[0], b, hh, i, d)) *
-                               mock_ld(ptr[1], dt, sdpa_at(&t[1], b, hh, j, d));
+                        acc += mock_ld(ptr[0], dt, mock_at(&t[0], b, hh, i, d)) *
+                               mock_ld(ptr[1], dt, mock_at(&t[1], b, hh, j, d));
                     s[j] = acc * scale;
                     mx   = s[j] > mx ? s[j] : mx;
                 }
@@ -585,8 +755,8 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan
                 for (int64_t d = 0; d < D; d++) {
                     float acc = 0.0f;
                     for (int64_t j = 0; j < Lk; j++)
-                        acc += s[j] * mock_ld(ptr[2], dt, sdpa_at(&t[2], b, hh, j, d));
-                    mock_st(ptr[3], dt, sdpa_at(&t[3], b, hh, i, d), acc / sum);
+                        acc += s[j] * mock_ld(ptr[2], dt, mock_at(&t[2], b, hh, j, d));
+                    mock_st(ptr[3], dt, mock_at(&t[3], b, hh, i, d), acc / sum);
                 }
             }
     imgd_free(s);

@@ -40,7 +40,7 @@ NAME=$(basename "$TEST")
 # mock_cudnn.c (the configurations with IMGD_CUDA_CUDNN=0 run im2col), without them conv2d
 # runs im2col only
 for f in src/tensor/cuda/backend.c src/tensor/cuda/exec.c src/tensor/cuda/dispatch.c src/tensor/cuda/matmul.c \
-         src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/cuda/attention_cudnn.c \
+         src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/cuda/attention_cudnn.c src/tensor/cuda/cudnn_graph.c \
          src/tensor/cuda/attention_tune.c src/tensor/cuda/tune.c src/tensor/cuda/gemm_lt.c src/tensor/cuda/quant.c src/tensor/backend.c "${MOCKS[@]}" "tests/$TEST.c"; do
     o=$OUT/$(echo "$f" | tr / _).o
     gcc -std=c11 -O1 -g "${HOSTDEF[@]}" "${INC[@]}" -c "$f" -o "$o"

@@ -870,21 +870,27 @@ static const be_config k_configs[] = {
     {"cuda-bf16-lq-expand", "cuda", "linear_quant", "IMGD_CUDA_LQ_EXPAND=1 IMGD_CUDA_LQ_ROWS=0",
      IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, true},
     /* cuDNN convolution on NCHW, and on NHWC, tensors at every shape (the default in
-     * f16/bf16 math picks per shape) */
-    {"cuda-f16-nchw", "cuda", "conv2d,convres,gnconv", "IMGD_CUDA_CONV_NHWC=0", IMGD_CPU_MATH_F32,
-     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, false},
-    {"cuda-bf16-nhwc", "cuda", "conv2d,convres,gnconv", "IMGD_CUDA_CONV_NHWC=1", IMGD_CPU_MATH_F32,
-     IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, false},
+     * f16/bf16 math picks per shape), through the legacy API: NCHW with the graph API off,
+     * NHWC where (on the emulator) cuDNN makes no graph plan, so it falls back
+     * (check_conv_legacy) */
+    {"cuda-f16-nchw", "cuda", "conv2d,convres,gnconv",
+     "IMGD_CUDA_CONV_NHWC=0 IMGD_CUDA_CONV_GRAPH=0", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_F16, false, 1e-5, false},
+    {"cuda-bf16-nhwc", "cuda", "conv2d,convres,gnconv",
+     "IMGD_CUDA_CONV_NHWC=1 CUDA_EMU_CONV_GRAPH=0", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
+     IMGD_GPU_MATH_BF16, false, 1e-4, false},
     /* every cuDNN convolution's layout timed at plan time (the default times those of 1e8
      * FLOP and more); on the emulator, the layout CUDA_EMU_SLOW_CONV names runs longer on the
-     * events' clock, so f16 takes NHWC and bf16 NCHW (check_conv_tune); run twice, so the
-     * CUDA graph replays the choice */
+     * events' clock, so f16 takes NHWC and bf16 NCHW, and so do the graph engines and the
+     * legacy algorithm CUDA_EMU_SLOW_ENGINE names, so f16 takes a later graph plan (engine 2:
+     * engine 1 compiles at run time, is not taken, and would write NaN) and bf16 the first
+     * (check_conv_tune); run twice, so the CUDA graph replays the choice */
     {"cuda-f16-conv-tune", "cuda", "conv2d,convres,gnconv",
-     "IMGD_CUDA_CONV_NHWC=tune CUDA_EMU_SLOW_CONV=nchw", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
-     IMGD_GPU_MATH_F16, false, 1e-5, true},
+     "IMGD_CUDA_CONV_NHWC=tune CUDA_EMU_SLOW_CONV=nchw CUDA_EMU_SLOW_ENGINE=0,3,legacy",
+     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_F16, false, 1e-5, true},
     {"cuda-bf16-conv-tune", "cuda", "conv2d,convres,gnconv",
-     "IMGD_CUDA_CONV_NHWC=tune CUDA_EMU_SLOW_CONV=nhwc", IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO,
-     IMGD_GPU_MATH_BF16, false, 1e-4, true},
+     "IMGD_CUDA_CONV_NHWC=tune CUDA_EMU_SLOW_CONV=nhwc CUDA_EMU_SLOW_ENGINE=2,3,legacy",
+     IMGD_CPU_MATH_F32, IMGD_CPU_GEMM_AUTO, IMGD_GPU_MATH_BF16, false, 1e-4, true},
     /* every GEMM's kernel timed (the default times those of 1e8 FLOP and more); on the
      * emulator the candidates CUDA_EMU_SLOW_GEMM names run longer on the events' clock, so f16
      * takes a later cuBLASLt algorithm and bf16 the first (check_gemm_tune); run twice: the
@@ -1237,16 +1243,24 @@ static void check_conv_tune(imgd_backend *be, bool want_nhwc) {
             CHECK_MSG(st == IMGD_OK, "conv2d(%s): %s", vars[v], imgd_last_error());
             CHECK_MSG(p.conv_cudnn == 1, "conv2d(%s): %d of 1 convolutions through cuDNN", vars[v],
                       p.conv_cudnn);
-            if (emulated)
+            if (emulated) {
                 CHECK_MSG(p.conv_nhwc == want_nhwc, "conv2d(%s): %s taken, %s is faster", vars[v],
                           p.conv_nhwc ? "NHWC" : "NCHW", want_nhwc ? "NHWC" : "NCHW");
+                /* f16: the first engine and the legacy algorithm made slow; bf16: the others */
+                CHECK_MSG(p.conv_graph == 1 && p.conv_graph_other == want_nhwc,
+                          "conv2d(%s): graph plan %s taken (%d through the graph API), %s is "
+                          "faster",
+                          vars[v], p.conv_graph_other ? "other than the first" : "first",
+                          p.conv_graph, want_nhwc ? "a later one" : "the first");
+            }
             if (plan == 0) first = p.conv_nhwc;
             CHECK_MSG(p.conv_nhwc == first, "conv2d(%s): the second plan took the other layout",
                       vars[v]);
             ctx_free(&c);
         }
         printf("  conv2d(%s) layout timed at plan: %s%s\n", vars[v], first ? "NHWC" : "NCHW",
-               emulated ? "" : " (on a GPU: either may win)");
+               emulated ? ""
+                        : " (on a GPU: either may win, and any graph plan or legacy algorithm)");
     }
     /* a group norm read only by an NHWC convolution writes NHWC for it; read again, it does not */
     for (int reuse = 0; reuse < 2; reuse++) {
@@ -1267,6 +1281,22 @@ static void check_conv_tune(imgd_backend *be, bool want_nhwc) {
                reuse, p.conv_nhwc ? "NHWC" : "NCHW", p.conv_x_nhwc);
         ctx_free(&c);
     }
+}
+
+/* A convolution planned on be runs through cuDNN's graph API (want_graph) or its legacy API. */
+static void check_conv_graph(imgd_backend *be, const char *name, bool want_graph) {
+    tctx c = {.vars = "n=2,c=16,h=12,w=10,oc=24,k=3,stride=1", .rng = 777};
+    if (imgd_graph_new(NULL, &c.g) != IMGD_OK) return;
+    imgd_graph_output(c.g, b_conv2d(&c));
+    imgd_cuda_paths p  = {0};
+    imgd_status     st = imgd_graph_plan(c.g, be, NULL);
+    if (st == IMGD_OK) st = imgd_cuda_plan_paths(be, c.g, &p);
+    CHECK_MSG(st == IMGD_OK, "%s conv2d: %s", name, imgd_last_error());
+    CHECK_MSG(p.conv_cudnn == 1 && p.conv_graph == want_graph,
+              "%s conv2d: %d through cuDNN, %d through its graph API (want %d)", name, p.conv_cudnn,
+              p.conv_graph, want_graph);
+    printf("  %s conv2d: cuDNN %s API\n", name, p.conv_graph ? "graph" : "legacy");
+    ctx_free(&c);
 }
 
 /* cuda with IMGD_CUDA_GEMM=tune, after its cases and three of its own: GEMMs were timed, and on
@@ -1542,6 +1572,21 @@ int main(int argc, char **argv) {
             check_gemm_tune(bes[k], strcmp(k_configs[k].name, "cuda-f16-gemm-tune") == 0);
     for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++)
         if (bes[k] && strcmp(k_configs[k].name, "cuda-f16") == 0) check_tune_cache();
+#    ifdef IMGD_HAVE_CUDNN
+    char dev[128];
+    imgd_cuda_device_name(dev, sizeof dev);
+    for (size_t k = 0; k < IMGD_ARRAY_LEN(k_configs); k++) {
+        const char *nm = k_configs[k].name;
+        /* f16 / bf16 through the graph API; IMGD_CUDA_CONV_GRAPH=0, and (emulated) no graph
+         * plan, through the legacy API; f32 through the legacy API */
+        bool nograph = strcmp(nm, "cuda-bf16-nhwc") == 0;
+        if (bes[k] && (strcmp(nm, "cuda-f16") == 0 || strcmp(nm, "cuda-bf16") == 0 ||
+                       strcmp(nm, "cuda-f16-nchw") == 0 || strcmp(nm, "cuda") == 0 ||
+                       (nograph && strstr(dev, "emulated"))))
+            check_conv_graph(bes[k], nm,
+                             strcmp(nm, "cuda-f16") == 0 || strcmp(nm, "cuda-bf16") == 0);
+    }
+#    endif
 #endif
     if (g_test_case_failed) {
         g_test_failed++;

@@ -29,38 +29,6 @@ enum {
     SDPA_N     = 5
 };
 
-typedef cudnnBackendDescriptor_t bdesc;
-
-static cudnnStatus_t set_desc(bdesc d, cudnnBackendAttributeName_t a, bdesc v) {
-    return cudnnBackendSetAttribute(d, a, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &v);
-}
-
-/* A finalized tensor descriptor: dims/strides (4), uid, dtype; by_value: a host scalar. */
-static cudnnStatus_t tensor(bdesc *out, int64_t uid, cudnnDataType_t dt, const int64_t dims[4],
-                            const int64_t strides[4], bool by_value) {
-    bdesc         t     = NULL;
-    int64_t       align = by_value ? 4 : 16;
-    cudnnStatus_t s     = cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, &t);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1,
-                                     &align);
-    if (s == CUDNN_STATUS_SUCCESS && by_value)
-        s = cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1,
-                                     &by_value);
-    if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendFinalize(t);
-    if (s != CUDNN_STATUS_SUCCESS && t) (void)cudnnBackendDestroyDescriptor(t);
-    *out = s == CUDNN_STATUS_SUCCESS ? t : NULL;
-    return s;
-}
-
 /* t [B, L, H, D] as cuDNN's [B, H, L, D]: dims and strides (elements). */
 static void bhsd(const imgd_tensor *t, int64_t dims[4], int64_t strides[4]) {
     dims[0]    = t->shape[0];
@@ -97,21 +65,17 @@ static const char *sdpa_refusal(const cuda_backend *cb, const imgd_tensor *n) {
     return NULL;
 }
 
-#    define SDPA_CFGS 8 /* engine configurations tried, in the heuristics' order */
-
-/* Every descriptor behind a plan, kept while the plan lives (cuDNN's API does not say that a
- * finalized descriptor owns copies of those set on it), destroyed in reverse order. */
+/* Every descriptor behind the plan, kept while it lives, destroyed in reverse order. */
 typedef struct sdpa_state {
-    bdesc t[SDPA_N], op, graph, heur, cfgs[SDPA_CFGS], plan;
+    cuda_bdesc     t[SDPA_N], op, graph;
+    cuda_dnn_plans plans; /* one */
 } sdpa_state;
 
 static void sdpa_free(sdpa_state *st) {
     if (!st) return;
-    bdesc *all[] = {&st->plan, &st->heur, &st->graph, &st->op};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (*all[i]) (void)cudnnBackendDestroyDescriptor(*all[i]);
-    for (int i = 0; i < SDPA_CFGS; i++)
-        if (st->cfgs[i]) (void)cudnnBackendDestroyDescriptor(st->cfgs[i]);
+    cuda_dnn_plans_free(&st->plans);
+    if (st->graph) (void)cudnnBackendDestroyDescriptor(st->graph);
+    if (st->op) (void)cudnnBackendDestroyDescriptor(st->op);
     for (int i = 0; i < SDPA_N; i++)
         if (st->t[i]) (void)cudnnBackendDestroyDescriptor(st->t[i]);
     imgd_free(st);
@@ -124,10 +88,11 @@ static cudnnStatus_t sdpa_graph(const cuda_backend *cb, const imgd_tensor *n, sd
     cudnnStatus_t   s = CUDNN_STATUS_SUCCESS;
     for (int i = 0; i < 4 && s == CUDNN_STATUS_SUCCESS; i++) {
         bhsd(i < 3 ? n->src[i] : n, dims, strides);
-        s = tensor(&st->t[i], SDPA_Q + i, dt, dims, strides, false);
+        s = cuda_dnn_tensor(&st->t[i], SDPA_Q + i, dt, 4, dims, strides, 0);
     }
     if (s == CUDNN_STATUS_SUCCESS)
-        s = tensor(&st->t[4], SDPA_SCALE, CUDNN_DATA_FLOAT, one, one, true);
+        s = cuda_dnn_tensor(&st->t[4], SDPA_SCALE, CUDNN_DATA_FLOAT, 4, one, one,
+                            CUDA_DNN_BY_VALUE);
     if (s == CUDNN_STATUS_SUCCESS)
         s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, &st->op);
     static const cudnnBackendAttributeName_t attrs[SDPA_N] = {
@@ -135,57 +100,10 @@ static cudnnStatus_t sdpa_graph(const cuda_backend *cb, const imgd_tensor *n, sd
         CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC,
         CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC};
     for (int i = 0; i < SDPA_N && s == CUDNN_STATUS_SUCCESS; i++)
-        s = set_desc(st->op, attrs[i], st->t[i]);
+        s = cuda_dnn_set_desc(st->op, attrs[i], st->t[i]);
     if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendFinalize(st->op);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &st->graph);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(st->graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE,
-                                     1, &cb->dnn);
-    if (s == CUDNN_STATUS_SUCCESS) s = set_desc(st->graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, st->op);
-    if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendFinalize(st->graph);
+    if (s == CUDNN_STATUS_SUCCESS) s = cuda_dnn_graph(cb, &st->op, 1, &st->graph);
     return s;
-}
-
-/* The first of the heuristics' engine configurations for st->graph whose execution plan
- * finalizes: st->plan and its workspace bytes. */
-static cudnnStatus_t sdpa_plan(const cuda_backend *cb, sdpa_state *st, int64_t *ws) {
-    int64_t                count = 0;
-    cudnnBackendHeurMode_t mode  = CUDNN_HEUR_MODE_A;
-    cudnnStatus_t s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &st->heur);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = set_desc(st->heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, st->graph);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(st->heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1,
-                                     &mode);
-    if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendFinalize(st->heur);
-    for (int i = 0; i < SDPA_CFGS && s == CUDNN_STATUS_SUCCESS; i++)
-        s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &st->cfgs[i]);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendGetAttribute(st->heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, SDPA_CFGS, &count, st->cfgs);
-    if (s == CUDNN_STATUS_SUCCESS && count < 1) s = CUDNN_STATUS_NOT_SUPPORTED;
-    cudnnStatus_t last = s;
-    for (int64_t i = 0; s == CUDNN_STATUS_SUCCESS && i < count && i < SDPA_CFGS && !st->plan; i++) {
-        bdesc p = NULL;
-        last    = cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p);
-        if (last == CUDNN_STATUS_SUCCESS)
-            last = cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE,
-                                            1, &cb->dnn);
-        if (last == CUDNN_STATUS_SUCCESS)
-            last = set_desc(p, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, st->cfgs[i]);
-        if (last == CUDNN_STATUS_SUCCESS) last = cudnnBackendFinalize(p);
-        int64_t got = 0;
-        if (last == CUDNN_STATUS_SUCCESS)
-            last = cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                            CUDNN_TYPE_INT64, 1, &got, ws);
-        if (last == CUDNN_STATUS_SUCCESS && (got != 1 || *ws < 0)) last = CUDNN_STATUS_BAD_PARAM;
-        if (last == CUDNN_STATUS_SUCCESS)
-            st->plan = p;
-        else if (p)
-            (void)cudnnBackendDestroyDescriptor(p);
-    }
-    return s != CUDNN_STATUS_SUCCESS ? s : st->plan ? CUDNN_STATUS_SUCCESS : last;
 }
 
 bool cuda_attn_cudnn_plan(cuda_backend *cb, imgd_tensor *n, char *why, size_t why_cap) {
@@ -196,16 +114,16 @@ bool cuda_attn_cudnn_plan(cuda_backend *cb, imgd_tensor *n, char *why, size_t wh
         return false;
     }
     sdpa_state   *st = imgd_calloc(1, sizeof *st);
-    int64_t       ws = 0;
     cudnnStatus_t s  = st ? sdpa_graph(cb, n, st) : CUDNN_STATUS_ALLOC_FAILED;
-    if (s == CUDNN_STATUS_SUCCESS) s = sdpa_plan(cb, st, &ws);
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cuda_dnn_plans_make(cb, st->graph, 1, INT64_MAX, false, &st->plans);
     if (s != CUDNN_STATUS_SUCCESS) {
         (void)imgd_fmt(why, why_cap, "cuDNN %zu: %s", cudnnGetVersion(), cudnnGetErrorString(s));
         sdpa_free(st);
         return false;
     }
     ns->sdpa_plan = st;
-    ns->ws_bytes  = (size_t)ws;
+    ns->ws_bytes  = (size_t)st->plans.ws[0];
     return true;
 }
 
@@ -216,24 +134,10 @@ void cuda_attn_cudnn_release(cuda_node *ns) {
 
 cudnnStatus_t cuda_attn_cudnn_exec(const cuda_backend *cb, const cuda_node *ns, float scale,
                                    void *const ptrs[4], void *ws) {
-    int64_t       uids[SDPA_N] = {SDPA_Q, SDPA_K, SDPA_V, SDPA_O, SDPA_SCALE};
-    void         *all[SDPA_N]  = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], &scale};
-    bdesc         vp           = NULL;
-    cudnnStatus_t s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
-                                     SDPA_N, uids);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
-                                     SDPA_N, all);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1,
-                                     &ws);
-    if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendFinalize(vp);
-    if (s == CUDNN_STATUS_SUCCESS)
-        s = cudnnBackendExecute(cb->dnn, ((const sdpa_state *)ns->sdpa_plan)->plan, vp);
-    if (vp) (void)cudnnBackendDestroyDescriptor(vp);
-    return s;
+    static const int64_t uids[SDPA_N] = {SDPA_Q, SDPA_K, SDPA_V, SDPA_O, SDPA_SCALE};
+    void                *all[SDPA_N]  = {ptrs[0], ptrs[1], ptrs[2], ptrs[3], &scale};
+    return cuda_dnn_exec(cb, ((const sdpa_state *)ns->sdpa_plan)->plans.plan[0], SDPA_N, uids, all,
+                         ws);
 }
 
 imgd_status cuda_attn_cudnn(cuda_backend *cb, const imgd_tensor *n, const char *what) {

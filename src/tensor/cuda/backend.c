@@ -437,6 +437,8 @@ static void count_paths(const imgd_graph *g, imgd_cuda_paths *p) {
             p->conv_cudnn += ns->cudnn;
             p->conv_nhwc += ns->nhwc;
             p->conv_x_nhwc += ns->x_nhwc;
+            p->conv_graph += ns->cgraph != NULL;
+            p->conv_graph_other += ns->cgraph && ns->cplan > 0;
             p->conv_im2col += !ns->cudnn;
         }
         if (n->op == IMGD_OP_ATTENTION) {
@@ -472,8 +474,8 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
     count_paths(g, &p);
     fprintf(
         stderr,
-        "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN (%d NHWC, %d of them reading x as "
-        "their group norm wrote it) + %d im2col; attention %d "
+        "cuda: plan of %zu nodes (%s math): conv2d %d cuDNN (%d through its graph API, %d NHWC, "
+        "%d of them reading x as their group norm wrote it) + %d im2col; attention %d "
         "cuDNN SDPA + %d %s + %d gemm + %d flash; weight operands %d as uploaded + %d converted at "
         "plan; casts %d of %d "
         "skipped; %d constants folded at plan; %d activations stored in the math type; %d GEMMs "
@@ -481,7 +483,7 @@ static void report_paths(const cuda_backend *cb, imgd_graph *g) {
         "or convolution; linear_quant %d expanded at plan + %d expanded per tile + %d read in "
         "blocks\n",
         imgd_graph_exec_count(g), cb->math == IMGD_GPU_MATH_F32 ? "f32" : "f16/bf16", p.conv_cudnn,
-        p.conv_nhwc, p.conv_x_nhwc, p.conv_im2col, p.attn_cudnn, p.attn_tc,
+        p.conv_graph, p.conv_nhwc, p.conv_x_nhwc, p.conv_im2col, p.attn_cudnn, p.attn_tc,
         cb->attn == CUDA_ATTN_WMMA ? "wmma" : "mma", p.attn_gemm, p.attn_flash, p.weights_direct,
         p.weights_converted, p.casts_skipped, p.casts, p.folded, p.half_act, p.lt_bias, p.fused_add,
         p.fused_gelu, p.lq_expanded, p.lq_tiles, p.lq_rows);
@@ -780,6 +782,8 @@ static imgd_status env_paths(cuda_backend *cb) {
     cb->cudnn_find = env_flag("IMGD_CUDA_CUDNN_FIND", false);
     cb->conv_add   = env_flag("IMGD_CUDA_CONV_ADD", true);
     cb->norm_nhwc  = env_flag("IMGD_CUDA_NORM_NHWC", true);
+    const char *cg = getenv("IMGD_CUDA_CONV_GRAPH");
+    cb->conv_graph = cg && strcmp(cg, "rtc") == 0 ? 2 : env_flag("IMGD_CUDA_CONV_GRAPH", true);
 #else
     cb->use_cudnn = false;
 #endif

@@ -1,6 +1,8 @@
-/* conv2d through cuDNN (builds with cuDNN, IMGD_CUDA_CUDNN not 0): cudnnConvolutionForward,
- * the algorithm picked at plan time by cudnnGetConvolutionForwardAlgorithm_v7 among
- * those that need at most CUDNN_WS_MAX of workspace (kept at the end of the node's scratch).
+/* conv2d through cuDNN (builds with cuDNN, IMGD_CUDA_CUDNN not 0): in f16/bf16 math an
+ * execution plan of its graph API (below, IMGD_CUDA_CONV_GRAPH), else (f32, no plan, the
+ * graph API off) cudnnConvolutionForward, the algorithm picked at plan time by
+ * cudnnGetConvolutionForwardAlgorithm_v7 among those that need at most CUDNN_WS_MAX of
+ * workspace (kept at the end of the node's scratch).
  * f32 math: f32 tensors, FMA math (no TF32) and only the GEMM-family and direct algorithms
  * (no Winograd/FFT), the bias prefilled and blended with beta = 1. f16/bf16 math: x read in
  * place when stored in that type (else rounded into scratch), the weight a plan-time constant
@@ -78,10 +80,180 @@ static size_t weights_bytes(const cuda_backend *cb, const imgd_tensor *n, const 
     return cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
 }
 
+/* ---- cuDNN's graph API ---------------------------------------------------------------------
+ * In f16/bf16 math (IMGD_CUDA_CONV_GRAPH, default 1) each layout's convolution is also an
+ * operation graph of one CONVOLUTION_FORWARD operation over X, W and Y (their NCHW or NHWC /
+ * KRSC strides, the math type, f32 compute), and its execution plans are those of cuDNN's
+ * heuristics that finalize with at most CUDNN_WS_MAX of workspace, leaving out engines that
+ * compile their kernel at plan time (NVRTC, seconds each; IMGD_CUDA_CONV_GRAPH=rtc admits them):
+ * the first, or where the layout tuner times the node, each of the first CONV_PLANS_TIMED
+ * against the legacy algorithm. Only the plan taken is kept. f32 math keeps the legacy API's
+ * FMA algorithms. */
+
+#ifdef IMGD_HAVE_CUDNN
+#    define CONV_PLANS_TIMED 4
+
+enum {
+    CONV_X = 1,
+    CONV_W = 2,
+    CONV_Y = 3
+};
+
+typedef struct conv_graph {
+    cuda_bdesc     t[3], cd, op, graph; /* x, w, y; the convolution; its graph */
+    cuda_dnn_plans plans;
+} conv_graph;
+
+static void conv_graph_free(conv_graph *cg) {
+    if (!cg) return;
+    cuda_dnn_plans_free(&cg->plans);
+    cuda_bdesc all[] = {cg->graph, cg->op, cg->cd, cg->t[2], cg->t[1], cg->t[0]};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]) (void)cudnnBackendDestroyDescriptor(all[i]);
+    imgd_free(cg);
+}
+
+/* Dims and strides of an [n, c, h, w] tensor stored NCHW, or NHWC (a filter: KRSC). */
+static void dims_of(int64_t n, int64_t c, int64_t h, int64_t w, bool nhwc, int64_t d[4],
+                    int64_t s[4]) {
+    d[0] = n;
+    d[1] = c;
+    d[2] = h;
+    d[3] = w;
+    s[0] = c * h * w;
+    s[1] = nhwc ? 1 : h * w;
+    s[2] = nhwc ? w * c : w;
+    s[3] = nhwc ? c : 1;
+}
+
+/* The convolution descriptor of g (2 spatial dims, cross-correlation, f32 compute). */
+static cudnnStatus_t conv_desc(const conv_geom *g, cuda_bdesc *cd) {
+    int64_t                nsd = 2, pad[2] = {g->ph, g->pw}, str[2] = {g->sh, g->sw};
+    int64_t                dil[2] = {1, 1};
+    cudnnDataType_t        ct     = CUDNN_DATA_FLOAT;
+    cudnnConvolutionMode_t mode   = CUDNN_CROSS_CORRELATION;
+    cudnnStatus_t s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, cd);
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cudnnBackendSetAttribute(*cd, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1,
+                                     &ct);
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cudnnBackendSetAttribute(*cd, CUDNN_ATTR_CONVOLUTION_CONV_MODE,
+                                     CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode);
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cudnnBackendSetAttribute(*cd, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1,
+                                     &nsd);
+    const cudnnBackendAttributeName_t a[4] = {
+        CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES,
+        CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS};
+    const int64_t *v[4] = {dil, str, pad, pad};
+    for (int i = 0; i < 4 && s == CUDNN_STATUS_SUCCESS; i++)
+        s = cudnnBackendSetAttribute(*cd, a[i], CUDNN_TYPE_INT64, 2, v[i]);
+    if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendFinalize(*cd);
+    return s;
+}
+
+/* The finalized operation graph of g's convolution in layout nhwc, in cg. */
+static cudnnStatus_t conv_graph_build(const cuda_backend *cb, const conv_geom *g, bool nhwc,
+                                      conv_graph *cg) {
+    cudnnDataType_t dt = cb->math == IMGD_GPU_MATH_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+    const int64_t   shp[3][4] = {
+          {g->N, g->C, g->H, g->W}, {g->O, g->C, g->KH, g->KW}, {g->N, g->O, g->OH, g->OW}};
+    cudnnStatus_t s = CUDNN_STATUS_SUCCESS;
+    for (int i = 0; i < 3 && s == CUDNN_STATUS_SUCCESS; i++) {
+        int64_t d[4], st[4];
+        dims_of(shp[i][0], shp[i][1], shp[i][2], shp[i][3], nhwc, d, st);
+        s = cuda_dnn_tensor(&cg->t[i], CONV_X + i, dt, 4, d, st, 0);
+    }
+    if (s == CUDNN_STATUS_SUCCESS) s = conv_desc(g, &cg->cd);
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR,
+                                         &cg->op);
+    const cudnnBackendAttributeName_t a[4] = {CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+                                              CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+                                              CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+                                              CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC};
+    const cuda_bdesc                  v[4] = {cg->t[0], cg->t[1], cg->t[2], cg->cd};
+    for (int i = 0; i < 4 && s == CUDNN_STATUS_SUCCESS; i++)
+        s = cuda_dnn_set_desc(cg->op, a[i], v[i]);
+    float alpha = 1.0f, beta = 0.0f;
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cudnnBackendSetAttribute(cg->op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                                     CUDNN_TYPE_FLOAT, 1, &alpha);
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cudnnBackendSetAttribute(cg->op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA,
+                                     CUDNN_TYPE_FLOAT, 1, &beta);
+    if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendFinalize(cg->op);
+    if (s == CUDNN_STATUS_SUCCESS) s = cuda_dnn_graph(cb, &cg->op, 1, &cg->graph);
+    return s;
+}
+
+/* Up to max graph-API plans of g's convolution in layout nhwc (*out; NULL, with the reason on
+ * stderr under IMGD_CUDA_VERBOSE=1, where cuDNN makes none: the legacy API runs it). */
+static imgd_status conv_graph_new(cuda_backend *cb, const conv_geom *g, bool nhwc, int32_t max,
+                                  conv_graph **out) {
+    *out = NULL;
+    if (!cb->conv_graph || !cuda_math_low(cb)) return IMGD_OK;
+    conv_graph *cg = imgd_calloc(1, sizeof *cg);
+    if (!cg) return imgd_fail(IMGD_E_NOMEM, "cuda: conv2d: out of host memory");
+    cudnnStatus_t s = conv_graph_build(cb, g, nhwc, cg);
+    if (s == CUDNN_STATUS_SUCCESS)
+        s = cuda_dnn_plans_make(cb, cg->graph, max, (int64_t)CUDNN_WS_MAX, cb->conv_graph < 2,
+                                &cg->plans);
+    if (s != CUDNN_STATUS_SUCCESS) {
+        if (cb->verbose)
+            fprintf(stderr, "cuda: conv2d %s: no cuDNN graph plan (%s), legacy API\n",
+                    nhwc ? "NHWC" : "NCHW", cudnnGetErrorString(s));
+        conv_graph_free(cg);
+        return IMGD_OK;
+    }
+    *out = cg;
+    return IMGD_OK;
+}
+
+/* How one convolution runs: a graph execution plan, or else cuDNN's legacy algorithm. */
+typedef struct conv_way {
+    cuda_bdesc plan; /* NULL: the legacy algorithm */
+    int32_t    algo;
+    size_t     ws; /* workspace bytes there are */
+} conv_way;
+
+/* One layout's candidates: cudnn_pick's legacy algorithm (found) and the graph's plans (gr),
+ * pick the one taken (a plan index, -1 the legacy algorithm). */
+typedef struct conv_layout {
+    cudnnConvolutionFwdAlgoPerf_t perf;
+    size_t                        ws;
+    bool                          found;
+    conv_graph                   *gr;
+    int32_t                       pick;
+} conv_layout;
+
+static bool layout_usable(const conv_layout *l) {
+    return l->found || l->gr;
+}
+
+/* The workspace the layout's candidates need at most. */
+static size_t layout_ws(const conv_layout *l) {
+    size_t ws = l->found ? l->ws : 0;
+    for (int32_t i = 0; l->gr && i < l->gr->plans.n; i++)
+        if ((size_t)l->gr->plans.ws[i] > ws) ws = (size_t)l->gr->plans.ws[i];
+    return ws;
+}
+
+/* Candidate i of l (a plan index, -1 the legacy algorithm) with ws bytes of workspace. */
+static conv_way layout_way(const conv_layout *l, int32_t i, size_t ws) {
+    conv_way w = {i >= 0 && l->gr ? l->gr->plans.plan[i] : NULL, (int32_t)l->perf.algo, ws};
+    return w;
+}
+#endif
+
 /* ---- cuDNN ---------------------------------------------------------------------------------- */
 
 void cuda_conv2d_release(cuda_node *st) {
 #ifdef IMGD_HAVE_CUDNN
+    conv_graph_free(st->cgraph);
+    st->cgraph        = NULL;
+    conv_layout *pend = st->conv_pending;
+    for (int l = 0; pend && l < 2; l++) conv_graph_free(pend[l].gr);
     if (st->xd) (void)cudnnDestroyTensorDescriptor(st->xd);
     if (st->yd) (void)cudnnDestroyTensorDescriptor(st->yd);
     if (st->wd) (void)cudnnDestroyFilterDescriptor(st->wd);
@@ -239,13 +411,19 @@ typedef struct conv_io {
     void *ws;                  /* cuDNN's workspace */
 } conv_io;
 
-/* One f16/bf16 convolution with cuDNN algorithm algo, workspace ws_bytes and layout nhwc (ns's
- * descriptors set for it). NHWC: x transposed into xs, convolved into y, y transposed into out
- * with the bias and res added (cuk_transpose_ewise). NCHW: x rounded into xs unless it is in
- * the math type, y in the math type (out itself when that is its type and there is neither
- * bias nor res), then out = y + bias + res in one pass (cuk_ewise). */
+static bool aligned16(const void *p) {
+    return ((uintptr_t)p & 15u) == 0;
+}
+
+/* One f16/bf16 convolution run way (a graph plan for layout nhwc, or the legacy algorithm with
+ * ns's descriptors set for it). NHWC: x transposed into xs, convolved into y, y transposed
+ * into out with the bias and res added (cuk_transpose_ewise). NCHW: x rounded into xs unless
+ * it is in the math type, y in the math type (out itself when that is its type and there is
+ * neither bias nor res), then out = y + bias + res in one pass (cuk_ewise). A graph plan
+ * reads and writes 16-byte aligned tensors: x is copied into xs, and y kept in scratch,
+ * where they are not. */
 static imgd_status conv_exec_low(cuda_backend *cb, const cuda_node *ns, const conv_geom *g,
-                                 bool nhwc, int32_t algo, size_t ws_bytes, const conv_io *io,
+                                 bool nhwc, const conv_way *way, const conv_io *io,
                                  const char *what) {
     const int32_t mt    = cuda_math_cuk(cb);
     const int64_t total = g->N * g->O * g->P, xn = g->N * g->C * g->H * g->W;
@@ -257,20 +435,28 @@ static imgd_status conv_exec_low(cuda_backend *cb, const cuda_node *ns, const co
                                 cb->stream);
         if (e != cudaSuccess) return cuda_fail(e, "cuk_transpose_ewise (x to NHWC)", what);
         x = io->xs;
-    } else if (nhwc) {
-        /* as its group norm wrote it */
-    } else if (io->xt != mt) {
-        cuk_operand xo = {io->x, io->xt, 0, 1, xn};
+    } /* else NHWC x as its group norm wrote it, or NCHW x */
+    if (x == io->x && (io->xt != mt || (way->plan && !aligned16(x)))) {
+        cuk_operand xo = {io->x, io->xt, 0, 1, xn}; /* flat: NCHW, or NHWC as the norm wrote it */
         e              = cuk_ewise(io->xs, mt, xn, CUK_ADD, &xo, NULL, NULL, cb->stream);
         if (e != cudaSuccess) return cuda_fail(e, "cuk_ewise (x to the math type)", what);
         x = io->xs;
     }
-    const bool direct_out = !nhwc && !io->bias.data && !io->res && io->ot == mt;
-    void      *y          = direct_out ? io->out : io->y;
-    CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, io->w, ns->cd,
-                                      (cudnnConvolutionFwdAlgo_t)algo, io->ws, ws_bytes, &beta,
-                                      ns->yd, y),
-              what);
+    const bool direct_out =
+        !nhwc && !io->bias.data && !io->res && io->ot == mt && (!way->plan || aligned16(io->out));
+    void *y = direct_out ? io->out : io->y;
+    if (way->plan) {
+        static const int64_t uids[3] = {CONV_X, CONV_W, CONV_Y};
+        void *const          ptrs[3] = {(void *)(uintptr_t)x, (void *)(uintptr_t)io->w, y};
+        cudnnStatus_t        s       = cuda_dnn_exec(cb, way->plan, 3, uids, ptrs, io->ws);
+        if (s != CUDNN_STATUS_SUCCESS)
+            return cudnn_fail(s, "cudnnBackendExecute (convolution)", what);
+    } else {
+        CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, io->w, ns->cd,
+                                          (cudnnConvolutionFwdAlgo_t)way->algo, io->ws, way->ws,
+                                          &beta, ns->yd, y),
+                  what);
+    }
     if (direct_out) return IMGD_OK;
     if (nhwc) {
         e = cuk_transpose_ewise(io->out, io->ot, y, mt, g->N, g->P, g->O, &io->bias, io->res,
@@ -318,18 +504,20 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
                                  : NULL;
     const imgd_tensor *out = fz ? fz : n;
     if (cuda_math_low(cb)) {
-        conv_io io = {x,
-                      xt,
-                      w,
-                      out->data,
-                      cuda_cuk_of(out),
-                      bo,
+        conv_io  io  = {x,
+                        xt,
+                        w,
+                        out->data,
+                        cuda_cuk_of(out),
+                        bo,
                       fz ? &ro : NULL,
-                      ns->nhwc && ns->x_nhwc,
-                      sc + wb,
-                      sc + wb + xb,
-                      ws};
-        st         = conv_exec_low(cb, ns, g, ns->nhwc, ns->algo, ns->ws_bytes, &io, what);
+                        ns->nhwc && ns->x_nhwc,
+                        sc + wb,
+                        sc + wb + xb,
+                        ws};
+        conv_way way = {ns->cgraph ? ((conv_graph *)ns->cgraph)->plans.plan[0] : NULL, ns->algo,
+                        ns->ws_bytes};
+        st           = conv_exec_low(cb, ns, g, ns->nhwc, &way, &io, what);
         if (st == IMGD_OK && fz) cuda_node_of(fz)->gemm_done = true;
         return st;
     }
@@ -358,20 +546,17 @@ static imgd_status cudnn_run(cuda_backend *cb, const imgd_tensor *n, const conv_
 
 #    define CUDA_CONV_TUNE_FLOP 1e8
 
-/* One layout's algorithm: cudnn_pick's answer for ns's descriptors in that layout. */
-typedef struct conv_layout {
-    cudnnConvolutionFwdAlgoPerf_t perf;
-    size_t                        ws;
-    bool                          found;
-} conv_layout;
-
-/* Sets ns's descriptors for layout nhwc and picks its algorithm into *l. */
+/* Sets ns's descriptors for layout nhwc and picks its legacy algorithm and up to max graph
+ * plans into *l (the first plan taken, else the legacy algorithm). */
 static imgd_status layout_pick(cuda_backend *cb, const conv_geom *g, cuda_node *ns, bool nhwc,
-                               conv_layout *l) {
+                               int32_t max, conv_layout *l) {
     memset(l, 0, sizeof *l);
     ns->nhwc       = nhwc;
     imgd_status st = cudnn_describe(cb, g, ns, "conv2d: cuDNN descriptors");
-    return st == IMGD_OK ? cudnn_pick(cb, ns, &l->perf, &l->ws, &l->found) : st;
+    if (st == IMGD_OK) st = cudnn_pick(cb, ns, &l->perf, &l->ws, &l->found);
+    if (st == IMGD_OK) st = conv_graph_new(cb, g, nhwc, max, &l->gr);
+    l->pick = l->gr ? 0 : -1;
+    return st;
 }
 
 /* Sets ns's descriptors back to layout nhwc with its algorithm's math type (l, picked before). */
@@ -387,13 +572,14 @@ static imgd_status layout_use(cuda_backend *cb, const conv_geom *g, cuda_node *n
 /* What decides the timings (zero-filled before it is set: compared with memcmp). */
 typedef struct conv_key {
     int64_t geom[11]; /* N, C, H, W, O, KH, KW, sh, sw, ph, pw */
-    int32_t xt, ot, bias, math, res, xn;
+    int32_t xt, ot, bias, math, res, xn, graph;
 } conv_key;
 
 typedef struct conv_pick {
     conv_key key;
     bool     nhwc;
-    float    ms[2]; /* NCHW, NHWC; < 0: it failed */
+    float    ms[2];   /* NCHW, NHWC: the faster candidate's; < 0: none ran */
+    int32_t  pick[2]; /* and which it is (conv_layout.pick) */
 } conv_pick;
 
 static void conv_make_key(const cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
@@ -401,39 +587,42 @@ static void conv_make_key(const cuda_backend *cb, const imgd_tensor *n, const co
     memset(k, 0, sizeof *k);
     const int64_t v[11] = {g->N, g->C, g->H, g->W, g->O, g->KH, g->KW, g->sh, g->sw, g->ph, g->pw};
     memcpy(k->geom, v, sizeof v);
-    k->xt   = cuda_cuk_of(n->src[0]);
-    k->ot   = cuda_cuk_of(n);
-    k->bias = n->src[2] != NULL;
-    k->math = cuda_math_cuk(cb);
-    k->res  = cuda_node_of(n)->fused != NULL;
-    k->xn   = cuda_node_of(n)->x_nhwc;
+    k->xt    = cuda_cuk_of(n->src[0]);
+    k->ot    = cuda_cuk_of(n);
+    k->bias  = n->src[2] != NULL;
+    k->math  = cuda_math_cuk(cb);
+    k->res   = cuda_node_of(n)->fused != NULL;
+    k->xn    = cuda_node_of(n)->x_nhwc;
+    k->graph = cb->conv_graph;
 }
 
 typedef struct conv_trial {
-    cuda_backend      *cb;
-    const cuda_node   *ns;
-    const conv_geom   *g;
-    bool               nhwc;
-    const conv_layout *l;
-    const conv_io     *io;
+    cuda_backend    *cb;
+    const cuda_node *ns;
+    const conv_geom *g;
+    bool             nhwc;
+    conv_way         way;
+    const conv_io   *io;
 } conv_trial;
 
-/* false when the run failed (its error cleared: a layout that fails is not chosen) */
+/* false when the run failed (its error cleared: a candidate that fails is not chosen) */
 static bool conv_trial_run(void *ctx) {
     const conv_trial *t = ctx;
-    imgd_status st = conv_exec_low(t->cb, t->ns, t->g, t->nhwc, (int32_t)t->l->perf.algo, t->l->ws,
-                                   t->io, "conv2d: timing a layout");
+    imgd_status       st =
+        conv_exec_low(t->cb, t->ns, t->g, t->nhwc, &t->way, t->io, "conv2d: timing a layout");
     if (st == IMGD_OK) return true;
     imgd_error_clear();
     (void)cudaGetLastError();
     return false;
 }
 
-/* Times both layouts (lay[0] NCHW, lay[1] NHWC, both found) of node n into ms, with the KRSC
- * weight it makes for NHWC (*krsc, the caller's); *timed false, with why, where the copy and
- * the buffers do not fit (then *krsc is not made). Leaves ns's descriptors NHWC. */
+/* Times both layouts (lay[0] NCHW, lay[1] NHWC, both usable) of node n, each candidate of
+ * each (its graph plans and legacy algorithm), into ms (each layout's fastest) and lay[].pick
+ * (which it is), with the KRSC weight it makes for NHWC (*krsc, the caller's); *timed false,
+ * with why, where the copy and the buffers do not fit (then *krsc is not made). Leaves ns's
+ * descriptors NHWC. */
 static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
-                             cuda_node *ns, const conv_layout lay[2], void **krsc, float ms[2],
+                             cuda_node *ns, conv_layout lay[2], void **krsc, float ms[2],
                              bool *timed, char *why, size_t why_cap) {
     /* what the runs read and write: x as stored, the output (the fused ADD's where there is
      * one) and its residual operand */
@@ -449,7 +638,9 @@ static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_
     const size_t       off_b  = off_y + cudnn_y_bytes(cb, g);
     const size_t       off_r  = off_b + cuda_align_up((size_t)g->O * 4);
     const size_t       off_ws = off_r + (fz ? cuda_align_up(ny * (rt == CUK_F32 ? 4 : 2)) : 0);
-    const size_t   total  = off_ws + cuda_align_up(lay[0].ws > lay[1].ws ? lay[0].ws : lay[1].ws);
+    const size_t       ws_max =
+        layout_ws(&lay[0]) > layout_ws(&lay[1]) ? layout_ws(&lay[0]) : layout_ws(&lay[1]);
+    const size_t   total  = off_ws + cuda_align_up(ws_max);
     const size_t   wbytes = cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
     size_t         fr     = 0;
     char           nomem[128];
@@ -471,20 +662,30 @@ static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_
     }
     const cuk_operand res = {tb.buf + off_r, rt, 0, 1, (int64_t)ny};
     for (int l = 0; l < 2 && st == IMGD_OK; l++) {
-        conv_io    io = {tb.buf,
-                         cuda_cuk_of(n->src[0]),
+        conv_io io = {tb.buf,
+                      cuda_cuk_of(n->src[0]),
                       l ? *krsc : ns->cnst[1],
-                         tb.buf + off_o,
-                         ot,
-                         {n->src[2] ? tb.buf + off_b : NULL, CUK_F32, 0, g->P, g->O},
+                      tb.buf + off_o,
+                      ot,
+                      {n->src[2] ? tb.buf + off_b : NULL, CUK_F32, 0, g->P, g->O},
                       fz ? &res : NULL,
-                         l == 1 && x_nhwc,
-                         tb.buf + off_xs,
-                         tb.buf + off_y,
-                      lay[l].ws ? tb.buf + off_ws : NULL};
-        conv_trial t  = {cb, ns, g, l == 1, &lay[l], &io};
-        st            = layout_use(cb, g, ns, l == 1, &lay[l]);
-        if (st == IMGD_OK) ms[l] = cuda_tune_time(cb, &tb, conv_trial_run, &t);
+                      l == 1 && x_nhwc,
+                      tb.buf + off_xs,
+                      tb.buf + off_y,
+                      ws_max ? tb.buf + off_ws : NULL};
+        st         = layout_use(cb, g, ns, l == 1, &lay[l]);
+        /* the graph's plans, then the legacy algorithm */
+        int32_t np = lay[l].gr ? lay[l].gr->plans.n : 0;
+        for (int32_t i = 0; i < np + 1 && st == IMGD_OK; i++) {
+            int32_t c = i < np ? i : -1;
+            if (c < 0 && !lay[l].found) break;
+            conv_trial t   = {cb, ns, g, l == 1, layout_way(&lay[l], c, ws_max), &io};
+            float      ms1 = cuda_tune_time(cb, &tb, conv_trial_run, &t);
+            if (ms1 >= 0.0f && (ms[l] < 0.0f || ms1 < ms[l])) {
+                ms[l]       = ms1;
+                lay[l].pick = c;
+            }
+        }
     }
     *timed = st == IMGD_OK;
     cuda_tune_bufs_free(&tb);
@@ -502,7 +703,7 @@ static bool conv_timed(const cuda_backend *cb, const conv_geom *g) {
  * the KRSC weight conv_time makes (*krsc, the caller's), or before for its conv_key: *nhwc and *how
  * set, ms its timings. Left as guessed, *how = why, where there is no room to time it. */
 static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const conv_geom *g,
-                               cuda_node *ns, const conv_layout lay[2], bool *nhwc, void **krsc,
+                               cuda_node *ns, conv_layout lay[2], bool *nhwc, void **krsc,
                                float ms[2], const char **how, char *why, size_t why_cap) {
     conv_key key;
     conv_make_key(cb, n, g, &key);
@@ -510,6 +711,13 @@ static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const con
     if (known) {
         *nhwc = known->nhwc;
         memcpy(ms, known->ms, 2 * sizeof *ms);
+        for (int l = 0; l < 2; l++) /* a plan this cuDNN no longer makes: the first */
+            lay[l].pick = known->pick[l] < 0                                 ? (lay[l].found ? -1
+                                                                                : lay[l].gr  ? 0
+                                                                                             : -1)
+                          : lay[l].gr && known->pick[l] < lay[l].gr->plans.n ? known->pick[l]
+                          : lay[l].gr                                        ? 0
+                                                                             : -1;
         *how = "remembered";
         return IMGD_OK;
     }
@@ -528,20 +736,34 @@ static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const con
         p->key  = key;
         p->nhwc = *nhwc;
         memcpy(p->ms, ms, sizeof p->ms);
+        p->pick[0] = lay[0].pick;
+        p->pick[1] = lay[1].pick;
     }
     return IMGD_OK;
 }
 
 /* Installs layout nhwc on ns (its descriptors now in layout cur; krsc: a KRSC copy made already,
- * or NULL): the descriptors, the KRSC weight for NHWC, the algorithm and its workspace. Where
- * lay[nhwc] has no algorithm, im2col (ns->cudnn false). */
+ * or NULL): the descriptors, the KRSC weight for NHWC, the candidate lay[nhwc].pick (its graph
+ * plan kept in ns->cgraph, or the legacy algorithm) and its workspace. Where lay[nhwc] has no
+ * candidate, im2col (ns->cudnn false). Takes both layouts' graphs (freeing the unused). */
 static imgd_status layout_apply(cuda_backend *cb, const conv_geom *g, cuda_node *ns,
-                                const conv_layout lay[2], bool nhwc, bool cur, void *krsc) {
-    imgd_status st = IMGD_OK;
-    if (cur != nhwc) st = layout_use(cb, g, ns, nhwc, &lay[nhwc]);
-    if (st == IMGD_OK && lay[nhwc].found && nhwc && !krsc) st = krsc_new(cb, g, ns, &krsc);
-    if (st != IMGD_OK || !lay[nhwc].found) {
+                                conv_layout lay[2], bool nhwc, bool cur, void *krsc) {
+    conv_layout *l  = &lay[nhwc];
+    imgd_status  st = IMGD_OK;
+    conv_graph_free(lay[!nhwc].gr);
+    lay[!nhwc].gr = NULL;
+    if (l->pick < 0 || !l->gr) { /* the legacy algorithm */
+        conv_graph_free(l->gr);
+        l->gr   = NULL;
+        l->pick = -1;
+    }
+    if (cur != nhwc) st = layout_use(cb, g, ns, nhwc, l);
+    bool any = l->gr || l->found;
+    if (st == IMGD_OK && any && nhwc && !krsc) st = krsc_new(cb, g, ns, &krsc);
+    if (st != IMGD_OK || !any) {
         if (krsc) (void)cudaFree(krsc);
+        conv_graph_free(l->gr);
+        l->gr     = NULL;
         ns->nhwc  = false; /* im2col */
         ns->cudnn = false;
         return st;
@@ -552,22 +774,34 @@ static imgd_status layout_apply(cuda_backend *cb, const conv_geom *g, cuda_node 
         (void)cudaFree(krsc);
     ns->nhwc     = nhwc;
     ns->cudnn    = true;
-    ns->algo     = (int32_t)lay[nhwc].perf.algo;
-    ns->ws_bytes = lay[nhwc].ws;
+    ns->algo     = (int32_t)l->perf.algo;
+    ns->ws_bytes = l->ws;
+    if (l->gr) {
+        ns->cplan = l->pick;
+        cuda_dnn_plans_keep(&l->gr->plans, l->pick);
+        ns->ws_bytes = (size_t)l->gr->plans.ws[0];
+        ns->cgraph   = l->gr;
+        l->gr        = NULL;
+    }
     return IMGD_OK;
 }
 
-/* IMGD_CUDA_VERBOSE=1: the node's layout, algorithm and how the layout was chosen. */
+/* IMGD_CUDA_VERBOSE=1: the node's layout, how it runs (l, as applied) and how the layout was
+ * chosen. */
 static void layout_report(const cuda_backend *cb, const conv_geom *g, const cuda_node *ns,
                           const conv_layout *l, const float ms[2], const char *how) {
     if (!cb->verbose) return;
-    fprintf(stderr,
-            "cuda: conv2d [%lld,%lld,%lld,%lld] -> %lld %lldx%lld: cuDNN %s algo %d, math %d, "
-            "%.1f us (%s), workspace %zu; layout %s",
+    fprintf(stderr, "cuda: conv2d [%lld,%lld,%lld,%lld] -> %lld %lldx%lld: cuDNN %s ",
             (long long)g->N, (long long)g->C, (long long)g->H, (long long)g->W, (long long)g->O,
-            (long long)g->KH, (long long)g->KW, ns->nhwc ? "NHWC" : "NCHW", (int)l->perf.algo,
-            (int)l->perf.mathType, (double)l->perf.time * 1e3,
-            cb->cudnn_find ? "timed" : "heuristic", l->ws, *how ? how : "by IMGD_CUDA_CONV_NHWC");
+            (long long)g->KH, (long long)g->KW, ns->nhwc ? "NHWC" : "NCHW");
+    if (ns->cgraph)
+        fprintf(stderr, "graph plan %d of the heuristics' acceptable ones", (int)l->pick);
+    else
+        fprintf(stderr, "legacy algo %d, math %d, %.1f us (%s)", (int)l->perf.algo,
+                (int)l->perf.mathType, (double)l->perf.time * 1e3,
+                cb->cudnn_find ? "timed" : "heuristic");
+    fprintf(stderr, ", workspace %zu; layout %s", ns->ws_bytes,
+            *how ? how : "by IMGD_CUDA_CONV_NHWC");
     if (ms[0] >= 0.0f || ms[1] >= 0.0f)
         fprintf(stderr, " (NCHW %.3f ms, NHWC %.3f ms)", (double)ms[0], (double)ms[1]);
     fprintf(stderr, "\n");
@@ -589,29 +823,40 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const imgd_tensor *n, const c
     bool can = cb->conv_nhwc != CUDA_NHWC_OFF && cuda_math_low(cb) && ns->cnst[1] &&
                imgd_tensor_is_contiguous(n->src[1]) && imgd_tensor_is_contiguous(n->src[0]);
     conv_layout lay[2];
+    memset(lay, 0, sizeof lay);
     bool        nhwc = can && cb->conv_nhwc == CUDA_NHWC_ON, cur = nhwc;
-    imgd_status st    = layout_pick(cb, g, ns, nhwc, &lay[nhwc]);
+    bool        timed = can && !nhwc && conv_timed(cb, g);
+    int32_t     plans = timed ? CONV_PLANS_TIMED : 1;
+    imgd_status st    = layout_pick(cb, g, ns, nhwc, plans, &lay[nhwc]);
     const float ms[2] = {-1.0f, -1.0f};
     const char *how   = !can ? "the only layout" : nhwc ? "IMGD_CUDA_CONV_NHWC=1" : "guessed";
-    bool        timed = can && !nhwc && conv_timed(cb, g);
     bool        guess = st == IMGD_OK && can && !nhwc && nhwc_wins(g, &lay[0].perf, lay[0].found);
     if (st == IMGD_OK && (timed || guess)) {
-        st   = layout_pick(cb, g, ns, true, &lay[1]);
+        st   = layout_pick(cb, g, ns, true, plans, &lay[1]);
         cur  = true;
-        nhwc = guess && lay[1].found;
-        if (st == IMGD_OK && timed && lay[0].found && lay[1].found) {
+        nhwc = guess && layout_usable(&lay[1]);
+        if (st == IMGD_OK && timed && layout_usable(&lay[0]) && layout_usable(&lay[1])) {
             ns->conv_pending = imgd_malloc(sizeof lay);
-            if (!ns->conv_pending)
+            if (!ns->conv_pending) {
+                conv_graph_free(lay[0].gr);
+                conv_graph_free(lay[1].gr);
                 return imgd_fail(IMGD_E_NOMEM, "cuda: conv2d: out of host memory");
+            }
             memcpy(ns->conv_pending, lay, sizeof lay);
-            ns->cudnn    = true; /* NCHW or NHWC: cuda_conv2d_choose */
-            ns->nhwc     = nhwc;
-            ns->algo     = (int32_t)lay[nhwc].perf.algo;
-            ns->ws_bytes = lay[0].ws > lay[1].ws ? lay[0].ws : lay[1].ws;
+            ns->cudnn = true; /* NCHW or NHWC: cuda_conv2d_choose */
+            ns->nhwc  = nhwc;
+            ns->algo  = (int32_t)lay[nhwc].perf.algo;
+            ns->ws_bytes =
+                layout_ws(&lay[0]) > layout_ws(&lay[1]) ? layout_ws(&lay[0]) : layout_ws(&lay[1]);
             return IMGD_OK;
         }
     }
-    if (st == IMGD_OK) st = layout_apply(cb, g, ns, lay, nhwc, cur, NULL);
+    if (st != IMGD_OK) {
+        conv_graph_free(lay[0].gr);
+        conv_graph_free(lay[1].gr);
+        return st;
+    }
+    st = layout_apply(cb, g, ns, lay, nhwc, cur, NULL);
     if (st == IMGD_OK && ns->cudnn) layout_report(cb, g, ns, &lay[nhwc], ms, how);
     return st;
 }
@@ -652,7 +897,13 @@ imgd_status cuda_conv2d_choose(cuda_backend *cb, imgd_graph *gr) {
         char        why[160];
         /* the descriptors are NHWC: left so by cudnn_prepare and by conv_choose */
         imgd_status st = conv_choose(cb, n, &g, ns, lay, &nhwc, &krsc, ms, &how, why, sizeof why);
-        if (st == IMGD_OK) st = layout_apply(cb, &g, ns, lay, nhwc, true, krsc);
+        if (st == IMGD_OK) {
+            st = layout_apply(cb, &g, ns, lay, nhwc, true, krsc);
+        } else {
+            if (krsc) (void)cudaFree(krsc);
+            conv_graph_free(lay[0].gr);
+            conv_graph_free(lay[1].gr);
+        }
         if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: node %zu (conv2d) layout", i);
         ns->ws_bytes = ws; /* the scratch was planned for the larger workspace */
         ns->x_nhwc   = ns->x_nhwc && ns->cudnn && ns->nhwc;

@@ -64,6 +64,14 @@
  *                               the activation or cuDNN has no NCHW tensor-core algorithm
  *                               (H100, SD 1.5 f16: 80.9 it/s against 73.6 all NCHW).
  *                               tune: every convolution timed; guess: none
+ *   IMGD_CUDA_CONV_GRAPH=0|rtc  f16/bf16 cuDNN conv2d through the legacy cudnnConvolutionForward
+ *                               (0) instead of an execution plan of cuDNN's graph API (an
+ *                               operation graph of the one convolution, default 1): cuDNN's
+ *                               first heuristic plan, or where the layout is timed, its first
+ *                               4 plans and the legacy algorithm in each layout, the fastest
+ *                               taken; engines that compile their kernel at plan time (NVRTC)
+ *                               only with rtc. The legacy API also runs f32 and any node cuDNN
+ *                               makes no graph plan for
  *   IMGD_CUDA_GEMM=heuristic    f16/bf16: every GEMM with an epilogue runs cuBLASLt's first
  *                               heuristic algorithm and every plain one cublasGemmEx. Default
  *                               (auto): each GEMM of 1e8 FLOP or more runs the fastest of
@@ -125,6 +133,10 @@ typedef struct imgd_cuda_paths {
     int conv_cudnn, conv_nhwc, conv_im2col;         /* conv2d: cuDNN (of which NHWC), im2col */
     int conv_x_nhwc;                                /* NHWC convolutions reading x as their
                                                        group norm wrote it, in NHWC */
+    int conv_graph;                                 /* cuDNN convolutions through an execution
+                                                       plan of its graph API (else legacy) */
+    int conv_graph_other;                           /* of which running a plan other than the
+                                                       heuristics' first (timed faster) */
     int attn_cudnn, attn_tc, attn_gemm, attn_flash; /* attention: cuDNN SDPA, mma / wmma, ... */
     int weights_direct, weights_converted;          /* GEMM weight operands read as uploaded /
                                                        as copies converted at plan time */

@@ -123,6 +123,12 @@ typedef struct cuda_backend {
                                through cudnnConvolutionForward instead of im2col + GEMM */
     bool cudnn_find;        /* IMGD_CUDA_CUDNN_FIND=1: each conv2d's algorithm timed on the
                                device at plan time instead of cuDNN's heuristic choice */
+    int32_t conv_graph;     /* IMGD_CUDA_CONV_GRAPH=0|1|rtc (default 1): in f16/bf16 math,
+                               conv2d through an execution plan of cuDNN's graph API (an
+                               operation graph of the convolution; where the layout tuner times
+                               the node, its first plans timed against the legacy algorithm);
+                               engines that compile at plan time only with rtc (2); the legacy
+                               cudnnConvolutionForward where cuDNN makes no plan, and in f32 */
     cuda_nhwc conv_nhwc;    /* IMGD_CUDA_CONV_NHWC=0|auto|tune|guess|1 (default auto): in
                                f16/bf16 math, cuDNN convolves NHWC tensors with a KRSC copy of the
                                weight made at plan time (its tensor-core layout); x is transposed
@@ -242,6 +248,9 @@ typedef struct cuda_node {
     void *conv_pending; /* conv2d whose layout is timed after plan_storage (conv2d.c
                              cuda_conv2d_choose): both layouts' algorithms */
     int32_t algo;       /* cudnnConvolutionFwdAlgo_t */
+    void   *cgraph;     /* conv2d through cuDNN's graph API: its operation graph and the one
+                           execution plan taken (conv2d.c conv_graph), or NULL: legacy algo */
+    int32_t cplan;      /* ... which of the heuristics' acceptable plans that is (0: the first) */
     size_t  ws_bytes;   /* cuDNN workspace, at the end of the node's scratch */
 #ifdef IMGD_HAVE_CUDNN
     cudnnTensorDescriptor_t      xd, yd;
@@ -327,6 +336,39 @@ imgd_status cuda_attn_wmma(cuda_backend *cb, const imgd_tensor *n, const char *w
 cudaError_t cuda_attn_tc_launch(const cuda_backend *cb, const imgd_tensor *n, void *out,
                                 const void *const src[4], int32_t mtiles);
 #ifdef IMGD_HAVE_CUDNN
+/* cudnn_graph.c: cuDNN's backend (graph) API as the SDPA and convolution graphs use it. */
+typedef cudnnBackendDescriptor_t cuda_bdesc;
+#    define CUDA_DNN_BY_VALUE 1u /* a host scalar */
+#    define CUDA_DNN_VIRTUAL  2u /* an intermediate of a fused graph, never in memory */
+#    define CUDA_DNN_CFGS     16 /* engine configurations read from the heuristics */
+#    define CUDA_DNN_PLANS    8  /* execution plans kept at most */
+cudnnStatus_t cuda_dnn_set_desc(cuda_bdesc d, cudnnBackendAttributeName_t a, cuda_bdesc v);
+/* A finalized tensor descriptor in *out: nd dims and strides (elements), uid, dtype,
+ * CUDA_DNN_* flags; 16-byte aligned (a by-value scalar 4). */
+cudnnStatus_t cuda_dnn_tensor(cuda_bdesc *out, int64_t uid, cudnnDataType_t dt, int32_t nd,
+                              const int64_t *dims, const int64_t *strides, uint32_t flags);
+/* The finalized operation graph of n_ops finalized operations, on cb's handle. */
+cudnnStatus_t cuda_dnn_graph(const cuda_backend *cb, const cuda_bdesc *ops, int32_t n_ops,
+                             cuda_bdesc *graph);
+/* Execution plans of an operation graph, in the heuristics' order. */
+typedef struct cuda_dnn_plans {
+    cuda_bdesc heur, cfgs[CUDA_DNN_CFGS];
+    cuda_bdesc plan[CUDA_DNN_PLANS];
+    int64_t    ws[CUDA_DNN_PLANS]; /* workspace bytes of each */
+    int32_t    n;
+} cuda_dnn_plans;
+/* The first max (<= CUDA_DNN_PLANS) of the heuristics' configurations for graph whose plan
+ * finalizes with at most ws_max bytes of workspace and, with precompiled, whose engine does not
+ * compile its kernel at plan time (NVRTC: seconds per engine). Success when at least one was
+ * made, else the last refusal's status (*p freed by cuda_dnn_plans_free either way). */
+cudnnStatus_t cuda_dnn_plans_make(const cuda_backend *cb, cuda_bdesc graph, int32_t max,
+                                  int64_t ws_max, bool precompiled, cuda_dnn_plans *p);
+/* Keeps plan keep alone (as plan 0) and destroys the others. */
+void cuda_dnn_plans_keep(cuda_dnn_plans *p, int32_t keep);
+void cuda_dnn_plans_free(cuda_dnn_plans *p);
+/* Runs plan on cb's handle with n (uid, device pointer) pairs and workspace ws. */
+cudnnStatus_t cuda_dnn_exec(const cuda_backend *cb, cuda_bdesc plan, int32_t n, const int64_t *uids,
+                            void *const *ptrs, void *ws);
 /* attention_cudnn.c: cuDNN's SDPA plan for attention node n (ns->sdpa_plan, its workspace in
  * ns->ws_bytes); false with the reason in why when cuDNN cannot take it. */
 bool cuda_attn_cudnn_plan(cuda_backend *cb, imgd_tensor *n, char *why, size_t why_cap);
