@@ -341,9 +341,10 @@ static int cuda_run(const opts *o, const char *target, imgd_precision prec, doub
         (void)imgd_cuda_tune_costs(m->be, &tc);
         if (m->vae_be && m->vae_be != m->be) (void)imgd_cuda_tune_costs(m->vae_be, &tv);
         printf("# cuda %s tuners: attention %d shapes %.2f s, convolution %d shapes %.2f s, GEMM "
-               "%d shapes %.2f s\n",
+               "%d shapes %.2f s; cuDNN graph plans for %d convolution layouts %.2f s\n",
                pn, tc.attn_n + tv.attn_n, tc.attn_s + tv.attn_s, tc.conv_n + tv.conv_n,
-               tc.conv_s + tv.conv_s, tc.gemm_n + tv.gemm_n, tc.gemm_s + tv.gemm_s);
+               tc.conv_s + tv.conv_s, tc.gemm_n + tv.gemm_n, tc.gemm_s + tv.gemm_s,
+               tc.conv_plan_n + tv.conv_plan_n, tc.conv_plan_s + tv.conv_plan_s);
         double tune_s = tc.attn_s + tc.conv_s + tc.gemm_s + tv.attn_s + tv.conv_s + tv.gemm_s;
         EMIT("tune_s", tune_s, "s", "first_run_s", t_first > 0 ? tune_s / t_first : 0);
         EMIT("text_encoder_s", r2->t_encode_s, "s", NULL, 0);

@@ -1295,7 +1295,12 @@ static void check_conv_graph(imgd_backend *be, const char *name, bool want_graph
     CHECK_MSG(p.conv_cudnn == 1 && p.conv_graph == want_graph,
               "%s conv2d: %d through cuDNN, %d through its graph API (want %d)", name, p.conv_cudnn,
               p.conv_graph, want_graph);
-    printf("  %s conv2d: cuDNN %s API\n", name, p.conv_graph ? "graph" : "legacy");
+    imgd_cuda_tune_cost tc = {0};
+    (void)imgd_cuda_tune_costs(be, &tc);
+    CHECK_MSG(!want_graph || tc.conv_plan_n >= 1, "%s: %d convolution graphs counted as made", name,
+              tc.conv_plan_n);
+    printf("  %s conv2d: cuDNN %s API (%d graphs made so far, %.3f s)\n", name,
+           p.conv_graph ? "graph" : "legacy", tc.conv_plan_n, tc.conv_plan_s);
     ctx_free(&c);
 }
 

@@ -733,6 +733,8 @@ imgd_status imgd_cuda_tune_costs(const imgd_backend *be, imgd_cuda_tune_cost *c)
     c->attn_n              = cb->tune_n[CUDA_TUNER_ATTN];
     c->conv_n              = cb->tune_n[CUDA_TUNER_CONV];
     c->gemm_n              = cb->tune_n[CUDA_TUNER_GEMM];
+    c->conv_plan_s         = cb->conv_plan_s;
+    c->conv_plan_n         = cb->conv_plan_n;
     return IMGD_OK;
 }
 

@@ -195,10 +195,13 @@ static imgd_status conv_graph_new(cuda_backend *cb, const conv_geom *g, bool nhw
     if (!cb->conv_graph || !cuda_math_low(cb)) return IMGD_OK;
     conv_graph *cg = imgd_calloc(1, sizeof *cg);
     if (!cg) return imgd_fail(IMGD_E_NOMEM, "cuda: conv2d: out of host memory");
-    cudnnStatus_t s = conv_graph_build(cb, g, nhwc, cg);
+    double        t0 = cuda_now_s();
+    cudnnStatus_t s  = conv_graph_build(cb, g, nhwc, cg);
     if (s == CUDNN_STATUS_SUCCESS)
         s = cuda_dnn_plans_make(cb, cg->graph, max, (int64_t)CUDNN_WS_MAX, cb->conv_graph < 2,
                                 &cg->plans);
+    cb->conv_plan_s += cuda_now_s() - t0;
+    cb->conv_plan_n++;
     if (s != CUDNN_STATUS_SUCCESS) {
         if (cb->verbose)
             fprintf(stderr, "cuda: conv2d %s: no cuDNN graph plan (%s), legacy API\n",

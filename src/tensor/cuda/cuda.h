@@ -169,6 +169,9 @@ imgd_status imgd_cuda_gemm_picks(const imgd_backend *be, imgd_cuda_gemm_stats *s
 typedef struct imgd_cuda_tune_cost {
     double attn_s, conv_s, gemm_s;
     int    attn_n, conv_n, gemm_n;
+    double conv_plan_s; /* making convolutions' cuDNN graph plans (heuristics, finalizing) */
+    int    conv_plan_n; /* the graphs asked for (a convolution layout each,
+                           cuDNN making a plan or not) */
 } imgd_cuda_tune_cost;
 /* Fills *c for be. IMGD_E_INVALID_ARG when be is not a cuda backend. */
 imgd_status imgd_cuda_tune_costs(const imgd_backend *be, imgd_cuda_tune_cost *c);

@@ -198,6 +198,8 @@ typedef struct cuda_backend {
     cuda_tune_cache picks[CUDA_TUNER_N]; /* per tuner: attention_tune.c (kernel),
                                             conv2d.c (NCHW or NHWC), gemm_lt.c (kernel) */
     double  tune_s[CUDA_TUNER_N];        /* wall time spent timing candidates, per tuner */
+    double  conv_plan_s;                 /* ... and making convolutions' graph plans */
+    int32_t conv_plan_n;                 /* the graphs asked for (planned or not) */
     int32_t tune_n[CUDA_TUNER_N];        /* nodes (shapes) timed */
     char   *tune_path;                   /* IMGD_CUDA_TUNE_CACHE, or NULL */
     size_t  tune_saved[CUDA_TUNER_N];    /* items each cache had at the last load / save */
