@@ -453,7 +453,10 @@ static imgd_status conv_exec_low(cuda_backend *cb, const cuda_node *ns, const co
         void *const          ptrs[3] = {(void *)(uintptr_t)x, (void *)(uintptr_t)io->w, y};
         cudnnStatus_t        s       = cuda_dnn_exec(cb, way->plan, 3, uids, ptrs, io->ws);
         if (s != CUDNN_STATUS_SUCCESS)
-            return cudnn_fail(s, "cudnnBackendExecute (convolution)", what);
+            return cudnn_fail(s,
+                              "cudnnBackendExecute (convolution plan; IMGD_CUDA_CONV_GRAPH=0 "
+                              "runs the legacy API)",
+                              what);
     } else {
         CUDNN_TRY(cudnnConvolutionForward(cb->dnn, &alpha, ns->xd, x, ns->wd, io->w, ns->cd,
                                           (cudnnConvolutionFwdAlgo_t)way->algo, io->ws, way->ws,
