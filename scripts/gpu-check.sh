@@ -28,8 +28,11 @@
 #   6. imgd-bench sd --family flux --backend cuda --size 512 --steps 2: a real-size FLUX.1-dev
 #      Q8_0 GGUF (written under the build folder) with its weights in their blocks on the GPU
 #      for comparison
-# Prints everything; every stage runs even when an earlier test stage fails, and the script
-# exits non-zero if any stage failed (the build failing stops it).
+# Prints everything and ends with a summary: one line per SD bench run (its label, it/s, UNet
+# TFLOP/s and share of the fp16 GEMM peak, load and tuner seconds). With $OUT set (the device
+# machine's folder that comes back) the output is also kept in $OUT/gpu-check.log and the
+# summary in $OUT/gpu-check-summary.txt. Every stage runs even when an earlier test stage
+# fails, and the script exits non-zero if any stage failed (the build failing stops it).
 #
 #   scripts/gpu-check.sh                  from anywhere; uses the repository it lives in
 # Environment:
@@ -53,6 +56,35 @@ export IMGD_SHARED_DIR
 FAILED=()
 T0=$(date +%s)
 stage() { printf '\n==== gpu-check: %s (t=%ds) ====\n' "$1" $(($(date +%s) - T0)); }
+# On the device machine ($OUT set: what is written there comes back) the whole output is kept
+# in $OUT/gpu-check.log as well, and the summary in $OUT/gpu-check-summary.txt.
+if [[ -n ${OUT:-} && -d $OUT ]]; then
+    exec > >(tee "$OUT/gpu-check.log") 2>&1
+    SUMMARY=$OUT/gpu-check-summary.txt
+else
+    SUMMARY=$(mktemp)
+fi
+: >"$SUMMARY"
+
+# sdb LABEL TIMEOUT [VAR=VALUE ...] -- ARGS: imgd-bench sd ARGS under those variables, its
+# output printed; its it/s and UNet TFLOP/s (share of the card's fp16 GEMM peak) per precision,
+# load and tuner seconds, go into the summary printed at the end, one line per run.
+sdb() {
+    local label=$1 t=$2 envs=() log rc
+    shift 2
+    while [[ $# -gt 0 && $1 != -- ]]; do envs+=("$1"); shift; done
+    shift
+    log=$(mktemp)
+    env ${envs[@]+"${envs[@]}"} timeout "$t" "$BUILD/bench/imgd-bench" sd "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd: $label (rc $rc)")
+    printf '%-44s %s\n' "$label" "$(sed -n \
+        -e 's/.*"metric":"\(it_per_s_[a-z0-9]*\)","value":\([^,]*\),.*/\1=\2/p' \
+        -e 's/.*"metric":"\(unet_tflops_[a-z0-9]*\)","value":\([^,]*\),.*"ratio":\([^}]*\)}.*/\1=\2 (\3 of peak)/p' \
+        -e 's/.*"metric":"\(load_s_[a-z0-9]*\|tune_s_[a-z0-9]*\)","value":\([^,]*\),.*/\1=\2/p' \
+        "$log" | tr '\n' ' ')$( ((rc == 0)) || echo " rc=$rc")" >>"$SUMMARY"
+    rm -f "$log"
+}
 
 stage "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "nvidia-smi failed"
@@ -90,9 +122,8 @@ for t in test_clip_text test_unet test_vae test_sd_pipeline test_flux_gguf; do
 done
 
 stage "bench: imgd-bench sd --backend cuda --steps 10 --precision f32,f16 (fast paths on; each plan's paths and fusions printed)"
-IMGD_CUDA_VERBOSE=1 IMGD_PROFILE=nodes timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
-rc=$?
-[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda (rc $rc)")
+sdb "SD 1.5 default (every path on)" 150 IMGD_CUDA_VERBOSE=1 IMGD_PROFILE=nodes -- \
+    --backend cuda --steps 10 --precision f32,f16
 
 stage "bench: attention kernels side by side (imgd-bench attn: mma, auto (timed per shape), cudnn, mma1, mma2, wmma, gemm; f16, then bf16)"
 timeout 150 "$BUILD/bench/imgd-bench" attn --backend cuda
@@ -103,41 +134,33 @@ timeout 90 "$BUILD/bench/imgd-bench" attn --backend cuda --kernels mma,auto,cudn
 
 stage "bench: SD 1.5 f16 with attention untimed (IMGD_CUDA_ATTN=mma), then cuDNN's SDPA wherever it takes the node (=cudnn); compare it/s with the first bench (auto: timed per shape, choices printed there)"
 for v in mma cudnn; do
-    IMGD_CUDA_ATTN=$v IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 \
-        --precision f16 || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_ATTN=$v")
+    sdb "IMGD_CUDA_ATTN=$v" 90 IMGD_CUDA_ATTN=$v IMGD_PROFILE=1 -- --backend cuda --steps 10 \
+        --precision f16
 done
 
 stage "bench: SD 1.5 f16 with the earlier attention kernel (IMGD_CUDA_ATTN=wmma; compare it/s with the first bench)"
-IMGD_CUDA_ATTN=wmma IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f16
-rc=$?
-[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_ATTN=wmma (rc $rc)")
+sdb "IMGD_CUDA_ATTN=wmma" 90 IMGD_CUDA_ATTN=wmma IMGD_PROFILE=1 -- --backend cuda --steps 10 --precision f16
 
 stage "bench: SD 1.5 f16 with each ResNet ADD as its own kernel (IMGD_CUDA_CONV_ADD=0; compare it/s with the first bench)"
-IMGD_CUDA_CONV_ADD=0 IMGD_PROFILE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f16
-rc=$?
-[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_ADD=0 (rc $rc)")
+sdb "IMGD_CUDA_CONV_ADD=0" 90 IMGD_CUDA_CONV_ADD=0 IMGD_PROFILE=1 -- --backend cuda --steps 10 --precision f16
 
 stage "bench: SD 1.5 f16 with the convolutions' layout guessed (IMGD_CUDA_CONV_NHWC=guess), all NCHW (=0), all NHWC (=1); compare it/s with the first bench (auto: timed per shape)"
 IMGD_CUDA_VERBOSE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 2 --precision f16 2>&1 |
     grep -E "layout (timed|remembered)" | sort | uniq -c | head -40
 for v in guess 0 1; do
-    IMGD_CUDA_CONV_NHWC=$v timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
-        FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_NHWC=$v")
+    sdb "IMGD_CUDA_CONV_NHWC=$v" 90 IMGD_CUDA_CONV_NHWC=$v -- --backend cuda --steps 20 --precision f16
 done
 echo "# the same with every convolution through cuDNN's legacy API (IMGD_CUDA_CONV_GRAPH=0), then with runtime-compiled graph engines admitted (=rtc; compare load time too)"
 for v in 0 rtc; do
-    IMGD_CUDA_CONV_GRAPH=$v timeout 120 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
-        FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_CONV_GRAPH=$v")
+    sdb "IMGD_CUDA_CONV_GRAPH=$v" 120 IMGD_CUDA_CONV_GRAPH=$v -- --backend cuda --steps 20 --precision f16
 done
 echo "# the same with each group norm writing NCHW and its NHWC convolution transposing it (IMGD_CUDA_NORM_NHWC=0)"
-IMGD_CUDA_NORM_NHWC=0 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
-    FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_NORM_NHWC=0")
+sdb "IMGD_CUDA_NORM_NHWC=0" 90 IMGD_CUDA_NORM_NHWC=0 -- --backend cuda --steps 20 --precision f16
 
 stage "bench: SD 1.5 f16 GEMM kernels: the timed choices (IMGD_CUDA_VERBOSE=1), then each GEMM on cuBLASLt's first heuristic algorithm or cublasGemmEx untimed (IMGD_CUDA_GEMM=heuristic; compare it/s with the first bench)"
 IMGD_CUDA_VERBOSE=1 timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 2 --precision f16 2>&1 |
     grep -E "cuda: gemm .*(timed|not timed)" | sort | uniq -c | head -60
-IMGD_CUDA_GEMM=heuristic timeout 90 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 20 --precision f16 ||
-    FAILED+=("imgd-bench sd --backend cuda with IMGD_CUDA_GEMM=heuristic")
+sdb "IMGD_CUDA_GEMM=heuristic" 90 IMGD_CUDA_GEMM=heuristic -- --backend cuda --steps 20 --precision f16
 
 stage "bench: FLUX.1-dev Q8_0 GGUF transformer on cuda, 512x512, 2 steps (writes 12.7 GB under build)"
 IMGD_PROFILE=1 timeout 240 "$BUILD/bench/imgd-bench" sd --family flux --backend cuda --size 512 \
@@ -146,12 +169,12 @@ rc=$?
 [[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --family flux --backend cuda (rc $rc)")
 
 stage "bench: the same with the fast paths off"
-IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0 \
-    IMGD_CUDA_LT=0 timeout 150 "$BUILD/bench/imgd-bench" sd --backend cuda --steps 10 --precision f32,f16
-rc=$?
-[[ $rc -eq 0 ]] || FAILED+=("imgd-bench sd --backend cuda, fast paths off (rc $rc)")
+sdb "fast paths off" 150 IMGD_CUDA_CUDNN=0 IMGD_CUDA_ATTN=flash IMGD_CUDA_DIRECT_WEIGHTS=0 \
+    IMGD_CUDA_HALF_ACT=0 IMGD_CUDA_GRAPH=0 IMGD_CUDA_LT=0 -- --backend cuda --steps 10 --precision f32,f16
 
 stage "done"
+echo "# SD 1.5 512x512 CFG, imgd-bench sd per run (it/s, UNet TFLOP/s and share of the fp16 GEMM peak):"
+cat "$SUMMARY"
 if ((${#FAILED[@]})); then
     printf 'gpu-check: FAILED: %s\n' "${FAILED[@]}"
     exit 1
