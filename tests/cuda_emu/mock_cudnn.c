@@ -547,6 +547,10 @@ static mock_bdesc *graph_op(const mock_bdesc *g) {
                           CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
 }
 
+static bool conv_graph(const mock_bdesc *g) {
+    return graph_op(g)->type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
+}
+
 static cudnnHandle_t graph_handle(const mock_bdesc *g) {
     const mock_attr *h = attr(g, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE);
     cudnnHandle_t    v = NULL;
@@ -614,8 +618,7 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const desc,
         type == CUDNN_TYPE_BACKEND_DESCRIPTOR) {
         mock_bdesc *g = attr_desc(d, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
                                   CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-        bool conv     = graph_op(g)->type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
-        *count        = !conv ? 1 : graph_handle(g)->no_conv_graph ? 0 : MOCK_CONV_ENGINES;
+        *count        = !conv_graph(g) ? 1 : graph_handle(g)->no_conv_graph ? 0 : MOCK_CONV_ENGINES;
         for (int64_t i = 0; i < *count && i < requested; i++) {
             mock_bdesc *cfg = ((cudnnBackendDescriptor_t *)values)[i];
             if (!cfg || cfg->type != CUDNN_BACKEND_ENGINECFG_DESCRIPTOR)
@@ -638,9 +641,7 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const desc,
     }
     if (d->type == CUDNN_BACKEND_ENGINE_DESCRIPTOR && name == CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE &&
         type == CUDNN_TYPE_BEHAVIOR_NOTE) {
-        bool conv =
-            graph_op(d->graph)->type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
-        *count = conv && d->eng == MOCK_CONV_RTC ? 1 : 0;
+        *count = conv_graph(d->graph) && d->eng == MOCK_CONV_RTC ? 1 : 0;
         if (*count && requested >= 1)
             ((cudnnBackendBehaviorNote_t *)values)[0] = CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION;
         return CUDNN_STATUS_SUCCESS;
@@ -648,10 +649,8 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const desc,
     if (d->type == CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR &&
         name == CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE && type == CUDNN_TYPE_INT64 &&
         requested >= 1) {
-        bool conv =
-            graph_op(d->graph)->type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
         *count             = 1;
-        *(int64_t *)values = conv ? conv_engine_ws(d->eng) : MOCK_WS_SDPA;
+        *(int64_t *)values = conv_graph(d->graph) ? conv_engine_ws(d->eng) : MOCK_WS_SDPA;
         return CUDNN_STATUS_SUCCESS;
     }
     return CUDNN_STATUS_NOT_SUPPORTED;
@@ -723,8 +722,7 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan
         p->type != CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR ||
         vp->type != CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)
         return CUDNN_STATUS_BAD_PARAM;
-    if (graph_op(p->graph)->type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR)
-        return conv_execute(h, p, vp);
+    if (conv_graph(p->graph)) return conv_execute(h, p, vp);
     if (!sdpa_tensors(graph_op(p->graph), t)) return CUDNN_STATUS_BAD_PARAM;
     void *ptr[5];
     for (int i = 0; i < 5; i++)

@@ -242,6 +242,24 @@ static size_t layout_ws(const conv_layout *l) {
     return ws;
 }
 
+/* The larger of two layouts' workspaces (the scratch a timed convolution plans for). */
+static size_t layouts_ws(const conv_layout lay[2]) {
+    size_t a = layout_ws(&lay[0]), b = layout_ws(&lay[1]);
+    return a > b ? a : b;
+}
+
+static void layouts_free(conv_layout lay[2]) {
+    for (int l = 0; l < 2; l++) {
+        conv_graph_free(lay[l].gr);
+        lay[l].gr = NULL;
+    }
+}
+
+/* Whether l has candidate i (a plan index, -1 the legacy algorithm). */
+static bool layout_has(const conv_layout *l, int32_t i) {
+    return i < 0 ? l->found : l->gr && i < l->gr->plans.n;
+}
+
 /* Candidate i of l (a plan index, -1 the legacy algorithm) with ws bytes of workspace. */
 static conv_way layout_way(const conv_layout *l, int32_t i, size_t ws) {
     conv_way w = {i >= 0 && l->gr ? l->gr->plans.plan[i] : NULL, (int32_t)l->perf.algo, ws};
@@ -254,9 +272,8 @@ static conv_way layout_way(const conv_layout *l, int32_t i, size_t ws) {
 void cuda_conv2d_release(cuda_node *st) {
 #ifdef IMGD_HAVE_CUDNN
     conv_graph_free(st->cgraph);
-    st->cgraph        = NULL;
-    conv_layout *pend = st->conv_pending;
-    for (int l = 0; pend && l < 2; l++) conv_graph_free(pend[l].gr);
+    st->cgraph = NULL;
+    if (st->conv_pending) layouts_free(st->conv_pending);
     if (st->xd) (void)cudnnDestroyTensorDescriptor(st->xd);
     if (st->yd) (void)cudnnDestroyTensorDescriptor(st->yd);
     if (st->wd) (void)cudnnDestroyFilterDescriptor(st->wd);
@@ -644,13 +661,12 @@ static imgd_status conv_time(cuda_backend *cb, const imgd_tensor *n, const conv_
     const size_t       off_b  = off_y + cudnn_y_bytes(cb, g);
     const size_t       off_r  = off_b + cuda_align_up((size_t)g->O * 4);
     const size_t       off_ws = off_r + (fz ? cuda_align_up(ny * (rt == CUK_F32 ? 4 : 2)) : 0);
-    const size_t       ws_max =
-        layout_ws(&lay[0]) > layout_ws(&lay[1]) ? layout_ws(&lay[0]) : layout_ws(&lay[1]);
-    const size_t   total  = off_ws + cuda_align_up(ws_max);
-    const size_t   wbytes = cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
-    size_t         fr     = 0;
-    char           nomem[128];
-    cuda_tune_bufs tb;
+    const size_t       ws_max = layouts_ws(lay);
+    const size_t       total  = off_ws + cuda_align_up(ws_max);
+    const size_t       wbytes = cuda_align_up((size_t)(g->O * g->CK) * cuda_math_size(cb));
+    size_t             fr     = 0;
+    char               nomem[128];
+    cuda_tune_bufs     tb;
     *timed = false;
     ms[0] = ms[1] = -1.0f;
     if (!cuda_tune_room(total + wbytes, &fr)) {
@@ -717,13 +733,8 @@ static imgd_status conv_choose(cuda_backend *cb, const imgd_tensor *n, const con
     if (known) {
         *nhwc = known->nhwc;
         memcpy(ms, known->ms, 2 * sizeof *ms);
-        for (int l = 0; l < 2; l++) /* a plan this cuDNN no longer makes: the first */
-            lay[l].pick = known->pick[l] < 0                                 ? (lay[l].found ? -1
-                                                                                : lay[l].gr  ? 0
-                                                                                             : -1)
-                          : lay[l].gr && known->pick[l] < lay[l].gr->plans.n ? known->pick[l]
-                          : lay[l].gr                                        ? 0
-                                                                             : -1;
+        for (int l = 0; l < 2; l++) /* else layout_pick's default */
+            if (layout_has(&lay[l], known->pick[l])) lay[l].pick = known->pick[l];
         *how = "remembered";
         return IMGD_OK;
     }
@@ -844,22 +855,19 @@ static imgd_status cudnn_prepare(cuda_backend *cb, const imgd_tensor *n, const c
         if (st == IMGD_OK && timed && layout_usable(&lay[0]) && layout_usable(&lay[1])) {
             ns->conv_pending = imgd_malloc(sizeof lay);
             if (!ns->conv_pending) {
-                conv_graph_free(lay[0].gr);
-                conv_graph_free(lay[1].gr);
+                layouts_free(lay);
                 return imgd_fail(IMGD_E_NOMEM, "cuda: conv2d: out of host memory");
             }
             memcpy(ns->conv_pending, lay, sizeof lay);
-            ns->cudnn = true; /* NCHW or NHWC: cuda_conv2d_choose */
-            ns->nhwc  = nhwc;
-            ns->algo  = (int32_t)lay[nhwc].perf.algo;
-            ns->ws_bytes =
-                layout_ws(&lay[0]) > layout_ws(&lay[1]) ? layout_ws(&lay[0]) : layout_ws(&lay[1]);
+            ns->cudnn    = true; /* NCHW or NHWC: cuda_conv2d_choose */
+            ns->nhwc     = nhwc;
+            ns->algo     = (int32_t)lay[nhwc].perf.algo;
+            ns->ws_bytes = layouts_ws(lay);
             return IMGD_OK;
         }
     }
     if (st != IMGD_OK) {
-        conv_graph_free(lay[0].gr);
-        conv_graph_free(lay[1].gr);
+        layouts_free(lay);
         return st;
     }
     st = layout_apply(cb, g, ns, lay, nhwc, cur, NULL);
@@ -907,8 +915,7 @@ imgd_status cuda_conv2d_choose(cuda_backend *cb, imgd_graph *gr) {
             st = layout_apply(cb, &g, ns, lay, nhwc, true, krsc);
         } else {
             if (krsc) (void)cudaFree(krsc);
-            conv_graph_free(lay[0].gr);
-            conv_graph_free(lay[1].gr);
+            layouts_free(lay);
         }
         if (st != IMGD_OK) return imgd_fail_prefix(st, "cuda: node %zu (conv2d) layout", i);
         ns->ws_bytes = ws; /* the scratch was planned for the larger workspace */
