@@ -1,19 +1,23 @@
 // Host emulation of the CUDA features the kernels in src/tensor/cuda/*.cu use, so they can be
 // compiled by g++ (-DCUK_EMU -include cuda_emu.h) and checked against the reference on a
 // machine without a GPU.
-// Blocks run one after another; the threads of a block are real threads, so __syncthreads
-// and the warp shuffles (exchanged through a per-warp barrier) behave as on a GPU. Function-
+// Blocks run one after another; the threads of a block are fibers that switch at barriers,
+// so __syncthreads and the warp shuffles (exchanged through a per-warp barrier) behave as on
+// a GPU. Function-
 // local __shared__ arrays become statics (shared by the block's threads; blocks never overlap).
 #ifndef IMGD_TESTS_CUDA_EMU_H
 #define IMGD_TESTS_CUDA_EMU_H
 
-#include <barrier>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <cuda_runtime_api.h>
+#include <deque>
 #include <memory>
-#include <thread>
+#include <sys/mman.h>
 #include <type_traits>
+#include <ucontext.h>
 #include <vector>
 
 #include "tensor/cuda/kernels.h"
@@ -44,17 +48,106 @@ template <class T> cudaError_t cudaFuncSetAttribute(T *fn, cudaFuncAttribute a, 
 }
 
 namespace cuk_emu {
-struct block_ctx {
-    dim3                                         grid, block;
-    std::unique_ptr<std::barrier<>>              bar;
-    std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
-    std::vector<double>                          slots;
-    std::vector<uint64_t>                        wide; /* CUK_EMU_WIDE per thread (gather) */
-    std::vector<unsigned char>                   dyn;
+/* A block's threads are fibers on the launching thread: each runs until it waits at a barrier
+ * or ends, then the next runnable one resumes. Switching fibers costs no kernel thread start,
+ * no futex and no scheduler round trip, which threads per CUDA thread did (most of an
+ * emulated test's time). On x86-64 a switch saves the callee-saved registers and swaps stack
+ * pointers (cuk_emu_switch below, no system call); elsewhere it is ucontext's swapcontext.
+ * A barrier whose waiters can never be released (a __syncthreads some threads skip) aborts
+ * with a message instead of hanging. */
+#if defined(__x86_64__)
+typedef void   *context; /* the saved stack pointer */
+extern "C" void cuk_emu_switch(context *save, context to);
+/* weak: every translation unit that includes this header defines it */
+__asm__(".text\n.weak cuk_emu_switch\n.type cuk_emu_switch,@function\ncuk_emu_switch:\n"
+        "pushq %rbp\npushq %rbx\npushq %r12\npushq %r13\npushq %r14\npushq %r15\n"
+        "movq %rsp, (%rdi)\nmovq %rsi, %rsp\n"
+        "popq %r15\npopq %r14\npopq %r13\npopq %r12\npopq %rbx\npopq %rbp\nret\n"
+        ".size cuk_emu_switch, .-cuk_emu_switch\n");
+inline void ctx_switch(context *save, context *to) {
+    cuk_emu_switch(save, *to);
+}
+#else
+typedef ucontext_t context;
+inline void        ctx_switch(context *save, context *to) {
+           swapcontext(save, to);
+}
+#endif
+struct barrier {
+    unsigned              expected = 0, count = 0;
+    std::vector<unsigned> waiters;
 };
-inline block_ctx            *g_block;
-inline thread_local dim3     tl_tid, tl_bid;
-inline thread_local unsigned tl_lin;
+struct async_copy {
+    void       *dst;
+    const void *src;
+    int         n;
+};
+struct fiber {
+    context                              ctx;
+    void                                *stack = nullptr;
+    dim3                                 tid;
+    bool                                 done = false;
+    std::vector<async_copy>              open; /* cp.async copies not yet committed */
+    std::vector<std::vector<async_copy>> groups;
+};
+struct block_ctx {
+    dim3                       grid, block;
+    barrier                    bar;
+    std::vector<barrier>       warp_bar;
+    std::vector<double>        slots;
+    std::vector<uint64_t>      wide; /* CUK_EMU_WIDE per thread (gather) */
+    std::vector<unsigned char> dyn;
+    std::deque<unsigned>       runq;
+};
+inline block_ctx                          *g_block;
+inline dim3                                tl_tid, tl_bid; /* the running fiber's */
+inline unsigned                            tl_lin;
+inline context                             g_sched;
+inline std::vector<std::unique_ptr<fiber>> g_fibers;
+inline void (*g_body)(void *);
+inline void     *g_body_arg;
+constexpr size_t k_stack = 512 * 1024, k_guard = 4096;
+
+inline fiber &cur() {
+    return *g_fibers[tl_lin];
+}
+inline void fiber_entry() {
+    g_body(g_body_arg);
+    cur().done = true;
+#if defined(__x86_64__)
+    ctx_switch(&cur().ctx, &g_sched); /* never resumed */
+    __builtin_unreachable();
+#endif /* else returning resumes g_sched (uc_link) */
+}
+
+/* f's context set to start fiber_entry on its own stack. */
+inline void ctx_start(fiber &f) {
+    char *top = static_cast<char *>(f.stack) + k_guard + k_stack;
+#if defined(__x86_64__)
+    /* cuk_emu_switch pops 6 registers and returns into fiber_entry, which then sees the stack
+     * as a called function does (rsp + 8 aligned to 16) */
+    auto *sp = reinterpret_cast<uintptr_t *>(top) - 8;
+    std::memset(sp, 0, 8 * sizeof *sp);
+    sp[6] = reinterpret_cast<uintptr_t>(&fiber_entry);
+    f.ctx = sp;
+#else
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp   = top - k_stack;
+    f.ctx.uc_stack.ss_size = k_stack;
+    f.ctx.uc_link          = &g_sched;
+    makecontext(&f.ctx, fiber_entry, 0);
+#endif
+}
+inline void arrive_and_wait(barrier &b) {
+    if (++b.count == b.expected) {
+        b.count = 0;
+        for (unsigned w : b.waiters) g_block->runq.push_back(w);
+        b.waiters.clear();
+        return;
+    }
+    b.waiters.push_back(tl_lin);
+    ctx_switch(&cur().ctx, &g_sched);
+}
 
 template <class T> T *dyn_shared() {
     return reinterpret_cast<T *>(g_block->dyn.data());
@@ -63,9 +156,9 @@ template <class T> T *dyn_shared() {
 template <class T> T exchange(T v, unsigned src_lane) {
     unsigned w             = tl_lin / 32;
     g_block->slots[tl_lin] = (double)v;
-    g_block->warp_bar[w]->arrive_and_wait();
+    arrive_and_wait(g_block->warp_bar[w]);
     T r = (T)g_block->slots[w * 32 + src_lane];
-    g_block->warp_bar[w]->arrive_and_wait();
+    arrive_and_wait(g_block->warp_bar[w]);
     return r;
 }
 
@@ -74,56 +167,81 @@ template <class T> T exchange(T v, unsigned src_lane) {
 inline void gather(const uint64_t *mine, int n, uint64_t *all) {
     unsigned w = tl_lin / 32;
     for (int i = 0; i < n; i++) g_block->wide[(size_t)tl_lin * CUK_EMU_WIDE + i] = mine[i];
-    g_block->warp_bar[w]->arrive_and_wait();
+    arrive_and_wait(g_block->warp_bar[w]);
     for (unsigned l = 0; l < 32; l++)
         for (int i = 0; i < n; i++)
             all[l * n + i] = g_block->wide[(size_t)(w * 32 + l) * CUK_EMU_WIDE + i];
-    g_block->warp_bar[w]->arrive_and_wait();
+    arrive_and_wait(g_block->warp_bar[w]);
 }
 
-/* cp.async: a thread's copies wait in groups and land only when a wait_group retires them,
- * so a kernel that reads a tile before waiting for it reads stale data here too. */
-struct async_copy {
-    void       *dst;
-    const void *src;
-    int         n;
-};
-inline thread_local std::vector<async_copy>              tl_open;
-inline thread_local std::vector<std::vector<async_copy>> tl_groups;
+/* Runs body(arg) as every thread of one block. */
+inline void run_block(block_ctx &c, unsigned nt, void (*body)(void *), void *arg) {
+    while (g_fibers.size() < nt) {
+        auto  f = std::make_unique<fiber>();
+        void *m = mmap(nullptr, k_stack + k_guard, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+        if (m == MAP_FAILED) {
+            std::fprintf(stderr, "cuda_emu: no memory for a fiber stack\n");
+            std::abort();
+        }
+        mprotect(m, k_guard, PROT_NONE); /* an overflow faults instead of corrupting */
+        f->stack = m;
+        g_fibers.push_back(std::move(f));
+    }
+    g_block    = &c;
+    g_body     = body;
+    g_body_arg = arg;
+    for (unsigned t = 0; t < nt; t++) {
+        fiber &f = *g_fibers[t];
+        f.tid    = dim3(t % c.block.x, (t / c.block.x) % c.block.y, t / (c.block.x * c.block.y));
+        f.done   = false;
+        f.open.clear();
+        f.groups.clear();
+        ctx_start(f);
+        c.runq.push_back(t);
+    }
+    unsigned done = 0;
+    while (!c.runq.empty()) {
+        unsigned t = c.runq.front();
+        c.runq.pop_front();
+        tl_lin = t;
+        tl_tid = g_fibers[t]->tid;
+        ctx_switch(&g_sched, &g_fibers[t]->ctx);
+        if (g_fibers[t]->done) done++;
+    }
+    if (done != nt) {
+        std::fprintf(stderr,
+                     "cuda_emu: block (%u,%u,%u): %u of %u threads wait at a barrier the others "
+                     "never reach (a __syncthreads or warp operation not every thread runs)\n",
+                     tl_bid.x, tl_bid.y, tl_bid.z, nt - done, nt);
+        std::abort();
+    }
+    g_block = nullptr;
+}
 
 template <class K> struct launcher {
     K                          k;
     dim3                       grid, block;
     size_t                     shmem;
     template <class... A> void operator()(A... args) {
-        unsigned nt = block.x * block.y * block.z;
+        unsigned nt   = block.x * block.y * block.z;
+        auto     call = [&] { k(args...); };
+        auto     body = [](void *p) { (*static_cast<decltype(call) *>(p))(); };
         for (unsigned bz = 0; bz < grid.z; bz++)
             for (unsigned by = 0; by < grid.y; by++)
                 for (unsigned bx = 0; bx < grid.x; bx++) {
                     block_ctx c;
-                    c.grid  = grid;
-                    c.block = block;
-                    c.bar   = std::make_unique<std::barrier<>>(nt);
-                    for (unsigned w = 0; w < (nt + 31) / 32; w++)
-                        c.warp_bar.push_back(
-                            std::make_unique<std::barrier<>>(nt - w * 32 < 32 ? nt - w * 32 : 32));
+                    c.grid         = grid;
+                    c.block        = block;
+                    c.bar.expected = nt;
+                    c.warp_bar.resize((nt + 31) / 32);
+                    for (unsigned w = 0; w < c.warp_bar.size(); w++)
+                        c.warp_bar[w].expected = nt - w * 32 < 32 ? nt - w * 32 : 32;
                     c.slots.assign(nt, 0.0);
                     c.wide.assign((size_t)nt * CUK_EMU_WIDE, 0);
                     c.dyn.assign(shmem + 16, 0);
-                    g_block = &c;
-                    std::vector<std::thread> th;
-                    for (unsigned t = 0; t < nt; t++)
-                        th.emplace_back([&, t] {
-                            tl_bid = dim3(bx, by, bz);
-                            tl_tid =
-                                dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-                            tl_lin = t;
-                            tl_open.clear();
-                            tl_groups.clear();
-                            k(args...);
-                        });
-                    for (auto &x : th) x.join();
-                    g_block = nullptr;
+                    tl_bid = dim3(bx, by, bz);
+                    run_block(c, nt, body, &call);
                 }
     }
 };
@@ -138,7 +256,7 @@ template <class K> launcher<K> launch(K k, dim3 g, dim3 b, size_t sm) {
 #define gridDim   (cuk_emu::g_block->grid)
 
 inline void __syncthreads() {
-    cuk_emu::g_block->bar->arrive_and_wait();
+    cuk_emu::arrive_and_wait(cuk_emu::g_block->bar);
 }
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) {
     return cuk_emu::exchange(v, (cuk_emu::tl_lin % 32) ^ (unsigned)o);
@@ -152,7 +270,7 @@ template <class T> T __shfl_sync(unsigned, T v, int src) {
 
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
     (void)mask;
-    cuk_emu::g_block->warp_bar[cuk_emu::tl_lin / 32]->arrive_and_wait();
+    cuk_emu::arrive_and_wait(cuk_emu::g_block->warp_bar[cuk_emu::tl_lin / 32]);
 }
 
 inline float4 make_float4(float x, float y, float z, float w) {
@@ -259,14 +377,15 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>       &d,
 
 /* ---- the sm_80 building blocks of device_impl.h ---- */
 inline void cuk_cp_async16(void *dst, const void *src, int src_bytes) {
-    cuk_emu::tl_open.push_back({dst, src, src_bytes});
+    cuk_emu::cur().open.push_back({dst, src, src_bytes});
 }
 inline void cuk_cp_async_commit() {
-    cuk_emu::tl_groups.push_back(std::move(cuk_emu::tl_open));
-    cuk_emu::tl_open.clear();
+    cuk_emu::fiber &f = cuk_emu::cur();
+    f.groups.push_back(std::move(f.open));
+    f.open.clear();
 }
 template <int N> void cuk_cp_async_wait() {
-    auto &g = cuk_emu::tl_groups;
+    auto &g = cuk_emu::cur().groups;
     while (g.size() > (size_t)N) {
         for (const auto &c : g.front()) {
             std::memcpy(c.dst, c.src, (size_t)c.n);

@@ -260,14 +260,65 @@ static cudaDataType_t cuda_type(cudnnDataType_t t) {
     return t == CUDNN_DATA_FLOAT ? CUDA_R_32F : t == CUDNN_DATA_HALF ? CUDA_R_16F : CUDA_R_16BF;
 }
 
-/* Element offset of filter element (k, c, r, s). */
-static int64_t w_at(const cudnnFilterDescriptor_t w, int k, int c, int r, int s) {
-    if (w->fmt == CUDNN_TENSOR_NHWC) return (((int64_t)k * w->h + r) * w->w + s) * w->c + c;
-    return (((int64_t)k * w->c + c) * w->h + r) * w->w + s;
+/* One 2-D convolution through its tensors' element strides: x (n, c, h, w), the filter
+ * (k, c, r, s), y (n, k, oh, ow), all of type dt. */
+typedef struct mock_geom {
+    int64_t        n, c, h, w, k, r, s, oh, ow;
+    int64_t        xs[4], ws[4], ys[4];
+    int64_t        pad[2], str[2], dil[2];
+    cudaDataType_t dt;
+} mock_geom;
+
+/* Strided elements of a 4-d tensor into a dense f32 array in (a, b, c, d) order. */
+static void unpack4(float *dst, const void *src, cudaDataType_t dt, const int64_t dims[4],
+                    const int64_t st[4]) {
+    for (int64_t a = 0; a < dims[0]; a++)
+        for (int64_t b = 0; b < dims[1]; b++)
+            for (int64_t c = 0; c < dims[2]; c++)
+                for (int64_t d = 0; d < dims[3]; d++)
+                    *dst++ = mock_ld(src, dt, a * st[0] + b * st[1] + c * st[2] + d * st[3]);
 }
 
-static int64_t t_at(const cudnnTensorDescriptor_t t, int n, int c, int h, int w) {
-    return (int64_t)n * t->sn + (int64_t)c * t->sc + (int64_t)h * t->sh + (int64_t)w * t->sw;
+/* y = alpha * conv(x, w) + beta * y (beta 0: y not read), f32 accumulation over operands
+ * unpacked to f32 once; nan_out writes NaN instead (a broken engine). */
+static cudnnStatus_t direct_conv(const mock_geom *g, const void *x, const void *w, void *y,
+                                 float alpha, float beta, bool nan_out) {
+    const int64_t xd[4] = {g->n, g->c, g->h, g->w}, wd[4] = {g->k, g->c, g->r, g->s};
+    float        *xf = imgd_malloc((size_t)(g->n * g->c * g->h * g->w) * sizeof *xf);
+    float        *wf = imgd_malloc((size_t)(g->k * g->c * g->r * g->s) * sizeof *wf);
+    if (!xf || !wf) {
+        imgd_free(xf);
+        imgd_free(wf);
+        return CUDNN_STATUS_ALLOC_FAILED;
+    }
+    unpack4(xf, x, g->dt, xd, g->xs);
+    unpack4(wf, w, g->dt, wd, g->ws);
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t k = 0; k < g->k; k++)
+            for (int64_t oy = 0; oy < g->oh; oy++)
+                for (int64_t ox = 0; ox < g->ow; ox++) {
+                    float acc = 0.0f;
+                    for (int64_t c = 0; c < g->c; c++) {
+                        const float *xc = xf + (n * g->c + c) * g->h * g->w;
+                        const float *wc = wf + (k * g->c + c) * g->r * g->s;
+                        for (int64_t r = 0; r < g->r; r++) {
+                            int64_t iy = oy * g->str[0] - g->pad[0] + r * g->dil[0];
+                            if (iy < 0 || iy >= g->h) continue;
+                            for (int64_t q = 0; q < g->s; q++) {
+                                int64_t ix = ox * g->str[1] - g->pad[1] + q * g->dil[1];
+                                if (ix < 0 || ix >= g->w) continue;
+                                acc += xc[iy * g->w + ix] * wc[r * g->s + q];
+                            }
+                        }
+                    }
+                    int64_t o = n * g->ys[0] + k * g->ys[1] + oy * g->ys[2] + ox * g->ys[3];
+                    float   v = alpha * acc;
+                    if (beta != 0.0f) v += beta * mock_ld(y, g->dt, o);
+                    mock_st(y, g->dt, o, nan_out ? NAN : v);
+                }
+    imgd_free(xf);
+    imgd_free(wf);
+    return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
@@ -283,29 +334,27 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
     size_t need = algo_ws(algo);
     if (ws_bytes < need || (need && !ws) || !x || !w || !y) return CUDNN_STATUS_BAD_PARAM;
     if (need) memset(ws, 0xff, need); /* NaN in every float type */
-    float a = *(const float *)alpha, b = *(const float *)beta;
-    for (int n = 0; n < yd->n; n++)
-        for (int k = 0; k < yd->c; k++)
-            for (int oy = 0; oy < yd->h; oy++)
-                for (int ox = 0; ox < yd->w; ox++) {
-                    float acc = 0.0f;
-                    for (int c = 0; c < wd->c; c++)
-                        for (int r = 0; r < wd->h; r++) {
-                            int iy = oy * cd->u - cd->ph + r * cd->dh;
-                            if (iy < 0 || iy >= xd->h) continue;
-                            for (int q = 0; q < wd->w; q++) {
-                                int ix = ox * cd->v - cd->pw + q * cd->dw;
-                                if (ix < 0 || ix >= xd->w) continue;
-                                acc += mock_ld(x, cuda_type(xd->dt), t_at(xd, n, c, iy, ix)) *
-                                       mock_ld(w, cuda_type(wd->dt), w_at(wd, k, c, r, q));
-                            }
-                        }
-                    int64_t o = t_at(yd, n, k, oy, ox);
-                    float   v = a * acc;
-                    if (b != 0.0f) v += b * mock_ld(y, cuda_type(yd->dt), o);
-                    mock_st(y, cuda_type(yd->dt), o, v);
-                }
-    return CUDNN_STATUS_SUCCESS;
+    bool      krsc = wd->fmt == CUDNN_TENSOR_NHWC;
+    mock_geom g    = {
+           .n   = xd->n,
+           .c   = xd->c,
+           .h   = xd->h,
+           .w   = xd->w,
+           .k   = wd->k,
+           .r   = wd->h,
+           .s   = wd->w,
+           .oh  = yd->h,
+           .ow  = yd->w,
+           .xs  = {xd->sn, xd->sc, xd->sh, xd->sw},
+           .ws  = {(int64_t)wd->c * wd->h * wd->w, krsc ? 1 : (int64_t)wd->h * wd->w,
+               krsc ? (int64_t)wd->w * wd->c : wd->w, krsc ? wd->c : 1},
+           .ys  = {yd->sn, yd->sc, yd->sh, yd->sw},
+           .pad = {cd->ph, cd->pw},
+           .str = {cd->u, cd->v},
+           .dil = {cd->dh, cd->dw},
+           .dt  = cuda_type(xd->dt),
+    };
+    return direct_conv(&g, x, w, y, *(const float *)alpha, *(const float *)beta, false);
 }
 
 /* ---- the backend (graph) API: the fused SDPA operation and the convolution ---------------- */
@@ -691,27 +740,25 @@ static cudnnStatus_t conv_execute(cudnnHandle_t h, const mock_bdesc *p, const mo
     if ((h->slow_engines & (1u << (p->eng & 7))) ||
         (krsc ? (int)CUDNN_TENSOR_NHWC : (int)CUDNN_TENSOR_NCHW) == h->slow_fmt)
         mock_clock_advance(MOCK_SLOW_MS);
-    cudaDataType_t dt = cuda_type(x->dt);
-    for (int64_t n = 0; n < y->dims[0]; n++)
-        for (int64_t k = 0; k < y->dims[1]; k++)
-            for (int64_t oy = 0; oy < y->dims[2]; oy++)
-                for (int64_t ox = 0; ox < y->dims[3]; ox++) {
-                    float acc = 0.0f;
-                    for (int64_t ch = 0; ch < w->dims[1]; ch++)
-                        for (int64_t r = 0; r < w->dims[2]; r++) {
-                            int64_t iy = oy * c.str[0] - c.pre[0] + r * c.dil[0];
-                            if (iy < 0 || iy >= x->dims[2]) continue;
-                            for (int64_t q = 0; q < w->dims[3]; q++) {
-                                int64_t ix = ox * c.str[1] - c.pre[1] + q * c.dil[1];
-                                if (ix < 0 || ix >= x->dims[3]) continue;
-                                acc += mock_ld(ptr[0], dt, mock_at(x, n, ch, iy, ix)) *
-                                       mock_ld(ptr[1], dt, mock_at(w, k, ch, r, q));
-                            }
-                        }
-                    mock_st(ptr[2], dt, mock_at(y, n, k, oy, ox),
-                            p->eng == MOCK_CONV_RTC ? NAN : acc);
-                }
-    return CUDNN_STATUS_SUCCESS;
+    mock_geom g = {
+        .n   = x->dims[0],
+        .c   = x->dims[1],
+        .h   = x->dims[2],
+        .w   = x->dims[3],
+        .k   = w->dims[0],
+        .r   = w->dims[2],
+        .s   = w->dims[3],
+        .oh  = y->dims[2],
+        .ow  = y->dims[3],
+        .pad = {c.pre[0], c.pre[1]},
+        .str = {c.str[0], c.str[1]},
+        .dil = {c.dil[0], c.dil[1]},
+        .dt  = cuda_type(x->dt),
+    };
+    memcpy(g.xs, x->strides, sizeof g.xs);
+    memcpy(g.ws, w->strides, sizeof g.ws);
+    memcpy(g.ys, y->strides, sizeof g.ys);
+    return direct_conv(&g, ptr[0], ptr[1], ptr[2], 1.0f, 0.0f, p->eng == MOCK_CONV_RTC);
 }
 
 cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan,
