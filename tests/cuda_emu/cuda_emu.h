@@ -96,6 +96,7 @@ struct block_ctx {
     std::vector<barrier>       warp_bar;
     std::vector<double>        slots;
     std::vector<uint64_t>      wide; /* CUK_EMU_WIDE per thread (gather) */
+    std::vector<float>         mma;  /* CUK_EMU_MMA per warp (cuk_mma16816's A and B) */
     std::vector<unsigned char> dyn;
     std::deque<unsigned>       runq;
 };
@@ -164,6 +165,7 @@ template <class T> T exchange(T v, unsigned src_lane) {
 
 /* Every lane's n (<= CUK_EMU_WIDE) 64-bit values of its warp: all[lane * n + i]. */
 #define CUK_EMU_WIDE 16
+#define CUK_EMU_MMA  (16 * 16 + 16 * 8)
 inline void gather(const uint64_t *mine, int n, uint64_t *all) {
     unsigned w = tl_lin / 32;
     for (int i = 0; i < n; i++) g_block->wide[(size_t)tl_lin * CUK_EMU_WIDE + i] = mine[i];
@@ -239,6 +241,7 @@ template <class K> struct launcher {
                         c.warp_bar[w].expected = nt - w * 32 < 32 ? nt - w * 32 : 32;
                     c.slots.assign(nt, 0.0);
                     c.wide.assign((size_t)nt * CUK_EMU_WIDE, 0);
+                    c.mma.assign(c.warp_bar.size() * CUK_EMU_MMA, 0.0f);
                     c.dyn.assign(shmem + 16, 0);
                     tl_bid = dim3(bx, by, bz);
                     run_block(c, nt, body, &call);
@@ -416,46 +419,36 @@ inline void cuk_ldsm_x4_t(uint32_t r[4], const void *row) {
     cuk_emu_ldsm(r, row, true);
 }
 
-/* mma.m16n8k16: the warp's fragments are gathered into whole matrices, multiplied in f32 (as
- * the tensor cores accumulate), and each lane keeps its part of D */
+/* mma.m16n8k16: every lane writes its fragments' elements, as f32, into its warp's A (16x16)
+ * and B (16x8) in the block context; after a warp barrier each lane computes its part of D
+ * from them (f32 accumulation, as the tensor cores), and a second barrier keeps the matrices
+ * until every lane has read them. */
 template <class T> void cuk_mma16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
-    uint64_t mine[10], all[32 * 10];
-    for (int i = 0; i < 4; i++) mine[i] = a[i];
-    for (int i = 0; i < 2; i++) mine[4 + i] = b[i];
-    for (int i = 0; i < 4; i++) {
-        uint32_t u;
-        std::memcpy(&u, &d[i], 4);
-        mine[6 + i] = u;
-    }
-    cuk_emu::gather(mine, 10, all);
     auto h = [](uint32_t reg, int j) {
         uint16_t v = (uint16_t)(reg >> (16 * j));
         return std::is_same<T, __half>::value ? imgd_f16_to_f32(v) : imgd_bf16_to_f32(v);
     };
-    float A[16][16], B[16][8], C[16][8];
-    for (int l = 0; l < 32; l++) {
-        const uint64_t *f = all + l * 10;
-        int             g = l / 4, c = 2 * (l % 4);
-        for (int j = 0; j < 2; j++) {
-            A[g][c + j]         = h((uint32_t)f[0], j);
-            A[g + 8][c + j]     = h((uint32_t)f[1], j);
-            A[g][c + 8 + j]     = h((uint32_t)f[2], j);
-            A[g + 8][c + 8 + j] = h((uint32_t)f[3], j);
-            B[c + j][g]         = h((uint32_t)f[4], j);
-            B[c + 8 + j][g]     = h((uint32_t)f[5], j);
-        }
-        for (int i = 0; i < 4; i++) {
-            uint32_t u = (uint32_t)f[6 + i];
-            std::memcpy(&C[g + 8 * (i / 2)][c + i % 2], &u, 4);
-        }
+    const unsigned w = cuk_emu::tl_lin / 32;
+    const int      l = (int)(cuk_emu::tl_lin % 32), g = l / 4, c = 2 * (l % 4);
+    float         *A = cuk_emu::g_block->mma.data() + (size_t)w * CUK_EMU_MMA, *B = A + 16 * 16;
+    for (int j = 0; j < 2; j++) {
+        A[g * 16 + c + j]           = h(a[0], j);
+        A[(g + 8) * 16 + c + j]     = h(a[1], j);
+        A[g * 16 + c + 8 + j]       = h(a[2], j);
+        A[(g + 8) * 16 + c + 8 + j] = h(a[3], j);
+        B[(c + j) * 8 + g]          = h(b[0], j);
+        B[(c + 8 + j) * 8 + g]      = h(b[1], j);
     }
-    const int l = (int)(cuk_emu::tl_lin % 32), g = l / 4, c = 2 * (l % 4);
+    cuk_emu::arrive_and_wait(cuk_emu::g_block->warp_bar[w]);
+    float out[4];
     for (int i = 0; i < 4; i++) {
         int   row = g + 8 * (i / 2), col = c + i % 2;
-        float acc = C[row][col];
-        for (int k = 0; k < 16; k++) acc += A[row][k] * B[k][col];
-        d[i] = acc;
+        float acc = d[i];
+        for (int k = 0; k < 16; k++) acc += A[row * 16 + k] * B[k * 8 + col];
+        out[i] = acc;
     }
+    cuk_emu::arrive_and_wait(cuk_emu::g_block->warp_bar[w]);
+    for (int i = 0; i < 4; i++) d[i] = out[i];
 }
 
 inline uint32_t cuk_pack_f16x2(float lo, float hi) {

@@ -273,6 +273,37 @@ void mock_st(void *p, cudaDataType_t t, int64_t i, float v) {
         ((uint16_t *)p)[i] = t == CUDA_R_16F ? imgd_f32_to_f16(v) : imgd_f32_to_bf16(v);
 }
 
+/* Unpacks op(A) (m x k) and op(B) (k x n), column-major with leading dimensions lda / ldb, to
+ * f32 rows over k once, then acc[i + j * m] = sum_p op(A)[i, p] op(B)[p, j] in double. acc
+ * has m * n entries; false when out of host memory. */
+static bool gemm_acc(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
+                     const void *A, int64_t lda, const void *B, int64_t ldb, cudaDataType_t t,
+                     double *acc) {
+    float *a = imgd_malloc((size_t)(m * k + 1) * sizeof *a);
+    float *b = imgd_malloc((size_t)(n * k + 1) * sizeof *b);
+    if (!a || !b) {
+        imgd_free(a);
+        imgd_free(b);
+        return false;
+    }
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t p = 0; p < k; p++)
+            a[i * k + p] = mock_ld(A, t, ta == CUBLAS_OP_N ? i + p * lda : p + i * lda);
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t p = 0; p < k; p++)
+            b[j * k + p] = mock_ld(B, t, tb == CUBLAS_OP_N ? p + j * ldb : j + p * ldb);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            const float *ar = a + i * k, *br = b + j * k;
+            double       s = 0;
+            for (int64_t p = 0; p < k; p++) s += (double)ar[p] * (double)br[p];
+            acc[i + j * m] = s;
+        }
+    imgd_free(a);
+    imgd_free(b);
+    return true;
+}
+
 static int gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
                  const void *A, cudaDataType_t at, int lda, const void *B, int ldb, float beta,
                  void *C, cudaDataType_t ct, int ldc) {
@@ -283,21 +314,20 @@ static int gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                 k, lda, ldb, ldc);
         return 1;
     }
+    double *acc = imgd_malloc((size_t)m * (size_t)n * sizeof *acc + 1);
+    if (!acc || !gemm_acc(ta, tb, m, n, k, A, lda, B, ldb, at, acc)) {
+        imgd_free(acc);
+        fprintf(stderr, "mock cuBLAS: out of host memory\n");
+        return 1;
+    }
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
-            double acc = 0;
-            for (int p = 0; p < k; p++) {
-                float a = ta == CUBLAS_OP_N ? mock_ld(A, at, i + (int64_t)p * lda)
-                                            : mock_ld(A, at, p + (int64_t)i * lda);
-                float b = tb == CUBLAS_OP_N ? mock_ld(B, at, p + (int64_t)j * ldb)
-                                            : mock_ld(B, at, j + (int64_t)p * ldb);
-                acc += (double)a * (double)b;
-            }
             int64_t ci = i + (int64_t)j * ldc;
-            acc *= (double)alpha;
+            double  v  = acc[i + (int64_t)j * m] * (double)alpha;
             mock_st(C, ct, ci,
-                    (float)(beta == 0.0f ? acc : acc + (double)beta * (double)mock_ld(C, ct, ci)));
+                    (float)(beta == 0.0f ? v : v + (double)beta * (double)mock_ld(C, ct, ci)));
         }
+    imgd_free(acc);
     return 0;
 }
 
@@ -542,6 +572,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     bool     gelu      = epi == CUBLASLT_EPILOGUE_GELU || epi == CUBLASLT_EPILOGUE_GELU_BIAS;
     size_t   es = at == CUDA_R_32F ? 4 : 2, cs = ct == CUDA_R_32F ? 4 : 2;
     float    al = *(const float *)alpha, be = *(const float *)beta;
+    double  *acc = imgd_malloc((size_t)(m * n) * sizeof *acc + 1);
+    if (!acc) return CUBLAS_STATUS_ALLOC_FAILED;
     for (int64_t bt = 0; bt < batches; bt++) {
         const char *pa  = (const char *)A + bt * (int64_t)la->data[LD_STRIDE] * (int64_t)es;
         const char *pb  = (const char *)B + bt * (int64_t)lb->data[LD_STRIDE] * (int64_t)es;
@@ -549,26 +581,22 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         const char *pc  = (const char *)C + bt * (int64_t)ldl->data[LD_STRIDE] * (int64_t)cs;
         int64_t     lda = (int64_t)la->data[LD_LD], ldb = (int64_t)lb->data[LD_LD];
         int64_t     ldd = (int64_t)ldl->data[LD_LD];
+        if (!gemm_acc(ta, tb, m, n, k, pa, lda, pb, ldb, at, acc)) {
+            imgd_free(acc);
+            return CUBLAS_STATUS_ALLOC_FAILED;
+        }
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) {
-                double acc = 0;
-                for (int64_t p = 0; p < k; p++) {
-                    float a = ta == CUBLAS_OP_N ? mock_ld(pa, at, i + p * lda)
-                                                : mock_ld(pa, at, p + i * lda);
-                    float b = tb == CUBLAS_OP_N ? mock_ld(pb, at, p + j * ldb)
-                                                : mock_ld(pb, at, j + p * ldb);
-                    acc += (double)a * (double)b;
-                }
                 int64_t ci = i + j * ldd;
-                acc *= (double)al;
-                if (be != 0.0f) acc += (double)be * (double)mock_ld(pc, ct, ci);
-                if (with_bias) acc += (double)mock_ld(bias, ct, i);
+                double  v  = acc[i + j * m] * (double)al;
+                if (be != 0.0f) v += (double)be * (double)mock_ld(pc, ct, ci);
+                if (with_bias) v += (double)mock_ld(bias, ct, i);
                 /* cuBLASLt's GELU: the tanh approximation */
                 if (gelu)
-                    acc = 0.5 * acc *
-                          (1.0 + tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)));
-                mock_st(pd, ct, ci, (float)acc);
+                    v = 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+                mock_st(pd, ct, ci, (float)v);
             }
     }
+    imgd_free(acc);
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -8,6 +8,7 @@
 #   tests/cuda_emu/run.sh [test_ops arguments, e.g. --op attention]
 #   EMU_TEST=conformance/test_clip_text tests/cuda_emu/run.sh   a conformance test on the
 #                                          emulated cuda backend (IMGD_TEST_BACKEND=cuda)
+#   EMU_BUILD_ONLY=1 tests/cuda_emu/run.sh  build $LIBB/cuda-emu/<test>_emu, run nothing
 # Environment: IMGD_EMU_LIB_BUILD (a -DIMGD_CUDA=OFF build folder, default build-nocuda),
 # IMGD_SHARED_DIR (default ../shared) for conformance tests.
 set -euo pipefail
@@ -27,12 +28,21 @@ if [[ -f $CUDA_INC/cudnn.h ]]; then # cuDNN's headers: its conv2d path, against 
     HOSTDEF+=(-DIMGD_HAVE_CUDNN=1)
     MOCKS+=(tests/cuda_emu/mock_cudnn.c)
 fi
+# every file compiled as a job of its own, JOBS at a time
+JOBS=$(nproc 2>/dev/null || echo 2)
 objs=()
-for f in src/tensor/cuda/*.cu; do
-    o=$OUT/$(basename "$f" .cu).cu.o
-    g++ -std=c++20 -O1 -g -x c++ -DCUK_EMU -include tests/cuda_emu/cuda_emu.h "${DEF[@]}" \
-        "${INC[@]}" -c "$f" -o "$o"
+pids=()
+compile() { # output, then the compiler command line
+    local o=$1
+    shift
+    while (($(jobs -rp | wc -l) >= JOBS)); do wait -n; done
+    "$@" -c -o "$o" &
+    pids+=($!)
     objs+=("$o")
+}
+for f in src/tensor/cuda/*.cu; do
+    compile "$OUT/$(basename "$f" .cu).cu.o" g++ -std=c++20 -O1 -g -x c++ -DCUK_EMU \
+        -include tests/cuda_emu/cuda_emu.h "${DEF[@]}" "${INC[@]}" "$f"
 done
 TEST=${EMU_TEST:-ops/test_ops}
 NAME=$(basename "$TEST")
@@ -42,15 +52,16 @@ NAME=$(basename "$TEST")
 for f in src/tensor/cuda/backend.c src/tensor/cuda/exec.c src/tensor/cuda/dispatch.c src/tensor/cuda/matmul.c \
          src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/cuda/attention_cudnn.c src/tensor/cuda/cudnn_graph.c \
          src/tensor/cuda/attention_tune.c src/tensor/cuda/tune.c src/tensor/cuda/gemm_lt.c src/tensor/cuda/quant.c src/tensor/backend.c "${MOCKS[@]}" "tests/$TEST.c"; do
-    o=$OUT/$(echo "$f" | tr / _).o
-    gcc -std=c11 -O1 -g "${HOSTDEF[@]}" "${INC[@]}" -c "$f" -o "$o"
-    objs+=("$o")
+    compile "$OUT/$(echo "$f" | tr / _).o" gcc -std=c11 -O1 -g "${HOSTDEF[@]}" "${INC[@]}" "$f"
 done
+for p in "${pids[@]}"; do wait "$p"; done # set -e: a failed compile stops here
 # shellcheck disable=SC2046
 g++ -o "$OUT/${NAME}_emu" "${objs[@]}" "$LIBB/libimgd.a" \
     $(pkg-config --libs libcjson libutf8proc libpng libjpeg libwebp libwebpmux openblas zlib) \
     -ldnnl -lm -lpthread -ldl
-if [[ $NAME == test_ops ]]; then
+if [[ ${EMU_BUILD_ONLY:-0} == 1 ]]; then
+    echo "built $OUT/${NAME}_emu"
+elif [[ $NAME == test_ops ]]; then
     "$OUT/test_ops_emu" --backend cuda "$@"
 else
     export IMGD_SHARED_DIR=${IMGD_SHARED_DIR:-$(cd .. && pwd)/shared}
