@@ -86,15 +86,17 @@ struct fiber {
     context                              ctx;
     void                                *stack = nullptr;
     dim3                                 tid;
-    bool                                 done = false;
-    std::vector<async_copy>              open; /* cp.async copies not yet committed */
+    bool                                 done     = false;
+    uint64_t                             shuffles = 0; /* exchange calls in this block */
+    std::vector<async_copy>              open;         /* cp.async copies not yet committed */
     std::vector<std::vector<async_copy>> groups;
 };
 struct block_ctx {
     dim3                       grid, block;
     barrier                    bar;
     std::vector<barrier>       warp_bar;
-    std::vector<double>        slots;
+    std::vector<double>        slots; /* 2 per thread (exchange) */
+    size_t                     block_threads = 0;
     std::vector<uint64_t>      wide; /* CUK_EMU_WIDE per thread (gather) */
     std::vector<float>         mma;  /* CUK_EMU_MMA per warp (cuk_mma16816's A and B) */
     std::vector<unsigned char> dyn;
@@ -154,13 +156,16 @@ template <class T> T *dyn_shared() {
     return reinterpret_cast<T *>(g_block->dyn.data());
 }
 
+/* One barrier per shuffle: the slots alternate between two halves (the lane's count of
+ * shuffles so far picks one), so a lane that has read its value and writes the next
+ * shuffle's cannot overwrite one another lane has still to read: it writes the other half,
+ * and cannot come back to this one before every lane has arrived at the next barrier. */
 template <class T> T exchange(T v, unsigned src_lane) {
-    unsigned w             = tl_lin / 32;
-    g_block->slots[tl_lin] = (double)v;
+    const unsigned w              = tl_lin / 32;
+    const size_t   half           = (cur().shuffles++ & 1) * g_block->block_threads;
+    g_block->slots[half + tl_lin] = (double)v;
     arrive_and_wait(g_block->warp_bar[w]);
-    T r = (T)g_block->slots[w * 32 + src_lane];
-    arrive_and_wait(g_block->warp_bar[w]);
-    return r;
+    return (T)g_block->slots[half + w * 32 + src_lane];
 }
 
 /* Every lane's n (<= CUK_EMU_WIDE) 64-bit values of its warp: all[lane * n + i]. */
@@ -194,9 +199,10 @@ inline void run_block(block_ctx &c, unsigned nt, void (*body)(void *), void *arg
     g_body     = body;
     g_body_arg = arg;
     for (unsigned t = 0; t < nt; t++) {
-        fiber &f = *g_fibers[t];
-        f.tid    = dim3(t % c.block.x, (t / c.block.x) % c.block.y, t / (c.block.x * c.block.y));
-        f.done   = false;
+        fiber &f   = *g_fibers[t];
+        f.tid      = dim3(t % c.block.x, (t / c.block.x) % c.block.y, t / (c.block.x * c.block.y));
+        f.done     = false;
+        f.shuffles = 0;
         f.open.clear();
         f.groups.clear();
         ctx_start(f);
@@ -239,7 +245,8 @@ template <class K> struct launcher {
                     c.warp_bar.resize((nt + 31) / 32);
                     for (unsigned w = 0; w < c.warp_bar.size(); w++)
                         c.warp_bar[w].expected = nt - w * 32 < 32 ? nt - w * 32 : 32;
-                    c.slots.assign(nt, 0.0);
+                    c.block_threads = nt;
+                    c.slots.assign(2 * (size_t)nt, 0.0);
                     c.wide.assign((size_t)nt * CUK_EMU_WIDE, 0);
                     c.mma.assign(c.warp_bar.size() * CUK_EMU_MMA, 0.0f);
                     c.dyn.assign(shmem + 16, 0);

@@ -7,7 +7,8 @@
 #
 #   tests/cuda_emu/run.sh [test_ops arguments, e.g. --op attention]
 #   EMU_TEST=conformance/test_clip_text tests/cuda_emu/run.sh   a conformance test on the
-#                                          emulated cuda backend (IMGD_TEST_BACKEND=cuda)
+#                                          emulated cuda backend (IMGD_TEST_BACKEND=cuda);
+#                                          EMU_TEST may list several, space-separated
 #   EMU_BUILD_ONLY=1 tests/cuda_emu/run.sh  build $LIBB/cuda-emu/<test>_emu, run nothing
 # Environment: IMGD_EMU_LIB_BUILD (a -DIMGD_CUDA=OFF build folder, default build-nocuda),
 # IMGD_SHARED_DIR (default ../shared) for conformance tests.
@@ -44,27 +45,36 @@ for f in src/tensor/cuda/*.cu; do
     compile "$OUT/$(basename "$f" .cu).cu.o" g++ -std=c++20 -O1 -g -x c++ -DCUK_EMU \
         -include tests/cuda_emu/cuda_emu.h "${DEF[@]}" "${INC[@]}" "$f"
 done
-TEST=${EMU_TEST:-ops/test_ops}
-NAME=$(basename "$TEST")
+read -ra TESTS <<<"${EMU_TEST:-ops/test_ops}"
 # host files of the backend; with cuDNN's headers its convolution calls are answered by
 # mock_cudnn.c (the configurations with IMGD_CUDA_CUDNN=0 run im2col), without them conv2d
 # runs im2col only
 for f in src/tensor/cuda/backend.c src/tensor/cuda/exec.c src/tensor/cuda/dispatch.c src/tensor/cuda/matmul.c \
          src/tensor/cuda/conv2d.c src/tensor/cuda/attention_gemm.c src/tensor/cuda/attention_cudnn.c src/tensor/cuda/cudnn_graph.c \
-         src/tensor/cuda/attention_tune.c src/tensor/cuda/tune.c src/tensor/cuda/gemm_lt.c src/tensor/cuda/quant.c src/tensor/backend.c "${MOCKS[@]}" "tests/$TEST.c"; do
+         src/tensor/cuda/attention_tune.c src/tensor/cuda/tune.c src/tensor/cuda/gemm_lt.c src/tensor/cuda/quant.c src/tensor/backend.c "${MOCKS[@]}"; do
     compile "$OUT/$(echo "$f" | tr / _).o" gcc -std=c11 -O1 -g "${HOSTDEF[@]}" "${INC[@]}" "$f"
 done
+shared=("${objs[@]}")
+for t in "${TESTS[@]}"; do
+    objs=()
+    compile "$OUT/$(echo "tests/$t.c" | tr / _).o" gcc -std=c11 -O1 -g "${HOSTDEF[@]}" "${INC[@]}" "tests/$t.c"
+done
 for p in "${pids[@]}"; do wait "$p"; done # set -e: a failed compile stops here
-# shellcheck disable=SC2046
-g++ -o "$OUT/${NAME}_emu" "${objs[@]}" "$LIBB/libimgd.a" \
-    $(pkg-config --libs libcjson libutf8proc libpng libjpeg libwebp libwebpmux openblas zlib) \
-    -ldnnl -lm -lpthread -ldl
-if [[ ${EMU_BUILD_ONLY:-0} == 1 ]]; then
-    echo "built $OUT/${NAME}_emu"
-elif [[ $NAME == test_ops ]]; then
-    "$OUT/test_ops_emu" --backend cuda "$@"
-else
-    export IMGD_SHARED_DIR=${IMGD_SHARED_DIR:-$(cd .. && pwd)/shared}
-    export IMGD_TEST_TMP=${IMGD_TEST_TMP:-/tmp}
-    IMGD_TEST_BACKEND=cuda "$OUT/${NAME}_emu" "$@"
-fi
+export IMGD_SHARED_DIR=${IMGD_SHARED_DIR:-$(cd .. && pwd)/shared}
+export IMGD_TEST_TMP=${IMGD_TEST_TMP:-/tmp}
+rc=0
+for t in "${TESTS[@]}"; do
+    name=$(basename "$t")
+    # shellcheck disable=SC2046
+    g++ -o "$OUT/${name}_emu" "${shared[@]}" "$OUT/$(echo "tests/$t.c" | tr / _).o" "$LIBB/libimgd.a" \
+        $(pkg-config --libs libcjson libutf8proc libpng libjpeg libwebp libwebpmux openblas zlib) \
+        -ldnnl -lm -lpthread -ldl
+    if [[ ${EMU_BUILD_ONLY:-0} == 1 ]]; then
+        echo "built $OUT/${name}_emu"
+    elif [[ $name == test_ops ]]; then
+        "$OUT/test_ops_emu" --backend cuda "$@" || rc=1
+    else
+        IMGD_TEST_BACKEND=cuda "$OUT/${name}_emu" "$@" || rc=1
+    fi
+done
+exit $rc
