@@ -3,8 +3,8 @@
 // machine without a GPU.
 // Blocks run one after another; the threads of a block are fibers that switch at barriers,
 // so __syncthreads and the warp shuffles (exchanged through a per-warp barrier) behave as on
-// a GPU. Function-
-// local __shared__ arrays become statics (shared by the block's threads; blocks never overlap).
+// a GPU. Function-local __shared__ arrays become statics (shared by the block's threads;
+// blocks never overlap).
 #ifndef IMGD_TESTS_CUDA_EMU_H
 #define IMGD_TESTS_CUDA_EMU_H
 
@@ -95,10 +95,9 @@ struct block_ctx {
     dim3                       grid, block;
     barrier                    bar;
     std::vector<barrier>       warp_bar;
-    std::vector<double>        slots; /* 2 per thread (exchange) */
-    size_t                     block_threads = 0;
-    std::vector<uint64_t>      wide; /* CUK_EMU_WIDE per thread (gather) */
-    std::vector<float>         mma;  /* CUK_EMU_MMA per warp (cuk_mma16816's A and B) */
+    std::vector<double>        slots; /* 2 per thread (exchange): two halves */
+    std::vector<uint64_t>      wide;  /* CUK_EMU_WIDE per thread (gather) */
+    std::vector<float>         mma;   /* CUK_EMU_MMA per warp (cuk_mma16816's A and B) */
     std::vector<unsigned char> dyn;
     std::deque<unsigned>       runq;
 };
@@ -162,7 +161,7 @@ template <class T> T *dyn_shared() {
  * and cannot come back to this one before every lane has arrived at the next barrier. */
 template <class T> T exchange(T v, unsigned src_lane) {
     const unsigned w              = tl_lin / 32;
-    const size_t   half           = (cur().shuffles++ & 1) * g_block->block_threads;
+    const size_t   half           = (cur().shuffles++ & 1) * (g_block->slots.size() / 2);
     g_block->slots[half + tl_lin] = (double)v;
     arrive_and_wait(g_block->warp_bar[w]);
     return (T)g_block->slots[half + w * 32 + src_lane];
@@ -235,20 +234,21 @@ template <class K> struct launcher {
         unsigned nt   = block.x * block.y * block.z;
         auto     call = [&] { k(args...); };
         auto     body = [](void *p) { (*static_cast<decltype(call) *>(p))(); };
+        /* one context for the launch: every buffer but dynamic shared memory is written
+         * before it is read, and the barriers are back at zero after each block */
+        block_ctx c;
+        c.grid         = grid;
+        c.block        = block;
+        c.bar.expected = nt;
+        c.warp_bar.resize((nt + 31) / 32);
+        for (unsigned w = 0; w < c.warp_bar.size(); w++)
+            c.warp_bar[w].expected = nt - w * 32 < 32 ? nt - w * 32 : 32;
+        c.slots.assign(2 * (size_t)nt, 0.0);
+        c.wide.assign((size_t)nt * CUK_EMU_WIDE, 0);
+        c.mma.assign(c.warp_bar.size() * CUK_EMU_MMA, 0.0f);
         for (unsigned bz = 0; bz < grid.z; bz++)
             for (unsigned by = 0; by < grid.y; by++)
                 for (unsigned bx = 0; bx < grid.x; bx++) {
-                    block_ctx c;
-                    c.grid         = grid;
-                    c.block        = block;
-                    c.bar.expected = nt;
-                    c.warp_bar.resize((nt + 31) / 32);
-                    for (unsigned w = 0; w < c.warp_bar.size(); w++)
-                        c.warp_bar[w].expected = nt - w * 32 < 32 ? nt - w * 32 : 32;
-                    c.block_threads = nt;
-                    c.slots.assign(2 * (size_t)nt, 0.0);
-                    c.wide.assign((size_t)nt * CUK_EMU_WIDE, 0);
-                    c.mma.assign(c.warp_bar.size() * CUK_EMU_MMA, 0.0f);
                     c.dyn.assign(shmem + 16, 0);
                     tl_bid = dim3(bx, by, bz);
                     run_block(c, nt, body, &call);

@@ -273,14 +273,25 @@ void mock_st(void *p, cudaDataType_t t, int64_t i, float v) {
         ((uint16_t *)p)[i] = t == CUDA_R_16F ? imgd_f32_to_f16(v) : imgd_f32_to_bf16(v);
 }
 
-/* Unpacks op(A) (m x k) and op(B) (k x n), column-major with leading dimensions lda / ldb, to
- * f32 rows over k once, then acc[i + j * m] = sum_p op(A)[i, p] op(B)[p, j] in double. acc
- * has m * n entries; false when out of host memory. */
-static bool gemm_acc(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
-                     const void *A, int64_t lda, const void *B, int64_t ldb, cudaDataType_t t,
-                     double *acc) {
-    float *a = imgd_malloc((size_t)(m * k + 1) * sizeof *a);
-    float *b = imgd_malloc((size_t)(n * k + 1) * sizeof *b);
+/* One GEMM as both cuBLAS stand-ins run it: D = alpha op(A) op(B) + beta C (+ bias per row,
+ * then cuBLASLt's tanh GELU), column-major, C read and D written with leading dimension ldd
+ * (C may be D). op(A) and op(B) are unpacked to f32 rows over k once and accumulated in
+ * double. */
+typedef struct mock_gemm {
+    cublasOperation_t ta, tb;
+    int64_t           m, n, k, lda, ldb, ldd;
+    const void       *A, *B, *C, *bias;
+    void             *D;
+    cudaDataType_t    at, ct;
+    float             alpha, beta;
+    bool              gelu;
+} mock_gemm;
+
+/* false when out of host memory */
+static bool gemm_run(const mock_gemm *g) {
+    const int64_t m = g->m, n = g->n, k = g->k;
+    float        *a = imgd_malloc((size_t)(m * k + 1) * sizeof *a);
+    float        *b = imgd_malloc((size_t)(n * k + 1) * sizeof *b);
     if (!a || !b) {
         imgd_free(a);
         imgd_free(b);
@@ -288,16 +299,24 @@ static bool gemm_acc(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int6
     }
     for (int64_t i = 0; i < m; i++)
         for (int64_t p = 0; p < k; p++)
-            a[i * k + p] = mock_ld(A, t, ta == CUBLAS_OP_N ? i + p * lda : p + i * lda);
+            a[i * k + p] =
+                mock_ld(g->A, g->at, g->ta == CUBLAS_OP_N ? i + p * g->lda : p + i * g->lda);
     for (int64_t j = 0; j < n; j++)
         for (int64_t p = 0; p < k; p++)
-            b[j * k + p] = mock_ld(B, t, tb == CUBLAS_OP_N ? p + j * ldb : j + p * ldb);
+            b[j * k + p] =
+                mock_ld(g->B, g->at, g->tb == CUBLAS_OP_N ? p + j * g->ldb : j + p * g->ldb);
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             const float *ar = a + i * k, *br = b + j * k;
-            double       s = 0;
-            for (int64_t p = 0; p < k; p++) s += (double)ar[p] * (double)br[p];
-            acc[i + j * m] = s;
+            double       v = 0;
+            for (int64_t p = 0; p < k; p++) v += (double)ar[p] * (double)br[p];
+            int64_t ci = i + j * g->ldd;
+            v *= (double)g->alpha;
+            if (g->beta != 0.0f) v += (double)g->beta * (double)mock_ld(g->C, g->ct, ci);
+            if (g->bias) v += (double)mock_ld(g->bias, g->ct, i);
+            if (g->gelu) /* cuBLASLt's GELU: the tanh approximation */
+                v = 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+            mock_st(g->D, g->ct, ci, (float)v);
         }
     imgd_free(a);
     imgd_free(b);
@@ -314,20 +333,26 @@ static int gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                 k, lda, ldb, ldc);
         return 1;
     }
-    double *acc = imgd_malloc((size_t)m * (size_t)n * sizeof *acc + 1);
-    if (!acc || !gemm_acc(ta, tb, m, n, k, A, lda, B, ldb, at, acc)) {
-        imgd_free(acc);
+    const mock_gemm g = {.ta    = ta,
+                         .tb    = tb,
+                         .m     = m,
+                         .n     = n,
+                         .k     = k,
+                         .lda   = lda,
+                         .ldb   = ldb,
+                         .ldd   = ldc,
+                         .A     = A,
+                         .B     = B,
+                         .C     = C,
+                         .D     = C,
+                         .at    = at,
+                         .ct    = ct,
+                         .alpha = alpha,
+                         .beta  = beta};
+    if (!gemm_run(&g)) {
         fprintf(stderr, "mock cuBLAS: out of host memory\n");
         return 1;
     }
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) {
-            int64_t ci = i + (int64_t)j * ldc;
-            double  v  = acc[i + (int64_t)j * m] * (double)alpha;
-            mock_st(C, ct, ci,
-                    (float)(beta == 0.0f ? v : v + (double)beta * (double)mock_ld(C, ct, ci)));
-        }
-    imgd_free(acc);
     return 0;
 }
 
@@ -571,32 +596,28 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     bool     with_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_BIAS;
     bool     gelu      = epi == CUBLASLT_EPILOGUE_GELU || epi == CUBLASLT_EPILOGUE_GELU_BIAS;
     size_t   es = at == CUDA_R_32F ? 4 : 2, cs = ct == CUDA_R_32F ? 4 : 2;
-    float    al = *(const float *)alpha, be = *(const float *)beta;
-    double  *acc = imgd_malloc((size_t)(m * n) * sizeof *acc + 1);
-    if (!acc) return CUBLAS_STATUS_ALLOC_FAILED;
     for (int64_t bt = 0; bt < batches; bt++) {
-        const char *pa  = (const char *)A + bt * (int64_t)la->data[LD_STRIDE] * (int64_t)es;
-        const char *pb  = (const char *)B + bt * (int64_t)lb->data[LD_STRIDE] * (int64_t)es;
-        char       *pd  = (char *)D + bt * (int64_t)ldl->data[LD_STRIDE] * (int64_t)cs;
-        const char *pc  = (const char *)C + bt * (int64_t)ldl->data[LD_STRIDE] * (int64_t)cs;
-        int64_t     lda = (int64_t)la->data[LD_LD], ldb = (int64_t)lb->data[LD_LD];
-        int64_t     ldd = (int64_t)ldl->data[LD_LD];
-        if (!gemm_acc(ta, tb, m, n, k, pa, lda, pb, ldb, at, acc)) {
-            imgd_free(acc);
-            return CUBLAS_STATUS_ALLOC_FAILED;
-        }
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) {
-                int64_t ci = i + j * ldd;
-                double  v  = acc[i + j * m] * (double)al;
-                if (be != 0.0f) v += (double)be * (double)mock_ld(pc, ct, ci);
-                if (with_bias) v += (double)mock_ld(bias, ct, i);
-                /* cuBLASLt's GELU: the tanh approximation */
-                if (gelu)
-                    v = 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
-                mock_st(pd, ct, ci, (float)v);
-            }
+        const int64_t   st_a = (int64_t)la->data[LD_STRIDE], st_b = (int64_t)lb->data[LD_STRIDE];
+        const int64_t   st_d = (int64_t)ldl->data[LD_STRIDE];
+        const mock_gemm g    = {.ta    = ta,
+                                .tb    = tb,
+                                .m     = m,
+                                .n     = n,
+                                .k     = k,
+                                .lda   = (int64_t)la->data[LD_LD],
+                                .ldb   = (int64_t)lb->data[LD_LD],
+                                .ldd   = (int64_t)ldl->data[LD_LD],
+                                .A     = (const char *)A + bt * st_a * (int64_t)es,
+                                .B     = (const char *)B + bt * st_b * (int64_t)es,
+                                .C     = (const char *)C + bt * st_d * (int64_t)cs,
+                                .bias  = with_bias ? bias : NULL,
+                                .D     = (char *)D + bt * st_d * (int64_t)cs,
+                                .at    = at,
+                                .ct    = ct,
+                                .alpha = *(const float *)alpha,
+                                .beta  = *(const float *)beta,
+                                .gelu  = gelu};
+        if (!gemm_run(&g)) return CUBLAS_STATUS_ALLOC_FAILED;
     }
-    imgd_free(acc);
     return CUBLAS_STATUS_SUCCESS;
 }
