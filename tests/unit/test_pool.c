@@ -1,5 +1,6 @@
 /* base.pool: every index runs exactly once, chunks are contiguous, nesting runs inline. */
 #include <stdatomic.h>
+#include <string.h>
 
 #include "base/alloc.h"
 #include "base/pool.h"
@@ -148,6 +149,46 @@ static void test_pool_many_back_to_back_runs(void) {
     imgd_pool_free(p);
 }
 
+/* More participants than cores, so workers are often not running when a run starts and
+ * chunks are taken by whoever comes first, late workers included: every index still runs
+ * once per run, and no tid is given twice within a run. */
+typedef struct stress_ctx {
+    atomic_int hits[600];
+    atomic_int tid_calls[8];
+    bool       dynamic;
+} stress_ctx;
+
+static void stress_fn(void *p, size_t b, size_t e, uint32_t tid) {
+    stress_ctx *c = p;
+    if (tid < 8 && !c->dynamic) atomic_fetch_add(&c->tid_calls[tid], 1);
+    for (size_t i = b; i < e; i++) atomic_fetch_add(&c->hits[i], 1);
+}
+
+static void test_pool_oversubscribed_runs_each_index_once(void) {
+    imgd_pool *p = NULL;
+    CHECK_STATUS(imgd_pool_new(8, &p), IMGD_OK);
+    stress_ctx *c = imgd_calloc(1, sizeof *c);
+    CHECK(c != NULL);
+    int bad_cover = 0, bad_tid = 0;
+    for (int r = 0; c && r < 3000; r++) {
+        size_t n = (size_t)(r * 37 % 599) + 1;
+        memset(c, 0, sizeof *c);
+        c->dynamic = r % 3 == 2;
+        if (c->dynamic)
+            imgd_pool_run_dynamic(p, n, (size_t)(r % 5), stress_fn, c);
+        else
+            imgd_pool_run_tid(p, n, stress_fn, c);
+        for (size_t i = 0; i < 600; i++)
+            if (atomic_load(&c->hits[i]) != (i < n ? 1 : 0)) bad_cover++;
+        for (int t = 0; t < 8; t++)
+            if (atomic_load(&c->tid_calls[t]) > 1) bad_tid++;
+    }
+    CHECK_EQ_INT(bad_cover, 0);
+    CHECK_EQ_INT(bad_tid, 0);
+    imgd_free(c);
+    imgd_pool_free(p);
+}
+
 static void test_pool_dynamic_claims_cover_range_once(void) {
     imgd_pool *p = NULL;
     CHECK_STATUS(imgd_pool_new(3, &p), IMGD_OK);
@@ -178,6 +219,7 @@ int main(void) {
     RUN(test_pool_single_thread_and_null_run_inline);
     RUN(test_pool_many_back_to_back_runs);
     RUN(test_pool_dynamic_claims_cover_range_once);
+    RUN(test_pool_oversubscribed_runs_each_index_once);
     RUN(test_pool_rejects_bad_args);
     TEST_END();
 }
