@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -78,6 +79,17 @@ bool imgd_path_is_dir(const char *path) {
 bool imgd_path_is_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool imgd_path_is_file_in(const char *dir, const char *name) {
+    char   p[PATH_MAX];
+    size_t la = strlen(dir), lb = strlen(name);
+    bool   sep = la > 0 && dir[la - 1] != '/';
+    if (la + (sep ? 1 : 0) + lb + 1 > sizeof p) return false;
+    memcpy(p, dir, la);
+    if (sep) p[la++] = '/';
+    memcpy(p + la, name, lb + 1);
+    return imgd_path_is_file(p);
 }
 
 imgd_status imgd_file_read_all(const char *path, size_t cap, char **out, size_t *len) {

@@ -21,6 +21,9 @@ void imgd_map_advise_sequential(const imgd_map *m);
 bool imgd_path_is_dir(const char *path);
 /* True when path names an existing regular file. */
 bool imgd_path_is_file(const char *path);
+/* True when dir/name names an existing regular file. Allocates nothing, so a missing file
+ * is never an out-of-memory in disguise (a joined path over PATH_MAX does not exist). */
+bool imgd_path_is_file_in(const char *dir, const char *name);
 
 /* Reads a whole small file into a NUL-terminated heap buffer, refusing files over cap. */
 imgd_status imgd_file_read_all(const char *path, size_t cap, char **out, size_t *len);

@@ -27,13 +27,6 @@ static const char *const k_configs[] = {"config.json", "scheduler_config.json"};
 
 /* ---- file discovery --------------------------------------------------------------- */
 
-static bool exists_in(const char *dir, const char *file) {
-    char *p  = imgd_path_join(dir, file);
-    bool  ok = p && imgd_path_is_file(p);
-    imgd_free(p);
-    return ok;
-}
-
 typedef struct found {
     char name[512];
     bool is_index;
@@ -52,7 +45,7 @@ static bool try_names(const char *dir, const char *stem, const char *ext, const 
         imgd_fmt(cand[n++], sizeof cand[0], "%s.%s.index.json", stem, ext);
     }
     for (int i = 0; i < n; i++) {
-        if (exists_in(dir, cand[i])) {
+        if (imgd_path_is_file_in(dir, cand[i])) {
             memcpy(f->name, cand[i], sizeof f->name);
             f->is_index = strstr(cand[i], ".index") != NULL;
             return true;
@@ -174,7 +167,7 @@ done:
 
 static imgd_status keep_configs(const char *dir, const char *prefix, imgd_weights *w) {
     for (size_t i = 0; i < IMGD_ARRAY_LEN(k_configs); i++) {
-        if (!exists_in(dir, k_configs[i])) continue;
+        if (!imgd_path_is_file_in(dir, k_configs[i])) continue;
         char       *p = imgd_path_join(dir, k_configs[i]), *text = NULL;
         cJSON      *j  = NULL;
         imgd_status st = p ? imgd_file_read_all(p, CONFIG_MAX, &text, NULL)
@@ -264,7 +257,7 @@ static imgd_status read_pipeline(const char *dir, const imgd_open_limits *lim, i
             st = keep_configs(sub, prefix, w);
             if (st == IMGD_OK) st = read_component(sub, prefix, lim, w, &none);
             if (st == IMGD_OK && !none) with_weights++;
-            if (st == IMGD_OK && none && exists_in(sub, "config.json"))
+            if (st == IMGD_OK && none && imgd_path_is_file_in(sub, "config.json"))
                 st = imgd_fail(IMGD_E_FORMAT,
                                "%s: component has config.json but no weights (expected e.g. "
                                "diffusion_pytorch_model.safetensors or model.safetensors); the "
@@ -286,7 +279,7 @@ static imgd_status read_pipeline(const char *dir, const imgd_open_limits *lim, i
 }
 
 imgd_status imgd_diffusers_read(const char *dir, const imgd_open_limits *lim, imgd_weights *w) {
-    if (exists_in(dir, "model_index.json")) return read_pipeline(dir, lim, w);
+    if (imgd_path_is_file_in(dir, "model_index.json")) return read_pipeline(dir, lim, w);
     bool        none = false;
     imgd_status st   = keep_configs(dir, "", w);
     if (st == IMGD_OK) st = read_component(dir, "", lim, w, &none);

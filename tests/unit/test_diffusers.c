@@ -4,6 +4,15 @@
 #include "formats/weights.h"
 #include "test.h"
 
+/* Opening must fail with status `want`; frees what it opened if it did not (an injected
+ * allocation failure can turn an expected error into a success, which must not leak). */
+#define CHECK_OPEN_FAILS(dir, params, want)                                                        \
+    do {                                                                                           \
+        imgd_weights *w_ = NULL;                                                                   \
+        CHECK_STATUS(imgd_weights_open((dir), (params), &w_), (want));                             \
+        imgd_weights_free(w_);                                                                     \
+    } while (0)
+
 static char g_root[512];
 
 static void sub(char *out, size_t cap, const char *rel) {
@@ -67,7 +76,7 @@ static void test_diffusers_variant_selects_fp16_files(void) {
     p.variant          = "fp16";
     imgd_weights *w    = NULL;
     /* vae has no fp16 file: a clear error naming the variant. */
-    CHECK_STATUS(imgd_weights_open(g_root, &p, &w), IMGD_E_INVALID_ARG);
+    CHECK_OPEN_FAILS(g_root, &p, IMGD_E_INVALID_ARG);
     CHECK(strstr(imgd_last_error(), "fp16") != NULL);
     char        path[1024];
     const char *vn[] = {"decoder.conv_out.weight"};
@@ -123,18 +132,18 @@ static void test_diffusers_reads_sharded_index(void) {
     fx_write_text(path, "diffusion_pytorch_model.safetensors.index.json",
                   "{\"weight_map\":{\"a.weight\":\"diffusion_pytorch_model-00001-of-00002."
                   "safetensors\",\"zzz\":\"diffusion_pytorch_model-00002-of-00002.safetensors\"}}");
-    CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_E_FORMAT);
+    CHECK_OPEN_FAILS(g_root, NULL, IMGD_E_FORMAT);
     CHECK(strstr(imgd_last_error(), "zzz") != NULL);
 
     /* A shard path escaping the folder. */
     fx_write_text(path, "diffusion_pytorch_model.safetensors.index.json",
                   "{\"weight_map\":{\"a.weight\":\"../vae/diffusion_pytorch_model.safetensors\"}}");
-    CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_E_FORMAT);
+    CHECK_OPEN_FAILS(g_root, NULL, IMGD_E_FORMAT);
     CHECK(strstr(imgd_last_error(), "same folder") != NULL);
 
     /* No weight_map at all. */
     fx_write_text(path, "diffusion_pytorch_model.safetensors.index.json", "{\"metadata\":{}}");
-    CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_E_FORMAT);
+    CHECK_OPEN_FAILS(g_root, NULL, IMGD_E_FORMAT);
     CHECK(strstr(imgd_last_error(), "weight_map") != NULL);
 }
 
@@ -157,19 +166,17 @@ static void test_diffusers_rejects_config_without_weights(void) {
     char path[1024];
     sub(path, sizeof path, "vae/diffusion_pytorch_model.safetensors");
     CHECK(remove(path) == 0);
-    imgd_weights *w = NULL;
-    CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_E_FORMAT);
+    CHECK_OPEN_FAILS(g_root, NULL, IMGD_E_FORMAT);
     CHECK(strstr(imgd_last_error(), "no weights") != NULL);
 }
 
 static void test_diffusers_rejects_bad_model_index(void) {
     make_pipeline();
     fx_write_text(g_root, "model_index.json", "{\"unet\": [\"diffusers\"");
-    imgd_weights *w = NULL;
-    CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_E_FORMAT);
+    CHECK_OPEN_FAILS(g_root, NULL, IMGD_E_FORMAT);
     CHECK(strstr(imgd_last_error(), "model_index.json") != NULL);
     fx_write_text(g_root, "model_index.json", "{\"_class_name\":\"X\"}");
-    CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_E_FORMAT);
+    CHECK_OPEN_FAILS(g_root, NULL, IMGD_E_FORMAT);
     CHECK(strstr(imgd_last_error(), "no component") != NULL);
 }
 
@@ -179,8 +186,7 @@ static void test_diffusers_rejects_empty_folder(void) {
     fx_rmtree(g_root);
     fx_mkdir(g_root);
     fx_mkdir(path);
-    imgd_weights *w = NULL;
-    CHECK_STATUS(imgd_weights_open(path, NULL, &w), IMGD_E_FORMAT);
+    CHECK_OPEN_FAILS(path, NULL, IMGD_E_FORMAT);
     CHECK(strstr(imgd_last_error(), "not a model folder") != NULL);
 }
 
@@ -189,8 +195,7 @@ static void test_diffusers_bad_component_file_names_component(void) {
     char path[1024];
     sub(path, sizeof path, "vae/diffusion_pytorch_model.safetensors");
     tu_write_file(path, "\x10\0\0\0\0\0\0\0{\"a\":{}}        ", 24);
-    imgd_weights *w = NULL;
-    CHECK_STATUS(imgd_weights_open(g_root, NULL, &w), IMGD_E_FORMAT);
+    CHECK_OPEN_FAILS(g_root, NULL, IMGD_E_FORMAT);
     CHECK(strstr(imgd_last_error(), "vae/diffusion_pytorch_model.safetensors") != NULL);
 }
 
