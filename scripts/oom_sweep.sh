@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # OOM-injection sweep (STYLE X6): run one test executable with IMGD_FAIL_ALLOC_AT=1..N
-# under an ASan+UBSan build configured with -DIMGD_ALLOC_DEBUG=ON.
+# under an ASan+UBSan build configured with -DIMGD_ALLOC_DEBUG=ON. A first run counts the
+# test's allocations: a test that makes fewer than N is swept over all of them, one that
+# makes more also at IMGD_OOM_SPREAD (default 50) points spread over the rest.
 #
 #   scripts/oom_sweep.sh BUILD_DIR TEST_NAME N
 #
@@ -72,7 +74,27 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=$SAN_EXIT"
 export LSAN_OPTIONS="exitcode=$SAN_EXIT"
 
 jobs_max=${IMGD_OOM_JOBS:-$(nproc 2>/dev/null || echo 2)}
-echo "oom_sweep: $exe, IMGD_FAIL_ALLOC_AT=1..$n ($jobs_max at a time)"
+
+# How many allocations the test makes (IMGD_ALLOC_REPORT=1 prints each process's count at
+# exit; the largest counts). The injection points: the first N allocations (all of them when
+# there are fewer: a point past the count would only repeat a normal run), and when there
+# are more, IMGD_OOM_SPREAD (default 50) points spread evenly over the rest, so the failure
+# paths of the test's later cases are reached too. No count (no allocation, or a build
+# without the report): 1..N.
+spread=${IMGD_OOM_SPREAD:-50}
+count=$( (IMGD_ALLOC_REPORT=1 timeout -k 5 "$timeout_s" bash "$work/run.sh" 2>&1 || true) |
+    sed -n 's/^imgd_alloc_count=\([0-9][0-9]*\)$/\1/p' | sort -n | tail -n 1)
+points=()
+last=$n
+[[ -n $count ]] && ((count < n)) && last=$count
+for ((i = 1; i <= last; i++)); do points+=("$i"); done
+what="1..$last"
+if [[ -n $count ]] && ((count > n && spread > 0)); then
+    ((spread > count - n)) && spread=$((count - n))
+    for ((k = 1; k <= spread; k++)); do points+=($((n + (k * (count - n) + spread - 1) / spread))); done
+    what="$what and $spread points spread over $((n + 1))..$count"
+fi
+echo "oom_sweep: $exe (${count:-an unknown number of} allocations), IMGD_FAIL_ALLOC_AT=$what ($jobs_max at a time)"
 
 # Runs every injection point, jobs_max at a time; each leaves its output and exit code.
 run_one() {
@@ -81,7 +103,7 @@ run_one() {
     echo "$rc" >"$work/rc.$i"
 }
 running=0
-for ((i = 1; i <= n; i++)); do
+for i in "${points[@]}"; do
     run_one "$i" &
     running=$((running + 1))
     if ((running >= jobs_max)); then
@@ -92,7 +114,7 @@ done
 wait || true
 
 pass=0 normal_fail=0 bad=0 bad_list=()
-for ((i = 1; i <= n; i++)); do
+for i in "${points[@]}"; do
     log="$work/out.$i"
     rc=$(cat "$work/rc.$i" 2>/dev/null || echo 255)
     why=""
@@ -126,7 +148,7 @@ for ((i = 1; i <= n; i++)); do
         normal_fail=$((normal_fail + 1))
     fi
 done
-echo "oom_sweep: $name: $n runs: $pass passed, $normal_fail failed cleanly, $bad crashed/leaked/sanitizer"
+echo "oom_sweep: $name: ${#points[@]} runs: $pass passed, $normal_fail failed cleanly, $bad crashed/leaked/sanitizer"
 if ((bad > 0)); then
     echo "oom_sweep: FAILED at IMGD_FAIL_ALLOC_AT=${bad_list[*]}"
     exit 1

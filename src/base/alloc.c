@@ -1,9 +1,11 @@
 /* The only file that calls the C allocator. Each block carries a 16-byte header with its
  * size so the in-use counter is exact. With IMGD_ALLOC_DEBUG, IMGD_FAIL_ALLOC_AT=N makes
- * the N-th allocation (1-based) fail, for OOM-path testing. */
+ * the N-th allocation (1-based) fail, for OOM-path testing, and IMGD_ALLOC_REPORT=1 prints
+ * how many allocations the process made when it exits. */
 #include "base/alloc.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,13 +16,31 @@ static atomic_uint_fast64_t g_in_use;
 #ifdef IMGD_ALLOC_DEBUG
 static atomic_long g_alloc_count;
 static long        g_fail_at = -1;
-static atomic_int  g_fail_init;
+static atomic_int  g_fail_init; /* 0: not read yet, 1: being read, 2: ready */
 
-static bool should_fail(void) {
-    if (atomic_exchange(&g_fail_init, 1) == 0) {
+static void report_count(void) {
+    fprintf(stderr, "imgd_alloc_count=%ld\n", (long)atomic_load(&g_alloc_count));
+}
+
+/* Reads the environment once: IMGD_FAIL_ALLOC_AT, and IMGD_ALLOC_REPORT=1, which prints the
+ * number of allocations made at exit (the OOM sweep stops there: later injection points
+ * would never be reached). Other threads wait until it is done. */
+static void debug_init(void) {
+    int state = 0;
+    if (atomic_compare_exchange_strong(&g_fail_init, &state, 1)) {
         const char *e = getenv("IMGD_FAIL_ALLOC_AT");
         g_fail_at     = e ? strtol(e, NULL, 10) : -1;
+        e             = getenv("IMGD_ALLOC_REPORT");
+        if (e && strcmp(e, "1") == 0) (void)atexit(report_count);
+        atomic_store(&g_fail_init, 2);
+        return;
     }
+    while (atomic_load(&g_fail_init) != 2) {
+    }
+}
+
+static bool should_fail(void) {
+    if (atomic_load_explicit(&g_fail_init, memory_order_acquire) != 2) debug_init();
     long n = atomic_fetch_add(&g_alloc_count, 1) + 1;
     return g_fail_at > 0 && n == g_fail_at;
 }
