@@ -12,7 +12,7 @@
  * values are seed + index. Returns 0 on success. */
 static inline int fx_safetensors(const char *path, const char *const *names, int n, int rows,
                                  float seed, const char *meta_k, const char *meta_v) {
-    imgd_st_entry e[16];
+    imgd_st_entry e[16] = {0};
     if (n > 16) return -1;
     for (int i = 0; i < n; i++) {
         memset(&e[i], 0, sizeof e[i]);

@@ -303,7 +303,7 @@ static int64_t syn_numel(const syn *t) {
 }
 
 static bool write_syn(const char *path, syn *t, int n, const char *mk, const char *mv) {
-    imgd_st_entry e[16];
+    imgd_st_entry e[16] = {0};
     for (int i = 0; i < n; i++) {
         memset(&e[i], 0, sizeof e[i]);
         e[i].name   = t[i].name;
