@@ -16,30 +16,6 @@
 
 /* ---- element access ------------------------------------------------------------------ */
 
-double ref_load(const imgd_tensor *t, int64_t off) {
-    const unsigned char *p = t->data;
-    switch (t->dtype) {
-    case IMGD_DTYPE_F32: {
-        float v;
-        memcpy(&v, p + off * 4, 4);
-        return (double)v;
-    }
-    case IMGD_DTYPE_F16: {
-        uint16_t h;
-        memcpy(&h, p + off * 2, 2);
-        return (double)imgd_f16_to_f32(h);
-    }
-    case IMGD_DTYPE_BF16: {
-        uint16_t h;
-        memcpy(&h, p + off * 2, 2);
-        return (double)imgd_bf16_to_f32(h);
-    }
-    default:
-        IMGD_ASSERT(false); /* supports_op admits f32/f16/bf16 only */
-        return 0;
-    }
-}
-
 void ref_store(const imgd_tensor *t, int64_t off, double v) {
     unsigned char *p = t->data;
     float          f = (float)v;
