@@ -240,36 +240,18 @@ static void add_mask(const attn_ctx *c, float *s, int64_t b, int64_t h, int64_t 
             s[j * BQ + i] += m[(i0 + i) * c->ms[2] + (j0 + j) * c->ms[3]];
 }
 
-static void key_block(const attn_ctx *c, const float *k, const float *qt, float *s, int64_t kb) {
+/* The AVX-512 micro-kernel when the CPU has it, else the portable one. */
 #ifdef ATTN_AVX512
-    if (c->avx512) {
-        scores_avx512(c, k, qt, s, kb);
-        return;
-    }
+#    define DISPATCH(c, AVX512_CALL, PORTABLE_CALL)                                                \
+        do {                                                                                       \
+            if ((c)->avx512)                                                                       \
+                AVX512_CALL;                                                                       \
+            else                                                                                   \
+                PORTABLE_CALL;                                                                     \
+        } while (0)
+#else
+#    define DISPATCH(c, AVX512_CALL, PORTABLE_CALL) PORTABLE_CALL
 #endif
-    scores_c(c, k, qt, s, kb);
-}
-
-static void value_block(const attn_ctx *c, const float *v, const float *p, float *ot, int64_t kb) {
-#ifdef ATTN_AVX512
-    if (c->avx512) {
-        pv_avx512(c, v, p, ot, kb);
-        return;
-    }
-#endif
-    pv_c(c, v, p, ot, kb);
-}
-
-static void softmax_block(const attn_ctx *c, float *s, int64_t kb, float *m, float *l,
-                          float *corr) {
-#ifdef ATTN_AVX512
-    if (c->avx512) {
-        softmax_avx512(s, kb, m, l, corr);
-        return;
-    }
-#endif
-    softmax_tile(s, kb, m, l, corr);
-}
 
 static void query_block(const attn_ctx *c, size_t task, float *ws) {
     size_t  per_bh = c->q_blocks;
@@ -290,12 +272,13 @@ static void query_block(const attn_ctx *c, size_t task, float *ws) {
     const float *k = c->k + b * c->ks[0] + h * c->ks[2];
     const float *v = c->v + b * c->vs[0] + h * c->vs[2];
     for (int64_t j0 = 0; j0 < c->Lk; j0 += BK) {
-        int64_t kb = IMGD_MIN((int64_t)BK, c->Lk - j0);
-        key_block(c, k + j0 * c->ks[1], qt, s, kb);
+        int64_t      kb = IMGD_MIN((int64_t)BK, c->Lk - j0);
+        const float *kj = k + j0 * c->ks[1], *vj = v + j0 * c->vs[1];
+        DISPATCH(c, scores_avx512(c, kj, qt, s, kb), scores_c(c, kj, qt, s, kb));
         if (c->mask) add_mask(c, s, b, h, i0, qb, j0, kb);
-        softmax_block(c, s, kb, m, l, corr);
+        DISPATCH(c, softmax_avx512(s, kb, m, l, corr), softmax_tile(s, kb, m, l, corr));
         scale_rows(ot, c->Dv, corr);
-        value_block(c, v + j0 * c->vs[1], s, ot, kb);
+        DISPATCH(c, pv_avx512(c, vj, s, ot, kb), pv_c(c, vj, s, ot, kb));
     }
     /* out[b, i, h, e] = OT[e][i] / l[i] */
     for (int64_t i = 0; i < qb; i++) {
