@@ -179,24 +179,23 @@ AVX512_FN static inline __attribute__((always_inline)) __m512 exp512(__m512 x) {
 /* softmax_tile on the four lane vectors of a query block (the same update, vectorised by
  * hand so it does not depend on the compiler's vectoriser). */
 AVX512_FN static void softmax_avx512(float *s, int64_t kb, float *m, float *l, float *corr) {
-    for (int x = 0; x < BQ / 16; x++) {
-        __m512 mo = _mm512_loadu_ps(m + 16 * x), mn = mo;
-        for (int64_t j = 0; j < kb; j++)
-            mn = _mm512_max_ps(_mm512_loadu_ps(s + j * BQ + 16 * x), mn);
+    for (int64_t x0 = 0; x0 < BQ; x0 += 16) {
+        __m512 mo = _mm512_loadu_ps(m + x0), mn = mo;
+        for (int64_t j = 0; j < kb; j++) mn = _mm512_max_ps(_mm512_loadu_ps(s + j * BQ + x0), mn);
         /* a query whose keys are all masked so far keeps reference 0 */
         __mmask16 none = _mm512_cmp_ps_mask(mn, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
         __m512    ref  = _mm512_mask_mov_ps(mn, none, _mm512_setzero_ps());
         __m512    cr   = exp512(_mm512_sub_ps(mo, ref));
-        __m512    sum  = _mm512_mul_ps(_mm512_loadu_ps(l + 16 * x), cr);
-        _mm512_storeu_ps(corr + 16 * x, cr);
-        _mm512_storeu_ps(m + 16 * x, mn);
+        __m512    sum  = _mm512_mul_ps(_mm512_loadu_ps(l + x0), cr);
+        _mm512_storeu_ps(corr + x0, cr);
+        _mm512_storeu_ps(m + x0, mn);
         for (int64_t j = 0; j < kb; j++) {
-            float *sj = s + j * BQ + 16 * x;
+            float *sj = s + j * BQ + x0;
             __m512 p  = exp512(_mm512_sub_ps(_mm512_loadu_ps(sj), ref));
             _mm512_storeu_ps(sj, p);
             sum = _mm512_add_ps(sum, p);
         }
-        _mm512_storeu_ps(l + 16 * x, sum);
+        _mm512_storeu_ps(l + x0, sum);
     }
 }
 #endif
@@ -245,12 +244,12 @@ static void add_mask(const attn_ctx *c, float *s, int64_t b, int64_t h, int64_t 
 #    define DISPATCH(c, AVX512_CALL, PORTABLE_CALL)                                                \
         do {                                                                                       \
             if ((c)->avx512)                                                                       \
-                AVX512_CALL;                                                                       \
+                (AVX512_CALL);                                                                     \
             else                                                                                   \
-                PORTABLE_CALL;                                                                     \
+                (PORTABLE_CALL);                                                                   \
         } while (0)
 #else
-#    define DISPATCH(c, AVX512_CALL, PORTABLE_CALL) PORTABLE_CALL
+#    define DISPATCH(c, AVX512_CALL, PORTABLE_CALL) (PORTABLE_CALL)
 #endif
 
 static void query_block(const attn_ctx *c, size_t task, float *ws) {
