@@ -1,16 +1,5 @@
-/* Persistent thread pool. A run is cut into chunks (static: one per participant; dynamic:
- * `grain` indices each) that participants claim from one atomic word holding the run's
- * sequence number and the next unclaimed chunk, so a chunk is done by whoever gets to it
- * first: a worker that has not been scheduled yet (the cores busy with another process, or
- * with OpenMP threads spinning after a oneDNN call) holds up nobody, because the caller
- * takes its chunk. The caller waits only for chunks already being run.
- *
- * Claims are a compare-and-swap on (sequence << CLAIM_BITS | next). Starting a run first moves the
- * word to (new sequence, CLAIM_CLOSED), then writes the run's parameters, then opens it with
- * (new sequence, 0): a worker still holding a word of an earlier run fails its swap, so it
- * never takes a chunk index against the wrong run. A claimed chunk keeps its run alive (the
- * caller waits for it), so the parameters read after a successful claim are that run's.
- * Workers spin for a short while before sleeping on a condvar. */
+/* Persistent thread pool: one generation counter wakes the workers, one atomic counter
+ * reports completion. Workers spin for a short while before sleeping on a condvar. */
 #include "base/pool.h"
 
 #include <pthread.h>
@@ -25,11 +14,6 @@
 /* Spin iterations before sleeping: long enough to catch the next kernel of a graph,
  * short enough (tens of microseconds) not to steal a core from oneDNN/OpenBLAS. */
 #define POOL_SPIN 2000
-/* The claim word: the run's sequence number above CLAIM_BITS bits of next chunk. 40 bits of
- * sequence cannot wrap round while a worker holds a stale word. CLAIM_CLOSED is the next
- * chunk while a run's parameters are being written. */
-#define CLAIM_BITS   24
-#define CLAIM_CLOSED ((1u << CLAIM_BITS) - 1u)
 
 typedef struct worker {
     imgd_pool *pool;
@@ -47,20 +31,18 @@ struct imgd_pool {
     pthread_cond_t  wake;     /* workers wait here for a new generation */
     pthread_cond_t  done_cv;  /* the caller waits here for completion */
 
-    atomic_uint_fast64_t gen;      /* incremented once per run, after the run is open */
-    atomic_uint_fast64_t claim;    /* sequence << CLAIM_BITS | next unclaimed chunk */
-    atomic_uint          n_chunks; /* chunks of the current run (< CLAIM_CLOSED) */
-    atomic_uint          done;     /* chunks of the current run finished */
+    atomic_uint_fast64_t gen;     /* incremented once per run */
+    atomic_uint          pending; /* workers that have not finished the current run */
     atomic_bool          quit;
     bool                 caller_sleeping;
 
-    /* the current run: written before it is opened, read after a successful claim */
-    uint64_t         seq;
-    size_t           n_items;
-    size_t           grain; /* 0: static chunks (chunk i is participant i's share) */
-    imgd_pool_fn     fn;
-    imgd_pool_tid_fn fn_tid;
-    void            *ctx;
+    /* the current run (written before gen is bumped, read after) */
+    size_t               n_items;
+    size_t               grain; /* 0: static chunks; else dynamic claims of this size */
+    atomic_uint_fast64_t next;  /* dynamic: next unclaimed index */
+    imgd_pool_fn         fn;
+    imgd_pool_tid_fn     fn_tid;
+    void                *ctx;
 };
 
 static _Thread_local bool g_in_pool_task;
@@ -71,53 +53,24 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Claims the next chunk of whatever run is open; false when there is none left. */
-static bool claim_chunk(imgd_pool *p, uint32_t *chunk) {
-    uint64_t v = atomic_load_explicit(&p->claim, memory_order_acquire);
-    for (;;) {
-        /* acquire: a count written for a newer run comes with that run's closed word */
-        uint32_t idx = (uint32_t)(v & CLAIM_CLOSED);
-        if (idx >= atomic_load_explicit(&p->n_chunks, memory_order_acquire)) return false;
-        if (atomic_compare_exchange_weak_explicit(&p->claim, &v, v + 1, memory_order_acq_rel,
-                                                  memory_order_acquire)) {
-            *chunk = idx;
-            return true;
-        }
-    }
-}
-
-/* Runs one claimed chunk; tid is the participant (dynamic runs) or the chunk (static). */
-static void run_claimed(imgd_pool *p, uint32_t chunk, uint32_t participant) {
-    size_t n = p->n_items, b, e;
+static void run_chunk(imgd_pool *p, uint32_t tid) {
     if (p->grain) {
-        b = (size_t)chunk * p->grain;
-        e = b + p->grain < n ? b + p->grain : n;
-        p->fn_tid(p->ctx, b, e, participant);
-    } else {
-        /* balanced split: the first n % T chunks get one extra index */
-        size_t t = atomic_load_explicit(&p->n_chunks, memory_order_relaxed), q = n / t, r = n % t;
-        b = q * chunk + (chunk < r ? chunk : r);
-        e = b + q + (chunk < r ? 1 : 0);
-        if (p->fn_tid)
-            p->fn_tid(p->ctx, b, e, chunk);
-        else
-            p->fn(p->ctx, b, e);
-    }
-}
-
-/* Claims and runs chunks until the run has none left; wakes the caller after the last. */
-static void work(imgd_pool *p, uint32_t participant, bool is_caller) {
-    uint32_t chunk;
-    while (claim_chunk(p, &chunk)) {
-        run_claimed(p, chunk, participant);
-        uint32_t total = atomic_load_explicit(&p->n_chunks, memory_order_relaxed);
-        if (atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel) + 1 >= total &&
-            !is_caller) {
-            pthread_mutex_lock(&p->mu);
-            if (p->caller_sleeping) pthread_cond_signal(&p->done_cv);
-            pthread_mutex_unlock(&p->mu);
+        for (;;) {
+            size_t b = (size_t)atomic_fetch_add_explicit(&p->next, p->grain, memory_order_relaxed);
+            if (b >= p->n_items) return;
+            size_t e = b + p->grain < p->n_items ? b + p->grain : p->n_items;
+            p->fn_tid(p->ctx, b, e, tid);
         }
     }
+    /* balanced split: the first n % T chunks get one extra index */
+    size_t n = p->n_items, t = p->n, q = n / t, r = n % t;
+    size_t b = q * tid + (tid < r ? tid : r);
+    size_t e = b + q + (tid < r ? 1 : 0);
+    if (b >= e) return;
+    if (p->fn_tid)
+        p->fn_tid(p->ctx, b, e, tid);
+    else
+        p->fn(p->ctx, b, e);
 }
 
 /* Waits until gen differs from seen (or quit); returns the new generation. */
@@ -138,14 +91,19 @@ static uint64_t wait_gen(imgd_pool *p, uint64_t seen) {
 static void *worker_main(void *arg) {
     worker    *w = arg;
     imgd_pool *p = w->pool;
-    /* gen is 0 when the pool is created; a worker that starts late still looks at the
-     * first run because it compares against 0, not against a fresh load. */
+    /* gen is 0 when the pool is created; a worker that starts late still runs the
+     * first generation because it compares against 0, not against a fresh load. */
     uint64_t seen  = 0;
     g_in_pool_task = true;
     for (;;) {
         seen = wait_gen(p, seen);
         if (atomic_load(&p->quit)) break;
-        work(p, w->tid, false);
+        run_chunk(p, w->tid);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            if (p->caller_sleeping) pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
     return NULL;
 }
@@ -176,9 +134,8 @@ imgd_status imgd_pool_new(uint32_t n_threads, imgd_pool **out) {
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done_cv, NULL);
     atomic_init(&p->gen, 0);
-    atomic_init(&p->claim, (uint64_t)CLAIM_CLOSED);
-    atomic_init(&p->n_chunks, 0);
-    atomic_init(&p->done, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->next, 0);
     atomic_init(&p->quit, false);
     if (n_threads > 1) {
         p->workers = imgd_calloc(n_threads - 1, sizeof *p->workers);
@@ -214,46 +171,32 @@ static void run_any(imgd_pool *p, size_t n, size_t grain, imgd_pool_fn fn, imgd_
             fn(ctx, 0, n);
         return;
     }
-    size_t chunks;
-    if (grain) {
-        /* the chunk index must fit the claim word */
-        size_t min_grain = n / (CLAIM_CLOSED - 1) + 1;
-        grain            = grain < min_grain ? min_grain : grain;
-        chunks           = (n + grain - 1) / grain;
-    } else {
-        chunks = n < p->n ? n : p->n;
-    }
     pthread_mutex_lock(&p->run_lock);
-    /* close the claim word under the new sequence, write the run, then open it */
-    p->seq++;
-    uint64_t seq = p->seq << CLAIM_BITS;
-    atomic_store_explicit(&p->claim, seq | CLAIM_CLOSED, memory_order_seq_cst);
     p->n_items = n;
     p->grain   = grain;
-    p->fn      = fn;
-    p->fn_tid  = fn_tid;
-    p->ctx     = ctx;
-    atomic_store_explicit(&p->n_chunks, (unsigned)chunks, memory_order_release);
-    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->claim, seq, memory_order_release);
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    p->fn     = fn;
+    p->fn_tid = fn_tid;
+    p->ctx    = ctx;
+    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
 
     g_in_pool_task = true;
-    work(p, 0, true);
+    run_chunk(p, 0);
     g_in_pool_task = false;
 
     bool finished = false;
     for (int i = 0; i < POOL_SPIN && !finished; i++) {
-        finished = atomic_load_explicit(&p->done, memory_order_acquire) >= chunks;
+        finished = atomic_load_explicit(&p->pending, memory_order_acquire) == 0;
         if (!finished) cpu_relax();
     }
     if (!finished) {
         pthread_mutex_lock(&p->mu);
         p->caller_sleeping = true;
-        while (atomic_load_explicit(&p->done, memory_order_acquire) < chunks)
+        while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0)
             pthread_cond_wait(&p->done_cv, &p->mu);
         p->caller_sleeping = false;
         pthread_mutex_unlock(&p->mu);

@@ -2,10 +2,8 @@
  *
  * The pool owns n_threads - 1 worker threads; the thread that calls imgd_pool_run is the
  * n-th participant, so a pool of 1 runs everything inline. A run splits the index range
- * [0, n) into min(n, T) contiguous chunks of balanced size and calls fn once per chunk.
- * Participants claim chunks as they arrive, so one that is not scheduled (cores shared with
- * another process) delays nobody: the caller runs the chunks no worker has claimed and then
- * waits only for those being run. Nothing is allocated on the run path.
+ * [0, n) into one contiguous chunk per participant (chunk i is [i*n/T, (i+1)*n/T)) and calls
+ * fn once per non-empty chunk. Nothing is allocated on the run path.
  *
  * Workers spin briefly after each run (so back-to-back kernels start fast) and then sleep
  * on a condition variable, so an idle pool costs no CPU.
@@ -23,9 +21,8 @@ typedef struct imgd_pool imgd_pool;
 /* Task body: process indices [begin, end). */
 typedef void (*imgd_pool_fn)(void *ctx, size_t begin, size_t end);
 
-/* Task body that also receives an index tid in [0, imgd_pool_size(pool)), unique among the
- * calls of one run that may overlap (use it to pick per-thread scratch): the chunk's index
- * in imgd_pool_run_tid, the participant's in imgd_pool_run_dynamic. */
+/* Task body that also receives the participant index tid in [0, imgd_pool_size(pool)),
+ * unique among the calls of one run (use it to pick per-thread scratch). */
 typedef void (*imgd_pool_tid_fn)(void *ctx, size_t begin, size_t end, uint32_t tid);
 
 /* Creates a pool of n_threads participants (1..256; 0 = the number of online CPUs).
@@ -47,8 +44,7 @@ void imgd_pool_run_tid(imgd_pool *pool, size_t n, imgd_pool_tid_fn fn, void *ctx
 /* Dynamic variant: participants repeatedly claim the next `grain` indices (grain 0 = 1)
  * from a shared counter until [0, n) is exhausted, so a participant slowed down by other
  * load on its core takes fewer indices. fn may be called several times per participant,
- * each time with its tid. A grain below n / (2^24 - 2) is raised to it (chunks are counted
- * in 24 bits). */
+ * each time with its tid. */
 void imgd_pool_run_dynamic(imgd_pool *pool, size_t n, size_t grain, imgd_pool_tid_fn fn, void *ctx);
 
 /* Stops and joins the workers. NULL is a no-op. Must not be called while a run is active. */
