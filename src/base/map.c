@@ -81,14 +81,24 @@ bool imgd_path_is_file(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* Bytes (NUL included) of a joined with b by '/' (none added after a trailing '/'). */
+static size_t joined_size(const char *a, const char *b) {
+    size_t la = strlen(a);
+    return la + (la > 0 && a[la - 1] != '/' ? 1 : 0) + strlen(b) + 1;
+}
+
+/* Writes a '/' b into dst, which holds joined_size(a, b) bytes. */
+static void join_into(char *dst, const char *a, const char *b) {
+    size_t n = strlen(a);
+    memcpy(dst, a, n);
+    if (n > 0 && dst[n - 1] != '/') dst[n++] = '/';
+    memcpy(dst + n, b, strlen(b) + 1);
+}
+
 bool imgd_path_is_file_in(const char *dir, const char *name) {
-    char   p[PATH_MAX];
-    size_t la = strlen(dir), lb = strlen(name);
-    bool   sep = la > 0 && dir[la - 1] != '/';
-    if (la + (sep ? 1 : 0) + lb + 1 > sizeof p) return false;
-    memcpy(p, dir, la);
-    if (sep) p[la++] = '/';
-    memcpy(p + la, name, lb + 1);
+    char p[PATH_MAX];
+    if (joined_size(dir, name) > sizeof p) return false;
+    join_into(p, dir, name);
     return imgd_path_is_file(p);
 }
 
@@ -135,12 +145,7 @@ imgd_status imgd_file_read_all(const char *path, size_t cap, char **out, size_t 
 }
 
 char *imgd_path_join(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    char  *p = imgd_malloc(la + lb + 2);
-    if (!p) return NULL;
-    memcpy(p, a, la);
-    size_t n = la;
-    if (n > 0 && p[n - 1] != '/') p[n++] = '/';
-    memcpy(p + n, b, lb + 1);
+    char *p = imgd_malloc(joined_size(a, b));
+    if (p) join_into(p, a, b);
     return p;
 }
